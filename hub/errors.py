@@ -1,0 +1,57 @@
+"""One exception hierarchy for the whole hub.
+
+Every error a user can meet derives from :class:`HubError`, so callers (the CLI, Dagster assets, the
+agent layer) can catch one type and show its message, which is written to be read by a person: it names
+the file, field, URL or record involved and what was expected. Messages never contain secret values —
+callers mask URLs and headers before building them (see :mod:`hub.runtime.secrets`).
+"""
+
+from __future__ import annotations
+
+
+class HubError(Exception):
+    """Base class of every error the hub raises on purpose."""
+
+
+class SpecError(HubError):
+    """A pipeline spec is invalid. Carries every problem found, not only the first."""
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        plural = "s" if len(problems) != 1 else ""
+        body = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{path}: {len(problems)} problem{plural} in pipeline spec:\n{body}")
+
+
+class SecretError(HubError):
+    """A `${VAR}` reference names an environment variable that is not set."""
+
+
+class AdapterError(HubError):
+    """A protocol adapter could not get records from its system."""
+
+
+class TransportError(AdapterError):
+    """The system could not be reached or the connection broke (after retries)."""
+
+
+class HTTPStatusError(AdapterError):
+    """The system answered with an HTTP error status (after retries where they apply)."""
+
+    def __init__(self, message: str, *, url: str, status: int) -> None:
+        self.url = url
+        self.status = status
+        super().__init__(message)
+
+
+class ResponseFormatError(AdapterError):
+    """The system answered, but the body is not what the spec says it should be."""
+
+
+class MappingError(HubError):
+    """A record could not be mapped to the columns the spec declares."""
+
+
+class WarehouseError(HubError):
+    """Loading into, or querying, the warehouse failed. The warehouse is left as it was."""

@@ -1,0 +1,1 @@
+"""Protocol-neutral runtime pieces shared by every adapter: retries, secrets, windows, records."""

@@ -1,0 +1,307 @@
+"""Load and validate pipeline specs, reporting every problem with file, line and field path.
+
+Validation runs in two passes and collects everything before raising one :class:`SpecError`:
+1. the document against :class:`PipelineSpec` (pydantic collects all field errors);
+2. cross-references pydantic cannot see: each source's protocol keys against its system's adapter
+   model, unknown systems, templates, JSONPaths, primary keys vs. declared columns, model SQL and the
+   tables it reads.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlglot
+import yaml
+from pydantic import ValidationError
+from sqlglot import exp
+
+from adapters.rest._jsonpath import JSONPathError, compile_path
+from adapters.rest.config import RestSourceConfig
+from hub.errors import SpecError
+from hub.runtime.window import check_template, is_template
+from hub.spec.models import ModelSpec, PipelineSpec, ResolvedSource, SourceSpec, valid_name
+
+Loc = tuple[str | int, ...]
+DEFAULT_WAREHOUSE = "warehouse/hub.duckdb"
+
+
+@dataclass
+class Pipeline:
+    """A validated spec plus where it came from."""
+
+    spec: PipelineSpec
+    path: Path
+    root: Path
+    sources: dict[str, ResolvedSource]
+    model_deps: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.spec.pipeline
+
+    @property
+    def warehouse_url(self) -> str:
+        """The warehouse URL with a relative DuckDB path made absolute against the project root."""
+        url = self.spec.warehouse or os.environ.get("HUB_WAREHOUSE") or f"duckdb:///{DEFAULT_WAREHOUSE}"
+        if "://" not in url:  # a bare path
+            url = f"duckdb:///{url}"
+        if url.startswith("duckdb:///"):
+            path = Path(url[len("duckdb:///"):])
+            if not path.is_absolute() and str(path) != ":memory:":
+                url = f"duckdb:///{(self.root / path).resolve()}"
+        return url
+
+    def asset_names(self) -> list[str]:
+        return [*self.sources, *self.spec.models]
+
+
+class _Marks:
+    """Line numbers of every node in a YAML document, by path; also reports duplicate keys."""
+
+    def __init__(self, text: str) -> None:
+        self.lines: dict[Loc, int] = {}
+        self.duplicates: list[tuple[Loc, int]] = []
+        try:
+            root = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.YAMLError:
+            return
+        if root is not None:
+            self._walk(root, ())
+
+    def _walk(self, node: yaml.Node, loc: Loc) -> None:
+        self.lines[loc] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
+                if key in seen:
+                    self.duplicates.append(((*loc, key), key_node.start_mark.line + 1))
+                seen.add(key)
+                self.lines[(*loc, key)] = key_node.start_mark.line + 1
+                self._walk(value_node, (*loc, key))
+                self.lines[(*loc, key)] = key_node.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self._walk(item, (*loc, i))
+
+    def line(self, loc: Loc) -> int | None:
+        for n in range(len(loc), -1, -1):
+            if loc[:n] in self.lines:
+                return self.lines[loc[:n]]
+        return None
+
+
+class _Problems:
+    def __init__(self, path: Path, marks: _Marks) -> None:
+        self.path, self.marks, self.items = path, marks, []  # type: ignore[var-annotated]
+
+    def add(self, loc: Loc, message: str) -> None:
+        line = self.marks.line(loc)
+        where = ".".join(str(p) for p in loc) or "(document)"
+        self.items.append((line or 0, f"line {line}: {where}: {message}" if line else f"{where}: {message}"))
+
+    def add_pydantic(self, exc: ValidationError, prefix: Loc = ()) -> None:
+        for err in exc.errors():
+            loc = (*prefix, *[p for p in err["loc"] if not _is_union_tag(p)])
+            msg = err["msg"].removeprefix("Value error, ")
+            got = err.get("input")
+            if err["type"] == "missing":
+                msg = "required field is missing"
+            elif err["type"] == "extra_forbidden":
+                msg = "unknown field (not part of the spec; check the spelling)"
+            elif isinstance(got, str | int | float | bool) and not isinstance(got, dict):
+                msg = f"{msg} (got {got!r})"
+            self.add(loc, msg)
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            self.items.sort(key=lambda t: t[0])
+            raise SpecError(str(self.path), [m for _, m in self.items])
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic puts the member type name in loc for `str | Model` unions, e.g. 'ColumnSpec' or 'str'
+    return isinstance(part, str) and (part[:1].isupper() or part in {"str", "int", "float", "bool"})
+
+
+def project_root(path: Path) -> Path:
+    """The nearest ancestor holding workspace.yaml or pyproject.toml; relative warehouse paths start here."""
+    for parent in [path.parent, *path.parent.parents]:
+        if (parent / "workspace.yaml").exists() or (parent / "pyproject.toml").exists():
+            return parent
+    return path.parent
+
+
+def load(path: str | Path) -> Pipeline:
+    """Load, validate and resolve the spec at *path*. Raises :class:`SpecError` with every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(str(path), [f"cannot read file: {exc.strerror}"]) from None
+    return loads(text, path)
+
+
+def loads(text: str, path: Path) -> Pipeline:
+    marks = _Marks(text)
+    problems = _Problems(path, marks)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise SpecError(str(path), [f"{where}not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
+    if not isinstance(data, dict):
+        raise SpecError(str(path), ["expected a mapping with at least `pipeline:` and `sources:`"])
+    for loc, line in marks.duplicates:
+        problems.items.append((line, f"line {line}: {'.'.join(map(str, loc))}: key given twice"))
+    try:
+        spec = PipelineSpec.model_validate(data)
+    except ValidationError as exc:
+        problems.add_pydantic(exc)
+        _check_raw_sources(data, problems)  # so one run shows the protocol-key problems too
+        problems.raise_if_any()
+        raise  # unreachable: add_pydantic always adds
+    sources = _resolve_sources(spec, data, problems)
+    model_deps = _check_models(spec, problems)
+    problems.raise_if_any()
+    return Pipeline(spec=spec, path=path, root=project_root(path.resolve()), sources=sources,
+                    model_deps=model_deps)
+
+
+def _resolve_sources(spec: PipelineSpec, data: dict[str, Any], problems: _Problems) -> dict[str, ResolvedSource]:
+    out: dict[str, ResolvedSource] = {}
+    for name, src in spec.sources.items():
+        loc: Loc = ("sources", name)
+        if not valid_name(name):
+            problems.add(loc, "source names must be identifiers (letters, digits, _), they become tables")
+        system = spec.systems.get(src.system)
+        if system is None:
+            known = ", ".join(spec.systems) or "none defined"
+            problems.add((*loc, "system"), f"unknown system '{src.system}' (systems: {known})")
+            continue
+        extra = dict(src.model_extra or {})
+        rest = None
+        if system.kind == "rest":
+            try:
+                rest = RestSourceConfig.model_validate(extra)
+            except ValidationError as exc:
+                problems.add_pydantic(exc, loc)
+                continue
+            _check_rest(loc, rest, spec, problems)
+        outputs = src.output_columns()
+        if outputs is not None:
+            for key in src.primary_key:
+                if key not in outputs:
+                    problems.add((*loc, "primary_key"),
+                                 f"'{key}' is not one of the declared columns ({', '.join(outputs)})")
+        templated = any(is_template(v) and "partition" in v for v in _strings(extra))
+        partitioned = src.partitioned if src.partitioned is not None else templated
+        if partitioned and spec.partitions is None:
+            problems.add((*loc, "partitioned"), "the pipeline has no partitions (set `partitions:` first)")
+            partitioned = False
+        out[name] = ResolvedSource(name=name, spec=src, system_name=src.system, system=system, rest=rest,
+                                   partitioned=partitioned)
+    return out
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def _check_raw_sources(data: dict[str, Any], problems: _Problems) -> None:
+    """Protocol-key checks on the raw document, used when the document as a whole did not validate."""
+    systems, sources = data.get("systems"), data.get("sources")
+    if not isinstance(systems, dict) or not isinstance(sources, dict):
+        return
+    common = set(SourceSpec.model_fields)
+    for name, raw in sources.items():
+        if not isinstance(raw, dict):
+            continue
+        system = systems.get(raw.get("system"))
+        if isinstance(system, dict) and "rest" in system:
+            try:
+                RestSourceConfig.model_validate({k: v for k, v in raw.items() if k not in common})
+            except ValidationError as exc:
+                problems.add_pydantic(exc, ("sources", name))
+
+
+def _check_rest(loc: Loc, rest: RestSourceConfig, spec: PipelineSpec, problems: _Problems) -> None:
+    paths: list[tuple[Loc, str]] = [((*loc, "records"), rest.records)]
+    if rest.paginate:
+        for kind in ("page_number", "offset", "cursor", "next_url"):
+            cfg = getattr(rest.paginate, kind)
+            if cfg is None:
+                continue
+            for key in ("total_pages", "total_count", "total", "cursor_path", "path"):
+                value = getattr(cfg, key, None)
+                if value:
+                    paths.append(((*loc, "paginate", kind, key), value))
+    for ploc, expr in paths:
+        try:
+            compile_path(expr)
+        except JSONPathError as exc:
+            problems.add(ploc, str(exc))
+    templated: list[tuple[Loc, str]] = [((*loc, "request", "path"), rest.request.path)]
+    templated += [((*loc, "request", "params", k), v) for k, v in rest.request.params.items() if isinstance(v, str)]
+    for tloc, value in templated:
+        bad = check_template(value, field=".".join(map(str, tloc)))
+        if bad:
+            problems.add(tloc, bad.split(": ", 1)[1])
+        elif is_template(value) and spec.partitions is None and "partition" in value:
+            problems.add(tloc, f"'{value}' uses partition templating, but the pipeline has `partitions: none`")
+
+
+def _check_models(spec: PipelineSpec, problems: _Problems) -> dict[str, list[str]]:
+    deps: dict[str, list[str]] = {}
+    local = set(spec.sources) | set(spec.models)
+    for name, model in spec.models.items():
+        loc: Loc = ("models", name)
+        if not valid_name(name):
+            problems.add(loc, "model names must be identifiers (letters, digits, _), they become tables")
+        if name in spec.sources:
+            problems.add(loc, f"'{name}' is both a source and a model; asset names must be unique")
+        tables = _referenced_tables(model, loc, problems)
+        if tables is None:
+            continue
+        unknown = sorted(t for t in tables if t not in local and t not in model.depends_on)
+        if unknown:
+            problems.add((*loc, "sql"), f"reads unknown table(s) {', '.join(unknown)}: not a source or model of "
+                                        "this pipeline (list tables from other pipelines in depends_on)")
+        if name in tables:
+            problems.add((*loc, "sql"), "a model cannot read its own table")
+        deps[name] = sorted((tables & local) - {name}) + [d for d in model.depends_on if d not in local]
+    return deps
+
+
+def _referenced_tables(model: ModelSpec, loc: Loc, problems: _Problems) -> set[str] | None:
+    try:
+        statements = sqlglot.parse(model.sql, read="duckdb")
+    except sqlglot.errors.ParseError as exc:
+        first = exc.errors[0] if exc.errors else {}
+        detail = first.get("description") or str(exc).splitlines()[0]
+        at = f" (SQL line {first.get('line')}, column {first.get('col')})" if first.get("line") else ""
+        problems.add((*loc, "sql"), f"SQL does not parse: {detail}{at}")
+        return None
+    if len(statements) != 1 or not isinstance(statements[0], exp.Query):
+        problems.add((*loc, "sql"), "expected exactly one SELECT (or WITH ... SELECT) statement")
+        return None
+    stmt = statements[0]
+    ctes = {cte.alias_or_name for cte in stmt.find_all(exp.CTE)}
+    return {t.name for t in stmt.find_all(exp.Table) if t.name and t.name not in ctes}
+
+
+def discover(folder: str | Path) -> list[Path]:
+    """Every pipeline spec (``*.yaml`` / ``*.yml``) directly in *folder*, sorted."""
+    folder = Path(folder)
+    return sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())

@@ -1,0 +1,178 @@
+"""Pydantic models of the pipeline spec (one YAML file per pipeline in ``pipelines/``).
+
+Protocol-specific keys (for REST: ``request``, ``records``, ``paginate``) are validated against the
+adapter's own config model once the source's system is known, see :mod:`hub.spec.loader`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from adapters.rest.config import RestSourceConfig, RestSystemConfig
+from hub.transform.types import parse_type
+
+NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_NAME_RE = re.compile(NAME)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _WindowPartitions(_Strict):
+    start: date = Field(description="First partition (inclusive).")
+    timezone: str = "UTC"
+    end_offset: int = Field(0, ge=0, description="Also run this many partitions past the last complete one.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone '{v}' (expected an IANA name such as UTC or Europe/Paris)")
+        return v
+
+
+class PartitionsConfig(_Strict):
+    daily: _WindowPartitions | None = None
+    monthly: _WindowPartitions | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> PartitionsConfig:
+        if (self.daily is None) == (self.monthly is None):
+            raise ValueError("expected exactly one of: daily, monthly (or `partitions: none`)")
+        return self
+
+    @property
+    def kind(self) -> Literal["daily", "monthly"]:
+        return "daily" if self.daily else "monthly"
+
+    @property
+    def window(self) -> _WindowPartitions:
+        w = self.daily or self.monthly
+        assert w is not None
+        return w
+
+
+class SystemConfig(_Strict):
+    """A connection. Exactly one protocol key; later issues add soap, sftp and sql."""
+
+    rest: RestSystemConfig | None = None
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> SystemConfig:
+        if self.rest is None:
+            raise ValueError("expected a protocol block: rest")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "rest"
+
+
+class ColumnSpec(_Strict):
+    name: str | None = Field(None, description="Column name in the warehouse (default: the last path part).")
+    type: str | None = Field(None, description="string, int64, float64, bool, date, timestamp, timestamptz, "
+                                               "decimal(p,s), json ...")
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_type(v)  # raises ValueError with the list of known types
+        return v
+
+
+class SourceSpec(BaseModel):
+    """Keys every source has; the protocol keys are kept in ``model_extra`` until the system is known."""
+
+    model_config = ConfigDict(extra="allow")
+
+    system: str
+    description: str | None = None
+    primary_key: list[str] = Field(default_factory=list)
+    partitioned: bool | None = Field(
+        None, description="Load per partition (replace exactly that partition). Default: true when the "
+                          "source's request uses {{ partition.* }} templating, else the source is reference "
+                          "data loaded whole (merged on primary_key, or replaced).")
+    columns: dict[str, str | ColumnSpec] | None = Field(
+        None, description="Source field (dotted path for nested) -> new name, or {name, type}. "
+                          "When given, only these columns are kept.")
+
+    @field_validator("primary_key", mode="before")
+    @classmethod
+    def _pk(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    def column_specs(self) -> list[tuple[str, ColumnSpec]]:
+        """(source path, spec with the name filled in) for every declared column."""
+        out = []
+        for path, spec in (self.columns or {}).items():
+            cs = ColumnSpec(name=spec) if isinstance(spec, str) else spec
+            out.append((path, ColumnSpec(name=cs.name or path.split(".")[-1], type=cs.type)))
+        return out
+
+    def output_columns(self) -> list[str] | None:
+        return [c.name or "" for _, c in self.column_specs()] if self.columns else None
+
+
+class ModelSpec(_Strict):
+    sql: str
+    description: str | None = None
+    depends_on: list[str] = Field(default_factory=list, description="Tables outside this pipeline it reads.")
+
+
+class PipelineSpec(_Strict):
+    pipeline: str = Field(pattern=NAME)
+    description: str = ""
+    warehouse: str | None = Field(None, description="duckdb:///path/to/file.duckdb (default: HUB_WAREHOUSE "
+                                                    "or warehouse/hub.duckdb in the project)")
+    partitions: PartitionsConfig | None = None
+    schedule: str | None = None
+    systems: dict[str, SystemConfig] = Field(default_factory=dict)
+    sources: dict[str, SourceSpec] = Field(default_factory=dict)
+    models: dict[str, ModelSpec] = Field(default_factory=dict)
+
+    @field_validator("partitions", mode="before")
+    @classmethod
+    def _none(cls, v: Any) -> Any:
+        return None if v in ("none", "None", False) else v
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from dagster._utils.schedules import is_valid_cron_string
+
+        if not is_valid_cron_string(v):
+            raise ValueError(f"'{v}' is not a valid cron expression (expected e.g. '0 6 * * *')")
+        return v
+
+
+class ResolvedSource(BaseModel):
+    """A source whose protocol keys were validated against its system's adapter config."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    name: str
+    spec: SourceSpec
+    system_name: str
+    system: SystemConfig
+    rest: RestSourceConfig | None = None
+    partitioned: bool = False
+
+    @property
+    def kind(self) -> str:
+        return self.system.kind
+
+
+def valid_name(name: str) -> bool:
+    return bool(_NAME_RE.match(name))

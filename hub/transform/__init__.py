@@ -1,0 +1,1 @@
+"""Field mapping and type coercion between adapters and the warehouse."""

@@ -1,0 +1,157 @@
+"""Per-source field mapping: pick (dotted paths into nested records), rename and cast, on Arrow batches.
+
+Mapping is vectorized (struct field extraction and Arrow casts); only when a cast fails for some rows
+does it fall back to row-by-row conversion, to split the batch into good rows and quarantined rows,
+each bad row with the column, the value and the reason. A bad partner record never fails the whole
+load silently, and never disappears.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from hub.transform.types import JSON, parse_type
+
+
+@dataclass(frozen=True)
+class Column:
+    path: tuple[str, ...]
+    name: str
+    type: pa.DataType | str | None  # None: keep the source type; "json": serialize
+
+
+@dataclass
+class Mapped:
+    batch: pa.RecordBatch
+    quarantine: list[dict[str, Any]]  # {"row": int, "column": str, "value": str, "reason": str, "record": str}
+
+
+class Mapper:
+    """Applies a source's ``columns`` mapping to every batch."""
+
+    def __init__(self, columns: list[tuple[str, str | None, str | None]] | None) -> None:
+        """*columns*: (source dotted path, output name, type name) triples; None keeps every field."""
+        self.columns = None if columns is None else [
+            Column(tuple(path.split(".")), name or path.split(".")[-1], parse_type(t) if t else None)
+            for path, name, t in columns
+        ]
+
+    def apply(self, batch: pa.RecordBatch) -> Mapped:
+        if self.columns is None:
+            return Mapped(batch, [])
+        arrays: list[pa.Array] = []
+        bad_rows: dict[int, dict[str, Any]] = {}
+        for col in self.columns:
+            raw = _extract(batch, col.path)
+            arr, bad = _cast(raw, col)
+            arrays.append(arr)
+            for row, (value, reason) in bad.items():
+                bad_rows.setdefault(row, {"row": row, "column": col.name, "value": value, "reason": reason})
+        out = pa.RecordBatch.from_arrays(arrays, names=[c.name for c in self.columns])
+        if not bad_rows:
+            return Mapped(out, [])
+        keep = pa.array([i not in bad_rows for i in range(batch.num_rows)])
+        records = batch.filter(pa.array([i in bad_rows for i in range(batch.num_rows)])).to_pylist()
+        quarantine = []
+        for rec, (_, info) in zip(records, sorted(bad_rows.items()), strict=True):
+            quarantine.append({**info, "record": json.dumps(rec, default=str, ensure_ascii=False)})
+        return Mapped(out.filter(keep), quarantine)
+
+
+def _extract(batch: pa.RecordBatch, path: tuple[str, ...]) -> pa.Array:
+    """The values at a dotted path; rows where any step is missing or null give null."""
+    idx = batch.schema.get_field_index(path[0])
+    if idx < 0:
+        return pa.nulls(batch.num_rows)
+    arr: pa.Array = batch.column(idx)
+    for step in path[1:]:
+        if not pa.types.is_struct(arr.type) or arr.type.get_field_index(step) < 0:
+            return pa.nulls(batch.num_rows)
+        arr = pc.struct_field(arr, step)
+    return arr
+
+
+def _cast(arr: pa.Array, col: Column) -> tuple[pa.Array, dict[int, tuple[str, str]]]:
+    target = col.type
+    if target is None:
+        return (arr.cast(pa.string()) if pa.types.is_null(arr.type) else arr), {}
+    if target == JSON:
+        return pa.array([None if v is None else json.dumps(v, default=str, ensure_ascii=False)
+                         for v in arr.to_pylist()], pa.string()), {}
+    assert isinstance(target, pa.DataType)
+    if arr.type == target:
+        return arr, {}
+    try:
+        return _vector_cast(arr, target), {}
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return _row_cast(arr, target, col.name)
+
+
+def _vector_cast(arr: pa.Array, target: pa.DataType) -> pa.Array:
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        if pa.types.is_timestamp(target) and target.tz is not None:
+            # ISO strings with offsets ("...+02:00", "Z") normalize to UTC; naive ones are taken as UTC.
+            parsed = pc.cast(arr, pa.timestamp(target.unit, tz="UTC"))
+            return parsed.cast(target)
+        if pa.types.is_boolean(target):
+            lowered = pc.utf8_lower(pc.utf8_trim_whitespace(arr))
+            truthy = pc.is_in(lowered, pa.array(["true", "1", "yes", "y", "t"]))
+            falsy = pc.is_in(lowered, pa.array(["false", "0", "no", "n", "f"]))
+            if pc.any(pc.and_(pc.invert(pc.or_(truthy, falsy)), pc.is_valid(arr))).as_py():
+                raise pa.ArrowInvalid("not a boolean")
+            return pc.if_else(pc.is_valid(arr), truthy, pa.scalar(None, pa.bool_()))
+    if pa.types.is_timestamp(arr.type) and pa.types.is_date(target):
+        return pc.cast(arr, target)
+    return pc.cast(arr, target, safe=True)
+
+
+def _row_cast(arr: pa.Array, target: pa.DataType, name: str) -> tuple[pa.Array, dict[int, tuple[str, str]]]:
+    good: list[Any] = []
+    bad: dict[int, tuple[str, str]] = {}
+    for i, v in enumerate(arr.to_pylist()):
+        if v is None:
+            good.append(None)
+            continue
+        try:
+            good.append(_convert(v, target))
+        except (ValueError, TypeError, InvalidOperation, OverflowError, pa.ArrowInvalid) as exc:
+            bad[i] = (str(v)[:200], f"column {name}: cannot convert {v!r} to {target}: {exc}")
+            good.append(None)
+    return pa.array(good, type=target), bad
+
+
+def _convert(v: Any, target: pa.DataType) -> Any:
+    if pa.types.is_integer(target):
+        if isinstance(v, bool) or (isinstance(v, float) and not v.is_integer()):
+            raise ValueError("not an integer")
+        out = int(v)
+        pa.scalar(out, target)  # range check
+        return out
+    if pa.types.is_floating(target):
+        return float(v)
+    if pa.types.is_decimal(target):
+        d = Decimal(str(v))
+        pa.scalar(d, target)
+        return d
+    if pa.types.is_boolean(target):
+        s = str(v).strip().lower()
+        if s in ("true", "1", "yes", "y", "t"):
+            return True
+        if s in ("false", "0", "no", "n", "f"):
+            return False
+        raise ValueError("not a boolean")
+    if pa.types.is_date(target):
+        return v if isinstance(v, date) else date.fromisoformat(str(v)[:10])
+    if pa.types.is_timestamp(target):
+        ts = v if isinstance(v, datetime) else datetime.fromisoformat(str(v).replace("Z", "+00:00"))
+        return ts
+    if pa.types.is_string(target):
+        return v if isinstance(v, str) else json.dumps(v, default=str)
+    return pa.scalar(v).cast(target).as_py()
