@@ -1,0 +1,208 @@
+"""The ``hub`` command."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from hub.errors import HubError, SpecError
+from hub.spec import Pipeline, load
+from hub.spec.loader import project_root
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Hub: coordinate REST, SOAP, SFTP and SQL systems as Dagster assets.")
+console = Console()
+err = Console(stderr=True)
+REPO = Path(__file__).resolve().parents[2]
+DEMO_SPEC = REPO / "pipelines" / "demo.yaml"
+DEMO_RANGE = ("2024-01-01", "2024-01-07")
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _load(spec: Path) -> Pipeline:
+    try:
+        return load(spec)
+    except SpecError as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command()
+def validate(specs: list[Path] = typer.Argument(..., help="Pipeline spec files (YAML).")) -> None:
+    """Check specs: every problem is reported with file, line and field."""
+    failed = False
+    for spec in specs:
+        try:
+            p = load(spec)
+        except SpecError as exc:
+            err.print(str(exc), highlight=False, markup=False)
+            failed = True
+            continue
+        parts = p.spec.partitions
+        console.print(f"[green]ok[/] {spec}: pipeline [bold]{p.name}[/], {len(p.sources)} source(s), "
+                      f"{len(p.spec.models)} model(s), partitions: {parts.kind if parts else 'none'}, "
+                      f"warehouse: {p.warehouse_url}")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def run(
+    spec: Path = typer.Argument(..., help="Pipeline spec file."),
+    asset: list[str] = typer.Option(None, "--asset", "-a", help="Only these assets (repeatable)."),
+    partition: str = typer.Option(None, "--partition", "-p", help="One partition key, e.g. 2024-01-31."),
+    start: str = typer.Option(None, "--from", help="First partition of a range."),
+    end: str = typer.Option(None, "--to", help="Last partition of a range (inclusive)."),
+) -> None:
+    """Materialize a pipeline in-process on the local Dagster instance, with progress."""
+    pipeline = _load(spec)
+    if not _run(pipeline, asset or None, partition, start, end):
+        raise typer.Exit(1)
+
+
+def _run(pipeline: Pipeline, assets: list[str] | None, partition: str | None, start: str | None,
+         end: str | None) -> bool:
+    from hub.dagster import progress as progress_hook
+    from hub.dagster.instance import local_instance
+    from hub.dagster.run import partition_keys, run_pipeline
+
+    try:
+        keys = partition_keys(pipeline, partition=partition, start=start, end=end)
+    except HubError as exc:
+        raise _fail(str(exc)) from None
+    instance = local_instance(pipeline.root)
+    ok = True
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=console, transient=False) as bar:
+        tasks: dict[str, int] = {}
+        current: dict[str, str | None] = {"key": None}
+
+        def on_rows(asset_name: str, rows: int) -> None:
+            label = f"{asset_name}" + (f" [{current['key']}]" if current["key"] else "")
+            if label not in tasks:
+                tasks[label] = bar.add_task(escape(label), total=None)
+            bar.update(tasks[label], description=f"{escape(label)}: {rows:,} rows")
+
+        progress_hook.listen(on_rows)
+        try:
+            outcomes = run_pipeline(pipeline, instance, assets=assets, partitions=keys, quiet=True,
+                                    before_run=lambda key: current.update(key=key))
+        finally:
+            progress_hook.listen(None)
+    for o in outcomes:
+        where = f"partition {o.partition}" if o.partition else "unpartitioned"
+        if o.success:
+            counts = ", ".join(f"{a}={n:,}" for a, n in o.row_counts.items())
+            console.print(f"[green]✓[/] {where}: {counts} (run {o.run_id[:8]})")
+        else:
+            ok = False
+            err.print(f"[red]✗[/] {where} failed (run {o.run_id[:8]}):\n{o.error}", highlight=False)
+    return ok
+
+
+@app.command()
+def demo(
+    port: int = typer.Option(8801, help="Port for the demo CRM (0 = any free port)."),
+) -> None:
+    """Start the demo estate (a CRM REST service on loopback), run the demo pipeline, show what landed."""
+    from hub.demo.crm import DEMO_TOKEN, CRMService
+
+    os.environ.setdefault("CRM_TOKEN", DEMO_TOKEN)
+    try:
+        crm = CRMService(port=port, token=os.environ["CRM_TOKEN"]).start()
+    except OSError:
+        crm = CRMService(port=0, token=os.environ["CRM_TOKEN"]).start()
+    os.environ["HUB_DEMO_CRM_URL"] = crm.url
+    console.print(f"demo CRM listening on {crm.url}")
+    try:
+        pipeline = _load(DEMO_SPEC)
+        console.print(f"running pipeline [bold]{pipeline.name}[/] for {DEMO_RANGE[0]} .. {DEMO_RANGE[1]} "
+                      f"into {pipeline.warehouse_url}")
+        ok = _run(pipeline, None, None, *DEMO_RANGE)
+    finally:
+        crm.stop()
+    if not ok:
+        raise typer.Exit(1)
+    _summary(pipeline)
+
+
+def _summary(pipeline: Pipeline) -> None:
+    from hub.warehouse import connect
+
+    wh = connect(pipeline.warehouse_url)
+    table = Table(title=f"What landed in {pipeline.warehouse_url}")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    table.add_column("partitions", justify="right")
+    for name in wh.tables():
+        rows = wh.query(f'SELECT count(*) AS n FROM "{name}"').column("n")[0].as_py()
+        parts = "-"
+        cols = wh.query(f'SELECT * FROM "{name}" LIMIT 0').column_names
+        if "_hub_partition" in cols:
+            parts = str(wh.query(f'SELECT count(DISTINCT _hub_partition) AS n FROM "{name}"').column("n")[0])
+        table.add_row(name, f"{rows:,}", parts)
+    console.print(table)
+    if "contacts_by_region" in pipeline.spec.models:
+        top = wh.query("SELECT region, sum(contacts) AS contacts, sum(customers) AS customer_days "
+                       "FROM contacts_by_region GROUP BY region ORDER BY contacts DESC")
+        t = Table(title="contacts_by_region (summed over the week)")
+        for c in top.column_names:
+            t.add_column(c)
+        for row in top.to_pylist():
+            t.add_row(*[str(v) for v in row.values()])
+        console.print(t)
+
+
+@app.command()
+def ui(
+    demo_estate: bool = typer.Option(True, "--demo/--no-demo", help="Also start the demo estate services."),
+    port: int = typer.Option(3000, help="Dagster webserver port."),
+) -> None:
+    """Start the Dagster UI (`dagster dev -w workspace.yaml`) on the local instance."""
+    from hub.dagster.instance import local_instance
+
+    root = project_root(DEMO_SPEC)
+    local_instance(root)
+    crm = None
+    if demo_estate:
+        from hub.demo.crm import DEMO_TOKEN, CRMService
+
+        os.environ.setdefault("CRM_TOKEN", DEMO_TOKEN)
+        try:
+            crm = CRMService(port=8801, token=os.environ["CRM_TOKEN"]).start()
+        except OSError:
+            crm = CRMService(port=0, token=os.environ["CRM_TOKEN"]).start()
+        os.environ["HUB_DEMO_CRM_URL"] = crm.url
+        console.print(f"demo CRM listening on {crm.url}")
+    dagster = shutil.which("dagster") or str(Path(sys.executable).parent / "dagster")
+    proc = subprocess.Popen([dagster, "dev", "-w", str(root / "workspace.yaml"), "-p", str(port)], cwd=root)
+    try:
+        proc.wait()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    finally:
+        if crm:
+            crm.stop()
+    raise typer.Exit(proc.returncode or 0)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,168 @@
+"""Build Dagster ``Definitions`` from pipeline specs.
+
+One asset per source and per model, grouped by pipeline; partitioned sources share the pipeline's
+time-window partitions; every asset that writes to a DuckDB warehouse is in the ``hub_duckdb`` pool
+(limit 1, set by ``hub ui`` / ``hub run`` on the instance) because DuckDB allows one writer per file.
+"""
+
+# No `from __future__ import annotations`: Dagster inspects the `context` annotation at definition time.
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from hub.dagster.progress import report
+from hub.materialize import Outcome, load_mode, materialize_model, materialize_source
+from hub.runtime.secrets import mask_url
+from hub.runtime.window import Window
+from hub.spec import Pipeline, discover, load
+from hub.spec.models import PartitionsConfig, ResolvedSource
+
+DUCKDB_POOL = "hub_duckdb"
+
+
+def partitions_def(cfg: PartitionsConfig | None) -> dg.TimeWindowPartitionsDefinition | None:
+    if cfg is None:
+        return None
+    w = cfg.window
+    start = w.start.isoformat()
+    if cfg.kind == "daily":
+        return dg.DailyPartitionsDefinition(start_date=start, timezone=w.timezone, end_offset=w.end_offset)
+    return dg.MonthlyPartitionsDefinition(start_date=start, timezone=w.timezone, end_offset=w.end_offset)
+
+
+def window_from_context(context: dg.AssetExecutionContext) -> Window:
+    tw = context.partition_time_window
+    return Window(key=context.partition_key, start=tw.start, end=tw.end)
+
+
+def pool_for(pipeline: Pipeline) -> str | None:
+    return DUCKDB_POOL if pipeline.warehouse_url.startswith("duckdb") else None
+
+
+def _metadata(outcome: Outcome, partitioned: bool) -> dict[str, Any]:
+    load = outcome.load
+    md: dict[str, Any] = {
+        "dagster/row_count": load.rows_loaded if partitioned else load.table_rows,
+        "dagster/column_schema": dg.TableSchema(
+            columns=[dg.TableColumn(name=n, type=t) for n, t in load.columns]),
+        "dagster/table_name": load.table,
+        "hub/rows_loaded": load.rows_loaded,
+        "hub/rows_replaced": load.rows_deleted,
+        "hub/rows_quarantined": load.rows_quarantined,
+        "hub/table_rows": load.table_rows,
+        "hub/duration_s": dg.FloatMetadataValue(round(outcome.duration_s, 3)),
+    }
+    if outcome.source_url:
+        md["hub/source_url"] = dg.UrlMetadataValue(outcome.source_url)
+    for key, value in outcome.details.items():
+        md[f"hub/{key}"] = value
+    return md
+
+
+def _source_asset(pipeline: Pipeline, source: ResolvedSource,
+                  parts: dg.PartitionsDefinition | None) -> dg.AssetsDefinition:
+    spec = source.spec
+    rest = source.system.rest
+    description = spec.description or f"{source.kind.upper()} source {source.name} from system {source.system_name}"
+    static_md: dict[str, Any] = {
+        "hub/system": source.system_name,
+        "hub/load_mode": load_mode(source),
+        "hub/spec": str(pipeline.path),
+    }
+    if rest is not None and source.rest is not None:
+        static_md["hub/endpoint"] = mask_url(rest.base_url.rstrip("/") + "/" + source.rest.request.path.lstrip("/"))
+    if spec.primary_key:
+        static_md["hub/primary_key"] = ", ".join(spec.primary_key)
+
+    @dg.asset(
+        name=source.name, group_name=pipeline.name, kinds={source.kind, "duckdb"}, description=description,
+        partitions_def=parts, pool=pool_for(pipeline), metadata=static_md,
+        tags={"hub/system": source.system_name},
+    )
+    def _asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        window = window_from_context(context) if parts is not None else None
+        outcome = materialize_source(pipeline, source.name, window=window, run_id=context.run_id,
+                                     progress=report)
+        context.log.info(
+            f"{source.name}: {outcome.load.rows_loaded} rows loaded"
+            + (f" into partition {window.key}" if window else "")
+            + f", {outcome.load.rows_quarantined} quarantined, {outcome.duration_s:.2f}s"
+        )
+        return dg.MaterializeResult(metadata=_metadata(outcome, parts is not None))
+
+    return _asset
+
+
+def _model_asset(pipeline: Pipeline, name: str) -> dg.AssetsDefinition:
+    model = pipeline.spec.models[name]
+
+    @dg.asset(
+        name=name, group_name=pipeline.name, kinds={"sql", "duckdb"},
+        description=model.description or f"SQL model {name}", deps=pipeline.model_deps.get(name, []),
+        pool=pool_for(pipeline), metadata={"hub/sql": dg.MetadataValue.md(f"```sql\n{model.sql}\n```"),
+                                           "hub/spec": str(pipeline.path)},
+    )
+    def _asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        outcome = materialize_model(pipeline, name)
+        context.log.info(f"{name}: rebuilt with {outcome.load.table_rows} rows in {outcome.duration_s:.2f}s")
+        return dg.MaterializeResult(metadata=_metadata(outcome, False))
+
+    return _asset
+
+
+def pipeline_assets(pipeline: Pipeline) -> list[dg.AssetsDefinition]:
+    parts = partitions_def(pipeline.spec.partitions)
+    assets = [_source_asset(pipeline, s, parts if s.partitioned else None) for s in pipeline.sources.values()]
+    assets += [_model_asset(pipeline, name) for name in pipeline.spec.models]
+    return assets
+
+
+def _schedule(pipeline: Pipeline, job: Any,
+              parts: dg.TimeWindowPartitionsDefinition | None) -> dg.ScheduleDefinition:
+    cron = pipeline.spec.schedule
+    assert cron is not None
+    tz = pipeline.spec.partitions.window.timezone if pipeline.spec.partitions else "UTC"
+    if parts is None:
+        return dg.ScheduleDefinition(name=f"{pipeline.name}_schedule", job=job, cron_schedule=cron,
+                                     execution_timezone=tz)
+
+    def _latest_partition(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+        now: datetime = context.scheduled_execution_time
+        key = parts.get_last_partition_key(current_time=now)
+        if key is None:
+            return dg.SkipReason(f"no complete partition before {now.isoformat()}")
+        return dg.RunRequest(run_key=key, partition_key=key)
+
+    return dg.ScheduleDefinition(name=f"{pipeline.name}_schedule", job=job, cron_schedule=cron,
+                                 execution_timezone=tz, execution_fn=_latest_partition)
+
+
+def pipeline_definitions(pipeline: Pipeline) -> dg.Definitions:
+    parts = partitions_def(pipeline.spec.partitions)
+    job = dg.define_asset_job(f"{pipeline.name}_job", selection=dg.AssetSelection.groups(pipeline.name),
+                              partitions_def=parts, description=pipeline.spec.description or None)
+    schedules = [_schedule(pipeline, job, parts)] if pipeline.spec.schedule else []
+    return dg.Definitions(assets=pipeline_assets(pipeline), jobs=[job], schedules=schedules)
+
+
+def build_definitions(folder: str | Path, *, loader: Callable[[Path], Pipeline] = load) -> dg.Definitions:
+    """Definitions for every spec in *folder*; an invalid spec fails loading with its full error list."""
+    pipelines = [loader(p) for p in discover(folder)]
+    _check_unique_assets(pipelines)
+    return dg.Definitions.merge(*[pipeline_definitions(p) for p in pipelines]) if pipelines else dg.Definitions()
+
+
+def _check_unique_assets(pipelines: Iterable[Pipeline]) -> None:
+    owner: dict[str, Path] = {}
+    for p in pipelines:
+        for name in p.asset_names():
+            if name in owner:
+                from hub.errors import SpecError
+
+                raise SpecError(str(p.path), [f"asset '{name}' is already defined in {owner[name]}; "
+                                              "source and model names must be unique across pipelines"])
+            owner[name] = p.path

@@ -1,0 +1,117 @@
+"""In-process materialization of a pipeline on a Dagster instance (what ``hub run`` does).
+
+A range of partitions becomes one run per partition, like a Dagster backfill: the first run also
+loads the unpartitioned (reference) sources, the last also rebuilds the models, so nothing is loaded
+more often than needed and models see every partition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+from hub.dagster.definitions import partitions_def, pipeline_assets
+from hub.errors import HubError
+from hub.spec import Pipeline
+
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+@dataclass
+class RunOutcome:
+    partition: str | None
+    run_id: str
+    success: bool
+    assets: list[str]
+    error: str | None = None
+    row_counts: dict[str, int] = field(default_factory=dict)
+
+
+def partition_keys(pipeline: Pipeline, *, partition: str | None = None, start: str | None = None,
+                   end: str | None = None) -> list[str | None]:
+    """The partitions to run: one, a range, or (by default) the last complete one."""
+    parts = partitions_def(pipeline.spec.partitions)
+    if parts is None:
+        if partition or start or end:
+            raise HubError(f"{pipeline.path}: pipeline '{pipeline.name}' has no partitions; "
+                           "drop --partition/--from/--to")
+        return [None]
+    if partition:
+        _check_key(parts, partition, pipeline)
+        return [partition]
+    if start or end:
+        if not (start and end):
+            raise HubError("--from and --to go together")
+        _check_key(parts, start, pipeline)
+        _check_key(parts, end, pipeline)
+        keys = parts.get_partition_keys_in_range(dg.PartitionKeyRange(start, end))
+        if not keys:
+            raise HubError(f"--from {start} --to {end}: empty range (is --from after --to?)")
+        return list(keys)
+    last = parts.get_last_partition_key()
+    if last is None:
+        raise HubError(f"{pipeline.path}: no complete partition yet (partitions start "
+                       f"{pipeline.spec.partitions.window.start if pipeline.spec.partitions else '?'})")
+    return [last]
+
+
+def _check_key(parts: dg.TimeWindowPartitionsDefinition, key: str, pipeline: Pipeline) -> None:
+    if not parts.has_partition_key(key):
+        first = parts.get_first_partition_key()
+        raise HubError(f"partition '{key}' is not a partition of pipeline '{pipeline.name}' "
+                       f"(format {parts.fmt}, first {first}, last {parts.get_last_partition_key()})")
+
+
+def _failure(result: dg.ExecuteInProcessResult) -> str:
+    messages = []
+    for event in result.all_events:
+        if event.event_type_value != "STEP_FAILURE" or event.step_failure_data is None:
+            continue
+        err = event.step_failure_data.error
+        while err is not None and err.cause is not None and err.cls_name.startswith("Dagster"):
+            err = err.cause
+        text = err.message.strip() if err is not None else "unknown error"
+        messages.append(f"{event.step_key}: {text}")
+    return "\n".join(messages) or "run failed"
+
+
+def run_pipeline(pipeline: Pipeline, instance: dg.DagsterInstance, *, assets: Sequence[str] | None = None,
+                 partitions: Sequence[str | None] = (None,), quiet: bool = True,
+                 before_run: Callable[[str | None], None] | None = None) -> list[RunOutcome]:
+    """Materialize *assets* (default: all) of *pipeline* for each of *partitions*. Stops at the first failure."""
+    all_assets = pipeline_assets(pipeline)
+    names = list(assets) if assets else pipeline.asset_names()
+    unknown = [a for a in names if a not in pipeline.asset_names()]
+    if unknown:
+        raise HubError(f"{pipeline.path}: no asset named {', '.join(unknown)} "
+                       f"(assets: {', '.join(pipeline.asset_names())})")
+    partitioned = {n for n, s in pipeline.sources.items() if s.partitioned}
+    models = set(pipeline.spec.models)
+    outcomes: list[RunOutcome] = []
+    for i, key in enumerate(partitions):
+        selection = [n for n in names if n in partitioned
+                     or (i == 0 and n not in partitioned and n not in models)
+                     or (i == len(partitions) - 1 and n in models)]
+        if not selection:
+            continue
+        if before_run:
+            before_run(key)
+        result = dg.materialize(
+            all_assets, instance=instance, partition_key=key, selection=selection, raise_on_error=False,
+            run_config=QUIET_RUN_CONFIG if quiet else None,
+            tags={"hub/pipeline": pipeline.name, "hub/cli": "run"},
+        )
+        counts: dict[str, int] = {}
+        for mat in result.get_asset_materialization_events():
+            md = mat.materialization.metadata
+            rc = md.get("dagster/row_count")
+            if rc is not None:
+                counts[mat.asset_key.to_user_string()] = int(rc.value)  # type: ignore[arg-type]
+        outcome = RunOutcome(partition=key, run_id=result.run_id, success=result.success, assets=selection,
+                             error=None if result.success else _failure(result), row_counts=counts)
+        outcomes.append(outcome)
+        if not result.success:
+            break
+    return outcomes

@@ -1,0 +1,1 @@
+"""The demo estate: local services in the shape of real legacy systems."""
