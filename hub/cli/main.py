@@ -21,15 +21,15 @@ from hub.spec.loader import project_root
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Hub: coordinate REST, SOAP, SFTP and SQL systems as Dagster assets.")
-console = Console()
-err = Console(stderr=True)
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 REPO = Path(__file__).resolve().parents[2]
 DEMO_SPEC = REPO / "pipelines" / "demo.yaml"
 DEMO_RANGE = ("2024-01-01", "2024-01-07")
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
 
 
@@ -48,7 +48,7 @@ def validate(specs: list[Path] = typer.Argument(..., help="Pipeline spec files (
         try:
             p = load(spec)
         except SpecError as exc:
-            err.print(str(exc), highlight=False, markup=False)
+            typer.echo(str(exc), err=True)
             failed = True
             continue
         parts = p.spec.partitions

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from dagster import partition_loading_context
 
 from hub.dagster.progress import report
 from hub.materialize import Outcome, load_mode, materialize_model, materialize_source
@@ -132,7 +133,8 @@ def _schedule(pipeline: Pipeline, job: Any,
 
     def _latest_partition(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
         now: datetime = context.scheduled_execution_time
-        key = parts.get_last_partition_key(current_time=now)
+        with partition_loading_context(effective_dt=now):  # "last complete" as of the tick, not wall clock
+            key = parts.get_last_partition_key()
         if key is None:
             return dg.SkipReason(f"no complete partition before {now.isoformat()}")
         return dg.RunRequest(run_key=key, partition_key=key)

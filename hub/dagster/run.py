@@ -98,8 +98,9 @@ def run_pipeline(pipeline: Pipeline, instance: dg.DagsterInstance, *, assets: Se
             continue
         if before_run:
             before_run(key)
+        run_key = key if any(n in partitioned for n in selection) else None
         result = dg.materialize(
-            all_assets, instance=instance, partition_key=key, selection=selection, raise_on_error=False,
+            all_assets, instance=instance, partition_key=run_key, selection=selection, raise_on_error=False,
             run_config=QUIET_RUN_CONFIG if quiet else None,
             tags={"hub/pipeline": pipeline.name, "hub/cli": "run"},
         )

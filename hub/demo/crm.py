@@ -93,6 +93,10 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         qs = {k: v[-1] for k, v in parse_qs(url.query).items()}
         self.server.requests += 1
+        fail_after = self.server.fail_after
+        if fail_after is not None and self.server.requests > fail_after:
+            self._send(500, {"error": "injected failure"})
+            return
         if self.headers.get("Authorization") != f"Bearer {self.server.token}":
             self._send(401, {"error": "invalid or missing bearer token"})
             return
@@ -139,6 +143,7 @@ class _CRMServer(ThreadingHTTPServer):
     def __init__(self, addr: tuple[str, int], data: CRMData, token: str) -> None:
         super().__init__(addr, _Handler)
         self.data, self.token, self.requests = data, token, 0
+        self.fail_after: int | None = None  # fault injection for tests: answer 500 after N requests
 
 
 class CRMService:
@@ -157,6 +162,11 @@ class CRMService:
     @property
     def requests(self) -> int:
         return self._server.requests
+
+    def fail_after(self, n: int | None) -> None:
+        """From request number *n* + 1 on, answer 500 (None heals). For failure tests."""
+        self._server.requests = 0
+        self._server.fail_after = n
 
     def start(self) -> CRMService:
         self._thread.start()

@@ -23,7 +23,7 @@ from adapters.rest._jsonpath import JSONPathError, compile_path
 from adapters.rest.config import RestSourceConfig
 from hub.errors import SpecError
 from hub.runtime.window import check_template, is_template
-from hub.spec.models import ModelSpec, PipelineSpec, ResolvedSource, SourceSpec, valid_name
+from hub.spec.models import NAME, ModelSpec, PipelineSpec, ResolvedSource, SourceSpec, valid_name
 
 Loc = tuple[str | int, ...]
 DEFAULT_WAREHOUSE = "warehouse/hub.duckdb"
@@ -105,15 +105,23 @@ class _Problems:
         self.items.append((line or 0, f"line {line}: {where}: {message}" if line else f"{where}: {message}"))
 
     def add_pydantic(self, exc: ValidationError, prefix: Loc = ()) -> None:
-        for err in exc.errors():
-            loc = (*prefix, *[p for p in err["loc"] if not _is_union_tag(p)])
+        errors = [(tuple(p for p in e["loc"] if not _is_union_tag(p)), e) for e in exc.errors()]
+        locs = [loc for loc, _ in errors]
+        for bare, err in errors:
+            # `x: str | Model` unions report one error per member; when the mapping member has errors
+            # deeper down, the "should be a valid string" of the other member is noise.
+            if err["type"] == "string_type" and any(o[: len(bare)] == bare and len(o) > len(bare) for o in locs):
+                continue
+            loc = (*prefix, *bare)
             msg = err["msg"].removeprefix("Value error, ")
             got = err.get("input")
             if err["type"] == "missing":
                 msg = "required field is missing"
+            elif err["type"] == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == NAME:
+                msg = f"expected an identifier (letters, digits and _, not starting with a digit), got {got!r}"
             elif err["type"] == "extra_forbidden":
                 msg = "unknown field (not part of the spec; check the spelling)"
-            elif isinstance(got, str | int | float | bool) and not isinstance(got, dict):
+            elif isinstance(got, str | int | float | bool) and repr(got) not in msg:
                 msg = f"{msg} (got {got!r})"
             self.add(loc, msg)
 
@@ -163,11 +171,11 @@ def loads(text: str, path: Path) -> Pipeline:
         spec = PipelineSpec.model_validate(data)
     except ValidationError as exc:
         problems.add_pydantic(exc)
-        _check_raw_sources(data, problems)  # so one run shows the protocol-key problems too
+        _check_raw(data, problems)  # so one run also shows the cross-reference problems
         problems.raise_if_any()
         raise  # unreachable: add_pydantic always adds
     sources = _resolve_sources(spec, data, problems)
-    model_deps = _check_models(spec, problems)
+    model_deps = _check_models(spec.models, set(spec.sources), problems)
     problems.raise_if_any()
     return Pipeline(spec=spec, path=path, root=project_root(path.resolve()), sources=sources,
                     model_deps=model_deps)
@@ -219,14 +227,26 @@ def _strings(value: Any) -> list[str]:
     return []
 
 
-def _check_raw_sources(data: dict[str, Any], problems: _Problems) -> None:
-    """Protocol-key checks on the raw document, used when the document as a whole did not validate."""
-    systems, sources = data.get("systems"), data.get("sources")
-    if not isinstance(systems, dict) or not isinstance(sources, dict):
-        return
+def _check_raw(data: dict[str, Any], problems: _Problems) -> None:
+    """Cross-reference checks on the raw document, used when the document as a whole did not validate."""
+    systems = data.get("systems") if isinstance(data.get("systems"), dict) else {}
+    sources = data.get("sources") if isinstance(data.get("sources"), dict) else {}
+    models = data.get("models") if isinstance(data.get("models"), dict) else {}
+    assert isinstance(systems, dict) and isinstance(sources, dict) and isinstance(models, dict)
+    valid_models = {}
+    for name, raw_model in models.items():
+        try:
+            valid_models[str(name)] = ModelSpec.model_validate(raw_model)
+        except ValidationError:
+            pass  # already reported by the first pass
+    _check_models(valid_models, {str(n) for n in sources}, problems)
     common = set(SourceSpec.model_fields)
     for name, raw in sources.items():
         if not isinstance(raw, dict):
+            continue
+        if "system" in raw and raw["system"] not in systems:
+            known = ", ".join(map(str, systems)) or "none defined"
+            problems.add(("sources", name, "system"), f"unknown system '{raw['system']}' (systems: {known})")
             continue
         system = systems.get(raw.get("system"))
         if isinstance(system, dict) and "rest" in system:
@@ -262,14 +282,14 @@ def _check_rest(loc: Loc, rest: RestSourceConfig, spec: PipelineSpec, problems: 
             problems.add(tloc, f"'{value}' uses partition templating, but the pipeline has `partitions: none`")
 
 
-def _check_models(spec: PipelineSpec, problems: _Problems) -> dict[str, list[str]]:
+def _check_models(models: dict[str, ModelSpec], sources: set[str], problems: _Problems) -> dict[str, list[str]]:
     deps: dict[str, list[str]] = {}
-    local = set(spec.sources) | set(spec.models)
-    for name, model in spec.models.items():
+    local = sources | set(models)
+    for name, model in models.items():
         loc: Loc = ("models", name)
         if not valid_name(name):
             problems.add(loc, "model names must be identifiers (letters, digits, _), they become tables")
-        if name in spec.sources:
+        if name in sources:
             problems.add(loc, f"'{name}' is both a source and a model; asset names must be unique")
         tables = _referenced_tables(model, loc, problems)
         if tables is None:

@@ -1,0 +1,160 @@
+"""The demo pipeline end to end through Dagster, against the demo CRM over real HTTP."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from typer.testing import CliRunner
+
+from hub.cli.main import app
+from hub.dagster import DUCKDB_POOL, build_definitions
+from hub.dagster.instance import ensure_pools
+from hub.dagster.run import partition_keys, run_pipeline
+from hub.demo.crm import CRMService
+from hub.errors import HubError
+from hub.spec import loads
+from hub.warehouse import DuckDBWarehouse
+from tests.conftest import REPO, demo_spec_text
+
+pytestmark = pytest.mark.slow
+
+
+def _pipeline(tmp_path: Path):  # type: ignore[no-untyped-def]
+    return loads(demo_spec_text(), tmp_path / "demo.yaml")
+
+
+def _snapshot(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    wh = DuckDBWarehouse(f"duckdb:///{path}")
+    out = {}
+    for table in wh.tables():
+        cols = [c for c in wh.query(f'select * from "{table}" limit 0').column_names
+                if c not in ("_hub_loaded_at", "_hub_run_id")]
+        sel = ", ".join(f'"{c}"' for c in cols)
+        out[table] = [tuple(r.values()) for r in wh.query(f'select {sel} from "{table}" order by all').to_pylist()]
+    return out
+
+
+def test_two_partitions_then_rerun_is_identical(crm: CRMService, warehouse_path: Path, tmp_path: Path) -> None:
+    pipeline = _pipeline(tmp_path)
+    instance = dg.DagsterInstance.ephemeral()
+    outcomes = run_pipeline(pipeline, instance, partitions=["2024-01-02", "2024-01-03"])
+    assert [o.success for o in outcomes] == [True, True], [o.error for o in outcomes]
+    first = _snapshot(warehouse_path)
+    expected_day2 = [c for c in crm.data.contacts if c["occurred_at"].startswith("2024-01-02")]
+    expected_day3 = [c for c in crm.data.contacts if c["occurred_at"].startswith("2024-01-03")]
+    assert len(first["crm_contacts"]) == len(expected_day2) + len(expected_day3)
+    assert len(first["crm_customers"]) == 300
+    assert outcomes[0].row_counts["crm_customers"] == 300
+    assert outcomes[1].row_counts["contacts_by_region"] == len(first["contacts_by_region"])
+    # Re-materialize one partition (and the rest again): identical content, no duplicates.
+    again = run_pipeline(pipeline, instance, partitions=["2024-01-02"])
+    assert again[0].success, again[0].error
+    assert _snapshot(warehouse_path) == first
+    wh = DuckDBWarehouse(f"duckdb:///{warehouse_path}")
+    dupes = wh.query("select count(*) - count(distinct contact_id) as d from crm_contacts").column("d")[0].as_py()
+    assert dupes == 0
+    # Dagster recorded the partitions as materialized with row counts
+    key = dg.AssetKey("crm_contacts")
+    assert instance.get_materialized_partitions(key) == {"2024-01-02", "2024-01-03"}
+    event = instance.get_latest_materialization_event(key)
+    assert event is not None and event.asset_materialization is not None
+    md = event.asset_materialization.metadata
+    assert md["dagster/row_count"].value == len(expected_day2)
+    assert [c.name for c in md["dagster/column_schema"].value.columns][:3] == ["contact_id", "customer_id", "channel"]
+    assert "***" not in str(md["hub/source_url"].value) and "/api/contacts" in str(md["hub/source_url"].value)
+
+
+def test_failure_midway_leaves_warehouse_unchanged(crm: CRMService, warehouse_path: Path, tmp_path: Path) -> None:
+    pipeline = _pipeline(tmp_path)
+    instance = dg.DagsterInstance.ephemeral()
+    assert all(o.success for o in run_pipeline(pipeline, instance, partitions=["2024-01-04"]))
+    before = _snapshot(warehouse_path)
+    # The CRM breaks after the first page of contacts: the extraction fails half-way through.
+    crm.fail_after(1)
+    outcome = run_pipeline(pipeline, instance, assets=["crm_contacts"], partitions=["2024-01-04"])[0]
+    assert not outcome.success
+    assert outcome.error is not None and "HTTP 500" in outcome.error and "/api/contacts" in outcome.error
+    assert crm.requests > 1, "the failure happened mid-pagination, after a page was read"
+    assert _snapshot(warehouse_path) == before
+    crm.fail_after(None)
+
+
+def test_wrong_token_is_a_clear_error(crm: CRMService, warehouse_path: Path, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRM_TOKEN", "wrong-token-value")
+    outcome = run_pipeline(_pipeline(tmp_path), dg.DagsterInstance.ephemeral(), assets=["crm_customers"],
+                           partitions=["2024-01-04"])[0]
+    assert not outcome.success and outcome.error is not None
+    assert "HTTP 401" in outcome.error and "wrong-token-value" not in outcome.error
+
+
+def test_partition_keys(tmp_path: Path) -> None:
+    p = _pipeline(tmp_path)
+    assert partition_keys(p, start="2024-01-30", end="2024-02-02") == [
+        "2024-01-30", "2024-01-31", "2024-02-01", "2024-02-02"]
+    with pytest.raises(HubError, match="'2024-13-01' is not a partition"):
+        partition_keys(p, partition="2024-13-01")
+    with pytest.raises(HubError, match="is --from after --to"):
+        partition_keys(p, start="2024-02-02", end="2024-01-30")
+
+
+def test_definitions_from_specs(dagster_home: Path) -> None:
+    defs = build_definitions(REPO / "pipelines")
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert keys == {"crm_customers", "crm_contacts", "contacts_by_region"}
+    contacts = graph.get(dg.AssetKey("crm_contacts"))
+    assert contacts.partitions_def is not None and contacts.group_name == "demo"
+    assert graph.get(dg.AssetKey("crm_customers")).partitions_def is None
+    assert set(graph.get(dg.AssetKey("contacts_by_region")).parent_keys) == {
+        dg.AssetKey("crm_contacts"), dg.AssetKey("crm_customers")}
+    assets = {a.key.to_user_string(): a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)}
+    assert assets["crm_contacts"].specs_by_key[dg.AssetKey("crm_contacts")].kinds == {"rest", "duckdb"}
+    assert {name: a.op.pool for name, a in assets.items()} == dict.fromkeys(assets, DUCKDB_POOL)
+    schedule = defs.resolve_schedule_def("demo_schedule")
+    assert schedule.cron_schedule == "0 6 * * *"
+    # the pool is limited to one writer on the instance
+    instance = dg.DagsterInstance.get()
+    ensure_pools(instance)
+    assert instance.event_log_storage.get_concurrency_info(DUCKDB_POOL).slot_count == 1
+
+
+def test_schedule_requests_last_complete_partition(dagster_home: Path) -> None:
+    defs = build_definitions(REPO / "pipelines")
+    schedule = defs.resolve_schedule_def("demo_schedule")
+    from datetime import UTC, datetime
+
+    ctx = dg.build_schedule_context(scheduled_execution_time=datetime(2024, 3, 5, 6, 0, tzinfo=UTC),
+                                    repository_def=defs.get_repository_def())
+    result = schedule.evaluate_tick(ctx)
+    assert [r.partition_key for r in result.run_requests or []] == ["2024-03-04"]
+
+
+def test_dagster_definitions_validate() -> None:
+    dagster = Path(sys.executable).parent / "dagster"
+    proc = subprocess.run([str(dagster), "definitions", "validate", "-w", "workspace.yaml"], cwd=REPO,
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "All code locations passed validation" in proc.stderr + proc.stdout
+
+
+def test_cli_validate_and_run(crm: CRMService, warehouse_path: Path, dagster_home: Path, tmp_path: Path) -> None:
+    spec = tmp_path / "demo.yaml"
+    spec.write_text(demo_spec_text())
+    runner = CliRunner()
+    res = runner.invoke(app, ["validate", str(spec)])
+    assert res.exit_code == 0 and "pipeline demo, 2 source(s), 1 model(s)" in res.output.replace("\n", " ")
+    res = runner.invoke(app, ["run", str(spec), "--from", "2024-01-05", "--to", "2024-01-06"])
+    assert res.exit_code == 0, res.output
+    assert "partition 2024-01-05" in res.output and "partition 2024-01-06" in res.output
+    wh = DuckDBWarehouse(f"duckdb:///{warehouse_path}")
+    parts = wh.query("select distinct _hub_partition p from crm_contacts order by p").column("p").to_pylist()
+    assert parts == ["2024-01-05", "2024-01-06"]
+    # runs are recorded on the local instance the UI reads
+    assert len(dg.DagsterInstance.get().get_run_records()) == 2
+    bad = runner.invoke(app, ["run", str(spec), "--partition", "yesterday"])
+    assert bad.exit_code == 1 and "'yesterday' is not a partition" in bad.output
