@@ -105,9 +105,9 @@ def materialize_source(pipeline: Pipeline, name: str, *, window: Window | None, 
             seen += raw.num_rows
             if progress:
                 progress(name, stage.rows)
-        request = LoadRequest(table=name, mode=load_mode(source), run_id=run_id,
-                              partition=window.key if (window and source.partitioned) else None, primary_key=tuple(keys),
-                              quarantine=quarantine)
+        partition = window.key if (window and source.partitioned) else None
+        request = LoadRequest(table=name, mode=load_mode(source), run_id=run_id, partition=partition,
+                              primary_key=tuple(keys), quarantine=quarantine)
         result = warehouse.load(request, stage)
     stats = adapter.stats
     return Outcome(

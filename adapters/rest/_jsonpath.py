@@ -27,7 +27,7 @@ class JSONPathError(ValueError):
 def _simple_steps(expr: str) -> list[tuple[str, Any]] | None:
     if not expr.startswith("$"):
         expr = "$." + expr
-    pos, steps = 1, []
+    pos, steps = 1, list[tuple[str, Any]]()
     while pos < len(expr):
         m = _STEP.match(expr, pos)
         if not m:

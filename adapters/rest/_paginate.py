@@ -63,15 +63,15 @@ class Paginator:
             if p.total_pages:
                 pages = _int_at(p.total_pages, doc, first_req)
             else:
-                assert p.total_count and p.size
+                assert p.total_count is not None and p.size is not None
                 pages = math.ceil(_int_at(p.total_count, doc, first_req) / p.size)
             return [
                 PageRequest(self.url, {**first_req.params, p.param: n}, str(n))
                 for n in range(p.start + 1, p.start + pages)
             ]
         if c.offset and c.offset.total:
-            o = c.offset
-            total = _int_at(o.total, doc, first_req)
+            o, total_path = c.offset, c.offset.total
+            total = _int_at(total_path, doc, first_req)
             return [
                 PageRequest(self.url, {**first_req.params, o.offset_param: off}, str(off))
                 for off in range(o.start + o.limit, total, o.limit)

@@ -2,7 +2,7 @@
 
 Pages whose count is known after the first response are fetched concurrently by a bounded thread pool
 over one shared httpx connection pool, and yielded **in page order** through a sliding window, so the
-output is deterministic and at most ``2 × concurrency`` pages are held in memory at once.
+output is deterministic and at most ``2 * concurrency`` pages are held in memory at once.
 """
 
 from __future__ import annotations

@@ -142,7 +142,7 @@ class RestSystemConfig(_Strict):
     headers: dict[str, str] = Field(default_factory=dict)
     params: dict[str, str | int | float | bool] = Field(default_factory=dict)
     timeout: float | TimeoutConfig = Field(default_factory=TimeoutConfig)
-    retries: RetryConfig = Field(default_factory=RetryConfig)  # type: ignore[arg-type]
+    retries: RetryConfig = Field(default_factory=RetryConfig)
     concurrency: int = Field(8, ge=1, le=64, description="Pages fetched at once when the total is known.")
     verify: bool | str = Field(True, description="TLS verification: true, or a CA bundle path. Never off silently.")
     max_response_bytes: int = Field(256 * 1024 * 1024, gt=0, description="Larger bodies are refused.")
@@ -161,6 +161,6 @@ class RequestConfig(_Strict):
 class RestSourceConfig(_Strict):
     """The REST-specific keys of a source."""
 
-    request: RequestConfig = Field(default_factory=RequestConfig)  # type: ignore[arg-type]
+    request: RequestConfig = Field(default_factory=RequestConfig)
     records: str = Field("$", description="JSONPath selecting the records in each response.")
     paginate: PaginateConfig | None = None

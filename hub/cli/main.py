@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from hub.errors import HubError, SpecError
@@ -87,7 +87,7 @@ def _run(pipeline: Pipeline, assets: list[str] | None, partition: str | None, st
     ok = True
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=console, transient=False) as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
         current: dict[str, str | None] = {"key": None}
 
         def on_rows(asset_name: str, rows: int) -> None:

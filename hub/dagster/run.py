@@ -70,7 +70,7 @@ def _failure(result: dg.ExecuteInProcessResult) -> str:
         if event.event_type_value != "STEP_FAILURE" or event.step_failure_data is None:
             continue
         err = event.step_failure_data.error
-        while err is not None and err.cause is not None and err.cls_name.startswith("Dagster"):
+        while err is not None and err.cause is not None and (err.cls_name or "").startswith("Dagster"):
             err = err.cause
         text = err.message.strip() if err is not None else "unknown error"
         messages.append(f"{event.step_key}: {text}")
@@ -108,7 +108,7 @@ def run_pipeline(pipeline: Pipeline, instance: dg.DagsterInstance, *, assets: Se
         for mat in result.get_asset_materialization_events():
             md = mat.materialization.metadata
             rc = md.get("dagster/row_count")
-            if rc is not None:
+            if rc is not None and mat.asset_key is not None:
                 counts[mat.asset_key.to_user_string()] = int(rc.value)  # type: ignore[arg-type]
         outcome = RunOutcome(partition=key, run_id=result.run_id, success=result.success, assets=selection,
                              error=None if result.success else _failure(result), row_counts=counts)

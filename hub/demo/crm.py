@@ -151,13 +151,14 @@ class CRMService:
 
     def __init__(self, port: int = 0, token: str = DEMO_TOKEN, host: str = "127.0.0.1") -> None:
         self.data = CRMData(customers(), contacts())
+        self._host = host
         self._server = _CRMServer((host, port), self.data, token)
         self._thread = threading.Thread(target=self._server.serve_forever, name="demo-crm", daemon=True)
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/api"
+        port = self._server.server_address[1]
+        return f"http://{self._host}:{port}/api"
 
     @property
     def requests(self) -> int:

@@ -9,6 +9,7 @@ Validation runs in two passes and collects everything before raising one :class:
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,10 +236,8 @@ def _check_raw(data: dict[str, Any], problems: _Problems) -> None:
     assert isinstance(systems, dict) and isinstance(sources, dict) and isinstance(models, dict)
     valid_models = {}
     for name, raw_model in models.items():
-        try:
+        with contextlib.suppress(ValidationError):  # already reported by the first pass
             valid_models[str(name)] = ModelSpec.model_validate(raw_model)
-        except ValidationError:
-            pass  # already reported by the first pass
     _check_models(valid_models, {str(n) for n in sources}, problems)
     common = set(SourceSpec.model_fields)
     for name, raw in sources.items():

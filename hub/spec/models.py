@@ -35,7 +35,7 @@ class _WindowPartitions(_Strict):
         try:
             ZoneInfo(v)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown timezone '{v}' (expected an IANA name such as UTC or Europe/Paris)")
+            raise ValueError(f"unknown timezone '{v}' (expected an IANA name such as UTC or Europe/Paris)") from None
         return v
 
 
@@ -115,7 +115,7 @@ class SourceSpec(BaseModel):
         """(source path, spec with the name filled in) for every declared column."""
         out = []
         for path, spec in (self.columns or {}).items():
-            cs = ColumnSpec(name=spec) if isinstance(spec, str) else spec
+            cs = ColumnSpec(name=spec, type=None) if isinstance(spec, str) else spec
             out.append((path, ColumnSpec(name=cs.name or path.split(".")[-1], type=cs.type)))
         return out
 
