@@ -15,8 +15,8 @@ every record arrived exactly once, and reports its peak RSS (``ru_maxrss``). Eac
 
 Peers:
 
-* ``hub``  - ``hub.materialize.materialize_source`` (REST adapter -> Arrow -> Parquet stage -> DuckDB
-  merge on ``id``), no Dagster;
+* ``hub``  - ``hub.materialize.materialize_source`` (REST adapter -> Arrow -> DuckDB, merged on ``id``
+  in one transaction), no Dagster;
 * ``dlt``  - ``dlt.sources.rest_api.rest_api_source`` with the page-number paginator, ``pipeline.run``
   into DuckDB (default ``append`` disposition: the cheapest load dlt has);
 * ``loop`` - 16 concurrent ``httpx.AsyncClient`` requests, ``resp.json()`` into a list: the ceiling
@@ -303,53 +303,42 @@ def worker(peer: str, port: int, records: int, profile: Path | None) -> None:
 # --------------------------------------------------------------------------------------------------------
 
 class _ThreadProfiler:
-    """cProfile for the main thread plus every fetch thread (cProfile alone sees one thread only)."""
+    """cProfile for the main thread plus the adapter's event-loop thread (cProfile sees one thread)."""
 
     def __init__(self) -> None:
         import cProfile
 
-        self._cls = cProfile.Profile
-        self.profiles: list[Any] = []
-        self._local = threading.local()
-        self._lock = threading.Lock()
         self._main = cProfile.Profile()
+        self._loop = cProfile.Profile()
         self._orig: Any = None
 
     def install(self) -> None:
         from adapters.rest.client import RestSource
 
-        self._orig = RestSource.fetch
-        orig, local, lock, profiles, cls = self._orig, self._local, self._lock, self.profiles, self._cls
+        self._orig = RestSource._walk
+        orig, prof = self._orig, self._loop
 
-        def fetch(source: Any, client: Any, req: Any) -> Any:
-            if threading.current_thread() is threading.main_thread():
-                return orig(source, client, req)
-            prof = getattr(local, "prof", None)
-            if prof is None:
-                prof = local.prof = cls()
-                with lock:
-                    profiles.append(prof)
-            prof.enable()
+        async def walk(source: Any, emit: Any) -> Any:
+            prof.enable()  # runs in the loop thread: everything on the loop is profiled from here on
             try:
-                return orig(source, client, req)
+                return await orig(source, emit)
             finally:
                 prof.disable()
 
-        RestSource.fetch = fetch  # type: ignore[method-assign]
+        RestSource._walk = walk  # type: ignore[method-assign]
         self._main.enable()
 
     def uninstall(self) -> None:
         from adapters.rest.client import RestSource
 
         self._main.disable()
-        RestSource.fetch = self._orig  # type: ignore[method-assign]
+        RestSource._walk = self._orig  # type: ignore[method-assign]
 
     def dump(self, path: Path, elapsed: float) -> None:
         import pstats
 
         stats = pstats.Stats(self._main)
-        for p in self.profiles:
-            stats.add(p)
+        stats.add(self._loop)
         stats.dump_stats(str(path))
 
 
@@ -358,14 +347,14 @@ class _Phases:
     the step first started and last ended (relative to the start of the run), and peak RSS marks."""
 
     TARGETS = [
-        ("adapters.rest.client", "RestSource", "fetch", "fetch: total (16 fetch threads)"),
-        ("adapters.rest.client", "RestSource", "_request", "fetch: HTTP request + read body"),
-        ("adapters.rest.client", "RestSource", "_parse", "fetch: json.loads"),
-        ("adapters.rest.client", None, "records_to_batch", "main: records -> Arrow (records_to_batch)"),
+        ("adapters.rest.client", "RestSource", "fetch", "loop: fetch, total (async, 16 in flight)"),
+        ("adapters.rest.client", "RestSource", "_request", "loop: HTTP request + read body (async)"),
+        ("adapters.rest.client", "RestSource", "_parse", "loop: orjson.loads"),
+        ("adapters.rest.client", None, "records_to_batch", "loop: records -> Arrow (records_to_batch)"),
         ("hub.transform.mapping", "Mapper", "apply", "main: Mapper.apply"),
         ("hub.materialize", None, "_null_key_rows", "main: primary-key null check"),
-        ("hub.warehouse.stage", "Stage", "write", "main: Parquet stage write"),
-        ("hub.warehouse.duckdb", "DuckDBWarehouse", "load", "main: DuckDB load transaction"),
+        ("hub.warehouse.duckdb", "_DuckDBLoad", "_insert", "main: DuckDB insert of a chunk (in the transaction)"),
+        ("hub.warehouse.duckdb", "_DuckDBLoad", "commit", "main: DuckDB commit (merge dedupe, quarantine, commit)"),
     ]
 
     def __init__(self) -> None:
@@ -391,24 +380,38 @@ class _Phases:
         self._t0 = time.perf_counter()
 
     def _wrap(self, fn: Any, label: str) -> Any:
+        import inspect
+
         totals, lock, phases = self.totals, self._lock, self
 
+        def record(t0: float, c0: float) -> None:
+            t1, c1 = time.perf_counter(), time.thread_time()
+            with lock:
+                e = totals.setdefault(label, {"wall": 0.0, "cpu": 0.0, "calls": 0, "first": 1e9, "last": 0.0})
+                e["wall"] += t1 - t0
+                e["cpu"] += c1 - c0  # for async steps: CPU of everything the loop ran meanwhile
+                e["calls"] += 1
+                e["first"] = min(e["first"], t0 - phases._t0)
+                e["last"] = max(e["last"], t1 - phases._t0)
+
+        if inspect.iscoroutinefunction(fn):
+            async def timed_async(*args: Any, **kwargs: Any) -> Any:
+                t0, c0 = time.perf_counter(), time.thread_time()
+                try:
+                    return await fn(*args, **kwargs)
+                finally:
+                    record(t0, c0)
+
+            return timed_async
+
         def timed(*args: Any, **kwargs: Any) -> Any:
-            if label.startswith("main: DuckDB"):
-                phases.mark("peak RSS before the DuckDB load")
+            if label.startswith("main: DuckDB commit"):
+                phases.mark("peak RSS before the DuckDB commit")
             t0, c0 = time.perf_counter(), time.thread_time()
             try:
                 return fn(*args, **kwargs)
             finally:
-                t1, c1 = time.perf_counter(), time.thread_time()
-                with lock:
-                    e = totals.setdefault(label, {"wall": 0.0, "cpu": 0.0, "calls": 0, "first": 1e9,
-                                                  "last": 0.0})
-                    e["wall"] += t1 - t0
-                    e["cpu"] += c1 - c0
-                    e["calls"] += 1
-                    e["first"] = min(e["first"], t0 - phases._t0)
-                    e["last"] = max(e["last"], t1 - phases._t0)
+                record(t0, c0)
 
         return timed
 
@@ -501,8 +504,9 @@ def profile_hub(port: int, records: int, top: int) -> None:
     print(f"hub with step timers: {result['seconds']:.2f} s, peak RSS {result['peak_rss_mb']:.0f} MB, "
           f"ok={result['ok']}, {result['detail']}")
     data = json.loads((out / "phases.json").read_text())
-    print(f"\nPer step (fetch steps run in {CONCURRENCY} threads, so their wall seconds overlap; cpu is "
-          f"thread CPU time; from/to are seconds since the start of the {data['elapsed']:.2f} s run):")
+    print(f"\nPer step ('loop' steps run on the adapter's event loop with {CONCURRENCY} requests in flight, so "
+          f"async wall seconds overlap; cpu is thread CPU time; from/to are seconds since the start of the "
+          f"{data['elapsed']:.2f} s run):")
     print(f"  {'wall s':>8} {'cpu s':>7} {'calls':>6} {'from':>6} {'to':>6}  step")
     for label, e in data["phases"].items():
         print(f"  {e['wall']:8.3f} {e['cpu']:7.3f} {e['calls']:6d} {e['first']:6.2f} {e['last']:6.2f}  "

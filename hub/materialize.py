@@ -1,4 +1,4 @@
-"""Materializing one asset: source → mapping → stage → atomic warehouse load; or a model's SQL.
+"""Materializing one asset: source → mapping → one-transaction warehouse load; or a model's SQL.
 
 This is the whole data path of the architecture notes, free of Dagster so it can be called from an
 asset, a test or a benchmark alike. The Dagster glue (:mod:`hub.dagster`) only adds partitions,
@@ -8,7 +8,7 @@ metadata and orchestration on top.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +22,7 @@ from hub.runtime.window import Window, render_tree
 from hub.spec.loader import Pipeline
 from hub.spec.models import ResolvedSource
 from hub.transform.mapping import Mapper
-from hub.warehouse import LoadRequest, LoadResult, Stage, connect
+from hub.warehouse import LoadRequest, LoadResult, connect
 from hub.warehouse.base import LoadMode
 
 Progress = Callable[[str, int], None]  # (asset name, rows so far)
@@ -70,26 +70,23 @@ def _null_key_rows(batch: pa.RecordBatch, keys: list[str]) -> pa.Array | None:
 
 def materialize_source(pipeline: Pipeline, name: str, *, window: Window | None, run_id: str,
                        progress: Progress | None = None) -> Outcome:
-    """Extract source *name* for *window* and load it atomically. On any error nothing is committed."""
+    """Extract source *name* for *window* and load it in one transaction. On any error nothing changes."""
     source = pipeline.sources[name]
     started = time.monotonic()
     if source.kind != "rest":  # pragma: no cover - other protocols arrive with their adapters
         raise HubError(f"sources.{name}: protocol {source.kind} is not supported yet")
     adapter = build_rest(source, window if source.partitioned else None)
-    batches: Iterator[pa.RecordBatch] = adapter.batches()
     cols = source.spec.column_specs()
     mapper = Mapper([(p, c.name, c.type) for p, c in cols] if source.spec.columns else None)
     keys = source.spec.primary_key
-    warehouse = connect(pipeline.warehouse_url)
-    quarantine: list[dict[str, Any]] = []
+    partition = window.key if (window and source.partitioned) else None
+    request = LoadRequest(table=name, mode=load_mode(source), run_id=run_id, partition=partition,
+                          primary_key=tuple(keys))
     seen = 0
-    stage_root = getattr(warehouse, "stage_root", None)
-    with Stage(stage_root) as stage:
-        for raw in batches:
+    with connect(pipeline.warehouse_url).begin(request) as load:
+        for raw in adapter.batches():
             mapped = mapper.apply(raw)
-            for bad in mapped.quarantine:
-                bad["row"] = seen + bad["row"]
-            quarantine.extend(mapped.quarantine)
+            rejected = [{**bad, "row": seen + bad["row"]} for bad in mapped.quarantine]
             batch = mapped.batch
             missing_in_schema = [k for k in keys if batch.schema.get_field_index(k) < 0]
             if missing_in_schema and batch.num_rows:
@@ -98,17 +95,15 @@ def materialize_source(pipeline: Pipeline, name: str, *, window: Window | None, 
             null_mask = _null_key_rows(batch, keys) if keys else None
             if null_mask is not None:
                 for i, rec in enumerate(batch.filter(null_mask).to_pylist()):
-                    quarantine.append({"row": seen + i, "column": ",".join(keys), "value": None,
-                                       "reason": f"primary key {', '.join(keys)} is null", "record": str(rec)})
+                    rejected.append({"row": seen + i, "column": ",".join(keys), "value": None,
+                                     "reason": f"primary key {', '.join(keys)} is null", "record": str(rec)})
                 batch = batch.filter(pc.invert(null_mask))
-            stage.write(batch)
+            load.write(batch)
+            load.reject(rejected)
             seen += raw.num_rows
             if progress:
-                progress(name, stage.rows)
-        partition = window.key if (window and source.partitioned) else None
-        request = LoadRequest(table=name, mode=load_mode(source), run_id=run_id, partition=partition,
-                              primary_key=tuple(keys), quarantine=quarantine)
-        result = warehouse.load(request, stage)
+                progress(name, load.rows)
+        result = load.commit()
     stats = adapter.stats
     return Outcome(
         asset=name, load=result, duration_s=time.monotonic() - started, source_url=mask_url(stats.url),

@@ -1,23 +1,31 @@
 """The REST source: requests, retries, pagination and records as Arrow batches.
 
-Pages whose count is known after the first response are fetched concurrently by a bounded thread pool
-over one shared httpx connection pool, and yielded **in page order** through a sliding window, so the
-output is deterministic and at most ``2 * concurrency`` pages are held in memory at once.
+All HTTP work runs on one asyncio event loop in a background thread (``httpx.AsyncClient``): page
+fetching is I/O-bound, and one loop thread parsing pages one after another beats a pool of threads
+fighting over the GIL. Each page is converted to Arrow on that loop as soon as it is parsed, so at most
+one page exists as Python objects at a time; converted pages are grouped into batches of up to
+``batch_size`` rows and wait in a small bounded queue for the caller, which gives back-pressure when
+the warehouse side is slower than the API.
+
+Pages whose count is known after the first response are fetched **concurrently** (at most
+``concurrency`` requests at once) and handed over **in page order** through a sliding window of
+``2 * concurrency`` pages, so the output is deterministic and memory is bounded.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+import contextlib
+import queue
 import threading
-import time
 from collections import deque
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin
 
 import httpx
+import orjson
 import pyarrow as pa
 
 from adapters.rest._auth import build_auth
@@ -31,6 +39,8 @@ from hub.runtime.secrets import mask, mask_url
 
 #: Status codes worth retrying: rate limiting and server-side trouble. 501 means "never going to work".
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+Emit = Callable[[list[pa.RecordBatch]], Awaitable[None]]
 
 
 @dataclass
@@ -53,6 +63,14 @@ class RestStats:
             self.retries += retries
 
 
+class _BrokenBody(Exception):
+    """The status line and headers arrived but the connection broke while the body was read."""
+
+    def __init__(self, status: int, received: int, declared: str | None, cause: str) -> None:
+        super().__init__(cause)
+        self.status, self.received, self.declared, self.cause = status, received, declared, cause
+
+
 @dataclass
 class Page:
     request: PageRequest
@@ -61,11 +79,18 @@ class Page:
     records: list[Any]
 
 
+class _Done:
+    """End-of-stream marker on the hand-over queue, carrying the producer's error if it failed."""
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+
+
 class RestSource:
     """Extract records from one REST endpoint.
 
     *system* and *source* must already have secrets resolved and partition templates rendered (the
-    hub does that per run, see :func:`hub.sources.build_source`).
+    hub does that per run, see :func:`hub.materialize.build_rest`).
     """
 
     def __init__(self, system: RestSystemConfig, source: RestSourceConfig, *, name: str = "rest",
@@ -82,13 +107,13 @@ class RestSource:
 
     # --- HTTP ------------------------------------------------------------------------------------------
 
-    def _client(self) -> httpx.Client:
+    def _client(self) -> httpx.AsyncClient:
         t = self.system.timeout
         timeout = (httpx.Timeout(t) if isinstance(t, float | int)
                    else httpx.Timeout(t.read, connect=t.connect) if isinstance(t, TimeoutConfig) else None)
         limits = httpx.Limits(max_connections=self.system.concurrency,
                               max_keepalive_connections=self.system.concurrency)
-        return httpx.Client(
+        return httpx.AsyncClient(
             auth=build_auth(self.system.auth),
             headers={"Accept": "application/json", "User-Agent": "hub/0.1", **self.system.headers,
                      **self.source.request.headers},
@@ -99,17 +124,25 @@ class RestSource:
         shown = httpx.URL(req.url).copy_merge_params(req.params) if req.params else httpx.URL(req.url)
         return f"{self.source.request.method} {mask_url(str(shown))}"
 
-    def fetch(self, client: httpx.Client, req: PageRequest) -> Page:
-        """One page, with retries on transport faults, 429 and 5xx."""
+    async def fetch(self, client: httpx.AsyncClient, req: PageRequest) -> Page:
+        """One page, with retries on transport faults, truncated bodies, 429 and 5xx."""
         attempt = 0
         while True:
             attempt += 1
             try:
-                response, body = self._request(client, req)
+                response, body = await self._request(client, req)
+            except _BrokenBody as exc:
+                if attempt <= self.policy.max_retries:
+                    await self._backoff(attempt)
+                    continue
+                raise ResponseFormatError(
+                    f"{self._describe(req)}: HTTP {exc.status} body truncated: the connection broke after "
+                    f"{exc.received} of {exc.declared or 'an unknown number of'} bytes ({exc.cause}); "
+                    f"gave up after {attempt} attempts"
+                ) from None
             except httpx.TransportError as exc:
                 if attempt <= self.policy.max_retries:
-                    self.stats.add(retries=1)
-                    self.policy.sleep(attempt)
+                    await self._backoff(attempt)
                     continue
                 raise TransportError(
                     f"{self._describe(req)}: {type(exc).__name__}: {mask(str(exc)) or 'connection failed'} "
@@ -117,8 +150,7 @@ class RestSource:
                 ) from None
             status = response.status_code
             if status in RETRY_STATUS and attempt <= self.policy.max_retries:
-                self.stats.add(retries=1)
-                self.policy.sleep(attempt, response.headers.get("Retry-After"))
+                await self._backoff(attempt, response.headers.get("Retry-After"))
                 continue
             if status >= 400:
                 snippet = mask(body[:300].decode("utf-8", "replace")).strip()
@@ -134,27 +166,35 @@ class RestSource:
             self.stats.add(pages=1, records=len(records), nbytes=len(body))
             return Page(req, response, doc, records)
 
-    def _request(self, client: httpx.Client, req: PageRequest) -> tuple[httpx.Response, bytes]:
+    async def _backoff(self, attempt: int, retry_after: str | None = None) -> None:
+        self.stats.add(retries=1)
+        await asyncio.sleep(self.policy.delay(attempt, retry_after))
+
+    async def _request(self, client: httpx.AsyncClient, req: PageRequest) -> tuple[httpx.Response, bytes]:
         limit = self.system.max_response_bytes
         body = self.source.request.json_body
-        with client.stream(self.source.request.method, req.url, params=req.params or None, json=body) as resp:
+        async with client.stream(self.source.request.method, req.url, params=req.params or None,
+                                 json=body) as resp:
             declared = resp.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > limit:
                 raise ResponseFormatError(
                     f"{self._describe(req)}: response of {declared} bytes exceeds max_response_bytes={limit}")
             chunks, size = [], 0
-            for chunk in resp.iter_bytes():
-                size += len(chunk)
-                if size > limit:
-                    raise ResponseFormatError(
-                        f"{self._describe(req)}: response exceeds max_response_bytes={limit}")
-                chunks.append(chunk)
+            try:
+                async for chunk in resp.aiter_bytes():
+                    size += len(chunk)
+                    if size > limit:
+                        raise ResponseFormatError(
+                            f"{self._describe(req)}: response exceeds max_response_bytes={limit}")
+                    chunks.append(chunk)
+            except httpx.TransportError as exc:  # headers arrived, the body did not: say so, with the status
+                raise _BrokenBody(resp.status_code, size, declared, type(exc).__name__) from exc
         return resp, b"".join(chunks)
 
     def _parse(self, req: PageRequest, response: httpx.Response, body: bytes) -> Any:
         try:
-            return json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
             ctype = response.headers.get("Content-Type", "no content type")
             preview = mask(body[:120].decode("utf-8", "replace"))
             raise ResponseFormatError(
@@ -164,16 +204,19 @@ class RestSource:
 
     # --- pages -----------------------------------------------------------------------------------------
 
-    def pages(self) -> Iterator[Page]:
-        """Every page, in order."""
+    def _to_batches(self, records: list[Any]) -> list[pa.RecordBatch]:
+        return [records_to_batch(records[i:i + self.batch_size]) for i in range(0, len(records), self.batch_size)]
+
+    async def _walk(self, emit: Emit) -> None:
+        """Fetch every page and hand each page's batches to *emit*, in page order."""
         cfg = self.source
         paginator = Paginator(cfg.paginate, self.url, {**self.system.params, **cfg.request.params})
         max_pages = cfg.paginate.max_pages if cfg.paginate else None
-        with self._client() as client:
+        async with self._client() as client:
             req: PageRequest | None = paginator.first_request()
             assert req is not None
-            page = self.fetch(client, req)
-            yield page
+            page = await self.fetch(client, req)
+            await emit(self._to_batches(page.records))
             count = 1
             known = paginator.remaining_known(req, page.doc)
             if known is not None:
@@ -181,7 +224,7 @@ class RestSource:
                     raise ResponseFormatError(
                         f"{self.stats.url}: {len(known) + 1} pages exceed paginate.max_pages={max_pages}")
                 self.stats.concurrent = len(known) > 0
-                yield from self._concurrent(client, known)
+                await self._concurrent(client, known, emit)
                 return
             while True:
                 req = paginator.next_request(page.request, page.response, page.doc, len(page.records))
@@ -191,43 +234,114 @@ class RestSource:
                 if max_pages and count > max_pages:
                     raise ResponseFormatError(
                         f"{self.stats.url}: more than paginate.max_pages={max_pages} pages; stopping")
-                page = self.fetch(client, req)
-                yield page
+                page = await self.fetch(client, req)
+                await emit(self._to_batches(page.records))
 
-    def _concurrent(self, client: httpx.Client, requests: list[PageRequest]) -> Iterator[Page]:
-        window = self.system.concurrency * 2
+    async def _concurrent(self, client: httpx.AsyncClient, requests: list[PageRequest], emit: Emit) -> None:
+        """Fetch *requests* with at most ``concurrency`` in flight; emit results in request order."""
+        slots = asyncio.Semaphore(self.system.concurrency)
+
+        async def one(req: PageRequest) -> list[pa.RecordBatch]:
+            async with slots:
+                page = await self.fetch(client, req)
+            return self._to_batches(page.records)  # the parsed document is dropped here
+
         todo = iter(requests)
-        with ThreadPoolExecutor(max_workers=self.system.concurrency, thread_name_prefix="hub-rest") as pool:
-            inflight: deque[Future[Page]] = deque()
-            try:
-                for req in todo:
-                    inflight.append(pool.submit(self.fetch, client, req))
-                    if len(inflight) >= window:
-                        break
-                while inflight:
-                    page = inflight.popleft().result()
-                    nxt = next(todo, None)
-                    if nxt is not None:
-                        inflight.append(pool.submit(self.fetch, client, nxt))
-                    yield page
-            finally:
-                for fut in inflight:
-                    fut.cancel()
+        window: deque[asyncio.Task[list[pa.RecordBatch]]] = deque()
+        try:
+            for req in todo:
+                window.append(asyncio.create_task(one(req)))
+                if len(window) >= 2 * self.system.concurrency:
+                    break
+            while window:
+                batches = await window.popleft()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    window.append(asyncio.create_task(one(nxt)))
+                await emit(batches)
+        finally:
+            for task in window:
+                task.cancel()
+            await asyncio.gather(*window, return_exceptions=True)
 
     # --- records -----------------------------------------------------------------------------------------
 
     def batches(self) -> Iterator[pa.RecordBatch]:
-        """Records as Arrow batches of at most ``batch_size`` rows."""
-        started = time.monotonic()
-        buf: list[Any] = []
-        for page in self.pages():
-            buf.extend(page.records)
-            while len(buf) >= self.batch_size:
-                chunk, buf = buf[: self.batch_size], buf[self.batch_size:]
-                yield records_to_batch(chunk)
-        if buf:
-            yield records_to_batch(buf)
-        self.elapsed = time.monotonic() - started
+        """Records as Arrow batches of at most ``batch_size`` rows (one or more per page), in page order.
+
+        The HTTP side runs in a background thread; if the caller stops iterating (or fails), the
+        thread is told to stop and is joined before this generator returns.
+        """
+        handover: queue.Queue[pa.RecordBatch | _Done] = queue.Queue(maxsize=4)  # of up to batch_size rows
+        stop = threading.Event()
+
+        def put(item: pa.RecordBatch | _Done) -> None:
+            while not stop.is_set():
+                try:
+                    handover.put(item, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
+            raise asyncio.CancelledError  # the consumer went away: unwind the producer
+
+        # Pages are handed over in groups of up to batch_size rows: one hand-over per page would make
+        # the two threads trade the GIL hundreds of times a second, which costs more than the copy.
+        group: list[pa.RecordBatch] = []
+
+        async def hand_over() -> None:
+            if not group:
+                return
+            batch = group[0] if len(group) == 1 else pa.concat_batches(group)
+            group.clear()
+            if handover.full():
+                await asyncio.to_thread(put, batch)  # wait for room without stalling the loop
+            else:
+                put(batch)
+
+        async def emit(batches: list[pa.RecordBatch]) -> None:
+            for batch in batches:
+                if not batch.num_rows:
+                    continue
+                if group and (not batch.schema.equals(group[0].schema)
+                              or sum(b.num_rows for b in group) + batch.num_rows > self.batch_size):
+                    await hand_over()
+                group.append(batch)
+
+        running: dict[str, Any] = {}
+
+        async def main() -> None:
+            running["loop"], running["task"] = asyncio.get_running_loop(), asyncio.current_task()
+            await self._walk(emit)
+            await hand_over()
+
+        def produce() -> None:
+            outcome = _Done()
+            try:
+                asyncio.run(main())
+            except asyncio.CancelledError:
+                return
+            except BaseException as exc:  # handed to the consumer, raised there
+                outcome = _Done(exc)
+            with contextlib.suppress(asyncio.CancelledError):
+                put(outcome)
+
+        thread = threading.Thread(target=produce, name=f"hub-rest-{self.name}", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = handover.get()
+                if isinstance(item, _Done):
+                    if item.error is not None:
+                        raise item.error
+                    return
+                yield item
+        finally:
+            stop.set()
+            loop, task = running.get("loop"), running.get("task")
+            if loop is not None and task is not None:
+                with contextlib.suppress(RuntimeError):  # the loop already finished
+                    loop.call_soon_threadsafe(task.cancel)
+            thread.join()
 
 
 __all__ = ["AdapterError", "RestSource", "RestStats"]

@@ -1,12 +1,12 @@
-"""Warehouses: DuckDB by default; idempotent partition replace and merge; atomic model rebuilds."""
+"""Warehouses: DuckDB by default; streaming, idempotent loads (partition replace, merge, replace) in one
+transaction; atomic model rebuilds."""
 
 from __future__ import annotations
 
 from hub.errors import WarehouseError
 from hub.runtime.secrets import mask_url
-from hub.warehouse.base import LoadMode, LoadRequest, LoadResult, Warehouse
+from hub.warehouse.base import Load, LoadMode, LoadRequest, LoadResult, Warehouse
 from hub.warehouse.duckdb import DuckDBWarehouse
-from hub.warehouse.stage import Stage
 
 
 def connect(url: str) -> Warehouse:
@@ -14,7 +14,8 @@ def connect(url: str) -> Warehouse:
     scheme = url.split(":", 1)[0] if ":" in url else ""
     if scheme == "duckdb":
         return DuckDBWarehouse(url)
-    raise WarehouseError(f"unsupported warehouse URL scheme '{scheme}' in {mask_url(url)} (supported: duckdb:///PATH)")
+    raise WarehouseError(f"unsupported warehouse URL scheme '{scheme}' in {mask_url(url)} "
+                         "(supported: duckdb:///PATH)")
 
 
-__all__ = ["DuckDBWarehouse", "LoadMode", "LoadRequest", "LoadResult", "Stage", "Warehouse", "connect"]
+__all__ = ["DuckDBWarehouse", "Load", "LoadMode", "LoadRequest", "LoadResult", "Warehouse", "connect"]

@@ -1,24 +1,32 @@
-"""What every warehouse does: load staged Arrow data atomically, rebuild models, answer queries.
+"""What every warehouse does: stream Arrow batches into a table in one transaction, rebuild models,
+answer queries.
 
-A load is described by a :class:`LoadRequest` and always runs in one transaction, so a failed or killed
-load leaves the table exactly as it was. The three modes are the three ways a re-run can be made
+A load is opened with :meth:`Warehouse.begin` and is one transaction from the first batch to
+:meth:`Load.commit`, so a failed or killed load leaves the table exactly as it was. Batches are
+written while the source is still being extracted: the warehouse's own (GIL-free) work overlaps the
+adapter's, and nothing is spooled to disk twice. The three modes are the three ways a re-run is made
 idempotent:
 
 * ``replace_partition`` — delete the rows of one partition key, insert the new ones (backfills and
   re-runs of a day never duplicate, and never touch another day);
-* ``merge`` — upsert on the primary key, the last staged row of a key winning;
-* ``replace`` — the table becomes exactly the staged rows (reference data without a key).
+* ``merge`` — upsert on the primary key, the last row of a key within the load winning;
+* ``replace`` — the table becomes exactly the loaded rows (reference data without a key).
+
+Schema evolution: a new field becomes a new column (earlier rows NULL); a column whose values arrive
+with a wider type (int → float, int32 → int64) is widened; any other type change of an existing column
+is refused with an error naming the column, because downstream models depend on it. Within a table's
+first load, differing types are unified (ultimately to text), as Arrow/DuckDB unification does.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, Literal
 
 import pyarrow as pa
-
-from hub.warehouse.stage import Stage
 
 LoadMode = Literal["replace_partition", "merge", "replace"]
 
@@ -36,8 +44,6 @@ class LoadRequest:
     run_id: str
     partition: str | None = None
     primary_key: tuple[str, ...] = ()
-    #: Rows that failed mapping or key rules: {"row", "column", "value", "reason", "record"}.
-    quarantine: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.mode == "replace_partition" and self.partition is None:
@@ -58,16 +64,54 @@ class LoadResult:
     rows_quarantined: int = 0
 
 
-class Warehouse(ABC):
-    """A warehouse target. Implementations open short-lived connections: nothing is held between calls."""
+class Load(ABC):
+    """One load in progress (one open transaction). Use as a context manager: leaving the block
+    without :meth:`commit` (an exception, a cancelled run) rolls everything back."""
 
-    url: str
-    #: Folder for staging files next to the warehouse (None: the system temp folder).
-    stage_root: str | None = None
+    request: LoadRequest
+    rows: int = 0  # rows written so far
 
     @abstractmethod
-    def load(self, request: LoadRequest, stage: Stage) -> LoadResult:
-        """Load everything in *stage* into ``request.table`` in one transaction."""
+    def write(self, batch: pa.RecordBatch) -> None:
+        """Add *batch* to the load."""
+
+    @abstractmethod
+    def reject(self, rows: list[dict[str, Any]]) -> None:
+        """Record quarantined rows: dicts with row, column, value, reason, record."""
+
+    @abstractmethod
+    def commit(self) -> LoadResult:
+        """Make the load visible, atomically, and close it."""
+
+    @abstractmethod
+    def rollback(self) -> None:
+        """Discard everything written and close. Safe to call more than once."""
+
+    def __enter__(self) -> Load:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.rollback()  # a no-op after commit
+
+
+class Warehouse(ABC):
+    """A warehouse target. Connections are short-lived: nothing is held between loads and queries."""
+
+    url: str
+
+    @abstractmethod
+    def begin(self, request: LoadRequest) -> Load:
+        """Open a load of ``request.table``."""
+
+    def load(self, request: LoadRequest, batches: Iterable[pa.RecordBatch],
+             rejected: Iterable[dict[str, Any]] = ()) -> LoadResult:
+        """Load every batch of *batches* (and the *rejected* rows) in one transaction."""
+        with self.begin(request) as load:
+            for batch in batches:
+                load.write(batch)
+            load.reject(list(rejected))
+            return load.commit()
 
     @abstractmethod
     def run_model(self, name: str, sql: str) -> LoadResult:

@@ -1,15 +1,25 @@
 """The default warehouse: one DuckDB file.
 
-DuckDB allows one writing process per file, so the hub never holds a connection between calls and
-every Dagster asset writing here shares one concurrency pool of size 1 (see :mod:`hub.dagster`). Each
-load is one transaction over the staged Parquet files: the table is either fully updated or untouched.
+DuckDB allows one writing process per file. The hub holds no connection between operations, and every
+Dagster asset writing here shares one concurrency pool of size 1 (see :mod:`hub.dagster`), so the
+connection a load keeps open from its first batch to its commit never meets another writer.
+
+Batches are buffered into chunks of ``chunk_rows`` rows and inserted as the source is extracted:
+DuckDB works outside the GIL, so compressing and writing a chunk overlaps the adapter fetching the
+next pages. Everything happens in one transaction; a failure rolls back, and a killed process leaves
+an uncommitted transaction that DuckDB discards when the file is next opened.
+
+Connection settings can ride on the URL: ``duckdb:///warehouse/hub.duckdb?memory_limit=2GB&threads=4``.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
 
 import duckdb
 import pyarrow as pa
@@ -20,16 +30,20 @@ from hub.warehouse.base import (
     PARTITION_COLUMN,
     QUARANTINE_SUFFIX,
     RUN_COLUMN,
+    Load,
     LoadRequest,
     LoadResult,
     Warehouse,
 )
-from hub.warehouse.stage import Stage
 
 _QUARANTINE_COLUMNS = (
     f'"{PARTITION_COLUMN}" VARCHAR, row_number BIGINT, column_name VARCHAR, value VARCHAR, reason VARCHAR, '
     f'record VARCHAR, "{RUN_COLUMN}" VARCHAR, "{LOADED_AT_COLUMN}" TIMESTAMPTZ'
 )
+_NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
+            "UBIGINT", "FLOAT", "DOUBLE", "DECIMAL")
+_CHUNK = "_hub_chunk"
+_STAGED = "_hub_staged"
 
 
 def ident(name: str) -> str:
@@ -37,8 +51,29 @@ def ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _sql_list(paths: list[Path]) -> str:
-    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
+def _literal(value: str | None) -> str:
+    """A SQL string literal (or NULL)."""
+    return "NULL" if value is None else "'" + value.replace("'", "''") + "'"
+
+
+def _count_of(cursor: duckdb.DuckDBPyConnection) -> int:
+    """The single number a statement returns (the row count of a DELETE or INSERT, a count(*)).
+
+    fetchall, not fetchone: DuckDB keeps a result open until it is fully read, and refuses the next
+    statement on the connection meanwhile."""
+    rows = cursor.fetchall()
+    return int(rows[0][0]) if rows else 0
+
+
+def _is_numeric(dtype: str) -> bool:
+    return dtype.split("(")[0] in _NUMERIC
+
+
+def _widens(current: str, wider: str) -> bool:
+    """True when changing a column from *current* to *wider* keeps every value and its meaning."""
+    if _is_numeric(current) and _is_numeric(wider):
+        return True
+    return current.startswith("STRUCT(") and wider.startswith("STRUCT(")  # a nested field was added
 
 
 class DuckDBWarehouse(Warehouse):
@@ -46,21 +81,28 @@ class DuckDBWarehouse(Warehouse):
         if not url.startswith("duckdb:///"):
             raise WarehouseError(f"not a DuckDB URL: {url} (expected duckdb:///path/to/file.duckdb)")
         self.url = url
-        self.path = url[len("duckdb:///"):]
+        path, _, query = url[len("duckdb:///"):].partition("?")
+        self.path = path
+        self.config: dict[str, str | bool | int | float | list[str]] = dict(parse_qsl(query))
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self.stage_root = str(Path(self.path).parent / ".stage")
 
     @contextmanager
     def _connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        try:
-            con = duckdb.connect(self.path)
-        except duckdb.Error as exc:
-            raise WarehouseError(f"cannot open DuckDB warehouse {self.path}: {exc}") from None
+        con = self.open()
         try:
             yield con
         finally:
             con.close()
+
+    def open(self) -> duckdb.DuckDBPyConnection:
+        """A new connection (the caller closes it)."""
+        try:
+            return duckdb.connect(self.path, config=self.config)
+        except duckdb.Error as exc:
+            hint = (" (another process is writing to it; hub assets share the hub_duckdb pool so this does "
+                    "not happen between them)" if "lock" in str(exc).lower() else "")
+            raise WarehouseError(f"cannot open DuckDB warehouse {self.path}: {exc}{hint}") from None
 
     # --- reading -------------------------------------------------------------------------------------
 
@@ -73,127 +115,15 @@ class DuckDBWarehouse(Warehouse):
 
     def tables(self) -> list[str]:
         with self._connect() as con:
-            rows = con.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
+            rows = con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+                               "AND schema_name = 'main' AND NOT temporary "
                                "AND table_name NOT LIKE '\\_hub\\_%' ESCAPE '\\' ORDER BY table_name").fetchall()
         return [r[0] for r in rows]
 
-    @staticmethod
-    def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:
-        rows = con.execute("SELECT column_name, data_type FROM information_schema.columns "
-                           "WHERE table_schema = 'main' AND table_name = ? ORDER BY ordinal_position",
-                           [table]).fetchall()
-        return [(r[0], r[1]) for r in rows]
-
-    @staticmethod
-    def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
-        row = con.execute(f"SELECT count(*) FROM {ident(table)}").fetchone()
-        return int(row[0]) if row else 0
-
     # --- loading -------------------------------------------------------------------------------------
 
-    def load(self, request: LoadRequest, stage: Stage) -> LoadResult:
-        files = stage.seal()
-        with self._connect() as con:
-            try:
-                con.execute("BEGIN TRANSACTION")
-                loaded, deleted = self._load(con, request, files)
-                quarantined = self._quarantine(con, request)
-                result = LoadResult(table=request.table, rows_loaded=loaded, rows_deleted=deleted,
-                                    table_rows=self._count(con, request.table) if self._exists(con, request.table)
-                                    else 0, columns=self._columns(con, request.table),
-                                    rows_quarantined=quarantined)
-                con.execute("COMMIT")
-                return result
-            except (duckdb.Error, WarehouseError) as exc:
-                con.execute("ROLLBACK")
-                where = f" partition {request.partition}" if request.partition else ""
-                raise WarehouseError(f"loading {request.table} into {self.path}{where} failed, nothing was "
-                                     f"changed: {exc}") from None
-
-    @staticmethod
-    def _exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-        return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main' "
-                                "AND table_name = ?", [table]).fetchone()[0])  # type: ignore[index]
-
-    def _load(self, con: duckdb.DuckDBPyConnection, req: LoadRequest, files: list[Path]) -> tuple[int, int]:
-        table = ident(req.table)
-        exists = self._exists(con, req.table)
-        if not files:
-            # Nothing arrived: an empty partition or an empty reference set is still a fact to record.
-            if not exists:
-                return 0, 0
-            if req.mode == "replace_partition":
-                n = con.execute(f"DELETE FROM {table} WHERE {ident(PARTITION_COLUMN)} = ?",
-                                [req.partition]).fetchone()
-                return 0, int(n[0]) if n else 0
-            if req.mode == "replace":
-                n = con.execute(f"DELETE FROM {table}").fetchone()
-                return 0, int(n[0]) if n else 0
-            return 0, 0
-        extra = [f"CAST(? AS VARCHAR) AS {ident(PARTITION_COLUMN)}", f"CAST(? AS VARCHAR) AS {ident(RUN_COLUMN)}",
-                 f"now() AS {ident(LOADED_AT_COLUMN)}"]
-        source = f"read_parquet({_sql_list(files)}, union_by_name = true, filename = true, file_row_number = true)"
-        if req.mode == "merge":
-            keys = ", ".join(ident(k) for k in req.primary_key)
-            # The last staged row of a key wins (files and rows are in the order they were extracted).
-            source = (f"(SELECT * FROM {source} QUALIFY row_number() OVER (PARTITION BY {keys} "
-                      f"ORDER BY filename DESC, file_row_number DESC) = 1)")
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _hub_staged AS SELECT * EXCLUDE (filename, file_row_number), "
-                    f"{', '.join(extra)} FROM {source}", [req.partition, req.run_id])
-        staged_cols = self._temp_columns(con)
-        if req.mode == "replace" or not exists:
-            replaced = self._count(con, req.table) if exists else 0
-            con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM _hub_staged")
-            return self._count(con, req.table), replaced
-        have = {name for name, _ in self._columns(con, req.table)}
-        for name, dtype in staged_cols:
-            if name not in have:  # schema evolution: a new field appears; earlier rows get NULL
-                con.execute(f"ALTER TABLE {table} ADD COLUMN {ident(name)} {dtype}")
-        if req.mode == "replace_partition":
-            row = con.execute(f"DELETE FROM {table} WHERE {ident(PARTITION_COLUMN)} = ?", [req.partition]).fetchone()
-        else:
-            missing = [k for k in req.primary_key if k not in dict(staged_cols)]
-            if missing:
-                raise WarehouseError(f"primary key column(s) {', '.join(missing)} missing from the staged rows")
-            keys = ", ".join(ident(k) for k in req.primary_key)
-            row = con.execute(f"DELETE FROM {table} WHERE ({keys}) IN (SELECT ({keys}) FROM _hub_staged)").fetchone()
-        deleted = int(row[0]) if row else 0
-        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _hub_staged")
-        loaded_row = con.execute("SELECT count(*) FROM _hub_staged").fetchone()
-        return (int(loaded_row[0]) if loaded_row else 0), deleted
-
-    @staticmethod
-    def _temp_columns(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
-        return [(r[0], r[1]) for r in con.execute("DESCRIBE _hub_staged").fetchall()]
-
-    def _quarantine(self, con: duckdb.DuckDBPyConnection, req: LoadRequest) -> int:
-        """Replace this partition's (or this unpartitioned table's) quarantined rows with the new ones."""
-        qtable = ident(req.table + QUARANTINE_SUFFIX)
-        if not req.quarantine and not self._exists(con, req.table + QUARANTINE_SUFFIX):
-            return 0
-        con.execute(f"CREATE TABLE IF NOT EXISTS {qtable} ({_QUARANTINE_COLUMNS})")
-        if req.partition is None:
-            con.execute(f"DELETE FROM {qtable} WHERE {ident(PARTITION_COLUMN)} IS NULL")
-        else:
-            con.execute(f"DELETE FROM {qtable} WHERE {ident(PARTITION_COLUMN)} = ?", [req.partition])
-        if req.quarantine:
-            rows = pa.table({
-                PARTITION_COLUMN: pa.array([req.partition] * len(req.quarantine), pa.string()),
-                "row_number": pa.array([q.get("row") for q in req.quarantine], pa.int64()),
-                "column_name": pa.array([q.get("column") for q in req.quarantine], pa.string()),
-                "value": pa.array([None if q.get("value") is None else str(q["value"]) for q in req.quarantine],
-                                  pa.string()),
-                "reason": pa.array([q.get("reason") for q in req.quarantine], pa.string()),
-                "record": pa.array([q.get("record") for q in req.quarantine], pa.string()),
-                RUN_COLUMN: pa.array([req.run_id] * len(req.quarantine), pa.string()),
-            })
-            con.register("_hub_quarantine_rows", rows)
-            try:
-                con.execute(f"INSERT INTO {qtable} BY NAME SELECT *, now() AS {ident(LOADED_AT_COLUMN)} "
-                            "FROM _hub_quarantine_rows")
-            finally:
-                con.unregister("_hub_quarantine_rows")
-        return len(req.quarantine)
+    def begin(self, request: LoadRequest) -> Load:
+        return _DuckDBLoad(self, request)
 
     # --- models --------------------------------------------------------------------------------------
 
@@ -202,11 +132,272 @@ class DuckDBWarehouse(Warehouse):
             try:
                 con.execute("BEGIN TRANSACTION")
                 con.execute(f"CREATE OR REPLACE TABLE {ident(name)} AS {sql}")
-                result = LoadResult(table=name, rows_loaded=self._count(con, name), rows_deleted=0,
-                                    table_rows=self._count(con, name), columns=self._columns(con, name))
+                rows = _table_rows(con, name)
+                result = LoadResult(table=name, rows_loaded=rows, rows_deleted=0, table_rows=rows,
+                                    columns=_columns(con, name))
                 con.execute("COMMIT")
                 return result
             except duckdb.Error as exc:
                 con.execute("ROLLBACK")
                 raise WarehouseError(f"model {name}: SQL failed in {self.path}, the previous table is kept: "
                                      f"{exc}") from None
+
+
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:
+    """(name, type) of every column of *table* (a temporary table of this connection, or a table of the
+    warehouse), in order."""
+    return [(r[0], r[1]) for r in con.execute(f"DESCRIBE {ident(table)}").fetchall()]
+
+
+def _exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    """Whether the warehouse (not an attached database, not a temporary table) has *table*."""
+    return bool(_count_of(con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = "
+                                      "current_database() AND schema_name = 'main' AND NOT temporary "
+                                      "AND table_name = ?", [table])))
+
+
+def _table_rows(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    return _count_of(con.execute(f"SELECT count(*) FROM {ident(table)}"))
+
+
+class _DuckDBLoad(Load):
+    """One load: an open connection and transaction, written chunk by chunk."""
+
+    def __init__(self, warehouse: DuckDBWarehouse, request: LoadRequest, chunk_rows: int = 64 * 1024) -> None:
+        self.warehouse, self.request, self.chunk_rows = warehouse, request, chunk_rows
+        self.rows = 0
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
+        self._rejected: list[dict[str, Any]] = []
+        self._untyped: set[str] = set()  # columns this load created while they held only NULLs
+        self._deleted = 0
+        self._target: str | None = None  # where chunks go: the table, or the staging table of a merge
+        self._target_exists = False
+        self._fresh = False  # the target was created by this load (its column types may still change)
+        self._con: duckdb.DuckDBPyConnection | None = warehouse.open()
+        try:
+            self._con.execute("BEGIN TRANSACTION")
+            self._existed = _exists(self._con, request.table)
+            if self._existed and request.mode == "replace_partition":
+                self._deleted = _count_of(self._con.execute(
+                    f"DELETE FROM {ident(request.table)} WHERE {ident(PARTITION_COLUMN)} = ?", [request.partition]))
+        except duckdb.Error as exc:
+            self._fail(exc)
+
+    # --- writing -------------------------------------------------------------------------------------
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0 or batch.num_columns == 0:
+            return
+        if self._pending and not batch.schema.equals(self._pending[0].schema):
+            self._flush()
+        self._pending.append(batch)
+        self._pending_rows += batch.num_rows
+        self.rows += batch.num_rows
+        if self._pending_rows >= self.chunk_rows:
+            self._flush()
+
+    def reject(self, rows: list[dict[str, Any]]) -> None:
+        self._rejected.extend(rows)
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        chunk = pa.Table.from_batches(self._pending)
+        self._pending, self._pending_rows = [], 0
+        try:
+            self._insert(chunk)
+        except (duckdb.Error, WarehouseError) as exc:
+            self._fail(exc)
+
+    def _insert(self, chunk: pa.Table) -> None:
+        con = self._live()
+        req = self.request
+        meta = (f"CAST({_literal(req.partition)} AS VARCHAR) AS {ident(PARTITION_COLUMN)}, "
+                f"CAST({_literal(req.run_id)} AS VARCHAR) AS {ident(RUN_COLUMN)}, "
+                f"now() AS {ident(LOADED_AT_COLUMN)}")
+        if self._target is None:
+            self._start_target(con)
+        assert self._target is not None
+        have = dict(_columns(con, self._target)) if self._target_exists else {}
+        chunk = self._typed(chunk, have)
+        con.register(_CHUNK, chunk)
+        try:
+            if not self._target_exists:
+                kind = "TEMP TABLE" if self._target == _STAGED else "TABLE"
+                con.execute(f"CREATE OR REPLACE {kind} {ident(self._target)} AS SELECT *, {meta} FROM {_CHUNK}")
+                self._target_exists = True
+                return
+            incoming = [(r[0], r[1]) for r in con.execute(f"DESCRIBE SELECT * FROM {_CHUNK}").fetchall()]
+            self._reconcile(con, self._target, have, incoming, fresh=self._fresh, untyped=self._untyped)
+            con.execute(f"INSERT INTO {ident(self._target)} BY NAME SELECT *, {meta} FROM {_CHUNK}")
+        finally:
+            con.unregister(_CHUNK)
+
+    def _start_target(self, con: duckdb.DuckDBPyConnection) -> None:
+        req = self.request
+        if req.mode == "merge" and self._existed:
+            # Upserting into an existing table: collect the rows aside, dedupe and swap them in at commit.
+            self._target, self._target_exists, self._fresh = _STAGED, False, True
+        elif req.mode == "replace" and self._existed:
+            self._deleted = _table_rows(con, req.table)
+            self._target, self._target_exists, self._fresh = req.table, False, True  # recreated by the 1st chunk
+        else:
+            self._target, self._target_exists, self._fresh = req.table, self._existed, not self._existed
+
+    def _typed(self, chunk: pa.Table, have: dict[str, str]) -> pa.Table:
+        """Columns that are NULL in every row carry no type: leave them out when the table already has
+        them (they load as NULL), otherwise create them as text and remember they are still untyped."""
+        if not any(pa.types.is_null(f.type) for f in chunk.schema):
+            return chunk
+        keep, arrays = [], []
+        for field, column in zip(chunk.schema, chunk.columns, strict=True):
+            if pa.types.is_null(field.type):
+                if field.name in have:
+                    continue
+                self._untyped.add(field.name)
+                column = column.cast(pa.string())
+            keep.append(field.name)
+            arrays.append(column)
+        return pa.Table.from_arrays(arrays, names=keep)
+
+    def _reconcile(self, con: duckdb.DuckDBPyConnection, table: str, have: dict[str, str],
+                   incoming: list[tuple[str, str]], *, fresh: bool, untyped: set[str]) -> None:
+        """Make *table* able to take columns of the *incoming* types (see the module notes of base).
+
+        *untyped*: columns of *table* that this load created while every value was NULL; the first
+        real values decide their type (and remove them from the set).
+        """
+        for name, dtype in incoming:
+            current = have.get(name)
+            if current is None:
+                con.execute(f"ALTER TABLE {ident(table)} ADD COLUMN {ident(name)} {dtype}")
+                continue
+            if name in untyped:
+                untyped.discard(name)
+                if current != dtype:
+                    con.execute(f"ALTER TABLE {ident(table)} ALTER {ident(name)} TYPE {dtype}")
+                continue
+            if current == dtype:
+                continue
+            rows = con.execute(f"SELECT typeof(x) FROM (SELECT NULL::{current} AS x UNION ALL "
+                               f"SELECT NULL::{dtype}) LIMIT 1").fetchall()
+            wider = str(rows[0][0]) if rows else "VARCHAR"
+            if wider == current:
+                continue  # the new values fit the column as it is (e.g. integers into DOUBLE)
+            if fresh or _widens(current, wider):
+                con.execute(f"ALTER TABLE {ident(table)} ALTER {ident(name)} TYPE {wider}")
+                continue
+            raise WarehouseError(
+                f"column {name} of table {self.request.table} is {current}, but the new rows have {dtype}; "
+                f"refusing to change the type of an existing column (declare the column's type under "
+                f"`columns:` in the spec so bad values are quarantined, or migrate the table)")
+
+    # --- finishing -----------------------------------------------------------------------------------
+
+    def commit(self) -> LoadResult:
+        self._flush()
+        con = self._live()
+        req = self.request
+        try:
+            loaded = self._finish(con)
+            quarantined = self._quarantine(con)
+            exists = _exists(con, req.table)
+            result = LoadResult(table=req.table, rows_loaded=loaded, rows_deleted=self._deleted,
+                                table_rows=_table_rows(con, req.table) if exists else 0,
+                                columns=_columns(con, req.table) if exists else [],
+                                rows_quarantined=quarantined)
+            con.execute("COMMIT")
+        except (duckdb.Error, WarehouseError) as exc:
+            self._fail(exc)
+        self._close()
+        return result
+
+    def _finish(self, con: duckdb.DuckDBPyConnection) -> int:
+        """Apply the mode's last step; return the number of rows the load put in the table."""
+        req = self.request
+        table = ident(req.table)
+        if self._target is None:  # nothing arrived: an empty partition or reference set is still a fact
+            if self._existed and req.mode == "replace":
+                self._deleted = _count_of(con.execute(f"DELETE FROM {table}"))
+            return 0
+        if req.mode != "merge":
+            return self.rows
+        keys = ", ".join(ident(k) for k in req.primary_key)
+        target = ident(self._target)
+        columns = dict(_columns(con, self._target))
+        missing = [k for k in req.primary_key if k not in columns]
+        if missing:
+            raise WarehouseError(f"primary key column(s) {', '.join(missing)} are not in the loaded rows "
+                                 f"(columns: {', '.join(c for c in columns if not c.startswith('_hub_'))})")
+        # Within one load the last row of a key wins: rows are appended in extraction order. Counting
+        # distinct keys first is a cheap hash aggregate; the window only runs when there are duplicates.
+        duplicates = _count_of(con.execute(f"SELECT count(*) - count(DISTINCT ({keys})) FROM {target}"))
+        if duplicates:
+            _count_of(con.execute(
+                f"DELETE FROM {target} WHERE rowid IN (SELECT rowid FROM (SELECT rowid, row_number() OVER "
+                f"(PARTITION BY {keys} ORDER BY rowid DESC) AS n FROM {target}) WHERE n > 1)"))
+        if self._target != _STAGED:
+            return self.rows - duplicates
+        have = dict(_columns(con, req.table))
+        # Staged columns that are still all-NULL carry no type: the table's own type stands.
+        incoming = [(n, t) for n, t in columns.items() if not (n in self._untyped and n in have)]
+        self._reconcile(con, req.table, have, incoming, fresh=False, untyped=set())
+        self._deleted = _count_of(con.execute(
+            f"DELETE FROM {table} WHERE ({keys}) IN (SELECT ({keys}) FROM {target})"))
+        loaded = _count_of(con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {target}"))
+        con.execute(f"DROP TABLE {target}")
+        return loaded
+
+    def _quarantine(self, con: duckdb.DuckDBPyConnection) -> int:
+        """Replace this partition's (or this unpartitioned table's) quarantined rows with the new ones."""
+        req, rows = self.request, self._rejected
+        qname = req.table + QUARANTINE_SUFFIX
+        if not rows and not _exists(con, qname):
+            return 0
+        qtable = ident(qname)
+        con.execute(f"CREATE TABLE IF NOT EXISTS {qtable} ({_QUARANTINE_COLUMNS})")
+        if req.partition is None:
+            con.execute(f"DELETE FROM {qtable} WHERE {ident(PARTITION_COLUMN)} IS NULL")
+        else:
+            con.execute(f"DELETE FROM {qtable} WHERE {ident(PARTITION_COLUMN)} = ?", [req.partition])
+        if rows:
+            table = pa.table({
+                PARTITION_COLUMN: pa.array([req.partition] * len(rows), pa.string()),
+                "row_number": pa.array([q.get("row") for q in rows], pa.int64()),
+                "column_name": pa.array([q.get("column") for q in rows], pa.string()),
+                "value": pa.array([None if q.get("value") is None else str(q["value"]) for q in rows], pa.string()),
+                "reason": pa.array([q.get("reason") for q in rows], pa.string()),
+                "record": pa.array([q.get("record") for q in rows], pa.string()),
+                RUN_COLUMN: pa.array([req.run_id] * len(rows), pa.string()),
+            })
+            con.register("_hub_quarantine_rows", table)
+            try:
+                con.execute(f"INSERT INTO {qtable} BY NAME SELECT *, now() AS {ident(LOADED_AT_COLUMN)} "
+                            "FROM _hub_quarantine_rows")
+            finally:
+                con.unregister("_hub_quarantine_rows")
+        return len(rows)
+
+    def rollback(self) -> None:
+        if self._con is None:
+            return
+        with contextlib.suppress(duckdb.Error):  # the transaction may already have ended with the error
+            self._con.execute("ROLLBACK")
+        self._close()
+
+    def _close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    def _live(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            raise WarehouseError(f"load of {self.request.table} is already closed")
+        return self._con
+
+    def _fail(self, exc: Exception) -> None:
+        self.rollback()
+        where = f" partition {self.request.partition}" if self.request.partition else ""
+        raise WarehouseError(f"loading {self.request.table} into {self.warehouse.path}{where} failed, nothing "
+                             f"was changed: {exc}") from None
