@@ -152,7 +152,8 @@ def _summary(pipeline: Pipeline) -> None:
         parts = "-"
         cols = wh.query(f'SELECT * FROM "{name}" LIMIT 0').column_names
         if "_hub_partition" in cols:
-            parts = str(wh.query(f'SELECT count(DISTINCT _hub_partition) AS n FROM "{name}"').column("n")[0])
+            n = wh.query(f'SELECT count(DISTINCT _hub_partition) AS n FROM "{name}"').column("n")[0].as_py()
+            parts = str(n) if n else "-"
         table.add_row(name, f"{rows:,}", parts)
     console.print(table)
     if "contacts_by_region" in pipeline.spec.models:

@@ -15,10 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import sqlglot
 import yaml
 from pydantic import ValidationError
-from sqlglot import exp
 
 from adapters.rest._jsonpath import JSONPathError, compile_path
 from adapters.rest.config import RestSourceConfig
@@ -304,6 +302,9 @@ def _check_models(models: dict[str, ModelSpec], sources: set[str], problems: _Pr
 
 
 def _referenced_tables(model: ModelSpec, loc: Loc, problems: _Problems) -> set[str] | None:
+    import sqlglot  # imported here: ~15 MB that pipelines without models never need
+    from sqlglot import exp
+
     try:
         statements = sqlglot.parse(model.sql, read="duckdb")
     except sqlglot.errors.ParseError as exc:

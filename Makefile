@@ -1,0 +1,39 @@
+# Set-up and everyday commands. Everything runs from a local virtual environment (.venv) that the first
+# command creates, so a fresh machine needs only Python 3.11+ (and make).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test ui lint bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed, found " + sys.version.split()[0])'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+## make demo: start the demo estate and land a week of its data in warehouse/hub.duckdb
+demo: $(STAMP)
+	$(BIN)/hub demo
+
+## make test: lint, type-check, then the whole test suite (JUnit XML in reports/)
+test: $(STAMP) lint
+	$(BIN)/python -m pytest --junitxml=reports/junit.xml
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+## make ui: the Dagster UI on http://127.0.0.1:3000 with the demo estate running
+ui: $(STAMP)
+	$(BIN)/hub ui
+
+## make bench: the benchmarks in bench/ (installs the peers of the optional `bench` extra)
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python bench/rest_bench.py --out bench/results/rest.md
+
+clean:
+	rm -rf $(VENV) warehouse .dagster reports bench/results
