@@ -55,3 +55,23 @@ class MappingError(HubError):
 
 class WarehouseError(HubError):
     """Loading into, or querying, the warehouse failed. The warehouse is left as it was."""
+
+
+class XMLSecurityError(ResponseFormatError):
+    """An XML document carries a DTD (entity declarations: XXE, billion laughs); it is refused unread."""
+
+
+class SoapFault(AdapterError):
+    """A SOAP service answered with a Fault. Carries the code, the reason and the detail."""
+
+    def __init__(self, message: str, *, operation: str, code: str, reason: str, detail: str | None) -> None:
+        self.operation, self.code, self.reason, self.detail = operation, code, reason, detail
+        super().__init__(message)
+
+    @property
+    def is_client_fault(self) -> bool:
+        """True when the fault says the request itself is wrong (SOAP 1.1 Client, 1.2 Sender, and
+        WS-Security failures): retrying the same request cannot help."""
+        local = self.code.rsplit(":", 1)[-1].split(".")[0]
+        return local in ("Client", "Sender", "FailedAuthentication", "InvalidSecurity", "InvalidSecurityToken",
+                         "FailedCheck", "MustUnderstand", "VersionMismatch", "DataEncodingUnknown")

@@ -1,4 +1,5 @@
-"""Materializing one asset: source → mapping → one-transaction warehouse load; or a model's SQL.
+"""Materializing one asset: source → row rules and mapping → one-transaction warehouse load; or a
+model's SQL.
 
 This is the whole data path of the architecture notes, free of Dagster so it can be called from an
 asset, a test or a benchmark alike. The Dagster glue (:mod:`hub.dagster`) only adds partitions,
@@ -7,25 +8,35 @@ metadata and orchestration on top.
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from adapters.rest import RestSource, RestSourceConfig, RestSystemConfig
+from adapters.soap import SoapSource, SoapSourceConfig, SoapSystemConfig
 from hub.errors import HubError
 from hub.runtime.secrets import mask_url, resolve_tree
 from hub.runtime.window import Window, render_tree
 from hub.spec.loader import Pipeline
-from hub.spec.models import ResolvedSource
-from hub.transform.mapping import Mapper
-from hub.warehouse import LoadRequest, LoadResult, connect
-from hub.warehouse.base import LoadMode
+from hub.spec.models import ChildSpec, ResolvedSource
+from hub.transform.mapping import Mapper, extract
+from hub.warehouse import LoadMode, LoadRequest, LoadResult, connect
 
 Progress = Callable[[str, int], None]  # (asset name, rows so far)
+
+
+class Extractor(Protocol):
+    """What the hub needs from an adapter."""
+
+    def batches(self) -> Iterator[pa.RecordBatch]: ...
+
+    def details(self) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -37,6 +48,7 @@ class Outcome:
     duration_s: float
     source_url: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    children: dict[str, LoadResult] = field(default_factory=dict)
 
 
 def load_mode(source: ResolvedSource) -> LoadMode:
@@ -45,71 +57,123 @@ def load_mode(source: ResolvedSource) -> LoadMode:
     return "merge" if source.spec.primary_key else "replace"
 
 
+def child_mode(source: ResolvedSource) -> LoadMode:
+    """Child rows follow their parent: per partition, per parent key (merge), or whole (replace)."""
+    return {"merge": "replace_keys"}.get(load_mode(source), load_mode(source))  # type: ignore[return-value]
+
+
+def cache_dir(pipeline: Pipeline) -> Path:
+    """Downloaded WSDLs and similar reference documents (``$HUB_CACHE_DIR`` or ``.hub/cache``)."""
+    return Path(os.environ.get("HUB_CACHE_DIR") or pipeline.root / ".hub" / "cache")
+
+
 def build_rest(source: ResolvedSource, window: Window | None, batch_size: int = 10_000) -> RestSource:
     """The REST adapter for *source* with secrets resolved and partition templates rendered."""
     assert source.system.rest is not None and source.rest is not None
-    field = f"systems.{source.system_name}.rest"
-    system_raw = resolve_tree(source.system.rest.model_dump(by_alias=True, exclude_none=True), field=field)
+    field_ = f"systems.{source.system_name}.rest"
+    system_raw = resolve_tree(source.system.rest.model_dump(by_alias=True, exclude_none=True), field=field_)
     src_raw = render_tree(source.rest.model_dump(by_alias=True, exclude_none=True), window,
                           field=f"sources.{source.name}")
     return RestSource(RestSystemConfig.model_validate(system_raw), RestSourceConfig.model_validate(src_raw),
                       name=source.name, batch_size=batch_size)
 
 
-def _null_key_rows(batch: pa.RecordBatch, keys: list[str]) -> pa.Array | None:
-    """Mask of rows whose primary key is incomplete; None when every row has a full key."""
-    mask: pa.Array | None = None
-    for k in keys:
-        idx = batch.schema.get_field_index(k)
-        col_null = pc.is_null(batch.column(idx)) if idx >= 0 else pa.array([True] * batch.num_rows)
-        mask = col_null if mask is None else pc.or_(mask, col_null)
-    if mask is None or not pc.any(mask).as_py():
-        return None
-    return mask
+def build_soap(pipeline: Pipeline, source: ResolvedSource, window: Window | None,
+               batch_size: int = 10_000) -> SoapSource:
+    """The SOAP adapter for *source*; repeated children declared as child tables stay lists."""
+    assert source.system.soap is not None and source.soap is not None
+    field_ = f"systems.{source.system_name}.soap"
+    system_raw = resolve_tree(source.system.soap.model_dump(exclude_none=True), field=field_)
+    src_raw = render_tree(source.soap.model_dump(exclude_none=True), window, field=f"sources.{source.name}")
+    return SoapSource(SoapSystemConfig.model_validate(system_raw), SoapSourceConfig.model_validate(src_raw),
+                      name=source.name, batch_size=batch_size, cache_dir=cache_dir(pipeline) / "wsdl",
+                      base_dir=pipeline.root, lists={c.path for c in source.spec.children.values()})
+
+
+def build_adapter(pipeline: Pipeline, source: ResolvedSource, window: Window | None) -> Extractor:
+    if source.kind == "rest":
+        return build_rest(source, window)
+    if source.kind == "soap":
+        return build_soap(pipeline, source, window)
+    raise HubError(f"sources.{source.name}: protocol {source.kind} is not supported")  # pragma: no cover
+
+
+def _mapper(columns: list[tuple[str, Any]] | None, required: tuple[str, ...], where: str) -> Mapper:
+    return Mapper([(p, c.name, c.type) for p, c in columns] if columns else None, required=required, where=where)
+
+
+def explode(raw: pa.RecordBatch, path: str, kept: pa.BooleanArray | None, parents: pa.RecordBatch,
+            where: str) -> tuple[pa.RecordBatch, pa.RecordBatch]:
+    """The items of the repeated element at *path* of every kept record, as (parent keys, items).
+
+    *parents* holds the kept records' key columns, in order; each item gets its record's keys.
+    """
+    column = extract(raw, tuple(path.split(".")))
+    if not (pa.types.is_list(column.type) or pa.types.is_large_list(column.type)):
+        raise HubError(f"{where}.path: {path} is not a repeated element of the records (found {column.type})")
+    owners = pc.list_parent_indices(column)
+    items = pc.list_flatten(column)
+    if kept is not None:
+        position = pc.subtract(pc.cumulative_sum(kept.cast(pa.int64())), 1)
+        keep_items = kept.take(owners)
+        owners = position.take(owners).filter(keep_items)
+        items = items.filter(keep_items)
+    keys = pa.RecordBatch.from_arrays([c.take(owners) for c in parents.columns], names=parents.schema.names)
+    if pa.types.is_struct(items.type):
+        body = pa.RecordBatch.from_struct_array(items)
+    else:
+        body = pa.RecordBatch.from_arrays([items], names=["value"])
+    return keys, body
+
+
+def _prepend(keys: pa.RecordBatch, body: pa.RecordBatch) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays([*keys.columns, *body.columns], names=[*keys.schema.names, *body.schema.names])
 
 
 def materialize_source(pipeline: Pipeline, name: str, *, window: Window | None, run_id: str,
                        progress: Progress | None = None) -> Outcome:
-    """Extract source *name* for *window* and load it in one transaction. On any error nothing changes."""
+    """Extract source *name* for *window* and load it (and its child tables) in one transaction.
+    On any error nothing changes."""
     source = pipeline.sources[name]
     started = time.monotonic()
-    if source.kind != "rest":  # pragma: no cover - other protocols arrive with their adapters
-        raise HubError(f"sources.{name}: protocol {source.kind} is not supported yet")
-    adapter = build_rest(source, window if source.partitioned else None)
-    cols = source.spec.column_specs()
-    mapper = Mapper([(p, c.name, c.type) for p, c in cols] if source.spec.columns else None)
-    keys = source.spec.primary_key
+    adapter = build_adapter(pipeline, source, window if source.partitioned else None)
+    keys = tuple(source.spec.primary_key)
+    where = f"sources.{name}"
+    mapper = _mapper(source.spec.column_specs() if source.spec.columns else None, keys, where)
     partition = window.key if (window and source.partitioned) else None
-    request = LoadRequest(table=name, mode=load_mode(source), run_id=run_id, partition=partition,
-                          primary_key=tuple(keys))
+    children: dict[str, tuple[ChildSpec, Mapper]] = {
+        child: (cspec, _mapper(cspec.column_specs() if cspec.columns else None, (), f"{where}.children.{child}"))
+        for child, cspec in source.spec.children.items()}
     seen = 0
-    with connect(pipeline.warehouse_url).begin(request) as load:
+    with connect(pipeline.warehouse_url).begin(
+            LoadRequest(table=name, mode=load_mode(source), run_id=run_id, partition=partition,
+                        primary_key=keys)) as load:
+        child_loads = {child: load.attach(LoadRequest(table=child, mode=child_mode(source), run_id=run_id,
+                                                      partition=partition, primary_key=keys))
+                       for child in children}
         for raw in adapter.batches():
             mapped = mapper.apply(raw)
-            rejected = [{**bad, "row": seen + bad["row"]} for bad in mapped.quarantine]
-            batch = mapped.batch
-            missing_in_schema = [k for k in keys if batch.schema.get_field_index(k) < 0]
-            if missing_in_schema and batch.num_rows:
-                raise HubError(f"sources.{name}.primary_key: column(s) {', '.join(missing_in_schema)} not in "
-                               f"the records (columns: {', '.join(batch.schema.names)})")
-            null_mask = _null_key_rows(batch, keys) if keys else None
-            if null_mask is not None:
-                for i, rec in enumerate(batch.filter(null_mask).to_pylist()):
-                    rejected.append({"row": seen + i, "column": ",".join(keys), "value": None,
-                                     "reason": f"primary key {', '.join(keys)} is null", "record": str(rec)})
-                batch = batch.filter(pc.invert(null_mask))
-            load.write(batch)
-            load.reject(rejected)
+            load.write(mapped.batch)
+            load.reject([{**bad, "row": seen + bad["row"]} for bad in mapped.quarantine])
+            if children:
+                parent_keys = mapped.batch.select(list(keys))
+                for child, (cspec, cmapper) in children.items():
+                    key_cols, body = explode(raw, cspec.path, mapped.kept, parent_keys,
+                                             f"{where}.children.{child}")
+                    cmapped = cmapper.apply(body)
+                    kept_keys = key_cols if cmapped.kept is None else key_cols.filter(cmapped.kept)
+                    child_loads[child].cover(parent_keys)
+                    child_loads[child].write(_prepend(kept_keys, cmapped.batch))
+                    child_loads[child].reject(cmapped.quarantine)
             seen += raw.num_rows
             if progress:
                 progress(name, load.rows)
+        child_results = {child: cl.commit() for child, cl in child_loads.items()}
         result = load.commit()
-    stats = adapter.stats
-    return Outcome(
-        asset=name, load=result, duration_s=time.monotonic() - started, source_url=mask_url(stats.url),
-        details={"pages": stats.pages, "records": stats.records, "bytes": stats.bytes,
-                 "retries": stats.retries, "concurrent_pages": stats.concurrent},
-    )
+    details = adapter.details()
+    url = details.pop("url", None)
+    return Outcome(asset=name, load=result, duration_s=time.monotonic() - started,
+                   source_url=mask_url(url) if url else None, details=details, children=child_results)
 
 
 def materialize_model(pipeline: Pipeline, name: str) -> Outcome:

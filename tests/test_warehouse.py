@@ -191,3 +191,28 @@ def test_url_settings_and_unsupported_url(tmp_path: Path) -> None:
     with pytest.raises(WarehouseError, match="unsupported warehouse URL scheme 'oracle'") as info:
         connect("oracle://scott:tiger-secret@db/x")
     assert "tiger-secret" not in str(info.value)
+
+
+def _orders_with_lines(wh: DuckDBWarehouse, orders: dict[int, list[str]], *, fail: bool = False) -> None:
+    with wh.begin(LoadRequest("orders", "merge", "r", primary_key=("order_id",))) as load:
+        lines = load.attach(LoadRequest("order_lines", "replace_keys", "r", primary_key=("order_id",)))
+        load.write(_b(order_id=list(orders), n=[len(v) for v in orders.values()]))
+        lines.cover(_b(order_id=list(orders)))
+        lines.write(_b(order_id=[o for o, ls in orders.items() for _ in ls],
+                       sku=[s for ls in orders.values() for s in ls]))
+        if fail:
+            raise RuntimeError("extraction broke after the lines were written")
+        lines.commit()
+        load.commit()
+
+
+def test_attached_child_table_commits_with_its_parent(wh: DuckDBWarehouse) -> None:
+    _orders_with_lines(wh, {1: ["a", "b"], 2: ["c"]})
+    # order 1 is re-loaded with one line fewer, order 2 with none, order 3 is new
+    _orders_with_lines(wh, {1: ["a"], 2: [], 3: ["d", "e"]})
+    assert _rows(wh, "select order_id, sku from order_lines order by all") == [(1, "a"), (3, "d"), (3, "e")]
+    assert _rows(wh, "select order_id, n from orders order by all") == [(1, 1), (2, 0), (3, 2)]
+    with pytest.raises(RuntimeError):
+        _orders_with_lines(wh, {1: ["x", "y", "z"], 4: ["w"]}, fail=True)
+    assert _rows(wh, "select order_id, sku from order_lines order by all") == [(1, "a"), (3, "d"), (3, "e")]
+    assert _rows(wh, "select count(*) from orders") == [(3,)], "neither table changed"

@@ -264,6 +264,12 @@ class RestSource:
                 task.cancel()
             await asyncio.gather(*window, return_exceptions=True)
 
+    def details(self) -> dict[str, Any]:
+        """What the extraction did, for run metadata (the URL is masked)."""
+        st = self.stats
+        return {"url": st.url, "pages": st.pages, "records": st.records, "bytes": st.bytes, "retries": st.retries,
+                "concurrent_pages": st.concurrent}
+
     # --- records -----------------------------------------------------------------------------------------
 
     def batches(self) -> Iterator[pa.RecordBatch]:

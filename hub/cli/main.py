@@ -114,26 +114,16 @@ def _run(pipeline: Pipeline, assets: list[str] | None, partition: str | None, st
 
 
 @app.command()
-def demo(
-    port: int = typer.Option(8801, help="Port for the demo CRM (0 = any free port)."),
-) -> None:
-    """Start the demo estate (a CRM REST service on loopback), run the demo pipeline, show what landed."""
-    from hub.demo.crm import DEMO_TOKEN, CRMService
+def demo() -> None:
+    """Start the demo estate (CRM over REST, ERP over SOAP, on loopback), run the demo pipeline for a
+    week, and show what landed."""
+    from hub.demo import estate
 
-    os.environ.setdefault("CRM_TOKEN", DEMO_TOKEN)
-    try:
-        crm = CRMService(port=port, token=os.environ["CRM_TOKEN"]).start()
-    except OSError:
-        crm = CRMService(port=0, token=os.environ["CRM_TOKEN"]).start()
-    os.environ["HUB_DEMO_CRM_URL"] = crm.url
-    console.print(f"demo CRM listening on {crm.url}")
-    try:
+    with estate.running(console.print):
         pipeline = _load(DEMO_SPEC)
         console.print(f"running pipeline [bold]{pipeline.name}[/] for {DEMO_RANGE[0]} .. {DEMO_RANGE[1]} "
                       f"into {pipeline.warehouse_url}")
         ok = _run(pipeline, None, None, *DEMO_RANGE)
-    finally:
-        crm.stop()
     if not ok:
         raise typer.Exit(1)
     _summary(pipeline)
@@ -156,14 +146,14 @@ def _summary(pipeline: Pipeline) -> None:
             parts = str(n) if n else "-"
         table.add_row(name, f"{rows:,}", parts)
     console.print(table)
-    if "contacts_by_region" in pipeline.spec.models:
-        top = wh.query("SELECT region, sum(contacts) AS contacts, sum(customers) AS customer_days "
-                       "FROM contacts_by_region GROUP BY region ORDER BY contacts DESC")
-        t = Table(title="contacts_by_region (summed over the week)")
+    if "revenue_by_region" in pipeline.spec.models:
+        top = wh.query("SELECT region, sum(orders) AS orders, sum(revenue) AS revenue FROM revenue_by_region "
+                       "GROUP BY region ORDER BY revenue DESC")
+        t = Table(title="revenue_by_region (ERP orders x CRM regions, summed over the week)")
         for c in top.column_names:
-            t.add_column(c)
+            t.add_column(c, justify="right" if c != "region" else "left")
         for row in top.to_pylist():
-            t.add_row(*[str(v) for v in row.values()])
+            t.add_row(row["region"], f"{row['orders']:,}", f"{row['revenue']:,.2f}")
         console.print(t)
 
 
@@ -173,31 +163,21 @@ def ui(
     port: int = typer.Option(3000, help="Dagster webserver port."),
 ) -> None:
     """Start the Dagster UI (`dagster dev -w workspace.yaml`) on the local instance."""
+    from contextlib import nullcontext
+
     from hub.dagster.instance import local_instance
+    from hub.demo import estate
 
     root = project_root(DEMO_SPEC)
     local_instance(root)
-    crm = None
-    if demo_estate:
-        from hub.demo.crm import DEMO_TOKEN, CRMService
-
-        os.environ.setdefault("CRM_TOKEN", DEMO_TOKEN)
-        try:
-            crm = CRMService(port=8801, token=os.environ["CRM_TOKEN"]).start()
-        except OSError:
-            crm = CRMService(port=0, token=os.environ["CRM_TOKEN"]).start()
-        os.environ["HUB_DEMO_CRM_URL"] = crm.url
-        console.print(f"demo CRM listening on {crm.url}")
     dagster = shutil.which("dagster") or str(Path(sys.executable).parent / "dagster")
-    proc = subprocess.Popen([dagster, "dev", "-w", str(root / "workspace.yaml"), "-p", str(port)], cwd=root)
-    try:
-        proc.wait()
-    except KeyboardInterrupt:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
-    finally:
-        if crm:
-            crm.stop()
+    with estate.running(console.print) if demo_estate else nullcontext():
+        proc = subprocess.Popen([dagster, "dev", "-w", str(root / "workspace.yaml"), "-p", str(port)], cwd=root)
+        try:
+            proc.wait()
+        except KeyboardInterrupt:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=30)
     raise typer.Exit(proc.returncode or 0)
 
 

@@ -7,7 +7,7 @@ time-window partitions; every asset that writes to a DuckDB warehouse is in the 
 
 # No `from __future__ import annotations`: Dagster inspects the `context` annotation at definition time.
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ import dagster as dg
 from dagster import partition_loading_context
 
 from hub.dagster.progress import report
-from hub.materialize import Outcome, load_mode, materialize_model, materialize_source
+from hub.materialize import Outcome, child_mode, load_mode, materialize_model, materialize_source
 from hub.runtime.secrets import mask_url
 from hub.runtime.window import Window
 from hub.spec import Pipeline, discover, load
@@ -64,27 +64,34 @@ def _metadata(outcome: Outcome, partitioned: bool) -> dict[str, Any]:
     return md
 
 
+def _endpoint(source: ResolvedSource) -> str | None:
+    rest, soap = source.system.rest, source.system.soap
+    if rest is not None and source.rest is not None:
+        return mask_url(rest.base_url.rstrip("/") + "/" + source.rest.request.path.lstrip("/"))
+    if soap is not None and source.soap is not None:
+        return f"{mask_url(soap.address or soap.wsdl)} {source.soap.operation}"
+    return None
+
+
 def _source_asset(pipeline: Pipeline, source: ResolvedSource,
                   parts: dg.PartitionsDefinition | None) -> dg.AssetsDefinition:
+    """One asset per source; a source with child tables is a multi-asset (they load in one transaction)."""
     spec = source.spec
-    rest = source.system.rest
     description = spec.description or f"{source.kind.upper()} source {source.name} from system {source.system_name}"
     static_md: dict[str, Any] = {
         "hub/system": source.system_name,
         "hub/load_mode": load_mode(source),
         "hub/spec": str(pipeline.path),
     }
-    if rest is not None and source.rest is not None:
-        static_md["hub/endpoint"] = mask_url(rest.base_url.rstrip("/") + "/" + source.rest.request.path.lstrip("/"))
+    endpoint = _endpoint(source)
+    if endpoint:
+        static_md["hub/endpoint"] = endpoint
     if spec.primary_key:
         static_md["hub/primary_key"] = ", ".join(spec.primary_key)
+    kinds = {source.kind, "duckdb"}
+    tags = {"hub/system": source.system_name}
 
-    @dg.asset(
-        name=source.name, group_name=pipeline.name, kinds={source.kind, "duckdb"}, description=description,
-        partitions_def=parts, pool=pool_for(pipeline), metadata=static_md,
-        tags={"hub/system": source.system_name},
-    )
-    def _asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    def run(context: dg.AssetExecutionContext) -> Outcome:
         window = window_from_context(context) if parts is not None else None
         outcome = materialize_source(pipeline, source.name, window=window, run_id=context.run_id,
                                      progress=report)
@@ -92,10 +99,38 @@ def _source_asset(pipeline: Pipeline, source: ResolvedSource,
             f"{source.name}: {outcome.load.rows_loaded} rows loaded"
             + (f" into partition {window.key}" if window else "")
             + f", {outcome.load.rows_quarantined} quarantined, {outcome.duration_s:.2f}s"
+            + "".join(f"; {c}: {r.rows_loaded} rows" for c, r in outcome.children.items())
         )
-        return dg.MaterializeResult(metadata=_metadata(outcome, parts is not None))
+        return outcome
 
-    return _asset
+    if not spec.children:
+        @dg.asset(name=source.name, group_name=pipeline.name, kinds=kinds, description=description,
+                  partitions_def=parts, pool=pool_for(pipeline), metadata=static_md, tags=tags)
+        def _asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+            return dg.MaterializeResult(metadata=_metadata(run(context), parts is not None))
+
+        return _asset
+
+    specs = [dg.AssetSpec(source.name, group_name=pipeline.name, kinds=kinds, description=description,
+                          metadata=static_md, tags=tags)]
+    for child, cspec in spec.children.items():
+        specs.append(dg.AssetSpec(
+            child, group_name=pipeline.name, kinds=kinds, tags=tags,
+            description=cspec.description or f"{cspec.path} of each {source.name} record, with its "
+                                              f"{', '.join(spec.primary_key)}",
+            metadata={**static_md, "hub/load_mode": child_mode(source), "hub/parent": source.name,
+                      "hub/path": cspec.path}))
+
+    @dg.multi_asset(name=source.name, specs=specs, partitions_def=parts, pool=pool_for(pipeline), can_subset=False)
+    def _multi(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
+        outcome = run(context)
+        yield dg.MaterializeResult(asset_key=source.name, metadata=_metadata(outcome, parts is not None))
+        for child, result in outcome.children.items():
+            child_outcome = Outcome(asset=child, load=result, duration_s=outcome.duration_s,
+                                    source_url=outcome.source_url)
+            yield dg.MaterializeResult(asset_key=child, metadata=_metadata(child_outcome, parts is not None))
+
+    return _multi
 
 
 def _model_asset(pipeline: Pipeline, name: str) -> dg.AssetsDefinition:

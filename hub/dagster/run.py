@@ -87,7 +87,10 @@ def run_pipeline(pipeline: Pipeline, instance: dg.DagsterInstance, *, assets: Se
     if unknown:
         raise HubError(f"{pipeline.path}: no asset named {', '.join(unknown)} "
                        f"(assets: {', '.join(pipeline.asset_names())})")
-    partitioned = {n for n, s in pipeline.sources.items() if s.partitioned}
+    # A source and its child tables materialize together (one transaction): select them as a group.
+    groups = {t: [name, *s.spec.children] for name, s in pipeline.sources.items() for t in (name, *s.spec.children)}
+    names = list(dict.fromkeys(m for n in names for m in groups.get(n, [n])))
+    partitioned = {t for n, s in pipeline.sources.items() if s.partitioned for t in groups[n]}
     models = set(pipeline.spec.models)
     outcomes: list[RunOutcome] = []
     for i, key in enumerate(partitions):

@@ -59,7 +59,8 @@ def resolve(value: str, *, field: str, env: Mapping[str, str] | None = None, sec
 
 
 #: Fields whose resolved values are addresses, not credentials: kept readable in logs and metadata.
-NOT_SECRET_FIELDS = frozenset({"base_url", "url", "token_url", "host", "port", "path", "username", "wsdl"})
+NOT_SECRET_FIELDS = frozenset({"base_url", "url", "token_url", "host", "port", "path", "username", "wsdl",
+                               "address", "service", "cert", "key"})
 
 
 def resolve_tree(value: Any, *, field: str) -> Any:

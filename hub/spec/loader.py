@@ -20,12 +20,16 @@ from pydantic import ValidationError
 
 from adapters.rest._jsonpath import JSONPathError, compile_path
 from adapters.rest.config import RestSourceConfig
+from adapters.soap.config import SoapSourceConfig
 from hub.errors import SpecError
 from hub.runtime.window import check_template, is_template
 from hub.spec.models import NAME, ModelSpec, PipelineSpec, ResolvedSource, SourceSpec, valid_name
 
 Loc = tuple[str | int, ...]
 DEFAULT_WAREHOUSE = "warehouse/hub.duckdb"
+#: The protocol-specific keys of a source, by the protocol of its system.
+SOURCE_CONFIGS: dict[str, type[RestSourceConfig] | type[SoapSourceConfig]] = {
+    "rest": RestSourceConfig, "soap": SoapSourceConfig}
 
 
 @dataclass
@@ -55,7 +59,15 @@ class Pipeline:
         return url
 
     def asset_names(self) -> list[str]:
-        return [*self.sources, *self.spec.models]
+        """Sources, their child tables, then models."""
+        return [*self.tables(), *self.spec.models]
+
+    def tables(self) -> list[str]:
+        """The tables sources load: each source, followed by its child tables."""
+        return [t for name, s in self.sources.items() for t in (name, *s.spec.children)]
+
+    def parent_of(self, child: str) -> str | None:
+        return next((name for name, s in self.sources.items() if child in s.spec.children), None)
 
 
 class _Marks:
@@ -174,7 +186,8 @@ def loads(text: str, path: Path) -> Pipeline:
         problems.raise_if_any()
         raise  # unreachable: add_pydantic always adds
     sources = _resolve_sources(spec, data, problems)
-    model_deps = _check_models(spec.models, set(spec.sources), problems)
+    tables = set(spec.sources) | {c for s in spec.sources.values() for c in s.children}
+    model_deps = _check_models(spec.models, tables, problems)
     problems.raise_if_any()
     return Pipeline(spec=spec, path=path, root=project_root(path.resolve()), sources=sources,
                     model_deps=model_deps)
@@ -192,14 +205,20 @@ def _resolve_sources(spec: PipelineSpec, data: dict[str, Any], problems: _Proble
             problems.add((*loc, "system"), f"unknown system '{src.system}' (systems: {known})")
             continue
         extra = dict(src.model_extra or {})
-        rest = None
-        if system.kind == "rest":
-            try:
-                rest = RestSourceConfig.model_validate(extra)
-            except ValidationError as exc:
-                problems.add_pydantic(exc, loc)
-                continue
+        try:
+            protocol = SOURCE_CONFIGS[system.kind].model_validate(extra)
+        except ValidationError as exc:
+            problems.add_pydantic(exc, loc)
+            continue
+        rest = protocol if isinstance(protocol, RestSourceConfig) else None
+        soap = protocol if isinstance(protocol, SoapSourceConfig) else None
+        if rest is not None:
             _check_rest(loc, rest, spec, problems)
+        if soap is not None:
+            for key, value in soap.params.items():
+                for text in _strings(value):
+                    _check_template((*loc, "params", key), text, spec, problems)
+        _check_children(loc, name, src, spec, problems)
         outputs = src.output_columns()
         if outputs is not None:
             for key in src.primary_key:
@@ -212,7 +231,7 @@ def _resolve_sources(spec: PipelineSpec, data: dict[str, Any], problems: _Proble
             problems.add((*loc, "partitioned"), "the pipeline has no partitions (set `partitions:` first)")
             partitioned = False
         out[name] = ResolvedSource(name=name, spec=src, system_name=src.system, system=system, rest=rest,
-                                   partitioned=partitioned)
+                                   soap=soap, partitioned=partitioned)
     return out
 
 
@@ -236,7 +255,9 @@ def _check_raw(data: dict[str, Any], problems: _Problems) -> None:
     for name, raw_model in models.items():
         with contextlib.suppress(ValidationError):  # already reported by the first pass
             valid_models[str(name)] = ModelSpec.model_validate(raw_model)
-    _check_models(valid_models, {str(n) for n in sources}, problems)
+    tables = {str(n) for n in sources} | {str(c) for raw in sources.values() if isinstance(raw, dict)
+                                          and isinstance(raw.get("children"), dict) for c in raw["children"]}
+    _check_models(valid_models, tables, problems)
     common = set(SourceSpec.model_fields)
     for name, raw in sources.items():
         if not isinstance(raw, dict):
@@ -246,9 +267,10 @@ def _check_raw(data: dict[str, Any], problems: _Problems) -> None:
             problems.add(("sources", name, "system"), f"unknown system '{raw['system']}' (systems: {known})")
             continue
         system = systems.get(raw.get("system"))
-        if isinstance(system, dict) and "rest" in system:
+        kind = next((k for k in SOURCE_CONFIGS if isinstance(system, dict) and k in system), None)
+        if kind is not None:
             try:
-                RestSourceConfig.model_validate({k: v for k, v in raw.items() if k not in common})
+                SOURCE_CONFIGS[kind].model_validate({k: v for k, v in raw.items() if k not in common})
             except ValidationError as exc:
                 problems.add_pydantic(exc, ("sources", name))
 
@@ -272,11 +294,35 @@ def _check_rest(loc: Loc, rest: RestSourceConfig, spec: PipelineSpec, problems: 
     templated: list[tuple[Loc, str]] = [((*loc, "request", "path"), rest.request.path)]
     templated += [((*loc, "request", "params", k), v) for k, v in rest.request.params.items() if isinstance(v, str)]
     for tloc, value in templated:
-        bad = check_template(value, field=".".join(map(str, tloc)))
-        if bad:
-            problems.add(tloc, bad.split(": ", 1)[1])
-        elif is_template(value) and spec.partitions is None and "partition" in value:
-            problems.add(tloc, f"'{value}' uses partition templating, but the pipeline has `partitions: none`")
+        _check_template(tloc, value, spec, problems)
+
+
+def _check_template(tloc: Loc, value: str, spec: PipelineSpec, problems: _Problems) -> None:
+    bad = check_template(value, field=".".join(map(str, tloc)))
+    if bad:
+        problems.add(tloc, bad.split(": ", 1)[1])
+    elif is_template(value) and spec.partitions is None and "partition" in value:
+        problems.add(tloc, f"'{value}' uses partition templating, but the pipeline has `partitions: none`")
+
+
+def _check_children(loc: Loc, name: str, src: SourceSpec, spec: PipelineSpec, problems: _Problems) -> None:
+    if src.children and not src.primary_key:
+        problems.add((*loc, "children"), "child tables need the source's primary_key: every child row carries "
+                                         "its parent's key")
+    for child, cspec in src.children.items():
+        cloc: Loc = (*loc, "children", child)
+        if not valid_name(child):
+            problems.add(cloc, "child table names must be identifiers (letters, digits, _), they become tables")
+        if child in spec.sources or child in spec.models or child == name:
+            problems.add(cloc, f"'{child}' is already a source or model; table names must be unique")
+        others = [n for n, s in spec.sources.items() if n != name and child in s.children]
+        if others:
+            problems.add(cloc, f"'{child}' is also a child table of {others[0]}")
+        taken = [c.name for _, c in cspec.column_specs()]
+        clash = [k for k in src.primary_key if k in taken]
+        if clash:
+            problems.add((*cloc, "columns"), f"{', '.join(clash)} would clash with the parent key column(s) "
+                                             "every child row carries")
 
 
 def _check_models(models: dict[str, ModelSpec], sources: set[str], problems: _Problems) -> dict[str, list[str]]:

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from adapters.rest.config import RestSourceConfig, RestSystemConfig
+from adapters.soap.config import SoapSourceConfig, SoapSystemConfig
 from hub.transform.types import parse_type
 
 NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -60,21 +61,27 @@ class PartitionsConfig(_Strict):
         return w
 
 
+PROTOCOLS = ("rest", "soap")
+
+
 class SystemConfig(_Strict):
-    """A connection. Exactly one protocol key; later issues add soap, sftp and sql."""
+    """A connection: exactly one protocol block."""
 
     rest: RestSystemConfig | None = None
+    soap: SoapSystemConfig | None = None
     description: str | None = None
 
     @model_validator(mode="after")
     def _one(self) -> SystemConfig:
-        if self.rest is None:
-            raise ValueError("expected a protocol block: rest")
+        given = [p for p in PROTOCOLS if getattr(self, p) is not None]
+        if len(given) != 1:
+            raise ValueError(f"expected exactly one protocol block: {', '.join(PROTOCOLS)}; "
+                             f"got {', '.join(given) or 'none'}")
         return self
 
     @property
     def kind(self) -> str:
-        return "rest"
+        return next(p for p in PROTOCOLS if getattr(self, p) is not None)
 
 
 class ColumnSpec(_Strict):
@@ -88,6 +95,27 @@ class ColumnSpec(_Strict):
         if v is not None:
             parse_type(v)  # raises ValueError with the list of known types
         return v
+
+
+class ChildSpec(_Strict):
+    """A repeated child of each record (an order's lines) loaded into a table of its own."""
+
+    path: str = Field(description="Dotted path of the repeated element within the record, e.g. Lines.OrderLine.")
+    description: str | None = None
+    columns: dict[str, str | ColumnSpec] | None = Field(
+        None, description="Child field -> new name, or {name, type}; the parent's primary key columns "
+                          "always come first.")
+
+    def column_specs(self) -> list[tuple[str, ColumnSpec]]:
+        return _column_specs(self.columns)
+
+
+def _column_specs(columns: dict[str, str | ColumnSpec] | None) -> list[tuple[str, ColumnSpec]]:
+    out = []
+    for path, spec in (columns or {}).items():
+        cs = ColumnSpec(name=spec, type=None) if isinstance(spec, str) else spec
+        out.append((path, ColumnSpec(name=cs.name or path.split(".")[-1], type=cs.type)))
+    return out
 
 
 class SourceSpec(BaseModel):
@@ -105,6 +133,8 @@ class SourceSpec(BaseModel):
     columns: dict[str, str | ColumnSpec] | None = Field(
         None, description="Source field (dotted path for nested) -> new name, or {name, type}. "
                           "When given, only these columns are kept.")
+    children: dict[str, ChildSpec] = Field(
+        default_factory=dict, description="Child tables: table name -> the repeated element they hold.")
 
     @field_validator("primary_key", mode="before")
     @classmethod
@@ -113,11 +143,7 @@ class SourceSpec(BaseModel):
 
     def column_specs(self) -> list[tuple[str, ColumnSpec]]:
         """(source path, spec with the name filled in) for every declared column."""
-        out = []
-        for path, spec in (self.columns or {}).items():
-            cs = ColumnSpec(name=spec, type=None) if isinstance(spec, str) else spec
-            out.append((path, ColumnSpec(name=cs.name or path.split(".")[-1], type=cs.type)))
-        return out
+        return _column_specs(self.columns)
 
     def output_columns(self) -> list[str] | None:
         return [c.name or "" for _, c in self.column_specs()] if self.columns else None
@@ -167,6 +193,7 @@ class ResolvedSource(BaseModel):
     system_name: str
     system: SystemConfig
     rest: RestSourceConfig | None = None
+    soap: SoapSourceConfig | None = None
     partitioned: bool = False
 
     @property

@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from hub.errors import MappingError
 from hub.transform.types import JSON, parse_type
 
 
@@ -31,41 +32,71 @@ class Column:
 class Mapped:
     batch: pa.RecordBatch
     quarantine: list[dict[str, Any]]  # {"row": int, "column": str, "value": str, "reason": str, "record": str}
+    kept: pa.BooleanArray | None = None  # which input rows are in `batch` (None: all of them)
+
+
+#: Adapters mark a record they could not read faithfully (a value that does not fit its declared type)
+#: with a message in this column; the record is quarantined with that reason.
+ERROR_COLUMN = "_hub_error"
 
 
 class Mapper:
-    """Applies a source's ``columns`` mapping to every batch."""
+    """Applies a source's row rules to every batch: adapter-reported errors, the ``columns`` mapping
+    (pick, rename, cast) and required (primary key) columns. Rows failing any of them are split off
+    with the reason; the rest continue."""
 
-    def __init__(self, columns: list[tuple[str, str | None, str | None]] | None) -> None:
-        """*columns*: (source dotted path, output name, type name) triples; None keeps every field."""
+    def __init__(self, columns: list[tuple[str, str | None, str | None]] | None, *,
+                 required: tuple[str, ...] | list[str] = (), where: str = "source") -> None:
+        """*columns*: (source dotted path, output name, type name) triples; None keeps every field.
+        *required*: output columns that must not be null (the primary key)."""
         self.columns = None if columns is None else [
             Column(tuple(path.split(".")), name or path.split(".")[-1], parse_type(t) if t else None)
             for path, name, t in columns
         ]
+        self.required = tuple(required)
+        self.where = where
 
     def apply(self, batch: pa.RecordBatch) -> Mapped:
-        if self.columns is None:
-            return Mapped(batch, [])
-        arrays: list[pa.Array] = []
         bad_rows: dict[int, dict[str, Any]] = {}
-        for col in self.columns:
-            raw = _extract(batch, col.path)
-            arr, bad = _cast(raw, col)
-            arrays.append(arr)
-            for row, (value, reason) in bad.items():
-                bad_rows.setdefault(row, {"row": row, "column": col.name, "value": value, "reason": reason})
-        out = pa.RecordBatch.from_arrays(arrays, names=[c.name for c in self.columns])
+        err_idx = batch.schema.get_field_index(ERROR_COLUMN)
+        source = batch
+        if err_idx >= 0:
+            for i, message in enumerate(batch.column(err_idx).to_pylist()):
+                if message:
+                    bad_rows[i] = {"row": i, "column": message.split(":", 1)[0], "value": None, "reason": message}
+            batch = batch.remove_column(err_idx)
+        if self.columns is None:
+            out = batch
+        else:
+            arrays: list[pa.Array] = []
+            for col in self.columns:
+                arr, bad = _cast(extract(batch, col.path), col)
+                arrays.append(arr)
+                for row, (value, reason) in bad.items():
+                    bad_rows.setdefault(row, {"row": row, "column": col.name, "value": value, "reason": reason})
+            out = pa.RecordBatch.from_arrays(arrays, names=[c.name for c in self.columns])
+        missing = [k for k in self.required if out.schema.get_field_index(k) < 0]
+        if missing and out.num_rows:
+            raise MappingError(f"{self.where}.primary_key: column(s) {', '.join(missing)} not in the records "
+                               f"(columns: {', '.join(out.schema.names)})")
+        for key in self.required:
+            nulls = out.column(key).is_null()
+            if pc.any(nulls).as_py():
+                for i in pc.indices_nonzero(nulls).to_pylist():
+                    bad_rows.setdefault(i, {"row": i, "column": key, "value": None,
+                                            "reason": f"primary key {', '.join(self.required)} is null"})
         if not bad_rows:
             return Mapped(out, [])
         keep = pa.array([i not in bad_rows for i in range(batch.num_rows)])
-        records = batch.filter(pa.array([i in bad_rows for i in range(batch.num_rows)])).to_pylist()
+        records = source.filter(pc.invert(keep)).to_pylist()
         quarantine = []
         for rec, (_, info) in zip(records, sorted(bad_rows.items()), strict=True):
+            rec.pop(ERROR_COLUMN, None)
             quarantine.append({**info, "record": json.dumps(rec, default=str, ensure_ascii=False)})
-        return Mapped(out.filter(keep), quarantine)
+        return Mapped(out.filter(keep), quarantine, keep)
 
 
-def _extract(batch: pa.RecordBatch, path: tuple[str, ...]) -> pa.Array:
+def extract(batch: pa.RecordBatch, path: tuple[str, ...]) -> pa.Array:
     """The values at a dotted path; rows where any step is missing or null give null."""
     idx = batch.schema.get_field_index(path[0])
     if idx < 0:
@@ -83,6 +114,8 @@ def _cast(arr: pa.Array, col: Column) -> tuple[pa.Array, dict[int, tuple[str, st
     if target is None:
         return (arr.cast(pa.string()) if pa.types.is_null(arr.type) else arr), {}
     if target == JSON:
+        if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+            return arr, {}  # already JSON text (adapters serialize repeated children this way)
         return pa.array([None if v is None else json.dumps(v, default=str, ensure_ascii=False)
                          for v in arr.to_pylist()], pa.string()), {}
     assert isinstance(target, pa.DataType)

@@ -10,7 +10,12 @@ idempotent:
 * ``replace_partition`` — delete the rows of one partition key, insert the new ones (backfills and
   re-runs of a day never duplicate, and never touch another day);
 * ``merge`` — upsert on the primary key, the last row of a key within the load winning;
-* ``replace`` — the table becomes exactly the loaded rows (reference data without a key).
+* ``replace`` — the table becomes exactly the loaded rows (reference data without a key);
+* ``replace_keys`` — the rows of every key the load covers (:meth:`Load.cover`) are replaced by the
+  loaded rows: the mode of child tables (an order's lines) under a merged parent.
+
+Several tables can change in one transaction: :meth:`Load.attach` opens a load that commits with its
+parent (a record and its child rows land together or not at all).
 
 Schema evolution: a new field becomes a new column (earlier rows NULL); a column whose values arrive
 with a wider type (int → float, int32 → int64) is widened; any other type change of an existing column
@@ -28,7 +33,7 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
-LoadMode = Literal["replace_partition", "merge", "replace"]
+LoadMode = Literal["replace_partition", "merge", "replace", "replace_keys"]
 
 #: Columns the hub adds to every loaded table (data columns come first, these last).
 PARTITION_COLUMN = "_hub_partition"
@@ -48,8 +53,8 @@ class LoadRequest:
     def __post_init__(self) -> None:
         if self.mode == "replace_partition" and self.partition is None:
             raise ValueError(f"{self.table}: replace_partition needs a partition key")
-        if self.mode == "merge" and not self.primary_key:
-            raise ValueError(f"{self.table}: merge needs a primary key")
+        if self.mode in ("merge", "replace_keys") and not self.primary_key:
+            raise ValueError(f"{self.table}: {self.mode} needs key columns (primary_key)")
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,14 @@ class Load(ABC):
     @abstractmethod
     def reject(self, rows: list[dict[str, Any]]) -> None:
         """Record quarantined rows: dicts with row, column, value, reason, record."""
+
+    @abstractmethod
+    def attach(self, request: LoadRequest) -> Load:
+        """A load of another table in this load's transaction; commit it before this one."""
+
+    @abstractmethod
+    def cover(self, keys: pa.RecordBatch) -> None:
+        """``replace_keys`` mode: these key values are re-loaded (even those with no rows now)."""
 
     @abstractmethod
     def commit(self) -> LoadResult:

@@ -43,7 +43,6 @@ _QUARANTINE_COLUMNS = (
 _NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
             "UBIGINT", "FLOAT", "DOUBLE", "DECIMAL")
 _CHUNK = "_hub_chunk"
-_STAGED = "_hub_staged"
 
 
 def ident(name: str) -> str:
@@ -163,8 +162,13 @@ def _table_rows(con: duckdb.DuckDBPyConnection, table: str) -> int:
 class _DuckDBLoad(Load):
     """One load: an open connection and transaction, written chunk by chunk."""
 
-    def __init__(self, warehouse: DuckDBWarehouse, request: LoadRequest, chunk_rows: int = 64 * 1024) -> None:
+    def __init__(self, warehouse: DuckDBWarehouse, request: LoadRequest, chunk_rows: int = 64 * 1024,
+                 parent: _DuckDBLoad | None = None) -> None:
         self.warehouse, self.request, self.chunk_rows = warehouse, request, chunk_rows
+        self._parent = parent  # an attached load shares its parent's connection and transaction
+        self._staged = f"_hub_staged_{request.table}"
+        self._keys_table = f"_hub_keys_{request.table}"
+        self._has_keys = False
         self.rows = 0
         self._pending: list[pa.RecordBatch] = []
         self._pending_rows = 0
@@ -174,9 +178,10 @@ class _DuckDBLoad(Load):
         self._target: str | None = None  # where chunks go: the table, or the staging table of a merge
         self._target_exists = False
         self._fresh = False  # the target was created by this load (its column types may still change)
-        self._con: duckdb.DuckDBPyConnection | None = warehouse.open()
+        self._con: duckdb.DuckDBPyConnection | None = parent._live() if parent else warehouse.open()
         try:
-            self._con.execute("BEGIN TRANSACTION")
+            if parent is None:
+                self._con.execute("BEGIN TRANSACTION")
             self._existed = _exists(self._con, request.table)
             if self._existed and request.mode == "replace_partition":
                 self._deleted = _count_of(self._con.execute(
@@ -199,6 +204,25 @@ class _DuckDBLoad(Load):
 
     def reject(self, rows: list[dict[str, Any]]) -> None:
         self._rejected.extend(rows)
+
+    def attach(self, request: LoadRequest) -> Load:
+        return _DuckDBLoad(self.warehouse, request, self.chunk_rows, parent=self)
+
+    def cover(self, keys: pa.RecordBatch) -> None:
+        if self.request.mode != "replace_keys" or keys.num_rows == 0:
+            return
+        con = self._live()
+        con.register("_hub_cover", keys)
+        try:
+            if not self._has_keys:
+                con.execute(f"CREATE OR REPLACE TEMP TABLE {ident(self._keys_table)} AS SELECT * FROM _hub_cover")
+                self._has_keys = True
+            else:
+                con.execute(f"INSERT INTO {ident(self._keys_table)} BY NAME SELECT * FROM _hub_cover")
+        except duckdb.Error as exc:
+            self._fail(exc)
+        finally:
+            con.unregister("_hub_cover")
 
     def _flush(self) -> None:
         if not self._pending:
@@ -224,7 +248,7 @@ class _DuckDBLoad(Load):
         con.register(_CHUNK, chunk)
         try:
             if not self._target_exists:
-                kind = "TEMP TABLE" if self._target == _STAGED else "TABLE"
+                kind = "TEMP TABLE" if self._target == self._staged else "TABLE"
                 con.execute(f"CREATE OR REPLACE {kind} {ident(self._target)} AS SELECT *, {meta} FROM {_CHUNK}")
                 self._target_exists = True
                 return
@@ -236,9 +260,9 @@ class _DuckDBLoad(Load):
 
     def _start_target(self, con: duckdb.DuckDBPyConnection) -> None:
         req = self.request
-        if req.mode == "merge" and self._existed:
-            # Upserting into an existing table: collect the rows aside, dedupe and swap them in at commit.
-            self._target, self._target_exists, self._fresh = _STAGED, False, True
+        if req.mode in ("merge", "replace_keys") and self._existed:
+            # Upserting into an existing table: collect the rows aside, swap them in at commit.
+            self._target, self._target_exists, self._fresh = self._staged, False, True
         elif req.mode == "replace" and self._existed:
             self._deleted = _table_rows(con, req.table)
             self._target, self._target_exists, self._fresh = req.table, False, True  # recreated by the 1st chunk
@@ -296,6 +320,8 @@ class _DuckDBLoad(Load):
     # --- finishing -----------------------------------------------------------------------------------
 
     def commit(self) -> LoadResult:
+        """Finish the load. An attached load only finishes its table; its parent's commit makes both
+        visible at once (commit the attached loads first)."""
         self._flush()
         con = self._live()
         req = self.request
@@ -307,7 +333,8 @@ class _DuckDBLoad(Load):
                                 table_rows=_table_rows(con, req.table) if exists else 0,
                                 columns=_columns(con, req.table) if exists else [],
                                 rows_quarantined=quarantined)
-            con.execute("COMMIT")
+            if self._parent is None:
+                con.execute("COMMIT")
         except (duckdb.Error, WarehouseError) as exc:
             self._fail(exc)
         self._close()
@@ -321,6 +348,8 @@ class _DuckDBLoad(Load):
             if self._existed and req.mode == "replace":
                 self._deleted = _count_of(con.execute(f"DELETE FROM {table}"))
             return 0
+        if req.mode == "replace_keys":
+            return self._replace_keys(con)
         if req.mode != "merge":
             return self.rows
         keys = ", ".join(ident(k) for k in req.primary_key)
@@ -337,7 +366,7 @@ class _DuckDBLoad(Load):
             _count_of(con.execute(
                 f"DELETE FROM {target} WHERE rowid IN (SELECT rowid FROM (SELECT rowid, row_number() OVER "
                 f"(PARTITION BY {keys} ORDER BY rowid DESC) AS n FROM {target}) WHERE n > 1)"))
-        if self._target != _STAGED:
+        if self._target != self._staged:
             return self.rows - duplicates
         have = dict(_columns(con, req.table))
         # Staged columns that are still all-NULL carry no type: the table's own type stands.
@@ -345,6 +374,27 @@ class _DuckDBLoad(Load):
         self._reconcile(con, req.table, have, incoming, fresh=False, untyped=set())
         self._deleted = _count_of(con.execute(
             f"DELETE FROM {table} WHERE ({keys}) IN (SELECT ({keys}) FROM {target})"))
+        loaded = _count_of(con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {target}"))
+        con.execute(f"DROP TABLE {target}")
+        return loaded
+
+    def _replace_keys(self, con: duckdb.DuckDBPyConnection) -> int:
+        """Delete every row whose key was covered by this load, then insert the new rows (1:N children:
+        a parent re-loaded with fewer children loses the others)."""
+        req = self.request
+        table, keys = ident(req.table), ", ".join(ident(k) for k in req.primary_key)
+        if self._existed and self._has_keys:
+            self._deleted = _count_of(con.execute(
+                f"DELETE FROM {table} WHERE ({keys}) IN (SELECT ({keys}) FROM {ident(self._keys_table)})"))
+        if self._has_keys:
+            con.execute(f"DROP TABLE {ident(self._keys_table)}")
+        if self._target != self._staged:
+            return self.rows
+        target = ident(self._staged)
+        have = dict(_columns(con, req.table))
+        staged = dict(_columns(con, self._staged))
+        incoming = [(n, t) for n, t in staged.items() if not (n in self._untyped and n in have)]
+        self._reconcile(con, req.table, have, incoming, fresh=False, untyped=set())
         loaded = _count_of(con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {target}"))
         con.execute(f"DROP TABLE {target}")
         return loaded
@@ -382,13 +432,18 @@ class _DuckDBLoad(Load):
     def rollback(self) -> None:
         if self._con is None:
             return
+        if self._parent is not None:  # the whole shared transaction goes
+            self._close()
+            self._parent.rollback()
+            return
         with contextlib.suppress(duckdb.Error):  # the transaction may already have ended with the error
             self._con.execute("ROLLBACK")
         self._close()
 
     def _close(self) -> None:
         if self._con is not None:
-            self._con.close()
+            if self._parent is None:
+                self._con.close()
             self._con = None
 
     def _live(self) -> duckdb.DuckDBPyConnection:

@@ -1,0 +1,390 @@
+"""Streaming a SOAP response into typed Arrow batches, in bounded memory.
+
+The response body is on disk (spooled by the transport). ``lxml.etree.iterparse`` reports only the
+elements that matter — the envelope, the body, a fault, the elements on the way to the records, each
+record and the continuation token — and every record is read into a flat row (see
+:mod:`adapters.soap._schema`) and removed from the tree at once, so memory holds one batch of rows, not
+the document. Values are converted column-wise with Arrow casts; a value that does not fit its XSD type
+marks its record with ``_hub_error`` (the hub quarantines it) instead of failing the whole response.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime, time
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from lxml import etree
+
+from adapters.soap._schema import LEAF, REPEATED, STRUCT, XMLTEXT, XSI_NIL, FieldPlan, Members, Space
+from hub.errors import ResponseFormatError, SoapFault, XMLSecurityError
+from hub.runtime import xmlsafe
+from hub.runtime.secrets import mask
+
+SOAP11_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+SOAP12_ENV = "http://www.w3.org/2003/05/soap-envelope"
+ERROR_COLUMN = "_hub_error"
+_TRUE = ("true", "1")
+
+
+def local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def element_path(el: Any) -> str:
+    """A readable path of local names from the document root to *el*."""
+    names = [local(a.tag) for a in reversed(list(el.iterancestors())) if isinstance(a.tag, str)]
+    return "/".join([*names, local(el.tag) if isinstance(el.tag, str) else "?"])
+
+
+class _Unexpected(Exception):
+    def __init__(self, el: Any, expected: Members) -> None:
+        super().__init__(element_path(el))
+        self.el, self.expected = el, expected
+
+
+# --- rows ------------------------------------------------------------------------------------------------
+
+def fill(elem: Any, members: Members, row: list[Any]) -> None:
+    """Store the values of *elem*'s children (and attributes) into *row*'s slots."""
+    if members.attributes and elem.attrib:
+        for key, value in elem.attrib.items():
+            f = members.attributes.get(key)
+            if f is not None:
+                row[f.slot] = value
+    by_tag = members.by_tag
+    for child in elem:
+        f = by_tag.get(child.tag)
+        if f is None:
+            if not isinstance(child.tag, str) or members.wildcard:
+                continue  # a comment or processing instruction, or content an xsd:any admits
+            raise _Unexpected(child, members)
+        kind = f.kind
+        if kind == LEAF:
+            text = child.text
+            if text is None:
+                row[f.slot] = None if f.conv != "string" or child.get(XSI_NIL) in _TRUE else ""
+            else:
+                row[f.slot] = text
+        elif kind == STRUCT:
+            if child.get(XSI_NIL) not in _TRUE:
+                row[f.slot] = True
+                fill(child, f.members, row)  # type: ignore[arg-type]
+        elif kind == REPEATED:
+            items = row[f.slot]
+            if items is None:
+                items = row[f.slot] = []
+            assert f.item is not None
+            if f.leaf_item:
+                text = child.text
+                items.append([None if text is None and child.get(XSI_NIL) in _TRUE else (text or "")])
+            else:
+                sub = [None] * f.item.nslots
+                fill(child, f.item.members, sub)
+                items.append(sub)
+        else:  # XMLTEXT: kept as the XML of the element
+            row[f.slot] = etree.tostring(child, encoding="unicode", with_tail=False)
+
+
+# --- columns ---------------------------------------------------------------------------------------------
+
+def _parse_int(v: str, t: pa.DataType) -> int:
+    n = int(v)
+    pa.scalar(n, t)  # range check
+    return n
+
+
+def _parse_decimal(v: str, t: pa.DataType) -> Decimal:
+    d = Decimal(v)
+    if not d.is_finite():
+        raise ValueError("not a finite number")
+    if -d.as_tuple().exponent > t.scale:  # type: ignore[operator]
+        raise ValueError(f"more than {t.scale} fraction digits")
+    pa.scalar(d, t)
+    return d
+
+
+def _parse_bool(v: str, t: pa.DataType) -> bool:
+    if v in ("true", "1"):
+        return True
+    if v in ("false", "0"):
+        return False
+    raise ValueError("expected true, false, 1 or 0")
+
+
+def _parse_datetime(v: str, t: pa.DataType) -> datetime:
+    ts = datetime.fromisoformat(v.replace("Z", "+00:00"))
+    return ts.astimezone(UTC) if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+def _parse_time(v: str, t: pa.DataType) -> time:
+    parsed = time.fromisoformat(v.replace("Z", "+00:00"))
+    return parsed.replace(tzinfo=None)
+
+
+_PARSERS: dict[str, Callable[[str, pa.DataType], Any]] = {
+    "int": _parse_int,
+    "float": lambda v, t: float(v),
+    "decimal": _parse_decimal,
+    "bool": _parse_bool,
+    "date": lambda v, t: date.fromisoformat(v[:10]),
+    "datetime": _parse_datetime,
+    "time": _parse_time,
+    "base64": lambda v, t: base64.b64decode("".join(v.split()), validate=True),
+    "hex": lambda v, t: bytes.fromhex(v),
+}
+
+
+def convert(values: tuple[Any, ...] | list[Any], f: FieldPlan, path: str, errors: dict[int, str]) -> pa.Array:
+    """Typed Arrow array for the text values of one leaf; bad values become null and an error entry."""
+    arr = pa.array(values, pa.string())
+    kind = f.conv
+    if kind == "string":
+        return arr
+    if kind in ("int", "float", "decimal", "bool", "date", "datetime"):
+        try:
+            if kind == "datetime":
+                try:
+                    return pc.cast(arr, f.arrow)
+                except pa.ArrowInvalid:  # no offsets at all: the values are taken as UTC
+                    return pc.cast(arr, pa.timestamp("us")).cast(f.arrow)
+            return pc.cast(arr, f.arrow)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+    parse = _PARSERS[kind]
+    out: list[Any] = []
+    for i, v in enumerate(values):
+        if v is None:
+            out.append(None)
+            continue
+        try:
+            out.append(parse(v.strip(), f.arrow))
+        except (ValueError, TypeError, InvalidOperation, OverflowError, pa.ArrowInvalid) as exc:
+            errors.setdefault(i, f"{path}: {v[:100]!r} is not a valid xsd:{f.xsd} ({exc})")
+            out.append(None)
+    return pa.array(out, f.arrow)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)  # exact, unlike a float
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    return str(value)
+
+
+def to_json(arr: pa.Array) -> pa.Array:
+    return pa.array([None if v is None else json.dumps(v, default=_json_default, ensure_ascii=False)
+                     for v in arr.to_pylist()], pa.string())
+
+
+class Columns:
+    """Builds Arrow columns from rows of one :class:`Space`. Repeated children whose dotted path is in
+    *lists* stay ``list<struct>`` (for child tables); the others become JSON text."""
+
+    def __init__(self, lists: set[str]) -> None:
+        self.lists = lists
+
+    def build(self, space: Space, rows: list[list[Any]], errors: dict[int, str],
+              prefix: str = "") -> tuple[list[pa.Array], list[pa.Field]]:
+        cols = list(zip(*rows, strict=True)) if rows else [()] * space.nslots
+        return self._members(space.members, cols, len(rows), errors, prefix)
+
+    def _members(self, members: Members, cols: list[tuple[Any, ...]], n: int, errors: dict[int, str],
+                 prefix: str) -> tuple[list[pa.Array], list[pa.Field]]:
+        arrays: list[pa.Array] = []
+        fields: list[pa.Field] = []
+        for f in members.fields:
+            path = f"{prefix}{f.name}"
+            if f.kind == LEAF:
+                arr = convert(cols[f.slot], f, path, errors)
+            elif f.kind == XMLTEXT:
+                arr = pa.array(cols[f.slot], pa.string())
+            elif f.kind == STRUCT:
+                assert f.members is not None
+                child_arrays, child_fields = self._members(f.members, cols, n, errors, f"{path}.")
+                mask = pa.array([v is not True for v in cols[f.slot]], pa.bool_())
+                if not child_fields:
+                    arr = pa.nulls(n, pa.struct([]))
+                else:
+                    arr = pa.StructArray.from_arrays(child_arrays, fields=child_fields, mask=mask)
+            else:
+                arr = self._repeated(f, cols[f.slot], errors, path)
+            arrays.append(arr)
+            fields.append(pa.field(f.name, arr.type))
+        return arrays, fields
+
+    def _repeated(self, f: FieldPlan, values: tuple[Any, ...], errors: dict[int, str], path: str) -> pa.Array:
+        assert f.item is not None
+        offsets = [0]
+        flat: list[list[Any]] = []
+        owners: list[int] = []
+        for i, items in enumerate(values):
+            if items:
+                flat.extend(items)
+                owners.extend([i] * len(items))
+            offsets.append(len(flat))
+        item_errors: dict[int, str] = {}
+        item_arrays, item_fields = self.build(f.item, flat, item_errors, f"{path}.")
+        for j, message in item_errors.items():
+            errors.setdefault(owners[j], message)
+        items_arr = item_arrays[0] if f.leaf_item else pa.StructArray.from_arrays(item_arrays, fields=item_fields)
+        mask = pa.array([v is None for v in values], pa.bool_())
+        arr = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items_arr, mask=mask)
+        return arr if path in self.lists else to_json(arr)
+
+
+def make_batch(columns: Columns, space: Space, rows: list[list[Any]]) -> pa.RecordBatch:
+    errors: dict[int, str] = {}
+    arrays, fields = columns.build(space, rows, errors)
+    if errors:
+        arrays.append(pa.array([errors.get(i) for i in range(len(rows))], pa.string()))
+        fields.append(pa.field(ERROR_COLUMN, pa.string()))
+    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+
+
+# --- the response ----------------------------------------------------------------------------------------
+
+class ResponseReader:
+    """Reads one spooled response: records as batches, the continuation token, faults."""
+
+    def __init__(self, *, operation: str, url: str, chain: list[tuple[str, set[str]]], record_tag: str,
+                 space: Space, columns: Columns, token_tag: str | None, batch_size: int) -> None:
+        """*chain*: (Clark name, allowed child tags) of every element from the response element down to
+        the record's parent."""
+        self.operation, self.url = operation, url
+        self.chain = chain
+        self.allowed = dict(chain)
+        self.record_tag, self.space, self.columns = record_tag, space, columns
+        self.token_tag, self.batch_size = token_tag, batch_size
+        self.records = 0
+        self.token: str | None = None
+
+    def read(self, path: Path) -> Iterator[pa.RecordBatch]:
+        xmlsafe.check_prolog(path, f"response of {self.operation} from {self.url}")
+        container = self.chain[-1][0]
+        response_tag = self.chain[0][0]
+        tags = {f"{{{ns}}}{name}" for ns in (SOAP11_ENV, SOAP12_ENV) for name in ("Envelope", "Body", "Fault")}
+        tags |= {tag for tag, _ in self.chain} | {self.record_tag}
+        if self.token_tag:
+            tags.add(self.token_tag)
+        rows: list[list[Any]] = []
+        saw_envelope = saw_response = False
+        try:
+            for event, el in etree.iterparse(str(path), events=("start", "end"), tag=sorted(tags),
+                                             **xmlsafe.iterparse_options()):
+                tag = el.tag
+                if event == "start":
+                    if not saw_envelope:
+                        if local(tag) != "Envelope":
+                            raise ResponseFormatError(self._where(f"the body is not a SOAP envelope (root "
+                                                                  f"element {tag})"))
+                        if el.getroottree().docinfo.internalDTD is not None:
+                            raise XMLSecurityError(self._where("the response has a DTD; refused"))
+                        saw_envelope = True
+                    elif tag == response_tag:
+                        saw_response = True
+                    continue
+                if tag == self.record_tag and el.getparent() is not None and el.getparent().tag == container:
+                    row = [None] * self.space.nslots
+                    fill(el, self.space.members, row)
+                    rows.append(row)
+                    self.records += 1
+                    el.clear()
+                    parent = el.getparent()
+                    while el.getprevious() is not None:
+                        prev = el.getprevious()
+                        if prev.tag != self.record_tag and isinstance(prev.tag, str) \
+                                and prev.tag not in self.allowed[container]:
+                            raise _Unexpected(prev, _members_of(self.allowed[container]))
+                        del parent[0]
+                    if len(rows) >= self.batch_size:
+                        yield make_batch(self.columns, self.space, rows)
+                        rows = []
+                elif tag in self.allowed:
+                    for child in el:
+                        if isinstance(child.tag, str) and child.tag not in self.allowed[tag]:
+                            raise _Unexpected(child, _members_of(self.allowed[tag]))
+                elif tag == self.token_tag and not _inside(el, self.record_tag):
+                    self.token = (el.text or "").strip() or None
+                elif local(tag) == "Fault" and el.getparent() is not None and local(el.getparent().tag) == "Body":
+                    raise self.fault(el)
+                elif local(tag) == "Body" and not saw_response:
+                    first = next((c for c in el if isinstance(c.tag, str)), None)
+                    found = element_path(first) if first is not None else "an empty Body"
+                    raise ResponseFormatError(self._where(
+                        f"response does not match the WSDL: expected {_pretty(response_tag)} in the Body, "
+                        f"found {found}"))
+        except _Unexpected as exc:
+            expected = ", ".join(sorted(_pretty(t) for t in exc.expected.by_tag)) or "no child elements"
+            raise ResponseFormatError(self._where(
+                f"response does not match the WSDL: unexpected element {element_path(exc.el)} "
+                f"(expected one of: {expected})")) from None
+        except etree.XMLSyntaxError as exc:
+            raise ResponseFormatError(self._where(f"response is not well-formed XML: {exc}")) from None
+        if not saw_envelope:
+            raise ResponseFormatError(self._where("the body is not a SOAP envelope"))
+        if rows:
+            yield make_batch(self.columns, self.space, rows)
+
+    def _where(self, message: str) -> str:
+        return f"{self.operation} at {self.url}: {message}"
+
+    def fault(self, el: Any) -> SoapFault:
+        """The hub error for a SOAP 1.1 or 1.2 Fault element."""
+        if el.tag == f"{{{SOAP12_ENV}}}Fault":
+            code_el = el.find(f"{{{SOAP12_ENV}}}Code")
+            codes = [v.text.strip() for v in code_el.iter(f"{{{SOAP12_ENV}}}Value") if v.text] \
+                if code_el is not None else []
+            code = ".".join(codes) or "?"
+            reason = " ".join(t.text.strip() for t in el.iter(f"{{{SOAP12_ENV}}}Text") if t.text) or "?"
+            detail_el = el.find(f"{{{SOAP12_ENV}}}Detail")
+        else:
+            code = (el.findtext("faultcode") or el.findtext(f"{{{SOAP11_ENV}}}faultcode") or "?").strip()
+            reason = (el.findtext("faultstring") or el.findtext(f"{{{SOAP11_ENV}}}faultstring") or "?").strip()
+            detail_el = el.find("detail")
+            if detail_el is None:
+                detail_el = el.find(f"{{{SOAP11_ENV}}}detail")
+        detail = mask(_render_detail(detail_el)) if detail_el is not None else None
+        reason = mask(reason)
+        message = f"SOAP Fault from operation {self.operation} at {self.url}: {code}: {reason}"
+        if detail:
+            message += f" (detail: {detail})"
+        return SoapFault(message, operation=self.operation, code=code, reason=reason, detail=detail)
+
+
+def _render_detail(el: Any) -> str:
+    parts = []
+    for node in el.iter():
+        if node is el or not isinstance(node.tag, str):
+            continue
+        text = (node.text or "").strip()
+        if text and len(node) == 0:
+            parts.append(f"{local(node.tag)}={text}")
+    if not parts:
+        text = " ".join(t.strip() for t in el.itertext() if t.strip())
+        return text[:500]
+    return "; ".join(parts)[:500]
+
+
+def _inside(el: Any, tag: str) -> bool:
+    return any(a.tag == tag for a in el.iterancestors())
+
+
+def _members_of(tags: set[str]) -> Members:
+    members = Members()
+    for t in tags:
+        members.by_tag[t] = FieldPlan(name=local(t), kind=LEAF)
+    return members
+
+
+def _pretty(tag: str) -> str:
+    return local(tag)

@@ -1,0 +1,115 @@
+"""zeep's transport, on httpx: WSDL documents through a TTL cache, operation responses spooled to disk.
+
+zeep reads WSDLs and imported XSDs through ``Transport.load``; every document loaded is also kept in
+``documents`` so the schema facets zeep drops can be read back (see :mod:`adapters.soap._schema`).
+Operation calls go through ``post_xml``: the response body is streamed to a temporary file (never held
+in memory, bounded by ``max_bytes``) and returned as a :class:`Spooled` response for the streaming reader.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from zeep.transports import Transport
+from zeep.wsdl.utils import etree_to_string
+
+from hub.errors import HTTPStatusError, ResponseFormatError
+from hub.runtime.secrets import mask, mask_url
+
+
+@dataclass
+class Spooled:
+    """A response whose body is in a file. Delete it with :meth:`discard`."""
+
+    url: str
+    status: int
+    reason: str
+    headers: httpx.Headers
+    path: Path
+    size: int
+    _closed: bool = field(default=False, repr=False)
+
+    @property
+    def is_xml(self) -> bool:
+        ctype = self.headers.get("Content-Type", "").lower()
+        return "xml" in ctype or (not ctype and self.size > 0)
+
+    def head(self, n: int = 300) -> str:
+        with self.path.open("rb") as fh:
+            return mask(fh.read(n).decode("utf-8", "replace")).strip()
+
+    def discard(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.path.unlink(missing_ok=True)
+
+
+class BrokenBody(Exception):
+    """Headers arrived but the connection broke while the body was read."""
+
+    def __init__(self, status: int, received: int, declared: str | None, cause: str) -> None:
+        super().__init__(cause)
+        self.status, self.received, self.declared, self.cause = status, received, declared, cause
+
+
+class HttpxTransport(Transport):
+    def __init__(self, http: httpx.Client, *, cache: Any = None, spool_dir: Path | None = None,
+                 max_bytes: int = 4 * 1024**3) -> None:
+        super().__init__(cache=cache)
+        self.session.close()  # zeep's requests session is never used
+        self.http = http
+        self.spool_dir = spool_dir
+        self.max_bytes = max_bytes
+        self.documents: list[tuple[str, bytes]] = []
+
+    def load(self, url: str) -> bytes:
+        content: bytes = super().load(url)
+        self.documents.append((url, content))
+        return content
+
+    def _load_remote_data(self, url: str) -> bytes:
+        if urlsplit(url).scheme == "file":
+            return Path(urlsplit(url).path).read_bytes()
+        response = self.http.get(url)
+        if response.status_code >= 400:
+            raise HTTPStatusError(f"GET {mask_url(url)}: HTTP {response.status_code} {response.reason_phrase} "
+                                  f"while loading the WSDL: {mask(response.text[:200])}",
+                                  url=mask_url(url), status=response.status_code)
+        return response.content
+
+    def post_xml(self, address: str, envelope: Any, headers: dict[str, str]) -> Spooled:
+        return self.spool("POST", address, etree_to_string(envelope), headers)
+
+    def spool(self, method: str, url: str, body: bytes, headers: dict[str, str]) -> Spooled:
+        """Send a request and stream the answer into a temporary file."""
+        if self.spool_dir is not None:
+            self.spool_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix="hub-soap-", suffix=".xml", dir=self.spool_dir)
+        path = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as out, self.http.stream(method, url, content=body, headers=headers) as resp:
+                declared = resp.headers.get("Content-Length")
+                if declared and declared.isdigit() and int(declared) > self.max_bytes:
+                    raise ResponseFormatError(f"{method} {mask_url(url)}: response of {declared} bytes exceeds "
+                                              f"max_response_bytes={self.max_bytes}")
+                size = 0
+                try:
+                    for chunk in resp.iter_bytes(1 << 20):
+                        size += len(chunk)
+                        if size > self.max_bytes:
+                            raise ResponseFormatError(f"{method} {mask_url(url)}: response exceeds "
+                                                      f"max_response_bytes={self.max_bytes}")
+                        out.write(chunk)
+                except httpx.TransportError as exc:
+                    raise BrokenBody(resp.status_code, size, declared, type(exc).__name__) from exc
+                return Spooled(url=url, status=resp.status_code, reason=resp.reason_phrase, headers=resp.headers,
+                               path=path, size=size)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise

@@ -1,0 +1,319 @@
+"""The SOAP source: WSDL via zeep, requests with retries and paging, responses streamed into Arrow.
+
+zeep does what it is good at — reading the WSDL, choosing the service and port, building the request
+envelope with its parameters, SOAP headers and WS-Security — and is asked for the raw response. The
+response body goes to disk and is read by :class:`adapters.soap._records.ResponseReader`, typed by the
+WSDL's schema, so a response of hundreds of MB never becomes a zeep object tree.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pyarrow as pa
+import zeep
+from zeep.cache import SqliteCache
+from zeep.exceptions import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden, LookupError, XMLSyntaxError
+
+from adapters.soap._records import Columns, ResponseReader
+from adapters.soap._schema import FacetIndex, PlanBuilder, find_element_path, qname_of, tags_of
+from adapters.soap._transport import BrokenBody, HttpxTransport, Spooled
+from adapters.soap._wsse import UsernameTokenWithTimestamp
+from adapters.soap.config import SoapSourceConfig, SoapSystemConfig, SoapTimeouts
+from hub.errors import AdapterError, HTTPStatusError, ResponseFormatError, SoapFault, TransportError, XMLSecurityError
+from hub.runtime.retry import RetryPolicy
+from hub.runtime.secrets import mask, mask_url, register
+
+#: HTTP statuses worth retrying when the body is not a SOAP Fault.
+RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+@dataclass
+class SoapStats:
+    url: str = ""
+    operation: str = ""
+    pages: int = 0
+    records: int = 0
+    bytes: int = 0
+    retries: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+@dataclass
+class Wsdl:
+    """A loaded WSDL: the zeep client, its transport and the schema facets."""
+
+    client: zeep.Client
+    transport: HttpxTransport
+    facets: FacetIndex
+    location: str
+
+
+def _http_client(system: SoapSystemConfig) -> httpx.Client:
+    t = system.timeout
+    timeout = httpx.Timeout(t, connect=min(t, 10.0)) if isinstance(t, float | int) else \
+        httpx.Timeout(t.read, connect=t.connect) if isinstance(t, SoapTimeouts) else None
+    auth = None
+    if system.basic is not None:
+        register(system.basic.password)
+        auth = httpx.BasicAuth(system.basic.username, system.basic.password)
+    cert: Any = None
+    if system.client_cert is not None:
+        cert = (system.client_cert.cert, system.client_cert.key) if system.client_cert.key else system.client_cert.cert
+    return httpx.Client(auth=auth, verify=system.verify, cert=cert, timeout=timeout, follow_redirects=True,
+                        headers={"User-Agent": "hub/0.1", **system.headers})
+
+
+def load_wsdl(system: SoapSystemConfig, *, cache_dir: Path | None = None, base_dir: Path | None = None,
+              spool_dir: Path | None = None) -> Wsdl:
+    """Load the system's WSDL (and its imports) safely: DTDs, entities and external references refused."""
+    location = system.wsdl
+    if "://" not in location:
+        path = Path(location)
+        location = str(path if path.is_absolute() or base_dir is None else (base_dir / path))
+    cache = None
+    if system.wsdl_cache_ttl and cache_dir is not None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        cache = SqliteCache(path=str(cache_dir / "wsdl-cache.sqlite"), timeout=system.wsdl_cache_ttl)
+    transport = HttpxTransport(_http_client(system), cache=cache, spool_dir=spool_dir,
+                               max_bytes=system.max_response_bytes)
+    settings = zeep.Settings(strict=True, forbid_dtd=True, forbid_entities=True, forbid_external=True,
+                             xml_huge_tree=False)
+    wsse = None
+    if system.username_token is not None:
+        ut = system.username_token
+        wsse = UsernameTokenWithTimestamp(ut.username, ut.password, digest=ut.digest,
+                                          timestamp_ttl=ut.timestamp_ttl if ut.timestamp else None)
+    shown = mask_url(location)
+    try:
+        client = zeep.Client(location, transport=transport, settings=settings, wsse=wsse)
+    except (DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden) as exc:
+        raise XMLSecurityError(f"WSDL {shown}: {exc}; DTDs, entities and external references are refused") from None
+    except XMLSyntaxError as exc:
+        raise ResponseFormatError(f"WSDL {shown} is not well-formed XML: {exc}") from None
+    except httpx.TransportError as exc:
+        raise TransportError(f"cannot load WSDL {shown}: {type(exc).__name__}: {mask(str(exc))}") from None
+    except OSError as exc:
+        raise AdapterError(f"cannot read WSDL {shown}: {exc.strerror or exc}") from None
+    except (LookupError, ValueError, KeyError) as exc:
+        raise AdapterError(f"WSDL {shown} could not be understood: {exc}") from None
+    return Wsdl(client, transport, FacetIndex(transport.documents), location)
+
+
+def soap_version(binding: Any) -> str:
+    return "1.2" if type(binding).__name__ == "Soap12Binding" else "1.1"
+
+
+def select_port(wsdl: Wsdl, system: SoapSystemConfig) -> tuple[Any, Any]:
+    """The (service, port) the system names, with a clear error listing what exists."""
+    services = wsdl.client.wsdl.services
+    if not services:
+        raise AdapterError(f"WSDL {mask_url(wsdl.location)} defines no service")
+    if system.service:
+        service = services.get(system.service)
+        if service is None:
+            raise AdapterError(f"WSDL {mask_url(wsdl.location)}: no service '{system.service}' "
+                               f"(services: {', '.join(services)})")
+    else:
+        service = next(iter(services.values()))
+    ports = {name: p for name, p in service.ports.items() if hasattr(p.binding, "_operations")}
+    if system.port:
+        port = ports.get(system.port)
+        if port is None:
+            raise AdapterError(f"WSDL {mask_url(wsdl.location)}: service {service.name} has no SOAP port "
+                               f"'{system.port}' (ports: {', '.join(ports) or 'none'})")
+        return service, port
+    candidates = [p for p in ports.values()
+                  if system.soap_version is None or soap_version(p.binding) == system.soap_version]
+    if not candidates:
+        raise AdapterError(f"WSDL {mask_url(wsdl.location)}: service {service.name} has no SOAP "
+                           f"{system.soap_version or ''} port (ports: {', '.join(ports) or 'none'})")
+    return service, candidates[0]
+
+
+class SoapSource:
+    """Extract the records of one operation.
+
+    *system* and *source* must already have secrets resolved and partition templates rendered.
+    *lists*: dotted paths (relative to the record) of repeated children kept as ``list<struct>`` columns
+    (the hub turns them into child tables); every other repeated child becomes a JSON text column.
+    """
+
+    def __init__(self, system: SoapSystemConfig, source: SoapSourceConfig, *, name: str = "soap",
+                 batch_size: int = 10_000, cache_dir: Path | None = None, base_dir: Path | None = None,
+                 spool_dir: Path | None = None, lists: set[str] | frozenset[str] = frozenset()) -> None:
+        self.system, self.source, self.name = system, source, name
+        self.batch_size = batch_size
+        self.cache_dir, self.base_dir, self.spool_dir = cache_dir, base_dir, spool_dir
+        self.lists = set(lists)
+        self.policy = RetryPolicy.from_config(system.retries)
+        self.stats = SoapStats(url=mask_url(system.address or system.wsdl), operation=source.operation)
+        self._wsdl: Wsdl | None = None
+
+    # --- setup ---------------------------------------------------------------------------------------
+
+    def _open(self) -> tuple[Wsdl, Any, Any, ResponseReader]:
+        wsdl = self._wsdl or load_wsdl(self.system, cache_dir=self.cache_dir, base_dir=self.base_dir,
+                                       spool_dir=self.spool_dir)
+        self._wsdl = wsdl
+        service, port = select_port(wsdl, self.system)
+        binding = port.binding
+        proxy = wsdl.client.create_service(binding.name.text, self.system.address) if self.system.address \
+            else wsdl.client.bind(service.name, port.name)
+        address = self.system.address or port.binding_options.get("address", "")
+        self.stats.url = mask_url(address)
+        op_name = self.source.operation
+        operation = binding._operations.get(op_name)
+        if operation is None:
+            raise AdapterError(f"operation {op_name} is not in port {port.name} of service {service.name} "
+                               f"(operations: {', '.join(sorted(binding._operations))})")
+        body = getattr(operation.output, "body", None)
+        if body is None:
+            raise AdapterError(f"operation {op_name} has no output body to read records from")
+        chain = find_element_path(body, self.source.records)
+        if chain is None or len(chain) < 2:
+            raise AdapterError(f"operation {op_name}: its response has no element named '{self.source.records}' "
+                               f"to use as records (look at `hub catalog soap {self.system.wsdl}`)")
+        record_el = chain[-1]
+        space = PlanBuilder(wsdl.facets).space(record_el.type)
+        token_tag = None
+        if self.source.paginate and self.source.paginate.token:
+            token_chain = find_element_path(body, self.source.paginate.token.element)
+            if token_chain is None:
+                raise AdapterError(f"operation {op_name}: its response has no element named "
+                                   f"'{self.source.paginate.token.element}' for the continuation token")
+            token_tag = qname_of(token_chain[-1])
+        reader = ResponseReader(
+            operation=op_name, url=self.stats.url,
+            chain=[(qname_of(el), tags_of(el.type)) for el in chain[:-1]],
+            record_tag=qname_of(record_el), space=space, columns=Columns(self.lists), token_tag=token_tag,
+            batch_size=self.batch_size)
+        return wsdl, proxy, operation, reader
+
+    # --- calls ---------------------------------------------------------------------------------------
+
+    def _call(self, wsdl: Wsdl, proxy: Any, params: dict[str, Any]) -> Spooled:
+        kwargs = dict(params)
+        if self.source.soap_headers:
+            kwargs["_soapheaders"] = self.source.soap_headers
+        op = self.source.operation
+        try:
+            with wsdl.client.settings(raw_response=True):
+                response: Spooled = proxy[op](**kwargs)
+        except (TypeError, ValueError) as exc:  # zeep checks parameters against the WSDL
+            raise AdapterError(f"operation {op}: parameters {sorted(params)} do not fit the WSDL: {exc}") from None
+        return response
+
+    def _page(self, wsdl: Wsdl, proxy: Any, reader: ResponseReader, params: dict[str, Any]) -> Iterator[pa.RecordBatch]:
+        """One request (with retries) and its records."""
+        op = self.source.operation
+        attempt = 0
+        while True:
+            attempt += 1
+            retry_after: str | None = None
+            try:
+                response = self._call(wsdl, proxy, params)
+            except BrokenBody as exc:
+                if attempt <= self.policy.max_retries:
+                    self._backoff(attempt)
+                    continue
+                raise ResponseFormatError(
+                    f"{op} at {self.stats.url}: HTTP {exc.status} body truncated after {exc.received} of "
+                    f"{exc.declared or 'an unknown number of'} bytes ({exc.cause}); gave up after {attempt} "
+                    "attempts") from None
+            except httpx.TransportError as exc:
+                if attempt <= self.policy.max_retries:
+                    self._backoff(attempt)
+                    continue
+                raise TransportError(f"{op} at {self.stats.url}: {type(exc).__name__}: "
+                                     f"{mask(str(exc)) or 'connection failed'} (gave up after {attempt} attempts)"
+                                     ) from None
+            try:
+                self.stats.bytes += response.size
+                if response.status >= 400:
+                    if response.is_xml:
+                        try:
+                            for _ in reader.read(response.path):
+                                pass
+                        except SoapFault as fault:
+                            if fault.is_client_fault or attempt > self.policy.max_retries:
+                                raise
+                            self._backoff(attempt)
+                            continue
+                        except ResponseFormatError:
+                            pass  # not a fault after all: an HTTP error with an XML body
+                    retry_after = response.headers.get("Retry-After")
+                    if response.status in RETRY_STATUS and attempt <= self.policy.max_retries:
+                        self._backoff(attempt, retry_after)
+                        continue
+                    tried = f" (gave up after {attempt} attempts)" if response.status in RETRY_STATUS else ""
+                    raise HTTPStatusError(f"{op}: POST {self.stats.url}: HTTP {response.status} {response.reason}"
+                                          f"{tried}: {response.head()}", url=self.stats.url, status=response.status)
+                yield from reader.read(response.path)
+                self.stats.pages += 1
+                self.stats.records += reader.records
+                return
+            finally:
+                response.discard()
+
+    def _backoff(self, attempt: int, retry_after: str | None = None) -> None:
+        self.stats.retries += 1
+        self.policy.sleep(attempt, retry_after)
+
+    # --- paging --------------------------------------------------------------------------------------
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        """Every record of every page as Arrow batches of at most ``batch_size`` rows."""
+        wsdl, proxy, _, reader = self._open()
+        paging = self.source.paginate
+        params = dict(self.source.params)
+        if paging and paging.page_number:
+            params[paging.page_number.param] = paging.page_number.start
+            if paging.page_number.size_param and paging.page_number.size:
+                params[paging.page_number.size_param] = paging.page_number.size
+        elif paging and paging.offset:
+            params[paging.offset.param] = paging.offset.start
+            if paging.offset.limit_param:
+                params[paging.offset.limit_param] = paging.offset.limit
+        seen_tokens: set[str] = set()
+        pages = 0
+        while True:
+            pages += 1
+            if paging and paging.max_pages and pages > paging.max_pages:
+                raise ResponseFormatError(f"{self.source.operation}: more than paginate.max_pages="
+                                          f"{paging.max_pages} pages; stopping")
+            reader.records, reader.token = 0, None
+            yield from self._page(wsdl, proxy, reader, params)
+            n = reader.records
+            if paging is None:
+                return
+            if paging.token:
+                token = reader.token
+                if not token:
+                    return
+                if token in seen_tokens:
+                    raise ResponseFormatError(f"{self.source.operation}: continuation token {token!r} was "
+                                              "already returned; the service is looping")
+                seen_tokens.add(token)
+                params[paging.token.param] = token
+            # Page and offset paging end on an empty page, not a short one: services often cap the page
+            # size below what was asked, and a short page would then silently end the extraction.
+            elif paging.page_number:
+                if n == 0:
+                    return
+                params[paging.page_number.param] += 1
+            elif paging.offset:
+                if n == 0:
+                    return
+                params[paging.offset.param] += n
+
+    def details(self) -> dict[str, Any]:
+        """What the extraction did, for run metadata (the URL is masked)."""
+        st = self.stats
+        return {"url": st.url, "operation": st.operation, "pages": st.pages, "records": st.records,
+                "bytes": st.bytes, "retries": st.retries}

@@ -1,0 +1,109 @@
+"""Typed configuration of SOAP systems and sources, as written in a pipeline spec.
+
+A system names the WSDL (URL or file) and how to reach and authenticate to the service; a source names
+one operation, its parameters (templated per partition), the repeated element that is one record, and
+how the service pages.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from hub.runtime.retry import RetryConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class UsernameTokenConfig(_Strict):
+    """WS-Security UsernameToken (OASIS UsernameToken Profile 1.1)."""
+
+    username: str
+    password: str = Field(description="Use ${ENV_VAR}.")
+    digest: bool = Field(False, description="Send PasswordDigest (SHA-1 of nonce + created + password) "
+                                            "instead of PasswordText.")
+    timestamp: bool = Field(True, description="Add a wsu:Timestamp (Created/Expires) to the Security header.")
+    timestamp_ttl: int = Field(300, gt=0, description="Seconds between Created and Expires.")
+
+
+class BasicAuthConfig(_Strict):
+    username: str
+    password: str
+
+
+class ClientCertConfig(_Strict):
+    cert: str = Field(description="PEM file with the client certificate (and the key, unless key is given).")
+    key: str | None = Field(None, description="PEM file with the private key.")
+
+
+class SoapTimeouts(_Strict):
+    connect: float = Field(10.0, gt=0)
+    read: float = Field(300.0, gt=0, description="Large responses stream for a while; this is per read.")
+
+
+class SoapSystemConfig(_Strict):
+    """The ``soap:`` block of a system."""
+
+    wsdl: str = Field(description="URL or file path of the WSDL (files relative to the project root).")
+    service: str | None = Field(None, description="Service name in the WSDL (default: the first).")
+    port: str | None = Field(None, description="Port name (default: the first port of the SOAP version).")
+    soap_version: Literal["1.1", "1.2"] | None = Field(None, description="Pick the port with this binding.")
+    address: str | None = Field(None, description="Endpoint URL overriding the WSDL's port address.")
+    basic: BasicAuthConfig | None = None
+    username_token: UsernameTokenConfig | None = None
+    client_cert: ClientCertConfig | None = None
+    verify: bool | str = Field(True, description="TLS verification: true, or a CA bundle path.")
+    timeout: float | SoapTimeouts = Field(default_factory=SoapTimeouts)
+    retries: RetryConfig = Field(default_factory=RetryConfig)
+    wsdl_cache_ttl: int = Field(86_400, ge=0, description="Seconds a downloaded WSDL/XSD is reused (0: never).")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers.")
+    max_response_bytes: int = Field(4 * 1024**3, gt=0, description="Larger responses are refused.")
+
+
+class PageNumberPaging(_Strict):
+    param: str = Field(description="Operation parameter carrying the page number.")
+    start: int = 1
+    size_param: str | None = Field(None, description="Operation parameter carrying the page size.")
+    size: int | None = Field(None, gt=0)
+
+
+class OffsetPaging(_Strict):
+    param: str = Field(description="Operation parameter carrying the offset.")
+    limit_param: str | None = None
+    limit: int = Field(100, gt=0)
+    start: int = 0
+
+
+class TokenPaging(_Strict):
+    param: str = Field(description="Operation parameter that sends the continuation token back.")
+    element: str = Field(description="Name of the response element holding the next token (absent or "
+                                     "empty on the last page).")
+
+
+class SoapPaging(_Strict):
+    page_number: PageNumberPaging | None = None
+    offset: OffsetPaging | None = None
+    token: TokenPaging | None = None
+    max_pages: int | None = Field(None, gt=0, description="Safety stop; reaching it is an error.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SoapPaging:
+        given = [k for k in ("page_number", "offset", "token") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"expected exactly one of: page_number, offset, token; got {', '.join(given) or 'none'}")
+        return self
+
+
+class SoapSourceConfig(_Strict):
+    """The SOAP-specific keys of a source."""
+
+    operation: str = Field(description="Operation name in the WSDL.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Operation parameters; strings may use "
+                                                                     "{{ partition.* }} templating.")
+    soap_headers: dict[str, Any] | None = Field(None, description="SOAP header elements, by name.")
+    records: str = Field(description="Local name of the repeated response element that is one record, "
+                                     "e.g. Order.")
+    paginate: SoapPaging | None = None
