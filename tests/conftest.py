@@ -8,14 +8,37 @@ from pathlib import Path
 import pytest
 
 from hub.demo.crm import DEMO_TOKEN, CRMService
+from hub.demo.erp import DEMO_PASSWORD, DEMO_USER, ERPService
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_SPEC = REPO / "pipelines" / "demo.yaml"
 
 
+@pytest.fixture(scope="session")
+def erp_service() -> Iterator[ERPService]:
+    """The demo ERP (SOAP) on a free loopback port, shared by the session (it is read-only)."""
+    with ERPService(port=0) as service:
+        yield service
+
+
 @pytest.fixture
-def crm(monkeypatch: pytest.MonkeyPatch) -> Iterator[CRMService]:
-    """The demo CRM on a free loopback port, with the env vars the demo spec reads."""
+def erp(erp_service: ERPService, monkeypatch: pytest.MonkeyPatch) -> ERPService:
+    """The demo ERP with the env vars the demo spec reads, and a clean request log."""
+    erp_service.requests.clear()
+    erp_service.content_types.clear()
+    erp_service.fail_next.clear()
+    erp_service.delay_next.clear()
+    erp_service.rewrite = None
+    monkeypatch.setenv("HUB_DEMO_ERP_WSDL", erp_service.wsdl_url)
+    monkeypatch.setenv("ERP_USER", DEMO_USER)
+    monkeypatch.setenv("ERP_PASSWORD", DEMO_PASSWORD)
+    return erp_service
+
+
+@pytest.fixture
+def crm(erp: ERPService, monkeypatch: pytest.MonkeyPatch) -> Iterator[CRMService]:
+    """The demo CRM on a free loopback port, with the env vars the demo spec reads (the demo ERP runs
+    too: the demo pipeline reads both)."""
     with CRMService(port=0) as service:
         monkeypatch.setenv("CRM_TOKEN", DEMO_TOKEN)
         monkeypatch.setenv("HUB_DEMO_CRM_URL", service.url)
@@ -38,9 +61,9 @@ def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def demo_spec_text(fast_retries: bool = True) -> str:
-    """The demo spec, with quick retries so failure tests do not wait for real backoff."""
+    """The demo spec, with quick retries so failure tests do not wait for real backoff (CRM and ERP)."""
     text = DEMO_SPEC.read_text()
     if fast_retries:
         text = text.replace("retries: {max: 5, backoff: 0.5}", "retries: {max: 1, backoff: 0.01}")
-        assert "backoff: 0.01" in text, "demo spec retries line changed; update the test helper"
+        assert text.count("backoff: 0.01") == 2, "demo spec retries lines changed; update the test helper"
     return text

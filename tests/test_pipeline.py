@@ -106,14 +106,19 @@ def test_definitions_from_specs(dagster_home: Path) -> None:
     defs = build_definitions(REPO / "pipelines")
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {"crm_customers", "crm_contacts", "contacts_by_region"}
+    assert keys == {"crm_customers", "crm_contacts", "contacts_by_region", "erp_orders", "erp_order_lines",
+                    "revenue_by_region"}
     contacts = graph.get(dg.AssetKey("crm_contacts"))
     assert contacts.partitions_def is not None and contacts.group_name == "demo"
     assert graph.get(dg.AssetKey("crm_customers")).partitions_def is None
     assert set(graph.get(dg.AssetKey("contacts_by_region")).parent_keys) == {
         dg.AssetKey("crm_contacts"), dg.AssetKey("crm_customers")}
-    assets = {a.key.to_user_string(): a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)}
+    assets = {k.to_user_string(): a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)
+              for k in a.keys}
     assert assets["crm_contacts"].specs_by_key[dg.AssetKey("crm_contacts")].kinds == {"rest", "duckdb"}
+    assert assets["erp_order_lines"].specs_by_key[dg.AssetKey("erp_order_lines")].kinds == {"soap", "duckdb"}
+    assert assets["erp_orders"] is assets["erp_order_lines"], "a source and its child table are one multi-asset"
+    assert graph.get(dg.AssetKey("erp_order_lines")).partitions_def is not None
     assert {name: a.op.pool for name, a in assets.items()} == dict.fromkeys(assets, DUCKDB_POOL)
     schedule = defs.resolve_schedule_def("demo_schedule")
     assert schedule.cron_schedule == "0 6 * * *"
@@ -147,7 +152,7 @@ def test_cli_validate_and_run(crm: CRMService, warehouse_path: Path, dagster_hom
     spec.write_text(demo_spec_text())
     runner = CliRunner()
     res = runner.invoke(app, ["validate", str(spec)])
-    assert res.exit_code == 0 and "pipeline demo, 2 source(s), 1 model(s)" in res.output.replace("\n", " ")
+    assert res.exit_code == 0 and "pipeline demo, 3 source(s), 2 model(s)" in res.output.replace("\n", " ")
     res = runner.invoke(app, ["run", str(spec), "--from", "2024-01-05", "--to", "2024-01-06"])
     assert res.exit_code == 0, res.output
     assert "partition 2024-01-05" in res.output and "partition 2024-01-06" in res.output

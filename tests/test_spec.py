@@ -42,9 +42,12 @@ models:
 def test_demo_spec_is_valid() -> None:
     p = load(DEMO_SPEC)
     assert p.name == "demo"
-    assert set(p.sources) == {"crm_customers", "crm_contacts"}
+    assert set(p.sources) == {"crm_customers", "crm_contacts", "erp_orders"}
     assert p.sources["crm_contacts"].partitioned and not p.sources["crm_customers"].partitioned
+    assert p.sources["erp_orders"].partitioned and p.sources["erp_orders"].kind == "soap"
     assert p.model_deps["contacts_by_region"] == ["crm_contacts", "crm_customers"]
+    assert p.model_deps["revenue_by_region"] == ["crm_customers", "erp_orders"]
+    assert p.tables() == ["crm_customers", "crm_contacts", "erp_orders", "erp_order_lines"]
 
 
 def test_good_spec_resolves(tmp_path: Path) -> None:

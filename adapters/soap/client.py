@@ -8,6 +8,7 @@ WSDL's schema, so a response of hundreds of MB never becomes a zeep object tree.
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -62,10 +63,13 @@ def _http_client(system: SoapSystemConfig) -> httpx.Client:
     if system.basic is not None:
         register(system.basic.password)
         auth = httpx.BasicAuth(system.basic.username, system.basic.password)
-    cert: Any = None
-    if system.client_cert is not None:
-        cert = (system.client_cert.cert, system.client_cert.key) if system.client_cert.key else system.client_cert.cert
-    return httpx.Client(auth=auth, verify=system.verify, cert=cert, timeout=timeout, follow_redirects=True,
+    verify: Any = system.verify
+    if system.client_cert is not None:  # httpx takes client certificates through an SSL context
+        verify = ssl.create_default_context(cafile=system.verify if isinstance(system.verify, str) else None)
+        if system.verify is False:
+            verify.check_hostname, verify.verify_mode = False, ssl.CERT_NONE
+        verify.load_cert_chain(system.client_cert.cert, system.client_cert.key)
+    return httpx.Client(auth=auth, verify=verify, timeout=timeout, follow_redirects=True,
                         headers={"User-Agent": "hub/0.1", **system.headers})
 
 

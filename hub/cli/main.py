@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -179,6 +179,62 @@ def ui(
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=30)
     raise typer.Exit(proc.returncode or 0)
+
+
+catalog_app = typer.Typer(no_args_is_help=True, help="Discover what systems offer: operations, inputs, outputs.")
+app.add_typer(catalog_app, name="catalog")
+
+
+@catalog_app.command("soap")
+def catalog_soap(
+    wsdl: str = typer.Argument(..., help="WSDL URL or file."),
+    as_json: bool = typer.Option(False, "--json", help="Print the whole catalog as JSON (with JSON Schemas)."),
+    operation: str = typer.Option(None, "--operation", "-o", help="Only this operation, in full."),
+) -> None:
+    """List every service, port and operation of a WSDL, inputs and outputs as JSON Schema."""
+    import json
+
+    from adapters.soap import SoapSystemConfig, load_wsdl
+    from adapters.soap.catalog import describe
+
+    try:
+        loaded = load_wsdl(SoapSystemConfig(wsdl=wsdl, wsdl_cache_ttl=0))
+    except HubError as exc:
+        raise _fail(str(exc)) from None
+    catalog = describe(loaded)
+    if operation:
+        found = [op for s in catalog["services"] for p in s["ports"] for op in p["operations"]
+                 if op["name"] == operation]
+        if not found:
+            raise _fail(f"no operation {operation} in {wsdl}")
+        typer.echo(json.dumps(found[0], indent=2))
+        return
+    if as_json:
+        typer.echo(json.dumps(catalog, indent=2))
+        return
+    for service in catalog["services"]:
+        console.print(f"[bold]service {service['name']}[/]")
+        for port in service["ports"]:
+            console.print(f"  port {port['name']} (SOAP {port['soap_version']}) {port['address']}")
+            for op in port["operations"]:
+                params = ", ".join(f"{k}: {_json_type(v)}" for k, v in
+                                   ((op["input"] or {}).get("properties") or {}).items())
+                out = ", ".join(f"{k}: {_json_type(v)}" for k, v in
+                                ((op["output"] or {}).get("properties") or {}).items())
+                console.print(f"    {escape(op['name'])}({escape(params)}) -> {escape(out or '()')}")
+    console.print("(--json for the JSON Schemas, --operation NAME for one operation)")
+
+
+def _json_type(schema: dict[str, Any]) -> str:
+    """A short type name for a JSON Schema, for the human listing."""
+    if "anyOf" in schema:
+        return _json_type(schema["anyOf"][0]) + "?"
+    kind = schema.get("type", "any")
+    if kind == "array":
+        return f"[{_json_type(schema.get('items') or {})}]"
+    if kind == "object":
+        return str(schema.get("x-xsd-type", "object")).rsplit("}", 1)[-1]
+    return str(schema.get("x-xsd-type", kind))
 
 
 def main() -> None:  # pragma: no cover - console entry point

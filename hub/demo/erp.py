@@ -6,6 +6,7 @@ Operations (namespace ``urn:hub:demo:erp``):
   page-number paging (an empty page ends it); ``FromDate >= ToDate`` is a ``Client`` SOAP Fault;
 * ``ListOrders(FromDate, ToDate, ContinuationToken)`` — the same orders in batches of 25 with a
   continuation token in the response (absent on the last batch);
+* ``GetOrdersFrom(FromDate, ToDate, Offset, Limit)`` — the same orders, offset paging (at most 40);
 * ``GetCustomer(CustomerId)`` — one customer (a ``Client.NotFound`` fault for unknown ids).
 
 Orders carry a nested ``Customer``, repeated ``Lines`` (``OrderLine``), ``Amount`` as
@@ -27,7 +28,9 @@ import base64
 import hashlib
 import logging
 import random
+import ssl
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal as D
@@ -172,6 +175,11 @@ def build_application(data: list[dict[str, Any]], soap12: bool = False) -> Any:
             rows = window(FromDate, ToDate)[(page - 1) * size: page * size]
             return [as_order(o) for o in rows]
 
+        @rpc(DateTime, DateTime, Integer, Integer, _returns=Array(Order))
+        def GetOrdersFrom(ctx, FromDate, ToDate, Offset, Limit):  # type: ignore[no-untyped-def]
+            start, size = Offset or 0, min(Limit or 40, 40)  # the service caps the page size, as many do
+            return [as_order(o) for o in window(FromDate, ToDate)[start: start + size]]
+
         @rpc(DateTime, DateTime, Unicode, _returns=OrderBatch)
         def ListOrders(ctx, FromDate, ToDate, ContinuationToken):  # type: ignore[no-untyped-def]
             rows = window(FromDate, ToDate)
@@ -286,20 +294,38 @@ class _Secured:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ["REQUEST_METHOD"] != "POST":
             return self.app(environ, start_response)
+        service = self.service
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length)
-        self.service.requests.append(body)
-        fault = self.service.fail_next.pop(0) if self.service.fail_next else None
+        service.requests.append(body)
+        service.content_types.append(environ.get("CONTENT_TYPE", ""))
+        if service.delay_next:
+            time.sleep(service.delay_next.pop(0))
+        fault = service.fail_next.pop(0) if service.fail_next else None
         if fault is not None:
             start_response(f"{fault} Injected", [("Content-Type", "text/plain")])
             return [b"injected failure"]
-        problem = check_username_token(body, self.service.username, self.service.password)
+        if service.basic and environ.get("HTTP_AUTHORIZATION") != "Basic " + base64.b64encode(
+                ":".join(service.basic).encode()).decode():
+            start_response("401 Unauthorized", [("Content-Type", "text/plain"), ("WWW-Authenticate", "Basic")])
+            return [b"HTTP basic authentication required"]
+        problem = check_username_token(body, service.username, service.password)
         if problem:
             ctype = "application/soap+xml; charset=utf-8" if self.soap12 else "text/xml; charset=utf-8"
             start_response("500 Internal Server Error", [("Content-Type", ctype)])
             return [_fault(self.soap12, "wsse:FailedAuthentication", f"authentication failed: {problem}")]
         environ["wsgi.input"] = BytesIO(body)
-        return self.app(environ, start_response)
+        if service.rewrite is None:
+            return self.app(environ, start_response)
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+            captured.update(status=status, headers=headers)
+
+        out = service.rewrite(b"".join(self.app(environ, capture)))
+        headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
+        start_response(captured["status"], [*headers, ("Content-Length", str(len(out)))])
+        return [out]
 
 
 class _Router:
@@ -311,6 +337,7 @@ class _Router:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path == "/erp" and environ["REQUEST_METHOD"] == "GET" and "wsdl" in environ.get("QUERY_STRING", ""):
+            self.service.wsdl_gets += 1
             body = self.service.wsdl()
             start_response("200 OK", [("Content-Type", "text/xml; charset=utf-8"),
                                       ("Content-Length", str(len(body)))])
@@ -336,7 +363,10 @@ class ERPService:
     """Start/stop the ERP on a loopback port (0 picks a free one)."""
 
     def __init__(self, port: int = 0, username: str = DEMO_USER, password: str = DEMO_PASSWORD,
-                 host: str = "127.0.0.1", data: list[dict[str, Any]] | None = None) -> None:
+                 host: str = "127.0.0.1", data: list[dict[str, Any]] | None = None,
+                 basic: tuple[str, str] | None = None, tls: ssl.SSLContext | None = None) -> None:
+        """*basic*: also require HTTP basic auth; *tls*: serve HTTPS with this server context (which may
+        require client certificates)."""
         from spyne.server.wsgi import WsgiApplication
 
         # spyne logs every Fault it answers (expected here) with a traceback, and warns when an app is
@@ -345,18 +375,26 @@ class ERPService:
         self.data = orders() if data is None else data
         self.username, self.password = username, password
         self.requests: list[bytes] = []  # raw request bodies, for tests
+        self.content_types: list[str] = []  # their Content-Type headers
         self.fail_next: list[int] = []  # HTTP statuses to answer to the next requests, for failure tests
+        self.delay_next: list[float] = []  # seconds to stall the next requests, for timeout tests
+        self.rewrite: Callable[[bytes], bytes] | None = None  # alters responses, for contract tests
+        self.wsdl_gets = 0
+        self.basic = basic
+        self._scheme = "https" if tls else "http"
         self._host = host
         self._wsdl: bytes | None = None
         soap11 = _Secured(WsgiApplication(build_application(self.data)), False, self)
         soap12 = _Secured(WsgiApplication(build_application(self.data, soap12=True)), True, self)
         self._server = make_server(host, port, _Router(soap11, soap12, self), server_class=_ThreadingWSGIServer,
                                    handler_class=_QuietHandler)
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, name="demo-erp", daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://{self._host}:{self._server.server_address[1]}/erp"
+        return f"{self._scheme}://{self._host}:{self._server.server_address[1]}/erp"
 
     @property
     def wsdl_url(self) -> str:
