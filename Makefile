@@ -34,6 +34,7 @@ ui: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/rest_bench.py --out bench/results/rest.md
+	$(BIN)/python bench/soap_bench.py --out bench/results/soap.md
 
 clean:
 	rm -rf $(VENV) warehouse .dagster reports bench/results

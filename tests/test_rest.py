@@ -68,7 +68,7 @@ def test_api_key_in_query(server: RestTestServer) -> None:
     src = source(server, "/auth/query-key", params={"n": 25}, paginate=PAGES,
                  auth={"api_key": {"name": c.api_key_param, "value": c.api_key, "in": "query"}})
     assert ids(src) == list(range(1, 26))
-    assert [r.param("page") for r in server.requests("/auth/query-key")] == ["1", "2", "3"]
+    assert sorted(r.param("page") or "" for r in server.requests("/auth/query-key")) == ["1", "2", "3"]
 
 
 def test_basic_auth(server: RestTestServer) -> None:

@@ -180,6 +180,8 @@ class Members:
 
     fields: list[FieldPlan] = field(default_factory=list)
     by_tag: dict[str, FieldPlan] = field(default_factory=dict)
+    #: tag -> (kind, slot, is text, plan): what the reader needs per element, unpacked in one step
+    index: dict[str, tuple[int, int, bool, FieldPlan]] = field(default_factory=dict)
     attributes: dict[str, FieldPlan] = field(default_factory=dict)
     wildcard: bool = False
 
@@ -213,6 +215,7 @@ class PlanBuilder:
             fp = self._field(name, el, space, depth)
             members.fields.append(fp)
             members.by_tag[_qname(el) or name] = fp
+            members.index[_qname(el) or name] = (fp.kind, fp.slot, fp.conv == "string", fp)
         for name, attr in getattr(xsd_type, "attributes", []) or []:
             if not hasattr(attr, "type") or attr.type is None:
                 continue
