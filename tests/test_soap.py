@@ -401,6 +401,21 @@ def test_real_world_wsdl_end_to_end(country_info: str, version: str) -> None:
     assert [(r["sISOCode"], r["sName"]) for r in rows(src)] == COUNTRIES
 
 
+def test_soap_headers_the_wsdl_does_not_declare(erp: ERPService) -> None:
+    src = SoapSource(system(erp), SoapSourceConfig(
+        operation="GetCustomer", params={"CustomerId": 5}, records="GetCustomerResult",
+        soap_headers={"Tenant": "acme", "{urn:example:session}SessionId": "s-42"}))
+    assert rows(src)[0]["Id"] == 5
+    from lxml import etree
+
+    header = etree.fromstring(erp.requests[0]).find("{http://schemas.xmlsoap.org/soap/envelope/}Header")
+    assert header is not None
+    assert header.findtext("{urn:hub:demo:erp}Tenant") == "acme"
+    assert header.findtext("{urn:example:session}SessionId") == "s-42"
+    assert header.find("{http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd}Security") \
+        is not None, "WS-Security still applies"
+
+
 def test_dates_render_for_the_partition_window(erp: ERPService) -> None:
     src = orders_source(erp, params={"FromDate": datetime(2024, 1, 2, tzinfo=UTC).isoformat(), "ToDate": DAY3,
                                      "PageSize": 50})

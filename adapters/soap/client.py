@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pyarrow as pa
 import zeep
+from lxml import etree
 from zeep.cache import SqliteCache
 from zeep.exceptions import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden, LookupError, XMLSyntaxError
 
@@ -158,6 +159,7 @@ class SoapSource:
         self.policy = RetryPolicy.from_config(system.retries)
         self.stats = SoapStats(url=mask_url(system.address or system.wsdl), operation=source.operation)
         self._wsdl: Wsdl | None = None
+        self._headers: Any = None
 
     # --- setup ---------------------------------------------------------------------------------------
 
@@ -192,6 +194,7 @@ class SoapSource:
                 raise AdapterError(f"operation {op_name}: its response has no element named "
                                    f"'{self.source.paginate.token.element}' for the continuation token")
             token_tag = qname_of(token_chain[-1])
+        self._headers = self._soap_headers(operation, getattr(binding.name, "namespace", None))
         reader = ResponseReader(
             operation=op_name, url=self.stats.url,
             chain=[(qname_of(el), tags_of(el.type)) for el in chain[:-1]],
@@ -201,10 +204,27 @@ class SoapSource:
 
     # --- calls ---------------------------------------------------------------------------------------
 
+    def _soap_headers(self, operation: Any, tns: str | None) -> Any:
+        """The source's SOAP headers in the form zeep takes: a dict when the WSDL declares the operation's
+        header elements, else elements built by name ({namespace}Name, or Name in the service's target
+        namespace) - services often expect headers their WSDL never declared (session ids, tenants)."""
+        headers = self.source.soap_headers
+        if not headers:
+            return None
+        declared = getattr(getattr(operation.input, "header", None), "type", None)
+        if declared is not None and getattr(declared, "elements", None):
+            return headers
+        elements = []
+        for name, value in headers.items():
+            el = etree.Element(name if name.startswith("{") else (f"{{{tns}}}{name}" if tns else name))
+            el.text = "" if value is None else str(value)
+            elements.append(el)
+        return elements
+
     def _call(self, wsdl: Wsdl, proxy: Any, params: dict[str, Any]) -> Spooled:
         kwargs = dict(params)
-        if self.source.soap_headers:
-            kwargs["_soapheaders"] = self.source.soap_headers
+        if self._headers is not None:
+            kwargs["_soapheaders"] = self._headers
         op = self.source.operation
         try:
             with wsdl.client.settings(raw_response=True):
