@@ -28,11 +28,12 @@ import httpx
 import orjson
 import pyarrow as pa
 
+from adapters._http import BrokenBody, gave_up
 from adapters.rest._auth import build_auth
 from adapters.rest._jsonpath import compile_path
 from adapters.rest._paginate import PageRequest, Paginator
 from adapters.rest.config import RestSourceConfig, RestSystemConfig, TimeoutConfig
-from hub.errors import AdapterError, HTTPStatusError, ResponseFormatError, TransportError
+from hub.errors import AdapterError, HTTPStatusError, ResponseFormatError
 from hub.runtime.records import records_to_batch
 from hub.runtime.retry import RetryPolicy
 from hub.runtime.secrets import mask, mask_url
@@ -61,14 +62,6 @@ class RestStats:
             self.records += records
             self.bytes += nbytes
             self.retries += retries
-
-
-class _BrokenBody(Exception):
-    """The status line and headers arrived but the connection broke while the body was read."""
-
-    def __init__(self, status: int, received: int, declared: str | None, cause: str) -> None:
-        super().__init__(cause)
-        self.status, self.received, self.declared, self.cause = status, received, declared, cause
 
 
 @dataclass
@@ -131,23 +124,11 @@ class RestSource:
             attempt += 1
             try:
                 response, body = await self._request(client, req)
-            except _BrokenBody as exc:
+            except (BrokenBody, httpx.TransportError) as exc:
                 if attempt <= self.policy.max_retries:
                     await self._backoff(attempt)
                     continue
-                raise ResponseFormatError(
-                    f"{self._describe(req)}: HTTP {exc.status} body truncated: the connection broke after "
-                    f"{exc.received} of {exc.declared or 'an unknown number of'} bytes ({exc.cause}); "
-                    f"gave up after {attempt} attempts"
-                ) from None
-            except httpx.TransportError as exc:
-                if attempt <= self.policy.max_retries:
-                    await self._backoff(attempt)
-                    continue
-                raise TransportError(
-                    f"{self._describe(req)}: {type(exc).__name__}: {mask(str(exc)) or 'connection failed'} "
-                    f"(gave up after {attempt} attempts)"
-                ) from None
+                raise gave_up(self._describe(req), exc, attempt) from None
             status = response.status_code
             if status in RETRY_STATUS and attempt <= self.policy.max_retries:
                 await self._backoff(attempt, response.headers.get("Retry-After"))
@@ -188,7 +169,7 @@ class RestSource:
                             f"{self._describe(req)}: response exceeds max_response_bytes={limit}")
                     chunks.append(chunk)
             except httpx.TransportError as exc:  # headers arrived, the body did not: say so, with the status
-                raise _BrokenBody(resp.status_code, size, declared, type(exc).__name__) from exc
+                raise BrokenBody(resp.status_code, size, declared, type(exc).__name__) from exc
         return resp, b"".join(chunks)
 
     def _parse(self, req: PageRequest, response: httpx.Response, body: bytes) -> Any:

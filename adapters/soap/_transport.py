@@ -19,6 +19,7 @@ import httpx
 from zeep.transports import Transport
 from zeep.wsdl.utils import etree_to_string
 
+from adapters._http import BrokenBody
 from hub.errors import HTTPStatusError, ResponseFormatError
 from hub.runtime.secrets import mask, mask_url
 
@@ -48,14 +49,6 @@ class Spooled:
         if not self._closed:
             self._closed = True
             self.path.unlink(missing_ok=True)
-
-
-class BrokenBody(Exception):
-    """Headers arrived but the connection broke while the body was read."""
-
-    def __init__(self, status: int, received: int, declared: str | None, cause: str) -> None:
-        super().__init__(cause)
-        self.status, self.received, self.declared, self.cause = status, received, declared, cause
 
 
 class HttpxTransport(Transport):

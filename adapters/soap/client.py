@@ -22,9 +22,10 @@ from lxml import etree
 from zeep.cache import SqliteCache
 from zeep.exceptions import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden, LookupError, XMLSyntaxError
 
+from adapters._http import BrokenBody, gave_up
 from adapters.soap._records import Columns, ResponseReader
 from adapters.soap._schema import FacetIndex, PlanBuilder, find_element_path, qname_of, tags_of
-from adapters.soap._transport import BrokenBody, HttpxTransport, Spooled
+from adapters.soap._transport import HttpxTransport, Spooled
 from adapters.soap._wsse import UsernameTokenWithTimestamp
 from adapters.soap.config import SoapSourceConfig, SoapSystemConfig, SoapTimeouts
 from hub.errors import AdapterError, HTTPStatusError, ResponseFormatError, SoapFault, TransportError, XMLSecurityError
@@ -242,21 +243,11 @@ class SoapSource:
             retry_after: str | None = None
             try:
                 response = self._call(wsdl, proxy, params)
-            except BrokenBody as exc:
+            except (BrokenBody, httpx.TransportError) as exc:
                 if attempt <= self.policy.max_retries:
                     self._backoff(attempt)
                     continue
-                raise ResponseFormatError(
-                    f"{op} at {self.stats.url}: HTTP {exc.status} body truncated after {exc.received} of "
-                    f"{exc.declared or 'an unknown number of'} bytes ({exc.cause}); gave up after {attempt} "
-                    "attempts") from None
-            except httpx.TransportError as exc:
-                if attempt <= self.policy.max_retries:
-                    self._backoff(attempt)
-                    continue
-                raise TransportError(f"{op} at {self.stats.url}: {type(exc).__name__}: "
-                                     f"{mask(str(exc)) or 'connection failed'} (gave up after {attempt} attempts)"
-                                     ) from None
+                raise gave_up(f"{op} at {self.stats.url}", exc, attempt) from None
             try:
                 self.stats.bytes += response.size
                 if response.status >= 400:
