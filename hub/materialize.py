@@ -24,7 +24,7 @@ from hub.errors import HubError
 from hub.runtime.secrets import mask_url, resolve_tree
 from hub.runtime.window import Window, render_tree
 from hub.spec.loader import Pipeline
-from hub.spec.models import ChildSpec, ResolvedSource
+from hub.spec.models import ChildSpec, ColumnSpec, ResolvedSource
 from hub.transform.mapping import Mapper, extract
 from hub.warehouse import LoadMode, LoadRequest, LoadResult, connect
 
@@ -98,8 +98,10 @@ def build_adapter(pipeline: Pipeline, source: ResolvedSource, window: Window | N
     raise HubError(f"sources.{source.name}: protocol {source.kind} is not supported")  # pragma: no cover
 
 
-def _mapper(columns: list[tuple[str, Any]] | None, required: tuple[str, ...], where: str) -> Mapper:
-    return Mapper([(p, c.name, c.type) for p, c in columns] if columns else None, required=required, where=where)
+def mapper_for(columns: list[tuple[str, ColumnSpec]] | None, required: tuple[str, ...], where: str) -> Mapper:
+    """The row rules of a source (or child table): its ``columns`` mapping and its required key."""
+    return Mapper([(p, c.name, c.type) for p, c in columns] if columns else None, required=required, where=where,
+                  formats={c.name or p: c.formats() for p, c in columns or [] if c.formats()})
 
 
 def explode(raw: pa.RecordBatch, path: str, kept: pa.BooleanArray | None, parents: pa.RecordBatch,
@@ -139,10 +141,10 @@ def materialize_source(pipeline: Pipeline, name: str, *, window: Window | None, 
     adapter = build_adapter(pipeline, source, window if source.partitioned else None)
     keys = tuple(source.spec.primary_key)
     where = f"sources.{name}"
-    mapper = _mapper(source.spec.column_specs() if source.spec.columns else None, keys, where)
+    mapper = mapper_for(source.spec.column_specs() if source.spec.columns else None, keys, where)
     partition = window.key if (window and source.partitioned) else None
     children: dict[str, tuple[ChildSpec, Mapper]] = {
-        child: (cspec, _mapper(cspec.column_specs() if cspec.columns else None, (), f"{where}.children.{child}"))
+        child: (cspec, mapper_for(cspec.column_specs() if cspec.columns else None, (), f"{where}.children.{child}"))
         for child, cspec in source.spec.children.items()}
     seen = 0
     with connect(pipeline.warehouse_url).begin(

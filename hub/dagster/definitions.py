@@ -15,6 +15,7 @@ from typing import Any
 import dagster as dg
 from dagster import partition_loading_context
 
+from hub.dagster.files import export_asset, file_asset, file_job, file_sensor
 from hub.dagster.progress import report
 from hub.materialize import Outcome, child_mode, load_mode, materialize_model, materialize_source
 from hub.runtime.secrets import mask_url
@@ -152,8 +153,11 @@ def _model_asset(pipeline: Pipeline, name: str) -> dg.AssetsDefinition:
 
 def pipeline_assets(pipeline: Pipeline) -> list[dg.AssetsDefinition]:
     parts = partitions_def(pipeline.spec.partitions)
-    assets = [_source_asset(pipeline, s, parts if s.partitioned else None) for s in pipeline.sources.values()]
+    pool = pool_for(pipeline)
+    assets = [file_asset(pipeline, s, pool) if s.per_file
+              else _source_asset(pipeline, s, parts if s.partitioned else None) for s in pipeline.sources.values()]
     assets += [_model_asset(pipeline, name) for name in pipeline.spec.models]
+    assets += [export_asset(pipeline, name, pool) for name in pipeline.spec.exports]
     return assets
 
 
@@ -179,11 +183,21 @@ def _schedule(pipeline: Pipeline, job: Any,
 
 
 def pipeline_definitions(pipeline: Pipeline) -> dg.Definitions:
+    """Assets, the pipeline's job and schedule (time partitions), and a job and sensor per file drop."""
     parts = partitions_def(pipeline.spec.partitions)
-    job = dg.define_asset_job(f"{pipeline.name}_job", selection=dg.AssetSelection.groups(pipeline.name),
+    file_sources = [s for s in pipeline.sources.values() if s.per_file]
+    selection = dg.AssetSelection.groups(pipeline.name) - dg.AssetSelection.assets(*[s.name for s in file_sources])
+    job = dg.define_asset_job(f"{pipeline.name}_job", selection=selection,
                               partitions_def=parts, description=pipeline.spec.description or None)
+    jobs: list[Any] = [job]
+    sensors = []
+    for source in file_sources:
+        fjob = file_job(pipeline, source)
+        jobs.append(fjob)
+        if source.sftp is not None and source.sftp.sensor is not None:
+            sensors.append(file_sensor(pipeline, source, fjob))
     schedules = [_schedule(pipeline, job, parts)] if pipeline.spec.schedule else []
-    return dg.Definitions(assets=pipeline_assets(pipeline), jobs=[job], schedules=schedules)
+    return dg.Definitions(assets=pipeline_assets(pipeline), jobs=jobs, schedules=schedules, sensors=sensors)
 
 
 def build_definitions(folder: str | Path, *, loader: Callable[[Path], Pipeline] = load) -> dg.Definitions:

@@ -1,8 +1,8 @@
 """In-process materialization of a pipeline on a Dagster instance (what ``hub run`` does).
 
 A range of partitions becomes one run per partition, like a Dagster backfill: the first run also
-loads the unpartitioned (reference) sources, the last also rebuilds the models, so nothing is loaded
-more often than needed and models see every partition.
+loads the unpartitioned (reference) sources; file drops get one run per file; models and exports run
+last, once, so nothing is loaded more often than needed and models see every partition.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import dagster as dg
 
 from hub.dagster.definitions import partitions_def, pipeline_assets
 from hub.errors import HubError
+from hub.files import ready_files
 from hub.spec import Pipeline
 
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -78,9 +79,16 @@ def _failure(result: dg.ExecuteInProcessResult) -> str:
 
 
 def run_pipeline(pipeline: Pipeline, instance: dg.DagsterInstance, *, assets: Sequence[str] | None = None,
-                 partitions: Sequence[str | None] = (None,), quiet: bool = True,
+                 partitions: Sequence[str | None] = (None,), files: Sequence[str] | None = None, quiet: bool = True,
                  before_run: Callable[[str | None], None] | None = None) -> list[RunOutcome]:
-    """Materialize *assets* (default: all) of *pipeline* for each of *partitions*. Stops at the first failure."""
+    """Materialize *assets* (default: all) of *pipeline*, in three steps like a backfill would:
+
+    1. time-partitioned sources, one run per key of *partitions* (reference sources with the first);
+    2. file drops, one run per file (*files*, or every file that is ready now);
+    3. models, then exports, in one run.
+
+    Stops at the first failure.
+    """
     all_assets = pipeline_assets(pipeline)
     names = list(assets) if assets else pipeline.asset_names()
     unknown = [a for a in names if a not in pipeline.asset_names()]
@@ -91,31 +99,39 @@ def run_pipeline(pipeline: Pipeline, instance: dg.DagsterInstance, *, assets: Se
     groups = {t: [name, *s.spec.children] for name, s in pipeline.sources.items() for t in (name, *s.spec.children)}
     names = list(dict.fromkeys(m for n in names for m in groups.get(n, [n])))
     partitioned = {t for n, s in pipeline.sources.items() if s.partitioned for t in groups[n]}
-    models = set(pipeline.spec.models)
+    per_file = [n for n in names if n in pipeline.sources and pipeline.sources[n].per_file]
+    last = [n for n in names if n in pipeline.spec.models or n in pipeline.spec.exports]
+    first = [n for n in names if n not in per_file and n not in last]
     outcomes: list[RunOutcome] = []
-    for i, key in enumerate(partitions):
-        selection = [n for n in names if n in partitioned
-                     or (i == 0 and n not in partitioned and n not in models)
-                     or (i == len(partitions) - 1 and n in models)]
-        if not selection:
-            continue
+
+    def run(selection: list[str], key: str | None, label: str | None) -> bool:
         if before_run:
-            before_run(key)
-        run_key = key if any(n in partitioned for n in selection) else None
+            before_run(label)
         result = dg.materialize(
-            all_assets, instance=instance, partition_key=run_key, selection=selection, raise_on_error=False,
+            all_assets, instance=instance, partition_key=key, selection=selection, raise_on_error=False,
             run_config=QUIET_RUN_CONFIG if quiet else None,
             tags={"hub/pipeline": pipeline.name, "hub/cli": "run"},
         )
         counts: dict[str, int] = {}
         for mat in result.get_asset_materialization_events():
-            md = mat.materialization.metadata
-            rc = md.get("dagster/row_count")
+            rc = mat.materialization.metadata.get("dagster/row_count")
             if rc is not None and mat.asset_key is not None:
                 counts[mat.asset_key.to_user_string()] = int(rc.value)  # type: ignore[arg-type]
-        outcome = RunOutcome(partition=key, run_id=result.run_id, success=result.success, assets=selection,
-                             error=None if result.success else _failure(result), row_counts=counts)
-        outcomes.append(outcome)
-        if not result.success:
-            break
+        outcomes.append(RunOutcome(partition=label, run_id=result.run_id, success=result.success, assets=selection,
+                                   error=None if result.success else _failure(result), row_counts=counts))
+        return result.success
+
+    for i, key in enumerate(partitions if first else []):
+        selection = [n for n in first if n in partitioned or i == 0]
+        if selection and not run(selection, key if any(n in partitioned for n in selection) else None, key):
+            return outcomes
+    for name in per_file:
+        keys = list(files) if files is not None else [f.name for f in ready_files(pipeline, name)]
+        instance.add_dynamic_partitions(f"{name}_files", [k for k in keys
+                                                          if not instance.has_dynamic_partition(f"{name}_files", k)])
+        for key in keys:
+            if not run([name], key, f"file {key}"):
+                return outcomes
+    if last:
+        run(last, None, None)
     return outcomes

@@ -64,6 +64,16 @@ def render(value: str, window: Window | None, *, field: str) -> str:
         raise HubError(f"{field}: cannot render template '{value}': {exc}") from exc
 
 
+def render_with(value: str, context: dict[str, Any], *, field: str) -> str:
+    """Render one templated string with an explicit context (e.g. ``run.date`` for exports)."""
+    if not is_template(value):
+        return value
+    try:
+        return _env.from_string(value).render(context)
+    except TemplateError as exc:
+        raise HubError(f"{field}: cannot render template '{value}': {exc}") from exc
+
+
 def render_tree(value: Any, window: Window | None, *, field: str) -> Any:
     """Render templates in every string of a nested dict/list."""
     if isinstance(value, str):

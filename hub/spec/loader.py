@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from adapters.rest._jsonpath import JSONPathError, compile_path
 from adapters.rest.config import RestSourceConfig
+from adapters.sftp.config import SftpSourceConfig
 from adapters.soap.config import SoapSourceConfig
 from hub.errors import SpecError
 from hub.runtime.window import check_template, is_template
@@ -28,8 +29,8 @@ from hub.spec.models import NAME, ModelSpec, PipelineSpec, ResolvedSource, Sourc
 Loc = tuple[str | int, ...]
 DEFAULT_WAREHOUSE = "warehouse/hub.duckdb"
 #: The protocol-specific keys of a source, by the protocol of its system.
-SOURCE_CONFIGS: dict[str, type[RestSourceConfig] | type[SoapSourceConfig]] = {
-    "rest": RestSourceConfig, "soap": SoapSourceConfig}
+SOURCE_CONFIGS: dict[str, type[RestSourceConfig] | type[SoapSourceConfig] | type[SftpSourceConfig]] = {
+    "rest": RestSourceConfig, "soap": SoapSourceConfig, "sftp": SftpSourceConfig}
 
 
 @dataclass
@@ -41,6 +42,7 @@ class Pipeline:
     root: Path
     sources: dict[str, ResolvedSource]
     model_deps: dict[str, list[str]] = field(default_factory=dict)
+    export_deps: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -58,9 +60,16 @@ class Pipeline:
                 url = f"duckdb:///{(self.root / path).resolve()}"
         return url
 
+    def spool_dir(self) -> Path:
+        """Where downloads wait to be read: next to a DuckDB warehouse file (same disk), else .hub/spool."""
+        url = self.warehouse_url
+        if url.startswith("duckdb:///") and not url.endswith(":memory:"):
+            return Path(url[len("duckdb:///"):].split("?", 1)[0]).parent / ".spool"
+        return self.root / ".hub" / "spool"
+
     def asset_names(self) -> list[str]:
-        """Sources, their child tables, then models."""
-        return [*self.tables(), *self.spec.models]
+        """Sources, their child tables, models, then exports."""
+        return [*self.tables(), *self.spec.models, *self.spec.exports]
 
     def tables(self) -> list[str]:
         """The tables sources load: each source, followed by its child tables."""
@@ -188,9 +197,10 @@ def loads(text: str, path: Path) -> Pipeline:
     sources = _resolve_sources(spec, data, problems)
     tables = set(spec.sources) | {c for s in spec.sources.values() for c in s.children}
     model_deps = _check_models(spec.models, tables, problems)
+    export_deps = _check_exports(spec, tables | set(spec.models), problems)
     problems.raise_if_any()
     return Pipeline(spec=spec, path=path, root=project_root(path.resolve()), sources=sources,
-                    model_deps=model_deps)
+                    model_deps=model_deps, export_deps=export_deps)
 
 
 def _resolve_sources(spec: PipelineSpec, data: dict[str, Any], problems: _Problems) -> dict[str, ResolvedSource]:
@@ -212,6 +222,7 @@ def _resolve_sources(spec: PipelineSpec, data: dict[str, Any], problems: _Proble
             continue
         rest = protocol if isinstance(protocol, RestSourceConfig) else None
         soap = protocol if isinstance(protocol, SoapSourceConfig) else None
+        sftp = protocol if isinstance(protocol, SftpSourceConfig) else None
         if rest is not None:
             _check_rest(loc, rest, spec, problems)
         if soap is not None:
@@ -227,11 +238,15 @@ def _resolve_sources(spec: PipelineSpec, data: dict[str, Any], problems: _Proble
                                  f"'{key}' is not one of the declared columns ({', '.join(outputs)})")
         templated = any(is_template(v) and "partition" in v for v in _strings(extra))
         partitioned = src.partitioned if src.partitioned is not None else templated
+        if sftp is not None:
+            if src.partitioned:
+                problems.add((*loc, "partitioned"), "file drops are partitioned by file, not by time")
+            partitioned = False
         if partitioned and spec.partitions is None:
             problems.add((*loc, "partitioned"), "the pipeline has no partitions (set `partitions:` first)")
             partitioned = False
         out[name] = ResolvedSource(name=name, spec=src, system_name=src.system, system=system, rest=rest,
-                                   soap=soap, partitioned=partitioned)
+                                   soap=soap, sftp=sftp, partitioned=partitioned)
     return out
 
 
@@ -303,6 +318,26 @@ def _check_template(tloc: Loc, value: str, spec: PipelineSpec, problems: _Proble
         problems.add(tloc, bad.split(": ", 1)[1])
     elif is_template(value) and spec.partitions is None and "partition" in value:
         problems.add(tloc, f"'{value}' uses partition templating, but the pipeline has `partitions: none`")
+
+
+def _check_exports(spec: PipelineSpec, tables: set[str], problems: _Problems) -> dict[str, list[str]]:
+    """Checks exports; returns the tables each one reads."""
+    deps: dict[str, list[str]] = {}
+    for name, export in spec.exports.items():
+        loc: Loc = ("exports", name)
+        if not valid_name(name) or name in tables:
+            problems.add(loc, "export names must be identifiers, distinct from sources and models (they are assets)")
+        system = spec.systems.get(export.system)
+        if system is None or system.kind != "sftp":
+            problems.add((*loc, "system"), f"'{export.system}' is not an sftp system of this pipeline")
+        if export.table and export.table not in tables:
+            problems.add((*loc, "table"), f"'{export.table}' is not a source, child table or model of this pipeline")
+        read = {export.table} if export.table else _referenced_tables(ModelSpec(sql=export.sql or ""), loc, problems)
+        unknown = sorted(t for t in read or () if t not in tables)
+        if export.sql and unknown:
+            problems.add((*loc, "sql"), f"reads unknown table(s) {', '.join(unknown)}")
+        deps[name] = sorted(t for t in read or () if t in tables)
+    return deps
 
 
 def _check_children(loc: Loc, name: str, src: SourceSpec, spec: PipelineSpec, problems: _Problems) -> None:

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from adapters.rest.config import RestSourceConfig, RestSystemConfig
+from adapters.sftp.config import ExportFormat, SftpSourceConfig, SftpSystemConfig
 from adapters.soap.config import SoapSourceConfig, SoapSystemConfig
 from hub.transform.types import parse_type
 
@@ -61,7 +62,7 @@ class PartitionsConfig(_Strict):
         return w
 
 
-PROTOCOLS = ("rest", "soap")
+PROTOCOLS = ("rest", "soap", "sftp")
 
 
 class SystemConfig(_Strict):
@@ -69,6 +70,7 @@ class SystemConfig(_Strict):
 
     rest: RestSystemConfig | None = None
     soap: SoapSystemConfig | None = None
+    sftp: SftpSystemConfig | None = None
     description: str | None = None
 
     @model_validator(mode="after")
@@ -88,6 +90,13 @@ class ColumnSpec(_Strict):
     name: str | None = Field(None, description="Column name in the warehouse (default: the last path part).")
     type: str | None = Field(None, description="string, int64, float64, bool, date, timestamp, timestamptz, "
                                                "decimal(p,s), json ...")
+    format: str | None = Field(None, description="How a date or timestamp is written, e.g. %d.%m.%Y.")
+    decimal_point: str | None = Field(None, max_length=1, description="Decimal separator, e.g. ',' (1234,50).")
+    thousands: str | None = Field(None, max_length=1, description="Thousands separator to drop, e.g. '.'.")
+
+    def formats(self) -> dict[str, str]:
+        return {k: v for k, v in (("format", self.format), ("decimal_point", self.decimal_point),
+                                  ("thousands", self.thousands)) if v}
 
     @field_validator("type")
     @classmethod
@@ -113,8 +122,8 @@ class ChildSpec(_Strict):
 def _column_specs(columns: dict[str, str | ColumnSpec] | None) -> list[tuple[str, ColumnSpec]]:
     out = []
     for path, spec in (columns or {}).items():
-        cs = ColumnSpec(name=spec, type=None) if isinstance(spec, str) else spec
-        out.append((path, ColumnSpec(name=cs.name or path.split(".")[-1], type=cs.type)))
+        cs = ColumnSpec(name=spec) if isinstance(spec, str) else spec
+        out.append((path, cs.model_copy(update={"name": cs.name or path.split(".")[-1]})))
     return out
 
 
@@ -155,6 +164,23 @@ class ModelSpec(_Strict):
     depends_on: list[str] = Field(default_factory=list, description="Tables outside this pipeline it reads.")
 
 
+class ExportSpec(_Strict):
+    """An outbound drop: a warehouse table or query written as a file to an SFTP folder."""
+
+    system: str
+    path: str = Field(description="Remote file path; may use {{ run.date }} / {{ run.timestamp }}.")
+    table: str | None = Field(None, description="A table or model of the warehouse.")
+    sql: str | None = Field(None, description="Or a query over the warehouse's tables.")
+    format: ExportFormat
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> ExportSpec:
+        if (self.table is None) == (self.sql is None):
+            raise ValueError("expected exactly one of: table, sql")
+        return self
+
+
 class PipelineSpec(_Strict):
     pipeline: str = Field(pattern=NAME)
     description: str = ""
@@ -165,6 +191,7 @@ class PipelineSpec(_Strict):
     systems: dict[str, SystemConfig] = Field(default_factory=dict)
     sources: dict[str, SourceSpec] = Field(default_factory=dict)
     models: dict[str, ModelSpec] = Field(default_factory=dict)
+    exports: dict[str, ExportSpec] = Field(default_factory=dict)
 
     @field_validator("partitions", mode="before")
     @classmethod
@@ -194,11 +221,17 @@ class ResolvedSource(BaseModel):
     system: SystemConfig
     rest: RestSourceConfig | None = None
     soap: SoapSourceConfig | None = None
+    sftp: SftpSourceConfig | None = None
     partitioned: bool = False
 
     @property
     def kind(self) -> str:
         return self.system.kind
+
+    @property
+    def per_file(self) -> bool:
+        """File drops are partitioned by file (one dynamic partition per file), not by time."""
+        return self.sftp is not None
 
 
 def valid_name(name: str) -> bool:

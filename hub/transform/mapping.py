@@ -9,7 +9,7 @@ load silently, and never disappears.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -26,6 +26,7 @@ class Column:
     path: tuple[str, ...]
     name: str
     type: pa.DataType | str | None  # None: keep the source type; "json": serialize
+    fmt: dict[str, Any] = field(default_factory=dict)  # how the text is written: format, decimal_point
 
 
 @dataclass
@@ -35,9 +36,11 @@ class Mapped:
     kept: pa.BooleanArray | None = None  # which input rows are in `batch` (None: all of them)
 
 
-#: Adapters mark a record they could not read faithfully (a value that does not fit its declared type)
-#: with a message in this column; the record is quarantined with that reason.
-ERROR_COLUMN = "_hub_error"
+#: Reserved columns adapters may add: a record they could not read faithfully carries the reason in
+#: ``_hub_error`` (and its raw text in ``_hub_raw``); ``_hub_line`` is the record's line in its file.
+#: The Mapper turns them into quarantine rows and never passes them on.
+ERROR_COLUMN, RAW_COLUMN, LINE_COLUMN = "_hub_error", "_hub_raw", "_hub_line"
+RESERVED = (ERROR_COLUMN, RAW_COLUMN, LINE_COLUMN)
 
 
 class Mapper:
@@ -46,11 +49,15 @@ class Mapper:
     with the reason; the rest continue."""
 
     def __init__(self, columns: list[tuple[str, str | None, str | None]] | None, *,
-                 required: tuple[str, ...] | list[str] = (), where: str = "source") -> None:
+                 required: tuple[str, ...] | list[str] = (), where: str = "source",
+                 formats: dict[str, dict[str, Any]] | None = None) -> None:
         """*columns*: (source dotted path, output name, type name) triples; None keeps every field.
-        *required*: output columns that must not be null (the primary key)."""
+        *required*: output columns that must not be null (the primary key). *formats*: per output name,
+        how its text is written (``format`` for dates and timestamps, ``decimal_point``)."""
+        formats = formats or {}
         self.columns = None if columns is None else [
-            Column(tuple(path.split(".")), name or path.split(".")[-1], parse_type(t) if t else None)
+            Column(tuple(path.split(".")), name or path.split(".")[-1], parse_type(t) if t else None,
+                   formats.get(name or path.split(".")[-1], {}))
             for path, name, t in columns
         ]
         self.required = tuple(required)
@@ -58,13 +65,18 @@ class Mapper:
 
     def apply(self, batch: pa.RecordBatch) -> Mapped:
         bad_rows: dict[int, dict[str, Any]] = {}
-        err_idx = batch.schema.get_field_index(ERROR_COLUMN)
         source = batch
-        if err_idx >= 0:
-            for i, message in enumerate(batch.column(err_idx).to_pylist()):
-                if message:
-                    bad_rows[i] = {"row": i, "column": message.split(":", 1)[0], "value": None, "reason": message}
-            batch = batch.remove_column(err_idx)
+        lines = raw = None
+        if any(batch.schema.get_field_index(c) >= 0 for c in RESERVED):
+            names = batch.schema.names
+            lines = batch.column(LINE_COLUMN).to_pylist() if LINE_COLUMN in names else None
+            raw = batch.column(RAW_COLUMN).to_pylist() if RAW_COLUMN in names else None
+            if ERROR_COLUMN in names:
+                for i, message in enumerate(batch.column(ERROR_COLUMN).to_pylist()):
+                    if message:
+                        bad_rows[i] = {"row": i, "column": message.split(":", 1)[0], "value": None,
+                                       "reason": message}
+            batch = batch.select([n for n in names if n not in RESERVED])
         if self.columns is None:
             out = batch
         else:
@@ -80,6 +92,8 @@ class Mapper:
             raise MappingError(f"{self.where}.primary_key: column(s) {', '.join(missing)} not in the records "
                                f"(columns: {', '.join(out.schema.names)})")
         for key in self.required:
+            if key in missing:
+                continue
             nulls = out.column(key).is_null()
             if pc.any(nulls).as_py():
                 for i in pc.indices_nonzero(nulls).to_pylist():
@@ -88,11 +102,15 @@ class Mapper:
         if not bad_rows:
             return Mapped(out, [])
         keep = pa.array([i not in bad_rows for i in range(batch.num_rows)])
-        records = source.filter(pc.invert(keep)).to_pylist()
+        records = batch.filter(pc.invert(keep)).to_pylist()
         quarantine = []
-        for rec, (_, info) in zip(records, sorted(bad_rows.items()), strict=True):
-            rec.pop(ERROR_COLUMN, None)
-            quarantine.append({**info, "record": json.dumps(rec, default=str, ensure_ascii=False)})
+        for rec, (i, info) in zip(records, sorted(bad_rows.items()), strict=True):
+            text = raw[i] if raw is not None and raw[i] is not None else \
+                json.dumps({k: v for k, v in rec.items() if v is not None or raw is None}, default=str,
+                           ensure_ascii=False)
+            row = lines[i] if lines is not None and lines[i] is not None else info["row"]
+            quarantine.append({**info, "row": row, "record": text})
+        del source
         return Mapped(out.filter(keep), quarantine, keep)
 
 
@@ -121,10 +139,45 @@ def _cast(arr: pa.Array, col: Column) -> tuple[pa.Array, dict[int, tuple[str, st
     assert isinstance(target, pa.DataType)
     if arr.type == target:
         return arr, {}
+    if col.fmt and (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        if col.fmt.get("thousands"):
+            arr = pc.replace_substring(arr, col.fmt["thousands"], "")
+        if col.fmt.get("decimal_point") and col.fmt["decimal_point"] != ".":
+            arr = pc.replace_substring(arr, col.fmt["decimal_point"], ".")
+        if col.fmt.get("format") and (pa.types.is_timestamp(target) or pa.types.is_date(target)):
+            return _strptime(arr, target, col.fmt["format"], col.name)
     try:
         return _vector_cast(arr, target), {}
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         return _row_cast(arr, target, col.name)
+
+
+def _strptime(arr: pa.Array, target: pa.DataType, fmt: str,
+              name: str) -> tuple[pa.Array, dict[int, tuple[str, str]]]:
+    """Dates and timestamps written in a declared format (``%d.%m.%Y``); naive values are taken as UTC."""
+    tz = target.tz if pa.types.is_timestamp(target) else None
+    try:
+        parsed = pc.strptime(arr, format=fmt, unit="us", error_is_null=False)
+        if tz is not None:
+            parsed = parsed.cast(pa.timestamp("us", tz=tz))
+        return parsed.cast(target), {}
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    good: list[Any] = []
+    bad: dict[int, tuple[str, str]] = {}
+    for i, v in enumerate(arr.to_pylist()):
+        if v is None:
+            good.append(None)
+            continue
+        try:
+            ts = datetime.strptime(v.strip(), fmt)
+            good.append(ts.date() if pa.types.is_date(target) else ts)
+        except ValueError as exc:
+            bad[i] = (str(v)[:200], f"column {name}: cannot read {v!r} as {target} in format {fmt!r}: {exc}")
+            good.append(None)
+    if tz is not None:
+        return pa.array(good, pa.timestamp("us")).cast(pa.timestamp("us", tz=tz)).cast(target), bad
+    return pa.array(good, target), bad
 
 
 def _vector_cast(arr: pa.Array, target: pa.DataType) -> pa.Array:

@@ -26,7 +26,7 @@ first load, differing types are unified (ultimately to text), as Arrow/DuckDB un
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
@@ -135,5 +135,10 @@ class Warehouse(ABC):
         """Run a read query and return the result as an Arrow table."""
 
     @abstractmethod
-    def tables(self) -> list[str]:
-        """Names of the tables the hub loaded (quarantine tables included), sorted."""
+    def stream(self, sql: str, batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
+        """Run a read query and stream the result in batches (bounded memory)."""
+
+    @abstractmethod
+    def tables(self, internal: bool = False) -> list[str]:
+        """Names of the tables the hub loaded (quarantine tables included), sorted; with *internal*, also
+        the hub's own bookkeeping tables (``_hub_*``, e.g. the file ledger)."""

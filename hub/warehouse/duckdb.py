@@ -112,12 +112,19 @@ class DuckDBWarehouse(Warehouse):
             except duckdb.Error as exc:
                 raise WarehouseError(f"query on {self.path} failed: {exc}") from None
 
-    def tables(self) -> list[str]:
+    def stream(self, sql: str, batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
+        with self._connect() as con:
+            try:
+                reader = con.sql(sql).to_arrow_reader(batch_rows)
+            except duckdb.Error as exc:
+                raise WarehouseError(f"query on {self.path} failed: {exc}") from None
+            yield from reader
+
+    def tables(self, internal: bool = False) -> list[str]:
         with self._connect() as con:
             rows = con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
-                               "AND schema_name = 'main' AND NOT temporary "
-                               "AND table_name NOT LIKE '\\_hub\\_%' ESCAPE '\\' ORDER BY table_name").fetchall()
-        return [r[0] for r in rows]
+                               "AND schema_name = 'main' AND NOT temporary ORDER BY table_name").fetchall()
+        return [r[0] for r in rows if internal or not r[0].startswith("_hub_")]
 
     # --- loading -------------------------------------------------------------------------------------
 

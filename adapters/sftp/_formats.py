@@ -1,0 +1,274 @@
+"""Reading a downloaded file into Arrow batches, in bounded memory, whatever its format.
+
+Every reader yields batches of the file's fields as text (or as stored, for Parquet), plus two reserved
+columns the hub understands: ``_hub_line`` (the record's line in the file) and, for records that could
+not be read at all, ``_hub_error`` (why) and ``_hub_raw`` (the raw text). The hub's Mapper turns the
+marked records into quarantine rows and casts the rest to the types the spec declares, so a bad row
+never stops the file and never disappears.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import yaml
+from lxml import etree
+
+from adapters.sftp.config import CsvFormat, FixedWidthField, FixedWidthFormat, FormatConfig
+from hub.errors import AdapterError
+from hub.runtime import xmlsafe
+from hub.runtime.records import records_to_batch
+
+ERROR, LINE, RAW = "_hub_error", "_hub_line", "_hub_raw"
+BLOCK = 1 << 20
+
+
+def _errors_batch(bad: list[tuple[int | None, str, str]]) -> pa.RecordBatch:
+    """Records that could not be read: (line, raw text, reason)."""
+    return pa.RecordBatch.from_pydict({
+        LINE: pa.array([b[0] for b in bad], pa.int64()),
+        RAW: pa.array([b[1] for b in bad], pa.string()),
+        ERROR: pa.array([b[2] for b in bad], pa.string()),
+    })
+
+
+def _with_lines(batch: pa.RecordBatch, lines: list[int]) -> pa.RecordBatch:
+    return batch.append_column(LINE, pa.array(lines, pa.int64()))
+
+
+# --- opening ---------------------------------------------------------------------------------------------
+
+def members(path: Path, fmt: FormatConfig) -> Iterator[tuple[str, IO[bytes]]]:
+    """The readable streams in a file: itself, its gzip content, or every file in a zip archive."""
+    compression = fmt.compression
+    if compression == "auto":
+        compression = "gzip" if path.name.endswith(".gz") else "zip" if path.name.endswith(".zip") else "none"
+    if compression == "zip":
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if not info.is_dir():
+                    with archive.open(info) as stream:
+                        yield f"{path.name}/{info.filename}", stream
+        return
+    opener: Any = gzip.open if compression == "gzip" else open
+    with opener(path, "rb") as stream:
+        yield path.name, stream
+
+
+def read(path: Path, fmt: FormatConfig, *, base_dir: Path | None = None,
+         batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
+    """Every record of the downloaded file *path* as Arrow batches."""
+    for name, stream in members(path, fmt):
+        if fmt.csv is not None:
+            yield from read_csv(stream, fmt.csv, name)
+        elif fmt.fixed_width is not None:
+            yield from read_fixed_width(stream, fmt.fixed_width, name, base_dir)
+        elif fmt.jsonl is not None:
+            yield from read_jsonl(stream, fmt.jsonl.encoding, name, batch_size)
+        elif fmt.xml is not None:
+            yield from read_xml(stream, fmt.xml.records, name, batch_size)
+        else:
+            yield from read_parquet(stream, name, batch_size)
+
+
+# --- CSV -------------------------------------------------------------------------------------------------
+
+def read_csv(stream: IO[bytes], cfg: CsvFormat, name: str) -> Iterator[pa.RecordBatch]:
+    """CSV as text columns. Rows with the wrong number of fields are marked, not fatal."""
+    bad: list[tuple[int | None, str, str]] = []
+
+    def invalid(row: Any) -> str:
+        bad.append((row.number, row.text,
+                    f"{name}:{row.number}: expected {row.expected_columns} fields, found {row.actual_columns}"))
+        return "skip"
+
+    names = _csv_names(stream, cfg, name)
+    read_options = pacsv.ReadOptions(
+        encoding=cfg.encoding, skip_rows=cfg.skip_rows + (1 if cfg.header else 0), column_names=names,
+        block_size=BLOCK, use_threads=False)
+    parse_options = pacsv.ParseOptions(delimiter=cfg.delimiter, quote_char=cfg.quote_char,
+                                       escape_char=cfg.escape_char or False, invalid_row_handler=invalid,
+                                       newlines_in_values=True)
+    convert_options = pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()),
+                                           null_values=cfg.null_values, strings_can_be_null=True)
+    first_line = cfg.skip_rows + (2 if cfg.header else 1)
+    next_line = first_line
+    seen_bad = 0
+    try:
+        reader = pacsv.open_csv(stream, read_options=read_options, parse_options=parse_options,
+                                convert_options=convert_options)
+        for batch in reader:
+            if batch.num_rows:
+                # line numbers of this batch's rows: consecutive, skipping the rejected lines
+                skip = {b[0] for b in bad[seen_bad:] if b[0] is not None}
+                lines: list[int] = []
+                while len(lines) < batch.num_rows:
+                    if next_line not in skip:
+                        lines.append(next_line)
+                    next_line += 1
+                yield _with_lines(batch, lines)
+            if len(bad) > seen_bad:
+                yield _errors_batch(bad[seen_bad:])
+                seen_bad = len(bad)
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        raise AdapterError(f"{name}: cannot read as CSV ({cfg.encoding}, delimiter {cfg.delimiter!r}): "
+                           f"{exc}") from None
+    if len(bad) > seen_bad:
+        yield _errors_batch(bad[seen_bad:])
+
+
+def _csv_names(stream: IO[bytes], cfg: CsvFormat, name: str) -> list[str]:
+    """Column names: given, or the header line (read without consuming the stream)."""
+    if cfg.columns and not cfg.header:
+        return list(cfg.columns)
+    head = stream.peek(BLOCK) if hasattr(stream, "peek") else b""
+    if not head:
+        head = stream.read(BLOCK)
+        stream.seek(0)
+    try:
+        sample = head[: max(head.rfind(b"\n"), 0) + 1] or head  # whole lines only
+        probe = pacsv.open_csv(
+            io.BytesIO(sample),
+            read_options=pacsv.ReadOptions(encoding=cfg.encoding, skip_rows=cfg.skip_rows,
+                                           autogenerate_column_names=not cfg.header, use_threads=False),
+            parse_options=pacsv.ParseOptions(delimiter=cfg.delimiter, quote_char=cfg.quote_char,
+                                             invalid_row_handler=lambda row: "skip"))
+        found = list(probe.schema.names)
+    except (pa.ArrowInvalid, StopIteration, UnicodeDecodeError) as exc:
+        raise AdapterError(f"{name}: cannot read the CSV header ({cfg.encoding}): {exc}") from None
+    if cfg.columns:
+        if len(cfg.columns) != len(found):
+            raise AdapterError(f"{name}: format.csv.columns names {len(cfg.columns)} columns, the header has "
+                               f"{len(found)} ({', '.join(found)})")
+        return list(cfg.columns)
+    return [n.lstrip("\ufeff") for n in found]
+
+
+# --- fixed width -----------------------------------------------------------------------------------------
+
+def load_layout(cfg: FixedWidthFormat, base_dir: Path | None) -> list[FixedWidthField]:
+    path = Path(cfg.layout)
+    path = path if path.is_absolute() or base_dir is None else base_dir / path
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return [FixedWidthField.model_validate(f) for f in doc["fields"]]
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise AdapterError(f"fixed-width layout {path}: expected `fields: [{{name, start, width}}, ...]`: "
+                           f"{exc}") from None
+
+
+def read_fixed_width(stream: IO[bytes], cfg: FixedWidthFormat, name: str,
+                     base_dir: Path | None) -> Iterator[pa.RecordBatch]:
+    """Each line sliced by the layout (vectorized); a line too short for the layout is marked."""
+    fields = load_layout(cfg, base_dir)
+    need = max(f.start + f.width - 1 for f in fields)
+    options = pacsv.ReadOptions(encoding=cfg.encoding, skip_rows=cfg.skip_rows, column_names=["line"],
+                                block_size=BLOCK, use_threads=False)
+    parse = pacsv.ParseOptions(delimiter="\x00", quote_char=False, escape_char=False)
+    convert = pacsv.ConvertOptions(column_types={"line": pa.string()}, strings_can_be_null=False, null_values=[])
+    next_line = cfg.skip_rows + 1
+    for batch in pacsv.open_csv(stream, read_options=options, parse_options=parse, convert_options=convert):
+        lines = batch.column(0)
+        numbers = list(range(next_line, next_line + batch.num_rows))
+        next_line += batch.num_rows
+        short = pc.less(pc.utf8_length(lines), need)
+        columns = {}
+        for f in fields:
+            value = pc.utf8_slice_codeunits(lines, f.start - 1, f.start - 1 + f.width)
+            columns[f.name] = pc.utf8_trim_whitespace(value) if cfg.strip else value
+        out = pa.RecordBatch.from_pydict(columns).append_column(LINE, pa.array(numbers, pa.int64()))
+        if pc.any(short).as_py():
+            reasons = pc.if_else(short, pa.scalar(f"{name}: line shorter than the layout's {need} characters"),
+                                 pa.scalar(None, pa.string()))
+            raw = pc.if_else(short, lines, pa.scalar(None, pa.string()))
+            out = out.append_column(ERROR, reasons).append_column(RAW, raw)
+        yield out
+
+
+# --- JSON lines, XML, Parquet -----------------------------------------------------------------------------
+
+def read_jsonl(stream: IO[bytes], encoding: str, name: str, batch_size: int) -> Iterator[pa.RecordBatch]:
+    records: list[Any] = []
+    lines: list[int] = []
+    bad: list[tuple[int | None, str, str]] = []
+    source = io.TextIOWrapper(stream, encoding=encoding, errors="replace", newline="")
+    for number, raw in enumerate(source, start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        try:
+            records.append(orjson.loads(line))
+            lines.append(number)
+        except orjson.JSONDecodeError as exc:
+            bad.append((number, line[:2000], f"{name}:{number}: not valid JSON: {exc}"))
+        if len(records) >= batch_size:
+            yield _with_lines(records_to_batch(records), lines)
+            records, lines = [], []
+    if records:
+        yield _with_lines(records_to_batch(records), lines)
+    if bad:
+        yield _errors_batch(bad)
+
+
+def _element_value(el: Any) -> Any:
+    children = [c for c in el if isinstance(c.tag, str)]
+    if not children:
+        return el.text
+    out: dict[str, Any] = {}
+    for c in children:
+        key = etree.QName(c).localname
+        value = _element_value(c)
+        if key in out:  # repeated child: a list
+            out[key] = out[key] if isinstance(out[key], list) else [out[key]]
+            out[key].append(value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_xml(stream: IO[bytes], record: str, name: str, batch_size: int) -> Iterator[pa.RecordBatch]:
+    """Elements named *record* anywhere in the document, each a record (attributes and children as
+    fields); parsed incrementally with DTDs refused."""
+    head = stream.peek(xmlsafe.PROLOG_LIMIT) if hasattr(stream, "peek") else stream.read(xmlsafe.PROLOG_LIMIT)
+    xmlsafe.check_prolog(head, name)
+    if not hasattr(stream, "peek"):
+        stream.seek(0)
+    records: list[Any] = []
+    lines: list[int] = []
+    try:
+        for _, el in etree.iterparse(stream, events=("end",), tag=f"{{*}}{record}", **xmlsafe.iterparse_options()):
+            value = _element_value(el)
+            row = dict(el.attrib) if el.attrib else {}
+            if isinstance(value, dict):
+                row.update(value)
+            elif value is not None:
+                row["value"] = value
+            records.append(row)
+            lines.append(el.sourceline or 0)
+            el.clear()
+            while el.getprevious() is not None:
+                del el.getparent()[0]
+            if len(records) >= batch_size:
+                yield _with_lines(records_to_batch(records), lines)
+                records, lines = [], []
+    except etree.XMLSyntaxError as exc:
+        raise AdapterError(f"{name}: not well-formed XML: {exc}") from None
+    if records:
+        yield _with_lines(records_to_batch(records), lines)
+
+
+def read_parquet(stream: IO[bytes], name: str, batch_size: int) -> Iterator[pa.RecordBatch]:
+    try:
+        yield from pq.ParquetFile(stream).iter_batches(batch_size=batch_size)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise AdapterError(f"{name}: not a readable Parquet file: {exc}") from None

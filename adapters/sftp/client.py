@@ -1,0 +1,136 @@
+"""The SFTP file-drop source: which files are ready, fetching one, reading it, and tidying up after.
+
+The hub drives it file by file (see :mod:`hub.files`), because each file is its own unit of exactly-once
+ingestion: downloaded to a local spool, hashed, checked against the ledger, loaded in one transaction,
+and only then archived or deleted on the server.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import posixpath
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from adapters.sftp import _formats
+from adapters.sftp._session import RemoteFile, SftpSession
+from adapters.sftp.config import FilesConfig, SftpSourceConfig, SftpSystemConfig
+from hub.errors import AdapterError
+
+
+@dataclass(frozen=True)
+class LocalCopy:
+    """A downloaded file: where it is locally and what it is."""
+
+    remote: RemoteFile
+    path: Path
+    sha256: str
+    size: int
+
+
+def ready(files: list[RemoteFile], cfg: FilesConfig, markers: set[str], now: float,
+          seen: dict[str, tuple[int, int, float]] | None = None) -> list[RemoteFile]:
+    """The files that are completely uploaded.
+
+    With a done marker, exactly the marked files. Otherwise a file whose size and mtime have not changed
+    for ``stable_for`` seconds: by its mtime's age, and, when *seen* holds earlier observations
+    (path -> size, mtime, first seen at), also by having looked the same since at least that long ago —
+    which catches uploaders that set an old mtime before the data is complete.
+    """
+    if cfg.done_marker:
+        return [f for f in files if f.path + cfg.done_marker in markers]
+    out = []
+    for f in files:
+        if now - f.mtime < cfg.stable_for:
+            continue
+        if seen is not None:
+            before = seen.get(f.path)
+            if before is None or before[:2] != (f.size, f.mtime) or now - before[2] < cfg.stable_for:
+                continue
+        out.append(f)
+    return out
+
+
+class SftpSource:
+    """One file drop: a folder on an SFTP server, a pattern, a format."""
+
+    def __init__(self, system: SftpSystemConfig, source: SftpSourceConfig, *, name: str = "sftp",
+                 base_dir: Path | None = None, spool_dir: Path | None = None, batch_size: int = 65_536) -> None:
+        self.system, self.source, self.name = system, source, name
+        self.base_dir, self.spool_dir, self.batch_size = base_dir, spool_dir, batch_size
+
+    @property
+    def url(self) -> str:
+        s = self.system
+        return f"sftp://{s.username}@{s.host}:{s.port}{self.source.files.path}"
+
+    def session(self) -> SftpSession:
+        return SftpSession(self.system, self.base_dir)
+
+    def listing(self, session: SftpSession) -> tuple[list[RemoteFile], set[str]]:
+        """All candidate files (matching the pattern) and the paths of done markers present."""
+        files_cfg = self.source.files
+        everything = session.list_files(files_cfg.path, "*", recursive=files_cfg.recursive, ignore=files_cfg.ignore)
+        marker = files_cfg.done_marker
+        markers = {f.path for f in everything if marker and f.path.endswith(marker)}
+        pattern = files_cfg.glob
+        files = [f for f in everything if not (marker and f.path.endswith(marker))
+                 and fnmatch.fnmatchcase(f.name if files_cfg.recursive else posixpath.basename(f.path), pattern)]
+        return files, markers
+
+    def ready_files(self, session: SftpSession, now: float | None = None) -> list[RemoteFile]:
+        files, markers = self.listing(session)
+        return ready(files, self.source.files, markers, time.time() if now is None else now)
+
+    def find(self, session: SftpSession, name: str) -> RemoteFile | None:
+        """The file whose partition key (path below the folder) is *name*."""
+        files, _ = self.listing(session)
+        return next((f for f in files if f.name == name), None)
+
+    def fetch(self, session: SftpSession, remote: RemoteFile) -> LocalCopy:
+        """Download *remote* to the spool and hash it. Refuses a file that changed while being copied."""
+        if self.spool_dir is not None:
+            self.spool_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix="hub-sftp-", suffix="-" + posixpath.basename(remote.path),
+                                    dir=self.spool_dir)
+        local = Path(name)
+        os.close(fd)
+        try:
+            size = session.download(remote.path, local)
+            after = session.stat(remote.path)
+            if after != (remote.size, remote.mtime) or size != remote.size:
+                raise AdapterError(
+                    f"{self.url}: {remote.name} changed while it was being copied (listed {remote.size} bytes, "
+                    f"mtime {remote.mtime}; now {after}); it is still being written, try again later")
+            digest = hashlib.sha256()
+            with local.open("rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    digest.update(chunk)
+        except BaseException:
+            local.unlink(missing_ok=True)
+            raise
+        return LocalCopy(remote, local, digest.hexdigest(), size)
+
+    def batches(self, copy: LocalCopy) -> Iterator[pa.RecordBatch]:
+        """The file's records (see :mod:`adapters.sftp._formats` for the reserved columns)."""
+        return _formats.read(copy.path, self.source.format, base_dir=self.base_dir, batch_size=self.batch_size)
+
+    def finish(self, session: SftpSession, remote: RemoteFile) -> str:
+        """After the commit: archive, delete or leave the file (and drop its done marker). Returns what was done."""
+        after = self.source.after
+        marker = self.source.files.done_marker
+        if marker and session.exists(remote.path + marker):
+            session.remove(remote.path + marker)
+        if after.move_to:
+            return f"moved to {session.move(remote.path, after.move_to)}"
+        if after.delete:
+            session.remove(remote.path)
+            return "deleted"
+        return "left in place"

@@ -1,0 +1,187 @@
+"""Typed configuration of SFTP systems, file-drop sources and file formats, as written in a spec."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from hub.runtime.retry import RetryConfig
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def seconds(value: Any) -> float:
+    """``30``, ``"30s"``, ``"5m"``, ``"1h"`` -> seconds."""
+    if isinstance(value, int | float):
+        return float(value)
+    m = _DURATION.match(str(value))
+    if not m:
+        raise ValueError(f"expected a duration such as 30, 30s, 5m or 1h, got {value!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SftpSystemConfig(_Strict):
+    """The ``sftp:`` block of a system."""
+
+    host: str
+    port: int = Field(22, ge=1, le=65535)
+    username: str
+    password: str | None = Field(None, description="Use ${ENV_VAR}.")
+    private_key: str | None = Field(None, description="Path to a private key file (RSA, ECDSA, Ed25519), or "
+                                                      "the key itself (PEM/OpenSSH text, e.g. from ${ENV_VAR}).")
+    passphrase: str | None = Field(None, description="Passphrase of an encrypted private key.")
+    known_hosts: str | None = Field(None, description="known_hosts file the server's key must be in.")
+    host_key_fingerprint: str | list[str] | None = Field(
+        None, description="Pinned SHA256:... fingerprint(s) of the server's host key.")
+    insecure_accept_any_host_key: bool = Field(
+        False, description="Skip host key verification. Only for throw-away test servers; never in production.")
+    connect_timeout: float = Field(15.0, gt=0)
+    keepalive: float = Field(30.0, ge=0, description="Seconds between keepalives (0: none).")
+    retries: RetryConfig = Field(default_factory=RetryConfig)
+    concurrency: int = Field(64, ge=1, le=512, description="SFTP read requests in flight per download.")
+    block_size: int = Field(256 * 1024, ge=4096, le=1024 * 1024, description="Bytes per read request.")
+
+    @model_validator(mode="after")
+    def _checks(self) -> SftpSystemConfig:
+        if not (self.password or self.private_key):
+            raise ValueError("expected password or private_key")
+        if not (self.known_hosts or self.host_key_fingerprint or self.insecure_accept_any_host_key):
+            raise ValueError("host keys are verified: give known_hosts or host_key_fingerprint (or, for a "
+                             "throw-away test server only, insecure_accept_any_host_key: true)")
+        return self
+
+
+# --- formats ------------------------------------------------------------------------------------------
+
+class CsvFormat(_Strict):
+    delimiter: str = Field(",", min_length=1, max_length=1)
+    quote_char: str | Literal[False] = '"'
+    escape_char: str | None = None
+    encoding: str = Field("utf-8", description="utf-8 (a BOM is skipped), cp1252, latin-1, ... any Python codec.")
+    header: bool = Field(True, description="The first line names the columns.")
+    columns: list[str] | None = Field(None, description="Column names when there is no header (or to rename).")
+    skip_rows: int = Field(0, ge=0, description="Lines to skip before the header or data (preambles).")
+    null_values: list[str] = Field(default_factory=lambda: [""])
+
+
+class FixedWidthField(_Strict):
+    name: str
+    start: int = Field(ge=1, description="1-based first column.")
+    width: int = Field(ge=1)
+
+
+class FixedWidthFormat(_Strict):
+    layout: str = Field(description="YAML file (relative to the project) with `fields: [{name, start, width}]`.")
+    encoding: str = "utf-8"
+    skip_rows: int = Field(0, ge=0)
+    strip: bool = Field(True, description="Trim the padding of every field.")
+
+
+class JsonLinesFormat(_Strict):
+    encoding: str = "utf-8"
+
+
+class XmlFormat(_Strict):
+    records: str = Field(description="Local name of the element that is one record.")
+
+
+class ParquetFormat(_Strict):
+    pass
+
+
+class FormatConfig(_Strict):
+    csv: CsvFormat | None = None
+    fixed_width: FixedWidthFormat | None = None
+    jsonl: JsonLinesFormat | None = None
+    xml: XmlFormat | None = None
+    parquet: ParquetFormat | None = None
+    compression: Literal["auto", "none", "gzip", "zip"] = Field(
+        "auto", description="auto: by extension (.gz, .zip).")
+
+    @model_validator(mode="after")
+    def _one(self) -> FormatConfig:
+        kinds = [k for k in ("csv", "fixed_width", "jsonl", "xml", "parquet") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(f"expected exactly one of: csv, fixed_width, jsonl, xml, parquet; "
+                             f"got {', '.join(kinds) or 'none'}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("csv", "fixed_width", "jsonl", "xml", "parquet") if getattr(self, k) is not None)
+
+
+# --- sources ------------------------------------------------------------------------------------------
+
+DEFAULT_IGNORE = [".*", "*.filepart", "*.tmp", "*.part", "*.partial", "*.crdownload", "*~"]
+
+
+class FilesConfig(_Strict):
+    path: str = Field(description="Remote folder.")
+    glob: str = Field("*", description="File name pattern, e.g. statements_*.csv (with recursive: matched "
+                                       "against the path below `path`).")
+    recursive: bool = False
+    ignore: list[str] = Field(default_factory=lambda: list(DEFAULT_IGNORE),
+                              description="Names never taken: temporary upload names and dotfiles.")
+    stable_for: float = Field(30.0, ge=0, description="A file is taken only once its size and mtime have not "
+                                                      "changed for this long (e.g. 30s, 5m).")
+    done_marker: str | None = Field(None, description="Suffix of a marker file that says an upload is complete, "
+                                                      "e.g. .done for x.csv.done; when set, only marked files "
+                                                      "are taken (stable_for does not apply).")
+
+    @field_validator("stable_for", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> float:
+        return seconds(v)
+
+
+class AfterConfig(_Strict):
+    """What happens to a file once its rows are committed."""
+
+    move_to: str | None = Field(None, description="Archive folder (created when missing).")
+    delete: bool = False
+
+    @model_validator(mode="after")
+    def _one(self) -> AfterConfig:
+        if self.move_to and self.delete:
+            raise ValueError("expected move_to or delete, not both")
+        return self
+
+
+class SensorConfig(_Strict):
+    every: float = Field(60.0, ge=1, description="Seconds between sensor ticks (e.g. 60s, 5m).")
+
+    @field_validator("every", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> float:
+        return seconds(v)
+
+
+class SftpSourceConfig(_Strict):
+    """The SFTP-specific keys of a source."""
+
+    files: FilesConfig
+    format: FormatConfig
+    after: AfterConfig = Field(default_factory=AfterConfig, description="move_to, delete, or leave (default).")
+    sensor: SensorConfig | None = Field(None, description="Watch the folder: one run per new stable file.")
+    max_bad_rows: int | None = Field(None, ge=0, description="More rejected rows than this fail the file "
+                                                             "(nothing loaded, nothing archived).")
+    max_bad_fraction: float | None = Field(None, ge=0, le=1, description="Same, as a fraction of the rows.")
+
+
+class ExportFormat(_Strict):
+    csv: CsvFormat | None = None
+    fixed_width: FixedWidthFormat | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> ExportFormat:
+        if (self.csv is None) == (self.fixed_width is None):
+            raise ValueError("expected exactly one of: csv, fixed_width")
+        return self

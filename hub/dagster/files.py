@@ -1,0 +1,110 @@
+"""Dagster glue for file drops: one dynamic partition per file, a job and a sensor per source, and
+assets for outbound exports."""
+
+# No `from __future__ import annotations`: Dagster inspects the `context` annotation at definition time.
+
+import json
+import time
+from typing import Any
+
+import dagster as dg
+
+from adapters.sftp import ready
+from hub.dagster.progress import report
+from hub.exports import run_export
+from hub.files import build_sftp, ingest_file
+from hub.spec import Pipeline
+from hub.spec.models import ResolvedSource
+
+
+def file_partitions(source: ResolvedSource) -> dg.DynamicPartitionsDefinition:
+    return dg.DynamicPartitionsDefinition(name=f"{source.name}_files")
+
+
+def file_asset(pipeline: Pipeline, source: ResolvedSource, pool: str | None) -> dg.AssetsDefinition:
+    assert source.sftp is not None
+    files = source.sftp.files
+    description = source.spec.description or (
+        f"Files {files.glob} in {files.path} of SFTP system {source.system_name}, one partition per file")
+
+    @dg.asset(name=source.name, group_name=pipeline.name, kinds={"sftp", "duckdb"}, description=description,
+              partitions_def=file_partitions(source), pool=pool,
+              metadata={"hub/system": source.system_name, "hub/load_mode": "replace_partition (per file)",
+                        "hub/folder": files.path, "hub/glob": files.glob, "hub/spec": str(pipeline.path)},
+              tags={"hub/system": source.system_name})
+    def _asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        outcome = ingest_file(pipeline, source.name, context.partition_key, run_id=context.run_id, progress=report)
+        context.log.info(f"{source.name} {outcome.file}: {outcome.status}, {outcome.after}"
+                         + (f", {outcome.load.rows_loaded} rows, {outcome.rejected} rejected" if outcome.load else ""))
+        md: dict[str, Any] = {"hub/file": outcome.file, "hub/status": outcome.status, "hub/after": outcome.after,
+                              "hub/duration_s": dg.FloatMetadataValue(round(outcome.duration_s, 3))}
+        if outcome.sha256:
+            md["hub/sha256"] = outcome.sha256
+        if outcome.load is not None:
+            load = outcome.load
+            md.update({"dagster/row_count": load.rows_loaded, "hub/rows_replaced": load.rows_deleted,
+                       "hub/rows_quarantined": load.rows_quarantined, "hub/table_rows": load.table_rows,
+                       "dagster/table_name": load.table,
+                       "dagster/column_schema": dg.TableSchema(
+                           columns=[dg.TableColumn(name=n, type=t) for n, t in load.columns])})
+        md.update({f"hub/{k}": v for k, v in outcome.details.items()})
+        return dg.MaterializeResult(metadata=md)
+
+    return _asset
+
+
+def file_job(pipeline: Pipeline, source: ResolvedSource) -> Any:
+    return dg.define_asset_job(f"{source.name}_job", selection=[source.name],
+                               partitions_def=file_partitions(source),
+                               description=f"Load one file of {source.name} (a partition per file)")
+
+
+def file_sensor(pipeline: Pipeline, source: ResolvedSource, job: Any) -> dg.SensorDefinition:
+    """New stable files -> one run each. The cursor keeps the newest mtime requested and what each file
+    looked like when first seen: a file is requested once it has looked the same for ``stable_for``."""
+    assert source.sftp is not None and source.sftp.sensor is not None
+    parts = file_partitions(source)
+    cfg = source.sftp.files
+
+    @dg.sensor(name=f"{source.name}_sensor", job=job, minimum_interval_seconds=int(source.sftp.sensor.every),
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description=f"Watches {cfg.path} ({cfg.glob}) on {source.system_name} for new stable files")
+    def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        state = json.loads(context.cursor) if context.cursor else {}
+        seen = {path: (v[0], v[1], v[2]) for path, v in state.get("seen", {}).items()}
+        adapter = build_sftp(pipeline, source)
+        with adapter.session() as session:
+            files, markers = adapter.listing(session)
+        now = time.time()
+        taken = ready(files, cfg, markers, now, seen)
+        # remember each file as it looks now; a changed file starts its stability clock again
+        observed = {f.path: seen[f.path] if f.path in seen and seen[f.path][:2] == (f.size, f.mtime)
+                    else (f.size, f.mtime, now) for f in files}
+        newest = max([int(state.get("newest_mtime", 0)), *(f.mtime for f in taken)])
+        requests = [dg.RunRequest(run_key=f.key, partition_key=f.name, tags={"hub/file": f.path}) for f in taken]
+        waiting = len(files) - len(taken)
+        context.log.info(f"{len(taken)} file(s) ready, {waiting} not (yet) stable or already requested")
+        return dg.SensorResult(
+            run_requests=requests,
+            dynamic_partitions_requests=[parts.build_add_request([f.name for f in taken])] if taken else [],
+            cursor=json.dumps({"newest_mtime": newest, "seen": observed}))
+
+    return _sensor
+
+
+def export_asset(pipeline: Pipeline, name: str, pool: str | None) -> dg.AssetsDefinition:
+    export = pipeline.spec.exports[name]
+    fmt = "CSV" if export.format.csv is not None else "fixed-width"
+
+    @dg.asset(name=name, group_name=pipeline.name, kinds={"sftp", "csv" if fmt == "CSV" else "file"},
+              deps=pipeline.export_deps.get(name, []), pool=pool,
+              description=export.description or f"{fmt} export of {export.table or 'a query'} to {export.path}",
+              metadata={"hub/system": export.system, "hub/path": export.path, "hub/spec": str(pipeline.path)})
+    def _asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        outcome = run_export(pipeline, name)
+        context.log.info(f"{name}: {outcome.rows} rows, {outcome.bytes} bytes uploaded to {outcome.remote_path}")
+        return dg.MaterializeResult(metadata={
+            "dagster/row_count": outcome.rows, "hub/remote_path": outcome.remote_path, "hub/bytes": outcome.bytes,
+            "hub/duration_s": dg.FloatMetadataValue(round(outcome.duration_s, 3))})
+
+    return _asset

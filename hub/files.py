@@ -1,0 +1,182 @@
+"""Exactly-once ingestion of file drops (SFTP sources).
+
+Each file is a unit: listed as ready, downloaded to a local spool and hashed, checked against the
+ledger (``_hub_files`` in the warehouse), loaded into its own partition (the file's name) in one
+transaction that also writes its ledger row, and only then archived, deleted or left on the server.
+
+* the same file (same name, size and mtime, already loaded) is never loaded twice;
+* a re-dropped file whose content is identical to one already loaded is skipped (and tidied up);
+* a changed file (same name, new content) is reloaded and replaces its previous rows;
+* a file with more rejected rows than the spec allows fails: nothing is loaded or archived;
+* a failure between the commit and the archive move leaves the file in place, and the next run sees it
+  in the ledger as loaded and only moves it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+
+from adapters.sftp import SftpSource, SftpSourceConfig, SftpSystemConfig
+from adapters.sftp._session import RemoteFile
+from hub.errors import HubError
+from hub.runtime.secrets import resolve_tree
+from hub.spec.loader import Pipeline
+from hub.spec.models import ResolvedSource
+from hub.warehouse import LoadRequest, LoadResult, Warehouse, connect
+
+LEDGER = "_hub_files"
+Progress = Callable[[str, int], None]
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    file: str
+    path: str
+    size: int
+    mtime: int
+    sha256: str
+    status: str
+    rows: int
+
+
+@dataclass
+class FileOutcome:
+    """What happened to one file."""
+
+    file: str
+    status: str  # loaded | already loaded | duplicate of <file>
+    load: LoadResult | None = None
+    rejected: int = 0
+    after: str = ""
+    duration_s: float = 0.0
+    sha256: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def build_sftp(pipeline: Pipeline, source: ResolvedSource) -> SftpSource:
+    assert source.system.sftp is not None and source.sftp is not None
+    system_raw = resolve_tree(source.system.sftp.model_dump(exclude_none=True),
+                              field=f"systems.{source.system_name}.sftp")
+    spool = pipeline.spool_dir()
+    return SftpSource(SftpSystemConfig.model_validate(system_raw), SftpSourceConfig.model_validate(
+        source.sftp.model_dump(exclude_none=True)), name=source.name, base_dir=pipeline.root, spool_dir=spool)
+
+
+def ledger(warehouse: Warehouse, source: str) -> dict[str, LedgerEntry]:
+    """The ledger rows of *source*, by file."""
+    if LEDGER not in warehouse.tables(internal=True):
+        return {}
+    rows = warehouse.query(
+        f"SELECT file, path, size, mtime, sha256, status, rows FROM {LEDGER} "
+        f"WHERE source = '{source.replace(chr(39), chr(39) * 2)}'").to_pylist()
+    return {r["file"]: LedgerEntry(**r) for r in rows}
+
+
+def _ledger_row(source: str, remote: RemoteFile, sha256: str, status: str, rows: int, run_id: str) -> pa.RecordBatch:
+    return pa.RecordBatch.from_pydict({
+        "source": [source], "file": [remote.name], "path": [remote.path], "size": pa.array([remote.size], pa.int64()),
+        "mtime": pa.array([remote.mtime], pa.int64()),
+        "mtime_at": pa.array([datetime.fromtimestamp(remote.mtime, UTC)], pa.timestamp("us", tz="UTC")),
+        "sha256": [sha256], "status": [status], "rows": pa.array([rows], pa.int64()), "run_id": [run_id],
+    })
+
+
+def _record(warehouse: Warehouse, source: str, remote: RemoteFile, sha256: str, status: str, run_id: str) -> None:
+    warehouse.load(LoadRequest(LEDGER, "merge", run_id, primary_key=("source", "file")),
+                   [_ledger_row(source, remote, sha256, status, 0, run_id)])
+
+
+def ready_files(pipeline: Pipeline, name: str) -> list[RemoteFile]:
+    """The files of source *name* that are completely uploaded (see :func:`adapters.sftp.client.ready`)."""
+    adapter = build_sftp(pipeline, pipeline.sources[name])
+    with adapter.session() as session:
+        return adapter.ready_files(session)
+
+
+def ingest_file(pipeline: Pipeline, name: str, file: str, *, run_id: str,
+                progress: Progress | None = None) -> FileOutcome:
+    """Load one file of source *name* (its partition key: the path below the drop folder) exactly once."""
+    from hub.materialize import mapper_for
+
+    source = pipeline.sources[name]
+    started = time.monotonic()
+    adapter = build_sftp(pipeline, source)
+    warehouse = connect(pipeline.warehouse_url)
+    seen = ledger(warehouse, name)
+    with adapter.session() as session:
+        remote = adapter.find(session, file)
+        entry = seen.get(file)
+        if remote is None:
+            if entry is not None and entry.status != "failed":
+                return FileOutcome(file, f"already {entry.status} (no longer on the server)", sha256=entry.sha256)
+            raise HubError(f"sources.{name}: no file {file} in {adapter.url} (listed: "
+                           f"{', '.join(f.name for f in adapter.listing(session)[0][:10]) or 'none'})")
+        if entry is not None and entry.status == "loaded" and (entry.size, entry.mtime) == (remote.size, remote.mtime):
+            after = adapter.finish(session, remote)
+            return FileOutcome(file, "already loaded", after=after, sha256=entry.sha256,
+                               duration_s=time.monotonic() - started)
+        copy = adapter.fetch(session, remote)
+        try:
+            twin = next((e for e in seen.values() if e.sha256 == copy.sha256 and e.status == "loaded"
+                         and e.file != file), None)
+            if twin is not None:
+                _record(warehouse, name, remote, copy.sha256, f"duplicate of {twin.file}", run_id)
+                after = adapter.finish(session, remote)
+                return FileOutcome(file, f"duplicate of {twin.file}", after=after, sha256=copy.sha256,
+                                   duration_s=time.monotonic() - started)
+            outcome = _load(pipeline, source, adapter, remote, copy, run_id, progress, mapper_for)
+        finally:
+            copy.path.unlink(missing_ok=True)
+        outcome.after = adapter.finish(session, remote)  # only now that the rows are committed
+        outcome.details["sftp_retries"] = session.retries
+    outcome.duration_s = time.monotonic() - started
+    return outcome
+
+
+def _load(pipeline: Pipeline, source: ResolvedSource, adapter: SftpSource, remote: RemoteFile, copy: Any,
+          run_id: str, progress: Progress | None, mapper_for: Any) -> FileOutcome:
+    name = source.name
+    assert source.sftp is not None
+    keys = tuple(source.spec.primary_key)
+    mapper = mapper_for(source.spec.column_specs() if source.spec.columns else None, keys, f"sources.{name}")
+    total = rejected = 0
+    reasons: list[str] = []
+    with connect(pipeline.warehouse_url).begin(
+            LoadRequest(name, "replace_partition", run_id, partition=remote.name, primary_key=keys)) as load:
+        files = load.attach(LoadRequest(LEDGER, "merge", run_id, primary_key=("source", "file")))
+        for raw in adapter.batches(copy):
+            mapped = mapper.apply(raw)
+            load.write(mapped.batch)
+            load.reject(mapped.quarantine)
+            total += raw.num_rows
+            rejected += len(mapped.quarantine)
+            reasons.extend(q["reason"] for q in mapped.quarantine[: max(0, 3 - len(reasons))])
+            if progress:
+                progress(name, load.rows)
+        _check_threshold(source, remote, total, rejected, reasons)
+        files.write(_ledger_row(name, remote, copy.sha256, "loaded", load.rows, run_id))
+        files.commit()
+        result = load.commit()
+    return FileOutcome(remote.name, "loaded", load=result, rejected=rejected, sha256=copy.sha256,
+                       details={"file_bytes": copy.size, "file_mtime": remote.mtime, "rows_read": total})
+
+
+def _check_threshold(source: ResolvedSource, remote: RemoteFile, total: int, rejected: int, reasons: list[str]) -> None:
+    cfg = source.sftp
+    assert cfg is not None
+    over = (cfg.max_bad_rows is not None and rejected > cfg.max_bad_rows) or \
+        (cfg.max_bad_fraction is not None and total and rejected / total > cfg.max_bad_fraction)
+    if over:
+        limit = f"max_bad_rows={cfg.max_bad_rows}" if cfg.max_bad_rows is not None else \
+            f"max_bad_fraction={cfg.max_bad_fraction}"
+        raise HubError(f"sources.{source.name}: file {remote.name}: {rejected} of {total} rows rejected, more than "
+                       f"{limit}; nothing was loaded and the file stays where it is. First reasons: "
+                       + "; ".join(reasons))
+
+
