@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from hub.demo.bank import BankService
 from hub.demo.crm import DEMO_TOKEN, CRMService
 from hub.demo.erp import DEMO_PASSWORD, DEMO_USER, ERPService
 
@@ -36,9 +37,19 @@ def erp(erp_service: ERPService, monkeypatch: pytest.MonkeyPatch) -> ERPService:
 
 
 @pytest.fixture
-def crm(erp: ERPService, monkeypatch: pytest.MonkeyPatch) -> Iterator[CRMService]:
-    """The demo CRM on a free loopback port, with the env vars the demo spec reads (the demo ERP runs
-    too: the demo pipeline reads both)."""
+def bank(monkeypatch: pytest.MonkeyPatch) -> Iterator[BankService]:
+    """The demo bank's SFTP drop (a week of statements) on a free port, with the env vars the demo spec reads."""
+    with BankService(port=0) as service:
+        monkeypatch.setenv("HUB_DEMO_BANK_PORT", str(service.port))
+        monkeypatch.setenv("BANK_PASSWORD", "demo-bank-pass-51c0")
+        monkeypatch.setenv("BANK_HOST_KEY_FINGERPRINT", service.fingerprint)
+        yield service
+
+
+@pytest.fixture
+def crm(erp: ERPService, bank: BankService, monkeypatch: pytest.MonkeyPatch) -> Iterator[CRMService]:
+    """The demo CRM on a free loopback port, with the env vars the demo spec reads (the demo ERP and bank
+    run too: the demo pipeline reads all three)."""
     with CRMService(port=0) as service:
         monkeypatch.setenv("CRM_TOKEN", DEMO_TOKEN)
         monkeypatch.setenv("HUB_DEMO_CRM_URL", service.url)
@@ -65,5 +76,5 @@ def demo_spec_text(fast_retries: bool = True) -> str:
     text = DEMO_SPEC.read_text()
     if fast_retries:
         text = text.replace("retries: {max: 5, backoff: 0.5}", "retries: {max: 1, backoff: 0.01}")
-        assert text.count("backoff: 0.01") == 2, "demo spec retries lines changed; update the test helper"
+        assert text.count("backoff: 0.01") == 3, "demo spec retries lines changed; update the test helper"
     return text

@@ -42,16 +42,19 @@ def test_two_partitions_then_rerun_is_identical(crm: CRMService, warehouse_path:
     pipeline = _pipeline(tmp_path)
     instance = dg.DagsterInstance.ephemeral()
     outcomes = run_pipeline(pipeline, instance, partitions=["2024-01-02", "2024-01-03"])
-    assert [(o.partition, o.success) for o in outcomes] == [("2024-01-02", True), ("2024-01-03", True), (None, True)], \
+    files = [f"file statements_202401{d:02d}.csv" for d in range(2, 9)]
+    assert [(o.partition, o.success) for o in outcomes] == [
+        ("2024-01-02", True), ("2024-01-03", True), *[(f, True) for f in files], (None, True)], \
         [o.error for o in outcomes]
-    assert set(outcomes[2].assets) == {"contacts_by_region", "revenue_by_region"}, "models run once, last"
+    assert set(outcomes[-1].assets) == {"contacts_by_region", "revenue_by_region", "order_payments",
+                                        "open_orders_to_bank"}, "models and exports run once, last"
     first = _snapshot(warehouse_path)
     expected_day2 = [c for c in crm.data.contacts if c["occurred_at"].startswith("2024-01-02")]
     expected_day3 = [c for c in crm.data.contacts if c["occurred_at"].startswith("2024-01-03")]
     assert len(first["crm_contacts"]) == len(expected_day2) + len(expected_day3)
     assert len(first["crm_customers"]) == 300
     assert outcomes[0].row_counts["crm_customers"] == 300
-    assert outcomes[2].row_counts["contacts_by_region"] == len(first["contacts_by_region"])
+    assert outcomes[-1].row_counts["contacts_by_region"] == len(first["contacts_by_region"])
     # Re-materialize one partition (and the rest again): identical content, no duplicates.
     again = run_pipeline(pipeline, instance, partitions=["2024-01-02"])
     assert again[0].success, again[0].error
@@ -109,7 +112,11 @@ def test_definitions_from_specs(dagster_home: Path) -> None:
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == {"crm_customers", "crm_contacts", "contacts_by_region", "erp_orders", "erp_order_lines",
-                    "revenue_by_region"}
+                    "revenue_by_region", "bank_statements", "order_payments", "open_orders_to_bank"}
+    statements = graph.get(dg.AssetKey("bank_statements"))
+    assert isinstance(statements.partitions_def, dg.DynamicPartitionsDefinition), "one partition per file"
+    assert defs.resolve_sensor_def("bank_statements_sensor").job_name == "bank_statements_job"
+    assert set(graph.get(dg.AssetKey("open_orders_to_bank")).parent_keys) == {dg.AssetKey("order_payments")}
     contacts = graph.get(dg.AssetKey("crm_contacts"))
     assert contacts.partitions_def is not None and contacts.group_name == "demo"
     assert graph.get(dg.AssetKey("crm_customers")).partitions_def is None
@@ -154,7 +161,7 @@ def test_cli_validate_and_run(crm: CRMService, warehouse_path: Path, dagster_hom
     spec.write_text(demo_spec_text())
     runner = CliRunner()
     res = runner.invoke(app, ["validate", str(spec)])
-    assert res.exit_code == 0 and "pipeline demo, 3 source(s), 2 model(s)" in res.output.replace("\n", " ")
+    assert res.exit_code == 0 and "pipeline demo, 4 source(s), 3 model(s)" in res.output.replace("\n", " ")
     res = runner.invoke(app, ["run", str(spec), "--from", "2024-01-05", "--to", "2024-01-06"])
     assert res.exit_code == 0, res.output
     assert "partition 2024-01-05" in res.output and "partition 2024-01-06" in res.output
@@ -162,6 +169,6 @@ def test_cli_validate_and_run(crm: CRMService, warehouse_path: Path, dagster_hom
     parts = wh.query("select distinct _hub_partition p from crm_contacts order by p").column("p").to_pylist()
     assert parts == ["2024-01-05", "2024-01-06"]
     # runs are recorded on the local instance the UI reads
-    assert len(dg.DagsterInstance.get().get_run_records()) == 3, "two partitions, then the models"
+    assert len(dg.DagsterInstance.get().get_run_records()) == 2 + 7 + 1, "two days, seven statements, the models"
     bad = runner.invoke(app, ["run", str(spec), "--partition", "yesterday"])
     assert bad.exit_code == 1 and "'yesterday' is not a partition" in bad.output

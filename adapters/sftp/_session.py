@@ -78,7 +78,8 @@ class SftpSession:
     def __init__(self, cfg: SftpSystemConfig, base_dir: Path | None = None) -> None:
         self.cfg = cfg
         self.base_dir = base_dir
-        self.where = f"sftp://{cfg.username}@{cfg.host}:{cfg.port}"
+        self.port = int(cfg.port)
+        self.where = f"sftp://{cfg.username}@{cfg.host}:{self.port}"
         self.policy = RetryPolicy.from_config(cfg.retries)
         self.retries = 0
         for secret in (cfg.password, cfg.passphrase):
@@ -127,7 +128,7 @@ class SftpSession:
                 raise AuthenticationError(f"{self.where}: cannot use private_key: {mask(str(exc))}") from None
         try:
             conn = await asyncssh.connect(
-                cfg.host, cfg.port, username=cfg.username, password=cfg.password, client_keys=keys,
+                cfg.host, self.port, username=cfg.username, password=cfg.password, client_keys=keys,
                 known_hosts=known_hosts, client_factory=lambda: checker, agent_path=None,
                 preferred_auth="publickey,password" if keys else "password,keyboard-interactive",
                 connect_timeout=cfg.connect_timeout, keepalive_interval=cfg.keepalive or None,
@@ -145,7 +146,7 @@ class SftpSession:
         trusted: list[str] = []
         if isinstance(known_hosts, str):
             try:
-                keys = asyncssh.read_known_hosts(known_hosts).match(cfg.host, cfg.host, cfg.port)[0]
+                keys = asyncssh.read_known_hosts(known_hosts).match(cfg.host, cfg.host, self.port)[0]
                 trusted = [k.get_fingerprint("sha256") for k in keys]
             except (OSError, ValueError):
                 trusted = []

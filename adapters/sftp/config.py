@@ -31,7 +31,7 @@ class SftpSystemConfig(_Strict):
     """The ``sftp:`` block of a system."""
 
     host: str
-    port: int = Field(22, ge=1, le=65535)
+    port: int | str = Field(22, description="A number, or a ${ENV_VAR} reference resolved at run time.")
     username: str
     password: str | None = Field(None, description="Use ${ENV_VAR}.")
     private_key: str | None = Field(None, description="Path to a private key file (RSA, ECDSA, Ed25519), or "
@@ -47,6 +47,16 @@ class SftpSystemConfig(_Strict):
     retries: RetryConfig = Field(default_factory=RetryConfig)
     concurrency: int = Field(64, ge=1, le=512, description="SFTP read requests in flight per download.")
     block_size: int = Field(256 * 1024, ge=4096, le=1024 * 1024, description="Bytes per read request.")
+
+    @field_validator("port")
+    @classmethod
+    def _port(cls, v: int | str) -> int | str:
+        if isinstance(v, str) and "${" in v:
+            return v
+        n = int(v)
+        if not 1 <= n <= 65535:
+            raise ValueError(f"port must be 1..65535, got {n}")
+        return n
 
     @model_validator(mode="after")
     def _checks(self) -> SftpSystemConfig:

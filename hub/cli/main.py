@@ -146,6 +146,11 @@ def _summary(pipeline: Pipeline) -> None:
             parts = str(n) if n else "-"
         table.add_row(name, f"{rows:,}", parts)
     console.print(table)
+    if "order_payments" in pipeline.spec.models:
+        paid = wh.query("SELECT count(*) FILTER (WHERE open_amount = 0) AS paid, count(*) FILTER (WHERE open_amount "
+                        "> 0) AS open, sum(received) AS received FROM order_payments").to_pylist()[0]
+        console.print(f"order_payments: {paid['paid']:,} orders paid in full, {paid['open']:,} waiting for money; "
+                      f"the bank booked {paid['received'] or 0:,.2f} EUR")
     if "revenue_by_region" in pipeline.spec.models:
         top = wh.query("SELECT region, sum(orders) AS orders, sum(revenue) AS revenue FROM revenue_by_region "
                        "GROUP BY region ORDER BY revenue DESC")

@@ -10,11 +10,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from hub.demo import bank
 from hub.demo.crm import DEMO_TOKEN, CRMService
 from hub.demo.erp import DEMO_PASSWORD, DEMO_USER, ERPService
 
 #: Preferred loopback ports (a taken port falls back to any free one).
-CRM_PORT, ERP_PORT = 8801, 8802
+CRM_PORT, ERP_PORT, BANK_PORT = 8801, 8802, 8803
 
 
 def _start(factory: Callable[[int], Any], port: int) -> Any:
@@ -25,25 +26,35 @@ def _start(factory: Callable[[int], Any], port: int) -> Any:
 
 
 @contextmanager
-def running(say: Callable[[str], None] = print) -> Iterator[dict[str, Any]]:
-    """Start the CRM (REST) and the ERP (SOAP) on loopback and export what the demo spec reads:
-    ``HUB_DEMO_CRM_URL``, ``CRM_TOKEN``, ``HUB_DEMO_ERP_WSDL``, ``ERP_USER``, ``ERP_PASSWORD``."""
+def running(say: Callable[[str], None] = print, *, drip: float | None = None) -> Iterator[dict[str, Any]]:
+    """Start the CRM (REST), the ERP (SOAP) and the bank (SFTP) on loopback and export what the demo spec
+    reads: ``HUB_DEMO_CRM_URL``, ``CRM_TOKEN``, ``HUB_DEMO_ERP_WSDL``, ``ERP_USER``, ``ERP_PASSWORD``,
+    ``HUB_DEMO_BANK_PORT``, ``BANK_PASSWORD``, ``BANK_HOST_KEY_FINGERPRINT``. With *drip*, the bank drops
+    the next day's statement every *drip* seconds (for the UI's sensor)."""
     os.environ.setdefault("CRM_TOKEN", DEMO_TOKEN)
     os.environ.setdefault("ERP_USER", DEMO_USER)
     os.environ.setdefault("ERP_PASSWORD", DEMO_PASSWORD)
-    crm = _start(lambda p: CRMService(port=p, token=os.environ["CRM_TOKEN"]), CRM_PORT)
+    os.environ.setdefault("BANK_PASSWORD", bank.DEMO_PASSWORD)
+    started: list[Any] = []
     try:
+        crm = _start(lambda p: CRMService(port=p, token=os.environ["CRM_TOKEN"]), CRM_PORT)
+        started.append(crm)
         erp = _start(lambda p: ERPService(port=p, username=os.environ["ERP_USER"],
                                           password=os.environ["ERP_PASSWORD"]), ERP_PORT)
-    except BaseException:
-        crm.stop()
-        raise
-    os.environ["HUB_DEMO_CRM_URL"] = crm.url
-    os.environ["HUB_DEMO_ERP_WSDL"] = erp.wsdl_url
-    say(f"demo CRM (REST) listening on {crm.url}")
-    say(f"demo ERP (SOAP) listening on {erp.url} (WSDL {erp.wsdl_url})")
-    try:
-        yield {"crm": crm, "erp": erp}
+        started.append(erp)
+        drop = _start(lambda p: bank.BankService(port=p, password=os.environ["BANK_PASSWORD"]), BANK_PORT)
+        started.append(drop)
+        os.environ["HUB_DEMO_CRM_URL"] = crm.url
+        os.environ["HUB_DEMO_ERP_WSDL"] = erp.wsdl_url
+        os.environ["HUB_DEMO_BANK_PORT"] = str(drop.port)
+        os.environ["BANK_HOST_KEY_FINGERPRINT"] = drop.fingerprint
+        if drip:
+            drop.drip(drip)
+        say(f"demo CRM (REST) listening on {crm.url}")
+        say(f"demo ERP (SOAP) listening on {erp.url} (WSDL {erp.wsdl_url})")
+        say(f"demo bank (SFTP) listening on sftp://{bank.DEMO_USER}@127.0.0.1:{drop.port}/outbox "
+            f"(host key {drop.fingerprint})")
+        yield {"crm": crm, "erp": erp, "bank": drop}
     finally:
-        erp.stop()
-        crm.stop()
+        for service in reversed(started):
+            service.stop()
