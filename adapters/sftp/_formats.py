@@ -48,37 +48,39 @@ def _with_lines(batch: pa.RecordBatch, lines: list[int]) -> pa.RecordBatch:
 
 # --- opening ---------------------------------------------------------------------------------------------
 
-def members(path: Path, fmt: FormatConfig) -> Iterator[tuple[str, IO[bytes]]]:
-    """The readable streams in a file: itself, its gzip content, or every file in a zip archive."""
+def members(path: Path, fmt: FormatConfig, name: str | None = None) -> Iterator[tuple[str, IO[bytes]]]:
+    """The readable streams in a file: itself, its gzip content, or every file in a zip archive, each with
+    the name messages use (*name*: the file's name on the server, when *path* is a local copy)."""
+    name = name or path.name
     compression = fmt.compression
     if compression == "auto":
-        compression = "gzip" if path.name.endswith(".gz") else "zip" if path.name.endswith(".zip") else "none"
+        compression = "gzip" if name.endswith(".gz") else "zip" if name.endswith(".zip") else "none"
     if compression == "zip":
         with zipfile.ZipFile(path) as archive:
             for info in archive.infolist():
                 if not info.is_dir():
                     with archive.open(info) as stream:
-                        yield f"{path.name}/{info.filename}", stream
+                        yield f"{name}/{info.filename}", stream
         return
     opener: Any = gzip.open if compression == "gzip" else open
     with opener(path, "rb") as stream:
-        yield path.name, stream
+        yield name, stream
 
 
-def read(path: Path, fmt: FormatConfig, *, base_dir: Path | None = None,
+def read(path: Path, fmt: FormatConfig, *, name: str | None = None, base_dir: Path | None = None,
          batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
-    """Every record of the downloaded file *path* as Arrow batches."""
-    for name, stream in members(path, fmt):
+    """Every record of the downloaded file *path* (called *name* in messages) as Arrow batches."""
+    for member, stream in members(path, fmt, name):
         if fmt.csv is not None:
-            yield from read_csv(stream, fmt.csv, name)
+            yield from read_csv(stream, fmt.csv, member)
         elif fmt.fixed_width is not None:
-            yield from read_fixed_width(stream, fmt.fixed_width, name, base_dir)
+            yield from read_fixed_width(stream, fmt.fixed_width, member, base_dir)
         elif fmt.jsonl is not None:
-            yield from read_jsonl(stream, fmt.jsonl.encoding, name, batch_size)
+            yield from read_jsonl(stream, fmt.jsonl.encoding, member, batch_size)
         elif fmt.xml is not None:
-            yield from read_xml(stream, fmt.xml.records, name, batch_size)
+            yield from read_xml(stream, fmt.xml.records, member, batch_size)
         else:
-            yield from read_parquet(stream, name, batch_size)
+            yield from read_parquet(stream, member, batch_size)
 
 
 # --- CSV -------------------------------------------------------------------------------------------------
@@ -174,7 +176,7 @@ def read_fixed_width(stream: IO[bytes], cfg: FixedWidthFormat, name: str,
     need = max(f.start + f.width - 1 for f in fields)
     options = pacsv.ReadOptions(encoding=cfg.encoding, skip_rows=cfg.skip_rows, column_names=["line"],
                                 block_size=BLOCK, use_threads=False)
-    parse = pacsv.ParseOptions(delimiter="\x00", quote_char=False, escape_char=False)
+    parse = pacsv.ParseOptions(delimiter="\x1f", quote_char=False, escape_char=False)  # unit separator: never in text
     convert = pacsv.ConvertOptions(column_types={"line": pa.string()}, strings_can_be_null=False, null_values=[])
     next_line = cfg.skip_rows + 1
     for batch in pacsv.open_csv(stream, read_options=options, parse_options=parse, convert_options=convert):

@@ -120,7 +120,8 @@ class SftpSource:
 
     def batches(self, copy: LocalCopy) -> Iterator[pa.RecordBatch]:
         """The file's records (see :mod:`adapters.sftp._formats` for the reserved columns)."""
-        return _formats.read(copy.path, self.source.format, base_dir=self.base_dir, batch_size=self.batch_size)
+        return _formats.read(copy.path, self.source.format, name=copy.remote.name, base_dir=self.base_dir,
+                             batch_size=self.batch_size)
 
     def finish(self, session: SftpSession, remote: RemoteFile) -> str:
         """After the commit: archive, delete or leave the file (and drop its done marker). Returns what was done."""

@@ -16,8 +16,16 @@ import asyncssh
 
 
 class _Auth(asyncssh.SSHServer):
-    def __init__(self, username: str, password: str | None) -> None:
-        self.username, self.password = username, password
+    def __init__(self, username: str, password: str | None, live: set[Any]) -> None:
+        self.username, self.password, self.live = username, password, live
+        self.conn: Any = None
+
+    def connection_made(self, conn: Any) -> None:
+        self.conn = conn
+        self.live.add(conn)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.live.discard(self.conn)
 
     def begin_auth(self, username: str) -> bool:
         return True
@@ -43,6 +51,7 @@ class EmbeddedSftpServer:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="embedded-sftpd", daemon=True)
         self._server: Any = None
+        self._live: set[Any] = set()  # open client connections: stop() closes them, as a real shutdown would
 
     @property
     def port(self) -> int:
@@ -63,7 +72,7 @@ class EmbeddedSftpServer:
 
         async def serve() -> Any:
             return await asyncssh.create_server(
-                lambda: _Auth(self.username, self.password), "127.0.0.1", self._port,
+                lambda: _Auth(self.username, self.password, self._live), "127.0.0.1", self._port,
                 server_host_keys=[self.host_key],
                 authorized_client_keys=asyncssh.import_authorized_keys("".join(self.authorized_keys))
                 if self.authorized_keys else None,
@@ -77,6 +86,8 @@ class EmbeddedSftpServer:
     def stop(self) -> None:
         async def close() -> None:
             self._server.close()
+            for conn in list(self._live):
+                conn.close()
             await self._server.wait_closed()
 
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(timeout=30)

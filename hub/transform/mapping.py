@@ -154,30 +154,31 @@ def _cast(arr: pa.Array, col: Column) -> tuple[pa.Array, dict[int, tuple[str, st
 
 def _strptime(arr: pa.Array, target: pa.DataType, fmt: str,
               name: str) -> tuple[pa.Array, dict[int, tuple[str, str]]]:
-    """Dates and timestamps written in a declared format (``%d.%m.%Y``); naive values are taken as UTC."""
+    """Dates and timestamps written in a declared format (``%d.%m.%Y``); naive values are taken as UTC.
+
+    Arrow's strptime normalizes impossible dates (31.02. becomes 02.03.), so every value whose parse
+    does not print back to the same text is checked again by Python's strptime, which refuses them.
+    """
     tz = target.tz if pa.types.is_timestamp(target) else None
-    try:
-        parsed = pc.strptime(arr, format=fmt, unit="us", error_is_null=False)
-        if tz is not None:
-            parsed = parsed.cast(pa.timestamp("us", tz=tz))
-        return parsed.cast(target), {}
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        pass
-    good: list[Any] = []
+    parsed = pc.strptime(arr, format=fmt, unit="us", error_is_null=True)
+    echo = pc.strftime(parsed, format=fmt)
+    suspect = pc.or_kleene(pc.and_(pc.is_null(parsed), pc.is_valid(arr)),
+                           pc.not_equal(echo, pc.utf8_trim_whitespace(arr)))
+    values = parsed.to_pylist()
     bad: dict[int, tuple[str, str]] = {}
-    for i, v in enumerate(arr.to_pylist()):
-        if v is None:
-            good.append(None)
-            continue
-        try:
-            ts = datetime.strptime(v.strip(), fmt)
-            good.append(ts.date() if pa.types.is_date(target) else ts)
-        except ValueError as exc:
-            bad[i] = (str(v)[:200], f"column {name}: cannot read {v!r} as {target} in format {fmt!r}: {exc}")
-            good.append(None)
+    if pc.any(suspect).as_py():
+        raw = arr.to_pylist()
+        for i in pc.indices_nonzero(pc.fill_null(suspect, False)).to_pylist():
+            try:
+                values[i] = datetime.strptime(raw[i].strip(), fmt)
+            except ValueError as exc:
+                bad[i] = (str(raw[i])[:200], f"column {name}: cannot read {raw[i]!r} as {target} in format "
+                                             f"{fmt!r}: {exc}")
+                values[i] = None
+    out = pa.array(values, pa.timestamp("us"))
     if tz is not None:
-        return pa.array(good, pa.timestamp("us")).cast(pa.timestamp("us", tz=tz)).cast(target), bad
-    return pa.array(good, target), bad
+        out = out.cast(pa.timestamp("us", tz=tz))
+    return out.cast(target), bad
 
 
 def _vector_cast(arr: pa.Array, target: pa.DataType) -> pa.Array:
