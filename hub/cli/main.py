@@ -176,7 +176,7 @@ def ui(
     root = project_root(DEMO_SPEC)
     local_instance(root)
     dagster = shutil.which("dagster") or str(Path(sys.executable).parent / "dagster")
-    with estate.running(console.print) if demo_estate else nullcontext():
+    with estate.running(console.print, drip=120) if demo_estate else nullcontext():
         proc = subprocess.Popen([dagster, "dev", "-w", str(root / "workspace.yaml"), "-p", str(port)], cwd=root)
         try:
             proc.wait()

@@ -9,7 +9,8 @@ DuckDB works outside the GIL, so compressing and writing a chunk overlaps the ad
 next pages. Everything happens in one transaction; a failure rolls back, and a killed process leaves
 an uncommitted transaction that DuckDB discards when the file is next opened.
 
-Connection settings can ride on the URL: ``duckdb:///warehouse/hub.duckdb?memory_limit=2GB&threads=4``.
+Connection settings can ride on the URL: ``duckdb:///warehouse/hub.duckdb?memory_limit=2GB&threads=4``, and
+``load_memory_limit`` (default 160MB) caps DuckDB's memory during loads.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ _QUARANTINE_COLUMNS = (
 _NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
             "UBIGINT", "FLOAT", "DOUBLE", "DECIMAL")
 _CHUNK = "_hub_chunk"
+DEFAULT_LOAD_MEMORY = "160MB"
 
 
 def ident(name: str) -> str:
@@ -83,6 +85,9 @@ class DuckDBWarehouse(Warehouse):
         path, _, query = url[len("duckdb:///"):].partition("?")
         self.path = path
         self.config: dict[str, str | bool | int | float | list[str]] = dict(parse_qsl(query))
+        # Loads cap DuckDB's own memory (it spills what does not fit): an uncommitted load otherwise keeps
+        # every row it appended in memory until the commit. Queries and models keep DuckDB's default.
+        self.load_memory_limit = str(self.config.pop("load_memory_limit", DEFAULT_LOAD_MEMORY))
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
 
@@ -188,6 +193,7 @@ class _DuckDBLoad(Load):
         self._con: duckdb.DuckDBPyConnection | None = parent._live() if parent else warehouse.open()
         try:
             if parent is None:
+                self._con.execute(f"SET memory_limit = {_literal(warehouse.load_memory_limit)}")
                 self._con.execute("BEGIN TRANSACTION")
             self._existed = _exists(self._con, request.table)
             if self._existed and request.mode == "replace_partition":
@@ -218,18 +224,15 @@ class _DuckDBLoad(Load):
     def cover(self, keys: pa.RecordBatch) -> None:
         if self.request.mode != "replace_keys" or keys.num_rows == 0:
             return
-        con = self._live()
-        con.register("_hub_cover", keys)
+        rel = self._live().from_arrow(keys)
         try:
             if not self._has_keys:
-                con.execute(f"CREATE OR REPLACE TEMP TABLE {ident(self._keys_table)} AS SELECT * FROM _hub_cover")
+                rel.query(_CHUNK, f"CREATE OR REPLACE TEMP TABLE {ident(self._keys_table)} AS SELECT * FROM {_CHUNK}")
                 self._has_keys = True
             else:
-                con.execute(f"INSERT INTO {ident(self._keys_table)} BY NAME SELECT * FROM _hub_cover")
+                rel.query(_CHUNK, f"INSERT INTO {ident(self._keys_table)} BY NAME SELECT * FROM {_CHUNK}")
         except duckdb.Error as exc:
             self._fail(exc)
-        finally:
-            con.unregister("_hub_cover")
 
     def _flush(self) -> None:
         if not self._pending:
@@ -251,19 +254,17 @@ class _DuckDBLoad(Load):
             self._start_target(con)
         assert self._target is not None
         have = dict(_columns(con, self._target)) if self._target_exists else {}
-        chunk = self._typed(chunk, have)
-        con.register(_CHUNK, chunk)
-        try:
-            if not self._target_exists:
-                kind = "TEMP TABLE" if self._target == self._staged else "TABLE"
-                con.execute(f"CREATE OR REPLACE {kind} {ident(self._target)} AS SELECT *, {meta} FROM {_CHUNK}")
-                self._target_exists = True
-                return
-            incoming = [(r[0], r[1]) for r in con.execute(f"DESCRIBE SELECT * FROM {_CHUNK}").fetchall()]
-            self._reconcile(con, self._target, have, incoming, fresh=self._fresh, untyped=self._untyped)
-            con.execute(f"INSERT INTO {ident(self._target)} BY NAME SELECT *, {meta} FROM {_CHUNK}")
-        finally:
-            con.unregister(_CHUNK)
+        # The chunk is queried as a relation, not registered: DuckDB keeps a registered Arrow table alive
+        # until the transaction ends, which made a long load hold every chunk in memory.
+        rel = con.from_arrow(self._typed(chunk, have))
+        if not self._target_exists:
+            kind = "TEMP TABLE" if self._target == self._staged else "TABLE"
+            rel.query(_CHUNK, f"CREATE OR REPLACE {kind} {ident(self._target)} AS SELECT *, {meta} FROM {_CHUNK}")
+            self._target_exists = True
+            return
+        incoming = [(r[0], r[1]) for r in rel.query(_CHUNK, f"DESCRIBE SELECT * FROM {_CHUNK}").fetchall()]
+        self._reconcile(con, self._target, have, incoming, fresh=self._fresh, untyped=self._untyped)
+        rel.query(_CHUNK, f"INSERT INTO {ident(self._target)} BY NAME SELECT *, {meta} FROM {_CHUNK}")
 
     def _start_target(self, con: duckdb.DuckDBPyConnection) -> None:
         req = self.request
@@ -428,12 +429,8 @@ class _DuckDBLoad(Load):
                 "record": pa.array([q.get("record") for q in rows], pa.string()),
                 RUN_COLUMN: pa.array([req.run_id] * len(rows), pa.string()),
             })
-            con.register("_hub_quarantine_rows", table)
-            try:
-                con.execute(f"INSERT INTO {qtable} BY NAME SELECT *, now() AS {ident(LOADED_AT_COLUMN)} "
-                            "FROM _hub_quarantine_rows")
-            finally:
-                con.unregister("_hub_quarantine_rows")
+            con.from_arrow(table).query(_CHUNK, f"INSERT INTO {qtable} BY NAME SELECT *, now() AS "
+                                                f"{ident(LOADED_AT_COLUMN)} FROM {_CHUNK}")
         return len(rows)
 
     def rollback(self) -> None:
