@@ -46,8 +46,9 @@ def make_csv(path: Path, megabytes: int) -> int:
     rows = []
     for i in range(100_000):
         rows.append(f"{i},2024-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d},{rng.uniform(-500, 5000):.2f},EUR,"
-                    f"Payer {rng.randint(1, 9999):04d},DE{rng.randint(10**19, 10**20 - 1)},Invoice {rng.randint(1, 10**6)},"
-                    f"REF-{rng.randint(1, 10**8):08d},{rng.choice(['sepa', 'card', 'wire'])},booked\n")
+                    f"Payer {rng.randint(1, 9999):04d},DE{rng.randint(10**19, 10**20 - 1)},"
+                    f"Invoice {rng.randint(1, 10**6)},REF-{rng.randint(1, 10**8):08d},"
+                    f"{rng.choice(['sepa', 'card', 'wire'])},booked\n")
     block = "".join(rows).encode()
     repeats = max(1, megabytes * 1_000_000 // len(block))
     with path.open("wb") as fh:
@@ -190,7 +191,8 @@ def report(args: argparse.Namespace, times: dict[str, list[float]], ingest: dict
     lines = [f"Download of one {args.mib} MiB file over loopback, median of {args.repeat} interleaved runs.", "",
              "| peer | median s | MiB/s | runs (s) |", "| --- | ---: | ---: | --- |"]
     for p, label in (("openssh", "OpenSSH sftp `get`"), ("hub", "hub SftpSession.download (asyncssh)")):
-        lines.append(f"| {label} | {med[p]:.2f} | {args.mib / med[p]:.0f} | {', '.join(f'{t:.2f}' for t in times[p])} |")
+        runs = ", ".join(f"{t:.2f}" for t in times[p])
+        lines.append(f"| {label} | {med[p]:.2f} | {args.mib / med[p]:.0f} | {runs} |")
     lines += ["", f"CSV of {size / 1e6:.0f} MB ({rows:,} rows) from SFTP into DuckDB through the hub's file-drop path "
                   "(download, SHA-256, parse, typed mapping, one transaction):", "",
               "| rows loaded | seconds | rows/s | MB/s | peak RSS MB |", "| ---: | ---: | ---: | ---: | ---: |",

@@ -262,7 +262,9 @@ class _DuckDBLoad(Load):
             rel.query(_CHUNK, f"CREATE OR REPLACE {kind} {ident(self._target)} AS SELECT *, {meta} FROM {_CHUNK}")
             self._target_exists = True
             return
-        incoming = [(r[0], r[1]) for r in rel.query(_CHUNK, f"DESCRIBE SELECT * FROM {_CHUNK}").fetchall()]
+        described = rel.query(_CHUNK, f"DESCRIBE SELECT * FROM {_CHUNK}")
+        assert described is not None
+        incoming = [(r[0], r[1]) for r in described.fetchall()]
         self._reconcile(con, self._target, have, incoming, fresh=self._fresh, untyped=self._untyped)
         rel.query(_CHUNK, f"INSERT INTO {ident(self._target)} BY NAME SELECT *, {meta} FROM {_CHUNK}")
 
