@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from hub.runtime.choice import exactly_one
 from hub.runtime.retry import RetryConfig
 
 
@@ -24,10 +25,7 @@ class _OneOf(_Strict):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> _OneOf:
-        given = [name for name in type(self).model_fields if getattr(self, name) is not None]
-        choices = ", ".join(type(self).model_fields)
-        if len(given) != 1:
-            raise ValueError(f"expected exactly one of: {choices}; got {', '.join(given) or 'none'}")
+        exactly_one(self, list(type(self).model_fields))
         return self
 
     @property
@@ -115,10 +113,7 @@ class PaginateConfig(_OneOf):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> PaginateConfig:  # max_pages is not a variant
-        kinds = ("page_number", "offset", "cursor", "next_url", "link_header")
-        given = [k for k in kinds if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(f"expected exactly one of: {', '.join(kinds)}; got {', '.join(given) or 'none'}")
+        exactly_one(self, ("page_number", "offset", "cursor", "next_url", "link_header"))
         return self
 
     @property

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from hub.runtime.choice import exactly_one
 from hub.runtime.retry import RetryConfig
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -106,6 +107,9 @@ class ParquetFormat(_Strict):
     pass
 
 
+FORMATS = ("csv", "fixed_width", "jsonl", "xml", "parquet")
+
+
 class FormatConfig(_Strict):
     csv: CsvFormat | None = None
     fixed_width: FixedWidthFormat | None = None
@@ -117,15 +121,12 @@ class FormatConfig(_Strict):
 
     @model_validator(mode="after")
     def _one(self) -> FormatConfig:
-        kinds = [k for k in ("csv", "fixed_width", "jsonl", "xml", "parquet") if getattr(self, k) is not None]
-        if len(kinds) != 1:
-            raise ValueError(f"expected exactly one of: csv, fixed_width, jsonl, xml, parquet; "
-                             f"got {', '.join(kinds) or 'none'}")
+        exactly_one(self, FORMATS)
         return self
 
     @property
     def kind(self) -> str:
-        return next(k for k in ("csv", "fixed_width", "jsonl", "xml", "parquet") if getattr(self, k) is not None)
+        return exactly_one(self, FORMATS)
 
 
 # --- sources ------------------------------------------------------------------------------------------
@@ -192,6 +193,5 @@ class ExportFormat(_Strict):
 
     @model_validator(mode="after")
     def _one(self) -> ExportFormat:
-        if (self.csv is None) == (self.fixed_width is None):
-            raise ValueError("expected exactly one of: csv, fixed_width")
+        exactly_one(self, ("csv", "fixed_width"))
         return self

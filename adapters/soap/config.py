@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from hub.runtime.choice import exactly_one
 from hub.runtime.retry import RetryConfig
 
 
@@ -91,9 +92,7 @@ class SoapPaging(_Strict):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SoapPaging:
-        given = [k for k in ("page_number", "offset", "token") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(f"expected exactly one of: page_number, offset, token; got {', '.join(given) or 'none'}")
+        exactly_one(self, ("page_number", "offset", "token"))
         return self
 
 

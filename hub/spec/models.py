@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from adapters.rest.config import RestSourceConfig, RestSystemConfig
 from adapters.sftp.config import ExportFormat, SftpSourceConfig, SftpSystemConfig
 from adapters.soap.config import SoapSourceConfig, SoapSystemConfig
+from hub.runtime.choice import exactly_one
 from hub.transform.types import parse_type
 
 NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -47,8 +48,7 @@ class PartitionsConfig(_Strict):
 
     @model_validator(mode="after")
     def _one(self) -> PartitionsConfig:
-        if (self.daily is None) == (self.monthly is None):
-            raise ValueError("expected exactly one of: daily, monthly (or `partitions: none`)")
+        exactly_one(self, ("daily", "monthly"), " (or `partitions: none`)")
         return self
 
     @property
@@ -75,15 +75,12 @@ class SystemConfig(_Strict):
 
     @model_validator(mode="after")
     def _one(self) -> SystemConfig:
-        given = [p for p in PROTOCOLS if getattr(self, p) is not None]
-        if len(given) != 1:
-            raise ValueError(f"expected exactly one protocol block: {', '.join(PROTOCOLS)}; "
-                             f"got {', '.join(given) or 'none'}")
+        exactly_one(self, PROTOCOLS, " (the protocol block)")
         return self
 
     @property
     def kind(self) -> str:
-        return next(p for p in PROTOCOLS if getattr(self, p) is not None)
+        return exactly_one(self, PROTOCOLS)
 
 
 class ColumnSpec(_Strict):
@@ -176,8 +173,7 @@ class ExportSpec(_Strict):
 
     @model_validator(mode="after")
     def _one(self) -> ExportSpec:
-        if (self.table is None) == (self.sql is None):
-            raise ValueError("expected exactly one of: table, sql")
+        exactly_one(self, ("table", "sql"))
         return self
 
 
