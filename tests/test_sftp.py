@@ -429,3 +429,20 @@ def test_jsonl_xml_parquet_and_compression(tmp_path: Path) -> None:
         z.writestr("a.csv", "id\n1\n")
         z.writestr("b.csv", "id\n2\n")
     assert [r["id"] for r in all_rows(archive, fmt(csv={}))] == ["1", "2"]
+
+
+def test_cli_runs_one_file_of_a_drop(bank: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from hub.cli.main import app
+    from tests.conftest import DEMO_SPEC
+
+    monkeypatch.setenv("HUB_WAREHOUSE", f"duckdb:///{tmp_path / 'cli.duckdb'}")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    (tmp_path / "dagster").mkdir()
+    res = CliRunner().invoke(app, ["run", str(DEMO_SPEC), "--asset", "bank_statements", "--partition",
+                                   "statements_20240103.csv"])
+    assert res.exit_code == 0, res.output
+    assert "partition file statements_20240103.csv: bank_statements=" in res.output
+    assert (bank.root / "archive" / "statements_20240103.csv").exists(), "archived after the commit"
+    assert (bank.outbox / "statements_20240102.csv").exists(), "the other files are untouched"

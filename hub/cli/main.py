@@ -63,7 +63,8 @@ def validate(specs: list[Path] = typer.Argument(..., help="Pipeline spec files (
 def run(
     spec: Path = typer.Argument(..., help="Pipeline spec file."),
     asset: list[str] = typer.Option(None, "--asset", "-a", help="Only these assets (repeatable)."),
-    partition: str = typer.Option(None, "--partition", "-p", help="One partition key, e.g. 2024-01-31."),
+    partition: str = typer.Option(None, "--partition", "-p", help="One partition key, e.g. 2024-01-31 (for a "
+                                                                  "file drop: a file name)."),
     start: str = typer.Option(None, "--from", help="First partition of a range."),
     end: str = typer.Option(None, "--to", help="Last partition of a range (inclusive)."),
 ) -> None:
@@ -79,8 +80,14 @@ def _run(pipeline: Pipeline, assets: list[str] | None, partition: str | None, st
     from hub.dagster.instance import local_instance
     from hub.dagster.run import partition_keys, run_pipeline
 
+    files: list[str] | None = None
+    keys: list[str | None]
+    per_file = bool(assets) and all(a in pipeline.sources and pipeline.sources[a].per_file for a in assets or [])
     try:
-        keys = partition_keys(pipeline, partition=partition, start=start, end=end)
+        if per_file:  # file drops: --partition names a file (default: every file that is ready)
+            keys, files = [None], ([partition] if partition else None)
+        else:
+            keys = partition_keys(pipeline, partition=partition, start=start, end=end)
     except HubError as exc:
         raise _fail(str(exc)) from None
     instance = local_instance(pipeline.root)
@@ -98,7 +105,7 @@ def _run(pipeline: Pipeline, assets: list[str] | None, partition: str | None, st
 
         progress_hook.listen(on_rows)
         try:
-            outcomes = run_pipeline(pipeline, instance, assets=assets, partitions=keys, quiet=True,
+            outcomes = run_pipeline(pipeline, instance, assets=assets, partitions=keys, files=files, quiet=True,
                                     before_run=lambda key: current.update(key=key))
         finally:
             progress_hook.listen(None)
