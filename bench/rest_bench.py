@@ -352,7 +352,6 @@ class _Phases:
         ("adapters.rest.client", "RestSource", "_parse", "loop: orjson.loads"),
         ("adapters.rest.client", None, "records_to_batch", "loop: records -> Arrow (records_to_batch)"),
         ("hub.transform.mapping", "Mapper", "apply", "main: Mapper.apply"),
-        ("hub.materialize", None, "_null_key_rows", "main: primary-key null check"),
         ("hub.warehouse.duckdb", "_DuckDBLoad", "_insert", "main: DuckDB insert of a chunk (in the transaction)"),
         ("hub.warehouse.duckdb", "_DuckDBLoad", "commit", "main: DuckDB commit (merge dedupe, quarantine, commit)"),
     ]

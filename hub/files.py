@@ -22,9 +22,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from adapters.sftp import SftpSource, SftpSourceConfig, SftpSystemConfig
+from adapters.sftp import LocalCopy, SftpSource, SftpSourceConfig, SftpSystemConfig
 from adapters.sftp._session import RemoteFile
 from hub.errors import HubError
+from hub.materialize import mapper_for
 from hub.runtime.secrets import resolve_tree
 from hub.spec.loader import Pipeline
 from hub.spec.models import ResolvedSource
@@ -102,8 +103,6 @@ def ready_files(pipeline: Pipeline, name: str) -> list[RemoteFile]:
 def ingest_file(pipeline: Pipeline, name: str, file: str, *, run_id: str,
                 progress: Progress | None = None) -> FileOutcome:
     """Load one file of source *name* (its partition key: the path below the drop folder) exactly once."""
-    from hub.materialize import mapper_for
-
     source = pipeline.sources[name]
     started = time.monotonic()
     adapter = build_sftp(pipeline, source)
@@ -130,7 +129,7 @@ def ingest_file(pipeline: Pipeline, name: str, file: str, *, run_id: str,
                 after = adapter.finish(session, remote)
                 return FileOutcome(file, f"duplicate of {twin.file}", after=after, sha256=copy.sha256,
                                    duration_s=time.monotonic() - started)
-            outcome = _load(pipeline, source, adapter, remote, copy, run_id, progress, mapper_for)
+            outcome = _load(pipeline, source, adapter, remote, copy, run_id, progress)
         finally:
             copy.path.unlink(missing_ok=True)
         outcome.after = adapter.finish(session, remote)  # only now that the rows are committed
@@ -139,8 +138,8 @@ def ingest_file(pipeline: Pipeline, name: str, file: str, *, run_id: str,
     return outcome
 
 
-def _load(pipeline: Pipeline, source: ResolvedSource, adapter: SftpSource, remote: RemoteFile, copy: Any,
-          run_id: str, progress: Progress | None, mapper_for: Any) -> FileOutcome:
+def _load(pipeline: Pipeline, source: ResolvedSource, adapter: SftpSource, remote: RemoteFile, copy: LocalCopy,
+          run_id: str, progress: Progress | None) -> FileOutcome:
     name = source.name
     assert source.sftp is not None
     keys = tuple(source.spec.primary_key)

@@ -9,9 +9,8 @@ WSDL's schema, so a response of hundreds of MB never becomes a zeep object tree.
 from __future__ import annotations
 
 import ssl
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,6 @@ class SoapStats:
     records: int = 0
     bytes: int = 0
     retries: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
 @dataclass
