@@ -37,4 +37,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/soap_bench.py --out bench/results/soap.md
 
 clean:
-	rm -rf $(VENV) warehouse .dagster reports bench/results
+	rm -rf $(VENV) warehouse .dagster .hub reports bench/results

@@ -75,3 +75,13 @@ class SoapFault(AdapterError):
         local = self.code.rsplit(":", 1)[-1].split(".")[0]
         return local in ("Client", "Sender", "FailedAuthentication", "InvalidSecurity", "InvalidSecurityToken",
                          "FailedCheck", "MustUnderstand", "VersionMismatch", "DataEncodingUnknown")
+
+
+class SourceInterrupted(TransportError):
+    """The connection broke after batches were already handed over. The load must start again from the
+    beginning: its transaction is rolled back, so nothing is lost or duplicated. Carries the source's retry
+    settings, so whoever restarts it (:func:`hub.materialize.materialize_source`) honours them."""
+
+    def __init__(self, message: str, *, max_restarts: int, backoff: float, max_backoff: float) -> None:
+        self.max_restarts, self.backoff, self.max_backoff = max_restarts, backoff, max_backoff
+        super().__init__(message)

@@ -20,11 +20,14 @@ import pyarrow.compute as pc
 
 from adapters.rest import RestSource, RestSourceConfig, RestSystemConfig
 from adapters.soap import SoapSource, SoapSourceConfig, SoapSystemConfig
-from hub.errors import HubError
+from adapters.sql import SqlSource, SqlSourceConfig, SqlSystemConfig
+from hub.errors import HubError, SourceInterrupted
+from hub.runtime.retry import RetryPolicy
 from hub.runtime.secrets import mask_url, resolve_tree
 from hub.runtime.window import Window, render_tree
 from hub.spec.loader import Pipeline
 from hub.spec.models import ChildSpec, ColumnSpec, ResolvedSource
+from hub.state import read_mark, save_mark
 from hub.transform.mapping import Mapper, extract
 from hub.warehouse import LoadMode, LoadRequest, LoadResult, connect
 
@@ -51,7 +54,9 @@ class Outcome:
     children: dict[str, LoadResult] = field(default_factory=dict)
 
 
-def load_mode(source: ResolvedSource) -> LoadMode:
+def load_mode(source: ResolvedSource, full_refresh: bool = False) -> LoadMode:
+    if full_refresh and not source.partitioned:
+        return "replace"  # the table becomes exactly what the source holds now (deleted rows go too)
     if source.partitioned:
         return "replace_partition"
     return "merge" if source.spec.primary_key else "replace"
@@ -90,11 +95,28 @@ def build_soap(pipeline: Pipeline, source: ResolvedSource, window: Window | None
                       base_dir=pipeline.root, lists={c.path for c in source.spec.children.values()})
 
 
+def build_sql(pipeline: Pipeline, source: ResolvedSource, window: Window | None, *, high_water_mark: str | None = None,
+              full_refresh: bool = False) -> SqlSource:
+    """The SQL adapter for *source*; a relative SQLite path is taken from the project root."""
+    assert source.system.sql is not None and source.sql is not None
+    system_raw = resolve_tree(source.system.sql.model_dump(exclude_none=True),
+                              field=f"systems.{source.system_name}.sql")
+    url = str(system_raw["url"])
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and url != "sqlite:///:memory:":
+        system_raw["url"] = f"sqlite:///{pipeline.root / url[len('sqlite:///'):]}"
+    src_raw = render_tree(source.sql.model_dump(by_alias=True, exclude_none=True), window,
+                          field=f"sources.{source.name}")
+    return SqlSource(SqlSystemConfig.model_validate(system_raw), SqlSourceConfig.model_validate(src_raw),
+                     name=source.name, high_water_mark=high_water_mark, full_refresh=full_refresh)
+
+
 def build_adapter(pipeline: Pipeline, source: ResolvedSource, window: Window | None) -> Extractor:
     if source.kind == "rest":
         return build_rest(source, window)
     if source.kind == "soap":
         return build_soap(pipeline, source, window)
+    if source.kind == "sql":
+        return build_sql(pipeline, source, window)
     raise HubError(f"sources.{source.name}: protocol {source.kind} is not supported")  # pragma: no cover
 
 
@@ -133,12 +155,40 @@ def _prepend(keys: pa.RecordBatch, body: pa.RecordBatch) -> pa.RecordBatch:
 
 
 def materialize_source(pipeline: Pipeline, name: str, *, window: Window | None, run_id: str,
-                       progress: Progress | None = None) -> Outcome:
+                       progress: Progress | None = None, full_refresh: bool = False) -> Outcome:
     """Extract source *name* for *window* and load it (and its child tables) in one transaction.
-    On any error nothing changes."""
+    On any error nothing changes. A source whose connection breaks mid-extract
+    (:class:`~hub.errors.SourceInterrupted`) is loaded again from the start, after its retry backoff.
+
+    *full_refresh*: an incremental source reads everything again and the table is replaced."""
+    restarts = 0
+    while True:
+        try:
+            outcome = _materialize_once(pipeline, name, window=window, run_id=run_id, progress=progress,
+                                        full_refresh=full_refresh)
+        except SourceInterrupted as exc:
+            restarts += 1
+            if restarts > exc.max_restarts:
+                raise
+            RetryPolicy(exc.max_restarts, exc.backoff, exc.max_backoff).sleep(restarts)
+            continue
+        if restarts:
+            outcome.details["restarts"] = restarts
+        return outcome
+
+
+def _materialize_once(pipeline: Pipeline, name: str, *, window: Window | None, run_id: str,
+                      progress: Progress | None, full_refresh: bool) -> Outcome:
     source = pipeline.sources[name]
     started = time.monotonic()
-    adapter = build_adapter(pipeline, source, window if source.partitioned else None)
+    warehouse = connect(pipeline.warehouse_url)
+    adapter: Extractor
+    if source.kind == "sql":
+        mark = read_mark(warehouse, name) if source.incremental else None
+        adapter = build_sql(pipeline, source, window if source.partitioned else None, high_water_mark=mark,
+                            full_refresh=full_refresh)
+    else:
+        adapter = build_adapter(pipeline, source, window if source.partitioned else None)
     keys = tuple(source.spec.primary_key)
     where = f"sources.{name}"
     mapper = mapper_for(source.spec.column_specs() if source.spec.columns else None, keys, where)
@@ -147,9 +197,9 @@ def materialize_source(pipeline: Pipeline, name: str, *, window: Window | None, 
         child: (cspec, mapper_for(cspec.column_specs() if cspec.columns else None, (), f"{where}.children.{child}"))
         for child, cspec in source.spec.children.items()}
     seen = 0
-    with connect(pipeline.warehouse_url).begin(
-            LoadRequest(table=name, mode=load_mode(source), run_id=run_id, partition=partition,
-                        primary_key=keys)) as load:
+    mode = load_mode(source, full_refresh)
+    with warehouse.begin(LoadRequest(table=name, mode=mode, run_id=run_id, partition=partition,
+                                     primary_key=keys)) as load:
         child_loads = {child: load.attach(LoadRequest(table=child, mode=child_mode(source), run_id=run_id,
                                                       partition=partition, primary_key=keys))
                        for child in children}
@@ -171,6 +221,8 @@ def materialize_source(pipeline: Pipeline, name: str, *, window: Window | None, 
             if progress:
                 progress(name, load.rows)
         child_results = {child: cl.commit() for child, cl in child_loads.items()}
+        if isinstance(adapter, SqlSource) and source.sql is not None and source.sql.incremental is not None:
+            save_mark(load, name, source.sql.incremental.cursor, adapter.high_water_mark, adapter.cursor_kind, run_id)
         result = load.commit()
     details = adapter.details()
     url = details.pop("url", None)

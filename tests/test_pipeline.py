@@ -46,7 +46,7 @@ def test_two_partitions_then_rerun_is_identical(crm: CRMService, warehouse_path:
     assert [(o.partition, o.success) for o in outcomes] == [
         ("2024-01-02", True), ("2024-01-03", True), *[(f, True) for f in files], (None, True)], \
         [o.error for o in outcomes]
-    assert set(outcomes[-1].assets) == {"contacts_by_region", "revenue_by_region", "order_payments",
+    assert set(outcomes[-1].assets) == {"contacts_by_region", "revenue_by_region", "order_payments", "stock_cover",
                                         "open_orders_to_bank"}, "models and exports run once, last"
     first = _snapshot(warehouse_path)
     expected_day2 = [c for c in crm.data.contacts if c["occurred_at"].startswith("2024-01-02")]
@@ -112,7 +112,8 @@ def test_definitions_from_specs(dagster_home: Path) -> None:
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == {"crm_customers", "crm_contacts", "contacts_by_region", "erp_orders", "erp_order_lines",
-                    "revenue_by_region", "bank_statements", "order_payments", "open_orders_to_bank"}
+                    "revenue_by_region", "bank_statements", "order_payments", "open_orders_to_bank",
+                    "inventory_warehouses", "inventory_levels", "stock_cover"}
     statements = graph.get(dg.AssetKey("bank_statements"))
     assert isinstance(statements.partitions_def, dg.DynamicPartitionsDefinition), "one partition per file"
     assert defs.resolve_sensor_def("bank_statements_sensor").job_name == "bank_statements_job"
@@ -161,7 +162,7 @@ def test_cli_validate_and_run(crm: CRMService, warehouse_path: Path, dagster_hom
     spec.write_text(demo_spec_text())
     runner = CliRunner()
     res = runner.invoke(app, ["validate", str(spec)])
-    assert res.exit_code == 0 and "pipeline demo, 4 source(s), 3 model(s)" in res.output.replace("\n", " ")
+    assert res.exit_code == 0 and "pipeline demo, 6 source(s), 4 model(s)" in res.output.replace("\n", " ")
     res = runner.invoke(app, ["run", str(spec), "--from", "2024-01-05", "--to", "2024-01-06"])
     assert res.exit_code == 0, res.output
     assert "partition 2024-01-05" in res.output and "partition 2024-01-06" in res.output

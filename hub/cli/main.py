@@ -67,15 +67,17 @@ def run(
                                                                   "file drop: a file name)."),
     start: str = typer.Option(None, "--from", help="First partition of a range."),
     end: str = typer.Option(None, "--to", help="Last partition of a range (inclusive)."),
+    full_refresh: bool = typer.Option(False, "--full-refresh", help="Incremental sources read everything again "
+                                                                    "and replace their table."),
 ) -> None:
     """Materialize a pipeline in-process on the local Dagster instance, with progress."""
     pipeline = _load(spec)
-    if not _run(pipeline, asset or None, partition, start, end):
+    if not _run(pipeline, asset or None, partition, start, end, full_refresh=full_refresh):
         raise typer.Exit(1)
 
 
 def _run(pipeline: Pipeline, assets: list[str] | None, partition: str | None, start: str | None,
-         end: str | None) -> bool:
+         end: str | None, *, full_refresh: bool = False) -> bool:
     from hub.dagster import progress as progress_hook
     from hub.dagster.instance import local_instance
     from hub.dagster.run import partition_keys, run_pipeline
@@ -106,13 +108,15 @@ def _run(pipeline: Pipeline, assets: list[str] | None, partition: str | None, st
         progress_hook.listen(on_rows)
         try:
             outcomes = run_pipeline(pipeline, instance, assets=assets, partitions=keys, files=files, quiet=True,
-                                    before_run=lambda key: current.update(key=key))
+                                    before_run=lambda key: current.update(key=key), full_refresh=full_refresh)
         finally:
             progress_hook.listen(None)
     for o in outcomes:
         where = f"partition {o.partition}" if o.partition else "unpartitioned"
         if o.success:
-            counts = ", ".join(f"{a}={n:,}" for a, n in o.row_counts.items())
+            counts = ", ".join(f"{a}={n:,}" + (f" ({o.rows_loaded[a]:,} read)" if pipeline.sources.get(a) is not None
+                                                and pipeline.sources[a].incremental and a in o.rows_loaded else "")
+                               for a, n in o.row_counts.items())
             console.print(f"[green]✓[/] {where}: {counts} (run {o.run_id[:8]})")
         else:
             ok = False
@@ -126,11 +130,16 @@ def demo() -> None:
     week, and show what landed."""
     from hub.demo import estate
 
-    with estate.running(console.print):
+    with estate.running(console.print, state_dir=project_root(DEMO_SPEC) / ".hub" / "demo") as services:
         pipeline = _load(DEMO_SPEC)
         console.print(f"running pipeline [bold]{pipeline.name}[/] for {DEMO_RANGE[0]} .. {DEMO_RANGE[1]} "
                       f"into {pipeline.warehouse_url}")
         ok = _run(pipeline, None, None, *DEMO_RANGE)
+        if ok and "inventory_levels" in pipeline.sources:
+            moved = services["inventory"].tick(3)
+            console.print(f"the inventory moved stock of {', '.join(f'{s}@WH{w:02d}' for w, s in moved)}: "
+                          "an incremental run reads only what changed (plus its 10-minute lookback)")
+            ok = _run(pipeline, ["inventory_levels", "stock_cover"], None, None, None)
     if not ok:
         raise typer.Exit(1)
     _summary(pipeline)
@@ -183,7 +192,7 @@ def ui(
     root = project_root(DEMO_SPEC)
     local_instance(root)
     dagster = shutil.which("dagster") or str(Path(sys.executable).parent / "dagster")
-    with estate.running(console.print, drip=120) if demo_estate else nullcontext():
+    with estate.running(console.print, drip=120, state_dir=root / ".hub" / "demo") if demo_estate else nullcontext():
         proc = subprocess.Popen([dagster, "dev", "-w", str(root / "workspace.yaml"), "-p", str(port)], cwd=root)
         try:
             proc.wait()
@@ -235,6 +244,46 @@ def catalog_soap(
                                 ((op["output"] or {}).get("properties") or {}).items())
                 console.print(f"    {escape(op['name'])}({escape(params)}) -> {escape(out or '()')}")
     console.print("(--json for the JSON Schemas, --operation NAME for one operation)")
+
+
+@catalog_app.command("sql")
+def catalog_sql(
+    url: str = typer.Argument(..., help="SQLAlchemy URL, e.g. postgresql://user@host/db or sqlite:///file.db; "
+                                        "${VAR} references are resolved from the environment."),
+    schema: str = typer.Option(None, "--schema", help="Schema to list (default: the connection's)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the whole catalog as JSON (with JSON Schemas)."),
+    table: str = typer.Option(None, "--table", "-t", help="Only this table, in full."),
+) -> None:
+    """List the tables and views of a database: columns, types, primary and foreign keys, JSON Schema."""
+    import json
+
+    from adapters.sql import SqlSystemConfig
+    from adapters.sql.catalog import describe
+    from hub.runtime.secrets import resolve
+
+    try:
+        catalog = describe(SqlSystemConfig(url=resolve(url, field="url")), schema=schema)
+    except HubError as exc:
+        raise _fail(str(exc)) from None
+    if table:
+        found = [t for t in catalog["tables"] if t["name"] == table]
+        if not found:
+            raise _fail(f"no table or view {table} in {catalog['url']} "
+                        f"(tables: {', '.join(t['name'] for t in catalog['tables'])})")
+        typer.echo(json.dumps(found[0], indent=2))
+        return
+    if as_json:
+        typer.echo(json.dumps(catalog, indent=2))
+        return
+    console.print(f"[bold]{escape(catalog['url'])}[/] ({catalog['dialect']})")
+    for t in catalog["tables"]:
+        pk = set(t["primary_key"])
+        cols = ", ".join(f"{'*' if c['name'] in pk else ''}{c['name']}: {c['type']}" for c in t["columns"])
+        console.print(f"  {t['kind']} [bold]{escape(t['name'])}[/]({escape(cols)})")
+        for fk in t["foreign_keys"]:
+            target = f"{fk['references']}({', '.join(fk['referred_columns'])})"
+            console.print(f"      {', '.join(fk['columns'])} -> {target}")
+    console.print("(* primary key; --json for the JSON Schemas, --table NAME for one table)")
 
 
 def _json_type(schema: dict[str, Any]) -> str:

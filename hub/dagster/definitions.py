@@ -41,6 +41,10 @@ def window_from_context(context: dg.AssetExecutionContext) -> Window:
     return Window(key=context.partition_key, start=tw.start, end=tw.end)
 
 
+#: Run tag that makes incremental sources read everything again and replace their table.
+FULL_REFRESH_TAG = "hub/full_refresh"
+
+
 def pool_for(pipeline: Pipeline) -> str | None:
     return DUCKDB_POOL if pipeline.warehouse_url.startswith("duckdb") else None
 
@@ -71,6 +75,8 @@ def _endpoint(source: ResolvedSource) -> str | None:
         return mask_url(rest.base_url.rstrip("/") + "/" + source.rest.request.path.lstrip("/"))
     if soap is not None and source.soap is not None:
         return f"{mask_url(soap.address or soap.wsdl)} {source.soap.operation}"
+    if source.system.sql is not None and source.sql is not None:
+        return f"{mask_url(source.system.sql.url)} {source.sql.table or 'query'}"
     return None
 
 
@@ -89,13 +95,17 @@ def _source_asset(pipeline: Pipeline, source: ResolvedSource,
         static_md["hub/endpoint"] = endpoint
     if spec.primary_key:
         static_md["hub/primary_key"] = ", ".join(spec.primary_key)
-    kinds = {source.kind, "duckdb"}
+    if source.incremental and source.sql is not None and source.sql.incremental is not None:
+        static_md["hub/incremental_cursor"] = source.sql.incremental.cursor
+        description += f" (incremental; run with tag {FULL_REFRESH_TAG}=true to read everything again)"
+    kinds = {source.kind, pipeline.warehouse_kind}
     tags = {"hub/system": source.system_name}
 
     def run(context: dg.AssetExecutionContext) -> Outcome:
         window = window_from_context(context) if parts is not None else None
+        full = str(context.run.tags.get(FULL_REFRESH_TAG, "")).lower() in ("1", "true", "yes")
         outcome = materialize_source(pipeline, source.name, window=window, run_id=context.run_id,
-                                     progress=report)
+                                     progress=report, full_refresh=full)
         context.log.info(
             f"{source.name}: {outcome.load.rows_loaded} rows loaded"
             + (f" into partition {window.key}" if window else "")
@@ -138,7 +148,7 @@ def _model_asset(pipeline: Pipeline, name: str) -> dg.AssetsDefinition:
     model = pipeline.spec.models[name]
 
     @dg.asset(
-        name=name, group_name=pipeline.name, kinds={"sql", "duckdb"},
+        name=name, group_name=pipeline.name, kinds={"sql", pipeline.warehouse_kind},
         description=model.description or f"SQL model {name}", deps=pipeline.model_deps.get(name, []),
         pool=pool_for(pipeline), metadata={"hub/sql": dg.MetadataValue.md(f"```sql\n{model.sql}\n```"),
                                            "hub/spec": str(pipeline.path)},

@@ -27,7 +27,8 @@ def file_asset(pipeline: Pipeline, source: ResolvedSource, pool: str | None) -> 
     description = source.spec.description or (
         f"Files {files.glob} in {files.path} of SFTP system {source.system_name}, one partition per file")
 
-    @dg.asset(name=source.name, group_name=pipeline.name, kinds={"sftp", "duckdb"}, description=description,
+    @dg.asset(name=source.name, group_name=pipeline.name, kinds={"sftp", pipeline.warehouse_kind},
+              description=description,
               partitions_def=file_partitions(source), pool=pool,
               metadata={"hub/system": source.system_name, "hub/load_mode": "replace_partition (per file)",
                         "hub/folder": files.path, "hub/glob": files.glob, "hub/spec": str(pipeline.path)},

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from hub.dagster.definitions import partitions_def, pipeline_assets
+from hub.dagster.definitions import FULL_REFRESH_TAG, partitions_def, pipeline_assets
 from hub.errors import HubError
 from hub.files import ready_files
 from hub.spec import Pipeline
@@ -28,6 +28,7 @@ class RunOutcome:
     assets: list[str]
     error: str | None = None
     row_counts: dict[str, int] = field(default_factory=dict)
+    rows_loaded: dict[str, int] = field(default_factory=dict)  # by this run (an incremental read: the changes)
 
 
 def partition_keys(pipeline: Pipeline, *, partition: str | None = None, start: str | None = None,
@@ -80,14 +81,15 @@ def _failure(result: dg.ExecuteInProcessResult) -> str:
 
 def run_pipeline(pipeline: Pipeline, instance: dg.DagsterInstance, *, assets: Sequence[str] | None = None,
                  partitions: Sequence[str | None] = (None,), files: Sequence[str] | None = None, quiet: bool = True,
-                 before_run: Callable[[str | None], None] | None = None) -> list[RunOutcome]:
+                 before_run: Callable[[str | None], None] | None = None, full_refresh: bool = False
+                 ) -> list[RunOutcome]:
     """Materialize *assets* (default: all) of *pipeline*, in three steps like a backfill would:
 
     1. time-partitioned sources, one run per key of *partitions* (reference sources with the first);
     2. file drops, one run per file (*files*, or every file that is ready now);
     3. models, then exports, in one run.
 
-    Stops at the first failure.
+    Stops at the first failure. *full_refresh*: incremental sources read everything and replace their table.
     """
     all_assets = pipeline_assets(pipeline)
     names = list(assets) if assets else pipeline.asset_names()
@@ -110,20 +112,27 @@ def run_pipeline(pipeline: Pipeline, instance: dg.DagsterInstance, *, assets: Se
         result = dg.materialize(
             all_assets, instance=instance, partition_key=key, selection=selection, raise_on_error=False,
             run_config=QUIET_RUN_CONFIG if quiet else None,
-            tags={"hub/pipeline": pipeline.name, "hub/cli": "run"},
+            tags={"hub/pipeline": pipeline.name, "hub/cli": "run",
+                  **({FULL_REFRESH_TAG: "true"} if full_refresh else {})},
         )
         counts: dict[str, int] = {}
+        loaded: dict[str, int] = {}
         for mat in result.get_asset_materialization_events():
-            rc = mat.materialization.metadata.get("dagster/row_count")
-            if rc is not None and mat.asset_key is not None:
-                counts[mat.asset_key.to_user_string()] = int(rc.value)  # type: ignore[arg-type]
+            if mat.asset_key is None:
+                continue
+            for key_, into in (("dagster/row_count", counts), ("hub/rows_loaded", loaded)):
+                value = mat.materialization.metadata.get(key_)
+                if value is not None:
+                    into[mat.asset_key.to_user_string()] = int(value.value)  # type: ignore[arg-type]
         outcomes.append(RunOutcome(partition=label, run_id=result.run_id, success=result.success, assets=selection,
-                                   error=None if result.success else _failure(result), row_counts=counts))
+                                   error=None if result.success else _failure(result), row_counts=counts,
+                                   rows_loaded=loaded))
         return result.success
 
     for i, key in enumerate(partitions if first else []):
         selection = [n for n in first if n in partitioned or i == 0]
-        if selection and not run(selection, key if any(n in partitioned for n in selection) else None, key):
+        by_time = any(n in partitioned for n in selection)
+        if selection and not run(selection, key if by_time else None, key if by_time else None):
             return outcomes
     for name in per_file:
         keys = list(files) if files is not None else [f.name for f in ready_files(pipeline, name)]

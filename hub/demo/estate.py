@@ -8,11 +8,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from hub.demo import bank
 from hub.demo.crm import DEMO_TOKEN, CRMService
 from hub.demo.erp import DEMO_PASSWORD, DEMO_USER, ERPService
+from hub.demo.inventory import InventoryDb
+from hub.runtime.secrets import mask_url
 
 #: Preferred loopback ports (a taken port falls back to any free one).
 CRM_PORT, ERP_PORT, BANK_PORT = 8801, 8802, 8803
@@ -26,16 +29,22 @@ def _start(factory: Callable[[int], Any], port: int) -> Any:
 
 
 @contextmanager
-def running(say: Callable[[str], None] = print, *, drip: float | None = None) -> Iterator[dict[str, Any]]:
+def running(say: Callable[[str], None] = print, *, drip: float | None = None,
+            state_dir: Path | None = None) -> Iterator[dict[str, Any]]:
     """Start the CRM (REST), the ERP (SOAP) and the bank (SFTP) on loopback and export what the demo spec
     reads: ``HUB_DEMO_CRM_URL``, ``CRM_TOKEN``, ``HUB_DEMO_ERP_WSDL``, ``ERP_USER``, ``ERP_PASSWORD``,
-    ``HUB_DEMO_BANK_PORT``, ``BANK_PASSWORD``, ``BANK_HOST_KEY_FINGERPRINT``. With *drip*, the bank drops
-    the next day's statement every *drip* seconds (for the UI's sensor)."""
+    ``HUB_DEMO_BANK_PORT``, ``BANK_PASSWORD``, ``BANK_HOST_KEY_FINGERPRINT``, and create the inventory
+    database (SQLite, or the database ``HUB_DEMO_INVENTORY_URL`` already names) and export its
+    ``HUB_DEMO_INVENTORY_URL``. With *drip*, the bank drops the next day's statement every *drip* seconds
+    (for the UI's sensor) and the inventory moves some stock as often. The SQLite inventory lives in
+    *state_dir* when given (it persists between demo runs, as the warehouse does), else in a temporary
+    folder."""
     os.environ.setdefault("CRM_TOKEN", DEMO_TOKEN)
     os.environ.setdefault("ERP_USER", DEMO_USER)
     os.environ.setdefault("ERP_PASSWORD", DEMO_PASSWORD)
     os.environ.setdefault("BANK_PASSWORD", bank.DEMO_PASSWORD)
     started: list[Any] = []
+    users_inventory = os.environ.get("HUB_DEMO_INVENTORY_URL")  # a database the user chose for the demo
     try:
         crm = _start(lambda p: CRMService(port=p, token=os.environ["CRM_TOKEN"]), CRM_PORT)
         started.append(crm)
@@ -44,17 +53,24 @@ def running(say: Callable[[str], None] = print, *, drip: float | None = None) ->
         started.append(erp)
         drop = _start(lambda p: bank.BankService(port=p, password=os.environ["BANK_PASSWORD"]), BANK_PORT)
         started.append(drop)
+        inventory = InventoryDb(users_inventory or None, root=state_dir).start()
+        started.append(inventory)
         os.environ["HUB_DEMO_CRM_URL"] = crm.url
         os.environ["HUB_DEMO_ERP_WSDL"] = erp.wsdl_url
         os.environ["HUB_DEMO_BANK_PORT"] = str(drop.port)
         os.environ["BANK_HOST_KEY_FINGERPRINT"] = drop.fingerprint
+        os.environ["HUB_DEMO_INVENTORY_URL"] = inventory.url
         if drip:
             drop.drip(drip)
+            inventory.drip(drip)
         say(f"demo CRM (REST) listening on {crm.url}")
         say(f"demo ERP (SOAP) listening on {erp.url} (WSDL {erp.wsdl_url})")
         say(f"demo bank (SFTP) listening on sftp://{bank.DEMO_USER}@127.0.0.1:{drop.port}/outbox "
             f"(host key {drop.fingerprint})")
-        yield {"crm": crm, "erp": erp, "bank": drop}
+        say(f"demo inventory (SQL) at {mask_url(inventory.url)}")
+        yield {"crm": crm, "erp": erp, "bank": drop, "inventory": inventory}
     finally:
         for service in reversed(started):
             service.stop()
+        if users_inventory is None:  # the temporary SQLite file is gone with the estate
+            os.environ.pop("HUB_DEMO_INVENTORY_URL", None)

@@ -22,6 +22,7 @@ from adapters.rest._jsonpath import JSONPathError, compile_path
 from adapters.rest.config import RestSourceConfig
 from adapters.sftp.config import SftpSourceConfig
 from adapters.soap.config import SoapSourceConfig
+from adapters.sql.config import SqlSourceConfig
 from hub.errors import SpecError
 from hub.runtime.window import check_template, is_template
 from hub.spec.models import NAME, ModelSpec, PipelineSpec, ResolvedSource, SourceSpec, valid_name
@@ -29,8 +30,9 @@ from hub.spec.models import NAME, ModelSpec, PipelineSpec, ResolvedSource, Sourc
 Loc = tuple[str | int, ...]
 DEFAULT_WAREHOUSE = "warehouse/hub.duckdb"
 #: The protocol-specific keys of a source, by the protocol of its system.
-SOURCE_CONFIGS: dict[str, type[RestSourceConfig] | type[SoapSourceConfig] | type[SftpSourceConfig]] = {
-    "rest": RestSourceConfig, "soap": SoapSourceConfig, "sftp": SftpSourceConfig}
+SOURCE_CONFIGS: dict[str, type[RestSourceConfig] | type[SoapSourceConfig] | type[SftpSourceConfig]
+                     | type[SqlSourceConfig]] = {
+    "rest": RestSourceConfig, "soap": SoapSourceConfig, "sftp": SftpSourceConfig, "sql": SqlSourceConfig}
 
 
 @dataclass
@@ -59,6 +61,11 @@ class Pipeline:
             if not path.is_absolute() and str(path) != ":memory:":
                 url = f"duckdb:///{(self.root / path).resolve()}"
         return url
+
+    @property
+    def warehouse_kind(self) -> str:
+        """The warehouse's kind (a tag in the UI): duckdb or postgres."""
+        return "duckdb" if self.warehouse_url.startswith("duckdb") else "postgres"
 
     def spool_dir(self) -> Path:
         """Where downloads wait to be read: next to a DuckDB warehouse file (same disk), else .hub/spool."""
@@ -223,8 +230,11 @@ def _resolve_sources(spec: PipelineSpec, data: dict[str, Any], problems: _Proble
         rest = protocol if isinstance(protocol, RestSourceConfig) else None
         soap = protocol if isinstance(protocol, SoapSourceConfig) else None
         sftp = protocol if isinstance(protocol, SftpSourceConfig) else None
+        sql = protocol if isinstance(protocol, SqlSourceConfig) else None
         if rest is not None:
             _check_rest(loc, rest, spec, problems)
+        if sql is not None:
+            _check_sql(loc, sql, src, spec, problems)
         if soap is not None:
             for key, value in soap.params.items():
                 for text in _strings(value):
@@ -242,12 +252,41 @@ def _resolve_sources(spec: PipelineSpec, data: dict[str, Any], problems: _Proble
             if src.partitioned:
                 problems.add((*loc, "partitioned"), "file drops are partitioned by file, not by time")
             partitioned = False
+        if sql is not None and sql.incremental is not None:
+            if src.partitioned:
+                problems.add((*loc, "partitioned"), "an incremental source reads what changed since its last run; "
+                                                    "it is not also partitioned by time")
+            partitioned = False
         if partitioned and spec.partitions is None:
             problems.add((*loc, "partitioned"), "the pipeline has no partitions (set `partitions:` first)")
             partitioned = False
         out[name] = ResolvedSource(name=name, spec=src, system_name=src.system, system=system, rest=rest,
-                                   soap=soap, sftp=sftp, partitioned=partitioned)
+                                   soap=soap, sftp=sftp, sql=sql, partitioned=partitioned)
     return out
+
+
+def _check_sql(loc: Loc, sql: SqlSourceConfig, src: SourceSpec, spec: PipelineSpec, problems: _Problems) -> None:
+    from adapters.sql import WriteRefused, check_read_only
+
+    for key, value in sql.params.items():
+        for text in _strings(value):
+            _check_template((*loc, "params", key), text, spec, problems)
+    if sql.incremental is not None and not src.primary_key:
+        problems.add((*loc, "primary_key"), "an incremental source needs primary_key: re-read rows (the lookback, "
+                                            "rows changed again) are merged on it")
+    if sql.query is not None:
+        system = spec.systems[src.system].sql
+        dialect = _sql_dialect(system.url if system else "")
+        try:
+            check_read_only(sql.query, dialect, where="query")
+        except WriteRefused as exc:
+            problems.add((*loc, "query"), str(exc).removeprefix("query: "))
+
+
+def _sql_dialect(url: str) -> str:
+    """The SQLAlchemy dialect name of a URL (before ${VAR} references are resolved)."""
+    scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
+    return {"postgres": "postgresql"}.get(scheme, scheme)
 
 
 def _strings(value: Any) -> list[str]:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from adapters.rest.config import RestSourceConfig, RestSystemConfig
 from adapters.sftp.config import ExportFormat, SftpSourceConfig, SftpSystemConfig
 from adapters.soap.config import SoapSourceConfig, SoapSystemConfig
+from adapters.sql.config import SqlSourceConfig, SqlSystemConfig
 from hub.runtime.choice import exactly_one
 from hub.transform.types import parse_type
 
@@ -62,7 +63,7 @@ class PartitionsConfig(_Strict):
         return w
 
 
-PROTOCOLS = ("rest", "soap", "sftp")
+PROTOCOLS = ("rest", "soap", "sftp", "sql")
 
 
 class SystemConfig(_Strict):
@@ -71,6 +72,7 @@ class SystemConfig(_Strict):
     rest: RestSystemConfig | None = None
     soap: SoapSystemConfig | None = None
     sftp: SftpSystemConfig | None = None
+    sql: SqlSystemConfig | None = None
     description: str | None = None
 
     @model_validator(mode="after")
@@ -180,8 +182,8 @@ class ExportSpec(_Strict):
 class PipelineSpec(_Strict):
     pipeline: str = Field(pattern=NAME)
     description: str = ""
-    warehouse: str | None = Field(None, description="duckdb:///path/to/file.duckdb (default: HUB_WAREHOUSE "
-                                                    "or warehouse/hub.duckdb in the project)")
+    warehouse: str | None = Field(None, description="duckdb:///path/to/file.duckdb or postgresql://user@host/db "
+                                                    "(default: HUB_WAREHOUSE or warehouse/hub.duckdb in the project)")
     partitions: PartitionsConfig | None = None
     schedule: str | None = None
     systems: dict[str, SystemConfig] = Field(default_factory=dict)
@@ -218,6 +220,7 @@ class ResolvedSource(BaseModel):
     rest: RestSourceConfig | None = None
     soap: SoapSourceConfig | None = None
     sftp: SftpSourceConfig | None = None
+    sql: SqlSourceConfig | None = None
     partitioned: bool = False
 
     @property
@@ -228,6 +231,11 @@ class ResolvedSource(BaseModel):
     def per_file(self) -> bool:
         """File drops are partitioned by file (one dynamic partition per file), not by time."""
         return self.sftp is not None
+
+    @property
+    def incremental(self) -> bool:
+        """Reads only what changed since the last run (a cursor column), merged on the primary key."""
+        return self.sql is not None and self.sql.incremental is not None
 
 
 def valid_name(name: str) -> bool:

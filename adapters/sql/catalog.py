@@ -1,0 +1,92 @@
+"""Discovery: every table and view of a database with columns, types, keys and a JSON Schema per table.
+
+What a person reads to write a source (``hub catalog sql URL``) and what the agent layer turns into
+read actions. Types are reported three ways: as the database names them, as the Arrow type the hub
+loads them as, and as JSON Schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+import sqlalchemy as sa
+
+from adapters.sql._engine import engine, shown, source_url
+from adapters.sql._types import arrow_type
+from adapters.sql.config import SqlSystemConfig
+from hub.errors import AdapterError
+
+
+def json_type(dtype: pa.DataType) -> dict[str, Any]:
+    """JSON Schema of values of an Arrow type."""
+    if pa.types.is_boolean(dtype):
+        return {"type": "boolean"}
+    if pa.types.is_integer(dtype):
+        return {"type": "integer"}
+    if pa.types.is_floating(dtype):
+        return {"type": "number"}
+    if pa.types.is_decimal(dtype):
+        return {"type": "string", "format": "decimal", "x-precision": dtype.precision, "x-scale": dtype.scale}
+    if pa.types.is_timestamp(dtype):
+        return {"type": "string", "format": "date-time"}
+    if pa.types.is_date(dtype):
+        return {"type": "string", "format": "date"}
+    if pa.types.is_time(dtype):
+        return {"type": "string", "format": "time"}
+    if pa.types.is_duration(dtype):
+        return {"type": "string", "format": "duration"}
+    if pa.types.is_binary(dtype):
+        return {"type": "string", "contentEncoding": "base64"}
+    return {"type": "string"}
+
+
+def describe(cfg: SqlSystemConfig, schema: str | None = None) -> dict[str, Any]:
+    """The catalog of the database of *cfg*: tables and views of *schema* (default: the connection's)."""
+    url = source_url(cfg)
+    eng = engine(cfg, url)
+    try:
+        with eng.connect() as conn:
+            insp = sa.inspect(conn)
+            tables = [(n, "table") for n in insp.get_table_names(schema=schema)]
+            tables += [(n, "view") for n in insp.get_view_names(schema=schema)]
+            dialect = url.get_backend_name()
+            out = [_table(insp, name, kind, schema, cfg.timezone, dialect) for name, kind in sorted(tables)]
+    except sa.exc.SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        raise AdapterError(f"catalog of {shown(url)}: {reason}") from None
+    finally:
+        eng.dispose()
+    return {"url": shown(url), "dialect": url.get_backend_name(), "schema": schema, "tables": out}
+
+
+def _table(insp: Any, name: str, kind: str, schema: str | None, timezone: str | None,
+           dialect: str) -> dict[str, Any]:
+    columns = insp.get_columns(name, schema=schema)
+    pk = (insp.get_pk_constraint(name, schema=schema) or {}).get("constrained_columns") or [] if kind == "table" \
+        else []
+    fks = insp.get_foreign_keys(name, schema=schema) if kind == "table" else []
+    props: dict[str, Any] = {}
+    cols = []
+    for col in columns:
+        dtype = arrow_type(col["type"], timezone=timezone, dialect=dialect)
+        js = json_type(dtype)
+        if col.get("nullable", True):
+            js = {"anyOf": [js, {"type": "null"}]}
+        if col.get("comment"):
+            js["description"] = col["comment"]
+        props[col["name"]] = js
+        cols.append({"name": col["name"], "type": str(col["type"]), "arrow": str(dtype),
+                     "nullable": bool(col.get("nullable", True))})
+    try:
+        comment = (insp.get_table_comment(name, schema=schema) or {}).get("text")
+    except NotImplementedError:
+        comment = None
+    required = [c["name"] for c in columns if not c.get("nullable", True)]
+    return {
+        "name": name, "kind": kind, "description": comment, "columns": cols, "primary_key": list(pk),
+        "foreign_keys": [{"columns": fk["constrained_columns"], "references": fk["referred_table"],
+                          "referred_columns": fk["referred_columns"], "referred_schema": fk.get("referred_schema")}
+                         for fk in fks],
+        "schema": {"type": "object", "title": name, "properties": props, "required": required},
+    }
