@@ -286,6 +286,11 @@ def catalog_sql(
     console.print("(* primary key; --json for the JSON Schemas, --table NAME for one table)")
 
 
+contracts_app = typer.Typer(no_args_is_help=True, help="Expectation suites and contract tests: what the pipelines "
+                                                       "rely on, checked against the live systems.")
+app.add_typer(contracts_app, name="contracts")
+
+
 def _json_type(schema: dict[str, Any]) -> str:
     """A short type name for a JSON Schema, for the human listing."""
     if "anyOf" in schema:
