@@ -10,6 +10,7 @@ import pytest
 from hub.demo.bank import BankService
 from hub.demo.crm import DEMO_TOKEN, CRMService
 from hub.demo.erp import DEMO_PASSWORD, DEMO_USER, ERPService
+from hub.demo.inventory import InventoryDb
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_SPEC = REPO / "pipelines" / "demo.yaml"
@@ -47,9 +48,19 @@ def bank(monkeypatch: pytest.MonkeyPatch) -> Iterator[BankService]:
 
 
 @pytest.fixture
-def crm(erp: ERPService, bank: BankService, monkeypatch: pytest.MonkeyPatch) -> Iterator[CRMService]:
-    """The demo CRM on a free loopback port, with the env vars the demo spec reads (the demo ERP and bank
-    run too: the demo pipeline reads all three)."""
+def inventory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[InventoryDb]:
+    """The demo inventory database (SQLite) with the env var the demo spec reads."""
+    db = InventoryDb(root=tmp_path / "inventory").start()
+    monkeypatch.setenv("HUB_DEMO_INVENTORY_URL", db.url)
+    yield db
+    db.stop()
+
+
+@pytest.fixture
+def crm(erp: ERPService, bank: BankService, inventory: InventoryDb,
+        monkeypatch: pytest.MonkeyPatch) -> Iterator[CRMService]:
+    """The demo CRM on a free loopback port, with the env vars the demo spec reads (the demo ERP, bank and
+    inventory run too: the demo pipeline reads all four)."""
     with CRMService(port=0) as service:
         monkeypatch.setenv("CRM_TOKEN", DEMO_TOKEN)
         monkeypatch.setenv("HUB_DEMO_CRM_URL", service.url)
@@ -78,3 +89,33 @@ def demo_spec_text(fast_retries: bool = True) -> str:
         text = text.replace("retries: {max: 5, backoff: 0.5}", "retries: {max: 1, backoff: 0.01}")
         assert text.count("backoff: 0.01") == 3, "demo spec retries lines changed; update the test helper"
     return text
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for the test session, dropped at its end, as a SQLAlchemy URL
+    (``postgresql://postgres@127.0.0.1:5432/hub_test_<random>``). The server is the one
+    ``$HUB_TEST_POSTGRES`` names, as in ``tests/sql_servers.py`` (default
+    ``postgresql+psycopg://postgres@127.0.0.1:5432``: the local server, trust auth); tests using this
+    fixture are skipped, with the reason, when it is unreachable."""
+    import os
+    import uuid
+
+    import psycopg
+
+    from hub.runtime.secrets import mask_url
+
+    server = os.environ.get("HUB_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432")
+    server = server.replace("postgresql+psycopg://", "postgresql://", 1).rstrip("/")
+    name = f"hub_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with psycopg.connect(f"{server}/postgres", autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.Error as exc:
+        pytest.skip(f"PostgreSQL is not reachable at {mask_url(server)} (set HUB_TEST_POSTGRES to another server): "
+                    f"{str(exc).strip()}")
+    try:
+        yield f"{server}/{name}"
+    finally:
+        with psycopg.connect(f"{server}/postgres", autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -354,12 +354,12 @@ class _DuckDBLoad(Load):
         """Apply the mode's last step; return the number of rows the load put in the table."""
         req = self.request
         table = ident(req.table)
+        if req.mode == "replace_keys":  # covered keys lose their rows even when no row arrived
+            return self._replace_keys(con)
         if self._target is None:  # nothing arrived: an empty partition or reference set is still a fact
             if self._existed and req.mode == "replace":
                 self._deleted = _count_of(con.execute(f"DELETE FROM {table}"))
             return 0
-        if req.mode == "replace_keys":
-            return self._replace_keys(con)
         if req.mode != "merge":
             return self.rows
         keys = ", ".join(ident(k) for k in req.primary_key)
