@@ -367,3 +367,28 @@ def test_connection_dropped_mid_extract_restarts_without_duplicates(kind: str, f
     rows = connect(f"duckdb:///{tmp_path / 'wh.duckdb'}").query(
         "SELECT count(*) AS n, count(DISTINCT id) AS d FROM big").to_pylist()[0]
     assert rows == {"n": 60000, "d": 60000}
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "mariadb"])
+def test_demo_inventory_runs_on_a_server_database(kind: str, tmp_path: Path) -> None:
+    """The demo inventory works where HUB_DEMO_INVENTORY_URL points, and its ticks are read incrementally."""
+    from hub.demo.inventory import InventoryDb
+
+    with scratch_database(kind) as url:
+        db = InventoryDb(url).start()
+        try:
+            system = SqlSystemConfig(url=url, timezone="UTC")
+            source = SqlSourceConfig.model_validate({"table": "stock_levels",
+                                                     "incremental": {"cursor": "updated_at"}})
+            first = SqlSource(system, source, name="levels")
+            assert sum(b.num_rows for b in first.batches()) == 20
+            moved = db.tick(3)
+            later = SqlSource(system, source, name="levels", high_water_mark=first.high_water_mark)
+            rows = pa.Table.from_batches(list(later.batches())).to_pylist()
+            got = {(r["warehouse_id"], r["sku"]) for r in rows}
+            assert got - set(moved) <= {(4, "SKU-500")}, "only the moved levels, and the one at the mark (inclusive)"
+            assert set(moved) <= got
+            warehouses, _ = _read(url, table="warehouses", trim_char=True)
+            assert warehouses.column("code").to_pylist() == ["WH01", "WH02", "WH03", "WH04"]
+        finally:
+            db.stop()
