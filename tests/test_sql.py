@@ -98,16 +98,24 @@ def test_postgres_specific_types(tmp_path: Path) -> None:
         with eng.begin() as conn:
             conn.execute(sa.text(
                 "CREATE TABLE pg (id int primary key, at timestamptz, wall timestamp, doc jsonb, uid uuid, "
-                "free numeric, wide numeric(50, 4), tags text[], span interval, code char(4))"))
+                "free numeric, wide numeric(50, 4), tags text[], span interval, code char(4), "
+                "cents numeric(18, 3), big numeric(18, 0))"))
             conn.execute(sa.text(
                 "INSERT INTO pg VALUES (1, '2024-03-31 01:30:00+02', '2024-03-30 02:30:00', '{\"a\": [1, 2]}', "
                 "'3bc202a3-f6dd-4003-bd06-a3e06c56c677', 1.000000000000000000001, 12345678901234567890123.4567, "
-                "'{x,y}', '1 day 2 hours', 'ab')"))
+                "'{x,y}', '1 day 2 hours', 'ab', -123456789012345.678, 999999999999999999)"))
+            conn.execute(sa.text("INSERT INTO pg (id, cents) VALUES (2, NULL), (3, 0.001), (4, -0.001)"))
         eng.dispose()
         for fast in (True, False):
             table, _ = _read(url, table="pg", system={"fast_path": fast, "timezone": "Europe/Berlin"})
-            row = table.to_pylist()[0]
+            rows = sorted(table.to_pylist(), key=lambda r: r["id"])
+            row = rows[0]
             schema = dict(zip(table.schema.names, table.schema.types, strict=True))
+            # NUMERIC(p <= 18, s) is read as a scaled integer on the fast path: exact, signs and NULLs kept
+            assert schema["cents"] == pa.decimal128(18, 3) and schema["big"] == pa.decimal128(18, 0)
+            assert [r["cents"] for r in rows] == [Decimal("-123456789012345.678"), None, Decimal("0.001"),
+                                                 Decimal("-0.001")]
+            assert row["big"] == Decimal("999999999999999999")
             assert schema["at"] == pa.timestamp("us", tz="UTC")
             assert row["at"] == dt.datetime(2024, 3, 30, 23, 30, tzinfo=dt.UTC)
             # a naive timestamp declared to be Berlin time becomes the UTC instant (02:30 CET = 01:30 UTC)

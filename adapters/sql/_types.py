@@ -34,6 +34,7 @@ import json
 import uuid
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy.types as sqltypes
@@ -183,12 +184,25 @@ def _numeric_type(field: pa.Field) -> pa.DataType:
     return pa.string()
 
 
-def adbc_schema(schema: pa.Schema, *, timezone: str | None, trim: set[str]) -> pa.Schema:
-    """The schema the hub hands on for a batch read through ADBC (see :func:`normalize_adbc`)."""
-    fields = []
-    for field in schema:
-        fields.append(pa.field(field.name, _normalized_type(field, timezone)))
-    return pa.schema(fields)
+def adbc_schema(schema: pa.Schema, *, timezone: str | None,
+                scaled: dict[str, pa.Decimal128Type] | None = None) -> pa.Schema:
+    """The schema the hub hands on for a batch read through ADBC (see :func:`normalize_adbc`); *scaled*
+    columns were read as integers scaled by 10^s and become their decimal type."""
+    scaled = scaled or {}
+    return pa.schema([pa.field(f.name, scaled.get(f.name) or _normalized_type(f, timezone)) for f in schema])
+
+
+def decimal_from_scaled(column: pa.Array, dtype: pa.Decimal128Type) -> pa.Array:
+    """int64 values ``v`` -> decimal128(p,s) values ``v * 10^-s``, by reinterpreting the integers as the
+    low words of 128-bit two's complement numbers (no per-value work, no text)."""
+    if column.offset:
+        column = pa.concat_arrays([column])
+    ints = pc.fill_null(column, 0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    words = np.empty((len(ints), 2), dtype=np.int64)
+    words[:, 0] = ints
+    words[:, 1] = ints >> 63  # sign extension into the high word
+    return pa.Array.from_buffers(dtype, len(column), [column.buffers()[0], pa.py_buffer(words)],
+                                 null_count=column.null_count)
 
 
 def _pg_type(field: pa.Field) -> str:
@@ -213,11 +227,14 @@ def _normalized_type(field: pa.Field, timezone: str | None) -> pa.DataType:
 
 
 def normalize_adbc(batch: pa.RecordBatch, schema: pa.Schema, *, timezone: str | None,
-                   trim: set[str]) -> pa.RecordBatch:
+                   trim: set[str], scaled: dict[str, pa.Decimal128Type] | None = None) -> pa.RecordBatch:
     """An ADBC batch in the hub's types: NUMERIC(p,s) (ADBC hands it over as text) -> decimal128(p,s);
     JSON, UUID and arrays -> text; naive timestamps of a declared zone -> UTC; CHAR padding stripped."""
     arrays = []
     for field, column, out in zip(batch.schema, batch.columns, schema, strict=True):
+        if scaled and field.name in scaled:
+            arrays.append(decimal_from_scaled(column.cast(pa.int64()), scaled[field.name]))
+            continue
         t = field.type
         if isinstance(t, pa.BaseExtensionType):
             storage = column.storage

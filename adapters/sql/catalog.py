@@ -7,6 +7,7 @@ loads them as, and as JSON Schema.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import pyarrow as pa
@@ -41,17 +42,20 @@ def json_type(dtype: pa.DataType) -> dict[str, Any]:
     return {"type": "string"}
 
 
-def describe(cfg: SqlSystemConfig, schema: str | None = None) -> dict[str, Any]:
-    """The catalog of the database of *cfg*: tables and views of *schema* (default: the connection's)."""
+def describe(cfg: SqlSystemConfig, schema: str | None = None, tables: Collection[str] | None = None) -> dict[str, Any]:
+    """The catalog of the database of *cfg*: tables and views of *schema* (default: the connection's); only
+    those named in *tables* when given (names that do not exist are left out)."""
     url = source_url(cfg)
     eng = engine(cfg, url)
     try:
         with eng.connect() as conn:
             insp = sa.inspect(conn)
-            tables = [(n, "table") for n in insp.get_table_names(schema=schema)]
-            tables += [(n, "view") for n in insp.get_view_names(schema=schema)]
+            found = [(n, "table") for n in insp.get_table_names(schema=schema)]
+            found += [(n, "view") for n in insp.get_view_names(schema=schema)]
+            if tables is not None:
+                found = [(n, k) for n, k in found if n in tables]
             dialect = url.get_backend_name()
-            out = [_table(insp, name, kind, schema, cfg.timezone, dialect) for name, kind in sorted(tables)]
+            out = [_table(insp, name, kind, schema, cfg.timezone, dialect) for name, kind in sorted(found)]
     except sa.exc.SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
         raise AdapterError(f"catalog of {shown(url)}: {reason}") from None
