@@ -35,6 +35,8 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/rest_bench.py --out bench/results/rest.md
 	$(BIN)/python bench/soap_bench.py --out bench/results/soap.md
+	$(BIN)/python bench/sql_bench.py --out bench/results/sql.md
+	$(BIN)/python bench/validation_bench.py --out bench/results/validation.md
 
 clean:
 	rm -rf $(VENV) warehouse .dagster .hub reports bench/results

@@ -25,7 +25,7 @@ import pyarrow as pa
 from adapters.sftp import LocalCopy, SftpSource, SftpSourceConfig, SftpSystemConfig
 from adapters.sftp._session import RemoteFile
 from hub.errors import HubError
-from hub.materialize import mapper_for
+from hub.materialize import mapper_for, screens_for
 from hub.runtime.secrets import resolve_tree
 from hub.spec.loader import Pipeline
 from hub.spec.models import ResolvedSource
@@ -144,38 +144,26 @@ def _load(pipeline: Pipeline, source: ResolvedSource, adapter: SftpSource, remot
     assert source.sftp is not None
     keys = tuple(source.spec.primary_key)
     mapper = mapper_for(source.spec.column_specs() if source.spec.columns else None, keys, f"sources.{name}")
-    total = rejected = 0
-    reasons: list[str] = []
+    rules, threshold = screens_for(source, f"sources.{name}: file {remote.name}",
+                                   consequence="nothing was loaded and the file stays where it is")
     with connect(pipeline.warehouse_url).begin(
             LoadRequest(name, "replace_partition", run_id, partition=remote.name, primary_key=keys)) as load:
         files = load.attach(LoadRequest(LEDGER, "merge", run_id, primary_key=("source", "file")))
         for raw in adapter.batches(copy):
             mapped = mapper.apply(raw)
+            if rules:
+                mapped = rules.apply(mapped, raw)
+            threshold.add(raw.num_rows, mapped.quarantine)
             load.write(mapped.batch)
             load.reject(mapped.quarantine)
-            total += raw.num_rows
-            rejected += len(mapped.quarantine)
-            reasons.extend(q["reason"] for q in mapped.quarantine[: max(0, 3 - len(reasons))])
             if progress:
                 progress(name, load.rows)
-        _check_threshold(source, remote, total, rejected, reasons)
+        rules.finish()
+        threshold.check()  # beyond it: nothing is loaded, the file is not archived
         files.write(_ledger_row(name, remote, copy.sha256, "loaded", load.rows, run_id))
         files.commit()
         result = load.commit()
-    return FileOutcome(remote.name, "loaded", load=result, rejected=rejected, sha256=copy.sha256,
-                       details={"file_bytes": copy.size, "file_mtime": remote.mtime, "rows_read": total})
-
-
-def _check_threshold(source: ResolvedSource, remote: RemoteFile, total: int, rejected: int, reasons: list[str]) -> None:
-    cfg = source.sftp
-    assert cfg is not None
-    over = (cfg.max_bad_rows is not None and rejected > cfg.max_bad_rows) or \
-        (cfg.max_bad_fraction is not None and total and rejected / total > cfg.max_bad_fraction)
-    if over:
-        limit = f"max_bad_rows={cfg.max_bad_rows}" if cfg.max_bad_rows is not None else \
-            f"max_bad_fraction={cfg.max_bad_fraction}"
-        raise HubError(f"sources.{source.name}: file {remote.name}: {rejected} of {total} rows rejected, more than "
-                       f"{limit}; nothing was loaded and the file stays where it is. First reasons: "
-                       + "; ".join(reasons))
+    return FileOutcome(remote.name, "loaded", load=result, rejected=threshold.rejected, sha256=copy.sha256,
+                       details={"file_bytes": copy.size, "file_mtime": remote.mtime, "rows_read": threshold.total})
 
 

@@ -29,6 +29,7 @@ from hub.spec.loader import Pipeline
 from hub.spec.models import ChildSpec, ColumnSpec, ResolvedSource
 from hub.state import read_mark, save_mark
 from hub.transform.mapping import Mapper, extract
+from hub.validation.rules import RowRules, Threshold
 from hub.warehouse import LoadMode, LoadRequest, LoadResult, connect
 
 Progress = Callable[[str, int], None]  # (asset name, rows so far)
@@ -126,6 +127,14 @@ def mapper_for(columns: list[tuple[str, ColumnSpec]] | None, required: tuple[str
                   formats={c.name or p: c.formats() for p, c in columns or [] if c.formats()})
 
 
+def screens_for(source: ResolvedSource, where: str, *, consequence: str | None = None) -> tuple[RowRules, Threshold]:
+    """A source's row rules (``rules:``) and its bad-row threshold (``max_bad_rows`` / ``max_bad_fraction``)."""
+    spec = source.spec
+    threshold = Threshold(spec.max_bad_rows, spec.max_bad_fraction, where=where,
+                          **({"consequence": consequence} if consequence else {}))
+    return RowRules(spec.rules, primary_key=spec.primary_key, where=f"sources.{source.name}"), threshold
+
+
 def explode(raw: pa.RecordBatch, path: str, kept: pa.BooleanArray | None, parents: pa.RecordBatch,
             where: str) -> tuple[pa.RecordBatch, pa.RecordBatch]:
     """The items of the repeated element at *path* of every kept record, as (parent keys, items).
@@ -197,6 +206,7 @@ def _materialize_once(pipeline: Pipeline, name: str, *, window: Window | None, r
         child: (cspec, mapper_for(cspec.column_specs() if cspec.columns else None, (), f"{where}.children.{child}"))
         for child, cspec in source.spec.children.items()}
     seen = 0
+    rules, threshold = screens_for(source, where)
     mode = load_mode(source, full_refresh)
     with warehouse.begin(LoadRequest(table=name, mode=mode, run_id=run_id, partition=partition,
                                      primary_key=keys)) as load:
@@ -205,6 +215,9 @@ def _materialize_once(pipeline: Pipeline, name: str, *, window: Window | None, r
                        for child in children}
         for raw in adapter.batches():
             mapped = mapper.apply(raw)
+            if rules:
+                mapped = rules.apply(mapped, raw)
+            threshold.add(raw.num_rows, mapped.quarantine)
             load.write(mapped.batch)
             load.reject([{**bad, "row": seen + bad["row"]} for bad in mapped.quarantine])
             if children:
@@ -220,6 +233,8 @@ def _materialize_once(pipeline: Pipeline, name: str, *, window: Window | None, r
             seen += raw.num_rows
             if progress:
                 progress(name, load.rows)
+        rules.finish()
+        threshold.check()  # beyond max_bad_rows / max_bad_fraction: the load rolls back, nothing changes
         child_results = {child: cl.commit() for child, cl in child_loads.items()}
         if isinstance(adapter, SqlSource) and source.sql is not None and source.sql.incremental is not None:
             save_mark(load, name, source.sql.incremental.cursor, adapter.high_water_mark, adapter.cursor_kind, run_id)

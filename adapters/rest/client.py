@@ -251,6 +251,31 @@ class RestSource:
         return {"url": st.url, "pages": st.pages, "records": st.records, "bytes": st.bytes, "retries": st.retries,
                 "concurrent_pages": st.concurrent}
 
+    def first_page(self) -> Page:
+        """Only the first page, as the pagination starts it (auth, retries and size limits apply): a sample of
+        the endpoint's responses for contract snapshots. Runs its own event loop in a worker thread."""
+        paginator = Paginator(self.source.paginate, self.url, {**self.system.params, **self.source.request.params})
+
+        async def main() -> Page:
+            async with self._client() as client:
+                return await self.fetch(client, paginator.first_request())
+
+        result: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                result["page"] = asyncio.run(main())
+            except BaseException as exc:  # raised in the caller's thread
+                result["error"] = exc
+
+        thread = threading.Thread(target=run, name=f"hub-rest-{self.name}-sample", daemon=True)
+        thread.start()
+        thread.join()
+        if "error" in result:
+            raise result["error"]
+        page: Page = result["page"]
+        return page
+
     # --- records -----------------------------------------------------------------------------------------
 
     def batches(self) -> Iterator[pa.RecordBatch]:

@@ -141,6 +141,9 @@ class RestSystemConfig(_Strict):
     concurrency: int = Field(8, ge=1, le=64, description="Pages fetched at once when the total is known.")
     verify: bool | str = Field(True, description="TLS verification: true, or a CA bundle path. Never off silently.")
     max_response_bytes: int = Field(256 * 1024 * 1024, gt=0, description="Larger bodies are refused.")
+    openapi: str | None = Field(None, description="The API's OpenAPI document (URL, or a file relative to the "
+                                                  "project): recorded by `hub contracts snapshot` and compared "
+                                                  "by `hub contracts test`.")
 
 
 class RequestConfig(_Strict):

@@ -267,6 +267,16 @@ class SftpSession:
 
         return self._call(f"download {remote}", op)
 
+    def read_head(self, remote: str, size: int) -> bytes:
+        """The first *size* bytes of *remote* (less when the file is shorter)."""
+
+        async def op(sftp: asyncssh.SFTPClient) -> bytes:
+            async with sftp.open(remote, "rb") as fh:
+                data = await fh.read(size)
+            return data if isinstance(data, bytes) else data.encode()
+
+        return self._call(f"read {remote}", op)
+
     def upload_atomic(self, local: Path, remote: str) -> None:
         """Upload under a temporary name the partner ignores, then rename: readers never see half a file."""
         folder, name = posixpath.split(remote)

@@ -169,9 +169,7 @@ class SftpSourceConfig(_Strict):
     format: FormatConfig
     after: AfterConfig = Field(default_factory=AfterConfig, description="move_to, delete, or leave (default).")
     sensor: SensorConfig | None = Field(None, description="Watch the folder: one run per new stable file.")
-    max_bad_rows: int | None = Field(None, ge=0, description="More rejected rows than this fail the file "
-                                                             "(nothing loaded, nothing archived).")
-    max_bad_fraction: float | None = Field(None, ge=0, le=1, description="Same, as a fraction of the rows.")
+    # max_bad_rows / max_bad_fraction are keys of every source (hub.spec.models.SourceSpec), not SFTP's own.
 
 
 class ExportFormat(_Strict):

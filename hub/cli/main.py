@@ -15,9 +15,11 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from hub.contracts.cli import register as register_contract_commands
 from hub.errors import HubError, SpecError
 from hub.spec import Pipeline, load
 from hub.spec.loader import project_root
+from hub.validation.cli import register as register_validation_commands
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Hub: coordinate REST, SOAP, SFTP and SQL systems as Dagster assets.")
@@ -289,6 +291,8 @@ def catalog_sql(
 contracts_app = typer.Typer(no_args_is_help=True, help="Expectation suites and contract tests: what the pipelines "
                                                        "rely on, checked against the live systems.")
 app.add_typer(contracts_app, name="contracts")
+register_contract_commands(contracts_app)  # hub contracts snapshot | test (hub/contracts/cli.py)
+register_validation_commands(contracts_app)  # hub contracts suggest (hub/validation/cli.py)
 
 
 def _json_type(schema: dict[str, Any]) -> str:

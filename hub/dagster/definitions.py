@@ -15,8 +15,10 @@ from typing import Any
 import dagster as dg
 from dagster import partition_loading_context
 
+from hub.dagster.contract_checks import contract_definitions
 from hub.dagster.files import export_asset, file_asset, file_job, file_sensor
 from hub.dagster.progress import report
+from hub.dagster.validation import check_results, check_specs
 from hub.materialize import Outcome, child_mode, load_mode, materialize_model, materialize_source
 from hub.runtime.secrets import mask_url
 from hub.runtime.window import Window
@@ -114,11 +116,17 @@ def _source_asset(pipeline: Pipeline, source: ResolvedSource,
         )
         return outcome
 
+    def partition(context: dg.AssetExecutionContext) -> str | None:  # the rows the suite checks
+        return context.partition_key if parts is not None else None
+
     if not spec.children:
         @dg.asset(name=source.name, group_name=pipeline.name, kinds=kinds, description=description,
-                  partitions_def=parts, pool=pool_for(pipeline), metadata=static_md, tags=tags)
+                  partitions_def=parts, pool=pool_for(pipeline), metadata=static_md, tags=tags,
+                  check_specs=check_specs(pipeline, [source.name]) or None)
         def _asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-            return dg.MaterializeResult(metadata=_metadata(run(context), parts is not None))
+            md = _metadata(run(context), parts is not None)
+            return dg.MaterializeResult(metadata=md, check_results=check_results(context, pipeline, source.name,
+                                                                                 partition(context)))
 
         return _asset
 
@@ -132,14 +140,17 @@ def _source_asset(pipeline: Pipeline, source: ResolvedSource,
             metadata={**static_md, "hub/load_mode": child_mode(source), "hub/parent": source.name,
                       "hub/path": cspec.path}))
 
-    @dg.multi_asset(name=source.name, specs=specs, partitions_def=parts, pool=pool_for(pipeline), can_subset=False)
+    @dg.multi_asset(name=source.name, specs=specs, partitions_def=parts, pool=pool_for(pipeline), can_subset=False,
+                    check_specs=check_specs(pipeline, [source.name, *spec.children]) or None)
     def _multi(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
         outcome = run(context)
-        yield dg.MaterializeResult(asset_key=source.name, metadata=_metadata(outcome, parts is not None))
+        yield dg.MaterializeResult(asset_key=source.name, metadata=_metadata(outcome, parts is not None),
+                                   check_results=check_results(context, pipeline, source.name, partition(context)))
         for child, result in outcome.children.items():
             child_outcome = Outcome(asset=child, load=result, duration_s=outcome.duration_s,
                                     source_url=outcome.source_url)
-            yield dg.MaterializeResult(asset_key=child, metadata=_metadata(child_outcome, parts is not None))
+            yield dg.MaterializeResult(asset_key=child, metadata=_metadata(child_outcome, parts is not None),
+                                       check_results=check_results(context, pipeline, child, partition(context)))
 
     return _multi
 
@@ -152,11 +163,13 @@ def _model_asset(pipeline: Pipeline, name: str) -> dg.AssetsDefinition:
         description=model.description or f"SQL model {name}", deps=pipeline.model_deps.get(name, []),
         pool=pool_for(pipeline), metadata={"hub/sql": dg.MetadataValue.md(f"```sql\n{model.sql}\n```"),
                                            "hub/spec": str(pipeline.path)},
+        check_specs=check_specs(pipeline, [name]) or None,
     )
     def _asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         outcome = materialize_model(pipeline, name)
         context.log.info(f"{name}: rebuilt with {outcome.load.table_rows} rows in {outcome.duration_s:.2f}s")
-        return dg.MaterializeResult(metadata=_metadata(outcome, False))
+        return dg.MaterializeResult(metadata=_metadata(outcome, False),
+                                    check_results=check_results(context, pipeline, name, None))
 
     return _asset
 
@@ -207,7 +220,8 @@ def pipeline_definitions(pipeline: Pipeline) -> dg.Definitions:
         if source.sftp is not None and source.sftp.sensor is not None:
             sensors.append(file_sensor(pipeline, source, fjob))
     schedules = [_schedule(pipeline, job, parts)] if pipeline.spec.schedule else []
-    return dg.Definitions(assets=pipeline_assets(pipeline), jobs=jobs, schedules=schedules, sensors=sensors)
+    defs = dg.Definitions(assets=pipeline_assets(pipeline), jobs=jobs, schedules=schedules, sensors=sensors)
+    return dg.Definitions.merge(defs, contract_definitions(pipeline))  # contract tests as asset checks
 
 
 def build_definitions(folder: str | Path, *, loader: Callable[[Path], Pipeline] = load) -> dg.Definitions:

@@ -11,6 +11,7 @@ import dagster as dg
 
 from adapters.sftp import ready
 from hub.dagster.progress import report
+from hub.dagster.validation import check_results, check_specs
 from hub.exports import run_export
 from hub.files import build_sftp, ingest_file
 from hub.spec import Pipeline
@@ -32,7 +33,7 @@ def file_asset(pipeline: Pipeline, source: ResolvedSource, pool: str | None) -> 
               partitions_def=file_partitions(source), pool=pool,
               metadata={"hub/system": source.system_name, "hub/load_mode": "replace_partition (per file)",
                         "hub/folder": files.path, "hub/glob": files.glob, "hub/spec": str(pipeline.path)},
-              tags={"hub/system": source.system_name})
+              tags={"hub/system": source.system_name}, check_specs=check_specs(pipeline, [source.name]) or None)
     def _asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         outcome = ingest_file(pipeline, source.name, context.partition_key, run_id=context.run_id, progress=report)
         context.log.info(f"{source.name} {outcome.file}: {outcome.status}, {outcome.after}"
@@ -49,7 +50,9 @@ def file_asset(pipeline: Pipeline, source: ResolvedSource, pool: str | None) -> 
                        "dagster/column_schema": dg.TableSchema(
                            columns=[dg.TableColumn(name=n, type=t) for n, t in load.columns])})
         md.update({f"hub/{k}": v for k, v in outcome.details.items()})
-        return dg.MaterializeResult(metadata=md)
+        # the suite checks this file's rows (its partition), also when the file had been loaded before
+        return dg.MaterializeResult(metadata=md, check_results=check_results(context, pipeline, source.name,
+                                                                             context.partition_key))
 
     return _asset
 

@@ -3,7 +3,11 @@
 * ``GET /api/customers?page=N&per_page=M`` — page-number pagination with ``total_pages`` in the body;
 * ``GET /api/contacts?since=ISO&until=ISO[&cursor=C]`` — customer interactions in a time window,
   cursor pagination (``next_cursor``), the incremental endpoint a daily partition reads;
-* every endpoint needs ``Authorization: Bearer <token>``; a wrong token is answered 401.
+* every endpoint needs ``Authorization: Bearer <token>``; a wrong token is answered 401;
+* ``GET /api/openapi.json`` — the API's OpenAPI 3.0 document (public).
+
+Test hooks (for contract tests): ``drop_fields`` (dotted record fields left out of every response),
+``rewrite`` (a function that alters each response body) and ``openapi`` (the document served, mutable).
 
 Data are deterministic (seeded), so every demo run and test sees the same rows.
 """
@@ -13,6 +17,7 @@ from __future__ import annotations
 import json
 import random
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -68,6 +73,90 @@ def contacts(days: int = 60, customers_n: int = 300) -> list[dict[str, Any]]:
     return out
 
 
+def openapi_document() -> dict[str, Any]:
+    """The CRM's OpenAPI 3.0 description: what a partner publishes and `hub contracts snapshot` records."""
+    def ref(name: str) -> dict[str, Any]:
+        return {"$ref": f"#/components/schemas/{name}"}
+
+    def param(name: str, where: str, schema: dict[str, Any], required: bool = False,
+              description: str = "") -> dict[str, Any]:
+        return {"name": name, "in": where, "required": required, "schema": schema, "description": description}
+
+    def page(schema: str) -> dict[str, Any]:
+        return {"description": "One page", "content": {"application/json": {"schema": ref(schema)}}}
+
+    unauthorized = {"description": "Missing or wrong bearer token"}
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "Demo CRM", "version": "1.0.0"},
+        "servers": [{"url": "/api"}],
+        "security": [{"bearer": []}],
+        "paths": {
+            "/customers": {"get": {
+                "operationId": "listCustomers", "summary": "Every customer, page by page",
+                "parameters": [param("page", "query", {"type": "integer", "minimum": 1, "default": 1}),
+                               param("per_page", "query", {"type": "integer", "maximum": 200, "default": 50})],
+                "responses": {"200": page("CustomerPage"), "401": unauthorized}}},
+            "/contacts": {"get": {
+                "operationId": "listContacts", "summary": "Customer interactions in a time window",
+                "parameters": [param("since", "query", {"type": "string", "format": "date-time"}, True),
+                               param("until", "query", {"type": "string", "format": "date-time"}, True),
+                               param("cursor", "query", {"type": "string"}),
+                               param("limit", "query", {"type": "integer", "maximum": 100, "default": 20})],
+                "responses": {"200": page("ContactPage"), "400": {"description": "Bad window"},
+                              "401": unauthorized}}},
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Address": {"type": "object", "required": ["city", "country"], "properties": {
+                    "city": {"type": "string"}, "country": {"type": "string", "minLength": 2, "maxLength": 2}}},
+                "Customer": {"type": "object", "required": ["id", "name", "email", "region", "tier", "address",
+                                                            "created_at", "annual_revenue"], "properties": {
+                    "id": {"type": "integer", "format": "int64"},
+                    "name": {"type": "string"},
+                    "email": {"type": "string", "format": "email"},
+                    "region": {"type": "string", "enum": list(REGIONS)},
+                    "tier": {"type": "string", "enum": ["gold", "silver", "bronze"]},
+                    "address": ref("Address"),
+                    "created_at": {"type": "string", "format": "date-time"},
+                    "annual_revenue": {"type": "string", "description": "Decimal, as text"}}},
+                "CustomerPage": {"type": "object", "required": ["data", "page", "per_page", "total_pages", "total"],
+                                 "properties": {"data": {"type": "array", "items": ref("Customer")},
+                                                "page": {"type": "integer"}, "per_page": {"type": "integer"},
+                                                "total_pages": {"type": "integer"}, "total": {"type": "integer"}}},
+                "Outcome": {"type": "object", "required": ["status", "score"], "properties": {
+                    "status": {"type": "string", "enum": ["won", "open", "lost"]},
+                    "score": {"type": "integer", "minimum": 1, "maximum": 5}}},
+                "Contact": {"type": "object", "required": ["contact_id", "customer_id", "channel", "occurred_at",
+                                                           "duration_minutes", "outcome"], "properties": {
+                    "contact_id": {"type": "integer", "format": "int64"},
+                    "customer_id": {"type": "integer", "format": "int64"},
+                    "channel": {"type": "string", "enum": list(CHANNELS)},
+                    "occurred_at": {"type": "string", "format": "date-time"},
+                    "duration_minutes": {"type": "integer", "nullable": True},
+                    "outcome": ref("Outcome")}},
+                "ContactPage": {"type": "object", "required": ["items", "next_cursor"], "properties": {
+                    "items": {"type": "array", "items": ref("Contact")},
+                    "next_cursor": {"type": "string", "nullable": True}}},
+            },
+        },
+    }
+
+
+def _without(record: dict[str, Any], fields: set[str]) -> dict[str, Any]:
+    """*record* minus the dotted *fields* (copied where changed)."""
+    out = dict(record)
+    for path in fields:
+        head, _, rest = path.partition(".")
+        if head in out:
+            if rest and isinstance(out[head], dict):
+                out[head] = _without(out[head], {rest})
+            elif not rest:
+                del out[head]
+    return out
+
+
 @dataclass
 class CRMData:
     customers: list[dict[str, Any]]
@@ -82,6 +171,8 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _send(self, status: int, body: dict[str, Any]) -> None:
+        if status == 200 and self.server.rewrite is not None:
+            body = self.server.rewrite(urlsplit(self.path).path, body)
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -96,6 +187,9 @@ class _Handler(BaseHTTPRequestHandler):
         fail_after = self.server.fail_after
         if fail_after is not None and self.server.requests > fail_after:
             self._send(500, {"error": "injected failure"})
+            return
+        if url.path == "/api/openapi.json":  # public, as API descriptions usually are
+            self._send(200, self.server.openapi)
             return
         if self.headers.get("Authorization") != f"Bearer {self.server.token}":
             self._send(401, {"error": "invalid or missing bearer token"})
@@ -114,7 +208,7 @@ class _Handler(BaseHTTPRequestHandler):
         page, per_page = int(qs.get("page", 1)), min(int(qs.get("per_page", 50)), 200)
         rows = self.server.data.customers
         total_pages = max(1, -(-len(rows) // per_page))
-        chunk = rows[(page - 1) * per_page: page * per_page]
+        chunk = self._records(rows[(page - 1) * per_page: page * per_page])
         self._send(200, {"data": chunk, "page": page, "per_page": per_page, "total_pages": total_pages,
                          "total": len(rows)})
 
@@ -127,7 +221,11 @@ class _Handler(BaseHTTPRequestHandler):
                 if r["contact_id"] > after and since <= _parse_time(r["occurred_at"], "occurred_at") < until]
         chunk = rows[:limit]
         nxt = str(chunk[-1]["contact_id"]) if len(rows) > limit else None
-        self._send(200, {"items": chunk, "next_cursor": nxt})
+        self._send(200, {"items": self._records(chunk), "next_cursor": nxt})
+
+    def _records(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        drop = self.server.drop_fields
+        return [_without(r, drop) for r in rows] if drop else rows
 
 
 def _parse_time(value: str | None, name: str) -> datetime:
@@ -144,6 +242,9 @@ class _CRMServer(ThreadingHTTPServer):
         super().__init__(addr, _Handler)
         self.data, self.token, self.requests = data, token, 0
         self.fail_after: int | None = None  # fault injection for tests: answer 500 after N requests
+        self.drop_fields: set[str] = set()  # dotted record fields left out of responses (contract tests)
+        self.rewrite: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None  # (path, body) -> body
+        self.openapi: dict[str, Any] = openapi_document()
 
 
 class CRMService:
@@ -163,6 +264,31 @@ class CRMService:
     @property
     def requests(self) -> int:
         return self._server.requests
+
+    @property
+    def drop_fields(self) -> set[str]:
+        """Dotted record fields (``email``, ``address.city``) left out of every response; mutate in place."""
+        return self._server.drop_fields
+
+    @property
+    def rewrite(self) -> Callable[[str, dict[str, Any]], dict[str, Any]] | None:
+        """A function (URL path, body) -> body applied to every successful response (None: off)."""
+        return self._server.rewrite
+
+    @rewrite.setter
+    def rewrite(self, fn: Callable[[str, dict[str, Any]], dict[str, Any]] | None) -> None:
+        self._server.rewrite = fn
+
+    @property
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI document served at /api/openapi.json (mutable, for tests)."""
+        return self._server.openapi
+
+    def reset_hooks(self) -> None:
+        """Back to the faithful service: no dropped fields, no rewrite, the original OpenAPI document."""
+        self._server.drop_fields.clear()
+        self._server.rewrite = None
+        self._server.openapi = openapi_document()
 
     def fail_after(self, n: int | None) -> None:
         """From request number *n* + 1 on, answer 500 (None heals). For failure tests."""

@@ -339,6 +339,8 @@ class _Router:
         if path == "/erp" and environ["REQUEST_METHOD"] == "GET" and "wsdl" in environ.get("QUERY_STRING", ""):
             self.service.wsdl_gets += 1
             body = self.service.wsdl()
+            if self.service.wsdl_rewrite is not None:
+                body = self.service.wsdl_rewrite(body)
             start_response("200 OK", [("Content-Type", "text/xml; charset=utf-8"),
                                       ("Content-Length", str(len(body)))])
             return [body]
@@ -379,6 +381,7 @@ class ERPService:
         self.fail_next: list[int] = []  # HTTP statuses to answer to the next requests, for failure tests
         self.delay_next: list[float] = []  # seconds to stall the next requests, for timeout tests
         self.rewrite: Callable[[bytes], bytes] | None = None  # alters responses, for contract tests
+        self.wsdl_rewrite: Callable[[bytes], bytes] | None = None  # alters the WSDL served, for contract tests
         self.wsdl_gets = 0
         self.basic = basic
         self._scheme = "https" if tls else "http"

@@ -60,7 +60,7 @@ def resolve(value: str, *, field: str, env: Mapping[str, str] | None = None, sec
 
 #: Fields whose resolved values are addresses, not credentials: kept readable in logs and metadata.
 NOT_SECRET_FIELDS = frozenset({"base_url", "url", "token_url", "host", "port", "path", "username", "wsdl",
-                               "address", "service", "cert", "key"})
+                               "address", "service", "cert", "key", "openapi"})
 
 
 def resolve_tree(value: Any, *, field: str) -> Any:

@@ -26,6 +26,7 @@ from adapters.sql.config import SqlSourceConfig
 from hub.errors import SpecError
 from hub.runtime.window import check_template, is_template
 from hub.spec.models import NAME, ModelSpec, PipelineSpec, ResolvedSource, SourceSpec, valid_name
+from hub.validation.suite import Suite, SuiteError, load_suite
 
 Loc = tuple[str | int, ...]
 DEFAULT_WAREHOUSE = "warehouse/hub.duckdb"
@@ -45,6 +46,7 @@ class Pipeline:
     sources: dict[str, ResolvedSource]
     model_deps: dict[str, list[str]] = field(default_factory=dict)
     export_deps: dict[str, list[str]] = field(default_factory=dict)
+    suites: dict[str, Suite] = field(default_factory=dict)  # `checks:`: asset -> its expectation suite
 
     @property
     def name(self) -> str:
@@ -205,9 +207,11 @@ def loads(text: str, path: Path) -> Pipeline:
     tables = set(spec.sources) | {c for s in spec.sources.values() for c in s.children}
     model_deps = _check_models(spec.models, tables, problems)
     export_deps = _check_exports(spec, tables | set(spec.models), problems)
+    root = project_root(path.resolve())
+    suites = _check_suites(spec.checks, tables | set(spec.models), root, problems)
     problems.raise_if_any()
-    return Pipeline(spec=spec, path=path, root=project_root(path.resolve()), sources=sources,
-                    model_deps=model_deps, export_deps=export_deps)
+    return Pipeline(spec=spec, path=path, root=root, sources=sources,
+                    model_deps=model_deps, export_deps=export_deps, suites=suites)
 
 
 def _resolve_sources(spec: PipelineSpec, data: dict[str, Any], problems: _Problems) -> dict[str, ResolvedSource]:
@@ -246,6 +250,10 @@ def _resolve_sources(spec: PipelineSpec, data: dict[str, Any], problems: _Proble
                 if key not in outputs:
                     problems.add((*loc, "primary_key"),
                                  f"'{key}' is not one of the declared columns ({', '.join(outputs)})")
+            for column in src.rules:
+                if column not in outputs:
+                    problems.add((*loc, "rules", column),
+                                 f"'{column}' is not one of the declared columns ({', '.join(outputs)})")
         templated = any(is_template(v) and "partition" in v for v in _strings(extra))
         partitioned = src.partitioned if src.partitioned is not None else templated
         if sftp is not None:
@@ -312,6 +320,10 @@ def _check_raw(data: dict[str, Any], problems: _Problems) -> None:
     tables = {str(n) for n in sources} | {str(c) for raw in sources.values() if isinstance(raw, dict)
                                           and isinstance(raw.get("children"), dict) for c in raw["children"]}
     _check_models(valid_models, tables, problems)
+    checks = data.get("checks")
+    if isinstance(checks, dict) and all(isinstance(v, str) for v in checks.values()):
+        _check_suites({str(k): v for k, v in checks.items()}, tables | {str(m) for m in models},
+                      project_root(problems.path.resolve()), problems)
     common = set(SourceSpec.model_fields)
     for name, raw in sources.items():
         if not isinstance(raw, dict):
@@ -377,6 +389,28 @@ def _check_exports(spec: PipelineSpec, tables: set[str], problems: _Problems) ->
             problems.add((*loc, "sql"), f"reads unknown table(s) {', '.join(unknown)}")
         deps[name] = sorted(t for t in read or () if t in tables)
     return deps
+
+
+def _check_suites(checks: dict[str, str], assets: set[str], root: Path, problems: _Problems) -> dict[str, Suite]:
+    """``checks:``: each names a source, child table or model and a suite file (relative to the project
+    root) that parses and holds real Great Expectations expectations."""
+    out: dict[str, Suite] = {}
+    for asset, file in checks.items():
+        loc: Loc = ("checks", asset)
+        if asset not in assets:
+            problems.add(loc, f"'{asset}' is not a source, child table or model of this pipeline "
+                              f"({', '.join(sorted(assets)) or 'none'})")
+            continue
+        path = Path(file) if Path(file).is_absolute() else root / file
+        if not path.is_file():
+            problems.add(loc, f"suite file {file} not found (looked for {path})")
+            continue
+        try:
+            out[asset] = load_suite(path, asset=asset, display=file)
+        except SuiteError as exc:
+            for problem in exc.problems:
+                problems.add(loc, f"{file}: {problem}")
+    return out
 
 
 def _check_children(loc: Loc, name: str, src: SourceSpec, spec: PipelineSpec, problems: _Problems) -> None:

@@ -19,6 +19,7 @@ from adapters.soap.config import SoapSourceConfig, SoapSystemConfig
 from adapters.sql.config import SqlSourceConfig, SqlSystemConfig
 from hub.runtime.choice import exactly_one
 from hub.transform.types import parse_type
+from hub.validation.rules import RuleSpec
 
 NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _NAME_RE = re.compile(NAME)
@@ -143,6 +144,12 @@ class SourceSpec(BaseModel):
                           "When given, only these columns are kept.")
     children: dict[str, ChildSpec] = Field(
         default_factory=dict, description="Child tables: table name -> the repeated element they hold.")
+    rules: dict[str, RuleSpec] = Field(
+        default_factory=dict, description="Row rules checked before the load: column -> {not_null, type, min, "
+                                          "max, regex, in, unique}; failing rows go to quarantine.")
+    max_bad_rows: int | None = Field(None, ge=0, description="More rejected rows (mapping and rules) than this "
+                                                             "fail the load: nothing is loaded.")
+    max_bad_fraction: float | None = Field(None, ge=0, le=1, description="Same, as a fraction of the rows read.")
 
     @field_validator("primary_key", mode="before")
     @classmethod
@@ -190,6 +197,9 @@ class PipelineSpec(_Strict):
     sources: dict[str, SourceSpec] = Field(default_factory=dict)
     models: dict[str, ModelSpec] = Field(default_factory=dict)
     exports: dict[str, ExportSpec] = Field(default_factory=dict)
+    checks: dict[str, str] = Field(default_factory=dict, description="Asset (source, child table or model) -> "
+                                                                  "its expectation suite, a file relative to "
+                                                                  "the project root.")
 
     @field_validator("partitions", mode="before")
     @classmethod

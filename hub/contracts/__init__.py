@@ -1,0 +1,25 @@
+"""Contract tests: what the pipelines depend on in each system, recorded (``hub contracts snapshot``) and
+checked against the live systems (``hub contracts test``, and Dagster asset checks).
+
+* :mod:`hub.contracts.collect` reads a system's contract document (WSDL operations, OpenAPI and observed
+  JSON schemas, file layouts, table schemas);
+* :mod:`hub.contracts.usage` works out which fields the pipeline's sources use (consumer-driven);
+* :mod:`hub.contracts.diff` classifies every difference as breaking or not;
+* :mod:`hub.contracts.report` writes JUnit XML, HTML and Markdown.
+"""
+
+from hub.contracts.diff import Change
+from hub.contracts.runner import (
+    ContractResult,
+    compare,
+    contract_file,
+    contracts_dir,
+    dumps,
+    snapshot,
+    systems_of,
+    verify,
+    verify_system,
+)
+
+__all__ = ["Change", "ContractResult", "compare", "contract_file", "contracts_dir", "dumps", "snapshot",
+           "systems_of", "verify", "verify_system"]

@@ -1,0 +1,638 @@
+"""Comparing a contract snapshot with what a system offers now, change by change.
+
+Every difference becomes a :class:`Change` naming the system, the element (operation, endpoint, file,
+table), the path of the field, the before and the after, and whether it is **breaking**: something a
+pipeline of the hub uses disappeared, was renamed, changed or narrowed its type, lost enumeration values,
+or a new input became required. Everything else is **non-breaking** (added optional fields, added
+operations, widened types) and so is any change to a part no pipeline uses: it is reported with "not used".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hub.contracts.schema import (
+    ITEMS,
+    Path,
+    canonical,
+    kind,
+    leaf_label,
+    properties,
+    relation,
+    required,
+    show,
+    unwrap,
+)
+from hub.contracts.usage import Usage, Use, labels
+
+
+@dataclass
+class Change:
+    """One difference between the snapshot and the live system."""
+
+    system: str
+    element: str  # the operation, endpoint, file or table, e.g. "GetOrders output"
+    field: str  # the path inside it, e.g. "GetOrdersResult.Order[].Status" ("" for the element itself)
+    what: str  # e.g. "removed", "renamed to OrderStatus", "type changed"
+    before: str
+    after: str
+    breaking: bool
+    used_by: list[str] = dataclasses.field(default_factory=list)  # "source (what it uses)"
+    sources: list[str] = dataclasses.field(default_factory=list)  # the sources concerned
+
+    @property
+    def path(self) -> str:
+        return f"{self.element} {self.field}".strip()
+
+    @property
+    def severity(self) -> str:
+        return "breaking" if self.breaking else "non-breaking"
+
+    @property
+    def usage(self) -> str:
+        return ("used by " + "; ".join(self.used_by)) if self.used_by else "not used by the pipeline"
+
+    def message(self) -> str:
+        """``erp: GetOrders output GetOrdersResult.Order[].Status: renamed to OrderStatus (before: ...; after:
+        ...) - breaking, used by erp_orders (column Status)``"""
+        return (f"{self.system}: {self.path}: {self.what} (before: {self.before}; after: {self.after}) - "
+                f"{self.severity}, {self.usage}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"system": self.system, "path": self.path, "element": self.element, "field": self.field,
+                "change": self.what, "before": self.before, "after": self.after, "severity": self.severity,
+                "used_by": self.used_by, "message": self.message()}
+
+
+class Differ:
+    """Collects the changes of one system."""
+
+    def __init__(self, system: str, usage: Usage) -> None:
+        self.system, self.usage = system, usage
+        self.changes: list[Change] = []
+
+    def add(self, element: str, path: Path | str, what: str, before: Any, after: Any, *,
+            uses: list[Use], breaking: bool) -> None:
+        shown = path if isinstance(path, str) else ("" if not path else show(path))
+        self.changes.append(Change(self.system, element, shown, what, str(before), str(after), breaking,
+                                   labels(uses), sorted({u.source for u in uses})))
+
+    # --- JSON Schemas ---------------------------------------------------------------------------------
+
+    def schema(self, before: dict[str, Any] | None, after: dict[str, Any] | None, *, element: str, scope: str,
+               path: Path = (), direction: str = "out") -> None:
+        """Compare two schemas of one place. *direction* ``out``: data the system sends (a response);
+        ``in``: data the hub sends (parameters), where the uses are the parameters a pipeline sends."""
+        b, b_null = unwrap(before)
+        a, a_null = unwrap(after)
+        kb, ka = kind(b), kind(a)
+        uses = self.usage.users(scope, path)
+        if kb == "unknown" or ka == "unknown":
+            return  # nothing observed on one side (only nulls sampled): nothing to compare
+        if kb != ka:
+            self.add(element, path, "type changed", leaf_label(before or {}), leaf_label(after or {}),
+                     uses=uses, breaking=bool(uses))
+            return
+        if direction == "out" and a_null and not b_null and path:
+            keys = [u for u in uses if u.key]
+            self.add(element, path, "now nullable", leaf_label(before or {}), leaf_label(after or {}),
+                     uses=uses, breaking=bool(keys))
+        if kb == "object":
+            self._object(b, a, element=element, scope=scope, path=path, direction=direction)
+        elif kb == "array":
+            self.schema(b.get("items") or {}, a.get("items") or {}, element=element, scope=scope,
+                        path=(*path, ITEMS), direction=direction)
+        else:
+            self._leaf(b, a, element=element, path=path, uses=uses)
+
+    def _object(self, b: dict[str, Any], a: dict[str, Any], *, element: str, scope: str, path: Path,
+                direction: str) -> None:
+        pb, pa = properties(b), properties(a)
+        rb, ra = required(b), required(a)
+        removed = [k for k in pb if k not in pa]
+        added = [k for k in pa if k not in pb]
+        # one element renamed: same shape, same optionality, and no other candidate
+        renames = _renames(removed, added, lambda r, x: canonical(pb[r]) == canonical(pa[x])
+                           and (r in rb) == (x in ra) and unwrap(pb[r])[1] == unwrap(pa[x])[1])
+        for name in removed:
+            p = (*path, name)
+            uses = self.usage.users(scope, p)
+            if name in renames:
+                new = renames[name]
+                new_required = direction == "in" and new in ra
+                what = f"renamed to {new}" + (" (required)" if new_required else "")
+                self.add(element, p, what, f"{name}: {leaf_label(pb[name])}", f"{new}: {leaf_label(pa[new])}",
+                         uses=uses, breaking=bool(uses) or new_required)
+            else:
+                self.add(element, p, "removed", leaf_label(pb[name]), "absent", uses=uses, breaking=bool(uses))
+        for name in added:
+            if name in renames.values():
+                continue
+            p = (*path, name)
+            if direction == "in" and name in ra:
+                sent = [u for u in self.usage.users(scope, p) if u.path == p]
+                self.add(element, p, "new required input", "absent", leaf_label(pa[name]), uses=sent,
+                         breaking=not sent)
+            else:
+                optional = "required" if name in ra else "optional"
+                self.add(element, p, f"added ({optional})", "absent", leaf_label(pa[name]),
+                         uses=self.usage.users(scope, p) if direction == "in" else [], breaking=False)
+        for name in pb:
+            if name not in pa:
+                continue
+            p = (*path, name)
+            if direction == "out" and name in rb and name not in ra:
+                uses = self.usage.users(scope, p)
+                self.add(element, p, "now optional (may be absent)", "required", "optional", uses=uses,
+                         breaking=any(u.key for u in uses))
+            if direction == "in" and name not in rb and name in ra:
+                sent = [u for u in self.usage.users(scope, p) if u.path == p]
+                self.add(element, p, "now required", "optional", "required", uses=sent, breaking=not sent)
+            self.schema(pb[name], pa[name], element=element, scope=scope, path=p, direction=direction)
+
+    def _leaf(self, b: dict[str, Any], a: dict[str, Any], *, element: str, path: Path, uses: list[Use]) -> None:
+        eb, ea = b.get("enum"), a.get("enum")
+        if isinstance(eb, list) and isinstance(ea, list):
+            gone = [v for v in eb if v not in ea]
+            new = [v for v in ea if v not in eb]
+            if gone:
+                self.add(element, path, "enum values removed: " + ", ".join(map(str, gone)), _enum(eb), _enum(ea),
+                         uses=uses, breaking=bool(uses))
+            if new:
+                self.add(element, path, "enum values added: " + ", ".join(map(str, new)), _enum(eb), _enum(ea),
+                         uses=uses, breaking=False)
+        elif isinstance(ea, list) and not isinstance(eb, list):
+            self.add(element, path, "now an enumeration", leaf_label(b), leaf_label(a), uses=uses,
+                     breaking=bool(uses))
+        elif isinstance(eb, list):
+            self.add(element, path, "no longer an enumeration", leaf_label(b), leaf_label(a), uses=uses,
+                     breaking=False)
+        rel = relation(b, a)
+        if rel == "same":
+            return
+        what = {"widened": "type widened", "narrowed": "type narrowed"}.get(rel, "type changed")
+        self.add(element, path, what, leaf_label(b), leaf_label(a), uses=uses,
+                 breaking=rel != "widened" and bool(uses))
+
+
+def _enum(values: list[Any]) -> str:
+    return "[" + ", ".join(map(str, values)) + "]"
+
+
+def _renames(removed: list[str], added: list[str], same: Any) -> dict[str, str]:
+    """Removed name -> added name, where exactly one added element has the same shape."""
+    out: dict[str, str] = {}
+    for r in removed:
+        candidates = [x for x in added if x not in out.values() and same(r, x)]
+        if len(candidates) == 1:
+            out[r] = candidates[0]
+    return out
+
+
+# --- SOAP ------------------------------------------------------------------------------------------------
+
+def compare_soap(system: str, before: dict[str, Any], after: dict[str, Any], usage: Usage) -> list[Change]:
+    d = Differ(system, usage)
+    for key in ("service", "port", "binding", "soap_version"):
+        if before.get(key) != after.get(key):
+            d.add(f"port {before.get('port')}", "", f"{key} changed", before.get(key), after.get(key), uses=[],
+                  breaking=False)
+    ops_b, ops_a = before.get("operations") or {}, after.get("operations") or {}
+    removed = [op for op in ops_b if op not in ops_a]
+    added = [op for op in ops_a if op not in ops_b]
+    renames = _renames(removed, added, lambda r, x: (canonical(ops_b[r].get("input") or {}),
+                                                     canonical(ops_b[r].get("output") or {}))
+                       == (canonical(ops_a[x].get("input") or {}), canonical(ops_a[x].get("output") or {})))
+    for op in removed:
+        uses = usage.users(f"op:{op}", ())
+        what = f"operation renamed to {renames[op]}" if op in renames else "operation removed"
+        d.add(f"operation {op}", "", what, op, renames.get(op, "absent"), uses=uses, breaking=bool(uses))
+    for op in added:
+        if op not in renames.values():
+            d.add(f"operation {op}", "", "operation added", "absent", op, uses=[], breaking=False)
+    for op, ob in ops_b.items():
+        oa = ops_a.get(op)
+        if oa is None:
+            continue
+        for key in ("soap_action", "style"):
+            if ob.get(key) != oa.get(key):
+                d.add(f"operation {op}", "", f"{key} changed", ob.get(key), oa.get(key),
+                      uses=usage.users(f"op:{op}", ()), breaking=False)
+        d.schema(ob.get("input"), oa.get("input"), element=f"{op} input", scope=f"op:{op}:input", direction="in")
+        if ob.get("input_headers") or oa.get("input_headers"):
+            d.schema(ob.get("input_headers") or {"type": "object", "properties": {}},
+                     oa.get("input_headers") or {"type": "object", "properties": {}},
+                     element=f"{op} input headers", scope=f"op:{op}:headers", direction="in")
+        d.schema(ob.get("output"), oa.get("output"), element=f"{op} output", scope=f"op:{op}:output")
+    _compare_samples(d, before.get("responses") or {}, after.get("responses") or {})
+    return d.changes
+
+
+_PROBLEMS = {"fault": "the operation answers with a SOAP Fault", "format": "responses no longer match the WSDL",
+             "adapter": "the source can no longer read the operation"}
+
+
+def _compare_samples(d: Differ, before: dict[str, Any], after: dict[str, Any]) -> None:
+    """Live responses read by the adapter: one that stopped conforming to the service description breaks."""
+    for source, sb in before.items():
+        sa = after.get(source)
+        if sa is None or sb == sa:
+            continue
+        element = f"{sa.get('operation', source)} responses"
+        uses = [Use(source, (), f"records {sa.get('records', '')}".strip())]
+        if sa.get("conforms") is False and sb.get("conforms") is not False:
+            d.add(element, "", _PROBLEMS.get(str(sa.get("problem")), _PROBLEMS["format"]), "conform",
+                  sa.get("error", "do not conform"), uses=uses, breaking=True)
+        elif sa.get("conforms") and sb.get("conforms") is False:
+            d.add(element, "", "responses match the WSDL again", sb.get("error", "did not conform"), "conform",
+                  uses=uses, breaking=False)
+
+
+# --- REST ------------------------------------------------------------------------------------------------
+
+def compare_rest(system: str, before: dict[str, Any], after: dict[str, Any], usage: Usage) -> list[Change]:
+    d = Differ(system, usage)
+    eps_b, eps_a = before.get("endpoints") or {}, after.get("endpoints") or {}
+    for source, eb in eps_b.items():
+        ea = eps_a.get(source)
+        element = f"{eb.get('request', source)} response"
+        uses = usage.users(f"rest:{source}", ())
+        if ea is None:
+            d.add(element, "", "no longer read by the pipeline (take a new snapshot)", eb.get("request"), "absent",
+                  uses=[], breaking=False)
+            continue
+        if ea.get("request") != eb.get("request"):
+            d.add(element, "", "the source now requests another endpoint (take a new snapshot)", eb.get("request"),
+                  ea.get("request"), uses=uses, breaking=False)
+        if "status" in ea and "status" not in eb:
+            d.add(element, "", "endpoint removed", "HTTP 200", f"HTTP {ea['status']}", uses=uses, breaking=True)
+            continue
+        if "status" in eb and "status" not in ea:
+            d.add(element, "", "endpoint answers again", f"HTTP {eb['status']}", "HTTP 200", uses=uses,
+                  breaking=False)
+            continue
+        d.schema(eb.get("response"), ea.get("response"), element=element, scope=f"rest:{source}")
+    for source, ea in eps_a.items():
+        if source not in eps_b:
+            d.add(f"{ea.get('request', source)} response", "", "not in the snapshot (take a new snapshot)", "absent",
+                  ea.get("request"), uses=[], breaking=False)
+    ob, oa = before.get("openapi"), after.get("openapi")
+    if ob is not None and oa is None:
+        d.add("OpenAPI document", "", "no longer declared", "declared", "absent", uses=[], breaking=False)
+    elif ob is None and oa is not None:
+        d.add("OpenAPI document", "", "now declared (take a new snapshot to compare it)", "absent", "declared",
+              uses=[], breaking=False)
+    elif ob is not None and oa is not None:
+        _compare_openapi(d, ob, oa, usage)
+    return d.changes
+
+
+_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
+
+
+def _resolve(node: Any, doc: dict[str, Any], seen: tuple[str, ...] = ()) -> Any:
+    """*node* with local ``$ref``s inlined (a reference cycle stays a ``$ref``)."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/"):
+            if ref in seen or len(seen) > 24:
+                return {"$ref": ref}
+            target: Any = doc
+            for part in ref[2:].split("/"):
+                target = target.get(part.replace("~1", "/").replace("~0", "~")) if isinstance(target, dict) else None
+            return _resolve(target or {}, doc, (*seen, ref))
+        return {k: _resolve(v, doc, seen) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_resolve(v, doc, seen) for v in node]
+    return node
+
+
+def _json_schema_of(content: Any) -> dict[str, Any] | None:
+    if not isinstance(content, dict):
+        return None
+    for media, body in sorted(content.items()):
+        if "json" in media and isinstance(body, dict):
+            schema = body.get("schema")
+            return schema if isinstance(schema, dict) else None
+    return None
+
+
+def openapi_operations(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``GET /customers`` -> its parameters (by name), JSON request body and JSON success response, with
+    references resolved."""
+    out: dict[str, dict[str, Any]] = {}
+    for path, item in (doc.get("paths") or {}).items():
+        if not isinstance(item, dict):
+            continue
+        item = _resolve(item, doc)
+        shared = [p for p in item.get("parameters") or [] if isinstance(p, dict)]
+        for method in _METHODS:
+            op = item.get(method)
+            if not isinstance(op, dict):
+                continue
+            params: dict[str, Any] = {}
+            for p in [*shared, *(op.get("parameters") or [])]:
+                if isinstance(p, dict) and p.get("name"):
+                    params[str(p["name"])] = {"in": p.get("in"), "required": bool(p.get("required")),
+                                              "schema": p.get("schema") or {}}
+            responses = op.get("responses") or {}
+            ok = sorted(code for code in responses if str(code).startswith("2"))
+            response = _json_schema_of((responses.get(ok[0]) or {}).get("content")) if ok else None
+            body = op.get("requestBody") if isinstance(op.get("requestBody"), dict) else None
+            out[f"{method.upper()} {path}"] = {
+                "parameters": params,
+                "request": _json_schema_of(body.get("content")) if body else None,
+                "request_required": bool(body.get("required")) if body else False,
+                "response": response,
+            }
+    return out
+
+
+def match_operation(operations: dict[str, Any], method: str, path: str) -> str | None:
+    """The OpenAPI operation a request goes to: same method, path equal segment by segment (a ``{param}``
+    matches any segment), or ending with the request's path (servers with a base path)."""
+    want = [s for s in path.split("?")[0].strip("/").split("/") if s]
+
+    def fits(template: list[str], actual: list[str]) -> bool:
+        return len(template) == len(actual) and all(t == a or (t.startswith("{") and t.endswith("}")) or "{{" in a
+                                                    for t, a in zip(template, actual, strict=True))
+
+    candidates = []
+    for key in operations:
+        m, _, p = key.partition(" ")
+        if m != method.upper():
+            continue
+        segments = [s for s in p.strip("/").split("/") if s]
+        if fits(segments, want):
+            return key
+        if len(segments) > len(want) and fits(segments[len(segments) - len(want):], want):
+            candidates.append(key)
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def _compare_openapi(d: Differ, before: dict[str, Any], after: dict[str, Any], usage: Usage) -> None:
+    ob, oa = openapi_operations(before), openapi_operations(after)
+    for key in ob:
+        if key not in oa:
+            uses = usage.users(f"openapi:{key}", ())
+            d.add(f"OpenAPI {key}", "", "operation removed", key, "absent", uses=uses, breaking=bool(uses))
+    for key in oa:
+        if key not in ob:
+            d.add(f"OpenAPI {key}", "", "operation added", "absent", key, uses=[], breaking=False)
+    for key, b in ob.items():
+        a = oa.get(key)
+        if a is None:
+            continue
+        element = f"OpenAPI {key}"
+        scope = f"openapi:{key}:params"
+        pb, pa = b["parameters"], a["parameters"]
+        for name, spec in pb.items():
+            sent = [u for u in usage.users(scope, (name,)) if u.path == (name,)]
+            if name not in pa:
+                d.add(element, f"parameter {name}", "removed", _param(spec), "absent", uses=sent, breaking=bool(sent))
+                continue
+            if not spec["required"] and pa[name]["required"]:
+                d.add(element, f"parameter {name}", "now required", "optional", "required", uses=sent,
+                      breaking=not sent)
+            if spec["in"] != pa[name]["in"]:
+                d.add(element, f"parameter {name}", "moved", spec["in"], pa[name]["in"], uses=sent,
+                      breaking=bool(sent))
+            d.schema(spec["schema"], pa[name]["schema"], element=f"{element} parameter", scope=scope, path=(name,),
+                     direction="in")
+        for name, spec in pa.items():
+            if name in pb:
+                continue
+            sent = [u for u in usage.users(scope, (name,)) if u.path == (name,)]
+            if spec["required"]:
+                d.add(element, f"parameter {name}", "new required input", "absent", _param(spec), uses=sent,
+                      breaking=not sent)
+            else:
+                d.add(element, f"parameter {name}", "added (optional)", "absent", _param(spec), uses=sent,
+                      breaking=False)
+        if b["request"] is not None or a["request"] is not None:
+            d.schema(b["request"] or {}, a["request"] or {}, element=f"{element} request body",
+                     scope=f"openapi:{key}:body", direction="in")
+        if b["response"] is None and a["response"] is not None:
+            continue
+        if b["response"] is not None and a["response"] is None:
+            uses = usage.users(f"openapi:{key}:response", ())
+            d.add(f"{element} response", "", "no JSON success response any more", "declared", "absent", uses=uses,
+                  breaking=bool(uses))
+            continue
+        d.schema(b["response"], a["response"], element=f"{element} response", scope=f"openapi:{key}:response")
+
+
+def _param(spec: dict[str, Any]) -> str:
+    return f"{spec.get('in')} {leaf_label(spec.get('schema') or {})}" + (", required" if spec.get("required") else "")
+
+
+# --- SFTP ------------------------------------------------------------------------------------------------
+
+_LENGTH = re.compile(r"^(\w+)\((\d+)\)$")
+
+
+Relation = Callable[[dict[str, Any], dict[str, Any]], str]
+
+
+def csv_relation(cb: dict[str, Any], ca: dict[str, Any]) -> str:
+    """Relation of two inferred CSV column types (``integer``, ``decimal(,)``, ``date(%d.%m.%Y)``, ...)."""
+    before, after = str(cb.get("type")), str(ca.get("type"))
+    if before == after or "empty" in (before, after):
+        return "same"
+    if before == "integer" and after.startswith("decimal"):
+        return "widened"
+    if before.startswith("decimal") and after == "integer":
+        return "narrowed"
+    return "changed"
+
+
+def compare_sftp(system: str, before: dict[str, Any], after: dict[str, Any], usage: Usage) -> list[Change]:
+    d = Differ(system, usage)
+    fb, fa = before.get("files") or {}, after.get("files") or {}
+    for source, lb in fb.items():
+        la = fa.get(source)
+        element = f"file {lb.get('path', '')}/{lb.get('glob', '')} ({source})"
+        scope = f"file:{source}"
+        everything = usage.users(scope, ())
+        if la is None:
+            d.add(element, "", "no longer read by the pipeline (take a new snapshot)", "read", "absent", uses=[],
+                  breaking=False)
+            continue
+        if lb.get("sample") is None or la.get("sample") is None:
+            if lb.get("sample") is not None:
+                d.add(element, "", "no ready file to compare with", lb.get("name_pattern"), "no file", uses=[],
+                      breaking=False)
+            elif la.get("sample") is not None:
+                d.add(element, "", "a file to compare with (take a new snapshot)", "no file", la.get("name_pattern"),
+                      uses=[], breaking=False)
+            continue
+        if lb.get("name_pattern") != la.get("name_pattern"):
+            d.add(element, "name", "file names changed", lb.get("name_pattern"), la.get("name_pattern"), uses=[],
+                  breaking=False)
+        for key in ("format", "delimiter", "header", "compression"):
+            if lb.get(key) != la.get(key):
+                d.add(element, key, f"{key} changed", lb.get(key), la.get(key), uses=everything,
+                      breaking=bool(everything))
+        eb, ea = lb.get("encoding"), la.get("encoding")
+        if eb != ea:
+            declared = la.get("declared_encoding")
+            fits = ea == "ascii" or ea == declared or (declared in ("utf-8", "utf_8") and ea == "utf-8")
+            d.add(element, "encoding", "encoding changed", eb, ea, uses=everything,
+                  breaking=bool(everything) and not fits)
+        if "columns" in lb or "columns" in la:
+            _compare_columns(d, lb.get("columns") or [], la.get("columns") or [], element=element, scope=scope,
+                             positional=not lb.get("header", True),
+                             relation_=_sql_relation if lb.get("format") == "parquet" else csv_relation)
+        if lb.get("line_length") != la.get("line_length") and "line_length" in lb:
+            d.add(element, "line length", "line length changed", lb.get("line_length"), la.get("line_length"),
+                  uses=everything, breaking=bool(everything))
+        if "schema" in lb or "schema" in la:
+            d.schema(lb.get("schema"), la.get("schema"), element=element, scope=scope)
+    for source, la in fa.items():
+        if source not in fb:
+            d.add(f"file {la.get('path', '')}/{la.get('glob', '')} ({source})", "", "not in the snapshot (take a "
+                  "new snapshot)", "absent", la.get("name_pattern"), uses=[], breaking=False)
+    return d.changes
+
+
+def _compare_columns(d: Differ, before: list[dict[str, Any]], after: list[dict[str, Any]], *, element: str,
+                     scope: str, positional: bool, relation_: Relation, nullability: bool = False) -> None:
+    """Columns of a file or table. By name (a header, a table): removed and renamed columns a source uses
+    break, reordering does not. Positional (no header): a column removed or the order changed breaks."""
+    usage = d.usage
+    nb = [c["name"] for c in before]
+    na = [c["name"] for c in after]
+    by_b = {c["name"]: c for c in before}
+    by_a = {c["name"]: c for c in after}
+    if positional:
+        everything = usage.users(scope, ())
+        if len(after) < len(before):
+            gone = ", ".join(nb[len(after):])
+            d.add(element, "columns", f"column(s) removed: {gone}", len(before), len(after), uses=everything,
+                  breaking=bool(everything))
+        elif len(after) > len(before):
+            d.add(element, "columns", "column(s) added at the end", len(before), len(after), uses=[], breaking=False)
+        tb = [c.get("type") for c in before]
+        ta = [c.get("type") for c in after][:len(before)]
+        if len(ta) == len(tb) and ta != tb and sorted(map(str, ta)) == sorted(map(str, tb)):
+            d.add(element, "columns", "columns reordered (the file has no header: columns are read by position)",
+                  ", ".join(map(str, tb)), ", ".join(map(str, ta)), uses=everything, breaking=bool(everything))
+            return
+        for i, (cb, ca) in enumerate(zip(before, after, strict=False)):
+            rel = relation_(cb, ca)
+            if rel != "same":
+                uses = usage.users(scope, (cb["name"],))
+                d.add(element, f"column {i + 1} ({cb['name']})", "type " + ("widened" if rel == "widened" else rel),
+                      cb.get("type"), ca.get("type"), uses=uses, breaking=rel != "widened" and bool(uses))
+        return
+    removed = [n for n in nb if n not in by_a]
+    added = [n for n in na if n not in by_b]
+    renames = _renames(removed, added, lambda r, x: nb.index(r) == na.index(x)
+                       and by_b[r].get("type") == by_a[x].get("type"))
+    for name in removed:
+        uses = usage.users(scope, (name,))
+        if name in renames:
+            new = renames[name]
+            d.add(element, f"column {name}", f"renamed to {new}", f"{name}: {by_b[name].get('type')}",
+                  f"{new}: {by_a[new].get('type')}", uses=uses, breaking=bool(uses))
+        else:
+            d.add(element, f"column {name}", "removed", by_b[name].get("type"), "absent", uses=uses,
+                  breaking=bool(uses))
+    for name in added:
+        if name not in renames.values():
+            d.add(element, f"column {name}", "added", "absent", by_a[name].get("type"), uses=[], breaking=False)
+    common_b = [n for n in nb if n in by_a]
+    common_a = [n for n in na if n in by_b]
+    if common_b != common_a:
+        d.add(element, "columns", "columns reordered (read by name: not breaking)", ", ".join(common_b),
+              ", ".join(common_a), uses=[], breaking=False)
+    for name in common_b:
+        cb, ca = by_b[name], by_a[name]
+        uses = usage.users(scope, (name,))
+        rel = relation_(cb, ca)
+        if rel != "same":
+            what = {"widened": "type widened", "narrowed": "type narrowed", "db": "database type changed "
+                    "(same Arrow type)"}.get(rel, "type changed")
+            d.add(element, f"column {name}", what, _column_label(cb), _column_label(ca), uses=uses,
+                  breaking=rel in ("narrowed", "changed") and bool(uses))
+        if nullability and not cb.get("nullable", True) and ca.get("nullable", True):
+            keys = [u for u in uses if u.key]
+            d.add(element, f"column {name}", "now nullable", "NOT NULL", "NULL allowed", uses=uses,
+                  breaking=bool(keys))
+
+
+def _column_label(col: dict[str, Any]) -> str:
+    arrow = col.get("arrow")
+    return f"{col.get('type')} ({arrow})" if arrow else str(col.get("type"))
+
+
+# --- SQL -------------------------------------------------------------------------------------------------
+
+_INTS = {"int8": 1, "int16": 2, "int32": 3, "int64": 4, "uint8": 1, "uint16": 2, "uint32": 3, "uint64": 4}
+_FLOATS = {"halffloat": 1, "float": 2, "double": 3}
+_DECIMAL = re.compile(r"^decimal(?:128|256)?\((\d+),\s*(\d+)\)$")
+
+
+def arrow_relation(before: str, after: str) -> str:
+    """Relation of two Arrow type names as the SQL catalog reports them."""
+    if before == after:
+        return "same"
+    if {before, after} <= {"string", "large_string"}:
+        return "same"
+    if before in _INTS and after in _INTS:
+        return "widened" if _INTS[after] > _INTS[before] else "narrowed" if _INTS[after] < _INTS[before] else "changed"
+    if before in _INTS and after in _FLOATS:
+        return "widened"
+    if before in _FLOATS and after in _FLOATS:
+        return "widened" if _FLOATS[after] > _FLOATS[before] else "narrowed"
+    mb, ma = _DECIMAL.match(before), _DECIMAL.match(after)
+    if mb and ma:
+        pb, sb, pa, sa = int(mb[1]), int(mb[2]), int(ma[1]), int(ma[2])
+        if pa - sa >= pb - sb and sa >= sb:
+            return "widened"
+        if pa - sa <= pb - sb and sa <= sb:
+            return "narrowed"
+    if mb and after in _INTS:
+        return "changed"
+    return "changed"
+
+
+def _sql_relation(cb: dict[str, Any], ca: dict[str, Any]) -> str:
+    tb, ta = str(cb.get("type")), str(ca.get("type"))
+    rel = arrow_relation(str(cb.get("arrow")), str(ca.get("arrow")))
+    if rel != "same" or tb == ta:
+        return rel
+    lb, la = _LENGTH.match(str(tb).replace(" ", "")), _LENGTH.match(str(ta).replace(" ", ""))
+    if lb and la and lb[1].upper() == la[1].upper():
+        return "widened" if int(la[2]) > int(lb[2]) else "narrowed"
+    return "db"
+
+
+def compare_sql(system: str, before: dict[str, Any], after: dict[str, Any], usage: Usage) -> list[Change]:
+    d = Differ(system, usage)
+    if before.get("dialect") != after.get("dialect"):
+        d.add("database", "", "dialect changed", before.get("dialect"), after.get("dialect"), uses=[], breaking=False)
+    tb, ta = before.get("tables") or {}, after.get("tables") or {}
+    for name, table in tb.items():
+        scope = f"table:{name}"
+        element = f"{table.get('kind', 'table')} {name}"
+        live = ta.get(name)
+        if live is None:
+            uses = usage.users(scope, ())
+            d.add(element, "", f"{table.get('kind', 'table')} removed", name, "absent", uses=uses,
+                  breaking=bool(uses))
+            continue
+        _compare_columns(d, table.get("columns") or [], live.get("columns") or [], element=element, scope=scope,
+                         positional=False, relation_=_sql_relation, nullability=True)
+        if table.get("primary_key") != live.get("primary_key"):
+            d.add(element, "primary key", "primary key changed", ", ".join(table.get("primary_key") or []) or "none",
+                  ", ".join(live.get("primary_key") or []) or "none", uses=[], breaking=False)
+    for name, table in ta.items():
+        if name not in tb:
+            d.add(f"{table.get('kind', 'table')} {name}", "", "not in the snapshot (take a new snapshot)", "absent",
+                  name, uses=[], breaking=False)
+    return d.changes

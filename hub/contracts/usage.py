@@ -1,0 +1,304 @@
+"""Consumer-driven contracts: which parts of a system each pipeline actually uses.
+
+A source uses what its spec names: the declared ``columns`` (dotted paths), its ``primary_key``, the
+``records`` path, the paths of its child tables, the JSONPaths its pagination reads, the parameters it
+sends, a SQL source's ``select`` / incremental cursor / the columns its query names. A source without
+``columns`` uses every field of its records. A change to something no source uses is reported, never
+breaking.
+
+Uses are recorded per *scope* (one operation's input or output, one endpoint's response, one file
+layout, one table) as paths without array markers; a change at path P concerns a use at path U when one
+is a prefix of the other (a removed parent removes the field; a consumer of a whole structure sees every
+change inside it).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from hub.contracts.schema import ITEMS, Path, bare, find_property
+from hub.spec.loader import Pipeline
+from hub.spec.models import ResolvedSource
+
+_JSONPATH_TOKEN = re.compile(r"\.([A-Za-z_$][\w$-]*)|\['([^']+)'\]|\[\"([^\"]+)\"\]|\[(\*|\d+)\]")
+
+
+@dataclass(frozen=True)
+class Use:
+    source: str
+    path: Path  # without array markers
+    why: str
+    key: bool = False  # a primary key or cursor: must never be missing or null
+
+    def label(self) -> str:
+        return f"{self.source} ({self.why})"
+
+
+class Usage:
+    """Every use of one system by one pipeline, by scope."""
+
+    def __init__(self) -> None:
+        self._uses: dict[str, list[Use]] = defaultdict(list)
+
+    def add(self, scope: str, path: Path, source: str, why: str, *, key: bool = False) -> None:
+        self._uses[scope].append(Use(source, bare(path), why, key))
+
+    def users(self, scope: str, path: Path) -> list[Use]:
+        """The uses a change at *path* of *scope* concerns."""
+        p = bare(path)
+        out = []
+        for use in self._uses.get(scope, []):
+            n = min(len(p), len(use.path))
+            if p[:n] == use.path[:n]:
+                out.append(use)
+        return out
+
+
+def labels(uses: list[Use]) -> list[str]:
+    """``source (what)`` for each use, one entry per source with its reasons joined."""
+    by_source: dict[str, list[str]] = defaultdict(list)
+    for u in uses:
+        if u.why not in by_source[u.source]:
+            by_source[u.source].append(u.why)
+    return [f"{s} ({', '.join(whys)})" for s, whys in sorted(by_source.items())]
+
+
+def jsonpath_to_path(expr: str) -> Path | None:
+    """``$.data[*]`` -> ``("data", "[]")``; None for expressions beyond plain member/index steps."""
+    expr = expr.strip()
+    if not expr.startswith("$"):
+        return None
+    rest, pos, out = expr[1:], 0, []
+    while pos < len(rest):
+        m = _JSONPATH_TOKEN.match(rest, pos)
+        if m is None:
+            return None
+        name = m.group(1) or m.group(2) or m.group(3)
+        out.append(name if name is not None else ITEMS)
+        pos = m.end()
+    return tuple(out)
+
+
+def _column_paths(source: ResolvedSource) -> list[tuple[str, str]]:
+    """(source path, output name) of every declared column."""
+    return [(path, spec.name or path) for path, spec in source.spec.column_specs()]
+
+
+def _key_paths(source: ResolvedSource) -> list[str]:
+    """The source paths of the primary key columns (keys name output columns)."""
+    by_name = {name: path for path, name in _column_paths(source)}
+    return [by_name.get(k, k) for k in source.spec.primary_key]
+
+
+def _record_uses(usage: Usage, scope: str, root: Path, source: ResolvedSource, records_label: str) -> None:
+    """Columns (or every field), keys and child tables of *source*, relative to its records at *root*."""
+    name = source.name
+    if source.spec.columns:
+        for path, _ in _column_paths(source):
+            usage.add(scope, (*root, *path.split(".")), name, f"column {path}")
+    else:
+        usage.add(scope, root, name, f"all fields of {records_label}")
+    for key in _key_paths(source):
+        usage.add(scope, (*root, *key.split(".")), name, f"primary key {key}", key=True)
+    for child, cspec in source.spec.children.items():
+        base = (*root, *cspec.path.split("."))
+        if cspec.columns:
+            for path, _ in cspec.column_specs():
+                usage.add(scope, (*base, *path.split(".")), name, f"child table {child} column {path}")
+        else:
+            usage.add(scope, base, name, f"child table {child}")
+
+
+def system_sources(pipeline: Pipeline, system: str) -> list[ResolvedSource]:
+    return [s for s in pipeline.sources.values() if s.system_name == system]
+
+
+# --- per protocol --------------------------------------------------------------------------------------
+
+def soap_usage(pipeline: Pipeline, system: str, doc: dict[str, Any]) -> Usage:
+    """Scopes ``op:NAME`` (the operation), ``op:NAME:input`` (parameters), ``op:NAME:output`` (response)."""
+    usage = Usage()
+    operations = doc.get("operations") or {}
+    for source in system_sources(pipeline, system):
+        soap = source.soap
+        if soap is None:
+            continue
+        op = soap.operation
+        usage.add(f"op:{op}", (), source.name, f"operation {op}")
+        params = dict.fromkeys(soap.params)
+        paging = soap.paginate
+        if paging is not None:
+            if paging.page_number:
+                params[paging.page_number.param] = None
+                if paging.page_number.size_param:
+                    params[paging.page_number.size_param] = None
+            if paging.offset:
+                params[paging.offset.param] = None
+                if paging.offset.limit_param:
+                    params[paging.offset.limit_param] = None
+            if paging.token:
+                params[paging.token.param] = None
+        for param in params:
+            usage.add(f"op:{op}:input", (param,), source.name, f"param {param}", key=True)
+        output = (operations.get(op) or {}).get("output") or {}
+        root = find_property(output, soap.records) or (soap.records,)
+        _record_uses(usage, f"op:{op}:output", root, source, f"records {soap.records}")
+        if paging is not None and paging.token:
+            token = find_property(output, paging.token.element) or (paging.token.element,)
+            usage.add(f"op:{op}:output", token, source.name, f"continuation token {paging.token.element}")
+    return usage
+
+
+def _pagination_paths(source: ResolvedSource) -> list[str]:
+    rest = source.rest
+    if rest is None or rest.paginate is None:
+        return []
+    out = []
+    for kind in ("page_number", "offset", "cursor", "next_url"):
+        cfg = getattr(rest.paginate, kind)
+        for key in ("total_pages", "total_count", "total", "cursor_path", "path"):
+            value = getattr(cfg, key, None) if cfg is not None else None
+            if value:
+                out.append(value)
+    return out
+
+
+def request_params(source: ResolvedSource) -> list[str]:
+    """Query parameters a REST source sends (its own and its pagination's)."""
+    rest = source.rest
+    if rest is None:
+        return []
+    params = dict.fromkeys(rest.request.params)
+    p = rest.paginate
+    if p is not None:
+        if p.page_number:
+            params[p.page_number.param] = None
+            if p.page_number.size_param:
+                params[p.page_number.size_param] = None
+        if p.offset:
+            params[p.offset.offset_param] = None
+            params[p.offset.limit_param] = None
+        if p.cursor:
+            params[p.cursor.param] = None
+    system = source.system.rest
+    if system is not None:
+        params.update(dict.fromkeys(system.params))
+    return list(params)
+
+
+def rest_usage(pipeline: Pipeline, system: str, openapi_ops: dict[str, str] | None = None) -> Usage:
+    """Scope ``rest:SOURCE`` (the observed response document); with an OpenAPI document, also
+    ``openapi:OP`` (the operation), ``openapi:OP:params`` and ``openapi:OP:response`` for the operation
+    each source calls (*openapi_ops*: source -> operation key such as ``GET /customers``)."""
+    usage = Usage()
+    for source in system_sources(pipeline, system):
+        rest = source.rest
+        if rest is None:
+            continue
+        op = (openapi_ops or {}).get(source.name)
+        scopes = [f"rest:{source.name}"] + ([f"openapi:{op}:response"] if op else [])
+        root = jsonpath_to_path(rest.records)
+        for scope in scopes:
+            _record_uses(usage, scope, root if root is not None else (), source, f"records {rest.records}")
+            for expr in _pagination_paths(source):
+                path = jsonpath_to_path(expr)
+                usage.add(scope, path if path is not None else (), source.name, f"pagination {expr}")
+        if op:
+            usage.add(f"openapi:{op}", (), source.name, f"{rest.request.method} {rest.request.path}")
+            for param in request_params(source):
+                usage.add(f"openapi:{op}:params", (param,), source.name, f"param {param}", key=True)
+    return usage
+
+
+def sftp_usage(pipeline: Pipeline, system: str) -> Usage:
+    """Scope ``file:SOURCE``: the columns (CSV, fixed width) or fields (JSON lines, XML) a drop reads."""
+    usage = Usage()
+    for source in system_sources(pipeline, system):
+        if source.sftp is None:
+            continue
+        _record_uses(usage, f"file:{source.name}", (), source, "the file")
+    return usage
+
+
+def sql_usage(pipeline: Pipeline, system: str) -> Usage:
+    """Scope ``table:NAME``: the columns each table or query source reads."""
+    usage = Usage()
+    for source in system_sources(pipeline, system):
+        sql = source.sql
+        if sql is None:
+            continue
+        if sql.table is not None:
+            scope = f"table:{table_key(sql.table, sql.schema_)}"
+            if sql.select is not None:
+                for col in sql.select:
+                    usage.add(scope, (col,), source.name, f"select {col}")
+            elif source.spec.columns:
+                for path, _ in _column_paths(source):
+                    usage.add(scope, (path.split(".")[0],), source.name, f"column {path}")
+            else:
+                usage.add(scope, (), source.name, "all columns")
+            for key in _key_paths(source):
+                usage.add(scope, (key.split(".")[0],), source.name, f"primary key {key}", key=True)
+            if sql.incremental is not None:
+                cursor = sql.incremental.cursor
+                usage.add(scope, (cursor,), source.name, f"incremental cursor {cursor}", key=True)
+        elif sql.query is not None:
+            for table, columns in query_columns(sql.query, sqlglot_dialect(source)).items():
+                scope = f"table:{table}"
+                if columns is None:
+                    usage.add(scope, (), source.name, "query (all columns)")
+                else:
+                    for col in columns:
+                        usage.add(scope, (col,), source.name, f"query column {col}")
+    return usage
+
+
+def table_key(table: str, schema: str | None) -> str:
+    return f"{schema}.{table}" if schema else table
+
+
+def sqlglot_dialect(source: ResolvedSource) -> str:
+    """sqlglot's name for the dialect of a SQL source's database (from its URL's scheme)."""
+    url = source.system.sql.url if source.system.sql is not None else ""
+    scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
+    return {"postgresql": "postgres", "mssql": "tsql", "mariadb": "mysql"}.get(scheme, scheme)
+
+
+def query_columns(query: str, dialect: str = "") -> dict[str, list[str] | None]:
+    """The tables a query reads and the columns it names in each (None: ``*``, every column). Unqualified
+    columns of a query over several tables count for each of them."""
+    import sqlglot
+    from sqlglot import exp
+
+    try:
+        tree = sqlglot.parse_one(query, read=dialect or None)
+    except (sqlglot.errors.ParseError, ValueError):
+        try:
+            tree = sqlglot.parse_one(query)
+        except sqlglot.errors.ParseError:
+            return {}
+    ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    tables: dict[str, str] = {}  # alias or name -> table key
+    for t in tree.find_all(exp.Table):
+        if not t.name or t.name in ctes:
+            continue
+        key = table_key(t.name, t.db or None)
+        tables[t.alias_or_name] = key
+        tables[t.name] = key
+    out: dict[str, list[str] | None] = {key: [] for key in set(tables.values())}
+    star = any(isinstance(s, exp.Star) for s in tree.find_all(exp.Star))
+    for col in tree.find_all(exp.Column):
+        if isinstance(col.this, exp.Star):
+            star = True
+            continue
+        owners = [tables[col.table]] if col.table and col.table in tables else list(out)
+        for key in owners:
+            cols = out.get(key)
+            if cols is not None and col.name not in cols:
+                cols.append(col.name)
+    if star:
+        return dict.fromkeys(out)
+    return {k: sorted(v) if v is not None else None for k, v in out.items()}

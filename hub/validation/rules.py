@@ -1,0 +1,379 @@
+"""Row rules: per-column checks applied to every batch before it is written, and the bad-row threshold.
+
+A source's ``rules:`` maps an (output) column to checks::
+
+    rules:
+      order_id: {not_null: true, unique: true}
+      amount:   {type: "decimal(14,2)", min: 0, max: 100000}
+      status:   {in: [open, paid, shipped, cancelled]}
+      email:    {regex: "^[^@ ]+@[^@ ]+$"}
+
+Everything is evaluated column-wise with ``pyarrow.compute``; only the rows that fail are looked at one by
+one (to write their quarantine entry). A row that fails goes to ``<asset>__quarantine`` with the rule
+(``rules.<column>.<check>``) at the start of its reason, and is not loaded. ``unique`` (and, for a source
+with rules and a ``primary_key``, the key) holds across all batches of one load: the first row with a value
+is kept, later ones are quarantined.
+
+:class:`Threshold` counts rejected rows (from the mapping and from rules) against ``max_bad_rows`` /
+``max_bad_fraction``; beyond it the load fails, and since it fails inside the load's transaction, nothing
+is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Hashable, Mapping, Sequence
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from hub.errors import HubError
+from hub.transform.mapping import LINE_COLUMN, RAW_COLUMN, Column, Mapped, _cast
+from hub.transform.types import parse_type
+
+#: The order in which a column's checks run; the first that fails names the row's reason.
+CHECKS = ("not_null", "type", "min", "max", "regex", "in")
+Scalar = bool | int | float | str | date | datetime
+
+
+class RuleSpec(BaseModel):
+    """The checks of one column (``rules: {column: {...}}`` in a source)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    not_null: bool = Field(False, description="The value must be present.")
+    type: str | None = Field(None, description="The value must convert to this type (string, int64, "
+                                                "decimal(p,s), date, timestamptz ...); the column is loaded as it.")
+    min: Scalar | None = Field(None, description="Smallest allowed value (inclusive): a number, date or timestamp.")
+    max: Scalar | None = Field(None, description="Largest allowed value (inclusive).")
+    regex: str | None = Field(None, description="The value (as text) must contain a match (RE2 syntax; anchor "
+                                                "with ^...$ for a full match).")
+    in_: list[Scalar] | None = Field(None, alias="in", min_length=1, description="The allowed values.")
+    unique: bool = Field(False, description="No two rows of one load may have the same value.")
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_type(v)  # raises ValueError with the list of known types
+        return v
+
+    @field_validator("regex")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            re.compile(v)
+            pc.match_substring_regex(pa.array([""]), v)  # Arrow's RE2 accepts less than Python's re
+        except (re.error, pa.ArrowInvalid) as exc:
+            raise ValueError(f"not a valid regular expression (RE2 syntax): {exc}") from None
+        return v
+
+    @field_validator("in_")
+    @classmethod
+    def _in(cls, v: list[Scalar] | None) -> list[Scalar] | None:
+        if v and any(isinstance(x, bool) for x in v) and any(isinstance(x, str) for x in v):
+            raise ValueError("mixes text and true/false: YAML reads unquoted NO, no, yes, on, off as booleans; "
+                             "quote them (\"NO\")")
+        return v
+
+    @model_validator(mode="after")
+    def _something(self) -> RuleSpec:
+        if not (self.not_null or self.unique or any(getattr(self, k) is not None for k in
+                                                    ("type", "min", "max", "regex", "in_"))):
+            raise ValueError("no check given (not_null, type, min, max, regex, in, unique)")
+        return self
+
+    def checks(self) -> list[str]:
+        """The checks this rule makes, in evaluation order (``unique`` last)."""
+        out = [c for c in CHECKS if (getattr(self, c) if c == "not_null" else  # `min: 0` is a check too
+                                     getattr(self, "in_" if c == "in" else c) is not None)]
+        return [*out, "unique"] if self.unique else out
+
+
+class RowRules:
+    """The ``rules:`` of one source, applied batch by batch within one load."""
+
+    def __init__(self, rules: Mapping[str, RuleSpec], *, primary_key: Sequence[str] = (), where: str) -> None:
+        """*primary_key*: checked for uniqueness across the load too (when *rules* are given)."""
+        self.rules = dict(rules)
+        self.where = where
+        key = tuple(primary_key) if rules else ()
+        # a one-column key that already has `unique` needs no second check
+        self.key = () if len(key) == 1 and key[0] in self.rules and self.rules[key[0]].unique else key
+        self._seen: dict[str, set[Hashable]] = {c: set() for c, r in self.rules.items() if r.unique}
+        self._seen_keys: set[Hashable] = set()
+        self._present: set[str] = set()
+        self._columns: list[str] = []
+        self._rows = 0
+        self._bounds: dict[tuple[str, str, pa.DataType], Any] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.rules)
+
+    def apply(self, mapped: Mapped, raw: pa.RecordBatch) -> Mapped:
+        """*mapped* (the Mapper's result for *raw*) without the rows that break a rule; those are added to
+        its quarantine. Quarantine rows are numbered like the Mapper's: the record's line in its file
+        when the adapter reports it, else its index in *raw*."""
+        batch = mapped.batch
+        n = batch.num_rows
+        if not self.rules or n == 0:
+            return mapped
+        self._rows += n
+        self._columns = batch.schema.names
+        bad = np.zeros(n, dtype=bool)
+        found: list[tuple[int, str, str, Any, str]] = []  # (row in batch, check name, column, value, reason)
+
+        def record(fail: pa.Array, check: str, column: str, arr: pa.Array, reason: Any) -> None:
+            mask = _mask(fail)
+            new = np.flatnonzero(mask & ~bad)
+            if not len(new):
+                return
+            values = arr.take(pa.array(new)).to_pylist()
+            for i, v in zip(new.tolist(), values, strict=True):
+                found.append((i, f"rules.{column}.{check}", column, v, reason(v) if callable(reason) else reason))
+            bad[new] = True
+
+        for column, rule in self.rules.items():
+            idx = batch.schema.get_field_index(column)
+            if idx >= 0:
+                self._present.add(column)
+            arr = batch.column(idx) if idx >= 0 else pa.nulls(n)
+            for check in rule.checks():
+                if pa.types.is_null(arr.type) and check not in ("not_null", "type"):
+                    continue  # no values at all: nulls pass every other check
+                if check == "not_null":
+                    record(arr.is_null(), check, column, arr, f"{column} is null")
+                elif check == "type":
+                    assert rule.type is not None
+                    target = parse_type(rule.type)
+                    cast, failed = _cast(arr, Column((column,), column, target))
+                    if failed:
+                        fail = np.zeros(n, dtype=bool)
+                        fail[list(failed)] = True
+                        record(pa.array(fail), check, column, arr,
+                               lambda v, t=rule.type: f"{v!r} is not a {t}")
+                    arr = cast
+                    if idx >= 0:
+                        batch = batch.set_column(idx, column, cast)
+                elif check in ("min", "max"):
+                    bound = self._bound(column, check, getattr(rule, check), arr.type)
+                    if bound is None:
+                        continue
+                    fail = pc.less(arr, bound) if check == "min" else pc.greater(arr, bound)
+                    word, limit = ("less" if check == "min" else "greater"), getattr(rule, check)
+                    record(fail, check, column, arr, lambda v, w=word, b=limit: f"{v!r} is {w} than {b!r}")
+                elif check == "regex":
+                    assert rule.regex is not None
+                    text = self._text(arr, column, check)
+                    fail = pc.and_(pc.invert(pc.match_substring_regex(text, rule.regex)), text.is_valid())
+                    record(fail, check, column, arr, lambda v, p=rule.regex: f"{v!r} does not match {p!r}")
+                elif check == "in":
+                    assert rule.in_ is not None
+                    allowed = self._value_set(column, rule.in_, arr.type)
+                    fail = pc.and_(pc.invert(pc.is_in(arr, value_set=allowed)), arr.is_valid())
+                    shown = ", ".join(map(str, rule.in_[:10])) + (", ..." if len(rule.in_) > 10 else "")
+                    record(fail, check, column, arr, lambda v, s=shown: f"{v!r} is not one of [{s}]")
+        # uniqueness last, among the rows every other rule let through
+        claimed: list[tuple[set[Hashable], np.ndarray, list[Any]]] = []  # values each check took, by row
+        for column, seen in self._seen.items():
+            idx = batch.schema.get_field_index(column)
+            if idx < 0:
+                continue
+            arr = batch.column(idx)
+            dupes, rows, values = _repeats(seen, arr, ~bad)
+            took = ~np.isin(rows, dupes)
+            claimed.append((seen, rows[took], [v for v, t in zip(values, took.tolist(), strict=True) if t]))
+            if len(dupes):
+                fail = np.zeros(n, dtype=bool)
+                fail[dupes] = True
+                record(pa.array(fail), "unique", column, arr,
+                       lambda v, c=column: f"{c} {v!r} was already seen in this load")
+        if self.key and all(batch.schema.get_field_index(k) >= 0 for k in self.key):
+            cols = [batch.column(k) for k in self.key]
+            keys = cols[0] if len(cols) == 1 else pa.StructArray.from_arrays(cols, names=list(self.key))
+            dupes, _, _ = _repeats(self._seen_keys, keys, ~bad)
+            if len(dupes):
+                fail = np.zeros(n, dtype=bool)
+                fail[dupes] = True
+                label = ", ".join(self.key)
+                found.extend((int(i), "rules.primary_key.unique", label, keys[int(i)].as_py(),
+                              f"primary key ({label}) {keys[int(i)].as_py()!r} was already seen in this load")
+                             for i in dupes if not bad[i])
+                bad |= fail
+        for seen, rows, values in claimed:  # a value is only taken by a row that is loaded
+            for i, v in zip(rows.tolist(), values, strict=True):
+                if bad[i] and v is not None:
+                    seen.discard(v)
+        if not found:
+            return mapped if batch is mapped.batch else Mapped(batch, mapped.quarantine, mapped.kept)
+        keep = ~bad
+        positions = np.flatnonzero(_mask(mapped.kept)) if mapped.kept is not None else np.arange(n)
+        lines = raw.column(LINE_COLUMN) if raw.schema.get_field_index(LINE_COLUMN) >= 0 else None
+        texts = raw.column(RAW_COLUMN) if raw.schema.get_field_index(RAW_COLUMN) >= 0 else None
+        found.sort(key=lambda f: f[0])
+        rows = batch.take(pa.array([f[0] for f in found])).to_pylist()
+        quarantine = []
+        for (i, rule_name, column, value, reason), rec in zip(found, rows, strict=True):
+            at = int(positions[i])
+            line = lines[at].as_py() if lines is not None else None
+            text = texts[at].as_py() if texts is not None else None
+            quarantine.append({
+                "row": line if line is not None else at, "column": column,
+                "value": None if value is None else str(value)[:200], "reason": f"{rule_name}: {reason}",
+                "record": text if text is not None else json.dumps(rec, default=str, ensure_ascii=False)})
+        kept = np.zeros(raw.num_rows, dtype=bool)
+        kept[positions[keep]] = True
+        return Mapped(batch.filter(pa.array(keep)), [*mapped.quarantine, *quarantine], pa.array(kept))
+
+    def finish(self) -> None:
+        """After the last batch: a rule whose column never appeared is a spec error, not a pass."""
+        missing = [c for c in self.rules if c not in self._present]
+        if self._rows and missing:
+            raise HubError(f"{self.where}.rules.{missing[0]}: column {missing[0]} is not in the records "
+                           f"(columns: {', '.join(self._columns)})")
+
+    # --- values of the rules, in the column's type ---------------------------------------------------
+
+    def _bound(self, column: str, check: str, value: Any, typ: pa.DataType) -> pa.Scalar | None:
+        if pa.types.is_null(typ):
+            return None
+        key = (column, check, typ)
+        if key not in self._bounds:
+            try:
+                self._bounds[key] = _scalar(value, typ)
+            except (ValueError, TypeError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise HubError(f"{self.where}.rules.{column}.{check}: {value!r} cannot be compared with the "
+                               f"column's values ({typ}): {exc}") from None
+        return self._bounds[key]
+
+    def _value_set(self, column: str, values: list[Any], typ: pa.DataType) -> pa.Array:
+        key = (column, "in", typ)
+        if key not in self._bounds:
+            try:
+                self._bounds[key] = pa.array([_scalar(v, typ).as_py() for v in values], type=typ) \
+                    if not pa.types.is_null(typ) else pa.array(values)
+            except (ValueError, TypeError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise HubError(f"{self.where}.rules.{column}.in: the values are not all of the column's type "
+                               f"({typ}): {exc}") from None
+        return self._bounds[key]
+
+    def _text(self, arr: pa.Array, column: str, check: str) -> pa.Array:
+        if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+            return arr
+        try:
+            return pc.cast(arr, pa.string())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise HubError(f"{self.where}.rules.{column}.{check}: the column's values ({arr.type}) are not "
+                           "text") from None
+
+
+def _mask(arr: pa.Array | pa.ChunkedArray | None) -> np.ndarray:
+    """A boolean Arrow array as a numpy mask, null as False."""
+    assert arr is not None
+    return np.asarray(pc.fill_null(arr, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _repeats(seen: set[Hashable], arr: pa.Array, eligible: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Any]]:
+    """Indices (among *eligible* rows) whose value is in *seen* or repeats an earlier row; adds the new
+    values to *seen*. Nulls never repeat. Fast path: no repeat at all is one set operation in C.
+    Also returns the eligible rows and their values (to give back values of rows rejected later)."""
+    rows = np.flatnonzero(eligible)
+    values = arr.take(pa.array(rows)).to_pylist() if len(rows) < len(arr) else arr.to_pylist()
+    if pa.types.is_struct(arr.type):
+        values = [None if v is None or None in v.values() else tuple(v.values()) for v in values]
+    distinct = set(values)
+    distinct.discard(None)
+    nulls = values.count(None)
+    if len(distinct) == len(values) - nulls and seen.isdisjoint(distinct):
+        seen |= distinct
+        return np.empty(0, dtype=np.int64), rows, values
+    out = []
+    for i, v in zip(rows.tolist(), values, strict=True):
+        if v is None:
+            continue
+        if v in seen:
+            out.append(i)
+        else:
+            seen.add(v)
+    return np.array(out, dtype=np.int64), rows, values
+
+
+def _scalar(value: Any, typ: pa.DataType) -> pa.Scalar:
+    """*value* (from YAML) as a scalar comparable with a column of type *typ*."""
+    if pa.types.is_timestamp(typ):
+        ts = value if isinstance(value, datetime) else \
+            datetime.combine(value, datetime.min.time()) if isinstance(value, date) else \
+            datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        if typ.tz is not None and ts.tzinfo is None:
+            ts = ts.replace(tzinfo=UTC)
+        elif typ.tz is None and ts.tzinfo is not None:
+            ts = ts.astimezone(UTC).replace(tzinfo=None)
+        return pa.scalar(ts, type=typ)
+    if pa.types.is_date(typ):
+        d = value.date() if isinstance(value, datetime) else value if isinstance(value, date) else \
+            date.fromisoformat(str(value))
+        return pa.scalar(d, type=typ)
+    if pa.types.is_decimal(typ):
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise TypeError(f"expected a number, got {type(value).__name__}")
+        return pa.scalar(Decimal(str(value)))
+    if pa.types.is_integer(typ) or pa.types.is_floating(typ):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"expected a number, got {type(value).__name__}")
+        return pa.scalar(value)
+    if pa.types.is_string(typ) or pa.types.is_large_string(typ):
+        return pa.scalar(value if isinstance(value, str) else str(value), type=typ)
+    return pa.scalar(value).cast(typ)
+
+
+class Threshold:
+    """``max_bad_rows`` / ``max_bad_fraction`` over one load: rejected rows from the mapping and the rules."""
+
+    def __init__(self, max_bad_rows: int | None, max_bad_fraction: float | None, *, where: str,
+                 consequence: str = "nothing was loaded (the load was rolled back)") -> None:
+        self.max_bad_rows = max_bad_rows
+        self.max_bad_fraction = max_bad_fraction
+        self.where = where
+        self.consequence = consequence
+        self.total = 0
+        self.rejected = 0
+        self.by_rule: Counter[str] = Counter()
+        self.reasons: list[str] = []
+
+    def add(self, rows: int, rejected: list[dict[str, Any]]) -> None:
+        """Count one batch: *rows* read, *rejected* of them quarantined. Fails at once when more rows than
+        ``max_bad_rows`` were rejected (no need to read the rest)."""
+        self.total += rows
+        self.rejected += len(rejected)
+        for q in rejected:
+            reason = str(q.get("reason") or "")
+            self.by_rule[reason.split(":", 1)[0] if reason.startswith("rules.") else "mapping"] += 1
+            if len(self.reasons) < 3:
+                self.reasons.append(reason)
+        if self.max_bad_rows is not None and self.rejected > self.max_bad_rows:
+            self._fail(final=False)
+
+    def check(self) -> None:
+        """After the last batch, before the commit."""
+        over_rows = self.max_bad_rows is not None and self.rejected > self.max_bad_rows
+        over_fraction = self.max_bad_fraction is not None and self.total and \
+            self.rejected / self.total > self.max_bad_fraction
+        if over_rows or over_fraction:
+            self._fail(final=True)
+
+    def _fail(self, *, final: bool) -> None:
+        over_rows = self.max_bad_rows is not None and self.rejected > self.max_bad_rows
+        limit = f"max_bad_rows={self.max_bad_rows}" if over_rows else f"max_bad_fraction={self.max_bad_fraction}"
+        by = ", ".join(f"{rule} {n}" for rule, n in self.by_rule.most_common())
+        raise HubError(f"{self.where}: {self.rejected} of {self.total} rows rejected, more than {limit}"
+                       f"{'' if final else ' (counted so far: the load stopped there)'}; {self.consequence}. "
+                       f"Rejected by: {by}. First reasons: " + "; ".join(self.reasons))
