@@ -400,3 +400,34 @@ def test_demo_inventory_runs_on_a_server_database(kind: str, tmp_path: Path) -> 
             assert warehouses.column("code").to_pylist() == ["WH01", "WH02", "WH03", "WH04"]
         finally:
             db.stop()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_query_source_partitioned_by_the_window(kind: str, tmp_path: Path) -> None:
+    from hub.runtime.window import Window
+
+    def run(url: str) -> None:
+        t0 = dt.datetime(2024, 5, 1, 23, 30)
+        _stock(url, [(i, i, t0 + dt.timedelta(minutes=20 * i)) for i in range(6)], create=True)
+        doc = {"pipeline": "win", "warehouse": f"duckdb:///{tmp_path / 'wh.duckdb'}",
+               "partitions": {"daily": {"start": "2024-05-01"}},
+               "systems": {"db": {"sql": {"url": url}}},
+               "sources": {"day": {"system": "db", "primary_key": ["id"],
+                                   "query": "SELECT id, qty, updated_at FROM stock "
+                                            "WHERE updated_at >= :start AND updated_at < :end",
+                                   "params": {"start": "{{ partition.start }}", "end": "{{ partition.end }}"}}}}
+        pipeline = loads(yaml.safe_dump(doc), tmp_path / "win.yaml")
+        assert pipeline.sources["day"].partitioned
+        for day in ("2024-05-01", "2024-05-02"):
+            start = dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC)
+            materialize_source(pipeline, "day", window=Window(day, start, start + dt.timedelta(days=1)),
+                               run_id=day)
+        rows = connect(f"duckdb:///{tmp_path / 'wh.duckdb'}").query(
+            "SELECT _hub_partition AS p, list(id ORDER BY id) AS ids FROM day GROUP BY 1 ORDER BY 1").to_pylist()
+        assert rows == [{"p": "2024-05-01", "ids": [0, 1]}, {"p": "2024-05-02", "ids": [2, 3, 4, 5]}]
+
+    if kind == "sqlite":
+        run(f"sqlite:///{tmp_path / 's.sqlite'}")
+    else:
+        with scratch_database(kind) as url:
+            run(url)

@@ -189,7 +189,7 @@ class SqlSource:
             return stmt, params, types, trim
         assert src.query is not None
         query = src.query.strip().rstrip(";")
-        params = dict(src.params)
+        params = {key: _typed_param(value) for key, value in src.params.items()}
         if src.incremental:
             cursor = src.incremental.cursor
             quoted = conn.dialect.identifier_preparer.quote(cursor)
@@ -321,6 +321,18 @@ def _scaled_decimals(stmt: Any, types: dict[str, pa.DataType]) -> tuple[Any, dic
     columns = [sa.cast(c * (10 ** scaled[c.name].scale), sa.BigInteger).label(c.name) if c.name in scaled else c
                for c in stmt.selected_columns]
     return stmt.with_only_columns(*columns), scaled
+
+
+def _typed_param(value: Any) -> Any:
+    """A rendered ``{{ partition.start }}`` is ISO 8601 text: bind it as a datetime (or date), so the database
+    compares instants, not strings (SQLite would compare '2024-05-01 12:00' with '2024-05-01T00:00+00:00'
+    character by character)."""
+    if isinstance(value, str) and len(value) >= 10 and value[:4].isdigit() and value[4:5] == "-":
+        try:
+            return dt.datetime.fromisoformat(value) if "T" in value or " " in value else dt.date.fromisoformat(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _guess_kind(raw: Any) -> str:
