@@ -288,6 +288,140 @@ def catalog_sql(
     console.print("(* primary key; --json for the JSON Schemas, --table NAME for one table)")
 
 
+@catalog_app.command("actions")
+def catalog_actions(
+    specs: list[Path] = typer.Argument(None, help="Pipeline specs (default: pipelines/*.yaml)."),
+    search: str = typer.Option(None, "--search", "-s", help="Only the actions matching this query, best first "
+                                                            "(keywords and synonyms)."),
+    limit: int = typer.Option(20, "--limit", "-n", help="With --search: how many actions."),
+    as_json: bool = typer.Option(False, "--json", help="Print the actions as JSON (with their JSON Schemas)."),
+) -> None:
+    """List the actions the pipelines' systems offer (SOAP operations, REST operations, SQL tables, SFTP
+    drops), read from the live systems, with their side effect (read/write)."""
+    import json
+
+    from hub.agent.catalog import build_catalog
+
+    catalog = build_catalog(_load_specs(specs))
+    actions = catalog.search(search, limit) if search else catalog.actions
+    for system, reason in catalog.errors.items():
+        err.print(f"[yellow]warning[/]: system {escape(system)} could not be read: {escape(reason)}", highlight=False)
+    if as_json:
+        typer.echo(json.dumps([a.to_dict() for a in actions], indent=2, default=str))
+        return
+    table = Table(title=f"{len(actions)} action(s)" + (f" matching '{escape(search)}'" if search else ""))
+    for col in ("action", "protocol", "effect", "description"):
+        table.add_column(col)
+    for a in actions:
+        table.add_row(escape(a.name), a.protocol, "[red]write[/]" if a.side_effect == "write" else "read",
+                      escape(a.description[:100]))
+    console.print(table)
+
+
+def _load_specs(specs: list[Path] | None) -> list[Pipeline]:
+    """The given specs, or every spec of pipelines/."""
+    from hub.spec.loader import discover
+
+    paths = list(specs or []) or discover(DEMO_SPEC.parent)
+    if not paths:
+        raise _fail("no pipeline specs given or found in pipelines/")
+    return [_load(p) for p in paths]
+
+
+agent_app = typer.Typer(no_args_is_help=True, help="The agent layer: call actions under guard, plan pipelines.")
+app.add_typer(agent_app, name="agent")
+
+
+@agent_app.command("run")
+def agent_run(
+    action: str = typer.Argument(..., help="Action name, e.g. erp.GetOrders (see hub catalog actions)."),
+    params: str = typer.Option("{}", "--params", "-p", help="Parameters as a JSON object."),
+    spec: list[Path] = typer.Option(None, "--spec", help="Pipeline spec(s) (default: pipelines/*.yaml)."),
+    approve: bool = typer.Option(False, "--approve", help="Approve a write action (it must also be in the "
+                                                          "spec's agent.allow_writes)."),
+    user: str = typer.Option(None, "--user", help="Who calls, for the audit (default: $USER)."),
+    max_rows: int = typer.Option(None, "--max-rows", help="Records to return at most."),
+) -> None:
+    """Call one action through the hub's adapters, guarded (writes need allow-list + --approve, per-system
+    budgets and rate limits) and audited in the warehouse table _hub_audit."""
+    import json
+    import os
+
+    from hub.agent.guard import Guard
+
+    try:
+        values = json.loads(params)
+    except json.JSONDecodeError as exc:
+        raise _fail(f"--params is not JSON: {exc}") from None
+    if not isinstance(values, dict):
+        raise _fail("--params must be a JSON object")
+    guard = Guard.from_pipelines(_load_specs(spec), actor=user or os.environ.get("USER") or "cli",
+                                 agent="hub-cli")
+    result = guard.call(action, values, approve=approve, max_rows=max_rows)
+    typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
+    if result.outcome != "ok":
+        raise typer.Exit(1 if result.outcome == "error" else 3)
+
+
+@agent_app.command("plan")
+def agent_plan(
+    request: str = typer.Argument(..., help="What you want, e.g. \"every morning load yesterday's ERP orders, "
+                                            "join CRM customers and give me revenue per region\"."),
+    spec: list[Path] = typer.Option(None, "--spec", help="Pipeline spec(s) whose systems to use (default: "
+                                                         "pipelines/*.yaml)."),
+    output: Path = typer.Option(None, "--output", "-o", help="Write the spec here (only when it is valid and its "
+                                                             "dry run succeeded)."),
+    backend: str = typer.Option("offline", "--backend", "-b",
+                                help="offline (no model) or llm (HUB_LLM_BASE_URL, HUB_LLM_MODEL, HUB_LLM_API_KEY)."),
+    partition: str = typer.Option(None, "--partition", "-p", help="Partition of the dry run (default: the first)."),
+    no_dry_run: bool = typer.Option(False, "--no-dry-run", help="Skip the dry run (never with -o)."),
+) -> None:
+    """Plan a pipeline spec from a request: actions from the catalog, joins from their schemas, partitions and
+    schedule from time words; validated (spec, actions, parameters, model SQL) and dry-run on one partition
+    into a temporary warehouse. Write requests are refused. Exit 0 valid, 1 rejected, 3 refused."""
+    from hub.agent.planner import plan
+
+    if backend not in ("offline", "llm"):
+        raise _fail(f"--backend: '{backend}' is not offline or llm")
+    if no_dry_run and output is not None:
+        raise _fail("-o writes only dry-run plans; drop --no-dry-run")
+    try:
+        result = plan(request, _load_specs(spec), backend, output=output, partition=partition,  # type: ignore[arg-type]
+                      dry_run=not no_dry_run)
+    except HubError as exc:
+        raise _fail(str(exc)) from None
+    if result.spec_text and result.ok and output is None:
+        typer.echo(result.spec_text)
+    for note in result.notes:
+        err.print(f"[dim]note[/]: {escape(note)}", highlight=False)
+    if result.refused:
+        err.print(f"[yellow]refused[/]: {escape(result.reason)}", highlight=False)
+        raise typer.Exit(3)
+    if not result.ok:
+        err.print(f"[red]rejected[/]: {escape(result.reason)}", highlight=False)
+        raise typer.Exit(1)
+    where = f"written to {output}" if output else "valid"
+    err.print(f"[green]plan {where}[/]: dry run {result.partition or '(unpartitioned)'}: "
+              + ", ".join(f"{k} {v} rows" for k, v in result.dry_run.items()), highlight=False)
+
+
+@app.command("mcp")
+def mcp_server(
+    specs: list[Path] = typer.Argument(None, help="Pipeline specs (default: pipelines/*.yaml)."),
+    user: str = typer.Option(None, "--user", help="Who the calls are audited as (default: $USER)."),
+) -> None:
+    """Serve the hub to AI agents over MCP (stdio): list/search/describe/call actions (guarded and audited),
+    plan pipelines, materialize and check runs."""
+    import logging
+    import os
+
+    from hub.agent.mcp_server import serve
+
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
+    pipelines = _load_specs(specs)
+    serve(pipelines, actor=user or os.environ.get("USER") or "mcp-client")
+
+
 contracts_app = typer.Typer(no_args_is_help=True, help="Expectation suites and contract tests: what the pipelines "
                                                        "rely on, checked against the live systems.")
 app.add_typer(contracts_app, name="contracts")

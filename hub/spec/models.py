@@ -67,6 +67,29 @@ class PartitionsConfig(_Strict):
 PROTOCOLS = ("rest", "soap", "sftp", "sql")
 
 
+class SystemAgentConfig(_Strict):
+    """How the agent layer (``hub agent``, ``hub mcp``) may use a system."""
+
+    reads: list[str] = Field(default_factory=list, description="Operations that only read, whatever their name "
+                                                               "says (SOAP: overrides the Get/List/... rule).")
+    writes: list[str] = Field(default_factory=list, description="Operations that change the system, whatever "
+                                                                "their name says.")
+    budget: int | None = Field(None, ge=0, description="Calls per agent session to this system (default: the "
+                                                       "pipeline's agent.budget).")
+    rate_limit: float | None = Field(None, gt=0, description="At most this many calls per second to the system.")
+
+
+class AgentConfig(_Strict):
+    """The pipeline's policy for the agent layer: which write actions may be called at all (each call also
+    needs an explicit approval), and how many calls a session may make."""
+
+    allow_writes: list[str] = Field(default_factory=list, description="Write actions that may be called "
+                                                                      "with approval, e.g. crm.post_customers.")
+    budget: int = Field(100, ge=0, description="Calls per agent session and system (see systems.*.agent.budget).")
+    max_rows: int = Field(100, ge=1, le=100_000, description="Records a call returns at most (the total is "
+                                                              "counted).")
+
+
 class SystemConfig(_Strict):
     """A connection: exactly one protocol block."""
 
@@ -75,6 +98,7 @@ class SystemConfig(_Strict):
     sftp: SftpSystemConfig | None = None
     sql: SqlSystemConfig | None = None
     description: str | None = None
+    agent: SystemAgentConfig | None = None
 
     @model_validator(mode="after")
     def _one(self) -> SystemConfig:
@@ -200,6 +224,7 @@ class PipelineSpec(_Strict):
     checks: dict[str, str] = Field(default_factory=dict, description="Asset (source, child table or model) -> "
                                                                   "its expectation suite, a file relative to "
                                                                   "the project root.")
+    agent: AgentConfig | None = Field(None, description="What the agent layer may do (hub agent, hub mcp).")
 
     @field_validator("partitions", mode="before")
     @classmethod

@@ -1,0 +1,779 @@
+"""The action catalog: every operation the systems of the pipelines offer, as typed actions.
+
+Actions are generated from what the systems describe themselves, read live through the hub's adapters:
+
+* SOAP: every operation of the chosen service and port of the WSDL (:func:`adapters.soap.catalog.describe`);
+  input and output JSON Schemas from the XSD;
+* REST: every path and method of the system's OpenAPI document (``openapi:``; OpenAPI 3.0/3.1 and Swagger
+  2.0, ``$ref`` resolved), or, without one, the requests the spec's sources declare;
+* SQL: every table and view (:func:`adapters.sql.catalog.describe`), read-only;
+* SFTP: every file drop the spec declares (list and read its files).
+
+Side effects: HTTP GET/HEAD/OPTIONS and SQL are reads, POST/PUT/PATCH/DELETE writes (an OpenAPI operation may
+say otherwise with ``x-hub-side-effect: read|write``); a SOAP operation is a read when its name starts with
+Get/List/Find/Search/Query/Check/Read/Describe/Fetch, else a write; ``systems.<name>.agent.reads`` /
+``writes`` override both.
+
+Search (:meth:`Catalog.search`) combines BM25 over the words of each action (name split at case and
+punctuation, description, field names) with a light "meaning" layer that needs no model download:
+query words are expanded with a small built-in synonym map (order~purchase, customer~client~account, ...),
+and character 3-gram TF-IDF cosine similarity catches inflections, abbreviations and typos. It is not
+an embedding model: it finds ``purchases`` for ``orders`` because the map says so, not because it
+understands the words.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hub.errors import HubError
+from hub.runtime.secrets import mask
+from hub.spec.loader import Pipeline
+
+READ_PREFIXES = ("get", "list", "find", "search", "query", "check", "read", "describe", "fetch", "lookup", "count")
+READ_METHODS = {"GET", "HEAD", "OPTIONS"}
+HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+@dataclass(frozen=True)
+class Action:
+    """One thing an agent can do with a system."""
+
+    name: str            # stable: "<system>.<operation>", e.g. "erp.GetOrders", "crm.get_customers"
+    system: str          # system name in the spec
+    protocol: str        # rest | soap | sql | sftp
+    description: str
+    input_schema: dict[str, Any]   # JSON Schema of the parameters
+    output_schema: dict[str, Any]  # JSON Schema of one record
+    side_effect: str     # "read" | "write"
+    binding: dict[str, Any]  # rest {method, path, records?}, soap {operation, records?}, sql {table, schema?},
+    #                          sftp {path, glob, source}
+    pipeline: str = ""   # the pipeline whose spec declares the system
+
+    def summary(self) -> dict[str, Any]:
+        """Name, system, protocol, side effect and description: what a listing shows."""
+        return {"name": self.name, "system": self.system, "protocol": self.protocol,
+                "side_effect": self.side_effect, "description": self.description}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.summary(), "pipeline": self.pipeline, "binding": self.binding,
+                "input_schema": self.input_schema, "output_schema": self.output_schema}
+
+
+# --- search --------------------------------------------------------------------------------------------
+
+#: Groups of words that mean the same to the catalog's users. Each word of a query also matches the others
+#: of its group (with a lower weight). Lower case, singular; plurals are handled by stemming.
+SYNONYMS: list[set[str]] = [
+    {"order", "purchase", "po", "sale"},
+    {"customer", "client", "account", "buyer", "party"},
+    {"invoice", "bill", "billing"},
+    {"stock", "inventory", "level", "quantity", "onhand"},
+    {"warehouse", "depot", "site", "location", "dc"},
+    {"payment", "statement", "transaction", "transfer", "booking", "bank"},
+    {"contact", "interaction", "activity", "touchpoint", "call", "meeting"},
+    {"product", "item", "sku", "article", "material"},
+    {"line", "position", "item"},
+    {"get", "read", "fetch", "list", "retrieve", "show", "find", "search", "query", "lookup"},
+    {"create", "add", "post", "insert", "new", "register"},
+    {"update", "put", "patch", "modify", "change", "edit", "set"},
+    {"delete", "remove", "cancel", "drop"},
+    {"shipment", "delivery", "shipping", "dispatch", "ship"},
+    {"price", "cost", "amount", "value", "revenue", "total"},
+    {"date", "day", "time", "period", "window", "since", "until"},
+    {"employee", "staff", "worker", "person", "user"},
+    {"supplier", "vendor", "partner"},
+    {"region", "territory", "area", "country"},
+    {"file", "drop", "document", "csv"},
+]
+_SYN: dict[str, set[str]] = {}
+for _group in SYNONYMS:
+    for _w in _group:
+        _SYN.setdefault(_w, set()).update(_group - {_w})
+
+_CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
+_STOP = {"the", "a", "an", "of", "to", "in", "on", "for", "and", "or", "by", "with", "is", "are", "be", "from",
+         "at", "as", "its", "it", "this", "that", "one", "each", "every", "all", "me", "my", "i", "we", "our",
+         "which", "what", "who", "how", "do", "does", "can", "please", "show"}
+
+
+def stem(word: str) -> str:
+    """A crude English stemmer: plurals and a few endings, enough to match order/orders/ordered."""
+    w = word.lower()
+    for suffix, keep in (("ies", "y"), ("sses", "ss"), ("ches", "ch"), ("shes", "sh"), ("xes", "x")):
+        if w.endswith(suffix) and len(w) > len(suffix) + 2:
+            return w[: -len(suffix)] + keep
+    if w.endswith("s") and not w.endswith("ss") and len(w) > 3:
+        w = w[:-1]
+    for suffix in ("ing", "ed"):
+        if w.endswith(suffix) and len(w) > len(suffix) + 3:
+            return w[: -len(suffix)]
+    return w
+
+
+def words(text: str) -> list[str]:
+    """The stemmed words of *text*: camelCase, snake_case, dotted and slashed names are split."""
+    out = []
+    for raw in re.split(r"[^A-Za-z0-9]+", text):
+        for part in _CAMEL.findall(raw):
+            w = stem(part)
+            if w and w not in _STOP:
+                out.append(w)
+    return out
+
+
+def _ngrams(text: str, n: int = 3) -> Counter[str]:
+    grams: Counter[str] = Counter()
+    for w in re.split(r"[^a-z0-9]+", " ".join(re.findall(r"[A-Z]?[a-z]+|[A-Z]+|\d+", text)).lower()):
+        if not w:
+            continue
+        padded = f" {w} "
+        grams.update(padded[i:i + n] for i in range(len(padded) - n + 1))
+    return grams
+
+
+def _field_names(schema: Any, depth: int = 0) -> list[str]:
+    if not isinstance(schema, dict) or depth > 6:
+        return []
+    out: list[str] = []
+    for name, sub in (schema.get("properties") or {}).items():
+        out.append(name)
+        out.extend(_field_names(sub, depth + 1))
+    for key in ("items", "additionalProperties"):
+        out.extend(_field_names(schema.get(key), depth + 1))
+    for key in ("anyOf", "oneOf", "allOf"):
+        for sub in schema.get(key) or []:
+            out.extend(_field_names(sub, depth + 1))
+    return out
+
+
+class _Index:
+    """BM25 over weighted fields plus character 3-gram TF-IDF vectors, built once per catalog."""
+
+    K1, B = 1.2, 0.75
+
+    def __init__(self, actions: list[Action]) -> None:
+        self.docs: list[Counter[str]] = []
+        for a in actions:
+            op = a.name.split(".", 1)[-1]
+            tf: Counter[str] = Counter()
+            tf.update(words(op) * 3)  # the operation name counts most
+            tf.update(words(a.system) * 2)
+            tf.update(words(a.description))
+            tf.update(words(" ".join(str(v) for v in a.binding.values() if isinstance(v, str))))
+            tf.update(words(" ".join(_field_names(a.output_schema))))
+            if a.protocol in ("rest", "soap"):  # SQL and SFTP inputs are the same generic options everywhere
+                tf.update(words(" ".join(_field_names(a.input_schema))))
+            self.docs.append(tf)
+        n = len(actions)
+        self.avg = sum(sum(d.values()) for d in self.docs) / n if n else 0.0
+        df: Counter[str] = Counter()
+        for d in self.docs:
+            df.update(d.keys())
+        self.idf = {t: math.log(1 + (n - f + 0.5) / (f + 0.5)) for t, f in df.items()}
+        self.postings: dict[str, list[int]] = {}
+        for i, d in enumerate(self.docs):
+            for t in d:
+                self.postings.setdefault(t, []).append(i)
+        # character n-grams of the name, description and field names (the "meaning" layer's fuzzy half)
+        grams = [_ngrams(f"{a.name} {a.description} {' '.join(_field_names(a.output_schema)[:50])}")
+                 for a in actions]
+        gdf: Counter[str] = Counter()
+        for g in grams:
+            gdf.update(g.keys())
+        self.gidf = {g: math.log((n + 1) / (f + 1)) + 1 for g, f in gdf.items()}
+        self.gvecs = [self._unit({g: (1 + math.log(c)) * self.gidf[g] for g, c in v.items()}) for v in grams]
+        self.gpostings: dict[str, list[int]] = {}
+        for i, vec in enumerate(self.gvecs):
+            for gram in vec:
+                self.gpostings.setdefault(gram, []).append(i)
+
+    @staticmethod
+    def _unit(vec: dict[str, float]) -> dict[str, float]:
+        norm = math.sqrt(sum(x * x for x in vec.values())) or 1.0
+        return {k: x / norm for k, x in vec.items()}
+
+    def bm25(self, terms: dict[str, float]) -> dict[int, float]:
+        scores: dict[int, float] = {}
+        for term, weight in terms.items():
+            idf = self.idf.get(term)
+            if idf is None:
+                continue
+            for i in self.postings[term]:
+                d = self.docs[i]
+                f = d[term]
+                length = sum(d.values())
+                s = idf * f * (self.K1 + 1) / (f + self.K1 * (1 - self.B + self.B * length / (self.avg or 1)))
+                scores[i] = scores.get(i, 0.0) + weight * s
+        return scores
+
+    def cosine(self, text: str) -> dict[int, float]:
+        q = _ngrams(text)
+        vec = self._unit({g: (1 + math.log(c)) * self.gidf[g] for g, c in q.items() if g in self.gidf})
+        scores: dict[int, float] = {}
+        for g, x in vec.items():
+            for i in self.gpostings.get(g, ()):
+                scores[i] = scores.get(i, 0.0) + x * self.gvecs[i][g]
+        return scores
+
+
+def expand(query: str) -> dict[str, float]:
+    """The query's words (weight 1) and their synonyms (weight 0.4)."""
+    terms: dict[str, float] = {}
+    for w in words(query):
+        terms[w] = 1.0
+    for w in list(terms):
+        for s in _SYN.get(w, ()):
+            terms.setdefault(stem(s), 0.4)
+    return terms
+
+
+# --- the catalog -----------------------------------------------------------------------------------------
+
+@dataclass
+class Catalog:
+    """The actions of a set of pipelines' systems, searchable."""
+
+    actions: list[Action]
+    #: systems that could not be read (system -> reason); their actions are missing or come from the spec only
+    errors: dict[str, str] = field(default_factory=dict)
+    pipelines: dict[str, Pipeline] = field(default_factory=dict, repr=False)  # pipeline name -> pipeline
+    _index: _Index | None = field(default=None, init=False, repr=False)
+    _by_name: dict[str, Action] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._by_name = {a.name: a for a in self.actions}
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    def __iter__(self) -> Any:
+        return iter(self.actions)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def get(self, name: str) -> Action:
+        """The action called *name*; a :class:`HubError` naming the closest names when there is none."""
+        found = self._by_name.get(name)
+        if found is not None:
+            return found
+        lowered = {n.lower(): n for n in self._by_name}
+        if name.lower() in lowered:
+            return self._by_name[lowered[name.lower()]]
+        close = difflib.get_close_matches(name, list(self._by_name), n=5, cutoff=0.5)
+        if not close:
+            close = [a.name for a in self.search(name, limit=3)]
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise HubError(f"no action named '{name}' in the catalog ({len(self.actions)} actions){hint}")
+
+    def pipeline_of(self, action: Action) -> Pipeline:
+        if action.pipeline in self.pipelines:
+            return self.pipelines[action.pipeline]
+        raise HubError(f"action {action.name}: pipeline '{action.pipeline}' is not loaded")
+
+    def search(self, query: str, limit: int = 10) -> list[Action]:
+        """The actions that best match *query*, best first: BM25 on words and synonyms, plus character
+        n-gram similarity; an empty query lists the first *limit* actions."""
+        return [a for a, _ in self.scored(query, limit)]
+
+    def scored(self, query: str, limit: int = 10) -> list[tuple[Action, float]]:
+        if not query.strip():
+            return [(a, 0.0) for a in self.actions[:limit]]
+        if self._index is None:
+            self._index = _Index(self.actions)
+        exact = self._by_name.get(query.strip())
+        bm = self._index.bm25(expand(query))
+        top = max(bm.values(), default=0.0) or 1.0
+        cos = self._index.cosine(query)
+        scores: dict[int, float] = {}
+        for i, s in bm.items():
+            scores[i] = s / top
+        for i, c in cos.items():
+            if c >= 0.2:
+                scores[i] = scores.get(i, 0.0) + 0.5 * c
+        ranked = sorted(scores.items(), key=lambda kv: (-kv[1], self.actions[kv[0]].name))
+        out = [(self.actions[i], round(s, 4)) for i, s in ranked[:limit]]
+        if exact is not None:
+            out = [(exact, 2.0), *[(a, s) for a, s in out if a is not exact][: limit - 1]]
+        return out
+
+
+def build_catalog(pipelines: list[Pipeline], *, systems: Iterable[str] | None = None) -> Catalog:
+    """The catalog of every system of *pipelines* (only *systems* when given), read from the live systems.
+
+    A system that cannot be read does not stop the catalog: its reason is kept in :attr:`Catalog.errors`
+    and, where the spec says enough (REST requests, SFTP drops), actions come from the spec alone.
+    A system declared by several pipelines is read once (the first pipeline's declaration).
+    """
+    wanted = set(systems) if systems is not None else None
+    actions: list[Action] = []
+    errors: dict[str, str] = {}
+    seen: set[str] = set()
+    for pipeline in pipelines:
+        for system, cfg in pipeline.spec.systems.items():
+            if system in seen or (wanted is not None and system not in wanted):
+                continue
+            seen.add(system)
+            build = {"soap": _soap_actions, "rest": _rest_actions, "sql": _sql_actions, "sftp": _sftp_actions}
+            try:
+                actions.extend(build[cfg.kind](pipeline, system))
+            except Exception as exc:  # a system that cannot be described must not hide the others
+                errors[system] = mask(str(exc) if isinstance(exc, HubError) else f"{type(exc).__name__}: {exc}")
+                if cfg.kind == "rest":
+                    actions.extend(_rest_from_sources(pipeline, system))
+                elif cfg.kind == "sftp":
+                    actions.extend(_sftp_from_spec(pipeline, system))
+    unique: dict[str, Action] = {}
+    for a in actions:
+        unique.setdefault(a.name, a)
+    return Catalog(actions=list(unique.values()), errors=errors, pipelines={p.name: p for p in pipelines})
+
+
+def _side_effect(pipeline: Pipeline, system: str, operation: str, default: str) -> str:
+    agent = pipeline.spec.systems[system].agent
+    if agent is not None:
+        if operation in agent.writes or f"{system}.{operation}" in agent.writes:
+            return "write"
+        if operation in agent.reads or f"{system}.{operation}" in agent.reads:
+            return "read"
+    return default
+
+
+def soap_side_effect(operation: str) -> str:
+    """``read`` when the operation's name starts with a reading verb (GetOrders, ListX, FindY...), else ``write``."""
+    lowered = operation.lower()
+    return "read" if any(lowered.startswith(p) for p in READ_PREFIXES) else "write"
+
+
+def _system_description(pipeline: Pipeline, system: str) -> str:
+    return pipeline.spec.systems[system].description or ""
+
+
+# --- SOAP ------------------------------------------------------------------------------------------------
+
+def _soap_actions(pipeline: Pipeline, system: str) -> list[Action]:
+    from adapters.soap import SoapSystemConfig, load_wsdl
+    from adapters.soap.catalog import describe
+    from adapters.soap.client import select_port
+    from hub.materialize import cache_dir
+    from hub.runtime.secrets import resolve_tree
+
+    block = pipeline.spec.systems[system].soap
+    assert block is not None
+    cfg = SoapSystemConfig.model_validate(resolve_tree(block.model_dump(exclude_none=True),
+                                                      field=f"systems.{system}.soap"))
+    wsdl = load_wsdl(cfg, cache_dir=cache_dir(pipeline) / "wsdl", base_dir=pipeline.root)
+    service, port = select_port(wsdl, cfg)
+    catalog = describe(wsdl)
+    entry = next(p for s in catalog["services"] if s["name"] == service.name for p in s["ports"]
+                 if p["name"] == port.name)
+    declared = {s.soap.operation: s for s in pipeline.sources.values()
+                if s.system_name == system and s.soap is not None}
+    out = []
+    for op in entry["operations"]:
+        name = op["name"]
+        source = declared.get(name)
+        records = source.soap.records if source is not None and source.soap is not None else None
+        output = op.get("output") or {"type": "object", "properties": {}}
+        record_schema, found = _soap_record(output, records)
+        description = f"SOAP operation {name} of {service.name}/{port.name}"
+        if source is not None and source.spec.description:
+            description += f"; read by source {source.name}: {source.spec.description}"
+        elif _system_description(pipeline, system):
+            description += f" ({_system_description(pipeline, system)})"
+        binding: dict[str, Any] = {"operation": name}
+        if found:
+            binding["records"] = found
+        out.append(Action(
+            name=f"{system}.{name}", system=system, protocol="soap", description=description,
+            input_schema=op.get("input") or {"type": "object", "properties": {}},
+            output_schema=record_schema,
+            side_effect=_side_effect(pipeline, system, name, soap_side_effect(name)),
+            binding=binding, pipeline=pipeline.name))
+    return out
+
+
+def _soap_record(output: dict[str, Any], records: str | None) -> tuple[dict[str, Any], str | None]:
+    """The schema of one record of an operation's output, and the record element's name: the element the
+    source names, else the first repeated element (depth first), else the whole output."""
+    def walk(schema: dict[str, Any], depth: int) -> tuple[dict[str, Any], str] | None:
+        if depth > 6:
+            return None
+        for key, sub in (schema.get("properties") or {}).items():
+            node = sub.get("anyOf", [sub])[0] if isinstance(sub, dict) else {}
+            if node.get("type") == "array":
+                items = node.get("items") or {}
+                if records is None or key == records:
+                    return items, key
+            if records is not None and key == records:
+                return node, key
+            if node.get("type") == "object":
+                found = walk(node, depth + 1)
+                if found:
+                    return found
+            if node.get("type") == "array":
+                found = walk(node.get("items") or {}, depth + 1)
+                if found:
+                    return found
+        return None
+
+    hit = walk(output, 0)
+    if hit is None:
+        props = output.get("properties") or {}
+        if len(props) == 1:  # a wrapper element (GetCustomerResult): the record is inside it
+            key, inner = next(iter(props.items()))
+            inner = inner.get("anyOf", [inner])[0] if isinstance(inner, dict) else {}
+            if inner.get("type") == "object":
+                return inner, records or key
+        return output, records
+    return hit[0], hit[1]
+
+
+# --- REST ------------------------------------------------------------------------------------------------
+
+def _rest_actions(pipeline: Pipeline, system: str) -> list[Action]:
+    from adapters.rest import RestSystemConfig
+    from hub.contracts.collect import fetch_openapi
+    from hub.runtime.secrets import resolve_tree
+
+    block = pipeline.spec.systems[system].rest
+    assert block is not None
+    if not block.openapi:
+        return _rest_from_sources(pipeline, system)
+    raw = resolve_tree(block.model_dump(by_alias=True, exclude_none=True), field=f"systems.{system}.rest")
+    doc = fetch_openapi(RestSystemConfig.model_validate(raw), pipeline.root, system)
+    records: dict[tuple[str, str], str] = {(s.rest.request.method, s.rest.request.path or "/"): s.rest.records
+               for s in pipeline.sources.values() if s.system_name == system and s.rest is not None}
+    return [Action(**{**spec, "side_effect": _side_effect(pipeline, system, spec["name"].split(".", 1)[1],
+                                                          spec["side_effect"]),
+                      "pipeline": pipeline.name})
+            for spec in openapi_operations(doc, system, records=records)]
+
+
+def action_name(method: str, path: str) -> str:
+    """``get_customers`` for GET /customers, ``get_customers_by_id`` for GET /customers/{id}."""
+    parts = []
+    for seg in path.strip("/").split("/"):
+        if not seg:
+            continue
+        if seg.startswith("{") and seg.endswith("}"):
+            parts.append(f"by_{seg[1:-1]}")
+        else:
+            parts.append(seg)
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", "_".join(parts)).strip("_").lower()
+    return f"{method.lower()}_{slug}" if slug else method.lower()
+
+
+class _Resolver:
+    """``$ref`` resolution inside one document (local references), cycles cut with a marker."""
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self.doc = doc
+
+    def pointer(self, ref: str) -> Any:
+        if not ref.startswith("#/"):
+            return {"description": f"external reference {ref} (not resolved)"}
+        node: Any = self.doc
+        for part in ref[2:].split("/"):
+            part = part.replace("~1", "/").replace("~0", "~")
+            if not isinstance(node, dict) or part not in node:
+                raise HubError(f"OpenAPI: unresolvable $ref {ref}")
+            node = node[part]
+        return node
+
+    def resolve(self, node: Any, stack: tuple[str, ...] = (), depth: int = 0) -> Any:
+        if depth > 40:
+            return {}
+        if isinstance(node, list):
+            return [self.resolve(v, stack, depth + 1) for v in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node and isinstance(node["$ref"], str):
+            ref = node["$ref"]
+            if ref in stack:
+                return {"type": "object", "x-recursive": ref.rsplit("/", 1)[-1]}
+            target = self.resolve(self.pointer(ref), (*stack, ref), depth + 1)
+            extra = {k: v for k, v in node.items() if k != "$ref"}  # 3.1: siblings of $ref apply too
+            return {**target, **self.resolve(extra, stack, depth + 1)} if isinstance(target, dict) else target
+        return {k: self.resolve(v, stack, depth + 1) for k, v in node.items()}
+
+
+def _normalize_schema(schema: Any, swagger: bool) -> Any:
+    """JSON Schema from an OpenAPI schema object: 3.0 ``nullable`` becomes a null type; 3.1 and Swagger
+    schemas are kept (type lists are JSON Schema already)."""
+    if isinstance(schema, list):
+        return [_normalize_schema(s, swagger) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _normalize_schema(v, swagger) for k, v in schema.items() if k not in ("nullable", "xml",
+                                                                                    "discriminator")}
+    if schema.get("nullable") is True and "type" in out and isinstance(out["type"], str):
+        out["type"] = [out["type"], "null"]
+    return out
+
+
+def openapi_operations(doc: dict[str, Any], system: str, *,
+                       records: dict[tuple[str, str], str] | None = None) -> list[dict[str, Any]]:
+    """Every operation of an OpenAPI 3.0/3.1 or Swagger 2.0 document as Action fields (without pipeline)."""
+    if not isinstance(doc, dict) or not ("openapi" in doc or "swagger" in doc):
+        raise HubError(f"systems.{system}.rest.openapi: not an OpenAPI document (no `openapi` or `swagger` key)")
+    swagger = str(doc.get("swagger", "")).startswith("2")
+    r = _Resolver(doc)
+    records = records or {}
+    out: list[dict[str, Any]] = []
+    names: set[str] = set()
+    for path, item in (doc.get("paths") or {}).items():
+        item = r.resolve(item) if isinstance(item, dict) else {}
+        shared = item.get("parameters") or []
+        for method in HTTP_METHODS:
+            op = item.get(method)
+            if not isinstance(op, dict):
+                continue
+            verb = method.upper()
+            params = {(p.get("in"), p.get("name")): p for p in [*shared, *(op.get("parameters") or [])]
+                      if isinstance(p, dict)}
+            props: dict[str, Any] = {}
+            required: list[str] = []
+            body_schema: dict[str, Any] | None = None
+            body_required = False
+            for (where, pname), p in params.items():
+                if where == "body" and swagger:
+                    body_schema = _normalize_schema(p.get("schema") or {}, swagger)
+                    body_required = bool(p.get("required"))
+                    continue
+                if where not in ("query", "path", "header", "formData") or not pname:
+                    continue
+                if where == "header" and pname.lower() in ("authorization", "accept", "content-type"):
+                    continue
+                schema = p.get("schema") if "schema" in p else {k: v for k, v in p.items() if k in (
+                    "type", "format", "enum", "items", "minimum", "maximum", "default", "pattern")}
+                schema = dict(_normalize_schema(schema or {}, swagger))
+                if p.get("description"):
+                    schema["description"] = p["description"]
+                schema["x-in"] = where
+                props[pname] = schema
+                if p.get("required") or where == "path":
+                    required.append(pname)
+            if not swagger and isinstance(op.get("requestBody"), dict):
+                content = op["requestBody"].get("content") or {}
+                media: Any = content.get("application/json") or next(iter(content.values()), {})
+                body_schema = _normalize_schema((media or {}).get("schema") or {}, swagger)
+                body_required = bool(op["requestBody"].get("required"))
+            if body_schema is not None:
+                props["body"] = {**body_schema, "x-in": "body"}
+                if body_required:
+                    required.append("body")
+            response = _response_schema(op, swagger)
+            declared = records.get((verb, path))
+            record, records_path = _rest_record(response, declared)
+            marked = op.get("x-hub-side-effect") or item.get("x-hub-side-effect")
+            side = marked if marked in ("read", "write") else ("read" if verb in READ_METHODS else "write")
+            base = action_name(method, path)
+            name, n = base, 2
+            while name in names:
+                name, n = f"{base}_{n}", n + 1
+            names.add(name)
+            text = " - ".join(t for t in (op.get("summary"), op.get("description")) if t)
+            description = f"{verb} {path}" + (f": {text}" if text else "")
+            if op.get("operationId"):
+                description += f" (operationId {op['operationId']})"
+            if op.get("tags"):
+                description += f" [tags: {', '.join(map(str, op['tags']))}]"
+            binding: dict[str, Any] = {"method": verb, "path": path}
+            if records_path:
+                binding["records"] = records_path
+            if op.get("operationId"):
+                binding["operation_id"] = op["operationId"]
+            out.append({"name": f"{system}.{name}", "system": system, "protocol": "rest", "description": description,
+                        "input_schema": {"type": "object", "properties": props, "required": required},
+                        "output_schema": record, "side_effect": side, "binding": binding})
+    return out
+
+
+def _response_schema(op: dict[str, Any], swagger: bool) -> dict[str, Any]:
+    responses = op.get("responses") or {}
+    ok = [c for c in responses if str(c).startswith("2")] or (["default"] if "default" in responses else [])
+    for code in sorted(ok, key=str):
+        resp = responses[code] or {}
+        if swagger:
+            if isinstance(resp.get("schema"), dict):
+                return dict(_normalize_schema(resp["schema"], swagger))
+            continue
+        content = resp.get("content") or {}
+        media = content.get("application/json") or next((v for k, v in content.items() if "json" in k), None)
+        if isinstance(media, dict) and isinstance(media.get("schema"), dict):
+            return dict(_normalize_schema(media["schema"], swagger))
+    return {}
+
+
+def _schema_type(schema: dict[str, Any]) -> str | None:
+    t = schema.get("type")
+    if isinstance(t, list):
+        t = next((x for x in t if x != "null"), None)
+    return t if isinstance(t, str) else None
+
+
+def _rest_record(response: dict[str, Any], declared: str | None) -> tuple[dict[str, Any], str | None]:
+    """One record's schema: follow the source's JSONPath when declared (``$.data[*]``), else the array
+    itself, or the object's only array-of-objects property, or the object."""
+    if declared:
+        node: Any = response
+        for part in re.findall(r"[A-Za-z0-9_\-]+|\[\*\]", declared.removeprefix("$")):
+            if not isinstance(node, dict):
+                break
+            node = (node.get("items") or {}) if part == "[*]" else (node.get("properties") or {}).get(part, {})
+        return (node if isinstance(node, dict) and node else response), declared
+    if _schema_type(response) == "array":
+        return response.get("items") or {}, "$[*]"
+    arrays = [(k, v) for k, v in (response.get("properties") or {}).items()
+              if isinstance(v, dict) and _schema_type(v) == "array"]
+    if len(arrays) == 1:
+        key, arr = arrays[0]
+        return arr.get("items") or {}, f"$.{key}[*]"
+    return response, "$" if response else None
+
+
+def _rest_from_sources(pipeline: Pipeline, system: str) -> list[Action]:
+    """Without an OpenAPI document: one action per distinct request the spec's sources declare."""
+    out: dict[str, Action] = {}
+    for source in pipeline.sources.values():
+        if source.system_name != system or source.rest is None:
+            continue
+        req = source.rest.request
+        path = req.path or "/"
+        name = f"{system}.{action_name(req.method, path)}"
+        if name in out:
+            continue
+        props = {k: {"type": "string", "description": f"sent as {v!r} by source {source.name}"}
+                 for k, v in req.params.items()}
+        for k in re.findall(r"\{([A-Za-z0-9_]+)\}", path):
+            props[k] = {"type": "string", "x-in": "path"}
+        fields: dict[str, Any] = {c.name or p: {} for p, c in source.spec.column_specs()} if source.spec.columns else {}
+        out[name] = Action(
+            name=name, system=system, protocol="rest",
+            description=f"{req.method} {path}: as read by source {source.name}"
+                        + (f": {source.spec.description}" if source.spec.description else ""),
+            input_schema={"type": "object", "properties": props, "required": []},
+            output_schema={"type": "object", "properties": fields},
+            side_effect=_side_effect(pipeline, system, name.split(".", 1)[1],
+                                     "read" if req.method in READ_METHODS else "write"),
+            binding={"method": req.method, "path": path, "records": source.rest.records, "source": source.name},
+            pipeline=pipeline.name)
+    return list(out.values())
+
+
+# --- SQL -------------------------------------------------------------------------------------------------
+
+SQL_INPUT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "columns": {"type": "array", "items": {"type": "string"}, "description": "Columns to return (default all)."},
+        "where": {"type": "object", "description": "Column -> value: rows where every column equals its value."},
+        "order_by": {"type": "array", "items": {"type": "string"}, "description": "Columns to sort by; "
+                                                                                   "'-col' for descending."},
+        "limit": {"type": "integer", "minimum": 1, "description": "Rows to return at most."},
+    },
+    "required": [],
+}
+
+
+def sql_system(pipeline: Pipeline, system: str) -> Any:
+    """The resolved SQL system config; a relative SQLite path is taken from the project root."""
+    from adapters.sql import SqlSystemConfig
+    from hub.runtime.secrets import resolve_tree
+
+    block = pipeline.spec.systems[system].sql
+    assert block is not None
+    raw = resolve_tree(block.model_dump(exclude_none=True), field=f"systems.{system}.sql")
+    url = str(raw["url"])
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and url != "sqlite:///:memory:":
+        raw["url"] = f"sqlite:///{pipeline.root / url[len('sqlite:///'):]}"
+    return SqlSystemConfig.model_validate(raw)
+
+
+def _sql_actions(pipeline: Pipeline, system: str) -> list[Action]:
+    from adapters.sql.catalog import describe
+
+    cfg = sql_system(pipeline, system)
+    schemas = {s.sql.schema_ for s in pipeline.sources.values() if s.system_name == system and s.sql is not None}
+    out = []
+    for schema in sorted(schemas, key=lambda s: s or "") or [None]:
+        catalog = describe(cfg, schema=schema)
+        for t in catalog["tables"]:
+            readers = [s.name for s in pipeline.sources.values() if s.system_name == system and s.sql is not None
+                       and s.sql.table == t["name"]]
+            text = f"Rows of the {t['kind']} {t['name']}" + (f" ({t['description']})" if t["description"] else "")
+            text += f"; columns {', '.join(c['name'] for c in t['columns'])}"
+            if t["primary_key"]:
+                text += f"; primary key {', '.join(t['primary_key'])}"
+            if readers:
+                text += f"; read by source {', '.join(readers)}"
+            binding: dict[str, Any] = {"table": t["name"], "kind": t["kind"]}
+            if schema:
+                binding["schema"] = schema
+            name = f"{system}.{t['name']}" if not schema else f"{system}.{schema}.{t['name']}"
+            out.append(Action(name=name, system=system, protocol="sql", description=text,
+                              input_schema=copy.deepcopy(SQL_INPUT), output_schema=t["schema"],
+                              side_effect="read", binding=binding, pipeline=pipeline.name))
+    return out
+
+
+# --- SFTP ------------------------------------------------------------------------------------------------
+
+SFTP_INPUT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "file": {"type": "string", "description": "A file of the drop to read (a name from the listing); without "
+                                                  "it, the files are listed."},
+        "limit": {"type": "integer", "minimum": 1, "description": "Records (or files) to return at most."},
+    },
+    "required": [],
+}
+
+
+def _sftp_actions(pipeline: Pipeline, system: str) -> list[Action]:
+    return _sftp_from_spec(pipeline, system)
+
+
+def _sftp_from_spec(pipeline: Pipeline, system: str) -> list[Action]:
+    out = []
+    for source in pipeline.sources.values():
+        if source.system_name != system or source.sftp is None:
+            continue
+        files = source.sftp.files
+        short = source.name.removeprefix(f"{system}_") or source.name
+        props: dict[str, Any] = {}
+        for path, col in source.spec.column_specs():
+            ctype = col.type or "string"
+            js: dict[str, Any] = {"type": "string"}
+            if ctype.startswith(("int", "bigint")):
+                js = {"type": "integer"}
+            elif ctype.startswith(("float", "double")):
+                js = {"type": "number"}
+            elif ctype == "date":
+                js = {"type": "string", "format": "date"}
+            elif ctype.startswith("timestamp"):
+                js = {"type": "string", "format": "date-time"}
+            elif ctype.startswith("decimal"):
+                js = {"type": "string", "format": "decimal"}
+            elif ctype == "bool":
+                js = {"type": "boolean"}
+            props[col.name or path] = {**js, "x-source-field": path}
+        out.append(Action(
+            name=f"{system}.{short}", system=system, protocol="sftp",
+            description=f"Files of the drop {files.path}/{files.glob} ({source.sftp.format.kind})"
+                        + (f": {source.spec.description}" if source.spec.description else "")
+                        + "; without `file` lists the ready files, with it reads that file's records",
+            input_schema=copy.deepcopy(SFTP_INPUT),
+            output_schema={"type": "object", "properties": props},
+            side_effect="read", binding={"path": files.path, "glob": files.glob, "source": source.name},
+            pipeline=pipeline.name))
+    return out

@@ -1,0 +1,444 @@
+"""Guarded execution of catalog actions, for agents and people alike.
+
+Every call goes through :meth:`Guard.call`, which
+
+1. refuses a **write** action unless it is on the pipeline's allow-list (``agent: {allow_writes: [...]}``)
+   *and* the call is explicitly approved (``approve=True``, ``hub agent run --approve``);
+2. refuses a call once the system's **budget** of calls for this session is spent
+   (``systems.<name>.agent.budget``, else ``agent.budget``, default 100) and spaces calls to honour the
+   system's **rate limit** (``systems.<name>.agent.rate_limit`` calls per second);
+3. checks the parameters against the action's input schema (required and known names);
+4. calls the system through the hub's adapters — REST (GET/POST through :mod:`adapters.rest`, other methods
+   with the same auth), SOAP (:mod:`adapters.soap`), SQL (one read-only, parameter-bound SELECT through
+   :mod:`adapters.sql`), SFTP (list the drop, or read one file's records) — and returns the first
+   ``max_rows`` records with the total count;
+5. writes one row to the audit table ``_hub_audit`` of the pipeline's warehouse: who (user and agent),
+   what (action, system, side effect), the parameters with secrets masked, approval, outcome
+   (``ok`` / ``refused`` / ``error``) and why, rows returned and total, duration. Refused calls are audited
+   too; an audit that cannot be written fails the call (nothing happens unaudited... except the call
+   itself, which has already happened: the error then says so).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import pyarrow as pa
+
+from hub.agent.catalog import Action, Catalog, build_catalog, sql_system
+from hub.errors import HubError
+from hub.runtime.secrets import mask, resolve_tree
+from hub.spec.loader import Pipeline
+
+AUDIT_TABLE = "_hub_audit"
+DEFAULT_BUDGET = 100
+DEFAULT_MAX_ROWS = 100
+_SECRET_KEY = re.compile(r"pass(word)?|secret|token|api[_-]?key|authorization|credential|private", re.I)
+
+
+class Refused(HubError):
+    """The guard refused the call (policy, budget, parameters): nothing was sent to the system."""
+
+
+@dataclass
+class CallResult:
+    """What a guarded call did."""
+
+    call_id: str
+    action: str
+    outcome: str                      # ok | refused | error
+    records: list[dict[str, Any]] = field(default_factory=list)
+    total: int | None = None          # records the system returned in all (None: unknown)
+    truncated: bool = False
+    duration_s: float = 0.0
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"call_id": self.call_id, "action": self.action, "outcome": self.outcome}
+        if self.message:
+            out["message"] = self.message
+        if self.outcome == "ok":
+            out.update(total=self.total, returned=len(self.records), truncated=self.truncated,
+                       records=self.records)
+        out["duration_s"] = round(self.duration_s, 3)
+        return out
+
+
+def mask_params(value: Any, key: str = "") -> Any:
+    """*value* with secret-looking keys replaced by ``***`` and registered secrets masked in strings."""
+    if key and _SECRET_KEY.search(key) and value not in (None, ""):
+        return "***"
+    if isinstance(value, dict):
+        return {k: mask_params(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_params(v) for v in value]
+    if isinstance(value, str):
+        return mask(value)
+    return value
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+class Guard:
+    """A session of guarded calls over a catalog (budgets count per guard instance)."""
+
+    def __init__(self, catalog: Catalog, *, actor: str = "agent", agent: str = "hub", session: str | None = None,
+                 audit: bool = True) -> None:
+        self.catalog = catalog
+        self.actor = actor
+        self.agent = agent
+        self.session = session or uuid.uuid4().hex[:16]
+        self.audit_enabled = audit
+        self.used: dict[str, int] = {}
+        self._last_call: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_pipelines(cls, pipelines: list[Pipeline], **kwargs: Any) -> Guard:
+        return cls(build_catalog(pipelines), **kwargs)
+
+    # --- policy ----------------------------------------------------------------------------------------
+
+    def budget(self, action: Action) -> int:
+        pipeline = self.catalog.pipeline_of(action)
+        system = pipeline.spec.systems[action.system].agent
+        if system is not None and system.budget is not None:
+            return system.budget
+        return pipeline.spec.agent.budget if pipeline.spec.agent is not None else DEFAULT_BUDGET
+
+    def remaining(self, system: str) -> int | None:
+        action = next((a for a in self.catalog.actions if a.system == system), None)
+        return None if action is None else self.budget(action) - self.used.get(system, 0)
+
+    def allowed_writes(self, action: Action) -> list[str]:
+        agent = self.catalog.pipeline_of(action).spec.agent
+        return list(agent.allow_writes) if agent is not None else []
+
+    def check(self, action: Action, params: dict[str, Any], approve: bool) -> None:
+        """Raise :class:`Refused` when the call may not be made."""
+        if action.side_effect == "write":
+            allowed = self.allowed_writes(action)
+            if action.name not in allowed:
+                raise Refused(f"{action.name} is a write action and is not in the allow-list of pipeline "
+                              f"{action.pipeline} (agent.allow_writes: {allowed or 'empty'}); nothing was sent")
+            if not approve:
+                raise Refused(f"{action.name} is a write action: it is allowed but needs an explicit approval "
+                              "(approve=true / --approve); nothing was sent")
+        budget = self.budget(action)
+        if self.used.get(action.system, 0) >= budget:
+            raise Refused(f"the call budget of system {action.system} is spent ({budget} call(s) per session); "
+                          "nothing was sent")
+        self._check_params(action, params)
+
+    @staticmethod
+    def _check_params(action: Action, params: dict[str, Any]) -> None:
+        schema = action.input_schema or {}
+        props = schema.get("properties") or {}
+        missing = [r for r in schema.get("required") or [] if r not in params]
+        if missing:
+            raise Refused(f"{action.name}: missing required parameter(s) {', '.join(missing)} "
+                          f"(parameters: {', '.join(props) or 'none'})")
+        if action.protocol in ("sql", "sftp", "soap") or (action.protocol == "rest" and props):
+            unknown = [k for k in params if k not in props]
+            if unknown:
+                raise Refused(f"{action.name}: unknown parameter(s) {', '.join(unknown)} "
+                              f"(parameters: {', '.join(props) or 'none'})")
+
+    def _pace(self, action: Action) -> None:
+        agent = self.catalog.pipeline_of(action).spec.systems[action.system].agent
+        if agent is None or agent.rate_limit is None:
+            return
+        gap = 1.0 / agent.rate_limit
+        wait = self._last_call.get(action.system, 0.0) + gap - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+
+    # --- the call --------------------------------------------------------------------------------------
+
+    def call(self, name: str, params: dict[str, Any] | None = None, *, approve: bool = False,
+             max_rows: int | None = None) -> CallResult:
+        """Call action *name* with *params* under the guard; never raises for refusals or system errors (the
+        result says what happened), only when the audit itself cannot be written."""
+        params = dict(params or {})
+        call_id = uuid.uuid4().hex
+        started = time.monotonic()
+        try:
+            action = self.catalog.get(name)
+        except HubError as exc:
+            unknown = CallResult(call_id, name, "refused", message=str(exc),
+                                 duration_s=time.monotonic() - started)
+            first = next(iter(self.catalog.pipelines), "")
+            if self.audit_enabled and first:
+                self._audit(Action(name=name, system="", protocol="", description="", input_schema={},
+                                   output_schema={}, side_effect="unknown", binding={}, pipeline=first),
+                            params, approve, unknown)
+            return unknown
+        limit = max_rows or self._max_rows(action)
+        result = CallResult(call_id, action.name, "ok")
+        with self._lock:
+            try:
+                self.check(action, params, approve)
+                self._pace(action)
+                self.used[action.system] = self.used.get(action.system, 0) + 1
+                self._last_call[action.system] = time.monotonic()
+            except Refused as exc:
+                result.outcome, result.message = "refused", str(exc)
+        if result.outcome == "ok":
+            try:
+                rows, total = execute(self.catalog, action, params, limit)
+                result.records = [_jsonable(r) for r in rows]
+                result.total = total
+                result.truncated = total is None or total > len(rows)
+            except Refused as exc:
+                result.outcome, result.message = "refused", str(exc)
+            except HubError as exc:
+                result.outcome, result.message = "error", mask(str(exc))
+            except Exception as exc:  # a bug or an unexpected library error: still audited
+                result.outcome, result.message = "error", mask(f"{type(exc).__name__}: {exc}")
+        result.duration_s = time.monotonic() - started
+        if self.audit_enabled:
+            self._audit(action, params, approve, result)
+        return result
+
+    def _max_rows(self, action: Action) -> int:
+        agent = self.catalog.pipeline_of(action).spec.agent
+        return agent.max_rows if agent is not None else DEFAULT_MAX_ROWS
+
+    def _audit(self, action: Action, params: dict[str, Any], approve: bool, result: CallResult) -> None:
+        from hub.warehouse import LoadRequest, connect
+
+        row = {
+            "call_id": result.call_id, "called_at": datetime.now(UTC), "session": self.session, "actor": self.actor,
+            "agent": self.agent, "action": action.name, "system": action.system, "protocol": action.protocol,
+            "side_effect": action.side_effect,
+            "params": json.dumps(_jsonable(mask_params(params)), sort_keys=True),
+            "approved": bool(approve), "outcome": result.outcome, "message": result.message[:2000],
+            "rows_returned": len(result.records), "rows_total": result.total,
+            "bytes": len(json.dumps(result.records, default=str)) if result.records else 0,
+            "duration_ms": round(result.duration_s * 1000, 1),
+        }
+        schema = pa.schema([("call_id", pa.string()), ("called_at", pa.timestamp("us", tz="UTC")),
+                            ("session", pa.string()),
+                            ("actor", pa.string()), ("agent", pa.string()), ("action", pa.string()),
+                            ("system", pa.string()), ("protocol", pa.string()), ("side_effect", pa.string()),
+                            ("params", pa.string()), ("approved", pa.bool_()), ("outcome", pa.string()),
+                            ("message", pa.string()), ("rows_returned", pa.int64()), ("rows_total", pa.int64()),
+                            ("bytes", pa.int64()), ("duration_ms", pa.float64())])
+        batch = pa.RecordBatch.from_pylist([row], schema=schema)
+        pipeline = self.catalog.pipeline_of(action)
+        try:
+            wh = connect(pipeline.warehouse_url)
+            with wh.begin(LoadRequest(table=AUDIT_TABLE, mode="merge", run_id=f"agent-{self.session}",
+                                      primary_key=("call_id",))) as load:
+                load.write(batch)
+                load.commit()
+        except HubError as exc:
+            raise HubError(f"{action.name}: the call was {result.outcome} but its audit row could not be written "
+                           f"to {AUDIT_TABLE}: {exc}") from None
+
+
+# --- execution through the adapters -------------------------------------------------------------------
+
+def execute(catalog: Catalog, action: Action, params: dict[str, Any], limit: int) -> tuple[list[dict[str, Any]],
+                                                                                          int | None]:
+    """Run *action* with *params*: (the first *limit* records, the total count or None)."""
+    pipeline = catalog.pipeline_of(action)
+    run = {"rest": _rest, "soap": _soap, "sql": _sql, "sftp": _sftp}[action.protocol]
+    return run(pipeline, action, params, limit)
+
+
+def _take(batches: Iterator[pa.RecordBatch], limit: int) -> tuple[list[dict[str, Any]], int]:
+    rows: list[dict[str, Any]] = []
+    total = 0
+    for batch in batches:
+        total += batch.num_rows
+        if len(rows) < limit:
+            keep = [c for c in batch.schema.names if not c.startswith("_hub_")]
+            rows.extend(batch.select(keep).slice(0, limit - len(rows)).to_pylist())
+    return rows, total
+
+
+def _rest(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: int) -> tuple[list[dict[str, Any]],
+                                                                                          int | None]:
+    import httpx
+
+    from adapters.rest import RestSource, RestSourceConfig, RestSystemConfig
+    from adapters.rest._auth import build_auth
+    from adapters.rest._jsonpath import select
+
+    block = pipeline.spec.systems[action.system].rest
+    assert block is not None
+    system = RestSystemConfig.model_validate(resolve_tree(block.model_dump(by_alias=True, exclude_none=True),
+                                                          field=f"systems.{action.system}.rest"))
+    props = (action.input_schema or {}).get("properties") or {}
+    path = str(action.binding["path"])
+    query: dict[str, Any] = {}
+    headers: dict[str, str] = {}
+    body: Any = None
+    for key, value in params.items():
+        where = (props.get(key) or {}).get("x-in", "body" if key == "body" else "query")
+        if where == "path":
+            path = path.replace("{" + key + "}", quote(str(value), safe=""))
+        elif where == "header":
+            headers[key] = str(value)
+        elif where == "body":
+            body = value
+        else:
+            query[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
+    method = str(action.binding["method"]).upper()
+    records_path = str(action.binding.get("records") or "$")
+    # reads go through the REST adapter (retries, backoff); a write is sent exactly once, never retried
+    if method in ("GET", "POST") and action.side_effect == "read" and (body is None or isinstance(body, dict)):
+        source = RestSourceConfig.model_validate({"request": {"path": path, "method": method, "params": query,
+                                                              "headers": headers,
+                                                              **({"json": body} if body is not None else {})},
+                                                  "records": records_path})
+        page = RestSource(system, source, name=action.name).first_page()
+        records = [r if isinstance(r, dict) else {"value": r} for r in page.records]
+        return records[:limit], len(records)
+    timeout = system.timeout if isinstance(system.timeout, (int, float)) else system.timeout.read
+    url = system.base_url.rstrip("/") + "/" + path.lstrip("/")
+    try:
+        with httpx.Client(auth=build_auth(system.auth), headers={**system.headers, **headers}, verify=system.verify,
+                          timeout=timeout) as client:
+            response = client.request(method, url, params={**system.params, **query}, json=body)
+    except httpx.HTTPError as exc:
+        raise HubError(f"{action.name}: {method} {mask(url)}: {type(exc).__name__}: {mask(str(exc))}") from None
+    if response.status_code >= 400:
+        raise HubError(f"{action.name}: {method} {mask(url)}: HTTP {response.status_code}: "
+                       f"{mask(response.text[:300])}")
+    try:
+        doc = response.json() if response.content else None
+    except ValueError:
+        return [{"status": response.status_code, "text": response.text[:2000]}], 1
+    found = select(records_path, doc) if doc is not None else []
+    if len(found) == 1 and isinstance(found[0], list):
+        found = found[0]
+    out = [r if isinstance(r, dict) else {"value": r} for r in found] or [{"status": response.status_code}]
+    return out[:limit], len(out)
+
+
+def _soap(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: int) -> tuple[list[dict[str, Any]],
+                                                                                          int | None]:
+    from adapters.soap import SoapSource, SoapSourceConfig, SoapSystemConfig
+    from hub.materialize import cache_dir
+
+    block = pipeline.spec.systems[action.system].soap
+    assert block is not None
+    system = SoapSystemConfig.model_validate(resolve_tree(block.model_dump(exclude_none=True),
+                                                          field=f"systems.{action.system}.soap"))
+    operation = str(action.binding["operation"])
+    records = action.binding.get("records") or operation + "Result"
+    source = SoapSourceConfig.model_validate({"operation": operation, "params": params, "records": records})
+    adapter = SoapSource(system, source, name=action.name, cache_dir=cache_dir(pipeline) / "wsdl",
+                         base_dir=pipeline.root)
+    batches = adapter.batches()
+    try:
+        return _take(batches, limit)
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
+
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+
+
+def _sql(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: int) -> tuple[list[dict[str, Any]],
+                                                                                         int | None]:
+    from adapters.sql import SqlSource, SqlSourceConfig
+
+    known = list(action.output_schema.get("properties") or {})
+
+    def column(name: Any, what: str) -> str:
+        if not isinstance(name, str) or name not in known or not _IDENT.match(name):
+            raise Refused(f"{action.name}: {what} '{name}' is not a column of {action.binding['table']} "
+                          f"(columns: {', '.join(known)})")
+        return f'"{name}"'
+
+    cols = params.get("columns") or []
+    if not isinstance(cols, list):
+        raise Refused(f"{action.name}: columns must be a list of column names")
+    selected = ", ".join(column(c, "column") for c in cols) or "*"
+    where = params.get("where") or {}
+    if not isinstance(where, dict):
+        raise Refused(f"{action.name}: where must be an object (column -> value)")
+    table = str(action.binding["table"])
+    if not _IDENT.match(table):
+        raise Refused(f"{action.name}: table name {table!r} cannot be queried safely")
+    qualified = f'"{action.binding["schema"]}"."{table}"' if action.binding.get("schema") else f'"{table}"'
+    bound: dict[str, Any] = {}
+    conditions = []
+    for i, (key, value) in enumerate(where.items()):
+        if value is None:
+            conditions.append(f"{column(key, 'where column')} IS NULL")
+        else:
+            conditions.append(f"{column(key, 'where column')} = :p{i}")
+            bound[f"p{i}"] = value
+    clause = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    order = []
+    for item in params.get("order_by") or []:
+        desc = isinstance(item, str) and item.startswith("-")
+        order.append(column(item[1:] if desc else item, "order_by column") + (" DESC" if desc else ""))
+    order_clause = f" ORDER BY {', '.join(order)}" if order else ""
+    want = min(int(params.get("limit") or limit), limit)
+    cfg = sql_system(pipeline, action.system)
+
+    def run(query: str) -> list[dict[str, Any]]:
+        src = SqlSource(cfg, SqlSourceConfig.model_validate({"query": query, "params": bound}), name=action.name)
+        rows, _ = _take(src.batches(), want)
+        return rows
+
+    rows = run(f"SELECT {selected} FROM {qualified}{clause}{order_clause} LIMIT {int(want)}")
+    total = run(f"SELECT count(*) AS n FROM {qualified}{clause}")[0]["n"]
+    return rows, int(total)
+
+
+def _sftp(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: int) -> tuple[list[dict[str, Any]],
+                                                                                          int | None]:
+    from hub.files import build_sftp
+
+    source = pipeline.sources[str(action.binding["source"])]
+    adapter = build_sftp(pipeline, source)
+    cfg = adapter.source
+    want = min(int(params.get("limit") or limit), limit)
+    with adapter.session() as session:
+        listed = session.list_files(cfg.files.path, cfg.files.glob, recursive=cfg.files.recursive,
+                                    ignore=cfg.files.ignore)
+        name = params.get("file")
+        if not name:
+            ready = {f.path for f in adapter.ready_files(session)}
+            files = sorted(listed, key=lambda f: (f.mtime, f.path), reverse=True)
+            return ([{"file": f.name, "path": f.path, "size": f.size,
+                      "modified": datetime.fromtimestamp(f.mtime, UTC).isoformat(), "ready": f.path in ready}
+                     for f in files[:want]], len(files))
+        remote = next((f for f in listed if f.name == name or f.path == name), None)
+        if remote is None:
+            raise Refused(f"{action.name}: no file {name!r} in {cfg.files.path} matching {cfg.files.glob} "
+                          f"(files: {', '.join(sorted(f.name for f in listed)[:20]) or 'none'})")
+        copy = adapter.fetch(session, remote)
+    try:
+        return _take(adapter.batches(copy), want)
+    finally:
+        copy.path.unlink(missing_ok=True)

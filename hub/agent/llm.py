@@ -1,0 +1,303 @@
+"""The planner's LLM backend: any OpenAI-compatible chat-completions endpoint with tool calling (OpenAI,
+Ollama, vLLM, llama.cpp server...), spoken to with httpx directly.
+
+The model sees only the relevant slice of the catalog (the top-k search results for the request, with the
+source configuration a given spec already uses for them) and works with four tools: ``search_actions``,
+``describe_action``, ``propose_spec`` and ``refuse``. Bad tool-call arguments (not JSON, unknown tool) are
+answered with the error and the model may retry, a bounded number of times; a proposed spec is validated
+exactly like an offline plan (:func:`hub.agent.planner.validate_plan`, including the dry run) and its
+problems are fed back for repair, a bounded number of times, before the plan is rejected with the reasons.
+
+Environment: ``HUB_LLM_BASE_URL`` (e.g. ``http://127.0.0.1:11434/v1`` for Ollama), ``HUB_LLM_MODEL``,
+``HUB_LLM_API_KEY`` (optional; sent as a bearer token).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from hub.agent.planner import (
+    CatalogLike,
+    PlanResult,
+    _unwrap,
+    find_template,
+    result_table,
+    source_for,
+    system_raw,
+    validate_plan,
+    write_intent,
+)
+from hub.errors import HubError
+from hub.runtime.secrets import mask
+from hub.spec import Pipeline
+
+
+@dataclass
+class LLMConfig:
+    base_url: str
+    model: str
+    api_key: str | None = None
+    timeout: float = 120.0
+    max_turns: int = 12       # chat completions per plan
+    max_repairs: int = 3      # invalid specs fed back before the plan is rejected
+    max_malformed: int = 3    # malformed tool calls answered before giving up
+    top_k: int = 8            # actions of the catalog shown up front
+    temperature: float = 0.0
+
+    @classmethod
+    def from_env(cls) -> LLMConfig:
+        base = os.environ.get("HUB_LLM_BASE_URL")
+        if not base:
+            raise HubError("the llm backend needs HUB_LLM_BASE_URL (an OpenAI-compatible endpoint, e.g. "
+                           "http://127.0.0.1:11434/v1 for Ollama) and HUB_LLM_MODEL")
+        return cls(base_url=base.rstrip("/"), model=os.environ.get("HUB_LLM_MODEL", "gpt-4o-mini"),
+                   api_key=os.environ.get("HUB_LLM_API_KEY") or None)
+
+
+TOOLS: list[dict[str, Any]] = [
+    {"type": "function", "function": {
+        "name": "search_actions", "description": "Search the catalog of system actions (read and write) by words.",
+        "parameters": {"type": "object", "properties": {"query": {"type": "string"},
+                                                        "limit": {"type": "integer", "default": 8}},
+                       "required": ["query"]}}},
+    {"type": "function", "function": {
+        "name": "describe_action", "description": "An action in full: binding, input and output JSON Schemas, and "
+                                                  "the source configuration a given spec already uses for it.",
+        "parameters": {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}}},
+    {"type": "function", "function": {
+        "name": "propose_spec", "description": "Propose the pipeline spec (YAML). It is validated and dry-run; "
+                                               "problems come back for repair.",
+        "parameters": {"type": "object", "properties": {"spec_yaml": {"type": "string"},
+                                                        "notes": {"type": "string"}},
+                       "required": ["spec_yaml"]}}},
+    {"type": "function", "function": {
+        "name": "refuse", "description": "Refuse the request (it asks to change data, or cannot be answered).",
+        "parameters": {"type": "object", "properties": {"reason": {"type": "string"}}, "required": ["reason"]}}},
+]
+
+SYSTEM_PROMPT = """You plan data pipelines for an integration hub. Answer a request with a pipeline spec in YAML:
+pipeline: NAME            # identifier
+partitions: {daily: {start: YYYY-MM-DD, timezone: UTC}}   # or monthly, or `none`
+schedule: "0 6 * * *"     # optional cron (every morning = 0 6 * * *)
+systems: {}               # leave empty: the hub copies the systems your sources name
+sources:                  # each source reads ONE read action of the catalog, table name = source name
+  NAME: {system: SYSTEM, ...protocol keys...}
+    # rest: request: {path, method, params}, records: JSONPath, paginate: ...
+    # soap: operation, params, records, paginate ; sql: table ; sftp: files: {path, glob}, format
+    # time parameters: "{{ partition.start }}" / "{{ partition.end }}"
+    # columns: {source.path: new_name}   rules: {column: {not_null: true, in: [...], min: 0}}
+models:                   # DuckDB SQL over the sources' tables and columns only
+  NAME: {sql: "select ..."}
+Prefer the `source` configuration shown for an action (it is known to work) and add what the request needs.
+Sources only read: refuse any request to create, update, delete or send something.
+Call propose_spec with the whole YAML; fix every problem it reports and propose again."""
+
+
+def _compact(schema: dict[str, Any], depth: int = 0) -> Any:
+    """A short type sketch of a JSON Schema for the prompt: {field: type | {nested}}."""
+    s = _unwrap(schema) or {}
+    if s.get("type") == "object" or "properties" in s:
+        if depth > 2:
+            return "object"
+        return {k: _compact(v, depth + 1) for k, v in (s.get("properties") or {}).items()}
+    if s.get("type") == "array":
+        return [_compact(s.get("items") or {}, depth + 1)]
+    t = s.get("type", "any")
+    if s.get("format"):
+        t = f"{t}({s['format']})"
+    if s.get("enum"):
+        t = f"{t} in {s['enum']}"
+    return t
+
+
+def describe(action: Any, pipelines: Sequence[Pipeline], full: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": action.name, "system": action.system, "protocol": action.protocol,
+                           "side_effect": action.side_effect, "description": action.description,
+                           "binding": action.binding, "inputs": _compact(action.input_schema or {}),
+                           "record": _compact(action.output_schema or {})}
+    if find_template(action, pipelines) is not None:
+        name, raw, _ = source_for(action, pipelines)
+        out["source"] = {name: raw}
+    if full:
+        out["input_schema"], out["output_schema"] = action.input_schema, action.output_schema
+    return out
+
+
+def fill_systems(text: str, pipelines: Sequence[Pipeline], name: str | None) -> tuple[str, list[str]]:
+    """The proposed spec with the systems its sources name copied from the given specs (never the model's)."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        return text, [f"not valid YAML: {getattr(exc, 'problem', exc)}"]
+    if not isinstance(data, dict):
+        return text, ["expected a YAML mapping with pipeline:, sources: and models:"]
+    problems: list[str] = []
+    systems: dict[str, Any] = {}
+    for sname, src in (data.get("sources") or {}).items():
+        system = src.get("system") if isinstance(src, dict) else None
+        if not isinstance(system, str):
+            continue
+        raw = system_raw(system, pipelines)
+        if raw is None:
+            problems.append(f"sources.{sname}.system: '{system}' is not a system of the given specs")
+        else:
+            systems[system] = raw
+    data["systems"] = systems
+    if name:
+        data["pipeline"] = name
+    data.setdefault("pipeline", "plan")
+    from hub.agent.planner import _Dumper
+
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120), problems
+
+
+def _fenced_spec(content: str) -> str | None:
+    """A spec in a ```yaml fenced block of a plain answer, if any."""
+    m = re.search(r"```(?:ya?ml)?\s*\n(.*?)```", content, re.DOTALL)
+    return m.group(1) if m and re.search(r"^(pipeline|sources):", m.group(1), re.MULTILINE) else None
+
+
+class _Chat:
+    def __init__(self, cfg: LLMConfig) -> None:
+        self.cfg = cfg
+        headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
+        self.client = httpx.Client(base_url=cfg.base_url.rstrip("/") + "/", headers=headers, timeout=cfg.timeout)
+
+    def complete(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        body = {"model": self.cfg.model, "messages": messages, "tools": TOOLS, "tool_choice": "auto",
+                "temperature": self.cfg.temperature}
+        try:
+            resp = self.client.post("chat/completions", json=body)
+        except httpx.HTTPError as exc:
+            raise HubError(f"llm endpoint {self.cfg.base_url}: {mask(str(exc))}") from None
+        if resp.status_code >= 400:
+            raise HubError(f"llm endpoint {self.cfg.base_url}: HTTP {resp.status_code}: {mask(resp.text[:300])}")
+        try:
+            message = resp.json()["choices"][0]["message"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise HubError(f"llm endpoint {self.cfg.base_url}: not a chat completion: {resp.text[:300]}") from None
+        if not isinstance(message, dict):
+            raise HubError(f"llm endpoint {self.cfg.base_url}: not a chat completion message")
+        return message
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def plan_with_llm(request: str, pipelines: list[Pipeline], catalog: CatalogLike, cfg: LLMConfig, *,
+                  name: str | None = None, path: Path | None = None, dry_run: bool = True,
+                  partition: str | None = None, warehouse: Path | None = None) -> PlanResult:
+    res = PlanResult(request=request, backend="llm", attempts=0)
+    verb = write_intent(request)
+    if verb:
+        res.refused = True
+        res.errors.append(f"refused: the request asks to {verb} something in a system; plans only read")
+        return res
+    top = list(catalog.search(request, limit=cfg.top_k))
+    context = {"systems": sorted({s for p in pipelines for s in p.spec.systems}),
+               "actions": [describe(a, pipelines) for a in top]}
+    if name:
+        context["pipeline_name"] = name
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": f"Request: {request}\n\nRelevant catalog actions (JSON):\n"
+                                    f"{json.dumps(context, default=str)}"}]
+    chat = _Chat(cfg)
+    malformed = repairs = 0
+    try:
+        for _turn in range(cfg.max_turns):
+            message = chat.complete(messages)
+            calls = message.get("tool_calls") or []
+            if not calls and (fenced := _fenced_spec(message.get("content") or "")):
+                # small models often answer with the YAML instead of calling the tool: take it as a proposal
+                calls = [{"id": "inline", "type": "function",
+                          "function": {"name": "propose_spec", "arguments": {"spec_yaml": fenced}}}]
+            messages.append({"role": "assistant", "content": message.get("content") or "",
+                             **({"tool_calls": calls} if calls else {})})
+            if not calls:
+                malformed += 1
+                if malformed > cfg.max_malformed:
+                    res.errors.append("rejected: the model answered without calling propose_spec or refuse")
+                    return res
+                messages.append({"role": "user", "content": "Call propose_spec with the whole spec YAML, or refuse "
+                                                            "with the reason."})
+                continue
+            for call in calls:
+                fn = (call.get("function") or {}) if isinstance(call, dict) else {}
+                call_id = call.get("id", "") if isinstance(call, dict) else ""
+                tool = fn.get("name")
+                try:
+                    raw_args = fn.get("arguments") or "{}"
+                    # llama.cpp and some proxies send the arguments as an object, not a JSON string
+                    args = raw_args if isinstance(raw_args, dict) else json.loads(raw_args)
+                    if not isinstance(args, dict):
+                        raise ValueError("expected a JSON object")
+                except ValueError as exc:
+                    malformed += 1
+                    res.notes.append(f"malformed tool call {tool}: {exc}")
+                    if malformed > cfg.max_malformed:
+                        res.errors.append(f"rejected: {malformed} malformed tool calls (last: {tool}: {exc})")
+                        return res
+                    messages.append({"role": "tool", "tool_call_id": call_id,
+                                     "content": f"error: the arguments are not valid JSON ({exc}); call {tool} "
+                                                "again with a JSON object"})
+                    continue
+                if tool == "search_actions":
+                    found = catalog.search(str(args.get("query", "")), limit=int(args.get("limit") or cfg.top_k))
+                    out: Any = [describe(a, pipelines) for a in found]
+                elif tool == "describe_action":
+                    try:
+                        out = describe(catalog.get(str(args.get("name", ""))), pipelines, full=True)
+                    except HubError as exc:
+                        out = {"error": str(exc)}
+                elif tool == "refuse":
+                    res.refused = True
+                    res.errors.append(f"refused by the model: {args.get('reason', '')}")
+                    return res
+                elif tool == "propose_spec":
+                    res.attempts += 1
+                    text, problems = fill_systems(str(args.get("spec_yaml", "")), pipelines, name)
+                    counts: dict[str, int] = {}
+                    key = None
+                    if not problems:
+                        problems, counts, key = validate_plan(text, pipelines, catalog, path=path, run=dry_run,
+                                                              partition=partition, warehouse=warehouse)
+                    if not problems:
+                        res.spec_text = text
+                        res.dry_run, res.partition = counts, key
+                        res.result_table = result_table(text)
+                        if args.get("notes"):
+                            res.notes.append(str(args["notes"]))
+                        return res
+                    repairs += 1
+                    res.notes.append(f"attempt {res.attempts} invalid: " + "; ".join(problems))
+                    if repairs >= cfg.max_repairs:
+                        res.errors.append(f"rejected after {res.attempts} invalid plans; last problems: "
+                                          + "; ".join(problems))
+                        return res
+                    out = {"valid": False, "problems": problems,
+                           "hint": "fix every problem and call propose_spec again with the whole spec"}
+                else:
+                    malformed += 1
+                    if malformed > cfg.max_malformed:
+                        res.errors.append(f"rejected: {malformed} malformed tool calls (unknown tool {tool})")
+                        return res
+                    out = {"error": f"unknown tool '{tool}'; use search_actions, describe_action, propose_spec, "
+                                    "refuse"}
+                messages.append({"role": "tool", "tool_call_id": call_id, "content": json.dumps(out, default=str)})
+        res.errors.append(f"rejected: no valid plan within {cfg.max_turns} model turns")
+        return res
+    except HubError as exc:
+        res.errors.append(str(exc))
+        return res
+    finally:
+        chat.close()

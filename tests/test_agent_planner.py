@@ -1,0 +1,239 @@
+"""The planner (hub agent plan): the offline backend on the demo estate, and the LLM backend against a scripted
+OpenAI-compatible chat-completions server on loopback."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from hub.agent.catalog import build_catalog
+from hub.agent.llm import LLMConfig
+from hub.agent.planner import plan, validate_plan
+from hub.cli.main import app
+from hub.demo.crm import CRMService
+from hub.spec import Pipeline, load, loads
+from hub.warehouse import DuckDBWarehouse
+from tests.conftest import demo_spec_text
+
+REVENUE = "every morning load yesterday's ERP orders, join CRM customers and give me revenue per region"
+
+
+def _demo(tmp_path: Path) -> Pipeline:
+    path = tmp_path / "specs" / "demo.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(demo_spec_text())
+    return loads(path.read_text(), path)
+
+
+# ------------------------------------------------------------------------------------------- offline
+
+def test_offline_join_plan_is_valid_and_dry_runs(crm: CRMService, warehouse_path: Path, dagster_home: Path,
+                                                 tmp_path: Path) -> None:
+    demo = _demo(tmp_path)
+    catalog = build_catalog([demo])
+    out = tmp_path / "out" / "revenue.yaml"
+    kept = tmp_path / "kept.duckdb"
+    res = plan(REVENUE, [demo], catalog=catalog, output=out, partition="2024-01-02", warehouse=kept)
+    assert res.ok, res.errors
+    assert out.exists() and out.read_text() == res.spec_text
+    planned = load(out)  # a valid spec on its own
+    assert planned.name == "revenue"
+    assert set(planned.sources) == {"erp_orders", "crm_customers"}
+    assert planned.spec.schedule == "0 6 * * *"
+    assert planned.spec.partitions is not None and planned.spec.partitions.kind == "daily"
+    assert planned.sources["erp_orders"].partitioned and not planned.sources["crm_customers"].partitioned
+    assert planned.sources["erp_orders"].soap is not None
+    assert planned.sources["erp_orders"].soap.params["FromDate"] == "{{ partition.start }}"
+    sql = planned.spec.models["revenue_by_region"].sql
+    assert "join crm_customers c on c.id = o.customer_id" in sql and "sum(o.amount) as revenue" in sql
+    assert planned.spec.systems["crm"].rest is not None  # copied from the given spec
+    assert "order_id" in planned.spec.sources["erp_orders"].rules  # suggested rules
+    assert res.partition == "2024-01-02" and res.dry_run["erp_orders"] > 0 and res.dry_run["revenue_by_region"] > 0
+    # the dry-run result equals the demo's own model over the same partition
+    wh = DuckDBWarehouse(f"duckdb:///{kept}")
+    got = wh.query("select region, revenue from revenue_by_region order by region").to_pylist()
+    want = wh.query("select c.region, sum(o.amount) as revenue from erp_orders o join crm_customers c "
+                    "on c.id = o.customer_id group by 1 order by 1").to_pylist()
+    assert got == want and len(got) == 4
+
+    # write requests are refused, nothing is planned
+    refused = plan("delete the cancelled orders in the ERP", [demo], catalog=catalog, output=tmp_path / "x.yaml")
+    assert refused.refused and not refused.ok and "delete" in refused.reason and refused.spec_text is None
+    assert not (tmp_path / "x.yaml").exists()
+
+    # a single-system pull with a filter, and a three-system join
+    gold = plan("CRM customers where tier is gold", [demo], catalog=catalog)
+    assert gold.ok, gold.errors
+    assert "c.tier = 'gold'" in (gold.spec_text or "") and "partitions: none" in (gold.spec_text or "")
+    # three systems: ERP lines -> ERP orders -> CRM customers (customer_id), inventory levels (sku, their key)
+    three = plan("ERP order lines with their CRM customer region and the inventory stock levels of their sku",
+                 [demo], catalog=catalog, partition="2024-01-02")
+    assert three.ok, three.errors
+    assert {"erp_orders", "crm_customers", "inventory_levels"} <= set(yaml.safe_load(three.spec_text or "")["sources"])
+    assert "l.sku = ol.sku" in (three.spec_text or "") and three.dry_run[three.result_table or ""] > 0
+
+
+def test_output_never_written_when_invalid(crm: CRMService, warehouse_path: Path, dagster_home: Path,
+                                           tmp_path: Path) -> None:
+    demo = _demo(tmp_path)
+    catalog = build_catalog([demo])
+    out = tmp_path / "broken.yaml"
+    # no join key relates the bank's statements and the inventory's stock levels: rejected with the reason
+    res = plan("bank statements with stock levels", [demo], catalog=catalog, output=out)
+    assert not res.ok and "no join key" in res.reason and not out.exists()
+    # a spec whose model reads a column no planned table has is rejected before any dry run
+    good = plan("ERP orders per day", [demo], catalog=catalog, dry_run=False)
+    assert good.ok and good.spec_text
+    broken = good.spec_text.replace("count(*)", "sum(o.revenue)")
+    problems, counts, _ = validate_plan(broken, [demo], catalog)
+    assert any("erp_orders has no column 'revenue'" in p for p in problems) and not counts
+    problems, _, _ = validate_plan(broken.replace("operation: GetOrders", "operation: DeleteOrders"),
+                                   [demo], catalog, run=False)
+    assert any("reads no action of the catalog" in p for p in problems)
+    # a dry run that fails (unknown partition window data is fine; a bad parameter type is not)
+    bad_param = good.spec_text.replace("PageSize: 10", "PageSize: ten")
+    problems, _, _ = validate_plan(bad_param, [demo], catalog, run=False)
+    assert any("PageSize" in p for p in problems)
+    # the CLI: refused (exit 3) and rejected (exit 1) plans write nothing; a valid one is written
+    spec = tmp_path / "specs" / "demo.yaml"
+    runner = CliRunner()
+    r = runner.invoke(app, ["agent", "plan", "send the open orders to the bank", "--spec", str(spec), "-o", str(out)])
+    assert r.exit_code == 3 and not out.exists(), r.output
+    r = runner.invoke(app, ["agent", "plan", "bank statements with stock levels", "--spec", str(spec), "-o", str(out)])
+    assert r.exit_code == 1 and not out.exists(), r.output
+    r = runner.invoke(app, ["agent", "plan", "CRM contacts per channel", "--spec", str(spec), "-o", str(out),
+                            "--partition", "2024-01-03"])
+    assert r.exit_code == 0, r.output
+    assert load(out).spec.models
+
+
+# --------------------------------------------------------------------------------------------- LLM
+
+class ScriptedLLM:
+    """An OpenAI-compatible /v1/chat/completions on loopback replaying scripted assistant messages."""
+
+    def __init__(self) -> None:
+        self.script: list[dict[str, Any]] = []
+        self.requests: list[dict[str, Any]] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                owner.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), **body})
+                message = owner.script.pop(0) if owner.script else {"role": "assistant", "content": "done"}
+                data = json.dumps({"id": "x", "object": "chat.completion", "model": body.get("model"),
+                                   "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}]})
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data.encode())
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def load(self, *messages: dict[str, Any]) -> None:
+        self.script = list(messages)
+        self.requests.clear()
+
+
+@pytest.fixture
+def llm_server() -> Iterator[ScriptedLLM]:
+    server = ScriptedLLM()
+    server.thread.start()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+def _call(name: str, arguments: Any, i: int = 0) -> dict[str, Any]:
+    args = arguments if isinstance(arguments, str) else json.dumps(arguments)
+    return {"role": "assistant", "content": None,
+            "tool_calls": [{"id": f"call_{name}_{i}", "type": "function",
+                            "function": {"name": name, "arguments": args}}]}
+
+
+def _llm_spec(sql: str) -> str:
+    demo = yaml.safe_load(demo_spec_text())
+    return yaml.safe_dump({
+        "pipeline": "whatever", "partitions": {"daily": {"start": "2024-01-01"}}, "schedule": "0 6 * * *",
+        "systems": {"crm": {"rest": {"base_url": "http://evil.example"}}},  # replaced by the given spec's
+        "sources": {"erp_orders": demo["sources"]["erp_orders"], "crm_customers": demo["sources"]["crm_customers"]},
+        "models": {"revenue_by_region": {"sql": sql}}}, sort_keys=False)
+
+
+def test_llm_backend_repairs_then_rejects(crm: CRMService, warehouse_path: Path, dagster_home: Path,
+                                          tmp_path: Path, llm_server: ScriptedLLM) -> None:
+    demo = _demo(tmp_path)
+    catalog = build_catalog([demo])
+    cfg = LLMConfig(base_url=llm_server.url, model="scripted", api_key="sk-test", max_repairs=2)
+    bad = _llm_spec("select c.region, sum(o.revenue) as revenue from erp_orders o "
+                    "join crm_customers c on c.id = o.customer_id group by all")
+    good = _llm_spec("select c.region, sum(o.amount) as revenue from erp_orders o "
+                     "join crm_customers c on c.id = o.customer_id group by all order by all")
+    llm_server.load(
+        {"role": "assistant", "content": None, "tool_calls": [  # arguments as an object (llama.cpp style), no id
+            {"type": "function", "function": {"name": "search_actions", "arguments": {"query": "orders"}}}]},
+        _call("describe_action", '{"name": erp.GetOrders'),   # malformed JSON: told, retried
+        _call("describe_action", {"name": "erp.GetOrders"}),
+        _call("propose_spec", {"spec_yaml": bad}),            # invalid: the problems go back for repair
+        _call("propose_spec", {"spec_yaml": good, "notes": "joined on customer id"}),
+    )
+    out = tmp_path / "llm" / "revenue.yaml"
+    res = plan(REVENUE, [demo], "llm", catalog=catalog, llm=cfg, output=out, partition="2024-01-02")
+    assert res.ok, res.errors
+    assert res.attempts == 2 and len(llm_server.requests) == 5
+    first = llm_server.requests[0]
+    assert first["path"] == "/v1/chat/completions" and first["auth"] == "Bearer sk-test"
+    assert {t["function"]["name"] for t in first["tools"]} == {"search_actions", "describe_action", "propose_spec",
+                                                               "refuse"}
+    context = first["messages"][1]["content"]
+    assert "erp.GetOrders" in context and len(json.loads(context.split("(JSON):\n", 1)[1])["actions"]) <= cfg.top_k
+    assert "not valid JSON" in llm_server.requests[2]["messages"][-1]["content"]
+    described = json.loads(llm_server.requests[3]["messages"][-1]["content"])
+    assert described["name"] == "erp.GetOrders" and "output_schema" in described
+    assert "erp_orders has no column 'revenue'" in llm_server.requests[4]["messages"][-1]["content"]
+    planned = load(out)
+    assert planned.name == "revenue" and "evil" not in out.read_text()  # systems come from the given spec
+    assert res.dry_run["revenue_by_region"] == 4
+
+    # always invalid: rejected after max_repairs with the reasons, nothing written
+    out2 = tmp_path / "llm" / "never.yaml"
+    llm_server.load(_call("propose_spec", {"spec_yaml": bad}), _call("propose_spec", {"spec_yaml": "pipeline: ["}))
+    res = plan(REVENUE, [demo], "llm", catalog=catalog, llm=cfg, output=out2)
+    assert not res.ok and "rejected after 2 invalid plans" in res.reason and "not valid YAML" in res.reason
+    assert not out2.exists()
+
+    # a plain answer with the spec in a fenced block is taken as a proposal
+    llm_server.load({"role": "assistant", "content": f"Here is the plan:\n```yaml\n{good}```\n"})
+    res = plan(REVENUE, [demo], "llm", catalog=catalog, llm=cfg, partition="2024-01-02")
+    assert res.ok, res.errors
+
+    # too many malformed tool calls: rejected
+    llm_server.load(*[_call("describe_action", "{oops", i) for i in range(5)])
+    res = plan(REVENUE, [demo], "llm", catalog=catalog, llm=cfg, output=out2)
+    assert not res.ok and "malformed tool calls" in res.reason and not out2.exists()
+
+    # the model refuses; a write request is refused before any model call
+    llm_server.load(_call("refuse", {"reason": "cannot be answered from these systems"}))
+    res = plan("weather in Paris per region", [demo], "llm", catalog=catalog, llm=cfg)
+    assert res.refused and "cannot be answered" in res.reason
+    llm_server.load()
+    res = plan("update the CRM customers' tiers", [demo], "llm", catalog=catalog, llm=cfg)
+    assert res.refused and not llm_server.requests
