@@ -25,7 +25,7 @@ import pyarrow as pa
 from adapters.sftp import LocalCopy, SftpSource, SftpSourceConfig, SftpSystemConfig
 from adapters.sftp._session import RemoteFile
 from hub.errors import HubError
-from hub.materialize import mapper_for, screens_for
+from hub.materialize import mapper_for, screens_for, state_dir
 from hub.runtime.secrets import resolve_tree
 from hub.spec.loader import Pipeline
 from hub.spec.models import ResolvedSource
@@ -66,7 +66,8 @@ def build_sftp(pipeline: Pipeline, source: ResolvedSource) -> SftpSource:
                               field=f"systems.{source.system_name}.sftp")
     spool = pipeline.spool_dir()
     return SftpSource(SftpSystemConfig.model_validate(system_raw), SftpSourceConfig.model_validate(
-        source.sftp.model_dump(exclude_none=True)), name=source.name, base_dir=pipeline.root, spool_dir=spool)
+        source.sftp.model_dump(exclude_none=True)), name=source.name, base_dir=pipeline.root, spool_dir=spool,
+        system_name=source.system_name, state_dir=state_dir(pipeline.root))
 
 
 def ledger(warehouse: Warehouse, source: str) -> dict[str, LedgerEntry]:

@@ -73,15 +73,24 @@ def cache_dir(pipeline: Pipeline) -> Path:
     return Path(os.environ.get("HUB_CACHE_DIR") or pipeline.root / ".hub" / "cache")
 
 
-def build_rest(source: ResolvedSource, window: Window | None, batch_size: int = 10_000) -> RestSource:
-    """The REST adapter for *source* with secrets resolved and partition templates rendered."""
+def state_dir(root: Path | None) -> Path:
+    """Shared per-system state (rate limits, circuit breakers): ``$HUB_STATE_DIR`` or *root*/.hub."""
+    return Path(os.environ.get("HUB_STATE_DIR") or (root or Path.cwd()) / ".hub")
+
+
+def build_rest(source: ResolvedSource, window: Window | None, batch_size: int = 10_000, *,
+               root: Path | None = None) -> RestSource:
+    """The REST adapter for *source* with secrets resolved and partition templates rendered; rate limit,
+    circuit breaker and HTTP cache state live under *root*/.hub (default: the working directory's)."""
     assert source.system.rest is not None and source.rest is not None
     field_ = f"systems.{source.system_name}.rest"
     system_raw = resolve_tree(source.system.rest.model_dump(by_alias=True, exclude_none=True), field=field_)
     src_raw = render_tree(source.rest.model_dump(by_alias=True, exclude_none=True), window,
                           field=f"sources.{source.name}")
+    state = state_dir(root)
     return RestSource(RestSystemConfig.model_validate(system_raw), RestSourceConfig.model_validate(src_raw),
-                      name=source.name, batch_size=batch_size)
+                      name=source.name, batch_size=batch_size, system_name=source.system_name, state_dir=state,
+                      cache_dir=Path(os.environ.get("HUB_CACHE_DIR") or state / "cache") / "http")
 
 
 def build_soap(pipeline: Pipeline, source: ResolvedSource, window: Window | None,
@@ -93,7 +102,8 @@ def build_soap(pipeline: Pipeline, source: ResolvedSource, window: Window | None
     src_raw = render_tree(source.soap.model_dump(exclude_none=True), window, field=f"sources.{source.name}")
     return SoapSource(SoapSystemConfig.model_validate(system_raw), SoapSourceConfig.model_validate(src_raw),
                       name=source.name, batch_size=batch_size, cache_dir=cache_dir(pipeline) / "wsdl",
-                      base_dir=pipeline.root, lists={c.path for c in source.spec.children.values()})
+                      base_dir=pipeline.root, lists={c.path for c in source.spec.children.values()},
+                      system_name=source.system_name, state_dir=state_dir(pipeline.root))
 
 
 def build_sql(pipeline: Pipeline, source: ResolvedSource, window: Window | None, *, high_water_mark: str | None = None,
@@ -108,12 +118,13 @@ def build_sql(pipeline: Pipeline, source: ResolvedSource, window: Window | None,
     src_raw = render_tree(source.sql.model_dump(by_alias=True, exclude_none=True), window,
                           field=f"sources.{source.name}")
     return SqlSource(SqlSystemConfig.model_validate(system_raw), SqlSourceConfig.model_validate(src_raw),
-                     name=source.name, high_water_mark=high_water_mark, full_refresh=full_refresh)
+                     name=source.name, high_water_mark=high_water_mark, full_refresh=full_refresh,
+                     system_name=source.system_name, state_dir=state_dir(pipeline.root))
 
 
 def build_adapter(pipeline: Pipeline, source: ResolvedSource, window: Window | None) -> Extractor:
     if source.kind == "rest":
-        return build_rest(source, window)
+        return build_rest(source, window, root=pipeline.root)
     if source.kind == "soap":
         return build_soap(pipeline, source, window)
     if source.kind == "sql":

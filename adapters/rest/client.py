@@ -21,6 +21,7 @@ import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
@@ -30,10 +31,13 @@ import pyarrow as pa
 
 from adapters._http import BrokenBody, gave_up
 from adapters.rest._auth import build_auth
+from adapters.rest._cache import HttpCache
 from adapters.rest._jsonpath import compile_path
 from adapters.rest._paginate import PageRequest, Paginator
 from adapters.rest.config import RestSourceConfig, RestSystemConfig, TimeoutConfig
-from hub.errors import AdapterError, HTTPStatusError, ResponseFormatError
+from hub.errors import AdapterError, HTTPStatusError, ResponseFormatError, TransportError
+from hub.runtime.breaker import breaker_for
+from hub.runtime.ratelimit import limiter_for, system_key
 from hub.runtime.records import records_to_batch
 from hub.runtime.retry import RetryPolicy
 from hub.runtime.secrets import mask, mask_url
@@ -54,14 +58,19 @@ class RestStats:
     bytes: int = 0
     retries: int = 0
     concurrent: bool = False
+    cache_hits: int = 0  # served from the HTTP cache without a request
+    not_modified: int = 0  # revalidated: 304, the stored body served
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, *, pages: int = 0, records: int = 0, nbytes: int = 0, retries: int = 0) -> None:
+    def add(self, *, pages: int = 0, records: int = 0, nbytes: int = 0, retries: int = 0, cache_hits: int = 0,
+            not_modified: int = 0) -> None:
         with self._lock:
             self.pages += pages
             self.records += records
             self.bytes += nbytes
             self.retries += retries
+            self.cache_hits += cache_hits
+            self.not_modified += not_modified
 
 
 @dataclass
@@ -87,7 +96,8 @@ class RestSource:
     """
 
     def __init__(self, system: RestSystemConfig, source: RestSourceConfig, *, name: str = "rest",
-                 batch_size: int = 10_000) -> None:
+                 batch_size: int = 10_000, system_name: str | None = None, state_dir: Path | None = None,
+                 cache_dir: Path | None = None) -> None:
         self.system = system
         self.source = source
         self.name = name
@@ -97,6 +107,16 @@ class RestSource:
         base = system.base_url.rstrip("/") + "/"
         self.url = urljoin(base, source.request.path.lstrip("/")) if source.request.path else system.base_url
         self.stats = RestStats(url=mask_url(self.url))
+        # Shared with every process talking to the system (hub.runtime.ratelimit / breaker).
+        key = system_key(system_name, system.base_url)
+        self.limiter = limiter_for(key, system.rate_limit, state_dir)
+        self.breaker = breaker_for(key, system.circuit_breaker, state_dir)
+        self.cache = None
+        if system.cache is not None:
+            identity = {"auth": system.auth.model_dump() if system.auth else None, "headers": system.headers,
+                        "source_headers": source.request.headers}
+            where = cache_dir or (state_dir or Path(".hub")) / "cache" / "http"
+            self.cache = HttpCache(where, system.cache.ttl, identity)
 
     # --- HTTP ------------------------------------------------------------------------------------------
 
@@ -118,7 +138,24 @@ class RestSource:
         return f"{self.source.request.method} {mask_url(str(shown))}"
 
     async def fetch(self, client: httpx.AsyncClient, req: PageRequest) -> Page:
-        """One page, with retries on transport faults, truncated bodies, 429 and 5xx."""
+        """One page, with retries on transport faults, truncated bodies, 429 and 5xx; through the system's
+        circuit breaker when it has one (a failure is what is left after the retries)."""
+        if self.breaker is None:
+            return await self._fetch(client, req)
+        await asyncio.to_thread(self.breaker.before_call)
+        try:
+            page = await self._fetch(client, req)
+        except AdapterError as exc:
+            down = isinstance(exc, TransportError) or (isinstance(exc, HTTPStatusError) and exc.status >= 500)
+            if down or (isinstance(exc, ResponseFormatError) and "body truncated" in str(exc)):
+                await asyncio.to_thread(self.breaker.failure, type(exc).__name__)
+            else:
+                await asyncio.to_thread(self.breaker.success)  # it answered (4xx, a bad body): the system is up
+            raise
+        await asyncio.to_thread(self.breaker.success)
+        return page
+
+    async def _fetch(self, client: httpx.AsyncClient, req: PageRequest) -> Page:
         attempt = 0
         while True:
             attempt += 1
@@ -152,10 +189,35 @@ class RestSource:
         await asyncio.sleep(self.policy.delay(attempt, retry_after))
 
     async def _request(self, client: httpx.AsyncClient, req: PageRequest) -> tuple[httpx.Response, bytes]:
+        """One HTTP exchange: from the cache when a stored GET response is fresh (or revalidated with a
+        304), else under the system's rate limit."""
+        cache = self.cache if self.source.request.method == "GET" else None
+        entry = key = None
+        if cache is not None:
+            key = cache.key(req.url, req.params)
+            entry = cache.lookup(key)
+            if entry is not None and cache.fresh(entry):
+                self.stats.add(cache_hits=1)
+                request = client.build_request("GET", req.url, params=req.params or None)
+                return cache.response(entry, request), entry.body
+        if self.limiter is not None:
+            await self.limiter.acquire_async()
+        resp, body = await self._send(client, req, entry.validators() if entry else None)
+        if cache is not None and key is not None:
+            if resp.status_code == 304 and entry is not None:
+                cache.touch(entry, resp.headers)
+                self.stats.add(not_modified=1)
+                return cache.response(entry, resp.request), entry.body
+            if resp.status_code == 200:
+                cache.store(key, resp.headers, body)
+        return resp, body
+
+    async def _send(self, client: httpx.AsyncClient, req: PageRequest,
+                    headers: dict[str, str] | None) -> tuple[httpx.Response, bytes]:
         limit = self.system.max_response_bytes
         body = self.source.request.json_body
         async with client.stream(self.source.request.method, req.url, params=req.params or None,
-                                 json=body) as resp:
+                                 json=body, headers=headers) as resp:
             declared = resp.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > limit:
                 raise ResponseFormatError(
@@ -248,8 +310,15 @@ class RestSource:
     def details(self) -> dict[str, Any]:
         """What the extraction did, for run metadata (the URL is masked)."""
         st = self.stats
-        return {"url": st.url, "pages": st.pages, "records": st.records, "bytes": st.bytes, "retries": st.retries,
-                "concurrent_pages": st.concurrent}
+        out: dict[str, Any] = {"url": st.url, "pages": st.pages, "records": st.records, "bytes": st.bytes,
+                               "retries": st.retries, "concurrent_pages": st.concurrent}
+        if self.cache is not None:
+            out["cache"] = {"hits": st.cache_hits, "not_modified": st.not_modified}
+        if self.limiter is not None:
+            out["rate_limit_wait_s"] = round(self.limiter.waited, 3)
+        if self.breaker is not None:
+            out["circuit"] = self.breaker.details()
+        return out
 
     def first_page(self) -> Page:
         """Only the first page, as the pagination starts it (auth, retries and size limits apply): a sample of

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from hub.runtime.breaker import CircuitBreakerConfig
 from hub.runtime.choice import exactly_one
+from hub.runtime.duration import seconds
+from hub.runtime.ratelimit import RateLimitConfig
 from hub.runtime.retry import RetryConfig
 
 
@@ -129,6 +132,18 @@ class TimeoutConfig(_Strict):
     read: float = Field(60.0, gt=0)
 
 
+class HttpCacheConfig(_Strict):
+    """``cache: {ttl: 1h}``: GET responses are kept under .hub/cache/http and served for ``ttl`` without a
+    request; after that they are revalidated (If-None-Match / If-Modified-Since, a 304 serves the copy)."""
+
+    ttl: float = Field(3600.0, ge=0, description="Seconds (or 30s, 5m, 1h) a stored response is used as is.")
+
+    @field_validator("ttl", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> float:
+        return seconds(value)
+
+
 class RestSystemConfig(_Strict):
     """The ``rest:`` block of a system."""
 
@@ -138,6 +153,11 @@ class RestSystemConfig(_Strict):
     params: dict[str, str | int | float | bool] = Field(default_factory=dict)
     timeout: float | TimeoutConfig = Field(default_factory=TimeoutConfig)
     retries: RetryConfig = Field(default_factory=RetryConfig)
+    rate_limit: RateLimitConfig | None = Field(None, description="Shared by every process "
+                                               "(hub.runtime.ratelimit).")
+    circuit_breaker: CircuitBreakerConfig | None = Field(None, description="Fail fast after consecutive "
+                                                         "failures (hub.runtime.breaker).")
+    cache: HttpCacheConfig | None = Field(None, description="HTTP caching of GET responses (reference data).")
     concurrency: int = Field(8, ge=1, le=64, description="Pages fetched at once when the total is known.")
     verify: bool | str = Field(True, description="TLS verification: true, or a CA bundle path. Never off silently.")
     max_response_bytes: int = Field(256 * 1024 * 1024, gt=0, description="Larger bodies are refused.")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import io
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -70,17 +71,20 @@ def members(path: Path, fmt: FormatConfig, name: str | None = None) -> Iterator[
 def read(path: Path, fmt: FormatConfig, *, name: str | None = None, base_dir: Path | None = None,
          batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
     """Every record of the downloaded file *path* (called *name* in messages) as Arrow batches."""
-    for member, stream in members(path, fmt, name):
-        if fmt.csv is not None:
-            yield from read_csv(stream, fmt.csv, member)
-        elif fmt.fixed_width is not None:
-            yield from read_fixed_width(stream, fmt.fixed_width, member, base_dir)
-        elif fmt.jsonl is not None:
-            yield from read_jsonl(stream, fmt.jsonl.encoding, member, batch_size)
-        elif fmt.xml is not None:
-            yield from read_xml(stream, fmt.xml.records, member, batch_size)
-        else:
-            yield from read_parquet(stream, member, batch_size)
+    try:
+        for member, stream in members(path, fmt, name):
+            if fmt.csv is not None:
+                yield from read_csv(stream, fmt.csv, member)
+            elif fmt.fixed_width is not None:
+                yield from read_fixed_width(stream, fmt.fixed_width, member, base_dir)
+            elif fmt.jsonl is not None:
+                yield from read_jsonl(stream, fmt.jsonl.encoding, member, batch_size)
+            elif fmt.xml is not None:
+                yield from read_xml(stream, fmt.xml.records, member, batch_size)
+            else:
+                yield from read_parquet(stream, member, batch_size)
+    except (zipfile.BadZipFile, gzip.BadGzipFile, EOFError, zlib.error) as exc:  # a damaged archive
+        raise AdapterError(f"{name or path.name}: cannot decompress ({fmt.compression}): {exc}") from None
 
 
 # --- CSV -------------------------------------------------------------------------------------------------
@@ -179,7 +183,27 @@ def read_fixed_width(stream: IO[bytes], cfg: FixedWidthFormat, name: str,
     parse = pacsv.ParseOptions(delimiter="\x1f", quote_char=False, escape_char=False)  # unit separator: never in text
     convert = pacsv.ConvertOptions(column_types={"line": pa.string()}, strings_can_be_null=False, null_values=[])
     next_line = cfg.skip_rows + 1
-    for batch in pacsv.open_csv(stream, read_options=options, parse_options=parse, convert_options=convert):
+    try:
+        reader = pacsv.open_csv(stream, read_options=options, parse_options=parse, convert_options=convert)
+    except pa.ArrowInvalid as exc:
+        if "Empty CSV file" in str(exc):
+            return  # an empty file has no records
+        raise AdapterError(f"{name}: cannot read as fixed-width text ({cfg.encoding}): {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise AdapterError(f"{name}: cannot read as fixed-width text ({cfg.encoding}): {exc}") from None
+    yield from _fixed_width_batches(reader, fields, need, cfg, name, next_line)
+
+
+def _fixed_width_batches(reader: Any, fields: list[FixedWidthField], need: int, cfg: FixedWidthFormat, name: str,
+                         next_line: int) -> Iterator[pa.RecordBatch]:
+    batches = iter(reader)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+            raise AdapterError(f"{name}: cannot read as fixed-width text ({cfg.encoding}): {exc}") from None
         lines = batch.column(0)
         numbers = list(range(next_line, next_line + batch.num_rows))
         next_line += batch.num_rows

@@ -28,6 +28,8 @@ import asyncssh
 
 from adapters.sftp.config import SftpSystemConfig
 from hub.errors import AdapterError, TransportError
+from hub.runtime.breaker import breaker_for
+from hub.runtime.ratelimit import limiter_for, system_key
 from hub.runtime.retry import RetryPolicy
 from hub.runtime.secrets import mask, register
 
@@ -75,11 +77,17 @@ class _HostKeyCheck(asyncssh.SSHClient):
 class SftpSession:
     """One SFTP connection. Use as a context manager."""
 
-    def __init__(self, cfg: SftpSystemConfig, base_dir: Path | None = None) -> None:
+    def __init__(self, cfg: SftpSystemConfig, base_dir: Path | None = None, *, system_name: str | None = None,
+                 state_dir: Path | None = None) -> None:
         self.cfg = cfg
         self.base_dir = base_dir
         self.port = int(cfg.port)
         self.where = f"sftp://{cfg.username}@{cfg.host}:{self.port}"
+        # Every operation (list, stat, download, ...) is one request for the system's shared rate limit
+        # and circuit breaker (keyed by the system's name, else by host and port).
+        key = system_key(system_name, f"sftp://{cfg.host}:{self.port}")
+        self.limiter = limiter_for(key, cfg.rate_limit, state_dir)
+        self.breaker = breaker_for(key, cfg.circuit_breaker, state_dir)
         self.policy = RetryPolicy.from_config(cfg.retries)
         self.retries = 0
         for secret in (cfg.password, cfg.passphrase):
@@ -175,9 +183,23 @@ class SftpSession:
         async def attempt() -> T:
             return await op(await self._client())
 
+        if self.breaker is None:
+            return self._attempts(what, attempt)
+        self.breaker.before_call()
+        try:
+            result = self._attempts(what, attempt)
+        except TransportError:
+            self.breaker.failure("TransportError")
+            raise
+        self.breaker.success()
+        return result
+
+    def _attempts(self, what: str, attempt: Callable[[], Coroutine[Any, Any, T]]) -> T:
         tries = 0
         while True:
             tries += 1
+            if self.limiter is not None:
+                self.limiter.acquire()
             try:
                 return self._run(attempt())
             except (HostKeyError, AuthenticationError, asyncssh.SFTPNoSuchFile, asyncssh.SFTPPermissionDenied,
@@ -225,8 +247,8 @@ class SftpSession:
                 current = pending.pop()
                 for entry in await sftp.readdir(current):
                     name = entry.filename if isinstance(entry.filename, str) else entry.filename.decode()
-                    if name in (".", ".."):
-                        continue
+                    if name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
+                        continue  # a name is one path segment: "../x" or "/etc/x" from a hostile server is skipped
                     full = posixpath.join(current, name)
                     rel = posixpath.relpath(full, folder)
                     mode = entry.attrs.permissions or 0

@@ -62,9 +62,11 @@ class SftpSource:
     """One file drop: a folder on an SFTP server, a pattern, a format."""
 
     def __init__(self, system: SftpSystemConfig, source: SftpSourceConfig, *, name: str = "sftp",
-                 base_dir: Path | None = None, spool_dir: Path | None = None, batch_size: int = 65_536) -> None:
+                 base_dir: Path | None = None, spool_dir: Path | None = None, batch_size: int = 65_536,
+                 system_name: str | None = None, state_dir: Path | None = None) -> None:
         self.system, self.source, self.name = system, source, name
         self.base_dir, self.spool_dir, self.batch_size = base_dir, spool_dir, batch_size
+        self.system_name, self.state_dir = system_name, state_dir
 
     @property
     def url(self) -> str:
@@ -72,7 +74,7 @@ class SftpSource:
         return f"sftp://{s.username}@{s.host}:{s.port}{self.source.files.path}"
 
     def session(self) -> SftpSession:
-        return SftpSession(self.system, self.base_dir)
+        return SftpSession(self.system, self.base_dir, system_name=self.system_name, state_dir=self.state_dir)
 
     def listing(self, session: SftpSession) -> tuple[list[RemoteFile], set[str]]:
         """All candidate files (matching the pattern) and the paths of done markers present."""

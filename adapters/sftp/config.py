@@ -6,8 +6,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from hub.runtime.breaker import CircuitBreakerConfig
 from hub.runtime.choice import exactly_one
 from hub.runtime.duration import seconds
+from hub.runtime.ratelimit import RateLimitConfig
 from hub.runtime.retry import RetryConfig
 
 
@@ -33,6 +35,10 @@ class SftpSystemConfig(_Strict):
     connect_timeout: float = Field(15.0, gt=0)
     keepalive: float = Field(30.0, ge=0, description="Seconds between keepalives (0: none).")
     retries: RetryConfig = Field(default_factory=RetryConfig)
+    rate_limit: RateLimitConfig | None = Field(None, description="Shared by every process "
+                                               "(hub.runtime.ratelimit).")
+    circuit_breaker: CircuitBreakerConfig | None = Field(None, description="Fail fast after consecutive "
+                                                         "failures (hub.runtime.breaker).")
     concurrency: int = Field(64, ge=1, le=512, description="SFTP read requests in flight per download.")
     block_size: int = Field(256 * 1024, ge=4096, le=1024 * 1024, description="Bytes per read request.")
 

@@ -69,12 +69,20 @@ class HttpxTransport(Transport):
     def _load_remote_data(self, url: str) -> bytes:
         if urlsplit(url).scheme == "file":
             return Path(urlsplit(url).path).read_bytes()
-        response = self.http.get(url)
+        with self.http.stream("GET", url) as response:  # WSDL and schema documents: bounded like responses
+            chunks, size = [], 0
+            for chunk in response.iter_bytes(1 << 20):
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise ResponseFormatError(f"GET {mask_url(url)}: document exceeds "
+                                              f"max_response_bytes={self.max_bytes} while loading the WSDL")
+                chunks.append(chunk)
+        content = b"".join(chunks)
         if response.status_code >= 400:
             raise HTTPStatusError(f"GET {mask_url(url)}: HTTP {response.status_code} {response.reason_phrase} "
-                                  f"while loading the WSDL: {mask(response.text[:200])}",
+                                  f"while loading the WSDL: {mask(content[:200].decode('utf-8', 'replace'))}",
                                   url=mask_url(url), status=response.status_code)
-        return response.content
+        return content
 
     def post_xml(self, address: str, envelope: Any, headers: dict[str, str]) -> Spooled:
         return self.spool("POST", address, etree_to_string(envelope), headers)

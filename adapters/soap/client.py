@@ -28,6 +28,8 @@ from adapters.soap._transport import HttpxTransport, Spooled
 from adapters.soap._wsse import UsernameTokenWithTimestamp
 from adapters.soap.config import SoapSourceConfig, SoapSystemConfig, SoapTimeouts
 from hub.errors import AdapterError, HTTPStatusError, ResponseFormatError, SoapFault, TransportError, XMLSecurityError
+from hub.runtime.breaker import breaker_for
+from hub.runtime.ratelimit import limiter_for, system_key
 from hub.runtime.retry import RetryPolicy
 from hub.runtime.secrets import mask, mask_url, register
 
@@ -150,7 +152,8 @@ class SoapSource:
 
     def __init__(self, system: SoapSystemConfig, source: SoapSourceConfig, *, name: str = "soap",
                  batch_size: int = 10_000, cache_dir: Path | None = None, base_dir: Path | None = None,
-                 spool_dir: Path | None = None, lists: set[str] | frozenset[str] = frozenset()) -> None:
+                 spool_dir: Path | None = None, lists: set[str] | frozenset[str] = frozenset(),
+                 system_name: str | None = None, state_dir: Path | None = None) -> None:
         self.system, self.source, self.name = system, source, name
         self.batch_size = batch_size
         self.cache_dir, self.base_dir, self.spool_dir = cache_dir, base_dir, spool_dir
@@ -159,6 +162,10 @@ class SoapSource:
         self.stats = SoapStats(url=mask_url(system.address or system.wsdl), operation=source.operation)
         self._wsdl: Wsdl | None = None
         self._headers: Any = None
+        # Shared with every process calling the system (hub.runtime.ratelimit / breaker).
+        key = system_key(system_name, system.address or system.wsdl)
+        self.limiter = limiter_for(key, system.rate_limit, state_dir)
+        self.breaker = breaker_for(key, system.circuit_breaker, state_dir)
 
     # --- setup ---------------------------------------------------------------------------------------
 
@@ -225,6 +232,8 @@ class SoapSource:
         if self._headers is not None:
             kwargs["_soapheaders"] = self._headers
         op = self.source.operation
+        if self.limiter is not None:
+            self.limiter.acquire()
         try:
             with wsdl.client.settings(raw_response=True):
                 response: Spooled = proxy[op](**kwargs)
@@ -233,7 +242,27 @@ class SoapSource:
         return response
 
     def _page(self, wsdl: Wsdl, proxy: Any, reader: ResponseReader, params: dict[str, Any]) -> Iterator[pa.RecordBatch]:
-        """One request (with retries) and its records."""
+        """One request (with retries) and its records, through the system's circuit breaker if it has one:
+        what is left after the retries counts as a failure when the service is down (transport errors,
+        5xx, server faults); any answer that shows it up (client faults, 4xx) as a success."""
+        if self.breaker is None:
+            yield from self._attempts(wsdl, proxy, reader, params)
+            return
+        self.breaker.before_call()
+        try:
+            yield from self._attempts(wsdl, proxy, reader, params)
+        except (TransportError, HTTPStatusError, SoapFault) as exc:
+            down = (isinstance(exc, TransportError) or (isinstance(exc, HTTPStatusError) and exc.status >= 500)
+                    or (isinstance(exc, SoapFault) and not exc.is_client_fault))
+            if down:
+                self.breaker.failure(type(exc).__name__)
+            else:
+                self.breaker.success()
+            raise
+        self.breaker.success()
+
+    def _attempts(self, wsdl: Wsdl, proxy: Any, reader: ResponseReader,
+                  params: dict[str, Any]) -> Iterator[pa.RecordBatch]:
         op = self.source.operation
         attempt = 0
         while True:
@@ -328,5 +357,10 @@ class SoapSource:
     def details(self) -> dict[str, Any]:
         """What the extraction did, for run metadata (the URL is masked)."""
         st = self.stats
-        return {"url": st.url, "operation": st.operation, "pages": st.pages, "records": st.records,
-                "bytes": st.bytes, "retries": st.retries}
+        out: dict[str, Any] = {"url": st.url, "operation": st.operation, "pages": st.pages, "records": st.records,
+                               "bytes": st.bytes, "retries": st.retries}
+        if self.limiter is not None:
+            out["rate_limit_wait_s"] = round(self.limiter.waited, 3)
+        if self.breaker is not None:
+            out["circuit"] = self.breaker.details()
+        return out

@@ -11,7 +11,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from hub.runtime.breaker import CircuitBreakerConfig
 from hub.runtime.choice import exactly_one
+from hub.runtime.ratelimit import RateLimitConfig
 from hub.runtime.retry import RetryConfig
 
 
@@ -59,6 +61,10 @@ class SoapSystemConfig(_Strict):
     verify: bool | str = Field(True, description="TLS verification: true, or a CA bundle path.")
     timeout: float | SoapTimeouts = Field(default_factory=SoapTimeouts)
     retries: RetryConfig = Field(default_factory=RetryConfig)
+    rate_limit: RateLimitConfig | None = Field(None, description="Shared by every process "
+                                               "(hub.runtime.ratelimit).")
+    circuit_breaker: CircuitBreakerConfig | None = Field(None, description="Fail fast after consecutive "
+                                                         "failures (hub.runtime.breaker).")
     wsdl_cache_ttl: int = Field(86_400, ge=0, description="Seconds a downloaded WSDL/XSD is reused (0: never).")
     headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers.")
     max_response_bytes: int = Field(4 * 1024**3, gt=0, description="Larger responses are refused.")

@@ -18,7 +18,9 @@ handed over raises :class:`~hub.errors.SourceInterrupted`: the load rolls back a
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -30,8 +32,10 @@ from adapters.sql._guard import check_read_only
 from adapters.sql._types import adbc_schema, arrow_type, column_array, infer_type, is_char, normalize_adbc
 from adapters.sql.config import SqlSourceConfig, SqlSystemConfig
 from hub.errors import AdapterError, SourceInterrupted, TransportError
+from hub.runtime.breaker import breaker_for
 from hub.runtime.duration import seconds
 from hub.runtime.prefetch import prefetch
+from hub.runtime.ratelimit import limiter_for, system_key
 from hub.runtime.retry import RetryPolicy
 from hub.runtime.secrets import mask
 
@@ -72,7 +76,8 @@ class SqlSource:
 
     def __init__(self, system: SqlSystemConfig, source: SqlSourceConfig, *, name: str,
                  high_water_mark: str | None = None, full_refresh: bool = False,
-                 batch_rows: int | None = None) -> None:
+                 batch_rows: int | None = None, system_name: str | None = None,
+                 state_dir: Path | None = None) -> None:
         self.system, self.source, self.name = system, source, name
         self.url = source_url(system)
         self.where = f"sources.{name}"
@@ -91,17 +96,39 @@ class SqlSource:
         if source.query is not None:
             check_read_only(source.query, self.dialect, where=f"{self.where}.query")
         self._lookback: str | int | None = source.incremental.lookback if source.incremental else None
+        # Each query (attempt) is one request for the system's shared rate limit and circuit breaker.
+        key = system_key(system_name, self.url.render_as_string(hide_password=True))
+        self.limiter = limiter_for(key, system.rate_limit, state_dir)
+        self.breaker = breaker_for(key, system.circuit_breaker, state_dir)
 
     # --- public ----------------------------------------------------------------------------------------
 
     def batches(self) -> Iterator[pa.RecordBatch]:
-        """The rows, as record batches of one schema. Retries a broken connection (see the module notes)."""
+        """The rows, as record batches of one schema. Retries a broken connection (see the module notes);
+        through the system's circuit breaker when it has one (a connection lost for good is a failure)."""
+        if self.breaker is None:
+            yield from self._batches()
+            return
+        self.breaker.before_call()
+        try:
+            yield from self._batches()
+        except (TransportError, SourceInterrupted):
+            self.breaker.failure("connection lost")
+            raise
+        except AdapterError:
+            self.breaker.success()  # the database answered (with an error)
+            raise
+        self.breaker.success()
+
+    def _batches(self) -> Iterator[pa.RecordBatch]:
         tries = 0
         handed = False
         self.rows = 0
         best: Any = None
         while True:
             tries += 1
+            if self.limiter is not None:
+                self.limiter.acquire()
             try:
                 for batch in prefetch(self._extract(), name=f"hub-sql-{self.name}"):
                     if batch.num_rows == 0:
@@ -140,6 +167,10 @@ class SqlSource:
                 out["full_refresh"] = True
         if self.retries or self.restarts:
             out["retries"] = self.retries + self.restarts
+        if self.limiter is not None:
+            out["rate_limit_wait_s"] = round(self.limiter.waited, 3)
+        if self.breaker is not None:
+            out["circuit"] = self.breaker.details()
         return out
 
     # --- building the statement ------------------------------------------------------------------------
@@ -374,7 +405,13 @@ def _literal_type(value: Any) -> Any:
 
 def _reason(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None) or exc
-    text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    raw = str(orig).strip()
+    # ADBC quotes the failing statement, over several lines, before the cause: keep the cause
+    # ("Failed to execute query: server closed the connection unexpectedly"), not the statement's first line.
+    quoted = re.match(r"(?s)^(.*?) '.*?\n': (.*)$", raw)
+    if quoted:
+        raw = f"{quoted[1]}: {quoted[2]}"
+    text = raw.splitlines()[0] if raw else type(orig).__name__
     return mask(f"{type(orig).__name__}: {text}")
 
 

@@ -6,8 +6,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from hub.runtime.breaker import CircuitBreakerConfig
 from hub.runtime.choice import exactly_one
 from hub.runtime.duration import seconds
+from hub.runtime.ratelimit import RateLimitConfig
 from hub.runtime.retry import RetryConfig
 
 
@@ -31,6 +33,10 @@ class SqlSystemConfig(_Strict):
                                               "the DBAPI driver.")
     connect_timeout: float = Field(15.0, gt=0)
     retries: RetryConfig = Field(default_factory=RetryConfig)
+    rate_limit: RateLimitConfig | None = Field(None, description="Shared by every process "
+                                               "(hub.runtime.ratelimit).")
+    circuit_breaker: CircuitBreakerConfig | None = Field(None, description="Fail fast after consecutive "
+                                                         "failures (hub.runtime.breaker).")
 
     @field_validator("text_encoding")
     @classmethod

@@ -47,8 +47,14 @@ def window_from_context(context: dg.AssetExecutionContext) -> Window:
 FULL_REFRESH_TAG = "hub/full_refresh"
 
 
-def pool_for(pipeline: Pipeline) -> str | None:
-    return DUCKDB_POOL if pipeline.warehouse_url.startswith("duckdb") else None
+def pool_for(pipeline: Pipeline, system: str | None = None) -> str | None:
+    """An op has one pool. Writing to a DuckDB file, that is ``hub_duckdb`` (one writer per file wins over
+    everything else); on other warehouses a source asset is in its system's pool ``hub_system_<name>``,
+    unlimited until an operator sets a limit (``dagster instance concurrency set hub_system_crm 2``).
+    Request rates per system are the rate limiter's job, across runs and processes alike."""
+    if pipeline.warehouse_url.startswith("duckdb"):
+        return DUCKDB_POOL
+    return f"hub_system_{system}" if system else None
 
 
 def _metadata(outcome: Outcome, partitioned: bool) -> dict[str, Any]:
@@ -121,7 +127,7 @@ def _source_asset(pipeline: Pipeline, source: ResolvedSource,
 
     if not spec.children:
         @dg.asset(name=source.name, group_name=pipeline.name, kinds=kinds, description=description,
-                  partitions_def=parts, pool=pool_for(pipeline), metadata=static_md, tags=tags,
+                  partitions_def=parts, pool=pool_for(pipeline, source.system_name), metadata=static_md, tags=tags,
                   check_specs=check_specs(pipeline, [source.name]) or None)
         def _asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
             md = _metadata(run(context), parts is not None)
@@ -140,7 +146,8 @@ def _source_asset(pipeline: Pipeline, source: ResolvedSource,
             metadata={**static_md, "hub/load_mode": child_mode(source), "hub/parent": source.name,
                       "hub/path": cspec.path}))
 
-    @dg.multi_asset(name=source.name, specs=specs, partitions_def=parts, pool=pool_for(pipeline), can_subset=False,
+    @dg.multi_asset(name=source.name, specs=specs, partitions_def=parts, pool=pool_for(pipeline, source.system_name),
+                    can_subset=False,
                     check_specs=check_specs(pipeline, [source.name, *spec.children]) or None)
     def _multi(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
         outcome = run(context)

@@ -8,6 +8,7 @@ URLs) before text reaches a log, an exception or Dagster metadata.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -85,6 +86,34 @@ def register(secret: str) -> None:
     if secret and len(secret) >= 4:
         with _lock:
             _known.add(secret)
+        _mask_log_records()
+
+
+_log_factory_installed = False
+
+
+def _mask_log_records() -> None:
+    """From the first registered secret on, mask every log record as it is created: libraries log what the
+    hub never sees (httpx logs each request's URL, with its query parameters, at INFO)."""
+    global _log_factory_installed
+    with _lock:
+        if _log_factory_installed:
+            return
+        _log_factory_installed = True
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        try:
+            text = record.getMessage()
+        except Exception:  # a malformed record: let logging report it as it would
+            return record
+        masked = mask(text)
+        if masked != text:
+            record.msg, record.args = masked, None
+        return record
+
+    logging.setLogRecordFactory(factory)
 
 
 def mask(text: str) -> str:

@@ -91,18 +91,47 @@ class Pipeline:
 class _Marks:
     """Line numbers of every node in a YAML document, by path; also reports duplicate keys."""
 
+    #: More nodes than this (YAML aliases can expand a small text exponentially) and the spec is refused.
+    MAX_NODES = 200_000
+
     def __init__(self, text: str) -> None:
         self.lines: dict[Loc, int] = {}
         self.duplicates: list[tuple[Loc, int]] = []
+        self.refused: str | None = None  # a recursive or exploding document, which is never validated
+        self._nodes = 0
+        self._path: set[int] = set()
         try:
             root = yaml.compose(text, Loader=yaml.SafeLoader)
         except yaml.YAMLError:
             return
+        except RecursionError:
+            self.refused = "the document is nested too deeply"
+            return
         if root is not None:
-            self._walk(root, ())
+            try:
+                self._walk(root, ())
+            except RecursionError:
+                self.refused = "the document is nested too deeply"
 
     def _walk(self, node: yaml.Node, loc: Loc) -> None:
-        self.lines[loc] = node.start_mark.line + 1
+        if self.refused:
+            return
+        line = node.start_mark.line + 1
+        self._nodes += 1
+        if id(node) in self._path:
+            self.refused = f"line {line}: a YAML alias refers to a node that contains it (a recursive structure)"
+            return
+        if self._nodes > self.MAX_NODES:
+            self.refused = f"more than {self.MAX_NODES} values once YAML aliases are expanded"
+            return
+        self.lines[loc] = line
+        self._path.add(id(node))
+        try:
+            self._walk_children(node, loc)
+        finally:
+            self._path.discard(id(node))
+
+    def _walk_children(self, node: yaml.Node, loc: Loc) -> None:
         if isinstance(node, yaml.MappingNode):
             seen: set[str] = set()
             for key_node, value_node in node.value:
@@ -185,6 +214,8 @@ def load(path: str | Path) -> Pipeline:
 
 def loads(text: str, path: Path) -> Pipeline:
     marks = _Marks(text)
+    if marks.refused:
+        raise SpecError(str(path), [f"not a usable YAML document: {marks.refused}"])
     problems = _Problems(path, marks)
     try:
         data = yaml.safe_load(text)
@@ -326,8 +357,8 @@ def _check_raw(data: dict[str, Any], problems: _Problems) -> None:
                       project_root(problems.path.resolve()), problems)
     common = set(SourceSpec.model_fields)
     for name, raw in sources.items():
-        if not isinstance(raw, dict):
-            continue
+        if not isinstance(raw, dict) or not isinstance(raw.get("system", ""), str):
+            continue  # already reported by the first pass
         if "system" in raw and raw["system"] not in systems:
             known = ", ".join(map(str, systems)) or "none defined"
             problems.add(("sources", name, "system"), f"unknown system '{raw['system']}' (systems: {known})")
