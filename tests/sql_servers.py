@@ -10,7 +10,10 @@ from contextlib import contextmanager
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
+
+from adapters.sql._engine import with_default_driver
 
 PG_SERVER = os.environ.get("HUB_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432")
 MARIA_SERVER = os.environ.get("HUB_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306")
@@ -42,7 +45,4 @@ def scratch_database(kind: str) -> Iterator[str]:
 
 def writer(url: str) -> sa.Engine:
     """An engine that may write (the tests' own, to set up and change the source data)."""
-    for plain, full in (("postgresql://", "postgresql+psycopg://"), ("mysql://", "mysql+pymysql://")):
-        if url.startswith(plain):
-            url = full + url[len(plain):]
-    return sa.create_engine(url, poolclass=NullPool)
+    return sa.create_engine(with_default_driver(make_url(url)), poolclass=NullPool)

@@ -32,6 +32,11 @@ _TRANSIENT_TEXT = ("server closed the connection", "terminating connection", "co
                    "connection is closed", "connection already closed")
 
 
+def with_default_driver(url: URL) -> URL:
+    """*url* with the hub's DBAPI driver filled in when it names none (``postgresql://`` -> psycopg)."""
+    return url.set(drivername=_DRIVERS[url.drivername]) if url.drivername in _DRIVERS else url
+
+
 def source_url(cfg: SqlSystemConfig) -> URL:
     """The SQLAlchemy URL of *cfg* with the default driver filled in; its password is registered as a secret."""
     try:
@@ -39,8 +44,7 @@ def source_url(cfg: SqlSystemConfig) -> URL:
     except sa.exc.ArgumentError:
         raise AdapterError(f"sql url: '{mask(cfg.url)}' is not a SQLAlchemy URL (expected e.g. "
                            "postgresql://user@host/db or sqlite:///file.db)") from None
-    if url.drivername in _DRIVERS:
-        url = url.set(drivername=_DRIVERS[url.drivername])
+    url = with_default_driver(url)
     if url.password:
         register(str(url.password))
     return url

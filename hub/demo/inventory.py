@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from adapters.sql._engine import with_default_driver
 from hub.demo.erp import REGIONS, SKUS
 
 _meta = sa.MetaData()
@@ -54,7 +56,7 @@ class InventoryDb:
             root.mkdir(parents=True, exist_ok=True)
             url = f"sqlite:///{root / 'inventory.sqlite'}"
         self.url = url
-        self.engine = sa.create_engine(_with_driver(url), poolclass=NullPool)
+        self.engine = sa.create_engine(with_default_driver(make_url(url)), poolclass=NullPool)
         self.rng = random.Random(seed)
         self._drip: threading.Thread | None = None
         self._stop = threading.Event()
@@ -107,11 +109,3 @@ class InventoryDb:
     def rows(self, table: str = "stock_levels") -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(sa.select(_meta.tables[table]))]
-
-
-def _with_driver(url: str) -> str:
-    for plain, full in (("postgresql://", "postgresql+psycopg://"), ("postgres://", "postgresql+psycopg://"),
-                        ("mysql://", "mysql+pymysql://"), ("mariadb://", "mariadb+pymysql://")):
-        if url.startswith(plain):
-            return full + url[len(plain):]
-    return url
