@@ -28,8 +28,11 @@ def _pipeline(tmp_path: Path):  # type: ignore[no-untyped-def]
     return loads(demo_spec_text(), tmp_path / "demo.yaml")
 
 
-def _snapshot(path: Path) -> dict[str, list[tuple[object, ...]]]:
-    wh = DuckDBWarehouse(f"duckdb:///{path}")
+def _snapshot(target: Path | str) -> dict[str, list[tuple[object, ...]]]:
+    """Every table's rows (run-specific columns left out), sorted: a DuckDB file, or a warehouse URL."""
+    from hub.warehouse import connect
+
+    wh = connect(target if isinstance(target, str) else f"duckdb:///{target}")
     out = {}
     for table in wh.tables():
         cols = [c for c in wh.query(f'select * from "{table}" limit 0').column_names
@@ -176,19 +179,6 @@ def test_cli_validate_and_run(crm: CRMService, warehouse_path: Path, dagster_hom
     assert bad.exit_code == 1 and "'yesterday' is not a partition" in bad.output
 
 
-def _pg_snapshot(url: str) -> dict[str, list[tuple[object, ...]]]:
-    from hub.warehouse import connect
-
-    wh = connect(url)
-    out = {}
-    for table in wh.tables():
-        cols = [c for c in wh.query(f'select * from "{table}" limit 0').column_names
-                if c not in ("_hub_loaded_at", "_hub_run_id")]
-        sel = ", ".join(f'"{c}"' for c in cols)
-        out[table] = [tuple(r.values()) for r in wh.query(f'select {sel} from "{table}" order by all').to_pylist()]
-    return out
-
-
 def test_demo_pipeline_into_postgresql_matches_duckdb(crm: CRMService, bank: BankService, warehouse_path: Path,
                                                       tmp_path: Path, pg_url: str,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
@@ -208,7 +198,7 @@ def test_demo_pipeline_into_postgresql_matches_duckdb(crm: CRMService, bank: Ban
     instance = dg.DagsterInstance.ephemeral()
     outcomes = run_pipeline(pipeline, instance, partitions=["2024-01-02"])
     assert all(o.success for o in outcomes), [o.error for o in outcomes]
-    in_postgres = _pg_snapshot(url)
+    in_postgres = _snapshot(url)
     assert set(in_postgres) == set(in_duckdb)
     for table, rows in in_duckdb.items():
         assert len(in_postgres[table]) == len(rows), table
@@ -216,7 +206,7 @@ def test_demo_pipeline_into_postgresql_matches_duckdb(crm: CRMService, bank: Ban
     # re-running the partition changes nothing; the ledger and the incremental mark live in PostgreSQL too
     again = run_pipeline(pipeline, instance, assets=["crm_contacts", "inventory_levels"], partitions=["2024-01-02"])
     assert all(o.success for o in again), [o.error for o in again]
-    assert _pg_snapshot(url) == in_postgres
+    assert _snapshot(url) == in_postgres
     from hub.warehouse import connect
 
     internal = connect(url).tables(internal=True)
