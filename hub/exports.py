@@ -110,6 +110,6 @@ def run_export(pipeline: Pipeline, name: str) -> ExportOutcome:
             assert export.format.fixed_width is not None
             rows = _write_fixed_width(batches, local, export.format.fixed_width, pipeline.root, what)
         size = local.stat().st_size
-        with SftpSession(cfg, pipeline.root) as session:
+        with SftpSession(cfg, pipeline.root, system_name=export.system) as session:
             session.upload_atomic(local, remote)
     return ExportOutcome(name, remote, rows, size, time.monotonic() - started)

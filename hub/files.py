@@ -26,6 +26,7 @@ from adapters.sftp import LocalCopy, SftpSource, SftpSourceConfig, SftpSystemCon
 from adapters.sftp._session import RemoteFile
 from hub.errors import HubError
 from hub.materialize import mapper_for, screens_for, state_dir
+from hub.runtime import tracing
 from hub.runtime.secrets import resolve_tree
 from hub.spec.loader import Pipeline
 from hub.spec.models import ResolvedSource
@@ -103,7 +104,17 @@ def ready_files(pipeline: Pipeline, name: str) -> list[RemoteFile]:
 
 def ingest_file(pipeline: Pipeline, name: str, file: str, *, run_id: str,
                 progress: Progress | None = None) -> FileOutcome:
-    """Load one file of source *name* (its partition key: the path below the drop folder) exactly once."""
+    """Load one file of source *name* (its partition key: the path below the drop folder) exactly once; one
+    asset span, and its SFTP calls in ``_hub_calls`` (:mod:`hub.runtime.tracing`)."""
+    with tracing.asset_scope(name, run_id=run_id, partition=file, pipeline=pipeline.name,
+                             warehouse_url=pipeline.warehouse_url, kind="file") as scope:
+        outcome = _ingest_file(pipeline, name, file, run_id=run_id, progress=progress)
+        scope.rows = outcome.load.rows_loaded if outcome.load is not None else 0
+        return outcome
+
+
+def _ingest_file(pipeline: Pipeline, name: str, file: str, *, run_id: str,
+                 progress: Progress | None = None) -> FileOutcome:
     source = pipeline.sources[name]
     started = time.monotonic()
     adapter = build_sftp(pipeline, source)
@@ -135,6 +146,13 @@ def ingest_file(pipeline: Pipeline, name: str, file: str, *, run_id: str,
             copy.path.unlink(missing_ok=True)
         outcome.after = adapter.finish(session, remote)  # only now that the rows are committed
         outcome.details["sftp_retries"] = session.retries
+        # A download an earlier attempt left half done continues from its last byte (adapters/sftp fetch).
+        outcome.details["resumed"] = copy.resumed_from > 0
+        if copy.resumed_from:
+            outcome.details["resumed_from"] = f"byte {copy.resumed_from} of {copy.size}"
+            outcome.details["resumed_bytes"] = copy.resumed_from
+        if copy.resumed_in_run:
+            outcome.details["download_resumes"] = copy.resumed_in_run
     outcome.duration_s = time.monotonic() - started
     return outcome
 

@@ -8,10 +8,12 @@ metadata and orchestration on top.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,6 +24,8 @@ from adapters.rest import RestSource, RestSourceConfig, RestSystemConfig
 from adapters.soap import SoapSource, SoapSourceConfig, SoapSystemConfig
 from adapters.sql import SqlSource, SqlSourceConfig, SqlSystemConfig
 from hub.errors import HubError, SourceInterrupted
+from hub.runtime import tracing
+from hub.runtime.checkpoint import Checkpoint, fingerprint, open_resumption
 from hub.runtime.retry import RetryPolicy
 from hub.runtime.secrets import mask_url, resolve_tree
 from hub.runtime.window import Window, render_tree
@@ -174,27 +178,52 @@ def _prepend(keys: pa.RecordBatch, body: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays([*keys.columns, *body.columns], names=[*keys.schema.names, *body.schema.names])
 
 
+def window_closed(source: ResolvedSource, window: Window | None) -> bool:
+    """True for a partition whose window is over: its data is taken as settled (page numbers stay put)."""
+    return window is not None and source.partitioned and window.end <= datetime.now(UTC)
+
+
+def checkpoint_for(pipeline: Pipeline, source: ResolvedSource, adapter: Extractor, window: Window | None
+                   ) -> Checkpoint:
+    """The checkpoint spool of *source* for *window* (:mod:`hub.runtime.checkpoint`). Its fingerprint covers
+    the source's and system's spec as written (no resolved secrets), the masked endpoint and the window, so a
+    changed spec, another server or another partition never resumes a stale spool."""
+    window = window if source.partitioned else None
+    endpoint = getattr(getattr(adapter, "stats", None), "url", None)
+    fp = fingerprint(source.kind, source.spec.model_dump(mode="json"), source.system.model_dump(mode="json"),
+                     endpoint, [window.key, window.start, window.end] if window else None)
+    return Checkpoint.for_asset(state_dir(pipeline.root), pipeline.name, source.name,
+                                window.key if window else None, fp)
+
+
 def materialize_source(pipeline: Pipeline, name: str, *, window: Window | None, run_id: str,
                        progress: Progress | None = None, full_refresh: bool = False) -> Outcome:
     """Extract source *name* for *window* and load it (and its child tables) in one transaction.
     On any error nothing changes. A source whose connection breaks mid-extract
     (:class:`~hub.errors.SourceInterrupted`) is loaded again from the start, after its retry backoff.
 
-    *full_refresh*: an incremental source reads everything again and the table is replaced."""
-    restarts = 0
-    while True:
-        try:
-            outcome = _materialize_once(pipeline, name, window=window, run_id=run_id, progress=progress,
-                                        full_refresh=full_refresh)
-        except SourceInterrupted as exc:
-            restarts += 1
-            if restarts > exc.max_restarts:
-                raise
-            RetryPolicy(exc.max_restarts, exc.backoff, exc.max_backoff).sleep(restarts)
-            continue
-        if restarts:
-            outcome.details["restarts"] = restarts
-        return outcome
+    *full_refresh*: an incremental source reads everything again and the table is replaced.
+
+    The materialization is one asset span, and every external call it makes a row of ``_hub_calls`` (written
+    after the load, committed or not; see :mod:`hub.runtime.tracing`)."""
+    source = pipeline.sources[name]
+    with tracing.asset_scope(name, run_id=run_id, partition=window.key if (window and source.partitioned) else None,
+                             pipeline=pipeline.name, warehouse_url=pipeline.warehouse_url) as scope:
+        restarts = 0
+        while True:
+            try:
+                outcome = _materialize_once(pipeline, name, window=window, run_id=run_id, progress=progress,
+                                            full_refresh=full_refresh)
+            except SourceInterrupted as exc:
+                restarts += 1
+                if restarts > exc.max_restarts:
+                    raise
+                RetryPolicy(exc.max_restarts, exc.backoff, exc.max_backoff).sleep(restarts)
+                continue
+            if restarts:
+                outcome.details["restarts"] = restarts
+            scope.rows = outcome.load.rows_loaded
+            return outcome
 
 
 def _materialize_once(pipeline: Pipeline, name: str, *, window: Window | None, run_id: str,
@@ -219,12 +248,14 @@ def _materialize_once(pipeline: Pipeline, name: str, *, window: Window | None, r
     seen = 0
     rules, threshold = screens_for(source, where)
     mode = load_mode(source, full_refresh)
-    with warehouse.begin(LoadRequest(table=name, mode=mode, run_id=run_id, partition=partition,
-                                     primary_key=keys)) as load:
+    resumption = open_resumption(adapter, checkpoint_for(pipeline, source, adapter, window),
+                                 window_closed=window_closed(source, window), full_refresh=full_refresh)
+    with resumption, warehouse.begin(LoadRequest(table=name, mode=mode, run_id=run_id, partition=partition,
+                                                 primary_key=keys)) as load:
         child_loads = {child: load.attach(LoadRequest(table=child, mode=child_mode(source), run_id=run_id,
                                                       partition=partition, primary_key=keys))
                        for child in children}
-        for raw in adapter.batches():
+        for raw in resumption.batches(adapter):  # spooled batches of an earlier attempt first, if any
             mapped = mapper.apply(raw)
             if rules:
                 mapped = rules.apply(mapped, raw)
@@ -250,15 +281,19 @@ def _materialize_once(pipeline: Pipeline, name: str, *, window: Window | None, r
         if isinstance(adapter, SqlSource) and source.sql is not None and source.sql.incremental is not None:
             save_mark(load, name, source.sql.incremental.cursor, adapter.high_water_mark, adapter.cursor_kind, run_id)
         result = load.commit()
-    details = adapter.details()
+    details = {**adapter.details(), **resumption.details}
     url = details.pop("url", None)
     return Outcome(asset=name, load=result, duration_s=time.monotonic() - started,
                    source_url=mask_url(url) if url else None, details=details, children=child_results)
 
 
-def materialize_model(pipeline: Pipeline, name: str) -> Outcome:
-    """Rebuild model *name* from its SQL inside the warehouse."""
+def materialize_model(pipeline: Pipeline, name: str, *, run_id: str | None = None) -> Outcome:
+    """Rebuild model *name* from its SQL inside the warehouse (an asset span in the trace of *run_id*)."""
     started = time.monotonic()
     model = pipeline.spec.models[name]
-    result = connect(pipeline.warehouse_url).run_model(name, model.sql)
+    with tracing.asset_scope(name, run_id=run_id, pipeline=pipeline.name, kind="model") if run_id \
+            else contextlib.nullcontext() as scope:
+        result = connect(pipeline.warehouse_url).run_model(name, model.sql)
+        if scope is not None:
+            scope.rows = result.table_rows
     return Outcome(asset=name, load=result, duration_s=time.monotonic() - started)

@@ -14,6 +14,10 @@ been forwarded:
 * ``http_503`` — (HTTP only) the request is read and answered ``503 Service Unavailable`` by the proxy
   without being forwarded, and the connection is closed.
 
+With ``request=N`` the trigger point is ``after`` bytes into the response to the client's *N*-th request on
+the connection instead (a request: client bytes sent after the server last answered — the turns of HTTP/1.1
+keep-alive): a stall then holds page *N* while the server has already received its request.
+
 Protocol-agnostic apart from ``http_503``, so the same proxy sits in front of HTTP (REST, SOAP), SSH
 (SFTP) and the PostgreSQL wire protocol.
 """
@@ -38,6 +42,16 @@ class _Plan:
     seconds: float
     skip: int
     times: int | None
+    request: int | None = None
+
+
+@dataclass
+class _Turns:
+    """Request/response turns of one connection (for ``request=N`` triggers)."""
+
+    requests: int = 0
+    answered: bool = True  # the server has answered since the client last sent
+    start: int | None = None  # response bytes forwarded before the triggering request's response began
 
 
 class FaultProxy:
@@ -59,12 +73,16 @@ class FaultProxy:
 
     # --- control ---------------------------------------------------------------------------------------
 
-    def inject(self, kind: str, *, after: int = 0, seconds: float = 0.0, skip: int = 0, times: int | None = 1) -> None:
-        """Arm fault *kind* for the next *times* connections after *skip* clean ones (see the module notes)."""
+    def inject(self, kind: str, *, after: int = 0, seconds: float = 0.0, skip: int = 0, times: int | None = 1,
+               request: int | None = None) -> None:
+        """Arm fault *kind* for the next *times* connections after *skip* clean ones; with *request*, *after*
+        counts from the start of the response to the connection's *request*-th request (see the module notes)."""
         if kind not in FAULTS:
             raise ValueError(f"unknown fault {kind!r} (one of {', '.join(FAULTS)})")
+        if request is not None and (request < 1 or kind == "http_503"):
+            raise ValueError("request= counts from 1 and does not apply to http_503")
         with self._lock:
-            self._plan = _Plan(kind, after, seconds, skip, times)
+            self._plan = _Plan(kind, after, seconds, skip, times, request)
 
     def latency(self, seconds: float) -> None:
         self.delay = seconds
@@ -146,8 +164,9 @@ class FaultProxy:
             except OSError:
                 _abort(client_w)
                 return
-            upstream = asyncio.ensure_future(self._pipe(client_r, up_w, None, False))
-            downstream = asyncio.ensure_future(self._pipe(up_r, client_w, plan, True))
+            turns = _Turns()
+            upstream = asyncio.ensure_future(self._pipe(client_r, up_w, None, False, turns))
+            downstream = asyncio.ensure_future(self._pipe(up_r, client_w, plan, True, turns))
             done, _ = await asyncio.wait({upstream, downstream}, return_when=asyncio.FIRST_COMPLETED)
             if downstream not in done:  # the hub closed its side: let the reply drain briefly
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -164,7 +183,7 @@ class FaultProxy:
             self._tasks.discard(task)
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, plan: _Plan | None,
-                    downstream: bool) -> None:
+                    downstream: bool, turns: _Turns) -> None:
         sent = 0
         try:
             while True:
@@ -175,12 +194,22 @@ class FaultProxy:
                     with contextlib.suppress(Exception):
                         writer.write_eof()
                     return
+                if not downstream:
+                    if turns.answered:
+                        turns.requests, turns.answered = turns.requests + 1, False
+                else:
+                    turns.answered = True
+                    if plan is not None and plan.request is not None and turns.start is None \
+                            and turns.requests >= plan.request:
+                        turns.start = sent
                 if downstream and self.delay:
                     await asyncio.sleep(self.delay)
-                if plan is not None and sent + len(data) > plan.after:
+                base = 0 if plan is None or plan.request is None else turns.start
+                if plan is not None and base is not None and sent + len(data) > base + plan.after:
                     active, plan = plan, None  # one trigger point per connection
                     if self._fire(active):
-                        head, data = data[:active.after - sent], data[active.after - sent:]
+                        cut = base + active.after - sent
+                        head, data = data[:cut], data[cut:]
                         if head:
                             writer.write(head)
                             await writer.drain()

@@ -358,3 +358,105 @@ def test_spec_keys_are_validated_on_every_system_type(tmp_path: Path) -> None:
         loads(yaml.safe_dump(spec), tmp_path / "demo.yaml")
     assert "systems.crm.rest.rate_limit: give per_second and/or per_minute" in str(err.value)
     assert "systems.erp.soap.cache: unknown field" in str(err.value)
+
+
+# --- SFTP and SQL systems whose server is down --------------------------------------------------------
+
+class DownPeer:
+    """A loopback port where the system's server should be: ``refusing`` accepts each connection and closes it
+    at once (a server that is up but cannot serve, or a load balancer with nothing behind it), counting them;
+    ``dead`` has nothing listening (connection refused)."""
+
+    def __init__(self, kind: str) -> None:
+        import socket
+
+        self.kind, self.accepted = kind, 0
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self._sock.getsockname()[1]
+        self._thread: threading.Thread | None = None
+        if kind == "dead":
+            self._sock.close()  # the port is free again: connecting is refused
+            return
+
+        def serve() -> None:
+            while True:
+                try:
+                    conn, _ = self._sock.accept()
+                except OSError:
+                    return  # closed
+                self.accepted += 1
+                conn.close()
+
+        self._thread = threading.Thread(target=serve, name="down-peer", daemon=True)
+        self._thread.start()
+
+    def __enter__(self) -> DownPeer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import socket
+
+        if self._thread is not None:
+            self._sock.shutdown(socket.SHUT_RDWR)
+            self._sock.close()
+            self._thread.join(timeout=5)
+
+
+BREAKER = {"failures": 2, "cooldown": "30s"}
+
+
+def _opens_after_two_failures(peer: DownPeer, call: Callable[[], None], failure: type[Exception], name: str) -> None:
+    """Two calls fail with *failure* (the peer saw them, when it counts); the third fails fast with the circuit's
+    error, without touching the peer."""
+    for _ in range(2):
+        with pytest.raises(failure):
+            call()
+    seen = peer.accepted
+    assert peer.kind == "dead" or seen >= 2, "the refusing peer saw both failed calls"
+    started = time.monotonic()
+    with pytest.raises(CircuitOpenError) as err:
+        call()
+    assert time.monotonic() - started < 1, "fails fast"
+    assert peer.accepted == seen, "no connection attempt while the circuit is open"
+    assert str(err.value).startswith(f"system {name}: circuit open after 2 consecutive failures; calls fail fast "
+                                     "until it half-opens at "), err.value
+
+
+@pytest.mark.parametrize("kind", ["refusing", "dead"])
+def test_sftp_circuit_opens_when_the_server_is_down(kind: str, tmp_path: Path) -> None:
+    """SFTP operations (here the connect) go through the system's breaker: a server that is down opens it."""
+    from adapters.sftp import SftpSession, SftpSystemConfig
+    from hub.errors import TransportError
+
+    name = f"bank-{uuid.uuid4().hex[:8]}"
+    with DownPeer(kind) as peer:
+        cfg = SftpSystemConfig.model_validate({
+            "host": "127.0.0.1", "port": peer.port, "username": "hub", "password": "unused", "connect_timeout": 5,
+            "host_key_fingerprint": "SHA256:" + "A" * 43, "retries": {"max": 0}, "circuit_breaker": BREAKER})
+
+        def connect() -> None:
+            with SftpSession(cfg, system_name=name, state_dir=tmp_path) as session:
+                session.connect()
+
+        _opens_after_two_failures(peer, connect, TransportError, name)
+
+
+@pytest.mark.parametrize("kind", ["refusing", "dead"])
+@pytest.mark.parametrize("fast_path", [True, False], ids=["adbc", "sqlalchemy"])
+def test_sql_circuit_opens_when_the_server_is_down(kind: str, fast_path: bool, tmp_path: Path) -> None:
+    """A SQL system's queries go through its breaker: a PostgreSQL port that refuses or drops connections opens it,
+    whichever driver reads (ADBC or SQLAlchemy/psycopg)."""
+    from adapters.sql import SqlSource, SqlSourceConfig, SqlSystemConfig
+    from hub.errors import TransportError
+
+    name = f"inventory-{uuid.uuid4().hex[:8]}"
+    with DownPeer(kind) as peer:
+        system = SqlSystemConfig.model_validate({
+            "url": f"postgresql://postgres@127.0.0.1:{peer.port}/inventory", "connect_timeout": 5,
+            "fast_path": fast_path, "retries": {"max": 0}, "circuit_breaker": BREAKER})
+
+        def query() -> None:
+            list(SqlSource(system, SqlSourceConfig.model_validate({"table": "stock_levels"}), name="stock",
+                           system_name=name, state_dir=tmp_path).batches())
+
+        _opens_after_two_failures(peer, query, TransportError, name)

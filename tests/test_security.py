@@ -132,7 +132,7 @@ def test_no_secret_reaches_any_output(crm: CRMService, erp: ERPService, warehous
         "stdout/stderr": captured.out + captured.err,
         "cli": "\n".join(r.output + (r.stderr if r.stderr_bytes else "") + repr(r.exception) for r in cli),
         "event log": _event_log_text(instance),
-        "warehouse": _warehouse_text(warehouse_path, (AUDIT_TABLE, "_hub_files", "_hub_state")),
+        "warehouse": _warehouse_text(warehouse_path, (AUDIT_TABLE, "_hub_files", "_hub_state", "_hub_calls")),
     }
     assert (tmp_path / "reports" / "data_docs").is_dir() and (tmp_path / "reports" / "contracts.html").is_file()
     leaks = {where: _leaks(text) for where, text in outputs.items() if _leaks(text)}

@@ -292,6 +292,30 @@ def test_bad_rows_go_to_quarantine_with_file_line_and_raw_text(drop: Drop, tmp_p
     assert "booked_on" in got[2][2] and "%d.%m.%Y" in got[2][2]
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+def test_rows_with_invalid_utf8_go_to_quarantine_with_their_bytes_escaped(drop: Drop, tmp_path: Path) -> None:
+    """Regression (found by tests/test_fuzz.py): pyarrow decodes a malformed row's text strictly before the
+    invalid-row handler runs, so a non-UTF-8 byte in it raised inside pyarrow ("Exception ignored in ...": an
+    unraisable exception, an error here) and the row never reached the quarantine. Now the raw text keeps
+    such bytes as \\xNN escapes, and a row that parses but holds one is quarantined instead of loaded."""
+    folder = f"utf8-{tmp_path.name}"
+    content = (CSV_HEADER.encode() + b"02.01.2024;10,00;A;R1\r\n"
+               b"02.01.2024;11,00;B\xff\r\n"          # line 3: a field short, and a byte that is not UTF-8
+               b"02.01.2024;12,00;B\xe4cker;R3\r\n"   # line 4: latin-1 in a UTF-8 file
+               + "03.01.2024;14,00;Bäcker;R5\r\n".encode())
+    put(drop, f"{folder}/st_u.csv", content)
+    pipeline = spec(drop, folder, tmp_path, format={"csv": {"delimiter": ";", "encoding": "utf-8"}})
+    out = ingest_file(pipeline, "statements", "st_u.csv", run_id="r1")
+    assert out.load is not None and out.load.rows_loaded == 2 and out.rejected == 2
+    assert rows(tmp_path, "select payer from statements order by payer") == [("A",), ("Bäcker",)]
+    got = rows(tmp_path, "select row_number, reason, record from statements__quarantine order by row_number")
+    assert [g[0] for g in got] == [3, 4]
+    assert got[0][1].startswith("st_u.csv:3: expected 4 fields, found 3") and "not valid utf-8" in got[0][1]
+    assert got[0][2] == "02.01.2024;11,00;B\\xff"
+    assert got[1][1] == "st_u.csv:4: bytes that are not valid utf-8 (kept as \\xNN in the raw text)"
+    assert got[1][2] == "02.01.2024;12,00;B\\xe4cker;R3"
+
+
 def test_sensor_ticks_with_a_cursor(drop: Drop, tmp_path: Path) -> None:
     from hub.dagster.definitions import pipeline_definitions
 

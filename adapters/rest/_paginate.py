@@ -9,6 +9,7 @@ Each strategy builds the first request and, from the first response, decides how
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,7 @@ import httpx
 from adapters.rest._jsonpath import first
 from adapters.rest.config import PaginateConfig
 from hub.errors import ResponseFormatError
+from hub.runtime.secrets import mask, mask_url
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,76 @@ class Paginator:
             raise ResponseFormatError(f"next page URL {absolute} was already fetched; the API is looping")
         self._seen_cursors.add(absolute)
         return PageRequest(absolute, {}, absolute)
+
+    # --- checkpoints (hub.runtime.checkpoint) ------------------------------------------------------------
+
+    def stable(self) -> bool:
+        """True when the API itself says where to go on (cursor, next URL, Link header): such a position
+        stays valid while the data moves. Page numbers and offsets shift when rows are added or removed."""
+        c = self.cfg
+        return c is None or bool(c.cursor or c.next_url or c.link_header)
+
+    def _param(self) -> str | None:
+        c = self.cfg
+        if c is None:
+            return None
+        if c.page_number:
+            return c.page_number.param
+        if c.offset:
+            return c.offset.offset_param
+        return c.cursor.param if c.cursor else None
+
+    def token_for(self, nxt: PageRequest | None) -> dict[str, Any] | None:
+        """The resume token for continuing with *nxt* (None: the walk is over). Only the position is kept
+        (never the other parameters, which may carry credentials); None when the position itself holds a
+        registered secret (a next URL echoing an API key), which is then not written to disk."""
+        if nxt is None:
+            return {"kind": "done", "at": "the end (every page was spooled)"}
+        param = self._param()
+        if param is not None:
+            value = nxt.params[param]
+            return {"kind": "param", "param": param, "value": value, "at": f"{param}={value}"}
+        if mask(nxt.url) != nxt.url:
+            return None
+        return {"kind": "url", "url": nxt.url, "at": f"next URL {mask_url(nxt.url)}"}
+
+    def known_tokens(self, known: list[PageRequest]) -> list[dict[str, Any]]:
+        """For pages fetched concurrently: the token after each of *known* (the rest of the list)."""
+        param = self._param()
+        assert param is not None, "only page and offset paging declare totals"
+        values = [int(r.params[param]) for r in known]
+        step = values[1] - values[0] if len(values) > 1 else 1
+        # The pages are an arithmetic series (page n.., offset k, k+limit..): kept as start/step/count, so a
+        # token stays a few bytes however many pages remain.
+        assert all(b - a == step for a, b in itertools.pairwise(values)), values
+        out: list[dict[str, Any]] = []
+        for i in range(len(values)):
+            left = len(values) - i - 1
+            out.append({"kind": "known", "param": param, "start": values[i] + step, "step": step, "count": left,
+                        "at": f"{param}={values[i] + step}"} if left
+                       else {"kind": "done", "at": "the end (every page was spooled)"})
+        return out
+
+    def resume(self, token: dict[str, Any]) -> tuple[PageRequest | None, list[PageRequest] | None]:
+        """The request to continue a sequential walk with, or the remaining known pages, from *token*."""
+        kind = token.get("kind")
+        if kind == "url":
+            url = str(token["url"])
+            self._seen_cursors.add(url)
+            return PageRequest(url, {}, url), None
+        param = str(token.get("param"))
+        if param != self._param():
+            raise ResponseFormatError(f"{self.url}: the checkpoint continues with {param!r}, which this source's "
+                                      "pagination does not use")
+        base = self.first_request().params if not (self.cfg and self.cfg.cursor) else dict(self.params)
+        if kind == "known":
+            start, step, count = int(token["start"]), int(token["step"]), int(token["count"])
+            return None, [PageRequest(self.url, {**base, param: v}, str(v))
+                          for v in range(start, start + step * count, step)]
+        value = token["value"]
+        if self.cfg and self.cfg.cursor:
+            self._seen_cursors.add(str(value))
+        return PageRequest(self.url, {**base, param: value}, str(value)), None
 
 
 def _int_at(path: str, doc: Any, req: PageRequest) -> int:

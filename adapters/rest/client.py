@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import queue
 import threading
 from collections import deque
@@ -36,7 +37,9 @@ from adapters.rest._jsonpath import compile_path
 from adapters.rest._paginate import PageRequest, Paginator
 from adapters.rest.config import RestSourceConfig, RestSystemConfig, TimeoutConfig
 from hub.errors import AdapterError, HTTPStatusError, ResponseFormatError, TransportError
+from hub.runtime import tracing
 from hub.runtime.breaker import breaker_for
+from hub.runtime.checkpoint import DONE, Token
 from hub.runtime.ratelimit import limiter_for, system_key
 from hub.runtime.records import records_to_batch
 from hub.runtime.retry import RetryPolicy
@@ -45,7 +48,7 @@ from hub.runtime.secrets import mask, mask_url
 #: Status codes worth retrying: rate limiting and server-side trouble. 501 means "never going to work".
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
-Emit = Callable[[list[pa.RecordBatch]], Awaitable[None]]
+Emit = Callable[[list[pa.RecordBatch], Token | None], Awaitable[None]]
 
 
 @dataclass
@@ -79,6 +82,7 @@ class Page:
     response: httpx.Response
     doc: Any
     records: list[Any]
+    size: int = 0  # bytes of the body
 
 
 class _Done:
@@ -107,6 +111,7 @@ class RestSource:
         base = system.base_url.rstrip("/") + "/"
         self.url = urljoin(base, source.request.path.lstrip("/")) if source.request.path else system.base_url
         self.stats = RestStats(url=mask_url(self.url))
+        self.system_label = tracing.system_label(system_name, system.base_url)  # spans and _hub_calls
         # Shared with every process talking to the system (hub.runtime.ratelimit / breaker).
         key = system_key(system_name, system.base_url)
         self.limiter = limiter_for(key, system.rate_limit, state_dir)
@@ -139,12 +144,22 @@ class RestSource:
 
     async def fetch(self, client: httpx.AsyncClient, req: PageRequest) -> Page:
         """One page, with retries on transport faults, truncated bodies, 429 and 5xx; through the system's
-        circuit breaker when it has one (a failure is what is left after the retries)."""
+        circuit breaker when it has one (a failure is what is left after the retries). One traced call
+        (:mod:`hub.runtime.tracing`): its span is current while the requests go out, as their ``traceparent``."""
+        method = self.source.request.method
+        shown = str(httpx.URL(req.url).copy_merge_params(req.params)) if req.params else req.url
+        with tracing.call(self.system_label, method, f"{method} {mask_url(shown)}", protocol="rest",
+                          attributes=tracing.http_attributes(method, shown)) as call:
+            page = await self._breaker_fetch(client, req, call)
+            call.rows, call.bytes = len(page.records), page.size
+            return page
+
+    async def _breaker_fetch(self, client: httpx.AsyncClient, req: PageRequest, call: tracing.Call) -> Page:
         if self.breaker is None:
-            return await self._fetch(client, req)
+            return await self._fetch(client, req, call)
         await asyncio.to_thread(self.breaker.before_call)
         try:
-            page = await self._fetch(client, req)
+            page = await self._fetch(client, req, call)
         except AdapterError as exc:
             down = isinstance(exc, TransportError) or (isinstance(exc, HTTPStatusError) and exc.status >= 500)
             if down or (isinstance(exc, ResponseFormatError) and "body truncated" in str(exc)):
@@ -155,10 +170,12 @@ class RestSource:
         await asyncio.to_thread(self.breaker.success)
         return page
 
-    async def _fetch(self, client: httpx.AsyncClient, req: PageRequest) -> Page:
+    async def _fetch(self, client: httpx.AsyncClient, req: PageRequest, call: tracing.Call | None = None) -> Page:
         attempt = 0
         while True:
             attempt += 1
+            if call is not None:
+                call.attempts = attempt
             try:
                 response, body = await self._request(client, req)
             except (BrokenBody, httpx.TransportError) as exc:
@@ -167,6 +184,8 @@ class RestSource:
                     continue
                 raise gave_up(self._describe(req), exc, attempt) from None
             status = response.status_code
+            if call is not None:
+                call.http_status = status
             if status in RETRY_STATUS and attempt <= self.policy.max_retries:
                 await self._backoff(attempt, response.headers.get("Retry-After"))
                 continue
@@ -182,7 +201,7 @@ class RestSource:
             if len(records) == 1 and isinstance(records[0], list):  # "$.data" pointing at the array itself
                 records = records[0]
             self.stats.add(pages=1, records=len(records), nbytes=len(body))
-            return Page(req, response, doc, records)
+            return Page(req, response, doc, records, len(body))
 
     async def _backoff(self, attempt: int, retry_after: str | None = None) -> None:
         self.stats.add(retries=1)
@@ -198,6 +217,7 @@ class RestSource:
             entry = cache.lookup(key)
             if entry is not None and cache.fresh(entry):
                 self.stats.add(cache_hits=1)
+                tracing.annotate(hub_cache="hit")  # no request went out
                 request = client.build_request("GET", req.url, params=req.params or None)
                 return cache.response(entry, request), entry.body
         if self.limiter is not None:
@@ -207,6 +227,7 @@ class RestSource:
             if resp.status_code == 304 and entry is not None:
                 cache.touch(entry, resp.headers)
                 self.stats.add(not_modified=1)
+                tracing.annotate(hub_cache="revalidated")
                 return cache.response(entry, resp.request), entry.body
             if resp.status_code == 200:
                 cache.store(key, resp.headers, body)
@@ -217,7 +238,7 @@ class RestSource:
         limit = self.system.max_response_bytes
         body = self.source.request.json_body
         async with client.stream(self.source.request.method, req.url, params=req.params or None,
-                                 json=body, headers=headers) as resp:
+                                 json=body, headers=tracing.inject(dict(headers or {}))) as resp:
             declared = resp.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > limit:
                 raise ResponseFormatError(
@@ -250,38 +271,52 @@ class RestSource:
     def _to_batches(self, records: list[Any]) -> list[pa.RecordBatch]:
         return [records_to_batch(records[i:i + self.batch_size]) for i in range(0, len(records), self.batch_size)]
 
-    async def _walk(self, emit: Emit) -> None:
-        """Fetch every page and hand each page's batches to *emit*, in page order."""
+    async def _walk(self, emit: Emit, resume: Token | None = None) -> None:
+        """Fetch every page and hand each page's batches to *emit*, in page order, with the token that
+        continues after that page; from the start, or from a checkpoint's *resume* token."""
         cfg = self.source
         paginator = Paginator(cfg.paginate, self.url, {**self.system.params, **cfg.request.params})
         max_pages = cfg.paginate.max_pages if cfg.paginate else None
         async with self._client() as client:
-            req: PageRequest | None = paginator.first_request()
-            assert req is not None
-            page = await self.fetch(client, req)
-            await emit(self._to_batches(page.records))
+            if resume is not None:
+                if resume.get("kind") == "done":
+                    return
+                req, known = paginator.resume(resume)
+                if known is not None:
+                    self.stats.concurrent = len(known) > 1
+                    await self._concurrent(client, known, emit, paginator.known_tokens(known))
+                    return
+                assert req is not None
+                page = await self.fetch(client, req)
+            else:
+                req = paginator.first_request()
+                page = await self.fetch(client, req)
+                known = paginator.remaining_known(req, page.doc)
+                if known is not None:
+                    if max_pages and len(known) + 1 > max_pages:
+                        raise ResponseFormatError(
+                            f"{self.stats.url}: {len(known) + 1} pages exceed paginate.max_pages={max_pages}")
+                    tokens = paginator.known_tokens([req, *known]) if cfg.paginate else [DONE]
+                    await emit(self._to_batches(page.records), tokens[0])
+                    self.stats.concurrent = len(known) > 0
+                    await self._concurrent(client, known, emit, tokens[1:])
+                    return
             count = 1
-            known = paginator.remaining_known(req, page.doc)
-            if known is not None:
-                if max_pages and len(known) + 1 > max_pages:
-                    raise ResponseFormatError(
-                        f"{self.stats.url}: {len(known) + 1} pages exceed paginate.max_pages={max_pages}")
-                self.stats.concurrent = len(known) > 0
-                await self._concurrent(client, known, emit)
-                return
             while True:
-                req = paginator.next_request(page.request, page.response, page.doc, len(page.records))
-                if req is None:
+                nxt = paginator.next_request(page.request, page.response, page.doc, len(page.records))
+                await emit(self._to_batches(page.records), paginator.token_for(nxt))
+                if nxt is None:
                     return
                 count += 1
                 if max_pages and count > max_pages:
                     raise ResponseFormatError(
                         f"{self.stats.url}: more than paginate.max_pages={max_pages} pages; stopping")
-                page = await self.fetch(client, req)
-                await emit(self._to_batches(page.records))
+                page = await self.fetch(client, nxt)
 
-    async def _concurrent(self, client: httpx.AsyncClient, requests: list[PageRequest], emit: Emit) -> None:
-        """Fetch *requests* with at most ``concurrency`` in flight; emit results in request order."""
+    async def _concurrent(self, client: httpx.AsyncClient, requests: list[PageRequest], emit: Emit,
+                          tokens: list[Token]) -> None:
+        """Fetch *requests* with at most ``concurrency`` in flight; emit results in request order, each with
+        its token from *tokens* (the pages after it)."""
         slots = asyncio.Semaphore(self.system.concurrency)
 
         async def one(req: PageRequest) -> list[pa.RecordBatch]:
@@ -290,6 +325,7 @@ class RestSource:
             return self._to_batches(page.records)  # the parsed document is dropped here
 
         todo = iter(requests)
+        after = iter(tokens)
         window: deque[asyncio.Task[list[pa.RecordBatch]]] = deque()
         try:
             for req in todo:
@@ -301,11 +337,23 @@ class RestSource:
                 nxt = next(todo, None)
                 if nxt is not None:
                     window.append(asyncio.create_task(one(nxt)))
-                await emit(batches)
+                await emit(batches, next(after))
         finally:
             for task in window:
                 task.cancel()
             await asyncio.gather(*window, return_exceptions=True)
+
+    def resume_blocker(self, window_closed: bool) -> str | None:
+        """Why this source cannot resume from a checkpoint (None: it can). Cursors, next URLs and Link
+        headers are positions the API hands out; page numbers and offsets are only trusted for a partition
+        whose window is over (data of the past), as a page may otherwise shift while the run is retried."""
+        if self.source.paginate is None:
+            return "a single request: nothing to resume"
+        paginator = Paginator(self.source.paginate, self.url, {})
+        if paginator.stable() or window_closed:
+            return None
+        return ("page-number/offset paging of data that may still change (not a partition in the past): "
+                "a retry starts over, as pages could have shifted")
 
     def details(self) -> dict[str, Any]:
         """What the extraction did, for run metadata (the URL is masked)."""
@@ -348,15 +396,22 @@ class RestSource:
     # --- records -----------------------------------------------------------------------------------------
 
     def batches(self) -> Iterator[pa.RecordBatch]:
-        """Records as Arrow batches of at most ``batch_size`` rows (one or more per page), in page order.
+        """Records as Arrow batches of at most ``batch_size`` rows (one or more per page), in page order."""
+        for batch, _ in self.resumable_batches(None):
+            yield batch
+
+    def resumable_batches(self, resume: Token | None) -> Iterator[tuple[pa.RecordBatch, Token | None]]:
+        """The batches of :meth:`batches`, each with the checkpoint token that continues after it (None when
+        the batch ends inside a page); from the start, or from *resume* (see :mod:`hub.runtime.checkpoint`).
 
         The HTTP side runs in a background thread; if the caller stops iterating (or fails), the
         thread is told to stop and is joined before this generator returns.
         """
-        handover: queue.Queue[pa.RecordBatch | _Done] = queue.Queue(maxsize=4)  # of up to batch_size rows
+        Item = tuple[pa.RecordBatch, Token | None]
+        handover: queue.Queue[Item | _Done] = queue.Queue(maxsize=4)  # of up to batch_size rows
         stop = threading.Event()
 
-        def put(item: pa.RecordBatch | _Done) -> None:
+        def put(item: Item | _Done) -> None:
             while not stop.is_set():
                 try:
                     handover.put(item, timeout=0.1)
@@ -367,32 +422,42 @@ class RestSource:
 
         # Pages are handed over in groups of up to batch_size rows: one hand-over per page would make
         # the two threads trade the GIL hundreds of times a second, which costs more than the copy.
+        # A group carries the token of its last batch when that batch ends a page.
         group: list[pa.RecordBatch] = []
+        last: list[Token | None] = [None]
 
         async def hand_over() -> None:
             if not group:
                 return
-            batch = group[0] if len(group) == 1 else pa.concat_batches(group)
+            item = (group[0] if len(group) == 1 else pa.concat_batches(group), last[0])
             group.clear()
+            last[0] = None
             if handover.full():
-                await asyncio.to_thread(put, batch)  # wait for room without stalling the loop
+                await asyncio.to_thread(put, item)  # wait for room without stalling the loop
             else:
-                put(batch)
+                put(item)
 
-        async def emit(batches: list[pa.RecordBatch]) -> None:
-            for batch in batches:
-                if not batch.num_rows:
-                    continue
+        async def emit(batches: list[pa.RecordBatch], token: Token | None) -> None:
+            rows = [b for b in batches if b.num_rows]
+            if not rows and group and last[0] is not None:
+                last[0] = token  # an empty page right after a page boundary: the boundary moves past it
+            for i, batch in enumerate(rows):
                 if group and (not batch.schema.equals(group[0].schema)
                               or sum(b.num_rows for b in group) + batch.num_rows > self.batch_size):
                     await hand_over()
                 group.append(batch)
+                last[0] = token if i == len(rows) - 1 else None
 
         running: dict[str, Any] = {}
 
         async def main() -> None:
             running["loop"], running["task"] = asyncio.get_running_loop(), asyncio.current_task()
-            await self._walk(emit)
+            try:
+                await self._walk(emit, resume)
+            except Exception:
+                if last[0] is not None:  # whole pages wait in the group: hand them over, they can be checkpointed
+                    await hand_over()
+                raise
             await hand_over()
 
         def produce() -> None:
@@ -406,7 +471,9 @@ class RestSource:
             with contextlib.suppress(asyncio.CancelledError):
                 put(outcome)
 
-        thread = threading.Thread(target=produce, name=f"hub-rest-{self.name}", daemon=True)
+        # The producer works in the caller's context (the asset's span and call log, see hub.runtime.tracing).
+        thread = threading.Thread(target=contextvars.copy_context().run, args=(produce,), name=f"hub-rest-{self.name}",
+                                  daemon=True)
         thread.start()
         try:
             while True:

@@ -9,6 +9,7 @@ never stops the file and never disappears.
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import io
 import zipfile
@@ -89,13 +90,73 @@ def read(path: Path, fmt: FormatConfig, *, name: str | None = None, base_dir: Pa
 
 # --- CSV -------------------------------------------------------------------------------------------------
 
+class _EscapedUtf8(io.RawIOBase):
+    """A UTF-8 byte stream with every invalid byte replaced by its ``\\xNN`` escape, and the lines where that
+    happened noted (*invalid*, 1-based physical lines).
+
+    pyarrow does not check UTF-8 input (it is its own encoding) and decodes the text of a malformed row strictly
+    before the invalid-row handler sees it: a bad byte there raised inside pyarrow ("Exception ignored"), and the
+    row was lost to a parse error. Escaped, the row's raw text reaches the quarantine; rows that parsed but held
+    invalid bytes are marked there too (:func:`read_csv`), never loaded with the escapes as data."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw, self.invalid, self._line, self._tail, self._out = raw, set[int](), 1, b"", b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._out:
+            chunk = self.raw.read(BLOCK)
+            if not chunk and not self._tail:
+                return 0
+            self._out = self._escape(self._tail + chunk, final=not chunk)
+        n = min(len(buffer), len(self._out))
+        buffer[:n], self._out = self._out[:n], self._out[n:]
+        return n
+
+    def _escape(self, data: bytes, *, final: bool) -> bytes:
+        out, pos = [], 0
+        while True:
+            try:
+                data[pos:].decode("utf-8")
+                out.append(data[pos:])
+                break
+            except UnicodeDecodeError as exc:
+                start, end = pos + exc.start, pos + exc.end
+                if end == len(data) and not final and exc.reason == "unexpected end of data":
+                    out.append(data[pos:start])  # a character cut at the block's end: keep it for the next
+                    self._tail = data[start:]
+                    self._line += data.count(b"\n", 0, start)
+                    return b"".join(out)
+                self.invalid.add(self._line + data.count(b"\n", 0, start))
+                out.append(data[pos:start] + "".join(f"\\x{b:02x}" for b in data[start:end]).encode())
+                pos = end
+        self._tail = b""
+        self._line += data.count(b"\n")
+        return b"".join(out)
+
+
+def _utf8(encoding: str) -> bool:
+    try:
+        return codecs.lookup(encoding).name in ("utf-8", "utf-8-sig")
+    except LookupError:
+        return False
+
+
 def read_csv(stream: IO[bytes], cfg: CsvFormat, name: str) -> Iterator[pa.RecordBatch]:
-    """CSV as text columns. Rows with the wrong number of fields are marked, not fatal."""
+    """CSV as text columns. Rows with the wrong number of fields are marked, not fatal; so are rows with bytes
+    that are not valid UTF-8 in a UTF-8 file (their raw text keeps them as ``\\xNN``)."""
     bad: list[tuple[int | None, str, str]] = []
+    escaped = _EscapedUtf8(stream) if _utf8(cfg.encoding) else None
+    if escaped is not None:
+        stream = io.BufferedReader(escaped, BLOCK)
 
     def invalid(row: Any) -> str:
-        bad.append((row.number, row.text,
-                    f"{name}:{row.number}: expected {row.expected_columns} fields, found {row.actual_columns}"))
+        reason = f"{name}:{row.number}: expected {row.expected_columns} fields, found {row.actual_columns}"
+        if escaped is not None and row.number in escaped.invalid:
+            reason += f" (and bytes that are not valid {cfg.encoding}, kept as \\xNN)"
+        bad.append((row.number, row.text, reason))
         return "skip"
 
     names = _csv_names(stream, cfg, name)
@@ -122,7 +183,7 @@ def read_csv(stream: IO[bytes], cfg: CsvFormat, name: str) -> Iterator[pa.Record
                     if next_line not in skip:
                         lines.append(next_line)
                     next_line += 1
-                yield _with_lines(batch, lines)
+                yield _marked_invalid(_with_lines(batch, lines), escaped, cfg, name)
             if len(bad) > seen_bad:
                 yield _errors_batch(bad[seen_bad:])
                 seen_bad = len(bad)
@@ -133,12 +194,30 @@ def read_csv(stream: IO[bytes], cfg: CsvFormat, name: str) -> Iterator[pa.Record
         yield _errors_batch(bad[seen_bad:])
 
 
+def _marked_invalid(batch: pa.RecordBatch, escaped: _EscapedUtf8 | None, cfg: CsvFormat,
+                   name: str) -> pa.RecordBatch:
+    """*batch* with its rows from lines that held invalid UTF-8 marked for the quarantine (raw: the fields as
+    read, escapes included, joined by the delimiter)."""
+    if escaped is None or not escaped.invalid:
+        return batch
+    lines = batch.column(LINE).to_pylist()
+    hit = [line in escaped.invalid for line in lines]
+    if not any(hit):
+        return batch
+    fields = [batch.column(n).to_pylist() for n in batch.schema.names if n != LINE]
+    raw = [cfg.delimiter.join("" if v[i] is None else v[i] for v in fields) if h else None for i, h in enumerate(hit)]
+    reasons = [f"{name}:{line}: bytes that are not valid {cfg.encoding} (kept as \\xNN in the raw text)" if h else None
+               for line, h in zip(lines, hit, strict=True)]
+    return batch.append_column(ERROR, pa.array(reasons, pa.string())).append_column(RAW, pa.array(raw, pa.string()))
+
+
 def _csv_names(stream: IO[bytes], cfg: CsvFormat, name: str) -> list[str]:
     """Column names: given, or the header line (read without consuming the stream)."""
     if cfg.columns and not cfg.header:
         return list(cfg.columns)
-    head = stream.peek(BLOCK) if hasattr(stream, "peek") else b""
-    if not head:
+    if hasattr(stream, "peek"):
+        head = stream.peek(BLOCK)  # empty: the end of the stream
+    else:
         head = stream.read(BLOCK)
         stream.seek(0)
     try:

@@ -28,6 +28,7 @@ import asyncssh
 
 from adapters.sftp.config import SftpSystemConfig
 from hub.errors import AdapterError, TransportError
+from hub.runtime import tracing
 from hub.runtime.breaker import breaker_for
 from hub.runtime.ratelimit import limiter_for, system_key
 from hub.runtime.retry import RetryPolicy
@@ -83,6 +84,7 @@ class SftpSession:
         self.base_dir = base_dir
         self.port = int(cfg.port)
         self.where = f"sftp://{cfg.username}@{cfg.host}:{self.port}"
+        self.system_label = system_name or cfg.host  # spans and _hub_calls
         # Every operation (list, stat, download, ...) is one request for the system's shared rate limit
         # and circuit breaker (keyed by the system's name, else by host and port).
         key = system_key(system_name, f"sftp://{cfg.host}:{self.port}")
@@ -90,6 +92,7 @@ class SftpSession:
         self.breaker = breaker_for(key, cfg.circuit_breaker, state_dir)
         self.policy = RetryPolicy.from_config(cfg.retries)
         self.retries = 0
+        self.resumed_at: list[int] = []  # byte offsets downloads continued from (download(resume=True))
         for secret in (cfg.password, cfg.passphrase):
             if secret:
                 register(secret)
@@ -178,8 +181,24 @@ class SftpSession:
         self._conn, self._sftp = None, None
 
     def _call(self, what: str, op: Callable[[asyncssh.SFTPClient], Awaitable[T]]) -> T:
-        """Run *op* on a live connection, reconnecting and retrying transient failures."""
+        """Run *op* on a live connection, reconnecting and retrying transient failures; one traced call
+        (:mod:`hub.runtime.tracing`) named by the first word of *what* (list, stat, download, ...)."""
+        before = self.retries
+        with tracing.call(self.system_label, what.split(" ", 1)[0], f"{self.where} {what}", protocol="sftp",
+                          attributes={"server.address": self.cfg.host, "server.port": self.port}) as call:
+            try:
+                result = self._breaker_call(what, op)
+            finally:
+                call.attempts = 1 + self.retries - before
+            if isinstance(result, bytes):
+                call.bytes = len(result)
+            elif isinstance(result, int) and what.startswith("download"):
+                call.bytes = result
+            elif isinstance(result, list):
+                call.rows = len(result)
+            return result
 
+    def _breaker_call(self, what: str, op: Callable[[asyncssh.SFTPClient], Awaitable[T]]) -> T:
         async def attempt() -> T:
             return await op(await self._client())
 
@@ -279,15 +298,53 @@ class SftpSession:
 
         return self._call(f"stat {path}", op)
 
-    def download(self, remote: str, local: Path) -> int:
-        """Copy *remote* to *local* with many reads in flight; returns the bytes copied."""
+    def download(self, remote: str, local: Path, *, resume: bool = False) -> int:
+        """Copy *remote* to *local* with many reads in flight; returns the size of *local* afterwards.
+
+        *resume*: *local* is a partial copy of *remote* (possibly empty): the bytes after its end are appended,
+        in order, so every attempt (a retry after a dropped connection, or a later run) continues where the
+        previous one stopped. ``get`` cannot: it writes blocks as they arrive, so a broken copy has holes."""
         cfg = self.cfg
 
-        async def op(sftp: asyncssh.SFTPClient) -> int:
+        async def whole(sftp: asyncssh.SFTPClient) -> int:
             await sftp.get(remote, str(local), block_size=cfg.block_size, max_requests=cfg.concurrency)
             return local.stat().st_size
 
-        return self._call(f"download {remote}", op)
+        async def rest(sftp: asyncssh.SFTPClient) -> int:
+            offset = local.stat().st_size if local.exists() else 0
+            if offset:
+                self.resumed_at.append(offset)
+            # `concurrency` block reads in flight (a new one as soon as any completes), written strictly in order:
+            # the local file is always a prefix of the remote one, whatever breaks.
+            block = cfg.block_size
+            async with sftp.open(remote, "rb", encoding=None, block_size=block, max_requests=1) as fh:
+                end = int((await fh.stat()).size or 0)
+                reads: dict[int, asyncio.Task[bytes | str]] = {}  # by offset
+                arrived: dict[int, bytes | str] = {}  # read, waiting for the blocks before them
+                ahead = offset
+                try:
+                    with local.open("ab") as out:
+                        while True:
+                            while len(reads) < cfg.concurrency and len(arrived) < cfg.concurrency and ahead < end:
+                                reads[ahead] = asyncio.ensure_future(fh.read(block, ahead))
+                                ahead += block
+                            while offset in arrived:
+                                data = arrived.pop(offset)
+                                out.write(data if isinstance(data, bytes) else data.encode())
+                                offset += len(data)
+                                if len(data) < block:  # the end (or shorter than it said: the size check tells)
+                                    return offset
+                            if not reads:
+                                return offset
+                            done, _ = await asyncio.wait(reads.values(), return_when=asyncio.FIRST_COMPLETED)
+                            for at in [at for at, task in reads.items() if task in done]:
+                                arrived[at] = reads.pop(at).result()
+                finally:
+                    for task in reads.values():
+                        task.cancel()
+                    await asyncio.gather(*reads.values(), return_exceptions=True)
+
+        return self._call(f"download {remote}", rest if resume else whole)
 
     def read_head(self, remote: str, size: int) -> bytes:
         """The first *size* bytes of *remote* (less when the file is shorter)."""

@@ -7,8 +7,10 @@ and only then archived or deleted on the server.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
+import json
 import os
 import posixpath
 import tempfile
@@ -22,7 +24,7 @@ import pyarrow as pa
 from adapters.sftp import _formats
 from adapters.sftp._session import RemoteFile, SftpSession
 from adapters.sftp.config import FilesConfig, SftpSourceConfig, SftpSystemConfig
-from hub.errors import AdapterError
+from hub.errors import AdapterError, TransportError
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,8 @@ class LocalCopy:
     path: Path
     sha256: str
     size: int
+    resumed_from: int = 0  # byte offset a partial copy of an earlier attempt was continued from
+    resumed_in_run: int = 0  # broken transfers this fetch continued after reconnecting
 
 
 def ready(files: list[RemoteFile], cfg: FilesConfig, markers: set[str], now: float,
@@ -97,15 +101,37 @@ class SftpSource:
         return next((f for f in files if f.name == name), None)
 
     def fetch(self, session: SftpSession, remote: RemoteFile) -> LocalCopy:
-        """Download *remote* to the spool and hash it. Refuses a file that changed while being copied."""
-        if self.spool_dir is not None:
-            self.spool_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix="hub-sftp-", suffix="-" + posixpath.basename(remote.path),
-                                    dir=self.spool_dir)
-        local = Path(name)
-        os.close(fd)
+        """Download *remote* to the spool and hash it. Refuses a file that changed while being copied.
+
+        The copy is made under a name derived from the source and the remote path, with a note of the remote
+        size and mtime: a download that fails for good (retries exhausted, the process killed) leaves its
+        partial copy, and the next fetch of the same, unchanged file continues from its last byte instead of
+        copying it again (a retry within the run continues the same way, see ``SftpSession.download``)."""
+        if self.spool_dir is None:
+            fd, name = tempfile.mkstemp(prefix="hub-sftp-", suffix="-" + posixpath.basename(remote.path))
+            os.close(fd)
+            return self._copy(session, remote, Path(name), None)
+        folder = self.spool_dir / "partial"
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key = hashlib.sha256(f"{self.name}\0{remote.path}".encode()).hexdigest()[:24]
+        local = folder / f"{key}-{posixpath.basename(remote.path)}"
+        note = folder / f"{key}.json"
+        version = {"path": remote.path, "size": remote.size, "mtime": remote.mtime}
+        previous: object = None
+        with contextlib.suppress(OSError, ValueError):
+            previous = json.loads(note.read_text())
+        if previous != version or not local.exists():
+            local.unlink(missing_ok=True)  # another version of the file (or none): start from byte 0
+            note.write_text(json.dumps(version))
+        return self._copy(session, remote, local, note)
+
+    def _copy(self, session: SftpSession, remote: RemoteFile, local: Path, note: Path | None) -> LocalCopy:
+        """Fetch into *local* (continuing a partial copy when *note* records it); keep the partial copy only
+        when the transfer broke (the next fetch resumes it), never when the file changed or is refused."""
+        start = local.stat().st_size if local.exists() else 0
+        resumes_before = len(session.resumed_at)
         try:
-            size = session.download(remote.path, local)
+            size = session.download(remote.path, local, resume=True)
             after = session.stat(remote.path)
             if after != (remote.size, remote.mtime) or size != remote.size:
                 raise AdapterError(
@@ -115,10 +141,16 @@ class SftpSource:
             with local.open("rb") as fh:
                 while chunk := fh.read(1 << 20):
                     digest.update(chunk)
-        except BaseException:
-            local.unlink(missing_ok=True)
+        except BaseException as exc:
+            if note is None or not (isinstance(exc, TransportError) or not isinstance(exc, Exception)):
+                local.unlink(missing_ok=True)
+                if note is not None:
+                    note.unlink(missing_ok=True)
             raise
-        return LocalCopy(remote, local, digest.hexdigest(), size)
+        if note is not None:
+            note.unlink(missing_ok=True)  # complete: an ordinary local copy from now on
+        return LocalCopy(remote, local, digest.hexdigest(), size, resumed_from=start,
+                         resumed_in_run=len(session.resumed_at) - resumes_before - (1 if start else 0))
 
     def batches(self, copy: LocalCopy) -> Iterator[pa.RecordBatch]:
         """The file's records (see :mod:`adapters.sftp._formats` for the reserved columns)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from zeep.wsdl.utils import etree_to_string
 
 from adapters._http import BrokenBody
 from hub.errors import HTTPStatusError, ResponseFormatError
+from hub.runtime import tracing
 from hub.runtime.secrets import mask, mask_url
 
 
@@ -51,10 +53,27 @@ class Spooled:
             self.path.unlink(missing_ok=True)
 
 
+def capped(response: httpx.Response, max_bytes: int, what: str, context: str = "") -> Iterator[bytes]:
+    """The body of a streamed *response*, 1 MiB at a time, never more than *max_bytes* of it: a larger declared
+    ``Content-Length`` is refused before reading, a body that grows past the cap as soon as it does. The one
+    bound for WSDL documents and operation responses alike (the error: "*what* exceeds max_response_bytes=N
+    *context*"); a connection that breaks mid-body raises httpx's error for the caller to classify."""
+    declared = response.headers.get("Content-Length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise ResponseFormatError(f"{what} of {declared} bytes exceeds max_response_bytes={max_bytes}{context}")
+    size = 0
+    for chunk in response.iter_bytes(1 << 20):
+        size += len(chunk)
+        if size > max_bytes:
+            raise ResponseFormatError(f"{what} exceeds max_response_bytes={max_bytes}{context}")
+        yield chunk
+
+
 class HttpxTransport(Transport):
     def __init__(self, http: httpx.Client, *, cache: Any = None, spool_dir: Path | None = None,
-                 max_bytes: int = 4 * 1024**3) -> None:
+                 max_bytes: int = 4 * 1024**3, system_name: str | None = None) -> None:
         super().__init__(cache=cache)
+        self.system_name = system_name  # of the traced calls fetching documents
         self.session.close()  # zeep's requests session is never used
         self.http = http
         self.spool_dir = spool_dir
@@ -69,15 +88,17 @@ class HttpxTransport(Transport):
     def _load_remote_data(self, url: str) -> bytes:
         if urlsplit(url).scheme == "file":
             return Path(urlsplit(url).path).read_bytes()
-        with self.http.stream("GET", url) as response:  # WSDL and schema documents: bounded like responses
-            chunks, size = [], 0
-            for chunk in response.iter_bytes(1 << 20):
-                size += len(chunk)
-                if size > self.max_bytes:
-                    raise ResponseFormatError(f"GET {mask_url(url)}: document exceeds "
-                                              f"max_response_bytes={self.max_bytes} while loading the WSDL")
-                chunks.append(chunk)
-        content = b"".join(chunks)
+        with tracing.call(tracing.system_label(self.system_name, url), "wsdl", f"GET {mask_url(url)}",
+                          protocol="soap", attributes=tracing.http_attributes("GET", url)) as call:
+            content = self._fetch_document(url, call)
+            call.bytes = len(content)
+            return content
+
+    def _fetch_document(self, url: str, call: tracing.Call) -> bytes:
+        with self.http.stream("GET", url, headers=tracing.inject()) as response:  # bounded like responses
+            call.http_status = response.status_code
+            content = b"".join(capped(response, self.max_bytes, f"GET {mask_url(url)}: document",
+                                      " while loading the WSDL"))
         if response.status_code >= 400:
             raise HTTPStatusError(f"GET {mask_url(url)}: HTTP {response.status_code} {response.reason_phrase} "
                                   f"while loading the WSDL: {mask(content[:200].decode('utf-8', 'replace'))}",
@@ -88,27 +109,23 @@ class HttpxTransport(Transport):
         return self.spool("POST", address, etree_to_string(envelope), headers)
 
     def spool(self, method: str, url: str, body: bytes, headers: dict[str, str]) -> Spooled:
-        """Send a request and stream the answer into a temporary file."""
+        """Send a request and stream the answer into a temporary file. The current span (the operation call's)
+        goes along as W3C ``traceparent``, so the partner can correlate."""
+        headers = dict(tracing.inject(dict(headers)))
         if self.spool_dir is not None:
             self.spool_dir.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix="hub-soap-", suffix=".xml", dir=self.spool_dir)
         path = Path(name)
         try:
             with os.fdopen(fd, "wb") as out, self.http.stream(method, url, content=body, headers=headers) as resp:
-                declared = resp.headers.get("Content-Length")
-                if declared and declared.isdigit() and int(declared) > self.max_bytes:
-                    raise ResponseFormatError(f"{method} {mask_url(url)}: response of {declared} bytes exceeds "
-                                              f"max_response_bytes={self.max_bytes}")
                 size = 0
                 try:
-                    for chunk in resp.iter_bytes(1 << 20):
+                    for chunk in capped(resp, self.max_bytes, f"{method} {mask_url(url)}: response"):
                         size += len(chunk)
-                        if size > self.max_bytes:
-                            raise ResponseFormatError(f"{method} {mask_url(url)}: response exceeds "
-                                                      f"max_response_bytes={self.max_bytes}")
                         out.write(chunk)
                 except httpx.TransportError as exc:
-                    raise BrokenBody(resp.status_code, size, declared, type(exc).__name__) from exc
+                    raise BrokenBody(resp.status_code, size, resp.headers.get("Content-Length"),
+                                     type(exc).__name__) from exc
                 return Spooled(url=url, status=resp.status_code, reason=resp.reason_phrase, headers=resp.headers,
                                path=path, size=size)
         except BaseException:

@@ -28,7 +28,9 @@ from adapters.soap._transport import HttpxTransport, Spooled
 from adapters.soap._wsse import UsernameTokenWithTimestamp
 from adapters.soap.config import SoapSourceConfig, SoapSystemConfig, SoapTimeouts
 from hub.errors import AdapterError, HTTPStatusError, ResponseFormatError, SoapFault, TransportError, XMLSecurityError
+from hub.runtime import tracing
 from hub.runtime.breaker import breaker_for
+from hub.runtime.checkpoint import DONE, Token
 from hub.runtime.ratelimit import limiter_for, system_key
 from hub.runtime.retry import RetryPolicy
 from hub.runtime.secrets import mask, mask_url, register
@@ -76,8 +78,9 @@ def _http_client(system: SoapSystemConfig) -> httpx.Client:
 
 
 def load_wsdl(system: SoapSystemConfig, *, cache_dir: Path | None = None, base_dir: Path | None = None,
-              spool_dir: Path | None = None) -> Wsdl:
-    """Load the system's WSDL (and its imports) safely: DTDs, entities and external references refused."""
+              spool_dir: Path | None = None, system_name: str | None = None) -> Wsdl:
+    """Load the system's WSDL (and its imports) safely: DTDs, entities and external references refused.
+    Each document fetched is a traced call of *system_name* (:mod:`hub.runtime.tracing`)."""
     location = system.wsdl
     if "://" not in location:
         path = Path(location)
@@ -87,7 +90,8 @@ def load_wsdl(system: SoapSystemConfig, *, cache_dir: Path | None = None, base_d
         cache_dir.mkdir(parents=True, exist_ok=True)
         cache = SqliteCache(path=str(cache_dir / "wsdl-cache.sqlite"), timeout=system.wsdl_cache_ttl)
     transport = HttpxTransport(_http_client(system), cache=cache, spool_dir=spool_dir,
-                               max_bytes=system.max_response_bytes)
+                               max_bytes=system.max_response_bytes,
+                               system_name=tracing.system_label(system_name, system.address or system.wsdl))
     settings = zeep.Settings(strict=True, forbid_dtd=True, forbid_entities=True, forbid_external=True,
                              xml_huge_tree=False)
     wsse = None
@@ -160,6 +164,7 @@ class SoapSource:
         self.lists = set(lists)
         self.policy = RetryPolicy.from_config(system.retries)
         self.stats = SoapStats(url=mask_url(system.address or system.wsdl), operation=source.operation)
+        self.system_label = tracing.system_label(system_name, system.address or system.wsdl)  # spans, _hub_calls
         self._wsdl: Wsdl | None = None
         self._headers: Any = None
         # Shared with every process calling the system (hub.runtime.ratelimit / breaker).
@@ -171,7 +176,7 @@ class SoapSource:
 
     def _open(self) -> tuple[Wsdl, Any, Any, ResponseReader]:
         wsdl = self._wsdl or load_wsdl(self.system, cache_dir=self.cache_dir, base_dir=self.base_dir,
-                                       spool_dir=self.spool_dir)
+                                       spool_dir=self.spool_dir, system_name=self.system_label)
         self._wsdl = wsdl
         service, port = select_port(wsdl, self.system)
         binding = port.binding
@@ -242,15 +247,35 @@ class SoapSource:
         return response
 
     def _page(self, wsdl: Wsdl, proxy: Any, reader: ResponseReader, params: dict[str, Any]) -> Iterator[pa.RecordBatch]:
+        """One request (with retries) and its records, as one traced call (:mod:`hub.runtime.tracing`): the
+        span spans the reading of the records too, but is current only while a request goes out (a generator
+        must not leave its span current across a ``yield``)."""
+        op = self.source.operation
+        call = tracing.start_call(self.system_label, op, f"{op} at {self.stats.url}", protocol="soap",
+                                  attributes={**tracing.http_attributes("POST", self.stats.url),
+                                              "rpc.system": "soap", "rpc.method": op})
+        try:
+            yield from self._breaker_page(wsdl, proxy, reader, params, call)
+        except GeneratorExit:
+            call.end(cancelled=True)
+            raise
+        except BaseException as exc:
+            call.end(exc)
+            raise
+        call.rows = reader.records
+        call.end()
+
+    def _breaker_page(self, wsdl: Wsdl, proxy: Any, reader: ResponseReader, params: dict[str, Any],
+                      call: tracing.Call | None = None) -> Iterator[pa.RecordBatch]:
         """One request (with retries) and its records, through the system's circuit breaker if it has one:
         what is left after the retries counts as a failure when the service is down (transport errors,
         5xx, server faults); any answer that shows it up (client faults, 4xx) as a success."""
         if self.breaker is None:
-            yield from self._attempts(wsdl, proxy, reader, params)
+            yield from self._attempts(wsdl, proxy, reader, params, call)
             return
         self.breaker.before_call()
         try:
-            yield from self._attempts(wsdl, proxy, reader, params)
+            yield from self._attempts(wsdl, proxy, reader, params, call)
         except (TransportError, HTTPStatusError, SoapFault) as exc:
             down = (isinstance(exc, TransportError) or (isinstance(exc, HTTPStatusError) and exc.status >= 500)
                     or (isinstance(exc, SoapFault) and not exc.is_client_fault))
@@ -262,14 +287,20 @@ class SoapSource:
         self.breaker.success()
 
     def _attempts(self, wsdl: Wsdl, proxy: Any, reader: ResponseReader,
-                  params: dict[str, Any]) -> Iterator[pa.RecordBatch]:
+                  params: dict[str, Any], call: tracing.Call | None = None) -> Iterator[pa.RecordBatch]:
         op = self.source.operation
         attempt = 0
         while True:
             attempt += 1
             retry_after: str | None = None
             try:
-                response = self._call(wsdl, proxy, params)
+                if call is None:
+                    response = self._call(wsdl, proxy, params)
+                else:
+                    call.attempts = attempt
+                    with call.active():  # the request carries the call's span as traceparent
+                        response = self._call(wsdl, proxy, params)
+                    call.http_status, call.bytes = response.status, response.size
             except (BrokenBody, httpx.TransportError) as exc:
                 if attempt <= self.policy.max_retries:
                     self._backoff(attempt)
@@ -311,6 +342,26 @@ class SoapSource:
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         """Every record of every page as Arrow batches of at most ``batch_size`` rows."""
+        for batch, _ in self.resumable_batches(None):
+            yield batch
+
+    def resume_blocker(self, window_closed: bool) -> str | None:
+        """Why this source cannot resume from a checkpoint (None: it can). A continuation token is a position
+        the service hands out; page numbers and offsets are only trusted for a partition whose window is over
+        (data of the past), as pages could otherwise shift between the attempts."""
+        paging = self.source.paginate
+        if paging is None:
+            return "a single request: nothing to resume"
+        if paging.token or window_closed:
+            return None
+        return ("page-number/offset paging of data that may still change (not a partition in the past): "
+                "a retry starts over, as pages could have shifted")
+
+    def resumable_batches(self, resume: Token | None) -> Iterator[tuple[pa.RecordBatch, Token | None]]:
+        """The batches of :meth:`batches`, the last one of each page with the checkpoint token that continues
+        after that page; from the start, or from *resume* (see :mod:`hub.runtime.checkpoint`)."""
+        if resume is not None and resume.get("kind") == "done":
+            return
         wsdl, proxy, _, reader = self._open()
         paging = self.source.paginate
         params = dict(self.source.params)
@@ -322,37 +373,55 @@ class SoapSource:
             params[paging.offset.param] = paging.offset.start
             if paging.offset.limit_param:
                 params[paging.offset.limit_param] = paging.offset.limit
-        seen_tokens: set[str] = set()
+        moving = (paging.token.param if paging.token else paging.page_number.param if paging.page_number
+                  else paging.offset.param if paging.offset else None) if paging else None
         pages = 0
+        if resume is not None:
+            if resume.get("param") != moving or moving is None:
+                raise AdapterError(f"{self.source.operation}: the checkpoint continues with "
+                                   f"{resume.get('param')!r}, which this source's paging does not use")
+            params[moving] = resume["value"]
+            pages = int(resume.get("pages", 0))
+        seen_tokens: set[str] = set()
         while True:
             pages += 1
             if paging and paging.max_pages and pages > paging.max_pages:
                 raise ResponseFormatError(f"{self.source.operation}: more than paginate.max_pages="
                                           f"{paging.max_pages} pages; stopping")
             reader.records, reader.token = 0, None
-            yield from self._page(wsdl, proxy, reader, params)
+            held: pa.RecordBatch | None = None  # the page's last batch is handed over with the token
+            for batch in self._page(wsdl, proxy, reader, params):
+                if held is not None:
+                    yield held, None
+                held = batch
             n = reader.records
+            done = paging is None
             if paging is None:
-                return
-            if paging.token:
+                pass
+            elif paging.token:
                 token = reader.token
                 if not token:
-                    return
-                if token in seen_tokens:
+                    done = True
+                elif token in seen_tokens:
                     raise ResponseFormatError(f"{self.source.operation}: continuation token {token!r} was "
                                               "already returned; the service is looping")
-                seen_tokens.add(token)
-                params[paging.token.param] = token
+                else:
+                    seen_tokens.add(token)
+                    params[paging.token.param] = token
             # Page and offset paging end on an empty page, not a short one: services often cap the page
             # size below what was asked, and a short page would then silently end the extraction.
             elif paging.page_number:
-                if n == 0:
-                    return
-                params[paging.page_number.param] += 1
+                done = n == 0
+                params[paging.page_number.param] += 0 if done else 1
             elif paging.offset:
-                if n == 0:
-                    return
+                done = n == 0
                 params[paging.offset.param] += n
+            if held is not None:
+                yield held, (dict(DONE) if done or moving is None else
+                             {"kind": "param", "param": moving, "value": params[moving], "pages": pages,
+                              "at": f"{moving}={params[moving]}"})
+            if done:
+                return
 
     def details(self) -> dict[str, Any]:
         """What the extraction did, for run metadata (the URL is masked)."""

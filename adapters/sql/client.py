@@ -32,12 +32,16 @@ from adapters.sql._guard import check_read_only
 from adapters.sql._types import adbc_schema, arrow_type, column_array, infer_type, is_char, normalize_adbc
 from adapters.sql.config import SqlSourceConfig, SqlSystemConfig
 from hub.errors import AdapterError, SourceInterrupted, TransportError
+from hub.runtime import tracing
 from hub.runtime.breaker import breaker_for
 from hub.runtime.duration import seconds
 from hub.runtime.prefetch import prefetch
 from hub.runtime.ratelimit import limiter_for, system_key
 from hub.runtime.retry import RetryPolicy
 from hub.runtime.secrets import mask
+
+#: Dialects that sort NULLs last in ascending order (checkpointed reads want them first).
+_NULLS_LAST = frozenset({"postgresql", "oracle"})
 
 #: Kinds of high-water marks, by the cursor column's Arrow type.
 _KINDS = {"timestamp": pa.types.is_timestamp, "date": pa.types.is_date, "int": pa.types.is_integer,
@@ -96,14 +100,38 @@ class SqlSource:
         if source.query is not None:
             check_read_only(source.query, self.dialect, where=f"{self.where}.query")
         self._lookback: str | int | None = source.incremental.lookback if source.incremental else None
+        self._ordered = False  # read in cursor order (checkpointed, see resumable_batches)
+        self._resume_from: tuple[str, str] | None = None  # (mark, kind) a checkpoint continues from
         # Each query (attempt) is one request for the system's shared rate limit and circuit breaker.
         key = system_key(system_name, self.url.render_as_string(hide_password=True))
         self.limiter = limiter_for(key, system.rate_limit, state_dir)
         self.breaker = breaker_for(key, system.circuit_breaker, state_dir)
+        self.system_label = system_name or self.dialect  # spans and _hub_calls
 
     # --- public ----------------------------------------------------------------------------------------
 
     def batches(self) -> Iterator[pa.RecordBatch]:
+        """The rows, as record batches of one schema; the query (with its retries) is one traced call
+        (:mod:`hub.runtime.tracing`) whose span is never current across a ``yield``."""
+        what = self.source.table or "query"
+        call = tracing.start_call(self.system_label, "query", f"{shown(self.url)} {what}", protocol="sql",
+                                  attributes={"db.system.name": self.dialect, "db.collection.name": self.source.table})
+        before, nbytes = self.retries, 0
+        try:
+            for batch in self._breaker_batches():
+                nbytes += batch.nbytes
+                yield batch
+        except GeneratorExit:
+            call.end(cancelled=True)
+            raise
+        except BaseException as exc:
+            call.attempts, call.rows, call.bytes = 1 + self.retries - before, self.rows, nbytes
+            call.end(exc)
+            raise
+        call.attempts, call.rows, call.bytes = 1 + self.retries - before, self.rows, nbytes
+        call.end()
+
+    def _breaker_batches(self) -> Iterator[pa.RecordBatch]:
         """The rows, as record batches of one schema. Retries a broken connection (see the module notes);
         through the system's circuit breaker when it has one (a connection lost for good is a failure)."""
         if self.breaker is None:
@@ -173,6 +201,38 @@ class SqlSource:
             out["circuit"] = self.breaker.details()
         return out
 
+    # --- checkpoints (hub.runtime.checkpoint) ------------------------------------------------------------
+
+    def resume_blocker(self, window_closed: bool) -> str | None:
+        """Why this source cannot resume from a checkpoint (None: it can). Only incremental sources have a
+        position: read in cursor order, the last spooled cursor value is where the rest begins."""
+        if self.source.incremental is None:
+            return "a SQL source without an incremental cursor has no position to resume from: it is read again"
+        if self.dialect == "sqlite" and self.source.query is not None:
+            return "SQLite compares timestamps as text: a query source is not read in a resumable order"
+        return None
+
+    def resumable_batches(self, resume: dict[str, Any] | None) -> Iterator[tuple[pa.RecordBatch,
+                                                                                 dict[str, Any] | None]]:
+        """The rows in cursor order (NULLs first), each batch with the token ``cursor >= <the largest value so
+        far>``. A resumed read starts there, inclusive: rows at the boundary are read again and merged on the
+        primary key (incremental sources always have one), so nothing is skipped and nothing duplicated."""
+        inc = self.source.incremental
+        assert inc is not None, "resume_blocker refuses sources without an incremental cursor"
+        self._ordered = True
+        if resume is not None:
+            self._resume_from = (str(resume["value"]), str(resume["mark_kind"]))
+        top: Any = None
+        for batch in self.batches():
+            high = pc.max(batch.column(inc.cursor)).as_py()
+            if high is not None and (top is None or high > top):
+                top = high
+            yield batch, None if top is None else {
+                "kind": "cursor", "value": format_mark(top), "mark_kind": self.cursor_kind,
+                "at": f"{inc.cursor} >= {format_mark(top)}"}
+        if top is None and resume is not None:  # nothing after the spooled rows: their largest value is the mark
+            self.high_water_mark = str(resume["value"])
+
     # --- building the statement ------------------------------------------------------------------------
 
     def _plan(self, conn: sa.Connection) -> tuple[Any, dict[str, Any], dict[str, pa.DataType] | None,
@@ -217,6 +277,10 @@ class SqlSource:
                         stmt = stmt.where(sa.func.datetime(column) >= sa.func.datetime(since))
                     else:
                         stmt = stmt.where(column >= since)
+                if self._ordered:  # checkpointed: rows come in cursor order, NULLs first (see resumable_batches)
+                    text_time = self.dialect == "sqlite" and self.cursor_kind == "timestamp"
+                    key = sa.func.datetime(column) if text_time else column
+                    stmt = stmt.order_by(key.asc().nulls_first() if self.dialect in _NULLS_LAST else key.asc())
             return stmt, params, types, trim
         assert src.query is not None
         query = src.query.strip().rstrip(";")
@@ -228,6 +292,10 @@ class SqlSource:
             if bound is not None:
                 query = f"SELECT * FROM ({query}) _hub_q WHERE _hub_q.{quoted} >= :_hub_since"
                 params["_hub_since"] = bound
+            if self._ordered:
+                nulls = " NULLS FIRST" if self.dialect in _NULLS_LAST else ""
+                query = (f"{query} ORDER BY _hub_q.{quoted}{nulls}" if bound is not None
+                         else f"SELECT * FROM ({query}) _hub_q ORDER BY _hub_q.{quoted}{nulls}")
         return sa.text(query), params, None, set()
 
     def _bound(self, column_type: Any) -> Any:
@@ -235,12 +303,14 @@ class SqlSource:
         inc = self.source.incremental
         assert inc is not None
         raw = self.stored_mark if self.stored_mark is not None else inc.initial
+        if self._resume_from is not None:  # a checkpoint's last cursor value: exactly there, no lookback
+            raw, self.cursor_kind = self._resume_from
         if raw is None:
             return None
         kind = self.cursor_kind or _guess_kind(raw)
         self.cursor_kind = kind
         value = parse_mark(str(raw), kind)
-        if self._lookback is not None:
+        if self._lookback is not None and self._resume_from is None:
             if kind == "timestamp":
                 value = value - dt.timedelta(seconds=seconds(self._lookback))
             elif kind == "date":

@@ -16,8 +16,10 @@ import dagster as dg
 from dagster import partition_loading_context
 
 from hub.dagster.contract_checks import contract_definitions
+from hub.dagster.executor import executor_from_env
 from hub.dagster.files import export_asset, file_asset, file_job, file_sensor
 from hub.dagster.progress import report
+from hub.dagster.tracing import run_trace_sensors
 from hub.dagster.validation import check_results, check_specs
 from hub.materialize import Outcome, child_mode, load_mode, materialize_model, materialize_source
 from hub.runtime.secrets import mask_url
@@ -173,7 +175,7 @@ def _model_asset(pipeline: Pipeline, name: str) -> dg.AssetsDefinition:
         check_specs=check_specs(pipeline, [name]) or None,
     )
     def _asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        outcome = materialize_model(pipeline, name)
+        outcome = materialize_model(pipeline, name, run_id=context.run_id)
         context.log.info(f"{name}: rebuilt with {outcome.load.table_rows} rows in {outcome.duration_s:.2f}s")
         return dg.MaterializeResult(metadata=_metadata(outcome, False),
                                     check_results=check_results(context, pipeline, name, None))
@@ -232,10 +234,16 @@ def pipeline_definitions(pipeline: Pipeline) -> dg.Definitions:
 
 
 def build_definitions(folder: str | Path, *, loader: Callable[[Path], Pipeline] = load) -> dg.Definitions:
-    """Definitions for every spec in *folder*; an invalid spec fails loading with its full error list."""
+    """Definitions for every spec in *folder*; an invalid spec fails loading with its full error list. The
+    executor of every job is the deployment's choice: ``$HUB_EXECUTOR`` (hub/dagster/executor.py)."""
     pipelines = [loader(p) for p in discover(folder)]
     _check_unique_assets(pipelines)
-    return dg.Definitions.merge(*[pipeline_definitions(p) for p in pipelines]) if pipelines else dg.Definitions()
+    defs = dg.Definitions.merge(*[pipeline_definitions(p) for p in pipelines]) if pipelines else dg.Definitions()
+    trace_sensors = run_trace_sensors()  # tracing on: the daemon emits the run spans of UI/scheduled runs
+    if trace_sensors:
+        defs = dg.Definitions.merge(defs, dg.Definitions(sensors=trace_sensors))
+    executor = executor_from_env()
+    return dg.Definitions.merge(defs, dg.Definitions(executor=executor)) if executor is not None else defs
 
 
 def _check_unique_assets(pipelines: Iterable[Pipeline]) -> None:

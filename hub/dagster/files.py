@@ -14,6 +14,7 @@ from hub.dagster.progress import report
 from hub.dagster.validation import check_results, check_specs
 from hub.exports import run_export
 from hub.files import build_sftp, ingest_file
+from hub.runtime import tracing
 from hub.spec import Pipeline
 from hub.spec.models import ResolvedSource
 
@@ -105,7 +106,10 @@ def export_asset(pipeline: Pipeline, name: str, pool: str | None) -> dg.AssetsDe
               description=export.description or f"{fmt} export of {export.table or 'a query'} to {export.path}",
               metadata={"hub/system": export.system, "hub/path": export.path, "hub/spec": str(pipeline.path)})
     def _asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        outcome = run_export(pipeline, name)
+        with tracing.asset_scope(name, run_id=context.run_id, pipeline=pipeline.name,
+                                 warehouse_url=pipeline.warehouse_url, kind="export") as scope:
+            outcome = run_export(pipeline, name)
+            scope.rows = outcome.rows
         context.log.info(f"{name}: {outcome.rows} rows, {outcome.bytes} bytes uploaded to {outcome.remote_path}")
         return dg.MaterializeResult(metadata={
             "dagster/row_count": outcome.rows, "hub/remote_path": outcome.remote_path, "hub/bytes": outcome.bytes,

@@ -7,6 +7,7 @@ last, once, so nothing is loaded more often than needed and models see every par
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -15,6 +16,7 @@ import dagster as dg
 from hub.dagster.definitions import FULL_REFRESH_TAG, partitions_def, pipeline_assets
 from hub.errors import HubError
 from hub.files import ready_files
+from hub.runtime import tracing
 from hub.spec import Pipeline
 
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -109,6 +111,7 @@ def run_pipeline(pipeline: Pipeline, instance: dg.DagsterInstance, *, assets: Se
     def run(selection: list[str], key: str | None, label: str | None) -> bool:
         if before_run:
             before_run(label)
+        started_ns = time.time_ns()
         result = dg.materialize(
             all_assets, instance=instance, partition_key=key, selection=selection, raise_on_error=False,
             run_config=QUIET_RUN_CONFIG if quiet else None,
@@ -127,6 +130,11 @@ def run_pipeline(pipeline: Pipeline, instance: dg.DagsterInstance, *, assets: Se
         outcomes.append(RunOutcome(partition=label, run_id=result.run_id, success=result.success, assets=selection,
                                    error=None if result.success else _failure(result), row_counts=counts,
                                    rows_loaded=loaded))
+        # this process saw the whole run: emit its span, with the ids its asset spans point to
+        tracing.emit_run_span(result.run_id, start_ns=started_ns, end_ns=time.time_ns(), success=result.success,
+                              error=outcomes[-1].error, attributes={
+                                  "hub.pipeline": pipeline.name, "hub.partition": label,
+                                  "hub.assets": list(selection), "hub.launched_by": "hub run"})
         return result.success
 
     for i, key in enumerate(partitions if first else []):

@@ -184,6 +184,7 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         qs = {k: v[-1] for k, v in parse_qs(url.query).items()}
         self.server.requests += 1
+        self.server.traceparents.append((url.path, self.headers.get("traceparent")))
         fail_after = self.server.fail_after
         if fail_after is not None and self.server.requests > fail_after:
             self._send(500, {"error": "injected failure"})
@@ -241,6 +242,7 @@ class _CRMServer(ThreadingHTTPServer):
     def __init__(self, addr: tuple[str, int], data: CRMData, token: str) -> None:
         super().__init__(addr, _Handler)
         self.data, self.token, self.requests = data, token, 0
+        self.traceparents: list[tuple[str, str | None]] = []  # (path, W3C traceparent) of each request
         self.fail_after: int | None = None  # fault injection for tests: answer 500 after N requests
         self.drop_fields: set[str] = set()  # dotted record fields left out of responses (contract tests)
         self.rewrite: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None  # (path, body) -> body
@@ -264,6 +266,11 @@ class CRMService:
     @property
     def requests(self) -> int:
         return self._server.requests
+
+    @property
+    def traceparents(self) -> list[tuple[str, str | None]]:
+        """(path, W3C traceparent header) of every request, for tests of trace propagation."""
+        return self._server.traceparents
 
     @property
     def drop_fields(self) -> set[str]:

@@ -299,6 +299,7 @@ class _Secured:
         body = environ["wsgi.input"].read(length)
         service.requests.append(body)
         service.content_types.append(environ.get("CONTENT_TYPE", ""))
+        service.traceparents.append(environ.get("HTTP_TRACEPARENT"))
         if service.delay_next:
             time.sleep(service.delay_next.pop(0))
         fault = service.fail_next.pop(0) if service.fail_next else None
@@ -378,6 +379,7 @@ class ERPService:
         self.username, self.password = username, password
         self.requests: list[bytes] = []  # raw request bodies, for tests
         self.content_types: list[str] = []  # their Content-Type headers
+        self.traceparents: list[str | None] = []  # their W3C traceparent headers (a partner correlating)
         self.fail_next: list[int] = []  # HTTP statuses to answer to the next requests, for failure tests
         self.delay_next: list[float] = []  # seconds to stall the next requests, for timeout tests
         self.rewrite: Callable[[bytes], bytes] | None = None  # alters responses, for contract tests
