@@ -38,6 +38,7 @@ from hub.dagster.instance import DAGSTER_YAML, ensure_pools
 from hub.demo import bank as demo_bank
 from hub.demo.crm import DEMO_TOKEN, CRMService
 from hub.demo.erp import DEMO_PASSWORD, DEMO_USER, ERPService
+from hub.demo.estate import DEMO_CREDENTIALS, endpoints
 from hub.demo.inventory import InventoryDb
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,13 +85,7 @@ def demo_estate(root: Path, *, bank_days: int = 0) -> Iterator[DemoEstate]:
         drop = stack.enter_context(demo_bank.BankService(port=0, days=bank_days, root=root / "bank"))
         inventory = InventoryDb(root=root / "inventory").start()
         stack.callback(inventory.stop)
-        env = {
-            "CRM_TOKEN": DEMO_TOKEN, "HUB_DEMO_CRM_URL": crm.url,
-            "ERP_USER": DEMO_USER, "ERP_PASSWORD": DEMO_PASSWORD, "HUB_DEMO_ERP_WSDL": erp.wsdl_url,
-            "BANK_PASSWORD": demo_bank.DEMO_PASSWORD, "HUB_DEMO_BANK_PORT": str(drop.port),
-            "BANK_HOST_KEY_FINGERPRINT": drop.fingerprint,
-            "HUB_DEMO_INVENTORY_URL": inventory.url,
-        }
+        env = {**DEMO_CREDENTIALS, **endpoints(crm, erp, drop, inventory)}
         yield DemoEstate(crm=crm, erp=erp, bank=drop, inventory=inventory, env=env)
 
 

@@ -28,6 +28,18 @@ def _start(factory: Callable[[int], Any], port: int) -> Any:
         return factory(0).start()
 
 
+#: The credentials the demo services accept, as the demo spec reads them (an exported value wins).
+DEMO_CREDENTIALS = {"CRM_TOKEN": DEMO_TOKEN, "ERP_USER": DEMO_USER, "ERP_PASSWORD": DEMO_PASSWORD,
+                    "BANK_PASSWORD": bank.DEMO_PASSWORD}
+
+
+def endpoints(crm: CRMService, erp: ERPService, drop: bank.BankService, inventory: InventoryDb) -> dict[str, str]:
+    """Where the running demo services are, as the variables the demo spec reads. One list, so a process
+    that hands the estate to a subprocess (tests of ``dagster dev``) passes exactly what ``hub demo`` exports."""
+    return {"HUB_DEMO_CRM_URL": crm.url, "HUB_DEMO_ERP_WSDL": erp.wsdl_url, "HUB_DEMO_BANK_PORT": str(drop.port),
+            "BANK_HOST_KEY_FINGERPRINT": drop.fingerprint, "HUB_DEMO_INVENTORY_URL": inventory.url}
+
+
 @contextmanager
 def running(say: Callable[[str], None] = print, *, drip: float | None = None,
             state_dir: Path | None = None) -> Iterator[dict[str, Any]]:
@@ -39,10 +51,8 @@ def running(say: Callable[[str], None] = print, *, drip: float | None = None,
     (for the UI's sensor) and the inventory moves some stock as often. The SQLite inventory lives in
     *state_dir* when given (it persists between demo runs, as the warehouse does), else in a temporary
     folder."""
-    os.environ.setdefault("CRM_TOKEN", DEMO_TOKEN)
-    os.environ.setdefault("ERP_USER", DEMO_USER)
-    os.environ.setdefault("ERP_PASSWORD", DEMO_PASSWORD)
-    os.environ.setdefault("BANK_PASSWORD", bank.DEMO_PASSWORD)
+    for name, value in DEMO_CREDENTIALS.items():
+        os.environ.setdefault(name, value)
     started: list[Any] = []
     users_inventory = os.environ.get("HUB_DEMO_INVENTORY_URL")  # a database the user chose for the demo
     try:
@@ -55,11 +65,7 @@ def running(say: Callable[[str], None] = print, *, drip: float | None = None,
         started.append(drop)
         inventory = InventoryDb(users_inventory or None, root=state_dir).start()
         started.append(inventory)
-        os.environ["HUB_DEMO_CRM_URL"] = crm.url
-        os.environ["HUB_DEMO_ERP_WSDL"] = erp.wsdl_url
-        os.environ["HUB_DEMO_BANK_PORT"] = str(drop.port)
-        os.environ["BANK_HOST_KEY_FINGERPRINT"] = drop.fingerprint
-        os.environ["HUB_DEMO_INVENTORY_URL"] = inventory.url
+        os.environ.update(endpoints(crm, erp, drop, inventory))
         if drip:
             drop.drip(drip)
             inventory.drip(drip)
