@@ -96,28 +96,9 @@ def demo_spec_text(fast_retries: bool = True) -> str:
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database for the test session, dropped at its end, as a SQLAlchemy URL
-    (``postgresql://postgres@127.0.0.1:5432/hub_test_<random>``). The server is the one
-    ``$HUB_TEST_POSTGRES`` names, as in ``tests/sql_servers.py`` (default
-    ``postgresql+psycopg://postgres@127.0.0.1:5432``: the local server, trust auth); tests using this
-    fixture are skipped, with the reason, when it is unreachable."""
-    import os
-    import uuid
+    (``postgresql://postgres@127.0.0.1:5432/hub_src_<random>``), on the server ``$HUB_TEST_POSTGRES`` names
+    (see ``tests/sql_servers.py``); tests using it are skipped, with the reason, when it is unreachable."""
+    from tests.sql_servers import scratch_database
 
-    import psycopg
-
-    from hub.runtime.secrets import mask_url
-
-    server = os.environ.get("HUB_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432")
-    server = server.replace("postgresql+psycopg://", "postgresql://", 1).rstrip("/")
-    name = f"hub_test_{uuid.uuid4().hex[:12]}"
-    try:
-        with psycopg.connect(f"{server}/postgres", autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.Error as exc:
-        pytest.skip(f"PostgreSQL is not reachable at {mask_url(server)} (set HUB_TEST_POSTGRES to another server): "
-                    f"{str(exc).strip()}")
-    try:
-        yield f"{server}/{name}"
-    finally:
-        with psycopg.connect(f"{server}/postgres", autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database("postgresql") as url:
+        yield url

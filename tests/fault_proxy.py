@@ -26,9 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import socket
 import struct
+import subprocess
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -253,3 +257,28 @@ def _abort(writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.transport.abort()
+
+
+def sigkill_when(proc: subprocess.Popen[bytes], ready: Callable[[], bool], what: str, *,
+                 timeout_s: float = 60.0, settle_s: float = 0.0) -> None:
+    """Kill *proc* with SIGKILL as soon as *ready()* holds (polled every 50 ms), the way a crash or an OOM kill
+    ends a run mid-load. Fails with the process's output if it ended on its own first, and with *what* if
+    *ready* never held; the process is reaped and its pipe closed whatever happens. *settle_s* lets a run
+    that the fault holds settle where it waits before the kill."""
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not ready():
+            assert proc.poll() is None, proc.communicate()[0].decode(errors="replace")
+            assert time.monotonic() < deadline, what
+            time.sleep(0.05)
+        time.sleep(settle_s)
+        assert proc.poll() is None, proc.communicate()[0].decode(errors="replace")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL, f"the run ended with {proc.returncode}, not by SIGKILL"

@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from adapters.sql._engine import with_default_driver
+from hub.runtime.secrets import mask_url
 
 PG_SERVER = os.environ.get("HUB_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432")
 MARIA_SERVER = os.environ.get("HUB_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306")
@@ -32,7 +33,7 @@ def scratch_database(kind: str) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f"CREATE DATABASE {name}"))
     except sa.exc.OperationalError as exc:
-        pytest.skip(f"{kind} server not reachable at {server} ({str(exc.orig).splitlines()[0]}); "
+        pytest.skip(f"{kind} server not reachable at {mask_url(server)} ({str(exc.orig).splitlines()[0]}); "
                     f"set HUB_TEST_{'POSTGRES' if kind == 'postgresql' else 'MARIADB'} to use another")
     plain = server.replace("+psycopg", "").replace("mysql+pymysql", "mysql")
     try:

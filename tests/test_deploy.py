@@ -46,13 +46,12 @@ from hub.runtime.secrets import mask_url
 from hub.spec import load, loads
 from hub.warehouse import connect
 from tests.conftest import DEMO_SPEC, REPO, demo_spec_text
+from tests.sql_servers import scratch_database
 
 pytestmark = pytest.mark.slow
 
 DEPLOY = REPO / "docs" / "deploy"
 BIN = Path(sys.executable).parent
-PG_SERVER = os.environ.get("HUB_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432") \
-    .replace("postgresql+psycopg://", "postgresql://", 1).rstrip("/")
 BROKER = os.environ.get("HUB_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672//")
 DAY = "2024-01-02"
 
@@ -68,28 +67,17 @@ class PgInstance:
 def pg_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PgInstance]:
     """A Dagster home whose dagster.yaml is docs/deploy/dagster.yaml, unchanged, on a scratch database that is
     dropped afterwards (the file reads the database from $DAGSTER_PG_URL, as in production)."""
-    name = f"hub_deploy_{uuid.uuid4().hex[:12]}"
-    try:
-        with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.Error as exc:
-        pytest.skip(f"PostgreSQL is not reachable at {mask_url(PG_SERVER)} (set HUB_TEST_POSTGRES): "
-                    f"{str(exc).strip()}")
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(DEPLOY / "dagster.yaml", home / "dagster.yaml")
-    url = f"{PG_SERVER}/{name}"
     monkeypatch.setenv("DAGSTER_HOME", str(home))
-    monkeypatch.setenv("DAGSTER_PG_URL", url.replace("postgresql://", "postgresql+psycopg2://", 1))
-    instance = None
-    try:
+    with scratch_database("postgresql") as url:
+        monkeypatch.setenv("DAGSTER_PG_URL", url.replace("postgresql://", "postgresql+psycopg2://", 1))
         instance = dg.DagsterInstance.get()
-        yield PgInstance(instance, url, home)
-    finally:
-        if instance is not None:
+        try:
+            yield PgInstance(instance, url, home)
+        finally:
             instance.dispose()
-        with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _sql(url: str, query: str) -> list[tuple[object, ...]]:

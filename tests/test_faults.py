@@ -11,7 +11,6 @@ fault-free result. docs/reliability.md is the matrix these tests prove.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -34,7 +33,7 @@ from hub.demo.inventory import InventoryDb
 from hub.spec import loads
 from hub.warehouse import DuckDBWarehouse
 from tests.conftest import REPO, demo_spec_text
-from tests.fault_proxy import FaultProxy
+from tests.fault_proxy import FaultProxy, sigkill_when
 from tests.sql_servers import scratch_database
 
 #: Columns that say when or by which run a row was written: they differ between any two runs.
@@ -358,23 +357,8 @@ def kill_mid_load_then_rerun(h: Harness, s: System, args: list[str], ready: Call
            **({"HUB_TEST_FREEZE": freeze} if freeze else {})}
     proc = subprocess.Popen([sys.executable, "-c", _HUB_RUN, "run", str(spec), *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while not ready(reported(tap)) and time.monotonic() < deadline:
-            assert proc.poll() is None, proc.communicate()[0].decode(errors="replace")
-            time.sleep(0.05)
-        assert ready(reported(tap)), f"the run never got into its load (reported: {reported(tap)})"
-        time.sleep(0.3)  # let the held run settle where it waits (it cannot move on: the fault holds it)
-        assert proc.poll() is None, proc.communicate()[0].decode(errors="replace")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
-    assert proc.returncode == -signal.SIGKILL
+    # settle: let the held run settle where it waits (it cannot move on: the fault holds it)
+    sigkill_when(proc, lambda: ready(reported(tap)), "the run never got into its load", settle_s=0.3)
     s.proxy.clear()
     assert snapshot(faulty) == before, "a killed load leaves the warehouse as it was"
     again = h.run(faulty, s.second, s)

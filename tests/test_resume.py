@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -39,7 +38,7 @@ from hub.runtime.window import Window
 from hub.spec import loads
 from hub.warehouse import DuckDBWarehouse
 from tests.conftest import REPO, demo_spec_text
-from tests.fault_proxy import FaultProxy
+from tests.fault_proxy import FaultProxy, sigkill_when
 from tests.rest_server import RestTestServer
 from tests.sftp_servers import start_embedded
 from tests.sql_servers import scratch_database, writer
@@ -309,25 +308,12 @@ def test_sigkilled_hub_run_resumes_on_the_rerun(erp_env: ERPService, tmp_path: P
         hub = Path(sys.executable).parent / "hub"
         proc = subprocess.Popen([str(hub), "run", str(spec), "--asset", "erp_orders", "--partition", "2024-01-03"],
                                 cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                assert proc.poll() is None, proc.communicate()[0].decode(errors="replace")
-                states = spools(tmp_path)
-                if states and json.loads(states[0].read_text())["batches"] == 3 and len(erp.requests) >= 4:
-                    break
-                time.sleep(0.05)
-            else:
-                pytest.fail("the run never spooled pages 1-3")
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            if proc.stdout is not None:
-                proc.stdout.close()
-        assert proc.returncode == -signal.SIGKILL
+
+        def spooled_three_pages() -> bool:
+            states = spools(tmp_path)
+            return bool(states) and json.loads(states[0].read_text())["batches"] == 3 and len(erp.requests) >= 4
+
+        sigkill_when(proc, spooled_three_pages, "the run never spooled pages 1-3")
         proxy.clear()
         assert snapshot(faulty) == {}, "the killed load committed nothing"
         erp.requests.clear()
