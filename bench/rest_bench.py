@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python bench/rest_bench.py [--records 200000] [--page-size 1000] [--latency-ms 20]
-                                         [--repeat 3] [--peers hub,dlt,loop] [--out FILE]
+                                         [--repeat 3] [--peers hub,dlt,loop,hub_ckpt,hub_nockpt] [--out FILE]
     .venv/bin/python bench/rest_bench.py --profile      # where the hub spends its time (2 hub runs)
 
 A local paginated JSON API runs in its own process on loopback (every page pre-rendered at start-up,
@@ -21,6 +21,20 @@ Peers:
   into DuckDB (default ``append`` disposition: the cheapest load dlt has);
 * ``loop`` - 16 concurrent ``httpx.AsyncClient`` requests, ``resp.json()`` into a list: the ceiling
   for fetching and parsing in Python; it writes nothing.
+
+What resume checkpoints cost (``hub.runtime.checkpoint``: every batch spooled as compressed Arrow IPC and
+fsynced next to the load, the resume token saved after it), measured as a pair:
+
+* ``hub_ckpt``   - ``materialize_source`` on the same records as one daily partition whose window is in the
+  past (2024-01-01; the server ignores the ``day`` parameter), so its page numbers are checkpointed. The
+  run verifies that it really was: batches were spooled (counted by wrapping ``Checkpoint.append``), the
+  rows spooled equal the records, the outcome says ``resumed: false`` with no reason against resuming, and
+  the spool folder is gone after the commit;
+* ``hub_nockpt`` - the same spec and partition with ``HUB_CHECKPOINTS=off``: the baseline (verified: no
+  batch spooled, the outcome names ``$HUB_CHECKPOINTS`` as the reason).
+
+The two alternate which goes first from one repeat to the next. Their spool lives in the run's temporary
+directory (``HUB_STATE_DIR``), on the same disk as the DuckDB file.
 """
 
 from __future__ import annotations
@@ -45,12 +59,14 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
-PEERS = ("hub", "dlt", "loop")
+PEERS = ("hub", "dlt", "loop", "hub_ckpt", "hub_nockpt")
+CKPT_PAIR = ("hub_ckpt", "hub_nockpt")
 CONCURRENCY = 16
 
 TARGET_VS_DLT = 20.0  # hub must be at least this many times faster than dlt
 TARGET_VS_LOOP = 0.8  # hub must reach at least this fraction of the hand-written loop's speed
 TARGET_RSS_MB = 300.0  # hub peak RSS must stay below this
+TARGET = 0.15  # resume checkpoints may add at most this fraction to the load (hub_ckpt / hub_nockpt - 1)
 
 # --------------------------------------------------------------------------------------------------------
 # The API server (runs in its own process)
@@ -223,6 +239,94 @@ def peer_hub(port: int, tmp: Path, records: int, profile: Path | None = None) ->
                       f"pages={outcome.details.get('pages')}"}
 
 
+HUB_CKPT_SPEC = """\
+pipeline: bench
+warehouse: duckdb:///{db}
+partitions: {{daily: {{start: 2024-01-01}}}}
+systems:
+  api: {{rest: {{base_url: "http://127.0.0.1:{port}", concurrency: {concurrency}}}}}
+sources:
+  items:
+    system: api
+    request: {{path: /items, params: {{day: "{{{{ partition.key }}}}"}}}}
+    records: $.data[*]
+    paginate: {{page_number: {{param: page, total_pages: $.total_pages}}}}
+    primary_key: [id]
+"""
+CKPT_PARTITION = "2024-01-01"  # a window in the past: page numbers of settled data are checkpointed
+
+
+def peer_hub_checkpoints(port: int, tmp: Path, records: int, checkpoints: bool) -> dict[str, Any]:
+    """One partition in the past loaded by ``materialize_source``, with resume checkpoints on or off
+    (``$HUB_CHECKPOINTS``); checks that the spool was (or was not) written and that a commit removed it."""
+    from datetime import UTC, datetime, timedelta
+
+    import duckdb
+
+    from hub.materialize import materialize_source
+    from hub.runtime import checkpoint as ckpt
+    from hub.runtime.window import Window
+    from hub.spec import loads
+
+    state = tmp / "state"
+    os.environ["HUB_STATE_DIR"] = str(state)  # the spool: <state>/checkpoints/bench/items/<partition>/
+    if checkpoints:
+        os.environ.pop("HUB_CHECKPOINTS", None)
+    else:
+        os.environ["HUB_CHECKPOINTS"] = "off"
+    spool: dict[str, Any] = {"batches": 0, "rows": 0, "bytes": 0, "seconds": 0.0, "folders": set()}
+    append = ckpt.Checkpoint.append
+
+    def counted(self: ckpt.Checkpoint, batch: Any, token: Any) -> None:
+        t0 = time.perf_counter()
+        append(self, batch, token)
+        spool["seconds"] += time.perf_counter() - t0
+        spool["batches"] += 1
+        spool["rows"] += batch.num_rows
+        spool["bytes"] += self._path(self._written - 1).stat().st_size
+        spool["folders"].add(self.folder)
+
+    ckpt.Checkpoint.append = counted  # type: ignore[method-assign]
+
+    db = tmp / "hub.duckdb"
+    pipeline = loads(HUB_CKPT_SPEC.format(db=db, port=port, concurrency=CONCURRENCY), tmp / "bench.yaml")
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    window = Window(key=CKPT_PARTITION, start=start, end=start + timedelta(days=1))
+    started = time.perf_counter()
+    outcome = materialize_source(pipeline, "items", window=window, run_id="bench")
+    elapsed = time.perf_counter() - started
+    ckpt.Checkpoint.append = append  # type: ignore[method-assign]
+
+    with duckdb.connect(str(db), read_only=True) as con:
+        total, distinct = con.execute("SELECT count(*), count(DISTINCT id) FROM items").fetchone()  # type: ignore[misc]
+    ok = outcome.load.table_rows == records and total == records and distinct == records
+    details = outcome.details
+    left = sorted(str(p) for p in (state / "checkpoints").rglob("*.arrows")) if state.exists() else []
+    if checkpoints:
+        problems = [msg for bad, msg in [
+            (spool["batches"] == 0, "no batch was spooled"),
+            (spool["rows"] != records, f"{spool['rows']} rows spooled, not {records}"),
+            (details.get("resumed") is not False or "resume_reason" in details,
+             f"outcome says resumed={details.get('resumed')!r} reason={details.get('resume_reason')!r}"),
+            (any(f.exists() for f in spool["folders"]) or bool(left), "the spool outlived the commit"),
+        ] if bad]
+    else:
+        problems = [msg for bad, msg in [
+            (spool["batches"] != 0, f"{spool['batches']} batches spooled with checkpoints off"),
+            ("HUB_CHECKPOINTS" not in str(details.get("resume_reason")),
+             f"outcome gives no 'checkpoints off' reason ({details.get('resume_reason')!r})"),
+        ] if bad]
+    detail = (f"table_rows={outcome.load.table_rows} pages={details.get('pages')} "
+              f"spooled={spool['batches']} batches/{spool['rows']} rows/{spool['bytes'] / 1e6:.1f} MB "
+              f"in {spool['seconds']:.2f} s")
+    if problems:
+        detail += " PROBLEM: " + "; ".join(problems)
+    return {"seconds": elapsed, "rows": int(total), "distinct": int(distinct), "ok": ok and not problems,
+            "detail": detail, "checkpointed": checkpoints and not problems,
+            "spool_batches": spool["batches"], "spool_rows": spool["rows"], "spool_bytes": spool["bytes"],
+            "spool_s": spool["seconds"]}
+
+
 def peer_dlt(port: int, tmp: Path, records: int) -> dict[str, Any]:
     os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
     os.environ.setdefault("RUNTIME__LOG_LEVEL", "WARNING")
@@ -290,6 +394,8 @@ def worker(peer: str, port: int, records: int, profile: Path | None) -> None:
     with tempfile.TemporaryDirectory(prefix=f"rest-bench-{peer}-") as tmp:
         if peer == "hub":
             result = peer_hub(port, Path(tmp), records, profile)
+        elif peer in CKPT_PAIR:
+            result = peer_hub_checkpoints(port, Path(tmp), records, checkpoints=peer == "hub_ckpt")
         elif peer == "dlt":
             result = peer_dlt(port, Path(tmp), records)
         else:
@@ -318,14 +424,14 @@ class _ThreadProfiler:
         self._orig = RestSource._walk
         orig, prof = self._orig, self._loop
 
-        async def walk(source: Any, emit: Any) -> Any:
+        async def walk(source: Any, emit: Any, resume: Any = None) -> Any:
             prof.enable()  # runs in the loop thread: everything on the loop is profiled from here on
             try:
-                return await orig(source, emit)
+                return await orig(source, emit, resume)
             finally:
                 prof.disable()
 
-        RestSource._walk = walk  # type: ignore[method-assign]
+        RestSource._walk = walk  # type: ignore[method-assign,assignment]
         self._main.enable()
 
     def uninstall(self) -> None:
@@ -456,7 +562,9 @@ def report(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]]) -
     med: dict[str, float] = {p: statistics.median(r["seconds"] for r in rs) for p, rs in results.items()}
     rss: dict[str, float] = {p: max(r["peak_rss_mb"] for r in rs) for p, rs in results.items()}
     names = {"hub": "hub (materialize_source -> DuckDB)", "dlt": "dlt rest_api -> DuckDB",
-             "loop": "httpx.AsyncClient loop, 16 concurrent (no write)"}
+             "loop": "httpx.AsyncClient loop, 16 concurrent (no write)",
+             "hub_ckpt": "hub, past daily partition, resume checkpoints on",
+             "hub_nockpt": "hub, past daily partition, HUB_CHECKPOINTS=off"}
     lines = [
         f"{args.records:,} records, {pages} pages of {args.page_size}, "
         f"{args.latency_ms:g} ms latency per page, "
@@ -475,6 +583,11 @@ def report(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]]) -
         ok = all(r["ok"] for r in rs)
         verified = (f"{rs[0]['rows']:,} rows, {rs[0]['distinct']:,} distinct ids" if ok
                     else "FAILED: " + "; ".join(f"{r['rows']} rows/{r['distinct']} distinct" for r in rs))
+        if ok and peer == "hub_ckpt":
+            verified += (f"; spooled {statistics.median(r['spool_batches'] for r in rs):.0f} batches, "
+                         f"{statistics.median(r['spool_bytes'] for r in rs) / 1e6:.1f} MB, deleted at commit")
+        elif ok and peer == "hub_nockpt":
+            verified += "; nothing spooled"
         lines.append(f"| {names[peer]} | {med[peer]:.2f} | {args.records / med[peer]:,.0f} | {rss[peer]:.0f} "
                      f"| {runs} | {proc_s:.2f} | {reqs} | {verified} |")
     lines += ["", "| target | measured | result |", "| --- | --- | --- |"]
@@ -492,6 +605,18 @@ def report(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]]) -
                      f"{'PASS' if rss['hub'] < TARGET_RSS_MB else 'FAIL'} |")
         if not all(r["ok"] for r in results["hub"]):
             lines.append("| hub table has exactly the records, no duplicates | see above | FAIL |")
+    if all(p in med for p in CKPT_PAIR):
+        on, off = med["hub_ckpt"], med["hub_nockpt"]
+        overhead = on / off - 1
+        pair_ok = (all(r["ok"] and r["checkpointed"] for r in results["hub_ckpt"])
+                   and all(r["ok"] for r in results["hub_nockpt"]))
+        spool_s = statistics.median(r["spool_s"] for r in results["hub_ckpt"])
+        lines.append(f"| resume checkpoints add <= {TARGET:.0%} to the load (ckpt_time / nockpt_time - 1) | "
+                     f"{on / off:.3f}x ({overhead:+.1%}; spooling itself {spool_s:.2f} s); peak RSS "
+                     f"{rss['hub_ckpt']:.0f} MB vs {rss['hub_nockpt']:.0f} MB | "
+                     f"{'PASS' if overhead <= TARGET and pair_ok else 'FAIL'} |")
+        if not pair_ok:
+            lines.append("| the checkpointed runs really spooled, both loaded every record once | see above | FAIL |")
     return "\n".join(lines) + "\n"
 
 
@@ -527,7 +652,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--page-size", type=int, default=1000)
     ap.add_argument("--latency-ms", type=float, default=20.0)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--peers", default=",".join(PEERS), help="comma-separated subset of hub,dlt,loop")
+    ap.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated subset of {','.join(PEERS)}")
     ap.add_argument("--out", type=Path, help="also write the Markdown report to this file")
     ap.add_argument("--profile", action="store_true",
                     help="instead of the benchmark, run the hub with step timers, then under cProfile "
@@ -557,7 +682,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         results: dict[str, list[dict[str, Any]]] = {p: [] for p in peers}
         for i in range(args.repeat):
-            for peer in peers:
+            order = list(peers)
+            if i % 2 and all(p in order for p in CKPT_PAIR):  # the checkpoint pair alternates who goes first
+                a, b = (order.index(p) for p in CKPT_PAIR)
+                order[a], order[b] = order[b], order[a]
+            for peer in order:
                 r = run_peer(peer, port, args.records)
                 results[peer].append(r)
                 print(f"run {i + 1}/{args.repeat} {peer:5s} {r['seconds']:7.2f} s  "

@@ -46,8 +46,10 @@ DONE: dict[str, Any] = {"kind": "done", AT: "the end (every page was spooled)"}
 DEFAULT_TTL = 24 * 3600.0
 _VERSION = 1
 _STATE = "state.json"
-#: LZ4 frames: about half the bytes on disk for typical API records, at a few GB/s.
-_WRITE = pa.ipc.IpcWriteOptions(compression="lz4")
+#: LZ4 frames: about half the bytes on disk for typical API records, at a few GB/s. Compressed in the calling
+#: thread: Arrow's thread pool bought nothing for batches of a few MB, competed with the load for the CPU and
+#: grew the process by ~25 MB of per-thread codec memory (bench/rest_bench.py, hub_ckpt).
+_WRITE = pa.ipc.IpcWriteOptions(compression="lz4", use_threads=False)
 
 Token = dict[str, Any]
 
@@ -202,10 +204,12 @@ class Checkpoint:
     def append(self, batch: pa.RecordBatch, token: Token | None) -> None:
         """Spool *batch*; with a *token*, make everything spooled so far a resume point."""
         path = self._path(self._written)
-        with path.open("wb") as fh:
+        # Arrow's own file, not a Python one: the stream writer then compresses and writes every buffer without
+        # the GIL. Through a Python file object each buffer's write is a call back into Python, which waits for
+        # the GIL behind the adapter's fetch thread (it doubled the spooling time in bench/rest_bench.py).
+        with pa.OSFile(str(path), "wb") as fh:  # unbuffered: every byte is in the OS once the writer closes
             with pa.ipc.new_stream(fh, batch.schema, options=_WRITE) as writer:
                 writer.write_batch(batch)
-            fh.flush()
             os.fsync(fh.fileno())
         self._written += 1
         self._pending_rows += batch.num_rows
