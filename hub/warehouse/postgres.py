@@ -68,12 +68,14 @@ from hub.runtime.secrets import mask, mask_url, register
 from hub.warehouse.base import (
     LOADED_AT_COLUMN,
     PARTITION_COLUMN,
-    QUARANTINE_SUFFIX,
     RUN_COLUMN,
     Load,
     LoadRequest,
     LoadResult,
+    StreamingLoad,
     Warehouse,
+    ident,
+    typed_columns,
 )
 
 SCHEMES = ("postgresql", "postgresql+psycopg", "postgres")
@@ -92,16 +94,6 @@ _INTEGERS = {"smallint": 5, "integer": 10, "bigint": 19}  # decimal digits each 
 _FLOATS = ("real", "double precision")
 _NUMERIC = re.compile(r"numeric(?:\((\d+),(-?\d+)\))?$")
 _TIMESTAMP, _TIMESTAMPTZ = "timestamp without time zone", "timestamp with time zone"
-
-
-def ident(name: str) -> str:
-    """A quoted SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(value: str | None) -> str:
-    """A SQL string literal (or NULL); standard_conforming_strings is on since PostgreSQL 9.1."""
-    return "NULL" if value is None else "'" + value.replace("'", "''") + "'"
 
 
 def _check_name(name: str, what: str) -> None:
@@ -679,97 +671,79 @@ def _declare_numerics(cur: psycopg.Cursor[Any], relation: str) -> None:
         cur.execute(f"ALTER TABLE {relation} ALTER COLUMN {ident(column)} TYPE numeric(38,{scale})")
 
 
-class _PostgresLoad(Load):
+class _PostgresLoad(StreamingLoad[PostgresWarehouse, psycopg.Connection[Any], psycopg.Cursor[Any]]):
     """One load: an open connection and transaction, written chunk by chunk with COPY."""
+
+    _driver_errors = (psycopg.Error,)
+    _errors = (psycopg.Error, WarehouseError, pa.ArrowException, orjson.JSONEncodeError)
 
     def __init__(self, warehouse: PostgresWarehouse, request: LoadRequest, chunk_rows: int = 64 * 1024,
                  parent: _PostgresLoad | None = None) -> None:
-        self.warehouse, self.request, self.chunk_rows = warehouse, request, chunk_rows
-        self._parent = parent  # an attached load shares its parent's connection and transaction
-        self.rows = 0
-        self._pending: list[pa.RecordBatch] = []
-        self._pending_rows = 0
-        self._rejected: list[dict[str, Any]] = []
-        self._untyped: set[str] = set()  # columns this load created while they held only NULLs
-        self._deleted = 0
-        self._table = warehouse.qualified(request.table)
-        self._target: str | None = None  # where chunks go: the table, a staging table or a table to swap in
-        self._target_exists = False
-        self._staging = False  # the target is a temporary staging table (merge, replace_keys)
-        self._swap: str | None = None  # replace: the name of the table that replaces the old one at commit
-        self._fresh = False  # the target was created by this load (its column types may still change)
-        self._keys: str | None = None  # replace_keys: the temporary table of covered keys
-        self._seq = 0
-        self._raw: Any = None
-        self._conn: psycopg.Connection[Any] | None = None
         _check_name(request.table, "table")
-        if parent is None:
-            self._raw = warehouse.open()
-            self._conn = self._raw.driver_connection
-        else:
-            self._conn = parent._live()
+        self._swap: str | None = None  # replace: the name of the table that replaces the old one at commit
+        self._seq = 0  # staging: the arrival number of the next row
+        self._raw: Any = None
         self._now: datetime = parent._now if parent else datetime.now(UTC)  # replaced by the transaction's
-        try:
-            cur = self._cur()
-            if parent is None:
-                warehouse.ensure_schema(cur)
-                self._now = cast(tuple[datetime], cur.execute("SELECT now()").fetchone())[0]
-            _lock(cur, f"{warehouse.schema}.{request.table}")
-            self._existed = _exists(cur, warehouse.schema, request.table)
-            if self._existed and request.mode == "replace_partition":
-                self._deleted = cur.execute(f"DELETE FROM {self._table} WHERE {ident(PARTITION_COLUMN)} = "
-                                            f"{_literal(request.partition)}").rowcount
-        except (psycopg.Error, WarehouseError) as exc:
-            self._fail(exc)
+        super().__init__(warehouse, request, chunk_rows, parent)
+
+    # --- connection and catalog ----------------------------------------------------------------------
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        self._raw = self.warehouse.open()
+        return cast(psycopg.Connection[Any], self._raw.driver_connection)
+
+    def _cursor(self) -> psycopg.Cursor[Any]:
+        return self._live().cursor()
+
+    def _begin(self, cur: psycopg.Cursor[Any]) -> None:
+        if self._parent is None:
+            self.warehouse.ensure_schema(cur)
+            self._now = cast(tuple[datetime], cur.execute("SELECT now()").fetchone())[0]
+        _lock(cur, f"{self.warehouse.schema}.{self.request.table}")
+
+    def _relation(self, table: str) -> str:
+        return self.warehouse.qualified(table)
+
+    def _table_exists(self, cur: psycopg.Cursor[Any], table: str) -> bool:
+        return _exists(cur, self.warehouse.schema, table)
+
+    def _describe(self, cur: psycopg.Cursor[Any], relation: str) -> dict[str, str]:
+        return _columns(cur, relation)
+
+    def _size(self, cur: psycopg.Cursor[Any], relation: str) -> int:
+        return _count(cur, relation)
+
+    def _rowcount(self, cur: psycopg.Cursor[Any], sql: str) -> int:
+        return cur.execute(sql).rowcount
+
+    def _commit_transaction(self, conn: psycopg.Connection[Any]) -> None:
+        conn.commit()
+
+    def _rollback_transaction(self, conn: psycopg.Connection[Any]) -> None:
+        conn.rollback()
+
+    def _disconnect(self, conn: psycopg.Connection[Any]) -> None:
+        if self._raw is not None:
+            with contextlib.suppress(Exception):
+                self._raw.close()
+
+    def _location(self) -> str:
+        return self.warehouse.where
+
+    def _message(self, exc: Exception) -> str:
+        return self.warehouse.message(exc)
 
     # --- writing -------------------------------------------------------------------------------------
 
-    def write(self, batch: pa.RecordBatch) -> None:
-        if batch.num_rows == 0 or batch.num_columns == 0:
-            return
-        if self._pending and not batch.schema.equals(self._pending[0].schema):
-            self._flush()
-        self._pending.append(batch)
-        self._pending_rows += batch.num_rows
-        self.rows += batch.num_rows
-        if self._pending_rows >= self.chunk_rows:
-            self._flush()
+    def _cover(self, cur: psycopg.Cursor[Any], keys: pa.RecordBatch) -> None:
+        table, types = self._csv_table(pa.Table.from_batches([keys]), {}, set())
+        if self._keys is None:
+            self._keys = f"pg_temp.{ident('_hub_keys_' + uuid.uuid4().hex[:12])}"
+            cur.execute(f"CREATE TEMP TABLE {self._keys} ({_definition(types)}) ON COMMIT DROP")
+        self._copy(cur, self._keys, table)
 
-    def reject(self, rows: list[dict[str, Any]]) -> None:
-        self._rejected.extend(rows)
-
-    def attach(self, request: LoadRequest) -> Load:
-        return _PostgresLoad(self.warehouse, request, self.chunk_rows, parent=self)
-
-    def cover(self, keys: pa.RecordBatch) -> None:
-        if self.request.mode != "replace_keys" or keys.num_rows == 0:
-            return
-        try:
-            cur = self._cur()
-            table, types = self._csv_table(pa.Table.from_batches([keys]), {}, set())
-            if self._keys is None:
-                self._keys = f"pg_temp.{ident('_hub_keys_' + uuid.uuid4().hex[:12])}"
-                cur.execute(f"CREATE TEMP TABLE {self._keys} ({_definition(types)}) ON COMMIT DROP")
-            self._copy(cur, self._keys, table)
-        except (psycopg.Error, WarehouseError, pa.ArrowException, orjson.JSONEncodeError) as exc:
-            self._fail(exc)
-
-    def _flush(self) -> None:
-        if not self._pending:
-            return
-        chunk = pa.Table.from_batches(self._pending)
-        self._pending, self._pending_rows = [], 0
-        try:
-            self._insert(chunk)
-        except (psycopg.Error, WarehouseError, pa.ArrowException, orjson.JSONEncodeError) as exc:
-            self._fail(exc)
-
-    def _insert(self, chunk: pa.Table) -> None:
-        cur = self._cur()
-        if self._target is None:
-            self._start_target(cur)
-        assert self._target is not None
-        have = _columns(cur, self._target) if self._target_exists else {}
+    def _insert(self, cur: psycopg.Cursor[Any], chunk: pa.Table) -> None:
+        target, have = self._prepare_target(cur)
         table, incoming = self._csv_table(chunk, have, self._untyped)
         for name in table.column_names:
             _check_name(name, "column")
@@ -785,13 +759,13 @@ class _PostgresLoad(Load):
         if not self._target_exists:
             columns = [*incoming, *_META, *([(_SEQ, "bigint")] if self._staging else [])]
             if self._staging:
-                cur.execute(f"CREATE TEMP TABLE {self._target} ({_definition(columns)}) ON COMMIT DROP")
+                cur.execute(f"CREATE TEMP TABLE {target} ({_definition(columns)}) ON COMMIT DROP")
             else:
-                cur.execute(f"CREATE TABLE {self._target} ({_definition(columns)})")
+                cur.execute(f"CREATE TABLE {target} ({_definition(columns)})")
             self._target_exists = True
         else:
-            self._reconcile(cur, self._target, have, incoming, fresh=self._fresh, untyped=self._untyped)
-        self._copy(cur, self._target, table)
+            self._reconcile(cur, target, have, incoming, fresh=self._fresh, untyped=self._untyped)
+        self._copy(cur, target, table)
 
     def _start_target(self, cur: psycopg.Cursor[Any]) -> None:
         req = self.request
@@ -809,23 +783,12 @@ class _PostgresLoad(Load):
 
     @staticmethod
     def _csv_table(chunk: pa.Table, have: dict[str, str], untyped: set[str]) -> tuple[pa.Table, list[tuple[str, str]]]:
-        """The chunk as CSV-ready columns, and the column type of each. Columns that are NULL in every row
-        carry no type: left out when the target has them (they load as NULL), otherwise created as text and
-        remembered in *untyped* (their first real values decide their type)."""
-        names, arrays, types = [], [], []
-        for field, column in zip(chunk.schema, chunk.columns, strict=True):
-            if pa.types.is_null(field.type):
-                if field.name in have:
-                    continue
-                untyped.add(field.name)
-                names.append(field.name)
-                arrays.append(column.cast(pa.string()))
-                types.append((field.name, "text"))
-                continue
-            names.append(field.name)
-            arrays.append(_csv_column(column))
-            types.append((field.name, pg_type(field.type)))
-        return pa.Table.from_arrays(arrays, names=names), types
+        """The chunk as CSV-ready columns (see :func:`~hub.warehouse.base.typed_columns` for columns that are
+        NULL in every row), and the column type of each."""
+        table = typed_columns(chunk, have, untyped)
+        arrays = [_csv_column(column) for column in table.columns]
+        types = [(field.name, pg_type(field.type)) for field in table.schema]
+        return pa.Table.from_arrays(arrays, names=table.column_names), types
 
     @staticmethod
     def _copy(cur: psycopg.Cursor[Any], relation: str, table: pa.Table) -> None:
@@ -833,92 +796,32 @@ class _PostgresLoad(Load):
         with cur.copy(f"COPY {relation} ({columns}) FROM STDIN (FORMAT csv)") as copy:
             pa_csv.write_csv(table, _CopySink(copy), _CSV)
 
-    def _reconcile(self, cur: psycopg.Cursor[Any], relation: str, have: dict[str, str],
-                   incoming: list[tuple[str, str]], *, fresh: bool, untyped: set[str]) -> None:
-        """Make *relation* able to take columns of the *incoming* types (see the module notes of base).
+    def _set_type(self, cur: psycopg.Cursor[Any], relation: str, name: str, dtype: str) -> None:
+        column = ident(name)
+        cur.execute(f"ALTER TABLE {relation} ALTER COLUMN {column} TYPE {dtype} USING {column}::{dtype}")
 
-        *untyped*: columns of *relation* that this load created while every value was NULL; the first
-        real values decide their type (and remove them from the set).
-        """
-        for name, dtype in incoming:
-            current = have.get(name)
-            column = ident(name)
-            if current is None:
-                cur.execute(f"ALTER TABLE {relation} ADD COLUMN {column} {dtype}")
-                continue
-            if name in untyped:
-                untyped.discard(name)
-                if current != dtype:
-                    cur.execute(f"ALTER TABLE {relation} ALTER COLUMN {column} TYPE {dtype} USING {column}::{dtype}")
-                continue
-            if current == dtype:
-                continue
-            wider = supertype(current, dtype)
-            if wider == current:
-                continue  # the new values fit the column as it is (e.g. integers into double precision)
-            if fresh or _widens(current, wider):
-                cur.execute(f"ALTER TABLE {relation} ALTER COLUMN {column} TYPE {wider} USING {column}::{wider}")
-                continue
-            raise WarehouseError(
-                f"column {name} of table {self.request.table} is {current}, but the new rows have {dtype}; "
-                f"refusing to change the type of an existing column (declare the column's type under "
-                f"`columns:` in the spec so bad values are quarantined, or migrate the table)")
+    def _supertype(self, cur: psycopg.Cursor[Any], current: str, dtype: str) -> str:
+        return supertype(current, dtype)
+
+    def _widens(self, current: str, wider: str) -> bool:
+        return _widens(current, wider)
 
     # --- finishing -----------------------------------------------------------------------------------
 
-    def commit(self) -> LoadResult:
-        """Finish the load. An attached load only finishes its table; its parent's commit makes both
-        visible at once (commit the attached loads first)."""
-        self._flush()
-        req = self.request
-        try:
-            cur = self._cur()
-            loaded = self._finish(cur)
-            quarantined = self._quarantine(cur)
-            exists = _exists(cur, self.warehouse.schema, req.table)
-            result = LoadResult(table=req.table, rows_loaded=loaded, rows_deleted=self._deleted,
-                                table_rows=_count(cur, self._table) if exists else 0,
-                                columns=list(_columns(cur, self._table).items()) if exists else [],
-                                rows_quarantined=quarantined)
-            if self._parent is None:
-                self._live().commit()
-        except (psycopg.Error, WarehouseError) as exc:
-            self._fail(exc)
-        self._close()
-        return result
-
-    def _finish(self, cur: psycopg.Cursor[Any]) -> int:
-        """Apply the mode's last step; return the number of rows the load put in the table."""
-        req = self.request
-        if req.mode == "replace_keys":
-            return self._replace_keys(cur)
-        if self._target is None:  # nothing arrived: an empty partition or reference set is still a fact
-            if self._existed and req.mode == "replace":
-                self._deleted = cur.execute(f"DELETE FROM {self._table}").rowcount
-            return 0
-        if req.mode == "merge":
-            return self._merge(cur)
+    def _swap_in(self, cur: psycopg.Cursor[Any]) -> None:
         if self._swap is not None:
             cur.execute(f"DROP TABLE {self._table}")
-            cur.execute(f"ALTER TABLE {self._target} RENAME TO {ident(req.table)}")
-        return self.rows
+            cur.execute(f"ALTER TABLE {self._target} RENAME TO {ident(self.request.table)}")
 
     def _merge(self, cur: psycopg.Cursor[Any]) -> int:
         req = self.request
         assert self._target is not None
-        staged = {n: t for n, t in _columns(cur, self._target).items() if n != _SEQ}
-        missing = [k for k in req.primary_key if k not in staged]
-        if missing:
-            raise WarehouseError(f"primary key column(s) {', '.join(missing)} are not in the loaded rows "
-                                 f"(columns: {', '.join(c for c in staged if not c.startswith('_hub_'))})")
+        staged = self._staged_columns(cur)
+        self._check_keys(staged)
         keys = ", ".join(ident(k) for k in req.primary_key)
         if self._existed:
-            have = _columns(cur, self._table)
-            # Staged columns that are still all-NULL carry no type: the table's own type stands.
-            incoming = [(n, t) for n, t in staged.items() if not (n in self._untyped and n in have)]
-            self._reconcile(cur, self._table, have, incoming, fresh=False, untyped=set())
-            self._deleted = cur.execute(f"DELETE FROM {self._table} WHERE ({keys}) IN "
-                                        f"(SELECT {keys} FROM {self._target})").rowcount
+            self._reconcile_staged(cur, staged)
+            self._deleted = self._delete_keys(cur, self._target)
         else:
             cur.execute(f"CREATE TABLE {self._table} ({_definition(list(staged.items()))})")
         # Within one load the last row of a key wins: the highest arrival number.
@@ -928,27 +831,12 @@ class _PostgresLoad(Load):
         cur.execute(f"DROP TABLE {self._target}")
         return loaded
 
-    def _replace_keys(self, cur: psycopg.Cursor[Any]) -> int:
-        """Delete every row whose key was covered by this load, then insert the new rows (1:N children:
-        a parent re-loaded with fewer children loses the others)."""
-        req = self.request
-        keys = ", ".join(ident(k) for k in req.primary_key)
-        if self._existed and self._keys is not None:
-            self._deleted = cur.execute(f"DELETE FROM {self._table} WHERE ({keys}) IN "
-                                        f"(SELECT {keys} FROM {self._keys})").rowcount
-        if self._keys is not None:
-            cur.execute(f"DROP TABLE {self._keys}")
-            self._keys = None
-        if not self._staging:
-            return self.rows
-        assert self._target is not None
-        staged = {n: t for n, t in _columns(cur, self._target).items() if n != _SEQ}
-        have = _columns(cur, self._table)
-        incoming = [(n, t) for n, t in staged.items() if not (n in self._untyped and n in have)]
-        self._reconcile(cur, self._table, have, incoming, fresh=False, untyped=set())
-        loaded = self._move(cur, staged, self._target)
-        cur.execute(f"DROP TABLE {self._target}")
-        return loaded
+    def _staged_columns(self, cur: psycopg.Cursor[Any]) -> dict[str, str]:
+        return {n: t for n, t in super()._staged_columns(cur).items() if n != _SEQ}
+
+    def _delete_keys(self, cur: psycopg.Cursor[Any], source: str) -> int:
+        keys = ", ".join(ident(k) for k in self.request.primary_key)
+        return cur.execute(f"DELETE FROM {self._table} WHERE ({keys}) IN (SELECT {keys} FROM {source})").rowcount
 
     def _move(self, cur: psycopg.Cursor[Any], staged: dict[str, str], source: str) -> int:
         """INSERT the staged columns from *source* into the table, each cast to the table's type (an all-NULL
@@ -958,59 +846,21 @@ class _PostgresLoad(Load):
         values = ", ".join(f"CAST({ident(n)} AS {have[n]})" for n in staged)
         return int(cur.execute(f"INSERT INTO {self._table} ({names}) SELECT {values} FROM {source}").rowcount)
 
-    def _quarantine(self, cur: psycopg.Cursor[Any]) -> int:
-        """Replace this partition's (or this unpartitioned table's) quarantined rows with the new ones."""
-        req, rows = self.request, self._rejected
-        name = req.table + QUARANTINE_SUFFIX
-        if not rows and not _exists(cur, self.warehouse.schema, name):
-            return 0
+    def _quarantine_table(self, cur: psycopg.Cursor[Any], name: str) -> str:
         _check_name(name, "quarantine table")
         qtable = self.warehouse.qualified(name)
         cur.execute(f"CREATE TABLE IF NOT EXISTS {qtable} ({_QUARANTINE_COLUMNS})")
-        partition = ident(PARTITION_COLUMN)
-        cur.execute(f"DELETE FROM {qtable} WHERE {partition} IS NULL" if req.partition is None else
-                    f"DELETE FROM {qtable} WHERE {partition} = {_literal(req.partition)}")
-        if rows:
-            columns = (PARTITION_COLUMN, "row_number", "column_name", "value", "reason", "record", RUN_COLUMN,
-                       LOADED_AT_COLUMN)
-            with cur.copy(f"COPY {qtable} ({', '.join(ident(c) for c in columns)}) FROM STDIN") as copy:
-                for q in rows:
-                    copy.write_row((req.partition, q.get("row"), q.get("column"),
-                                    None if q.get("value") is None else str(q["value"]), q.get("reason"),
-                                    q.get("record"), req.run_id, self._now))
-        return len(rows)
+        return qtable
 
-    def rollback(self) -> None:
-        if self._conn is None:
-            return
-        if self._parent is not None:  # the whole shared transaction goes
-            self._close()
-            self._parent.rollback()
-            return
-        with contextlib.suppress(psycopg.Error):  # the connection may already be broken
-            self._conn.rollback()
-        self._close()
-
-    def _close(self) -> None:
-        if self._conn is not None:
-            if self._parent is None and self._raw is not None:
-                with contextlib.suppress(Exception):
-                    self._raw.close()
-            self._conn = None
-
-    def _live(self) -> psycopg.Connection[Any]:
-        if self._conn is None:
-            raise WarehouseError(f"load of {self.request.table} is already closed")
-        return self._conn
-
-    def _cur(self) -> psycopg.Cursor[Any]:
-        return self._live().cursor()
-
-    def _fail(self, exc: Exception) -> None:
-        self.rollback()
-        where = f" partition {self.request.partition}" if self.request.partition else ""
-        raise WarehouseError(f"loading {self.request.table} into {self.warehouse.where}{where} failed, nothing "
-                             f"was changed: {self.warehouse.message(exc)}") from None
+    def _insert_quarantine(self, cur: psycopg.Cursor[Any], qtable: str, rows: list[dict[str, Any]]) -> None:
+        req = self.request
+        columns = (PARTITION_COLUMN, "row_number", "column_name", "value", "reason", "record", RUN_COLUMN,
+                   LOADED_AT_COLUMN)
+        with cur.copy(f"COPY {qtable} ({', '.join(ident(c) for c in columns)}) FROM STDIN") as copy:
+            for q in rows:
+                copy.write_row((req.partition, q.get("row"), q.get("column"),
+                                None if q.get("value") is None else str(q["value"]), q.get("reason"),
+                                q.get("record"), req.run_id, self._now))
 
 
 def _definition(columns: list[tuple[str, str]]) -> str:
