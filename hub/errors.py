@@ -49,6 +49,16 @@ class ResponseFormatError(AdapterError):
     """The system answered, but the body is not what the spec says it should be."""
 
 
+class ForeignOriginError(AdapterError):
+    """A request would leave the system's origin (a pagination link, a redirect or an address taken from a
+    response points elsewhere) and the spec does not allow that origin. Nothing was sent there."""
+
+
+class LimitExceededError(AdapterError):
+    """An input exceeds a resource limit (size, nesting depth, expansion, time) and is refused unread, so a
+    small or permitted input cannot exhaust the machine."""
+
+
 class MappingError(HubError):
     """A record could not be mapped to the columns the spec declares."""
 

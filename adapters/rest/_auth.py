@@ -14,7 +14,8 @@ from collections.abc import Generator
 
 import httpx
 
-from adapters.rest.config import AuthConfig, OAuth2ClientCredentials
+from adapters._http import OriginPolicy
+from adapters.rest.config import AuthConfig, OAuth2ClientCredentials, RestSystemConfig
 from hub.errors import AdapterError
 from hub.runtime.secrets import mask, mask_url, register
 
@@ -131,3 +132,14 @@ def build_auth(cfg: AuthConfig | None) -> httpx.Auth | None:
         register(cfg.oauth2.client_secret)
         return OAuth2ClientCredentialsAuth(cfg.oauth2)
     return None
+
+
+def origin_policy(cfg: RestSystemConfig, system: str, *urls: str | None) -> OriginPolicy:
+    """Where requests of the REST system *cfg* may go: its base URL's origin, its OAuth2 token URL's and
+    *urls* the spec itself names (a source path given as a full URL, the OpenAPI document) carry the
+    credentials; ``allowed_origins`` are called without them; nothing else is called at all."""
+    auth = cfg.auth
+    token_url = auth.oauth2.token_url if auth is not None and auth.oauth2 is not None else None
+    key_param = auth.api_key.name if auth is not None and auth.api_key is not None else None
+    return OriginPolicy.of(system, (cfg.base_url, token_url, *urls), cfg.allowed_origins,
+                           [key_param] if key_param else [])

@@ -15,6 +15,9 @@ from typing import Any
 from jsonpath_ng.exceptions import JsonPathParserError
 from jsonpath_ng.ext import parse as _parse
 
+from hub.errors import ResponseFormatError
+from hub.runtime.jsonsafe import first_value, ijson_prefix
+
 _STEP = re.compile(r"\.([A-Za-z_][\w-]*)|\[(\d+)\]|\['([^']*)'\]|\[\"([^\"]*)\"\]|(\[\*\]|\.\*)")
 
 Selector = Callable[[Any], list[Any]]
@@ -75,6 +78,33 @@ def compile_path(expr: str) -> Selector:
     return lambda doc: [m.value for m in parsed.find(doc)]
 
 
+class StreamedDoc:
+    """A response too large to parse whole: a path is answered by scanning the body for it."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def first(self, expr: str) -> Any:
+        steps = _simple_steps(expr.strip())
+        prefix = ijson_prefix(steps) if steps is not None else None
+        if prefix is None:
+            raise ResponseFormatError(f"'{expr}' is not a simple path ($.a.b), which is all a page too large to "
+                                      "parse whole can be asked for")
+        return first_value(self.body, prefix)
+
+
+def streaming_prefix(records: str) -> str | None:
+    """The ijson prefix of the records (``$.data[*]`` -> ``data.item``; ``$.data`` naming the array itself
+    -> ``data.item`` too), or None when *records* is no simple path."""
+    steps = _simple_steps(records.strip())
+    prefix = ijson_prefix(steps) if steps is not None else None
+    if prefix is None:
+        return None
+    if steps and steps[-1][0] == "*":
+        return prefix
+    return f"{prefix}.item" if prefix else "item"
+
+
 def select(expr: str, doc: Any) -> list[Any]:
     """All values *expr* selects in *doc*."""
     return compile_path(expr)(doc)
@@ -82,5 +112,7 @@ def select(expr: str, doc: Any) -> list[Any]:
 
 def first(expr: str, doc: Any) -> Any:
     """The first value *expr* selects in *doc*, or None."""
+    if isinstance(doc, StreamedDoc):
+        return doc.first(expr)
     found = compile_path(expr)(doc)
     return found[0] if found else None

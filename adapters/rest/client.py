@@ -31,13 +31,13 @@ import orjson
 import pyarrow as pa
 
 from adapters._http import BrokenBody, gave_up
-from adapters.rest._auth import build_auth
+from adapters.rest._auth import build_auth, origin_policy
 from adapters.rest._cache import HttpCache
-from adapters.rest._jsonpath import compile_path
+from adapters.rest._jsonpath import StreamedDoc, compile_path, streaming_prefix
 from adapters.rest._paginate import PageRequest, Paginator
 from adapters.rest.config import RestSourceConfig, RestSystemConfig, TimeoutConfig
-from hub.errors import AdapterError, HTTPStatusError, ResponseFormatError, TransportError
-from hub.runtime import tracing
+from hub.errors import AdapterError, HTTPStatusError, LimitExceededError, ResponseFormatError, TransportError
+from hub.runtime import jsonsafe, tracing
 from hub.runtime.breaker import breaker_for
 from hub.runtime.checkpoint import DONE, Token
 from hub.runtime.ratelimit import limiter_for, system_key
@@ -78,11 +78,20 @@ class RestStats:
 
 @dataclass
 class Page:
+    """One response. A page above :data:`~hub.runtime.jsonsafe.STREAM_ABOVE` bytes is streamed: its records
+    arrive already as *batches* (never a list of Python objects) and *doc* answers pagination paths by
+    scanning the body (:class:`~adapters.rest._jsonpath.StreamedDoc`)."""
+
     request: PageRequest
     response: httpx.Response
     doc: Any
     records: list[Any]
     size: int = 0  # bytes of the body
+    batches: list[pa.RecordBatch] | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.records) if self.batches is None else sum(b.num_rows for b in self.batches)
 
 
 class _Done:
@@ -111,6 +120,7 @@ class RestSource:
         base = system.base_url.rstrip("/") + "/"
         self.url = urljoin(base, source.request.path.lstrip("/")) if source.request.path else system.base_url
         self.stats = RestStats(url=mask_url(self.url))
+        self.origins = origin_policy(system, system_name or name, self.url)
         self.system_label = tracing.system_label(system_name, system.base_url)  # spans and _hub_calls
         # Shared with every process talking to the system (hub.runtime.ratelimit / breaker).
         key = system_key(system_name, system.base_url)
@@ -136,6 +146,7 @@ class RestSource:
             headers={"Accept": "application/json", "User-Agent": "hub/0.1", **self.system.headers,
                      **self.source.request.headers},
             timeout=timeout, limits=limits, verify=self.system.verify, follow_redirects=True,
+            event_hooks=self.origins.async_hooks(),  # every request and redirect stays with the system
         )
 
     def _describe(self, req: PageRequest) -> str:
@@ -151,7 +162,7 @@ class RestSource:
         with tracing.call(self.system_label, method, f"{method} {mask_url(shown)}", protocol="rest",
                           attributes=tracing.http_attributes(method, shown)) as call:
             page = await self._breaker_fetch(client, req, call)
-            call.rows, call.bytes = len(page.records), page.size
+            call.rows, call.bytes = page.count, page.size
             return page
 
     async def _breaker_fetch(self, client: httpx.AsyncClient, req: PageRequest, call: tracing.Call) -> Page:
@@ -196,12 +207,31 @@ class RestSource:
                     f"{self._describe(req)}: HTTP {status} {response.reason_phrase}{tried}: {snippet}",
                     url=mask_url(str(response.request.url)), status=status,
                 )
-            doc = self._parse(req, response, body)
-            records = self._select(doc)
-            if len(records) == 1 and isinstance(records[0], list):  # "$.data" pointing at the array itself
-                records = records[0]
-            self.stats.add(pages=1, records=len(records), nbytes=len(body))
-            return Page(req, response, doc, records, len(body))
+            if len(body) > jsonsafe.STREAM_ABOVE:
+                page = self._streamed(req, response, body)
+            else:
+                doc = self._parse(req, response, body)
+                records = self._select(doc)
+                if len(records) == 1 and isinstance(records[0], list):  # "$.data" pointing at the array itself
+                    records = records[0]
+                page = Page(req, response, doc, records, len(body))
+            self.stats.add(pages=1, records=page.count, nbytes=len(body))
+            return page
+
+    def _streamed(self, req: PageRequest, response: httpx.Response, body: bytes) -> Page:
+        """A large page, its records converted batch by batch as the body is scanned (bounded memory)."""
+        prefix = streaming_prefix(self.source.records)
+        if prefix is None:
+            raise LimitExceededError(
+                f"{self._describe(req)}: a {len(body)}-byte page is too large to parse whole "
+                f"(over {jsonsafe.STREAM_ABOVE} bytes) and records '{self.source.records}' is not a simple path "
+                "($.name[*]) that can be streamed; ask the API for smaller pages")
+        try:
+            batches = [records_to_batch(chunk) for chunk in jsonsafe.stream_records(body, prefix, self.batch_size)]
+        except Exception as exc:  # ijson's errors (IncompleteJSONError, ...) are not one class
+            raise ResponseFormatError(f"{self._describe(req)}: HTTP {response.status_code} body is not valid "
+                                      f"JSON ({len(body)} bytes): {mask(str(exc))[:200]}") from None
+        return Page(req, response, StreamedDoc(body), [], len(body), batches)
 
     async def _backoff(self, attempt: int, retry_after: str | None = None) -> None:
         self.stats.add(retries=1)
@@ -257,7 +287,7 @@ class RestSource:
 
     def _parse(self, req: PageRequest, response: httpx.Response, body: bytes) -> Any:
         try:
-            return orjson.loads(body)
+            return jsonsafe.loads(body)
         except orjson.JSONDecodeError as exc:
             ctype = response.headers.get("Content-Type", "no content type")
             preview = mask(body[:120].decode("utf-8", "replace"))
@@ -268,7 +298,10 @@ class RestSource:
 
     # --- pages -----------------------------------------------------------------------------------------
 
-    def _to_batches(self, records: list[Any]) -> list[pa.RecordBatch]:
+    def _to_batches(self, page: Page) -> list[pa.RecordBatch]:
+        if page.batches is not None:
+            return page.batches
+        records = page.records
         return [records_to_batch(records[i:i + self.batch_size]) for i in range(0, len(records), self.batch_size)]
 
     async def _walk(self, emit: Emit, resume: Token | None = None) -> None:
@@ -297,14 +330,14 @@ class RestSource:
                         raise ResponseFormatError(
                             f"{self.stats.url}: {len(known) + 1} pages exceed paginate.max_pages={max_pages}")
                     tokens = paginator.known_tokens([req, *known]) if cfg.paginate else [DONE]
-                    await emit(self._to_batches(page.records), tokens[0])
+                    await emit(self._to_batches(page), tokens[0])
                     self.stats.concurrent = len(known) > 0
                     await self._concurrent(client, known, emit, tokens[1:])
                     return
             count = 1
             while True:
-                nxt = paginator.next_request(page.request, page.response, page.doc, len(page.records))
-                await emit(self._to_batches(page.records), paginator.token_for(nxt))
+                nxt = paginator.next_request(page.request, page.response, page.doc, page.count)
+                await emit(self._to_batches(page), paginator.token_for(nxt))
                 if nxt is None:
                     return
                 count += 1
@@ -322,7 +355,7 @@ class RestSource:
         async def one(req: PageRequest) -> list[pa.RecordBatch]:
             async with slots:
                 page = await self.fetch(client, req)
-            return self._to_batches(page.records)  # the parsed document is dropped here
+            return self._to_batches(page)  # the parsed document is dropped here
 
         todo = iter(requests)
         after = iter(tokens)
@@ -391,6 +424,9 @@ class RestSource:
         if "error" in result:
             raise result["error"]
         page: Page = result["page"]
+        if page.batches is not None:
+            raise LimitExceededError(f"{self.stats.url}: the first page ({page.size} bytes) is too large to sample "
+                                     f"whole (over {jsonsafe.STREAM_ABOVE} bytes); ask the API for smaller pages")
         return page
 
     # --- records -----------------------------------------------------------------------------------------

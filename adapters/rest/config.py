@@ -160,6 +160,9 @@ class RestSystemConfig(_Strict):
     cache: HttpCacheConfig | None = Field(None, description="HTTP caching of GET responses (reference data).")
     concurrency: int = Field(8, ge=1, le=64, description="Pages fetched at once when the total is known.")
     verify: bool | str = Field(True, description="TLS verification: true, or a CA bundle path. Never off silently.")
+    allowed_origins: list[str] = Field(default_factory=list, description=(
+        "Other origins (https://host[:port]) that pagination links and redirects may lead to. They are called "
+        "without credentials; any origin neither here nor the base URL's is refused (adapters._http)."))
     max_response_bytes: int = Field(256 * 1024 * 1024, gt=0, description="Larger bodies are refused.")
     openapi: str | None = Field(None, description="The API's OpenAPI document (URL, or a file relative to the "
                                                   "project): recorded by `hub contracts snapshot` and compared "

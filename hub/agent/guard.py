@@ -284,7 +284,7 @@ def _rest(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: int
     import httpx
 
     from adapters.rest import RestSource, RestSourceConfig, RestSystemConfig
-    from adapters.rest._auth import build_auth
+    from adapters.rest._auth import build_auth, origin_policy
     from adapters.rest._jsonpath import select
 
     block = pipeline.spec.systems[action.system].rest
@@ -321,7 +321,7 @@ def _rest(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: int
     url = system.base_url.rstrip("/") + "/" + path.lstrip("/")
     try:
         with httpx.Client(auth=build_auth(system.auth), headers={**system.headers, **headers}, verify=system.verify,
-                          timeout=timeout) as client:
+                          timeout=timeout, event_hooks=origin_policy(system, action.system).hooks()) as client:
             response = client.request(method, url, params={**system.params, **query}, json=body)
     except httpx.HTTPError as exc:
         raise HubError(f"{action.name}: {method} {mask(url)}: {type(exc).__name__}: {mask(str(exc))}") from None

@@ -166,7 +166,7 @@ def fetch_openapi(cfg: Any, root: Path, system: str) -> dict[str, Any]:
     ``servers`` (hosts are not part of the contract)."""
     import httpx
 
-    from adapters.rest._auth import build_auth
+    from adapters.rest._auth import build_auth, origin_policy
 
     location = str(cfg.openapi)
     where = f"systems.{system}.rest.openapi"
@@ -174,7 +174,8 @@ def fetch_openapi(cfg: Any, root: Path, system: str) -> dict[str, Any]:
         try:
             with httpx.Client(auth=build_auth(cfg.auth), headers={"Accept": "application/json, application/yaml",
                                                                   **cfg.headers},
-                              verify=cfg.verify, timeout=30.0, follow_redirects=True) as client:
+                              verify=cfg.verify, timeout=30.0, follow_redirects=True,
+                              event_hooks=origin_policy(cfg, system, location).hooks()) as client:
                 response = client.get(location)
         except httpx.HTTPError as exc:
             raise TransportError(f"{where}: cannot fetch {_scrub(location)}: {type(exc).__name__}: "

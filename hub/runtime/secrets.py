@@ -4,17 +4,27 @@ Specs reference secrets as ``${VAR}`` (or ``${VAR:-default}``); they are resolve
 only when a system is actually used, so loading definitions never needs credentials. Every resolved
 secret value is registered here, and :func:`mask` replaces any registered value (and credentials in
 URLs) before text reaches a log, an exception or Dagster metadata.
+
+Masking looks for more than the exact value: a library that fails on a secret prints its ``repr`` (httpx's
+``Illegal header value b'Bearer tok\\r'``), a JSON body carries it escaped, a URL percent-encoded, an HTTP
+Basic header base64-encoded. Every registered secret is therefore masked in each of those forms, with and
+without surrounding whitespace. Values holding control characters are refused when they are resolved,
+naming the variable and never the value: a token ending in ``\\r`` (a ``.env`` file written on Windows)
+is a mistake, and a header-injection attempt at worst.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import os
 import re
 import threading
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit, urlunsplit
 
 from hub.errors import SecretError
 
@@ -22,6 +32,7 @@ _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _MASK = "***"
 _lock = threading.Lock()
 _known: set[str] = set()
+_pattern: re.Pattern[str] | None = None  # every form of every known secret, longest first
 # Query parameters whose values are credentials whatever the spec calls them.
 SENSITIVE_PARAMS = {"api_key", "apikey", "key", "token", "access_token", "password", "secret", "client_secret",
                     "signature", "sig"}
@@ -52,6 +63,11 @@ def resolve(value: str, *, field: str, env: Mapping[str, str] | None = None, sec
             if default is not None:
                 return default
             raise SecretError(f"{field}: environment variable {name} is not set (referenced as ${{{name}}})")
+        bad = _control_character(got)
+        if bad is not None:
+            raise SecretError(f"{field}: environment variable {name} holds a control character ({bad}); secrets "
+                              "and addresses must be printable — a Windows line ending (\\r) in a .env file is "
+                              "the usual cause. The value is not shown.")
         if secret:
             register(got)
         return got
@@ -81,11 +97,65 @@ def resolve_tree(value: Any, *, field: str) -> Any:
     return value
 
 
+def _control_character(value: str) -> str | None:
+    """The first control character of *value*, escaped (``\\r``, ``\\x00``), or None."""
+    for ch in value:
+        if unicodedata.category(ch) == "Cc":
+            return repr(ch)[1:-1]
+    return None
+
+
+#: Forms shorter than this are not masked (they would hide ordinary words); base64 cores need more, as a
+#: short one matches by chance inside unrelated base64 or hexadecimal text.
+_MIN_FORM, _MIN_BASE64 = 4, 8
+
+
+def _base64_cores(raw: bytes) -> set[str]:
+    """Substrings that every base64 encoding of a text holding *raw* contains, whatever its offset.
+
+    Base64 encodes 3 bytes as 4 characters, so *raw* looks different at each of the three byte offsets:
+    for each, encode it behind 0-2 filler bytes and keep only the characters that depend on *raw* alone
+    (HTTP Basic encodes ``user:password``: the password starts wherever the user name ends)."""
+    cores: set[str] = set()
+    for lead in range(3):
+        encoded = base64.b64encode(b"\0" * lead + raw).decode("ascii")
+        start = -(-lead * 4 // 3) if lead else 0  # characters touched by the filler
+        usable = (lead + len(raw)) // 3 * 4  # characters of complete groups (the rest depend on what follows)
+        core = encoded[start:usable]
+        if len(core) >= _MIN_BASE64:
+            cores.add(core)
+            cores.add(core.replace("+", "-").replace("/", "_"))  # the URL-safe alphabet
+    return cores
+
+
+def forms(secret: str) -> set[str]:
+    """Every form in which *secret* may reach a message: itself and stripped of surrounding whitespace; its
+    ``repr`` (of the text and of its UTF-8 bytes), JSON string and URL encodings; base64 at any offset; and
+    the same for its UTF-8 bytes misread as Latin-1."""
+    out: set[str] = set()
+    for value in {secret, secret.strip()}:
+        if not value:
+            continue
+        raw = value.encode("utf-8", "surrogatepass")
+        # a peer that reads the UTF-8 bytes as Latin-1 (HTTP header values) echoes them as mojibake
+        for text in {value, raw.decode("latin-1")}:
+            out |= {text, repr(text)[1:-1], json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1]}
+        out |= {repr(raw)[2:-1], quote(value, safe=""), quote_plus(value, safe=""), quote(value)}
+        out |= _base64_cores(raw)
+    return {f for f in out if len(f) >= _MIN_FORM}
+
+
 def register(secret: str) -> None:
-    """Remember *secret* so :func:`mask` hides it from now on. Very short values are not worth masking."""
-    if secret and len(secret) >= 4:
+    """Remember *secret* so :func:`mask` hides it, in every form :func:`forms` lists, from now on. Very short
+    values are not worth masking."""
+    global _pattern
+    if secret and len(secret.strip()) >= 4:
         with _lock:
+            if secret in _known:
+                return
             _known.add(secret)
+            every = set().union(*(forms(s) for s in _known))
+            _pattern = re.compile("|".join(re.escape(f) for f in sorted(every, key=len, reverse=True)))
         _mask_log_records()
 
 
@@ -117,13 +187,9 @@ def _mask_log_records() -> None:
 
 
 def mask(text: str) -> str:
-    """Hide every registered secret in *text*."""
-    with _lock:
-        known = sorted(_known, key=len, reverse=True)
-    for s in known:
-        if s in text:
-            text = text.replace(s, _MASK)
-    return text
+    """Hide every registered secret, in any of its forms, in *text*."""
+    pattern = _pattern
+    return text if pattern is None else pattern.sub(_MASK, text)
 
 
 def mask_url(url: str, extra_params: frozenset[str] | set[str] = frozenset()) -> str:
