@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from adapters.sftp import LocalCopy, SftpSource, SftpSourceConfig, SftpSystemConfig
 from adapters.sftp._session import RemoteFile
+from hub import owners
 from hub.errors import HubError
 from hub.materialize import mapper_for, screens_for, state_dir
 from hub.runtime import tracing
@@ -165,8 +166,11 @@ def _load(pipeline: Pipeline, source: ResolvedSource, adapter: SftpSource, remot
     mapper = mapper_for(source.spec.column_specs() if source.spec.columns else None, keys, f"sources.{name}")
     rules, threshold = screens_for(source, f"sources.{name}: file {remote.name}",
                                    consequence="nothing was loaded and the file stays where it is")
-    with connect(pipeline.warehouse_url).begin(
+    warehouse = connect(pipeline.warehouse_url)
+    owners.check(warehouse, pipeline, [name])
+    with warehouse.begin(
             LoadRequest(name, "replace_partition", run_id, partition=remote.name, primary_key=keys)) as load:
+        owners.claim(load, pipeline, [name], run_id)
         files = load.attach(LoadRequest(LEDGER, "merge", run_id, primary_key=("source", "file")))
         for raw in adapter.batches(copy):
             mapped = mapper.apply(raw)

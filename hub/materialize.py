@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 from adapters.rest import RestSource, RestSourceConfig, RestSystemConfig
 from adapters.soap import SoapSource, SoapSourceConfig, SoapSystemConfig
 from adapters.sql import SqlSource, SqlSourceConfig, SqlSystemConfig
+from hub import owners
 from hub.errors import HubError, SourceInterrupted
 from hub.runtime import tracing
 from hub.runtime.checkpoint import Checkpoint, fingerprint, open_resumption
@@ -250,8 +251,11 @@ def _materialize_once(pipeline: Pipeline, name: str, *, window: Window | None, r
     mode = load_mode(source, full_refresh)
     resumption = open_resumption(adapter, checkpoint_for(pipeline, source, adapter, window),
                                  window_closed=window_closed(source, window), full_refresh=full_refresh)
+    owned = [name, *children]
+    owners.check(warehouse, pipeline, owned)
     with resumption, warehouse.begin(LoadRequest(table=name, mode=mode, run_id=run_id, partition=partition,
                                                  primary_key=keys)) as load:
+        owners.claim(load, pipeline, owned, run_id)
         child_loads = {child: load.attach(LoadRequest(table=child, mode=child_mode(source), run_id=run_id,
                                                       partition=partition, primary_key=keys))
                        for child in children}
@@ -293,7 +297,10 @@ def materialize_model(pipeline: Pipeline, name: str, *, run_id: str | None = Non
     model = pipeline.spec.models[name]
     with tracing.asset_scope(name, run_id=run_id, pipeline=pipeline.name, kind="model") if run_id \
             else contextlib.nullcontext() as scope:
-        result = connect(pipeline.warehouse_url).run_model(name, model.sql)
+        warehouse = connect(pipeline.warehouse_url)
+        owners.check(warehouse, pipeline, [name])
+        result = warehouse.run_model(name, model.sql)
+        owners.claim_now(warehouse, pipeline, [name], run_id or "model")
         if scope is not None:
             scope.rows = result.table_rows
     return Outcome(asset=name, load=result, duration_s=time.monotonic() - started)

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from hub.contracts.cli import register as register_contract_commands
 from hub.errors import HubError, SpecError
+from hub.runtime.secrets import mask_url
 from hub.spec import Pipeline, load
 from hub.spec.loader import project_root
 from hub.validation.cli import register as register_validation_commands
@@ -44,19 +45,22 @@ def _load(spec: Path) -> Pipeline:
 
 @app.command()
 def validate(specs: list[Path] = typer.Argument(..., help="Pipeline spec files (YAML).")) -> None:
-    """Check specs: every problem is reported with file, line and field."""
+    """Check specs: every problem is reported with file, line and field. The other specs of the same folder
+    and project are checked with them (asset and pipeline names must be unique across a project)."""
+    from hub.spec.project import check_together
+
     failed = False
-    for spec in specs:
-        try:
-            p = load(spec)
-        except SpecError as exc:
-            typer.echo(str(exc), err=True)
+    for spec, error in check_together(specs).items():
+        if error is not None:
+            typer.echo(str(error), err=True)
             failed = True
             continue
+        p = load(spec)
         parts = p.spec.partitions
         console.print(f"[green]ok[/] {spec}: pipeline [bold]{p.name}[/], {len(p.sources)} source(s), "
-                      f"{len(p.spec.models)} model(s), partitions: {parts.kind if parts else 'none'}, "
-                      f"warehouse: {p.warehouse_url}")
+                      f"{len(p.spec.models)} model(s), partitions: {parts.kind if parts else 'none'}", highlight=False)
+        console.print(f"   project root {p.root} — warehouse {mask_url(p.warehouse_url)}, state {p.root / '.hub'}, "
+                      f"contracts {p.root / 'contracts'}, reports {p.root / 'reports'}", highlight=False)
     if failed:
         raise typer.Exit(1)
 

@@ -7,7 +7,7 @@ time-window partitions; every asset that writes to a DuckDB warehouse is in the 
 
 # No `from __future__ import annotations`: Dagster inspects the `context` annotation at definition time.
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -246,13 +246,9 @@ def build_definitions(folder: str | Path, *, loader: Callable[[Path], Pipeline] 
     return dg.Definitions.merge(defs, dg.Definitions(executor=executor)) if executor is not None else defs
 
 
-def _check_unique_assets(pipelines: Iterable[Pipeline]) -> None:
-    owner: dict[str, Path] = {}
-    for p in pipelines:
-        for name in p.asset_names():
-            if name in owner:
-                from hub.errors import SpecError
+def _check_unique_assets(pipelines: list[Pipeline]) -> None:
+    from hub.spec.project import collisions, describe
 
-                raise SpecError(str(p.path), [f"asset '{name}' is already defined in {owner[name]}; "
-                                              "source and model names must be unique across pipelines"])
-            owner[name] = p.path
+    by_path = {p.path: p for p in pipelines}
+    for path, problems in collisions(pipelines).items():
+        raise describe(by_path[path], problems)

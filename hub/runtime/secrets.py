@@ -206,4 +206,9 @@ def mask_url(url: str, extra_params: frozenset[str] | set[str] = frozenset()) ->
         pairs = parse_qsl(query, keep_blank_values=True)
         sensitive = SENSITIVE_PARAMS | {p.lower() for p in extra_params}
         query = urlencode([(k, _MASK if k.lower() in sensitive else v) for k, v in pairs], safe="*")
-    return mask(urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment)))
+    if not netloc and url.startswith(f"{parts.scheme}://"):  # duckdb:///abs/path: urlunsplit drops the "//"
+        shown = f"{parts.scheme}://{parts.path}" + (f"?{query}" if query else "") + \
+            (f"#{parts.fragment}" if parts.fragment else "")
+    else:
+        shown = urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    return mask(shown)
