@@ -13,7 +13,6 @@ import codecs
 import functools
 import gzip
 import io
-import re
 import shutil
 import tempfile
 import zipfile
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -182,11 +182,6 @@ def read(path: Path, fmt: FormatConfig, *, name: str | None = None, base_dir: Pa
 
 # --- encodings -------------------------------------------------------------------------------------------
 
-#: A line holding a multi-byte UTF-8 sequence (matched from the line's start to its first sequence).
-_UTF8_LINE = re.compile(rb"^[^\n]*?([\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3})",
-                        re.MULTILINE)
-
-
 @functools.lru_cache(maxsize=64)
 def single_byte(encoding: str) -> bool:
     """Whether *encoding* maps every byte to one character (cp1252, latin-1, iso-8859-x, cp850, ...): text in
@@ -241,13 +236,22 @@ class _MojibakeSniffer(io.RawIOBase):
         cut = cut or len(data)
         block, self.carry = data[:cut], data[cut:]
         if not block.isascii():
-            for match in _UTF8_LINE.finditer(block):
-                self.lines += 1
-                if self.first is None:
-                    self.first = (self.newlines + block.count(b"\n", 0, match.start()) + 1, match.group(1))
+            self._count(block)
         self.newlines += block.count(b"\n")
         if final:
             self._report()
+
+    def _count(self, block: bytes) -> None:
+        """Lines of *block* (whole lines, valid UTF-8) with a multi-byte sequence, i.e. a byte >= 0x80: located
+        with numpy (a regex over every line cost as much as reading the CSV)."""
+        data = np.frombuffer(block, dtype=np.uint8)
+        high = np.flatnonzero(data >= 0x80)
+        line_of = np.searchsorted(np.flatnonzero(data == 0x0A), high)  # sorted: count the changes
+        self.lines += int(np.count_nonzero(np.diff(line_of))) + 1
+        if self.first is None:
+            start = int(high[0])  # the lead byte: every byte before it on its line is ASCII
+            char = block[start:start + 4].decode("utf-8", errors="ignore")[:1]
+            self.first = (self.newlines + int(line_of[0]) + 1, char.encode())
 
     def _report(self) -> None:
         self.checking = False
