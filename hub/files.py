@@ -153,6 +153,7 @@ def _ingest_file(pipeline: Pipeline, name: str, file: str, *, run_id: str,
             # the partition key, ledger and messages use the escaped name; the server was addressed by its bytes
             outcome.details["remote_name"] = ("not valid UTF-8 (or holds control characters): shown escaped as "
                                               f"{remote.name}")
+            log.warning("sources.%s: the name of %s is %s", name, remote.path, outcome.details["remote_name"])
         # A download an earlier attempt left half done continues from its last byte (adapters/sftp fetch).
         outcome.details["resumed"] = copy.resumed_from > 0
         if copy.resumed_from:

@@ -116,6 +116,9 @@ def test_names_dagster_refuses_are_valid_partition_keys(drop: Drop, tmp_path: Pa
     instance.add_dynamic_partitions("statements_files", keys)  # Dagster checks nothing here; the UI parses '...'
     result = dg.materialize(pipeline_assets(pipeline), instance=instance, partition_key=odd, selection=["statements"])
     assert result.success
+    [mat] = result.asset_materializations_for_node("statements")
+    assert mat.metadata["hub/file"].value == odd and "shown escaped as" in str(mat.metadata["hub/remote_name"].value)
+    assert any(odd in (e.user_message or "") for e in instance.all_logs(result.run_id) if e.level == logging.WARNING)
     assert rows(tmp_path, "select _hub_partition, reference from statements") == [(odd, "R1")]
 
 

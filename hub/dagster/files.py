@@ -41,6 +41,8 @@ def file_asset(pipeline: Pipeline, source: ResolvedSource, pool: str | None) -> 
                          + (f", {outcome.load.rows_loaded} rows, {outcome.rejected} rejected" if outcome.load else ""))
         for warning in str(outcome.details.get("encoding_warnings") or "").splitlines():
             context.log.warning(f"{source.name}: {warning}")
+        if outcome.details.get("remote_name"):
+            context.log.warning(f"{source.name}: the file's name is {outcome.details['remote_name']}")
         md: dict[str, Any] = {"hub/file": outcome.file, "hub/status": outcome.status, "hub/after": outcome.after,
                               "hub/duration_s": dg.FloatMetadataValue(round(outcome.duration_s, 3))}
         if outcome.sha256:
