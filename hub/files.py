@@ -14,6 +14,7 @@ transaction that also writes its ledger row, and only then archived, deleted or 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from typing import Any
 import pyarrow as pa
 
 from adapters.sftp import LocalCopy, SftpSource, SftpSourceConfig, SftpSystemConfig
+from adapters.sftp._formats import ReadNotes
 from adapters.sftp._session import RemoteFile
 from hub import owners
 from hub.errors import HubError
@@ -35,6 +37,7 @@ from hub.warehouse import LoadRequest, LoadResult, Warehouse, connect
 
 LEDGER = "_hub_files"
 Progress = Callable[[str, int], None]
+log = logging.getLogger("hub.files")
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,11 @@ def _ingest_file(pipeline: Pipeline, name: str, file: str, *, run_id: str,
             copy.path.unlink(missing_ok=True)
         outcome.after = adapter.finish(session, remote)  # only now that the rows are committed
         outcome.details["sftp_retries"] = session.retries
+        if remote.escaped:
+            # the partition key, ledger and messages use the escaped name; the server was addressed by its bytes
+            outcome.details["remote_name"] = ("not valid UTF-8 (or holds control characters): shown escaped as "
+                                              f"{remote.name}")
+            log.warning("sources.%s: the name of %s is %s", name, remote.path, outcome.details["remote_name"])
         # A download an earlier attempt left half done continues from its last byte (adapters/sftp fetch).
         outcome.details["resumed"] = copy.resumed_from > 0
         if copy.resumed_from:
@@ -166,13 +174,14 @@ def _load(pipeline: Pipeline, source: ResolvedSource, adapter: SftpSource, remot
     mapper = mapper_for(source.spec.column_specs() if source.spec.columns else None, keys, f"sources.{name}")
     rules, threshold = screens_for(source, f"sources.{name}: file {remote.name}",
                                    consequence="nothing was loaded and the file stays where it is")
+    notes = ReadNotes()
     warehouse = connect(pipeline.warehouse_url)
     owners.check(warehouse, pipeline, [name])
     with warehouse.begin(
             LoadRequest(name, "replace_partition", run_id, partition=remote.name, primary_key=keys)) as load:
         owners.claim(load, pipeline, [name], run_id)
         files = load.attach(LoadRequest(LEDGER, "merge", run_id, primary_key=("source", "file")))
-        for raw in adapter.batches(copy):
+        for raw in adapter.batches(copy, notes):
             mapped = mapper.apply(raw)
             if rules:
                 mapped = rules.apply(mapped, raw)
@@ -186,7 +195,14 @@ def _load(pipeline: Pipeline, source: ResolvedSource, adapter: SftpSource, remot
         files.write(_ledger_row(name, remote, copy.sha256, "loaded", load.rows, run_id))
         files.commit()
         result = load.commit()
+    details: dict[str, Any] = {"file_bytes": copy.size, "file_mtime": remote.mtime, "rows_read": threshold.total}
+    if notes.encoding_warnings:
+        # loaded as declared (the spec may be right), but a likely mis-declared encoding must not pass unnoticed
+        for warning in notes.encoding_warnings:
+            log.warning("sources.%s: %s", name, warning)
+        details["encoding_warnings"] = "\n".join(notes.encoding_warnings)
+        details["mojibake_lines"] = notes.mojibake_lines
     return FileOutcome(remote.name, "loaded", load=result, rejected=threshold.rejected, sha256=copy.sha256,
-                       details={"file_bytes": copy.size, "file_mtime": remote.mtime, "rows_read": threshold.total})
+                       details=details)
 
 

@@ -273,8 +273,8 @@ def test_hostile_file_names_never_leave_the_folder(tmp_path: Path) -> None:
                "/drop/sub": [_Entry("../../../root/.ssh/id_rsa"), _Entry("nested.csv")]}
 
     class FakeSftp:
-        async def readdir(self, path: str) -> list[_Entry]:
-            return listing[path]
+        async def readdir(self, path: str | bytes) -> list[_Entry]:  # the session lists with bytes names
+            return listing[path.decode() if isinstance(path, bytes) else path]
 
     session = SftpSession(SftpSystemConfig.model_validate(
         {"host": "127.0.0.1", "username": "u", "password": "p", "insecure_accept_any_host_key": True}))

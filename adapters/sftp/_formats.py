@@ -10,14 +10,19 @@ never stops the file and never disappears.
 from __future__ import annotations
 
 import codecs
+import functools
 import gzip
 import io
+import shutil
+import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -48,44 +53,225 @@ def _with_lines(batch: pa.RecordBatch, lines: list[int]) -> pa.RecordBatch:
     return batch.append_column(LINE, pa.array(lines, pa.int64()))
 
 
+@dataclass
+class ReadNotes:
+    """What a reader noticed that is not an error but should not pass unnoticed: the load reports it in its
+    metadata and log (``hub/encoding_warnings``)."""
+
+    encoding_warnings: list[str] = field(default_factory=list)
+    mojibake_lines: int = 0  # lines of files declared in a legacy encoding that look like UTF-8
+
+
 # --- opening ---------------------------------------------------------------------------------------------
+
+#: Below this many expanded bytes the ratio is not enforced: a small file that compresses well is no threat.
+RATIO_FLOOR = 16 << 20
+
+#: Magic numbers of archives and compressed streams, which are not expanded inside an archive.
+_NESTED = {b"PK\x03\x04": "zip", b"\x1f\x8b": "gzip", b"\xfd7zXZ\x00": "xz",
+           b"7z\xbc\xaf\x27\x1c": "7z", b"Rar!\x1a\x07": "rar", b"\x28\xb5\x2f\xfd": "zstd"}
+
+
+class _Budget:
+    """How many bytes one compressed file may expand to: at most ``max_uncompressed_bytes`` in all, and at most
+    ``max_ratio`` times the compressed file's size once past :data:`RATIO_FLOOR`. One budget covers every member
+    of an archive (entries of a zip may share their data, so a per-member check would not bound the total)."""
+
+    def __init__(self, name: str, fmt: FormatConfig, compressed: int) -> None:
+        self.name, self.compressed, self.used = name, compressed, 0
+        self.max_bytes, self.max_ratio = int(fmt.max_uncompressed_bytes), fmt.max_ratio
+        self.limit = min(self.max_bytes, max(int(self.max_ratio * compressed), RATIO_FLOOR))
+
+    def check(self, total: int, member: str, *, declared: bool = False) -> None:
+        """Refuse when *total* expanded bytes (declared by the archive, or read so far) exceed the budget."""
+        if total <= self.limit:
+            return
+        how = "declares" if declared else "expands to"
+        if total > self.max_bytes:
+            why = f"more than max_uncompressed_bytes={self.max_bytes}"
+        else:
+            why = (f"more than max_ratio={self.max_ratio:g} times its {self.compressed} compressed bytes "
+                   f"({self.limit} bytes)")
+        where = self.name if member == self.name else f"{self.name} (at member {member})"
+        raise AdapterError(f"{where}: {how} {why}; refused as a likely decompression bomb (raise "
+                           "format.max_uncompressed_bytes / format.max_ratio if the file is genuine)")
+
+    def take(self, n: int, member: str) -> None:
+        self.used += n
+        self.check(self.used, member)
+
+
+class _Limited(io.RawIOBase):
+    """A decompressing stream that counts what it hands out and stops at the budget, so a bomb costs at most
+    the budget in time (and a block in memory) before it fails."""
+
+    def __init__(self, stream: IO[bytes] | gzip.GzipFile, budget: _Budget, member: str) -> None:
+        self.stream, self.budget, self.member = stream, budget, member
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self.stream.readinto(buffer)  # type: ignore[union-attr]
+        self.budget.take(n or 0, self.member)
+        return n or 0
+
+
+def _limited(stream: IO[bytes] | gzip.GzipFile, budget: _Budget, member: str) -> IO[bytes]:
+    """*stream* within *budget*; refuses an archive inside the archive (it would be read as data, or be a
+    bomb's next layer)."""
+    out = io.BufferedReader(_Limited(stream, budget, member), BLOCK)
+    head = out.peek(8)
+    kind = next((k for magic, k in _NESTED.items() if head.startswith(magic)), None)
+    if kind is not None:
+        raise AdapterError(f"{member}: is itself a {kind} archive; nested archives are not expanded (unpack it, "
+                           "or have the partner drop the inner file)")
+    return out
+
 
 def members(path: Path, fmt: FormatConfig, name: str | None = None) -> Iterator[tuple[str, IO[bytes]]]:
     """The readable streams in a file: itself, its gzip content, or every file in a zip archive, each with
-    the name messages use (*name*: the file's name on the server, when *path* is a local copy)."""
+    the name messages use (*name*: the file's name on the server, when *path* is a local copy). Decompressed
+    content is limited by ``format.max_uncompressed_bytes`` and ``format.max_ratio`` (:class:`_Budget`)."""
     name = name or path.name
     compression = fmt.compression
     if compression == "auto":
         compression = "gzip" if name.endswith(".gz") else "zip" if name.endswith(".zip") else "none"
-    if compression == "zip":
-        with zipfile.ZipFile(path) as archive:
-            for info in archive.infolist():
-                if not info.is_dir():
-                    with archive.open(info) as stream:
-                        yield f"{name}/{info.filename}", stream
+    if compression == "none":
+        with path.open("rb") as plain:
+            yield name, plain
         return
-    opener: Any = gzip.open if compression == "gzip" else open
-    with opener(path, "rb") as stream:
-        yield name, stream
+    budget = _Budget(name, fmt, path.stat().st_size)
+    if compression == "gzip":
+        with gzip.open(path, "rb") as stream:
+            yield name, _limited(stream, budget, name)
+        return
+    with zipfile.ZipFile(path) as archive:
+        infos = [info for info in archive.infolist() if not info.is_dir()]
+        # declared sizes first (cheap, and a bomb usually admits it); never trusted: reading counts again
+        budget.check(sum(info.file_size for info in infos), name, declared=True)
+        for info in infos:
+            member = f"{name}/{info.filename}"
+            try:
+                opened = archive.open(info)
+            except (RuntimeError, NotImplementedError) as exc:  # encrypted, or a method zipfile lacks
+                raise AdapterError(f"{member}: cannot decompress: {exc}") from None
+            with opened as stream:
+                yield member, _limited(stream, budget, member)
 
 
 def read(path: Path, fmt: FormatConfig, *, name: str | None = None, base_dir: Path | None = None,
-         batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
-    """Every record of the downloaded file *path* (called *name* in messages) as Arrow batches."""
+         batch_size: int = 65_536, notes: ReadNotes | None = None) -> Iterator[pa.RecordBatch]:
+    """Every record of the downloaded file *path* (called *name* in messages) as Arrow batches; warnings that
+    do not stop the file go to *notes* (None: the encoding is not checked)."""
     try:
         for member, stream in members(path, fmt, name):
             if fmt.csv is not None:
-                yield from read_csv(stream, fmt.csv, member)
+                yield from read_csv(stream, fmt.csv, member, notes)
             elif fmt.fixed_width is not None:
-                yield from read_fixed_width(stream, fmt.fixed_width, member, base_dir)
+                yield from read_fixed_width(stream, fmt.fixed_width, member, base_dir, notes)
             elif fmt.jsonl is not None:
-                yield from read_jsonl(stream, fmt.jsonl.encoding, member, batch_size)
+                yield from read_jsonl(stream, fmt.jsonl.encoding, member, batch_size, notes)
             elif fmt.xml is not None:
                 yield from read_xml(stream, fmt.xml.records, member, batch_size)
             else:
                 yield from read_parquet(stream, member, batch_size)
     except (zipfile.BadZipFile, gzip.BadGzipFile, EOFError, zlib.error) as exc:  # a damaged archive
         raise AdapterError(f"{name or path.name}: cannot decompress ({fmt.compression}): {exc}") from None
+
+
+# --- encodings -------------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=64)
+def single_byte(encoding: str) -> bool:
+    """Whether *encoding* maps every byte to one character (cp1252, latin-1, iso-8859-x, cp850, ...): text in
+    it that also decodes as UTF-8 with multi-byte sequences is almost always UTF-8 declared wrongly."""
+    try:
+        if codecs.lookup(encoding).name in ("utf-8", "utf-8-sig"):
+            return False
+        return len(bytes(range(256)).decode(encoding, errors="replace")) == 256
+    except (LookupError, ValueError, TypeError):
+        return False
+
+
+class _MojibakeSniffer(io.RawIOBase):
+    """Passes a byte stream through unchanged while checking whether a file declared in a single-byte
+    encoding is really UTF-8: every byte valid UTF-8 and some lines with multi-byte sequences (``ü`` read as
+    cp1252 is ``Ã¼``). Cheap: ASCII blocks are skipped by ``bytes.isascii``; the first byte that is not valid
+    UTF-8 (the normal case for a genuine legacy file) ends the checking; only blocks that are valid UTF-8 and
+    not ASCII are searched line by line."""
+
+    def __init__(self, raw: IO[bytes], encoding: str, name: str, notes: ReadNotes) -> None:
+        self.raw, self.encoding, self.name, self.notes = raw, encoding, name, notes
+        self.decoder = codecs.getincrementaldecoder("utf-8")()
+        self.checking, self.reported = True, False
+        self.lines = 0  # lines with a multi-byte sequence
+        self.newlines = 0  # newlines before the current block
+        self.first: tuple[int, bytes] | None = None  # line and sequence of the first hit
+        self.carry = b""  # a line not yet complete at the end of the last block
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self.raw.readinto(buffer)  # type: ignore[attr-defined]
+        if self.checking:
+            if n:
+                self._scan(bytes(memoryview(buffer)[:n]), final=False)
+            else:
+                self._scan(b"", final=True)
+        return n or 0
+
+    def _scan(self, data: bytes, *, final: bool) -> None:
+        try:
+            self.decoder.decode(data, final)
+        except UnicodeDecodeError:
+            self.checking = False  # not UTF-8: the declared encoding is plausible
+            return
+        data = self.carry + data
+        cut = len(data) if final else data.rfind(b"\n") + 1
+        if not final and cut == 0 and len(data) < BLOCK:
+            self.carry = data  # no complete line yet
+            return
+        cut = cut or len(data)
+        block, self.carry = data[:cut], data[cut:]
+        if not block.isascii():
+            self._count(block)
+        self.newlines += block.count(b"\n")
+        if final:
+            self._report()
+
+    def _count(self, block: bytes) -> None:
+        """Lines of *block* (whole lines, valid UTF-8) with a multi-byte sequence, i.e. a byte >= 0x80: located
+        with numpy (a regex over every line cost as much as reading the CSV)."""
+        data = np.frombuffer(block, dtype=np.uint8)
+        high = np.flatnonzero(data >= 0x80)
+        line_of = np.searchsorted(np.flatnonzero(data == 0x0A), high)  # sorted: count the changes
+        self.lines += int(np.count_nonzero(np.diff(line_of))) + 1
+        if self.first is None:
+            start = int(high[0])  # the lead byte: every byte before it on its line is ASCII
+            char = block[start:start + 4].decode("utf-8", errors="ignore")[:1]
+            self.first = (self.newlines + int(line_of[0]) + 1, char.encode())
+
+    def _report(self) -> None:
+        self.checking = False
+        if not self.lines or self.first is None or self.reported:
+            return
+        self.reported = True
+        line, seq = self.first
+        right, wrong = seq.decode("utf-8"), seq.decode(self.encoding, errors="replace")
+        self.notes.mojibake_lines += self.lines
+        self.notes.encoding_warnings.append(
+            f"{self.name}: declared {self.encoding}, but every byte is valid UTF-8 and {self.lines} line(s) hold "
+            f"multi-byte UTF-8 sequences (first at line {line}: {right!r} read as {wrong!r}); the file is very "
+            f"likely UTF-8 (set encoding: utf-8)")
+
+
+def _sniffed(stream: IO[bytes], encoding: str, name: str, notes: ReadNotes | None) -> IO[bytes]:
+    """*stream*, checked for UTF-8 mis-declared as *encoding* when that is a single-byte encoding."""
+    if notes is None or not single_byte(encoding):
+        return stream
+    return io.BufferedReader(_MojibakeSniffer(stream, encoding, name, notes), BLOCK)
 
 
 # --- CSV -------------------------------------------------------------------------------------------------
@@ -144,13 +330,13 @@ def _utf8(encoding: str) -> bool:
         return False
 
 
-def read_csv(stream: IO[bytes], cfg: CsvFormat, name: str) -> Iterator[pa.RecordBatch]:
+def read_csv(stream: IO[bytes], cfg: CsvFormat, name: str, notes: ReadNotes | None = None) -> Iterator[pa.RecordBatch]:
     """CSV as text columns. Rows with the wrong number of fields are marked, not fatal; so are rows with bytes
-    that are not valid UTF-8 in a UTF-8 file (their raw text keeps them as ``\\xNN``)."""
+    that are not valid UTF-8 in a UTF-8 file (their raw text keeps them as ``\\xNN``). A file declared in a
+    single-byte encoding that looks like UTF-8 is noted in *notes*."""
     bad: list[tuple[int | None, str, str]] = []
     escaped = _EscapedUtf8(stream) if _utf8(cfg.encoding) else None
-    if escaped is not None:
-        stream = io.BufferedReader(escaped, BLOCK)
+    stream = io.BufferedReader(escaped, BLOCK) if escaped is not None else _sniffed(stream, cfg.encoding, name, notes)
 
     def invalid(row: Any) -> str:
         reason = f"{name}:{row.number}: expected {row.expected_columns} fields, found {row.actual_columns}"
@@ -252,10 +438,11 @@ def load_layout(cfg: FixedWidthFormat, base_dir: Path | None) -> list[FixedWidth
                            f"{exc}") from None
 
 
-def read_fixed_width(stream: IO[bytes], cfg: FixedWidthFormat, name: str,
-                     base_dir: Path | None) -> Iterator[pa.RecordBatch]:
+def read_fixed_width(stream: IO[bytes], cfg: FixedWidthFormat, name: str, base_dir: Path | None,
+                     notes: ReadNotes | None = None) -> Iterator[pa.RecordBatch]:
     """Each line sliced by the layout (vectorized); a line too short for the layout is marked."""
     fields = load_layout(cfg, base_dir)
+    stream = _sniffed(stream, cfg.encoding, name, notes)
     need = max(f.start + f.width - 1 for f in fields)
     options = pacsv.ReadOptions(encoding=cfg.encoding, skip_rows=cfg.skip_rows, column_names=["line"],
                                 block_size=BLOCK, use_threads=False)
@@ -302,11 +489,12 @@ def _fixed_width_batches(reader: Any, fields: list[FixedWidthField], need: int, 
 
 # --- JSON lines, XML, Parquet -----------------------------------------------------------------------------
 
-def read_jsonl(stream: IO[bytes], encoding: str, name: str, batch_size: int) -> Iterator[pa.RecordBatch]:
+def read_jsonl(stream: IO[bytes], encoding: str, name: str, batch_size: int,
+               notes: ReadNotes | None = None) -> Iterator[pa.RecordBatch]:
     records: list[Any] = []
     lines: list[int] = []
     bad: list[tuple[int | None, str, str]] = []
-    source = io.TextIOWrapper(stream, encoding=encoding, errors="replace", newline="")
+    source = io.TextIOWrapper(_sniffed(stream, encoding, name, notes), encoding=encoding, errors="replace", newline="")
     for number, raw in enumerate(source, start=1):
         line = raw.strip()
         if not line:
@@ -373,6 +561,18 @@ def read_xml(stream: IO[bytes], record: str, name: str, batch_size: int) -> Iter
 
 
 def read_parquet(stream: IO[bytes], name: str, batch_size: int) -> Iterator[pa.RecordBatch]:
+    """Parquet needs random access: content of an archive is first expanded (within its budget) to a
+    temporary file."""
+    if stream.seekable():
+        yield from _parquet_batches(stream, name, batch_size)
+        return
+    with tempfile.TemporaryFile(prefix="hub-parquet-") as spool:
+        shutil.copyfileobj(stream, spool, BLOCK)
+        spool.seek(0)
+        yield from _parquet_batches(spool, name, batch_size)
+
+
+def _parquet_batches(stream: IO[bytes], name: str, batch_size: int) -> Iterator[pa.RecordBatch]:
     try:
         yield from pq.ParquetFile(stream).iter_batches(batch_size=batch_size)
     except (pa.ArrowInvalid, OSError) as exc:

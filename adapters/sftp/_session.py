@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import logging
 import posixpath
+import re
 import stat as statmod
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
@@ -35,6 +37,7 @@ from hub.runtime.retry import RetryPolicy
 from hub.runtime.secrets import mask, register
 
 T = TypeVar("T")
+log = logging.getLogger("hub.sftp")
 
 #: Ciphers in order of preference: AES-GCM is the fastest in asyncssh (AES-NI through cryptography).
 CIPHERS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com",
@@ -49,12 +52,45 @@ class AuthenticationError(AdapterError):
     """The server refused the credentials. Never retried."""
 
 
+#: Characters a printable name never holds as such: control characters (Dagster refuses them in partition
+#: keys, logs and the UI would print them raw) and runs of three dots (Dagster's partition range syntax).
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]|\.{3,}")
+
+
+def escape_name(raw: bytes) -> str:
+    """The printable form of a remote name: valid UTF-8 as text, every other byte, control character and run
+    of three dots as ``\\xNN``.
+
+    Servers hand names over as bytes, and a partner's name need not be UTF-8 (``statements_\\xff.csv``). The
+    escaped form is what the ledger, partition keys, logs and messages use; it is unambiguous because names
+    holding a backslash are never taken (:meth:`SftpSession.list_files`). The server is always addressed
+    with the exact bytes (:attr:`RemoteFile.remote`)."""
+    text = raw.decode("utf-8", "backslashreplace")
+    return _UNPRINTABLE.sub(lambda m: "".join(f"\\x{ord(c):02x}" for c in m.group()), text)
+
+
+def shown(path: str | bytes) -> str:
+    """*path* for messages: bytes escaped like :func:`escape_name`."""
+    return escape_name(path) if isinstance(path, bytes) else path
+
+
 @dataclass(frozen=True)
 class RemoteFile:
-    path: str  # absolute remote path
-    name: str  # path relative to the listed folder: the file's partition key
+    path: str  # absolute remote path, printable (escape_name): messages, ledger
+    name: str  # path relative to the listed folder, printable: the file's partition key
     size: int
     mtime: int  # seconds since the epoch, as the server reports it
+    raw: bytes = b""  # the exact remote path when *path* is escaped (a name that is not UTF-8, ...)
+
+    @property
+    def remote(self) -> bytes:
+        """The exact path on the server, for every operation on the file (stat, download, move, remove)."""
+        return self.raw or self.path.encode()
+
+    @property
+    def escaped(self) -> bool:
+        """The name as printed is not the name on the server (bytes that are not UTF-8, control characters)."""
+        return self.remote != self.path.encode()
 
     @property
     def key(self) -> str:
@@ -257,36 +293,52 @@ class SftpSession:
 
     def list_files(self, folder: str, glob: str = "*", *, recursive: bool = False,
                    ignore: list[str] | tuple[str, ...] = ()) -> list[RemoteFile]:
-        """Regular files below *folder* matching *glob*, minus ignored names, sorted by (mtime, path)."""
+        """Regular files below *folder* matching *glob*, minus ignored names, sorted by (mtime, path).
+
+        The folder is read with bytes names, so one name that is not UTF-8 cannot fail the listing: such a file
+        is listed under its escaped name (:func:`escape_name`; the pattern and ignore list match that) and
+        keeps its exact bytes for every later operation. Names that are not one path segment are skipped
+        with a warning."""
 
         async def walk(sftp: asyncssh.SFTPClient) -> list[RemoteFile]:
             out: list[RemoteFile] = []
-            pending = [folder.rstrip("/") or "/"]
+            root = folder.rstrip("/") or "/"
+            pending = [(root.encode(), root)]
             while pending:
-                current = pending.pop()
+                current, current_shown = pending.pop()
                 for entry in await sftp.readdir(current):
-                    name = entry.filename if isinstance(entry.filename, str) else entry.filename.decode()
-                    if name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
-                        continue  # a name is one path segment: "../x" or "/etc/x" from a hostile server is skipped
-                    full = posixpath.join(current, name)
+                    raw = entry.filename if isinstance(entry.filename, bytes) else entry.filename.encode()
+                    if raw in (b".", b".."):
+                        continue
+                    name = escape_name(raw)
+                    if b"/" in raw or b"\\" in raw or b"\x00" in raw:
+                        # "../x" or "/etc/x" from a hostile server; a backslash would make escaped names ambiguous
+                        log.warning("%s: skipped %s in %s: not a plain file name (holds '/', '\\' or NUL)",
+                                    self.where, name, current_shown)
+                        continue
+                    full_raw = posixpath.join(current, raw)
+                    full = posixpath.join(current_shown, name)
                     rel = posixpath.relpath(full, folder)
                     mode = entry.attrs.permissions or 0
                     if statmod.S_ISDIR(mode):
                         if recursive and not _ignored(name, ignore):
-                            pending.append(full)
+                            pending.append((full_raw, full))
                         continue
                     if not statmod.S_ISREG(mode) or _ignored(name, ignore):
                         continue
                     if fnmatch.fnmatchcase(rel if recursive else name, glob):
-                        out.append(RemoteFile(full, rel, int(entry.attrs.size or 0), int(entry.attrs.mtime or 0)))
+                        out.append(RemoteFile(full, rel, int(entry.attrs.size or 0), int(entry.attrs.mtime or 0),
+                                              b"" if full_raw == full.encode() else full_raw))
             return sorted(out, key=lambda f: (f.mtime, f.path))
 
         return self._call(f"list {folder}", walk)
 
-    def exists(self, path: str) -> bool:
-        return self._call(f"stat {path}", lambda sftp: sftp.exists(path))
+    # Paths below are text or the exact bytes of a listed file (RemoteFile.remote); messages show them escaped.
 
-    def stat(self, path: str) -> tuple[int, int] | None:
+    def exists(self, path: str | bytes) -> bool:
+        return self._call(f"stat {shown(path)}", lambda sftp: sftp.exists(path))
+
+    def stat(self, path: str | bytes) -> tuple[int, int] | None:
         """(size, mtime) of *path*, or None when it does not exist."""
 
         async def op(sftp: asyncssh.SFTPClient) -> tuple[int, int] | None:
@@ -296,9 +348,9 @@ class SftpSession:
                 return None
             return int(attrs.size or 0), int(attrs.mtime or 0)
 
-        return self._call(f"stat {path}", op)
+        return self._call(f"stat {shown(path)}", op)
 
-    def download(self, remote: str, local: Path, *, resume: bool = False) -> int:
+    def download(self, remote: str | bytes, local: Path, *, resume: bool = False) -> int:
         """Copy *remote* to *local* with many reads in flight; returns the size of *local* afterwards.
 
         *resume*: *local* is a partial copy of *remote* (possibly empty): the bytes after its end are appended,
@@ -307,7 +359,8 @@ class SftpSession:
         cfg = self.cfg
 
         async def whole(sftp: asyncssh.SFTPClient) -> int:
-            await sftp.get(remote, str(local), block_size=cfg.block_size, max_requests=cfg.concurrency)
+            target = str(local) if isinstance(remote, str) else bytes(local)  # asyncssh wants one type
+            await sftp.get(remote, target, block_size=cfg.block_size, max_requests=cfg.concurrency)
             return local.stat().st_size
 
         async def rest(sftp: asyncssh.SFTPClient) -> int:
@@ -344,9 +397,9 @@ class SftpSession:
                         task.cancel()
                     await asyncio.gather(*reads.values(), return_exceptions=True)
 
-        return self._call(f"download {remote}", rest if resume else whole)
+        return self._call(f"download {shown(remote)}", rest if resume else whole)
 
-    def read_head(self, remote: str, size: int) -> bytes:
+    def read_head(self, remote: str | bytes, size: int) -> bytes:
         """The first *size* bytes of *remote* (less when the file is shorter)."""
 
         async def op(sftp: asyncssh.SFTPClient) -> bytes:
@@ -354,7 +407,7 @@ class SftpSession:
                 data = await fh.read(size)
             return data if isinstance(data, bytes) else data.encode()
 
-        return self._call(f"read {remote}", op)
+        return self._call(f"read {shown(remote)}", op)
 
     def upload_atomic(self, local: Path, remote: str) -> None:
         """Upload under a temporary name the partner ignores, then rename: readers never see half a file."""
@@ -372,21 +425,23 @@ class SftpSession:
 
         self._call(f"upload {remote}", op)
 
-    def move(self, path: str, folder: str) -> str:
-        """Move *path* into *folder* (created when missing); an existing file of that name is replaced."""
-        target = posixpath.join(folder, posixpath.basename(path))
+    def move(self, path: str | bytes, folder: str) -> str:
+        """Move *path* into *folder* (created when missing), keeping its exact name; an existing file of that
+        name is replaced. Returns the new path (escaped)."""
+        raw = path if isinstance(path, bytes) else path.encode()
+        target = posixpath.join(folder.encode(), posixpath.basename(raw))
 
         async def op(sftp: asyncssh.SFTPClient) -> str:
             await sftp.makedirs(folder, exist_ok=True)
             if await sftp.exists(target):
                 await sftp.remove(target)
-            await sftp.rename(path, target)
-            return target
+            await sftp.rename(raw, target)
+            return shown(target)
 
-        return self._call(f"move {path} to {folder}", op)
+        return self._call(f"move {shown(path)} to {folder}", op)
 
-    def remove(self, path: str) -> None:
-        self._call(f"remove {path}", lambda sftp: sftp.remove(path))
+    def remove(self, path: str | bytes) -> None:
+        self._call(f"remove {shown(path)}", lambda sftp: sftp.remove(path))
 
 
 def _ignored(name: str, patterns: list[str] | tuple[str, ...]) -> bool:

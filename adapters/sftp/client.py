@@ -106,15 +106,19 @@ class SftpSource:
         The copy is made under a name derived from the source and the remote path, with a note of the remote
         size and mtime: a download that fails for good (retries exhausted, the process killed) leaves its
         partial copy, and the next fetch of the same, unchanged file continues from its last byte instead of
-        copying it again (a retry within the run continues the same way, see ``SftpSession.download``)."""
+        copying it again (a retry within the run continues the same way, see ``SftpSession.download``).
+
+        The local name never contains the remote one: a partner's name may be as long as the server allows
+        (255 bytes, and a prefix would push it past the local limit) or not be UTF-8; readers get the remote
+        name separately (:meth:`batches`)."""
         if self.spool_dir is None:
-            fd, name = tempfile.mkstemp(prefix="hub-sftp-", suffix="-" + posixpath.basename(remote.path))
+            fd, name = tempfile.mkstemp(prefix="hub-sftp-")
             os.close(fd)
             return self._copy(session, remote, Path(name), None)
         folder = self.spool_dir / "partial"
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        key = hashlib.sha256(f"{self.name}\0{remote.path}".encode()).hexdigest()[:24]
-        local = folder / f"{key}-{posixpath.basename(remote.path)}"
+        key = hashlib.sha256(self.name.encode() + b"\0" + remote.remote).hexdigest()[:32]
+        local = folder / f"{key}.data"
         note = folder / f"{key}.json"
         version = {"path": remote.path, "size": remote.size, "mtime": remote.mtime}
         previous: object = None
@@ -131,8 +135,8 @@ class SftpSource:
         start = local.stat().st_size if local.exists() else 0
         resumes_before = len(session.resumed_at)
         try:
-            size = session.download(remote.path, local, resume=True)
-            after = session.stat(remote.path)
+            size = session.download(remote.remote, local, resume=True)
+            after = session.stat(remote.remote)
             if after != (remote.size, remote.mtime) or size != remote.size:
                 raise AdapterError(
                     f"{self.url}: {remote.name} changed while it was being copied (listed {remote.size} bytes, "
@@ -152,20 +156,22 @@ class SftpSource:
         return LocalCopy(remote, local, digest.hexdigest(), size, resumed_from=start,
                          resumed_in_run=len(session.resumed_at) - resumes_before - (1 if start else 0))
 
-    def batches(self, copy: LocalCopy) -> Iterator[pa.RecordBatch]:
-        """The file's records (see :mod:`adapters.sftp._formats` for the reserved columns)."""
+    def batches(self, copy: LocalCopy, notes: _formats.ReadNotes | None = None) -> Iterator[pa.RecordBatch]:
+        """The file's records (see :mod:`adapters.sftp._formats` for the reserved columns); what the reader
+        noticed on the way (a likely mis-declared encoding) is added to *notes*."""
         return _formats.read(copy.path, self.source.format, name=copy.remote.name, base_dir=self.base_dir,
-                             batch_size=self.batch_size)
+                             batch_size=self.batch_size, notes=notes)
 
     def finish(self, session: SftpSession, remote: RemoteFile) -> str:
         """After the commit: archive, delete or leave the file (and drop its done marker). Returns what was done."""
         after = self.source.after
         marker = self.source.files.done_marker
-        if marker and session.exists(remote.path + marker):
-            session.remove(remote.path + marker)
+        done = remote.remote + marker.encode() if marker else b""
+        if marker and session.exists(done):
+            session.remove(done)
         if after.move_to:
-            return f"moved to {session.move(remote.path, after.move_to)}"
+            return f"moved to {session.move(remote.remote, after.move_to)}"
         if after.delete:
-            session.remove(remote.path)
+            session.remove(remote.remote)
             return "deleted"
         return "left in place"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, field_validator, model_validator
 
 from hub.runtime.breaker import CircuitBreakerConfig
 from hub.runtime.choice import exactly_one
@@ -111,6 +111,14 @@ class FormatConfig(_Strict):
     parquet: ParquetFormat | None = None
     compression: Literal["auto", "none", "gzip", "zip"] = Field(
         "auto", description="auto: by extension (.gz, .zip).")
+    # Decompression bombs: an 8 MB zip can expand to 8 GB. Both limits are per file (all members of a zip
+    # together) and enforced while reading; past either one the file fails (not loaded, not archived).
+    max_uncompressed_bytes: ByteSize = Field(
+        ByteSize(4 << 30), gt=0, description="Most bytes a compressed file may expand to (e.g. 4GiB, 500MB): "
+        "above any daily drop the hub is meant for, well below what fills a disk or a day of CPU.")
+    max_ratio: float = Field(
+        200.0, gt=1, description="Most times its compressed size a file may expand to, once past 16 MiB. "
+        "Real CSV and fixed-width text compress 5-50x (up to ~100x for very repetitive text); bombs 1000x.")
 
     @model_validator(mode="after")
     def _one(self) -> FormatConfig:

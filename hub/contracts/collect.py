@@ -242,12 +242,12 @@ def collect_sftp(pipeline: Pipeline, system: str) -> dict[str, Any]:
             whole = compression == "zip" or cfg.format.kind in ("parquet", "xml")
             if whole:
                 with tempfile.TemporaryDirectory(prefix="hub-contract-") as tmp:
-                    local = Path(tmp) / name
-                    session.download(newest.path, local)
+                    local = Path(tmp) / "sample"  # not the remote name: it may be too long or not UTF-8 locally
+                    session.download(newest.remote, local)
                     layout = _file_layout(local.read_bytes(), cfg.format, name, compression, complete=True,
                                           base_dir=pipeline.root)
             else:
-                head = session.read_head(newest.path, HEAD_BYTES)
+                head = session.read_head(newest.remote, HEAD_BYTES)
                 layout = _file_layout(head, cfg.format, name, compression, complete=len(head) < HEAD_BYTES,
                                       base_dir=pipeline.root)
         files[source.name] = {**entry, "sample": sample,

@@ -39,6 +39,10 @@ def file_asset(pipeline: Pipeline, source: ResolvedSource, pool: str | None) -> 
         outcome = ingest_file(pipeline, source.name, context.partition_key, run_id=context.run_id, progress=report)
         context.log.info(f"{source.name} {outcome.file}: {outcome.status}, {outcome.after}"
                          + (f", {outcome.load.rows_loaded} rows, {outcome.rejected} rejected" if outcome.load else ""))
+        for warning in str(outcome.details.get("encoding_warnings") or "").splitlines():
+            context.log.warning(f"{source.name}: {warning}")
+        if outcome.details.get("remote_name"):
+            context.log.warning(f"{source.name}: the file's name is {outcome.details['remote_name']}")
         md: dict[str, Any] = {"hub/file": outcome.file, "hub/status": outcome.status, "hub/after": outcome.after,
                               "hub/duration_s": dg.FloatMetadataValue(round(outcome.duration_s, 3))}
         if outcome.sha256:
@@ -86,6 +90,7 @@ def file_sensor(pipeline: Pipeline, source: ResolvedSource, job: Any) -> dg.Sens
         observed = {f.path: seen[f.path] if f.path in seen and seen[f.path][:2] == (f.size, f.mtime)
                     else (f.size, f.mtime, now) for f in files}
         newest = max([int(state.get("newest_mtime", 0)), *(f.mtime for f in taken)])
+        # f.name and f.path are printable (a name that is not UTF-8 is escaped): valid partition keys and tags
         requests = [dg.RunRequest(run_key=f.key, partition_key=f.name, tags={"hub/file": f.path}) for f in taken]
         waiting = len(files) - len(taken)
         context.log.info(f"{len(taken)} file(s) ready, {waiting} not (yet) stable or already requested")
