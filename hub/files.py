@@ -23,9 +23,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from adapters.sftp import LocalCopy, SftpSource, SftpSourceConfig, SftpSystemConfig
-from adapters.sftp._formats import ReadNotes
-from adapters.sftp._session import RemoteFile
+from adapters.sftp import LocalCopy, ReadNotes, RemoteFile, SftpSource, SftpSourceConfig, SftpSystemConfig
 from hub import owners
 from hub.errors import HubError
 from hub.materialize import mapper_for, screens_for, state_dir

@@ -278,3 +278,13 @@ def test_records_to_batch_marks_only_the_bad_record() -> None:
     batch = records_to_batch([{"id": 1, "x": value}, {"id": 2, "x": {"a": 1}}])
     assert batch.column("_hub_error").to_pylist()[1] is None
     assert batch.column("x").type == pa.struct([("a", pa.int64())])
+
+
+def test_json_lines_with_a_repeated_key_are_marked_per_line() -> None:
+    import io
+
+    from adapters.sftp._formats import read_jsonl
+
+    data = b'{"id":1,"amount":1,"amount":2}\n{"id":2,"amount":3}\n'
+    rows = [r for b in read_jsonl(io.BytesIO(data), "utf-8", "drop.jsonl", 100) for r in b.to_pylist()]
+    assert "repeats the key 'amount'" in rows[0]["_hub_error"] and rows[1]["_hub_error"] is None

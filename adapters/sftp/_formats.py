@@ -33,7 +33,7 @@ from lxml import etree
 
 from adapters.sftp.config import CsvFormat, FixedWidthField, FixedWidthFormat, FormatConfig
 from hub.errors import AdapterError
-from hub.runtime import xmlsafe
+from hub.runtime import jsonsafe, xmlsafe
 from hub.runtime.records import records_to_batch
 
 ERROR, LINE, RAW = "_hub_error", "_hub_line", "_hub_raw"
@@ -500,7 +500,7 @@ def read_jsonl(stream: IO[bytes], encoding: str, name: str, batch_size: int,
         if not line:
             continue
         try:
-            records.append(orjson.loads(line))
+            records.append(jsonsafe.loads(line))
             lines.append(number)
         except orjson.JSONDecodeError as exc:
             bad.append((number, line[:2000], f"{name}:{number}: not valid JSON: {exc}"))

@@ -61,24 +61,28 @@ def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return marked
 
 
-def _lost_members(body: bytes, doc: Any) -> bool:
+def _lost_members(body: bytes | str, doc: Any) -> bool:
     """True when parsing *body* dropped an object member (a repeated key). Every member has one ``:``
     outside strings and serializing keeps every ``:`` inside strings, so fewer colons after a round trip
     means a member went missing. A ``\\u003a`` escape would add a colon on the way back: such bodies are
     treated as suspicious, and parsed the slow, exact way."""
-    if b"\\u003a" in body or b"\\u003A" in body:
+    if isinstance(body, str):
+        escaped, colons = "\\u003a" in body or "\\u003A" in body, body.count(":")
+    else:
+        escaped, colons = b"\\u003a" in body or b"\\u003A" in body, body.count(b":")
+    if escaped:
         return True
     try:
-        return orjson.dumps(doc).count(b":") < body.count(b":")
+        return orjson.dumps(doc).count(b":") < colons
     except TypeError:  # nested beyond what orjson writes (255 levels): check it the exact way
         return True
 
 
-def loads(body: bytes) -> Any:
+def loads(body: bytes | str) -> Any:
     """Parse *body* like ``orjson.loads`` (same errors), with objects that repeated a key marked
     :class:`DuplicateKeys` so :func:`problem` reports them."""
     doc = orjson.loads(body)
-    if b":" in body and _lost_members(body, doc):
+    if (isinstance(doc, dict | list) and doc) and _lost_members(body, doc):
         # orjson reads up to 1,024 levels; the standard parser needs the recursion limit to follow it there
         if sys.getrecursionlimit() < _PARSE_RECURSION:
             sys.setrecursionlimit(_PARSE_RECURSION)

@@ -25,7 +25,16 @@ from adapters.soap.config import SoapSourceConfig
 from adapters.sql.config import SqlSourceConfig
 from hub.errors import SpecError
 from hub.runtime.window import check_template, is_template
-from hub.spec.models import NAME, ModelSpec, PipelineSpec, ResolvedSource, SourceSpec, valid_name
+from hub.spec.models import (
+    NAME,
+    ModelSpec,
+    PartitionsConfig,
+    PipelineSpec,
+    ResolvedSource,
+    SourceSpec,
+    SystemConfig,
+    valid_name,
+)
 from hub.validation.suite import Suite, SuiteError, load_suite
 
 Loc = tuple[str | int, ...]
@@ -153,6 +162,21 @@ class _Marks:
         return None
 
 
+class _SpecLoader(yaml.SafeLoader):
+    """YAML's safe loader, with dates that do not exist (``2024-13-01``) reported at their line like any
+    other problem; the stock constructor raises a bare ValueError without a position."""
+
+    def construct_yaml_timestamp(self, node: yaml.Node) -> Any:
+        try:
+            return super().construct_yaml_timestamp(node)  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"'{node.value}' is not a valid date or time ({exc})", node.start_mark) from None
+
+
+_SpecLoader.add_constructor("tag:yaml.org,2002:timestamp", _SpecLoader.construct_yaml_timestamp)
+
+
 class _Problems:
     def __init__(self, path: Path, marks: _Marks) -> None:
         self.path, self.marks, self.items = path, marks, []  # type: ignore[var-annotated]
@@ -186,7 +210,7 @@ class _Problems:
     def raise_if_any(self) -> None:
         if self.items:
             self.items.sort(key=lambda t: t[0])
-            raise SpecError(str(self.path), [m for _, m in self.items])
+            raise SpecError(str(self.path), list(dict.fromkeys(m for _, m in self.items)))  # each once
 
 
 def _is_union_tag(part: Any) -> bool:
@@ -218,7 +242,7 @@ def loads(text: str, path: Path) -> Pipeline:
         raise SpecError(str(path), [f"not a usable YAML document: {marks.refused}"])
     problems = _Problems(path, marks)
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_SpecLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -355,8 +379,16 @@ def _check_raw(data: dict[str, Any], problems: _Problems) -> None:
     if isinstance(checks, dict) and all(isinstance(v, str) for v in checks.values()):
         _check_suites({str(k): v for k, v in checks.items()}, tables | {str(m) for m in models},
                       project_root(problems.path.resolve()), problems)
+    partial = _partial_spec(data)
+    _resolve_sources(partial, data, problems)  # every per-source check, for the sources that are valid alone
     common = set(SourceSpec.model_fields)
     for name, raw in sources.items():
+        if name in partial.sources:
+            continue
+        for key, value in (raw.items() if isinstance(raw, dict) else ()):  # templates of a source invalid alone
+            for i, text in enumerate(_strings(value)):
+                _check_template(("sources", name, key) if i == 0 else ("sources", name, key, i), text, partial,
+                                problems)
         if not isinstance(raw, dict) or not isinstance(raw.get("system", ""), str):
             continue  # already reported by the first pass
         if "system" in raw and raw["system"] not in systems:
@@ -370,6 +402,33 @@ def _check_raw(data: dict[str, Any], problems: _Problems) -> None:
                 SOURCE_CONFIGS[kind].model_validate({k: v for k, v in raw.items() if k not in common})
             except ValidationError as exc:
                 problems.add_pydantic(exc, ("sources", name))
+
+
+def _partial_spec(data: dict[str, Any]) -> PipelineSpec:
+    """The parts of a document that failed validation which are valid alone: the systems, the sources whose
+    own fields and system are valid, the partitions (a placeholder when they are invalid, so templates are
+    still checked). A second pass over these finds what the first could not reach."""
+    raw_systems = data.get("systems")
+    raw_sources = data.get("sources")
+    systems: dict[str, SystemConfig] = {}
+    for name, raw in (raw_systems.items() if isinstance(raw_systems, dict) else ()):
+        with contextlib.suppress(ValidationError):
+            systems[str(name)] = SystemConfig.model_validate(raw)
+    sources: dict[str, SourceSpec] = {}
+    for name, raw in (raw_sources.items() if isinstance(raw_sources, dict) else ()):
+        with contextlib.suppress(ValidationError):
+            src = SourceSpec.model_validate(raw)
+            if src.system in systems:
+                sources[str(name)] = src
+    raw_parts = data.get("partitions")
+    partitions = None
+    if raw_parts not in (None, "none", "None", False):
+        try:
+            partitions = PartitionsConfig.model_validate(raw_parts)
+        except ValidationError:
+            partitions = PartitionsConfig.model_validate({"daily": {"start": "2000-01-01"}})
+    return PipelineSpec.model_construct(pipeline=str(data.get("pipeline") or "pipeline"), systems=systems,
+                                        sources=sources, partitions=partitions)
 
 
 def _check_rest(loc: Loc, rest: RestSourceConfig, spec: PipelineSpec, problems: _Problems) -> None:
