@@ -119,3 +119,25 @@ def test_every_problem_is_reported_in_one_pass(tmp_path: Path) -> None:
                                  "sqlite:///relative.db"])
 def test_printed_database_urls_work_when_pasted(url: str) -> None:
     assert mask_url(url) == url
+
+
+@pytest.mark.slow
+def test_a_plan_written_next_to_the_demo_takes_none_of_its_names(crm: object, tmp_path: Path) -> None:
+    import shutil
+
+    from tests.conftest import REPO
+
+    project = tmp_path / "project"
+    shutil.copytree(REPO / "pipelines", project / "pipelines", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "contracts", project / "contracts")
+    (project / "workspace.yaml").write_text((REPO / "workspace.yaml").read_text())
+    out = project / "pipelines" / "revenue.yaml"
+    result = CliRunner().invoke(app, ["agent", "plan", "every morning load yesterday's ERP orders, join CRM "
+                                      "customers and give me revenue per region", "--spec",
+                                      str(project / "pipelines" / "demo.yaml"), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "renamed erp_orders to revenue_erp_orders" in out.read_text()
+    checked = CliRunner().invoke(app, ["validate", str(project / "pipelines" / "demo.yaml"), str(out)])
+    assert checked.exit_code == 0, checked.output
+    revenue = load(out)
+    assert not set(revenue.asset_names()) & set(load(project / "pipelines" / "demo.yaml").asset_names())

@@ -29,6 +29,7 @@ from hub.agent.planner import (
     CatalogLike,
     PlanResult,
     _unwrap,
+    distinct_names,
     find_template,
     result_table,
     source_for,
@@ -269,6 +270,8 @@ def plan_with_llm(request: str, pipelines: list[Pipeline], catalog: CatalogLike,
                     counts: dict[str, int] = {}
                     key = None
                     if not problems:
+                        text, renamed = distinct_names(text, pipelines, path or Path("_plan.yaml"))
+                        res.notes += renamed
                         problems, counts, key = validate_plan(text, pipelines, catalog, path=path, run=dry_run,
                                                               partition=partition, warehouse=warehouse)
                     if not problems:

@@ -843,6 +843,63 @@ def dump_spec(spec: dict[str, Any], request: str, notes: Sequence[str]) -> str:
     return "\n".join(head) + "\n" + body
 
 
+def distinct_names(text: str, pipelines: Sequence[Pipeline], path: Path) -> tuple[str, list[str]]:
+    """*text* with every asset named like an asset of another spec of the project renamed
+    ``<pipeline>_<name>`` (model SQL, exports, checks and depends_on follow), and a note per rename: a plan
+    written next to the demo must not take over the demo's tables (issue: pipelines overwrote each other)."""
+    import sqlglot
+    from sqlglot import exp
+
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        return text, []
+    here = path.resolve()
+    taken = {a for p in pipelines if p.path.resolve() != here for a in p.asset_names()}
+    prefix = str(data.get("pipeline") or "plan")
+    sections = [data.get(k) for k in ("sources", "models", "exports")]
+    sections += [s.get("children") for s in (data.get("sources") or {}).values() if isinstance(s, dict)]
+    mine = {str(k) for section in sections if isinstance(section, dict) for k in section}
+    renames: dict[str, str] = {}
+    for name in sorted(mine & taken):
+        new = f"{prefix}_{name}"
+        while new in taken or new in mine:
+            new += "_"
+        renames[name] = new
+    if not renames:
+        return text, []
+    for section in sections:
+        if isinstance(section, dict):
+            for old in [k for k in section if k in renames]:
+                section[renames[old]] = section.pop(old)
+
+    def rewrite(sql: str) -> str:
+        tree = sqlglot.parse_one(sql, read="duckdb")
+        for table in tree.find_all(exp.Table):
+            if table.name in renames:
+                table.set("this", exp.to_identifier(renames[table.name]))
+        return tree.sql(dialect="duckdb")
+
+    for model in (data.get("models") or {}).values():
+        if isinstance(model, dict) and isinstance(model.get("sql"), str):
+            model["sql"] = rewrite(model["sql"])
+            model["depends_on"] = [renames.get(d, d) for d in model.get("depends_on") or []] or None
+            if model["depends_on"] is None:
+                model.pop("depends_on")
+    for export in (data.get("exports") or {}).values():
+        if isinstance(export, dict):
+            if export.get("table") in renames:
+                export["table"] = renames[export["table"]]
+            if isinstance(export.get("sql"), str):
+                export["sql"] = rewrite(export["sql"])
+    if isinstance(data.get("checks"), dict):
+        data["checks"] = {renames.get(k, k): v for k, v in data["checks"].items()}
+    notes = [f"renamed {old} to {new}: another spec of the project already has an asset named {old}"
+             for old, new in renames.items()]
+    head = [line for line in text.splitlines() if line.startswith("#")][:64]
+    body = yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120, default_flow_style=False)
+    return "\n".join([*head, *[f"# - {n}" for n in notes]]) + "\n" + body, notes
+
+
 # ------------------------------------------------------------------------------------------ validation
 
 def check_params(pipeline: Pipeline, catalog: CatalogLike) -> tuple[list[str], dict[str, Any]]:
@@ -1065,6 +1122,8 @@ def plan(request: str, pipelines: list[Pipeline], backend: Backend = "offline", 
     if backend == "offline":
         res = compose(request, catalog, pipelines, name=name)
         if res.spec_text is not None and not res.errors:
+            res.spec_text, renamed = distinct_names(res.spec_text, pipelines, path)
+            res.notes += renamed
             problems, counts, key = validate_plan(res.spec_text, pipelines, catalog, path=path, run=dry_run,
                                                   partition=partition, warehouse=warehouse)
             res.errors += problems
@@ -1088,4 +1147,4 @@ def plan(request: str, pipelines: list[Pipeline], backend: Backend = "offline", 
     return res
 
 
-__all__ = ["PlanResult", "compose", "plan", "tokens", "validate_plan", "write_intent"]
+__all__ = ["PlanResult", "compose", "distinct_names", "plan", "tokens", "validate_plan", "write_intent"]
