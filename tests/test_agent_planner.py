@@ -46,21 +46,25 @@ def test_offline_join_plan_is_valid_and_dry_runs(crm: CRMService, warehouse_path
     assert out.exists() and out.read_text() == res.spec_text
     planned = load(out)  # a valid spec on its own
     assert planned.name == "revenue"
-    assert set(planned.sources) == {"erp_orders", "crm_customers"}
+    # the demo spec already has these assets: the plan takes none of its names (first-hour issue)
+    assert set(planned.sources) == {"revenue_erp_orders", "revenue_crm_customers"}
+    assert "renamed erp_orders to revenue_erp_orders" in res.spec_text
     assert planned.spec.schedule == "0 6 * * *"
     assert planned.spec.partitions is not None and planned.spec.partitions.kind == "daily"
-    assert planned.sources["erp_orders"].partitioned and not planned.sources["crm_customers"].partitioned
-    assert planned.sources["erp_orders"].soap is not None
-    assert planned.sources["erp_orders"].soap.params["FromDate"] == "{{ partition.start }}"
-    sql = planned.spec.models["revenue_by_region"].sql
-    assert "join crm_customers c on c.id = o.customer_id" in sql and "sum(o.amount) as revenue" in sql
+    assert planned.sources["revenue_erp_orders"].partitioned
+    assert not planned.sources["revenue_crm_customers"].partitioned
+    assert planned.sources["revenue_erp_orders"].soap is not None
+    assert planned.sources["revenue_erp_orders"].soap.params["FromDate"] == "{{ partition.start }}"
+    sql = planned.spec.models["revenue_revenue_by_region"].sql
+    assert "join revenue_crm_customers c on c.id = o.customer_id" in sql and "sum(o.amount) as revenue" in sql
     assert planned.spec.systems["crm"].rest is not None  # copied from the given spec
-    assert "order_id" in planned.spec.sources["erp_orders"].rules  # suggested rules
-    assert res.partition == "2024-01-02" and res.dry_run["erp_orders"] > 0 and res.dry_run["revenue_by_region"] > 0
+    assert "order_id" in planned.spec.sources["revenue_erp_orders"].rules  # suggested rules
+    assert res.partition == "2024-01-02" and res.dry_run["revenue_erp_orders"] > 0
+    assert res.dry_run["revenue_revenue_by_region"] > 0
     # the dry-run result equals the demo's own model over the same partition
     wh = DuckDBWarehouse(f"duckdb:///{kept}")
-    got = wh.query("select region, revenue from revenue_by_region order by region").to_pylist()
-    want = wh.query("select c.region, sum(o.amount) as revenue from erp_orders o join crm_customers c "
+    got = wh.query("select region, revenue from revenue_revenue_by_region order by region").to_pylist()
+    want = wh.query("select c.region, sum(o.amount) as revenue from revenue_erp_orders o join revenue_crm_customers c "
                     "on c.id = o.customer_id group by 1 order by 1").to_pylist()
     assert got == want and len(got) == 4
 
@@ -77,7 +81,9 @@ def test_offline_join_plan_is_valid_and_dry_runs(crm: CRMService, warehouse_path
     three = plan("ERP order lines with their CRM customer region and the inventory stock levels of their sku",
                  [demo], catalog=catalog, partition="2024-01-02")
     assert three.ok, three.errors
-    assert {"erp_orders", "crm_customers", "inventory_levels"} <= set(yaml.safe_load(three.spec_text or "")["sources"])
+    planned3 = yaml.safe_load(three.spec_text or "")
+    prefix = planned3["pipeline"]  # the demo's names are taken: the plan's assets carry its own name
+    assert {f"{prefix}_erp_orders", f"{prefix}_crm_customers", f"{prefix}_inventory_levels"} <= set(planned3["sources"])
     assert "l.sku = ol.sku" in (three.spec_text or "") and three.dry_run[three.result_table or ""] > 0
 
 
@@ -211,7 +217,7 @@ def test_llm_backend_repairs_then_rejects(crm: CRMService, warehouse_path: Path,
     assert "erp_orders has no column 'revenue'" in llm_server.requests[4]["messages"][-1]["content"]
     planned = load(out)
     assert planned.name == "revenue" and "evil" not in out.read_text()  # systems come from the given spec
-    assert res.dry_run["revenue_by_region"] == 4
+    assert res.dry_run["revenue_revenue_by_region"] == 4  # renamed: the demo spec has revenue_by_region
 
     # always invalid: rejected after max_repairs with the reasons, nothing written
     out2 = tmp_path / "llm" / "never.yaml"

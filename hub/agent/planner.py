@@ -872,12 +872,16 @@ def distinct_names(text: str, pipelines: Sequence[Pipeline], path: Path) -> tupl
             for old in [k for k in section if k in renames]:
                 section[renames[old]] = section.pop(old)
 
-    def rewrite(sql: str) -> str:
-        tree = sqlglot.parse_one(sql, read="duckdb")
-        for table in tree.find_all(exp.Table):
-            if table.name in renames:
-                table.set("this", exp.to_identifier(renames[table.name]))
-        return tree.sql(dialect="duckdb")
+    def rewrite(sql: str) -> str:  # the tables' names only, the author's text otherwise kept as written
+        tables = {t.name for t in sqlglot.parse_one(sql, read="duckdb").find_all(exp.Table)} & set(renames)
+        out, at, previous = [], 0, None
+        for token in sqlglot.tokenize(sql, read="duckdb"):
+            qualified = previous is not None and previous.token_type == sqlglot.TokenType.DOT  # a column, o.x
+            previous = token
+            if token.token_type == sqlglot.TokenType.VAR and token.text in tables and not qualified:
+                out += [sql[at:token.start], renames[token.text]]
+                at = token.end + 1
+        return "".join(out) + sql[at:]
 
     for model in (data.get("models") or {}).values():
         if isinstance(model, dict) and isinstance(model.get("sql"), str):
