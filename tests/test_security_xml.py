@@ -29,7 +29,7 @@ from typer.testing import CliRunner
 from adapters.soap import SoapSource, SoapSourceConfig, SoapSystemConfig, load_wsdl
 from adapters.soap.catalog import describe
 from hub.cli.main import app
-from hub.errors import HubError, ResponseFormatError, XMLSecurityError
+from hub.errors import AdapterError, HubError, ResponseFormatError, XMLSecurityError
 from hub.files import ingest_file
 from hub.spec import loads
 from hub.warehouse import DuckDBWarehouse
@@ -257,6 +257,17 @@ def test_http_wsdl_cannot_read_local_files(origin: Server, tmp_path: Path, kind:
         assert SECRET not in msg
         messages.append(msg.replace(target.as_uri(), "<target>"))
     assert messages[0] == messages[1], "the refusal does not tell whether the file exists"
+
+
+def test_redefine_reads_nothing(origin: Server, tmp_path: Path) -> None:
+    """zeep does not support xs:redefine: the WSDL is refused before anything is read (were it supported, it
+    would go through the same check in the transport)."""
+    secret = secret_schema(tmp_path / "private" / "secret.xsd")
+    (origin.root / "evil.wsdl").write_text(hostile_wsdl("xs:import", "x").replace(
+        '<xs:import namespace="urn:secret" schemaLocation="x"/>', f'<xs:redefine schemaLocation="{secret.as_uri()}"/>'))
+    with pytest.raises(AdapterError, match="redefine") as info:
+        load_wsdl(SoapSystemConfig(wsdl=f"{origin.url}/evil.wsdl"))
+    assert SECRET not in str(info.value)
 
 
 def test_http_wsdl_cannot_read_etc_passwd_and_the_catalog_shows_nothing(origin: Server) -> None:

@@ -102,7 +102,7 @@ class ImportPolicy:
             path = local_path(location)
             if path is None:
                 raise ValueError(f"WSDL {mask_url(location)}: neither an http(s) URL nor a file")
-            folder = _resolve(path).parent
+            folder = _resolve(path.parent)  # imports resolve next to the WSDL as named (it may be a symlink)
             rule = (f"a WSDL read from a file may import only files inside its folder {folder} (no '..', "
                     f"absolute paths or symlinks leading out, no http){also}")
             folders.insert(0, folder)

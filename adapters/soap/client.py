@@ -109,7 +109,7 @@ def load_wsdl(system: SoapSystemConfig, *, cache_dir: Path | None = None, base_d
     try:
         client = zeep.Client(location, transport=transport, settings=settings, wsse=wsse)
     except (DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden) as exc:
-        raise XMLSecurityError(f"WSDL {shown}: {exc}; DTDs, entities and external references are refused") from None
+        raise XMLSecurityError(f"WSDL {shown}: {exc}; DTDs and entity declarations are refused") from None
     except XMLSyntaxError as exc:
         raise ResponseFormatError(f"WSDL {shown} is not well-formed XML: {exc}") from None
     except httpx.TransportError as exc:

@@ -51,17 +51,30 @@ def iterparse_options() -> dict[str, Any]:
 class DepthLimit:
     """Finds elements nested deeper than *limit* levels (the root element is level 1) in a subtree."""
 
+    _count = etree.XPath("count(.//*)")
+
     def __init__(self, limit: int = DEFAULT_MAX_DEPTH) -> None:
         self.limit = limit
         self._paths: dict[int, etree.XPath] = {}  # by levels left below the checked element
+        self._parent: Any = None  # the last checked element's parent, and that element's level
+        self._level = 0
 
     def too_deep(self, el: Any) -> Any | None:
-        """The first element in *el*'s subtree (*el* included) nested deeper than the limit, or None. Costs
-        one XPath evaluation over the elements of the subtree that are at most ``limit`` levels deep."""
-        level = 1 + sum(1 for _ in el.iterancestors())
-        room = self.limit - level
+        """The first element in *el*'s subtree (*el* included) nested deeper than the limit, or None.
+
+        Records are checked one after the other, so this must be cheap (about 2 us for a small record): the
+        level is computed once per parent (records are siblings), and a subtree with no more elements than
+        levels left cannot be too deep (``count``, in C). Only a larger one is searched, with one XPath of
+        ``*`` steps that visits just the elements above the limit."""
+        parent = el.getparent()
+        if parent is None or parent is not self._parent:
+            self._parent = parent
+            self._level = 1 + sum(1 for _ in el.iterancestors())
+        room = self.limit - self._level
         if room < 0:
             return el
+        if self._count(el) <= room:
+            return None
         path = self._paths.get(room)
         if path is None:
             path = self._paths[room] = etree.XPath("/".join(["*"] * (room + 1)) + "[1]")
