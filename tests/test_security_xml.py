@@ -410,10 +410,10 @@ def nested_category(depth: int) -> str:
 
 
 @pytest.mark.parametrize("depth", [1_000, 100_000])
-def test_deeply_nested_soap_response_is_refused_fast(origin: Server, depth: int) -> None:
-    wsdl = write_layout(origin.root, origin.url + "/orders")
+def test_deeply_nested_soap_response_is_refused_fast(origin: Server, tmp_path: Path, depth: int) -> None:
+    wsdl = write_layout(tmp_path / "vendor", origin.url + "/orders")
     origin.response = orders_response(order_xml(1, "1.00", "EUR") + order_xml(2, "2.00", "EUR", nested_category(depth)))
-    src = SoapSource(SoapSystemConfig(wsdl=f"{origin.url}/{wsdl.name}", retries={"max": 0}),  # type: ignore[arg-type]
+    src = SoapSource(SoapSystemConfig(wsdl=str(wsdl), retries={"max": 0}),  # type: ignore[arg-type]
                      SoapSourceConfig(operation="GetOrders", params={"FromDate": "2024-01-01"}, records="Order"))
     started = time.monotonic()
     with pytest.raises(ResponseFormatError) as info:
@@ -428,8 +428,8 @@ def test_deeply_nested_soap_response_is_refused_fast(origin: Server, depth: int)
         assert "Excessive depth in document: 2048" in msg
 
 
-def test_max_xml_depth_is_configurable(origin: Server) -> None:
-    wsdl = f"{origin.url}/{write_layout(origin.root, origin.url + '/orders').name}"
+def test_max_xml_depth_is_configurable(origin: Server, tmp_path: Path) -> None:
+    wsdl = str(write_layout(tmp_path / "vendor", origin.url + "/orders"))
     origin.response = orders_response(order_xml(1, "1.00", "EUR", nested_category(10)))
     source = SoapSourceConfig(operation="GetOrders", params={"FromDate": "2024-01-01"}, records="Order")
     assert len(list(SoapSource(SoapSystemConfig(wsdl=wsdl), source).batches())) == 1
