@@ -101,7 +101,7 @@ class HttpxTransport(Transport):
 
     def load(self, url: str) -> bytes:
         """The document at *url*: the WSDL (which sets the policy) or an import the policy allows. zeep
-        calls this for every document (WSDL, wsdl:import, xs:import/include/redefine) - the one place to
+        calls this for every document (the WSDL, wsdl:import, xs:import, xs:include) - the one place to
         check them all."""
         if not url:
             raise ValueError("No url given to load")
@@ -127,9 +127,9 @@ class HttpxTransport(Transport):
         self.documents.append((url, content))
         return content
 
-    def _over(self, url: str, size: str = "") -> str:
+    def _over(self, url: str, size: str = "", verb: str = "GET") -> str:
         earlier = f" after {self.loaded} bytes of earlier documents" if self.documents else ""
-        return (f"GET {mask_url(url)}: document {size + ' ' if size else ''}exceeds max_response_bytes="
+        return (f"{verb} {mask_url(url)}: document {size + ' ' if size else ''}exceeds max_response_bytes="
                 f"{self.max_bytes} while loading the WSDL (the cap holds for the WSDL and all its imports "
                 f"together{earlier})")
 
@@ -138,7 +138,7 @@ class HttpxTransport(Transport):
         with path.open("rb") as fh:
             content = fh.read(left + 1)
         if len(content) > left:
-            raise ResponseFormatError(self._over(url))
+            raise ResponseFormatError(self._over(url, verb="read"))
         return content
 
     def _load_remote_data(self, url: str, left: int | None = None) -> bytes:
