@@ -173,7 +173,7 @@ def read(path: Path, fmt: FormatConfig, *, name: str | None = None, base_dir: Pa
             elif fmt.jsonl is not None:
                 yield from read_jsonl(stream, fmt.jsonl.encoding, member, batch_size, notes)
             elif fmt.xml is not None:
-                yield from read_xml(stream, fmt.xml.records, member, batch_size)
+                yield from read_xml(stream, fmt.xml.records, member, batch_size, fmt.xml.max_depth)
             else:
                 yield from read_parquet(stream, member, batch_size)
     except (zipfile.BadZipFile, gzip.BadGzipFile, EOFError, zlib.error) as exc:  # a damaged archive
@@ -529,9 +529,14 @@ def _element_value(el: Any) -> Any:
     return out
 
 
-def read_xml(stream: IO[bytes], record: str, name: str, batch_size: int) -> Iterator[pa.RecordBatch]:
+def read_xml(stream: IO[bytes], record: str, name: str, batch_size: int,
+             max_depth: int = xmlsafe.DEFAULT_MAX_DEPTH) -> Iterator[pa.RecordBatch]:
     """Elements named *record* anywhere in the document, each a record (attributes and children as
-    fields); parsed incrementally with DTDs refused."""
+    fields); parsed incrementally with DTDs refused. A record nested deeper than *max_depth* levels (from
+    the root element) goes to quarantine unread: reading it would take time growing with the cube of its
+    depth (:mod:`hub.runtime.xmlsafe`)."""
+    depth = xmlsafe.DepthLimit(max_depth)
+    bad: list[tuple[int | None, str, str]] = []
     head = stream.peek(xmlsafe.PROLOG_LIMIT) if hasattr(stream, "peek") else stream.read(xmlsafe.PROLOG_LIMIT)
     xmlsafe.check_prolog(head, name)
     if not hasattr(stream, "peek"):
@@ -540,14 +545,19 @@ def read_xml(stream: IO[bytes], record: str, name: str, batch_size: int) -> Iter
     lines: list[int] = []
     try:
         for _, el in etree.iterparse(stream, events=("end",), tag=f"{{*}}{record}", **xmlsafe.iterparse_options()):
-            value = _element_value(el)
-            row = dict(el.attrib) if el.attrib else {}
-            if isinstance(value, dict):
-                row.update(value)
-            elif value is not None:
-                row["value"] = value
-            records.append(row)
-            lines.append(el.sourceline or 0)
+            deep = depth.too_deep(el)
+            if deep is not None:
+                raw = etree.tostring(el, encoding="unicode", with_tail=False)[:2000]
+                bad.append((el.sourceline, raw, depth.message(f"{name}: record", deep, "xml.max_depth")))
+            else:
+                value = _element_value(el)
+                row = dict(el.attrib) if el.attrib else {}
+                if isinstance(value, dict):
+                    row.update(value)
+                elif value is not None:
+                    row["value"] = value
+                records.append(row)
+                lines.append(el.sourceline or 0)
             el.clear()
             while el.getprevious() is not None:
                 del el.getparent()[0]
@@ -558,6 +568,8 @@ def read_xml(stream: IO[bytes], record: str, name: str, batch_size: int) -> Iter
         raise AdapterError(f"{name}: not well-formed XML: {exc}") from None
     if records:
         yield _with_lines(records_to_batch(records), lines)
+    if bad:
+        yield _errors_batch(bad)
 
 
 def read_parquet(stream: IO[bytes], name: str, batch_size: int) -> Iterator[pa.RecordBatch]:

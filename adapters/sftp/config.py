@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, field_validator, model_validator
 
+from hub.runtime import xmlsafe
 from hub.runtime.breaker import CircuitBreakerConfig
 from hub.runtime.choice import exactly_one
 from hub.runtime.duration import seconds
@@ -94,6 +95,9 @@ class JsonLinesFormat(_Strict):
 
 class XmlFormat(_Strict):
     records: str = Field(description="Local name of the element that is one record.")
+    max_depth: int = Field(xmlsafe.DEFAULT_MAX_DEPTH, ge=4, le=xmlsafe.HARD_MAX_DEPTH, description=(
+        "Deepest element nesting accepted, counted from the root element (level 1); a deeper record goes "
+        "to quarantine unread."))
 
 
 class ParquetFormat(_Strict):

@@ -289,14 +289,17 @@ class ResponseReader:
     """Reads one spooled response: records as batches, the continuation token, faults."""
 
     def __init__(self, *, operation: str, url: str, chain: list[tuple[str, set[str]]], record_tag: str,
-                 space: Space, columns: Columns, token_tag: str | None, batch_size: int) -> None:
+                 space: Space, columns: Columns, token_tag: str | None, batch_size: int,
+                 max_depth: int = xmlsafe.DEFAULT_MAX_DEPTH) -> None:
         """*chain*: (Clark name, allowed child tags) of every element from the response element down to
-        the record's parent."""
+        the record's parent. *max_depth*: the deepest nesting accepted in a record (the system's
+        ``max_xml_depth``; a deeper one refuses the response before the record is read)."""
         self.operation, self.url = operation, url
         self.chain = chain
         self.allowed = dict(chain)
         self.record_tag, self.space, self.columns = record_tag, space, columns
         self.token_tag, self.batch_size = token_tag, batch_size
+        self.depth = xmlsafe.DepthLimit(max_depth)
         self.records = 0
         self.token: str | None = None
 
@@ -326,6 +329,10 @@ class ResponseReader:
                         saw_response = True
                     continue
                 if tag == self.record_tag and el.getparent() is not None and el.getparent().tag == container:
+                    deep = self.depth.too_deep(el)
+                    if deep is not None:
+                        raise XMLSecurityError(self.depth.message(
+                            f"response of {self.operation} from {self.url}", deep, "max_xml_depth"))
                     row = [None] * self.space.nslots
                     fill(el, self.space.members, row)
                     rows.append(row)

@@ -1,6 +1,8 @@
 """zeep's transport, on httpx: WSDL documents through a TTL cache, operation responses spooled to disk.
 
-zeep reads WSDLs and imported XSDs through ``Transport.load``; every document loaded is also kept in
+zeep reads WSDLs and imported XSDs through ``Transport.load`` (its documented extension point); there each
+import is checked against the WSDL's origin (:mod:`adapters.soap._origins`) before anything is opened, and
+all documents of one load count against one size cap. Every document loaded is also kept in
 ``documents`` so the schema facets zeep drops can be read back (see :mod:`adapters.soap._schema`).
 Operation calls go through ``post_xml``: the response body is streamed to a temporary file (never held
 in memory, bounded by ``max_bytes``) and returned as a :class:`Spooled` response for the streaming reader.
@@ -10,18 +12,18 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 from zeep.transports import Transport
 from zeep.wsdl.utils import etree_to_string
 
 from adapters._http import BrokenBody
-from hub.errors import HTTPStatusError, ResponseFormatError
+from adapters.soap._origins import ImportPolicy, local_path, origin_of
+from hub.errors import HTTPStatusError, ResponseFormatError, TransportError, XMLSecurityError
 from hub.runtime import tracing
 from hub.runtime.secrets import mask, mask_url
 
@@ -53,57 +55,122 @@ class Spooled:
             self.path.unlink(missing_ok=True)
 
 
-def capped(response: httpx.Response, max_bytes: int, what: str, context: str = "") -> Iterator[bytes]:
+def capped(response: httpx.Response, max_bytes: int, what: str, context: str = "",
+           limit: int | None = None) -> Iterator[bytes]:
     """The body of a streamed *response*, 1 MiB at a time, never more than *max_bytes* of it: a larger declared
     ``Content-Length`` is refused before reading, a body that grows past the cap as soon as it does. The one
     bound for WSDL documents and operation responses alike (the error: "*what* exceeds max_response_bytes=N
-    *context*"); a connection that breaks mid-body raises httpx's error for the caller to classify."""
+    *context*"); a connection that breaks mid-body raises httpx's error for the caller to classify. *limit*: the
+    configured cap named in the error when *max_bytes* is what is left of it."""
+    shown = max_bytes if limit is None else limit
     declared = response.headers.get("Content-Length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
-        raise ResponseFormatError(f"{what} of {declared} bytes exceeds max_response_bytes={max_bytes}{context}")
+        raise ResponseFormatError(f"{what} of {declared} bytes exceeds max_response_bytes={shown}{context}")
     size = 0
     for chunk in response.iter_bytes(1 << 20):
         size += len(chunk)
         if size > max_bytes:
-            raise ResponseFormatError(f"{what} exceeds max_response_bytes={max_bytes}{context}")
+            raise ResponseFormatError(f"{what} exceeds max_response_bytes={shown}{context}")
         yield chunk
 
 
+#: Redirects followed for one WSDL document.
+MAX_REDIRECTS = 5
+
+
 class HttpxTransport(Transport):
+    """zeep's transport on httpx. The first document it loads is the WSDL; every later one is an import,
+    checked against the WSDL's :class:`~adapters.soap._origins.ImportPolicy` before it is opened or
+    requested. All documents of one load share one byte budget, *max_bytes*: zeep keeps every document and
+    its tree in memory at the same time, so it is the total that must be bounded — a per-document cap would
+    let a WSDL with many imports multiply it."""
+
     def __init__(self, http: httpx.Client, *, cache: Any = None, spool_dir: Path | None = None,
-                 max_bytes: int = 4 * 1024**3, system_name: str | None = None) -> None:
+                 max_bytes: int = 4 * 1024**3, system_name: str | None = None,
+                 allowed_origins: Sequence[str] = (), base_dir: Path | None = None) -> None:
         super().__init__(cache=cache)
         self.system_name = system_name  # of the traced calls fetching documents
         self.session.close()  # zeep's requests session is never used
         self.http = http
         self.spool_dir = spool_dir
         self.max_bytes = max_bytes
+        self.allowed_origins, self.base_dir = tuple(allowed_origins), base_dir
+        self.policy: ImportPolicy | None = None
         self.documents: list[tuple[str, bytes]] = []
+        self.loaded = 0  # bytes of all documents so far
 
     def load(self, url: str) -> bytes:
-        content: bytes = super().load(url)
+        """The document at *url*: the WSDL (which sets the policy) or an import the policy allows. zeep
+        calls this for every document (the WSDL, wsdl:import, xs:import, xs:include) - the one place to
+        check them all."""
+        if not url:
+            raise ValueError("No url given to load")
+        if self.policy is None:
+            self.policy = ImportPolicy.for_wsdl(url, self.allowed_origins, self.base_dir)
+            local = local_path(url) if origin_of(url) is None else None
+        else:
+            local = self.policy.check(url)
+        left = self.max_bytes - self.loaded
+        if local is not None:
+            content = self._read_file(local, url, left)
+        else:
+            cached = self.cache.get(url) if self.cache else None
+            if cached:
+                content = bytes(cached)
+                if len(content) > left:
+                    raise ResponseFormatError(self._over(url, f"{len(content)} bytes (cached)"))
+            else:
+                content = self._load_remote_data(url, left)
+                if self.cache:
+                    self.cache.add(url, content)
+        self.loaded += len(content)
         self.documents.append((url, content))
         return content
 
-    def _load_remote_data(self, url: str) -> bytes:
-        if urlsplit(url).scheme == "file":
-            return Path(urlsplit(url).path).read_bytes()
+    def _over(self, url: str, size: str = "", verb: str = "GET") -> str:
+        earlier = f" after {self.loaded} bytes of earlier documents" if self.documents else ""
+        return (f"{verb} {mask_url(url)}: document {size + ' ' if size else ''}exceeds max_response_bytes="
+                f"{self.max_bytes} while loading the WSDL (the cap holds for the WSDL and all its imports "
+                f"together{earlier})")
+
+    def _read_file(self, path: Path, url: str, left: int) -> bytes:
+        """A local document, never more than *left* bytes of it."""
+        with path.open("rb") as fh:
+            content = fh.read(left + 1)
+        if len(content) > left:
+            raise ResponseFormatError(self._over(url, verb="read"))
+        return content
+
+    def _load_remote_data(self, url: str, left: int | None = None) -> bytes:
         with tracing.call(tracing.system_label(self.system_name, url), "wsdl", f"GET {mask_url(url)}",
                           protocol="soap", attributes=tracing.http_attributes("GET", url)) as call:
-            content = self._fetch_document(url, call)
+            content = self._fetch_document(url, call, self.max_bytes - self.loaded if left is None else left)
             call.bytes = len(content)
             return content
 
-    def _fetch_document(self, url: str, call: tracing.Call) -> bytes:
-        with self.http.stream("GET", url, headers=tracing.inject()) as response:  # bounded like responses
-            call.http_status = response.status_code
-            content = b"".join(capped(response, self.max_bytes, f"GET {mask_url(url)}: document",
-                                      " while loading the WSDL"))
-        if response.status_code >= 400:
-            raise HTTPStatusError(f"GET {mask_url(url)}: HTTP {response.status_code} {response.reason_phrase} "
-                                  f"while loading the WSDL: {mask(content[:200].decode('utf-8', 'replace'))}",
-                                  url=mask_url(url), status=response.status_code)
-        return content
+    def _fetch_document(self, url: str, call: tracing.Call, left: int) -> bytes:
+        """GET one document, following at most :data:`MAX_REDIRECTS` redirects, each of which must stay
+        where the policy allows (a server must not bounce an import to a host the WSDL may not name)."""
+        target = url
+        for _ in range(MAX_REDIRECTS + 1):
+            with self.http.stream("GET", target, headers=tracing.inject(), follow_redirects=False) as response:
+                call.http_status = response.status_code
+                if response.is_redirect:
+                    location = str(response.url.join(response.headers["Location"]))
+                    if self.policy is not None and not self.policy.allows_redirect(target, location):
+                        raise XMLSecurityError(f"WSDL {self.policy.wsdl}: GET {mask_url(target)} redirects to "
+                                               f"{mask_url(location)}, refused: {self.policy.rule}")
+                    target = location
+                    continue
+                content = b"".join(capped(response, left, f"GET {mask_url(url)}: document",
+                                          " while loading the WSDL (the cap holds for the WSDL and all its "
+                                          "imports together)", limit=self.max_bytes))
+            if response.status_code >= 400:
+                raise HTTPStatusError(f"GET {mask_url(url)}: HTTP {response.status_code} {response.reason_phrase} "
+                                      f"while loading the WSDL: {mask(content[:200].decode('utf-8', 'replace'))}",
+                                      url=mask_url(url), status=response.status_code)
+            return content
+        raise TransportError(f"GET {mask_url(url)}: more than {MAX_REDIRECTS} redirects while loading the WSDL")
 
     def post_xml(self, address: str, envelope: Any, headers: dict[str, str]) -> Spooled:
         return self.spool("POST", address, etree_to_string(envelope), headers)

@@ -79,8 +79,10 @@ def _http_client(system: SoapSystemConfig) -> httpx.Client:
 
 def load_wsdl(system: SoapSystemConfig, *, cache_dir: Path | None = None, base_dir: Path | None = None,
               spool_dir: Path | None = None, system_name: str | None = None) -> Wsdl:
-    """Load the system's WSDL (and its imports) safely: DTDs, entities and external references refused.
-    Each document fetched is a traced call of *system_name* (:mod:`hub.runtime.tracing`)."""
+    """Load the system's WSDL (and its imports) safely: DTDs and entities refused, imports only from the
+    WSDL's own origin or folder and the system's ``allowed_origins`` (:mod:`adapters.soap._origins`), all
+    documents together within ``max_response_bytes``. Each document fetched is a traced call of
+    *system_name* (:mod:`hub.runtime.tracing`)."""
     location = system.wsdl
     if "://" not in location:
         path = Path(location)
@@ -90,9 +92,13 @@ def load_wsdl(system: SoapSystemConfig, *, cache_dir: Path | None = None, base_d
         cache_dir.mkdir(parents=True, exist_ok=True)
         cache = SqliteCache(path=str(cache_dir / "wsdl-cache.sqlite"), timeout=system.wsdl_cache_ttl)
     transport = HttpxTransport(_http_client(system), cache=cache, spool_dir=spool_dir,
-                               max_bytes=system.max_response_bytes,
+                               max_bytes=system.max_response_bytes, allowed_origins=system.allowed_origins,
+                               base_dir=base_dir,
                                system_name=tracing.system_label(system_name, system.address or system.wsdl))
-    settings = zeep.Settings(strict=True, forbid_dtd=True, forbid_entities=True, forbid_external=True,
+    # forbid_external would refuse every http(s) import, the WSDL's own server too, and let file: imports
+    # through: the transport enforces the same-origin rule instead (adapters.soap._origins), for all of them.
+    # Without xml_huge_tree libxml2 refuses documents nested deeper than 256 levels.
+    settings = zeep.Settings(strict=True, forbid_dtd=True, forbid_entities=True, forbid_external=False,
                              xml_huge_tree=False)
     wsse = None
     if system.username_token is not None:
@@ -103,7 +109,7 @@ def load_wsdl(system: SoapSystemConfig, *, cache_dir: Path | None = None, base_d
     try:
         client = zeep.Client(location, transport=transport, settings=settings, wsse=wsse)
     except (DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden) as exc:
-        raise XMLSecurityError(f"WSDL {shown}: {exc}; DTDs, entities and external references are refused") from None
+        raise XMLSecurityError(f"WSDL {shown}: {exc}; DTDs and entity declarations are refused") from None
     except XMLSyntaxError as exc:
         raise ResponseFormatError(f"WSDL {shown} is not well-formed XML: {exc}") from None
     except httpx.TransportError as exc:
@@ -210,7 +216,7 @@ class SoapSource:
             operation=op_name, url=self.stats.url,
             chain=[(qname_of(el), tags_of(el.type)) for el in chain[:-1]],
             record_tag=qname_of(record_el), space=space, columns=Columns(self.lists), token_tag=token_tag,
-            batch_size=self.batch_size)
+            batch_size=self.batch_size, max_depth=self.system.max_xml_depth)
         return wsdl, proxy, operation, reader
 
     # --- calls ---------------------------------------------------------------------------------------

@@ -8,9 +8,12 @@ how the service pages.
 from __future__ import annotations
 
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from adapters.soap._origins import local_path, origin_of
+from hub.runtime import xmlsafe
 from hub.runtime.breaker import CircuitBreakerConfig
 from hub.runtime.choice import exactly_one
 from hub.runtime.ratelimit import RateLimitConfig
@@ -67,7 +70,30 @@ class SoapSystemConfig(_Strict):
                                                          "failures (hub.runtime.breaker).")
     wsdl_cache_ttl: int = Field(86_400, ge=0, description="Seconds a downloaded WSDL/XSD is reused (0: never).")
     headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers.")
-    max_response_bytes: int = Field(4 * 1024**3, gt=0, description="Larger responses are refused.")
+    max_response_bytes: int = Field(4 * 1024**3, gt=0, description="Larger responses are refused; also the cap "
+                                    "on the WSDL and all the documents it imports, together.")
+    allowed_origins: list[str] = Field(default_factory=list, description=(
+        "Where the WSDL's imports (wsdl:import, xs:import/include/redefine) may come from besides the WSDL's "
+        "own origin: http(s) origins (https://schemas.example.com[:port]) and local folders (relative ones "
+        "below the project root). By default a WSDL fetched over http(s) imports only from its own scheme, "
+        "host and port, and a WSDL file only files inside its own folder."))
+    max_xml_depth: int = Field(xmlsafe.DEFAULT_MAX_DEPTH, ge=4, le=xmlsafe.HARD_MAX_DEPTH, description=(
+        "Deepest element nesting accepted in a response, counted from the root element (Envelope = 1); "
+        "a deeper record refuses the response."))
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins_or_folders(cls, entries: list[str]) -> list[str]:
+        """Each entry an http(s) origin without a path (the rule is per origin, a path would suggest
+        otherwise) or a local folder."""
+        for entry in entries:
+            if origin_of(entry) is not None:
+                path = urlsplit(entry).path
+                if path not in ("", "/") or urlsplit(entry).query:
+                    raise ValueError(f"{entry!r}: an origin is scheme://host[:port], without a path")
+            elif local_path(entry) is None:
+                raise ValueError(f"{entry!r} is neither an http(s) origin (https://host[:port]) nor a local folder")
+        return entries
 
 
 class PageNumberPaging(_Strict):

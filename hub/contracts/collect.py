@@ -292,7 +292,9 @@ def _file_layout(data: bytes, fmt: FormatConfig, name: str, compression: str, *,
         from adapters.sftp._formats import read_xml
 
         rows: list[Any] = []
-        for batch in read_xml(io.BytesIO(data), fmt.xml.records, name, SAMPLE_ROWS):
+        for batch in read_xml(io.BytesIO(data), fmt.xml.records, name, SAMPLE_ROWS, fmt.xml.max_depth):
+            if "_hub_error" in batch.schema.names:  # records too deep to read: not a sample of the schema
+                continue
             rows.extend(batch.drop_columns([c for c in ("_hub_line",) if c in batch.schema.names]).to_pylist())
             break
         return {"records": fmt.xml.records, "schema": infer(rows)}

@@ -5,6 +5,13 @@ internal hosts) and to entity expansion bombs ("billion laughs"). SOAP forbids D
 (SOAP 1.1 §3, SOAP 1.2 part 1 §5), and data files have no use for them, so the hub refuses any
 document with a DTD before parsing it, and parses everything else with entity resolution, DTD
 loading and network access switched off. WSDLs go through zeep with the equivalent settings.
+
+Nesting is bounded too: the readers walk records in Python (recursively, and Arrow infers nested types
+from them), so a record nested a thousand levels deep costs seconds to minutes. :class:`DepthLimit` finds
+an element nested deeper than the limit (counted from the root element, which is level 1) in each record
+with one precompiled XPath - in C, touching only the elements above the limit - before the record is
+read. Content outside records is never walked in Python; libxml2 itself refuses documents nested deeper
+than :data:`HARD_MAX_DEPTH` (in the huge-tree mode large text values need).
 """
 
 from __future__ import annotations
@@ -20,6 +27,14 @@ from hub.errors import XMLSecurityError
 #: How much of a document may come before its first element (declaration, comments, PIs).
 PROLOG_LIMIT = 1024 * 1024
 
+#: Default deepest nesting of an element, counted from the root element (level 1): libxml2's own default
+#: limit (without huge-tree mode), and far beyond real data (SOAP responses and data files rarely pass 20);
+#: a record nested this deep still reads in milliseconds.
+DEFAULT_MAX_DEPTH = 256
+
+#: libxml2's limit in the huge-tree mode the readers use: deeper documents fail to parse at all.
+HARD_MAX_DEPTH = 2048
+
 
 def parser(**extra: Any) -> etree.XMLParser:
     """An lxml parser that never resolves entities, loads DTDs or touches the network."""
@@ -31,6 +46,46 @@ def iterparse_options() -> dict[str, Any]:
     """The same safety settings, as keyword arguments of ``lxml.etree.iterparse``."""
     return {"resolve_entities": False, "no_network": True, "load_dtd": False, "dtd_validation": False,
             "huge_tree": True}
+
+
+class DepthLimit:
+    """Finds elements nested deeper than *limit* levels (the root element is level 1) in a subtree."""
+
+    _count = etree.XPath("count(.//*)")
+
+    def __init__(self, limit: int = DEFAULT_MAX_DEPTH) -> None:
+        self.limit = limit
+        self._paths: dict[int, etree.XPath] = {}  # by levels left below the checked element
+        self._parent: Any = None  # the last checked element's parent, and that element's level
+        self._level = 0
+
+    def too_deep(self, el: Any) -> Any | None:
+        """The first element in *el*'s subtree (*el* included) nested deeper than the limit, or None.
+
+        Records are checked one after the other, so this must be cheap (about 2 us for a small record): the
+        level is computed once per parent (records are siblings), and a subtree with no more elements than
+        levels left cannot be too deep (``count``, in C). Only a larger one is searched, with one XPath of
+        ``*`` steps that visits just the elements above the limit."""
+        parent = el.getparent()
+        if parent is None or parent is not self._parent:
+            self._parent = parent
+            self._level = 1 + sum(1 for _ in el.iterancestors())
+        room = self.limit - self._level
+        if room < 0:
+            return el
+        if self._count(el) <= room:
+            return None
+        path = self._paths.get(room)
+        if path is None:
+            path = self._paths[room] = etree.XPath("/".join(["*"] * (room + 1)) + "[1]")
+        found = path(el)
+        return found[0] if found else None
+
+    def message(self, what: str, el: Any, setting: str) -> str:
+        """The error for *el* (from :meth:`too_deep`) in the document *what*: where, and the limit."""
+        line = f" at line {el.sourceline}" if el.sourceline else ""
+        return (f"{what}: element <{etree.QName(el).localname}>{line} is nested more than {self.limit} levels deep "
+                f"({setting}={self.limit}); refused (deep nesting is a denial-of-service pattern)")
 
 
 def check_prolog(source: bytes | Path | IO[bytes], what: str) -> None:
