@@ -159,13 +159,17 @@ def canceller(backend: str, dbapi_connection: Any, side: Callable[[], Any]) -> C
     PostgreSQL (psycopg) sends libpq's cancel request, SQLite interrupts, MySQL/MariaDB have no such request
     and get ``KILL QUERY <id>`` from a second connection that *side* opens (a session may kill its own
     user's queries)."""
-    if backend == "postgresql":
-        cancel = getattr(dbapi_connection, "cancel_safe", None) or dbapi_connection.cancel
-        return lambda: cancel()
+    if backend == "postgresql":  # psycopg 3 (cancel_safe, 3.2+, or cancel), psycopg2 (cancel)
+        cancel = getattr(dbapi_connection, "cancel_safe", None) or getattr(dbapi_connection, "cancel", None)
+        return cancel if callable(cancel) else _nothing
     if backend == "sqlite":
-        return lambda: dbapi_connection.interrupt()
+        interrupt = getattr(dbapi_connection, "interrupt", None)
+        return interrupt if callable(interrupt) else _nothing
     if backend in ("mysql", "mariadb"):
-        thread_id = dbapi_connection.thread_id()
+        ident = getattr(dbapi_connection, "thread_id", None)  # PyMySQL, mysqlclient
+        if not callable(ident):
+            return _nothing
+        thread_id = ident()
 
         def kill() -> None:
             other = side()
@@ -177,7 +181,11 @@ def canceller(backend: str, dbapi_connection: Any, side: Callable[[], Any]) -> C
                 other.close()
 
         return kill
-    return lambda: None
+    return _nothing
+
+
+def _nothing() -> None:
+    """The canceller of a driver that offers no way to cancel: the statement timeout still bounds the query."""
 
 
 def timed_out(exc: BaseException) -> bool:
