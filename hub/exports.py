@@ -103,7 +103,7 @@ def run_export(pipeline: Pipeline, name: str) -> ExportOutcome:
     spool.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=spool) as tmp:
         local = Path(tmp) / Path(remote).name
-        batches = connect(pipeline.warehouse_url).stream(sql)
+        batches = connect(pipeline.warehouse_url).stream(sql, sandboxed=bool(export.sql))
         if export.format.csv is not None:
             rows = _write_csv(batches, local, export.format.csv, what)
         else:

@@ -13,13 +13,20 @@ merges on the primary key, so they replace themselves.
 
 A connection that breaks before the first batch is retried here. One that breaks after batches were
 handed over raises :class:`~hub.errors.SourceInterrupted`: the load rolls back and starts again.
+
+A query never outlives the hub's interest in it: the system's ``statement_timeout`` bounds it on the
+server, and when the process is told to stop (SIGTERM, Ctrl-C; :mod:`hub.runtime.interrupts`) or the
+consumer of the batches fails, the running statement is cancelled on the server (libpq's cancel request
+for psycopg and ADBC, ``KILL QUERY`` from a second connection on MySQL/MariaDB, an interrupt on SQLite)
+before the process goes on.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
-from adapters.sql._engine import adbc_uri, engine, shown, source_url, transient
+from adapters.sql._engine import CLIENT_CHECK_PG, adbc_uri, canceller, engine, shown, source_url, timed_out, transient
 from adapters.sql._guard import check_read_only
 from adapters.sql._types import adbc_schema, arrow_type, column_array, infer_type, is_char, normalize_adbc
 from adapters.sql.config import SqlSourceConfig, SqlSystemConfig
@@ -35,6 +42,7 @@ from hub.errors import AdapterError, SourceInterrupted, TransportError
 from hub.runtime import tracing
 from hub.runtime.breaker import breaker_for
 from hub.runtime.duration import seconds
+from hub.runtime.interrupts import cancel_on_interrupt
 from hub.runtime.prefetch import prefetch
 from hub.runtime.ratelimit import limiter_for, system_key
 from hub.runtime.retry import RetryPolicy
@@ -107,6 +115,9 @@ class SqlSource:
         self.limiter = limiter_for(key, system.rate_limit, state_dir)
         self.breaker = breaker_for(key, system.circuit_breaker, state_dir)
         self.system_label = system_name or self.dialect  # spans and _hub_calls
+        self._cancel_lock = threading.Lock()
+        self._cancel_query: Callable[[], None] | None = None  # set by the reading thread while a query runs
+        self._cancel = self._cancel_running  # one object: registered with hub.runtime.interrupts by identity
 
     # --- public ----------------------------------------------------------------------------------------
 
@@ -118,7 +129,7 @@ class SqlSource:
                                   attributes={"db.system.name": self.dialect, "db.collection.name": self.source.table})
         before, nbytes = self.retries, 0
         try:
-            for batch in self._breaker_batches():
+            for batch in self._interruptible_batches():
                 nbytes += batch.nbytes
                 yield batch
         except GeneratorExit:
@@ -130,6 +141,22 @@ class SqlSource:
             raise
         call.attempts, call.rows, call.bytes = 1 + self.retries - before, self.rows, nbytes
         call.end()
+
+    def _interruptible_batches(self) -> Iterator[pa.RecordBatch]:
+        """The rows; SIGTERM / SIGINT meanwhile cancel the running query on the server first."""
+        with cancel_on_interrupt(self._cancel):
+            yield from self._breaker_batches()
+
+    def _cancel_running(self) -> None:
+        """Cancel the statement the reading thread waits on, if any (from any thread)."""
+        with self._cancel_lock:
+            cancel = self._cancel_query
+        if cancel is not None:
+            cancel()
+
+    def _running(self, cancel: Callable[[], None] | None) -> None:
+        with self._cancel_lock:
+            self._cancel_query = cancel
 
     def _breaker_batches(self) -> Iterator[pa.RecordBatch]:
         """The rows, as record batches of one schema. Retries a broken connection (see the module notes);
@@ -158,7 +185,7 @@ class SqlSource:
             if self.limiter is not None:
                 self.limiter.acquire()
             try:
-                for batch in prefetch(self._extract(), name=f"hub-sql-{self.name}"):
+                for batch in prefetch(self._extract(), name=f"hub-sql-{self.name}", cancel=self._cancel):
                     if batch.num_rows == 0:
                         continue
                     best = self._track(batch, best)
@@ -168,7 +195,10 @@ class SqlSource:
                 break
             except _ERRORS as exc:
                 if not transient(exc):
-                    raise AdapterError(f"{self.where}: {shown(self.url)}: {_reason(exc)}") from None
+                    hint = (f" (stopped by the database at the system's statement_timeout of "
+                            f"{self.system.statement_timeout}; raise it on the sql system if the query must run "
+                            "longer)") if timed_out(exc) else ""
+                    raise AdapterError(f"{self.where}: {shown(self.url)}: {_reason(exc)}{hint}") from None
                 if handed:
                     self.restarts += 1
                     raise SourceInterrupted(
@@ -335,12 +365,14 @@ class SqlSource:
         eng = engine(self.system, self.url)
         try:
             with eng.connect() as conn:
+                self._running(canceller(self.dialect, conn.connection.dbapi_connection, eng.raw_connection))
                 stmt, params, types, trim = self._plan(conn)
                 if self.fast_path:
                     scaled: dict[str, pa.Decimal128Type] = {}
                     if types is not None:
                         stmt, scaled = _scaled_decimals(stmt, types)
                     sql = _literal_sql(stmt, params)
+                    self._running(None)
                     conn.close()  # the ADBC connection does the reading
                     yield from self._adbc(sql, trim, scaled)
                     return
@@ -351,6 +383,7 @@ class SqlSource:
                 for rows in result.partitions(self.batch_rows):
                     yield self._batch(names, rows, schema, description, trim)
         finally:
+            self._running(None)
             eng.dispose()
 
     def _batch(self, names: list[str], rows: Any, schema: dict[str, pa.DataType],
@@ -375,7 +408,10 @@ class SqlSource:
     def _adbc(self, sql: str, trim: set[str], scaled: dict[str, pa.Decimal128Type]) -> Iterator[pa.RecordBatch]:
         import adbc_driver_postgresql.dbapi as adbc
 
-        with adbc.connect(adbc_uri(self.url)) as conn, conn.cursor() as cur:
+        with adbc.connect(adbc_uri(self.url, self.system)) as conn, conn.cursor() as cur:
+            self._running(cur.adbc_cancel)
+            cur.execute(CLIENT_CHECK_PG)
+            cur.fetchall()
             # ADBC cuts batches by bytes: about batch_rows rows of 64 bytes, at most 16 MiB, keeps memory and
             # the time to the first batch small
             hint = min(16 << 20, max(64 << 10, self.batch_rows * 64))

@@ -32,11 +32,29 @@ class SqlSystemConfig(_Strict):
     fast_path: bool = Field(True, description="PostgreSQL: read through ADBC (COPY, binary, in C++) instead of "
                                               "the DBAPI driver.")
     connect_timeout: float = Field(15.0, gt=0)
+    statement_timeout: str | float = Field(
+        "15m", description="Longest a statement may run on the database (a duration: 90s, 15m, 2h; 0: no "
+                           "limit). PostgreSQL: statement_timeout (ADBC reads the whole table in one COPY, so "
+                           "this bounds the extract) and idle_in_transaction_session_timeout; MySQL: "
+                           "max_execution_time, MariaDB: max_statement_time; SQLite: the query is interrupted. "
+                           "A query that runs longer fails (not retried).")
     retries: RetryConfig = Field(default_factory=RetryConfig)
     rate_limit: RateLimitConfig | None = Field(None, description="Shared by every process "
                                                "(hub.runtime.ratelimit).")
     circuit_breaker: CircuitBreakerConfig | None = Field(None, description="Fail fast after consecutive "
                                                          "failures (hub.runtime.breaker).")
+
+    @field_validator("statement_timeout")
+    @classmethod
+    def _timeout(cls, v: str | float) -> str | float:
+        if seconds(v) < 0:
+            raise ValueError("statement_timeout must not be negative (0: no limit)")
+        return v
+
+    @property
+    def statement_timeout_s(self) -> float:
+        """The statement timeout in seconds (0: none)."""
+        return seconds(self.statement_timeout)
 
     @field_validator("text_encoding")
     @classmethod

@@ -4,22 +4,27 @@ An adapter whose reads release the GIL (ADBC fetching over the network, a DBAPI 
 socket) then overlaps with the warehouse writing the previous batch, which releases the GIL too: the
 two halves of a load proceed in parallel instead of taking turns. The queue is bounded, so memory stays
 at *depth* batches however far the producer could run ahead; an exception in the producer is raised in
-the consumer, and a consumer that stops early stops the producer.
+the consumer, and a consumer that stops early stops the producer: when it gives *cancel*, that is called
+first, so a producer blocked in a server call (a long query) is released instead of outliving the
+consumer — an exception in the consumer (KeyboardInterrupt, a failed write) then cancels the query.
 """
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
 _DONE = object()
 
 
-def prefetch(items: Iterator[T], depth: int = 2, name: str = "hub-prefetch") -> Iterator[T]:
-    """Yield what *items* yields, produced by a background thread at most *depth* items ahead."""
+def prefetch(items: Iterator[T], depth: int = 2, name: str = "hub-prefetch",
+             cancel: Callable[[], None] | None = None) -> Iterator[T]:
+    """Yield what *items* yields, produced by a background thread at most *depth* items ahead; *cancel*
+    interrupts the producer's blocking call (thread-safe) when the consumer stops before the end."""
     handover: queue.Queue[object] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
@@ -47,9 +52,12 @@ def prefetch(items: Iterator[T], depth: int = 2, name: str = "hub-prefetch") -> 
 
     worker = threading.Thread(target=produce, name=name, daemon=True)
     worker.start()
+    finished = False
     try:
         while True:
             item = handover.get()
+            if item is _DONE or isinstance(item, BaseException):
+                finished = True
             if item is _DONE:
                 return
             if isinstance(item, BaseException):
@@ -57,4 +65,9 @@ def prefetch(items: Iterator[T], depth: int = 2, name: str = "hub-prefetch") -> 
             yield item  # type: ignore[misc]
     finally:
         stop.set()
-        worker.join(timeout=30)
+        cancelled = not finished and cancel is not None and worker.is_alive()
+        if cancelled:
+            assert cancel is not None
+            with contextlib.suppress(Exception):
+                cancel()
+        worker.join(timeout=5 if cancelled else 30)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,15 +64,16 @@ class Pipeline:
 
     @property
     def warehouse_url(self) -> str:
-        """The warehouse URL with a relative DuckDB path made absolute against the project root."""
-        url = self.spec.warehouse or os.environ.get("HUB_WAREHOUSE") or f"duckdb:///{DEFAULT_WAREHOUSE}"
-        if "://" not in url:  # a bare path
-            url = f"duckdb:///{url}"
-        if url.startswith("duckdb:///"):
-            path = Path(url[len("duckdb:///"):])
-            if not path.is_absolute() and str(path) != ":memory:":
-                url = f"duckdb:///{(self.root / path).resolve()}"
-        return url
+        """The warehouse URL with a relative DuckDB path made absolute against the project root. A DuckDB file
+        the spec names must be in the project (see :func:`confined_warehouse`); ``$HUB_WAREHOUSE`` is the
+        operator's and is taken as given."""
+        if self.spec.warehouse:
+            url, problem = confined_warehouse(self.spec.warehouse, self.root)
+            if problem:
+                raise SpecError(str(self.path), [f"warehouse: {problem}"])
+            return url
+        url = os.environ.get("HUB_WAREHOUSE") or f"duckdb:///{DEFAULT_WAREHOUSE}"
+        return absolute_warehouse(url, self.root)
 
     @property
     def warehouse_kind(self) -> str:
@@ -218,6 +220,46 @@ def _is_union_tag(part: Any) -> bool:
     return isinstance(part, str) and (part[:1].isupper() or part in {"str", "int", "float", "bool"})
 
 
+def absolute_warehouse(url: str, root: Path) -> str:
+    """*url* with a bare path made a DuckDB URL and a relative DuckDB path made absolute against *root*."""
+    if "://" not in url:  # a bare path
+        url = f"duckdb:///{url}"
+    if url.startswith("duckdb:///"):
+        raw, sep, query = url[len("duckdb:///"):].partition("?")
+        path = Path(raw)
+        if not path.is_absolute() and raw != ":memory:":
+            url = f"duckdb:///{(root / path).resolve()}{sep}{query}"
+    return url
+
+
+def warehouse_dirs(root: Path) -> list[Path]:
+    """Where a spec may put a DuckDB warehouse file: the project, the system's temporary directory (scratch
+    warehouses of tests and trials), and the directories an operator lists in ``$HUB_WAREHOUSE_DIRS``
+    (separated like PATH)."""
+    extra = [Path(p) for p in os.environ.get("HUB_WAREHOUSE_DIRS", "").split(os.pathsep) if p.strip()]
+    return [d.resolve() for d in (root, Path(tempfile.gettempdir()), *extra)]
+
+
+def confined_warehouse(url: str, root: Path) -> tuple[str, str | None]:
+    """The absolute URL of a spec's ``warehouse:``, and why it is refused (None: it is not).
+
+    A spec is a file that anyone who may propose a pipeline (or an agent) writes; the hub creates and
+    writes the DuckDB file it names with the hub's own rights. So the file must resolve, symbolic links
+    followed, inside one of :func:`warehouse_dirs`: ``duckdb:////etc/x.duckdb`` or
+    ``duckdb:///../../var/lib/x.duckdb`` are refused unless an operator allowed the directory."""
+    url = absolute_warehouse(url, root)
+    if not url.startswith("duckdb:///") or url.endswith(":memory:"):
+        return url, None
+    path = Path(url[len("duckdb:///"):].partition("?")[0]).resolve()
+    allowed = warehouse_dirs(root)
+    if any(path.is_relative_to(d) for d in allowed):
+        return url, None
+    return url, (f"the DuckDB file {path} is outside the project ({root}); a spec may only put its warehouse "
+                 f"in the project or {allowed[1]} (a relative path such as duckdb:///warehouse/hub.duckdb is "
+                 "the project's). To allow another directory, an operator lists it in $HUB_WAREHOUSE_DIRS, "
+                 "or sets $HUB_WAREHOUSE instead of the spec's warehouse:")
+
+
 def project_root(path: Path) -> Path:
     """The nearest ancestor holding workspace.yaml or pyproject.toml; relative warehouse paths start here."""
     for parent in [path.parent, *path.parent.parents]:
@@ -264,6 +306,10 @@ def loads(text: str, path: Path) -> Pipeline:
     export_deps = _check_exports(spec, tables | set(spec.models), problems)
     root = project_root(path.resolve())
     suites = _check_suites(spec.checks, tables | set(spec.models), root, problems)
+    if spec.warehouse:
+        problem = confined_warehouse(spec.warehouse, root)[1]
+        if problem:
+            problems.add(("warehouse",), problem)
     problems.raise_if_any()
     return Pipeline(spec=spec, path=path, root=root, sources=sources,
                     model_deps=model_deps, export_deps=export_deps, suites=suites)

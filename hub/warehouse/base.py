@@ -135,15 +135,17 @@ class Warehouse(ABC):
 
     @abstractmethod
     def run_model(self, name: str, sql: str) -> LoadResult:
-        """Replace table *name* with the result of *sql*, atomically (the old table stays on failure)."""
+        """Replace table *name* with the result of *sql*, atomically (the old table stays on failure). The SQL
+        is a spec author's: it runs sandboxed (see :func:`check_user_query` and each backend)."""
 
     @abstractmethod
-    def query(self, sql: str) -> pa.Table:
-        """Run a read query and return the result as an Arrow table."""
+    def query(self, sql: str, *, sandboxed: bool = False) -> pa.Table:
+        """Run a read query and return the result as an Arrow table; *sandboxed* for SQL a spec author wrote
+        (as for models: no files, no settings, no server functions)."""
 
     @abstractmethod
-    def stream(self, sql: str, batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
-        """Run a read query and stream the result in batches (bounded memory)."""
+    def stream(self, sql: str, batch_rows: int = 65_536, *, sandboxed: bool = False) -> Iterator[pa.RecordBatch]:
+        """Run a read query and stream the result in batches (bounded memory); *sandboxed* as for query."""
 
     @abstractmethod
     def tables(self, internal: bool = False) -> list[str]:
@@ -152,6 +154,24 @@ class Warehouse(ABC):
 
 
 # --- what the backends' loads share ----------------------------------------------------------------------
+
+
+def check_user_query(sql: str, where: str) -> None:
+    """Raise :class:`WarehouseError` unless *sql* (DuckDB's dialect) is exactly one query: SQL a spec author
+    wrote (a model, an export) is run as one SELECT, so it cannot carry a ``SET``, ``ATTACH``, ``COPY`` or
+    ``INSTALL`` of its own, whatever the spec loader let through."""
+    import sqlglot  # a model or an export is being run: sqlglot is worth loading
+    from sqlglot import exp
+
+    try:
+        trees = [t for t in sqlglot.parse(sql, read="duckdb") if t is not None]
+    except sqlglot.errors.SqlglotError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise WarehouseError(f"{where}: the SQL does not parse ({first}); it was not run") from None
+    if len(trees) != 1 or not isinstance(trees[0], exp.Query):
+        kinds = ", ".join(t.key.upper() for t in trees) or "nothing"
+        raise WarehouseError(f"{where}: expected exactly one SELECT (or WITH ... SELECT) statement, found "
+                             f"{kinds}; it was not run")
 
 
 def ident(name: str) -> str:

@@ -11,6 +11,14 @@ an uncommitted transaction that DuckDB discards when the file is next opened.
 
 Connection settings can ride on the URL: ``duckdb:///warehouse/hub.duckdb?memory_limit=2GB&threads=4``, and
 ``load_memory_limit`` (default 160MB) caps DuckDB's memory during loads.
+
+SQL a spec author wrote (models, export queries) runs on a connection of its own opened with
+``enable_external_access=false`` and ``lock_configuration=true`` (:data:`SANDBOX`): DuckDB then refuses
+every file, URL, extension install and ``ATTACH`` (``read_csv('/etc/passwd')``, ``read_text``, ``glob``,
+``COPY``), and a ``SET`` that would turn access back on fails because the configuration is locked. The
+hub's own loads keep a normal connection (they need ``SET memory_limit`` and Arrow relations). DuckDB
+opens a file once per process with one configuration: a model cannot run while the same process holds
+another connection to the warehouse (the hub never does; a clear error says so).
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from hub.warehouse.base import (
     LoadResult,
     StreamingLoad,
     Warehouse,
+    check_user_query,
     ident,
     literal,
     typed_columns,
@@ -47,6 +56,10 @@ _NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "
             "UBIGINT", "FLOAT", "DOUBLE", "DECIMAL")
 _CHUNK = "_hub_chunk"
 DEFAULT_LOAD_MEMORY = "160MB"
+#: Configuration of connections that run user SQL (models, export queries): no file system, network or
+#: extension access, and no way to change that from SQL.
+SANDBOX: dict[str, str | bool | int | float | list[str]] = {"enable_external_access": False,
+                                                            "lock_configuration": True}
 
 
 def _count_of(cursor: duckdb.DuckDBPyConnection) -> int:
@@ -84,33 +97,42 @@ class DuckDBWarehouse(Warehouse):
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
 
     @contextmanager
-    def _connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        con = self.open()
+    def _connect(self, sandboxed: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        con = self.open(sandboxed=sandboxed)
         try:
             yield con
         finally:
             con.close()
 
-    def open(self) -> duckdb.DuckDBPyConnection:
-        """A new connection (the caller closes it)."""
+    def open(self, *, sandboxed: bool = False) -> duckdb.DuckDBPyConnection:
+        """A new connection (the caller closes it); *sandboxed*: for user SQL (:data:`SANDBOX`)."""
         try:
-            return duckdb.connect(self.path, config=self.config)
+            return duckdb.connect(self.path, config={**self.config, **SANDBOX} if sandboxed else self.config)
         except duckdb.Error as exc:
+            text = str(exc).lower()
             hint = (" (another process is writing to it; hub assets share the hub_duckdb pool so this does "
-                    "not happen between them)" if "lock" in str(exc).lower() else "")
+                    "not happen between them)" if "lock" in text else "")
+            if "different configuration" in text:
+                hint = (" (user SQL runs on a sandboxed connection, which cannot share the file with another "
+                        "open connection of this process: close it first)" if sandboxed else
+                        " (a sandboxed connection for user SQL is open in this process)")
             raise WarehouseError(f"cannot open DuckDB warehouse {self.path}: {exc}{hint}") from None
 
     # --- reading -------------------------------------------------------------------------------------
 
-    def query(self, sql: str) -> pa.Table:
-        with self._connect() as con:
+    def query(self, sql: str, *, sandboxed: bool = False) -> pa.Table:
+        if sandboxed:
+            check_user_query(sql, f"query on {self.path}")
+        with self._connect(sandboxed) as con:
             try:
                 return con.sql(sql).to_arrow_table()
             except duckdb.Error as exc:
                 raise WarehouseError(f"query on {self.path} failed: {exc}") from None
 
-    def stream(self, sql: str, batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
-        with self._connect() as con:
+    def stream(self, sql: str, batch_rows: int = 65_536, *, sandboxed: bool = False) -> Iterator[pa.RecordBatch]:
+        if sandboxed:
+            check_user_query(sql, f"query on {self.path}")
+        with self._connect(sandboxed) as con:
             try:
                 reader = con.sql(sql).to_arrow_reader(batch_rows)
             except duckdb.Error as exc:
@@ -131,7 +153,8 @@ class DuckDBWarehouse(Warehouse):
     # --- models --------------------------------------------------------------------------------------
 
     def run_model(self, name: str, sql: str) -> LoadResult:
-        with self._connect() as con:
+        check_user_query(sql, f"model {name}")
+        with self._connect(sandboxed=True) as con:
             try:
                 con.execute("BEGIN TRANSACTION")
                 con.execute(f"CREATE OR REPLACE TABLE {ident(name)} AS {sql}")

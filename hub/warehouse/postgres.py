@@ -33,6 +33,13 @@ exact digits). Model tables are the exception worth making: their plain numeric 
 ``numeric(38,s)`` after the build, as DuckDB types a sum of decimals, so revenue stays exact when read.
 ``timestamptz`` becomes ``timestamp[us, UTC]`` (sessions run in UTC).
 
+SQL a spec author wrote (models, export queries) is checked after translation against the SQL sources'
+function deny-list (:data:`adapters.sql._guard.DENIED_FUNCTIONS`: no ``pg_read_file``, ``lo_import``,
+``dblink``, ``pg_terminate_backend``, ``set_config`` …) before it runs; a sandboxed query also runs in a
+read-only transaction. A model needs write privileges (it creates its table), so the database role of the
+warehouse is the last line: it should not be a superuser nor hold ``pg_read_server_files`` /
+``pg_execute_server_program``.
+
 The URL is an ordinary libpq URL, ``postgresql://user:password@host:5432/db``, with an optional
 ``?schema=NAME`` (default ``public``; created when missing); other parameters go to libpq.
 """
@@ -63,6 +70,7 @@ from sqlalchemy.pool import NullPool
 from sqlglot import exp
 from sqlglot.errors import ErrorLevel, SqlglotError, UnsupportedError
 
+from adapters.sql._guard import WriteRefused, check_functions
 from hub.errors import WarehouseError
 from hub.runtime.secrets import mask, mask_url, register
 from hub.warehouse.base import (
@@ -74,6 +82,7 @@ from hub.warehouse.base import (
     LoadResult,
     StreamingLoad,
     Warehouse,
+    check_user_query,
     ident,
     typed_columns,
 )
@@ -554,23 +563,35 @@ class PostgresWarehouse(Warehouse):
 
     # --- reading -------------------------------------------------------------------------------------
 
-    def query(self, sql: str) -> pa.Table:
-        text, is_query = self._translate(sql)
+    def query(self, sql: str, *, sandboxed: bool = False) -> pa.Table:
+        text, is_query = self._translate(sql, sandboxed)
         with self._connect() as conn:
+            if sandboxed:
+                conn.execute("SET TRANSACTION READ ONLY")
             schema, batches = self._read(conn, text, is_query, 65_536)
             return pa.Table.from_batches(list(batches), schema=schema)
 
-    def stream(self, sql: str, batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
-        text, is_query = self._translate(sql)
+    def stream(self, sql: str, batch_rows: int = 65_536, *, sandboxed: bool = False) -> Iterator[pa.RecordBatch]:
+        text, is_query = self._translate(sql, sandboxed)
         with self._connect() as conn:
+            if sandboxed:
+                conn.execute("SET TRANSACTION READ ONLY")
             _, batches = self._read(conn, text, is_query, batch_rows)
             yield from batches
 
-    def _translate(self, sql: str) -> tuple[str, bool]:
+    def _translate(self, sql: str, sandboxed: bool = False) -> tuple[str, bool]:
+        where = f"query on {self.where}"
         try:
-            return to_postgres(sql)
+            if sandboxed:
+                check_user_query(sql, where)
+            text, is_query = to_postgres(sql)
+            if sandboxed:
+                check_functions(text, "postgresql", where=where, what="a query of the warehouse only reads it")
+            return text, is_query
+        except WriteRefused as exc:
+            raise WarehouseError(str(exc)) from None
         except WarehouseError as exc:
-            raise WarehouseError(f"query on {self.where}: {exc}") from None
+            raise WarehouseError(exc.args[0] if str(exc).startswith(where) else f"{where}: {exc}") from None
 
     def _read(self, conn: psycopg.Connection[Any], sql: str, is_query: bool,
               batch_rows: int) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
@@ -627,6 +648,10 @@ class PostgresWarehouse(Warehouse):
             text, is_query = to_postgres(sql)
             if not is_query:
                 raise WarehouseError("the model SQL must be a query (SELECT …)")
+            check_functions(text, "postgresql", where=f"model {name}",
+                            what="a model only reads the warehouse's tables")
+        except WriteRefused as exc:
+            raise WarehouseError(f"{exc}; the previous table is kept") from None
         except WarehouseError as exc:
             raise WarehouseError(f"model {name}: {exc}; the previous table is kept") from None
         building = f"_hub_model_{uuid.uuid4().hex[:16]}"
