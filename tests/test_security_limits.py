@@ -275,7 +275,9 @@ def test_rendering_refuses_more_bombs_and_keeps_ordinary_templates_working() -> 
                  "{{ 'ab'|replace('', 'y'*60000) }}", "{{ '{:>999999999}'.format(1) }}", "{{ '%999999999d' % 5 }}",
                  "{{ (1).to_bytes(10**9, 'big') }}", "{{ 'a'.translate({97: 'b'*60000}) }}",
                  "{{ [1]|batch(10**9, 'x')|list }}", "{{ [1]|slice(10**9)|list }}", "{{ lipsum(10**9) }}",
-                 "{{ 'a\\nb'|indent(10**9) }}", "{{ 'x'.ljust(10**9) }}", "{{ 'x'|center(1000000000) }}"):
+                 "{{ 'a\\nb'|indent(10**9) }}", "{{ 'x'.ljust(10**9) }}", "{{ 'x'|center(1000000000) }}",
+                 "{{ [{'a': 1}]*5000|join('y'*60000, attribute='a') }}", "{{ range(5000)|join('y'*60000) }}",
+                 "{{ ('y'*60000).join(range(5000)|map('string')) }}", "{{ 'x'|wordwrap(1, wrapstring='y'*60000) }}"):
         with pytest.raises(HubError, match=r"^f: "):
             render(bomb, window, field="f")
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024, "less than 200 MB more"

@@ -254,9 +254,8 @@ def _filter_precheck(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -
     elif name == "format":
         if isinstance(value, str):
             _printf_check(value, kwargs or args[1:])
-    elif name == "join":
-        if _arg(args, kwargs, 2, "attribute") is None and value is not None:
-            return (_join(value, _arg(args, kwargs, 1, "d", "")), *args[1:])
+    elif name == "join" and value is not None:  # with attribute=, the whole items are counted (more than needed)
+        return (_join(value, _arg(args, kwargs, 1, "d", "")), *args[1:])
     elif name == "replace":
         _replace_estimate(value, _arg(args, kwargs, 1, "old"), _arg(args, kwargs, 2, "new"),
                           _arg(args, kwargs, 3, "count"))
