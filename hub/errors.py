@@ -67,6 +67,10 @@ class WarehouseError(HubError):
     """Loading into, or querying, the warehouse failed. The warehouse is left as it was."""
 
 
+class TimeBudgetExceeded(AdapterError):
+    """A source's extraction ran longer than its ``max_duration`` and was stopped (nothing is loaded)."""
+
+
 class XMLSecurityError(ResponseFormatError):
     """An XML document carries a DTD (entity declarations: XXE, billion laughs); it is refused unread."""
 

@@ -27,6 +27,7 @@ from hub import owners
 from hub.errors import HubError, SourceInterrupted
 from hub.runtime import tracing
 from hub.runtime.checkpoint import Checkpoint, fingerprint, open_resumption
+from hub.runtime.duration import over_budget
 from hub.runtime.retry import RetryPolicy
 from hub.runtime.secrets import mask_url, resolve_tree
 from hub.runtime.window import Window, render_tree
@@ -95,7 +96,8 @@ def build_rest(source: ResolvedSource, window: Window | None, batch_size: int = 
     state = state_dir(root)
     return RestSource(RestSystemConfig.model_validate(system_raw), RestSourceConfig.model_validate(src_raw),
                       name=source.name, batch_size=batch_size, system_name=source.system_name, state_dir=state,
-                      cache_dir=Path(os.environ.get("HUB_CACHE_DIR") or state / "cache") / "http")
+                      cache_dir=Path(os.environ.get("HUB_CACHE_DIR") or state / "cache") / "http",
+                      max_duration=source.spec.max_duration)
 
 
 def build_soap(pipeline: Pipeline, source: ResolvedSource, window: Window | None,
@@ -108,7 +110,8 @@ def build_soap(pipeline: Pipeline, source: ResolvedSource, window: Window | None
     return SoapSource(SoapSystemConfig.model_validate(system_raw), SoapSourceConfig.model_validate(src_raw),
                       name=source.name, batch_size=batch_size, cache_dir=cache_dir(pipeline) / "wsdl",
                       base_dir=pipeline.root, lists={c.path for c in source.spec.children.values()},
-                      system_name=source.system_name, state_dir=state_dir(pipeline.root))
+                      system_name=source.system_name, state_dir=state_dir(pipeline.root),
+                      max_duration=source.spec.max_duration)
 
 
 def build_sql(pipeline: Pipeline, source: ResolvedSource, window: Window | None, *, high_water_mark: str | None = None,
@@ -260,6 +263,8 @@ def _materialize_once(pipeline: Pipeline, name: str, *, window: Window | None, r
                                                       partition=partition, primary_key=keys))
                        for child in children}
         for raw in resumption.batches(adapter):  # spooled batches of an earlier attempt first, if any
+            if time.monotonic() - started > source.spec.max_duration:  # REST and SOAP also stop mid-page
+                raise over_budget(name, source.spec.max_duration, f"{seen + raw.num_rows} rows read")
             mapped = mapper.apply(raw)
             if rules:
                 mapped = rules.apply(mapped, raw)

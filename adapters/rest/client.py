@@ -40,6 +40,7 @@ from hub.errors import AdapterError, HTTPStatusError, LimitExceededError, Respon
 from hub.runtime import jsonsafe, tracing
 from hub.runtime.breaker import breaker_for
 from hub.runtime.checkpoint import DONE, Token
+from hub.runtime.duration import over_budget
 from hub.runtime.ratelimit import limiter_for, system_key
 from hub.runtime.records import records_to_batch
 from hub.runtime.retry import RetryPolicy
@@ -110,8 +111,9 @@ class RestSource:
 
     def __init__(self, system: RestSystemConfig, source: RestSourceConfig, *, name: str = "rest",
                  batch_size: int = 10_000, system_name: str | None = None, state_dir: Path | None = None,
-                 cache_dir: Path | None = None) -> None:
+                 cache_dir: Path | None = None, max_duration: float | None = None) -> None:
         self.system = system
+        self.max_duration = max_duration  # seconds an extraction may take (the source's time budget)
         self.source = source
         self.name = name
         self.batch_size = batch_size
@@ -328,7 +330,8 @@ class RestSource:
                 if known is not None:
                     if max_pages and len(known) + 1 > max_pages:
                         raise ResponseFormatError(
-                            f"{self.stats.url}: {len(known) + 1} pages exceed paginate.max_pages={max_pages}")
+                            f"{self.stats.url}: {len(known) + 1} pages exceed paginate.max_pages={max_pages}"
+                            f"{self._raise_max_pages()}")
                     tokens = paginator.known_tokens([req, *known]) if cfg.paginate else [DONE]
                     await emit(self._to_batches(page), tokens[0])
                     self.stats.concurrent = len(known) > 0
@@ -343,8 +346,12 @@ class RestSource:
                 count += 1
                 if max_pages and count > max_pages:
                     raise ResponseFormatError(
-                        f"{self.stats.url}: more than paginate.max_pages={max_pages} pages; stopping")
+                        f"{self.stats.url}: more than paginate.max_pages={max_pages} pages; stopping "
+                        f"(the API kept handing out a next page){self._raise_max_pages()}")
                 page = await self.fetch(client, nxt)
+
+    def _raise_max_pages(self) -> str:
+        return f". If the source really has more pages, raise `paginate.max_pages` on sources.{self.name}"
 
     async def _concurrent(self, client: httpx.AsyncClient, requests: list[PageRequest], emit: Emit,
                           tokens: list[Token]) -> None:
@@ -488,8 +495,17 @@ class RestSource:
 
         async def main() -> None:
             running["loop"], running["task"] = asyncio.get_running_loop(), asyncio.current_task()
+            budget = asyncio.timeout(self.max_duration)  # the whole walk, slow bodies and back-pressure included
             try:
-                await self._walk(emit, resume)
+                try:
+                    async with budget:
+                        await self._walk(emit, resume)
+                except TimeoutError:
+                    if not budget.expired() or self.max_duration is None:
+                        raise
+                    st = self.stats
+                    raise over_budget(self.name, self.max_duration,
+                                      f"{st.pages} pages, {st.records} records read") from None
             except Exception:
                 if last[0] is not None:  # whole pages wait in the group: hand them over, they can be checkpointed
                     await hand_over()

@@ -70,6 +70,9 @@ class AuthConfig(_OneOf):
 
 # --- pagination ----------------------------------------------------------------------------------------
 
+#: ``paginate.max_pages`` when the spec gives none.
+DEFAULT_MAX_PAGES = 10_000
+
 class PageNumberPaginate(_Strict):
     param: str = "page"
     start: int = 1
@@ -112,7 +115,9 @@ class PaginateConfig(_OneOf):
     cursor: CursorPaginate | None = None
     next_url: NextUrlPaginate | None = None
     link_header: LinkHeaderPaginate | None = None
-    max_pages: int | None = Field(None, gt=0, description="Safety stop; reaching it is an error, not silence.")
+    max_pages: int = Field(DEFAULT_MAX_PAGES, gt=0, description=(
+        "Safety stop against an API that hands out a next page forever (default 10,000): reaching it is an "
+        "error, not silence. Raise it for sources that really have more pages."))
 
     @model_validator(mode="after")
     def _exactly_one(self) -> PaginateConfig:  # max_pages is not a variant

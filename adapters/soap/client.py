@@ -9,6 +9,7 @@ WSDL's schema, so a response of hundreds of MB never becomes a zeep object tree.
 from __future__ import annotations
 
 import ssl
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from hub.errors import AdapterError, HTTPStatusError, ResponseFormatError, SoapF
 from hub.runtime import tracing
 from hub.runtime.breaker import breaker_for
 from hub.runtime.checkpoint import DONE, Token
+from hub.runtime.duration import over_budget
 from hub.runtime.ratelimit import limiter_for, system_key
 from hub.runtime.retry import RetryPolicy
 from hub.runtime.secrets import mask, mask_url, register
@@ -163,8 +165,10 @@ class SoapSource:
     def __init__(self, system: SoapSystemConfig, source: SoapSourceConfig, *, name: str = "soap",
                  batch_size: int = 10_000, cache_dir: Path | None = None, base_dir: Path | None = None,
                  spool_dir: Path | None = None, lists: set[str] | frozenset[str] = frozenset(),
-                 system_name: str | None = None, state_dir: Path | None = None) -> None:
+                 system_name: str | None = None, state_dir: Path | None = None,
+                 max_duration: float | None = None) -> None:
         self.system, self.source, self.name = system, source, name
+        self.max_duration = max_duration  # seconds an extraction may take (the source's time budget)
         self.batch_size = batch_size
         self.cache_dir, self.base_dir, self.spool_dir = cache_dir, base_dir, spool_dir
         self.lists = set(lists)
@@ -368,6 +372,7 @@ class SoapSource:
         after that page; from the start, or from *resume* (see :mod:`hub.runtime.checkpoint`)."""
         if resume is not None and resume.get("kind") == "done":
             return
+        deadline = time.monotonic() + self.max_duration if self.max_duration is not None else None
         wsdl, proxy, _, reader = self._open()
         paging = self.source.paginate
         params = dict(self.source.params)
@@ -393,10 +398,13 @@ class SoapSource:
             pages += 1
             if paging and paging.max_pages and pages > paging.max_pages:
                 raise ResponseFormatError(f"{self.source.operation}: more than paginate.max_pages="
-                                          f"{paging.max_pages} pages; stopping")
+                                          f"{paging.max_pages} pages; stopping. If the source really has more "
+                                          f"pages, raise `paginate.max_pages` on sources.{self.name}")
+            self._check_budget(deadline)
             reader.records, reader.token = 0, None
             held: pa.RecordBatch | None = None  # the page's last batch is handed over with the token
             for batch in self._page(wsdl, proxy, reader, params):
+                self._check_budget(deadline)
                 if held is not None:
                     yield held, None
                 held = batch
@@ -428,6 +436,12 @@ class SoapSource:
                               "at": f"{moving}={params[moving]}"})
             if done:
                 return
+
+    def _check_budget(self, deadline: float | None) -> None:
+        """Stop an extraction that has run past its ``max_duration`` (checked per page and per batch)."""
+        if deadline is not None and self.max_duration is not None and time.monotonic() > deadline:
+            st = self.stats
+            raise over_budget(self.name, self.max_duration, f"{st.pages} pages, {st.records} records read")
 
     def details(self) -> dict[str, Any]:
         """What the extraction did, for run metadata (the URL is masked)."""

@@ -96,6 +96,10 @@ class SoapSystemConfig(_Strict):
         return entries
 
 
+#: ``paginate.max_pages`` when the spec gives none.
+DEFAULT_MAX_PAGES = 10_000
+
+
 class PageNumberPaging(_Strict):
     param: str = Field(description="Operation parameter carrying the page number.")
     start: int = 1
@@ -120,7 +124,9 @@ class SoapPaging(_Strict):
     page_number: PageNumberPaging | None = None
     offset: OffsetPaging | None = None
     token: TokenPaging | None = None
-    max_pages: int | None = Field(None, gt=0, description="Safety stop; reaching it is an error.")
+    max_pages: int = Field(DEFAULT_MAX_PAGES, gt=0, description=(
+        "Safety stop against a service that hands out new pages forever (default 10,000): reaching it is an "
+        "error. Raise it for sources that really have more pages."))
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SoapPaging:

@@ -24,10 +24,9 @@ import re
 import tempfile
 import zlib
 from collections import Counter
-from datetime import datetime, time, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import yaml
 
@@ -36,7 +35,7 @@ from hub.contracts.schema import infer
 from hub.contracts.usage import query_columns, sqlglot_dialect, system_sources, table_key
 from hub.errors import AdapterError, HTTPStatusError, HubError, ResponseFormatError, SoapFault, TransportError
 from hub.runtime.secrets import mask, resolve_tree
-from hub.runtime.window import Window, render_tree
+from hub.runtime.window import Window, render_tree, sample_window
 from hub.spec.loader import Pipeline
 
 #: Bump when the document layout changes incompatibly.
@@ -51,13 +50,7 @@ def first_window(pipeline: Pipeline) -> Window | None:
     parts = pipeline.spec.partitions
     if parts is None:
         return None
-    w = parts.window
-    start = datetime.combine(w.start, time(), ZoneInfo(w.timezone))
-    if parts.kind == "daily":
-        end = start + timedelta(days=1)
-    else:
-        end = start.replace(year=start.year + (start.month == 12), month=start.month % 12 + 1)
-    return Window(key=w.start.isoformat(), start=start, end=end)
+    return sample_window(parts.kind, parts.window.start, parts.window.timezone)
 
 
 def collect(pipeline: Pipeline, system: str) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from adapters.sftp.config import SftpSourceConfig
 from adapters.soap.config import SoapSourceConfig
 from adapters.sql.config import SqlSourceConfig
 from hub.errors import SpecError
-from hub.runtime.window import check_template, is_template
+from hub.runtime.window import Window, check_template, is_template, sample_window
 from hub.spec.models import (
     NAME,
     ModelSpec,
@@ -39,6 +39,8 @@ from hub.spec.models import (
 from hub.validation.suite import Suite, SuiteError, load_suite
 
 Loc = tuple[str | int, ...]
+#: What export paths are rendered against by validation (``{{ run.date }}``, ``{{ run.timestamp }}``).
+SAMPLE_RUN = {"run": {"date": "2024-01-01", "timestamp": "20240101T000000Z"}}
 DEFAULT_WAREHOUSE = "warehouse/hub.duckdb"
 #: The protocol-specific keys of a source, by the protocol of its system.
 SOURCE_CONFIGS: dict[str, type[RestSourceConfig] | type[SoapSourceConfig] | type[SftpSourceConfig]
@@ -340,10 +342,9 @@ def _resolve_sources(spec: PipelineSpec, data: dict[str, Any], problems: _Proble
             _check_rest(loc, rest, spec, problems)
         if sql is not None:
             _check_sql(loc, sql, src, spec, problems)
-        if soap is not None:
-            for key, value in soap.params.items():
-                for text in _strings(value):
-                    _check_template((*loc, "params", key), text, spec, problems)
+        if system.kind in ("rest", "soap", "sql"):  # every string of these is rendered per run (render_tree)
+            for tloc, text in _located_strings(loc, extra):
+                _check_template(tloc, text, spec, problems)
         _check_children(loc, name, src, spec, problems)
         outputs = src.output_columns()
         if outputs is not None:
@@ -377,9 +378,6 @@ def _resolve_sources(spec: PipelineSpec, data: dict[str, Any], problems: _Proble
 def _check_sql(loc: Loc, sql: SqlSourceConfig, src: SourceSpec, spec: PipelineSpec, problems: _Problems) -> None:
     from adapters.sql import WriteRefused, check_read_only
 
-    for key, value in sql.params.items():
-        for text in _strings(value):
-            _check_template((*loc, "params", key), text, spec, problems)
     if sql.incremental is not None and not src.primary_key:
         problems.add((*loc, "primary_key"), "an incremental source needs primary_key: re-read rows (the lookback, "
                                             "rows changed again) are merged on it")
@@ -493,14 +491,31 @@ def _check_rest(loc: Loc, rest: RestSourceConfig, spec: PipelineSpec, problems: 
             compile_path(expr)
         except JSONPathError as exc:
             problems.add(ploc, str(exc))
-    templated: list[tuple[Loc, str]] = [((*loc, "request", "path"), rest.request.path)]
-    templated += [((*loc, "request", "params", k), v) for k, v in rest.request.params.items() if isinstance(v, str)]
-    for tloc, value in templated:
-        _check_template(tloc, value, spec, problems)
+
+
+def _located_strings(loc: Loc, value: Any) -> list[tuple[Loc, str]]:
+    """Every string in a nested dict/list, with its path."""
+    if isinstance(value, str):
+        return [(loc, value)]
+    if isinstance(value, dict):
+        return [found for k, v in value.items() for found in _located_strings((*loc, k), v)]
+    if isinstance(value, list):
+        return [found for i, v in enumerate(value) for found in _located_strings((*loc, i), v)]
+    return []
+
+
+def _sample_window(spec: PipelineSpec) -> Window:
+    """The pipeline's first partition (a fixed day when it has none): templates are rendered against it."""
+    parts = spec.partitions
+    if parts is None:
+        return sample_window()
+    return sample_window(parts.kind, parts.window.start, parts.window.timezone)
 
 
 def _check_template(tloc: Loc, value: str, spec: PipelineSpec, problems: _Problems) -> None:
-    bad = check_template(value, field=".".join(map(str, tloc)))
+    """A template must parse and render against the sample window within the sandbox's limits
+    (hub.runtime.sandbox): unknown names, ``9**(9**9)`` or ``'a'*2000000000`` are reported here, not in a run."""
+    bad = check_template(value, field=".".join(map(str, tloc)), context=_sample_window(spec).context())
     if bad:
         problems.add(tloc, bad.split(": ", 1)[1])
     elif is_template(value) and spec.partitions is None and "partition" in value:
@@ -517,6 +532,9 @@ def _check_exports(spec: PipelineSpec, tables: set[str], problems: _Problems) ->
         system = spec.systems.get(export.system)
         if system is None or system.kind != "sftp":
             problems.add((*loc, "system"), f"'{export.system}' is not an sftp system of this pipeline")
+        bad = check_template(export.path, field=f"exports.{name}.path", context=SAMPLE_RUN)
+        if bad:
+            problems.add((*loc, "path"), bad.split(": ", 1)[1])
         if export.table and export.table not in tables:
             problems.add((*loc, "table"), f"'{export.table}' is not a source, child table or model of this pipeline")
         read = {export.table} if export.table else _referenced_tables(ModelSpec(sql=export.sql or ""), loc, problems)

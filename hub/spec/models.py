@@ -18,10 +18,13 @@ from adapters.sftp.config import ExportFormat, SftpSourceConfig, SftpSystemConfi
 from adapters.soap.config import SoapSourceConfig, SoapSystemConfig
 from adapters.sql.config import SqlSourceConfig, SqlSystemConfig
 from hub.runtime.choice import exactly_one
+from hub.runtime.duration import seconds
 from hub.transform.types import parse_type
 from hub.validation.rules import RuleSpec
 
 NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+#: ``max_duration`` of a source when the spec gives none: 6 hours.
+DEFAULT_MAX_DURATION = 6 * 3600.0
 _NAME_RE = re.compile(NAME)
 
 
@@ -174,6 +177,14 @@ class SourceSpec(BaseModel):
     max_bad_rows: int | None = Field(None, ge=0, description="More rejected rows (mapping and rules) than this "
                                                              "fail the load: nothing is loaded.")
     max_bad_fraction: float | None = Field(None, ge=0, le=1, description="Same, as a fraction of the rows read.")
+    max_duration: float = Field(DEFAULT_MAX_DURATION, gt=0, description=(
+        "Time budget of one extraction (30s, 5m, 6h; default 6h): a source still running after it is stopped "
+        "with an error naming it, and nothing is loaded. Raise it for sources that really take longer."))
+
+    @field_validator("max_duration", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return seconds(value)
 
     @field_validator("primary_key", mode="before")
     @classmethod
