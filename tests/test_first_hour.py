@@ -96,9 +96,10 @@ def test_every_problem_is_reported_in_one_pass(tmp_path: Path) -> None:
         sources:
           things:
             system: ok
-            request: {path: /things}
+            request: {path: /things, params: {since: "{{ partition.strat }}"}}
             records: $.data[*]
             paginate: {page_numbr: {param: page}}
+            max_bad_rowz: 3
           broken:
             system: ok
             records: "$.data[?"
@@ -110,6 +111,8 @@ def test_every_problem_is_reported_in_one_pass(tmp_path: Path) -> None:
     text = "\n".join(err.value.problems)
     assert "systems.api.rest.retries.max" in text
     assert "sources.things.paginate.page_numbr: unknown field" in text
+    assert "sources.things.max_bad_rowz: unknown field" in text
+    assert "sources.things.request.params.since" in text and "did you mean partition.start" in text
     assert "sources.broken.records: invalid JSONPath" in text  # a second-pass check, reached in the first
     assert "unknown system 'nope'" in text
     assert len(err.value.problems) == len(set(err.value.problems))  # each once

@@ -429,10 +429,8 @@ def _check_raw(data: dict[str, Any], problems: _Problems) -> None:
     for name, raw in sources.items():
         if name in partial.sources:
             continue
-        for key, value in (raw.items() if isinstance(raw, dict) else ()):  # templates of a source invalid alone
-            for i, text in enumerate(_strings(value)):
-                _check_template(("sources", name, key) if i == 0 else ("sources", name, key, i), text, partial,
-                                problems)
+        for tloc, text in _located_strings(("sources", name), raw):  # templates of a source invalid alone
+            _check_template(tloc, text, partial, problems)
         if not isinstance(raw, dict) or not isinstance(raw.get("system", ""), str):
             continue  # already reported by the first pass
         if "system" in raw and raw["system"] not in systems:
