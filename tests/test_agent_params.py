@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from hub.agent.catalog import Catalog, build_catalog
 from hub.agent.guard import AUDIT_TABLE, Guard
+from hub.agent.params import problems
 from hub.cli.main import app
 from hub.demo.crm import CRMService
 from hub.demo.erp import ERPService
@@ -39,16 +40,21 @@ def catalog(demo: Pipeline) -> Catalog:
     return build_catalog([demo])
 
 
-@pytest.fixture
-def paged(crm: CRMService, tmp_path: Path, warehouse_path: Path) -> Pipeline:
+def _without_openapi(tmp_path: Path) -> Pipeline:
     """The demo spec without the CRM's OpenAPI document (its actions come from the sources), customers read 2
-    per page, and a CRM holding 6 customers: 3 pages."""
+    per page."""
     text = demo_spec_text().replace('      openapi: "${HUB_DEMO_CRM_URL', '      # openapi: "${HUB_DEMO_CRM_URL')
     text = text.replace("request: {path: /customers, params: {per_page: 50}}",
                         "request: {path: /customers, params: {per_page: 2}}")
     assert "per_page: 2}" in text and "# openapi" in text, "demo spec changed; update the test"
-    crm.data.customers[:] = crm.data.customers[:6]
     return _pipeline(tmp_path, text)
+
+
+@pytest.fixture
+def paged(crm: CRMService, tmp_path: Path, warehouse_path: Path) -> Pipeline:
+    """:func:`_without_openapi`, and a CRM holding 6 customers: 3 pages."""
+    crm.data.customers[:] = crm.data.customers[:6]
+    return _without_openapi(tmp_path)
 
 
 def sent(crm: CRMService, path: str = "/api/customers") -> int:
@@ -175,3 +181,31 @@ def test_agent_read_of_a_paginated_spec_source_returns_every_page(paged: Pipelin
     assert [c["id"] for c in one.records] == [3, 4] and one.total == 2
     assert [(x["rows_returned"], x["rows_total"]) for x in audit(paged)] == [(6, 6), (3, None), (2, 2)]
 
+
+
+def test_paged_read_stops_fetching_at_the_row_limit(crm: CRMService, tmp_path: Path, warehouse_path: Path) -> None:
+    pipeline = _without_openapi(tmp_path)  # the CRM's 300 customers, 2 per page: 150 pages
+    r = Guard(build_catalog([pipeline], systems=["crm"])).call("crm.get_customers", {}, max_rows=5)
+    assert r.outcome == "ok" and [c["id"] for c in r.records] == [1, 2, 3, 4, 5], r.to_dict()
+    assert r.truncated and r.total is None and r.total_at_least is not None and r.total_at_least > 5
+    assert sent(crm) < 30  # the first page, the concurrent window and the hand-over queue; not 150
+
+
+def test_mcp_tools_get_the_same_refusal(demo: Pipeline, crm: CRMService) -> None:
+    from hub.agent.mcp_server import HubTools
+
+    out = HubTools([demo]).call_action("crm.get_customers", {"page": 0})
+    assert out["outcome"] == "refused" and "page: 0 is less than the minimum of 1" in out["message"]
+    assert sent(crm) == 0
+
+
+def test_values_of_secret_parameters_stay_out_of_messages() -> None:
+    schema = {"type": "object", "properties": {
+        "api_key": {"type": "string", "minLength": 40},
+        "nested": {"type": "object", "properties": {"client_secret": {"type": "string", "pattern": "^[a-f0-9]+$"}}},
+        "note": {"type": "string", "maxLength": 3}}}
+    found = problems(schema, {"api_key": "sk-live-123", "nested": {"client_secret": "NOT-HEX"}, "note": "x" * 500})
+    text = "; ".join(found)
+    assert len(found) == 3 and "sk-live-123" not in text and "NOT-HEX" not in text, found
+    assert "api_key: '***' is too short" in text and "nested.client_secret: '***' does not match" in text
+    assert "note: 'xxxx" in text and "x" * 100 not in text  # long values are cut

@@ -12,7 +12,9 @@ Every call goes through :meth:`Guard.call`, which
 4. calls the system through the hub's adapters — REST (GET/POST through :mod:`adapters.rest`, other methods
    with the same auth), SOAP (:mod:`adapters.soap`), SQL (one read-only, parameter-bound SELECT through
    :mod:`adapters.sql`), SFTP (list the drop, or read one file's records) — and returns the first
-   ``max_rows`` records with the total count;
+   ``max_rows`` records with the total count; a read of a REST action derived from a spec source follows
+   the source's pagination (``RestSource.batches()``) until more than ``max_rows`` records were seen, and
+   the total is then unknown (``total_at_least``, ``truncated``);
 5. writes one row to the audit table ``_hub_audit`` of the pipeline's warehouse: who (user and agent),
    what (action, system, side effect), the parameters with secrets masked, approval, outcome
    (``ok`` / ``refused`` / ``error``) and why, rows returned and total, duration. Refused calls are audited
