@@ -180,6 +180,13 @@ def test_agent_read_of_a_paginated_spec_source_returns_every_page(paged: Pipelin
     one = guard.call("crm.get_customers", {"page": 2})  # the agent asks for one page: only that page
     assert [c["id"] for c in one.records] == [3, 4] and one.total == 2
     assert [(x["rows_returned"], x["rows_total"]) for x in audit(paged)] == [(6, 6), (3, None), (2, 2)]
+    # cursor pagination, the source's literal `limit: 20` sent as the default, the window given by the agent
+    day = [c for c in crm.data.contacts if c["occurred_at"].startswith("2024-01-02")]
+    assert len(day) > 20
+    contacts = guard.call("crm.get_contacts", {"since": "2024-01-02T00:00:00Z", "until": "2024-01-03T00:00:00Z"})
+    assert contacts.outcome == "ok" and contacts.total == len(day) and not contacts.truncated, contacts.to_dict()
+    assert sorted(c["contact_id"] for c in contacts.records) == sorted(c["contact_id"] for c in day)
+    assert sent(crm, "/api/contacts") == -(-len(day) // 20)  # pages of 20
 
 
 
