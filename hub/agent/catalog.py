@@ -35,6 +35,7 @@ from typing import Any
 
 from hub.errors import HubError
 from hub.runtime.secrets import mask
+from hub.runtime.window import is_template
 from hub.spec.loader import Pipeline
 
 READ_PREFIXES = ("get", "list", "find", "search", "query", "check", "read", "describe", "fetch", "lookup", "count")
@@ -507,8 +508,9 @@ class _Resolver:
 
 
 def _normalize_schema(schema: Any, swagger: bool) -> Any:
-    """JSON Schema from an OpenAPI schema object: 3.0 ``nullable`` becomes a null type; 3.1 and Swagger
-    schemas are kept (type lists are JSON Schema already)."""
+    """JSON Schema (2020-12) from an OpenAPI schema object: 3.0 ``nullable`` becomes a null type, draft-4
+    boolean ``exclusiveMinimum``/``exclusiveMaximum`` become the numbers, Swagger's ``file`` a binary string; 3.1
+    schemas are kept (they are JSON Schema already). The guard validates calls against these schemas."""
     if isinstance(schema, list):
         return [_normalize_schema(s, swagger) for s in schema]
     if not isinstance(schema, dict):
@@ -517,6 +519,13 @@ def _normalize_schema(schema: Any, swagger: bool) -> Any:
                                                                                     "discriminator")}
     if schema.get("nullable") is True and "type" in out and isinstance(out["type"], str):
         out["type"] = [out["type"], "null"]
+    for bound, exclusive in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
+        if isinstance(out.get(exclusive), bool):  # 3.0 / Swagger (draft 4): a flag on the bound; now the bound
+            flag = out.pop(exclusive)
+            if flag and bound in out:
+                out[exclusive] = out.pop(bound)
+    if swagger and out.get("type") == "file":  # a Swagger 2.0 upload: not a JSON Schema type
+        out.update(type="string", format="binary")
     return out
 
 
@@ -554,7 +563,9 @@ def openapi_operations(doc: dict[str, Any], system: str, *,
                 if where == "header" and pname.lower() in ("authorization", "accept", "content-type"):
                     continue
                 schema = p.get("schema") if "schema" in p else {k: v for k, v in p.items() if k in (
-                    "type", "format", "enum", "items", "minimum", "maximum", "default", "pattern")}
+                    "type", "format", "enum", "items", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
+                    "minLength", "maxLength", "minItems", "maxItems", "uniqueItems", "multipleOf", "default",
+                    "pattern")}
                 schema = dict(_normalize_schema(schema or {}, swagger))
                 if p.get("description"):
                     schema["description"] = p["description"]
@@ -593,7 +604,8 @@ def openapi_operations(doc: dict[str, Any], system: str, *,
             if op.get("operationId"):
                 binding["operation_id"] = op["operationId"]
             out.append({"name": f"{system}.{name}", "system": system, "protocol": "rest", "description": description,
-                        "input_schema": {"type": "object", "properties": props, "required": required},
+                        "input_schema": {"type": "object", "properties": props, "required": required,
+                                         **({"additionalProperties": False} if props else {})},
                         "output_schema": record, "side_effect": side, "binding": binding})
     return out
 
@@ -642,7 +654,8 @@ def _rest_record(response: dict[str, Any], declared: str | None) -> tuple[dict[s
 
 
 def _rest_from_sources(pipeline: Pipeline, system: str) -> list[Action]:
-    """Without an OpenAPI document: one action per distinct request the spec's sources declare."""
+    """Without an OpenAPI document: one action per distinct request the spec's sources declare, its input
+    schema as precise as the spec allows (:func:`source_inputs`)."""
     out: dict[str, Action] = {}
     for source in pipeline.sources.values():
         if source.system_name != system or source.rest is None:
@@ -652,22 +665,105 @@ def _rest_from_sources(pipeline: Pipeline, system: str) -> list[Action]:
         name = f"{system}.{action_name(req.method, path)}"
         if name in out:
             continue
-        props = {k: {"type": "string", "description": f"sent as {v!r} by source {source.name}"}
-                 for k, v in req.params.items()}
-        for k in re.findall(r"\{([A-Za-z0-9_]+)\}", path):
-            props[k] = {"type": "string", "x-in": "path"}
         fields: dict[str, Any] = {c.name or p: {} for p, c in source.spec.column_specs()} if source.spec.columns else {}
         out[name] = Action(
             name=name, system=system, protocol="rest",
             description=f"{req.method} {path}: as read by source {source.name}"
                         + (f": {source.spec.description}" if source.spec.description else ""),
-            input_schema={"type": "object", "properties": props, "required": []},
+            input_schema=source_inputs(source.name, source.rest),
             output_schema={"type": "object", "properties": fields},
             side_effect=_side_effect(pipeline, system, name.split(".", 1)[1],
                                      "read" if req.method in READ_METHODS else "write"),
             binding={"method": req.method, "path": path, "records": source.rest.records, "source": source.name},
             pipeline=pipeline.name)
     return list(out.values())
+
+
+#: What a partition template renders to (hub.runtime.window.Window.context), as JSON Schema.
+_TEMPLATE_SCHEMAS: dict[str, dict[str, Any]] = {
+    "start": {"type": "string", "format": "date-time"}, "end": {"type": "string", "format": "date-time"},
+    "start_date": {"type": "string", "format": "date"}, "end_date": {"type": "string", "format": "date"},
+    "start_epoch": {"type": "string", "pattern": "^-?[0-9]+$"},
+    "end_epoch": {"type": "string", "pattern": "^-?[0-9]+$"},
+}
+_ONE_TEMPLATE = re.compile(r"^\s*{{\s*partition\.([a-z_]+)\s*}}\s*$")
+
+
+def _literal_schema(value: Any) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return {"type": "boolean"}
+    if isinstance(value, int):
+        return {"type": "integer"}
+    if isinstance(value, float):
+        return {"type": "number"}
+    return {"type": "string"}
+
+
+def source_inputs(source: str, rest: Any) -> dict[str, Any]:
+    """The input schema of a REST action derived from *source* (its ``RestSourceConfig`` *rest*): the parameters
+    the source sends, typed as it sends them (a literal is the default the call sends when not given; a
+    partition template is required, typed as what it renders to), the path's ``{placeholders}`` (required), and
+    the pagination's parameters (integers from their start; without the position parameter the call reads
+    every page). Nothing else is accepted."""
+    props: dict[str, Any] = {}
+    required: list[str] = []
+    for key, value in rest.request.params.items():
+        if isinstance(value, str) and is_template(value):
+            match = _ONE_TEMPLATE.match(value)
+            shape = _TEMPLATE_SCHEMAS.get(match.group(1), {"type": "string"}) if match else {"type": "string"}
+            props[key] = {**shape, "x-in": "query",
+                          "description": f"sent as {value!r} by source {source} (the partition's window)"}
+            required.append(key)
+        else:
+            props[key] = {**_literal_schema(value), "x-in": "query", "default": value,
+                          "description": f"sent as {value!r} by source {source}"}
+    for key in re.findall(r"\{([A-Za-z0-9_]+)\}", rest.request.path or ""):
+        props[key] = {"type": "string", "x-in": "path"}
+        required.append(key)
+    props.update(_paging_inputs(source, rest.paginate))
+    schema: dict[str, Any] = {"type": "object", "properties": props, "required": required}
+    if props:
+        schema["additionalProperties"] = False
+    return schema
+
+
+def _paging_inputs(source: str, paginate: Any) -> dict[str, Any]:
+    """The query parameters of a source's pagination, as the agent may set them."""
+    every = "; without it every page is read"
+    if paginate is None:
+        return {}
+    out: dict[str, Any] = {}
+    if paginate.page_number is not None:
+        p = paginate.page_number
+        out[p.param] = {"type": "integer", "minimum": p.start, "x-in": "query",
+                        "description": f"page number (pagination of source {source}, from {p.start}){every}"}
+        if p.size_param:
+            out[p.size_param] = {"type": "integer", "minimum": 1, "x-in": "query",
+                                 "description": f"records per page (pagination of source {source})",
+                                 **({"default": p.size} if p.size else {})}
+    elif paginate.offset is not None:
+        o = paginate.offset
+        out[o.offset_param] = {"type": "integer", "minimum": o.start, "x-in": "query",
+                               "description": f"offset of the first record (pagination of source {source}, from "
+                                              f"{o.start}){every}"}
+        out[o.limit_param] = {"type": "integer", "minimum": 1, "default": o.limit, "x-in": "query",
+                              "description": f"records per page (pagination of source {source})"}
+    elif paginate.cursor is not None:
+        out[paginate.cursor.param] = {"type": "string", "minLength": 1, "x-in": "query",
+                                      "description": f"cursor of a page, as a previous page returned it "
+                                                     f"(pagination of source {source}){every}"}
+    return out
+
+
+def paging_position(paginate: Any) -> str | None:
+    """The parameter that says which page to read (page number, offset or cursor); None without one."""
+    if paginate is None:
+        return None
+    if paginate.page_number is not None:
+        return str(paginate.page_number.param)
+    if paginate.offset is not None:
+        return str(paginate.offset.offset_param)
+    return str(paginate.cursor.param) if paginate.cursor is not None else None
 
 
 # --- SQL -------------------------------------------------------------------------------------------------
@@ -682,6 +778,7 @@ SQL_INPUT: dict[str, Any] = {
         "limit": {"type": "integer", "minimum": 1, "description": "Rows to return at most."},
     },
     "required": [],
+    "additionalProperties": False,
 }
 
 
@@ -736,6 +833,7 @@ SFTP_INPUT: dict[str, Any] = {
         "limit": {"type": "integer", "minimum": 1, "description": "Records (or files) to return at most."},
     },
     "required": [],
+    "additionalProperties": False,
 }
 
 

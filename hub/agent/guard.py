@@ -7,11 +7,14 @@ Every call goes through :meth:`Guard.call`, which
 2. refuses a call once the system's **budget** of calls for this session is spent
    (``systems.<name>.agent.budget``, else ``agent.budget``, default 100) and spaces calls to honour the
    system's **rate limit** (``systems.<name>.agent.rate_limit`` calls per second);
-3. checks the parameters against the action's input schema (required and known names);
+3. checks the parameters against the action's full input JSON Schema (:mod:`hub.agent.params`: types,
+   required and known names, bounds, lengths, patterns, enums, formats), every problem named at once;
 4. calls the system through the hub's adapters — REST (GET/POST through :mod:`adapters.rest`, other methods
    with the same auth), SOAP (:mod:`adapters.soap`), SQL (one read-only, parameter-bound SELECT through
    :mod:`adapters.sql`), SFTP (list the drop, or read one file's records) — and returns the first
-   ``max_rows`` records with the total count;
+   ``max_rows`` records with the total count; a read of a REST action derived from a spec source follows
+   the source's pagination (``RestSource.batches()``) until more than ``max_rows`` records were seen, and
+   the total is then unknown (``total_at_least``, ``truncated``);
 5. writes one row to the audit table ``_hub_audit`` of the pipeline's warehouse: who (user and agent),
    what (action, system, side effect), the parameters with secrets masked, approval, outcome
    (``ok`` / ``refused`` / ``error``) and why, rows returned and total, duration. Refused calls are audited
@@ -29,20 +32,31 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 import pyarrow as pa
 
-from hub.agent.catalog import Action, Catalog, build_catalog, sql_system
+from hub.agent.catalog import Action, Catalog, build_catalog, paging_position, sql_system
+from hub.agent.params import closed, problems
 from hub.errors import HubError
 from hub.runtime.secrets import mask, resolve_tree
+from hub.runtime.window import is_template
 from hub.spec.loader import Pipeline
 
 AUDIT_TABLE = "_hub_audit"
 DEFAULT_BUDGET = 100
 DEFAULT_MAX_ROWS = 100
 _SECRET_KEY = re.compile(r"pass(word)?|secret|token|api[_-]?key|authorization|credential|private", re.I)
+
+
+class Fetched(NamedTuple):
+    """What an action returned: its first records, the total count (None: unknown, as pages were left unread)
+    and, when the total is unknown, the records seen, which it is at least."""
+
+    records: list[dict[str, Any]]
+    total: int | None
+    at_least: int | None = None
 
 
 class Refused(HubError):
@@ -58,6 +72,7 @@ class CallResult:
     outcome: str                      # ok | refused | error
     records: list[dict[str, Any]] = field(default_factory=list)
     total: int | None = None          # records the system returned in all (None: unknown)
+    total_at_least: int | None = None  # when the total is unknown: records seen before reading stopped
     truncated: bool = False
     duration_s: float = 0.0
     message: str = ""
@@ -67,8 +82,10 @@ class CallResult:
         if self.message:
             out["message"] = self.message
         if self.outcome == "ok":
-            out.update(total=self.total, returned=len(self.records), truncated=self.truncated,
-                       records=self.records)
+            out.update(total=self.total, returned=len(self.records), truncated=self.truncated)
+            if self.total is None and self.total_at_least is not None:
+                out["total_at_least"] = self.total_at_least
+            out["records"] = self.records
         out["duration_s"] = round(self.duration_s, 3)
         return out
 
@@ -153,17 +170,17 @@ class Guard:
 
     @staticmethod
     def _check_params(action: Action, params: dict[str, Any]) -> None:
-        schema = action.input_schema or {}
+        """Refuse *params* that break the action's full input schema (types, required, bounds, lengths,
+        patterns, enums, formats, nested objects and arrays), naming every problem at once. SQL, SFTP and
+        SOAP actions, and REST actions that declare parameters, take no parameter they do not name."""
+        schema = action.input_schema or {"type": "object"}
         props = schema.get("properties") or {}
-        missing = [r for r in schema.get("required") or [] if r not in params]
-        if missing:
-            raise Refused(f"{action.name}: missing required parameter(s) {', '.join(missing)} "
-                          f"(parameters: {', '.join(props) or 'none'})")
         if action.protocol in ("sql", "sftp", "soap") or (action.protocol == "rest" and props):
-            unknown = [k for k in params if k not in props]
-            if unknown:
-                raise Refused(f"{action.name}: unknown parameter(s) {', '.join(unknown)} "
-                              f"(parameters: {', '.join(props) or 'none'})")
+            schema = closed(schema)
+        found = problems(schema, params)
+        if found:
+            raise Refused(f"{action.name}: {len(found)} invalid parameter(s), nothing was sent: "
+                          + "; ".join(found))
 
     def _pace(self, action: Action) -> None:
         agent = self.catalog.pipeline_of(action).spec.systems[action.system].agent
@@ -206,10 +223,13 @@ class Guard:
                 result.outcome, result.message = "refused", str(exc)
         if result.outcome == "ok":
             try:
-                rows, total = execute(self.catalog, action, params, limit)
-                result.records = [_jsonable(r) for r in rows]
-                result.total = total
-                result.truncated = total is None or total > len(rows)
+                fetched = execute(self.catalog, action, params, limit)
+                result.records = [_jsonable(r) for r in fetched.records]
+                result.total, result.total_at_least = fetched.total, fetched.at_least
+                result.truncated = fetched.total is None or fetched.total > len(fetched.records)
+                if fetched.total is None and fetched.at_least is not None:
+                    result.message = (f"stopped at the row limit ({limit}): the pages after were not read, so the "
+                                      f"total is unknown (at least {fetched.at_least})")
             except Refused as exc:
                 result.outcome, result.message = "refused", str(exc)
             except HubError as exc:
@@ -260,9 +280,8 @@ class Guard:
 
 # --- execution through the adapters -------------------------------------------------------------------
 
-def execute(catalog: Catalog, action: Action, params: dict[str, Any], limit: int) -> tuple[list[dict[str, Any]],
-                                                                                          int | None]:
-    """Run *action* with *params*: (the first *limit* records, the total count or None)."""
+def execute(catalog: Catalog, action: Action, params: dict[str, Any], limit: int) -> Fetched:
+    """Run *action* with *params*: the first *limit* records and the total count (or a lower bound of it)."""
     pipeline = catalog.pipeline_of(action)
     run = {"rest": _rest, "soap": _soap, "sql": _sql, "sftp": _sftp}[action.protocol]
     return run(pipeline, action, params, limit)
@@ -279,8 +298,7 @@ def _take(batches: Iterator[pa.RecordBatch], limit: int) -> tuple[list[dict[str,
     return rows, total
 
 
-def _rest(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: int) -> tuple[list[dict[str, Any]],
-                                                                                          int | None]:
+def _rest(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: int) -> Fetched:
     import httpx
 
     from adapters.rest import RestSource, RestSourceConfig, RestSystemConfig
@@ -310,13 +328,16 @@ def _rest(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: int
     records_path = str(action.binding.get("records") or "$")
     # reads go through the REST adapter (retries, backoff); a write is sent exactly once, never retried
     if method in ("GET", "POST") and action.side_effect == "read" and (body is None or isinstance(body, dict)):
+        bound = pipeline.sources.get(str(action.binding.get("source") or ""))
+        if bound is not None and bound.rest is not None:
+            return _rest_pages(system, action, bound.rest, path, query, headers, body, limit)
         source = RestSourceConfig.model_validate({"request": {"path": path, "method": method, "params": query,
                                                               "headers": headers,
                                                               **({"json": body} if body is not None else {})},
                                                   "records": records_path})
         page = RestSource(system, source, name=action.name).first_page()
         records = [r if isinstance(r, dict) else {"value": r} for r in page.records]
-        return records[:limit], len(records)
+        return Fetched(records[:limit], len(records))
     timeout = system.timeout if isinstance(system.timeout, (int, float)) else system.timeout.read
     url = system.base_url.rstrip("/") + "/" + path.lstrip("/")
     try:
@@ -331,16 +352,57 @@ def _rest(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: int
     try:
         doc = response.json() if response.content else None
     except ValueError:
-        return [{"status": response.status_code, "text": response.text[:2000]}], 1
+        return Fetched([{"status": response.status_code, "text": response.text[:2000]}], 1)
     found = select(records_path, doc) if doc is not None else []
     if len(found) == 1 and isinstance(found[0], list):
         found = found[0]
     out = [r if isinstance(r, dict) else {"value": r} for r in found] or [{"status": response.status_code}]
-    return out[:limit], len(out)
+    return Fetched(out[:limit], len(out))
 
 
-def _soap(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: int) -> tuple[list[dict[str, Any]],
-                                                                                          int | None]:
+def _rest_pages(system: Any, action: Action, rest: Any, path: str, query: dict[str, Any], headers: dict[str, str],
+                body: dict[str, Any] | None, limit: int) -> Fetched:
+    """A read of an action derived from a spec source (its ``RestSourceConfig`` *rest*): the source's request,
+    with its literal parameters as defaults, and its pagination, through the REST adapter (retries, rate limit,
+    concurrent known pages); reading stops once more than *limit* records were seen, and the total is then
+    unknown (at least the records seen). A page position the caller gives (page number, offset or cursor)
+    reads that one page; a page size the caller gives is the pagination's size."""
+    from adapters.rest import RestSource, RestSourceConfig
+
+    raw = rest.model_dump(by_alias=True, exclude_none=True)
+    request = raw.setdefault("request", {})
+    literal = {k: v for k, v in (request.get("params") or {}).items() if not (isinstance(v, str) and is_template(v))}
+    request.update(path=path, params={**literal, **query}, headers={**(request.get("headers") or {}), **headers})
+    if body is not None:
+        request["json"] = body
+    paginate = raw.get("paginate") or {}
+    if paging_position(rest.paginate) in query:
+        raw.pop("paginate", None)
+    elif (pages := paginate.get("page_number")) and pages.get("size") and pages.get("size_param") in query:
+        pages["size"] = query[pages["size_param"]]
+    elif (offsets := paginate.get("offset")) and offsets.get("limit_param", "limit") in query:
+        offsets["limit"] = query[offsets.get("limit_param", "limit")]
+    source = RestSource(system, RestSourceConfig.model_validate(raw), name=action.name, batch_size=limit + 1,
+                        system_name=action.system)
+    rows: list[dict[str, Any]] = []
+    seen = 0
+    batches = source.batches()
+    try:
+        for batch in batches:
+            seen += batch.num_rows
+            if len(rows) < limit:
+                keep = [c for c in batch.schema.names if not c.startswith("_hub_")]
+                rows.extend(batch.select(keep).slice(0, limit - len(rows)).to_pylist())
+            if seen > limit:  # enough: the adapter's thread is stopped, the pages after are not fetched
+                return Fetched(rows, None, seen)
+    finally:
+        close = getattr(batches, "close", None)  # a generator: stops and joins the adapter's thread
+        if close is not None:
+            close()
+    return Fetched(rows, seen)
+
+
+def _soap(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: int) -> Fetched:
     from adapters.soap import SoapSource, SoapSourceConfig, SoapSystemConfig
     from hub.materialize import cache_dir
 
@@ -355,7 +417,7 @@ def _soap(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: int
                          base_dir=pipeline.root)
     batches = adapter.batches()
     try:
-        return _take(batches, limit)
+        return Fetched(*_take(batches, limit))
     finally:
         close = getattr(batches, "close", None)
         if close is not None:
@@ -365,8 +427,7 @@ def _soap(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: int
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 
 
-def _sql(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: int) -> tuple[list[dict[str, Any]],
-                                                                                         int | None]:
+def _sql(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: int) -> Fetched:
     from adapters.sql import SqlSource, SqlSourceConfig
 
     known = list(action.output_schema.get("properties") or {})
@@ -412,11 +473,10 @@ def _sql(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: int)
 
     rows = run(f"SELECT {selected} FROM {qualified}{clause}{order_clause} LIMIT {int(want)}")
     total = run(f"SELECT count(*) AS n FROM {qualified}{clause}")[0]["n"]
-    return rows, int(total)
+    return Fetched(rows, int(total))
 
 
-def _sftp(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: int) -> tuple[list[dict[str, Any]],
-                                                                                          int | None]:
+def _sftp(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: int) -> Fetched:
     from hub.files import build_sftp
 
     source = pipeline.sources[str(action.binding["source"])]
@@ -430,15 +490,15 @@ def _sftp(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: int
         if not name:
             ready = {f.path for f in adapter.ready_files(session)}
             files = sorted(listed, key=lambda f: (f.mtime, f.path), reverse=True)
-            return ([{"file": f.name, "path": f.path, "size": f.size,
-                      "modified": datetime.fromtimestamp(f.mtime, UTC).isoformat(), "ready": f.path in ready}
-                     for f in files[:want]], len(files))
+            return Fetched([{"file": f.name, "path": f.path, "size": f.size,
+                             "modified": datetime.fromtimestamp(f.mtime, UTC).isoformat(), "ready": f.path in ready}
+                            for f in files[:want]], len(files))
         remote = next((f for f in listed if f.name == name or f.path == name), None)
         if remote is None:
             raise Refused(f"{action.name}: no file {name!r} in {cfg.files.path} matching {cfg.files.glob} "
                           f"(files: {', '.join(sorted(f.name for f in listed)[:20]) or 'none'})")
         copy = adapter.fetch(session, remote)
     try:
-        return _take(adapter.batches(copy), want)
+        return Fetched(*_take(adapter.batches(copy), want))
     finally:
         copy.path.unlink(missing_ok=True)

@@ -363,7 +363,8 @@ def agent_run(
                                  agent="hub-cli")
     result = guard.call(action, values, approve=approve, max_rows=max_rows)
     typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
-    if result.outcome != "ok":
+    if result.outcome != "ok":  # one line on stderr says why (the JSON on stdout has the details)
+        typer.echo(f"{result.outcome}: {' '.join(result.message.split())}", err=True)
         raise typer.Exit(1 if result.outcome == "error" else 3)
 
 
