@@ -333,6 +333,8 @@ def _resolve_sources(spec: PipelineSpec, data: dict[str, Any], problems: _Proble
             protocol = SOURCE_CONFIGS[system.kind].model_validate(extra)
         except ValidationError as exc:
             problems.add_pydantic(exc, loc)
+            for tloc, text in _located_strings(loc, extra):  # the templates are checked all the same
+                _check_template(tloc, text, spec, problems)
             continue
         rest = protocol if isinstance(protocol, RestSourceConfig) else None
         soap = protocol if isinstance(protocol, SoapSourceConfig) else None
