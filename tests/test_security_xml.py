@@ -29,7 +29,7 @@ from typer.testing import CliRunner
 from adapters.soap import SoapSource, SoapSourceConfig, SoapSystemConfig, load_wsdl
 from adapters.soap.catalog import describe
 from hub.cli.main import app
-from hub.errors import AdapterError, HubError, ResponseFormatError, XMLSecurityError
+from hub.errors import AdapterError, ForeignOriginError, HubError, ResponseFormatError, XMLSecurityError
 from hub.files import ingest_file
 from hub.spec import loads
 from hub.warehouse import DuckDBWarehouse
@@ -152,6 +152,8 @@ class Server(ThreadingHTTPServer):
     root: Path
     response: bytes
     gets: list[str]
+    posts: list[str]
+    post_redirect: str | None = None
     redirects: dict[str, str]
 
     @property
@@ -181,7 +183,14 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(path.read_bytes())
 
     def do_POST(self) -> None:
+        self.server.posts.append(self.path)
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.server.post_redirect:
+            self.send_response(307)
+            self.send_header("Location", self.server.post_redirect)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         self._send(self.server.response)
 
     def _send(self, body: bytes) -> None:
@@ -195,7 +204,7 @@ class _Handler(BaseHTTPRequestHandler):
 def _serve(root: Path) -> Iterator[Server]:
     root.mkdir(parents=True, exist_ok=True)
     server = Server(("127.0.0.1", 0), _Handler)
-    server.root, server.gets, server.redirects = root, [], {}
+    server.root, server.gets, server.posts, server.redirects = root, [], [], {}
     server.response = orders_response("".join(order_xml(*o) for o in ORDERS))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -300,6 +309,33 @@ def test_redirect_to_another_origin_is_refused(origin: Server, foreign: Server) 
     msg = refusal(f"{origin.url}/evil.wsdl")
     assert f"GET {origin.url}/moved.xsd redirects to {foreign.url}/secret.xsd, refused" in msg
     assert foreign.gets == []
+
+
+def test_a_remote_wsdl_cannot_send_the_calls_elsewhere(origin: Server, foreign: Server) -> None:
+    """The WSDL's soap:address is an address taken from a response: calls carrying WS-Security or basic-auth
+    credentials go there only when it is the WSDL's origin, an allowed origin, or the spec's own address."""
+    wsdl_url = f"{origin.url}/{write_layout(origin.root, foreign.url + '/orders').name}"
+    system = {"wsdl": wsdl_url, "basic": {"username": "u", "password": "pw-Soap-Endpoint-9"}}
+    src = SoapSource(SoapSystemConfig.model_validate(system),
+                     SoapSourceConfig(operation="GetOrders", params={"FromDate": "2024-01-01"}, records="Order"))
+    with pytest.raises(ForeignOriginError, match="allowed_origins"):
+        list(src.batches())
+    assert foreign.posts == []
+    for extra in ({"allowed_origins": [foreign.url]}, {"address": f"{foreign.url}/orders"}):
+        ok = SoapSource(SoapSystemConfig.model_validate({**system, **extra}),
+                        SoapSourceConfig(operation="GetOrders", params={"FromDate": "2024-01-01"}, records="Order"))
+        assert sum(b.num_rows for b in ok.batches()) == len(ORDERS)
+    assert foreign.posts == ["/orders", "/orders"]
+
+
+def test_a_soap_call_redirected_to_another_origin_is_refused(origin: Server, foreign: Server) -> None:
+    wsdl_url = f"{origin.url}/{write_layout(origin.root, origin.url + '/orders').name}"
+    origin.post_redirect = f"{foreign.url}/orders"
+    src = SoapSource(SoapSystemConfig.model_validate({"wsdl": wsdl_url, "retries": {"max": 0}}),
+                     SoapSourceConfig(operation="GetOrders", params={"FromDate": "2024-01-01"}, records="Order"))
+    with pytest.raises(ForeignOriginError):
+        list(src.batches())
+    assert foreign.posts == []
 
 
 def test_http_multi_file_vendor_wsdl_loads_and_is_called(origin: Server) -> None:

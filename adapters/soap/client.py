@@ -21,14 +21,24 @@ import zeep
 from lxml import etree
 from zeep.cache import SqliteCache
 from zeep.exceptions import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden, LookupError, XMLSyntaxError
+from zeep.proxy import ServiceProxy
 
-from adapters._http import BrokenBody, gave_up
+from adapters._http import BrokenBody, OriginPolicy, gave_up
+from adapters.soap._origins import origin_of
 from adapters.soap._records import Columns, ResponseReader
 from adapters.soap._schema import FacetIndex, PlanBuilder, find_element_path, qname_of, tags_of
 from adapters.soap._transport import HttpxTransport, Spooled
 from adapters.soap._wsse import UsernameTokenWithTimestamp
 from adapters.soap.config import SoapSourceConfig, SoapSystemConfig, SoapTimeouts
-from hub.errors import AdapterError, HTTPStatusError, ResponseFormatError, SoapFault, TransportError, XMLSecurityError
+from hub.errors import (
+    AdapterError,
+    ForeignOriginError,
+    HTTPStatusError,
+    ResponseFormatError,
+    SoapFault,
+    TransportError,
+    XMLSecurityError,
+)
 from hub.runtime import tracing
 from hub.runtime.breaker import breaker_for
 from hub.runtime.checkpoint import DONE, Token
@@ -184,16 +194,37 @@ class SoapSource:
 
     # --- setup ---------------------------------------------------------------------------------------
 
+    def _pin_endpoint(self, wsdl: Wsdl, address: str) -> None:
+        """Calls (and their redirects) go only to the endpoint the spec trusts, with the credentials.
+
+        A remote WSDL's ``soap:address`` is an address taken from a response: it must share the WSDL's
+        origin or be listed in ``allowed_origins``, or the spec must name the endpoint itself (``address:``).
+        A local WSDL file is the spec author's, and so is its address."""
+        label = self.system_label
+        wsdl_origin = origin_of(wsdl.location)
+        allowed = [o for o in self.system.allowed_origins if origin_of(o) is not None]
+        if not self.system.address and wsdl_origin is not None and origin_of(address) != wsdl_origin \
+                and origin_of(address) not in {origin_of(o) for o in allowed}:
+            raise ForeignOriginError(
+                f"{label}: the WSDL {mask_url(wsdl.location)} sends calls to {mask_url(address)}, another origin; "
+                "credentials are never sent to an address taken from a partner's document. Name the endpoint "
+                "with the system's address:, or list its origin under allowed_origins")
+        trusted = [address, wsdl.location if wsdl_origin is not None else None, *allowed]
+        wsdl.transport.http.event_hooks = OriginPolicy.of(label, trusted).hooks()
+
     def _open(self) -> tuple[Wsdl, Any, Any, ResponseReader]:
         wsdl = self._wsdl or load_wsdl(self.system, cache_dir=self.cache_dir, base_dir=self.base_dir,
                                        spool_dir=self.spool_dir, system_name=self.system_label)
         self._wsdl = wsdl
         service, port = select_port(wsdl, self.system)
         binding = port.binding
-        proxy = wsdl.client.create_service(binding.name.text, self.system.address) if self.system.address \
+        # the port's own binding object: client.create_service looks bindings up in the root document only,
+        # which misses those of an imported WSDL (the usual vendor layout)
+        proxy = ServiceProxy(wsdl.client, binding, address=self.system.address) if self.system.address \
             else wsdl.client.bind(service.name, port.name)
         address = self.system.address or port.binding_options.get("address", "")
         self.stats.url = mask_url(address)
+        self._pin_endpoint(wsdl, address)
         op_name = self.source.operation
         operation = binding._operations.get(op_name)
         if operation is None:
