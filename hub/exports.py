@@ -16,11 +16,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from adapters.sftp import SftpSession, SftpSystemConfig
-from adapters.sftp._formats import load_layout
-from adapters.sftp.config import CsvFormat, FixedWidthFormat
+from adapters.sftp import CsvFormat, FixedWidthFormat, load_layout
 from hub.errors import HubError
-from hub.runtime.secrets import resolve_tree
 from hub.runtime.window import render_with
 from hub.spec.loader import Pipeline
 from hub.warehouse import connect
@@ -89,9 +86,7 @@ def run_export(pipeline: Pipeline, name: str) -> ExportOutcome:
     export = pipeline.spec.exports[name]
     what = f"exports.{name}"
     system = pipeline.spec.systems[export.system]
-    assert system.sftp is not None
-    cfg = SftpSystemConfig.model_validate(resolve_tree(system.sftp.model_dump(exclude_none=True),
-                                                       field=f"systems.{export.system}.sftp"))
+    system.protocol.resolve_system(export.system, system)  # secrets are checked before the warehouse is read
     now = datetime.now(UTC)
     remote = render_with(export.path, {"run": {"date": now.date().isoformat(), "timestamp": now.strftime(
         "%Y%m%dT%H%M%SZ")}}, field=f"{what}.path")
@@ -110,6 +105,5 @@ def run_export(pipeline: Pipeline, name: str) -> ExportOutcome:
             assert export.format.fixed_width is not None
             rows = _write_fixed_width(batches, local, export.format.fixed_width, pipeline.root, what)
         size = local.stat().st_size
-        with SftpSession(cfg, pipeline.root, system_name=export.system) as session:
-            session.upload_atomic(local, remote)
+        system.protocol.upload(pipeline, export.system, local, remote)
     return ExportOutcome(name, remote, rows, size, time.monotonic() - started)

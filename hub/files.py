@@ -23,12 +23,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from adapters.sftp import LocalCopy, ReadNotes, RemoteFile, SftpSource, SftpSourceConfig, SftpSystemConfig
+from adapters.sftp import LocalCopy, ReadNotes, RemoteFile, SftpSource
 from hub import owners
 from hub.errors import HubError
-from hub.materialize import mapper_for, screens_for, state_dir
+from hub.materialize import mapper_for, screens_for
 from hub.runtime import tracing
-from hub.runtime.secrets import resolve_tree
 from hub.spec.loader import Pipeline
 from hub.spec.models import ResolvedSource
 from hub.warehouse import LoadRequest, LoadResult, Warehouse, connect
@@ -64,13 +63,9 @@ class FileOutcome:
 
 
 def build_sftp(pipeline: Pipeline, source: ResolvedSource) -> SftpSource:
-    assert source.system.sftp is not None and source.sftp is not None
-    system_raw = resolve_tree(source.system.sftp.model_dump(exclude_none=True),
-                              field=f"systems.{source.system_name}.sftp")
-    spool = pipeline.spool_dir()
-    return SftpSource(SftpSystemConfig.model_validate(system_raw), SftpSourceConfig.model_validate(
-        source.sftp.model_dump(exclude_none=True)), name=source.name, base_dir=pipeline.root, spool_dir=spool,
-        system_name=source.system_name, state_dir=state_dir(pipeline.root))
+    """The file-drop adapter of *source*, from its protocol (:meth:`hub.protocols.Protocol.file_extractor`)."""
+    adapter: SftpSource = source.protocol.file_extractor(pipeline, source)
+    return adapter
 
 
 def ledger(warehouse: Warehouse, source: str) -> dict[str, LedgerEntry]:
@@ -167,7 +162,6 @@ def _ingest_file(pipeline: Pipeline, name: str, file: str, *, run_id: str,
 def _load(pipeline: Pipeline, source: ResolvedSource, adapter: SftpSource, remote: RemoteFile, copy: LocalCopy,
           run_id: str, progress: Progress | None) -> FileOutcome:
     name = source.name
-    assert source.sftp is not None
     keys = tuple(source.spec.primary_key)
     mapper = mapper_for(source.spec.column_specs() if source.spec.columns else None, keys, f"sources.{name}")
     rules, threshold = screens_for(source, f"sources.{name}: file {remote.name}",

@@ -11,42 +11,31 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from adapters.rest import RestSource, RestSourceConfig, RestSystemConfig
-from adapters.soap import SoapSource, SoapSourceConfig, SoapSystemConfig
-from adapters.sql import SqlSource, SqlSourceConfig, SqlSystemConfig
 from hub import owners
 from hub.errors import HubError, SourceInterrupted
+from hub.protocols import Extractor, ExtractRun
 from hub.runtime import tracing
 from hub.runtime.checkpoint import Checkpoint, fingerprint, open_resumption
 from hub.runtime.duration import over_budget
 from hub.runtime.retry import RetryPolicy
-from hub.runtime.secrets import mask_url, resolve_tree
-from hub.runtime.window import Window, render_tree
+from hub.runtime.secrets import mask_url
+from hub.runtime.window import Window
 from hub.spec.loader import Pipeline
 from hub.spec.models import ChildSpec, ColumnSpec, ResolvedSource
-from hub.state import read_mark, save_mark
 from hub.transform.mapping import Mapper, extract
 from hub.validation.rules import RowRules, Threshold
-from hub.warehouse import LoadMode, LoadRequest, LoadResult, connect
+from hub.warehouse import LoadMode, LoadRequest, LoadResult, Warehouse, connect
 
 Progress = Callable[[str, int], None]  # (asset name, rows so far)
-
-
-class Extractor(Protocol):
-    """What the hub needs from an adapter."""
-
-    def batches(self) -> Iterator[pa.RecordBatch]: ...
-
-    def details(self) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -84,60 +73,12 @@ def state_dir(root: Path | None) -> Path:
     return Path(os.environ.get("HUB_STATE_DIR") or (root or Path.cwd()) / ".hub")
 
 
-def build_rest(source: ResolvedSource, window: Window | None, batch_size: int = 10_000, *,
-               root: Path | None = None) -> RestSource:
-    """The REST adapter for *source* with secrets resolved and partition templates rendered; rate limit,
-    circuit breaker and HTTP cache state live under *root*/.hub (default: the working directory's)."""
-    assert source.system.rest is not None and source.rest is not None
-    field_ = f"systems.{source.system_name}.rest"
-    system_raw = resolve_tree(source.system.rest.model_dump(by_alias=True, exclude_none=True), field=field_)
-    src_raw = render_tree(source.rest.model_dump(by_alias=True, exclude_none=True), window,
-                          field=f"sources.{source.name}")
-    state = state_dir(root)
-    return RestSource(RestSystemConfig.model_validate(system_raw), RestSourceConfig.model_validate(src_raw),
-                      name=source.name, batch_size=batch_size, system_name=source.system_name, state_dir=state,
-                      cache_dir=Path(os.environ.get("HUB_CACHE_DIR") or state / "cache") / "http",
-                      max_duration=source.spec.max_duration)
-
-
-def build_soap(pipeline: Pipeline, source: ResolvedSource, window: Window | None,
-               batch_size: int = 10_000) -> SoapSource:
-    """The SOAP adapter for *source*; repeated children declared as child tables stay lists."""
-    assert source.system.soap is not None and source.soap is not None
-    field_ = f"systems.{source.system_name}.soap"
-    system_raw = resolve_tree(source.system.soap.model_dump(exclude_none=True), field=field_)
-    src_raw = render_tree(source.soap.model_dump(exclude_none=True), window, field=f"sources.{source.name}")
-    return SoapSource(SoapSystemConfig.model_validate(system_raw), SoapSourceConfig.model_validate(src_raw),
-                      name=source.name, batch_size=batch_size, cache_dir=cache_dir(pipeline) / "wsdl",
-                      base_dir=pipeline.root, lists={c.path for c in source.spec.children.values()},
-                      system_name=source.system_name, state_dir=state_dir(pipeline.root),
-                      max_duration=source.spec.max_duration)
-
-
-def build_sql(pipeline: Pipeline, source: ResolvedSource, window: Window | None, *, high_water_mark: str | None = None,
-              full_refresh: bool = False) -> SqlSource:
-    """The SQL adapter for *source*; a relative SQLite path is taken from the project root."""
-    assert source.system.sql is not None and source.sql is not None
-    system_raw = resolve_tree(source.system.sql.model_dump(exclude_none=True),
-                              field=f"systems.{source.system_name}.sql")
-    url = str(system_raw["url"])
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and url != "sqlite:///:memory:":
-        system_raw["url"] = f"sqlite:///{pipeline.root / url[len('sqlite:///'):]}"
-    src_raw = render_tree(source.sql.model_dump(by_alias=True, exclude_none=True), window,
-                          field=f"sources.{source.name}")
-    return SqlSource(SqlSystemConfig.model_validate(system_raw), SqlSourceConfig.model_validate(src_raw),
-                     name=source.name, high_water_mark=high_water_mark, full_refresh=full_refresh,
-                     system_name=source.system_name, state_dir=state_dir(pipeline.root))
-
-
-def build_adapter(pipeline: Pipeline, source: ResolvedSource, window: Window | None) -> Extractor:
-    if source.kind == "rest":
-        return build_rest(source, window, root=pipeline.root)
-    if source.kind == "soap":
-        return build_soap(pipeline, source, window)
-    if source.kind == "sql":
-        return build_sql(pipeline, source, window)
-    raise HubError(f"sources.{source.name}: protocol {source.kind} is not supported")  # pragma: no cover
+def build_adapter(pipeline: Pipeline, source: ResolvedSource, window: Window | None, *,
+                  warehouse: Warehouse | None = None, full_refresh: bool = False) -> Extractor:
+    """The adapter of *source* for *window*, from its protocol (:mod:`hub.protocols`): secrets resolved,
+    templates rendered; with *warehouse*, an incremental source starts from its high-water mark."""
+    return source.protocol.extractor(ExtractRun(pipeline, source, window, warehouse=warehouse,
+                                                full_refresh=full_refresh))
 
 
 def mapper_for(columns: list[tuple[str, ColumnSpec]] | None, required: tuple[str, ...], where: str) -> Mapper:
@@ -235,13 +176,8 @@ def _materialize_once(pipeline: Pipeline, name: str, *, window: Window | None, r
     source = pipeline.sources[name]
     started = time.monotonic()
     warehouse = connect(pipeline.warehouse_url)
-    adapter: Extractor
-    if source.kind == "sql":
-        mark = read_mark(warehouse, name) if source.incremental else None
-        adapter = build_sql(pipeline, source, window if source.partitioned else None, high_water_mark=mark,
+    adapter = build_adapter(pipeline, source, window if source.partitioned else None, warehouse=warehouse,
                             full_refresh=full_refresh)
-    else:
-        adapter = build_adapter(pipeline, source, window if source.partitioned else None)
     keys = tuple(source.spec.primary_key)
     where = f"sources.{name}"
     mapper = mapper_for(source.spec.column_specs() if source.spec.columns else None, keys, where)
@@ -287,8 +223,7 @@ def _materialize_once(pipeline: Pipeline, name: str, *, window: Window | None, r
         rules.finish()
         threshold.check()  # beyond max_bad_rows / max_bad_fraction: the load rolls back, nothing changes
         child_results = {child: cl.commit() for child, cl in child_loads.items()}
-        if isinstance(adapter, SqlSource) and source.sql is not None and source.sql.incremental is not None:
-            save_mark(load, name, source.sql.incremental.cursor, adapter.high_water_mark, adapter.cursor_kind, run_id)
+        source.protocol.before_commit(load, source, adapter, run_id)  # e.g. SQL: the high-water mark
         result = load.commit()
     details = {**adapter.details(), **resumption.details}
     url = details.pop("url", None)

@@ -363,7 +363,7 @@ def test_consumer_stopping_early_stops_the_fetching_thread(server: RestTestServe
 
 
 def test_partition_window_fills_the_incremental_parameters(server: RestTestServer, tmp_path: Path) -> None:
-    from hub.materialize import build_rest
+    from hub.materialize import build_adapter
 
     spec = f"""
 pipeline: w
@@ -377,7 +377,8 @@ sources:
 """
     pipeline = loads(spec, tmp_path / "w.yaml")
     start = datetime(2024, 3, 5, tzinfo=UTC)
-    adapter = build_rest(pipeline.sources["events"], Window("2024-03-05", start, start + timedelta(days=1)))
+    adapter = build_adapter(pipeline, pipeline.sources["events"],
+                            Window("2024-03-05", start, start + timedelta(days=1)))
     assert len(rows(adapter)) == 3
     [req] = server.requests("/pages")
     assert req.params == {"since": "2024-03-05T00:00:00+00:00", "day": "2024-03-05", "n": "3"}

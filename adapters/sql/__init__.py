@@ -1,9 +1,10 @@
 """SQL adapter (SQLAlchemy; ADBC for PostgreSQL): tables and read-only queries as Arrow batches,
 incremental by a cursor column."""
 
-from adapters.sql._guard import WriteRefused, check_read_only
+from adapters.sql._engine import with_default_driver
+from adapters.sql._guard import DENIED_FUNCTIONS, WriteRefused, check_functions, check_read_only
 from adapters.sql.client import SqlSource
 from adapters.sql.config import IncrementalConfig, SqlSourceConfig, SqlSystemConfig
 
-__all__ = ["IncrementalConfig", "SqlSource", "SqlSourceConfig", "SqlSystemConfig", "WriteRefused",
-           "check_read_only"]
+__all__ = ["DENIED_FUNCTIONS", "IncrementalConfig", "SqlSource", "SqlSourceConfig", "SqlSystemConfig", "WriteRefused",
+           "check_functions", "check_read_only", "with_default_driver"]

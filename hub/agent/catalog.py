@@ -33,6 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hub import protocols
 from hub.errors import HubError
 from hub.runtime.secrets import mask
 from hub.runtime.window import is_template
@@ -170,7 +171,7 @@ class _Index:
             tf.update(words(a.description))
             tf.update(words(" ".join(str(v) for v in a.binding.values() if isinstance(v, str))))
             tf.update(words(" ".join(_field_names(a.output_schema))))
-            if a.protocol in ("rest", "soap"):  # SQL and SFTP inputs are the same generic options everywhere
+            if a.protocol in protocols.registry() and protocols.get(a.protocol).searchable_inputs:
                 tf.update(words(" ".join(_field_names(a.input_schema))))
             self.docs.append(tf)
         n = len(actions)
@@ -323,15 +324,11 @@ def build_catalog(pipelines: list[Pipeline], *, systems: Iterable[str] | None = 
             if system in seen or (wanted is not None and system not in wanted):
                 continue
             seen.add(system)
-            build = {"soap": _soap_actions, "rest": _rest_actions, "sql": _sql_actions, "sftp": _sftp_actions}
             try:
-                actions.extend(build[cfg.kind](pipeline, system))
+                actions.extend(cfg.protocol.actions(pipeline, system))
             except Exception as exc:  # a system that cannot be described must not hide the others
                 errors[system] = mask(str(exc) if isinstance(exc, HubError) else f"{type(exc).__name__}: {exc}")
-                if cfg.kind == "rest":
-                    actions.extend(_rest_from_sources(pipeline, system))
-                elif cfg.kind == "sftp":
-                    actions.extend(_sftp_from_spec(pipeline, system))
+                actions.extend(cfg.protocol.spec_actions(pipeline, system))  # what the spec alone says
     unique: dict[str, Action] = {}
     for a in actions:
         unique.setdefault(a.name, a)
@@ -360,29 +357,24 @@ def _system_description(pipeline: Pipeline, system: str) -> str:
 
 # --- SOAP ------------------------------------------------------------------------------------------------
 
-def _soap_actions(pipeline: Pipeline, system: str) -> list[Action]:
-    from adapters.soap import SoapSystemConfig, load_wsdl
+def soap_actions(pipeline: Pipeline, system: str) -> list[Action]:
+    from adapters.soap import load_wsdl, select_port
     from adapters.soap.catalog import describe
-    from adapters.soap.client import select_port
     from hub.materialize import cache_dir
-    from hub.runtime.secrets import resolve_tree
 
-    block = pipeline.spec.systems[system].soap
-    assert block is not None
-    cfg = SoapSystemConfig.model_validate(resolve_tree(block.model_dump(exclude_none=True),
-                                                      field=f"systems.{system}.soap"))
+    block = pipeline.spec.systems[system]
+    cfg = block.protocol.resolve_system(system, block)
     wsdl = load_wsdl(cfg, cache_dir=cache_dir(pipeline) / "wsdl", base_dir=pipeline.root)
     service, port = select_port(wsdl, cfg)
     catalog = describe(wsdl)
     entry = next(p for s in catalog["services"] if s["name"] == service.name for p in s["ports"]
                  if p["name"] == port.name)
-    declared = {s.soap.operation: s for s in pipeline.sources.values()
-                if s.system_name == system and s.soap is not None}
+    declared = {s.config.operation: s for s in pipeline.sources.values() if s.system_name == system}
     out = []
     for op in entry["operations"]:
         name = op["name"]
         source = declared.get(name)
-        records = source.soap.records if source is not None and source.soap is not None else None
+        records = source.config.records if source is not None else None
         output = op.get("output") or {"type": "object", "properties": {}}
         record_schema, found = _soap_record(output, records)
         description = f"SOAP operation {name} of {service.name}/{port.name}"
@@ -440,19 +432,15 @@ def _soap_record(output: dict[str, Any], records: str | None) -> tuple[dict[str,
 
 # --- REST ------------------------------------------------------------------------------------------------
 
-def _rest_actions(pipeline: Pipeline, system: str) -> list[Action]:
-    from adapters.rest import RestSystemConfig
+def rest_actions(pipeline: Pipeline, system: str) -> list[Action]:
     from hub.contracts.collect import fetch_openapi
-    from hub.runtime.secrets import resolve_tree
 
-    block = pipeline.spec.systems[system].rest
-    assert block is not None
-    if not block.openapi:
-        return _rest_from_sources(pipeline, system)
-    raw = resolve_tree(block.model_dump(by_alias=True, exclude_none=True), field=f"systems.{system}.rest")
-    doc = fetch_openapi(RestSystemConfig.model_validate(raw), pipeline.root, system)
-    records: dict[tuple[str, str], str] = {(s.rest.request.method, s.rest.request.path or "/"): s.rest.records
-               for s in pipeline.sources.values() if s.system_name == system and s.rest is not None}
+    block = pipeline.spec.systems[system]
+    if not block.config.openapi:
+        return rest_from_sources(pipeline, system)
+    doc = fetch_openapi(block.protocol.resolve_system(system, block), pipeline.root, system)
+    records: dict[tuple[str, str], str] = {(s.config.request.method, s.config.request.path or "/"): s.config.records
+                                           for s in pipeline.sources.values() if s.system_name == system}
     return [Action(**{**spec, "side_effect": _side_effect(pipeline, system, spec["name"].split(".", 1)[1],
                                                           spec["side_effect"]),
                       "pipeline": pipeline.name})
@@ -653,14 +641,14 @@ def _rest_record(response: dict[str, Any], declared: str | None) -> tuple[dict[s
     return response, "$" if response else None
 
 
-def _rest_from_sources(pipeline: Pipeline, system: str) -> list[Action]:
+def rest_from_sources(pipeline: Pipeline, system: str) -> list[Action]:
     """Without an OpenAPI document: one action per distinct request the spec's sources declare, its input
     schema as precise as the spec allows (:func:`source_inputs`)."""
     out: dict[str, Action] = {}
     for source in pipeline.sources.values():
-        if source.system_name != system or source.rest is None:
+        if source.system_name != system:
             continue
-        req = source.rest.request
+        req = source.config.request
         path = req.path or "/"
         name = f"{system}.{action_name(req.method, path)}"
         if name in out:
@@ -670,11 +658,11 @@ def _rest_from_sources(pipeline: Pipeline, system: str) -> list[Action]:
             name=name, system=system, protocol="rest",
             description=f"{req.method} {path}: as read by source {source.name}"
                         + (f": {source.spec.description}" if source.spec.description else ""),
-            input_schema=source_inputs(source.name, source.rest),
+            input_schema=source_inputs(source.name, source.config),
             output_schema={"type": "object", "properties": fields},
             side_effect=_side_effect(pipeline, system, name.split(".", 1)[1],
                                      "read" if req.method in READ_METHODS else "write"),
-            binding={"method": req.method, "path": path, "records": source.rest.records, "source": source.name},
+            binding={"method": req.method, "path": path, "records": source.config.records, "source": source.name},
             pipeline=pipeline.name)
     return list(out.values())
 
@@ -784,29 +772,21 @@ SQL_INPUT: dict[str, Any] = {
 
 def sql_system(pipeline: Pipeline, system: str) -> Any:
     """The resolved SQL system config; a relative SQLite path is taken from the project root."""
-    from adapters.sql import SqlSystemConfig
-    from hub.runtime.secrets import resolve_tree
-
-    block = pipeline.spec.systems[system].sql
-    assert block is not None
-    raw = resolve_tree(block.model_dump(exclude_none=True), field=f"systems.{system}.sql")
-    url = str(raw["url"])
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and url != "sqlite:///:memory:":
-        raw["url"] = f"sqlite:///{pipeline.root / url[len('sqlite:///'):]}"
-    return SqlSystemConfig.model_validate(raw)
+    block = pipeline.spec.systems[system]
+    return block.protocol.resolve_system(system, block, root=pipeline.root)
 
 
-def _sql_actions(pipeline: Pipeline, system: str) -> list[Action]:
+def sql_actions(pipeline: Pipeline, system: str) -> list[Action]:
     from adapters.sql.catalog import describe
 
     cfg = sql_system(pipeline, system)
-    schemas = {s.sql.schema_ for s in pipeline.sources.values() if s.system_name == system and s.sql is not None}
+    schemas = {s.config.schema_ for s in pipeline.sources.values() if s.system_name == system}
     out = []
     for schema in sorted(schemas, key=lambda s: s or "") or [None]:
         catalog = describe(cfg, schema=schema)
         for t in catalog["tables"]:
-            readers = [s.name for s in pipeline.sources.values() if s.system_name == system and s.sql is not None
-                       and s.sql.table == t["name"]]
+            readers = [s.name for s in pipeline.sources.values() if s.system_name == system
+                       and s.config.table == t["name"]]
             text = f"Rows of the {t['kind']} {t['name']}" + (f" ({t['description']})" if t["description"] else "")
             text += f"; columns {', '.join(c['name'] for c in t['columns'])}"
             if t["primary_key"]:
@@ -837,16 +817,12 @@ SFTP_INPUT: dict[str, Any] = {
 }
 
 
-def _sftp_actions(pipeline: Pipeline, system: str) -> list[Action]:
-    return _sftp_from_spec(pipeline, system)
-
-
-def _sftp_from_spec(pipeline: Pipeline, system: str) -> list[Action]:
+def sftp_from_spec(pipeline: Pipeline, system: str) -> list[Action]:
     out = []
     for source in pipeline.sources.values():
-        if source.system_name != system or source.sftp is None:
+        if source.system_name != system:
             continue
-        files = source.sftp.files
+        files = source.config.files
         short = source.name.removeprefix(f"{system}_") or source.name
         props: dict[str, Any] = {}
         for path, col in source.spec.column_specs():
@@ -867,7 +843,7 @@ def _sftp_from_spec(pipeline: Pipeline, system: str) -> list[Action]:
             props[col.name or path] = {**js, "x-source-field": path}
         out.append(Action(
             name=f"{system}.{short}", system=system, protocol="sftp",
-            description=f"Files of the drop {files.path}/{files.glob} ({source.sftp.format.kind})"
+            description=f"Files of the drop {files.path}/{files.glob} ({source.config.format.kind})"
                         + (f": {source.spec.description}" if source.spec.description else "")
                         + "; without `file` lists the ready files, with it reads that file's records",
             input_schema=copy.deepcopy(SFTP_INPUT),

@@ -37,10 +37,11 @@ from urllib.parse import quote
 
 import pyarrow as pa
 
+from hub import protocols
 from hub.agent.catalog import Action, Catalog, build_catalog, paging_position, sql_system
 from hub.agent.params import closed, problems
 from hub.errors import HubError
-from hub.runtime.secrets import mask, resolve_tree
+from hub.runtime.secrets import mask
 from hub.runtime.window import is_template
 from hub.spec.loader import Pipeline
 
@@ -174,8 +175,7 @@ class Guard:
         patterns, enums, formats, nested objects and arrays), naming every problem at once. SQL, SFTP and
         SOAP actions, and REST actions that declare parameters, take no parameter they do not name."""
         schema = action.input_schema or {"type": "object"}
-        props = schema.get("properties") or {}
-        if action.protocol in ("sql", "sftp", "soap") or (action.protocol == "rest" and props):
+        if action.protocol not in protocols.registry() or protocols.get(action.protocol).closed_inputs(action):
             schema = closed(schema)
         found = problems(schema, params)
         if found:
@@ -283,8 +283,8 @@ class Guard:
 def execute(catalog: Catalog, action: Action, params: dict[str, Any], limit: int) -> Fetched:
     """Run *action* with *params*: the first *limit* records and the total count (or a lower bound of it)."""
     pipeline = catalog.pipeline_of(action)
-    run = {"rest": _rest, "soap": _soap, "sql": _sql, "sftp": _sftp}[action.protocol]
-    return run(pipeline, action, params, limit)
+    result: Fetched = protocols.get(action.protocol).execute(pipeline, action, params, limit)
+    return result
 
 
 def _take(batches: Iterator[pa.RecordBatch], limit: int) -> tuple[list[dict[str, Any]], int]:
@@ -298,17 +298,13 @@ def _take(batches: Iterator[pa.RecordBatch], limit: int) -> tuple[list[dict[str,
     return rows, total
 
 
-def _rest(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: int) -> Fetched:
+def rest_call(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: int) -> Fetched:
     import httpx
 
-    from adapters.rest import RestSource, RestSourceConfig, RestSystemConfig
-    from adapters.rest._auth import build_auth, origin_policy
-    from adapters.rest._jsonpath import select
+    from adapters.rest import RestSource, RestSourceConfig, build_auth, origin_policy, select
 
-    block = pipeline.spec.systems[action.system].rest
-    assert block is not None
-    system = RestSystemConfig.model_validate(resolve_tree(block.model_dump(by_alias=True, exclude_none=True),
-                                                          field=f"systems.{action.system}.rest"))
+    block = pipeline.spec.systems[action.system]
+    system = block.protocol.resolve_system(action.system, block)
     props = (action.input_schema or {}).get("properties") or {}
     path = str(action.binding["path"])
     query: dict[str, Any] = {}
@@ -329,8 +325,8 @@ def _rest(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: int
     # reads go through the REST adapter (retries, backoff); a write is sent exactly once, never retried
     if method in ("GET", "POST") and action.side_effect == "read" and (body is None or isinstance(body, dict)):
         bound = pipeline.sources.get(str(action.binding.get("source") or ""))
-        if bound is not None and bound.rest is not None:
-            return _rest_pages(system, action, bound.rest, path, query, headers, body, limit)
+        if bound is not None and bound.system_name == action.system:
+            return _rest_pages(system, action, bound.config, path, query, headers, body, limit)
         source = RestSourceConfig.model_validate({"request": {"path": path, "method": method, "params": query,
                                                               "headers": headers,
                                                               **({"json": body} if body is not None else {})},
@@ -402,14 +398,12 @@ def _rest_pages(system: Any, action: Action, rest: Any, path: str, query: dict[s
     return Fetched(rows, seen)
 
 
-def _soap(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: int) -> Fetched:
-    from adapters.soap import SoapSource, SoapSourceConfig, SoapSystemConfig
+def soap_call(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: int) -> Fetched:
+    from adapters.soap import SoapSource, SoapSourceConfig
     from hub.materialize import cache_dir
 
-    block = pipeline.spec.systems[action.system].soap
-    assert block is not None
-    system = SoapSystemConfig.model_validate(resolve_tree(block.model_dump(exclude_none=True),
-                                                          field=f"systems.{action.system}.soap"))
+    block = pipeline.spec.systems[action.system]
+    system = block.protocol.resolve_system(action.system, block)
     operation = str(action.binding["operation"])
     records = action.binding.get("records") or operation + "Result"
     source = SoapSourceConfig.model_validate({"operation": operation, "params": params, "records": records})
@@ -427,7 +421,7 @@ def _soap(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: int
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 
 
-def _sql(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: int) -> Fetched:
+def sql_call(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: int) -> Fetched:
     from adapters.sql import SqlSource, SqlSourceConfig
 
     known = list(action.output_schema.get("properties") or {})
@@ -476,7 +470,7 @@ def _sql(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: int)
     return Fetched(rows, int(total))
 
 
-def _sftp(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: int) -> Fetched:
+def sftp_call(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: int) -> Fetched:
     from hub.files import build_sftp
 
     source = pipeline.sources[str(action.binding["source"])]

@@ -27,6 +27,7 @@ from typing import Any, Literal, Protocol
 
 import yaml
 
+from hub import protocols
 from hub.errors import HubError, SpecError
 from hub.spec import Pipeline, loads
 
@@ -226,16 +227,7 @@ def _binding_matches(action: Any, pipeline: Pipeline, name: str) -> bool:
     b = action.binding or {}
     if src.system_name != action.system:
         return False
-    if src.rest is not None:
-        return bool(src.rest.request.path == b.get("path") and src.rest.request.method.upper()
-                    == str(b.get("method", "GET")).upper())
-    if src.soap is not None:
-        return bool(src.soap.operation == b.get("operation"))
-    if src.sql is not None:
-        return bool(src.sql.table is not None and src.sql.table == b.get("table"))
-    if src.sftp is not None:
-        return bool(src.sftp.files.path == b.get("path") and src.sftp.files.glob == b.get("glob"))
-    return False
+    return src.protocol.reads_action(src, b)
 
 
 def find_template(action: Any, pipelines: Sequence[Pipeline]) -> tuple[Pipeline, str] | None:
@@ -271,26 +263,9 @@ def source_for(action: Any, pipelines: Sequence[Pipeline]) -> tuple[str, dict[st
         name = f"{action.system}_{name}"
     params = {k: v for k, v in time_params(action.input_schema).items()}
     src: dict[str, Any] = {"system": action.system, "description": action.description or None}
-    if action.protocol == "rest":
-        req: dict[str, Any] = {"path": b.get("path", "/"), "method": str(b.get("method", "GET")).upper()}
-        if params:
-            req["params"] = params
-        src["request"] = req
-        if b.get("records"):
-            src["records"] = b["records"]
-    elif action.protocol == "soap":
-        src["operation"] = b.get("operation")
-        if params:
-            src["params"] = params
-        if b.get("records"):
-            src["records"] = b["records"]
-    elif action.protocol == "sql":
-        src["table"] = b.get("table")
-        if b.get("schema"):
-            src["schema"] = b["schema"]
-    elif action.protocol == "sftp":
-        src["files"] = {"path": b.get("path", "/"), "glob": b.get("glob", "*")}
-        src["format"] = {"csv": {}}
+    planned = protocols.get(action.protocol).plan_source(b, params) if action.protocol in protocols.registry() \
+        else None
+    src.update(planned or {})
     return name, {k: v for k, v in src.items() if v is not None}, None
 
 
@@ -924,19 +899,13 @@ def check_params(pipeline: Pipeline, catalog: CatalogLike) -> tuple[list[str], d
             continue
         by_source[name] = action
         src = pipeline.sources[name]
-        params: dict[str, Any] = {}
-        if src.rest is not None:
-            params = dict(src.rest.request.params or {})
-        elif src.soap is not None:
-            params = dict(src.soap.params or {})
-        elif src.sql is not None:
-            params = dict(src.sql.params or {})
+        params = dict(src.protocol.source_params(src.config))
         props = (action.input_schema or {}).get("properties") or {}
         for pname, value in params.items():
             ps = props.get(pname)
             if ps is None:
                 if props and not (action.input_schema or {}).get("additionalProperties", False) \
-                        and src.sql is None:
+                        and src.protocol.params_are_inputs:
                     problems.append(f"sources.{name}.params.{pname}: not an input of {action.name} "
                                     f"(inputs: {', '.join(props)})")
                 continue
@@ -952,7 +921,7 @@ def check_params(pipeline: Pipeline, catalog: CatalogLike) -> tuple[list[str], d
             except jsonschema.ValidationError as exc:
                 problems.append(f"sources.{name}.params.{pname}: {exc.message} (input schema of {action.name})")
         for req in (action.input_schema or {}).get("required") or []:
-            if req not in params and src.sql is None and "default" not in (props.get(req) or {}):
+            if req not in params and src.protocol.params_are_inputs and "default" not in (props.get(req) or {}):
                 problems.append(f"sources.{name}.params: the required input '{req}' of {action.name} is missing")
     return problems, by_source
 
@@ -962,8 +931,8 @@ def planned_columns(pipeline: Pipeline, by_source: dict[str, Any]) -> dict[str, 
     out: dict[str, set[str] | None] = {}
     for name, src in pipeline.sources.items():
         cols = src.spec.output_columns()
-        if cols is None and src.sql is not None and src.sql.select:
-            cols = list(src.sql.select)
+        if cols is None:
+            cols = src.protocol.planned_columns(src.config)
         if cols is None and name in by_source:
             props = (by_source[name].output_schema or {}).get("properties")
             cols = list(props) if props else None

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.console import Console
@@ -15,6 +14,7 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from hub import protocols
 from hub.contracts.cli import register as register_contract_commands
 from hub.errors import HubError, SpecError
 from hub.runtime.secrets import mask_url
@@ -212,84 +212,10 @@ catalog_app = typer.Typer(no_args_is_help=True, help="Discover what systems offe
 app.add_typer(catalog_app, name="catalog")
 
 
-@catalog_app.command("soap")
-def catalog_soap(
-    wsdl: str = typer.Argument(..., help="WSDL URL or file."),
-    as_json: bool = typer.Option(False, "--json", help="Print the whole catalog as JSON (with JSON Schemas)."),
-    operation: str = typer.Option(None, "--operation", "-o", help="Only this operation, in full."),
-) -> None:
-    """List every service, port and operation of a WSDL, inputs and outputs as JSON Schema."""
-    import json
-
-    from adapters.soap import SoapSystemConfig, load_wsdl
-    from adapters.soap.catalog import describe
-
-    try:
-        loaded = load_wsdl(SoapSystemConfig(wsdl=wsdl, wsdl_cache_ttl=0))
-    except HubError as exc:
-        raise _fail(str(exc)) from None
-    catalog = describe(loaded)
-    if operation:
-        found = [op for s in catalog["services"] for p in s["ports"] for op in p["operations"]
-                 if op["name"] == operation]
-        if not found:
-            raise _fail(f"no operation {operation} in {wsdl}")
-        typer.echo(json.dumps(found[0], indent=2))
-        return
-    if as_json:
-        typer.echo(json.dumps(catalog, indent=2))
-        return
-    for service in catalog["services"]:
-        console.print(f"[bold]service {service['name']}[/]")
-        for port in service["ports"]:
-            console.print(f"  port {port['name']} (SOAP {port['soap_version']}) {port['address']}")
-            for op in port["operations"]:
-                params = ", ".join(f"{k}: {_json_type(v)}" for k, v in
-                                   ((op["input"] or {}).get("properties") or {}).items())
-                out = ", ".join(f"{k}: {_json_type(v)}" for k, v in
-                                ((op["output"] or {}).get("properties") or {}).items())
-                console.print(f"    {escape(op['name'])}({escape(params)}) -> {escape(out or '()')}")
-    console.print("(--json for the JSON Schemas, --operation NAME for one operation)")
-
-
-@catalog_app.command("sql")
-def catalog_sql(
-    url: str = typer.Argument(..., help="SQLAlchemy URL, e.g. postgresql://user@host/db or sqlite:///file.db; "
-                                        "${VAR} references are resolved from the environment."),
-    schema: str = typer.Option(None, "--schema", help="Schema to list (default: the connection's)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the whole catalog as JSON (with JSON Schemas)."),
-    table: str = typer.Option(None, "--table", "-t", help="Only this table, in full."),
-) -> None:
-    """List the tables and views of a database: columns, types, primary and foreign keys, JSON Schema."""
-    import json
-
-    from adapters.sql import SqlSystemConfig
-    from adapters.sql.catalog import describe
-    from hub.runtime.secrets import resolve
-
-    try:
-        catalog = describe(SqlSystemConfig(url=resolve(url, field="url")), schema=schema)
-    except HubError as exc:
-        raise _fail(str(exc)) from None
-    if table:
-        found = [t for t in catalog["tables"] if t["name"] == table]
-        if not found:
-            raise _fail(f"no table or view {table} in {catalog['url']} "
-                        f"(tables: {', '.join(t['name'] for t in catalog['tables'])})")
-        typer.echo(json.dumps(found[0], indent=2))
-        return
-    if as_json:
-        typer.echo(json.dumps(catalog, indent=2))
-        return
-    console.print(f"[bold]{escape(catalog['url'])}[/] ({catalog['dialect']})")
-    for t in catalog["tables"]:
-        pk = set(t["primary_key"])
-        cols = ", ".join(f"{'*' if c['name'] in pk else ''}{c['name']}: {c['type']}" for c in t["columns"])
-        console.print(f"  {t['kind']} [bold]{escape(t['name'])}[/]({escape(cols)})")
-        for fk in t["foreign_keys"]:
-            target = f"{fk['references']}({', '.join(fk['referred_columns'])})"
-            console.print(f"      {', '.join(fk['columns'])} -> {target}")
-    console.print("(* primary key; --json for the JSON Schemas, --table NAME for one table)")
+for _protocol in protocols.all():  # `hub catalog <protocol>`: what a protocol's plugin can describe on its own
+    _command = _protocol.catalog_command()
+    if _command is not None:
+        catalog_app.command(_protocol.name)(_command)
 
 
 @catalog_app.command("actions")
@@ -434,16 +360,7 @@ register_contract_commands(contracts_app)  # hub contracts snapshot | test (hub/
 register_validation_commands(contracts_app)  # hub contracts suggest (hub/validation/cli.py)
 
 
-def _json_type(schema: dict[str, Any]) -> str:
-    """A short type name for a JSON Schema, for the human listing."""
-    if "anyOf" in schema:
-        return _json_type(schema["anyOf"][0]) + "?"
-    kind = schema.get("type", "any")
-    if kind == "array":
-        return f"[{_json_type(schema.get('items') or {})}]"
-    if kind == "object":
-        return str(schema.get("x-xsd-type", "object")).rsplit("}", 1)[-1]
-    return str(schema.get("x-xsd-type", kind))
+
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -30,12 +30,12 @@ from typing import Any
 
 import yaml
 
-from adapters.sftp.config import CsvFormat, FormatConfig
+from adapters.sftp import CsvFormat, FormatConfig
 from hub.contracts.schema import infer
 from hub.contracts.usage import query_columns, sqlglot_dialect, system_sources, table_key
 from hub.errors import AdapterError, HTTPStatusError, HubError, ResponseFormatError, SoapFault, TransportError
-from hub.runtime.secrets import mask, resolve_tree
-from hub.runtime.window import Window, render_tree, sample_window
+from hub.runtime.secrets import mask
+from hub.runtime.window import Window, render_config, sample_window
 from hub.spec.loader import Pipeline
 
 #: Bump when the document layout changes incompatibly.
@@ -60,8 +60,9 @@ def collect(pipeline: Pipeline, system: str) -> dict[str, Any]:
         known = ", ".join(pipeline.spec.systems)
         raise HubError(f"pipeline {pipeline.name} has no system '{system}' (systems: {known})")
     protocol = cfg.kind
-    body = {"soap": collect_soap, "rest": collect_rest, "sftp": collect_sftp, "sql": collect_sql}[protocol](
-        pipeline, system)
+    body = cfg.protocol.collect(pipeline, system)  # the protocol's own document (hub.protocols)
+    if body is None:
+        raise HubError(f"systems.{system}: protocol {protocol} has no contract to collect")
     return {"contract": FORMAT, "pipeline": pipeline.name, "system": system, "protocol": protocol, protocol: body}
 
 
@@ -73,15 +74,11 @@ def _scrub(text: str) -> str:
 # --- SOAP ------------------------------------------------------------------------------------------------
 
 def collect_soap(pipeline: Pipeline, system: str) -> dict[str, Any]:
-    from adapters.soap import SoapSource, SoapSourceConfig, SoapSystemConfig, load_wsdl
+    from adapters.soap import SoapSource, load_wsdl, select_port
     from adapters.soap.catalog import describe
-    from adapters.soap.client import select_port
 
-    block = pipeline.spec.systems[system].soap
-    assert block is not None
-    raw = resolve_tree(block.model_dump(exclude_none=True), field=f"systems.{system}.soap")
-    raw["wsdl_cache_ttl"] = 0  # the live document, never a cached one
-    cfg = SoapSystemConfig.model_validate(raw)
+    block = pipeline.spec.systems[system]
+    cfg = block.protocol.resolve_system(system, block).model_copy(update={"wsdl_cache_ttl": 0})  # the live WSDL
     wsdl = load_wsdl(cfg, base_dir=pipeline.root)
     service, port = select_port(wsdl, cfg)
     catalog = describe(wsdl)
@@ -91,13 +88,11 @@ def collect_soap(pipeline: Pipeline, system: str) -> dict[str, Any]:
     responses: dict[str, Any] = {}
     window = first_window(pipeline)
     for source in system_sources(pipeline, system):
-        if source.soap is None:
-            continue
-        rendered = render_tree(source.soap.model_dump(exclude_none=True), window, field=f"sources.{source.name}")
-        adapter = SoapSource(cfg, SoapSourceConfig.model_validate(rendered), name=source.name,
+        rendered = render_config(source.config, window, field=f"sources.{source.name}")
+        adapter = SoapSource(cfg, rendered, name=source.name,
                              base_dir=pipeline.root, lists={c.path for c in source.spec.children.values()})
         adapter._wsdl = wsdl  # the document just loaded
-        outcome: dict[str, Any] = {"operation": source.soap.operation, "records": source.soap.records}
+        outcome: dict[str, Any] = {"operation": source.config.operation, "records": source.config.records}
         batches = adapter.batches()
         try:
             next(batches, None)  # the first page is enough
@@ -124,19 +119,15 @@ def collect_soap(pipeline: Pipeline, system: str) -> dict[str, Any]:
 # --- REST ------------------------------------------------------------------------------------------------
 
 def collect_rest(pipeline: Pipeline, system: str) -> dict[str, Any]:
-    from adapters.rest import RestSystemConfig
-    from hub.materialize import build_rest
+    from hub.protocols.rest import build
 
-    block = pipeline.spec.systems[system].rest
-    assert block is not None
+    block = pipeline.spec.systems[system]
     window = first_window(pipeline)
     endpoints: dict[str, Any] = {}
     for source in system_sources(pipeline, system):
-        if source.rest is None:
-            continue
-        request = f"{source.rest.request.method} {source.rest.request.path or '/'}"
-        entry: dict[str, Any] = {"request": request, "records": source.rest.records}
-        adapter = build_rest(source, window)
+        request = f"{source.config.request.method} {source.config.request.path or '/'}"
+        entry: dict[str, Any] = {"request": request, "records": source.config.records}
+        adapter = build(source, window)
         try:
             page = adapter.first_page()
         except HTTPStatusError as exc:
@@ -148,9 +139,8 @@ def collect_rest(pipeline: Pipeline, system: str) -> dict[str, Any]:
         entry["response"] = infer([page.doc])
         endpoints[source.name] = entry
     out: dict[str, Any] = {"endpoints": endpoints}
-    if block.openapi:
-        raw = resolve_tree(block.model_dump(by_alias=True, exclude_none=True), field=f"systems.{system}.rest")
-        out["openapi"] = fetch_openapi(RestSystemConfig.model_validate(raw), pipeline.root, system)
+    if block.config.openapi:
+        out["openapi"] = fetch_openapi(block.protocol.resolve_system(system, block), pipeline.root, system)
     return out
 
 
@@ -159,7 +149,7 @@ def fetch_openapi(cfg: Any, root: Path, system: str) -> dict[str, Any]:
     ``servers`` (hosts are not part of the contract)."""
     import httpx
 
-    from adapters.rest._auth import build_auth, origin_policy
+    from adapters.rest import build_auth, origin_policy
 
     location = str(cfg.openapi)
     where = f"systems.{system}.rest.openapi"
@@ -211,8 +201,6 @@ def collect_sftp(pipeline: Pipeline, system: str) -> dict[str, Any]:
 
     files: dict[str, Any] = {}
     for source in system_sources(pipeline, system):
-        if source.sftp is None:
-            continue
         adapter = build_sftp(pipeline, source)
         cfg = adapter.source
         entry: dict[str, Any] = {"path": cfg.files.path, "glob": cfg.files.glob, "format": cfg.format.kind,
@@ -282,7 +270,7 @@ def _file_layout(data: bytes, fmt: FormatConfig, name: str, compression: str, *,
                 break
         return {"encoding": observed_encoding(data, fmt.jsonl.encoding), "schema": infer(records)}
     if fmt.xml is not None:
-        from adapters.sftp._formats import read_xml
+        from adapters.sftp import read_xml
 
         rows: list[Any] = []
         for batch in read_xml(io.BytesIO(data), fmt.xml.records, name, SAMPLE_ROWS, fmt.xml.max_depth):
@@ -427,7 +415,7 @@ def _header_looks_like_data(first: list[str], columns: list[dict[str, Any]]) -> 
 
 
 def _fixed_width_layout(data: bytes, fmt: FormatConfig, base_dir: Path) -> dict[str, Any]:
-    from adapters.sftp._formats import load_layout
+    from adapters.sftp import load_layout
 
     cfg = fmt.fixed_width
     assert cfg is not None
@@ -445,15 +433,15 @@ def _fixed_width_layout(data: bytes, fmt: FormatConfig, base_dir: Path) -> dict[
 
 def collect_sql(pipeline: Pipeline, system: str) -> dict[str, Any]:
     from adapters.sql.catalog import describe
-    from hub.materialize import build_sql
 
-    sources = [s for s in system_sources(pipeline, system) if s.sql is not None]
+    sources = system_sources(pipeline, system)
     if not sources:
         return {"tables": {}}
-    cfg = build_sql(pipeline, sources[0], first_window(pipeline)).system
+    block = pipeline.spec.systems[system]
+    cfg = block.protocol.resolve_system(system, block, root=pipeline.root)
     wanted: dict[str | None, set[str]] = {}
     for source in sources:
-        sql = source.sql
+        sql = source.config
         assert sql is not None
         if sql.table is not None:
             wanted.setdefault(sql.schema_, set()).add(sql.table)

@@ -12,17 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hub import protocols
 from hub.contracts.collect import FORMAT, collect
-from hub.contracts.diff import (
-    Change,
-    compare_rest,
-    compare_sftp,
-    compare_soap,
-    compare_sql,
-    match_operation,
-    openapi_operations,
-)
-from hub.contracts.usage import rest_usage, sftp_usage, soap_usage, sql_usage, system_sources
+from hub.contracts.diff import Change
+from hub.contracts.usage import system_sources
 from hub.errors import HubError
 from hub.runtime.secrets import mask
 from hub.spec.loader import Pipeline
@@ -80,22 +73,7 @@ def compare(pipeline: Pipeline, system: str, before: dict[str, Any], after: dict
         return [Change(system, "system", "", "protocol changed", str(before.get("protocol")), str(protocol), True,
                        ["every source"], [s.name for s in system_sources(pipeline, system)])]
     b, a = before.get(str(protocol)) or {}, after.get(str(protocol)) or {}
-    if protocol == "soap":
-        return compare_soap(system, b, a, soap_usage(pipeline, system, b))
-    if protocol == "rest":
-        ops = openapi_operations(b["openapi"]) if isinstance(b.get("openapi"), dict) else {}
-        matched = {}
-        for source in system_sources(pipeline, system):
-            if source.rest is not None and ops:
-                op = match_operation(ops, source.rest.request.method, source.rest.request.path)
-                if op is not None:
-                    matched[source.name] = op
-        return compare_rest(system, b, a, rest_usage(pipeline, system, matched))
-    if protocol == "sftp":
-        return compare_sftp(system, b, a, sftp_usage(pipeline, system))
-    if protocol == "sql":
-        return compare_sql(system, b, a, sql_usage(pipeline, system))
-    raise HubError(f"{system}: protocol {protocol} has no contract comparison")  # pragma: no cover
+    return protocols.get(str(protocol)).compare(pipeline, system, b, a)
 
 
 @dataclass

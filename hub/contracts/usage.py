@@ -123,9 +123,7 @@ def soap_usage(pipeline: Pipeline, system: str, doc: dict[str, Any]) -> Usage:
     usage = Usage()
     operations = doc.get("operations") or {}
     for source in system_sources(pipeline, system):
-        soap = source.soap
-        if soap is None:
-            continue
+        soap = source.config
         op = soap.operation
         usage.add(f"op:{op}", (), source.name, f"operation {op}")
         params = dict.fromkeys(soap.params)
@@ -153,8 +151,8 @@ def soap_usage(pipeline: Pipeline, system: str, doc: dict[str, Any]) -> Usage:
 
 
 def _pagination_paths(source: ResolvedSource) -> list[str]:
-    rest = source.rest
-    if rest is None or rest.paginate is None:
+    rest = source.config
+    if rest.paginate is None:
         return []
     out = []
     for kind in ("page_number", "offset", "cursor", "next_url"):
@@ -168,9 +166,7 @@ def _pagination_paths(source: ResolvedSource) -> list[str]:
 
 def request_params(source: ResolvedSource) -> list[str]:
     """Query parameters a REST source sends (its own and its pagination's)."""
-    rest = source.rest
-    if rest is None:
-        return []
+    rest = source.config
     params = dict.fromkeys(rest.request.params)
     p = rest.paginate
     if p is not None:
@@ -183,9 +179,7 @@ def request_params(source: ResolvedSource) -> list[str]:
             params[p.offset.limit_param] = None
         if p.cursor:
             params[p.cursor.param] = None
-    system = source.system.rest
-    if system is not None:
-        params.update(dict.fromkeys(system.params))
+    params.update(dict.fromkeys(source.system.config.params))
     return list(params)
 
 
@@ -195,9 +189,7 @@ def rest_usage(pipeline: Pipeline, system: str, openapi_ops: dict[str, str] | No
     each source calls (*openapi_ops*: source -> operation key such as ``GET /customers``)."""
     usage = Usage()
     for source in system_sources(pipeline, system):
-        rest = source.rest
-        if rest is None:
-            continue
+        rest = source.config
         op = (openapi_ops or {}).get(source.name)
         scopes = [f"rest:{source.name}"] + ([f"openapi:{op}:response"] if op else [])
         root = jsonpath_to_path(rest.records)
@@ -217,8 +209,6 @@ def sftp_usage(pipeline: Pipeline, system: str) -> Usage:
     """Scope ``file:SOURCE``: the columns (CSV, fixed width) or fields (JSON lines, XML) a drop reads."""
     usage = Usage()
     for source in system_sources(pipeline, system):
-        if source.sftp is None:
-            continue
         _record_uses(usage, f"file:{source.name}", (), source, "the file")
     return usage
 
@@ -227,9 +217,7 @@ def sql_usage(pipeline: Pipeline, system: str) -> Usage:
     """Scope ``table:NAME``: the columns each table or query source reads."""
     usage = Usage()
     for source in system_sources(pipeline, system):
-        sql = source.sql
-        if sql is None:
-            continue
+        sql = source.config
         if sql.table is not None:
             scope = f"table:{table_key(sql.table, sql.schema_)}"
             if sql.select is not None:
@@ -262,7 +250,7 @@ def table_key(table: str, schema: str | None) -> str:
 
 def sqlglot_dialect(source: ResolvedSource) -> str:
     """sqlglot's name for the dialect of a SQL source's database (from its URL's scheme)."""
-    url = source.system.sql.url if source.system.sql is not None else ""
+    url = str(getattr(source.system.config, "url", ""))
     scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
     return {"postgresql": "postgres", "mssql": "tsql", "mariadb": "mysql"}.get(scheme, scheme)
 

@@ -22,7 +22,6 @@ from hub.dagster.progress import report
 from hub.dagster.tracing import run_trace_sensors
 from hub.dagster.validation import check_results, check_specs
 from hub.materialize import Outcome, child_mode, load_mode, materialize_model, materialize_source
-from hub.runtime.secrets import mask_url
 from hub.runtime.window import Window
 from hub.spec import Pipeline, discover, load
 from hub.spec.models import PartitionsConfig, ResolvedSource
@@ -79,17 +78,6 @@ def _metadata(outcome: Outcome, partitioned: bool) -> dict[str, Any]:
     return md
 
 
-def _endpoint(source: ResolvedSource) -> str | None:
-    rest, soap = source.system.rest, source.system.soap
-    if rest is not None and source.rest is not None:
-        return mask_url(rest.base_url.rstrip("/") + "/" + source.rest.request.path.lstrip("/"))
-    if soap is not None and source.soap is not None:
-        return f"{mask_url(soap.address or soap.wsdl)} {source.soap.operation}"
-    if source.system.sql is not None and source.sql is not None:
-        return f"{mask_url(source.system.sql.url)} {source.sql.table or 'query'}"
-    return None
-
-
 def _source_asset(pipeline: Pipeline, source: ResolvedSource,
                   parts: dg.PartitionsDefinition | None) -> dg.AssetsDefinition:
     """One asset per source; a source with child tables is a multi-asset (they load in one transaction)."""
@@ -100,13 +88,14 @@ def _source_asset(pipeline: Pipeline, source: ResolvedSource,
         "hub/load_mode": load_mode(source),
         "hub/spec": str(pipeline.path),
     }
-    endpoint = _endpoint(source)
+    endpoint = source.protocol.endpoint(source)
     if endpoint:
         static_md["hub/endpoint"] = endpoint
     if spec.primary_key:
         static_md["hub/primary_key"] = ", ".join(spec.primary_key)
-    if source.incremental and source.sql is not None and source.sql.incremental is not None:
-        static_md["hub/incremental_cursor"] = source.sql.incremental.cursor
+    cursor = source.protocol.incremental_cursor(source.config)
+    if cursor is not None:
+        static_md["hub/incremental_cursor"] = cursor
         description += f" (incremental; run with tag {FULL_REFRESH_TAG}=true to read everything again)"
     kinds = {source.kind, pipeline.warehouse_kind}
     tags = {"hub/system": source.system_name}
@@ -226,7 +215,7 @@ def pipeline_definitions(pipeline: Pipeline) -> dg.Definitions:
     for source in file_sources:
         fjob = file_job(pipeline, source)
         jobs.append(fjob)
-        if source.sftp is not None and source.sftp.sensor is not None:
+        if getattr(source.config, "sensor", None) is not None:  # file-drop sources may poll
             sensors.append(file_sensor(pipeline, source, fjob))
     schedules = [_schedule(pipeline, job, parts)] if pipeline.spec.schedule else []
     defs = dg.Definitions(assets=pipeline_assets(pipeline), jobs=jobs, schedules=schedules, sensors=sensors)

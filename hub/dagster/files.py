@@ -24,12 +24,12 @@ def file_partitions(source: ResolvedSource) -> dg.DynamicPartitionsDefinition:
 
 
 def file_asset(pipeline: Pipeline, source: ResolvedSource, pool: str | None) -> dg.AssetsDefinition:
-    assert source.sftp is not None
-    files = source.sftp.files
+    files = source.config.files
     description = source.spec.description or (
-        f"Files {files.glob} in {files.path} of SFTP system {source.system_name}, one partition per file")
+        f"Files {files.glob} in {files.path} of {source.kind.upper()} system {source.system_name}, one partition "
+        "per file")
 
-    @dg.asset(name=source.name, group_name=pipeline.name, kinds={"sftp", pipeline.warehouse_kind},
+    @dg.asset(name=source.name, group_name=pipeline.name, kinds={source.kind, pipeline.warehouse_kind},
               description=description,
               partitions_def=file_partitions(source), pool=pool,
               metadata={"hub/system": source.system_name, "hub/load_mode": "replace_partition (per file)",
@@ -71,11 +71,12 @@ def file_job(pipeline: Pipeline, source: ResolvedSource) -> Any:
 def file_sensor(pipeline: Pipeline, source: ResolvedSource, job: Any) -> dg.SensorDefinition:
     """New stable files -> one run each. The cursor keeps the newest mtime requested and what each file
     looked like when first seen: a file is requested once it has looked the same for ``stable_for``."""
-    assert source.sftp is not None and source.sftp.sensor is not None
+    sensor = source.config.sensor
+    assert sensor is not None
     parts = file_partitions(source)
-    cfg = source.sftp.files
+    cfg = source.config.files
 
-    @dg.sensor(name=f"{source.name}_sensor", job=job, minimum_interval_seconds=int(source.sftp.sensor.every),
+    @dg.sensor(name=f"{source.name}_sensor", job=job, minimum_interval_seconds=int(sensor.every),
                default_status=dg.DefaultSensorStatus.RUNNING,
                description=f"Watches {cfg.path} ({cfg.glob}) on {source.system_name} for new stable files")
     def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
@@ -105,8 +106,9 @@ def file_sensor(pipeline: Pipeline, source: ResolvedSource, job: Any) -> dg.Sens
 def export_asset(pipeline: Pipeline, name: str, pool: str | None) -> dg.AssetsDefinition:
     export = pipeline.spec.exports[name]
     fmt = "CSV" if export.format.csv is not None else "fixed-width"
+    kind = pipeline.spec.systems[export.system].kind
 
-    @dg.asset(name=name, group_name=pipeline.name, kinds={"sftp", "csv" if fmt == "CSV" else "file"},
+    @dg.asset(name=name, group_name=pipeline.name, kinds={kind, "csv" if fmt == "CSV" else "file"},
               deps=pipeline.export_deps.get(name, []), pool=pool,
               description=export.description or f"{fmt} export of {export.table or 'a query'} to {export.path}",
               metadata={"hub/system": export.system, "hub/path": export.path, "hub/spec": str(pipeline.path)})

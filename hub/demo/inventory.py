@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from adapters.sql._engine import with_default_driver
+from adapters.sql import with_default_driver
 from hub.demo.erp import REGIONS, SKUS
 
 _meta = sa.MetaData()

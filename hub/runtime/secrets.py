@@ -23,10 +23,14 @@ import re
 import threading
 import unicodedata
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit, urlunsplit
 
+from pydantic import BaseModel
+
 from hub.errors import SecretError
+
+_Model = TypeVar("_Model", bound=BaseModel)
 
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _MASK = "***"
@@ -95,6 +99,16 @@ def resolve_tree(value: Any, *, field: str) -> Any:
     if isinstance(value, list):
         return [resolve_tree(v, field=f"{field}[{i}]") for i, v in enumerate(value)]
     return value
+
+
+def resolve_config(config: _Model, *, field: str) -> _Model:
+    """*config* with every ``${VAR}`` reference resolved, validated again by its own model.
+
+    The one place that dumps a system's config, resolves its secrets (registering them for masking) and
+    validates the result, so every protocol, contract and agent call resolves a system the same way. *field*
+    names the block in messages, e.g. ``systems.crm.rest``."""
+    raw = resolve_tree(config.model_dump(by_alias=True, exclude_none=True), field=field)
+    return type(config).model_validate(raw)
 
 
 def _control_character(value: str) -> str | None:

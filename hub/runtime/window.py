@@ -14,10 +14,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from jinja2 import Template, TemplateError, UndefinedError
+from pydantic import BaseModel
 
 from hub.errors import HubError
 from hub.runtime.sandbox import (
@@ -30,6 +31,7 @@ from hub.runtime.sandbox import (
     collect,
 )
 
+_Model = TypeVar("_Model", bound=BaseModel)
 _TEMPLATE = re.compile(r"{{.*?}}|{%.*?%}", re.S)
 
 
@@ -104,6 +106,12 @@ def render_tree(value: Any, window: Window | None, *, field: str) -> Any:
     if isinstance(value, list):
         return [render_tree(v, window, field=f"{field}[{i}]") for i, v in enumerate(value)]
     return value
+
+
+def render_config(config: _Model, window: Window | None, *, field: str) -> _Model:
+    """*config* (a source's protocol block) with its templates rendered for *window*, validated again."""
+    return type(config).model_validate(render_tree(config.model_dump(by_alias=True, exclude_none=True), window,
+                                                   field=field))
 
 
 def check_template(value: str, *, field: str, context: dict[str, Any] | None = None) -> str | None:

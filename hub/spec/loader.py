@@ -19,11 +19,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from adapters.rest._jsonpath import JSONPathError, compile_path
-from adapters.rest.config import RestSourceConfig
-from adapters.sftp.config import SftpSourceConfig
-from adapters.soap.config import SoapSourceConfig
-from adapters.sql.config import SqlSourceConfig
+from hub import protocols
 from hub.errors import SpecError
 from hub.runtime.window import Window, check_template, is_template, sample_window
 from hub.spec.models import (
@@ -42,10 +38,6 @@ Loc = tuple[str | int, ...]
 #: What export paths are rendered against by validation (``{{ run.date }}``, ``{{ run.timestamp }}``).
 SAMPLE_RUN = {"run": {"date": "2024-01-01", "timestamp": "20240101T000000Z"}}
 DEFAULT_WAREHOUSE = "warehouse/hub.duckdb"
-#: The protocol-specific keys of a source, by the protocol of its system.
-SOURCE_CONFIGS: dict[str, type[RestSourceConfig] | type[SoapSourceConfig] | type[SftpSourceConfig]
-                     | type[SqlSourceConfig]] = {
-    "rest": RestSourceConfig, "soap": SoapSourceConfig, "sftp": SftpSourceConfig, "sql": SqlSourceConfig}
 
 
 @dataclass
@@ -329,22 +321,18 @@ def _resolve_sources(spec: PipelineSpec, data: dict[str, Any], problems: _Proble
             problems.add((*loc, "system"), f"unknown system '{src.system}' (systems: {known})")
             continue
         extra = dict(src.model_extra or {})
+        protocol = system.protocol
         try:
-            protocol = SOURCE_CONFIGS[system.kind].model_validate(extra)
+            config = protocol.source_model.model_validate(extra)
         except ValidationError as exc:
             problems.add_pydantic(exc, loc)
             for tloc, text in _located_strings(loc, extra):  # the templates are checked all the same
                 _check_template(tloc, text, spec, problems)
             continue
-        rest = protocol if isinstance(protocol, RestSourceConfig) else None
-        soap = protocol if isinstance(protocol, SoapSourceConfig) else None
-        sftp = protocol if isinstance(protocol, SftpSourceConfig) else None
-        sql = protocol if isinstance(protocol, SqlSourceConfig) else None
-        if rest is not None:
-            _check_rest(loc, rest, spec, problems)
-        if sql is not None:
-            _check_sql(loc, sql, src, spec, problems)
-        if system.kind in ("rest", "soap", "sql"):  # every string of these is rendered per run (render_tree)
+        check = protocols.SourceCheck(loc=loc, config=config, source=src, system=system.config, spec=spec,
+                                      report=problems.add)
+        protocol.check_source(check)
+        if protocol.renders_templates:  # every string of the block is rendered per run (render_config)
             for tloc, text in _located_strings(loc, extra):
                 _check_template(tloc, text, spec, problems)
         _check_children(loc, name, src, spec, problems)
@@ -360,42 +348,14 @@ def _resolve_sources(spec: PipelineSpec, data: dict[str, Any], problems: _Proble
                                  f"'{column}' is not one of the declared columns ({', '.join(outputs)})")
         templated = any(is_template(v) and "partition" in v for v in _strings(extra))
         partitioned = src.partitioned if src.partitioned is not None else templated
-        if sftp is not None:
-            if src.partitioned:
-                problems.add((*loc, "partitioned"), "file drops are partitioned by file, not by time")
-            partitioned = False
-        if sql is not None and sql.incremental is not None:
-            if src.partitioned:
-                problems.add((*loc, "partitioned"), "an incremental source reads what changed since its last run; "
-                                                    "it is not also partitioned by time")
+        if not protocol.time_partitioned(check):  # file drops, incremental reads: never by time
             partitioned = False
         if partitioned and spec.partitions is None:
             problems.add((*loc, "partitioned"), "the pipeline has no partitions (set `partitions:` first)")
             partitioned = False
-        out[name] = ResolvedSource(name=name, spec=src, system_name=src.system, system=system, rest=rest,
-                                   soap=soap, sftp=sftp, sql=sql, partitioned=partitioned)
+        out[name] = ResolvedSource(name=name, spec=src, system_name=src.system, system=system, config=config,
+                                   partitioned=partitioned)
     return out
-
-
-def _check_sql(loc: Loc, sql: SqlSourceConfig, src: SourceSpec, spec: PipelineSpec, problems: _Problems) -> None:
-    from adapters.sql import WriteRefused, check_read_only
-
-    if sql.incremental is not None and not src.primary_key:
-        problems.add((*loc, "primary_key"), "an incremental source needs primary_key: re-read rows (the lookback, "
-                                            "rows changed again) are merged on it")
-    if sql.query is not None:
-        system = spec.systems[src.system].sql
-        dialect = _sql_dialect(system.url if system else "")
-        try:
-            check_read_only(sql.query, dialect, where="query")
-        except WriteRefused as exc:
-            problems.add((*loc, "query"), str(exc).removeprefix("query: "))
-
-
-def _sql_dialect(url: str) -> str:
-    """The SQLAlchemy dialect name of a URL (before ${VAR} references are resolved)."""
-    scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
-    return {"postgres": "postgresql"}.get(scheme, scheme)
 
 
 def _strings(value: Any) -> list[str]:
@@ -440,10 +400,10 @@ def _check_raw(data: dict[str, Any], problems: _Problems) -> None:
             problems.add(("sources", name, "system"), f"unknown system '{raw['system']}' (systems: {known})")
             continue
         system = systems.get(raw.get("system"))
-        kind = next((k for k in SOURCE_CONFIGS if isinstance(system, dict) and k in system), None)
+        kind = next((k for k in protocols.names() if isinstance(system, dict) and k in system), None)
         if kind is not None:
             try:
-                SOURCE_CONFIGS[kind].model_validate({k: v for k, v in raw.items() if k not in common})
+                protocols.get(kind).source_model.model_validate({k: v for k, v in raw.items() if k not in common})
             except ValidationError as exc:
                 problems.add_pydantic(exc, ("sources", name))
 
@@ -473,24 +433,6 @@ def _partial_spec(data: dict[str, Any]) -> PipelineSpec:
             partitions = PartitionsConfig.model_validate({"daily": {"start": "2000-01-01"}})
     return PipelineSpec.model_construct(pipeline=str(data.get("pipeline") or "pipeline"), systems=systems,
                                         sources=sources, partitions=partitions)
-
-
-def _check_rest(loc: Loc, rest: RestSourceConfig, spec: PipelineSpec, problems: _Problems) -> None:
-    paths: list[tuple[Loc, str]] = [((*loc, "records"), rest.records)]
-    if rest.paginate:
-        for kind in ("page_number", "offset", "cursor", "next_url"):
-            cfg = getattr(rest.paginate, kind)
-            if cfg is None:
-                continue
-            for key in ("total_pages", "total_count", "total", "cursor_path", "path"):
-                value = getattr(cfg, key, None)
-                if value:
-                    paths.append(((*loc, "paginate", kind, key), value))
-    for ploc, expr in paths:
-        try:
-            compile_path(expr)
-        except JSONPathError as exc:
-            problems.add(ploc, str(exc))
 
 
 def _located_strings(loc: Loc, value: Any) -> list[tuple[Loc, str]]:
@@ -530,8 +472,9 @@ def _check_exports(spec: PipelineSpec, tables: set[str], problems: _Problems) ->
         if not valid_name(name) or name in tables:
             problems.add(loc, "export names must be identifiers, distinct from sources and models (they are assets)")
         system = spec.systems.get(export.system)
-        if system is None or system.kind != "sftp":
-            problems.add((*loc, "system"), f"'{export.system}' is not an sftp system of this pipeline")
+        if system is None or not system.protocol.exports:
+            kinds = "/".join(p.name for p in protocols.all() if p.exports)
+            problems.add((*loc, "system"), f"'{export.system}' is not an {kinds} system of this pipeline")
         bad = check_template(export.path, field=f"exports.{name}.path", context=SAMPLE_RUN)
         if bad:
             problems.add((*loc, "path"), bad.split(": ", 1)[1])

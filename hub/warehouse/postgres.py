@@ -70,7 +70,7 @@ from sqlalchemy.pool import NullPool
 from sqlglot import exp
 from sqlglot.errors import ErrorLevel, SqlglotError, UnsupportedError
 
-from adapters.sql._guard import WriteRefused, check_functions
+from adapters.sql import WriteRefused, check_functions
 from hub.errors import WarehouseError
 from hub.runtime.secrets import mask, mask_url, register
 from hub.warehouse.base import (

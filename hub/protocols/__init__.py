@@ -1,0 +1,292 @@
+"""The protocol registry: one plugin per protocol, read by every layer.
+
+A protocol (REST, SOAP, SFTP, SQL, or a third party's) is the unit of extension. It implements
+:class:`Protocol` once, next to its adapter, and every layer asks the registry instead of switching on
+protocol names: the spec takes the system block's key and the source keys' model from it, materialization
+asks it for an extractor, the Dagster definitions for the endpoint and metadata, contracts, the action
+catalog, the guard, the planner and ``hub catalog`` for what the protocol supports.
+
+Every hook but the configuration models has a default that says "not supported" (or does nothing), so a
+protocol implements only what it can do. Plugins are found two ways, both loaded once:
+
+* every public module of this package (``hub/protocols/rest.py`` ...) that defines ``PROTOCOL``;
+* the entry-point group ``hub.protocols`` of installed distributions (``pyproject.toml``:
+  ``[project.entry-points."hub.protocols"] name = "package.module:PROTOCOL"``), for third parties.
+
+A plugin module is imported while the spec models are built, so at module level it may import only its
+adapter's public API, :mod:`hub.errors`, :mod:`hub.runtime` and this module; anything above the spec layer
+(materialization, contracts, the agent) it imports inside the hook that needs it. See docs/protocols.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Protocol as _Structural
+
+from pydantic import BaseModel
+
+from hub.errors import HubError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from hub.runtime.window import Window
+    from hub.spec.loader import Pipeline
+    from hub.spec.models import PipelineSpec, ResolvedSource, SourceSpec, SystemConfig
+    from hub.warehouse import Load, Warehouse
+
+#: The entry-point group third-party protocols register in.
+GROUP = "hub.protocols"
+Loc = tuple[str | int, ...]
+
+
+class ProtocolError(HubError):
+    """A protocol plugin is missing, unknown, or two plugins claim the same name."""
+
+
+class Extractor(_Structural):
+    """What the hub needs from an adapter's source (structural: adapters do not subclass it)."""
+
+    def batches(self) -> Iterator[pa.RecordBatch]: ...
+
+    def details(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class SourceCheck:
+    """What a protocol's spec checks see of one source: its location, its validated protocol block, the
+    source's common keys and the whole spec; :meth:`problem` reports with file and line."""
+
+    loc: Loc
+    config: Any
+    source: SourceSpec
+    system: Any
+    spec: PipelineSpec
+    report: Callable[[Loc, str], None]
+
+    def problem(self, where: Loc, message: str) -> None:
+        self.report((*self.loc, *where), message)
+
+
+@dataclass
+class ExtractRun:
+    """One extraction of a source: what :meth:`Protocol.extractor` builds the adapter for."""
+
+    pipeline: Pipeline
+    source: ResolvedSource
+    window: Window | None
+    warehouse: Warehouse | None = None
+    full_refresh: bool = False
+    batch_size: int = 10_000
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Protocol:
+    """One protocol, implemented once next to its adapter. Subclasses set :attr:`name`, :attr:`system_model`
+    and :attr:`source_model` and override the hooks they support; the defaults say "not supported"."""
+
+    #: The key of the system block in a spec (``systems.crm.rest``) and the kind shown in the UI.
+    name: ClassVar[str]
+    #: The system block's model (address, credentials, retries, limits ...).
+    system_model: ClassVar[type[BaseModel]]
+    #: The model of a source's protocol keys (everything but the keys every source has).
+    source_model: ClassVar[type[BaseModel]]
+    #: Position in lists and messages ("expected exactly one of: rest, soap, ..."); built-ins come first.
+    order: ClassVar[int] = 100
+    #: Every string of a source block is a template rendered per partition (false: the block is literal).
+    renders_templates: ClassVar[bool] = True
+    #: Sources are file drops: one dynamic partition per file, ingested by :mod:`hub.files`.
+    per_file: ClassVar[bool] = False
+    #: Systems of this kind take outbound file drops (``exports:``, :mod:`hub.exports`).
+    exports: ClassVar[bool] = False
+
+    # -- the spec -------------------------------------------------------------------------------------------
+
+    def check_source(self, check: SourceCheck) -> None:
+        """Cross-reference checks pydantic cannot do alone (JSONPaths, read-only SQL ...); report problems."""
+
+    def time_partitioned(self, check: SourceCheck) -> bool:
+        """False when sources of this kind are never partitioned by time (file drops, incremental reads);
+        the plugin reports ``partitioned: true`` as a problem itself."""
+        return True
+
+    def incremental_cursor(self, config: Any) -> str | None:
+        """The cursor column of a source that reads only what changed since its last run, else None."""
+        return None
+
+    # -- runs -----------------------------------------------------------------------------------------------
+
+    def field(self, system_name: str) -> str:
+        """Where a system's block is in the spec, for messages: ``systems.<name>.<protocol>``."""
+        return f"systems.{system_name}.{self.name}"
+
+    def resolve_system(self, system_name: str, system: SystemConfig, *, root: Path | None = None) -> Any:
+        """The system's block with its secrets resolved (:func:`hub.runtime.secrets.resolve_config`); *root*
+        is the project root, for protocols whose blocks hold relative paths."""
+        from hub.runtime.secrets import resolve_config
+
+        return resolve_config(system.config, field=self.field(system_name))
+
+    def extractor(self, run: ExtractRun) -> Extractor:
+        """The adapter reading *run*'s source for its window, with secrets resolved and templates rendered."""
+        raise ProtocolError(f"sources.{run.source.name}: protocol {self.name} does not extract by partition")
+
+    def file_extractor(self, pipeline: Pipeline, source: ResolvedSource) -> Any:
+        """The adapter of a file-drop source (:attr:`per_file` protocols): lists, fetches and reads files."""
+        raise ProtocolError(f"sources.{source.name}: protocol {self.name} has no file drops")
+
+    def before_commit(self, load: Load, source: ResolvedSource, adapter: Extractor, run_id: str) -> None:
+        """Runs in the load's transaction before it commits (the SQL high-water mark is saved here)."""
+
+    def endpoint(self, source: ResolvedSource) -> str | None:
+        """What a source reads, masked, for asset metadata (``hub/endpoint``)."""
+        return None
+
+    def upload(self, pipeline: Pipeline, system_name: str, local: Path, remote: str) -> None:
+        """Put the export file *local* at *remote* on the system, atomically (:attr:`exports` protocols)."""
+        raise ProtocolError(f"systems.{system_name}: protocol {self.name} takes no exports")
+
+    # -- contracts ------------------------------------------------------------------------------------------
+
+    def collect(self, pipeline: Pipeline, system: str) -> dict[str, Any] | None:
+        """The contract document of *system* as the pipeline sees it now, read through the adapter and the
+        credentials a run uses (:mod:`hub.contracts.collect`); None: the protocol has no contract."""
+        return None
+
+    def compare(self, pipeline: Pipeline, system: str, before: dict[str, Any], after: dict[str, Any]) -> list[Any]:
+        """Every change from the snapshot *before* to the live document *after*
+        (:class:`hub.contracts.diff.Change`), breaking when a source of the pipeline uses what changed."""
+        raise ProtocolError(f"systems.{system}: protocol {self.name} has no contract comparison")
+
+    # -- the agent ------------------------------------------------------------------------------------------
+
+    #: Action inputs are specific to each action and worth indexing for search (SQL/SFTP take generic options).
+    searchable_inputs: ClassVar[bool] = False
+    #: A source's ``params`` are the inputs of the action it reads (SQL: bind parameters of its query instead).
+    params_are_inputs: ClassVar[bool] = True
+
+    def actions(self, pipeline: Pipeline, system: str) -> list[Any]:
+        """The actions an agent may call on *system* (:class:`hub.agent.catalog.Action`), read from the live
+        system through the adapter; may raise, then :meth:`spec_actions` stand in."""
+        return []
+
+    def spec_actions(self, pipeline: Pipeline, system: str) -> list[Any]:
+        """The actions the spec alone describes, when the live system cannot be read."""
+        return []
+
+    def closed_inputs(self, action: Any) -> bool:
+        """The guard refuses parameters the action's input schema does not name."""
+        return True
+
+    def execute(self, pipeline: Pipeline, action: Any, params: dict[str, Any], limit: int) -> Any:
+        """Run *action* once for the guard (:mod:`hub.agent.guard`), which has checked policy and parameters:
+        the first *limit* records and the total (:class:`hub.agent.guard.Fetched`)."""
+        raise ProtocolError(f"{action.name}: protocol {self.name} has no callable actions")
+
+    def reads_action(self, source: ResolvedSource, binding: dict[str, Any]) -> bool:
+        """*source* reads the action bound to *binding* (the planner starts from such a source)."""
+        return False
+
+    def plan_source(self, binding: dict[str, Any], params: dict[str, Any]) -> dict[str, Any] | None:
+        """The protocol keys of a source reading the action bound to *binding*, with the time *params* mapped
+        to the partition; None when the protocol cannot plan sources."""
+        return None
+
+    def source_params(self, config: Any) -> dict[str, Any]:
+        """The parameters a source sends (checked by the planner against the action's inputs)."""
+        return {}
+
+    def planned_columns(self, config: Any) -> list[str] | None:
+        """The columns a source selects, when its protocol block says (None: unknown)."""
+        return None
+
+    # -- the command line -----------------------------------------------------------------------------------
+
+    def catalog_command(self) -> Callable[..., None] | None:
+        """A typer command for ``hub catalog <name>``: describe a system from its address alone (a WSDL, a
+        database URL), without a spec; None when the protocol has none."""
+        return None
+
+    def __repr__(self) -> str:
+        return f"<protocol {self.name}>"
+
+
+_lock = threading.Lock()
+_registry: dict[str, Protocol] | None = None
+
+
+def _instance(obj: Any, where: str) -> Protocol:
+    proto = obj() if isinstance(obj, type) else obj
+    if not isinstance(proto, Protocol):
+        raise ProtocolError(f"{where}: expected a hub.protocols.Protocol (subclass or instance), got {obj!r}")
+    for attr in ("name", "system_model", "source_model"):
+        if not hasattr(proto, attr):
+            raise ProtocolError(f"{where}: protocol {type(proto).__name__} does not set `{attr}`")
+    return proto
+
+
+def _add(found: dict[str, Protocol], proto: Protocol, where: str) -> None:
+    known = found.get(proto.name)
+    if known is not None and type(known) is not type(proto):
+        raise ProtocolError(f"{where}: protocol '{proto.name}' is already registered by {type(known).__module__}")
+    found.setdefault(proto.name, proto)
+
+
+def _discover() -> dict[str, Protocol]:
+    """The plugin modules of this package, then the ``hub.protocols`` entry points, ordered for messages."""
+    found: dict[str, Protocol] = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        if hasattr(module, "PROTOCOL"):
+            _add(found, _instance(module.PROTOCOL, module.__name__), module.__name__)
+    for ep in entry_points(group=GROUP):
+        try:
+            obj = ep.load()
+        except Exception as exc:
+            raise ProtocolError(f"entry point {GROUP}:{ep.name} ({ep.value}) does not load: {exc}") from exc
+        proto = _instance(obj, f"entry point {GROUP}:{ep.name}")
+        if proto.name != ep.name:
+            raise ProtocolError(f"entry point {GROUP}:{ep.name} names protocol '{proto.name}'; use the same name")
+        _add(found, proto, f"entry point {GROUP}:{ep.name}")
+    return dict(sorted(found.items(), key=lambda kv: (kv[1].order, kv[0])))
+
+
+def registry() -> dict[str, Protocol]:
+    """Every protocol by name, loaded on first use."""
+    global _registry
+    if _registry is None:
+        with _lock:
+            if _registry is None:
+                _registry = _discover()
+    return _registry
+
+
+def all() -> list[Protocol]:
+    """Every registered protocol, built-ins first."""
+    return list(registry().values())
+
+
+def names() -> tuple[str, ...]:
+    return tuple(registry())
+
+
+def get(kind: str) -> Protocol:
+    """The protocol named *kind*; :class:`ProtocolError` naming the known ones otherwise."""
+    proto = registry().get(kind)
+    if proto is None:
+        raise ProtocolError(f"unknown protocol '{kind}' (known: {', '.join(registry()) or 'none'})")
+    return proto
+
+
+def of(source: ResolvedSource) -> Protocol:
+    """The protocol of *source*'s system."""
+    return get(source.kind)

@@ -1,0 +1,129 @@
+"""REST (:mod:`adapters.rest`) as a hub protocol."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from adapters.rest import JSONPathError, RestSource, RestSourceConfig, RestSystemConfig, compile_path
+from hub.protocols import ExtractRun, Loc, Protocol, SourceCheck
+from hub.runtime.secrets import mask_url
+from hub.runtime.window import render_config
+
+if TYPE_CHECKING:
+    from hub.spec.loader import Pipeline
+    from hub.spec.models import ResolvedSource
+
+#: Pagination settings that hold JSONPaths (checked when the spec is loaded).
+_PAGINATE_PATHS = ("total_pages", "total_count", "total", "cursor_path", "path")
+
+
+class RestProtocol(Protocol):
+    name = "rest"
+    system_model = RestSystemConfig
+    source_model = RestSourceConfig
+    order = 10
+
+    def check_source(self, check: SourceCheck) -> None:
+        """Every JSONPath of the source (records, pagination totals and cursors) must compile."""
+        rest: RestSourceConfig = check.config
+        paths: list[tuple[Loc, str]] = [(("records",), rest.records)]
+        if rest.paginate:
+            for kind in ("page_number", "offset", "cursor", "next_url"):
+                cfg = getattr(rest.paginate, kind)
+                if cfg is None:
+                    continue
+                for key in _PAGINATE_PATHS:
+                    value = getattr(cfg, key, None)
+                    if value:
+                        paths.append((("paginate", kind, key), value))
+        for ploc, expr in paths:
+            try:
+                compile_path(expr)
+            except JSONPathError as exc:
+                check.problem(ploc, str(exc))
+
+    def extractor(self, run: ExtractRun) -> RestSource:
+        """The REST adapter with secrets resolved and partition templates rendered; rate limit, circuit
+        breaker and HTTP cache state live under the project's .hub (or ``$HUB_STATE_DIR``)."""
+        return build(run.source, run.window, run.batch_size, root=run.pipeline.root)
+
+    def endpoint(self, source: ResolvedSource) -> str | None:
+        system: RestSystemConfig = source.system.config
+        return mask_url(system.base_url.rstrip("/") + "/" + source.config.request.path.lstrip("/"))
+
+
+    def collect(self, pipeline: Pipeline, system: str) -> dict[str, Any]:
+        """The OpenAPI document when the system declares one, and the schema of each source's first page."""
+        from hub.contracts.collect import collect_rest
+
+        return collect_rest(pipeline, system)
+
+    def compare(self, pipeline: Pipeline, system: str, before: dict[str, Any], after: dict[str, Any]) -> list[Any]:
+        """Observed responses, and the OpenAPI operations the sources call (matched by method and path)."""
+        from hub.contracts.diff import compare_rest, match_operation, openapi_operations
+        from hub.contracts.usage import rest_usage, system_sources
+
+        ops = openapi_operations(before["openapi"]) if isinstance(before.get("openapi"), dict) else {}
+        matched = {}
+        for source in system_sources(pipeline, system):
+            if ops:
+                op = match_operation(ops, source.config.request.method, source.config.request.path)
+                if op is not None:
+                    matched[source.name] = op
+        return compare_rest(system, before, after, rest_usage(pipeline, system, matched))
+
+    searchable_inputs = True
+
+    def actions(self, pipeline: Pipeline, system: str) -> list[Any]:
+        """The OpenAPI document's operations, else one action per request the sources declare."""
+        from hub.agent.catalog import rest_actions
+
+        return rest_actions(pipeline, system)
+
+    def spec_actions(self, pipeline: Pipeline, system: str) -> list[Any]:
+        from hub.agent.catalog import rest_from_sources
+
+        return rest_from_sources(pipeline, system)
+
+    def closed_inputs(self, action: Any) -> bool:
+        """An action that declares parameters takes no other; one that declares none passes them through."""
+        return bool((action.input_schema or {}).get("properties"))
+
+    def execute(self, pipeline: Pipeline, action: Any, params: dict[str, Any], limit: int) -> Any:
+        from hub.agent.guard import rest_call
+
+        return rest_call(pipeline, action, params, limit)
+
+    def reads_action(self, source: ResolvedSource, binding: dict[str, Any]) -> bool:
+        request = source.config.request
+        return bool(request.path == binding.get("path")
+                    and request.method.upper() == str(binding.get("method", "GET")).upper())
+
+    def plan_source(self, binding: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        request: dict[str, Any] = {"path": binding.get("path", "/"),
+                                   "method": str(binding.get("method", "GET")).upper()}
+        if params:
+            request["params"] = params
+        out: dict[str, Any] = {"request": request}
+        if binding.get("records"):
+            out["records"] = binding["records"]
+        return out
+
+    def source_params(self, config: Any) -> dict[str, Any]:
+        return dict(config.request.params or {})
+
+def build(source: ResolvedSource, window: Any, batch_size: int = 10_000, *, root: Path | None = None) -> RestSource:
+    """The REST adapter for *source* and *window* (also used by contracts, which read one page)."""
+    from hub.materialize import state_dir
+
+    state = state_dir(root)
+    return RestSource(PROTOCOL.resolve_system(source.system_name, source.system),
+                      render_config(source.config, window, field=f"sources.{source.name}"),
+                      name=source.name, batch_size=batch_size, system_name=source.system_name, state_dir=state,
+                      cache_dir=Path(os.environ.get("HUB_CACHE_DIR") or state / "cache") / "http",
+                      max_duration=source.spec.max_duration)
+
+
+PROTOCOL = RestProtocol()

@@ -1,0 +1,78 @@
+"""SFTP file drops (:mod:`adapters.sftp`) as a hub protocol."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from adapters.sftp import SftpSession, SftpSource, SftpSourceConfig, SftpSystemConfig
+from hub.protocols import Protocol, SourceCheck
+
+if TYPE_CHECKING:
+    from hub.spec.loader import Pipeline
+    from hub.spec.models import ResolvedSource
+
+
+class SftpProtocol(Protocol):
+    name = "sftp"
+    system_model = SftpSystemConfig
+    source_model = SftpSourceConfig
+    order = 30
+    renders_templates = False  # file patterns and folders are literal
+    per_file = True
+    exports = True
+
+    def time_partitioned(self, check: SourceCheck) -> bool:
+        if check.source.partitioned:
+            check.problem(("partitioned",), "file drops are partitioned by file, not by time")
+        return False
+
+    def file_extractor(self, pipeline: Pipeline, source: ResolvedSource) -> SftpSource:
+        """The drop of *source*: lists ready files, fetches them into the pipeline's spool, reads them."""
+        from hub.materialize import state_dir
+
+        return SftpSource(self.resolve_system(source.system_name, source.system), source.config,
+                          name=source.name, base_dir=pipeline.root, spool_dir=pipeline.spool_dir(),
+                          system_name=source.system_name, state_dir=state_dir(pipeline.root))
+
+    def upload(self, pipeline: Pipeline, system_name: str, local: Path, remote: str) -> None:
+        """Uploaded under a temporary name and renamed, so the partner never picks up half a file."""
+        cfg = self.resolve_system(system_name, pipeline.spec.systems[system_name])
+        with SftpSession(cfg, pipeline.root, system_name=system_name) as session:
+            session.upload_atomic(local, remote)
+
+
+    def collect(self, pipeline: Pipeline, system: str) -> dict[str, Any]:
+        """The layout of the newest ready (or archived) file of each drop."""
+        from hub.contracts.collect import collect_sftp
+
+        return collect_sftp(pipeline, system)
+
+    def compare(self, pipeline: Pipeline, system: str, before: dict[str, Any], after: dict[str, Any]) -> list[Any]:
+        from hub.contracts.diff import compare_sftp
+        from hub.contracts.usage import sftp_usage
+
+        return compare_sftp(system, before, after, sftp_usage(pipeline, system))
+
+    def actions(self, pipeline: Pipeline, system: str) -> list[Any]:
+        """One action per drop the spec declares: list its files, or read one."""
+        from hub.agent.catalog import sftp_from_spec
+
+        return sftp_from_spec(pipeline, system)
+
+    def spec_actions(self, pipeline: Pipeline, system: str) -> list[Any]:
+        return self.actions(pipeline, system)
+
+    def execute(self, pipeline: Pipeline, action: Any, params: dict[str, Any], limit: int) -> Any:
+        from hub.agent.guard import sftp_call
+
+        return sftp_call(pipeline, action, params, limit)
+
+    def reads_action(self, source: ResolvedSource, binding: dict[str, Any]) -> bool:
+        files = source.config.files
+        return bool(files.path == binding.get("path") and files.glob == binding.get("glob"))
+
+    def plan_source(self, binding: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        return {"files": {"path": binding.get("path", "/"), "glob": binding.get("glob", "*")}, "format": {"csv": {}}}
+
+PROTOCOL = SftpProtocol()
