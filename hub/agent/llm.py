@@ -25,9 +25,11 @@ from typing import Any
 import httpx
 import yaml
 
+from hub import protocols
 from hub.agent.planner import (
     CatalogLike,
     PlanResult,
+    _Dumper,
     _unwrap,
     distinct_names,
     find_template,
@@ -53,6 +55,13 @@ class LLMConfig:
     max_malformed: int = 3    # malformed tool calls answered before giving up
     top_k: int = 8            # actions of the catalog shown up front
     temperature: float = 0.0
+
+    def plan(self, request: str, pipelines: list[Pipeline], catalog: CatalogLike, *, name: str | None = None,
+             path: Path | None = None, dry_run: bool = True, partition: str | None = None,
+             warehouse: Path | None = None) -> PlanResult:
+        """Plan *request* with this model (the planner's ``llm`` backend, :func:`hub.agent.planner.plan`)."""
+        return plan_with_llm(request, pipelines, catalog, self, name=name, path=path, dry_run=dry_run,
+                             partition=partition, warehouse=warehouse)
 
     @classmethod
     def from_env(cls) -> LLMConfig:
@@ -92,8 +101,7 @@ schedule: "0 6 * * *"     # optional cron (every morning = 0 6 * * *)
 systems: {}               # leave empty: the hub copies the systems your sources name
 sources:                  # each source reads ONE read action of the catalog, table name = source name
   NAME: {system: SYSTEM, ...protocol keys...}
-    # rest: request: {path, method, params}, records: JSONPath, paginate: ...
-    # soap: operation, params, records, paginate ; sql: table ; sftp: files: {path, glob}, format
+{protocol_keys}
     # time parameters: "{{ partition.start }}" / "{{ partition.end }}"
     # columns: {source.path: new_name}   rules: {column: {not_null: true, in: [...], min: 0}}
 models:                   # DuckDB SQL over the sources' tables and columns only
@@ -101,6 +109,12 @@ models:                   # DuckDB SQL over the sources' tables and columns only
 Prefer the `source` configuration shown for an action (it is known to work) and add what the request needs.
 Sources only read: refuse any request to create, update, delete or send something.
 Call propose_spec with the whole YAML; fix every problem it reports and propose again."""
+
+
+def system_prompt() -> str:
+    """The system prompt, with the source keys of every registered protocol (:mod:`hub.protocols`)."""
+    keys = "\n".join(f"    # {p.name}: {p.prompt_keys}" for p in protocols.all() if p.prompt_keys)
+    return SYSTEM_PROMPT.replace("{protocol_keys}", keys)
 
 
 def _compact(schema: dict[str, Any], depth: int = 0) -> Any:
@@ -156,7 +170,6 @@ def fill_systems(text: str, pipelines: Sequence[Pipeline], name: str | None) -> 
     if name:
         data["pipeline"] = name
     data.setdefault("pipeline", "plan")
-    from hub.agent.planner import _Dumper
 
     return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120), problems
 
@@ -209,7 +222,7 @@ def plan_with_llm(request: str, pipelines: list[Pipeline], catalog: CatalogLike,
     if name:
         context["pipeline_name"] = name
     messages: list[dict[str, Any]] = [
-        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "system", "content": system_prompt()},
         {"role": "user", "content": f"Request: {request}\n\nRelevant catalog actions (JSON):\n"
                                     f"{json.dumps(context, default=str)}"}]
     chat = _Chat(cfg)

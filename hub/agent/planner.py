@@ -90,6 +90,15 @@ class PlanResult:
         return "; ".join(self.errors)
 
 
+class ModelBackend(Protocol):
+    """A planner backend that asks a model (:class:`hub.agent.llm.LLMConfig`); given to :func:`plan`, so this
+    module never imports the one that builds on it."""
+
+    def plan(self, request: str, pipelines: list[Pipeline], catalog: CatalogLike, *, name: str | None = None,
+             path: Path | None = None, dry_run: bool = True, partition: str | None = None,
+             warehouse: Path | None = None) -> PlanResult: ...
+
+
 # ---------------------------------------------------------------------------------------------- helpers
 
 def _stem(word: str) -> str:
@@ -1080,10 +1089,11 @@ def result_table(text: str) -> str | None:
 
 def plan(request: str, pipelines: list[Pipeline], backend: Backend = "offline", *, catalog: CatalogLike | None = None,
          name: str | None = None, output: Path | None = None, dry_run: bool = True, partition: str | None = None,
-         warehouse: Path | None = None, llm: Any = None) -> PlanResult:
+         warehouse: Path | None = None, llm: ModelBackend | None = None) -> PlanResult:
     """Plan *request* over the actions of *pipelines*' systems and validate the plan (spec, actions,
     parameters, model SQL, a dry run of one partition). With *output*, the spec is written there only when
-    every check passed. *llm*: an :class:`hub.agent.llm.LLMConfig` (default: from the environment)."""
+    every check passed. *llm*: the model backend, an :class:`hub.agent.llm.LLMConfig` (the llm module builds
+    on this one, never the other way round)."""
     if catalog is None:
         from hub.agent.catalog import build_catalog
 
@@ -1102,10 +1112,11 @@ def plan(request: str, pipelines: list[Pipeline], backend: Backend = "offline", 
             res.errors += problems
             res.dry_run, res.partition = counts, key
     elif backend == "llm":
-        from hub.agent.llm import LLMConfig, plan_with_llm
-
-        res = plan_with_llm(request, pipelines, catalog, llm or LLMConfig.from_env(), name=name, path=path,
-                            dry_run=dry_run, partition=partition, warehouse=warehouse)
+        if llm is None:
+            raise HubError("the llm backend needs its endpoint: pass llm=hub.agent.llm.LLMConfig.from_env() "
+                           "(HUB_LLM_BASE_URL, HUB_LLM_MODEL)")
+        res = llm.plan(request, pipelines, catalog, name=name, path=path, dry_run=dry_run, partition=partition,
+                       warehouse=warehouse)
     else:
         raise HubError(f"unknown planner backend '{backend}' (offline or llm)")
     res.ok = res.spec_text is not None and not res.errors and not res.refused

@@ -317,8 +317,13 @@ def agent_plan(
     if no_dry_run and output is not None:
         raise _fail("-o writes only dry-run plans; drop --no-dry-run")
     try:
+        llm = None
+        if backend == "llm":  # the model backend builds on the planner, so it is handed in
+            from hub.agent.llm import LLMConfig
+
+            llm = LLMConfig.from_env()
         result = plan(request, _load_specs(spec), backend, output=output, partition=partition,  # type: ignore[arg-type]
-                      dry_run=not no_dry_run)
+                      dry_run=not no_dry_run, llm=llm)
     except HubError as exc:
         raise _fail(str(exc)) from None
     if result.spec_text and result.ok and output is None:

@@ -32,7 +32,7 @@ from typing import Protocol as _Structural
 
 from pydantic import BaseModel
 
-from hub.errors import HubError
+from hub.errors import ProtocolError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -45,10 +45,6 @@ if TYPE_CHECKING:
 #: The entry-point group third-party protocols register in.
 GROUP = "hub.protocols"
 Loc = tuple[str | int, ...]
-
-
-class ProtocolError(HubError):
-    """A protocol plugin is missing, unknown, or two plugins claim the same name."""
 
 
 class Extractor(_Structural):
@@ -169,6 +165,8 @@ class Protocol:
 
     #: Action inputs are specific to each action and worth indexing for search (SQL/SFTP take generic options).
     searchable_inputs: ClassVar[bool] = False
+    #: The source keys, in a line of the LLM planner's prompt (:mod:`hub.agent.llm`); empty: not offered.
+    prompt_keys: ClassVar[str] = ""
     #: A source's ``params`` are the inputs of the action it reads (SQL: bind parameters of its query instead).
     params_are_inputs: ClassVar[bool] = True
 

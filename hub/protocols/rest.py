@@ -23,6 +23,7 @@ class RestProtocol(Protocol):
     name = "rest"
     system_model = RestSystemConfig
     source_model = RestSourceConfig
+    prompt_keys = "request: {path, method, params}, records: JSONPath, paginate: ..."
     order = 10
 
     def check_source(self, check: SourceCheck) -> None:

@@ -17,6 +17,7 @@ class SftpProtocol(Protocol):
     name = "sftp"
     system_model = SftpSystemConfig
     source_model = SftpSourceConfig
+    prompt_keys = "files: {path, glob}, format"
     order = 30
     renders_templates = False  # file patterns and folders are literal
     per_file = True

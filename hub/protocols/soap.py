@@ -20,6 +20,7 @@ class SoapProtocol(Protocol):
     name = "soap"
     system_model = SoapSystemConfig
     source_model = SoapSourceConfig
+    prompt_keys = "operation, params, records, paginate"
     order = 20
 
     def extractor(self, run: ExtractRun) -> SoapSource:

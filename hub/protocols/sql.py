@@ -29,6 +29,7 @@ class SqlProtocol(Protocol):
     name = "sql"
     system_model = SqlSystemConfig
     source_model = SqlSourceConfig
+    prompt_keys = "table"
     order = 40
 
     def check_source(self, check: SourceCheck) -> None:
