@@ -12,11 +12,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from hub.runtime.breaker import CircuitBreakerConfig
 from hub.runtime.choice import exactly_one
 from hub.runtime.duration import seconds
-from hub.runtime.ratelimit import RateLimitConfig
-from hub.runtime.retry import RetryConfig
+from hub.runtime.settings import SystemSettings
 
 
 class _Strict(BaseModel):
@@ -149,7 +147,7 @@ class HttpCacheConfig(_Strict):
         return seconds(value)
 
 
-class RestSystemConfig(_Strict):
+class RestSystemConfig(SystemSettings, _Strict):  # retries, rate_limit, circuit_breaker: hub.runtime.settings
     """The ``rest:`` block of a system."""
 
     base_url: str
@@ -157,11 +155,6 @@ class RestSystemConfig(_Strict):
     headers: dict[str, str] = Field(default_factory=dict)
     params: dict[str, str | int | float | bool] = Field(default_factory=dict)
     timeout: float | TimeoutConfig = Field(default_factory=TimeoutConfig)
-    retries: RetryConfig = Field(default_factory=RetryConfig)
-    rate_limit: RateLimitConfig | None = Field(None, description="Shared by every process "
-                                               "(hub.runtime.ratelimit).")
-    circuit_breaker: CircuitBreakerConfig | None = Field(None, description="Fail fast after consecutive "
-                                                         "failures (hub.runtime.breaker).")
     cache: HttpCacheConfig | None = Field(None, description="HTTP caching of GET responses (reference data).")
     concurrency: int = Field(8, ge=1, le=64, description="Pages fetched at once when the total is known.")
     verify: bool | str = Field(True, description="TLS verification: true, or a CA bundle path. Never off silently.")

@@ -7,18 +7,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, field_validator, model_validator
 
 from hub.runtime import xmlsafe
-from hub.runtime.breaker import CircuitBreakerConfig
 from hub.runtime.choice import exactly_one
 from hub.runtime.duration import seconds
-from hub.runtime.ratelimit import RateLimitConfig
-from hub.runtime.retry import RetryConfig
+from hub.runtime.settings import SystemSettings
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class SftpSystemConfig(_Strict):
+class SftpSystemConfig(SystemSettings, _Strict):  # retries, rate_limit, circuit_breaker: hub.runtime.settings
     """The ``sftp:`` block of a system."""
 
     host: str
@@ -35,11 +33,6 @@ class SftpSystemConfig(_Strict):
         False, description="Skip host key verification. Only for throw-away test servers; never in production.")
     connect_timeout: float = Field(15.0, gt=0)
     keepalive: float = Field(30.0, ge=0, description="Seconds between keepalives (0: none).")
-    retries: RetryConfig = Field(default_factory=RetryConfig)
-    rate_limit: RateLimitConfig | None = Field(None, description="Shared by every process "
-                                               "(hub.runtime.ratelimit).")
-    circuit_breaker: CircuitBreakerConfig | None = Field(None, description="Fail fast after consecutive "
-                                                         "failures (hub.runtime.breaker).")
     concurrency: int = Field(64, ge=1, le=512, description="SFTP read requests in flight per download.")
     block_size: int = Field(256 * 1024, ge=4096, le=1024 * 1024, description="Bytes per read request.")
 

@@ -14,10 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from adapters.soap._origins import local_path, origin_of
 from hub.runtime import xmlsafe
-from hub.runtime.breaker import CircuitBreakerConfig
 from hub.runtime.choice import exactly_one
-from hub.runtime.ratelimit import RateLimitConfig
-from hub.runtime.retry import RetryConfig
+from hub.runtime.settings import SystemSettings
 
 
 class _Strict(BaseModel):
@@ -50,7 +48,7 @@ class SoapTimeouts(_Strict):
     read: float = Field(300.0, gt=0, description="Large responses stream for a while; this is per read.")
 
 
-class SoapSystemConfig(_Strict):
+class SoapSystemConfig(SystemSettings, _Strict):  # retries, rate_limit, circuit_breaker: hub.runtime.settings
     """The ``soap:`` block of a system."""
 
     wsdl: str = Field(description="URL or file path of the WSDL (files relative to the project root).")
@@ -63,11 +61,6 @@ class SoapSystemConfig(_Strict):
     client_cert: ClientCertConfig | None = None
     verify: bool | str = Field(True, description="TLS verification: true, or a CA bundle path.")
     timeout: float | SoapTimeouts = Field(default_factory=SoapTimeouts)
-    retries: RetryConfig = Field(default_factory=RetryConfig)
-    rate_limit: RateLimitConfig | None = Field(None, description="Shared by every process "
-                                               "(hub.runtime.ratelimit).")
-    circuit_breaker: CircuitBreakerConfig | None = Field(None, description="Fail fast after consecutive "
-                                                         "failures (hub.runtime.breaker).")
     wsdl_cache_ttl: int = Field(86_400, ge=0, description="Seconds a downloaded WSDL/XSD is reused (0: never).")
     headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers.")
     max_response_bytes: int = Field(4 * 1024**3, gt=0, description="Larger responses are refused; also the cap "

@@ -6,18 +6,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from hub.runtime.breaker import CircuitBreakerConfig
 from hub.runtime.choice import exactly_one
 from hub.runtime.duration import seconds
-from hub.runtime.ratelimit import RateLimitConfig
-from hub.runtime.retry import RetryConfig
+from hub.runtime.settings import SystemSettings
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
-class SqlSystemConfig(_Strict):
+class SqlSystemConfig(SystemSettings, _Strict):  # retries, rate_limit, circuit_breaker: hub.runtime.settings
     """The ``sql:`` block of a system: one database, reached through SQLAlchemy."""
 
     url: str = Field(description="SQLAlchemy URL, e.g. postgresql://user:${DB_PASSWORD}@host/db, "
@@ -38,11 +36,6 @@ class SqlSystemConfig(_Strict):
                            "this bounds the extract) and idle_in_transaction_session_timeout; MySQL: "
                            "max_execution_time, MariaDB: max_statement_time; SQLite: the query is interrupted. "
                            "A query that runs longer fails (not retried).")
-    retries: RetryConfig = Field(default_factory=RetryConfig)
-    rate_limit: RateLimitConfig | None = Field(None, description="Shared by every process "
-                                               "(hub.runtime.ratelimit).")
-    circuit_breaker: CircuitBreakerConfig | None = Field(None, description="Fail fast after consecutive "
-                                                         "failures (hub.runtime.breaker).")
 
     @field_validator("statement_timeout")
     @classmethod
