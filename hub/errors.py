@@ -99,3 +99,43 @@ class SourceInterrupted(TransportError):
     def __init__(self, message: str, *, max_restarts: int, backoff: float, max_backoff: float) -> None:
         self.max_restarts, self.backoff, self.max_backoff = max_restarts, backoff, max_backoff
         super().__init__(message)
+
+
+class ThresholdExceeded(HubError):
+    """More rows were rejected (mapping and row rules) than ``max_bad_rows`` / ``max_bad_fraction`` allow; the
+    load rolled back, nothing changed."""
+
+
+class FileMissing(HubError):
+    """A file a run was asked to load is not in its drop (any more)."""
+
+
+class PartitionKeyError(HubError):
+    """A partition key is not one of the pipeline's partitions."""
+
+
+class Refused(HubError):
+    """The guard refused the call (policy, budget, parameters): nothing was sent to the system."""
+
+
+class CircuitOpenError(HubError):
+    """The system's circuit is open: the call was not made."""
+
+    def __init__(self, message: str, *, system: str, half_opens_at: float) -> None:
+        super().__init__(message)
+        self.system, self.half_opens_at = system, half_opens_at
+
+
+class SuiteError(HubError):
+    """An expectation suite file is invalid; carries every problem ("line N: field: message")."""
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        body = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{path}: {len(problems)} problem{'s' if len(problems) != 1 else ''} in expectation "
+                         f"suite:\n{body}")
+
+
+class ProtocolError(HubError):
+    """A protocol plugin is missing, unknown, or two plugins claim the same name (:mod:`hub.protocols`)."""

@@ -25,12 +25,13 @@ import pyarrow as pa
 
 from adapters.sftp import LocalCopy, ReadNotes, RemoteFile, SftpSource
 from hub import owners
-from hub.errors import HubError
+from hub.errors import FileMissing
 from hub.materialize import mapper_for, screens_for
 from hub.runtime import tracing
 from hub.spec.loader import Pipeline
 from hub.spec.models import ResolvedSource
 from hub.warehouse import LoadRequest, LoadResult, Warehouse, connect
+from hub.warehouse.calls import calls_sink
 
 LEDGER = "_hub_files"
 Progress = Callable[[str, int], None]
@@ -104,7 +105,7 @@ def ingest_file(pipeline: Pipeline, name: str, file: str, *, run_id: str,
     """Load one file of source *name* (its partition key: the path below the drop folder) exactly once; one
     asset span, and its SFTP calls in ``_hub_calls`` (:mod:`hub.runtime.tracing`)."""
     with tracing.asset_scope(name, run_id=run_id, partition=file, pipeline=pipeline.name,
-                             warehouse_url=pipeline.warehouse_url, kind="file") as scope:
+                             sink=calls_sink(pipeline.warehouse_url), kind="file") as scope:
         outcome = _ingest_file(pipeline, name, file, run_id=run_id, progress=progress)
         scope.rows = outcome.load.rows_loaded if outcome.load is not None else 0
         return outcome
@@ -123,7 +124,7 @@ def _ingest_file(pipeline: Pipeline, name: str, file: str, *, run_id: str,
         if remote is None:
             if entry is not None and entry.status != "failed":
                 return FileOutcome(file, f"already {entry.status} (no longer on the server)", sha256=entry.sha256)
-            raise HubError(f"sources.{name}: no file {file} in {adapter.url} (listed: "
+            raise FileMissing(f"sources.{name}: no file {file} in {adapter.url} (listed: "
                            f"{', '.join(f.name for f in adapter.listing(session)[0][:10]) or 'none'})")
         if entry is not None and entry.status == "loaded" and (entry.size, entry.mtime) == (remote.size, remote.mtime):
             after = adapter.finish(session, remote)

@@ -34,6 +34,7 @@ from hub.spec.models import ChildSpec, ColumnSpec, ResolvedSource
 from hub.transform.mapping import Mapper, extract
 from hub.validation.rules import RowRules, Threshold
 from hub.warehouse import LoadMode, LoadRequest, LoadResult, Warehouse, connect
+from hub.warehouse.calls import calls_sink
 
 Progress = Callable[[str, int], None]  # (asset name, rows so far)
 
@@ -153,7 +154,7 @@ def materialize_source(pipeline: Pipeline, name: str, *, window: Window | None, 
     after the load, committed or not; see :mod:`hub.runtime.tracing`)."""
     source = pipeline.sources[name]
     with tracing.asset_scope(name, run_id=run_id, partition=window.key if (window and source.partitioned) else None,
-                             pipeline=pipeline.name, warehouse_url=pipeline.warehouse_url) as scope:
+                             pipeline=pipeline.name, sink=calls_sink(pipeline.warehouse_url)) as scope:
         restarts = 0
         while True:
             try:

@@ -40,7 +40,7 @@ import pyarrow as pa
 from hub import protocols
 from hub.agent.catalog import Action, Catalog, build_catalog, paging_position, sql_system
 from hub.agent.params import closed, problems
-from hub.errors import HubError
+from hub.errors import HubError, Refused
 from hub.runtime.secrets import mask
 from hub.runtime.window import is_template
 from hub.spec.loader import Pipeline
@@ -58,10 +58,6 @@ class Fetched(NamedTuple):
     records: list[dict[str, Any]]
     total: int | None
     at_least: int | None = None
-
-
-class Refused(HubError):
-    """The guard refused the call (policy, budget, parameters): nothing was sent to the system."""
 
 
 @dataclass

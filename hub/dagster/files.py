@@ -17,6 +17,7 @@ from hub.files import build_sftp, ingest_file
 from hub.runtime import tracing
 from hub.spec import Pipeline
 from hub.spec.models import ResolvedSource
+from hub.warehouse.calls import calls_sink
 
 
 def file_partitions(source: ResolvedSource) -> dg.DynamicPartitionsDefinition:
@@ -114,7 +115,7 @@ def export_asset(pipeline: Pipeline, name: str, pool: str | None) -> dg.AssetsDe
               metadata={"hub/system": export.system, "hub/path": export.path, "hub/spec": str(pipeline.path)})
     def _asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         with tracing.asset_scope(name, run_id=context.run_id, pipeline=pipeline.name,
-                                 warehouse_url=pipeline.warehouse_url, kind="export") as scope:
+                                 sink=calls_sink(pipeline.warehouse_url), kind="export") as scope:
             outcome = run_export(pipeline, name)
             scope.rows = outcome.rows
         context.log.info(f"{name}: {outcome.rows} rows, {outcome.bytes} bytes uploaded to {outcome.remote_path}")

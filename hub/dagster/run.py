@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from hub.dagster.definitions import FULL_REFRESH_TAG, partitions_def, pipeline_assets
-from hub.errors import HubError
+from hub.errors import HubError, PartitionKeyError
 from hub.files import ready_files
 from hub.runtime import tracing
 from hub.spec import Pipeline
@@ -64,7 +64,7 @@ def partition_keys(pipeline: Pipeline, *, partition: str | None = None, start: s
 def _check_key(parts: dg.TimeWindowPartitionsDefinition, key: str, pipeline: Pipeline) -> None:
     if not parts.has_partition_key(key):
         first = parts.get_first_partition_key()
-        raise HubError(f"partition '{key}' is not a partition of pipeline '{pipeline.name}' "
+        raise PartitionKeyError(f"partition '{key}' is not a partition of pipeline '{pipeline.name}' "
                        f"(format {parts.fmt}, first {first}, last {parts.get_last_partition_key()})")
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from hub.errors import HubError
+from hub.errors import CircuitOpenError, HubError
 from hub.runtime.duration import seconds
 from hub.runtime.ratelimit import redis_client, redis_url, sqlite_connect, state_file, store_key
 
@@ -44,14 +44,6 @@ class CircuitBreakerConfig(BaseModel):
     @classmethod
     def _duration(cls, value: Any) -> float:
         return seconds(value)
-
-
-class CircuitOpenError(HubError):
-    """The system's circuit is open: the call was not made."""
-
-    def __init__(self, message: str, *, system: str, half_opens_at: float) -> None:
-        super().__init__(message)
-        self.system, self.half_opens_at = system, half_opens_at
 
 
 @dataclass

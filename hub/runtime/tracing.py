@@ -39,7 +39,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -445,10 +445,11 @@ def system_label(name: str | None, url: str) -> str:
 
 @contextmanager
 def asset_scope(asset: str, *, run_id: str, partition: str | None = None, pipeline: str | None = None,
-                warehouse_url: str | None = None, kind: str = "source") -> Iterator[AssetScope]:
+                sink: Callable[[AssetScope], None] | None = None, kind: str = "source") -> Iterator[AssetScope]:
     """One asset materialization: a span parented on the run's span (see the module notes), current inside;
-    the calls made inside are written to ``_hub_calls`` of *warehouse_url* at the end, in their own
-    transaction, whether the load committed or rolled back. A scope inside a scope is the outer one."""
+    the calls made inside are handed to *sink* at the end, whether the load committed or rolled back
+    (:func:`hub.warehouse.calls.calls_sink` writes them to ``_hub_calls``: the runtime layer never imports the
+    warehouse). A scope inside a scope is the outer one."""
     outer = _scope.get()
     if outer is not None:
         yield outer
@@ -473,34 +474,9 @@ def asset_scope(asset: str, *, run_id: str, partition: str | None = None, pipeli
             if error is not None:
                 span.set_status(Status(StatusCode.ERROR, mask(f"{type(error).__name__}: {error}")[:500]))
             span.end()
-        if warehouse_url and scope.calls:
-            write_calls(warehouse_url, scope)
+        if sink is not None and scope.calls:
+            sink(scope)
         flush()
-
-
-def write_calls(warehouse_url: str, scope: AssetScope) -> None:
-    """Append the calls of *scope* to ``_hub_calls`` in a transaction of their own (the load's may have rolled
-    back). Failing to write them is logged, not raised: it must not hide the load's own error, nor fail an
-    asset whose rows are committed."""
-    import pyarrow as pa
-
-    from hub.warehouse import LoadRequest, connect
-
-    rows = [{"call_id": c.call_id, "run_id": scope.run_id, "asset": scope.asset, "partition_key": scope.partition,
-             "system": c.system, "protocol": c.protocol, "operation": c.operation, "target": c.target,
-             "status": c.status, "http_status": c.http_status, "attempts": c.attempts, "retries": c.attempts - 1,
-             "rows": c.rows, "bytes": c.bytes, "started_at": c.started_at, "duration_ms": c.duration_ms,
-             "trace_id": c.trace_id, "span_id": c.span_id, "error": c.error} for c in scope.calls]
-    batch = pa.RecordBatch.from_pylist(rows, schema=CALLS_SCHEMA)
-    try:
-        wh = connect(warehouse_url)
-        with wh.begin(LoadRequest(table=CALLS_TABLE, mode="merge", run_id=scope.run_id,
-                                  primary_key=("call_id",))) as load:
-            load.write(batch)
-            load.commit()
-    except Exception as exc:  # reported, never raised (see the docstring)
-        log.warning("%s: %d call(s) of %s could not be written to %s: %s", scope.asset, len(rows), scope.run_id,
-                    CALLS_TABLE, mask(f"{type(exc).__name__}: {exc}"))
 
 
 #: Columns of ``_hub_calls`` (the warehouse adds ``_hub_partition``, ``_hub_run_id``, ``_hub_loaded_at``).

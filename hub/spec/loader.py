@@ -32,7 +32,7 @@ from hub.spec.models import (
     SystemConfig,
     valid_name,
 )
-from hub.validation.suite import Suite, SuiteError, load_suite
+from hub.spec.suite import Suite, SuiteError, load_suite
 
 Loc = tuple[str | int, ...]
 #: What export paths are rendered against by validation (``{{ run.date }}``, ``{{ run.timestamp }}``).

@@ -17,8 +17,8 @@ from adapters.sftp.config import ExportFormat
 from hub import protocols
 from hub.runtime.choice import exactly_one
 from hub.runtime.duration import seconds
+from hub.spec.rules import RuleSpec
 from hub.transform.types import parse_type
-from hub.validation.rules import RuleSpec
 
 NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 #: ``max_duration`` of a source when the spec gives none: 6 hours.
@@ -264,9 +264,7 @@ class PipelineSpec(_Strict):
     def _cron(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        from dagster._utils.schedules import is_valid_cron_string
-
-        if not is_valid_cron_string(v):
+        if not _valid_cron(v):
             raise ValueError(f"'{v}' is not a valid cron expression (expected e.g. '0 6 * * *')")
         return v
 
@@ -308,6 +306,18 @@ class ResolvedSource(BaseModel):
             if not name.startswith("_") and name in protocols.registry():
                 return self.config if self.kind == name else None
             return super().__getattr__(name)
+
+
+def _valid_cron(cron: str) -> bool:
+    """Whether Dagster accepts *cron* as a schedule, asked through its public API (a throw-away schedule
+    definition), so the spec accepts exactly what the schedule will."""
+    import dagster as dg  # imported here: only specs with a schedule need it
+
+    try:
+        dg.ScheduleDefinition(name="hub_cron_check", cron_schedule=cron, job_name="hub_cron_check")
+    except dg.DagsterInvalidDefinitionError:
+        return False
+    return True
 
 
 def valid_name(name: str) -> bool:

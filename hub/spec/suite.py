@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from hub.errors import HubError
+from hub.errors import SuiteError
 
 SEVERITIES = ("error", "warn")
 _META_KEYS = ("severity", "name", "description")
@@ -33,17 +33,6 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
 #: Registered expectations that need a SQL database (the hub validates a DataFrame).
 _SQL_ONLY = ("unexpected_rows_expectation", "expect_query_results_to_match_comparison",
              "expect_table_row_count_to_equal_other_table")
-
-
-class SuiteError(HubError):
-    """An expectation suite file is invalid; carries every problem ("line N: field: message")."""
-
-    def __init__(self, path: str, problems: list[str]) -> None:
-        self.path = path
-        self.problems = problems
-        body = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"{path}: {len(problems)} problem{'s' if len(problems) != 1 else ''} in expectation "
-                         f"suite:\n{body}")
 
 
 @dataclass(frozen=True)

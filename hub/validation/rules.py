@@ -22,7 +22,6 @@ is loaded.
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
 from datetime import UTC, date, datetime
@@ -32,71 +31,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from hub.errors import HubError
+from hub.errors import HubError, ThresholdExceeded
+from hub.spec.rules import RuleSpec  # the spec's model of `rules:`; evaluated here
 from hub.transform.mapping import LINE_COLUMN, RAW_COLUMN, Column, Mapped, _cast
 from hub.transform.types import parse_type
-
-#: The order in which a column's checks run; the first that fails names the row's reason.
-CHECKS = ("not_null", "type", "min", "max", "regex", "in")
-Scalar = bool | int | float | str | date | datetime
-
-
-class RuleSpec(BaseModel):
-    """The checks of one column (``rules: {column: {...}}`` in a source)."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    not_null: bool = Field(False, description="The value must be present.")
-    type: str | None = Field(None, description="The value must convert to this type (string, int64, "
-                                                "decimal(p,s), date, timestamptz ...); the column is loaded as it.")
-    min: Scalar | None = Field(None, description="Smallest allowed value (inclusive): a number, date or timestamp.")
-    max: Scalar | None = Field(None, description="Largest allowed value (inclusive).")
-    regex: str | None = Field(None, description="The value (as text) must contain a match (RE2 syntax; anchor "
-                                                "with ^...$ for a full match).")
-    in_: list[Scalar] | None = Field(None, alias="in", min_length=1, description="The allowed values.")
-    unique: bool = Field(False, description="No two rows of one load may have the same value.")
-
-    @field_validator("type")
-    @classmethod
-    def _type(cls, v: str | None) -> str | None:
-        if v is not None:
-            parse_type(v)  # raises ValueError with the list of known types
-        return v
-
-    @field_validator("regex")
-    @classmethod
-    def _regex(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        try:
-            re.compile(v)
-            pc.match_substring_regex(pa.array([""]), v)  # Arrow's RE2 accepts less than Python's re
-        except (re.error, pa.ArrowInvalid) as exc:
-            raise ValueError(f"not a valid regular expression (RE2 syntax): {exc}") from None
-        return v
-
-    @field_validator("in_")
-    @classmethod
-    def _in(cls, v: list[Scalar] | None) -> list[Scalar] | None:
-        if v and any(isinstance(x, bool) for x in v) and any(isinstance(x, str) for x in v):
-            raise ValueError("mixes text and true/false: YAML reads unquoted NO, no, yes, on, off as booleans; "
-                             "quote them (\"NO\")")
-        return v
-
-    @model_validator(mode="after")
-    def _something(self) -> RuleSpec:
-        if not (self.not_null or self.unique or any(getattr(self, k) is not None for k in
-                                                    ("type", "min", "max", "regex", "in_"))):
-            raise ValueError("no check given (not_null, type, min, max, regex, in, unique)")
-        return self
-
-    def checks(self) -> list[str]:
-        """The checks this rule makes, in evaluation order (``unique`` last)."""
-        out = [c for c in CHECKS if (getattr(self, c) if c == "not_null" else  # `min: 0` is a check too
-                                     getattr(self, "in_" if c == "in" else c) is not None)]
-        return [*out, "unique"] if self.unique else out
 
 
 class RowRules:
@@ -374,6 +313,6 @@ class Threshold:
         over_rows = self.max_bad_rows is not None and self.rejected > self.max_bad_rows
         limit = f"max_bad_rows={self.max_bad_rows}" if over_rows else f"max_bad_fraction={self.max_bad_fraction}"
         by = ", ".join(f"{rule} {n}" for rule, n in self.by_rule.most_common())
-        raise HubError(f"{self.where}: {self.rejected} of {self.total} rows rejected, more than {limit}"
+        raise ThresholdExceeded(f"{self.where}: {self.rejected} of {self.total} rows rejected, more than {limit}"
                        f"{'' if final else ' (counted so far: the load stopped there)'}; {self.consequence}. "
                        f"Rejected by: {by}. First reasons: " + "; ".join(self.reasons))
