@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from typing import Protocol as _Structural
 
 from pydantic import BaseModel
@@ -98,8 +98,10 @@ class Protocol:
     order: ClassVar[int] = 100
     #: Every string of a source block is a template rendered per partition (false: the block is literal).
     renders_templates: ClassVar[bool] = True
-    #: Sources are file drops: one dynamic partition per file, ingested by :mod:`hub.files`.
-    per_file: ClassVar[bool] = False
+    #: The unit of work of a source: ``window`` (a time partition, or the whole source; :meth:`extractor`),
+    #: ``file`` (a dropped file is one dynamic partition, ingested exactly once by :mod:`hub.files`;
+    #: :meth:`file_extractor`) or ``stream`` (messages; :meth:`stream`).
+    unit: ClassVar[Literal["window", "file", "stream"]] = "window"
     #: Systems of this kind take outbound file drops (``exports:``, :mod:`hub.exports`).
     exports: ClassVar[bool] = False
 
@@ -135,8 +137,12 @@ class Protocol:
         raise ProtocolError(f"sources.{run.source.name}: protocol {self.name} does not extract by partition")
 
     def file_extractor(self, pipeline: Pipeline, source: ResolvedSource) -> Any:
-        """The adapter of a file-drop source (:attr:`per_file` protocols): lists, fetches and reads files."""
+        """The adapter of a file-drop source (``unit = "file"``): lists, fetches and reads files."""
         raise ProtocolError(f"sources.{source.name}: protocol {self.name} has no file drops")
+
+    def stream(self, pipeline: Pipeline, source: ResolvedSource) -> Any:
+        """The consumer of a ``stream`` source's messages (the listen direction of docs/architecture.md)."""
+        raise ProtocolError(f"sources.{source.name}: protocol {self.name} has no message streams")
 
     def before_commit(self, load: Load, source: ResolvedSource, adapter: Extractor, run_id: str) -> None:
         """Runs in the load's transaction before it commits (the SQL high-water mark is saved here)."""

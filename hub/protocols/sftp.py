@@ -20,7 +20,7 @@ class SftpProtocol(Protocol):
     prompt_keys = "files: {path, glob}, format"
     order = 30
     renders_templates = False  # file patterns and folders are literal
-    per_file = True
+    unit = "file"
     exports = True
 
     def time_partitioned(self, check: SourceCheck) -> bool:

@@ -292,7 +292,7 @@ class ResolvedSource(BaseModel):
     @property
     def per_file(self) -> bool:
         """File drops are partitioned by file (one dynamic partition per file), not by time."""
-        return self.protocol.per_file
+        return self.protocol.unit == "file"
 
     @property
     def incremental(self) -> bool:
