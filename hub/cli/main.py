@@ -61,6 +61,9 @@ def validate(specs: list[Path] = typer.Argument(..., help="Pipeline spec files (
         raise typer.Exit(1)
 
 
+VERBOSE_HELP = "Show Dagster's log and the stack trace of a failure (always in the Dagster event log)."
+
+
 @app.command()
 def run(
     spec: Path = typer.Argument(..., help="Pipeline spec file."),
@@ -71,15 +74,19 @@ def run(
     end: str = typer.Option(None, "--to", help="Last partition of a range (inclusive)."),
     full_refresh: bool = typer.Option(False, "--full-refresh", help="Incremental sources read everything again "
                                                                     "and replace their table."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
 ) -> None:
-    """Materialize a pipeline in-process on the local Dagster instance, with progress."""
+    """Materialize a pipeline in-process on the local Dagster instance, with progress. Each failure is one
+    line (the stack trace with --verbose); exit 1 when anything failed."""
+    if partition and (start or end):
+        raise _fail("--partition runs one partition, --from/--to a range: give one or the other")
     pipeline = _load(spec)
-    if not _run(pipeline, asset or None, partition, start, end, full_refresh=full_refresh):
+    if not _run(pipeline, asset or None, partition, start, end, full_refresh=full_refresh, verbose=verbose):
         raise typer.Exit(1)
 
 
 def _run(pipeline: Pipeline, assets: list[str] | None, partition: str | None, start: str | None,
-         end: str | None, *, full_refresh: bool = False) -> bool:
+         end: str | None, *, full_refresh: bool = False, verbose: bool = False) -> bool:
     from hub.dagster import progress as progress_hook
     from hub.dagster.instance import local_instance
     from hub.dagster.run import partition_keys, run_pipeline
@@ -95,7 +102,6 @@ def _run(pipeline: Pipeline, assets: list[str] | None, partition: str | None, st
     except HubError as exc:
         raise _fail(str(exc)) from None
     instance = local_instance(pipeline.root)
-    ok = True
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=console, transient=False) as bar:
         tasks: dict[str, TaskID] = {}
@@ -109,21 +115,53 @@ def _run(pipeline: Pipeline, assets: list[str] | None, partition: str | None, st
 
         progress_hook.listen(on_rows)
         try:
-            outcomes = run_pipeline(pipeline, instance, assets=assets, partitions=keys, files=files, quiet=True,
-                                    before_run=lambda key: current.update(key=key), full_refresh=full_refresh)
+            outcomes = run_pipeline(pipeline, instance, assets=assets, partitions=keys, files=files,
+                                    quiet=not verbose, before_run=lambda key: current.update(key=key),
+                                    full_refresh=full_refresh)
+        except HubError as exc:  # an expected failure before any run started (an unknown asset, a file drop)
+            bar.stop()
+            if verbose:
+                err.print_exception()
+            raise _fail(_one_line(exc)) from None
         finally:
             progress_hook.listen(None)
+    return _report(pipeline, outcomes, verbose=verbose)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+
+
+def _report(pipeline: Pipeline, outcomes: list[Any], *, verbose: bool) -> bool:
+    """A line per run: per asset its rows, its quarantined rows and the table holding them, files skipped as
+    already loaded; a failed run: one line per failed step (with --verbose, Dagster's console log above it
+    has the stack trace)."""
+    ok = True
     for o in outcomes:
         where = f"partition {o.partition}" if o.partition else "unpartitioned"
         if o.success:
-            counts = ", ".join(f"{a}={n:,}" + (f" ({o.rows_loaded[a]:,} read)" if pipeline.sources.get(a) is not None
-                                                and pipeline.sources[a].incremental and a in o.rows_loaded else "")
-                               for a, n in o.row_counts.items())
-            console.print(f"[green]✓[/] {where}: {counts} (run {o.run_id[:8]})")
-        else:
-            ok = False
-            err.print(f"[red]✗[/] {where} failed (run {o.run_id[:8]}):\n{o.error}", highlight=False)
+            parts = [_asset_summary(pipeline, o, name) for name in dict.fromkeys([*o.row_counts, *o.file_status])]
+            console.print(f"[green]✓[/] {escape(where)}: {escape(', '.join(parts) or 'nothing to do')} "
+                          f"(run {o.run_id[:8]})", highlight=False)
+            continue
+        ok = False
+        for reason in o.reasons or [o.error or "run failed"]:
+            err.print(f"[red]✗[/] {escape(where)} failed (run {o.run_id[:8]}): {escape(reason)}", highlight=False)
     return ok
+
+
+def _asset_summary(pipeline: Pipeline, o: Any, name: str) -> str:
+    """``products=3 (3 quarantined → products__quarantine)``, ``bank_statements: already loaded, skipped``."""
+    status = o.file_status.get(name)
+    if status is not None and status != "loaded":
+        return f"{name}: {status}, skipped"
+    text = f"{name}={o.row_counts.get(name, 0):,}"
+    source = pipeline.sources.get(name)
+    if source is not None and source.incremental and name in o.rows_loaded:
+        text += f" ({o.rows_loaded[name]:,} read)"
+    if o.quarantined.get(name):
+        text += f" ({o.quarantined[name]:,} quarantined → {o.quarantine_tables.get(name, name + '__quarantine')})"
+    return text
 
 
 @app.command()
