@@ -165,12 +165,22 @@ def _asset_summary(pipeline: Pipeline, o: Any, name: str) -> str:
 
 
 @app.command()
-def demo() -> None:
-    """Start the demo estate (CRM over REST, ERP over SOAP, on loopback), run the demo pipeline for a
-    week, and show what landed."""
+def demo(
+    serve: bool = typer.Option(False, "--serve", help="Only start the estate and keep it running (until Ctrl-C or "
+                                                      "SIGTERM); print the export lines another shell needs."),
+) -> None:
+    """Start the demo estate on loopback: a CRM over REST, an ERP over SOAP, a bank's SFTP drop and an
+    inventory database over SQL; run the demo pipeline for a week, and show what landed. With --serve, keep
+    the estate running instead and print `export NAME=value` lines for every variable pipelines/demo.yaml
+    reads, to paste into another shell for `hub run pipelines/demo.yaml`, `hub catalog`, `hub agent`,
+    `hub mcp`."""
     from hub.demo import estate
 
-    with estate.running(console.print, state_dir=project_root(DEMO_SPEC) / ".hub" / "demo") as services:
+    state_dir = _demo_state_dir()
+    if serve:
+        _serve_demo(state_dir)
+        return
+    with estate.running(console.print, state_dir=state_dir) as services:
         pipeline = _load(DEMO_SPEC)
         console.print(f"running pipeline [bold]{pipeline.name}[/] for {DEMO_RANGE[0]} .. {DEMO_RANGE[1]} "
                       f"into {pipeline.warehouse_url}")
@@ -183,6 +193,38 @@ def demo() -> None:
     if not ok:
         raise typer.Exit(1)
     _summary(pipeline)
+
+
+def _demo_state_dir() -> Path:
+    """Where the demo keeps its inventory database between runs: ``$HUB_STATE_DIR/demo`` or ``.hub/demo``."""
+    import os
+
+    return Path(os.environ.get("HUB_STATE_DIR") or project_root(DEMO_SPEC) / ".hub") / "demo"
+
+
+def _serve_demo(state_dir: Path) -> None:
+    """Run the estate until SIGINT or SIGTERM, then stop every service (the context manager does). Every
+    line but the exports starts with ``#``, so the whole output can be pasted into a shell."""
+    import shlex
+    import threading
+
+    from hub.demo import estate
+
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with estate.running(lambda line: print(f"# {line}", flush=True), state_dir=state_dir) as services:
+            print("# paste these lines into another shell, then: hub run pipelines/demo.yaml --from 2024-01-01 "
+                  "--to 2024-01-07 (or hub catalog actions, hub agent ..., hub mcp)", flush=True)
+            for name, value in estate.environment(services).items():
+                print(f"export {name}={shlex.quote(value)}", flush=True)
+            print("# the demo estate is running; Ctrl-C (or SIGTERM) stops it", flush=True)
+            while not stop.wait(0.5):
+                pass
+        print("# the demo estate stopped", flush=True)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _summary(pipeline: Pipeline) -> None:
@@ -232,7 +274,7 @@ def ui(
     root = project_root(DEMO_SPEC)
     local_instance(root)
     dagster = shutil.which("dagster") or str(Path(sys.executable).parent / "dagster")
-    with estate.running(console.print, drip=120, state_dir=root / ".hub" / "demo") if demo_estate else nullcontext():
+    with estate.running(console.print, drip=120, state_dir=_demo_state_dir()) if demo_estate else nullcontext():
         proc = subprocess.Popen([dagster, "dev", "-w", str(root / "workspace.yaml"), "-p", str(port)], cwd=root)
         try:
             proc.wait()
@@ -240,6 +282,163 @@ def ui(
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=30)
     raise typer.Exit(proc.returncode or 0)
+
+
+@app.command()
+def runs(
+    limit: int = typer.Option(20, "--limit", "-n", min=1, help="How many runs, newest first."),
+    spec: Path = typer.Option(None, "--spec", help="A pipeline spec: use its project's Dagster instance "
+                                                   "(default: $DAGSTER_HOME, else this project's .dagster)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the runs as JSON."),
+) -> None:
+    """List recent runs of the local Dagster instance (hub run, the UI, schedules, sensors): run id, pipeline
+    and job, status, start, duration, assets and partition, and why a failed run failed."""
+    import json
+
+    from hub.dagster.instance import local_instance
+    from hub.dagster.run import recent_runs
+
+    root = _load(spec).root if spec else project_root(DEMO_SPEC)
+    found = recent_runs(local_instance(root), limit)
+    if as_json:
+        typer.echo(json.dumps([{**r.__dict__, "started": r.started.isoformat() if r.started else None}
+                               for r in found], indent=2))
+        return
+    if not found:
+        console.print("no runs yet (hub run SPEC starts one)")
+        return
+    table = Table(title=f"{len(found)} most recent run(s)")
+    for col in ("run", "started (UTC)", "status", "took", "pipeline / job", "assets", "partition", "reason"):
+        table.add_column(col, justify="right" if col == "took" else "left", overflow="fold",
+                         no_wrap=col in ("run", "started (UTC)", "status", "took"))
+    colours = {"SUCCESS": "green", "FAILURE": "red", "CANCELED": "yellow"}
+    for r in found:
+        colour = colours.get(r.status, "default")
+        # hub run's runs are ad-hoc asset jobs: the pipeline says more than Dagster's job name
+        job = r.pipeline if r.pipeline and r.job == "__ephemeral_asset_job__" else f"{r.pipeline or '-'} / {r.job}"
+        table.add_row(r.run_id[:8], r.started.strftime("%Y-%m-%d %H:%M:%S") if r.started else "-",
+                      f"[{colour}]{r.status}[/]", f"{r.duration_s:.1f}s" if r.duration_s is not None else "-",
+                      escape(job),
+                      escape(", ".join(r.assets) or "(all)"), escape(r.partition or "-"), escape(r.reason or ""))
+    console.print(table)
+
+
+@app.command()
+def show(
+    table: str = typer.Argument(..., help="A warehouse table: a source or model, a quarantine table "
+                                          "(<table>__quarantine), _hub_files, _hub_calls, _hub_audit ..."),
+    where: str = typer.Option(None, "--where", "-w", help="An SQL condition, e.g. \"reason LIKE 'rules.%'\" "
+                                                          "(read-only: it runs on a read-only connection)."),
+    limit: int = typer.Option(20, "--limit", "-n", min=1, help="How many rows at most."),
+    spec: Path = typer.Option(None, "--spec", help="Read the warehouse this spec names (default: "
+                                                   "$HUB_WAREHOUSE, else the project's warehouse/hub.duckdb)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON (one object per row)."),
+) -> None:
+    """Print rows of a warehouse table, with every secret of the pipelines' systems masked."""
+    import json
+
+    from hub.spec.loader import warehouse_url
+    from hub.warehouse import connect
+    from hub.warehouse.base import ident
+
+    pipelines = [_load(spec)] if spec else _quiet_specs()
+    _register_secrets(pipelines)
+    url = pipelines[0].warehouse_url if spec else warehouse_url(None, project_root(DEMO_SPEC))
+    try:
+        wh = connect(url)
+        known = wh.tables(internal=True) if not url.startswith("duckdb:///") or _exists(url) else []
+        if table not in known:
+            raise _fail(f"no table {table} in {_masked(url)} (tables: {', '.join(known) or 'none yet'})")
+        if where:
+            _check_condition(where)
+        sql = f"SELECT * FROM {ident(table)}" + (f" WHERE ({where}\n)" if where else "") + f" LIMIT {int(limit)}"
+        rows = wh.read_only(sql)
+    except HubError as exc:
+        raise _fail(_one_line(exc)) from None
+    records = [{k: _mask_value(v) for k, v in row.items()} for row in rows.to_pylist()]
+    if as_json:
+        typer.echo(json.dumps(records, indent=2, default=str, ensure_ascii=False))
+        return
+    out = Table(title=f"{table}: {len(records)} row(s)" + (f" where {escape(where)}" if where else "")
+                + (f" (--limit {limit})" if len(records) == limit else ""))
+    for name, dtype in zip(rows.column_names, rows.schema.types, strict=True):
+        out.add_column(f"{escape(name)}\n[dim]{dtype}[/]", overflow="fold")
+    for record in records:
+        out.add_row(*(escape(_cell(v)) for v in record.values()))
+    console.print(out)
+
+
+def _check_condition(where: str) -> None:
+    """Refuse a --where that holds more than a condition: a statement separator ends the condition and
+    starts another statement (the read-only connection would refuse a write anyway; this says why)."""
+    import sqlglot
+    from sqlglot.tokens import TokenType
+
+    try:
+        tokens = sqlglot.tokenize(where, read="duckdb")
+    except sqlglot.errors.SqlglotError as exc:
+        raise _fail(f"--where: not SQL: {exc}") from None
+    if any(t.token_type == TokenType.SEMICOLON for t in tokens):
+        raise _fail("--where takes one condition, not statements: remove the ';' (hub show only reads)")
+
+
+def _quiet_specs() -> list[Pipeline]:
+    """The project's specs that load (for their secrets); a broken one is `hub validate`'s business."""
+    from hub.spec.loader import discover
+
+    found = []
+    for path in discover(DEMO_SPEC.parent) if DEMO_SPEC.parent.is_dir() else []:
+        try:
+            found.append(load(path))
+        except SpecError:
+            continue
+    return found
+
+
+def _register_secrets(pipelines: list[Pipeline]) -> None:
+    """Register every credential the pipelines' systems name that the environment holds, so shown rows mask
+    them wherever they appear (a response echoed into a quarantine record, an audited parameter)."""
+    from hub.runtime.secrets import register_referenced
+
+    for p in pipelines:
+        for name, system in p.spec.systems.items():
+            register_referenced(system.model_dump(by_alias=True, exclude_none=True), field=f"systems.{name}")
+
+
+def _exists(url: str) -> bool:
+    return Path(url[len("duckdb:///"):].partition("?")[0]).exists()
+
+
+def _masked(url: str) -> str:
+    from hub.runtime.secrets import mask_url
+
+    return mask_url(url)
+
+
+def _mask_value(value: Any) -> Any:
+    """*value* with registered secrets masked; numbers and booleans stay what they are unless they hold one."""
+    from hub.runtime.secrets import mask
+
+    if value is None or isinstance(value, bool | int | float):
+        text = str(value)
+        return value if mask(text) == text else mask(text)
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, dict):
+        return {k: _mask_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask_value(v) for v in value]
+    return mask(str(value))  # dates, decimals, bytes: shown as text
+
+
+def _cell(value: Any) -> str:
+    import json
+
+    if value is None:
+        return "∅"
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return str(value)
 
 
 catalog_app = typer.Typer(no_args_is_help=True, help="Discover what systems offer: operations, inputs, outputs.")

@@ -11,6 +11,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import dagster as dg
 from dagster._utils.error import SerializableErrorInfo
@@ -22,6 +23,8 @@ from hub.runtime import tracing
 from hub.spec import Pipeline
 from hub.warehouse.base import QUARANTINE_SUFFIX
 
+#: The assets an in-process run materializes (its ad-hoc job has no asset selection of its own): for hub runs.
+ASSETS_TAG = "hub/assets"
 #: In-process runs log nothing to the console: a failure's stack trace is in the Dagster event log (and in
 #: :attr:`RunOutcome.trace`); the CLI prints one line per failure and the trace only with ``--verbose``.
 #: Dagster's console logger logs STEP_FAILURE at ERROR, so only CRITICAL keeps it quiet.
@@ -152,7 +155,7 @@ def run_pipeline(pipeline: Pipeline, instance: dg.DagsterInstance, *, assets: Se
         result = dg.materialize(
             all_assets, instance=instance, partition_key=key, selection=selection, raise_on_error=False,
             run_config=QUIET_RUN_CONFIG if quiet else VERBOSE_RUN_CONFIG,
-            tags={"hub/pipeline": pipeline.name, "hub/cli": "run",
+            tags={"hub/pipeline": pipeline.name, "hub/cli": "run", ASSETS_TAG: ",".join(selection),
                   **({FULL_REFRESH_TAG: "true"} if full_refresh else {})},
         )
         outcome = RunOutcome(partition=label, run_id=result.run_id, success=result.success, assets=selection)
@@ -204,3 +207,44 @@ def _read_metadata(result: dg.ExecuteInProcessResult, outcome: RunOutcome) -> No
         status = md.get("hub/status")
         if status is not None:
             outcome.file_status[name] = str(status.value)
+
+
+@dataclass
+class RunSummary:
+    """One run of the instance, for ``hub runs``."""
+
+    run_id: str
+    job: str
+    pipeline: str | None
+    status: str
+    started: datetime | None
+    duration_s: float | None
+    assets: list[str]
+    partition: str | None
+    reason: str | None  # why it failed, one line per failed step joined by "; "
+
+
+def recent_runs(instance: dg.DagsterInstance, limit: int = 20) -> list[RunSummary]:
+    """The newest *limit* runs of *instance* (launched by ``hub run``, the UI, schedules or sensors alike),
+    newest first, each failure's reason read from its event log."""
+    out = []
+    for record in instance.get_run_records(limit=limit):
+        run = record.dagster_run
+        start, end = record.start_time, record.end_time
+        reason = None
+        if run.status == dg.DagsterRunStatus.FAILURE:
+            failures = [(e.step_key or "run", e.dagster_event.step_failure_data.error)
+                        for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+                        if e.dagster_event is not None and e.dagster_event.step_failure_data is not None]
+            reason = "; ".join(f"{step}: {one_line(_root_error(error))}" for step, error in failures) or None
+            if reason is None:  # a run that failed outside any step (it could not start, ...)
+                ends = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+                reason = one_line(None) if not ends else (ends[-1].message or "run failed").splitlines()[0]
+        out.append(RunSummary(
+            run_id=run.run_id, job=run.job_name, pipeline=run.tags.get("hub/pipeline"), status=run.status.value,
+            started=datetime.fromtimestamp(start, UTC) if start else None,
+            duration_s=(end - start) if start and end else None,
+            assets=sorted(k.to_user_string() for k in run.asset_selection or []) or [
+                a for a in run.tags.get(ASSETS_TAG, "").split(",") if a],
+            partition=run.tags.get("dagster/partition"), reason=reason))
+    return out

@@ -55,14 +55,7 @@ class Pipeline:
     @property
     def warehouse_url(self) -> str:
         """The warehouse URL with a relative DuckDB path made absolute against the project root."""
-        url = self.spec.warehouse or os.environ.get("HUB_WAREHOUSE") or f"duckdb:///{DEFAULT_WAREHOUSE}"
-        if "://" not in url:  # a bare path
-            url = f"duckdb:///{url}"
-        if url.startswith("duckdb:///"):
-            path = Path(url[len("duckdb:///"):])
-            if not path.is_absolute() and str(path) != ":memory:":
-                url = f"duckdb:///{(self.root / path).resolve()}"
-        return url
+        return warehouse_url(self.spec.warehouse, self.root)
 
     @property
     def warehouse_kind(self) -> str:
@@ -192,6 +185,19 @@ class _Problems:
 def _is_union_tag(part: Any) -> bool:
     # pydantic puts the member type name in loc for `str | Model` unions, e.g. 'ColumnSpec' or 'str'
     return isinstance(part, str) and (part[:1].isupper() or part in {"str", "int", "float", "bool"})
+
+
+def warehouse_url(declared: str | None, root: Path) -> str:
+    """The warehouse a spec declaring *declared* uses (else ``$HUB_WAREHOUSE``, else the project's
+    warehouse/hub.duckdb), a relative DuckDB path made absolute against the project *root*."""
+    url = declared or os.environ.get("HUB_WAREHOUSE") or f"duckdb:///{DEFAULT_WAREHOUSE}"
+    if "://" not in url:  # a bare path
+        url = f"duckdb:///{url}"
+    if url.startswith("duckdb:///"):
+        path = Path(url[len("duckdb:///"):])
+        if not path.is_absolute() and str(path) != ":memory:":
+            url = f"duckdb:///{(root / path).resolve()}"
+    return url
 
 
 def project_root(path: Path) -> Path:
