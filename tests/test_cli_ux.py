@@ -286,6 +286,7 @@ def test_show_prints_quarantine_rows_with_secrets_masked(api: RestTestServer, tm
     assert res.exit_code == 0, res.output
     assert "products__quarantine: 3 row(s)" in res.output and "rules.price.min" in res.output
     assert "leaked ***" in res.output and TOKEN not in res.output
+    assert "timestamp[us, tz=" in res.output, "each column's Arrow type, brackets and all"
     rows = json.loads(runner.invoke(app, ["show", "products__quarantine", "--spec", str(spec), "--json",
                                           "--where", "row_number >= 3"]).output)
     assert [r["row_number"] for r in rows] == [4, 5] and TOKEN not in json.dumps(rows)

@@ -362,7 +362,7 @@ def show(
     out = Table(title=f"{table}: {len(records)} row(s)" + (f" where {escape(where)}" if where else "")
                 + (f" (--limit {limit})" if len(records) == limit else ""))
     for name, dtype in zip(rows.column_names, rows.schema.types, strict=True):
-        out.add_column(f"{escape(name)}\n[dim]{dtype}[/]", overflow="fold")
+        out.add_column(f"{escape(name)}\n[dim]{escape(str(dtype))}[/]", overflow="fold")
     for record in records:
         out.add_row(*(escape(_cell(v)) for v in record.values()))
     console.print(out)
