@@ -11,6 +11,7 @@ from hub.demo.bank import BankService
 from hub.demo.crm import DEMO_TOKEN, CRMService
 from hub.demo.erp import DEMO_PASSWORD, DEMO_USER, ERPService
 from hub.demo.inventory import InventoryDb
+from tests.sftp_servers import Drop, start_embedded, start_openssh
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_SPEC = REPO / "pipelines" / "demo.yaml"
@@ -102,3 +103,21 @@ def pg_url() -> Iterator[str]:
 
     with scratch_database("postgresql") as url:
         yield url
+
+
+@pytest.fixture(scope="module", params=["openssh", "embedded"])
+def drop(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Drop]:
+    """An SFTP drop on OpenSSH's sshd (skipped when it cannot run) and on the embedded asyncssh server."""
+    folder = tmp_path_factory.mktemp(request.param)
+    if request.param == "openssh":
+        started = start_openssh(folder)
+        if isinstance(started, str):
+            pytest.skip(started + "; the embedded server runs the same tests")
+        server, proc = started
+        yield server
+        proc.terminate()
+        proc.wait(10)
+    else:
+        server, embedded = start_embedded(folder)
+        yield server
+        embedded.stop()

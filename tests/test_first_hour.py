@@ -144,3 +144,19 @@ def test_a_plan_written_next_to_the_demo_takes_none_of_its_names(crm: object, tm
     assert checked.exit_code == 0, checked.output
     revenue = load(out)
     assert not set(revenue.asset_names()) & set(load(project / "pipelines" / "demo.yaml").asset_names())
+
+
+def test_validate_says_where_a_spec_outside_a_project_keeps_its_state(tmp_path: Path) -> None:
+    """A spec outside any project keeps its warehouse, state, contracts and reports beside itself; the README
+    said 'next to workspace.yaml' and one user's audit rows ended up in two warehouses. validate says where."""
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    spec = loose / "p.yaml"
+    spec.write_text(_spec("p", "http://127.0.0.1:1", Path("wh.duckdb")).replace("duckdb:////", "duckdb:///")
+                    .replace("warehouse: duckdb:///wh.duckdb\n", ""))
+    result = CliRunner().invoke(app, ["validate", str(spec)], env={"HUB_WAREHOUSE": ""})
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert f"project root {loose}" in text
+    assert f"warehouse duckdb:///{loose}/warehouse/hub.duckdb" in text
+    assert f"contracts {loose}/contracts" in text and f"reports {loose}/reports" in text

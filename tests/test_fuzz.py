@@ -183,7 +183,7 @@ def test_rest_random_bodies(body: bytes, status: int, ctype: str) -> None:
         assert str(exc)
         return
     assert isinstance(page.records, list)
-    source._to_batches(page.records)
+    source._to_batches(page)
 
 
 def test_rest_oversized_response_is_refused() -> None:

@@ -12,7 +12,6 @@ import os
 import resource
 import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,25 +22,8 @@ from adapters.sftp._formats import ReadNotes, read
 from adapters.sftp.config import FormatConfig
 from hub.errors import HubError
 from hub.files import LEDGER, ingest_file, ready_files
-from tests.sftp_servers import Drop, start_embedded, start_openssh
+from tests.sftp_servers import Drop
 from tests.test_sftp import OLD, put, rows, spec, statement
-
-
-@pytest.fixture(scope="module", params=["openssh", "embedded"])
-def drop(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Drop]:
-    folder = tmp_path_factory.mktemp(request.param)
-    if request.param == "openssh":
-        started = start_openssh(folder)
-        if isinstance(started, str):
-            pytest.skip(started + "; the embedded server runs the same tests")
-        server, proc = started
-        yield server
-        proc.terminate()
-        proc.wait(10)
-    else:
-        server, embedded = start_embedded(folder)
-        yield server
-        embedded.stop()
 
 
 def put_raw(drop: Drop, folder: str, name: bytes, content: bytes) -> Path:

@@ -288,3 +288,24 @@ def test_json_lines_with_a_repeated_key_are_marked_per_line() -> None:
     data = b'{"id":1,"amount":1,"amount":2}\n{"id":2,"amount":3}\n'
     rows = [r for b in read_jsonl(io.BytesIO(data), "utf-8", "drop.jsonl", 100) for r in b.to_pylist()]
     assert "repeats the key 'amount'" in rows[0]["_hub_error"] and rows[1]["_hub_error"] is None
+
+
+@pytest.mark.slow
+def test_hub_run_with_a_cr_in_the_token_names_the_variable_and_stores_nothing(
+        crm: Any, warehouse_path: Path, dagster_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The finding as reported: TOK=$'tok-...\\r' printed the whole token on the CLI and into Dagster's stores."""
+    from typer.testing import CliRunner
+
+    from hub.cli.main import app
+    from tests.conftest import demo_spec_text
+
+    token = "tok-Carriage-Return-Leak-51"
+    monkeypatch.setenv("CRM_TOKEN", token + "\r")
+    spec = tmp_path / "demo.yaml"
+    spec.write_text(demo_spec_text())
+    result = CliRunner().invoke(app, ["run", str(spec), "--asset", "crm_customers", "--partition", "2024-01-02"])
+    assert result.exit_code != 0
+    assert "CRM_TOKEN" in result.output and "control character" in result.output
+    assert token not in result.output
+    leaked = [p for p in tmp_path.rglob("*") if p.is_file() and token.encode() in p.read_bytes()]
+    assert leaked == []

@@ -9,7 +9,6 @@ import json
 import os
 import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,26 +25,9 @@ from hub.errors import HubError, TransportError, XMLSecurityError
 from hub.files import LEDGER, ingest_file, ready_files
 from hub.spec import loads
 from hub.warehouse import DuckDBWarehouse
-from tests.sftp_servers import PASSPHRASE, Drop, start_embedded, start_openssh
+from tests.sftp_servers import PASSPHRASE, Drop, start_embedded
 
 OLD = time.time() - 3600  # an mtime an hour ago: stable
-
-
-@pytest.fixture(scope="module", params=["openssh", "embedded"])
-def drop(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Drop]:
-    folder = tmp_path_factory.mktemp(request.param)
-    if request.param == "openssh":
-        started = start_openssh(folder)
-        if isinstance(started, str):
-            pytest.skip(started + "; the embedded server runs the same tests")
-        server, proc = started
-        yield server
-        proc.terminate()
-        proc.wait(10)
-    else:
-        server, embedded = start_embedded(folder)
-        yield server
-        embedded.stop()
 
 
 def put(drop: Drop, rel: str, content: bytes | str, mtime: float | None = OLD) -> Path:
@@ -117,7 +99,6 @@ def test_key_given_as_text(drop: Drop) -> None:
 def test_password_auth_and_refusal() -> None:
     import tempfile
 
-    from tests.sftp_servers import start_embedded
 
     with tempfile.TemporaryDirectory() as tmp:
         server, embedded = start_embedded(Path(tmp))

@@ -214,7 +214,7 @@ def plan_with_llm(request: str, pipelines: list[Pipeline], catalog: CatalogLike,
     verb = write_intent(request)
     if verb:
         res.refused = True
-        res.errors.append(f"refused: the request asks to {verb} something in a system; plans only read")
+        res.errors.append(f"the request asks to {verb} something in a system; plans only read")
         return res
     top = list(catalog.search(request, limit=cfg.top_k))
     context = {"systems": sorted({s for p in pipelines for s in p.spec.systems}),
@@ -275,7 +275,7 @@ def plan_with_llm(request: str, pipelines: list[Pipeline], catalog: CatalogLike,
                         out = {"error": str(exc)}
                 elif tool == "refuse":
                     res.refused = True
-                    res.errors.append(f"refused by the model: {args.get('reason', '')}")
+                    res.errors.append(f"the model declined: {args.get('reason', '')}")
                     return res
                 elif tool == "propose_spec":
                     res.attempts += 1

@@ -567,7 +567,7 @@ def compose(request: str, catalog: CatalogLike, pipelines: Sequence[Pipeline], *
     verb = write_intent(request)
     if verb:
         res.refused = True
-        res.errors.append(f"refused: the request asks to {verb} something in a system; plans only read "
+        res.errors.append(f"the request asks to {verb} something in a system; plans only read "
                           "(sources never write), so nothing was planned")
         return res
     it = parse_request(request, {a.system for a in catalog.actions})
@@ -1123,8 +1123,8 @@ def plan(request: str, pipelines: list[Pipeline], backend: Backend = "offline", 
     if res.ok and res.spec_text is not None:
         res.result_table = res.result_table or result_table(res.spec_text)
         if res.dry_run and res.result_table in res.dry_run:
-            res.notes.append(f"dry run {res.partition or ''}: {res.result_table} has {res.dry_run[res.result_table]} "
-                             "rows".replace("  ", " "))
+            res.notes.append(f"dry run {res.partition or '(unpartitioned)'}: {res.result_table} has "
+                             f"{res.dry_run[res.result_table]} rows")
         if output is not None:
             output.parent.mkdir(parents=True, exist_ok=True)
             output.write_text(res.spec_text, encoding="utf-8")

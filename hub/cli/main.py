@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -65,6 +66,9 @@ def validate(specs: list[Path] = typer.Argument(..., help="Pipeline spec files (
         raise typer.Exit(1)
 
 
+VERBOSE_HELP = "Show Dagster's log and the stack trace of a failure (always in the Dagster event log)."
+
+
 @app.command()
 def run(
     spec: Path = typer.Argument(..., help="Pipeline spec file."),
@@ -75,15 +79,19 @@ def run(
     end: str = typer.Option(None, "--to", help="Last partition of a range (inclusive)."),
     full_refresh: bool = typer.Option(False, "--full-refresh", help="Incremental sources read everything again "
                                                                     "and replace their table."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
 ) -> None:
-    """Materialize a pipeline in-process on the local Dagster instance, with progress."""
+    """Materialize a pipeline in-process on the local Dagster instance, with progress. Each failure is one
+    line (the stack trace with --verbose); exit 1 when anything failed."""
+    if partition and (start or end):
+        raise _fail("--partition runs one partition, --from/--to a range: give one or the other")
     pipeline = _load(spec)
-    if not _run(pipeline, asset or None, partition, start, end, full_refresh=full_refresh):
+    if not _run(pipeline, asset or None, partition, start, end, full_refresh=full_refresh, verbose=verbose):
         raise typer.Exit(1)
 
 
 def _run(pipeline: Pipeline, assets: list[str] | None, partition: str | None, start: str | None,
-         end: str | None, *, full_refresh: bool = False) -> bool:
+         end: str | None, *, full_refresh: bool = False, verbose: bool = False) -> bool:
     from hub.dagster import progress as progress_hook
     from hub.dagster.instance import local_instance
     from hub.dagster.run import partition_keys, run_pipeline
@@ -99,7 +107,6 @@ def _run(pipeline: Pipeline, assets: list[str] | None, partition: str | None, st
     except HubError as exc:
         raise _fail(str(exc)) from None
     instance = local_instance(pipeline.root)
-    ok = True
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=console, transient=False) as bar:
         tasks: dict[str, TaskID] = {}
@@ -113,30 +120,72 @@ def _run(pipeline: Pipeline, assets: list[str] | None, partition: str | None, st
 
         progress_hook.listen(on_rows)
         try:
-            outcomes = run_pipeline(pipeline, instance, assets=assets, partitions=keys, files=files, quiet=True,
-                                    before_run=lambda key: current.update(key=key), full_refresh=full_refresh)
+            outcomes = run_pipeline(pipeline, instance, assets=assets, partitions=keys, files=files,
+                                    quiet=not verbose, before_run=lambda key: current.update(key=key),
+                                    full_refresh=full_refresh)
+        except HubError as exc:  # an expected failure before any run started (an unknown asset, a file drop)
+            bar.stop()
+            if verbose:
+                err.print_exception()
+            raise _fail(_one_line(exc)) from None
         finally:
             progress_hook.listen(None)
+    return _report(pipeline, outcomes, verbose=verbose)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+
+
+def _report(pipeline: Pipeline, outcomes: list[Any], *, verbose: bool) -> bool:
+    """A line per run: per asset its rows, its quarantined rows and the table holding them, files skipped as
+    already loaded; a failed run: one line per failed step (with --verbose, Dagster's console log above it
+    has the stack trace)."""
+    ok = True
     for o in outcomes:
         where = f"partition {o.partition}" if o.partition else "unpartitioned"
         if o.success:
-            counts = ", ".join(f"{a}={n:,}" + (f" ({o.rows_loaded[a]:,} read)" if pipeline.sources.get(a) is not None
-                                                and pipeline.sources[a].incremental and a in o.rows_loaded else "")
-                               for a, n in o.row_counts.items())
-            console.print(f"[green]✓[/] {where}: {counts} (run {o.run_id[:8]})")
-        else:
-            ok = False
-            err.print(f"[red]✗[/] {where} failed (run {o.run_id[:8]}):\n{o.error}", highlight=False)
+            parts = [_asset_summary(pipeline, o, name) for name in dict.fromkeys([*o.row_counts, *o.file_status])]
+            console.print(f"[green]✓[/] {escape(where)}: {escape(', '.join(parts) or 'nothing to do')} "
+                          f"(run {o.run_id[:8]})", highlight=False)
+            continue
+        ok = False
+        for reason in o.reasons or [o.error or "run failed"]:
+            err.print(f"[red]✗[/] {escape(where)} failed (run {o.run_id[:8]}): {escape(reason)}", highlight=False)
     return ok
 
 
+def _asset_summary(pipeline: Pipeline, o: Any, name: str) -> str:
+    """``products=3 (3 quarantined → products__quarantine)``, ``bank_statements: already loaded, skipped``."""
+    status = o.file_status.get(name)
+    if status is not None and status != "loaded":
+        return f"{name}: {status}, skipped"
+    text = f"{name}={o.row_counts.get(name, 0):,}"
+    source = pipeline.sources.get(name)
+    if source is not None and source.incremental and name in o.rows_loaded:
+        text += f" ({o.rows_loaded[name]:,} read)"
+    if o.quarantined.get(name):
+        text += f" ({o.quarantined[name]:,} quarantined → {o.quarantine_tables.get(name, name + '__quarantine')})"
+    return text
+
+
 @app.command()
-def demo() -> None:
-    """Start the demo estate (CRM over REST, ERP over SOAP, on loopback), run the demo pipeline for a
-    week, and show what landed."""
+def demo(
+    serve: bool = typer.Option(False, "--serve", help="Only start the estate and keep it running (until Ctrl-C or "
+                                                      "SIGTERM); print the export lines another shell needs."),
+) -> None:
+    """Start the demo estate on loopback: a CRM over REST, an ERP over SOAP, a bank's SFTP drop and an
+    inventory database over SQL; run the demo pipeline for a week, and show what landed. With --serve, keep
+    the estate running instead and print `export NAME=value` lines for every variable pipelines/demo.yaml
+    reads, to paste into another shell for `hub run pipelines/demo.yaml`, `hub catalog`, `hub agent`,
+    `hub mcp`."""
     from hub.demo import estate
 
-    with estate.running(console.print, state_dir=project_root(DEMO_SPEC) / ".hub" / "demo") as services:
+    state_dir = _demo_state_dir()
+    if serve:
+        _serve_demo(state_dir)
+        return
+    with estate.running(console.print, state_dir=state_dir) as services:
         pipeline = _load(DEMO_SPEC)
         console.print(f"running pipeline [bold]{pipeline.name}[/] for {DEMO_RANGE[0]} .. {DEMO_RANGE[1]} "
                       f"into {pipeline.warehouse_url}")
@@ -149,6 +198,38 @@ def demo() -> None:
     if not ok:
         raise typer.Exit(1)
     _summary(pipeline)
+
+
+def _demo_state_dir() -> Path:
+    """Where the demo keeps its inventory database between runs: ``$HUB_STATE_DIR/demo`` or ``.hub/demo``."""
+    import os
+
+    return Path(os.environ.get("HUB_STATE_DIR") or project_root(DEMO_SPEC) / ".hub") / "demo"
+
+
+def _serve_demo(state_dir: Path) -> None:
+    """Run the estate until SIGINT or SIGTERM, then stop every service (the context manager does). Every
+    line but the exports starts with ``#``, so the whole output can be pasted into a shell."""
+    import shlex
+    import threading
+
+    from hub.demo import estate
+
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with estate.running(lambda line: print(f"# {line}", flush=True), state_dir=state_dir) as services:
+            print("# paste these lines into another shell, then: hub run pipelines/demo.yaml --from 2024-01-01 "
+                  "--to 2024-01-07 (or hub catalog actions, hub agent ..., hub mcp)", flush=True)
+            for name, value in estate.environment(services).items():
+                print(f"export {name}={shlex.quote(value)}", flush=True)
+            print("# the demo estate is running; Ctrl-C (or SIGTERM) stops it", flush=True)
+            while not stop.wait(0.5):
+                pass
+        print("# the demo estate stopped", flush=True)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _summary(pipeline: Pipeline) -> None:
@@ -198,7 +279,7 @@ def ui(
     root = project_root(DEMO_SPEC)
     local_instance(root)
     dagster = shutil.which("dagster") or str(Path(sys.executable).parent / "dagster")
-    with estate.running(console.print, drip=120, state_dir=root / ".hub" / "demo") if demo_estate else nullcontext():
+    with estate.running(console.print, drip=120, state_dir=_demo_state_dir()) if demo_estate else nullcontext():
         proc = subprocess.Popen([dagster, "dev", "-w", str(root / "workspace.yaml"), "-p", str(port)], cwd=root)
         try:
             proc.wait()
@@ -206,6 +287,163 @@ def ui(
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=30)
     raise typer.Exit(proc.returncode or 0)
+
+
+@app.command()
+def runs(
+    limit: int = typer.Option(20, "--limit", "-n", min=1, help="How many runs, newest first."),
+    spec: Path = typer.Option(None, "--spec", help="A pipeline spec: use its project's Dagster instance "
+                                                   "(default: $DAGSTER_HOME, else this project's .dagster)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the runs as JSON."),
+) -> None:
+    """List recent runs of the local Dagster instance (hub run, the UI, schedules, sensors): run id, pipeline
+    and job, status, start, duration, assets and partition, and why a failed run failed."""
+    import json
+
+    from hub.dagster.instance import local_instance
+    from hub.dagster.run import recent_runs
+
+    root = _load(spec).root if spec else project_root(DEMO_SPEC)
+    found = recent_runs(local_instance(root), limit)
+    if as_json:
+        typer.echo(json.dumps([{**r.__dict__, "started": r.started.isoformat() if r.started else None}
+                               for r in found], indent=2))
+        return
+    if not found:
+        console.print("no runs yet (hub run SPEC starts one)")
+        return
+    table = Table(title=f"{len(found)} most recent run(s)")
+    for col in ("run", "started (UTC)", "status", "took", "pipeline / job", "assets", "partition", "reason"):
+        table.add_column(col, justify="right" if col == "took" else "left", overflow="fold",
+                         no_wrap=col in ("run", "started (UTC)", "status", "took"))
+    colours = {"SUCCESS": "green", "FAILURE": "red", "CANCELED": "yellow"}
+    for r in found:
+        colour = colours.get(r.status, "default")
+        # hub run's runs are ad-hoc asset jobs: the pipeline says more than Dagster's job name
+        job = r.pipeline if r.pipeline and r.job == "__ephemeral_asset_job__" else f"{r.pipeline or '-'} / {r.job}"
+        table.add_row(r.run_id[:8], r.started.strftime("%Y-%m-%d %H:%M:%S") if r.started else "-",
+                      f"[{colour}]{r.status}[/]", f"{r.duration_s:.1f}s" if r.duration_s is not None else "-",
+                      escape(job),
+                      escape(", ".join(r.assets) or "(all)"), escape(r.partition or "-"), escape(r.reason or ""))
+    console.print(table)
+
+
+@app.command()
+def show(
+    table: str = typer.Argument(..., help="A warehouse table: a source or model, a quarantine table "
+                                          "(<table>__quarantine), _hub_files, _hub_calls, _hub_audit ..."),
+    where: str = typer.Option(None, "--where", "-w", help="An SQL condition, e.g. \"reason LIKE 'rules.%'\" "
+                                                          "(read-only: it runs on a read-only connection)."),
+    limit: int = typer.Option(20, "--limit", "-n", min=1, help="How many rows at most."),
+    spec: Path = typer.Option(None, "--spec", help="Read the warehouse this spec names (default: "
+                                                   "$HUB_WAREHOUSE, else the project's warehouse/hub.duckdb)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON (one object per row)."),
+) -> None:
+    """Print rows of a warehouse table, with every secret of the pipelines' systems masked."""
+    import json
+
+    from hub.spec.loader import warehouse_url
+    from hub.warehouse import connect
+    from hub.warehouse.base import ident
+
+    pipelines = [_load(spec)] if spec else _quiet_specs()
+    _register_secrets(pipelines)
+    url = pipelines[0].warehouse_url if spec else warehouse_url(None, project_root(DEMO_SPEC))
+    try:
+        wh = connect(url)
+        known = wh.tables(internal=True) if not url.startswith("duckdb:///") or _exists(url) else []
+        if table not in known:
+            raise _fail(f"no table {table} in {_masked(url)} (tables: {', '.join(known) or 'none yet'})")
+        if where:
+            _check_condition(where)
+        sql = f"SELECT * FROM {ident(table)}" + (f" WHERE ({where}\n)" if where else "") + f" LIMIT {int(limit)}"
+        rows = wh.read_only(sql)
+    except HubError as exc:
+        raise _fail(_one_line(exc)) from None
+    records = [{k: _mask_value(v) for k, v in row.items()} for row in rows.to_pylist()]
+    if as_json:
+        typer.echo(json.dumps(records, indent=2, default=str, ensure_ascii=False))
+        return
+    out = Table(title=f"{table}: {len(records)} row(s)" + (f" where {escape(where)}" if where else "")
+                + (f" (--limit {limit})" if len(records) == limit else ""))
+    for name, dtype in zip(rows.column_names, rows.schema.types, strict=True):
+        out.add_column(f"{escape(name)}\n[dim]{escape(str(dtype))}[/]", overflow="fold")
+    for record in records:
+        out.add_row(*(escape(_cell(v)) for v in record.values()))
+    console.print(out)
+
+
+def _check_condition(where: str) -> None:
+    """Refuse a --where that holds more than a condition: a statement separator ends the condition and
+    starts another statement (the read-only connection would refuse a write anyway; this says why)."""
+    import sqlglot
+    from sqlglot.tokens import TokenType
+
+    try:
+        tokens = sqlglot.tokenize(where, read="duckdb")
+    except sqlglot.errors.SqlglotError as exc:
+        raise _fail(f"--where: not SQL: {exc}") from None
+    if any(t.token_type == TokenType.SEMICOLON for t in tokens):
+        raise _fail("--where takes one condition, not statements: remove the ';' (hub show only reads)")
+
+
+def _quiet_specs() -> list[Pipeline]:
+    """The project's specs that load (for their secrets); a broken one is `hub validate`'s business."""
+    from hub.spec.loader import discover
+
+    found = []
+    for path in discover(DEMO_SPEC.parent) if DEMO_SPEC.parent.is_dir() else []:
+        try:
+            found.append(load(path))
+        except SpecError:
+            continue
+    return found
+
+
+def _register_secrets(pipelines: list[Pipeline]) -> None:
+    """Register every credential the pipelines' systems name that the environment holds, so shown rows mask
+    them wherever they appear (a response echoed into a quarantine record, an audited parameter)."""
+    from hub.runtime.secrets import register_referenced
+
+    for p in pipelines:
+        for name, system in p.spec.systems.items():
+            register_referenced(system.model_dump(by_alias=True, exclude_none=True), field=f"systems.{name}")
+
+
+def _exists(url: str) -> bool:
+    return Path(url[len("duckdb:///"):].partition("?")[0]).exists()
+
+
+def _masked(url: str) -> str:
+    from hub.runtime.secrets import mask_url
+
+    return mask_url(url)
+
+
+def _mask_value(value: Any) -> Any:
+    """*value* with registered secrets masked; numbers and booleans stay what they are unless they hold one."""
+    from hub.runtime.secrets import mask
+
+    if value is None or isinstance(value, bool | int | float):
+        text = str(value)
+        return value if mask(text) == text else mask(text)
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, dict):
+        return {k: _mask_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask_value(v) for v in value]
+    return mask(str(value))  # dates, decimals, bytes: shown as text
+
+
+def _cell(value: Any) -> str:
+    import json
+
+    if value is None:
+        return "∅"
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return str(value)
 
 
 catalog_app = typer.Typer(no_args_is_help=True, help="Discover what systems offer: operations, inputs, outputs.")

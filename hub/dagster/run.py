@@ -7,19 +7,30 @@ last, once, so nothing is loaded more often than needed and models see every par
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import dagster as dg
+from dagster._utils.error import SerializableErrorInfo
 
 from hub.dagster.definitions import FULL_REFRESH_TAG, partitions_def, pipeline_assets
 from hub.errors import HubError, PartitionKeyError
 from hub.files import ready_files
 from hub.runtime import tracing
 from hub.spec import Pipeline
+from hub.warehouse.base import QUARANTINE_SUFFIX
 
-QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+#: The assets an in-process run materializes (its ad-hoc job has no asset selection of its own): for hub runs.
+ASSETS_TAG = "hub/assets"
+#: In-process runs log nothing to the console: a failure's stack trace is in the Dagster event log (and in
+#: :attr:`RunOutcome.trace`); the CLI prints one line per failure and the trace only with ``--verbose``.
+#: Dagster's console logger logs STEP_FAILURE at ERROR, so only CRITICAL keeps it quiet.
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+#: ``--verbose``: warnings and failures, with their stack traces, as Dagster logs them.
+VERBOSE_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 @dataclass
@@ -31,6 +42,10 @@ class RunOutcome:
     error: str | None = None
     row_counts: dict[str, int] = field(default_factory=dict)
     rows_loaded: dict[str, int] = field(default_factory=dict)  # by this run (an incremental read: the changes)
+    quarantined: dict[str, int] = field(default_factory=dict)  # rows rejected by mapping or rules, per asset
+    quarantine_tables: dict[str, str] = field(default_factory=dict)  # where they are: <table>__quarantine
+    file_status: dict[str, str] = field(default_factory=dict)  # file drops: loaded | already loaded | duplicate of
+    reasons: list[str] = field(default_factory=list)  # one line per failed step: "<step>: <message>"
 
 
 def partition_keys(pipeline: Pipeline, *, partition: str | None = None, start: str | None = None,
@@ -68,17 +83,42 @@ def _check_key(parts: dg.TimeWindowPartitionsDefinition, key: str, pipeline: Pip
                        f"(format {parts.fmt}, first {first}, last {parts.get_last_partition_key()})")
 
 
+def _root_error(error: SerializableErrorInfo | None) -> SerializableErrorInfo | None:
+    """The error a step raised, below Dagster's wrappers (DagsterExecutionStepExecutionError ...)."""
+    while error is not None and error.cause is not None and (error.cls_name or "").startswith("Dagster"):
+        error = error.cause
+    return error
+
+
+def one_line(error: SerializableErrorInfo | None) -> str:
+    """A failure as one readable line: the hub's own errors (:mod:`hub.errors`, written for people) without
+    their class path; anything else (a bug) keeps its class name, which is then part of the story."""
+    if error is None:
+        return "unknown error"
+    text = error.message.strip()
+    text = re.sub(rf"^hub\.errors\.{re.escape(error.cls_name or '')}: ", "", text)
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def _failures(result: dg.ExecuteInProcessResult) -> list[tuple[str, SerializableErrorInfo | None]]:
+    failed = []
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE" and event.step_failure_data is not None:
+            failed.append((event.step_key or "run", event.step_failure_data.error))
+    return failed
+
+
 def _failure(result: dg.ExecuteInProcessResult) -> str:
     messages = []
-    for event in result.all_events:
-        if event.event_type_value != "STEP_FAILURE" or event.step_failure_data is None:
-            continue
-        err = event.step_failure_data.error
-        while err is not None and err.cause is not None and (err.cls_name or "").startswith("Dagster"):
-            err = err.cause
-        text = err.message.strip() if err is not None else "unknown error"
-        messages.append(f"{event.step_key}: {text}")
+    for step, error in _failures(result):
+        err = _root_error(error)
+        messages.append(f"{step}: {err.message.strip() if err is not None else 'unknown error'}")
     return "\n".join(messages) or "run failed"
+
+
+def _reasons(result: dg.ExecuteInProcessResult) -> list[str]:
+    """One line per failed step (the stack traces stay in the event log, and on the console when verbose)."""
+    return [f"{step}: {one_line(_root_error(error))}" for step, error in _failures(result)] or ["run failed"]
 
 
 def run_pipeline(pipeline: Pipeline, instance: dg.DagsterInstance, *, assets: Sequence[str] | None = None,
@@ -114,22 +154,16 @@ def run_pipeline(pipeline: Pipeline, instance: dg.DagsterInstance, *, assets: Se
         started_ns = time.time_ns()
         result = dg.materialize(
             all_assets, instance=instance, partition_key=key, selection=selection, raise_on_error=False,
-            run_config=QUIET_RUN_CONFIG if quiet else None,
-            tags={"hub/pipeline": pipeline.name, "hub/cli": "run",
+            run_config=QUIET_RUN_CONFIG if quiet else VERBOSE_RUN_CONFIG,
+            tags={"hub/pipeline": pipeline.name, "hub/cli": "run", ASSETS_TAG: ",".join(selection),
                   **({FULL_REFRESH_TAG: "true"} if full_refresh else {})},
         )
-        counts: dict[str, int] = {}
-        loaded: dict[str, int] = {}
-        for mat in result.get_asset_materialization_events():
-            if mat.asset_key is None:
-                continue
-            for key_, into in (("dagster/row_count", counts), ("hub/rows_loaded", loaded)):
-                value = mat.materialization.metadata.get(key_)
-                if value is not None:
-                    into[mat.asset_key.to_user_string()] = int(value.value)  # type: ignore[arg-type]
-        outcomes.append(RunOutcome(partition=label, run_id=result.run_id, success=result.success, assets=selection,
-                                   error=None if result.success else _failure(result), row_counts=counts,
-                                   rows_loaded=loaded))
+        outcome = RunOutcome(partition=label, run_id=result.run_id, success=result.success, assets=selection)
+        _read_metadata(result, outcome)
+        if not result.success:
+            outcome.error = _failure(result)
+            outcome.reasons = _reasons(result)
+        outcomes.append(outcome)
         # this process saw the whole run: emit its span, with the ids its asset spans point to
         tracing.emit_run_span(result.run_id, start_ns=started_ns, end_ns=time.time_ns(), success=result.success,
                               error=outcomes[-1].error, attributes={
@@ -152,3 +186,65 @@ def run_pipeline(pipeline: Pipeline, instance: dg.DagsterInstance, *, assets: Se
     if last:
         run(last, None, None)
     return outcomes
+
+
+def _read_metadata(result: dg.ExecuteInProcessResult, outcome: RunOutcome) -> None:
+    """The numbers of the run's materializations (rows, quarantined rows and where, file status), for the
+    CLI's summary: the same metadata the Dagster UI shows."""
+    ints = (("dagster/row_count", outcome.row_counts), ("hub/rows_loaded", outcome.rows_loaded),
+            ("hub/rows_quarantined", outcome.quarantined))
+    for mat in result.get_asset_materialization_events():
+        if mat.asset_key is None:
+            continue
+        name = mat.asset_key.to_user_string()
+        md = mat.materialization.metadata
+        for key, into in ints:
+            value = md.get(key)
+            if value is not None:
+                into[name] = int(value.value)  # type: ignore[arg-type]
+        table = md.get("dagster/table_name")
+        outcome.quarantine_tables[name] = f"{table.value if table is not None else name}{QUARANTINE_SUFFIX}"
+        status = md.get("hub/status")
+        if status is not None:
+            outcome.file_status[name] = str(status.value)
+
+
+@dataclass
+class RunSummary:
+    """One run of the instance, for ``hub runs``."""
+
+    run_id: str
+    job: str
+    pipeline: str | None
+    status: str
+    started: datetime | None
+    duration_s: float | None
+    assets: list[str]
+    partition: str | None
+    reason: str | None  # why it failed, one line per failed step joined by "; "
+
+
+def recent_runs(instance: dg.DagsterInstance, limit: int = 20) -> list[RunSummary]:
+    """The newest *limit* runs of *instance* (launched by ``hub run``, the UI, schedules or sensors alike),
+    newest first, each failure's reason read from its event log."""
+    out = []
+    for record in instance.get_run_records(limit=limit):
+        run = record.dagster_run
+        start, end = record.start_time, record.end_time
+        reason = None
+        if run.status == dg.DagsterRunStatus.FAILURE:
+            failures = [(e.step_key or "run", e.dagster_event.step_failure_data.error)
+                        for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+                        if e.dagster_event is not None and e.dagster_event.step_failure_data is not None]
+            reason = "; ".join(f"{step}: {one_line(_root_error(error))}" for step, error in failures) or None
+            if reason is None:  # a run that failed outside any step (it could not start, ...)
+                ends = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+                reason = one_line(None) if not ends else (ends[-1].message or "run failed").splitlines()[0]
+        out.append(RunSummary(
+            run_id=run.run_id, job=run.job_name, pipeline=run.tags.get("hub/pipeline"), status=run.status.value,
+            started=datetime.fromtimestamp(start, UTC) if start else None,
+            duration_s=(end - start) if start and end else None,
+            assets=sorted(k.to_user_string() for k in run.asset_selection or []) or [
+                a for a in run.tags.get(ASSETS_TAG, "").split(",") if a],
+            partition=run.tags.get("dagster/partition"), reason=reason))
+    return out

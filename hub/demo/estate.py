@@ -40,6 +40,13 @@ def endpoints(crm: CRMService, erp: ERPService, drop: bank.BankService, inventor
             "BANK_HOST_KEY_FINGERPRINT": drop.fingerprint, "HUB_DEMO_INVENTORY_URL": inventory.url}
 
 
+def environment(services: dict[str, Any]) -> dict[str, str]:
+    """Every variable the demo spec reads, with the values the running estate *services* (as
+    :func:`running` yields them) accept: what ``hub demo --serve`` prints as ``export`` lines."""
+    return {**{name: os.environ[name] for name in DEMO_CREDENTIALS},
+            **endpoints(services["crm"], services["erp"], services["bank"], services["inventory"])}
+
+
 @contextmanager
 def running(say: Callable[[str], None] = print, *, drip: float | None = None,
             state_dir: Path | None = None) -> Iterator[dict[str, Any]]:

@@ -168,12 +168,14 @@ class SqlProtocol(Protocol):
             console.print(f"[bold]{escape(catalog['url'])}[/] ({catalog['dialect']})")
             for t in catalog["tables"]:
                 pk = set(t["primary_key"])
-                cols = ", ".join(f"{'*' if c['name'] in pk else ''}{c['name']}: {c['type']}" for c in t["columns"])
+                cols = ", ".join(f"{'*' if c['name'] in pk else ''}{c['name']}: {c['type']}"
+                                 + (f" → {c['arrow']}" if c.get("arrow") else "") for c in t["columns"])
                 console.print(f"  {t['kind']} [bold]{escape(t['name'])}[/]({escape(cols)})")
                 for fk in t["foreign_keys"]:
                     target = f"{fk['references']}({', '.join(fk['referred_columns'])})"
                     console.print(f"      {', '.join(fk['columns'])} -> {target}")
-            console.print("(* primary key; --json for the JSON Schemas, --table NAME for one table)")
+            console.print("(* primary key; SQL type → the Arrow type the hub loads it as; --json for the JSON "
+                          "Schemas, --table NAME for one table)")
 
         return catalog_sql
 

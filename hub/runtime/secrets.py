@@ -111,6 +111,24 @@ def resolve_config(config: _Model, *, field: str) -> _Model:
     return type(config).model_validate(raw)
 
 
+def register_referenced(value: Any, *, field: str = "") -> None:
+    """Register, for masking, every secret a nested structure refers to that the environment holds, without
+    failing on the ones it does not: for commands that only show stored data (``hub show``), which must
+    mask the credentials of the spec's systems but need none of them to work."""
+    if isinstance(value, str):
+        if field.rsplit(".", 1)[-1] not in NOT_SECRET_FIELDS:
+            for match in _REF.finditer(value):
+                got = os.environ.get(match.group(1))
+                if got:
+                    register(got)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            register_referenced(v, field=f"{field}.{k}")
+    elif isinstance(value, list):
+        for v in value:
+            register_referenced(v, field=field)
+
+
 def _control_character(value: str) -> str | None:
     """The first control character of *value*, escaped (``\\r``, ``\\x00``), or None."""
     for ch in value:

@@ -61,13 +61,7 @@ class Pipeline:
         """The warehouse URL with a relative DuckDB path made absolute against the project root. A DuckDB file
         the spec names must be in the project (see :func:`confined_warehouse`); ``$HUB_WAREHOUSE`` is the
         operator's and is taken as given."""
-        if self.spec.warehouse:
-            url, problem = confined_warehouse(self.spec.warehouse, self.root)
-            if problem:
-                raise SpecError(str(self.path), [f"warehouse: {problem}"])
-            return url
-        url = os.environ.get("HUB_WAREHOUSE") or f"duckdb:///{DEFAULT_WAREHOUSE}"
-        return absolute_warehouse(url, self.root)
+        return warehouse_url(self.spec.warehouse, self.root, self.path)
 
     @property
     def warehouse_kind(self) -> str:
@@ -252,6 +246,18 @@ def confined_warehouse(url: str, root: Path) -> tuple[str, str | None]:
                  f"in the project or {allowed[1]} (a relative path such as duckdb:///warehouse/hub.duckdb is "
                  "the project's). To allow another directory, an operator lists it in $HUB_WAREHOUSE_DIRS, "
                  "or sets $HUB_WAREHOUSE instead of the spec's warehouse:")
+
+
+def warehouse_url(declared: str | None, root: Path, spec: Path | None = None) -> str:
+    """The warehouse a spec declaring *declared* uses (else ``$HUB_WAREHOUSE``, else the project's
+    warehouse/hub.duckdb), a relative DuckDB path made absolute against the project *root*; a declared DuckDB
+    file outside the places :func:`confined_warehouse` allows is a :class:`SpecError` of *spec*."""
+    if declared:
+        url, problem = confined_warehouse(declared, root)
+        if problem:
+            raise SpecError(str(spec or root), [f"warehouse: {problem}"])
+        return url
+    return absolute_warehouse(os.environ.get("HUB_WAREHOUSE") or f"duckdb:///{DEFAULT_WAREHOUSE}", root)
 
 
 def project_root(path: Path) -> Path:

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
-from adapters.sftp.config import ExportFormat
+from adapters.sftp import ExportFormat
 from hub import protocols
 from hub.runtime.choice import exactly_one
 from hub.runtime.duration import seconds

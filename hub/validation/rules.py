@@ -159,9 +159,13 @@ class RowRules:
         lines = raw.column(LINE_COLUMN) if raw.schema.get_field_index(LINE_COLUMN) >= 0 else None
         texts = raw.column(RAW_COLUMN) if raw.schema.get_field_index(RAW_COLUMN) >= 0 else None
         found.sort(key=lambda f: f[0])
-        rows = batch.take(pa.array([f[0] for f in found])).to_pylist()
+        # the record as the source sent it (its own names and JSON types: a price of -3 stays a number, where
+        # the mapped row may hold it as text or a decimal), like the Mapper's quarantine records
+        internal = {LINE_COLUMN, RAW_COLUMN}
+        records = [{k: v for k, v in rec.items() if k not in internal}
+                   for rec in raw.take(pa.array([int(positions[f[0]]) for f in found])).to_pylist()]
         quarantine = []
-        for (i, rule_name, column, value, reason), rec in zip(found, rows, strict=True):
+        for (i, rule_name, column, value, reason), rec in zip(found, records, strict=True):
             at = int(positions[i])
             line = lines[at].as_py() if lines is not None else None
             text = texts[at].as_py() if texts is not None else None

@@ -34,8 +34,9 @@ def suggest(pipeline: Pipeline, asset: str, partition: str | None = None) -> tup
     table = read_rows(pipeline.warehouse_url, asset, partition)
     if table.num_rows == 0:
         where = f" in partition {partition}" if partition else ""
+        run = f" --partition {partition}" if partition else ""  # a file drop's partition is its file: same flag
         raise HubError(f"no rows of {asset}{where} in {pipeline.warehouse_url}: run the pipeline first "
-                       f"(hub run {pipeline.path} --asset {asset})")
+                       f"(hub run {pipeline.path} --asset {asset}{run})")
     out: list[Expectation] = []
 
     def add(type_: str, **kwargs: Any) -> None:

@@ -148,6 +148,11 @@ class Warehouse(ABC):
         """Run a read query and stream the result in batches (bounded memory); *sandboxed* as for query."""
 
     @abstractmethod
+    def read_only(self, sql: str) -> pa.Table:
+        """Run *sql*, one query, on a read-only connection: for SQL a person typed (``hub show --where``),
+        which may read but never change anything. Anything but exactly one query is refused."""
+
+    @abstractmethod
     def tables(self, internal: bool = False) -> list[str]:
         """Names of the tables the hub loaded (quarantine tables included), sorted; with *internal*, also
         the hub's own bookkeeping tables (``_hub_*``, e.g. the file ledger)."""

@@ -139,6 +139,30 @@ class DuckDBWarehouse(Warehouse):
                 raise WarehouseError(f"query on {self.path} failed: {exc}") from None
             yield from reader
 
+    def read_only(self, sql: str) -> pa.Table:
+        """One SELECT on a connection opened read-only, with file access off and the configuration locked
+        (DuckDB can read and write files from SQL: ``read_csv('/etc/passwd')``, ``COPY ... TO``)."""
+        try:
+            statements = duckdb.extract_statements(sql)
+        except duckdb.Error as exc:
+            raise WarehouseError(f"query on {self.path}: {exc}") from None
+        if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+            raise WarehouseError(f"query on {self.path}: only one SELECT statement is allowed "
+                                 f"(got {', '.join(s.type.name for s in statements) or 'none'})")
+        if self.path != ":memory:" and not Path(self.path).exists():
+            raise WarehouseError(f"no DuckDB warehouse at {self.path} (nothing has been loaded yet?)")
+        config = {**self.config, "enable_external_access": False, "lock_configuration": True}
+        try:
+            con = duckdb.connect(self.path, read_only=True, config=config)
+        except duckdb.Error as exc:
+            raise WarehouseError(f"cannot open DuckDB warehouse {self.path} read-only: {exc}") from None
+        try:
+            return con.sql(sql).to_arrow_table()
+        except duckdb.Error as exc:
+            raise WarehouseError(f"query on {self.path} failed: {exc}") from None
+        finally:
+            con.close()
+
     def tables(self, internal: bool = False) -> list[str]:
         with self._connect() as con:
             rows = con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "

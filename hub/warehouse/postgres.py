@@ -579,6 +579,21 @@ class PostgresWarehouse(Warehouse):
             _, batches = self._read(conn, text, is_query, batch_rows)
             yield from batches
 
+    def read_only(self, sql: str) -> pa.Table:
+        """One query (translated from DuckDB's dialect, which refuses more than one statement) in a
+        READ ONLY transaction, rolled back at the end: PostgreSQL refuses any write inside it."""
+        text, is_query = self._translate(sql, sandboxed=True)
+        if not is_query:
+            raise WarehouseError(f"query on {self.where}: only a query (SELECT) is allowed")
+        with self._connect() as conn:
+            try:
+                conn.read_only = True
+                schema, batches = self._read(conn, text, True, 65_536)
+                return pa.Table.from_batches(list(batches), schema=schema)
+            finally:
+                with contextlib.suppress(psycopg.Error):
+                    conn.rollback()
+
     def _translate(self, sql: str, sandboxed: bool = False) -> tuple[str, bool]:
         where = f"query on {self.where}"
         try:
