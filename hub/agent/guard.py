@@ -321,7 +321,7 @@ def rest_call(pipeline: Pipeline, action: Action, params: dict[str, Any], limit:
     # reads go through the REST adapter (retries, backoff); a write is sent exactly once, never retried
     if method in ("GET", "POST") and action.side_effect == "read" and (body is None or isinstance(body, dict)):
         bound = pipeline.sources.get(str(action.binding.get("source") or ""))
-        if bound is not None and bound.system_name == action.system:
+        if bound is not None and bound.kind == action.protocol:  # the spec's source of this REST action
             return _rest_pages(system, action, bound.config, path, query, headers, body, limit)
         source = RestSourceConfig.model_validate({"request": {"path": path, "method": method, "params": query,
                                                               "headers": headers,
