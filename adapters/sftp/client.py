@@ -95,6 +95,14 @@ class SftpSource:
         files, markers = self.listing(session)
         return ready(files, self.source.files, markers, time.time() if now is None else now)
 
+    def observe(self, session: SftpSession, seen: dict[str, tuple[int, int, float]]
+                ) -> tuple[list[RemoteFile], list[RemoteFile], float]:
+        """(every candidate file, the ready ones, when they were judged: after the listing) for a sensor that
+        keeps earlier observations in *seen* (:func:`ready`), so it needs nothing of this module but the source."""
+        files, markers = self.listing(session)
+        now = time.time()
+        return files, ready(files, self.source.files, markers, now, seen), now
+
     def find(self, session: SftpSession, name: str) -> RemoteFile | None:
         """The file whose partition key (path below the folder) is *name*."""
         files, _ = self.listing(session)

@@ -4,12 +4,10 @@ assets for outbound exports."""
 # No `from __future__ import annotations`: Dagster inspects the `context` annotation at definition time.
 
 import json
-import time
 from typing import Any
 
 import dagster as dg
 
-from adapters.sftp import ready
 from hub.dagster.progress import report
 from hub.dagster.validation import check_results, check_specs
 from hub.exports import run_export
@@ -85,9 +83,7 @@ def file_sensor(pipeline: Pipeline, source: ResolvedSource, job: Any) -> dg.Sens
         seen = {path: (v[0], v[1], v[2]) for path, v in state.get("seen", {}).items()}
         adapter = build_sftp(pipeline, source)
         with adapter.session() as session:
-            files, markers = adapter.listing(session)
-        now = time.time()
-        taken = ready(files, cfg, markers, now, seen)
+            files, taken, now = adapter.observe(session, seen)
         # remember each file as it looks now; a changed file starts its stability clock again
         observed = {f.path: seen[f.path] if f.path in seen and seen[f.path][:2] == (f.size, f.mtime)
                     else (f.size, f.mtime, now) for f in files}
