@@ -53,8 +53,8 @@ def test_offline_join_plan_is_valid_and_dry_runs(crm: CRMService, warehouse_path
     assert planned.spec.partitions is not None and planned.spec.partitions.kind == "daily"
     assert planned.sources["revenue_erp_orders"].partitioned
     assert not planned.sources["revenue_crm_customers"].partitioned
-    assert planned.sources["revenue_erp_orders"].soap is not None
-    assert planned.sources["revenue_erp_orders"].soap.params["FromDate"] == "{{ partition.start }}"
+    assert planned.sources["revenue_erp_orders"].kind == "soap"
+    assert planned.sources["revenue_erp_orders"].config.params["FromDate"] == "{{ partition.start }}"
     sql = planned.spec.models["revenue_revenue_by_region"].sql
     assert "join revenue_crm_customers c on c.id = o.customer_id" in sql and "sum(o.amount) as revenue" in sql
     assert planned.spec.systems["crm"].rest is not None  # copied from the given spec

@@ -65,8 +65,8 @@ def test_good_spec_resolves(tmp_path: Path) -> None:
     assert not p.sources["products"].partitioned
     assert orders.spec.primary_key == ["id"], "a single key may be written as a string"
     assert orders.spec.output_columns() == ["id", "customer_id", "total"]
-    assert orders.rest is not None and orders.rest.paginate is not None
-    assert orders.rest.paginate.kind == "offset"
+    assert orders.kind == "rest" and orders.config.paginate is not None
+    assert orders.config.paginate.kind == "offset"
     assert p.model_deps["revenue"] == ["orders", "products"]
     assert p.spec.partitions is not None and p.spec.partitions.window.timezone == "Europe/Paris"
 

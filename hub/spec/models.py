@@ -299,14 +299,6 @@ class ResolvedSource(BaseModel):
         """Reads only what changed since the last run (a cursor column), merged on the primary key."""
         return self.protocol.incremental_cursor(self.config) is not None
 
-    if not TYPE_CHECKING:
-        def __getattr__(self, name: str) -> Any:
-            """``source.rest`` style access (the block when the source's protocol is *name*, else None), kept
-            for callers written before the registry; new code reads ``source.config``."""
-            if not name.startswith("_") and name in protocols.registry():
-                return self.config if self.kind == name else None
-            return super().__getattr__(name)
-
 
 def _valid_cron(cron: str) -> bool:
     """Whether Dagster accepts *cron* as a schedule, asked through its public API (a throw-away schedule
