@@ -1,0 +1,360 @@
+"""The GraphQL adapter against real GraphQL servers on loopback (tests/graphql_server.py): paging, templated
+variables, errors in 200 responses, retries, auth, resume tokens, catalogs (live and GitHub's SDL), contracts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from graphql import build_ast_schema, build_schema, parse
+from pydantic import ValidationError
+
+from adapters.graphql import (
+    GraphQLSource,
+    GraphQLSourceConfig,
+    GraphQLSystemConfig,
+    catalog,
+    compare,
+    selection_contract,
+)
+from hub.errors import GraphQLError, HTTPStatusError, ResponseFormatError
+from hub.runtime.window import Window, render_tree
+from tests.graphql_server import (
+    GITHUB_SDL,
+    ITEMS_SDL,
+    GraphQLTestServer,
+    cursor,
+    github_issues,
+    github_schema,
+    items,
+    items_schema,
+)
+
+RELAY = """query Items($after: String, $since: String) {
+  items(first: 10, after: $after, since: $since) {
+    nodes { id name createdAt price }
+    pageInfo { hasNextPage endCursor }
+  }
+}"""
+OFFSET = "query Page($offset: Int!, $limit: Int!) { itemsPage(offset: $offset, limit: $limit) { id name } }"
+FAST_RETRIES = {"max": 2, "backoff": 0.01, "max_backoff": 0.05}
+
+
+@pytest.fixture
+def server() -> Iterator[GraphQLTestServer]:
+    with GraphQLTestServer(items_schema(items(25))) as srv:
+        yield srv
+
+
+def make(server: GraphQLTestServer, query: str = RELAY, records: str = "items.nodes", *,
+         paginate: dict[str, Any] | None = None, variables: dict[str, Any] | None = None,
+         system: dict[str, Any] | None = None, batch_size: int = 10_000) -> GraphQLSource:
+    sys_cfg = GraphQLSystemConfig.model_validate({"endpoint": server.url, "retries": FAST_RETRIES, **(system or {})})
+    src_cfg = GraphQLSourceConfig.model_validate({
+        "query": query, "records": records, "variables": variables or {},
+        "paginate": {"relay": {}} if paginate is None else paginate})
+    return GraphQLSource(sys_cfg, src_cfg, name="items", batch_size=batch_size, system_name="shop")
+
+
+def rows(src: GraphQLSource) -> list[dict[str, Any]]:
+    batches = list(src.batches())
+    return pa.Table.from_batches(batches).to_pylist() if batches else []
+
+
+# --- paging ------------------------------------------------------------------------------------------------
+
+def test_relay_pagination_walks_every_page_with_the_end_cursor(server: GraphQLTestServer) -> None:
+    got = rows(make(server))
+    assert [r["id"] for r in got] == [str(i) for i in range(1, 26)]
+    assert got[0] == {"id": "1", "name": "item-1", "createdAt": "2024-01-01", "price": 1.5}
+    sent = [r.variables.get("after") for r in server.requests]
+    assert sent == [None, cursor(9), cursor(19)]
+    assert {r.payload.get("operationName") for r in server.requests} == {"Items"}
+
+
+def test_relay_page_info_next_to_edges_is_found(server: GraphQLTestServer) -> None:
+    query = RELAY.replace("nodes { id name createdAt price }", "edges { cursor node { id name } }")
+    got = rows(make(server, query, "$.items.edges[*].node"))
+    assert [r["id"] for r in got] == [str(i) for i in range(1, 26)]
+    assert len(server.requests) == 3
+
+
+@pytest.mark.parametrize(("n", "expected_requests"), [(25, 3), (20, 3), (0, 1)])
+def test_offset_limit_variables(n: int, expected_requests: int) -> None:
+    with GraphQLTestServer(items_schema(items(n))) as srv:
+        got = rows(make(srv, OFFSET, "itemsPage", paginate={"offset": {"limit": 10}}))
+        assert [r["id"] for r in got] == [str(i) for i in range(1, n + 1)]
+        assert [(r.variables["offset"], r.variables["limit"]) for r in srv.requests] == \
+            [(o, 10) for o in range(0, 10 * expected_requests, 10)]
+
+
+def test_variables_are_templated_by_the_partition_window(server: GraphQLTestServer) -> None:
+    window = Window("2024-01-20", datetime(2024, 1, 20, tzinfo=UTC), datetime(2024, 1, 21, tzinfo=UTC))
+    variables = render_tree({"since": "{{ partition.start_date }}"}, window, field="sources.items.variables")
+    got = rows(make(server, variables=variables))
+    assert [r["id"] for r in got] == [str(i) for i in range(20, 26)]
+    assert [r.variables["since"] for r in server.requests] == ["2024-01-20"]
+
+
+def test_cursor_handed_out_twice_is_a_loop_not_an_endless_walk() -> None:
+    schema = build_schema(ITEMS_SDL)
+    stuck = {"nodes": [{"id": "1", "name": "a", "createdAt": "x"}], "edges": [], "totalCount": 1,
+             "pageInfo": {"hasNextPage": True, "endCursor": "same", "hasPreviousPage": False}}
+    schema.query_type.fields["items"].resolve = lambda *_a, **_k: stuck  # type: ignore[union-attr]
+    looping = pytest.raises(ResponseFormatError, match="already returned; the API is looping")
+    with GraphQLTestServer(schema) as srv, looping:
+        rows(make(srv))
+    assert len(srv.requests) == 2
+
+
+def test_missing_page_info_is_named(server: GraphQLTestServer) -> None:
+    query = RELAY.replace("pageInfo { hasNextPage endCursor }", "totalCount")
+    with pytest.raises(ResponseFormatError, match=r"no pageInfo \{ hasNextPage endCursor \} at data.items.pageInfo"):
+        rows(make(server, query))
+
+
+# --- errors ----------------------------------------------------------------------------------------------------
+
+def test_errors_in_a_200_response_fail_naming_path_and_message_and_load_nothing() -> None:
+    query = RELAY.replace("price }", "price secret }")
+    with GraphQLTestServer(items_schema(items(25), failing_id="3")) as srv:
+        src = make(srv, query)
+        yielded: list[pa.RecordBatch] = []
+        with pytest.raises(GraphQLError) as caught:
+            for batch in src.batches():
+                yielded.append(batch)
+    assert yielded == []
+    assert caught.value.errors == [("items.nodes.2.secret", "not allowed to read the secret of item 3")]
+    message = str(caught.value)
+    assert "items.nodes.2.secret: not allowed to read the secret of item 3" in message
+    assert "partial data in the response was not loaded" in message
+    assert srv.requests[0].status == 200 and len(srv.requests) == 1  # a GraphQL error is not retried
+
+
+def test_errors_on_a_later_page_never_load_that_page() -> None:
+    query = RELAY.replace("price }", "price secret }")
+    with GraphQLTestServer(items_schema(items(25), failing_id="14")) as srv:
+        yielded: list[dict[str, Any]] = []
+        with pytest.raises(GraphQLError, match=r"items\.nodes\.3\.secret"):
+            for batch in make(srv, query).batches():
+                yielded.extend(batch.to_pylist())
+    assert [r["id"] for r in yielded] == [str(i) for i in range(1, 11)]  # page 1 only; page 2 never handed over
+
+
+def test_http_500_is_retried(server: GraphQLTestServer) -> None:
+    server.fail_next(500, 503)
+    src = make(server)
+    assert len(rows(src)) == 25
+    assert [r.status for r in server.requests] == [500, 503, 200, 200, 200]
+    assert src.details()["retries"] == 2
+
+
+def test_http_errors_give_up_with_status_and_graphql_messages(server: GraphQLTestServer) -> None:
+    server.fail_next(500, 500, 500)
+    with pytest.raises(HTTPStatusError, match=r"HTTP 500 .*gave up after 3 attempts.*injected HTTP 500") as caught:
+        rows(make(server))
+    assert caught.value.status == 500
+
+
+def test_oversized_response_is_refused(server: GraphQLTestServer) -> None:
+    with pytest.raises(ResponseFormatError, match="exceeds max_response_bytes=200"):
+        rows(make(server, system={"max_response_bytes": 200}))
+
+
+# --- auth --------------------------------------------------------------------------------------------------------
+
+AUTHS = {
+    "bearer": (("bearer", "tok-9f2"), {"bearer": "tok-9f2"}, {"bearer": "wrong-tok"}),
+    "api key header": (("header", "X-API-Key", "key-77a"), {"api_key": {"name": "X-API-Key", "value": "key-77a"}},
+                       {"api_key": {"name": "X-API-Key", "value": "key-bad"}}),
+    "api key query": (("query", "api_key", "key-88b"),
+                      {"api_key": {"name": "api_key", "value": "key-88b", "in": "query"}},
+                      {"api_key": {"name": "api_key", "value": "key-bad", "in": "query"}}),
+    "basic": (("basic", "ana", "pw-5c1"), {"basic": {"username": "ana", "password": "pw-5c1"}},
+              {"basic": {"username": "ana", "password": "pw-bad"}}),
+}
+
+
+@pytest.mark.parametrize("kind", list(AUTHS))
+def test_auth_kinds_of_rest_work_for_graphql(kind: str) -> None:
+    required, good, bad = AUTHS[kind]
+    with GraphQLTestServer(items_schema(items(12)), auth=required) as srv:
+        assert len(rows(make(srv, system={"auth": good}))) == 12
+        with pytest.raises(HTTPStatusError, match=r"HTTP 401.*Bad credentials") as caught:
+            rows(make(srv, system={"auth": bad}))
+        secret = str(next(iter(bad.values())) if kind == "bearer" else _secret(bad))
+        assert secret not in str(caught.value) and secret not in caught.value.url  # never shown
+        assert [r.status for r in srv.requests] == [200, 200, 401]  # a 401 is not retried
+
+
+def _secret(auth: dict[str, Any]) -> str:
+    inner = next(iter(auth.values()))
+    return str(inner.get("value") or inner.get("password"))
+
+
+# --- checkpoints ------------------------------------------------------------------------------------------------
+
+def test_resume_from_a_cursor_token_fetches_only_the_remaining_pages(server: GraphQLTestServer) -> None:
+    pairs = list(make(server, batch_size=10).resumable_batches(None))
+    tokens = [t for _, t in pairs]
+    assert tokens[0] == {"kind": "relay", "variable": "after", "value": cursor(9), "at": f"after={cursor(9)}"}
+    assert tokens[-1] is not None and tokens[-1]["kind"] == "done"
+    server.requests.clear()
+    src = make(server, batch_size=10)
+    assert src.resume_blocker(window_closed=False) is None
+    resumed = pa.Table.from_batches([b for b, _ in src.resumable_batches(tokens[0])]).to_pylist()
+    assert [r["id"] for r in resumed] == [str(i) for i in range(11, 26)]
+    assert [r.variables.get("after") for r in server.requests] == [cursor(9), cursor(19)]
+    server.requests.clear()
+    assert list(make(server).resumable_batches(tokens[-1])) == []
+    assert server.requests == []
+
+
+def test_resume_with_offsets_only_for_closed_windows(server: GraphQLTestServer) -> None:
+    src = make(server, OFFSET, "itemsPage", paginate={"offset": {"limit": 10}}, batch_size=10)
+    assert "offset paging" in (src.resume_blocker(window_closed=False) or "")
+    assert src.resume_blocker(window_closed=True) is None
+    token = next(t for _, t in src.resumable_batches(None))
+    assert token == {"kind": "offset", "variable": "offset", "value": 10, "at": "offset=10"}
+    server.requests.clear()
+    resumed = [r["id"] for b, _ in src.resumable_batches(token) for r in b.to_pylist()]
+    assert resumed == [str(i) for i in range(11, 26)]
+    assert [r.variables["offset"] for r in server.requests] == [10, 20]
+
+
+# --- configuration ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("config", "message"), [
+    ({"query": "mutation { renameItem(id: 1, name: \"x\") { id } }", "records": "renameItem"}, "a source only reads"),
+    ({"query": "query { items { nodes { id } pageInfo { hasNextPage endCursor } } }", "records": "items.nodes",
+      "paginate": {"relay": {}}}, r"paginate sets \$after but the query does not declare it"),
+    ({"query": "query($after: String) { items(after: $after) { nodes { id } } }", "records": "$..id",
+      "paginate": {"relay": {}}}, "paginate.relay needs page_info"),
+    ({"query": "query { items { ", "records": "items"}, "query is not valid GraphQL"),
+    ({"query": "query A { items { totalCount } } query B { items { totalCount } }", "records": "items"},
+     "several operations"),
+])
+def test_invalid_sources_are_refused_when_the_spec_is_loaded(config: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        GraphQLSourceConfig.model_validate(config)
+
+
+# --- catalogs -----------------------------------------------------------------------------------------------------
+
+def test_catalog_of_a_live_endpoint_by_introspection(server: GraphQLTestServer) -> None:
+    cat = catalog(server.url)
+    assert [(q["name"], q["kind"]) for q in cat["queries"]] == [("items", "read"), ("itemsPage", "read")]
+    assert [(m["name"], m["kind"]) for m in cat["mutations"]] == [("renameItem", "write")]
+    rename = cat["mutations"][0]["arguments"]
+    assert rename["required"] == ["id", "name"] and rename["properties"]["name"] == {"type": "string"}
+    page = next(q for q in cat["queries"] if q["name"] == "itemsPage")
+    assert page["returns"] == "[Item!]!"
+    item = page["output"]["items"]
+    assert item["x-graphql-type"] == "Item" and item["required"] == ["id", "name", "createdAt"]
+    assert item["properties"]["price"] == {"anyOf": [{"type": "number"}, {"type": "null"}]}
+    items_q = next(q for q in cat["queries"] if q["name"] == "items")
+    assert items_q["arguments"]["properties"]["first"]["default"] == 10
+    assert server.requests[0].payload["operationName"] == "IntrospectionQuery"
+
+
+def test_catalog_of_githubs_sdl_lists_every_query_and_mutation() -> None:
+    text = GITHUB_SDL.read_text(encoding="utf-8")
+    with pytest.raises(TypeError, match="can only be defined once"):
+        build_schema(text)  # GitHub's file is not valid SDL as is: two fields are defined twice
+    reference = build_ast_schema(parse(text), assume_valid_sdl=True)
+    assert reference.query_type is not None and reference.mutation_type is not None
+    cat = catalog(str(GITHUB_SDL))
+    assert [q["name"] for q in cat["queries"]] == list(reference.query_type.fields)
+    assert [m["name"] for m in cat["mutations"]] == list(reference.mutation_type.fields)
+    assert len(cat["queries"]) >= 30 and len(cat["mutations"]) >= 240 and cat["types"] > 1500
+    assert {q["kind"] for q in cat["queries"]} == {"read"} and {m["kind"] for m in cat["mutations"]} == {"write"}
+    assert any("EnterpriseOwnerInfo.repositoryDeployKeySetting is defined twice" in w for w in cat["warnings"])
+    repo = next(q for q in cat["queries"] if q["name"] == "repository")
+    assert repo["arguments"]["required"] == ["name", "owner"]
+    assert repo["output"]["anyOf"][0]["properties"]["issues"]["properties"]["pageInfo"]["x-graphql-type"] == "PageInfo"
+    create = next(m for m in cat["mutations"] if m["name"] == "createIssue")
+    assert create["arguments"]["properties"]["input"] == {"$ref": "#/$defs/CreateIssueInput",
+                                                          "description": "Parameters for CreateIssue"}
+    assert "repositoryId" in create["arguments"]["$defs"]["CreateIssueInput"]["required"]
+
+
+# --- GitHub's schema served on loopback --------------------------------------------------------------------------
+
+GITHUB_ISSUES = """query Issues($owner: String!, $name: String!, $after: String) {
+  repository(owner: $owner, name: $name) {
+    issues(first: 20, after: $after) {
+      nodes { id number title state createdAt url }
+      pageInfo { hasNextPage endCursor }
+    }
+  }
+}"""
+
+
+def test_github_schema_served_on_loopback_pages_issues_by_relay_cursor() -> None:
+    with GraphQLTestServer(github_schema(github_issues(55))) as srv:
+        src = make(srv, GITHUB_ISSUES, "repository.issues.nodes",
+                   variables={"owner": "acme", "name": "widgets"}, system={"auth": {"bearer": "ghp-test"}})
+        got = rows(src)
+        assert [r["number"] for r in got] == list(range(1, 56))
+        assert got[2] == {"id": "I_0003", "number": 3, "title": "Issue 3", "state": "CLOSED",
+                          "createdAt": "2024-03-04T10:00:00Z", "url": "https://github.com/acme/widgets/issues/3"}
+        assert [r.variables.get("after") for r in srv.requests] == [None, cursor(19), cursor(39)]
+        assert all(r.variables["owner"] == "acme" for r in srv.requests)
+        assert src.details()["pages"] == 3 and src.details()["records"] == 55
+
+
+def test_github_query_contract_records_selected_types() -> None:
+    from adapters.graphql.catalog import load_sdl_file
+
+    schema, _ = load_sdl_file(GITHUB_SDL)
+    snap = selection_contract(schema, GITHUB_ISSUES)
+    assert snap["fields"]["repository"] == "Repository"
+    assert snap["fields"]["repository.issues"] == "IssueConnection!"
+    assert snap["fields"]["repository.issues.nodes.title"] == "String!"
+    assert snap["fields"]["repository.issues.nodes.state"] == "IssueState!"
+    assert snap["arguments"]["repository(owner)"] == "String!"
+    assert "body" in snap["available"]["repository.issues.nodes"]
+    assert compare(snap, selection_contract(schema, GITHUB_ISSUES, check=False)) == []
+
+
+# --- contracts --------------------------------------------------------------------------------------------------
+
+def _changed(old: str, new: str) -> str:
+    assert old in ITEMS_SDL
+    return ITEMS_SDL.replace(old, new)
+
+
+CONTRACT_QUERY = RELAY
+
+
+@pytest.mark.parametrize(("sdl", "path", "change", "breaking"), [
+    (_changed("name: String! createdAt", "createdAt"), "items.nodes.name", "removed", True),
+    (_changed("price: Float", "price: Int"), "items.nodes.price", "type changed", True),
+    (_changed("name: String!", "name: String"), "items.nodes.name", "now nullable", True),
+    (_changed("nodes: [Item]", "nodes: [Item!]"), "items.nodes", "now non-null", False),
+    (_changed("secret: String }", "secret: String color: String }"), "items.nodes.color", "added (not selected)",
+     False),
+    (_changed("since: String)", "since: String, org: ID!)"), "items", "new required argument org", True),
+    (_changed("after: String, since", "after: Int, since"), "items(after)", "argument type changed", True),
+])
+def test_contract_changes_are_classified(sdl: str, path: str, change: str, breaking: bool) -> None:
+    before = selection_contract(build_schema(ITEMS_SDL), CONTRACT_QUERY)
+    after = selection_contract(build_schema(sdl), CONTRACT_QUERY, check=False)
+    changes = compare(before, after)
+    assert [(c.path, c.change, c.breaking) for c in changes] == [(path, change, breaking)]
+    assert changes[0].severity == ("breaking" if breaking else "drift")
+
+
+def test_contract_of_a_removed_subtree_reports_its_top_only() -> None:
+    sdl = _changed("items(first: Int = 10, after: String, since: String): ItemConnection!\n", "")
+    before = selection_contract(build_schema(ITEMS_SDL), CONTRACT_QUERY)
+    after = selection_contract(build_schema(sdl), CONTRACT_QUERY, check=False)
+    assert [(c.path, c.change) for c in compare(before, after) if c.breaking] == [("items", "removed")]
+
+
+def test_contract_snapshot_refuses_a_query_the_schema_does_not_answer() -> None:
+    with pytest.raises(ResponseFormatError, match="Cannot query field 'colour' on type 'Item'"):
+        selection_contract(build_schema(ITEMS_SDL), "{ itemsPage(offset: 0, limit: 1) { colour } }")
