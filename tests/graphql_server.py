@@ -10,7 +10,8 @@ schema (``build_schema`` SDL with resolvers attached) and answers the GraphQL re
 
 Auth can be required (``auth=("bearer", "tok")``, ``("header", "X-API-Key", "k")``, ``("query", "api_key",
 "k")``, ``("basic", "user", "pass")``; a wrong credential gets 401 with a GraphQL ``errors`` body), and
-:meth:`GraphQLTestServer.fail_next` makes the next requests answer an HTTP status instead.
+:meth:`GraphQLTestServer.fail_next` makes the next requests answer an HTTP status instead; ``redirect`` answers
+every request with a 307 elsewhere and ``delay`` slows every answer down.
 
 Two schemas: :func:`items_schema` (a small Relay connection, offset/limit paging, a ``since`` filter for
 templated variables, a field that fails for one record) and :func:`github_schema` (GitHub's public SDL with
@@ -22,6 +23,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -92,6 +94,15 @@ class _Handler(BaseHTTPRequestHandler):
             logged.status = 401
             self._reply(401, {"errors": [{"message": "Bad credentials"}]})
             return
+        if owner.redirect is not None:
+            logged.status = 307
+            self.send_response(307)
+            self.send_header("Location", owner.redirect)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if owner.delay:
+            time.sleep(owner.delay)
         if fault is not None:
             logged.status = fault
             self._reply(fault, {"errors": [{"message": f"injected HTTP {fault}"}]})
@@ -116,6 +127,8 @@ class GraphQLTestServer:
         self.lock = threading.Lock()
         self.requests: list[LoggedRequest] = []
         self.faults: list[int] = []
+        self.redirect: str | None = None  # answer every request with a 307 to this URL
+        self.delay = 0.0  # seconds each request waits before it is answered
         self._server = _HTTPServer(("127.0.0.1", 0), _Handler)
         self._server.owner = self
         self._thread = threading.Thread(target=self._server.serve_forever, name="graphql-test-server", daemon=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -20,7 +21,9 @@ from adapters.graphql import (
     compare,
     selection_contract,
 )
-from hub.errors import GraphQLError, HTTPStatusError, ResponseFormatError
+from hub.errors import ForeignOriginError, GraphQLError, HTTPStatusError, ResponseFormatError, TimeBudgetExceeded
+from hub.runtime import tracing
+from hub.runtime.breaker import CircuitOpenError
 from hub.runtime.window import Window, render_tree
 from tests.graphql_server import (
     GITHUB_SDL,
@@ -51,12 +54,14 @@ def server() -> Iterator[GraphQLTestServer]:
 
 def make(server: GraphQLTestServer, query: str = RELAY, records: str = "items.nodes", *,
          paginate: dict[str, Any] | None = None, variables: dict[str, Any] | None = None,
-         system: dict[str, Any] | None = None, batch_size: int = 10_000) -> GraphQLSource:
+         system: dict[str, Any] | None = None, batch_size: int = 10_000, state_dir: Path | None = None,
+         max_duration: float | None = None) -> GraphQLSource:
     sys_cfg = GraphQLSystemConfig.model_validate({"endpoint": server.url, "retries": FAST_RETRIES, **(system or {})})
     src_cfg = GraphQLSourceConfig.model_validate({
         "query": query, "records": records, "variables": variables or {},
         "paginate": {"relay": {}} if paginate is None else paginate})
-    return GraphQLSource(sys_cfg, src_cfg, name="items", batch_size=batch_size, system_name="shop")
+    return GraphQLSource(sys_cfg, src_cfg, name="items", batch_size=batch_size, system_name="shop",
+                         state_dir=state_dir, max_duration=max_duration)
 
 
 def rows(src: GraphQLSource) -> list[dict[str, Any]]:
@@ -193,6 +198,56 @@ def test_auth_kinds_of_rest_work_for_graphql(kind: str) -> None:
 def _secret(auth: dict[str, Any]) -> str:
     inner = next(iter(auth.values()))
     return str(inner.get("value") or inner.get("password"))
+
+
+def test_redirect_to_another_origin_is_refused_and_credentials_stay_home(server: GraphQLTestServer) -> None:
+    with GraphQLTestServer(items_schema(items(5))) as elsewhere:
+        server.redirect = elsewhere.url
+        with pytest.raises(ForeignOriginError, match="is not the system's origin"):
+            rows(make(server, system={"auth": {"bearer": "tok-home-1"}}))
+        assert elsewhere.requests == []
+        got = rows(make(server, system={"auth": {"bearer": "tok-home-1"}, "allowed_origins": [elsewhere.url]}))
+        assert len(got) == 5  # followed, as the spec allows that origin ...
+        assert [r.headers.get("authorization") for r in elsewhere.requests] == [None]  # ... without the token
+
+
+def test_every_page_is_one_traced_call_with_rows_and_traceparent(server: GraphQLTestServer) -> None:
+    with tracing.asset_scope("items", run_id="run-gql-1") as scope:
+        assert len(rows(make(server))) == 25
+    calls = [(c.system, c.protocol, c.operation, c.status, c.rows, c.http_status) for c in scope.calls]
+    assert calls == [("shop", "graphql", "POST", "ok", 10, 200), ("shop", "graphql", "POST", "ok", 10, 200),
+                     ("shop", "graphql", "POST", "ok", 5, 200)]
+    assert "(Items, page 2)" in scope.calls[1].target
+    if tracing.enabled():
+        assert all(r.headers.get("traceparent") for r in server.requests)
+
+
+# --- shared limits, breakers and budgets ---------------------------------------------------------------------
+
+def test_rate_limit_is_taken_before_every_request(server: GraphQLTestServer, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HUB_REDIS_URL", raising=False)
+    src = make(server, system={"rate_limit": {"per_second": 5, "burst": 1}}, state_dir=tmp_path)
+    assert len(rows(src)) == 25
+    assert src.details()["rate_limit_wait_s"] >= 0.3  # three requests at 5/s with a burst of 1: two waits
+
+
+def test_circuit_breaker_opens_after_failed_calls(server: GraphQLTestServer, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HUB_REDIS_URL", raising=False)
+    system = {"circuit_breaker": {"failures": 1, "cooldown": 60}, "retries": {"max": 0}}
+    server.fail_next(503)
+    with pytest.raises(HTTPStatusError, match="HTTP 503"):
+        rows(make(server, system=system, state_dir=tmp_path))
+    with pytest.raises(CircuitOpenError):
+        rows(make(server, system=system, state_dir=tmp_path))
+    assert len(server.requests) == 1  # the second run failed fast, nothing was sent
+
+
+def test_time_budget_stops_a_slow_walk(server: GraphQLTestServer) -> None:
+    server.delay = 0.4
+    with pytest.raises(TimeBudgetExceeded, match="items"):
+        rows(make(server, max_duration=0.6))
 
 
 # --- checkpoints ------------------------------------------------------------------------------------------------

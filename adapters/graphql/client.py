@@ -23,7 +23,7 @@ offset), through the bounded queue of :mod:`adapters._stream`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,9 +145,11 @@ class GraphQLEndpoint:
         return f"POST {mask_url(self.url)} ({operation or 'anonymous operation'}, {label})"
 
     async def execute(self, client: httpx.AsyncClient, query: str, variables: dict[str, Any] | None = None,
-                      operation_name: str | None = None, *, label: str = "first page") -> tuple[Any, int]:
-        """``data`` of one operation and the body's size. One traced call; the breaker sees what is left
-        after the retries (a GraphQL error means the system answered: it is up)."""
+                      operation_name: str | None = None, *, label: str = "first page",
+                      count: Callable[[Any], int] | None = None) -> tuple[Any, int]:
+        """``data`` of one operation and the body's size. One traced call (*count* tells it how many records
+        the data holds); the breaker sees what is left after the retries (a GraphQL error means the system
+        answered: it is up)."""
         what = self._what(operation_name, label)
         with tracing.call(self.system_label, "POST", what, protocol="graphql",
                           attributes=tracing.http_attributes("POST", self.url)) as call:
@@ -166,6 +168,7 @@ class GraphQLEndpoint:
             if self.breaker is not None:
                 await asyncio.to_thread(self.breaker.success)
             call.bytes = size
+            call.rows = count(data) if count is not None else 0
             return data, size
 
     async def _execute(self, client: httpx.AsyncClient, query: str, variables: dict[str, Any] | None,
@@ -293,15 +296,25 @@ class GraphQLSource:
     # --- pages -----------------------------------------------------------------------------------------
 
     async def _page(self, client: httpx.AsyncClient, variables: dict[str, Any], label: str) -> GraphQLPage:
+        selected: list[list[Any]] = []
+
+        def count(data: Any) -> int:
+            selected.append(self.records_of(data))
+            return len(selected[0])
+
         data, size = await self.endpoint.execute(client, self.source.query, variables, self.operation_name,
-                                                 label=label)
+                                                 label=label, count=count)
+        records = selected[0]
+        self.stats.records += len(records)
+        return GraphQLPage(dict(variables), data, records, size, label)
+
+    def records_of(self, data: Any) -> list[Any]:
+        """The records the ``records`` path selects in *data* (a path naming the list itself gives its items;
+        null nodes, which Relay servers return for items deleted or not visible, are left out)."""
         records = self._select(data)
         if len(records) == 1 and isinstance(records[0], list):  # "repository.issues.nodes": the list itself
             records = records[0]
-        if any(r is None for r in records):
-            records = [r for r in records if r is not None]  # Relay nodes may be null (deleted, not visible)
-        self.stats.records += len(records)
-        return GraphQLPage(dict(variables), data, records, size, label)
+        return [r for r in records if r is not None]
 
     def _first_variables(self) -> dict[str, Any]:
         variables = dict(self.source.variables)
