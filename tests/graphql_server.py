@@ -103,6 +103,14 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if owner.delay:
             time.sleep(owner.delay)
+        if not owner.introspection and "__schema" in str(payload.get("query")):
+            logged.status = 200
+            self._reply(200, {"errors": [{"message": "GraphQL introspection is not allowed"}]})
+            return
+        if fault == 0:  # GitHub's way of saying 429: a 200 with a RATE_LIMITED error
+            logged.status = 200
+            self._reply(200, {"data": None, "errors": [{"type": "RATE_LIMITED", "message": "API rate limit exceeded"}]})
+            return
         if fault is not None:
             logged.status = fault
             self._reply(fault, {"errors": [{"message": f"injected HTTP {fault}"}]})
@@ -129,6 +137,7 @@ class GraphQLTestServer:
         self.faults: list[int] = []
         self.redirect: str | None = None  # answer every request with a 307 to this URL
         self.delay = 0.0  # seconds each request waits before it is answered
+        self.introspection = True  # False: queries of __schema get a GraphQL error, as on hardened servers
         self._server = _HTTPServer(("127.0.0.1", 0), _Handler)
         self._server.owner = self
         self._thread = threading.Thread(target=self._server.serve_forever, name="graphql-test-server", daemon=True)
@@ -138,7 +147,8 @@ class GraphQLTestServer:
         return f"http://127.0.0.1:{self._server.server_address[1]}{self.path}"
 
     def fail_next(self, *statuses: int) -> None:
-        """The next requests answer these HTTP statuses (with a GraphQL errors body), one each."""
+        """The next requests answer these HTTP statuses (with a GraphQL errors body), one each; status 0 answers
+        200 with a ``RATE_LIMITED`` error instead, as GitHub does."""
         with self.lock:
             self.faults.extend(statuses)
 

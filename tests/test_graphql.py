@@ -19,6 +19,7 @@ from adapters.graphql import (
     GraphQLSystemConfig,
     catalog,
     compare,
+    schema_of,
     selection_contract,
 )
 from hub.errors import ForeignOriginError, GraphQLError, HTTPStatusError, ResponseFormatError, TimeBudgetExceeded
@@ -162,6 +163,17 @@ def test_http_errors_give_up_with_status_and_graphql_messages(server: GraphQLTes
     with pytest.raises(HTTPStatusError, match=r"HTTP 500 .*gave up after 3 attempts.*injected HTTP 500") as caught:
         rows(make(server))
     assert caught.value.status == 500
+
+
+def test_rate_limited_errors_in_a_200_are_retried_then_reported(server: GraphQLTestServer) -> None:
+    server.fail_next(0)
+    src = make(server)
+    assert len(rows(src)) == 25 and src.details()["retries"] == 1
+    server.requests.clear()
+    server.fail_next(0, 0, 0)
+    with pytest.raises(GraphQLError, match=r"API rate limit exceeded.*gave up after 3 attempts"):
+        rows(make(server))
+    assert len(server.requests) == 3
 
 
 def test_oversized_response_is_refused(server: GraphQLTestServer) -> None:
@@ -313,6 +325,31 @@ def test_catalog_of_a_live_endpoint_by_introspection(server: GraphQLTestServer) 
     items_q = next(q for q in cat["queries"] if q["name"] == "items")
     assert items_q["arguments"]["properties"]["first"]["default"] == 10
     assert server.requests[0].payload["operationName"] == "IntrospectionQuery"
+
+
+def test_first_page_samples_one_request(server: GraphQLTestServer) -> None:
+    page = make(server).first_page()
+    assert [r["id"] for r in page.records] == [str(i) for i in range(1, 11)]
+    assert page.data["items"]["pageInfo"]["hasNextPage"] is True and len(server.requests) == 1
+
+
+def test_catalog_introspects_with_the_systems_auth_or_reads_its_schema_file(tmp_path: Path) -> None:
+    with GraphQLTestServer(items_schema(items(3)), auth=("bearer", "tok-cat-4")) as srv:
+        with pytest.raises(HTTPStatusError, match="HTTP 401"):
+            catalog(srv.url)
+        system = GraphQLSystemConfig.model_validate({"endpoint": srv.url, "auth": {"bearer": "tok-cat-4"}})
+        assert [q["name"] for q in catalog(srv.url, system=system)["queries"]] == ["items", "itemsPage"]
+    (tmp_path / "shop.graphql").write_text(ITEMS_SDL, encoding="utf-8")
+    offline = GraphQLSystemConfig.model_validate({"endpoint": "http://127.0.0.1:9/graphql", "schema": "shop.graphql"})
+    schema, warnings = schema_of(offline, root=tmp_path)  # no request: the port would refuse
+    assert schema.query_type is not None and sorted(schema.query_type.fields) == ["items", "itemsPage"]
+    assert warnings == []
+
+
+def test_introspection_turned_off_says_what_to_do(server: GraphQLTestServer) -> None:
+    server.introspection = False
+    with pytest.raises(GraphQLError, match=r"introspection is not allowed.*give the system a `schema:` SDL file"):
+        catalog(server.url)
 
 
 def test_catalog_of_githubs_sdl_lists_every_query_and_mutation() -> None:

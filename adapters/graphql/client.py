@@ -13,6 +13,8 @@ good at: parsing and validating the query, introspection and schemas (:mod:`adap
 naming each error's path and message; the partial ``data`` next to them is never loaded, so a field the
 server could not resolve never arrives as a silent null. HTTP errors read like REST's (status, masked URL).
 
+A response whose every error is a rate-limit code (``RATE_LIMITED``, ``THROTTLED``) is retried like a 429.
+
 **Paging.** Relay: each page reads ``pageInfo { hasNextPage endCursor }`` (by default next to the records'
 ``nodes``/``edges``) and sends ``endCursor`` as the cursor variable; a cursor handed out twice is a loop and
 an error. Offset: the offset variable grows by ``limit`` until a short page. Each page is converted to
@@ -55,6 +57,9 @@ from hub.runtime.secrets import mask, mask_url
 
 #: Status codes worth retrying: rate limiting and server-side trouble (as for REST).
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+#: Error codes (``extensions.code``, or GitHub's ``type``) that say "slow down" inside a 200 response: retried
+#: like a 429 when every error of the response has one (GitHub RATE_LIMITED, Shopify THROTTLED).
+RETRY_ERROR_CODES = frozenset({"RATE_LIMITED", "THROTTLED", "TOO_MANY_REQUESTS"})
 #: GraphQL errors shown in one message; the rest are counted.
 SHOWN_ERRORS = 10
 
@@ -110,6 +115,26 @@ def describe_errors(errors: list[Any]) -> tuple[str, list[tuple[str, str]]]:
     return shown + more, pairs
 
 
+def error_code(error: Any) -> str | None:
+    """The machine-readable code of one GraphQL error: ``extensions.code``, else a top-level ``type``."""
+    if not isinstance(error, dict):
+        return None
+    ext = error.get("extensions")
+    code = ext.get("code") if isinstance(ext, dict) else None
+    code = code or error.get("type")
+    return str(code) if code else None
+
+
+def _system_down(exc: AdapterError) -> bool:
+    """Whether *exc* (after the retries) says the system is down, for its circuit breaker."""
+    return (isinstance(exc, TransportError) or (isinstance(exc, HTTPStatusError) and exc.status >= 500)
+            or (isinstance(exc, ResponseFormatError) and "body truncated" in str(exc)))
+
+
+class _Throttled(GraphQLError):
+    """Every error of a 200 response says the client is rate limited: retried, then reported."""
+
+
 class GraphQLEndpoint:
     """The HTTP side of one GraphQL system: POSTs an operation with auth, retries, the size cap, the shared
     rate limit and circuit breaker, tracing and the origin policy, and returns ``data`` or raises.
@@ -158,12 +183,10 @@ class GraphQLEndpoint:
             try:
                 data, size = await self._execute(client, query, variables, operation_name, what, call)
             except AdapterError as exc:
-                if self.breaker is not None:
-                    down = (isinstance(exc, TransportError)
-                            or (isinstance(exc, HTTPStatusError) and exc.status >= 500)
-                            or (isinstance(exc, ResponseFormatError) and "body truncated" in str(exc)))
-                    await asyncio.to_thread(self.breaker.failure if down else self.breaker.success,
-                                            *((type(exc).__name__,) if down else ()))
+                if self.breaker is not None and _system_down(exc):
+                    await asyncio.to_thread(self.breaker.failure, type(exc).__name__)
+                elif self.breaker is not None:  # it answered (4xx, GraphQL errors, a bad body): the system is up
+                    await asyncio.to_thread(self.breaker.success)
                 raise
             if self.breaker is not None:
                 await asyncio.to_thread(self.breaker.success)
@@ -196,9 +219,16 @@ class GraphQLEndpoint:
                 continue
             if status >= 400:
                 raise self._status_error(what, response, body, attempt)
+            try:
+                data = self._data(what, response, body)
+            except _Throttled as exc:
+                if attempt <= self.policy.max_retries:
+                    await self._backoff(attempt, response.headers.get("Retry-After"))
+                    continue
+                raise GraphQLError(f"{exc} (gave up after {attempt} attempts)", errors=exc.errors) from None
             self.stats.pages += 1
             self.stats.bytes += len(body)
-            return self._data(what, response, body), len(body)
+            return data, len(body)
 
     async def _backoff(self, attempt: int, retry_after: str | None = None) -> None:
         self.stats.retries += 1
@@ -253,8 +283,10 @@ class GraphQLEndpoint:
             errs = errors if isinstance(errors, list) else [errors]
             shown, pairs = describe_errors(errs)
             partial = " The partial data in the response was not loaded." if doc.get("data") is not None else ""
-            raise GraphQLError(f"{what}: the server answered with {len(errs)} GraphQL error"
-                               f"{'s' if len(errs) != 1 else ''}: {shown}.{partial}", errors=pairs)
+            throttled = all(error_code(e) in RETRY_ERROR_CODES for e in errs)
+            kind = _Throttled if throttled else GraphQLError
+            raise kind(f"{what}: the server answered with {len(errs)} GraphQL error{'s' if len(errs) != 1 else ''}: "
+                       f"{shown}.{partial}", errors=pairs)
         data = doc.get("data")
         if data is None:
             raise ResponseFormatError(f"{what}: the response has neither data nor errors")
