@@ -9,9 +9,10 @@ schema (``build_schema`` SDL with resolvers attached) and answers the GraphQL re
         server.requests        # thread-safe log: path, query string, headers, the JSON payload
 
 Auth can be required (``auth=("bearer", "tok")``, ``("header", "X-API-Key", "k")``, ``("query", "api_key",
-"k")``, ``("basic", "user", "pass")``; a wrong credential gets 401 with a GraphQL ``errors`` body), and
-:meth:`GraphQLTestServer.fail_next` makes the next requests answer an HTTP status instead; ``redirect`` answers
-every request with a 307 elsewhere and ``delay`` slows every answer down.
+"k")``, ``("basic", "user", "pass")``, or ``("bearer_from", valid_tokens)`` for tokens an OAuth2 server
+issued; a wrong credential gets 401 with a GraphQL ``errors`` body), and :meth:`GraphQLTestServer.fail_next`
+makes the next requests answer an HTTP status instead; ``redirect`` answers every request with a 307
+elsewhere, ``delay`` slows every answer down and ``introspection = False`` refuses ``__schema`` queries.
 
 Two schemas: :func:`items_schema` (a small Relay connection, offset/limit paging, a ``since`` filter for
 templated variables, a field that fails for one record) and :func:`github_schema` (GitHub's public SDL with
@@ -130,7 +131,7 @@ class GraphQLTestServer:
     """An executable GraphQL schema served over HTTP on a free loopback port."""
 
     def __init__(self, schema: GraphQLSchema, *, root: Any = None, path: str = "/graphql",
-                 auth: tuple[str, ...] | None = None) -> None:
+                 auth: tuple[Any, ...] | None = None) -> None:
         self.schema, self.root, self.path, self.auth = schema, root, path, auth
         self.lock = threading.Lock()
         self.requests: list[LoggedRequest] = []
@@ -158,6 +159,8 @@ class GraphQLTestServer:
         kind, *args = self.auth
         if kind == "bearer":
             return req.headers.get("authorization") == f"Bearer {args[0]}"
+        if kind == "bearer_from":  # tokens another server issued (an OAuth2 token endpoint)
+            return req.headers.get("authorization", "").removeprefix("Bearer ") in args[0]()
         if kind == "header":
             return req.headers.get(args[0].lower()) == args[1]
         if kind == "query":
@@ -254,7 +257,8 @@ def items_schema(rows: list[dict[str, Any]], *, failing_id: str | None = None) -
 
 def github_issues(n: int) -> list[dict[str, Any]]:
     return [{"id": f"I_{i:04d}", "number": i, "title": f"Issue {i}", "state": "OPEN" if i % 3 else "CLOSED",
-             "createdAt": f"2024-03-{(i % 28) + 1:02d}T10:00:00Z", "url": f"https://github.com/acme/widgets/issues/{i}",
+             "createdAt": f"2024-03-{(i % 28) + 1:02d}T10:00:00Z",
+             "updatedAt": "2024-04-01T00:00:00Z", "url": f"https://github.com/acme/widgets/issues/{i}",
              "locked": False} for i in range(1, n + 1)]
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+import yaml
 from graphql import build_ast_schema, build_schema, parse
 from pydantic import ValidationError
 
@@ -36,6 +37,7 @@ from tests.graphql_server import (
     items,
     items_schema,
 )
+from tests.rest_server import RestTestServer
 
 RELAY = """query Items($after: String, $since: String) {
   items(first: 10, after: $after, since: $since) {
@@ -183,7 +185,7 @@ def test_oversized_response_is_refused(server: GraphQLTestServer) -> None:
 
 # --- auth --------------------------------------------------------------------------------------------------------
 
-AUTHS = {
+AUTHS: dict[str, tuple[tuple[str, ...], dict[str, Any], dict[str, Any]]] = {
     "bearer": (("bearer", "tok-9f2"), {"bearer": "tok-9f2"}, {"bearer": "wrong-tok"}),
     "api key header": (("header", "X-API-Key", "key-77a"), {"api_key": {"name": "X-API-Key", "value": "key-77a"}},
                        {"api_key": {"name": "X-API-Key", "value": "key-bad"}}),
@@ -205,6 +207,17 @@ def test_auth_kinds_of_rest_work_for_graphql(kind: str) -> None:
         secret = str(next(iter(bad.values())) if kind == "bearer" else _secret(bad))
         assert secret not in str(caught.value) and secret not in caught.value.url  # never shown
         assert [r.status for r in srv.requests] == [200, 200, 401]  # a 401 is not retried
+
+
+def test_oauth2_client_credentials_token_from_another_origin() -> None:
+    with RestTestServer() as idp, \
+            GraphQLTestServer(items_schema(items(25)), auth=("bearer_from", lambda: set(idp._tokens))) as srv:
+        c = idp.credentials
+        oauth = {"oauth2": {"token_url": f"{idp.url}/oauth/token", "client_id": c.client_id,
+                            "client_secret": c.client_secret, "scope": "read"}}
+        assert len(rows(make(srv, system={"auth": oauth}))) == 25
+        assert len(idp.requests("/oauth/token")) == 1  # one token served every page
+        assert len(srv.requests) == 3
 
 
 def _secret(auth: dict[str, Any]) -> str:
@@ -385,17 +398,41 @@ GITHUB_ISSUES = """query Issues($owner: String!, $name: String!, $after: String)
 }"""
 
 
-def test_github_schema_served_on_loopback_pages_issues_by_relay_cursor() -> None:
+@pytest.fixture(scope="module")
+def github() -> Iterator[GraphQLTestServer]:
+    """GitHub's schema on loopback, with 55 issues in acme/widgets (built once: the SDL takes seconds)."""
     with GraphQLTestServer(github_schema(github_issues(55))) as srv:
-        src = make(srv, GITHUB_ISSUES, "repository.issues.nodes",
-                   variables={"owner": "acme", "name": "widgets"}, system={"auth": {"bearer": "ghp-test"}})
-        got = rows(src)
-        assert [r["number"] for r in got] == list(range(1, 56))
-        assert got[2] == {"id": "I_0003", "number": 3, "title": "Issue 3", "state": "CLOSED",
-                          "createdAt": "2024-03-04T10:00:00Z", "url": "https://github.com/acme/widgets/issues/3"}
-        assert [r.variables.get("after") for r in srv.requests] == [None, cursor(19), cursor(39)]
-        assert all(r.variables["owner"] == "acme" for r in srv.requests)
-        assert src.details()["pages"] == 3 and src.details()["records"] == 55
+        yield srv
+
+
+def test_github_schema_served_on_loopback_pages_issues_by_relay_cursor(github: GraphQLTestServer) -> None:
+    github.requests.clear()
+    src = make(github, GITHUB_ISSUES, "repository.issues.nodes",
+               variables={"owner": "acme", "name": "widgets"}, system={"auth": {"bearer": "ghp-test"}})
+    got = rows(src)
+    assert [r["number"] for r in got] == list(range(1, 56))
+    assert got[2] == {"id": "I_0003", "number": 3, "title": "Issue 3", "state": "CLOSED",
+                      "createdAt": "2024-03-04T10:00:00Z", "url": "https://github.com/acme/widgets/issues/3"}
+    assert [r.variables.get("after") for r in github.requests] == [None, cursor(19), cursor(39)]
+    assert all(r.variables["owner"] == "acme" for r in github.requests)
+    assert src.details()["pages"] == 3 and src.details()["records"] == 55
+
+
+def test_the_docs_example_source_runs_against_githubs_schema(github: GraphQLTestServer) -> None:
+    text = (Path(__file__).resolve().parents[1] / "docs" / "graphql.md").read_text(encoding="utf-8")
+    spec = yaml.safe_load(text.split("```yaml", 1)[1].split("```", 1)[0])
+    system = {**spec["systems"]["github"]["graphql"], "endpoint": github.url, "retries": FAST_RETRIES,
+              "rate_limit": None, "circuit_breaker": None, "auth": {"bearer": "ghp-docs"}}
+    source = spec["sources"]["github_issues"]
+    window = Window("2024-03-01", datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 2, tzinfo=UTC))
+    cfg = GraphQLSourceConfig.model_validate({
+        "query": source["query"], "records": source["records"], "paginate": source["paginate"],
+        "variables": render_tree(source["variables"], window, field="sources.github_issues.variables")})
+    github.requests.clear()
+    got = rows(GraphQLSource(GraphQLSystemConfig.model_validate(system), cfg, name="github_issues"))
+    assert len(got) == 55 and got[0]["author"] is None and got[0]["updatedAt"] == "2024-04-01T00:00:00Z"
+    assert [r.variables["since"] for r in github.requests] == ["2024-03-01T00:00:00+00:00"]
+    assert [r.headers["authorization"] for r in github.requests] == ["Bearer ghp-docs"]
 
 
 def test_github_query_contract_records_selected_types() -> None:
