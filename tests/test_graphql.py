@@ -105,6 +105,12 @@ def test_variables_are_templated_by_the_partition_window(server: GraphQLTestServ
     got = rows(make(server, variables=variables))
     assert [r["id"] for r in got] == [str(i) for i in range(20, 26)]
     assert [r.variables["since"] for r in server.requests] == ["2024-01-20"]
+    # rendered() does the same and leaves the query text alone, even a "{{" inside a string literal
+    query = RELAY.replace("since: $since", 'since: $since, note: "{{ not a template }}"')
+    cfg = GraphQLSourceConfig.model_validate({"query": query, "records": "items.nodes", "paginate": {"relay": {}},
+                                              "variables": {"since": "{{ partition.start_date }}"}})
+    done = cfg.rendered(window, field="sources.items")
+    assert done.variables == {"since": "2024-01-20"} and done.query == query
 
 
 def test_cursor_handed_out_twice_is_a_loop_not_an_endless_walk() -> None:
@@ -425,9 +431,9 @@ def test_the_docs_example_source_runs_against_githubs_schema(github: GraphQLTest
               "rate_limit": None, "circuit_breaker": None, "auth": {"bearer": "ghp-docs"}}
     source = spec["sources"]["github_issues"]
     window = Window("2024-03-01", datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 2, tzinfo=UTC))
-    cfg = GraphQLSourceConfig.model_validate({
-        "query": source["query"], "records": source["records"], "paginate": source["paginate"],
-        "variables": render_tree(source["variables"], window, field="sources.github_issues.variables")})
+    keys = ("query", "variables", "records", "paginate")
+    cfg = GraphQLSourceConfig.model_validate({k: source[k] for k in keys})
+    cfg = cfg.rendered(window, field="sources.github_issues")
     github.requests.clear()
     got = rows(GraphQLSource(GraphQLSystemConfig.model_validate(system), cfg, name="github_issues"))
     assert len(got) == 55 and got[0]["author"] is None and got[0]["updatedAt"] == "2024-04-01T00:00:00Z"

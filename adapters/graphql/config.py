@@ -21,6 +21,7 @@ from hub.runtime.breaker import CircuitBreakerConfig
 from hub.runtime.choice import exactly_one
 from hub.runtime.ratelimit import RateLimitConfig
 from hub.runtime.retry import RetryConfig
+from hub.runtime.window import Window, render_tree
 
 #: ``paginate.max_pages`` when the spec gives none (as for REST).
 DEFAULT_MAX_PAGES = 10_000
@@ -172,6 +173,12 @@ class GraphQLSourceConfig(_Strict):
     def operation(self) -> OperationDefinitionNode:
         """The operation this source runs."""
         return _operation(parse(self.query, no_location=True), self.operation_name)
+
+    def rendered(self, window: Window | None, *, field: str) -> GraphQLSourceConfig:
+        """This source with its ``variables`` rendered for the partition *window* (``{{ partition.* }}``);
+        the query text is left exactly as written. *field* names the source in errors (``sources.NAME``)."""
+        variables = render_tree(self.variables, window, field=f"{field}.variables")
+        return self.model_copy(update={"variables": variables})
 
     def page_info_path(self) -> str | None:
         """Where ``pageInfo`` is inside ``data`` (Relay paging only)."""
