@@ -86,7 +86,7 @@ class _Handler(BaseHTTPRequestHandler):
                                payload)
         with owner.lock:
             owner.requests.append(logged)
-            fault = owner.faults.pop(0) if owner.faults else None
+            fault = owner.faults.pop(0) if owner.faults else owner.fail_at.get(len(owner.requests))
         if parts.path != owner.path:
             logged.status = 404
             self._reply(404, {"errors": [{"message": f"no GraphQL endpoint at {parts.path}"}]})
@@ -136,6 +136,7 @@ class GraphQLTestServer:
         self.lock = threading.Lock()
         self.requests: list[LoggedRequest] = []
         self.faults: list[int] = []
+        self.fail_at: dict[int, int] = {}  # request number (1-based, counted over the log) -> status to answer
         self.redirect: str | None = None  # answer every request with a 307 to this URL
         self.delay = 0.0  # seconds each request waits before it is answered
         self.introspection = True  # False: queries of __schema get a GraphQL error, as on hardened servers

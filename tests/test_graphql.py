@@ -3,6 +3,7 @@ variables, errors in 200 responses, retries, auth, resume tokens, catalogs (live
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +27,7 @@ from adapters.graphql import (
 from hub.errors import ForeignOriginError, GraphQLError, HTTPStatusError, ResponseFormatError, TimeBudgetExceeded
 from hub.runtime import tracing
 from hub.runtime.breaker import CircuitOpenError
+from hub.runtime.checkpoint import Checkpoint, Resumable, fingerprint, open_resumption
 from hub.runtime.window import Window, render_tree
 from tests.graphql_server import (
     GITHUB_SDL,
@@ -290,13 +292,41 @@ def test_resume_from_a_cursor_token_fetches_only_the_remaining_pages(server: Gra
     assert tokens[-1] is not None and tokens[-1]["kind"] == "done"
     server.requests.clear()
     src = make(server, batch_size=10)
-    assert src.resume_blocker(window_closed=False) is None
+    assert isinstance(src, Resumable) and src.resume_blocker(window_closed=False) is None
     resumed = pa.Table.from_batches([b for b, _ in src.resumable_batches(tokens[0])]).to_pylist()
     assert [r["id"] for r in resumed] == [str(i) for i in range(11, 26)]
     assert [r.variables.get("after") for r in server.requests] == [cursor(9), cursor(19)]
     server.requests.clear()
     assert list(make(server).resumable_batches(tokens[-1])) == []
     assert server.requests == []
+
+
+def test_a_failed_run_resumes_from_its_checkpoint_spool(server: GraphQLTestServer, tmp_path: Path) -> None:
+    server.fail_at = {3: 500, 4: 500, 5: 500}  # page 3 fails past the retries
+    first = make(server, batch_size=10)
+    spool = Checkpoint.for_asset(tmp_path, "shop", "items", "2024-01-01", fingerprint("items", "2024-01-01"))
+    loaded: list[pa.RecordBatch] = []
+    with pytest.raises(HTTPStatusError, match="HTTP 500"), \
+            open_resumption(first, spool, window_closed=False, full_refresh=False) as attempt:
+        loaded.extend(attempt.batches(first))
+    assert sum(b.num_rows for b in loaded) == 20  # pages 1 and 2 were spooled before page 3 failed
+    server.requests.clear()
+    server.fail_at = {}
+    second = make(server, batch_size=10)
+    spool = Checkpoint.for_asset(tmp_path, "shop", "items", "2024-01-01", fingerprint("items", "2024-01-01"))
+    with open_resumption(second, spool, window_closed=False, full_refresh=False) as attempt:
+        again = pa.Table.from_batches(list(attempt.batches(second))).to_pylist()
+    assert [r["id"] for r in again] == [str(i) for i in range(1, 26)]  # replayed 1-20, fetched 21-25
+    assert attempt.details["resumed"] is True and attempt.details["resumed_rows"] == 20
+    assert [r.variables.get("after") for r in server.requests] == [cursor(19)]
+
+
+def test_a_consumer_that_stops_early_stops_the_walk(server: GraphQLTestServer) -> None:
+    batches = make(server, batch_size=10).batches()
+    assert next(batches).num_rows == 10
+    batches.close()  # the hand-over thread is told to stop and joined
+    assert not [t for t in threading.enumerate() if t.name == "hub-graphql-items"]
+    assert len(server.requests) <= 3
 
 
 def test_resume_with_offsets_only_for_closed_windows(server: GraphQLTestServer) -> None:
