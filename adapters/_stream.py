@@ -16,7 +16,7 @@ import contextlib
 import contextvars
 import queue
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 import pyarrow as pa
@@ -36,7 +36,7 @@ class _Done:
 
 
 def stream_batches(walk: Callable[[Emit], Awaitable[None]], *, name: str, batch_size: int,
-                   max_duration: float | None, progress: Callable[[], str]) -> Iterator[Item]:
+                   max_duration: float | None, progress: Callable[[], str]) -> Generator[Item, None, None]:
     """Run *walk* in a background event loop and yield what it emits as ``(batch, token)`` pairs.
 
     *max_duration* bounds the whole walk (slow bodies and back-pressure included); when it runs out the

@@ -25,7 +25,7 @@ offset), through the bounded queue of :mod:`adapters._stream`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -441,12 +441,12 @@ class GraphQLSource:
 
     # --- the adapter interface ---------------------------------------------------------------------------
 
-    def batches(self) -> Iterator[pa.RecordBatch]:
+    def batches(self) -> Generator[pa.RecordBatch, None, None]:
         """Records as Arrow batches of at most ``batch_size`` rows, in page order."""
         for batch, _ in self.resumable_batches(None):
             yield batch
 
-    def resumable_batches(self, resume: Token | None) -> Iterator[tuple[pa.RecordBatch, Token | None]]:
+    def resumable_batches(self, resume: Token | None) -> Generator[tuple[pa.RecordBatch, Token | None], None, None]:
         """The batches of :meth:`batches`, each with the checkpoint token that continues after it (None when
         the batch ends inside a page); from the start, or from *resume* (see :mod:`hub.runtime.checkpoint`)."""
         self._seen.clear()
