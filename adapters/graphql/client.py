@@ -35,7 +35,7 @@ import orjson
 import pyarrow as pa
 
 from adapters._http import BrokenBody, OriginPolicy, gave_up
-from adapters._stream import Emit, run_sync, stream_batches
+from adapters._stream import Emit, Item, run_sync, stream_batches
 from adapters.graphql.config import GraphQLSourceConfig, GraphQLSystemConfig
 from adapters.rest._auth import build_auth
 from adapters.rest._jsonpath import compile_path, first
@@ -392,7 +392,7 @@ class GraphQLSource:
             return DONE
         p = self.source.paginate
         assert p is not None
-        var = p.relay.cursor_variable if p.relay is not None else p.offset.offset_variable  # type: ignore[union-attr]
+        var = p.position_variable
         value = nxt[var]
         if isinstance(value, str) and mask(value) != value:
             return None
@@ -400,8 +400,7 @@ class GraphQLSource:
 
     def _resume_variables(self, token: Token) -> dict[str, Any]:
         p = self.source.paginate
-        var = (None if p is None else p.relay.cursor_variable if p.relay is not None
-               else p.offset.offset_variable if p.offset is not None else None)
+        var = p.position_variable if p is not None else None
         if p is None or token.get("kind") != p.kind or token.get("variable") != var:
             raise ResponseFormatError(f"{mask_url(self.endpoint.url)}: the checkpoint continues with "
                                       f"{token.get('kind')} {token.get('variable')!r}, which this source's paging "
@@ -446,7 +445,7 @@ class GraphQLSource:
         for batch, _ in self.resumable_batches(None):
             yield batch
 
-    def resumable_batches(self, resume: Token | None) -> Generator[tuple[pa.RecordBatch, Token | None], None, None]:
+    def resumable_batches(self, resume: Token | None) -> Generator[Item, None, None]:
         """The batches of :meth:`batches`, each with the checkpoint token that continues after it (None when
         the batch ends inside a page); from the start, or from *resume* (see :mod:`hub.runtime.checkpoint`)."""
         self._seen.clear()

@@ -93,6 +93,14 @@ class GraphQLPaginateConfig(_Strict):
     def kind(self) -> str:
         return "relay" if self.relay is not None else "offset"
 
+    @property
+    def position_variable(self) -> str:
+        """The variable that says where a page starts: the cursor or the offset (what a checkpoint keeps)."""
+        if self.relay is not None:
+            return self.relay.cursor_variable
+        assert self.offset is not None
+        return self.offset.offset_variable
+
 
 # --- source ----------------------------------------------------------------------------------------------
 
