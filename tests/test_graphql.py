@@ -19,8 +19,9 @@ from adapters.graphql import (
     GraphQLSource,
     GraphQLSourceConfig,
     GraphQLSystemConfig,
-    catalog,
+    catalog_of,
     compare,
+    load_sdl,
     schema_of,
     selection_contract,
 )
@@ -361,7 +362,7 @@ def test_invalid_sources_are_refused_when_the_spec_is_loaded(config: dict[str, A
 # --- catalogs -----------------------------------------------------------------------------------------------------
 
 def test_catalog_of_a_live_endpoint_by_introspection(server: GraphQLTestServer) -> None:
-    cat = catalog(server.url)
+    cat = catalog_of(server.url)
     assert [(q["name"], q["kind"]) for q in cat["queries"]] == [("items", "read"), ("itemsPage", "read")]
     assert [(m["name"], m["kind"]) for m in cat["mutations"]] == [("renameItem", "write")]
     rename = cat["mutations"][0]["arguments"]
@@ -385,9 +386,9 @@ def test_first_page_samples_one_request(server: GraphQLTestServer) -> None:
 def test_catalog_introspects_with_the_systems_auth_or_reads_its_schema_file(tmp_path: Path) -> None:
     with GraphQLTestServer(items_schema(items(3)), auth=("bearer", "tok-cat-4")) as srv:
         with pytest.raises(HTTPStatusError, match="HTTP 401"):
-            catalog(srv.url)
+            catalog_of(srv.url)
         system = GraphQLSystemConfig.model_validate({"endpoint": srv.url, "auth": {"bearer": "tok-cat-4"}})
-        assert [q["name"] for q in catalog(srv.url, system=system)["queries"]] == ["items", "itemsPage"]
+        assert [q["name"] for q in catalog_of(srv.url, system=system)["queries"]] == ["items", "itemsPage"]
     (tmp_path / "shop.graphql").write_text(ITEMS_SDL, encoding="utf-8")
     offline = GraphQLSystemConfig.model_validate({"endpoint": "http://127.0.0.1:9/graphql", "schema": "shop.graphql"})
     schema, warnings = schema_of(offline, root=tmp_path)  # no request: the port would refuse
@@ -398,7 +399,7 @@ def test_catalog_introspects_with_the_systems_auth_or_reads_its_schema_file(tmp_
 def test_introspection_turned_off_says_what_to_do(server: GraphQLTestServer) -> None:
     server.introspection = False
     with pytest.raises(GraphQLError, match=r"introspection is not allowed.*give the system a `schema:` SDL file"):
-        catalog(server.url)
+        catalog_of(server.url)
 
 
 def test_catalog_of_githubs_sdl_lists_every_query_and_mutation() -> None:
@@ -407,7 +408,7 @@ def test_catalog_of_githubs_sdl_lists_every_query_and_mutation() -> None:
         build_schema(text)  # GitHub's file is not valid SDL as is: two fields are defined twice
     reference = build_ast_schema(parse(text), assume_valid_sdl=True)
     assert reference.query_type is not None and reference.mutation_type is not None
-    cat = catalog(str(GITHUB_SDL))
+    cat = catalog_of(str(GITHUB_SDL))
     assert [q["name"] for q in cat["queries"]] == list(reference.query_type.fields)
     assert [m["name"] for m in cat["mutations"]] == list(reference.mutation_type.fields)
     assert len(cat["queries"]) >= 30 and len(cat["mutations"]) >= 240 and cat["types"] > 1500
@@ -420,6 +421,16 @@ def test_catalog_of_githubs_sdl_lists_every_query_and_mutation() -> None:
     assert create["arguments"]["properties"]["input"] == {"$ref": "#/$defs/CreateIssueInput",
                                                           "description": "Parameters for CreateIssue"}
     assert "repositoryId" in create["arguments"]["$defs"]["CreateIssueInput"]["required"]
+
+
+@pytest.mark.parametrize(("sdl", "message"), [
+    ("type Query { a: Int\n a: String }", r"Query.a is defined twice, differently \(line 2\)"),
+    ("type Query { a: Int", r"not valid GraphQL SDL: Syntax Error.*\(line 1\)"),
+    ("type Query { a: Missing }", r"1 problem in the SDL: Unknown type 'Missing'"),
+])
+def test_sdl_problems_are_refused_with_their_lines(sdl: str, message: str) -> None:
+    with pytest.raises(ResponseFormatError, match=message):
+        load_sdl(sdl, what="shop.graphql")
 
 
 # --- GitHub's schema served on loopback --------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """GraphQL adapter (httpx + graphql-core): queries paged by Relay cursors or offset/limit variables as Arrow
 batches, ``errors`` as failures, catalogs by introspection or SDL, contracts of what a query selects."""
 
-from adapters.graphql.catalog import catalog, describe, introspect, load_sdl, load_sdl_file, schema_of
+from adapters.graphql.catalog import catalog_of, describe, introspect, load_sdl, load_sdl_file, schema_of
 from adapters.graphql.client import GraphQLEndpoint, GraphQLPage, GraphQLSource, GraphQLStats, origin_policy
 from adapters.graphql.config import (
     GraphQLPaginateConfig,
@@ -25,7 +25,7 @@ __all__ = [
     "GraphQLSystemConfig",
     "OffsetVariables",
     "RelayPaginate",
-    "catalog",
+    "catalog_of",
     "compare",
     "describe",
     "introspect",

@@ -278,7 +278,7 @@ def describe(schema: GraphQLSchema, *, source: str, depth: int = DEFAULT_DEPTH,
     }
 
 
-def catalog(target: str, *, system: GraphQLSystemConfig | None = None, depth: int = DEFAULT_DEPTH,
+def catalog_of(target: str, *, system: GraphQLSystemConfig | None = None, depth: int = DEFAULT_DEPTH,
             system_name: str | None = None) -> dict[str, Any]:
     """``hub catalog graphql TARGET``: an endpoint URL (introspected; *system* gives auth and limits, else
     defaults) or an SDL file (``.graphql``, ``.graphqls``, ``.sdl``)."""
