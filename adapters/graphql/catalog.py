@@ -134,9 +134,11 @@ def load_sdl_file(path: Path) -> tuple[GraphQLSchema, list[str]]:
     return load_sdl(path.read_text(encoding="utf-8"), what=str(path))
 
 
-def introspect(system: GraphQLSystemConfig, *, system_name: str | None = None) -> GraphQLSchema:
-    """The live endpoint's schema, by the standard introspection query (auth, retries, origins apply)."""
-    endpoint = GraphQLEndpoint(system, system_name=system_name, name=system_name or "graphql")
+def introspect(system: GraphQLSystemConfig, *, system_name: str | None = None,
+               state_dir: Path | None = None) -> GraphQLSchema:
+    """The live endpoint's schema, by the standard introspection query (auth, retries, origins apply; the
+    system's rate limit and circuit breaker state live under *state_dir*, as for its sources)."""
+    endpoint = GraphQLEndpoint(system, system_name=system_name, name=system_name or "graphql", state_dir=state_dir)
     try:
         data = endpoint.execute_sync(get_introspection_query(descriptions=True), operation_name="IntrospectionQuery",
                                      label="introspection")
@@ -150,13 +152,14 @@ def introspect(system: GraphQLSystemConfig, *, system_name: str | None = None) -
                                   f"schema: {exc}") from None
 
 
-def schema_of(system: GraphQLSystemConfig, *, root: Path | None = None,
-              system_name: str | None = None) -> tuple[GraphQLSchema, list[str]]:
-    """The system's schema: its ``schema:`` SDL file (relative to *root*) when it has one, else introspected."""
+def schema_of(system: GraphQLSystemConfig, *, root: Path | None = None, system_name: str | None = None,
+              state_dir: Path | None = None) -> tuple[GraphQLSchema, list[str]]:
+    """The system's schema and the loader's warnings: its ``schema:`` SDL file (relative to *root*) when it has
+    one, else introspected."""
     if system.schema_file:
         path = Path(system.schema_file)
         return load_sdl_file(path if path.is_absolute() or root is None else root / path)
-    return introspect(system, system_name=system_name), []
+    return introspect(system, system_name=system_name, state_dir=state_dir), []
 
 
 # --- JSON Schema ----------------------------------------------------------------------------------------
