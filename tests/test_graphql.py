@@ -389,6 +389,9 @@ def test_catalog_introspects_with_the_systems_auth_or_reads_its_schema_file(tmp_
             catalog_of(srv.url)
         system = GraphQLSystemConfig.model_validate({"endpoint": srv.url, "auth": {"bearer": "tok-cat-4"}})
         assert [q["name"] for q in catalog_of(srv.url, system=system)["queries"]] == ["items", "itemsPage"]
+        with GraphQLTestServer(items_schema(items(1))) as other, pytest.raises(ForeignOriginError):
+            catalog_of(other.url, system=system, system_name="shop")  # the token stays with its system
+        assert other.requests == []
     (tmp_path / "shop.graphql").write_text(ITEMS_SDL, encoding="utf-8")
     offline = GraphQLSystemConfig.model_validate({"endpoint": "http://127.0.0.1:9/graphql", "schema": "shop.graphql"})
     schema, warnings = schema_of(offline, root=tmp_path)  # no request: the port would refuse

@@ -49,9 +49,10 @@ from graphql.language import (
 )
 from graphql.validation.validate import validate_sdl
 
+from adapters._http import origin
 from adapters.graphql.client import GraphQLEndpoint
 from adapters.graphql.config import GraphQLSystemConfig
-from hub.errors import GraphQLError, ResponseFormatError
+from hub.errors import ForeignOriginError, GraphQLError, ResponseFormatError
 from hub.runtime.secrets import mask_url
 
 #: Object levels of an operation's output expanded in the catalog; deeper objects are named, not expanded
@@ -282,11 +283,18 @@ def describe(schema: GraphQLSchema, *, source: str, depth: int = DEFAULT_DEPTH,
 
 
 def catalog_of(target: str, *, system: GraphQLSystemConfig | None = None, depth: int = DEFAULT_DEPTH,
-            system_name: str | None = None) -> dict[str, Any]:
+               system_name: str | None = None, state_dir: Path | None = None) -> dict[str, Any]:
     """``hub catalog graphql TARGET``: an endpoint URL (introspected; *system* gives auth and limits, else
-    defaults) or an SDL file (``.graphql``, ``.graphqls``, ``.sdl``)."""
+    defaults) or an SDL file. A system's credentials only go to its own origin: a *target* elsewhere is refused."""
     if "://" not in target:
         schema, warnings = load_sdl_file(Path(target))
         return describe(schema, source=target, depth=depth, warnings=warnings)
-    cfg = system.model_copy(update={"endpoint": target}) if system is not None else GraphQLSystemConfig(endpoint=target)
-    return describe(introspect(cfg, system_name=system_name), source=mask_url(target), depth=depth)
+    if system is None:
+        cfg = GraphQLSystemConfig(endpoint=target)
+    elif origin(target) != origin(system.endpoint):
+        raise ForeignOriginError(f"{system_name or 'the system'}: refused to introspect {mask_url(target)} with the "
+                                 f"credentials of {mask_url(system.endpoint)}: another origin")
+    else:
+        cfg = system.model_copy(update={"endpoint": target})
+    return describe(introspect(cfg, system_name=system_name, state_dir=state_dir), source=mask_url(target),
+                    depth=depth)
