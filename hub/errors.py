@@ -99,3 +99,13 @@ class SourceInterrupted(TransportError):
     def __init__(self, message: str, *, max_restarts: int, backoff: float, max_backoff: float) -> None:
         self.max_restarts, self.backoff, self.max_backoff = max_restarts, backoff, max_backoff
         super().__init__(message)
+
+
+class GraphQLError(AdapterError):
+    """A GraphQL server answered with ``errors`` (in a 200 response too): the request failed, and any partial
+    ``data`` next to the errors is not loaded. Carries each error as ``(path, message)``; *path* is the dotted
+    field path the server named (``repository.issues.nodes.3.title``), or "" for a request-level error."""
+
+    def __init__(self, message: str, *, errors: list[tuple[str, str]]) -> None:
+        self.errors = errors
+        super().__init__(message)
