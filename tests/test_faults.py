@@ -37,7 +37,9 @@ from tests.fault_proxy import FaultProxy, sigkill_when
 from tests.sql_servers import scratch_database
 
 #: Columns that say when or by which run a row was written: they differ between any two runs.
-VOLATILE = {"_hub_loaded_at", "_hub_run_id", "run_id", "loaded_at", "updated_at", "saved_at"}
+#: Run stamps, and the spec file a table's owner was loaded from (_hub_tables: a clean and a faulty run of one
+#: pipeline use two spec files).
+VOLATILE = {"_hub_loaded_at", "_hub_run_id", "run_id", "loaded_at", "updated_at", "saved_at", "spec"}
 #: The audit of external calls (hub/runtime/tracing.py): one row per request, attempt counts and errors included,
 #: so a run through faults rightly records more than a clean one. It describes the runs, not the data.
 AUDIT = {"_hub_calls"}

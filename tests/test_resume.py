@@ -42,25 +42,7 @@ from tests.fault_proxy import FaultProxy, sigkill_when
 from tests.rest_server import RestTestServer
 from tests.sftp_servers import start_embedded
 from tests.sql_servers import scratch_database, writer
-
-VOLATILE = {"_hub_loaded_at", "_hub_run_id", "run_id", "loaded_at"}
-#: The log of external calls (hub.runtime.tracing) records every request, of failed runs too: not data.
-CALL_LOG = "_hub_calls"
-
-
-def snapshot(path: Path) -> dict[str, list[tuple[Any, ...]]]:
-    """Every table of a DuckDB warehouse (the hub's own too, but the call log), rows sorted, run stamps left out."""
-    if not path.exists():
-        return {}
-    wh = DuckDBWarehouse(f"duckdb:///{path}")
-    out = {}
-    for table in wh.tables(internal=True):
-        if table == CALL_LOG:
-            continue
-        cols = [c for c in wh.query(f'select * from "{table}" limit 0').column_names if c not in VOLATILE]
-        sel = ", ".join(f'"{c}"' for c in cols)
-        out[table] = [tuple(r.values()) for r in wh.query(f'select {sel} from "{table}" order by all').to_pylist()]
-    return out
+from tests.test_faults import snapshot
 
 
 def spools(root: Path) -> list[Path]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Any
+from typing import IO, Any
 
 from jsonpath_ng.exceptions import JsonPathParserError
 from jsonpath_ng.ext import parse as _parse
@@ -79,9 +79,10 @@ def compile_path(expr: str) -> Selector:
 
 
 class StreamedDoc:
-    """A response too large to parse whole: a path is answered by scanning the body for it."""
+    """A response too large to parse whole: a path is answered by scanning the body for it (*body* opens it
+    from the start; it stays on disk)."""
 
-    def __init__(self, body: bytes) -> None:
+    def __init__(self, body: Callable[[], IO[bytes]]) -> None:
         self.body = body
 
     def first(self, expr: str) -> Any:
@@ -90,7 +91,7 @@ class StreamedDoc:
         if prefix is None:
             raise ResponseFormatError(f"'{expr}' is not a simple path ($.a.b), which is all a page too large to "
                                       "parse whole can be asked for")
-        return first_value(self.body, prefix)
+        return first_value(self.body(), prefix)
 
 
 def streaming_prefix(records: str) -> str | None:

@@ -18,12 +18,13 @@ import asyncio
 import contextlib
 import contextvars
 import queue
+import tempfile
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urljoin
 
 import httpx
@@ -93,6 +94,29 @@ class Page:
     @property
     def count(self) -> int:
         return len(self.records) if self.batches is None else sum(b.num_rows for b in self.batches)
+
+
+class SpooledBody:
+    """A response body larger than :data:`~hub.runtime.jsonsafe.STREAM_ABOVE`, kept in an anonymous temporary
+    file (removed when it is closed or the process dies) instead of memory; it is parsed by streaming."""
+
+    def __init__(self, file: IO[bytes], size: int) -> None:
+        self.file, self.size = file, size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, part: slice) -> bytes:  # body[:300] for messages
+        self.file.seek(0)
+        return self.file.read(part.stop or self.size)[part]
+
+    def open(self) -> IO[bytes]:
+        """The body from its start."""
+        self.file.seek(0)
+        return self.file
+
+
+Body = bytes | SpooledBody
 
 
 class _Done:
@@ -209,7 +233,7 @@ class RestSource:
                     f"{self._describe(req)}: HTTP {status} {response.reason_phrase}{tried}: {snippet}",
                     url=mask_url(str(response.request.url)), status=status,
                 )
-            if len(body) > jsonsafe.STREAM_ABOVE:
+            if isinstance(body, SpooledBody):
                 page = self._streamed(req, response, body)
             else:
                 doc = self._parse(req, response, body)
@@ -220,7 +244,7 @@ class RestSource:
             self.stats.add(pages=1, records=page.count, nbytes=len(body))
             return page
 
-    def _streamed(self, req: PageRequest, response: httpx.Response, body: bytes) -> Page:
+    def _streamed(self, req: PageRequest, response: httpx.Response, body: SpooledBody) -> Page:
         """A large page, its records converted batch by batch as the body is scanned (bounded memory)."""
         prefix = streaming_prefix(self.source.records)
         if prefix is None:
@@ -229,17 +253,18 @@ class RestSource:
                 f"(over {jsonsafe.STREAM_ABOVE} bytes) and records '{self.source.records}' is not a simple path "
                 "($.name[*]) that can be streamed; ask the API for smaller pages")
         try:
-            batches = [records_to_batch(chunk) for chunk in jsonsafe.stream_records(body, prefix, self.batch_size)]
+            batches = [records_to_batch(chunk)
+                       for chunk in jsonsafe.stream_records(body.open(), prefix, self.batch_size)]
         except Exception as exc:  # ijson's errors (IncompleteJSONError, ...) are not one class
             raise ResponseFormatError(f"{self._describe(req)}: HTTP {response.status_code} body is not valid "
                                       f"JSON ({len(body)} bytes): {mask(str(exc))[:200]}") from None
-        return Page(req, response, StreamedDoc(body), [], len(body), batches)
+        return Page(req, response, StreamedDoc(body.open), [], len(body), batches)
 
     async def _backoff(self, attempt: int, retry_after: str | None = None) -> None:
         self.stats.add(retries=1)
         await asyncio.sleep(self.policy.delay(attempt, retry_after))
 
-    async def _request(self, client: httpx.AsyncClient, req: PageRequest) -> tuple[httpx.Response, bytes]:
+    async def _request(self, client: httpx.AsyncClient, req: PageRequest) -> tuple[httpx.Response, Body]:
         """One HTTP exchange: from the cache when a stored GET response is fresh (or revalidated with a
         304), else under the system's rate limit."""
         cache = self.cache if self.source.request.method == "GET" else None
@@ -261,12 +286,14 @@ class RestSource:
                 self.stats.add(not_modified=1)
                 tracing.annotate(hub_cache="revalidated")
                 return cache.response(entry, resp.request), entry.body
-            if resp.status_code == 200:
+            if resp.status_code == 200 and isinstance(body, bytes):  # a spooled (huge) body is not cached
                 cache.store(key, resp.headers, body)
         return resp, body
 
     async def _send(self, client: httpx.AsyncClient, req: PageRequest,
-                    headers: dict[str, str] | None) -> tuple[httpx.Response, bytes]:
+                    headers: dict[str, str] | None) -> tuple[httpx.Response, Body]:
+        """The response and its body: in memory, or past :data:`~hub.runtime.jsonsafe.STREAM_ABOVE` bytes in a
+        temporary file (a page under the size cap must not need ten times its size in memory)."""
         limit = self.system.max_response_bytes
         body = self.source.request.json_body
         async with client.stream(self.source.request.method, req.url, params=req.params or None,
@@ -275,17 +302,29 @@ class RestSource:
             if declared and declared.isdigit() and int(declared) > limit:
                 raise ResponseFormatError(
                     f"{self._describe(req)}: response of {declared} bytes exceeds max_response_bytes={limit}")
-            chunks, size = [], 0
+            chunks: list[bytes] = []
+            size, spool = 0, None
             try:
                 async for chunk in resp.aiter_bytes():
                     size += len(chunk)
                     if size > limit:
                         raise ResponseFormatError(
                             f"{self._describe(req)}: response exceeds max_response_bytes={limit}")
+                    if spool is not None:
+                        spool.write(chunk)
+                        continue
                     chunks.append(chunk)
-            except httpx.TransportError as exc:  # headers arrived, the body did not: say so, with the status
-                raise BrokenBody(resp.status_code, size, declared, type(exc).__name__) from exc
-        return resp, b"".join(chunks)
+                    if size > jsonsafe.STREAM_ABOVE:
+                        spool = tempfile.TemporaryFile(prefix="hub-rest-page-")  # noqa: SIM115 - outlives the block
+                        spool.writelines(chunks)
+                        chunks.clear()
+            except BaseException as exc:
+                if spool is not None:
+                    spool.close()
+                if isinstance(exc, httpx.TransportError):  # headers arrived, the body did not: say so
+                    raise BrokenBody(resp.status_code, size, declared, type(exc).__name__) from exc
+                raise
+        return resp, (SpooledBody(spool, size) if spool is not None else b"".join(chunks))
 
     def _parse(self, req: PageRequest, response: httpx.Response, body: bytes) -> Any:
         try:

@@ -12,8 +12,8 @@ Three things a plain ``orjson.loads`` lets through:
   depth of every nested value is checked before conversion (:func:`problem`, default
   :data:`MAX_DEPTH`), and a record deeper than that is quarantined.
 * **Size.** A page of hundreds of MB parsed whole becomes ten times its size in Python objects. Pages
-  above :data:`STREAM_ABOVE` bytes are streamed instead (:func:`stream_records`): the records are read
-  one batch at a time with ijson's C parser, so memory stays bounded by the body plus one batch.
+  above :data:`STREAM_ABOVE` bytes are spooled to a temporary file and streamed (:func:`stream_records`): read
+  one batch at a time with ijson's C parser, so memory holds one batch of Python objects (the body stays on disk).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import itertools
 import json
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
@@ -136,7 +136,7 @@ def ijson_prefix(steps: list[tuple[str, Any]]) -> str | None:
     return ".".join(parts)
 
 
-def stream_records(body: bytes, prefix: str, batch_size: int) -> Iterator[list[Any]]:
+def stream_records(body: bytes | IO[bytes], prefix: str, batch_size: int) -> Iterator[list[Any]]:
     """The values at ijson *prefix* in *body*, in lists of up to *batch_size*: one list of Python objects
     exists at a time. Every object is a :class:`DuplicateKeys` (a dict that notes repeated keys, if any)."""
     import ijson  # only large pages need it
@@ -146,7 +146,7 @@ def stream_records(body: bytes, prefix: str, batch_size: int) -> Iterator[list[A
         yield chunk
 
 
-def first_value(body: bytes, prefix: str) -> Any:
+def first_value(body: bytes | IO[bytes], prefix: str) -> Any:
     """The first value at ijson *prefix* in *body* (None when absent): pagination fields of a streamed page."""
     import ijson
 
