@@ -183,3 +183,43 @@ sources:
     with pytest.raises(ProtocolError, match="protocol sftp does not extract by partition"):
         source.protocol.extractor(protocols.ExtractRun(pipeline, source, None))
     assert protocols.get("rest").collect.__qualname__.startswith("RestProtocol")
+
+
+def test_graphql_plugs_in_with_one_plugin_module(tmp_path: Path) -> None:
+    """hub/protocols/graphql.py is all GraphQL needed: a spec with a graphql system validates (errors at
+    systems.x.graphql.field), its source materializes through the registry, and hub catalog lists it."""
+    from typer.testing import CliRunner
+
+    from hub.cli.main import app
+    from hub.materialize import materialize_source
+    from hub.warehouse import connect
+    from tests.graphql_server import GraphQLTestServer, items, items_schema
+
+    assert "graphql" in protocols.names()
+    with GraphQLTestServer(items_schema(items(25))) as server:
+        pipeline = loads(f"""\
+pipeline: g
+warehouse: duckdb:///{tmp_path / 'w.duckdb'}
+systems:
+  shop: {{graphql: {{endpoint: "{server.url}"}}}}
+sources:
+  items:
+    system: shop
+    query: |
+      query Items($after: String) {{
+        items(first: 10, after: $after) {{ nodes {{ id name price }} pageInfo {{ hasNextPage endCursor }} }}
+      }}
+    records: items.nodes
+    paginate: {{relay: {{}}}}
+    primary_key: id
+""", tmp_path / "g.yaml")
+        source = pipeline.sources["items"]
+        assert source.kind == "graphql" and source.protocol.endpoint(source) == f"{server.url} Items"
+        outcome = materialize_source(pipeline, "items", window=None, run_id="r1")
+        assert outcome.load.rows_loaded == 25
+        assert connect(pipeline.warehouse_url).query("SELECT count(*) AS n FROM items").to_pylist() == [{"n": 25}]
+        res = CliRunner().invoke(app, ["catalog", "graphql", server.url])
+        assert res.exit_code == 0, res.output
+        assert "read  items(" in res.output
+    with pytest.raises(HubError, match=r"line 2: systems.shop.graphql.endpont: unknown field"):
+        loads("pipeline: g\nsystems: {shop: {graphql: {endpont: x}}}\n", tmp_path / "bad.yaml")
