@@ -15,9 +15,6 @@ Pages whose count is known after the first response are fetched **concurrently**
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
-import queue
 import tempfile
 import threading
 from collections import deque
@@ -32,6 +29,7 @@ import orjson
 import pyarrow as pa
 
 from adapters._http import BrokenBody, gave_up
+from adapters._stream import run_sync, stream_batches
 from adapters.rest._auth import build_auth, origin_policy
 from adapters.rest._cache import HttpCache
 from adapters.rest._jsonpath import StreamedDoc, compile_path, streaming_prefix
@@ -41,7 +39,6 @@ from hub.errors import AdapterError, HTTPStatusError, LimitExceededError, Respon
 from hub.runtime import jsonsafe, tracing
 from hub.runtime.breaker import breaker_for
 from hub.runtime.checkpoint import DONE, Token
-from hub.runtime.duration import over_budget
 from hub.runtime.ratelimit import limiter_for, system_key
 from hub.runtime.records import records_to_batch
 from hub.runtime.retry import RetryPolicy
@@ -117,13 +114,6 @@ class SpooledBody:
 
 
 Body = bytes | SpooledBody
-
-
-class _Done:
-    """End-of-stream marker on the hand-over queue, carrying the producer's error if it failed."""
-
-    def __init__(self, error: BaseException | None = None) -> None:
-        self.error = error
 
 
 class RestSource:
@@ -456,20 +446,7 @@ class RestSource:
             async with self._client() as client:
                 return await self.fetch(client, paginator.first_request())
 
-        result: dict[str, Any] = {}
-
-        def run() -> None:
-            try:
-                result["page"] = asyncio.run(main())
-            except BaseException as exc:  # raised in the caller's thread
-                result["error"] = exc
-
-        thread = threading.Thread(target=run, name=f"hub-rest-{self.name}-sample", daemon=True)
-        thread.start()
-        thread.join()
-        if "error" in result:
-            raise result["error"]
-        page: Page = result["page"]
+        page: Page = run_sync(main, f"rest-{self.name}-sample")
         if page.batches is not None:
             raise LimitExceededError(f"{self.stats.url}: the first page ({page.size} bytes) is too large to sample "
                                      f"whole (over {jsonsafe.STREAM_ABOVE} bytes); ask the API for smaller pages")
@@ -489,98 +466,10 @@ class RestSource:
         The HTTP side runs in a background thread; if the caller stops iterating (or fails), the
         thread is told to stop and is joined before this generator returns.
         """
-        Item = tuple[pa.RecordBatch, Token | None]
-        handover: queue.Queue[Item | _Done] = queue.Queue(maxsize=4)  # of up to batch_size rows
-        stop = threading.Event()
-
-        def put(item: Item | _Done) -> None:
-            while not stop.is_set():
-                try:
-                    handover.put(item, timeout=0.1)
-                    return
-                except queue.Full:
-                    continue
-            raise asyncio.CancelledError  # the consumer went away: unwind the producer
-
-        # Pages are handed over in groups of up to batch_size rows: one hand-over per page would make
-        # the two threads trade the GIL hundreds of times a second, which costs more than the copy.
-        # A group carries the token of its last batch when that batch ends a page.
-        group: list[pa.RecordBatch] = []
-        last: list[Token | None] = [None]
-
-        async def hand_over() -> None:
-            if not group:
-                return
-            item = (group[0] if len(group) == 1 else pa.concat_batches(group), last[0])
-            group.clear()
-            last[0] = None
-            if handover.full():
-                await asyncio.to_thread(put, item)  # wait for room without stalling the loop
-            else:
-                put(item)
-
-        async def emit(batches: list[pa.RecordBatch], token: Token | None) -> None:
-            rows = [b for b in batches if b.num_rows]
-            if not rows and group and last[0] is not None:
-                last[0] = token  # an empty page right after a page boundary: the boundary moves past it
-            for i, batch in enumerate(rows):
-                if group and (not batch.schema.equals(group[0].schema)
-                              or sum(b.num_rows for b in group) + batch.num_rows > self.batch_size):
-                    await hand_over()
-                group.append(batch)
-                last[0] = token if i == len(rows) - 1 else None
-
-        running: dict[str, Any] = {}
-
-        async def main() -> None:
-            running["loop"], running["task"] = asyncio.get_running_loop(), asyncio.current_task()
-            budget = asyncio.timeout(self.max_duration)  # the whole walk, slow bodies and back-pressure included
-            try:
-                try:
-                    async with budget:
-                        await self._walk(emit, resume)
-                except TimeoutError:
-                    if not budget.expired() or self.max_duration is None:
-                        raise
-                    st = self.stats
-                    raise over_budget(self.name, self.max_duration,
-                                      f"{st.pages} pages, {st.records} records read") from None
-            except Exception:
-                if last[0] is not None:  # whole pages wait in the group: hand them over, they can be checkpointed
-                    await hand_over()
-                raise
-            await hand_over()
-
-        def produce() -> None:
-            outcome = _Done()
-            try:
-                asyncio.run(main())
-            except asyncio.CancelledError:
-                return
-            except BaseException as exc:  # handed to the consumer, raised there
-                outcome = _Done(exc)
-            with contextlib.suppress(asyncio.CancelledError):
-                put(outcome)
-
-        # The producer works in the caller's context (the asset's span and call log, see hub.runtime.tracing).
-        thread = threading.Thread(target=contextvars.copy_context().run, args=(produce,), name=f"hub-rest-{self.name}",
-                                  daemon=True)
-        thread.start()
-        try:
-            while True:
-                item = handover.get()
-                if isinstance(item, _Done):
-                    if item.error is not None:
-                        raise item.error
-                    return
-                yield item
-        finally:
-            stop.set()
-            loop, task = running.get("loop"), running.get("task")
-            if loop is not None and task is not None:
-                with contextlib.suppress(RuntimeError):  # the loop already finished
-                    loop.call_soon_threadsafe(task.cancel)
-            thread.join()
+        st = self.stats
+        return stream_batches(lambda emit: self._walk(emit, resume), name=self.name,
+                              batch_size=self.batch_size, max_duration=self.max_duration,
+                              progress=lambda: f"{st.pages} pages, {st.records} records read")
 
 
 __all__ = ["AdapterError", "RestSource", "RestStats"]
