@@ -17,8 +17,7 @@ from adapters.sftp import ExportFormat
 from hub import protocols
 from hub.runtime.choice import exactly_one
 from hub.runtime.duration import seconds
-from hub.spec.rules import RuleSpec
-from hub.transform.types import parse_type
+from hub.spec.rules import RuleSpec, TypeName
 
 NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 #: ``max_duration`` of a source when the spec gives none: 6 hours.
@@ -132,7 +131,7 @@ else:
 
 class ColumnSpec(_Strict):
     name: str | None = Field(None, description="Column name in the warehouse (default: the last path part).")
-    type: str | None = Field(None, description="string, int64, float64, bool, date, timestamp, timestamptz, "
+    type: TypeName | None = Field(None, description="string, int64, float64, bool, date, timestamp, timestamptz, "
                                                "decimal(p,s), json ...")
     format: str | None = Field(None, description="How a date or timestamp is written, e.g. %d.%m.%Y.")
     decimal_point: str | None = Field(None, max_length=1, description="Decimal separator, e.g. ',' (1234,50).")
@@ -141,13 +140,6 @@ class ColumnSpec(_Strict):
     def formats(self) -> dict[str, str]:
         return {k: v for k, v in (("format", self.format), ("decimal_point", self.decimal_point),
                                   ("thousands", self.thousands)) if v}
-
-    @field_validator("type")
-    @classmethod
-    def _type(cls, v: str | None) -> str | None:
-        if v is not None:
-            parse_type(v)  # raises ValueError with the list of known types
-        return v
 
 
 class ChildSpec(_Strict):

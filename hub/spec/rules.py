@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime
+from typing import Annotated
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hub.transform.types import parse_type
 
@@ -20,13 +21,23 @@ CHECKS = ("not_null", "type", "min", "max", "regex", "in")
 Scalar = bool | int | float | str | date | datetime
 
 
+def _known_type(name: str) -> str:
+    parse_type(name)  # raises ValueError with the list of known types
+    return name
+
+
+#: A column type name (string, int64, decimal(p,s), ...), checked against the known types: used by `rules:`
+#: and by `columns:` (hub.spec.models.ColumnSpec).
+TypeName = Annotated[str, AfterValidator(_known_type)]
+
+
 class RuleSpec(BaseModel):
     """The checks of one column (``rules: {column: {...}}`` in a source)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     not_null: bool = Field(False, description="The value must be present.")
-    type: str | None = Field(None, description="The value must convert to this type (string, int64, "
+    type: TypeName | None = Field(None, description="The value must convert to this type (string, int64, "
                                                 "decimal(p,s), date, timestamptz ...); the column is loaded as it.")
     min: Scalar | None = Field(None, description="Smallest allowed value (inclusive): a number, date or timestamp.")
     max: Scalar | None = Field(None, description="Largest allowed value (inclusive).")
@@ -34,13 +45,6 @@ class RuleSpec(BaseModel):
                                                 "with ^...$ for a full match).")
     in_: list[Scalar] | None = Field(None, alias="in", min_length=1, description="The allowed values.")
     unique: bool = Field(False, description="No two rows of one load may have the same value.")
-
-    @field_validator("type")
-    @classmethod
-    def _type(cls, v: str | None) -> str | None:
-        if v is not None:
-            parse_type(v)  # raises ValueError with the list of known types
-        return v
 
     @field_validator("regex")
     @classmethod
