@@ -84,13 +84,13 @@ def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def demo_spec_text(fast_retries: bool = True) -> str:
-    """The demo spec, with quick retries so failure tests do not wait for real backoff (CRM and ERP), and its
+    """The demo spec, with quick retries so failure tests do not wait for real backoff (CRM, catalogue, ERP), and its
     expectation suites (`checks:`, relative to the project root) as absolute paths, so the text can be
     loaded from a spec file anywhere (tests write it to tmp_path)."""
     text = DEMO_SPEC.read_text().replace(" contracts/demo/", f" {REPO}/contracts/demo/")
     if fast_retries:
         text = text.replace("retries: {max: 5, backoff: 0.5}", "retries: {max: 1, backoff: 0.01}")
-        assert text.count("backoff: 0.01") == 3, "demo spec retries lines changed; update the test helper"
+        assert text.count("backoff: 0.01") == 4, "demo spec retries lines changed; update the test helper"
     return text
 
 

@@ -82,6 +82,52 @@ def test_demo_catalog_has_every_system_with_side_effects_and_schemas(catalog: Ca
     assert drop.output_schema["properties"]["amount"]["x-source-field"] == "Betrag"
 
 
+def test_graphql_fields_are_actions_queries_read_mutations_write(catalog: Catalog, demo: Pipeline) -> None:
+    """The demo's GraphQL catalogue, read by introspection through the protocol plugin: query fields are
+    read actions the guard calls, the mutation is a write it refuses without the allow-list."""
+    products = catalog.get("catalogue.products")
+    assert (products.protocol, products.side_effect) == ("graphql", "read")
+    assert set(products.input_schema["properties"]) == {"first", "after", "category"}
+    assert {"sku", "name", "price", "active"} <= set(products.output_schema["properties"])
+    assert products.binding["records"] == "products.nodes" and products.binding["relay"] is True
+    assert catalog.get("catalogue.product").input_schema["required"] == ["sku"]
+    write = catalog.get("catalogue.setProductPrice")
+    assert (write.side_effect, write.binding["operation"]) == ("write", "mutation")
+    assert "catalogue.setProductPrice" in [a.name for a in catalog.search("change the price of a product", 3)]
+
+    guard = Guard(catalog, actor="alice", agent="test-agent")
+    r = guard.call("catalogue.products", {"first": 3, "category": "software"})
+    assert r.outcome == "ok", r.message
+    assert [row["category"] for row in r.records] == ["software"] * 3 and r.records[0]["sku"].startswith("SKU-")
+    one = guard.call("catalogue.product", {"sku": r.records[0]["sku"]})
+    assert one.outcome == "ok" and one.records[0]["name"] == r.records[0]["name"]
+    assert guard.call("catalogue.product", {"sku": "X", "color": "red"}).outcome == "refused"  # not an argument
+    refused = guard.call("catalogue.setProductPrice", {"sku": r.records[0]["sku"], "price": 1.0})
+    assert refused.outcome == "refused" and "write action" in refused.message
+    again = guard.call("catalogue.product", {"sku": r.records[0]["sku"]})
+    assert again.records[0]["price"] == r.records[0]["price"]  # nothing was sent
+
+
+def test_a_graphql_action_plans_a_source_that_loads(catalog: Catalog, demo: Pipeline, tmp_path: Path) -> None:
+    """The plugin turns a query action into source keys (the generated document, records, Relay paging), and
+    that source validates and walks every page."""
+    from adapters.graphql import GraphQLSource, GraphQLSourceConfig
+    from hub import protocols
+
+    action = catalog.get("catalogue.products")
+    plugin = protocols.get("graphql")
+    keys = plugin.plan_source(action.binding, {"category": "service"})
+    assert keys is not None and keys["paginate"] == {"relay": {}}
+    assert plugin.plan_source(catalog.get("catalogue.setProductPrice").binding, {}) is None  # sources only read
+    block = demo.spec.systems["catalogue"]
+    source = GraphQLSource(plugin.resolve_system("catalogue", block), GraphQLSourceConfig.model_validate(keys),
+                           name="planned", system_name="catalogue", state_dir=tmp_path)
+    rows = [r for b in source.batches() for r in b.to_pylist()]
+    assert len(rows) == 30 and {r["category"] for r in rows} == {"service"}  # 120 products, every 4th
+    assert source.details()["pages"] > 1
+    assert plugin.reads_action(demo.sources["crm_products"], action.binding)
+
+
 def test_get_names_close_matches(catalog: Catalog) -> None:
     assert catalog.get("ERP.getorders").name == "erp.GetOrders"
     with pytest.raises(HubError, match=r"no action named 'erp.GetOrder'.*erp.GetOrders"):

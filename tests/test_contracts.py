@@ -67,7 +67,8 @@ def test_committed_demo_snapshots_match_the_live_demo(estate: dict[str, Any], de
                                                       tmp_path: Path) -> None:
     results = verify(demo, directory=REPO / "contracts")
     assert [(r.system, r.status) for r in results] == [
-        ("crm", "passed"), ("erp", "passed"), ("bank", "passed"), ("inventory", "passed")], \
+        ("crm", "passed"), ("catalogue", "passed"), ("erp", "passed"), ("bank", "passed"),
+        ("inventory", "passed")], \
         "\n".join(c.message() for r in results for c in r.changes) + "".join(r.error or "" for r in results)
     # taking the snapshot again gives the committed files byte for byte (no ports, hosts, run values)
     for path in snapshot(demo):
@@ -145,6 +146,35 @@ def test_rest_field_dropped_is_breaking(estate: dict[str, Any], demo: Pipeline) 
                                "absent) - breaking, used by crm_customers (column email)")
     score = only(result, "GET /contacts response items[].outcome.score")
     assert score.breaking and score.used_by == ["crm_contacts (column outcome.score)"]
+
+
+def test_graphql_field_removed_retyped_or_nullable_is_breaking(estate: dict[str, Any], demo: Pipeline) -> None:
+    """The catalogue's schema changes under the crm_products query: each change is classified against what the
+    query selects; a field the query does not select is drift only."""
+    from hub.demo.catalogue import SDL
+
+    snapshot(demo, systems=["catalogue"])
+    assert check(demo, "catalogue").status == "passed"
+    changed = (SDL.replace("  currency: String!\n", "")                  # selected, removed
+               .replace("price: Float!", "price: String!")               # selected, retyped
+               .replace("  name: String!\n", "  name: String\n")         # selected, now nullable
+               .replace("  active: Boolean!\n", "  active: Boolean!\n  weight: Float\n"))  # added, unselected
+    estate["crm"].serve_catalogue(changed)
+    result = check(demo, "catalogue")
+    assert result.status == "failed"
+    currency = only(result, "crm_products query products.nodes.currency")
+    assert (currency.what, currency.before, currency.after, currency.breaking) == ("removed", "String!", "absent",
+                                                                                   True)
+    assert currency.used_by == ["crm_products (selects products.nodes.currency)"]
+    price = only(result, "crm_products query products.nodes.price")
+    assert (price.what, price.breaking) == ("type changed", True)
+    name = only(result, "crm_products query products.nodes.name")
+    assert (name.what, name.before, name.after, name.breaking) == ("now nullable", "String!", "String", True)
+    weight = only(result, "crm_products query products.nodes.weight")
+    assert (weight.what, weight.breaking) == ("added (not selected)", False)
+    assert {c.path for c in result.changes if c.breaking} == {
+        "crm_products query products.nodes.currency", "crm_products query products.nodes.price",
+        "crm_products query products.nodes.name"}
 
 
 def test_rest_added_optional_field_and_unused_change_are_not_breaking(estate: dict[str, Any],
@@ -257,7 +287,8 @@ def test_cli_exit_codes_and_reports(estate: dict[str, Any], demo: Pipeline, tmp_
     out = runner.invoke(app, ["contracts", "snapshot", spec, "--dir", str(contracts)])
     assert out.exit_code == 0, out.output
     assert sorted(p.name for p in (contracts / "demo").iterdir()) == [
-        "bank.contract.json", "crm.contract.json", "erp.contract.json", "inventory.contract.json"]
+        "bank.contract.json", "catalogue.contract.json", "crm.contract.json", "erp.contract.json",
+        "inventory.contract.json"]
     reports = {"--junit": tmp_path / "r" / "c.xml", "--html": tmp_path / "r" / "c.html",
                "--markdown": tmp_path / "r" / "c.md"}
     args = ["contracts", "test", spec, "--dir", str(contracts), *[x for k, v in reports.items() for x in (k, str(v))]]
@@ -271,8 +302,8 @@ def test_cli_exit_codes_and_reports(estate: dict[str, Any], demo: Pipeline, tmp_
     assert "crm: GET /customers response data[].region: removed" in out.output
     suite = ET.parse(reports["--junit"]).getroot()
     cases = {c.get("name"): c for c in suite.iter("testcase")}
-    assert set(cases) == {"crm", "erp", "bank", "inventory"}
-    assert suite.get("tests") == "4" and suite.get("failures") == "1"
+    assert set(cases) == {"crm", "catalogue", "erp", "bank", "inventory"}
+    assert suite.get("tests") == "5" and suite.get("failures") == "1"
     failure = cases["crm"].find("failure")
     assert failure is not None and "data[].region: removed" in (failure.text or "")
     assert cases["erp"].find("failure") is None

@@ -90,7 +90,8 @@ def test_mcp_stdio_session_calls_every_tool(crm: CRMService, tmp_path: Path, war
     assert {"erp.GetOrders", "crm.get_customers", "inventory.stock_levels", "bank.statements",
             "partner.post_customers"} <= names
     assert {a["name"] for a in seen["list_writes"]["actions"]} == {"partner.post_customers",
-                                                                   "partner.delete_customers_by_id"}
+                                                                   "partner.delete_customers_by_id",
+                                                                   "catalogue.setProductPrice"}  # GraphQL mutation
     assert seen["search"]["actions"][0]["name"].startswith("erp.")
     assert seen["describe"]["input_schema"]["required"] == ["since", "until"]
     assert seen["describe"]["binding"]["records"] == "$.items[*]"

@@ -1,6 +1,7 @@
 """GraphQL adapter (httpx + graphql-core): queries paged by Relay cursors or offset/limit variables as Arrow
 batches, ``errors`` as failures, catalogs by introspection or SDL, contracts of what a query selects."""
 
+from adapters.graphql.calls import CallDocument, call_document, records_at
 from adapters.graphql.catalog import catalog_of, describe, introspect, load_sdl, load_sdl_file, schema_of
 from adapters.graphql.client import GraphQLEndpoint, GraphQLPage, GraphQLSource, GraphQLStats, origin_policy
 from adapters.graphql.config import (
@@ -14,6 +15,7 @@ from adapters.graphql.contract import ContractChange, compare, selection_contrac
 from hub.errors import GraphQLError
 
 __all__ = [
+    "CallDocument",
     "ContractChange",
     "GraphQLEndpoint",
     "GraphQLError",
@@ -25,6 +27,7 @@ __all__ = [
     "GraphQLSystemConfig",
     "OffsetVariables",
     "RelayPaginate",
+    "call_document",
     "catalog_of",
     "compare",
     "describe",
@@ -32,6 +35,7 @@ __all__ = [
     "load_sdl",
     "load_sdl_file",
     "origin_policy",
+    "records_at",
     "schema_of",
     "selection_contract",
 ]

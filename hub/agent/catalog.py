@@ -25,6 +25,7 @@ understands the words.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import math
 import re
@@ -325,24 +326,29 @@ def build_catalog(pipelines: list[Pipeline], *, systems: Iterable[str] | None = 
                 continue
             seen.add(system)
             try:
-                actions.extend(cfg.protocol.actions(pipeline, system))
+                found = cfg.protocol.actions(pipeline, system)
             except Exception as exc:  # a system that cannot be described must not hide the others
                 errors[system] = mask(str(exc) if isinstance(exc, HubError) else f"{type(exc).__name__}: {exc}")
-                actions.extend(cfg.protocol.spec_actions(pipeline, system))  # what the spec alone says
+                found = cfg.protocol.spec_actions(pipeline, system)  # what the spec alone says
+            actions.extend(_with_policy(pipeline, system, a) for a in found)
     unique: dict[str, Action] = {}
     for a in actions:
         unique.setdefault(a.name, a)
     return Catalog(actions=list(unique.values()), errors=errors, pipelines={p.name: p for p in pipelines})
 
 
-def _side_effect(pipeline: Pipeline, system: str, operation: str, default: str) -> str:
+def _with_policy(pipeline: Pipeline, system: str, action: Action) -> Action:
+    """*action* with the system's agent policy applied: ``agent: {writes: [...], reads: [...]}`` overrides the
+    side effect a protocol inferred (by verb, HTTP method ...). Applied here, once, for every protocol."""
     agent = pipeline.spec.systems[system].agent
+    operation = action.name.split(".", 1)[1] if "." in action.name else action.name
+    side_effect = action.side_effect
     if agent is not None:
-        if operation in agent.writes or f"{system}.{operation}" in agent.writes:
-            return "write"
-        if operation in agent.reads or f"{system}.{operation}" in agent.reads:
-            return "read"
-    return default
+        if operation in agent.writes or action.name in agent.writes:
+            side_effect = "write"
+        elif operation in agent.reads or action.name in agent.reads:
+            side_effect = "read"
+    return dataclasses.replace(action, side_effect=side_effect, pipeline=action.pipeline or pipeline.name)
 
 
 def soap_side_effect(operation: str) -> str:
@@ -389,7 +395,7 @@ def soap_actions(pipeline: Pipeline, system: str) -> list[Action]:
             name=f"{system}.{name}", system=system, protocol="soap", description=description,
             input_schema=op.get("input") or {"type": "object", "properties": {}},
             output_schema=record_schema,
-            side_effect=_side_effect(pipeline, system, name, soap_side_effect(name)),
+            side_effect=soap_side_effect(name),
             binding=binding, pipeline=pipeline.name))
     return out
 
@@ -441,9 +447,7 @@ def rest_actions(pipeline: Pipeline, system: str) -> list[Action]:
     doc = fetch_openapi(block.protocol.resolve_system(system, block), pipeline.root, system)
     records: dict[tuple[str, str], str] = {(s.config.request.method, s.config.request.path or "/"): s.config.records
                                            for s in pipeline.sources.values() if s.system_name == system}
-    return [Action(**{**spec, "side_effect": _side_effect(pipeline, system, spec["name"].split(".", 1)[1],
-                                                          spec["side_effect"]),
-                      "pipeline": pipeline.name})
+    return [Action(**{**spec, "pipeline": pipeline.name})
             for spec in openapi_operations(doc, system, records=records)]
 
 
@@ -660,8 +664,7 @@ def rest_from_sources(pipeline: Pipeline, system: str) -> list[Action]:
                         + (f": {source.spec.description}" if source.spec.description else ""),
             input_schema=source_inputs(source.name, source.config),
             output_schema={"type": "object", "properties": fields},
-            side_effect=_side_effect(pipeline, system, name.split(".", 1)[1],
-                                     "read" if req.method in READ_METHODS else "write"),
+            side_effect="read" if req.method in READ_METHODS else "write",
             binding={"method": req.method, "path": path, "records": source.config.records, "source": source.name},
             pipeline=pipeline.name)
     return list(out.values())

@@ -450,12 +450,23 @@ def parse_request(request: str, skip: Iterable[str] = ()) -> _Intent:
     return it
 
 
-def _score(action: Any, req: set[str], pipelines: Sequence[Pipeline]) -> float:
-    ent = {t for t in tokens(" ".join([action.name, *(str(v) for v in (action.binding or {}).values())]))
-           if t not in _STOP and t != action.system}
+def _entity_words(action: Any, pipelines: Sequence[Pipeline]) -> set[str]:
+    """The words that name what *action* reads: its name, the names in its binding (a path, an operation, a
+    table; not a whole query document) and the spec source that reads it, without stop words and without
+    system names (a request's "CRM" picks the crm system's actions, not another
+    system's source that happens to be called crm_products)."""
+    systems = {s for p in pipelines for s in p.spec.systems} | {action.system}
+    names = [str(v) for v in (action.binding or {}).values() if not any(c.isspace() for c in str(v))]  # no documents
+    ent = {t for t in tokens(" ".join([action.name, *names])) if t not in _STOP and t not in systems}
     tmpl = find_template(action, pipelines)
     if tmpl:
-        ent |= {t for t in tokens(tmpl[1]) if t not in _STOP and t != action.system}
+        ent |= {t for t in tokens(tmpl[1]) if t not in _STOP and t not in systems}
+    return ent
+
+
+def _score(action: Any, req: set[str], pipelines: Sequence[Pipeline]) -> float:
+    ent = _entity_words(action, pipelines)
+    tmpl = find_template(action, pipelines)
     expanded = req | {s for w in req for s in _SYNONYMS.get(w, ())}
     hits = len(ent & req) + 0.6 * len(ent & (expanded - req))
     if not hits:
@@ -474,11 +485,8 @@ def _pick_actions(request: str, catalog: CatalogLike, pipelines: Sequence[Pipeli
     covered: set[str] = set()
     expanded = req | {s for w in req for s in _SYNONYMS.get(w, ())}
     for _s, _i, a in scored:
-        ent = {t for t in tokens(" ".join([a.name, *(str(v) for v in (a.binding or {}).values())]))
-               if t not in _STOP and t != a.system}
+        ent = _entity_words(a, pipelines)
         tmpl = find_template(a, pipelines)
-        if tmpl:
-            ent |= {t for t in tokens(tmpl[1]) if t not in _STOP and t != a.system}
         new = (ent & expanded) - covered
         if not new:
             continue
@@ -1107,6 +1115,8 @@ def plan(request: str, pipelines: list[Pipeline], backend: Backend = "offline", 
         if res.spec_text is not None and not res.errors:
             res.spec_text, renamed = distinct_names(res.spec_text, pipelines, path)
             res.notes += renamed
+            if renamed:  # the answering table may be among the renamed assets
+                res.result_table = result_table(res.spec_text)
             problems, counts, key = validate_plan(res.spec_text, pipelines, catalog, path=path, run=dry_run,
                                                   partition=partition, warehouse=warehouse)
             res.errors += problems

@@ -4,10 +4,12 @@
 * ``GET /api/contacts?since=ISO&until=ISO[&cursor=C]`` — customer interactions in a time window,
   cursor pagination (``next_cursor``), the incremental endpoint a daily partition reads;
 * every endpoint needs ``Authorization: Bearer <token>``; a wrong token is answered 401;
-* ``GET /api/openapi.json`` — the API's OpenAPI 3.0 document (public).
+* ``GET /api/openapi.json`` — the API's OpenAPI 3.0 document (public);
+* ``POST /api/graphql`` — the product catalogue, a GraphQL API (:mod:`hub.demo.catalogue`), same token.
 
 Test hooks (for contract tests): ``drop_fields`` (dotted record fields left out of every response),
-``rewrite`` (a function that alters each response body) and ``openapi`` (the document served, mutable).
+``rewrite`` (a function that alters each response body), ``openapi`` (the document served, mutable) and
+``catalogue_sdl`` (the GraphQL schema served).
 
 Data are deterministic (seeded), so every demo run and test sees the same rows.
 """
@@ -23,6 +25,10 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from graphql import graphql_sync
+
+from hub.demo import catalogue
 
 REGIONS = ["EMEA", "NA", "LATAM", "APAC"]
 CITIES = {"EMEA": [("Berlin", "DE"), ("Paris", "FR"), ("Lyon", "FR"), ("Milan", "IT")],
@@ -205,6 +211,25 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError as exc:
             self._send(400, {"error": str(exc)})
 
+    def do_POST(self) -> None:
+        url = urlsplit(self.path)
+        self.server.requests += 1
+        self.server.traceparents.append((url.path, self.headers.get("traceparent")))
+        if url.path != "/api/graphql":
+            self._send(404, {"error": f"no such endpoint {url.path}"})
+            return
+        if self.headers.get("Authorization") != f"Bearer {self.server.token}":
+            self._send(401, {"errors": [{"message": "invalid or missing bearer token"}]})
+            return
+        try:
+            payload = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+        except ValueError:
+            self._send(400, {"errors": [{"message": "the body is not JSON"}]})
+            return
+        result = graphql_sync(self.server.catalogue, str(payload.get("query") or ""),
+                              variable_values=payload.get("variables"), operation_name=payload.get("operationName"))
+        self._send(200, dict(result.formatted))
+
     def _customers(self, qs: dict[str, str]) -> None:
         page, per_page = int(qs.get("page", 1)), min(int(qs.get("per_page", 50)), 200)
         rows = self.server.data.customers
@@ -247,6 +272,8 @@ class _CRMServer(ThreadingHTTPServer):
         self.drop_fields: set[str] = set()  # dotted record fields left out of responses (contract tests)
         self.rewrite: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None  # (path, body) -> body
         self.openapi: dict[str, Any] = openapi_document()
+        self.products = catalogue.products()
+        self.catalogue = catalogue.schema(self.products)
 
 
 class CRMService:
@@ -291,11 +318,17 @@ class CRMService:
         """The OpenAPI document served at /api/openapi.json (mutable, for tests)."""
         return self._server.openapi
 
+    def serve_catalogue(self, sdl: str = catalogue.SDL) -> None:
+        """Serve the product catalogue with another GraphQL schema (a field removed, a type changed)."""
+        self._server.catalogue = catalogue.schema(self._server.products, sdl)
+
     def reset_hooks(self) -> None:
-        """Back to the faithful service: no dropped fields, no rewrite, the original OpenAPI document."""
+        """Back to the faithful service: no dropped fields, no rewrite, the original OpenAPI document and
+        GraphQL schema."""
         self._server.drop_fields.clear()
         self._server.rewrite = None
         self._server.openapi = openapi_document()
+        self.serve_catalogue()
 
     def fail_after(self, n: int | None) -> None:
         """From request number *n* + 1 on, answer 500 (None heals). For failure tests."""

@@ -1,18 +1,38 @@
-"""GraphQL (:mod:`adapters.graphql`) as a hub protocol: sources (a query paged by Relay cursors or offsets) and
-``hub catalog graphql``. Contracts and agent actions are not wired yet (the adapter has
-``selection_contract``/``compare`` and ``catalog_of`` for them); their hooks keep the "not supported" defaults."""
+"""GraphQL (:mod:`adapters.graphql`) as a hub protocol: sources (a query paged by Relay cursors or offsets),
+contracts of what each source's query selects, agent actions (query fields read, mutation fields write) and
+``hub catalog graphql``.
+
+This module and the adapter are the whole of GraphQL in the hub: every layer reaches it through the
+registry (docs/protocols.md).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from adapters.graphql import GraphQLSource, GraphQLSourceConfig, GraphQLSystemConfig, catalog_of
+from adapters.graphql import (
+    GraphQLEndpoint,
+    GraphQLSource,
+    GraphQLSourceConfig,
+    GraphQLSystemConfig,
+    call_document,
+    catalog_of,
+    compare,
+    describe,
+    records_at,
+    schema_of,
+    selection_contract,
+)
 from hub.errors import HubError
 from hub.protocols import ExtractRun, Protocol
+from hub.runtime.retry import RetryConfig
 from hub.runtime.secrets import mask_url
 
 if TYPE_CHECKING:
+    from graphql import GraphQLSchema
+
+    from hub.spec.loader import Pipeline
     from hub.spec.models import ResolvedSource
 
 
@@ -37,6 +57,140 @@ class GraphQLProtocol(Protocol):
         op = source.config.operation()
         name = source.config.operation_name or (op.name.value if op.name else op.operation.value)
         return f"{mask_url(source.system.config.endpoint)} {name}"
+
+    # -- contracts ------------------------------------------------------------------------------------------
+
+    def _schema(self, pipeline: Pipeline, system: str) -> GraphQLSchema:
+        """The system's schema as it is now: its SDL file, or the live endpoint introspected."""
+        from hub.materialize import state_dir
+
+        block = pipeline.spec.systems[system]
+        schema, _ = schema_of(self.resolve_system(system, block), root=pipeline.root, system_name=system,
+                              state_dir=state_dir(pipeline.root))
+        return schema
+
+    def collect(self, pipeline: Pipeline, system: str) -> dict[str, Any]:
+        """Per source, what its query selects resolved against today's schema (types with nullability, the
+        arguments it passes, the fields each selected object offers): :func:`adapters.graphql.selection_contract`.
+        Taken without validating the query, so a live schema that lost a field yields a document that says so."""
+        schema = self._schema(pipeline, system)
+        sources = {s.name: selection_contract(schema, s.config.query, s.config.operation_name, check=False)
+                   for s in pipeline.sources.values() if s.system_name == system}
+        return {"sources": dict(sorted(sources.items()))}
+
+    def compare(self, pipeline: Pipeline, system: str, before: dict[str, Any], after: dict[str, Any]) -> list[Any]:
+        """Each source's selection, snapshot against today: a removed or retyped field, or one that became
+        nullable, breaks the source that selects it (:func:`adapters.graphql.compare`)."""
+        from hub.contracts.diff import Change
+
+        out = []
+        now = after.get("sources") or {}
+        for name, was in sorted((before.get("sources") or {}).items()):
+            if name not in now:
+                continue  # the source left the pipeline: nothing of the system changed
+            for c in compare(was, now[name]):
+                out.append(Change(system=system, element=f"{name} query", field=c.path, what=c.change,
+                                  before=c.before, after=c.after, breaking=c.breaking,
+                                  used_by=[f"{name} (selects {c.path})"] if c.breaking else [], sources=[name]))
+        return out
+
+    # -- the agent ------------------------------------------------------------------------------------------
+
+    searchable_inputs = True
+
+    def actions(self, pipeline: Pipeline, system: str) -> list[Any]:
+        """Every query field (read) and mutation field (write) of the schema, with a document that calls it."""
+        schema = self._schema(pipeline, system)
+        block = pipeline.spec.systems[system]
+        catalog = describe(schema, source=block.config.schema_file or mask_url(block.config.endpoint))
+        return [self._action(pipeline, system, schema, op) for op in [*catalog["queries"], *catalog["mutations"]]]
+
+    def spec_actions(self, pipeline: Pipeline, system: str) -> list[Any]:
+        """Without the schema: one read action per source, calling the source's own query."""
+        from hub.agent.catalog import Action
+
+        out = []
+        for source in pipeline.sources.values():
+            if source.system_name != system:
+                continue
+            config: GraphQLSourceConfig = source.config
+            op = config.operation()
+            variables: dict[str, Any] = {v.variable.name.value: {} for v in op.variable_definitions or ()}
+            out.append(Action(
+                name=f"{system}.{source.name}", system=system, protocol=self.name,
+                description=f"GraphQL query of source {source.name}"
+                            + (f": {source.spec.description}" if source.spec.description else ""),
+                input_schema={"type": "object", "properties": variables},
+                output_schema={"type": "object", "properties": {c: {} for c in source.spec.output_columns() or []}},
+                side_effect="read",
+                binding={"operation": "query", "field": source.name, "document": config.query,
+                         "operation_name": config.operation_name, "records": config.records,
+                         "relay": bool(config.paginate and config.paginate.relay), "source": source.name},
+                pipeline=pipeline.name))
+        return out
+
+    def _action(self, pipeline: Pipeline, system: str, schema: GraphQLSchema, op: dict[str, Any]) -> Any:
+        from hub.agent.catalog import Action
+
+        kind = op["operation"]
+        doc = call_document(schema, kind, op["name"])
+        output = op.get("output") or {}
+        record = output.get("items", output) if output.get("type") == "array" else output
+        props = record.get("properties") or {}
+        if doc.records.endswith(".nodes") or doc.records.endswith(".node"):  # the connection's node type
+            nodes = props.get("nodes") or {}
+            record = nodes.get("items", nodes) if nodes else record
+        description = op.get("description") or f"GraphQL {kind} {op['name']} returning {op['returns']}"
+        return Action(
+            name=f"{system}.{op['name']}", system=system, protocol=self.name,
+            description=f"{description} ({kind} {op['name']})",
+            input_schema=op.get("arguments") or {"type": "object", "properties": {}},
+            output_schema=record if isinstance(record, dict) else {},
+            side_effect=op["kind"],  # read (query field) or write (mutation field)
+            binding={"operation": kind, "field": op["name"], "document": doc.text, "records": doc.records,
+                     "relay": doc.relay},
+            pipeline=pipeline.name)
+
+    def execute(self, pipeline: Pipeline, action: Any, params: dict[str, Any], limit: int) -> Any:
+        """One call of the action's document with *params* as variables. A mutation is sent exactly once,
+        never retried (the guard has checked its approval); a query retries as sources do."""
+        from hub.agent.guard import Fetched
+        from hub.materialize import state_dir
+
+        block = pipeline.spec.systems[action.system]
+        system: GraphQLSystemConfig = self.resolve_system(action.system, block)
+        if action.binding.get("operation") == "mutation":
+            system = system.model_copy(update={"retries": RetryConfig(max=0)})
+        endpoint = GraphQLEndpoint(system, system_name=action.system, name=action.name,
+                                   state_dir=state_dir(pipeline.root))
+        data = endpoint.execute_sync(str(action.binding["document"]), params,
+                                     action.binding.get("operation_name"), label=action.name)
+        records = [r if isinstance(r, dict) else {"value": r}
+                   for r in records_at(data, str(action.binding["records"]))]
+        return Fetched(records[:limit], len(records))
+
+    def reads_action(self, source: ResolvedSource, binding: dict[str, Any]) -> bool:
+        """The source's query calls the action's root field (or the action is the source's own query)."""
+        if binding.get("source") == source.name:
+            return True
+        op = source.config.operation()
+        fields = {getattr(sel, "name", None) and sel.name.value for sel in op.selection_set.selections}
+        return binding.get("operation") == "query" and binding.get("field") in fields
+
+    def plan_source(self, binding: dict[str, Any], params: dict[str, Any]) -> dict[str, Any] | None:
+        if binding.get("operation") != "query":
+            return None  # a source only reads
+        out: dict[str, Any] = {"query": binding["document"], "records": binding["records"]}
+        if binding.get("operation_name"):
+            out["operation_name"] = binding["operation_name"]
+        if params:
+            out["variables"] = params
+        if binding.get("relay"):
+            out["paginate"] = {"relay": {}}
+        return out
+
+    def source_params(self, config: Any) -> dict[str, Any]:
+        return dict(config.variables or {})
 
     def catalog_command(self) -> Callable[..., None]:
         """``hub catalog graphql URL|SDL``: Query fields (reads) and Mutation fields (writes) as JSON Schema."""
