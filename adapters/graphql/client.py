@@ -37,8 +37,7 @@ import pyarrow as pa
 from adapters._http import BrokenBody, OriginPolicy, gave_up
 from adapters._stream import Emit, Item, run_sync, stream_batches
 from adapters.graphql.config import GraphQLSourceConfig, GraphQLSystemConfig
-from adapters.rest._auth import build_auth
-from adapters.rest._jsonpath import compile_path, first
+from adapters.rest import build_auth, compile_path, first
 from adapters.rest.config import TimeoutConfig
 from hub.errors import (
     AdapterError,

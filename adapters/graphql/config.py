@@ -15,12 +15,10 @@ from typing import Any
 from graphql import GraphQLSyntaxError, OperationDefinitionNode, OperationType, parse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from adapters.rest._jsonpath import _simple_steps
+from adapters.rest import simple_steps
 from adapters.rest.config import AuthConfig, TimeoutConfig
-from hub.runtime.breaker import CircuitBreakerConfig
 from hub.runtime.choice import exactly_one
-from hub.runtime.ratelimit import RateLimitConfig
-from hub.runtime.retry import RetryConfig
+from hub.runtime.settings import SystemSettings
 from hub.runtime.window import Window, render_tree
 
 #: ``paginate.max_pages`` when the spec gives none (as for REST).
@@ -34,17 +32,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class GraphQLSystemConfig(_Strict):
+class GraphQLSystemConfig(SystemSettings, _Strict):  # retries, rate_limit, circuit_breaker: hub.runtime.settings
     """The ``graphql:`` block of a system."""
 
     endpoint: str = Field(description="The GraphQL endpoint, e.g. https://api.github.com/graphql (POST).")
     auth: AuthConfig | None = Field(None, description="bearer, api_key, basic or oauth2, as for REST.")
     headers: dict[str, str] = Field(default_factory=dict)
     timeout: float | TimeoutConfig = Field(default_factory=TimeoutConfig)
-    retries: RetryConfig = Field(default_factory=RetryConfig)
-    rate_limit: RateLimitConfig | None = Field(None, description="Shared by every process (hub.runtime.ratelimit).")
-    circuit_breaker: CircuitBreakerConfig | None = Field(None, description="Fail fast after consecutive "
-                                                         "failures (hub.runtime.breaker).")
     verify: bool | str = Field(True, description="TLS verification: true, or a CA bundle path. Never off silently.")
     allowed_origins: list[str] = Field(default_factory=list, description=(
         "Other origins (https://host[:port]) a redirect may lead to; they are called without credentials, and "
@@ -122,7 +116,7 @@ def _operation(document: Any, name: str | None) -> OperationDefinitionNode:
 def connection_of(records: str) -> str | None:
     """The path of the Relay connection that holds *records*: the part before its ``nodes`` or ``edges``
     step (``repository.issues.edges[*].node`` -> ``repository.issues``); None when there is none."""
-    steps = _simple_steps(records)
+    steps = simple_steps(records)
     if steps is None:
         return None
     for i in range(len(steps) - 1, -1, -1):

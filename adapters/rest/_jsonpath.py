@@ -27,7 +27,7 @@ class JSONPathError(ValueError):
     """The expression is not valid JSONPath."""
 
 
-def _simple_steps(expr: str) -> list[tuple[str, Any]] | None:
+def simple_steps(expr: str) -> list[tuple[str, Any]] | None:
     if not expr.startswith("$"):
         expr = "$." + expr
     pos, steps = 1, list[tuple[str, Any]]()
@@ -68,7 +68,7 @@ def _run_steps(steps: list[tuple[str, Any]], doc: Any) -> list[Any]:
 @lru_cache(maxsize=256)
 def compile_path(expr: str) -> Selector:
     """Compile *expr* once; raises :class:`JSONPathError` naming the expression when invalid."""
-    steps = _simple_steps(expr.strip())
+    steps = simple_steps(expr.strip())
     if steps is not None:
         return lambda doc: _run_steps(steps, doc)
     try:
@@ -86,7 +86,7 @@ class StreamedDoc:
         self.body = body
 
     def first(self, expr: str) -> Any:
-        steps = _simple_steps(expr.strip())
+        steps = simple_steps(expr.strip())
         prefix = ijson_prefix(steps) if steps is not None else None
         if prefix is None:
             raise ResponseFormatError(f"'{expr}' is not a simple path ($.a.b), which is all a page too large to "
@@ -97,7 +97,7 @@ class StreamedDoc:
 def streaming_prefix(records: str) -> str | None:
     """The ijson prefix of the records (``$.data[*]`` -> ``data.item``; ``$.data`` naming the array itself
     -> ``data.item`` too), or None when *records* is no simple path."""
-    steps = _simple_steps(records.strip())
+    steps = simple_steps(records.strip())
     prefix = ijson_prefix(steps) if steps is not None else None
     if prefix is None:
         return None
