@@ -297,6 +297,20 @@ class EventStore:
             yield [Event(*r) for r in rows]
             after = rows[-1][0]
 
+    def position_after(self, source: str, after: int, n: int) -> int:
+        """The position of the *n*-th event of *source* after *after* (the last one when there are fewer)."""
+        row = self._con().execute("SELECT max(position) FROM (SELECT position FROM events WHERE source = ? AND "
+                                  "position > ? ORDER BY position LIMIT ?)", (source, after, n)).fetchone()
+        return int(row[0] or after)
+
+    def position_at(self, source: str, when: str, *, first: bool) -> int:
+        """The first position of *source* received at or after *when* (*first*), or the last one received at
+        or before it; 0 when there is none."""
+        sql = ("SELECT min(position) FROM events WHERE source = ? AND received_at >= ?" if first else
+               "SELECT max(position) FROM events WHERE source = ? AND received_at <= ?")
+        row = self._con().execute(sql, (source, when)).fetchone()
+        return int(row[0] or 0)
+
     def last_position(self, source: str) -> int:
         row = self._con().execute("SELECT max(position) FROM events WHERE source = ?", (source,)).fetchone()
         return int(row[0] or 0)
