@@ -274,3 +274,29 @@ def test_listener_and_backfill_run_together(tmp_path: Path, queue: str) -> None:
     assert stored_during > 0, "nothing was stored while the backfill ran"
     assert _rows(tmp_path, "SELECT count(*) FROM big") == [(400_000,)]
     assert _rows(tmp_path, "SELECT count(*), count(DISTINCT id) FROM orders") == [(200, 200)]
+
+
+@pytest.mark.slow
+def test_dagster_sensor_drains_a_batch_and_requests_one_run(tmp_path: Path, queue: str) -> None:
+    import dagster as dg
+
+    from hub.dagster.definitions import pipeline_definitions
+
+    spec = _spec(tmp_path, queue, "    columns: {id: {type: int64}}\n")
+    pipeline = load(spec)
+    defs = pipeline_definitions(pipeline)
+    sensor = defs.get_sensor_def("orders_sensor")
+    _send(queue, [{"id": i} for i in range(120)])
+    with dg.instance_for_test() as instance:
+        result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=None))
+        assert len(result.run_requests) == 1  # one run for the whole batch, never one per message
+        request = result.run_requests[0]
+        assert request.run_key == "orders:1-120" and result.cursor == "120"
+        assert request.tags["hub/broker_lag"] == "0"
+        again = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=result.cursor))
+        assert not again.run_requests  # nothing new, nothing requested
+        run = defs.get_job_def("orders_job").execute_in_process(instance=instance, tags=request.tags)
+        assert run.success
+        md = run.asset_materializations_for_node("orders")[0].metadata
+        assert md["hub/events"].value == 120 and md["hub/lag_events"].value == 0 and md["hub/mark"].value == 120
+    assert _rows(tmp_path, "SELECT count(*), count(DISTINCT id) FROM orders") == [(120, 120)]

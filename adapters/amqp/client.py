@@ -112,11 +112,12 @@ class AmqpConsumer:
                 break
             if generation == self._generation:  # deliveries of a dead channel are redelivered by the broker
                 out.append(self._message(incoming, generation))
-        await self._refresh_lag()
+        await self._refresh_lag(force=not out)  # idle: the backlog is worth knowing now
         return out
 
     def lag(self) -> int | None:
-        """Ready messages in the queue at the last check (at most :data:`LAG_EVERY` seconds old)."""
+        """Ready messages in the queue at the last check (at most :data:`LAG_EVERY` seconds old, and fresh
+        after a fetch that found nothing)."""
         return self._lag
 
     # -- connection -----------------------------------------------------------------------------------
@@ -188,8 +189,8 @@ class AmqpConsumer:
                 conn.close_callbacks.discard(self._on_close)
                 await asyncio.wait_for(conn.close(), 5)
 
-    async def _refresh_lag(self) -> None:
-        if self._channel is None or time.monotonic() - self._lag_at < LAG_EVERY:
+    async def _refresh_lag(self, force: bool = False) -> None:
+        if self._channel is None or (not force and time.monotonic() - self._lag_at < LAG_EVERY):
             return
         self._lag_at = time.monotonic()
         try:
