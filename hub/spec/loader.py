@@ -432,8 +432,8 @@ def _check_raw(data: dict[str, Any], problems: _Problems) -> None:
             block = {k: v for k, v in raw.items() if k not in common}
             if protocols.get(kind).unit == "stream":
                 ours, block = split_keys(block)
-                _stream_keys(("sources", name), ours, SourceSpec.model_construct(system="", partitioned=None, children={}),
-                             problems)
+                bare = SourceSpec.model_construct(system="", partitioned=None, children={})
+                _stream_keys(("sources", name), ours, bare, problems)
             try:
                 protocols.get(kind).source_model.model_validate(block)
             except ValidationError as exc:
