@@ -179,7 +179,8 @@ def test_events_commands_status_retry_replay(tmp_path: Path, monkeypatch: pytest
 
     monkeypatch.setattr(events_cli, "console", Console(width=300))  # tables unwrapped
 
-    spec = _project(tmp_path, "    max_deliver: 2\n")
+    spec = _project(tmp_path, "    max_deliver: 2\nmodels:\n  counted: {sql: 'SELECT count(*) AS n FROM orders'}\n"
+                              "  doubled: {sql: 'SELECT n * 2 AS m FROM counted'}\n")
     pipeline = load(spec)
     store = open_store(pipeline.warehouse_url, pipeline.root)
     reader = PayloadReader(pipeline.sources["orders"].stream, "sources.orders")  # type: ignore[arg-type]
@@ -195,6 +196,8 @@ def test_events_commands_status_retry_replay(tmp_path: Path, monkeypatch: pytest
     assert letter.message_id == "xml-1" and letter.attempts == 2
     replayed = runner.invoke(app, ["events", "replay", "orders", str(spec)])
     assert replayed.exit_code == 0 and "replayed 2 event(s) into 2 row(s)" in replayed.output
+    assert "rebuilt counted, doubled" in replayed.output  # the models reading the table, in order
+    assert _table(tmp_path, "SELECT m FROM doubled") == [(4,)]
     status = runner.invoke(app, ["events", "status", str(spec)])
     assert status.exit_code == 0 and "orders" in status.output
     assert store.status(["orders"])[0].pending == 0

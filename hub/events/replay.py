@@ -92,18 +92,25 @@ def replay_source(pipeline: Pipeline, name: str, *, run_id: str, start: str | No
 
 
 def downstream_models(pipeline: Pipeline, table: str) -> list[str]:
-    """The pipeline's models reading *table*, directly or through other models, in dependency order."""
-    found: list[str] = []
-    changed = {table}
-    progress = True
-    while progress:
-        progress = False
+    """The pipeline's models reading *table*, directly or through other models, each after the models it
+    reads."""
+    affected = {table}
+    grew = True
+    while grew:
+        grew = False
         for model, deps in pipeline.model_deps.items():
-            if model not in found and changed & set(deps):
-                found.append(model)
-                changed.add(model)
-                progress = True
-    return found
+            if model not in affected and affected & set(deps):
+                affected.add(model)
+                grew = True
+    pending = [m for m in pipeline.spec.models if m in affected]
+    ordered: list[str] = []
+    while pending:
+        ready = [m for m in pending if not (set(pipeline.model_deps.get(m, [])) & set(pending))]
+        if not ready:  # a cycle cannot pass the spec's checks; keep the declared order
+            ready = pending[:1]
+        ordered.extend(ready)
+        pending = [m for m in pending if m not in ready]
+    return ordered
 
 
 def retain(pipeline: Pipeline, store: EventStore | None = None) -> dict[str, int]:
