@@ -300,3 +300,41 @@ def test_dagster_sensor_drains_a_batch_and_requests_one_run(tmp_path: Path, queu
         md = run.asset_materializations_for_node("orders")[0].metadata
         assert md["hub/events"].value == 120 and md["hub/lag_events"].value == 0 and md["hub/mark"].value == 120
     assert _rows(tmp_path, "SELECT count(*), count(DISTINCT id) FROM orders") == [(120, 120)]
+
+
+def test_exchange_binding_declared_and_secret_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A source bound to an exchange: declared when asked, routed by binding key; the URL's password comes
+    from the environment; acks only when asked (an unacked message comes back with attempts 2)."""
+    from adapters.amqp import AmqpConsumer, AmqpSourceConfig, AmqpSystemConfig
+    from hub.protocols import get
+    from hub.runtime.secrets import resolve_config
+
+    monkeypatch.setenv("HUB_TEST_AMQP_PASSWORD", "guest")
+    system = resolve_config(AmqpSystemConfig(url=f"amqp://guest:${{HUB_TEST_AMQP_PASSWORD}}@{HOST}:{PORT}/",
+                                             prefetch=5), field="systems.erp.amqp")
+    assert get("amqp").unit == "stream"
+    exchange, queue_name = f"hub_test_x_{uuid.uuid4().hex[:8]}", f"hub_test_{uuid.uuid4().hex[:8]}"
+    source = AmqpSourceConfig(queue=queue_name, exchange=exchange, binding_key="order.*", declare=True)
+
+    async def scenario() -> None:
+        consumer = AmqpConsumer(system, source, name="orders")
+        try:
+            async with consumer:
+                await publish(URL, "order.created", [b'{"id": 1}'], exchange=exchange, message_ids=["m1"])
+                await publish(URL, "invoice.created", [b'{"id": 2}'], exchange=exchange, message_ids=["m2"])
+                first = await consumer.fetch(10, 2)
+                assert [(m.id, m.key, m.attempts) for m in first] == [("m1", "order.created", 1)]
+                await first[0].nak()  # not handled: redelivered
+                again = await consumer.fetch(10, 2)
+                assert [(m.id, m.attempts) for m in again] == [("m1", 2)]
+                await again[0].ack()
+                assert await consumer.fetch(10, 0.5) == []
+                assert consumer.lag() == 0
+        finally:
+            conn = await aio_pika.connect(URL)
+            async with conn:
+                ch = await conn.channel()
+                await ch.queue_delete(queue_name)
+                await ch.exchange_delete(exchange)
+
+    asyncio.run(scenario())
