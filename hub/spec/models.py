@@ -18,6 +18,7 @@ from hub import protocols
 from hub.runtime.choice import exactly_one
 from hub.runtime.duration import seconds
 from hub.spec.rules import RuleSpec, TypeName
+from hub.spec.stream import StreamKeys
 
 NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 #: ``max_duration`` of a source when the spec gives none: 6 hours.
@@ -272,6 +273,8 @@ class ResolvedSource(BaseModel):
     system: SystemConfig
     config: Any = Field(description="The source's protocol keys, validated by its protocol's source_model.")
     partitioned: bool = False
+    stream: StreamKeys | None = Field(None, description="A stream source's format, id, records, keep and "
+                                                        "max_deliver (hub.spec.stream).")
 
     @property
     def kind(self) -> str:
