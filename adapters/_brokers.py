@@ -1,4 +1,4 @@
-"""What the broker adapters (NATS JetStream, MQTT, Kafka) share besides :mod:`adapters._messages`.
+"""What the broker adapters (NATS JetStream, MQTT, Kafka) share besides :mod:`adapters.messages`.
 
 Reconnecting is the same decision everywhere: a consumer that lost its connection tries again with the
 system's retry policy (``retries:`` of the system block, :class:`hub.runtime.settings.BrokerSettings`) and

@@ -8,7 +8,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from adapters._messages import Message
+from adapters.messages import Message
 from hub.errors import SpecError
 from hub.events.absorb import absorb_source
 from hub.events.payloads import PayloadReader, content_id

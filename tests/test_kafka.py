@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from adapters._messages import Message
 from adapters.kafka import KafkaConsumer, KafkaSourceConfig, KafkaSystemConfig, OffsetBook
+from adapters.messages import Message
 
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
 needs_broker = pytest.mark.skipif(not BOOTSTRAP, reason="KAFKA_BOOTSTRAP_SERVERS is not set: no Kafka broker to "

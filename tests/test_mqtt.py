@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from adapters._messages import Message
+from adapters.messages import Message
 from adapters.mqtt import MqttConsumer, MqttSourceConfig, MqttSystemConfig
 from hub.errors import TransportError
 from tests.broker_proxy import TcpProxy, port_open

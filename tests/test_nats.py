@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from adapters._messages import Message
+from adapters.messages import Message
 from adapters.nats import NatsConsumer, NatsSourceConfig, NatsSystemConfig
 from hub.errors import AdapterError, TransportError
 from tests.broker_proxy import TcpProxy, port_open

@@ -1,4 +1,4 @@
-"""AMQP 0-9-1 (RabbitMQ) consumers in the shape of :mod:`adapters._messages`: manual acks after the
+"""AMQP 0-9-1 (RabbitMQ) consumers in the shape of :mod:`adapters.messages`: manual acks after the
 hub's store commits, bounded prefetch, reconnect and re-subscribe inside ``fetch``."""
 
 from adapters.amqp.client import AmqpConsumer, publish

@@ -1,4 +1,4 @@
-"""An AMQP 0-9-1 consumer (aio-pika) in the pull-batch shape of :class:`adapters._messages.Consumer`.
+"""An AMQP 0-9-1 consumer (aio-pika) in the pull-batch shape of :class:`adapters.messages.Consumer`.
 
 * **Manual acks**: a delivery is acknowledged only when the hub calls :meth:`Message.ack` (after its
   store committed); ``nak`` requeues, ``term`` rejects without requeue (to the queue's dead-letter
@@ -27,8 +27,8 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
 
-from adapters._messages import Message
 from adapters.amqp.config import AmqpSourceConfig, AmqpSystemConfig
+from adapters.messages import Message
 from hub.errors import TransportError
 from hub.runtime.retry import RetryPolicy
 from hub.runtime.secrets import mask_url

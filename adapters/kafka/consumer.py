@@ -1,4 +1,4 @@
-"""A Kafka consumer group in the hub's batch shape (:class:`adapters._messages.Consumer`), on aiokafka.
+"""A Kafka consumer group in the hub's batch shape (:class:`adapters.messages.Consumer`), on aiokafka.
 
 Why the offsets are kept here: Kafka acknowledges by committing an offset per partition, and an offset
 commits *everything before it*. Committing what was fetched (auto-commit, or the community Dagster sensor's
@@ -26,8 +26,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from adapters._brokers import Reconnects, event_type
-from adapters._messages import Message
 from adapters.kafka.config import KafkaSourceConfig, KafkaSystemConfig
+from adapters.messages import Message
 from hub.errors import TransportError
 
 log = logging.getLogger(__name__)

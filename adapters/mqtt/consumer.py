@@ -1,4 +1,4 @@
-"""An MQTT subscription in the hub's batch shape (:class:`adapters._messages.Consumer`), on paho-mqtt 2.x.
+"""An MQTT subscription in the hub's batch shape (:class:`adapters.messages.Consumer`), on paho-mqtt 2.x.
 
 Why paho and how: paho-mqtt acknowledges a QoS 1 message as soon as its ``on_message`` returns, before the
 hub has stored it, unless the client is built with ``manual_ack=True`` — which this consumer always does;
@@ -38,7 +38,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from adapters._brokers import Reconnects, event_type
-from adapters._messages import Message
+from adapters.messages import Message
 from adapters.mqtt.config import MqttSourceConfig, MqttSystemConfig
 from hub.errors import AdapterError, TransportError
 from hub.runtime.settings import TlsSettings

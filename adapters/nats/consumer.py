@@ -1,4 +1,4 @@
-"""A NATS JetStream durable pull consumer in the hub's batch shape (:class:`adapters._messages.Consumer`).
+"""A NATS JetStream durable pull consumer in the hub's batch shape (:class:`adapters.messages.Consumer`).
 
 Why the connection is handled here rather than by nats.py's automatic reconnect: nats.py re-sends a
 subscription after it reconnects, but not the pull request the server was holding, so a pull subscription
@@ -30,7 +30,7 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from adapters._brokers import Reconnects, event_type
-from adapters._messages import Message
+from adapters.messages import Message
 from adapters.nats.config import NatsSourceConfig, NatsSystemConfig
 from hub.errors import AdapterError, TransportError
 from hub.runtime.secrets import mask_url

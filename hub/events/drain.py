@@ -10,6 +10,8 @@ import asyncio
 import time
 from dataclasses import dataclass
 
+from adapters.messages import Message
+from hub.errors import TransportError
 from hub.events.payloads import PayloadReader
 from hub.events.store import EventStore, open_store
 from hub.spec.loader import Pipeline
@@ -22,6 +24,14 @@ class Drained:
     duplicates: int = 0
     dead: int = 0
     lag: int | None = None  # broker backlog after the drain, when the broker says
+
+
+async def acknowledge(messages: list[Message], outcomes: list[str]) -> None:
+    """Tell the broker each stored message is handled (``term`` for a dead letter, so it never comes back),
+    after the store's commit. A :class:`~hub.errors.TransportError` (the connection that delivered them is
+    gone) stops at the first failure: unacknowledged messages are redelivered and dropped as duplicates."""
+    for message, outcome in zip(messages, outcomes, strict=True):
+        await (message.term() if outcome == "dead" else message.ack())
 
 
 async def drain(pipeline: Pipeline, name: str, *, max_messages: int = 5_000, batch: int = 500,
@@ -40,10 +50,12 @@ async def drain(pipeline: Pipeline, name: str, *, max_messages: int = 5_000, bat
             if not messages:
                 break
             appended = await asyncio.to_thread(store.append, name, [reader.incoming(m) for m in messages])
-            for message, outcome in zip(messages, appended.outcomes, strict=True):  # only after the commit
-                await (message.term() if outcome == "dead" else message.ack())
             out.received += len(messages)
             out.stored += appended.count("stored")
             out.duplicates += appended.count("duplicate")
             out.dead += appended.count("dead")
+            try:
+                await acknowledge(messages, appended.outcomes)  # only after the commit
+            except TransportError:
+                break  # stored; the unacknowledged come back on the next tick and are dropped as duplicates
     return out

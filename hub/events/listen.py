@@ -2,7 +2,7 @@
 
 One asyncio task per stream source runs fetch → append (one store transaction) → commit → ack, with the
 broker's prefetch as backpressure; consumers come from the protocol registry (:meth:`Protocol.stream`,
-anything shaped like :class:`adapters._messages.Consumer`), so every broker plugin works unchanged. One more
+anything shaped like :class:`adapters.messages.Consumer`), so every broker plugin works unchanged. One more
 task per pipeline absorbs new events into the warehouse in short transactions (in a thread, so consumption
 never waits for it) and backs off while another process holds the DuckDB file (a backfill), and applies
 retention. SIGTERM / SIGINT stop the loops after the batch in hand is stored and acknowledged; a last
@@ -26,8 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hub.errors import HubError, WarehouseError
+from hub.errors import HubError, TransportError, WarehouseError
 from hub.events.absorb import absorb_source
+from hub.events.drain import acknowledge
 from hub.events.payloads import PayloadReader
 from hub.events.replay import retain
 from hub.events.store import EventStore, EventStoreError, open_store
@@ -173,11 +174,11 @@ class Listener:
             await asyncio.sleep(1.0)
             return
         self._crash("after_commit")
-        for message, outcome in zip(messages, appended.outcomes, strict=True):
-            if outcome == "dead":
-                await message.term()
-            else:
-                await message.ack()
+        try:
+            await acknowledge(messages, appended.outcomes)
+        except TransportError as exc:  # stored: the broker redelivers the rest, the store drops them
+            self.echo(f"{name}: acknowledging failed ({str(exc).splitlines()[0]}); the stored messages not "
+                      "acknowledged come back and are dropped as duplicates")
         self._crash("after_ack")
         stats.stored += appended.count("stored")
         stats.duplicates += appended.count("duplicate")

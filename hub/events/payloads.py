@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from adapters._messages import Message
+from adapters.messages import Message
 from hub.errors import HubError
 from hub.events.store import Incoming
 from hub.runtime import jsonsafe, xmlsafe

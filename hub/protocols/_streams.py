@@ -21,8 +21,8 @@ def stream_only(check: SourceCheck) -> bool:
 
 def max_deliver(source: ResolvedSource, default: int) -> int:
     """The source's delivery limit (``max_deliver``, a key every stream source has), else *default*."""
-    value = getattr(source.spec, "max_deliver", None)
-    return int(value) if value else default
+    keys = source.stream  # the hub's keys of a stream source (hub.spec.stream.StreamKeys)
+    return int(keys.max_deliver) if keys is not None and keys.max_deliver else default
 
 
 def rooted_tls(tls: TlsSettings, root: Path) -> TlsSettings:
