@@ -18,6 +18,9 @@ from hub.runtime.settings import BrokerSettings
 
 _NAME_CHARS = set(" .*>\t\r\n/\\")
 
+#: Deliveries of one message before it is given up (JetStream's own default redelivers forever).
+DEFAULT_MAX_DELIVER = 5
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -31,7 +31,7 @@ from nats.js import api
 
 from adapters._brokers import Reconnects, event_type
 from adapters.messages import Message
-from adapters.nats.config import NatsSourceConfig, NatsSystemConfig
+from adapters.nats.config import DEFAULT_MAX_DELIVER, NatsSourceConfig, NatsSystemConfig
 from hub.errors import AdapterError, TransportError
 from hub.runtime.secrets import mask_url
 from hub.runtime.settings import TlsSettings
@@ -39,7 +39,6 @@ from hub.runtime.settings import TlsSettings
 log = logging.getLogger(__name__)
 
 #: Deliveries of one message before JetStream stops (the server's default, -1, redelivers forever).
-DEFAULT_MAX_DELIVER = 5
 
 #: Errors after which the connection is dropped and made again.
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (

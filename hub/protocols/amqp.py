@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from adapters.amqp import AmqpConsumer, AmqpSourceConfig, AmqpSystemConfig
+from adapters.amqp import AmqpSourceConfig, AmqpSystemConfig
 from hub.protocols import Protocol, SourceCheck
 from hub.runtime.secrets import mask_url
 
 if TYPE_CHECKING:
+    from adapters.amqp import AmqpConsumer
     from hub.spec.loader import Pipeline
     from hub.spec.models import ResolvedSource
 
@@ -30,6 +31,8 @@ class AmqpProtocol(Protocol):
 
     def stream(self, pipeline: Pipeline, source: ResolvedSource) -> AmqpConsumer:
         """A consumer of the source's queue, secrets resolved; opened with ``async with`` by the caller."""
+        from adapters.amqp import AmqpConsumer  # the client library, on first use
+
         return AmqpConsumer(self.resolve_system(source.system_name, source.system), source.config,
                             name=source.name, system_name=source.system_name)
 

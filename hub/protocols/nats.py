@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from adapters.nats import DEFAULT_MAX_DELIVER, NatsConsumer, NatsSourceConfig, NatsSystemConfig
+from adapters.nats import DEFAULT_MAX_DELIVER, NatsSourceConfig, NatsSystemConfig
 from hub.protocols import Protocol, SourceCheck
 from hub.protocols._streams import max_deliver, rooted_tls, stream_only
 from hub.runtime.secrets import mask_url
 
 if TYPE_CHECKING:
+    from adapters.nats import NatsConsumer
     from hub.spec.loader import Pipeline
     from hub.spec.models import ResolvedSource
 
@@ -30,6 +31,8 @@ class NatsProtocol(Protocol):
     def stream(self, pipeline: Pipeline, source: ResolvedSource) -> NatsConsumer:
         """The durable pull consumer of *source*, secrets resolved (the caller opens it with ``async with``)."""
         system = self.resolve_system(source.system_name, source.system, root=pipeline.root)
+        from adapters.nats import NatsConsumer  # the client library, on first use
+
         return NatsConsumer(_rooted(system, pipeline.root), source.config,
                             max_deliver=max_deliver(source, DEFAULT_MAX_DELIVER), name=source.name)
 
