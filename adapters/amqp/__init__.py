@@ -2,6 +2,6 @@
 hub's store commits, bounded prefetch, reconnect and re-subscribe inside ``fetch``."""
 
 from adapters.amqp.client import AmqpConsumer, publish
-from adapters.amqp.config import AmqpSourceConfig, AmqpSystemConfig
+from adapters.amqp.config import AmqpPublishTarget, AmqpSourceConfig, AmqpSystemConfig
 
-__all__ = ["AmqpConsumer", "AmqpSourceConfig", "AmqpSystemConfig", "publish"]
+__all__ = ["AmqpConsumer", "AmqpPublishTarget", "AmqpSourceConfig", "AmqpSystemConfig", "publish"]

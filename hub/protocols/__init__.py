@@ -107,6 +107,8 @@ class Protocol:
     #: Messages of this kind's stream sources are pushed to the hub (``hub serve``, :meth:`receiver`) instead of
     #: pulled from a broker: ``hub listen`` and the sensors absorb them but open no consumer.
     pushed: ClassVar[bool] = False
+    #: The model of a ``publish:`` block's target keys on a system of this kind (None: cannot publish).
+    publish_model: ClassVar[type[BaseModel] | None] = None
 
     # -- the spec -------------------------------------------------------------------------------------------
 
@@ -153,11 +155,11 @@ class Protocol:
         :class:`hub.errors.Unauthorized`, returns ``.message``) and ``claim(received, message_id)`` (replays)."""
         raise ProtocolError(f"sources.{source.name}: protocol {self.name} does not receive pushed messages")
 
-    def publish(self, pipeline: Pipeline, system_name: str, target: dict[str, Any], events: list[dict[str, Any]]
-                ) -> None:
+    def publish(self, pipeline: Pipeline, system_name: str, target: Any, events: list[dict[str, Any]]) -> None:
         """Publish the hub's own *events* (JSON documents: asset materialized, file loaded ...) to *target*
-        (the spec's ``publish:`` block without ``system``) on the system's broker, durably (confirms) before
-        returning; :mod:`hub.events.publish` calls it and never lets a failure fail a load."""
+        (the ``publish:`` block's keys, validated by :attr:`publish_model`) on the system's broker, confirmed
+        by the broker before returning; :mod:`hub.events.publish` calls it and never lets a failure fail a
+        load."""
         raise ProtocolError(f"systems.{system_name}: protocol {self.name} cannot publish the hub's events")
 
     def before_commit(self, load: Load, source: ResolvedSource, adapter: Extractor, run_id: str) -> None:
