@@ -397,3 +397,23 @@ def test_hub_serve_absorbs_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
         assert con.execute("SELECT count(*), sum(payment_id) FROM payments").fetchone() == (5, 15)
     finally:
         con.close()
+
+
+def test_dagster_sensor_of_a_webhook_source_requests_one_run_without_draining(tmp_path: Path) -> None:
+    import dagster as dg
+
+    from hub.dagster.definitions import pipeline_definitions
+
+    spec = _spec(tmp_path)
+    with serving(spec) as client:
+        for i in range(1, 4):
+            assert _post_payment(client, _payment(i), f"d{i}").status_code == 202
+    defs = pipeline_definitions(load(spec))
+    sensor = defs.get_sensor_def("payments_sensor")
+    with dg.instance_for_test() as instance:
+        result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=None))
+        assert [r.run_key for r in result.run_requests] == ["payments:1-3"] and result.cursor == "3"
+        run = defs.get_job_def("payments_job").execute_in_process(instance=instance,
+                                                                  tags=result.run_requests[0].tags)
+        assert run.success
+        assert run.asset_materializations_for_node("payments")[0].metadata["hub/events"].value == 3
