@@ -3,12 +3,12 @@ hub's store commits, bounded prefetch, reconnect and re-subscribe inside ``fetch
 
 from typing import TYPE_CHECKING, Any
 
-from adapters.amqp.config import AmqpSourceConfig, AmqpSystemConfig
+from adapters.amqp.config import AmqpPublishTarget, AmqpSourceConfig, AmqpSystemConfig
 
 if TYPE_CHECKING:
     from adapters.amqp.client import AmqpConsumer, publish
 
-__all__ = ["AmqpConsumer", "AmqpSourceConfig", "AmqpSystemConfig", "publish"]
+__all__ = ["AmqpConsumer", "AmqpPublishTarget", "AmqpSourceConfig", "AmqpSystemConfig", "publish"]
 
 
 #: The client library is imported on first use of these names, not when the registry loads the plugin
