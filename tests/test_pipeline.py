@@ -115,8 +115,8 @@ def test_definitions_from_specs(dagster_home: Path) -> None:
     defs = build_definitions(REPO / "pipelines")
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {"crm_customers", "crm_contacts", "contacts_by_region", "erp_orders", "erp_order_lines",
-                    "revenue_by_region", "bank_statements", "order_payments", "open_orders_to_bank",
+    assert keys == {"crm_customers", "crm_products", "crm_contacts", "contacts_by_region", "erp_orders",
+                    "erp_order_lines", "revenue_by_region", "bank_statements", "order_payments", "open_orders_to_bank",
                     "inventory_warehouses", "inventory_levels", "stock_cover"}
     statements = graph.get(dg.AssetKey("bank_statements"))
     assert isinstance(statements.partitions_def, dg.DynamicPartitionsDefinition), "one partition per file"
