@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from _mem import peak_rss_mb  # bench/_mem.py: bench/ is sys.path[0] when a bench runs as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -106,13 +107,13 @@ def ingest_worker(args: argparse.Namespace) -> None:
                                                 "reference": "reference", "channel": "channel",
                                                 "status": "status"}}}}
     pipeline = loads(yaml.safe_dump(doc), tmp / "bench.yaml")
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    baseline = peak_rss_mb()
     started = time.perf_counter()
     out = ingest_file(pipeline, "payments", "big.csv", run_id="bench")
     elapsed = time.perf_counter() - started
     rows = out.load.rows_loaded if out.load else 0
     print("RESULT " + json.dumps({"seconds": elapsed, "rows": rows, "rejected": out.rejected,
-                                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                                  "peak_rss_mb": peak_rss_mb(),
                                   "baseline_mb": baseline}), flush=True)
 
 
