@@ -263,8 +263,11 @@ class _IntKeys:
     """The values of an integer-like one-column primary key seen in one load, as sorted int64 runs.
 
     A Python set of every key of a 10-million-row file took about 600 MB; these runs take 8 bytes a key. New
-    values go in as a sorted run; runs of similar length are merged (like a binary counter), so each value is
-    merged O(log n) times and a lookup searches O(log n) runs. Exact: the values themselves are kept."""
+    values go in as a sorted run; runs of similar length are merged (like a binary counter) up to :attr:`RUN`
+    values, so each value is merged O(log RUN) times and a merge never copies more than 8 MB. Exact: the values
+    themselves are kept."""
+
+    RUN = 1 << 20
 
     def __init__(self) -> None:
         self._runs: list[np.ndarray] = []
@@ -303,7 +306,9 @@ class _IntKeys:
         if not len(new):
             return
         self._runs.append(new)
-        while len(self._runs) > 1 and len(self._runs[-2]) <= 2 * len(self._runs[-1]):
+        # merged only up to RUN values: a merge copies both runs, and a lookup in a few long runs is cheap
+        while (len(self._runs) > 1 and len(self._runs[-2]) <= len(self._runs[-1])
+               and len(self._runs[-2]) + len(self._runs[-1]) <= self.RUN):
             top = self._runs.pop()
             self._runs[-1] = np.union1d(self._runs[-1], top)  # sorted, and disjoint: no value is added twice
 
