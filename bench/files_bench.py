@@ -26,6 +26,10 @@ Peers (per format):
 * ``lxml`` (XML) — ``lxml.etree.iterparse`` over the local file, building one dict of the field texts per
   record (the values only; elements cleared as it goes), no types, no load.
 
+Environment knobs for experiments: ``FB_NO_RULES=1`` gives the hub a spec without ``rules:`` and primary key;
+``FB_WH_OPTS=?threads=1`` is appended to the hub's DuckDB URL; ``FB_RSS_TRACE=1`` prints the hub worker's RSS
+after each timed step.
+
 Targets (the ``TARGETS`` table): hub >= 0.6x DuckDB's ``read_csv`` for CSV; hub >= 0.5x the fastest native
 peer for fixed width, JSON lines and XML; peak RSS < 500 MB for a 1 GB file (``--rss-only``).
 """
