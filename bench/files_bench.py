@@ -235,8 +235,10 @@ def peer_pyarrow(fmt: str, file: str) -> dict[str, Any]:
         table = pacsv.read_csv(file, convert_options=pacsv.ConvertOptions(
             column_types={f: types.get(f, pa.string()) for f in FIELDS}))
     elif fmt == "jsonl":
-        schema = pa.schema([(f, pa.float64() if f == "amount" else types.get(f, pa.string())) for f in FIELDS])
+        # the reader takes no date32 from text: dates read as text and cast, amounts as float64 and cast
+        schema = pa.schema([(f, {"id": pa.int64(), "amount": pa.float64()}.get(f, pa.string())) for f in FIELDS])
         table = pajson.read_json(file, parse_options=pajson.ParseOptions(explicit_schema=schema))
+        table = table.set_column(1, "booked_on", table.column("booked_on").cast(pa.date32()))
         table = table.set_column(2, "amount", table.column("amount").cast(pa.decimal128(12, 2)))
     else:
         lines = pacsv.read_csv(file, read_options=pacsv.ReadOptions(column_names=["line"]),
