@@ -307,7 +307,7 @@ def run_peer(peer: str, fmt: str, file: Path, drop: dict[str, Any], tmp: Path, p
     work = Path(tempfile.mkdtemp(prefix=f"{peer}-", dir=tmp))
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", peer, "--format", fmt, "--file", str(file),
            "--drop", json.dumps(drop), "--tmp", str(work)] + (["--profile-worker"] if profile else [])
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900, env=env)
     if profile or os.environ.get("FB_RSS_TRACE"):
         sys.stderr.write(res.stderr)
