@@ -288,7 +288,8 @@ class _IntKeys:
         if not len(rows):
             return np.empty(0, dtype=np.int64)
         ints = arr.cast(pa.int32()) if pa.types.is_date32(arr.type) else arr
-        values = np.asarray(ints.to_numpy(zero_copy_only=False), dtype=np.int64)[rows]
+        # nulls filled first: with nulls, to_numpy gives float64, which would round keys above 2**53
+        values = np.asarray(pc.fill_null(ints, 0).to_numpy(zero_copy_only=False), dtype=np.int64)[rows]
         distinct, first = np.unique(values, return_index=True)
         is_first = np.zeros(len(values), dtype=bool)
         is_first[first] = True
