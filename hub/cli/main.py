@@ -124,7 +124,7 @@ def _run(pipeline: Pipeline, assets: list[str] | None, partition: str | None, st
         try:
             outcomes = run_pipeline(pipeline, instance, assets=assets, partitions=keys, files=files,
                                     quiet=not verbose, before_run=lambda key: current.update(key=key),
-                                    full_refresh=full_refresh)
+                                    full_refresh=full_refresh, say=lambda line: bar.console.print(escape(line)))
         except HubError as exc:  # an expected failure before any run started (an unknown asset, a file drop)
             bar.stop()
             if verbose:
