@@ -177,3 +177,20 @@ def test_partition_templates() -> None:
         render_tree({"x": "{{ partition.strat }}"}, w, field="f")
     with pytest.raises(HubError, match="has no partitions"):
         render("{{ partition.start }}", None, field="g")
+
+
+@pytest.mark.parametrize("cron", ["0 6 * * *", "*/15 * * * 1-5", "0 0 1 * *", "0 0 30 2 *", "0 0 31 2 *",
+                                  "0 0 29 2 *", "@daily", "@hourly", "0 6 * * * *", "every day", "61 * * * *",
+                                  "0 0 * * 7", "0 12 L * *", "0 9 * * MON-FRI", "0 0 1,15 * *", ""])
+def test_cron_check_agrees_with_dagster(cron: str) -> None:
+    """The spec checks schedules without importing Dagster; it must accept exactly what Dagster accepts."""
+    import dagster as dg
+
+    from hub.spec.models import _valid_cron
+
+    try:
+        dg.ScheduleDefinition(name="x", cron_schedule=cron, job_name="x")
+        dagster_ok = True
+    except dg.DagsterInvalidDefinitionError:
+        dagster_ok = False
+    assert _valid_cron(cron) == dagster_ok

@@ -1,9 +1,10 @@
 """NATS JetStream adapter (nats-py): durable pull consumers whose configuration the spec owns, fetched in
 batches and acknowledged only when the hub says (:mod:`adapters.messages`)."""
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from adapters.nats.config import DEFAULT_MAX_DELIVER, NatsPublishTarget, NatsSourceConfig, NatsSystemConfig
+from hub.runtime.lazy import lazy
 
 if TYPE_CHECKING:
     from adapters.nats.consumer import NatsConsumer, connect, publish
@@ -12,15 +13,8 @@ __all__ = ["DEFAULT_MAX_DELIVER", "NatsConsumer", "NatsPublishTarget", "NatsSour
            "connect", "publish"]
 
 
-#: The client library is imported on first use of these names, not when the registry loads the plugin
-#: (every ``hub`` command loads the registry; most never consume messages).
+#: The client library loads on first use of these names (hub.runtime.lazy), not with the registry.
 _LAZY = {"NatsConsumer": "adapters.nats.consumer", "connect": "adapters.nats.consumer",
          "publish": "adapters.nats.consumer"}
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy(__name__, _LAZY)

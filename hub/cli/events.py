@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -11,7 +12,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from hub.errors import HubError, SpecError
-from hub.spec import Pipeline, discover, load
+
+if TYPE_CHECKING:
+    from hub.spec import Pipeline
 
 console = Console(soft_wrap=True)
 SPECS_HELP = "Pipeline spec files (default: every spec in pipelines/)."
@@ -23,6 +26,8 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _pipelines(specs: list[Path] | None) -> list[Pipeline]:
+    from hub.spec import discover, load
+
     paths = specs or (discover("pipelines") if Path("pipelines").is_dir() else [])
     try:
         return [load(p) for p in paths]

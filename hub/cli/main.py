@@ -7,23 +7,24 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
+import typer.main
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.core import TyperGroup
 
-from hub import protocols
 from hub.cli.events import register as register_event_commands
 from hub.cli.serve import register as register_serve_command
 from hub.contracts.cli import register as register_contract_commands
 from hub.errors import HubError, SpecError
-from hub.runtime.secrets import mask_url
-from hub.spec import Pipeline, load
-from hub.spec.loader import project_root
 from hub.validation.cli import register as register_validation_commands
+
+if TYPE_CHECKING:
+    from hub.spec import Pipeline
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Hub: coordinate REST, SOAP, SFTP and SQL systems as Dagster assets.")
@@ -39,7 +40,15 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _project_root(spec: Path) -> Path:
+    from hub.spec.loader import project_root
+
+    return project_root(spec)
+
+
 def _load(spec: Path) -> Pipeline:
+    from hub.spec import load
+
     try:
         return load(spec)
     except SpecError as exc:
@@ -50,15 +59,17 @@ def _load(spec: Path) -> Pipeline:
 def validate(specs: list[Path] = typer.Argument(..., help="Pipeline spec files (YAML).")) -> None:
     """Check specs: every problem is reported with file, line and field. The other specs of the same folder
     and project are checked with them (asset and pipeline names must be unique across a project)."""
+    from hub.runtime.secrets import mask_url
     from hub.spec.project import check_together
 
     failed = False
-    for spec, error in check_together(specs).items():
+    loaded: dict[Path, Pipeline] = {}
+    for spec, error in check_together(specs, loaded).items():
         if error is not None:
             typer.echo(str(error), err=True)
             failed = True
             continue
-        p = load(spec)
+        p = loaded[spec]
         parts = p.spec.partitions
         console.print(f"[green]ok[/] {spec}: pipeline [bold]{p.name}[/], {len(p.sources)} source(s), "
                       f"{len(p.spec.models)} model(s), partitions: {parts.kind if parts else 'none'}", highlight=False)
@@ -206,7 +217,7 @@ def _demo_state_dir() -> Path:
     """Where the demo keeps its inventory database between runs: ``$HUB_STATE_DIR/demo`` or ``.hub/demo``."""
     import os
 
-    return Path(os.environ.get("HUB_STATE_DIR") or project_root(DEMO_SPEC) / ".hub") / "demo"
+    return Path(os.environ.get("HUB_STATE_DIR") or _project_root(DEMO_SPEC) / ".hub") / "demo"
 
 
 def _serve_demo(state_dir: Path) -> None:
@@ -278,7 +289,7 @@ def ui(
     from hub.dagster.instance import local_instance
     from hub.demo import estate
 
-    root = project_root(DEMO_SPEC)
+    root = _project_root(DEMO_SPEC)
     local_instance(root)
     dagster = shutil.which("dagster") or str(Path(sys.executable).parent / "dagster")
     with estate.running(console.print, drip=120, state_dir=_demo_state_dir()) if demo_estate else nullcontext():
@@ -305,7 +316,7 @@ def runs(
     from hub.dagster.instance import local_instance
     from hub.dagster.run import recent_runs
 
-    root = _load(spec).root if spec else project_root(DEMO_SPEC)
+    root = _load(spec).root if spec else _project_root(DEMO_SPEC)
     found = recent_runs(local_instance(root), limit)
     if as_json:
         typer.echo(json.dumps([{**r.__dict__, "started": r.started.isoformat() if r.started else None}
@@ -350,7 +361,7 @@ def show(
 
     pipelines = [_load(spec)] if spec else _quiet_specs()
     _register_secrets(pipelines)
-    url = pipelines[0].warehouse_url if spec else warehouse_url(None, project_root(DEMO_SPEC))
+    url = pipelines[0].warehouse_url if spec else warehouse_url(None, _project_root(DEMO_SPEC))
     try:
         wh = connect(url)
         known = wh.tables(internal=True) if not url.startswith("duckdb:///") or _exists(url) else []
@@ -391,7 +402,7 @@ def _check_condition(where: str) -> None:
 
 def _quiet_specs() -> list[Pipeline]:
     """The project's specs that load (for their secrets); a broken one is `hub validate`'s business."""
-    from hub.spec.loader import discover
+    from hub.spec.loader import discover, load
 
     found = []
     for path in discover(DEMO_SPEC.parent) if DEMO_SPEC.parent.is_dir() else []:
@@ -448,14 +459,38 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-catalog_app = typer.Typer(no_args_is_help=True, help="Discover what systems offer: operations, inputs, outputs.")
+class _CatalogGroup(TyperGroup):
+    """``hub catalog``: ``actions`` plus one command per protocol that can describe a system from its address
+    alone (:meth:`hub.protocols.Protocol.catalog_command`). The protocols are loaded only when ``catalog`` is
+    the command being run or listed, so ``hub --help`` and every other command start without them."""
+
+    _loaded = False
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        from hub import protocols
+
+        for proto in protocols.all():
+            command = proto.catalog_command()
+            if command is not None and proto.name not in self.commands:
+                one = typer.Typer()
+                one.command(proto.name)(command)
+                self.add_command(typer.main.get_command(one), proto.name)
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        self._load()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        self._load()
+        return super().get_command(ctx, cmd_name)
+
+
+catalog_app = typer.Typer(cls=_CatalogGroup, no_args_is_help=True,
+                          help="Discover what systems offer: operations, inputs, outputs.")
 app.add_typer(catalog_app, name="catalog")
-
-
-for _protocol in protocols.all():  # `hub catalog <protocol>`: what a protocol's plugin can describe on its own
-    _command = _protocol.catalog_command()
-    if _command is not None:
-        catalog_app.command(_protocol.name)(_command)
 
 
 @catalog_app.command("actions")

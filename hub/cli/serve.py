@@ -9,7 +9,6 @@ import typer
 from rich.console import Console
 
 from hub.errors import HubError
-from hub.runtime.secrets import mask
 
 console = Console(soft_wrap=True)
 
@@ -28,6 +27,7 @@ def serve_command(
     import uvicorn
 
     from hub.cli.events import _pipelines
+    from hub.runtime.secrets import mask
     from hub.serve import ServeOptions, build_app
 
     pipelines = _pipelines(specs)

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from adapters.webhook import WebhookReceiver, WebhookSourceConfig, WebhookSystemConfig, verifier
+from adapters.webhook import WebhookSourceConfig, WebhookSystemConfig
 from hub.errors import ProtocolError
 from hub.protocols import Protocol, SourceCheck
 from hub.protocols._streams import stream_only
 
 if TYPE_CHECKING:
+    from adapters.webhook import WebhookReceiver
     from hub.spec.loader import Pipeline
     from hub.spec.models import ResolvedSource
 
@@ -47,6 +48,7 @@ class WebhookProtocol(Protocol):
 
     def receiver(self, pipeline: Pipeline, source: ResolvedSource) -> WebhookReceiver:
         """The receiving end of *source*, secrets resolved; sources of one system share its verifier."""
+        from adapters.webhook import WebhookReceiver, verifier  # the client, on first use
         key = (str(pipeline.path), source.system_name)
         system: WebhookSystemConfig = self.resolve_system(source.system_name, source.system)
         if key not in self._verifiers:
