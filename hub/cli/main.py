@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -286,6 +285,7 @@ def ui(
     """Start the Dagster UI (`dagster dev -w workspace.yaml`) on the local instance."""
     from contextlib import nullcontext
 
+    from hub.cli.children import run_child
     from hub.dagster.instance import local_instance
     from hub.demo import estate
 
@@ -293,13 +293,8 @@ def ui(
     local_instance(root)
     dagster = shutil.which("dagster") or str(Path(sys.executable).parent / "dagster")
     with estate.running(console.print, drip=120, state_dir=_demo_state_dir()) if demo_estate else nullcontext():
-        proc = subprocess.Popen([dagster, "dev", "-w", str(root / "workspace.yaml"), "-p", str(port)], cwd=root)
-        try:
-            proc.wait()
-        except KeyboardInterrupt:
-            proc.send_signal(signal.SIGINT)
-            proc.wait(timeout=30)
-    raise typer.Exit(proc.returncode or 0)
+        status = run_child([dagster, "dev", "-w", str(root / "workspace.yaml"), "-p", str(port)], cwd=root)
+    raise typer.Exit(status)
 
 
 @app.command()
