@@ -147,14 +147,15 @@ def packaged_demo() -> Path:
     return Path(str(resources.files("hub.demo") / "project"))
 
 
-def install_demo(root: Path, say: object = None) -> list[Path]:
+def install_demo(root: Path) -> list[Path]:
     """Copy the packaged demo project's files that *root* lacks (pipelines/demo.yaml, contracts/demo/...)
     into *root*, and make *root* a project Dagster can load when it holds no marker. Files already there are
     kept (the project's own copy wins: edits survive). Returns the files written."""
     source = packaged_demo()
     written: list[Path] = []
-    for path in sorted(source.rglob("*")):
-        if path.is_dir() or path.name.startswith(".") or "__pycache__" in path.parts:
+    found = [Path(folder, name) for folder, _, names in os.walk(source, followlinks=True) for name in names]
+    for path in sorted(found):  # os.walk: a checkout's contracts/demo is a symlink (rglob would skip it)
+        if path.name.startswith(".") or "__pycache__" in path.parts:
             continue
         target = root / path.relative_to(source)
         if not target.exists():

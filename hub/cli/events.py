@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from hub.errors import HubError, SpecError
-from hub.spec import Pipeline, discover, load
+from hub.spec import Pipeline, load
 
 console = Console(soft_wrap=True)
 SPECS_HELP = "Pipeline spec files (default: every spec in pipelines/)."
@@ -23,7 +23,9 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _pipelines(specs: list[Path] | None) -> list[Pipeline]:
-    paths = specs or (discover("pipelines") if Path("pipelines").is_dir() else [])
+    from hub import project  # the current project's specs, found from where the user stands
+
+    paths = specs or project.current().specs()
     try:
         return [load(p) for p in paths]
     except SpecError as exc:
