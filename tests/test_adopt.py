@@ -206,3 +206,58 @@ def test_hub_init_project_is_a_dg_project(tmp_path: Path) -> None:
     assert "All definitions loaded successfully" in _run([dg, "check", "defs"], tmp_path / "proj", env).stdout
     listed = json.loads(_run([dg, "list", "defs", "--json"], tmp_path / "proj", env).stdout)
     assert {a["asset_key"] for a in listed["assets"]} == {"customers", "contacts", "contacts_per_channel"}
+
+
+def _wrapper(venv: Path, name: str, call: str) -> None:
+    """A console script in *venv* for a tool whose package comes from the shared site-packages."""
+    path = venv / "bin" / name
+    path.write_text(f"#!{venv / 'bin' / 'python'}\nimport sys\nfrom {call.rpartition('.')[0]} import "
+                    f"{call.rpartition('.')[2]}\nsys.exit({call.rpartition('.')[2]}())\n")
+    path.chmod(0o755)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_wheel_in_a_new_virtual_environment(tmp_path: Path) -> None:
+    """Build the wheel, install it into a new virtual environment outside the checkout, and follow the docs
+    there: hub init, hub validate, hub demo, dg check defs, the component found through its entry point. The
+    environment takes the third-party dependencies from this one's site-packages (a path in a .pth file), so
+    the test needs no network; the hub itself comes only from the wheel."""
+    _tool("dg")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", project.ENV, "HUB_WAREHOUSE",
+                                                            "DAGSTER_HOME", "HUB_STATE_DIR")}
+    env["PYTHONWARNINGS"] = "ignore"
+    wheels = tmp_path / "wheels"
+    _run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation", "-q", "-w",
+          str(wheels)], tmp_path, env, timeout=300)
+    (wheel,) = wheels.glob("hub-*.whl")
+    venv = tmp_path / "venv"
+    _run([sys.executable, "-m", "venv", str(venv)], tmp_path, env)
+    py = venv / "bin" / "python"
+    site = Path(_run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                     tmp_path, env).stdout.strip())
+    import dagster
+
+    (site / "_shared_deps.pth").write_text(str(Path(dagster.__file__).parents[1]) + "\n")
+    _run([str(py), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)], tmp_path, env)
+    _wrapper(venv, "dg", "dagster_dg_cli.cli.main")
+    _wrapper(venv, "dagster", "dagster.cli.main")
+    env.update({"PATH": f"{venv / 'bin'}{os.pathsep}{env['PATH']}", "VIRTUAL_ENV": str(venv)})
+    where = _run([str(py), "-c", "import hub; print(hub.__file__)"], tmp_path, env).stdout.strip()
+    assert where.startswith(str(site)), where  # the installed package, not the checkout
+    before = {p for p in (site / "hub").rglob("*") if "__pycache__" not in p.parts}
+
+    work = tmp_path / "work"
+    work.mkdir()
+    hub = str(venv / "bin" / "hub")
+    _run([hub, "init", "analytics"], work, env)
+    proj = work / "analytics"
+    assert "ok pipelines/example.yaml" in _run([hub, "validate", "pipelines/example.yaml"], proj, env).stdout
+    demo = _run([hub, "demo"], proj, env, timeout=600)
+    assert "revenue_by_region" in demo.stdout and (proj / "warehouse" / "hub.duckdb").is_file()
+    assert (proj / "contracts" / "demo" / "erp_orders.suite.yaml").is_file()
+    assert "All definitions loaded successfully" in _run(["dg", "check", "defs"], proj, env).stdout
+    # the component, found through the wheel's dagster_dg_cli.registry_modules entry point
+    assert "hub.dagster.HubPipeline" in _run(["dg", "list", "components"], proj, env).stdout
+    after = {p for p in (site / "hub").rglob("*") if "__pycache__" not in p.parts}
+    assert after == before  # nothing was written into the installed package
