@@ -206,6 +206,9 @@ def test_hub_init_project_is_a_dg_project(tmp_path: Path) -> None:
     assert "All definitions loaded successfully" in _run([dg, "check", "defs"], tmp_path / "proj", env).stdout
     listed = json.loads(_run([dg, "list", "defs", "--json"], tmp_path / "proj", env).stdout)
     assert {a["asset_key"] for a in listed["assets"]} == {"customers", "contacts", "contacts_per_channel"}
+    # the workspace route (hub ui / dagster dev -w workspace.yaml) loads the same code location
+    res = _run([str(BIN / "dagster"), "definitions", "validate", "-w", "workspace.yaml"], tmp_path / "proj", env)
+    assert "All code locations passed validation" in res.stdout + res.stderr
 
 
 def _wrapper(venv: Path, name: str, call: str) -> None:
