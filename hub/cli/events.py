@@ -26,9 +26,10 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _pipelines(specs: list[Path] | None) -> list[Pipeline]:
-    from hub.spec import discover, load
+    from hub import project  # the current project's specs, found from where the user stands
+    from hub.spec import load
 
-    paths = specs or (discover("pipelines") if Path("pipelines").is_dir() else [])
+    paths = specs or project.current().specs()
     try:
         return [load(p) for p in paths]
     except SpecError as exc:
