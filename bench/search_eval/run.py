@@ -76,7 +76,7 @@ def evaluate(catalog: Catalog, queries: list[dict[str, Any]], by_key: dict[tuple
     times.sort()
     n = len(queries) or 1
     return {"n": len(queries), "r1": hits1 / n, "r5": hits5 / n, "median_ms": 1000 * statistics.median(times),
-            "p95_ms": 1000 * times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))], "misses": misses}
+            "p95_ms": 1000 * times[min(len(times) - 1, round(0.95 * (len(times) - 1)))], "misses": misses}
 
 
 def main() -> int:

@@ -260,7 +260,12 @@ class SemanticIndex:
         self.vectors = self.embedder.cached([semantic_text(a) for a in actions], store)
 
     def similarity(self, query: str) -> np.ndarray:
-        return self.vectors @ self.embedder.embed([query])[0]
+        """Cosine similarity of *query* to every action (unit vectors: a dot product)."""
+        import numpy as np
+
+        # np.dot, not the @ operator: with this numpy and OpenBLAS, @ on a matrix and a vector took 1-10 ms
+        # where dot takes 0.02 ms
+        return np.dot(self.vectors, self.embedder.embed([query])[0])
 
 
 _warned = False
