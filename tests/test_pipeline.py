@@ -166,7 +166,7 @@ def test_cli_validate_and_run(crm: CRMService, warehouse_path: Path, dagster_hom
     spec.write_text(demo_spec_text())
     runner = CliRunner()
     res = runner.invoke(app, ["validate", str(spec)])
-    assert res.exit_code == 0 and "pipeline demo, 6 source(s), 4 model(s)" in res.output.replace("\n", " ")
+    assert res.exit_code == 0 and "pipeline demo, 7 source(s), 4 model(s)" in res.output.replace("\n", " ")
     res = runner.invoke(app, ["run", str(spec), "--from", "2024-01-05", "--to", "2024-01-06"])
     assert res.exit_code == 0, res.output
     assert "partition 2024-01-05" in res.output and "partition 2024-01-06" in res.output

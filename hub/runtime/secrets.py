@@ -81,7 +81,14 @@ def resolve(value: str, *, field: str, env: Mapping[str, str] | None = None, sec
 
 #: Fields whose resolved values are addresses, not credentials: kept readable in logs and metadata.
 NOT_SECRET_FIELDS = frozenset({"base_url", "url", "token_url", "host", "port", "path", "username", "wsdl",
-                               "address", "service", "cert", "key", "openapi"})
+                               "address", "service", "cert", "key", "openapi", "endpoint", "schema", "servers",
+                               "bootstrap_servers", "jwks_url"})
+_INDEX = re.compile(r"\[\d+\]$")
+
+
+def _leaf(field: str) -> str:
+    """The field's own name: ``systems.bus.nats.servers[0]`` -> ``servers``."""
+    return _INDEX.sub("", field.rsplit(".", 1)[-1])
 
 
 def resolve_tree(value: Any, *, field: str) -> Any:
@@ -92,8 +99,7 @@ def resolve_tree(value: Any, *, field: str) -> Any:
     if isinstance(value, str):
         if not has_reference(value):
             return value
-        leaf = field.rsplit(".", 1)[-1]
-        return resolve(value, field=field, secret=leaf not in NOT_SECRET_FIELDS)
+        return resolve(value, field=field, secret=_leaf(field) not in NOT_SECRET_FIELDS)
     if isinstance(value, dict):
         return {k: resolve_tree(v, field=f"{field}.{k}") for k, v in value.items()}
     if isinstance(value, list):
@@ -116,7 +122,7 @@ def register_referenced(value: Any, *, field: str = "") -> None:
     failing on the ones it does not: for commands that only show stored data (``hub show``), which must
     mask the credentials of the spec's systems but need none of them to work."""
     if isinstance(value, str):
-        if field.rsplit(".", 1)[-1] not in NOT_SECRET_FIELDS:
+        if _leaf(field) not in NOT_SECRET_FIELDS:
             for match in _REF.finditer(value):
                 got = os.environ.get(match.group(1))
                 if got:
