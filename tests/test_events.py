@@ -1,11 +1,13 @@
-"""The event store, absorb, replay and retention (no broker needed); stream spec keys."""
+"""The event store, absorb, replay and retention (no broker needed); stream spec keys.
+
+The store's tests run against both stores: SQLite next to a DuckDB warehouse, and the tables in a PostgreSQL
+warehouse's database (127.0.0.1:5432, a schema of its own per test; skipped when the server is absent)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from adapters.messages import Message
@@ -13,14 +15,16 @@ from hub.errors import SpecError
 from hub.events.absorb import absorb_source
 from hub.events.payloads import PayloadReader, content_id
 from hub.events.replay import replay_source, retain
-from hub.events.store import EventStore, Incoming, open_store
+from hub.events.store import Incoming, PostgresEventStore, SqliteEventStore, open_store
 from hub.spec import load
 from hub.spec.stream import StreamKeys
+from hub.warehouse import connect
+from tests.conftest import EVENTS_DUCKDB as DUCKDB
 
 SPEC = """\
 pipeline: ev
 partitions: none
-warehouse: duckdb:///wh/hub.duckdb
+warehouse: {warehouse}
 systems:
   erp: {{amqp: {{url: "amqp://guest:guest@127.0.0.1:5672/"}}}}
 sources:
@@ -32,19 +36,19 @@ sources:
 """
 
 
-def _project(tmp_path: Path, extra: str = "") -> Path:
+
+
+def _project(tmp_path: Path, extra: str = "", warehouse: str = DUCKDB) -> Path:
     (tmp_path / "workspace.yaml").write_text("load_from: []\n")
     spec = tmp_path / "ev.yaml"
-    spec.write_text(SPEC.format(extra=extra))
+    spec.write_text(SPEC.format(extra=extra, warehouse=warehouse))
     return spec
 
 
-def _table(pipeline_root: Path, sql: str) -> list[tuple]:
-    con = duckdb.connect(str(pipeline_root / "wh" / "hub.duckdb"), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
+def _table(spec: Path, sql: str) -> list[tuple]:
+    """Rows of *sql* on the warehouse of *spec* (either kind)."""
+    table = connect(load(spec).warehouse_url).query(sql)  # by position: PostgreSQL names count(*) and count(x) alike
+    return list(zip(*(c.to_pylist() for c in table.columns), strict=True))
 
 
 def _incoming(reader: PayloadReader, payload: dict | bytes, *, broker_id: str | None = None,
@@ -55,7 +59,7 @@ def _incoming(reader: PayloadReader, payload: dict | bytes, *, broker_id: str | 
 
 def test_stream_keys_errors_have_lines(tmp_path: Path) -> None:
     spec = tmp_path / "bad.yaml"
-    spec.write_text(SPEC.format(extra="    format: yaml\n    max_deliver: 1\n    keep: soon\n"
+    spec.write_text(SPEC.format(warehouse=DUCKDB, extra="    format: yaml\n    max_deliver: 1\n    keep: soon\n"
                                       "    partitioned: true\n    children: {lines: {path: lines}}\n"
                                       "    primary_key: id\n").replace('id: "$.id"', 'id: "order.id"'))
     with pytest.raises(SpecError) as caught:
@@ -67,7 +71,7 @@ def test_stream_keys_errors_have_lines(tmp_path: Path) -> None:
     assert "line 14: sources.orders.partitioned: a stream source is not partitioned" in text
     assert "sources.orders.children: child tables are not supported" in text
     bad_path = tmp_path / "bad2.yaml"
-    bad_path.write_text(SPEC.format(extra="").replace('id: "$.id"', 'id: "order.id"'))
+    bad_path.write_text(SPEC.format(warehouse=DUCKDB, extra="").replace('id: "$.id"', 'id: "order.id"'))
     with pytest.raises(SpecError, match=r"line 10: sources.orders.id: 'order.id' is not a JSONPath"):
         load(bad_path)
 
@@ -92,8 +96,8 @@ def test_payload_reader_formats() -> None:
     assert bad.reason and bad.reason.startswith("payload is not valid json") and bad.message_id == "m1"
 
 
-def test_store_append_dedupes_and_dead_letters(tmp_path: Path) -> None:
-    store = EventStore(tmp_path / "s.sqlite")
+def test_store_append_dedupes_and_dead_letters(tmp_path: Path, warehouse: str) -> None:
+    store = (SqliteEventStore(tmp_path / "s.sqlite") if warehouse == DUCKDB else PostgresEventStore(warehouse))
     reader = PayloadReader(StreamKeys(id="$.id", max_deliver=3), "sources.orders")
     batch = [_incoming(reader, {"id": i}) for i in range(5)]
     batch.append(_incoming(reader, {"id": 2}))  # re-published duplicate
@@ -115,12 +119,15 @@ def test_store_append_dedupes_and_dead_letters(tmp_path: Path) -> None:
     assert versions == [1, 2, 3, 4, 5, 6]
 
 
-def test_absorb_maps_quarantines_and_is_exactly_once(tmp_path: Path) -> None:
+def test_absorb_maps_quarantines_and_is_exactly_once(tmp_path: Path, warehouse: str) -> None:
     spec = _project(tmp_path, "    primary_key: id\n    columns: {id: {type: int64}, status: status, "
-                              "amount: {type: float64}}\n    rules: {amount: {min: 0}}\n")
+                              "amount: {type: float64}}\n    rules: {amount: {min: 0}}\n", warehouse)
     pipeline = load(spec)
     store = open_store(pipeline.warehouse_url, pipeline.root)
-    assert store.path == tmp_path / "wh" / "hub.events.sqlite"
+    if warehouse == DUCKDB:
+        assert isinstance(store, SqliteEventStore) and store.path == tmp_path / "wh" / "hub.events.sqlite"
+    else:
+        assert isinstance(store, PostgresEventStore) and store.schema == pipeline.warehouse_url.rsplit("=", 1)[1]
     reader = PayloadReader(pipeline.sources["orders"].stream, "sources.orders")  # type: ignore[arg-type]
     store.append("orders", [_incoming(reader, {"id": 1, "status": "new", "amount": 10}),
                             _incoming(reader, {"id": 2, "status": "new", "amount": -5}),
@@ -128,8 +135,8 @@ def test_absorb_maps_quarantines_and_is_exactly_once(tmp_path: Path) -> None:
     out = absorb_source(pipeline, "orders", run_id="r1")
     assert (out.events, out.first, out.last, out.mark) == (3, 1, 3, 3)
     assert out.load is not None and out.load.rows_loaded == 1 and out.load.rows_quarantined == 2
-    assert _table(tmp_path, "SELECT id, status, amount, _hub_position FROM orders") == [(1, "new", 10.0, 1)]
-    reasons = _table(tmp_path, "SELECT row_number, reason FROM orders__quarantine ORDER BY row_number")
+    assert _table(spec, "SELECT id, status, amount, _hub_position FROM orders") == [(1, "new", 10.0, 1)]
+    reasons = _table(spec, "SELECT row_number, reason FROM orders__quarantine ORDER BY row_number")
     assert [r[0] for r in reasons] == [2, 3] and "rules.amount.min" in reasons[0][1]
     # nothing new: nothing happens; a later event of key 1 wins
     assert absorb_source(pipeline, "orders", run_id="r2").events == 0
@@ -137,30 +144,30 @@ def test_absorb_maps_quarantines_and_is_exactly_once(tmp_path: Path) -> None:
         message_id="evt-4", payload=json.dumps({"id": 1, "status": "shipped", "amount": 10}).encode())])
     out = absorb_source(pipeline, "orders", run_id="r3")
     assert (out.events, out.mark) == (1, 4)
-    assert _table(tmp_path, "SELECT id, status FROM orders") == [(1, "shipped")]
-    assert _table(tmp_path, "SELECT high_water_mark FROM _hub_state WHERE source = 'orders'") == [("4",)]
+    assert _table(spec, "SELECT id, status FROM orders") == [(1, "shipped")]
+    assert _table(spec, "SELECT high_water_mark FROM _hub_state WHERE source = 'orders'") == [("4",)]
     assert store.status(["orders"])[0].absorbed == 4
 
 
-def test_replay_rebuilds_deterministically_and_retention_keeps_unabsorbed(tmp_path: Path) -> None:
-    spec = _project(tmp_path, "    keep: 1s\n")
+def test_replay_rebuilds_deterministically_and_retention_keeps_unabsorbed(tmp_path: Path, warehouse: str) -> None:
+    spec = _project(tmp_path, "    keep: 1s\n", warehouse)
     pipeline = load(spec)
     store = open_store(pipeline.warehouse_url, pipeline.root)
     reader = PayloadReader(pipeline.sources["orders"].stream, "sources.orders")  # type: ignore[arg-type]
     store.append("orders", [_incoming(reader, {"id": i, "v": i * 10}) for i in range(1, 21)])
     absorb_source(pipeline, "orders", run_id="a", max_events=8)
-    assert _table(tmp_path, "SELECT count(*), max(_hub_position) FROM orders") == [(8, 8)]
+    assert _table(spec, "SELECT count(*), max(_hub_position) FROM orders") == [(8, 8)]
     # the mapping is fixed: a column renamed; a full replay rebuilds the table with every event
     spec.write_text(spec.read_text().replace("    keep: 1s\n", "    keep: 1s\n    columns: {id: order_id, v: value}\n"))
     pipeline = load(spec)
     first = replay_source(pipeline, "orders", run_id="replay-1")
-    rows = _table(tmp_path, "SELECT order_id, value FROM orders ORDER BY order_id")
+    rows = _table(spec, "SELECT order_id, value FROM orders ORDER BY order_id")
     assert first.mark == 20 and rows == [(i, i * 10) for i in range(1, 21)]
     replay_source(pipeline, "orders", run_id="replay-2")  # idempotent
-    assert _table(tmp_path, "SELECT order_id, value FROM orders ORDER BY order_id") == rows
+    assert _table(spec, "SELECT order_id, value FROM orders ORDER BY order_id") == rows
     # a range replay merges over the table without duplicating
     out = replay_source(pipeline, "orders", run_id="replay-3", start="5", end="9")
-    assert out.events == 5 and _table(tmp_path, "SELECT count(*) FROM orders") == [(20,)]
+    assert out.events == 5 and _table(spec, "SELECT count(*) FROM orders") == [(20,)]
     # retention: events older than keep go, but only those the table absorbed
     store.append("orders", [_incoming(reader, {"id": 21, "v": 0})])
     import time
@@ -170,7 +177,7 @@ def test_replay_rebuilds_deterministically_and_retention_keeps_unabsorbed(tmp_pa
     assert [e.position for chunk in store.read("orders") for e in chunk] == [21]
 
 
-def test_events_commands_status_retry_replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_events_commands_status_retry_replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, warehouse: str) -> None:
     from rich.console import Console
     from typer.testing import CliRunner
 
@@ -180,7 +187,7 @@ def test_events_commands_status_retry_replay(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setattr(events_cli, "console", Console(width=300))  # tables unwrapped
 
     spec = _project(tmp_path, "    max_deliver: 2\nmodels:\n  counted: {sql: 'SELECT count(*) AS n FROM orders'}\n"
-                              "  doubled: {sql: 'SELECT n * 2 AS m FROM counted'}\n")
+                              "  doubled: {sql: 'SELECT n * 2 AS m FROM counted'}\n", warehouse)
     pipeline = load(spec)
     store = open_store(pipeline.warehouse_url, pipeline.root)
     reader = PayloadReader(pipeline.sources["orders"].stream, "sources.orders")  # type: ignore[arg-type]
@@ -197,9 +204,41 @@ def test_events_commands_status_retry_replay(tmp_path: Path, monkeypatch: pytest
     replayed = runner.invoke(app, ["events", "replay", "orders", str(spec)])
     assert replayed.exit_code == 0 and "replayed 2 event(s) into 2 row(s)" in replayed.output
     assert "rebuilt counted, doubled" in replayed.output  # the models reading the table, in order
-    assert _table(tmp_path, "SELECT m FROM doubled") == [(4,)]
+    assert _table(spec, "SELECT m FROM doubled") == [(4,)]
     status = runner.invoke(app, ["events", "status", str(spec)])
     assert status.exit_code == 0 and "orders" in status.output
     assert store.status(["orders"])[0].pending == 0
     unknown = runner.invoke(app, ["events", "replay", "nope", str(spec)])
     assert unknown.exit_code == 1 and "no stream source nope" in unknown.output
+
+
+def test_store_writers_side_by_side(tmp_path: Path, warehouse: str) -> None:
+    """Several writers append one source at once (threads: a connection each), with overlapping ids: every id
+    is stored once, versions are 1..N without gaps, and positions follow the versions (the order commits
+    happened in, which an absorb relies on); time bounds find positions."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = open_store(warehouse.replace("///wh/", f"///{tmp_path}/wh/"), tmp_path)
+    reader = PayloadReader(StreamKeys(id="$.id"), "sources.orders")
+
+    def writer(w: int) -> list[str]:
+        outcomes: list[str] = []
+        for b in range(10):
+            batch = [_incoming(reader, {"id": (w * 7 + b * 13 + i) % 400}) for i in range(40)]
+            outcomes += store.append("orders", batch).outcomes
+        store.close()
+        return outcomes
+
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = [o for got in pool.map(writer, range(4)) for o in got]
+    events = [e for chunk in store.read("orders", limit=97) for e in chunk]
+    assert len({e.message_id for e in events}) == len(events) == outcomes.count("stored")
+    assert outcomes.count("stored") + outcomes.count("duplicate") == 4 * 10 * 40
+    assert [e.version for e in events] == list(range(1, len(events) + 1))
+    assert [e.position for e in events] == sorted(e.position for e in events)
+    st = store.status(["orders"])[0]
+    assert (st.version, st.duplicates) == (len(events), outcomes.count("duplicate"))
+    middle = events[len(events) // 2]
+    assert store.position_at("orders", middle.received_at, first=True) <= middle.position
+    assert store.position_at("orders", middle.received_at, first=False) >= middle.position
+    assert store.latest("orders", 2) == events[-1:-3:-1]
