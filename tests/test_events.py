@@ -242,3 +242,42 @@ def test_store_writers_side_by_side(tmp_path: Path, warehouse: str) -> None:
     assert store.position_at("orders", middle.received_at, first=True) <= middle.position
     assert store.position_at("orders", middle.received_at, first=False) >= middle.position
     assert store.latest("orders", 2) == events[-1:-3:-1]
+
+
+def test_absorb_dead_letters_events_beyond_the_threshold_and_replay_agrees(tmp_path: Path, warehouse: str) -> None:
+    """More rejected rows than max_bad_rows: the offending events go to the dead letters (with the rule's
+    reason) and the rest lands, instead of the source stopping; within the threshold, bad rows are
+    quarantined as usual. A replay (any chunking) rebuilds exactly the same table and quarantine."""
+    spec = _project(tmp_path, "    max_bad_rows: 1\n    columns: {id: {type: int64}, amount: {type: float64}}\n"
+                              "    rules: {amount: {min: 0}}\n", warehouse)
+    pipeline = load(spec)
+    store = open_store(pipeline.warehouse_url, pipeline.root)
+    reader = PayloadReader(pipeline.sources["orders"].stream, "sources.orders")  # type: ignore[arg-type]
+    amounts: list[object] = [1, -1, 3, -4, "x", 6]
+    store.append("orders", [_incoming(reader, {"id": i, "amount": a}) for i, a in enumerate(amounts, 1)])
+    out = absorb_source(pipeline, "orders", run_id="a1")
+    assert out.details["dead_lettered"] == 3 and out.mark == 6
+    assert out.load is not None and (out.load.rows_loaded, out.load.rows_quarantined) == (3, 0)
+    table = "SELECT id, amount FROM orders ORDER BY id"
+    assert _table(spec, table) == [(1, 1.0), (3, 3.0), (6, 6.0)]
+    dead = {d.message_id: d for d in store.dead_letters("orders")}
+    assert sorted(dead) == ["2", "4", "5"]
+    assert "rules.amount.min" in dead["2"].reason and "beyond the threshold of sources.orders" in dead["2"].reason
+    assert "3 of 6 rows rejected" in dead["4"].reason and "max_bad_rows=1" in dead["4"].reason
+    st = store.status(["orders"])[0]
+    assert (st.events, st.dead, st.absorbed, st.pending, st.absorb_error) == (3, 3, 6, 0, None)
+    # within the threshold: quarantined, not dead-lettered
+    store.append("orders", [_incoming(reader, {"id": 7, "amount": -7}), _incoming(reader, {"id": 8, "amount": 8})])
+    out = absorb_source(pipeline, "orders", run_id="a2")
+    assert out.details["dead_lettered"] == 0 and out.load is not None and out.load.rows_quarantined == 1
+    rows = _table(spec, table)
+    quarantine = "SELECT row_number, reason FROM orders__quarantine ORDER BY row_number"
+    bad = _table(spec, quarantine)
+    assert rows == [(1, 1.0), (3, 3.0), (6, 6.0), (8, 8.0)] and [b[0] for b in bad] == [7]
+    # replay, in one chunk and in chunks of two events: the same table, the same quarantine, nothing moved
+    for chunk in (50_000, 2):
+        again = replay_source(pipeline, "orders", run_id=f"r{chunk}", chunk=chunk)
+        assert again.events == 5 and again.mark == 8
+        assert _table(spec, table) == rows
+        assert [b[0] for b in _table(spec, quarantine)] == [7]
+    assert len(store.dead_letters("orders")) == 3 and store.status(["orders"])[0].events == 5

@@ -9,6 +9,11 @@ thresholds (the same :class:`~hub.transform.mapping.Mapper`, :class:`~hub.valida
 the event's position as their row), and loads them, the new mark saved IN THE SAME warehouse transaction.
 A crash before the commit changes nothing; after it, the mark covers exactly the rows loaded.
 
+More rejected rows than the threshold allows do not stop the source: the absorb rolls back, every event with
+a rejected row moves to the dead letters with the row's reason (one store transaction), and the rest is
+absorbed again. The decision is recorded in the store (those events are no longer there), so a replay, which
+applies no threshold, rebuilds the same table whatever its chunks (:func:`load_events`).
+
 Rows are merged: on the source's ``primary_key`` (the latest event of a key wins, events being applied in
 store order, so per-key order holds), or, without one, on the event's message id and the record's index in
 it (``_hub_message_id``, ``_hub_record``). Absorbing an event twice therefore never duplicates a row. Every
@@ -20,12 +25,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 
 from hub import owners
-from hub.errors import HubError
+from hub.errors import HubError, ThresholdExceeded
 from hub.events.payloads import PayloadError, PayloadReader
 from hub.events.store import Event, EventStore, open_store
 from hub.materialize import mapper_for, screens_for
@@ -33,12 +38,15 @@ from hub.runtime.records import records_to_batch
 from hub.spec.loader import Pipeline
 from hub.spec.models import ResolvedSource
 from hub.state import read_mark, save_mark
+from hub.validation.rules import Threshold
 from hub.warehouse import LoadMode, LoadRequest, LoadResult, Warehouse, connect
 
 POSITION, MESSAGE_ID, RECORD = "_hub_position", "_hub_message_id", "_hub_record"
 #: Events read from the store at a time (a chunk of records in memory).
 CHUNK_EVENTS = 5_000
 Progress = Callable[[str, int], None]
+#: What a load does with rows rejected beyond the source's threshold (see :func:`load_events`).
+Beyond = Literal["fail", "dead-letter", "ignore"]
 
 
 @dataclass
@@ -90,7 +98,7 @@ def absorb_source(pipeline: Pipeline, name: str, *, run_id: str, store: EventSto
         return AbsorbOutcome(name, 0, None, None, after)
     try:
         outcome = load_events(pipeline, source, store, warehouse, after=after, upto=upto, mode="merge",
-                              run_id=run_id, new_mark=upto, progress=progress)
+                              run_id=run_id, new_mark=upto, progress=progress, beyond="dead-letter")
     except HubError as exc:
         store.mark_absorbed(name, after, error=str(exc).splitlines()[0][:500])
         raise
@@ -98,12 +106,47 @@ def absorb_source(pipeline: Pipeline, name: str, *, run_id: str, store: EventSto
     return outcome
 
 
+class _Offenders(HubError):
+    """Inside a load: the threshold was exceeded; these events (position → reason) go to the dead letters."""
+
+    def __init__(self, reasons: dict[int, str], error: ThresholdExceeded) -> None:
+        super().__init__(str(error))
+        self.reasons, self.error = reasons, error
+
+
 def load_events(pipeline: Pipeline, source: ResolvedSource, store: EventStore, warehouse: Warehouse, *,
                 after: int, upto: int | None, mode: LoadMode, run_id: str, new_mark: int | None,
-                since: str | None = None, until: str | None = None, progress: Progress | None = None
-                ) -> AbsorbOutcome:
+                since: str | None = None, until: str | None = None, progress: Progress | None = None,
+                beyond: Beyond = "fail") -> AbsorbOutcome:
     """Load the events of *source* in (after, upto] (received between *since* and *until*) into its table
-    with *mode*, and save *new_mark* in the same transaction (None: the mark stays)."""
+    with *mode*, and save *new_mark* in the same transaction (None: the mark stays).
+
+    *beyond* says what happens when more rows are rejected than ``max_bad_rows`` / ``max_bad_fraction``
+    allow: ``fail`` rolls back and raises :class:`~hub.errors.ThresholdExceeded`; ``dead-letter`` (an absorb)
+    rolls back, moves every event with a rejected row to the dead letters (with the rows' reason) and loads
+    the rest again, so one bad producer never stops a source; ``ignore`` (a replay) quarantines bad rows
+    without a threshold: the store holds only events that passed it when they were absorbed, so a replay
+    with the same spec rebuilds the same table whatever its chunks."""
+    moved = 0
+    for attempt in range(3):
+        try:
+            outcome = _load_events(pipeline, source, store, warehouse, after=after, upto=upto, mode=mode,
+                                   run_id=run_id, new_mark=new_mark, since=since, until=until, progress=progress,
+                                   beyond=beyond)
+        except _Offenders as found:
+            if attempt == 2:  # removing the offenders made others fail: a spec problem, not a bad producer
+                raise found.error from None
+            moved += store.dead_letter_events(source.name, found.reasons)
+            continue
+        outcome.details["dead_lettered"] = moved
+        return outcome
+    raise AssertionError("unreachable")
+
+
+def _load_events(pipeline: Pipeline, source: ResolvedSource, store: EventStore, warehouse: Warehouse, *,
+                 after: int, upto: int | None, mode: LoadMode, run_id: str, new_mark: int | None,
+                 since: str | None, until: str | None, progress: Progress | None, beyond: Beyond
+                 ) -> AbsorbOutcome:
     assert source.stream is not None
     started = time.monotonic()
     name, where = source.name, f"sources.{source.name}"
@@ -111,9 +154,26 @@ def load_events(pipeline: Pipeline, source: ResolvedSource, store: EventStore, w
     keys = tuple(source.spec.primary_key)
     mapper = mapper_for(source.spec.column_specs() if source.spec.columns else None, keys, where)
     rules, threshold = screens_for(source, where)
+    if beyond == "ignore":
+        threshold = Threshold(None, None, where=where)
     owners.check(warehouse, pipeline, [name])
     count, first, last = 0, None, None
     label = f"events {after + 1}-{upto}" if upto is not None else f"events after {after}"
+    offenders: dict[int, str] = {}  # event position → the reason of its first rejected row
+    exceeded: list[ThresholdExceeded] = []
+
+    def screen(rows: int, rejected: list[dict[str, Any]]) -> None:
+        """Count rejected rows (already carrying their event's position as "row") against the threshold."""
+        for bad in rejected:
+            if isinstance(bad.get("row"), int):
+                offenders.setdefault(bad["row"], str(bad.get("reason") or "rejected"))
+        try:
+            threshold.add(rows, rejected)
+        except ThresholdExceeded as exc:
+            if beyond != "dead-letter":
+                raise
+            exceeded[:] = [exc]  # keep reading: every offending event of the range must be known
+
     request = LoadRequest(table=name, mode=mode, run_id=run_id, partition=label,
                           primary_key=merge_key(source) if mode == "merge" else ())
     with warehouse.begin(request) as load:
@@ -124,25 +184,38 @@ def load_events(pipeline: Pipeline, source: ResolvedSource, store: EventStore, w
             last = events[-1].position
             raw, meta, broken = _records(reader, events)
             if broken:
-                threshold.add(len(broken), broken)
+                screen(len(broken), broken)
                 load.reject(broken)
             if raw.num_rows == 0:
                 continue
             mapped = mapper.apply(raw)
             if rules:
                 mapped = rules.apply(mapped, raw)
-            threshold.add(raw.num_rows, mapped.quarantine)
             kept = meta if mapped.kept is None else meta.filter(mapped.kept)
             batch = mapped.batch
             load.write(pa.RecordBatch.from_arrays([*batch.columns, *kept.columns],
                                                   names=[*batch.schema.names, *kept.schema.names]))
             positions = meta.column(0).to_pylist()
-            load.reject([{**bad, "row": positions[bad["row"]] if isinstance(bad["row"], int)
-                          and bad["row"] < len(positions) else bad["row"]} for bad in mapped.quarantine])
+            rejected = [{**bad, "row": positions[bad["row"]] if isinstance(bad["row"], int)
+                         and bad["row"] < len(positions) else bad["row"]} for bad in mapped.quarantine]
+            screen(raw.num_rows, rejected)
+            load.reject(rejected)
             if progress:
                 progress(name, load.rows)
         rules.finish()
-        threshold.check()  # beyond max_bad_rows / max_bad_fraction: nothing is loaded, the mark stays
+        try:
+            threshold.check()
+        except ThresholdExceeded as exc:
+            if beyond != "dead-letter":
+                raise  # nothing is loaded, the mark stays
+            exceeded[:] = [exc]
+        if exceeded:  # roll back; the offending events go to the dead letters, the rest is loaded again
+            limits = ", ".join(f"{k}={v}" for k, v in (("max_bad_rows", threshold.max_bad_rows),
+                                                       ("max_bad_fraction", threshold.max_bad_fraction))
+                               if v is not None)
+            context = (f"rejected beyond the threshold of {where} ({threshold.rejected} of {threshold.total} "
+                       f"rows rejected absorbing {label}; {limits})")
+            raise _Offenders({pos: f"{reason}; {context}" for pos, reason in offenders.items()}, exceeded[0])
         if new_mark is not None:
             save_mark(load, name, POSITION, str(new_mark), "position", run_id)
         result = load.commit()

@@ -232,6 +232,9 @@ class Listener:
             url += ("&" if "?" in url else "?") + "lock_wait=0"
         outcome = absorb_source(pipeline, name, run_id=self.run_id, max_events=self.options.absorb_max,
                                 warehouse=connect(url))
+        if outcome.details.get("dead_lettered"):
+            self.echo(f"{name}: {outcome.details['dead_lettered']} event(s) rejected beyond the threshold moved to "
+                      "the dead letters (hub events dead-letters); the rest was absorbed")
         return outcome.mark
 
     # -- progress -------------------------------------------------------------------------------------

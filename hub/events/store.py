@@ -272,6 +272,37 @@ class EventStore(ABC):
                     (version, duplicates, dead, source))
         return Appended(outcomes, first, last)
 
+    def dead_letter_events(self, source: str, reasons: dict[int, str]) -> int:
+        """Move the stored events of *source* at the positions of *reasons* to the dead letters, each with its
+        reason, in one transaction (an absorb's rules rejected them beyond the threshold). They leave the
+        events table, so the next absorb and every replay read the store without them; ``hub events retry``
+        brings one back as a new event. The number moved."""
+        if not reasons:
+            return 0
+
+        def work(con: Any) -> int:
+            q = self._sql
+            con.execute(q("INSERT INTO {streams} (source) VALUES (?) ON CONFLICT (source) DO NOTHING"), (source,))
+            con.execute(q("SELECT dead FROM {streams} WHERE source = ?" + self._lock_row), (source,)).fetchone()
+            now = self._time(datetime.now(UTC))
+            moved = 0
+            for position, reason in sorted(reasons.items()):
+                row = con.execute(q("SELECT message_id, key, type, stream, headers, payload FROM {events} "
+                                    "WHERE source = ? AND position = ?"), (source, position)).fetchone()
+                if row is None:
+                    continue
+                con.execute(q(
+                    "INSERT INTO {dead} (source, message_id, key, type, stream, headers, payload, reason, attempts, "
+                    "dead_at) VALUES (?,?,?,?,?,?,?,?,1,{ts}) ON CONFLICT (source, message_id) DO UPDATE SET "
+                    "reason = excluded.reason, attempts = {dead}.attempts + 1, dead_at = excluded.dead_at"),
+                    (source, *row[:5], bytes(row[5]), reason, now))
+                con.execute(q("DELETE FROM {events} WHERE source = ? AND position = ?"), (source, position))
+                moved += 1
+            con.execute(q("UPDATE {streams} SET dead = dead + ? WHERE source = ?"), (moved, source))
+            return moved
+
+        return self._transaction(f"dead-lettering {len(reasons)} event(s) of {source}", work)
+
     def mark_absorbed(self, source: str, position: int, error: str | None = None) -> None:
         """Copy the table's new mark (after the warehouse committed it), or the last absorb's error."""
         self._run("INSERT INTO {streams} (source) VALUES (?) ON CONFLICT (source) DO NOTHING", (source,))
