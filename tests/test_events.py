@@ -281,3 +281,37 @@ def test_absorb_dead_letters_events_beyond_the_threshold_and_replay_agrees(tmp_p
         assert _table(spec, table) == rows
         assert [b[0] for b in _table(spec, quarantine)] == [7]
     assert len(store.dead_letters("orders")) == 3 and store.status(["orders"])[0].events == 5
+
+
+def test_stream_contract_from_stored_events_and_drift(tmp_path: Path, warehouse: str) -> None:
+    """`hub contracts snapshot` of a broker system: the schema of the records of the latest stored events
+    (never the broker). A field the source's columns use removed or retyped: breaking; a new field or a
+    change to an unused field: non-breaking."""
+    from hub.contracts.runner import snapshot, verify_system
+
+    spec = _project(tmp_path, "    records: $.lines\n    columns: {sku: sku, qty: {type: int64}}\n", warehouse)
+    pipeline = load(spec)
+    store = open_store(pipeline.warehouse_url, pipeline.root)
+    reader = PayloadReader(pipeline.sources["orders"].stream, "sources.orders")  # type: ignore[arg-type]
+    store.append("orders", [_incoming(reader, {"id": i, "lines": [{"sku": f"S{i}", "qty": i, "note": "x"}]})
+                            for i in range(5)])
+    [path] = snapshot(pipeline, directory=tmp_path / "contracts")
+    doc = json.loads(path.read_text())
+    assert doc["protocol"] == "amqp"
+    entry = doc["amqp"]["streams"]["orders"]
+    assert entry["records"] == "$.lines" and entry["sample"] == "the latest 200 stored events"
+    assert entry["payload"]["properties"]["qty"] == {"type": "integer"}
+    assert sorted(entry["payload"]["required"]) == ["note", "qty", "sku"]
+    again = snapshot(pipeline, directory=tmp_path / "again")[0]
+    assert again.read_text() == path.read_text()  # nothing run-specific: the same producer, the same document
+    assert verify_system(pipeline, "erp", directory=tmp_path / "contracts").status == "passed"
+    # the producer now sends qty as text, drops note (unused) and adds a field: newer events are sampled
+    store.append("orders", [_incoming(reader, {"id": 100 + i, "lines": [{"sku": "S", "qty": str(i), "new": 1}]})
+                            for i in range(200)])
+    result = verify_system(pipeline, "erp", directory=tmp_path / "contracts")
+    changes = {c.field: c for c in result.changes}
+    assert result.status == "failed", [c.message() for c in result.changes]
+    assert changes["qty"].breaking and changes["qty"].what == "type changed"
+    assert "orders (column qty)" in changes["qty"].used_by
+    assert not changes["note"].breaking and changes["note"].what == "removed"
+    assert not changes["new"].breaking and changes["new"].what.startswith("added")

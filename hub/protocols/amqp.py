@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from adapters.amqp import AmqpConsumer, AmqpSourceConfig, AmqpSystemConfig
 from hub.protocols import Protocol, SourceCheck
+from hub.protocols._streams import StreamContract
 from hub.runtime.secrets import mask_url
 
 if TYPE_CHECKING:
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
     from hub.spec.models import ResolvedSource
 
 
-class AmqpProtocol(Protocol):
+class AmqpProtocol(StreamContract, Protocol):
     name = "amqp"
     system_model = AmqpSystemConfig
     source_model = AmqpSourceConfig
