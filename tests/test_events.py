@@ -315,3 +315,63 @@ def test_stream_contract_from_stored_events_and_drift(tmp_path: Path, warehouse:
     assert "orders (column qty)" in changes["qty"].used_by
     assert not changes["note"].breaking and changes["note"].what == "removed"
     assert not changes["new"].breaking and changes["new"].what.startswith("added")
+
+
+@pytest.mark.parametrize("payloads", [
+    [b'{"id": 1, "sku": "A", "price": 2.5, "when": "2024-05-01T10:00:00Z", "ok": true}',
+     b'{"id": 2, "price": 3, "extra": null, "when": "2024-05-01 10:00:00", "ok": false}',
+     b'{\n  "id": 3,\r\n  "nested": {"b": [1, 2], "a": {"when": "2024-05-01"}}, "tags": []\n}',
+     b'{"id": 4, "nested": {"a": {"x": 1.5}, "c": "\\u00e9\\n"}, "tags": ["x"], "sku": "caf\xc3\xa9"}'],
+    [b'{"id": 1}', b'{"id": "two"}'],  # a column mixing kinds: text on the general path
+    [b'{"id": 1, "id": 2}', b'{"id": 3}'],  # a repeated key: marked on the general path
+    [b'{"id": 12345678901234567890}'],  # beyond int64
+    [b'[1, 2]', b'{"id": 1}'],  # not an object
+    [b'{"deep": ' + b'[' * 70 + b']' * 70 + b'}'],
+])
+def test_fast_json_path_equals_the_general_path(payloads: list[bytes]) -> None:
+    """Absorb and replay chunk differently, so whichever path a chunk takes must give the same batch: Arrow's
+    JSON reader answers only when it can answer exactly as jsonsafe + records_to_batch."""
+    from hub.events.absorb import _records, fast_json, records_of
+
+    reader = PayloadReader(StreamKeys(), "sources.orders")
+    events = [(i + 1, f"m{i}", p) for i, p in enumerate(payloads)]
+    general, meta, broken = _records(reader, events)
+    fast = fast_json(payloads)
+    if fast is not None:
+        assert fast.equals(general), (fast.schema, general.schema, fast.to_pylist(), general.to_pylist())
+    chosen, chosen_meta, chosen_broken = records_of(reader, events)
+    assert chosen.equals(general) and chosen_meta.equals(meta) and chosen_broken == broken
+    if payloads[0].startswith(b'{"id": 1, "sku"'):
+        assert fast is not None  # the ordinary case takes the fast path
+
+
+def test_acknowledge_terms_dead_letters_first_then_acks_the_batch_once() -> None:
+    """AMQP acknowledges a stored batch with one multiple-ack of its last kept delivery; dead letters are
+    rejected before it, so the multiple-ack never covers them. Brokers without it get one ack per message."""
+    import asyncio
+
+    from hub.events.drain import acknowledge
+
+    calls: list[str] = []
+
+    def message(name: str, through: bool) -> Message:
+        async def record(what: str) -> None:
+            calls.append(f"{what} {name}")
+
+        async def ack() -> None:
+            await record("ack")
+
+        async def term() -> None:
+            await record("term")
+
+        async def ack_through() -> None:
+            await record("ack-through")
+
+        return Message(b"{}", "q", id=name, _ack=ack, _term=term, _ack_through=ack_through if through else None)
+
+    outcomes = ["stored", "dead", "duplicate", "stored", "dead"]
+    asyncio.run(acknowledge([message(f"m{i}", True) for i in range(5)], outcomes))
+    assert calls == ["term m1", "term m4", "ack-through m3"]
+    calls.clear()
+    asyncio.run(acknowledge([message(f"m{i}", False) for i in range(5)], outcomes))
+    assert calls == ["term m1", "term m4", "ack m0", "ack m2", "ack m3"]

@@ -88,8 +88,14 @@ def _send(queue: str, records: list[dict], ids: list[str | None] | None = None) 
     asyncio.run(publish(URL, queue, [json.dumps(r).encode() for r in records], message_ids=ids))
 
 
+def _env() -> dict[str, str]:
+    """The environment of a child process: this checkout first on the path, then the caller's path."""
+    extra = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": str(REPO) + (os.pathsep + extra if extra else "")}
+
+
 def _listen(spec: Path, *args: str, crash: str | None = None) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = _env()
     env.pop("HUB_TEST_CRASH_AT", None)
     if crash:
         env["HUB_TEST_CRASH_AT"] = crash
@@ -159,7 +165,7 @@ def test_listen_stores_acks_absorbs_and_stops_on_sigterm(tmp_path: Path, queue: 
     assert letter.message_id == "bad-1" and "not valid json" in letter.reason
     # everything was acknowledged: the queue is empty
     events_cli = subprocess.run([sys.executable, "-m", "hub.cli.main", "events", "dead-letters", str(spec)],
-                                env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
+                                env=_env(), capture_output=True, text=True)
     assert "bad-1" in events_cli.stdout
 
 
@@ -261,7 +267,7 @@ def test_listener_and_backfill_run_together(tmp_path: Path, queue: str) -> None:
     spec = _spec(tmp_path, queue, "    columns: {id: {type: int64}}\n", more=more)
     proc = _listen(spec)
     _wait(lambda: (tmp_path / "wh" / "hub.events.sqlite").exists(), "the store", proc=proc)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = _env()
     backfill = subprocess.Popen([sys.executable, "-m", "hub.cli.main", "run", str(spec), "--asset", "big"],
                                 cwd=tmp_path, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     stored_during = 0

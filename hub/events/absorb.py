@@ -22,19 +22,22 @@ row also carries ``_hub_position``, and ``_hub_partition`` names the position ra
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import pyarrow as pa
+import pyarrow.json as pa_json
 
 from hub import owners
 from hub.errors import HubError, ThresholdExceeded
 from hub.events.payloads import PayloadError, PayloadReader
-from hub.events.store import Event, EventStore, open_store
+from hub.events.store import EventStore, open_store
 from hub.materialize import mapper_for, screens_for
-from hub.runtime.records import records_to_batch
+from hub.runtime.jsonsafe import MAX_DEPTH
+from hub.runtime.records import ERROR_COLUMN, records_to_batch
 from hub.spec.loader import Pipeline
 from hub.spec.models import ResolvedSource
 from hub.state import read_mark, save_mark
@@ -178,11 +181,12 @@ def _load_events(pipeline: Pipeline, source: ResolvedSource, store: EventStore, 
                           primary_key=merge_key(source) if mode == "merge" else ())
     with warehouse.begin(request) as load:
         owners.claim(load, pipeline, [name], run_id)
-        for events in store.read(name, after=after, upto=upto, since=since, until=until, limit=CHUNK_EVENTS):
+        for events in store.read_payloads(name, after=after, upto=upto, since=since, until=until,
+                                          limit=CHUNK_EVENTS):
             count += len(events)
-            first = first if first is not None else events[0].position
-            last = events[-1].position
-            raw, meta, broken = _records(reader, events)
+            first = first if first is not None else events[0][0]
+            last = events[-1][0]
+            raw, meta, broken = records_of(reader, events)
             if broken:
                 screen(len(broken), broken)
                 load.reject(broken)
@@ -223,26 +227,100 @@ def _load_events(pipeline: Pipeline, source: ResolvedSource, store: EventStore, 
                          time.monotonic() - started)
 
 
-def _records(reader: PayloadReader, events: list[Event]) -> tuple[pa.RecordBatch, pa.RecordBatch,
-                                                                   list[dict[str, Any]]]:
-    """The records of *events* as one batch, their event columns (position, message id, record index) and
-    the events that no longer parse (quarantined whole: the spec's format changed since they were stored)."""
+def records_of(reader: PayloadReader, events: list[tuple[int, str, bytes]]) -> tuple[
+        pa.RecordBatch, pa.RecordBatch, list[dict[str, Any]]]:
+    """The records of *events* (position, message id, payload) as one batch, their event columns (position,
+    message id, record index) and the events that no longer parse (quarantined whole: the spec's format
+    changed since they were stored). JSON payloads that are one record each take :func:`fast_json` when it
+    can answer exactly as the general path would."""
+    if reader.keys.format == "json" and reader.keys.records is None:
+        batch = fast_json([e[2] for e in events])
+        if batch is not None:
+            meta = pa.RecordBatch.from_pydict({
+                POSITION: pa.array([e[0] for e in events], pa.int64()),
+                MESSAGE_ID: pa.array([e[1] for e in events], pa.string()),
+                RECORD: pa.nulls(len(events), pa.int32()).fill_null(0)})
+            return batch, meta, []
+    return _records(reader, events)
+
+
+#: Every digit as ``0``: 19 zeros in a row are maybe an integer beyond int64, which Arrow's JSON reader makes
+#: a double and the general path an uint64 or text; such chunks take the general path.
+_DIGITS = bytes.maketrans(b"123456789", b"000000000")
+_LONG_NUMBER = b"0" * 19
+
+
+def _depth(dtype: pa.DataType) -> int:
+    """Levels of nesting of *dtype* (a scalar: 0)."""
+    if pa.types.is_struct(dtype):
+        return 1 + max((_depth(f.type) for f in dtype), default=0)
+    if pa.types.is_list(dtype):
+        return 1 + _depth(dtype.value_type)
+    return 0
+
+
+def _no_timestamps(dtype: pa.DataType) -> pa.DataType:
+    """*dtype* with every timestamp (Arrow's JSON reader infers them from ISO strings) as a string again."""
+    if pa.types.is_timestamp(dtype):
+        return pa.string()
+    if pa.types.is_struct(dtype):
+        return pa.struct([f.with_type(_no_timestamps(f.type)) for f in dtype])
+    if pa.types.is_list(dtype):
+        return pa.list_(dtype.value_field.with_type(_no_timestamps(dtype.value_type)))
+    return dtype
+
+
+def fast_json(payloads: list[bytes]) -> pa.RecordBatch | None:
+    """JSON payloads, one object each, as one batch parsed by Arrow's JSON reader in C++ (5-10x the general
+    path: :func:`hub.runtime.jsonsafe.loads` + :func:`~hub.runtime.records.records_to_batch`), or None when
+    the result could differ from the general path's, which then runs: a payload that is not an object or
+    does not parse, a repeated key, nesting that may pass ``MAX_DEPTH``, a column mixing kinds, an integer
+    beyond 64 bits. Strings stay strings (the reader's timestamp inference is undone by reading again with
+    those fields declared as strings), so absorb and replay give the same table whichever path a chunk takes
+    (tests/test_events.py compares the two)."""
+    if not payloads:
+        return None
+    joined = b"\n".join(payloads)
+    if joined.count(b"\n") != len(payloads) - 1 or b"\r" in joined:
+        # line breaks are whitespace between JSON tokens (inside strings they must be escaped)
+        joined = b"\n".join(p.replace(b"\n", b" ").replace(b"\r", b" ") for p in payloads)
+    if _LONG_NUMBER in joined.translate(_DIGITS):
+        return None
+    options = pa_json.ReadOptions(use_threads=False, block_size=len(joined) + 1)
+    try:
+        table = pa_json.read_json(io.BytesIO(joined), read_options=options)
+        plain = pa.schema([f.with_type(_no_timestamps(f.type)) for f in table.schema])
+        if plain != table.schema:
+            table = pa_json.read_json(io.BytesIO(joined), read_options=options,
+                                      parse_options=pa_json.ParseOptions(explicit_schema=plain))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if table.num_rows != len(payloads) or table.num_columns == 0 or ERROR_COLUMN in table.column_names:
+        return None
+    if max(_depth(f.type) for f in table.schema) > MAX_DEPTH // 2:
+        return None  # deep values: the general path decides where nesting becomes too deep
+    return table.combine_chunks().to_batches()[0]
+
+
+def _records(reader: PayloadReader, events: list[tuple[int, str, bytes]]) -> tuple[
+        pa.RecordBatch, pa.RecordBatch, list[dict[str, Any]]]:
+    """The general path of :func:`records_of`: every payload parsed by the source's reader."""
     records: list[Any] = []
     positions: list[int] = []
     ids: list[str] = []
     index: list[int] = []
     broken: list[dict[str, Any]] = []
-    for ev in events:
+    for position, message_id, payload in events:
         try:
-            found = reader.records(reader.parse(ev.payload))
+            found = reader.records(reader.parse(payload))
         except PayloadError as exc:
-            broken.append({"row": ev.position, "column": "payload", "value": None, "reason": str(exc),
-                           "record": ev.payload[:2000].decode("utf-8", "replace")})
+            broken.append({"row": position, "column": "payload", "value": None, "reason": str(exc),
+                           "record": payload[:2000].decode("utf-8", "replace")})
             continue
         for i, record in enumerate(found):
             records.append(record)
-            positions.append(ev.position)
-            ids.append(ev.message_id)
+            positions.append(position)
+            ids.append(message_id)
             index.append(i)
     meta = pa.RecordBatch.from_pydict({POSITION: pa.array(positions, pa.int64()),
                                        MESSAGE_ID: pa.array(ids, pa.string()), RECORD: pa.array(index, pa.int32())})

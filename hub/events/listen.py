@@ -31,7 +31,7 @@ from hub.events.absorb import absorb_source
 from hub.events.drain import acknowledge
 from hub.events.payloads import PayloadReader
 from hub.events.replay import retain
-from hub.events.store import EventStore, EventStoreError, open_store
+from hub.events.store import Appended, EventStore, EventStoreError, Incoming, open_store
 from hub.spec.loader import Pipeline
 from hub.spec.models import ResolvedSource
 from hub.warehouse import connect
@@ -44,6 +44,7 @@ Echo = Callable[[str], None]
 class ListenOptions:
     batch: int = 500  # messages per fetch and store transaction
     fetch_timeout: float = 1.0  # seconds a fetch waits for the first message (also the stop latency)
+    linger: float = 0.02  # seconds a batch may wait to fill once its first message is in (fewer, fuller commits)
     absorb_every: float = 1.0  # seconds between absorbs (sooner when a batch was stored)
     absorb_max: int = 50_000  # events per absorb transaction
     progress_every: float = 5.0
@@ -158,15 +159,29 @@ class Listener:
     async def _step(self, name: str, consumer: Any, reader: PayloadReader, store: EventStore,
                     stats: SourceStats) -> None:
         """One batch: fetch, append in one transaction, commit, then acknowledge each message."""
-        messages = await consumer.fetch(self.options.batch, self.options.fetch_timeout)
+        opts = self.options
+        messages = await consumer.fetch(opts.batch, opts.fetch_timeout)
+        if messages and len(messages) < opts.batch and opts.linger > 0:
+            # a commit costs an fsync: let the batch fill for a moment (the broker keeps delivering up to its
+            # prefetch meanwhile) rather than committing every few messages under load
+            until = time.monotonic() + opts.linger
+            while len(messages) < opts.batch and (left := until - time.monotonic()) > 0:
+                more = await consumer.fetch(opts.batch - len(messages), left)
+                if not more:
+                    break
+                messages += more
         stats.lag = consumer.lag()
         stats.state = "consuming" if getattr(consumer, "connected", True) else "reconnecting"
         if not messages:
             return
         self._crash("after_receive")
-        incoming = [reader.incoming(m) for m in messages]
+
+        def store_batch() -> tuple[list[Incoming], Appended]:  # parsing too: off the event loop
+            parsed = [reader.incoming(m) for m in messages]
+            return parsed, store.append(name, parsed)
+
         try:
-            appended = await asyncio.to_thread(store.append, name, incoming)
+            incoming, appended = await asyncio.to_thread(store_batch)
         except EventStoreError as exc:
             self.echo(f"{name}: {exc}; the batch is redelivered")
             for m in messages:
@@ -197,16 +212,23 @@ class Listener:
         names = [s.name for p, s in self.streams if p is pipeline]
         backoff = 0.0
         last_retain = 0.0
+        took = 0.0
         while True:
             stopping = self._stop.is_set()
             if not stopping:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), max(self.options.absorb_every, backoff))
                 self._wake.clear()
+                # an absorb has a fixed cost (opening the warehouse, the merge): under load, rest as long as the
+                # last one took, so absorbing takes at most about half the time and each absorb is bigger
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), min(took, self.options.absorb_every))
             try:
+                started = time.monotonic()
                 for name in names:
                     outcome = await asyncio.to_thread(self._absorb, pipeline, name)
                     self.stats[name].absorbed = outcome
+                took = time.monotonic() - started
                 backoff = 0.0
                 if time.monotonic() - last_retain > self.options.retain_every:
                     last_retain = time.monotonic()

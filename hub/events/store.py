@@ -348,6 +348,28 @@ class EventStore(ABC):
             yield [self._event(r) for r in rows]
             after = rows[-1][0]
 
+    def read_payloads(self, source: str, *, after: int = 0, upto: int | None = None, since: str | None = None,
+                      until: str | None = None, limit: int = 5000) -> Iterator[list[tuple[int, str, bytes]]]:
+        """Like :meth:`read`, only (position, message id, payload) per event: what an absorb needs, without
+        building an :class:`Event` per row (a third of a replay's time)."""
+        while True:
+            sql = "SELECT position, message_id, payload FROM {events} WHERE source = ? AND position > ?"
+            args: list[Any] = [source, after]
+            if upto is not None:
+                sql += " AND position <= ?"
+                args.append(upto)
+            if since is not None:
+                sql += " AND received_at >= {ts}"
+                args.append(since)
+            if until is not None:
+                sql += " AND received_at <= {ts}"
+                args.append(until)
+            rows = self._run(sql + " ORDER BY position LIMIT ?", (*args, limit)).fetchall()
+            if not rows:
+                return
+            yield rows
+            after = rows[-1][0]
+
     def latest(self, source: str, n: int) -> list[Event]:
         """The last *n* events of *source* (newest first): what a contract samples."""
         rows = self._run(f"SELECT {_EVENT_COLUMNS} FROM {{events}} WHERE source = ? ORDER BY position DESC LIMIT ?",
