@@ -145,8 +145,7 @@ class Listener:
                 async with consumer:
                     failures = 0
                     stats.state = "consuming"
-                    while not self._stop.is_set():
-                        await self._step(name, consumer, reader, store, stats)
+                    await self._pump(name, consumer, reader, store, stats)
             except HubError as exc:  # the broker cannot be reached (yet): keep trying until stopped
                 failures += 1
                 stats.state = "disconnected"
@@ -156,11 +155,29 @@ class Listener:
                     await asyncio.wait_for(self._stop.wait(), wait)
         stats.state = "stopped"
 
-    async def _step(self, name: str, consumer: Any, reader: PayloadReader, store: EventStore,
+    async def _pump(self, name: str, consumer: Any, reader: PayloadReader, store: EventStore,
                     stats: SourceStats) -> None:
-        """One batch: fetch, append in one transaction, commit, then acknowledge each message."""
+        """Batches until stopped, one fetch ahead: the next batch is received while the one in hand is stored
+        and acknowledged (a pull consumer, JetStream's, delivers nothing between two fetches otherwise). Each
+        batch is still acknowledged only after its own commit; on stop the batch being fetched is stored and
+        acknowledged too, then the loop ends."""
+        ahead: asyncio.Task[list[Any]] | None = asyncio.create_task(self._fetch(consumer, stats))
+        try:
+            while ahead is not None:
+                messages = await ahead
+                ahead = None if self._stop.is_set() else asyncio.create_task(self._fetch(consumer, stats))
+                await self._step(name, messages, reader, store, stats)
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                with contextlib.suppress(BaseException):
+                    await ahead
+
+    async def _fetch(self, consumer: Any, stats: SourceStats) -> list[Any]:
+        """The next batch: up to ``batch`` messages, waiting ``fetch_timeout`` for the first, then ``linger``
+        for the batch to fill."""
         opts = self.options
-        messages = await consumer.fetch(opts.batch, opts.fetch_timeout)
+        messages: list[Any] = await consumer.fetch(opts.batch, opts.fetch_timeout)
         if messages and len(messages) < opts.batch and opts.linger > 0:
             # a commit costs an fsync: let the batch fill for a moment (the broker keeps delivering up to its
             # prefetch meanwhile) rather than committing every few messages under load
@@ -172,6 +189,11 @@ class Listener:
                 messages += more
         stats.lag = consumer.lag()
         stats.state = "consuming" if getattr(consumer, "connected", True) else "reconnecting"
+        return messages
+
+    async def _step(self, name: str, messages: list[Any], reader: PayloadReader, store: EventStore,
+                    stats: SourceStats) -> None:
+        """One batch: append in one transaction, commit, then acknowledge."""
         if not messages:
             return
         self._crash("after_receive")
