@@ -9,7 +9,8 @@ Peers, each in a fresh subprocess (``events_bench.py --worker PEER ...``), inter
 * ``amqp_raw``: aio-pika with the same prefetch, acking every message and discarding it.
 * ``nats_hub`` / ``nats_raw``: the same over a JetStream durable pull consumer (nats-py ``pull_subscribe``,
   ``fetch`` in batches of the same size, ``max_ack_pending`` the same).
-* ``replay``: ``hub events replay`` of the events the first ``amqp_hub`` run stored (the table rebuilt).
+* ``replay``: ``hub events replay`` (:func:`hub.events.replay.replay_source`) of ``--replay-events`` stored
+  events (default 1,000,000, appended straight to the store beforehand): the table rebuilt from scratch.
 * ``latency``: ``hub listen`` as a process; messages published at a steady rate carry their publish time;
   a watcher polls the store's copy of the table's mark (written after the warehouse commit) every 20 ms,
   so a message's latency is from its publish to the first poll that sees its position committed.
@@ -251,6 +252,21 @@ def peer_nats_raw(name: str, n: int) -> dict[str, Any]:
     return {"seconds": asyncio.run(main()), "rows": n, "distinct": n}
 
 
+def fill_store(spec: Path, n: int) -> float:
+    """*n* events appended straight to the event store of *spec* (what a listener would have stored), in
+    batches of 5,000; seconds taken."""
+    from hub.events.store import Incoming, open_store
+    from hub.spec import load
+
+    pipeline = load(spec)
+    store = open_store(pipeline.warehouse_url, pipeline.root)
+    started = time.perf_counter()
+    for first in range(0, n, 5000):
+        batch = range(first, min(n, first + 5000))
+        store.append("orders", [Incoming(message_id=str(i), payload=body(i)) for i in batch])
+    return time.perf_counter() - started
+
+
 def peer_replay(spec: Path, n: int) -> dict[str, Any]:
     from hub.events.replay import replay_source
     from hub.spec import load
@@ -399,6 +415,7 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--peers", default="amqp,nats,replay,latency", help="Groups to run: amqp, nats, replay, latency.")
+    ap.add_argument("--replay-events", type=int, default=1_000_000, help="Events stored for the replay peer.")
     ap.add_argument("--rate", type=int, default=1000, help="Messages/s of the latency run.")
     ap.add_argument("--rate-seconds", type=float, default=30.0)
     ap.add_argument("--out", type=Path, help="Write the Markdown tables here too.")
@@ -414,7 +431,6 @@ def main() -> None:
     timeout = max(600.0, n / 1000)
     results: dict[str, list[dict[str, Any]]] = {}
     fills: list[str] = []
-    keep: Path | None = None
     load_before = os.getloadavg()
     base = Path(tempfile.mkdtemp(prefix="events_bench_"))
     try:
@@ -432,8 +448,6 @@ def main() -> None:
                         asyncio.run(amqp_delete(queue))
                     results.setdefault(f"amqp_{who}", []).append(res)
                     print(f"amqp_{who} run {r + 1}: {res}", flush=True)
-                    if who == "hub" and keep is None:
-                        keep = tmp
             if "nats" in groups:
                 for who in order:
                     stream = f"HUBBENCH_{uuid.uuid4().hex[:8]}"
@@ -446,9 +460,13 @@ def main() -> None:
                         asyncio.run(nats_delete(stream))
                     results.setdefault(f"nats_{who}", []).append(res)
                     print(f"nats_{who} run {r + 1}: {res}", flush=True)
-        if "replay" in groups and keep is not None:
+        if "replay" in groups:
+            tmp = base / "replay"
+            tmp.mkdir()
+            spec = write_spec(tmp, "amqp", "replay")
+            fills.append(f"store {args.replay_events:,} events in {fill_store(spec, args.replay_events):.1f}s")
             for r in range(args.repeat):
-                res = run_worker("replay", str(keep / "bench.yaml"), n, keep, timeout)
+                res = run_worker("replay", str(spec), args.replay_events, tmp, timeout)
                 results.setdefault("replay", []).append(res)
                 print(f"replay run {r + 1}: {res}", flush=True)
         if "latency" in groups:

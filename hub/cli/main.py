@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +189,10 @@ def demo(
         return
     with estate.running(console.print, state_dir=state_dir) as services:
         pipeline = _load(DEMO_SPEC)
+        from hub.demo import events as demo_events
+
+        demo_events.land(pipeline, date.fromisoformat(DEMO_RANGE[0]), date.fromisoformat(DEMO_RANGE[1]),
+                         lambda line: console.print(escape(line), highlight=False))
         console.print(f"running pipeline [bold]{pipeline.name}[/] for {DEMO_RANGE[0]} .. {DEMO_RANGE[1]} "
                       f"into {pipeline.warehouse_url}")
         ok = _run(pipeline, None, None, *DEMO_RANGE)

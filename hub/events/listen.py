@@ -47,6 +47,7 @@ class ListenOptions:
     linger: float = 0.02  # seconds a batch may wait to fill once its first message is in (fewer, fuller commits)
     absorb_every: float = 1.0  # seconds between absorbs (sooner when a batch was stored)
     absorb_max: int = 50_000  # events per absorb transaction
+    absorb_busy: int = 5_000  # events in an absorb that mean "under load": the next one waits (fewer, bigger)
     progress_every: float = 5.0
     retain_every: float = 3600.0
     max_backoff: float = 30.0
@@ -234,22 +235,26 @@ class Listener:
         names = [s.name for p, s in self.streams if p is pipeline]
         backoff = 0.0
         last_retain = 0.0
-        took = 0.0
+        took, busy = 0.0, 0
         while True:
             stopping = self._stop.is_set()
             if not stopping:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), max(self.options.absorb_every, backoff))
                 self._wake.clear()
-                # an absorb has a fixed cost (opening the warehouse, the merge): under load, rest as long as the
-                # last one took, so absorbing takes at most about half the time and each absorb is bigger
+                # an absorb has a fixed cost (opening the warehouse, the merge): under load (the last absorb was
+                # big) rest as long as it took, so absorbing takes about half the time and each absorb is bigger;
+                # a trickle is absorbed at once (latency)
+                rest = took * min(1.0, busy / max(self.options.absorb_busy, 1))
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), min(took, self.options.absorb_every))
+                    await asyncio.wait_for(self._stop.wait(), min(rest, self.options.absorb_every))
             try:
-                started = time.monotonic()
+                started, busy = time.monotonic(), 0
                 for name in names:
+                    before = self.stats[name].absorbed
                     outcome = await asyncio.to_thread(self._absorb, pipeline, name)
                     self.stats[name].absorbed = outcome
+                    busy = max(busy, outcome - before)
                 took = time.monotonic() - started
                 backoff = 0.0
                 if time.monotonic() - last_retain > self.options.retain_every:
