@@ -6,7 +6,6 @@ import shutil
 import signal
 import subprocess
 import sys
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 REPO = Path(__file__).resolve().parents[2]
 DEMO_SPEC = REPO / "pipelines" / "demo.yaml"
-DEMO_RANGE = ("2024-01-01", "2024-01-07")
+DEMO_RANGE = ("2024-01-01", "2024-01-07")  # hub.demo.events.WEEK
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -191,8 +190,7 @@ def demo(
         pipeline = _load(DEMO_SPEC)
         from hub.demo import events as demo_events
 
-        demo_events.land(pipeline, date.fromisoformat(DEMO_RANGE[0]), date.fromisoformat(DEMO_RANGE[1]),
-                         lambda line: console.print(escape(line), highlight=False))
+        demo_events.land(pipeline, *demo_events.WEEK, lambda line: console.print(escape(line), highlight=False))
         console.print(f"running pipeline [bold]{pipeline.name}[/] for {DEMO_RANGE[0]} .. {DEMO_RANGE[1]} "
                       f"into {pipeline.warehouse_url}")
         ok = _run(pipeline, None, None, *DEMO_RANGE)

@@ -12,29 +12,37 @@ not need it. (The bank's payment webhook needs ``hub serve``, which this demo do
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
+from urllib.parse import urlsplit
 
 from hub.demo import erp, inventory
 from hub.errors import HubError
 from hub.events.drain import Drained, drain
+from hub.runtime.secrets import mask_url
 from hub.spec.loader import Pipeline
 
 ORDER_EVENTS, MOVEMENTS = "erp_order_events", "inventory_movements"
+#: The days `hub demo` runs (and whose events it lands).
+WEEK = (date(2024, 1, 1), date(2024, 1, 7))
 
 
-def _publisher(pipeline: Pipeline, name: str, start: date, end: date) -> tuple[str, Callable[[], int]]:
-    """(what the source listens to, a function publishing its demo batch)."""
+def _publisher(pipeline: Pipeline, name: str, start: date, end: date
+               ) -> tuple[str, tuple[str, int], Callable[[], int]]:
+    """(what the source listens to, the broker's host and port, a function publishing its demo batch)."""
     source = pipeline.sources[name]
     system = source.protocol.resolve_system(source.system_name, source.system, root=pipeline.root)
     if name == ORDER_EVENTS:
         window = (datetime.combine(start, time(), UTC), datetime.combine(end + timedelta(days=1), time(), UTC))
         events = erp.order_events(erp.orders(), *window)
-        return (f"RabbitMQ ({source.protocol.endpoint(source)})",
+        url = urlsplit(system.url)
+        return (f"RabbitMQ ({mask_url(system.url)} queue {source.config.queue})",
+                (url.hostname or "127.0.0.1", url.port or 5672),
                 lambda: asyncio.run(erp.publish_order_events(system.url, events, source.config.queue)))
     movements = inventory.stock_movements()
     topic = source.config.topics[0]
-    return (f"MQTT ({source.protocol.endpoint(source)})",
+    return (f"MQTT (mqtt://{system.host}:{system.effective_port} topic {topic})", (system.host, system.effective_port),
             lambda: inventory.publish_movements(system.host, system.effective_port, movements, topic))
 
 
@@ -45,8 +53,10 @@ def land(pipeline: Pipeline, start: date, end: date, say: Callable[[str], None] 
     for name in (ORDER_EVENTS, MOVEMENTS):
         if name not in pipeline.sources:
             continue
-        where, publish = _publisher(pipeline, name, start, end)
+        where, address, publish = _publisher(pipeline, name, start, end)
         try:
+            with socket.create_connection(address, timeout=2):
+                pass  # a broker that is not running is known at once, not after the consumer's retries
             # subscribe first: the queue is declared, the MQTT session created (a broker keeps QoS 1 messages
             # for a session that exists, not for one that does not yet)
             total = asyncio.run(drain(pipeline, name, max_messages=1_000, timeout=0.3, budget=5))
