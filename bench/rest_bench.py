@@ -10,7 +10,7 @@ A local paginated JSON API runs in its own process on loopback (every page pre-r
 ``--latency-ms`` of sleep per page, ``GET /items?page=N`` -> ``{"data": [...], "page": N,
 "total_pages": T}``). Each peer runs in a fresh subprocess, so imports and memory never mix; the
 subprocess times only the data movement (imports and verification are outside the timer), checks that
-every record arrived exactly once, and reports its peak RSS (``ru_maxrss``). Each peer runs
+every record arrived exactly once, and reports its peak RSS (its own ``VmHWM``, bench/_mem.py). Each peer runs
 ``--repeat`` times, interleaved, and the median is reported.
 
 Peers:
@@ -45,7 +45,6 @@ import math
 import multiprocessing as mp
 import os
 import random
-import resource
 import statistics
 import subprocess
 import sys
@@ -57,6 +56,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from _mem import peak_rss_mb  # bench/_mem.py: bench/ is sys.path[0] when a bench runs as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = ("hub", "dlt", "loop", "hub_ckpt", "hub_nockpt")
@@ -400,7 +401,7 @@ def worker(peer: str, port: int, records: int, profile: Path | None) -> None:
             result = peer_dlt(port, Path(tmp), records)
         else:
             result = peer_loop(port, Path(tmp), records)
-        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        result["peak_rss_mb"] = peak_rss_mb()
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -470,7 +471,7 @@ class _Phases:
         self._t0 = time.perf_counter()
 
     def mark(self, label: str) -> None:
-        self.rss[label] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        self.rss[label] = peak_rss_mb()
 
     def install(self) -> None:
         import importlib

@@ -24,7 +24,6 @@ import argparse
 import json
 import multiprocessing as mp
 import random
-import resource
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from _mem import peak_rss_mb  # bench/_mem.py: bench/ is sys.path[0] when a bench runs as a script
+
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_SPEEDUP = 5.0
 TARGET_GROWTH_MB = 200.0
@@ -41,7 +42,7 @@ ENV11 = "http://schemas.xmlsoap.org/soap/envelope/"
 
 
 def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return peak_rss_mb()
 
 
 def write_body(path: Path, orders: int) -> int:

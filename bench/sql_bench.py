@@ -13,7 +13,7 @@ it is dropped at the end, also on failure (``--database NAME`` reuses an existin
 
 Each peer runs in a fresh subprocess, so imports and memory never mix; the subprocess times only the data
 movement (imports and verification are outside the timer), checks the rows, and reports its peak RSS
-(``ru_maxrss``, of the process and of any children) and its RSS after imports. Every peer runs
+(its own ``VmHWM``, bench/_mem.py) and its RSS after imports. Every peer runs
 ``--repeat`` times, interleaved, and the median is reported.
 
 Extract only (Arrow or DataFrames in memory, each batch dropped as soon as it is counted where the peer
@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import secrets
 import signal
 import statistics
@@ -54,6 +53,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
+
+from _mem import peak_rss_mb  # bench/_mem.py: bench/ is sys.path[0] when a bench runs as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLE = "orders"
@@ -208,9 +209,7 @@ class Ctx:
 
 
 def _peak_rss_mb() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(own, children) / 1024.0
+    return peak_rss_mb()
 
 
 def _warm_drivers(adbc: bool = False) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -25,11 +25,15 @@ import pyarrow as pa
 
 from adapters.sftp import LocalCopy, ReadNotes, RemoteFile, SftpSource
 from hub import owners
-from hub.errors import FileMissing
+from hub.errors import FileMissing, ThresholdExceeded
+from hub.events.publish import emit
 from hub.materialize import mapper_for, screens_for
 from hub.runtime import tracing
+from hub.runtime.prefetch import prefetch
 from hub.spec.loader import Pipeline
 from hub.spec.models import ResolvedSource
+from hub.transform.mapping import Mapped, Mapper
+from hub.validation.rules import RowRules
 from hub.warehouse import LoadRequest, LoadResult, Warehouse, connect
 from hub.warehouse.calls import calls_sink
 
@@ -106,8 +110,15 @@ def ingest_file(pipeline: Pipeline, name: str, file: str, *, run_id: str,
     asset span, and its SFTP calls in ``_hub_calls`` (:mod:`hub.runtime.tracing`)."""
     with tracing.asset_scope(name, run_id=run_id, partition=file, pipeline=pipeline.name,
                              sink=calls_sink(pipeline.warehouse_url), kind="file") as scope:
-        outcome = _ingest_file(pipeline, name, file, run_id=run_id, progress=progress)
+        try:
+            outcome = _ingest_file(pipeline, name, file, run_id=run_id, progress=progress)
+        except ThresholdExceeded as exc:
+            emit(pipeline, "quarantine.threshold_exceeded", asset=name, run_id=run_id, file=file, error=str(exc))
+            raise
         scope.rows = outcome.load.rows_loaded if outcome.load is not None else 0
+        if outcome.status == "loaded" and outcome.load is not None:
+            emit(pipeline, "file.loaded", asset=name, run_id=run_id, file=file, sha256=outcome.sha256,
+                 table=outcome.load.table, rows_loaded=outcome.load.rows_loaded, rows_rejected=outcome.rejected)
         return outcome
 
 
@@ -160,6 +171,19 @@ def _ingest_file(pipeline: Pipeline, name: str, file: str, *, run_id: str,
     return outcome
 
 
+def _screened(adapter: SftpSource, copy: LocalCopy, notes: ReadNotes, mapper: Mapper,
+              rules: RowRules) -> Iterator[tuple[int, Mapped]]:
+    """(rows read, mapped and screened batch) for every batch of the file. Run in a thread of its own
+    (:func:`hub.runtime.prefetch.prefetch`) so that parsing, casting and rules (Arrow work that releases the GIL)
+    overlap with the warehouse inserting the previous batch: on two cores that took a CSV load from the sum
+    of the two to about the larger."""
+    for raw in adapter.batches(copy, notes):
+        mapped = mapper.apply(raw)
+        if rules:
+            mapped = rules.apply(mapped, raw)
+        yield raw.num_rows, mapped
+
+
 def _load(pipeline: Pipeline, source: ResolvedSource, adapter: SftpSource, remote: RemoteFile, copy: LocalCopy,
           run_id: str, progress: Progress | None) -> FileOutcome:
     name = source.name
@@ -174,11 +198,8 @@ def _load(pipeline: Pipeline, source: ResolvedSource, adapter: SftpSource, remot
             LoadRequest(name, "replace_partition", run_id, partition=remote.name, primary_key=keys)) as load:
         owners.claim(load, pipeline, [name], run_id)
         files = load.attach(LoadRequest(LEDGER, "merge", run_id, primary_key=("source", "file")))
-        for raw in adapter.batches(copy, notes):
-            mapped = mapper.apply(raw)
-            if rules:
-                mapped = rules.apply(mapped, raw)
-            threshold.add(raw.num_rows, mapped.quarantine)
+        for rows_read, mapped in prefetch(_screened(adapter, copy, notes, mapper, rules), name=f"hub-file-{name}"):
+            threshold.add(rows_read, mapped.quarantine)
             load.write(mapped.batch)
             load.reject(mapped.quarantine)
             if progress:

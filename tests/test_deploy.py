@@ -331,8 +331,9 @@ def test_celery_workers_run_the_demo_job(crm: CRMService, bank: BankService, war
     records = instance.get_records_for_run(run_id).records
     events = [r.event_log_entry.dagster_event for r in records if r.event_log_entry.dagster_event is not None]
     starts = {e.step_key: e for e in events if e.event_type_value == "STEP_START" and e.step_key is not None}
-    expected = {"crm_customers", "crm_contacts", "erp_orders", "inventory_warehouses", "inventory_levels",
-                "order_payments", "revenue_by_region", "contacts_by_region", "stock_cover", "open_orders_to_bank"}
+    expected = {"crm_customers", "crm_products", "crm_contacts", "erp_orders", "inventory_warehouses",
+                "inventory_levels", "order_payments", "revenue_by_region", "contacts_by_region", "stock_cover",
+                "open_orders_to_bank"}
     assert expected <= set(starts), sorted(starts)  # and the contract checks of the systems with a snapshot
     assert pooled == expected, "every asset writing to the DuckDB warehouse is in the hub_duckdb pool"
     # Every step ran in the worker's processes, none in this (the launching) process ...

@@ -44,6 +44,7 @@ def test_demo_spec_is_valid() -> None:
     assert p.name == "demo"
     assert set(p.sources) == {"crm_customers", "crm_products", "crm_contacts", "erp_orders", "bank_statements",
                               "inventory_warehouses", "inventory_levels", "erp_order_events", "inventory_movements"}
+    assert p.sources["crm_products"].kind == "graphql" and not p.sources["crm_products"].partitioned
     assert p.sources["erp_order_events"].kind == "amqp" and p.sources["erp_order_events"].stream is not None
     assert p.sources["inventory_movements"].kind == "mqtt" and not p.sources["inventory_movements"].partitioned
     assert p.sources["inventory_levels"].incremental and not p.sources["inventory_levels"].partitioned
@@ -179,3 +180,20 @@ def test_partition_templates() -> None:
         render_tree({"x": "{{ partition.strat }}"}, w, field="f")
     with pytest.raises(HubError, match="has no partitions"):
         render("{{ partition.start }}", None, field="g")
+
+
+@pytest.mark.parametrize("cron", ["0 6 * * *", "*/15 * * * 1-5", "0 0 1 * *", "0 0 30 2 *", "0 0 31 2 *",
+                                  "0 0 29 2 *", "@daily", "@hourly", "0 6 * * * *", "every day", "61 * * * *",
+                                  "0 0 * * 7", "0 12 L * *", "0 9 * * MON-FRI", "0 0 1,15 * *", ""])
+def test_cron_check_agrees_with_dagster(cron: str) -> None:
+    """The spec checks schedules without importing Dagster; it must accept exactly what Dagster accepts."""
+    import dagster as dg
+
+    from hub.spec.models import _valid_cron
+
+    try:
+        dg.ScheduleDefinition(name="x", cron_schedule=cron, job_name="x")
+        dagster_ok = True
+    except dg.DagsterInvalidDefinitionError:
+        dagster_ok = False
+    assert _valid_cron(cron) == dagster_ok

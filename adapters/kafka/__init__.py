@@ -1,7 +1,18 @@
 """Kafka adapter (aiokafka): a consumer group whose offsets are committed only after the hub acknowledged
 every message before them (:mod:`adapters.messages`)."""
 
+from typing import TYPE_CHECKING
+
 from adapters.kafka.config import KafkaSourceConfig, KafkaSystemConfig, SaslConfig
-from adapters.kafka.consumer import KafkaConsumer, OffsetBook
+from hub.runtime.lazy import lazy
+
+if TYPE_CHECKING:
+    from adapters.kafka.consumer import KafkaConsumer, OffsetBook
 
 __all__ = ["KafkaConsumer", "KafkaSourceConfig", "KafkaSystemConfig", "OffsetBook", "SaslConfig"]
+
+
+#: The client library loads on first use of these names (hub.runtime.lazy), not with the registry.
+_LAZY = {"KafkaConsumer": "adapters.kafka.consumer", "OffsetBook": "adapters.kafka.consumer"}
+
+__getattr__ = lazy(__name__, _LAZY)

@@ -1,7 +1,18 @@
 """MQTT 3.1.1/5 adapter (paho-mqtt 2.x): QoS 1 subscriptions on a persistent session with manual acks, so a
 message is acknowledged only when the hub says (:mod:`adapters.messages`)."""
 
+from typing import TYPE_CHECKING
+
 from adapters.mqtt.config import MqttSourceConfig, MqttSystemConfig
-from adapters.mqtt.consumer import MqttConsumer
+from hub.runtime.lazy import lazy
+
+if TYPE_CHECKING:
+    from adapters.mqtt.consumer import MqttConsumer
 
 __all__ = ["MqttConsumer", "MqttSourceConfig", "MqttSystemConfig"]
+
+
+#: The client library loads on first use of these names (hub.runtime.lazy), not with the registry.
+_LAZY = {"MqttConsumer": "adapters.mqtt.consumer"}
+
+__getattr__ = lazy(__name__, _LAZY)

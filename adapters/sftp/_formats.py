@@ -362,14 +362,8 @@ def read_csv(stream: IO[bytes], cfg: CsvFormat, name: str, notes: ReadNotes | No
                                 convert_options=convert_options)
         for batch in reader:
             if batch.num_rows:
-                # line numbers of this batch's rows: consecutive, skipping the rejected lines
-                skip = {b[0] for b in bad[seen_bad:] if b[0] is not None}
-                lines: list[int] = []
-                while len(lines) < batch.num_rows:
-                    if next_line not in skip:
-                        lines.append(next_line)
-                    next_line += 1
-                yield _marked_invalid(_with_lines(batch, lines), escaped, cfg, name)
+                lines, next_line = _line_numbers(next_line, batch.num_rows, bad[seen_bad:])
+                yield _marked_invalid(batch.append_column(LINE, lines), escaped, cfg, name)
             if len(bad) > seen_bad:
                 yield _errors_batch(bad[seen_bad:])
                 seen_bad = len(bad)
@@ -378,6 +372,19 @@ def read_csv(stream: IO[bytes], cfg: CsvFormat, name: str, notes: ReadNotes | No
                            f"{exc}") from None
     if len(bad) > seen_bad:
         yield _errors_batch(bad[seen_bad:])
+
+
+def _line_numbers(first: int, rows: int, bad: list[tuple[int | None, str, str]]) -> tuple[pa.Array, int]:
+    """The line numbers of a batch of *rows* rows starting at line *first*: consecutive, skipping the lines of
+    the rejected rows in *bad*; and the line after the batch. Vectorized: a Python loop per row cost a
+    quarter of the time pyarrow takes to parse the CSV."""
+    skip = np.unique(np.array([b[0] for b in bad if b[0] is not None and b[0] >= first], dtype=np.int64))
+    if not len(skip) or skip[0] >= first + rows:
+        return pa.array(np.arange(first, first + rows, dtype=np.int64)), first + rows
+    # enough candidates for every row plus every skipped line, minus the skipped ones
+    candidates = np.arange(first, first + rows + len(skip), dtype=np.int64)
+    kept = candidates[~np.isin(candidates, skip)][:rows]
+    return pa.array(kept), int(kept[-1]) + 1 if rows else first
 
 
 def _marked_invalid(batch: pa.RecordBatch, escaped: _EscapedUtf8 | None, cfg: CsvFormat,

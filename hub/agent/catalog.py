@@ -14,12 +14,9 @@ say otherwise with ``x-hub-side-effect: read|write``); a SOAP operation is a rea
 Get/List/Find/Search/Query/Check/Read/Describe/Fetch, else a write; ``systems.<name>.agent.reads`` /
 ``writes`` override both.
 
-Search (:meth:`Catalog.search`) combines BM25 over the words of each action (name split at case and
-punctuation, description, field names) with a light "meaning" layer that needs no model download:
-query words are expanded with a small built-in synonym map (order~purchase, customer~client~account, ...),
-and character 3-gram TF-IDF cosine similarity catches inflections, abbreviations and typos. It is not
-an embedding model: it finds ``purchases`` for ``orders`` because the map says so, not because it
-understands the words.
+Search (:meth:`Catalog.search`, :mod:`hub.agent.search`) fuses keywords (BM25 with a synonym map and
+character n-grams) with meaning (sentence embeddings of a model shipped in a wheel, run offline,
+:mod:`hub.agent.embed`); without the model it falls back to keywords.
 """
 
 from __future__ import annotations
@@ -27,14 +24,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import math
 import re
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from hub import protocols
+from hub.agent.embed import default_store_path
+from hub.agent.search import HybridIndex
 from hub.errors import HubError
 from hub.runtime.secrets import mask
 from hub.runtime.window import is_template
@@ -70,173 +67,6 @@ class Action:
                 "input_schema": self.input_schema, "output_schema": self.output_schema}
 
 
-# --- search --------------------------------------------------------------------------------------------
-
-#: Groups of words that mean the same to the catalog's users. Each word of a query also matches the others
-#: of its group (with a lower weight). Lower case, singular; plurals are handled by stemming.
-SYNONYMS: list[set[str]] = [
-    {"order", "purchase", "po", "sale"},
-    {"customer", "client", "account", "buyer", "party"},
-    {"invoice", "bill", "billing"},
-    {"stock", "inventory", "level", "quantity", "onhand"},
-    {"warehouse", "depot", "site", "location", "dc"},
-    {"payment", "statement", "transaction", "transfer", "booking", "bank"},
-    {"contact", "interaction", "activity", "touchpoint", "call", "meeting"},
-    {"product", "item", "sku", "article", "material"},
-    {"line", "position", "item"},
-    {"get", "read", "fetch", "list", "retrieve", "show", "find", "search", "query", "lookup"},
-    {"create", "add", "post", "insert", "new", "register"},
-    {"update", "put", "patch", "modify", "change", "edit", "set"},
-    {"delete", "remove", "cancel", "drop"},
-    {"shipment", "delivery", "shipping", "dispatch", "ship"},
-    {"price", "cost", "amount", "value", "revenue", "total"},
-    {"date", "day", "time", "period", "window", "since", "until"},
-    {"employee", "staff", "worker", "person", "user"},
-    {"supplier", "vendor", "partner"},
-    {"region", "territory", "area", "country"},
-    {"file", "drop", "document", "csv"},
-]
-_SYN: dict[str, set[str]] = {}
-for _group in SYNONYMS:
-    for _w in _group:
-        _SYN.setdefault(_w, set()).update(_group - {_w})
-
-_CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
-_STOP = {"the", "a", "an", "of", "to", "in", "on", "for", "and", "or", "by", "with", "is", "are", "be", "from",
-         "at", "as", "its", "it", "this", "that", "one", "each", "every", "all", "me", "my", "i", "we", "our",
-         "which", "what", "who", "how", "do", "does", "can", "please", "show"}
-
-
-def stem(word: str) -> str:
-    """A crude English stemmer: plurals and a few endings, enough to match order/orders/ordered."""
-    w = word.lower()
-    for suffix, keep in (("ies", "y"), ("sses", "ss"), ("ches", "ch"), ("shes", "sh"), ("xes", "x")):
-        if w.endswith(suffix) and len(w) > len(suffix) + 2:
-            return w[: -len(suffix)] + keep
-    if w.endswith("s") and not w.endswith("ss") and len(w) > 3:
-        w = w[:-1]
-    for suffix in ("ing", "ed"):
-        if w.endswith(suffix) and len(w) > len(suffix) + 3:
-            return w[: -len(suffix)]
-    return w
-
-
-def words(text: str) -> list[str]:
-    """The stemmed words of *text*: camelCase, snake_case, dotted and slashed names are split."""
-    out = []
-    for raw in re.split(r"[^A-Za-z0-9]+", text):
-        for part in _CAMEL.findall(raw):
-            w = stem(part)
-            if w and w not in _STOP:
-                out.append(w)
-    return out
-
-
-def _ngrams(text: str, n: int = 3) -> Counter[str]:
-    grams: Counter[str] = Counter()
-    for w in re.split(r"[^a-z0-9]+", " ".join(re.findall(r"[A-Z]?[a-z]+|[A-Z]+|\d+", text)).lower()):
-        if not w:
-            continue
-        padded = f" {w} "
-        grams.update(padded[i:i + n] for i in range(len(padded) - n + 1))
-    return grams
-
-
-def _field_names(schema: Any, depth: int = 0) -> list[str]:
-    if not isinstance(schema, dict) or depth > 6:
-        return []
-    out: list[str] = []
-    for name, sub in (schema.get("properties") or {}).items():
-        out.append(name)
-        out.extend(_field_names(sub, depth + 1))
-    for key in ("items", "additionalProperties"):
-        out.extend(_field_names(schema.get(key), depth + 1))
-    for key in ("anyOf", "oneOf", "allOf"):
-        for sub in schema.get(key) or []:
-            out.extend(_field_names(sub, depth + 1))
-    return out
-
-
-class _Index:
-    """BM25 over weighted fields plus character 3-gram TF-IDF vectors, built once per catalog."""
-
-    K1, B = 1.2, 0.75
-
-    def __init__(self, actions: list[Action]) -> None:
-        self.docs: list[Counter[str]] = []
-        for a in actions:
-            op = a.name.split(".", 1)[-1]
-            tf: Counter[str] = Counter()
-            tf.update(words(op) * 3)  # the operation name counts most
-            tf.update(words(a.system) * 2)
-            tf.update(words(a.description))
-            tf.update(words(" ".join(str(v) for v in a.binding.values() if isinstance(v, str))))
-            tf.update(words(" ".join(_field_names(a.output_schema))))
-            if a.protocol in protocols.registry() and protocols.get(a.protocol).searchable_inputs:
-                tf.update(words(" ".join(_field_names(a.input_schema))))
-            self.docs.append(tf)
-        n = len(actions)
-        self.avg = sum(sum(d.values()) for d in self.docs) / n if n else 0.0
-        df: Counter[str] = Counter()
-        for d in self.docs:
-            df.update(d.keys())
-        self.idf = {t: math.log(1 + (n - f + 0.5) / (f + 0.5)) for t, f in df.items()}
-        self.postings: dict[str, list[int]] = {}
-        for i, d in enumerate(self.docs):
-            for t in d:
-                self.postings.setdefault(t, []).append(i)
-        # character n-grams of the name, description and field names (the "meaning" layer's fuzzy half)
-        grams = [_ngrams(f"{a.name} {a.description} {' '.join(_field_names(a.output_schema)[:50])}")
-                 for a in actions]
-        gdf: Counter[str] = Counter()
-        for g in grams:
-            gdf.update(g.keys())
-        self.gidf = {g: math.log((n + 1) / (f + 1)) + 1 for g, f in gdf.items()}
-        self.gvecs = [self._unit({g: (1 + math.log(c)) * self.gidf[g] for g, c in v.items()}) for v in grams]
-        self.gpostings: dict[str, list[int]] = {}
-        for i, vec in enumerate(self.gvecs):
-            for gram in vec:
-                self.gpostings.setdefault(gram, []).append(i)
-
-    @staticmethod
-    def _unit(vec: dict[str, float]) -> dict[str, float]:
-        norm = math.sqrt(sum(x * x for x in vec.values())) or 1.0
-        return {k: x / norm for k, x in vec.items()}
-
-    def bm25(self, terms: dict[str, float]) -> dict[int, float]:
-        scores: dict[int, float] = {}
-        for term, weight in terms.items():
-            idf = self.idf.get(term)
-            if idf is None:
-                continue
-            for i in self.postings[term]:
-                d = self.docs[i]
-                f = d[term]
-                length = sum(d.values())
-                s = idf * f * (self.K1 + 1) / (f + self.K1 * (1 - self.B + self.B * length / (self.avg or 1)))
-                scores[i] = scores.get(i, 0.0) + weight * s
-        return scores
-
-    def cosine(self, text: str) -> dict[int, float]:
-        q = _ngrams(text)
-        vec = self._unit({g: (1 + math.log(c)) * self.gidf[g] for g, c in q.items() if g in self.gidf})
-        scores: dict[int, float] = {}
-        for g, x in vec.items():
-            for i in self.gpostings.get(g, ()):
-                scores[i] = scores.get(i, 0.0) + x * self.gvecs[i][g]
-        return scores
-
-
-def expand(query: str) -> dict[str, float]:
-    """The query's words (weight 1) and their synonyms (weight 0.4)."""
-    terms: dict[str, float] = {}
-    for w in words(query):
-        terms[w] = 1.0
-    for w in list(terms):
-        for s in _SYN.get(w, ()):
-            terms.setdefault(stem(s), 0.4)
-    return terms
-
 
 # --- the catalog -----------------------------------------------------------------------------------------
 
@@ -248,7 +78,11 @@ class Catalog:
     #: systems that could not be read (system -> reason); their actions are missing or come from the spec only
     errors: dict[str, str] = field(default_factory=dict)
     pipelines: dict[str, Pipeline] = field(default_factory=dict, repr=False)  # pipeline name -> pipeline
-    _index: _Index | None = field(default=None, init=False, repr=False)
+    #: search by meaning: None when the model is installed (else keywords, warned once), True required, False off
+    semantic: bool | None = field(default=None, repr=False)
+    #: where the action vectors are kept between builds (default: see :func:`hub.agent.embed.default_store_path`)
+    vector_store: Path | None = field(default=None, repr=False)
+    _index: HybridIndex | None = field(default=None, init=False, repr=False)
     _by_name: dict[str, Action] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -283,27 +117,24 @@ class Catalog:
         raise HubError(f"action {action.name}: pipeline '{action.pipeline}' is not loaded")
 
     def search(self, query: str, limit: int = 10) -> list[Action]:
-        """The actions that best match *query*, best first: BM25 on words and synonyms, plus character
-        n-gram similarity; an empty query lists the first *limit* actions."""
+        """The actions that best match *query*, best first, by keywords and by meaning
+        (:class:`hub.agent.search.HybridIndex`); an empty query lists the first *limit* actions."""
         return [a for a, _ in self.scored(query, limit)]
+
+    @property
+    def index(self) -> HybridIndex:
+        """The search index, built on first use (the action vectors from the disk cache where known)."""
+        if self._index is None:
+            root = next((p.root for p in self.pipelines.values() if getattr(p, "root", None)), None)
+            store = self.vector_store or default_store_path(Path(root) if root else None)
+            self._index = HybridIndex(self.actions, semantic=self.semantic, store_path=store)
+        return self._index
 
     def scored(self, query: str, limit: int = 10) -> list[tuple[Action, float]]:
         if not query.strip():
             return [(a, 0.0) for a in self.actions[:limit]]
-        if self._index is None:
-            self._index = _Index(self.actions)
         exact = self._by_name.get(query.strip())
-        bm = self._index.bm25(expand(query))
-        top = max(bm.values(), default=0.0) or 1.0
-        cos = self._index.cosine(query)
-        scores: dict[int, float] = {}
-        for i, s in bm.items():
-            scores[i] = s / top
-        for i, c in cos.items():
-            if c >= 0.2:
-                scores[i] = scores.get(i, 0.0) + 0.5 * c
-        ranked = sorted(scores.items(), key=lambda kv: (-kv[1], self.actions[kv[0]].name))
-        out = [(self.actions[i], round(s, 4)) for i, s in ranked[:limit]]
+        out = [(self.actions[i], round(s, 4)) for i, s in self.index.rank(query, limit)]
         if exact is not None:
             out = [(exact, 2.0), *[(a, s) for a, s in out if a is not exact][: limit - 1]]
         return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -11,7 +12,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from hub.errors import HubError, SpecError
-from hub.spec import Pipeline, discover, load
+
+if TYPE_CHECKING:
+    from hub.spec import Pipeline
 
 console = Console(soft_wrap=True)
 SPECS_HELP = "Pipeline spec files (default: every spec in pipelines/)."
@@ -23,7 +26,10 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _pipelines(specs: list[Path] | None) -> list[Pipeline]:
-    paths = specs or (discover("pipelines") if Path("pipelines").is_dir() else [])
+    from hub import project  # the current project's specs, found from where the user stands
+    from hub.spec import load
+
+    paths = specs or project.current().specs()
     try:
         return [load(p) for p in paths]
     except SpecError as exc:

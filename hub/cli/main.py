@@ -4,33 +4,47 @@ from __future__ import annotations
 
 import shutil
 import signal
-import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
+import typer.main
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.core import TyperGroup
 
-from hub import protocols
+from hub import project
 from hub.cli.events import register as register_event_commands
+from hub.cli.init import register as register_init_command
+from hub.cli.serve import register as register_serve_command
 from hub.contracts.cli import register as register_contract_commands
 from hub.errors import HubError, SpecError
-from hub.runtime.secrets import mask_url
-from hub.spec import Pipeline, load
-from hub.spec.loader import project_root
 from hub.validation.cli import register as register_validation_commands
+
+if TYPE_CHECKING:
+    from hub.spec import Pipeline
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Hub: coordinate REST, SOAP, SFTP and SQL systems as Dagster assets.")
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
-REPO = Path(__file__).resolve().parents[2]
-DEMO_SPEC = REPO / "pipelines" / "demo.yaml"
 DEMO_RANGE = ("2024-01-01", "2024-01-07")  # hub.demo.events.WEEK
+
+
+@app.callback()
+def _options(
+    project_dir: Path = typer.Option(None, "--project", envvar=project.ENV, metavar="DIR",
+                                     help="The project to work in (default: the nearest folder above the current "
+                                          "one with workspace.yaml or pyproject.toml; docs/start.md)."),
+) -> None:
+    """Hub: coordinate REST, SOAP, SFTP and SQL systems as Dagster assets."""
+    try:
+        project.use(project_dir)
+    except HubError as exc:
+        raise _fail(str(exc)) from None
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -39,8 +53,10 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def _load(spec: Path) -> Pipeline:
+    from hub.spec import load
+
     try:
-        return load(spec)
+        return load(project.current().spec_path(spec))
     except SpecError as exc:
         raise _fail(str(exc)) from None
 
@@ -49,15 +65,18 @@ def _load(spec: Path) -> Pipeline:
 def validate(specs: list[Path] = typer.Argument(..., help="Pipeline spec files (YAML).")) -> None:
     """Check specs: every problem is reported with file, line and field. The other specs of the same folder
     and project are checked with them (asset and pipeline names must be unique across a project)."""
+    from hub.runtime.secrets import mask_url
     from hub.spec.project import check_together
 
     failed = False
-    for spec, error in check_together(specs).items():
+    loaded: dict[Path, Pipeline] = {}
+    here = project.current()
+    for spec, error in check_together([here.spec_path(s) for s in specs], loaded).items():
         if error is not None:
             typer.echo(str(error), err=True)
             failed = True
             continue
-        p = load(spec)
+        p = loaded[spec]
         parts = p.spec.partitions
         console.print(f"[green]ok[/] {spec}: pipeline [bold]{p.name}[/], {len(p.sources)} source(s), "
                       f"{len(p.spec.models)} model(s), partitions: {parts.kind if parts else 'none'}", highlight=False)
@@ -123,7 +142,7 @@ def _run(pipeline: Pipeline, assets: list[str] | None, partition: str | None, st
         try:
             outcomes = run_pipeline(pipeline, instance, assets=assets, partitions=keys, files=files,
                                     quiet=not verbose, before_run=lambda key: current.update(key=key),
-                                    full_refresh=full_refresh)
+                                    full_refresh=full_refresh, say=lambda line: bar.console.print(escape(line)))
         except HubError as exc:  # an expected failure before any run started (an unknown asset, a file drop)
             bar.stop()
             if verbose:
@@ -174,20 +193,24 @@ def _asset_summary(pipeline: Pipeline, o: Any, name: str) -> str:
 def demo(
     serve: bool = typer.Option(False, "--serve", help="Only start the estate and keep it running (until Ctrl-C or "
                                                       "SIGTERM); print the export lines another shell needs."),
+    directory: Path = typer.Option(None, "--dir", help="The project to put the demo in (default: the current "
+                                                       "project, else the current folder)."),
 ) -> None:
     """Start the demo estate on loopback: a CRM over REST, an ERP over SOAP, a bank's SFTP drop and an
     inventory database over SQL; run the demo pipeline for a week, and show what landed. With --serve, keep
     the estate running instead and print `export NAME=value` lines for every variable pipelines/demo.yaml
     reads, to paste into another shell for `hub run pipelines/demo.yaml`, `hub catalog`, `hub agent`,
-    `hub mcp`."""
+    `hub mcp`. The demo's spec, suites and contract snapshots are copied into the project where it lacks
+    them (pipelines/demo.yaml, contracts/demo/); the warehouse and state are the project's."""
     from hub.demo import estate
 
-    state_dir = _demo_state_dir()
+    here = _demo_project(directory)
+    state_dir = here.state_dir / "demo"
     if serve:
         _serve_demo(state_dir)
         return
     with estate.running(console.print, state_dir=state_dir) as services:
-        pipeline = _load(DEMO_SPEC)
+        pipeline = _load(here.root / project.DEMO_SPEC)
         from hub.demo import events as demo_events
 
         demo_events.land(pipeline, *demo_events.WEEK, lambda line: console.print(escape(line), highlight=False))
@@ -204,11 +227,17 @@ def demo(
     _summary(pipeline)
 
 
-def _demo_state_dir() -> Path:
-    """Where the demo keeps its inventory database between runs: ``$HUB_STATE_DIR/demo`` or ``.hub/demo``."""
-    import os
-
-    return Path(os.environ.get("HUB_STATE_DIR") or project_root(DEMO_SPEC) / ".hub") / "demo"
+def _demo_project(directory: Path | None) -> project.Project:
+    """The project the demo runs in (``--dir``, else the current one), with the demo's files copied into it
+    where it lacks them. Nothing is written anywhere else (never into the installed package)."""
+    root = directory.resolve() if directory is not None else project.current().root
+    root.mkdir(parents=True, exist_ok=True)
+    written = project.install_demo(root)
+    if written:
+        console.print(f"added the demo to {escape(str(root))}: " + ", ".join(
+            escape(str(p.relative_to(root))) for p in written[:4]) + (" ..." if len(written) > 4 else ""),
+            highlight=False)
+    return project.find(root)
 
 
 def _serve_demo(state_dir: Path) -> None:
@@ -277,20 +306,20 @@ def ui(
     """Start the Dagster UI (`dagster dev -w workspace.yaml`) on the local instance."""
     from contextlib import nullcontext
 
+    from hub.cli.children import run_child
     from hub.dagster.instance import local_instance
     from hub.demo import estate
 
-    root = project_root(DEMO_SPEC)
+    here = project.current()
+    root = here.root
+    if not here.workspace.is_file():
+        raise _fail(f"{root} has no workspace.yaml: `hub init` makes a project Dagster can load "
+                    "(in a Dagster project of your own, run `dg dev`)")
     local_instance(root)
     dagster = shutil.which("dagster") or str(Path(sys.executable).parent / "dagster")
-    with estate.running(console.print, drip=120, state_dir=_demo_state_dir()) if demo_estate else nullcontext():
-        proc = subprocess.Popen([dagster, "dev", "-w", str(root / "workspace.yaml"), "-p", str(port)], cwd=root)
-        try:
-            proc.wait()
-        except KeyboardInterrupt:
-            proc.send_signal(signal.SIGINT)
-            proc.wait(timeout=30)
-    raise typer.Exit(proc.returncode or 0)
+    with estate.running(console.print, drip=120, state_dir=here.state_dir / "demo") if demo_estate else nullcontext():
+        status = run_child([dagster, "dev", "-w", str(root / "workspace.yaml"), "-p", str(port)], cwd=root)
+    raise typer.Exit(status)
 
 
 @app.command()
@@ -307,7 +336,7 @@ def runs(
     from hub.dagster.instance import local_instance
     from hub.dagster.run import recent_runs
 
-    root = _load(spec).root if spec else project_root(DEMO_SPEC)
+    root = _load(spec).root if spec else project.current().root
     found = recent_runs(local_instance(root), limit)
     if as_json:
         typer.echo(json.dumps([{**r.__dict__, "started": r.started.isoformat() if r.started else None}
@@ -352,7 +381,7 @@ def show(
 
     pipelines = [_load(spec)] if spec else _quiet_specs()
     _register_secrets(pipelines)
-    url = pipelines[0].warehouse_url if spec else warehouse_url(None, project_root(DEMO_SPEC))
+    url = pipelines[0].warehouse_url if spec else warehouse_url(None, project.current().root)
     try:
         wh = connect(url)
         known = wh.tables(internal=True) if not url.startswith("duckdb:///") or _exists(url) else []
@@ -393,10 +422,10 @@ def _check_condition(where: str) -> None:
 
 def _quiet_specs() -> list[Pipeline]:
     """The project's specs that load (for their secrets); a broken one is `hub validate`'s business."""
-    from hub.spec.loader import discover
+    from hub.spec.loader import load
 
     found = []
-    for path in discover(DEMO_SPEC.parent) if DEMO_SPEC.parent.is_dir() else []:
+    for path in project.current().specs():
         try:
             found.append(load(path))
         except SpecError:
@@ -450,14 +479,38 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-catalog_app = typer.Typer(no_args_is_help=True, help="Discover what systems offer: operations, inputs, outputs.")
+class _CatalogGroup(TyperGroup):
+    """``hub catalog``: ``actions`` plus one command per protocol that can describe a system from its address
+    alone (:meth:`hub.protocols.Protocol.catalog_command`). The protocols are loaded only when ``catalog`` is
+    the command being run or listed, so ``hub --help`` and every other command start without them."""
+
+    _loaded = False
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        from hub import protocols
+
+        for proto in protocols.all():
+            command = proto.catalog_command()
+            if command is not None and proto.name not in self.commands:
+                one = typer.Typer()
+                one.command(proto.name)(command)
+                self.add_command(typer.main.get_command(one), proto.name)
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        self._load()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        self._load()
+        return super().get_command(ctx, cmd_name)
+
+
+catalog_app = typer.Typer(cls=_CatalogGroup, no_args_is_help=True,
+                          help="Discover what systems offer: operations, inputs, outputs.")
 app.add_typer(catalog_app, name="catalog")
-
-
-for _protocol in protocols.all():  # `hub catalog <protocol>`: what a protocol's plugin can describe on its own
-    _command = _protocol.catalog_command()
-    if _command is not None:
-        catalog_app.command(_protocol.name)(_command)
 
 
 @catalog_app.command("actions")
@@ -491,12 +544,11 @@ def catalog_actions(
 
 
 def _load_specs(specs: list[Path] | None) -> list[Pipeline]:
-    """The given specs, or every spec of pipelines/."""
-    from hub.spec.loader import discover
-
-    paths = list(specs or []) or discover(DEMO_SPEC.parent)
+    """The given specs, or every spec of the project's pipelines/."""
+    here = project.current()
+    paths = list(specs or []) or here.specs()
     if not paths:
-        raise _fail("no pipeline specs given or found in pipelines/")
+        raise _fail(f"no pipeline specs given or found in {', '.join(map(str, here.spec_folders))}")
     return [_load(p) for p in paths]
 
 
@@ -606,6 +658,8 @@ app.add_typer(contracts_app, name="contracts")
 register_contract_commands(contracts_app)  # hub contracts snapshot | test (hub/contracts/cli.py)
 register_validation_commands(contracts_app)  # hub contracts suggest (hub/validation/cli.py)
 register_event_commands(app)  # hub listen, hub events status | dead-letters | retry | replay (hub/cli/events.py)
+register_serve_command(app)  # hub serve (hub/cli/serve.py)
+register_init_command(app)  # hub init (hub/cli/init.py)
 
 
 

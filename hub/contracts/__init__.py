@@ -8,18 +8,27 @@ checked against the live systems (``hub contracts test``, and Dagster asset chec
 * :mod:`hub.contracts.report` writes JUnit XML, HTML and Markdown.
 """
 
-from hub.contracts.diff import Change
-from hub.contracts.runner import (
-    ContractResult,
-    compare,
-    contract_file,
-    contracts_dir,
-    dumps,
-    snapshot,
-    systems_of,
-    verify,
-    verify_system,
-)
+from typing import TYPE_CHECKING
+
+from hub.runtime.lazy import lazy
+
+if TYPE_CHECKING:
+    from hub.contracts.diff import Change
+    from hub.contracts.runner import (
+        ContractResult,
+        compare,
+        contract_file,
+        contracts_dir,
+        dumps,
+        snapshot,
+        systems_of,
+        verify,
+        verify_system,
+    )
 
 __all__ = ["Change", "ContractResult", "compare", "contract_file", "contracts_dir", "dumps", "snapshot",
            "systems_of", "verify", "verify_system"]
+
+#: Loaded on first use, so ``hub.contracts.cli`` registers its commands without importing the adapters.
+__getattr__ = lazy(__name__, {"Change": "hub.contracts.diff",
+                              **{n: "hub.contracts.runner" for n in __all__ if n != "Change"}})

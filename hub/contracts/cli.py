@@ -17,22 +17,23 @@ if TYPE_CHECKING:
     from hub.spec import Pipeline
 
 console = Console(soft_wrap=True, highlight=False)
-REPO = Path(__file__).resolve().parents[2]
-DEMO_SPEC = REPO / "pipelines" / "demo.yaml"
 _STYLE = {"passed": "green", "drift": "yellow", "failed": "red", "error": "red", "skipped": "dim"}
 
 
 def _specs(specs: list[Path] | None, demo: bool) -> list[Path]:
-    if specs:
-        return list(specs)
-    if demo:
-        return [DEMO_SPEC]
-    from hub.spec import discover
+    """The specs named, else (``--demo``) the demo's in the current project (copied there when missing),
+    else every spec of the current project."""
+    from hub import project
 
-    folder = Path("pipelines") if Path("pipelines").is_dir() else REPO / "pipelines"
-    found = discover(folder)
+    here = project.current()
+    if specs:
+        return [here.spec_path(s) for s in specs]
+    if demo:
+        project.install_demo(here.root)
+        return [here.root / project.DEMO_SPEC]
+    found = here.specs()
     if not found:
-        raise HubError(f"no pipeline specs in {folder} (name the specs to use)")
+        raise HubError(f"no pipeline specs in {', '.join(map(str, here.spec_folders))} (name the specs to use)")
     return found
 
 

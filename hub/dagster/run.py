@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 import dagster as dg
 from dagster._utils.error import SerializableErrorInfo
 
-from hub.dagster.definitions import FULL_REFRESH_TAG, partitions_def, pipeline_assets
+from hub.dagster.definitions import FULL_REFRESH_TAG, partitions_def, pipeline_assets, pool_for
+from hub.dagster.recovery import recover_dead_runs, run_tags, wait_for_pool
 from hub.errors import HubError, PartitionKeyError
 from hub.files import ready_files
 from hub.runtime import tracing
@@ -123,8 +124,8 @@ def _reasons(result: dg.ExecuteInProcessResult) -> list[str]:
 
 def run_pipeline(pipeline: Pipeline, instance: dg.DagsterInstance, *, assets: Sequence[str] | None = None,
                  partitions: Sequence[str | None] = (None,), files: Sequence[str] | None = None, quiet: bool = True,
-                 before_run: Callable[[str | None], None] | None = None, full_refresh: bool = False
-                 ) -> list[RunOutcome]:
+                 before_run: Callable[[str | None], None] | None = None, full_refresh: bool = False,
+                 say: Callable[[str], None] | None = None) -> list[RunOutcome]:
     """Materialize *assets* (default: all) of *pipeline*, in three steps like a backfill would:
 
     1. time-partitioned sources, one run per key of *partitions* (reference sources with the first);
@@ -132,7 +133,12 @@ def run_pipeline(pipeline: Pipeline, instance: dg.DagsterInstance, *, assets: Se
     3. models, then exports, in one run.
 
     Stops at the first failure. *full_refresh*: incremental sources read everything and replace their table.
+    Before each run, runs of this host whose process died are marked failed and their pool slots freed, and a
+    pool held by a live run is waited for without spinning (:mod:`hub.dagster.recovery`); *say* hears about
+    both.
     """
+    tell = say or (lambda _line: None)
+    pool = pool_for(pipeline)
     all_assets = pipeline_assets(pipeline)
     names = list(assets) if assets else pipeline.asset_names()
     unknown = [a for a in names if a not in pipeline.asset_names()]
@@ -149,13 +155,16 @@ def run_pipeline(pipeline: Pipeline, instance: dg.DagsterInstance, *, assets: Se
     outcomes: list[RunOutcome] = []
 
     def run(selection: list[str], key: str | None, label: str | None) -> bool:
+        for line in recover_dead_runs(instance):
+            tell(line)
+        wait_for_pool(instance, pool, tell)
         if before_run:
             before_run(label)
         started_ns = time.time_ns()
         result = dg.materialize(
             all_assets, instance=instance, partition_key=key, selection=selection, raise_on_error=False,
             run_config=QUIET_RUN_CONFIG if quiet else VERBOSE_RUN_CONFIG,
-            tags={"hub/pipeline": pipeline.name, "hub/cli": "run", ASSETS_TAG: ",".join(selection),
+            tags={"hub/pipeline": pipeline.name, "hub/cli": "run", ASSETS_TAG: ",".join(selection), **run_tags(),
                   **({FULL_REFRESH_TAG: "true"} if full_refresh else {})},
         )
         outcome = RunOutcome(partition=label, run_id=result.run_id, success=result.success, assets=selection)

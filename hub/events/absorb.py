@@ -34,6 +34,7 @@ import pyarrow.json as pa_json
 from hub import owners
 from hub.errors import HubError, ThresholdExceeded
 from hub.events.payloads import PayloadError, PayloadReader
+from hub.events.publish import emit
 from hub.events.store import EventStore, open_store
 from hub.materialize import mapper_for, screens_for
 from hub.runtime.jsonsafe import MAX_DEPTH
@@ -104,8 +105,18 @@ def absorb_source(pipeline: Pipeline, name: str, *, run_id: str, store: EventSto
                               run_id=run_id, new_mark=upto, progress=progress, beyond="dead-letter")
     except HubError as exc:
         store.mark_absorbed(name, after, error=str(exc).splitlines()[0][:500])
+        if isinstance(exc, ThresholdExceeded):
+            emit(pipeline, "quarantine.threshold_exceeded", asset=name, run_id=run_id, positions=f"{after + 1}-{upto}",
+                 error=str(exc))
         raise
     store.mark_absorbed(name, upto)
+    if outcome.details.get("dead_lettered"):  # beyond the threshold: the offenders went to the dead letters
+        emit(pipeline, "quarantine.threshold_exceeded", asset=name, run_id=run_id, positions=f"{after + 1}-{upto}",
+             dead_lettered=outcome.details["dead_lettered"])
+    load = outcome.load
+    emit(pipeline, "asset.materialized", asset=name, run_id=run_id, positions=f"{outcome.first}-{outcome.last}",
+         events=outcome.events, table=load.table if load else None, rows_loaded=load.rows_loaded if load else None,
+         rows_quarantined=load.rows_quarantined if load else None)
     return outcome
 
 

@@ -11,19 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from adapters.graphql import (
-    GraphQLEndpoint,
-    GraphQLSource,
-    GraphQLSourceConfig,
-    GraphQLSystemConfig,
-    call_document,
-    catalog_of,
-    compare,
-    describe,
-    records_at,
-    schema_of,
-    selection_contract,
-)
+from adapters.graphql import GraphQLSourceConfig, GraphQLSystemConfig
 from hub.errors import HubError
 from hub.protocols import ExtractRun, Protocol
 from hub.runtime.retry import RetryConfig
@@ -32,6 +20,9 @@ from hub.runtime.secrets import mask_url
 if TYPE_CHECKING:
     from graphql import GraphQLSchema
 
+    from adapters.graphql import (
+        GraphQLSource,
+    )
     from hub.spec.loader import Pipeline
     from hub.spec.models import ResolvedSource
 
@@ -45,6 +36,7 @@ class GraphQLProtocol(Protocol):
     prompt_keys = "query, variables, records, paginate: {relay: {}}"
 
     def extractor(self, run: ExtractRun) -> GraphQLSource:
+        from adapters.graphql import GraphQLSource  # the client, on first use
         from hub.materialize import state_dir
 
         source = run.source
@@ -62,6 +54,7 @@ class GraphQLProtocol(Protocol):
 
     def _schema(self, pipeline: Pipeline, system: str) -> GraphQLSchema:
         """The system's schema as it is now: its SDL file, or the live endpoint introspected."""
+        from adapters.graphql import schema_of  # the client, on first use
         from hub.materialize import state_dir
 
         block = pipeline.spec.systems[system]
@@ -73,6 +66,7 @@ class GraphQLProtocol(Protocol):
         """Per source, what its query selects resolved against today's schema (types with nullability, the
         arguments it passes, the fields each selected object offers): :func:`adapters.graphql.selection_contract`.
         Taken without validating the query, so a live schema that lost a field yields a document that says so."""
+        from adapters.graphql import selection_contract  # the client, on first use
         schema = self._schema(pipeline, system)
         sources = {s.name: selection_contract(schema, s.config.query, s.config.operation_name, check=False)
                    for s in pipeline.sources.values() if s.system_name == system}
@@ -81,6 +75,7 @@ class GraphQLProtocol(Protocol):
     def compare(self, pipeline: Pipeline, system: str, before: dict[str, Any], after: dict[str, Any]) -> list[Any]:
         """Each source's selection, snapshot against today: a removed or retyped field, or one that became
         nullable, breaks the source that selects it (:func:`adapters.graphql.compare`)."""
+        from adapters.graphql import compare  # the client, on first use
         from hub.contracts.diff import Change
 
         out = []
@@ -100,6 +95,7 @@ class GraphQLProtocol(Protocol):
 
     def actions(self, pipeline: Pipeline, system: str) -> list[Any]:
         """Every query field (read) and mutation field (write) of the schema, with a document that calls it."""
+        from adapters.graphql import describe  # the client, on first use
         schema = self._schema(pipeline, system)
         block = pipeline.spec.systems[system]
         catalog = describe(schema, source=block.config.schema_file or mask_url(block.config.endpoint))
@@ -130,6 +126,7 @@ class GraphQLProtocol(Protocol):
         return out
 
     def _action(self, pipeline: Pipeline, system: str, schema: GraphQLSchema, op: dict[str, Any]) -> Any:
+        from adapters.graphql import call_document  # the client, on first use
         from hub.agent.catalog import Action
 
         kind = op["operation"]
@@ -154,6 +151,7 @@ class GraphQLProtocol(Protocol):
     def execute(self, pipeline: Pipeline, action: Any, params: dict[str, Any], limit: int) -> Any:
         """One call of the action's document with *params* as variables. A mutation is sent exactly once,
         never retried (the guard has checked its approval); a query retries as sources do."""
+        from adapters.graphql import GraphQLEndpoint, records_at  # the client, on first use
         from hub.agent.guard import Fetched
         from hub.materialize import state_dir
 
@@ -195,6 +193,8 @@ class GraphQLProtocol(Protocol):
     def catalog_command(self) -> Callable[..., None]:
         """``hub catalog graphql URL|SDL``: Query fields (reads) and Mutation fields (writes) as JSON Schema."""
         import typer
+
+        from adapters.graphql import catalog_of  # the client, on first use
 
         def catalog_graphql(
             target: str = typer.Argument(..., help="GraphQL endpoint URL (introspected) or SDL file."),

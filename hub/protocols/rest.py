@@ -6,12 +6,13 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adapters.rest import JSONPathError, RestSource, RestSourceConfig, RestSystemConfig, compile_path
+from adapters.rest import RestSourceConfig, RestSystemConfig
 from hub.protocols import ExtractRun, Loc, Protocol, SourceCheck
 from hub.runtime.secrets import mask_url
 from hub.runtime.window import render_config
 
 if TYPE_CHECKING:
+    from adapters.rest import RestSource
     from hub.spec.loader import Pipeline
     from hub.spec.models import ResolvedSource
 
@@ -28,6 +29,7 @@ class RestProtocol(Protocol):
 
     def check_source(self, check: SourceCheck) -> None:
         """Every JSONPath of the source (records, pagination totals and cursors) must compile."""
+        from adapters.rest import JSONPathError, compile_path  # the client, on first use
         rest: RestSourceConfig = check.config
         paths: list[tuple[Loc, str]] = [(("records",), rest.records)]
         if rest.paginate:
@@ -117,6 +119,7 @@ class RestProtocol(Protocol):
 
 def build(source: ResolvedSource, window: Any, batch_size: int = 10_000, *, root: Path | None = None) -> RestSource:
     """The REST adapter for *source* and *window* (also used by contracts, which read one page)."""
+    from adapters.rest import RestSource  # the client, on first use
     from hub.materialize import state_dir
 
     state = state_dir(root)

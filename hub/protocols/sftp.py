@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adapters.sftp import SftpSession, SftpSource, SftpSourceConfig, SftpSystemConfig
+from adapters.sftp import SftpSourceConfig, SftpSystemConfig
 from hub.protocols import Protocol, SourceCheck
 
 if TYPE_CHECKING:
+    from adapters.sftp import SftpSource
     from hub.spec.loader import Pipeline
     from hub.spec.models import ResolvedSource
 
@@ -30,6 +31,7 @@ class SftpProtocol(Protocol):
 
     def file_extractor(self, pipeline: Pipeline, source: ResolvedSource) -> SftpSource:
         """The drop of *source*: lists ready files, fetches them into the pipeline's spool, reads them."""
+        from adapters.sftp import SftpSource  # the client, on first use
         from hub.materialize import state_dir
 
         return SftpSource(self.resolve_system(source.system_name, source.system), source.config,
@@ -38,6 +40,7 @@ class SftpProtocol(Protocol):
 
     def upload(self, pipeline: Pipeline, system_name: str, local: Path, remote: str) -> None:
         """Uploaded under a temporary name and renamed, so the partner never picks up half a file."""
+        from adapters.sftp import SftpSession  # the client, on first use
         cfg = self.resolve_system(system_name, pipeline.spec.systems[system_name])
         with SftpSession(cfg, pipeline.root, system_name=system_name) as session:
             session.upload_atomic(local, remote)

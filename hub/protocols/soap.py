@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from adapters.soap import SoapSource, SoapSourceConfig, SoapSystemConfig
+from adapters.soap import SoapSourceConfig, SoapSystemConfig
 from hub.errors import HubError
 from hub.protocols import ExtractRun, Protocol
 from hub.runtime.secrets import mask_url
 from hub.runtime.window import render_config
 
 if TYPE_CHECKING:
+    from adapters.soap import SoapSource
     from hub.spec.loader import Pipeline
     from hub.spec.models import ResolvedSource
 
@@ -25,6 +26,7 @@ class SoapProtocol(Protocol):
 
     def extractor(self, run: ExtractRun) -> SoapSource:
         """The SOAP adapter; repeated children declared as child tables stay lists."""
+        from adapters.soap import SoapSource  # the client, on first use
         from hub.materialize import cache_dir, state_dir
 
         source, pipeline = run.source, run.pipeline

@@ -6,13 +6,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adapters.sql import SqlSource, SqlSourceConfig, SqlSystemConfig, WriteRefused, check_read_only
+from adapters.sql import SqlSourceConfig, SqlSystemConfig
 from hub.errors import HubError
 from hub.protocols import ExtractRun, Protocol, SourceCheck
 from hub.runtime.secrets import mask_url
 from hub.runtime.window import render_config
 
 if TYPE_CHECKING:
+    from adapters.sql import SqlSource
     from hub.protocols import Extractor
     from hub.spec.loader import Pipeline
     from hub.spec.models import ResolvedSource, SystemConfig
@@ -34,6 +35,7 @@ class SqlProtocol(Protocol):
 
     def check_source(self, check: SourceCheck) -> None:
         """An incremental source needs a key to merge on; a query must only read."""
+        from adapters.sql import WriteRefused, check_read_only  # the client, on first use
         sql: SqlSourceConfig = check.config
         if sql.incremental is not None and not check.source.primary_key:
             check.problem(("primary_key",), "an incremental source needs primary_key: re-read rows (the lookback, "
@@ -67,6 +69,7 @@ class SqlProtocol(Protocol):
     def extractor(self, run: ExtractRun) -> SqlSource:
         """The SQL adapter; an incremental source starts from the mark the warehouse keeps (none on a full
         refresh or without a warehouse)."""
+        from adapters.sql import SqlSource  # the client, on first use
         from hub.materialize import state_dir
         from hub.state import read_mark
 
@@ -81,6 +84,7 @@ class SqlProtocol(Protocol):
 
     def before_commit(self, load: Load, source: ResolvedSource, adapter: Extractor, run_id: str) -> None:
         """An incremental source's new high-water mark is saved in the load's transaction."""
+        from adapters.sql import SqlSource  # the client, on first use
         from hub.state import save_mark
 
         incremental = source.config.incremental

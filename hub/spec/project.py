@@ -80,9 +80,11 @@ def describe(pipeline: Pipeline, problems: list[tuple[Loc, str]]) -> SpecError:
     return SpecError(str(pipeline.path), [m for _, m in sorted(found.items, key=lambda t: t[0])])
 
 
-def check_together(paths: Sequence[Path]) -> dict[Path, SpecError | None]:
+def check_together(paths: Sequence[Path], pipelines: dict[Path, Pipeline] | None = None
+                   ) -> dict[Path, SpecError | None]:
     """Load *paths* with their neighbours (:func:`neighbours`) and check them together. Returns, for each of
-    *paths*, its error (every problem of the spec alone, or its collisions with the others) or None."""
+    *paths*, its error (every problem of the spec alone, or its collisions with the others) or None; each
+    valid one's loaded pipeline is put in *pipelines* when given (so callers do not load it again)."""
     loaded: dict[Path, Pipeline] = {}
     result: dict[Path, SpecError | None] = {}
     wanted = {p.resolve(): p for p in paths}
@@ -98,4 +100,6 @@ def check_together(paths: Sequence[Path]) -> dict[Path, SpecError | None]:
             continue
         problems = found.get(loaded[path].path, [])
         result[given] = describe(loaded[path], problems) if problems else None
+        if pipelines is not None and result[given] is None:
+            pipelines[given] = loaded[path]
     return result

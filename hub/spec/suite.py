@@ -18,6 +18,8 @@ its kwargs validate against its model) and reports every problem with line and f
 from __future__ import annotations
 
 import difflib
+import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,8 +194,65 @@ def _entry(i: int, entry: Any, add: Any) -> Expectation | None:
     return Expectation(type_, dict(kwargs), severity, name or "", str(description) if description else None)
 
 
-def check_expectation(type_: str, kwargs: dict[str, Any]) -> list[tuple[tuple[str, ...] | None, str]]:
-    """Problems of one expectation as (field path within kwargs, message); None: the type itself."""
+Problem = tuple[tuple[str, ...] | None, str]
+
+
+def check_expectation(type_: str, kwargs: dict[str, Any]) -> list[Problem]:
+    """Problems of one expectation as (field path within kwargs, message); None: the type itself.
+
+    Asking Great Expectations means importing it (about four seconds), which ``hub validate`` would pay on
+    every call. The answer depends only on the installed GX version, the type and the kwargs, so it is kept in
+    a per-user cache (:func:`_checked`): a suite checked once is checked again without importing GX."""
+    cache = _checked()
+    key = _key(type_, kwargs)
+    if key in cache:
+        return [(None if loc is None else tuple(loc), msg) for loc, msg in cache[key]]
+    problems = _ask_gx(type_, kwargs)
+    cache[key] = [[None if loc is None else list(loc), msg] for loc, msg in problems]
+    _save_checked()
+    return problems
+
+
+_cache: dict[str, list[list[Any]]] | None = None
+
+
+def _cache_file() -> Path:
+    from importlib.metadata import version
+
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hub"
+    return base / f"expectations-gx{version('great_expectations')}.json"
+
+
+def _checked() -> dict[str, list[list[Any]]]:
+    """The cached answers of this GX version (loaded once per process; a missing or broken file is empty)."""
+    global _cache
+    if _cache is None:
+        try:
+            loaded = json.loads(_cache_file().read_text(encoding="utf-8"))
+            _cache = loaded if isinstance(loaded, dict) else {}
+        except (OSError, ValueError):
+            _cache = {}
+    return _cache
+
+
+def _save_checked() -> None:
+    """Write the cache atomically; a cache that cannot be written only costs the next call time."""
+    path = _cache_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(_checked()), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def _key(type_: str, kwargs: dict[str, Any]) -> str:
+    """The expectation as canonical JSON, each non-JSON value tagged with its type (a date is not a string)."""
+    return json.dumps([type_, kwargs], sort_keys=True, default=lambda v: f"{type(v).__name__}:{v!r}")
+
+
+def _ask_gx(type_: str, kwargs: dict[str, Any]) -> list[Problem]:
     impl = expectation_class(type_)
     if impl is None:
         from great_expectations.expectations.registry import list_registered_expectation_implementations

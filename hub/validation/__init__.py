@@ -16,7 +16,17 @@ load it.
 
 from __future__ import annotations
 
-from hub.validation.rules import RowRules, RuleSpec, Threshold
-from hub.validation.suite import Expectation, Suite, load_suite
+from typing import TYPE_CHECKING
+
+from hub.runtime.lazy import lazy
+
+if TYPE_CHECKING:
+    from hub.validation.rules import RowRules, RuleSpec, Threshold
+    from hub.validation.suite import Expectation, Suite, load_suite
 
 __all__ = ["Expectation", "RowRules", "RuleSpec", "Suite", "Threshold", "load_suite"]
+
+#: Loaded on first use, so ``hub.validation.cli`` registers its command without pyarrow and the spec models.
+__getattr__ = lazy(__name__, {"RowRules": "hub.validation.rules", "RuleSpec": "hub.validation.rules",
+                              "Threshold": "hub.validation.rules", "Expectation": "hub.validation.suite",
+                              "Suite": "hub.validation.suite", "load_suite": "hub.validation.suite"})

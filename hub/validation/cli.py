@@ -8,21 +8,21 @@ import typer
 
 from hub.errors import HubError, SpecError
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def _pipeline_of(asset: str, spec: Path | None):  # type: ignore[no-untyped-def]  # -> Pipeline
     """The pipeline of *spec*, or the one among ``pipelines/*.yaml`` that has *asset*."""
-    from hub.spec import discover, load
+    from hub import project
+    from hub.spec import load
 
+    here = project.current()
     if spec is not None:
-        return load(spec)
-    folder = Path("pipelines") if Path("pipelines").is_dir() else REPO / "pipelines"
-    for path in discover(folder):
+        return load(here.spec_path(spec))
+    for path in here.specs():
         pipeline = load(path)
         if asset in pipeline.tables() or asset in pipeline.spec.models:
             return pipeline
-    raise HubError(f"no pipeline in {folder} has an asset named {asset} (name the spec with --spec)")
+    raise HubError(f"no pipeline in {', '.join(map(str, here.spec_folders))} has an asset named {asset} "
+                   "(name the spec with --spec)")
 
 
 def suggest(

