@@ -44,6 +44,9 @@ class Message:
     _ack: Callable[[], Awaitable[None]] = field(default=_noop, repr=False)
     _nak: Callable[[float | None], Awaitable[None]] = field(default=_noop, repr=False)
     _term: Callable[[], Awaitable[None]] = field(default=_noop, repr=False)
+    #: Acknowledges this message and every earlier unsettled one of the same subscription in one call (AMQP's
+    #: ``basic.ack`` with ``multiple``); None where the broker acknowledges one message at a time.
+    _ack_through: Callable[[], Awaitable[None]] | None = field(default=None, repr=False)
 
     async def ack(self) -> None:
         """The message is durably handled: the broker may forget it."""
@@ -56,6 +59,17 @@ class Message:
     async def term(self) -> None:
         """Never redeliver (the hub has dead-lettered it)."""
         await self._term()
+
+    @property
+    def acks_through(self) -> bool:
+        """Whether :meth:`ack_through` settles the earlier messages too (else it acknowledges only this one)."""
+        return self._ack_through is not None
+
+    async def ack_through(self) -> None:
+        """This message and every earlier one its subscription delivered and nobody settled yet are durably
+        handled: one round of the protocol instead of one per message. Only for a caller that settles every
+        message in delivery order (the hub: a fetched batch, dead letters termed first)."""
+        await (self._ack_through or self._ack)()
 
 
 class Consumer(Protocol):

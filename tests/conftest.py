@@ -105,6 +105,21 @@ def pg_url() -> Iterator[str]:
         yield url
 
 
+EVENTS_DUCKDB = "duckdb:///wh/hub.duckdb"
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def warehouse(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The warehouse URL of an event-store test, once per store: a DuckDB file (its SQLite store next to it,
+    relative to the project) or a fresh schema of the PostgreSQL test database (the store's tables in it)."""
+    if request.param == "duckdb":
+        yield EVENTS_DUCKDB
+        return
+    import secrets
+
+    yield f"{request.getfixturevalue('pg_url')}?schema=ev_{secrets.token_hex(4)}"
+
+
 @pytest.fixture(scope="module", params=["openssh", "embedded"])
 def drop(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Drop]:
     """An SFTP drop on OpenSSH's sshd (skipped when it cannot run) and on the embedded asyncssh server."""

@@ -17,12 +17,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aio_pika
-import duckdb
 import pytest
 
 from adapters.amqp import publish
 from hub.events.store import open_store
 from hub.spec import load
+from hub.warehouse import connect
+from tests.conftest import EVENTS_DUCKDB
 from tests.fault_proxy import FaultProxy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,13 +64,14 @@ def queue() -> Iterator[str]:
     asyncio.run(delete())
 
 
-def _spec(tmp_path: Path, queue: str, extra: str = "", url: str = URL, more: str = "") -> Path:
+def _spec(tmp_path: Path, queue: str, extra: str = "", url: str = URL, more: str = "",
+          warehouse: str = EVENTS_DUCKDB) -> Path:
     (tmp_path / "workspace.yaml").write_text("load_from: []\n")
     spec = tmp_path / "ev.yaml"
     spec.write_text(f"""\
 pipeline: ev_{queue}
 partitions: none
-warehouse: duckdb:///wh/hub.duckdb
+warehouse: {warehouse}
 systems:
   erp: {{amqp: {{url: "{url}", prefetch: 100, retries: {{backoff: 0.2, max_backoff: 1}}}}}}
 {more.split("@@")[0] if more else ""}sources:
@@ -86,8 +88,14 @@ def _send(queue: str, records: list[dict], ids: list[str | None] | None = None) 
     asyncio.run(publish(URL, queue, [json.dumps(r).encode() for r in records], message_ids=ids))
 
 
+def _env() -> dict[str, str]:
+    """The environment of a child process: this checkout first on the path, then the caller's path."""
+    extra = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": str(REPO) + (os.pathsep + extra if extra else "")}
+
+
 def _listen(spec: Path, *args: str, crash: str | None = None) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = _env()
     env.pop("HUB_TEST_CRASH_AT", None)
     if crash:
         env["HUB_TEST_CRASH_AT"] = crash
@@ -132,11 +140,10 @@ def _stop(proc: subprocess.Popen[str]) -> tuple[str, str]:
 
 
 def _rows(tmp_path: Path, sql: str) -> list[tuple]:
-    con = duckdb.connect(str(tmp_path / "wh" / "hub.duckdb"), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
+    """Rows of *sql* on the warehouse of the test's spec (DuckDB or PostgreSQL)."""
+    url = load(tmp_path / "ev.yaml").warehouse_url
+    table = connect(url).query(sql)  # by position: PostgreSQL names count(*) and count(x) alike
+    return list(zip(*(c.to_pylist() for c in table.columns), strict=True))
 
 
 @pytest.mark.slow
@@ -158,15 +165,17 @@ def test_listen_stores_acks_absorbs_and_stops_on_sigterm(tmp_path: Path, queue: 
     assert letter.message_id == "bad-1" and "not valid json" in letter.reason
     # everything was acknowledged: the queue is empty
     events_cli = subprocess.run([sys.executable, "-m", "hub.cli.main", "events", "dead-letters", str(spec)],
-                                env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
+                                env=_env(), capture_output=True, text=True)
     assert "bad-1" in events_cli.stdout
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("point", ["after_receive", "after_commit", "after_ack"])
-def test_sigkill_at_each_point_loses_and_duplicates_nothing(tmp_path: Path, queue: str, point: str) -> None:
+def test_sigkill_at_each_point_loses_and_duplicates_nothing(tmp_path: Path, queue: str, point: str,
+                                                            warehouse: str) -> None:
+    """Against both stores: SQLite next to DuckDB, and the tables in a PostgreSQL warehouse."""
     n = 300
-    spec = _spec(tmp_path, queue, "    columns: {id: {type: int64}}\n")
+    spec = _spec(tmp_path, queue, "    columns: {id: {type: int64}}\n", warehouse=warehouse)
     _send(queue, [{"id": i} for i in range(n)])
     crashed = _listen(spec, crash=f"{point}:2")
     crashed.communicate(timeout=60)
@@ -258,7 +267,7 @@ def test_listener_and_backfill_run_together(tmp_path: Path, queue: str) -> None:
     spec = _spec(tmp_path, queue, "    columns: {id: {type: int64}}\n", more=more)
     proc = _listen(spec)
     _wait(lambda: (tmp_path / "wh" / "hub.events.sqlite").exists(), "the store", proc=proc)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = _env()
     backfill = subprocess.Popen([sys.executable, "-m", "hub.cli.main", "run", str(spec), "--asset", "big"],
                                 cwd=tmp_path, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     stored_during = 0

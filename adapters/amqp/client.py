@@ -217,6 +217,8 @@ class AmqpConsumer:
             try:
                 if action == "ack":
                     await incoming.ack()
+                elif action == "ack_multiple":  # every delivery of this channel up to this one
+                    await incoming.ack(multiple=True)
                 elif action == "nack":
                     await incoming.nack(requeue=requeue)
                 else:
@@ -228,6 +230,9 @@ class AmqpConsumer:
         async def ack() -> None:
             await settle("ack")
 
+        async def ack_through() -> None:
+            await settle("ack_multiple")
+
         async def nak(delay: float | None = None) -> None:
             await settle("nack")
 
@@ -236,7 +241,7 @@ class AmqpConsumer:
 
         return Message(payload=incoming.body, stream=self.queue_name, id=incoming.message_id or None, key=key,
                        type=incoming.type or None, headers=headers, timestamp=stamp, attempts=attempts,
-                       _ack=ack, _nak=nak, _term=term)
+                       _ack=ack, _nak=nak, _term=term, _ack_through=ack_through)
 
 
 def _describe(exc: BaseException | None) -> str:

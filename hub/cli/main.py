@@ -31,7 +31,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Hub: coordinate REST, SOAP, SFTP and SQL systems as Dagster assets.")
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
-DEMO_RANGE = ("2024-01-01", "2024-01-07")
+DEMO_RANGE = ("2024-01-01", "2024-01-07")  # hub.demo.events.WEEK
 
 
 @app.callback()
@@ -211,6 +211,9 @@ def demo(
         return
     with estate.running(console.print, state_dir=state_dir) as services:
         pipeline = _load(here.root / project.DEMO_SPEC)
+        from hub.demo import events as demo_events
+
+        demo_events.land(pipeline, *demo_events.WEEK, lambda line: console.print(escape(line), highlight=False))
         console.print(f"running pipeline [bold]{pipeline.name}[/] for {DEMO_RANGE[0]} .. {DEMO_RANGE[1]} "
                       f"into {pipeline.warehouse_url}")
         ok = _run(pipeline, None, None, *DEMO_RANGE)

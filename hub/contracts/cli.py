@@ -51,14 +51,21 @@ def _load(paths: list[Path]) -> list[Pipeline]:
 
 
 @contextmanager
-def _estate(demo: bool) -> Iterator[None]:
-    """The demo estate for the duration of the command (``--demo``)."""
+def _estate(demo: bool, pipelines: list[Pipeline]) -> Iterator[None]:
+    """The demo estate for the duration of the command (``--demo``), with the demo week's events landed in the
+    event store (stream contracts are read from there; skipped when a broker is not running)."""
     if not demo:
         yield
         return
     from hub.demo import estate
+    from hub.demo import events as demo_events
 
-    with estate.running(lambda line: console.print(f"[dim]{escape(line)}[/]")):
+    def say(line: str) -> None:
+        console.print(f"[dim]{escape(line)}[/]")
+
+    with estate.running(say):
+        for pipeline in pipelines:
+            demo_events.land(pipeline, *demo_events.WEEK, say)
         yield
 
 
@@ -82,7 +89,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
         pipelines = _load(paths)
-        with _estate(demo):
+        with _estate(demo, pipelines):
             for pipeline in pipelines:
                 try:
                     written = snapshot(pipeline, directory=directory, systems=system or None)
@@ -117,7 +124,7 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1) from None
         pipelines = _load(paths)
         results = []
-        with _estate(demo):
+        with _estate(demo, pipelines):
             for pipeline in pipelines:
                 try:
                     results += verify(pipeline, directory=directory, systems=system or None)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -210,6 +211,17 @@ def sftp_usage(pipeline: Pipeline, system: str) -> Usage:
     usage = Usage()
     for source in system_sources(pipeline, system):
         _record_uses(usage, f"file:{source.name}", (), source, "the file")
+    return usage
+
+
+def stream_usage(pipeline: Pipeline, system: str, scope: Callable[[str], str]) -> Usage:
+    """Scope ``scope(SOURCE)``: the fields of the records of a stream source's payloads it reads (its columns
+    and keys, or every field)."""
+    usage = Usage()
+    for source in system_sources(pipeline, system):
+        if source.stream is not None:
+            records = source.stream.records
+            _record_uses(usage, scope(source.name), (), source, f"records {records}" if records else "the payload")
     return usage
 
 

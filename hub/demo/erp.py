@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
 import random
 import ssl
@@ -475,3 +476,40 @@ def orders_for(start: date, end: date, data: list[dict[str, Any]] | None = None)
     lo = datetime(start.year, start.month, start.day, tzinfo=UTC)
     hi = datetime(end.year, end.month, end.day, tzinfo=UTC)
     return [o for o in (orders() if data is None else data) if lo <= o["OrderDate"] < hi]
+
+
+# --- events: the ERP announces its orders on RabbitMQ ---------------------------------------------------
+
+#: The queue the demo ERP publishes its order events to (declared by the demo pipeline's source).
+ORDER_EVENTS_QUEUE = "demo.erp.orders"
+
+
+def order_events(data: list[dict[str, Any]], start: datetime, end: datetime) -> list[tuple[str, str, bytes]]:
+    """``order.created`` for every order placed in [start, end), ``order.shipped`` for those shipped, as
+    (message id, type, JSON body): deterministic, so publishing twice stores each event once."""
+    out: list[tuple[str, str, bytes]] = []
+    for o in data:
+        at = _aware(o["OrderDate"])
+        if not start <= at < end:
+            continue
+        common = {"order_id": o["OrderId"], "customer_id": o["Customer"]["Id"]}
+        out.append((f"{o['OrderId']}:created", "order.created", json.dumps(
+            {"event": "order.created", **common, "amount": str(o["Amount"]), "currency": o["Currency"],
+             "at": at.astimezone(UTC).isoformat()}).encode()))
+        if o["ShipDate"] is not None:
+            out.append((f"{o['OrderId']}:shipped", "order.shipped", json.dumps(
+                {"event": "order.shipped", **common, "amount": str(o["Amount"]), "currency": o["Currency"],
+                 "at": datetime.combine(o["ShipDate"], datetime.min.time(), UTC).isoformat()}).encode()))
+    return out
+
+
+async def publish_order_events(url: str, events: list[tuple[str, str, bytes]],
+                               queue: str = ORDER_EVENTS_QUEUE) -> int:
+    """Publish *events* persistently to *queue* (publisher confirms), by type; how many."""
+    from adapters.amqp import publish
+
+    for kind in ("order.created", "order.shipped"):
+        chosen = [e for e in events if e[1] == kind]
+        if chosen:
+            await publish(url, queue, [e[2] for e in chosen], message_ids=[e[0] for e in chosen], type=kind)
+    return len(events)

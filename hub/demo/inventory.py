@@ -109,3 +109,44 @@ class InventoryDb:
     def rows(self, table: str = "stock_levels") -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(sa.select(_meta.tables[table]))]
+
+
+# --- events: the inventory announces its stock movements over MQTT ----------------------------------------
+
+#: The topic the demo inventory publishes stock movements to (QoS 1).
+MOVEMENTS_TOPIC = "demo/inventory/movements"
+
+
+def stock_movements(count: int = 24, seed: int = 7) -> list[dict[str, Any]]:
+    """*count* deterministic stock movements (receipts and picks) over the demo week, one an hour from
+    2024-01-01: the same ids every time, so publishing twice stores each once."""
+    rng = random.Random(seed)
+    start = datetime(2024, 1, 1, 8, tzinfo=UTC)
+    out = []
+    for n in range(count):
+        sku, _ = rng.choice(SKUS)
+        out.append({"movement_id": f"MV-{n + 1:05d}", "warehouse_id": rng.randint(1, len(REGIONS)), "sku": sku,
+                    "delta": rng.choice([-1, 1]) * rng.randint(1, 40), "reason": rng.choice(["receipt", "pick"]),
+                    "at": (start + timedelta(hours=n * 7)).isoformat()})
+    return out
+
+
+def publish_movements(host: str, port: int, movements: list[dict[str, Any]], topic: str = MOVEMENTS_TOPIC,
+                      timeout: float = 10.0) -> int:
+    """Publish *movements* as JSON with QoS 1 (MQTT 5), each confirmed by the broker; how many. A broker that
+    cannot be reached raises :class:`OSError`."""
+    import json
+
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+    client.connect(host, port, keepalive=30)
+    client.loop_start()
+    try:
+        for m in movements:
+            client.publish(topic, json.dumps(m).encode(), qos=1).wait_for_publish(timeout)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return len(movements)

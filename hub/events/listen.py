@@ -31,7 +31,7 @@ from hub.events.absorb import absorb_source
 from hub.events.drain import acknowledge
 from hub.events.payloads import PayloadReader
 from hub.events.replay import retain
-from hub.events.store import EventStore, EventStoreError, open_store
+from hub.events.store import Appended, EventStore, EventStoreError, Incoming, open_store
 from hub.spec.loader import Pipeline
 from hub.spec.models import ResolvedSource
 from hub.warehouse import connect
@@ -44,8 +44,10 @@ Echo = Callable[[str], None]
 class ListenOptions:
     batch: int = 500  # messages per fetch and store transaction
     fetch_timeout: float = 1.0  # seconds a fetch waits for the first message (also the stop latency)
+    linger: float = 0.02  # seconds a batch may wait to fill once its first message is in (fewer, fuller commits)
     absorb_every: float = 1.0  # seconds between absorbs (sooner when a batch was stored)
     absorb_max: int = 50_000  # events per absorb transaction
+    absorb_busy: int = 5_000  # events in an absorb that mean "under load": the next one waits (fewer, bigger)
     progress_every: float = 5.0
     retain_every: float = 3600.0
     max_backoff: float = 30.0
@@ -153,8 +155,7 @@ class Listener:
                 async with consumer:
                     failures = 0
                     stats.state = "consuming"
-                    while not self._stop.is_set():
-                        await self._step(name, consumer, reader, store, stats)
+                    await self._pump(name, consumer, reader, store, stats)
             except HubError as exc:  # the broker cannot be reached (yet): keep trying until stopped
                 failures += 1
                 stats.state = "disconnected"
@@ -164,18 +165,55 @@ class Listener:
                     await asyncio.wait_for(self._stop.wait(), wait)
         stats.state = "stopped"
 
-    async def _step(self, name: str, consumer: Any, reader: PayloadReader, store: EventStore,
+    async def _pump(self, name: str, consumer: Any, reader: PayloadReader, store: EventStore,
                     stats: SourceStats) -> None:
-        """One batch: fetch, append in one transaction, commit, then acknowledge each message."""
-        messages = await consumer.fetch(self.options.batch, self.options.fetch_timeout)
+        """Batches until stopped, one fetch ahead: the next batch is received while the one in hand is stored
+        and acknowledged (a pull consumer, JetStream's, delivers nothing between two fetches otherwise). Each
+        batch is still acknowledged only after its own commit; on stop the batch being fetched is stored and
+        acknowledged too, then the loop ends."""
+        ahead: asyncio.Task[list[Any]] | None = asyncio.create_task(self._fetch(consumer, stats))
+        try:
+            while ahead is not None:
+                messages = await ahead
+                ahead = None if self._stop.is_set() else asyncio.create_task(self._fetch(consumer, stats))
+                await self._step(name, messages, reader, store, stats)
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                with contextlib.suppress(BaseException):
+                    await ahead
+
+    async def _fetch(self, consumer: Any, stats: SourceStats) -> list[Any]:
+        """The next batch: up to ``batch`` messages, waiting ``fetch_timeout`` for the first, then ``linger``
+        for the batch to fill."""
+        opts = self.options
+        messages: list[Any] = await consumer.fetch(opts.batch, opts.fetch_timeout)
+        if messages and len(messages) < opts.batch and opts.linger > 0:
+            # a commit costs an fsync: let the batch fill for a moment (the broker keeps delivering up to its
+            # prefetch meanwhile) rather than committing every few messages under load
+            until = time.monotonic() + opts.linger
+            while len(messages) < opts.batch and (left := until - time.monotonic()) > 0:
+                more = await consumer.fetch(opts.batch - len(messages), left)
+                if not more:
+                    break
+                messages += more
         stats.lag = consumer.lag()
         stats.state = "consuming" if getattr(consumer, "connected", True) else "reconnecting"
+        return messages
+
+    async def _step(self, name: str, messages: list[Any], reader: PayloadReader, store: EventStore,
+                    stats: SourceStats) -> None:
+        """One batch: append in one transaction, commit, then acknowledge."""
         if not messages:
             return
         self._crash("after_receive")
-        incoming = [reader.incoming(m) for m in messages]
+
+        def store_batch() -> tuple[list[Incoming], Appended]:  # parsing too: off the event loop
+            parsed = [reader.incoming(m) for m in messages]
+            return parsed, store.append(name, parsed)
+
         try:
-            appended = await asyncio.to_thread(store.append, name, incoming)
+            incoming, appended = await asyncio.to_thread(store_batch)
         except EventStoreError as exc:
             self.echo(f"{name}: {exc}; the batch is redelivered")
             for m in messages:
@@ -206,16 +244,27 @@ class Listener:
         names = [s.name for p, s in self.streams if p is pipeline]
         backoff = 0.0
         last_retain = 0.0
+        took, busy = 0.0, 0
         while True:
             stopping = self._stop.is_set()
             if not stopping:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), max(self.options.absorb_every, backoff))
                 self._wake.clear()
+                # an absorb has a fixed cost (opening the warehouse, the merge): under load (the last absorb was
+                # big) rest as long as it took, so absorbing takes about half the time and each absorb is bigger;
+                # a trickle is absorbed at once (latency)
+                rest = took * min(1.0, busy / max(self.options.absorb_busy, 1))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), min(rest, self.options.absorb_every))
             try:
+                started, busy = time.monotonic(), 0
                 for name in names:
+                    before = self.stats[name].absorbed
                     outcome = await asyncio.to_thread(self._absorb, pipeline, name)
                     self.stats[name].absorbed = outcome
+                    busy = max(busy, outcome - before)
+                took = time.monotonic() - started
                 backoff = 0.0
                 if time.monotonic() - last_retain > self.options.retain_every:
                     last_retain = time.monotonic()
@@ -241,6 +290,9 @@ class Listener:
             url += ("&" if "?" in url else "?") + "lock_wait=0"
         outcome = absorb_source(pipeline, name, run_id=self.run_id, max_events=self.options.absorb_max,
                                 warehouse=connect(url))
+        if outcome.details.get("dead_lettered"):
+            self.echo(f"{name}: {outcome.details['dead_lettered']} event(s) rejected beyond the threshold moved to "
+                      "the dead letters (hub events dead-letters); the rest was absorbed")
         return outcome.mark
 
     # -- progress -------------------------------------------------------------------------------------

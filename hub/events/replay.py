@@ -29,6 +29,7 @@ from hub.materialize import materialize_model
 from hub.spec.loader import Pipeline
 from hub.state import save_mark
 from hub.warehouse import LoadRequest, connect
+from hub.warehouse.base import QUARANTINE_SUFFIX
 
 
 @dataclass
@@ -62,8 +63,11 @@ def replay_source(pipeline: Pipeline, name: str, *, run_id: str, start: str | No
     absorbs: list[AbsorbOutcome] = []
     if start is None:
         with warehouse.begin(LoadRequest(table=name, mode="replace", run_id=run_id)) as load:
+            # its quarantine too: every absorb labels its rows with its own position range, which a replay's
+            # chunks do not repeat, so the old rows would stay next to the new ones
+            load.attach(LoadRequest(table=name + QUARANTINE_SUFFIX, mode="replace", run_id=run_id)).commit()
             save_mark(load, name, POSITION, "0", "position", run_id)
-            load.commit()  # the table empty, its mark 0: consistent
+            load.commit()  # the table and its quarantine empty, its mark 0: consistent
         store.mark_absorbed(name, 0)
         after = 0
         while after < upto:
@@ -71,7 +75,7 @@ def replay_source(pipeline: Pipeline, name: str, *, run_id: str, start: str | No
             if bound <= after:
                 break
             absorbs.append(load_events(pipeline, source, store, warehouse, after=after, upto=bound, mode="merge",
-                                       run_id=run_id, new_mark=bound))
+                                       run_id=run_id, new_mark=bound, beyond="ignore"))
             store.mark_absorbed(name, bound)
             after = bound
         mark = after
@@ -82,7 +86,7 @@ def replay_source(pipeline: Pipeline, name: str, *, run_id: str, start: str | No
         current = table_mark(warehouse, name)
         new_mark = upto if current >= from_after and upto > current else None
         absorbs.append(load_events(pipeline, source, store, warehouse, after=from_after, upto=upto, mode="merge",
-                                   run_id=run_id, new_mark=new_mark))
+                                   run_id=run_id, new_mark=new_mark, beyond="ignore"))
         mark = new_mark if new_mark is not None else current
         store.mark_absorbed(name, mark)
     models = downstream_models(pipeline, name) if rebuild_models else []

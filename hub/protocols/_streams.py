@@ -1,15 +1,34 @@
-"""What the stream protocols' plugins (nats, mqtt, kafka) share: spec checks and path handling."""
+"""What the stream protocols' plugins (amqp, nats, mqtt, kafka) share: spec checks, path handling, contracts."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hub.protocols import SourceCheck
 from hub.runtime.settings import TlsSettings
 
 if TYPE_CHECKING:
+    from hub.spec.loader import Pipeline
     from hub.spec.models import ResolvedSource
+
+
+class StreamContract:
+    """The contract hooks every stream protocol shares (mixed in before :class:`hub.protocols.Protocol`): the
+    payload schema observed in the event store, and its drift classified as for REST
+    (:mod:`hub.events.contract`; never read from the broker, which would consume messages)."""
+
+    def collect(self, pipeline: Pipeline, system: str) -> dict[str, Any] | None:
+        """Per stream source, the JSON Schema of the records of its latest stored events."""
+        from hub.events.contract import collect_streams
+
+        return collect_streams(pipeline, system)
+
+    def compare(self, pipeline: Pipeline, system: str, before: dict[str, Any], after: dict[str, Any]) -> list[Any]:
+        """Fields the sources' ``columns:`` use that disappeared or changed type: breaking; the rest: drift."""
+        from hub.events.contract import compare_streams
+
+        return compare_streams(pipeline, system, before, after)
 
 
 def stream_only(check: SourceCheck) -> bool:

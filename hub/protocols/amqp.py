@@ -13,6 +13,7 @@ import orjson
 
 from adapters.amqp import AmqpPublishTarget, AmqpSourceConfig, AmqpSystemConfig
 from hub.protocols import Protocol, SourceCheck
+from hub.protocols._streams import StreamContract
 from hub.runtime.secrets import mask_url
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from hub.spec.models import ResolvedSource
 
 
-class AmqpProtocol(Protocol):
+class AmqpProtocol(StreamContract, Protocol):
     name = "amqp"
     system_model = AmqpSystemConfig
     source_model = AmqpSourceConfig

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from adapters.kafka import KafkaSourceConfig, KafkaSystemConfig
 from hub.protocols import Protocol, SourceCheck
-from hub.protocols._streams import rooted_tls, stream_only
+from hub.protocols._streams import StreamContract, rooted_tls, stream_only
 
 if TYPE_CHECKING:
     from adapters.kafka import KafkaConsumer
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from hub.spec.models import ResolvedSource
 
 
-class KafkaProtocol(Protocol):
+class KafkaProtocol(StreamContract, Protocol):
     name = "kafka"
     system_model = KafkaSystemConfig
     source_model = KafkaSourceConfig

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from adapters.mqtt import MqttSourceConfig, MqttSystemConfig
 from hub.protocols import Protocol, SourceCheck
-from hub.protocols._streams import rooted_tls, stream_only
+from hub.protocols._streams import StreamContract, rooted_tls, stream_only
 
 if TYPE_CHECKING:
     from adapters.mqtt import MqttConsumer
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from hub.spec.models import ResolvedSource
 
 
-class MqttProtocol(Protocol):
+class MqttProtocol(StreamContract, Protocol):
     name = "mqtt"
     system_model = MqttSystemConfig
     source_model = MqttSourceConfig

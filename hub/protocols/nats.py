@@ -10,7 +10,7 @@ import orjson
 
 from adapters.nats import DEFAULT_MAX_DELIVER, NatsPublishTarget, NatsSourceConfig, NatsSystemConfig
 from hub.protocols import Protocol, SourceCheck
-from hub.protocols._streams import max_deliver, rooted_tls, stream_only
+from hub.protocols._streams import StreamContract, max_deliver, rooted_tls, stream_only
 from hub.runtime.secrets import mask_url
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from hub.spec.models import ResolvedSource
 
 
-class NatsProtocol(Protocol):
+class NatsProtocol(StreamContract, Protocol):
     name = "nats"
     system_model = NatsSystemConfig
     source_model = NatsSourceConfig
