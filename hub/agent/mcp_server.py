@@ -293,7 +293,10 @@ class HubTools:
         """The state of MCP session *key* (created at its first tool call)."""
         state = self._sessions.get(key)
         if state is None:
-            state = SessionState(self.new_guard(actor or self.actor), actor or self.actor, self.session_budget)
+            guard = self.new_guard(actor or self.actor)
+            if getattr(key, "session_id", None):  # the HTTP session's id: the audit rows name it
+                guard.session = str(key.session_id)
+            state = SessionState(guard, actor or self.actor, self.session_budget)
             self._sessions[key] = state
         return state
 
@@ -542,6 +545,12 @@ def _user_of(ctx: Context) -> str | None:
     return user.access_token.client_id if isinstance(user, AuthenticatedUser) else None
 
 
+def _connection(ctx: Context) -> Any:
+    """What identifies the MCP session: the SDK makes a ``ServerSession`` per request, over the connection the
+    client keeps (the stdio pipe, or one ``mcp-session-id`` over HTTP); the SDK has no public accessor yet."""
+    return getattr(ctx.session, "_connection", None) or ctx.session
+
+
 def _elicits(ctx: Context) -> bool:
     caps = ctx.client_capabilities
     return caps is not None and caps.elicitation is not None
@@ -567,7 +576,7 @@ def build_server(tools: HubTools, **server_options: Any) -> MCPServer:
         **server_options)
 
     async def run(ctx: Context, tool: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        state = tools.session(ctx.session, _user_of(ctx))
+        state = tools.session(_connection(ctx), _user_of(ctx))
         state.spend(tool)
         try:
             return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs))
@@ -599,7 +608,7 @@ def build_server(tools: HubTools, **server_options: Any) -> MCPServer:
     async def describe_action(ctx: Context, name: str) -> ActionDetail:
         """One action in full: input schema (its parameters), output schema (one record), binding, side
         effect and hints, whether a write is allowed, and the call budget left for its system."""
-        state = tools.session(ctx.session, _user_of(ctx))
+        state = tools.session(_connection(ctx), _user_of(ctx))
         detail: ActionDetail = await run(ctx, "describe_action", tools.describe_action, name, state.guard)
         return detail
 
@@ -609,7 +618,7 @@ def build_server(tools: HubTools, **server_options: Any) -> MCPServer:
                           max_rows: int | None = None) -> Annotated[CallToolResult, CallOutput]:
         """Call a read action (its side_effect is 'read') with parameters matching its input schema; returns
         the first records and the total count. Writes are refused here: use call_action."""
-        state = tools.session(ctx.session, _user_of(ctx))
+        state = tools.session(_connection(ctx), _user_of(ctx))
         output: CallOutput = await run(ctx, "read_action", tools.read_action, state.guard, name, params, max_rows)
         return _result(output)
 
@@ -622,7 +631,7 @@ def build_server(tools: HubTools, **server_options: Any) -> MCPServer:
         and runs it on yes; otherwise the outcome is 'pending_approval' with approval.id, which a person
         approves with `hub agent approve <id>` (see approval_status). Writes not on the pipeline's allow-list,
         spent budgets and invalid parameters are refused. Every call is audited."""
-        state = tools.session(ctx.session, _user_of(ctx))
+        state = tools.session(_connection(ctx), _user_of(ctx))
         values = dict(params or {})
         action, done = await run(ctx, "call_action", tools.call_read_or_refuse, state.guard, name, values, max_rows)
         if done is not None:
