@@ -69,7 +69,7 @@ class Checked:
         result = await self.session.call_tool(tool, args)
         if result.structured_content is None:  # a tool error without a result (bad arguments, unknown action)
             assert result.is_error, result
-            return True, {"text": result.content[0].text}
+            return True, {"text": text_of(result.content[0])}
         jsonschema.validate(result.structured_content, self.schemas[tool])
         return bool(result.is_error), result.structured_content
 
@@ -83,6 +83,16 @@ def check_tool_listing(tools: Any) -> None:
         assert tool.output_schema and tool.output_schema.get("type") == "object", tool.name
     listing = next(t for t in tools.tools if t.name == "list_actions")
     assert {"offset", "limit"} <= set(listing.input_schema["properties"])
+
+
+def text_of(content: Any) -> str:
+    """The text of a text content block (a resource's contents, a prompt message's content)."""
+    assert hasattr(content, "text"), content
+    return str(content.text)
+
+
+async def read_text(session: Any, uri: str) -> str:
+    return text_of((await session.read_resource(uri)).contents[0])
 
 
 def approve_cli(approval_id: str, specs: list[str], *extra: str) -> subprocess.CompletedProcess[str]:
@@ -125,7 +135,7 @@ async def stdio_session(specs: list[str]) -> dict[str, Any]:
                                                        "params": {"body": {"name": "Initech"}}})
         approval_id = seen["pending"][1]["approval"]["id"]
         seen["status_before"] = (await c.call("approval_status", {"approval_id": approval_id}))[1]
-        pending_text = (await session.read_resource("hub://approvals/pending")).contents[0].text
+        pending_text = await read_text(session, "hub://approvals/pending")
         seen["pending_resource"] = json.loads(pending_text)
         # a person approves it, from the command line, while the session is open; then once more
         seen["approve"] = await anyio.to_thread.run_sync(lambda: approve_cli(approval_id, specs))
@@ -133,7 +143,7 @@ async def stdio_session(specs: list[str]) -> dict[str, Any]:
         seen["status_after"] = (await c.call("approval_status", {"approval_id": approval_id}))[1]
 
         plan = await session.call_tool("plan_pipeline", {"request": "revenue per region and day"})
-        seen["plan"] = (plan.is_error, plan.content[0].text if plan.content else "", plan.structured_content)
+        seen["plan"] = (plan.is_error, text_of(plan.content[0]) if plan.content else "", plan.structured_content)
         if not plan.is_error:
             jsonschema.validate(plan.structured_content, c.schemas["plan_pipeline"])
         seen["materialize"] = await c.call("materialize", {"pipeline": "demo", "partition": "2024-01-01",
@@ -142,15 +152,15 @@ async def stdio_session(specs: list[str]) -> dict[str, Any]:
 
         resources = await session.list_resources()
         seen["resources"] = sorted(str(r.uri) for r in resources.resources)
-        seen["spec"] = (await session.read_resource("hub://pipelines/demo/spec")).contents[0].text
-        seen["contract"] = (await session.read_resource("hub://contracts/demo/crm")).contents[0].text
-        seen["audit"] = json.loads((await session.read_resource("hub://audit/recent")).contents[0].text)
+        seen["spec"] = await read_text(session, "hub://pipelines/demo/spec")
+        seen["contract"] = await read_text(session, "hub://contracts/demo/crm")
+        seen["audit"] = json.loads(await read_text(session, "hub://audit/recent"))
         prompts = await session.list_prompts()
         seen["prompts"] = sorted(p.name for p in prompts.prompts)
         got = await session.get_prompt("plan_pipeline_from_request", {"request": "stock per warehouse"})
-        seen["prompt"] = got.messages[0].content.text
+        seen["prompt"] = text_of(got.messages[0].content)
         got = await session.get_prompt("investigate_failed_run", {"pipeline": "demo"})
-        seen["prompt_failed"] = got.messages[0].content.text
+        seen["prompt_failed"] = text_of(got.messages[0].content)
     return seen
 
 
@@ -314,7 +324,8 @@ def http_server(specs: list[str], tokens: Path, *extra: str) -> Iterator[str]:
                     break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"hub mcp --http did not start: {proc.stderr.read() if proc.stderr else ''}")
+                    why = proc.stderr.read() if proc.stderr else ""
+                    raise AssertionError(f"hub mcp --http did not start: {why}") from None
                 time.sleep(0.2)
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
@@ -404,7 +415,7 @@ def test_mcp_streamable_http(tmp_path: Path, warehouse_path: Path, monkeypatch: 
     assert pending["approval"]["requested_by"] == "bob"
     # bob's session: list_tools is free, call_action was call 1; describe 2-4 pass, the 5th call is refused
     assert [r.is_error for r in seen["bob_calls"]] == [False, False, False, True]
-    assert "budget of 4 tool calls" in seen["bob_calls"][-1].content[0].text
+    assert "budget of 4 tool calls" in text_of(seen["bob_calls"][-1].content[0])
 
     audit = connect(f"duckdb:///{warehouse_path}").query(
         f"SELECT actor, outcome, approved FROM {AUDIT_TABLE} ORDER BY called_at").to_pylist()
