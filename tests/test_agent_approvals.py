@@ -22,7 +22,7 @@ from hub.cli.main import app
 from hub.errors import HubError, Refused
 from tests.agent_support import partner_spec
 from tests.conftest import REPO
-from tests.test_mcp import INIT, HEADERS, child_env, free_port, hub_executable
+from tests.test_mcp import HEADERS, INIT, child_env, free_port, hub_executable
 
 
 def action(method: str = "POST", name: str = "partner.post_customers") -> Action:
