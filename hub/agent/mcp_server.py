@@ -409,6 +409,18 @@ class HubTools:
                                                     "nothing was sent")
         return CallOutput.of(result, decided)
 
+    def call_action(self, name: str, params: dict[str, Any] | None = None,
+                    max_rows: int | None = None) -> dict[str, Any]:
+        """``call_action`` without a client to ask (the default session): a read runs, a write the policy
+        refuses is refused, an allowed write waits for a person (``pending_approval``); the result as JSON."""
+        state = self.session(self, None)
+        values = dict(params or {})
+        action, done = self.call_read_or_refuse(state.guard, name, values, max_rows)
+        if done is None:
+            assert action is not None
+            done = _pending(action, self.request_approval(state, action, values))
+        return done.model_dump(mode="json")
+
     def approval_status(self, approval_id: str) -> ApprovalInfo:
         from hub.agent.approvals import find
 
