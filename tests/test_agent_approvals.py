@@ -156,3 +156,31 @@ def test_http_generates_a_token_shown_once(tmp_path: Path, monkeypatch: pytest.M
         proc.terminate()
         rest = proc.communicate(timeout=10)[1]
     assert token not in rest  # printed once, never again
+
+
+def test_a_large_catalog_is_paged_never_dumped(tmp_path: Path) -> None:
+    from hub.agent.catalog import Catalog
+    from hub.agent.mcp_server import HubTools
+    from hub.spec import load
+
+    pipeline = load(partner_spec(tmp_path / "partner", "http://127.0.0.1:9"))
+    actions = [Action(name=f"sys{i % 7}.op_{i}", system=f"sys{i % 7}", protocol="rest",
+                      description=f"operation {i} on {('orders', 'invoices', 'customers')[i % 3]} " + "x" * 500,
+                      input_schema={}, output_schema={}, side_effect="write" if i % 5 == 0 else "read",
+                      binding={"method": "POST" if i % 5 == 0 else "GET", "path": f"/op/{i}"}, pipeline="partner")
+               for i in range(1500)]
+    tools = HubTools([pipeline])
+    tools._catalog = Catalog(actions, pipelines={"partner": pipeline}, semantic=False,
+                             vector_store=tmp_path / "vectors.sqlite")
+    first = tools.list_actions()
+    assert first.total == 1500 and first.returned == 50 and first.next_offset == 50
+    assert all(len(a.description) <= 300 for a in first.actions)  # long descriptions are cut in listings
+    capped = tools.list_actions(limit=10_000, offset=1400)
+    assert capped.returned == 100 and capped.next_offset is None  # at most 200 a page; here the last 100
+    writes = tools.list_actions(side_effect="write", limit=200)
+    assert writes.total == 300 and writes.returned == 200 and not any(a.hints.read_only for a in writes.actions)
+    found = tools.search_actions("invoices", limit=500)
+    assert found.returned == 50 and found.next_offset == 50  # at most 50 a page
+    more = tools.search_actions("invoices", limit=50, offset=50)
+    assert not {a.name for a in more.actions} & {a.name for a in found.actions}
+    assert len(json.dumps(first.model_dump())) < 40_000
