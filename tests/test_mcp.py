@@ -398,12 +398,20 @@ def test_mcp_streamable_http(tmp_path: Path, warehouse_path: Path, monkeypatch: 
                 "own origin": httpx.post(url, json=INIT, headers={**HEADERS, "Authorization": f"Bearer {ALICE}",
                                                                   "Origin": origin}),
             }
+            sid = probe["own origin"].headers["mcp-session-id"]
+            listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+            session_headers = {**HEADERS, "mcp-session-id": sid, "mcp-protocol-version": "2025-06-18"}
+            probe["alice's session, bob's token"] = httpx.post(
+                url, json=listing, headers={**session_headers, "Authorization": f"Bearer {BOB}"})
+            probe["alice's session, alice's token"] = httpx.post(
+                url, json={"jsonrpc": "2.0", "method": "notifications/initialized"},
+                headers={**session_headers, "Authorization": f"Bearer {ALICE}"})
             seen = asyncio.run(asyncio.wait_for(http_sessions(url), timeout=120))
         assert partner.posts == [{"name": "Hooli"}]  # alice confirmed hers; bob's waits for a person
 
     assert {k: r.status_code for k, r in probe.items()} == {
         "no token": 401, "wrong token": 401, "foreign origin": 403, "foreign origin, no token": 403,
-        "own origin": 200}
+        "own origin": 200, "alice's session, bob's token": 404, "alice's session, alice's token": 202}
     assert "www-authenticate" in probe["no token"].headers
 
     assert seen["search"]["actions"][0]["name"] == "partner.post_customers"
