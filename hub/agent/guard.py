@@ -237,6 +237,14 @@ class Guard:
             self._audit(action, params, approve, result)
         return result
 
+    def refuse(self, action: Action, params: dict[str, Any], message: str) -> CallResult:
+        """Record a call refused before it reached the guard's own checks (a caller's policy: a write the
+        user declined, one awaiting approval): audited like any refusal, nothing sent, no budget spent."""
+        result = CallResult(uuid.uuid4().hex, action.name, "refused", message=message)
+        if self.audit_enabled:
+            self._audit(action, dict(params), False, result)
+        return result
+
     def _max_rows(self, action: Action) -> int:
         agent = self.catalog.pipeline_of(action).spec.agent
         return agent.max_rows if agent is not None else DEFAULT_MAX_ROWS

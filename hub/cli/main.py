@@ -19,6 +19,7 @@ from typer.core import TyperGroup
 from hub import project
 from hub.cli.events import register as register_event_commands
 from hub.cli.init import register as register_init_command
+from hub.cli.mcp import register as register_mcp_commands
 from hub.cli.serve import register as register_serve_command
 from hub.contracts.cli import register as register_contract_commands
 from hub.errors import HubError, SpecError
@@ -635,23 +636,6 @@ def agent_plan(
               + ", ".join(f"{k} {v} rows" for k, v in result.dry_run.items()), highlight=False)
 
 
-@app.command("mcp")
-def mcp_server(
-    specs: list[Path] = typer.Argument(None, help="Pipeline specs (default: pipelines/*.yaml)."),
-    user: str = typer.Option(None, "--user", help="Who the calls are audited as (default: $USER)."),
-) -> None:
-    """Serve the hub to AI agents over MCP (stdio): list/search/describe/call actions (guarded and audited),
-    plan pipelines, materialize and check runs."""
-    import logging
-    import os
-
-    from hub.agent.mcp_server import serve
-
-    logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
-    pipelines = _load_specs(specs)
-    serve(pipelines, actor=user or os.environ.get("USER") or "mcp-client")
-
-
 contracts_app = typer.Typer(no_args_is_help=True, help="Expectation suites and contract tests: what the pipelines "
                                                        "rely on, checked against the live systems.")
 app.add_typer(contracts_app, name="contracts")
@@ -660,6 +644,7 @@ register_validation_commands(contracts_app)  # hub contracts suggest (hub/valida
 register_event_commands(app)  # hub listen, hub events status | dead-letters | retry | replay (hub/cli/events.py)
 register_serve_command(app)  # hub serve (hub/cli/serve.py)
 register_init_command(app)  # hub init (hub/cli/init.py)
+register_mcp_commands(app, agent_app, _load_specs)  # hub mcp, hub agent pending|approve|reject (hub/cli/mcp.py)
 
 
 
