@@ -118,7 +118,7 @@ def test_definitions_from_specs(dagster_home: Path) -> None:
     assert keys == {"crm_customers", "crm_products", "crm_contacts", "contacts_by_region", "erp_orders",
                     "erp_order_lines", "revenue_by_region", "bank_statements", "order_payments", "open_orders_to_bank",
                     "inventory_warehouses", "inventory_levels", "stock_cover", "erp_order_events",
-                    "inventory_movements"}
+                    "inventory_movements", "bank_payment_events"}
     # the demo's stream sources: a sensor draining the broker into the event store, a job absorbing it
     assert defs.resolve_sensor_def("erp_order_events_sensor").job_name == "erp_order_events_job"
     assert defs.resolve_sensor_def("inventory_movements_sensor").job_name == "inventory_movements_job"
@@ -170,7 +170,7 @@ def test_cli_validate_and_run(crm: CRMService, warehouse_path: Path, dagster_hom
     spec.write_text(demo_spec_text())
     runner = CliRunner()
     res = runner.invoke(app, ["validate", str(spec)])
-    assert res.exit_code == 0 and "pipeline demo, 9 source(s), 4 model(s)" in res.output.replace("\n", " ")
+    assert res.exit_code == 0 and "pipeline demo, 10 source(s), 4 model(s)" in res.output.replace("\n", " ")
     res = runner.invoke(app, ["run", str(spec), "--from", "2024-01-05", "--to", "2024-01-06"])
     assert res.exit_code == 0, res.output
     assert "partition 2024-01-05" in res.output and "partition 2024-01-06" in res.output

@@ -43,7 +43,9 @@ def test_demo_spec_is_valid() -> None:
     p = load(DEMO_SPEC)
     assert p.name == "demo"
     assert set(p.sources) == {"crm_customers", "crm_products", "crm_contacts", "erp_orders", "bank_statements",
-                              "inventory_warehouses", "inventory_levels", "erp_order_events", "inventory_movements"}
+                              "inventory_warehouses", "inventory_levels", "erp_order_events", "inventory_movements",
+                              "bank_payment_events"}
+    assert p.sources["bank_payment_events"].kind == "webhook" and p.sources["bank_payment_events"].stream is not None
     assert p.sources["crm_products"].kind == "graphql" and not p.sources["crm_products"].partitioned
     assert p.sources["erp_order_events"].kind == "amqp" and p.sources["erp_order_events"].stream is not None
     assert p.sources["inventory_movements"].kind == "mqtt" and not p.sources["inventory_movements"].partitioned
@@ -56,7 +58,7 @@ def test_demo_spec_is_valid() -> None:
     assert p.model_deps["revenue_by_region"] == ["crm_customers", "erp_orders"]
     assert p.tables() == ["crm_customers", "crm_products", "crm_contacts", "erp_orders", "erp_order_lines",
                           "bank_statements", "inventory_warehouses", "inventory_levels", "erp_order_events",
-                          "inventory_movements"]
+                          "inventory_movements", "bank_payment_events"]
     assert p.model_deps["stock_cover"] == ["crm_customers", "erp_order_lines", "erp_orders", "inventory_levels",
                                            "inventory_warehouses"]
     assert p.export_deps == {"open_orders_to_bank": ["order_payments"]}

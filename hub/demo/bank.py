@@ -23,6 +23,8 @@ from hub.demo.erp import orders
 from hub.demo.sftpd import EmbeddedSftpServer
 
 DEMO_USER, DEMO_PASSWORD = "hub", "demo-bank-pass-51c0"  # the demo's own credentials
+#: The secret the bank signs its payment webhooks with (Stripe style), exported as BANK_WEBHOOK_SECRET.
+DEMO_WEBHOOK_SECRET = "demo-bank-webhook-7d21"
 HEADER = "Buchungstag;Valuta;Auftraggeber;Verwendungszweck;Betrag;Währung;Referenz"
 FIRST_DAY = date(2024, 1, 2)
 PAYERS = ["Müller & Söhne GmbH", "Bäckerei Groß", "Jürgen Weiß e.K.", "Société Générale Düsseldorf", "Zoë Åström"]
@@ -45,6 +47,43 @@ def statement(day: date, data: list[dict[str, Any]] | None = None) -> str:
     if day.day % 3 == 0:
         lines.append(";".join([booked, booked, "Demo Bank AG", "Kontoführungsgebühr", "-12,50", "EUR", ""]))
     return "\r\n".join(lines) + "\r\n"
+
+
+def payment_notifications(start: date, end: date, data: list[dict[str, Any]] | None = None
+                          ) -> list[dict[str, Any]]:
+    """The payment notifications the bank sends (its webhook) for the days [start, end]: one per booked
+    payment of the statements, as soon as it is booked, so the hub knows before the day's file is dropped."""
+    out = []
+    for o in orders() if data is None else data:
+        day = o["OrderDate"].astimezone(UTC).date() + timedelta(days=1)
+        if o["Paid"] and start <= day <= end:
+            booked = datetime(day.year, day.month, day.day, 9, tzinfo=UTC) + timedelta(seconds=o["OrderId"] % 3600)
+            out.append({"payment_id": o["OrderId"], "reference": f"ORD-{o['OrderId']}", "amount": _amount(o["Amount"])
+                        .replace(",", "."), "currency": "EUR", "booked_at": booked.isoformat().replace("+00:00", "Z"),
+                        "status": "booked"})
+    return out
+
+
+def call_webhook(url: str, secret: str, notifications: list[dict[str, Any]]) -> dict[str, int]:
+    """POST each notification to *url* the way a payment provider does (JSON body, ``Stripe-Signature``
+    over it, a delivery id and an event type in headers); the hub's answers counted by status."""
+    import json
+
+    import httpx
+
+    from adapters.webhook import sign_stripe
+
+    counts: dict[str, int] = {}
+    with httpx.Client(timeout=10) as client:
+        for note in notifications:
+            body = json.dumps(note).encode()
+            response = client.post(url, content=body, headers={
+                "Content-Type": "application/json", "Stripe-Signature": sign_stripe(secret, body),
+                "X-Delivery-Id": f"pay-{note['payment_id']}", "X-Event-Type": "payment.booked"})
+            response.raise_for_status()
+            status = str(response.json().get("status"))
+            counts[status] = counts.get(status, 0) + 1
+    return counts
 
 
 class BankService:

@@ -30,7 +30,7 @@ def _start(factory: Callable[[int], Any], port: int) -> Any:
 
 #: The credentials the demo services accept, as the demo spec reads them (an exported value wins).
 DEMO_CREDENTIALS = {"CRM_TOKEN": DEMO_TOKEN, "ERP_USER": DEMO_USER, "ERP_PASSWORD": DEMO_PASSWORD,
-                    "BANK_PASSWORD": bank.DEMO_PASSWORD}
+                    "BANK_PASSWORD": bank.DEMO_PASSWORD, "BANK_WEBHOOK_SECRET": bank.DEMO_WEBHOOK_SECRET}
 
 
 def endpoints(crm: CRMService, erp: ERPService, drop: bank.BankService, inventory: InventoryDb) -> dict[str, str]:

@@ -6,14 +6,16 @@ event store with :func:`hub.events.drain.drain` — exactly what the Dagster sen
 each tick (acknowledged after the store's commit); the pipeline run that follows absorbs the stored events
 into the tables like every stream asset. The events have fixed ids, so running the demo again stores
 nothing twice. A broker that is not running is skipped with a message saying so; the rest of the demo does
-not need it. (The bank's payment webhook needs ``hub serve``, which this demo does not start yet.)
+not need it. The bank calls its payment webhook on ``hub serve``'s application, started for the duration on
+a free loopback port (:func:`_serving`): signed deliveries answered ``202`` only after the store's commit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, time, timedelta
 from urllib.parse import urlsplit
 
@@ -23,7 +25,7 @@ from hub.events.drain import Drained, drain
 from hub.runtime.secrets import mask_url
 from hub.spec.loader import Pipeline
 
-ORDER_EVENTS, MOVEMENTS = "erp_order_events", "inventory_movements"
+ORDER_EVENTS, MOVEMENTS, PAYMENTS = "erp_order_events", "inventory_movements", "bank_payment_events"
 #: The days `hub demo` runs (and whose events it lands).
 WEEK = (date(2024, 1, 1), date(2024, 1, 7))
 
@@ -75,4 +77,51 @@ def land(pipeline: Pipeline, start: date, end: date, say: Callable[[str], None] 
             f"({total.stored} new, {total.duplicates} already stored, {total.dead} dead-lettered), acknowledged "
             "after the commit")
         out[name] = total
+    if PAYMENTS in pipeline.sources:
+        out[PAYMENTS] = _bank_webhook(pipeline, start, end, say)
     return out
+
+
+def _bank_webhook(pipeline: Pipeline, start: date, end: date, say: Callable[[str], None]) -> Drained:
+    """The bank posts the week's payment notifications to the hub's webhook (``hub serve``'s application)."""
+    import os
+
+    from hub.demo import bank
+
+    source = pipeline.sources[PAYMENTS]
+    notes = bank.payment_notifications(start, end)
+    with _serving(pipeline) as base:
+        url = base + source.config.path
+        counts = bank.call_webhook(url, os.environ["BANK_WEBHOOK_SECRET"], notes)
+    say(f"{PAYMENTS}: the bank posted {len(notes)} signed payment notification(s) to {url}; answered 202 after "
+        f"the commit: {counts.get('stored', 0)} new, {counts.get('duplicate', 0)} already stored")
+    return Drained(len(notes), counts.get("stored", 0), counts.get("duplicate", 0), counts.get("dead", 0), 0)
+
+
+@contextmanager
+def _serving(pipeline: Pipeline) -> Iterator[str]:
+    """``hub serve``'s application for *pipeline* under uvicorn on a free loopback port; its base URL."""
+    import threading
+
+    import uvicorn
+
+    from hub.serve.app import ServeOptions, build_app
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    server = uvicorn.Server(uvicorn.Config(build_app([pipeline], ServeOptions(absorb=False)), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="demo-hub-serve", daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            threading.Event().wait(0.05)
+        else:
+            raise HubError("hub serve did not start for the demo's bank webhook")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
