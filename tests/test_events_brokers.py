@@ -119,11 +119,14 @@ sources:
     return spec
 
 
-def _listen(spec: Path, crash: str | None = None) -> subprocess.Popen[str]:
+def _listen(spec: Path, crash: str | None = None, stall: str | None = None) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("HUB_TEST_CRASH_AT", None)
+    env.pop("HUB_TEST_STALL_AT", None)
     if crash:
         env["HUB_TEST_CRASH_AT"] = crash
+    if stall:
+        env["HUB_TEST_STALL_AT"] = stall
     return subprocess.Popen([sys.executable, "-m", "hub.cli.main", "listen", str(spec), "--batch", "50",
                              "--progress-every", "1"], cwd=spec.parent, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -203,3 +206,24 @@ def test_mqtt_through_hub_listen_once_despite_a_crash(tmp_path: Path, mqtt_topic
     _stop(warm)
     _mqtt_publish(mqtt_topic, [{"id": i, "qty": i} for i in range(120)])  # queued by the broker meanwhile
     _crash_then_restart(tmp_path, spec, 120)
+
+
+@pytest.mark.slow
+def test_an_ack_wait_shorter_than_the_work_gives_one_row(tmp_path: Path, nats_stream: str) -> None:
+    """JetStream redelivers every batch whose ack comes after ack_wait (1 s) because the listener stalls 2.5 s
+    between the store's commit and the ack: the redeliveries are dropped as duplicates, one row each."""
+    spec = _spec(tmp_path, '{nats: {servers: ["nats://127.0.0.1:4222"]}}',
+                 f"    stream: {nats_stream}\n    consumer: hub_{nats_stream.lower()}\n"
+                 f"    subject: {nats_stream}.>\n    ack_wait: 1s\n")
+    _nats_publish(nats_stream, [{"id": i, "qty": i} for i in range(60)])
+    proc = _listen(spec, stall="after_commit:2.5")
+    p = load(spec)
+
+    def redelivered() -> bool:
+        return open_store(p.warehouse_url, p.root).status(["orders"])[0].duplicates >= 1
+
+    _wait(lambda: _absorbed(spec, 60)() and redelivered(), "60 messages absorbed and a redelivery dropped", proc,
+          timeout=90)
+    _stop(proc)
+    assert _rows(tmp_path) == [(60, 60, sum(range(60)))]
+    assert open_store(p.warehouse_url, p.root).status(["orders"])[0].events == 60

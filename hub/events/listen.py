@@ -67,13 +67,19 @@ class SourceStats:
 
 
 class _CrashHook:
-    """Kills the process at a named point when ``HUB_TEST_CRASH_AT`` asks (the crash-consistency tests)."""
+    """Kills the process at a named point when ``HUB_TEST_CRASH_AT`` asks (the crash-consistency tests), or
+    stalls it there for some seconds when ``HUB_TEST_STALL_AT=point:seconds`` does (processing slower than
+    the broker's ack wait)."""
 
     def __init__(self) -> None:
         point, _, nth = os.environ.get("HUB_TEST_CRASH_AT", "").partition(":")
         self.point, self.nth, self.seen = point, int(nth or 1), 0
+        stall, _, seconds = os.environ.get("HUB_TEST_STALL_AT", "").partition(":")
+        self.stall, self.stall_s = stall, float(seconds or 0)
 
     def __call__(self, point: str) -> None:
+        if point == self.stall:
+            time.sleep(self.stall_s)  # blocks the loop, as slow work in hand does
         if point == self.point:
             self.seen += 1
             if self.seen >= self.nth:
