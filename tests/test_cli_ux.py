@@ -209,7 +209,8 @@ def _port_open(port: int) -> bool:
 @pytest.mark.slow
 def test_demo_serve_prints_exports_that_work_and_stops_on_sigterm(tmp_path: Path) -> None:
     demo_vars = ("CRM_TOKEN", "ERP_USER", "ERP_PASSWORD", "BANK_PASSWORD", "BANK_WEBHOOK_SECRET",
-                 "BANK_HOST_KEY_FINGERPRINT", "HUB_DEMO_CRM_URL", "HUB_DEMO_ERP_WSDL", "HUB_DEMO_BANK_PORT", "HUB_DEMO_INVENTORY_URL")
+                 "BANK_HOST_KEY_FINGERPRINT", "HUB_DEMO_CRM_URL", "HUB_DEMO_ERP_WSDL", "HUB_DEMO_BANK_PORT",
+                 "HUB_DEMO_INVENTORY_URL")
     clean = {k: v for k, v in os.environ.items() if k not in demo_vars and not k.startswith("HUB_")}
     clean.update(PYTHONPATH=str(REPO), HUB_STATE_DIR=str(tmp_path / "state"))
     server = subprocess.Popen([sys.executable, "-m", "hub.cli.main", "demo", "--serve"], cwd=REPO, env=clean,
