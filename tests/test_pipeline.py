@@ -122,6 +122,8 @@ def test_definitions_from_specs(dagster_home: Path) -> None:
     # the demo's stream sources: a sensor draining the broker into the event store, a job absorbing it
     assert defs.resolve_sensor_def("erp_order_events_sensor").job_name == "erp_order_events_job"
     assert defs.resolve_sensor_def("inventory_movements_sensor").job_name == "inventory_movements_job"
+    for name in ("erp_order_events", "inventory_movements", "bank_payment_events"):  # `sensor: running` in the demo
+        assert defs.resolve_sensor_def(f"{name}_sensor").default_status == dg.DefaultSensorStatus.RUNNING
     statements = graph.get(dg.AssetKey("bank_statements"))
     assert isinstance(statements.partitions_def, dg.DynamicPartitionsDefinition), "one partition per file"
     assert defs.resolve_sensor_def("bank_statements_sensor").job_name == "bank_statements_job"

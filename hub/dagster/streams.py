@@ -70,7 +70,8 @@ def stream_sensor(pipeline: Pipeline, source: ResolvedSource, job: Any) -> dg.Se
     """Drain a bounded batch into the store, then one run for the positions stored since the cursor."""
 
     @dg.sensor(name=f"{source.name}_sensor", job=job, minimum_interval_seconds=TICK_SECONDS,
-               default_status=dg.DefaultSensorStatus.STOPPED,
+               default_status=dg.DefaultSensorStatus.RUNNING if source.stream is not None
+               and source.stream.sensor == "running" else dg.DefaultSensorStatus.STOPPED,
                description=f"Drains up to {TICK_MESSAGES} messages of {source.name} into the event store per tick "
                            "(acknowledged after the store commits) and requests one run for them")
     def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from hub.runtime.duration import seconds
 
 #: The keys of a stream source's block that are the hub's, not its broker's.
-STREAM_KEYS = ("format", "fields", "delimiter", "id", "records", "keep", "max_deliver")
+STREAM_KEYS = ("format", "fields", "delimiter", "id", "records", "keep", "max_deliver", "sensor")
 DEFAULT_MAX_DELIVER = 5
 
 
@@ -45,6 +45,9 @@ class StreamKeys(BaseModel):
                                                        "absorbed into the table are never deleted.")
     max_deliver: int = Field(DEFAULT_MAX_DELIVER, ge=2, le=1000,
                              description="Deliveries after which a message goes to the dead letters.")
+    sensor: Literal["running", "stopped"] = Field("stopped", description=(
+        "Whether the source's Dagster sensor (drain a batch per tick, one run per batch) starts running. Stopped "
+        "by default: where `hub listen` consumes the source, the sensor would absorb beside it."))
 
     @field_validator("keep", mode="before")
     @classmethod
