@@ -222,3 +222,42 @@ def test_asset_checks_report_injected_bad_data(ui: Ui) -> None:
     assert "expect_column_values_to_not_be_null__created_at" in checks and len(checks) == 7, sorted(checks)
     for name, check in checks.items():
         assert (check.status, check.success, check.run_id) == ("SUCCEEDED", True, run_id), (name, check)
+
+
+def _rabbit_up() -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", 5672), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _rabbit_up(), reason="RabbitMQ is not listening on 127.0.0.1:5672")
+def test_stream_sensor_drains_the_erp_queue_and_its_run_absorbs(ui: Ui) -> None:
+    """The demo's stream sources start their sensors running (no `hub listen` in the demo): the ERP's order
+    events published on RabbitMQ are drained by erp_order_events_sensor, which requests one run that absorbs
+    them into erp_order_events, as the UI shows it."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    from hub.demo.erp import order_events, orders, publish_order_events
+
+    sensor = "erp_order_events_sensor"
+    assert sensor_status(ui.dev.gql, sensor) == "RUNNING"
+    day = datetime(2024, 1, 3, tzinfo=UTC)
+    events = order_events(orders(), day, day + timedelta(days=1))
+    assert asyncio.run(publish_order_events("amqp://guest:guest@127.0.0.1:5672/", events)) == len(events) > 0
+
+    def sensor_run() -> dict[str, Any] | None:
+        found = runs(ui.dev.gql, tags={"dagster/sensor_name": sensor})
+        return found[0] if found else None
+
+    run = wait_for("the stream sensor's run", sensor_run, timeout_s=240)
+    run = wait_run(ui.dev.gql, run["runId"], timeout_s=180)
+    assert run["status"] == "SUCCESS", run_failures(ui.dev.gql, run["runId"])
+    assert run["jobName"] == "erp_order_events_job"
+    ids = {f"{e[0]}" for e in events}
+    got = ui.query("select count(*) as n from erp_order_events")[0]["n"]
+    assert got >= len(ids)  # the week's events of that day at least (the queue may hold earlier demo events)
