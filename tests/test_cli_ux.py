@@ -392,3 +392,17 @@ def test_plan_notes_and_refusals_read_once(crm: CRMService, warehouse_path: Path
     assert refused.exit_code == 3
     assert "refused: the request asks to delete something" in refused.output
     assert refused.output.count("refused") == 1, refused.output
+
+
+def test_help_starts_without_the_heavy_layers() -> None:
+    """`hub --help` must stay fast (issue 20: <= 0.3 s): it may not import the spec models, the adapters'
+    clients, pyarrow, Dagster or Great Expectations. Checked in a fresh interpreter."""
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom hub.cli.main import app\n"
+            "assert CliRunner().invoke(app, ['--help']).exit_code == 0\n"
+            "heavy = ['hub.spec', 'pyarrow', 'dagster', 'great_expectations', 'zeep', 'asyncssh', 'sqlalchemy',"
+            " 'duckdb', 'hub.protocols']\n"
+            "print(','.join(m for m in heavy if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"hub --help imported: {out.stdout.strip()}"

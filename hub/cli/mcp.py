@@ -8,13 +8,16 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from hub.errors import HubError
-from hub.spec import Pipeline
+
+if TYPE_CHECKING:
+    from hub.spec import Pipeline
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
