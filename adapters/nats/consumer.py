@@ -66,6 +66,9 @@ _HEARTBEAT, _ENDS_REQUEST = "100", ("404", "408", "409")
 #: 409 descriptions after which the consumer must be applied again (a fresh connection does that).
 _GONE = ("consumer deleted", "leadership change", "consumer is push based")
 
+#: Seconds a waiting pull request lives at most: also what closing the consumer may wait for it to end.
+_WAIT_REQUEST = 0.5
+
 _DELIVER = {"all": api.DeliverPolicy.ALL, "new": api.DeliverPolicy.NEW, "last": api.DeliverPolicy.LAST,
             "last_per_subject": api.DeliverPolicy.LAST_PER_SUBJECT}
 
@@ -187,7 +190,7 @@ class NatsConsumer:
         nc = self._nc
         if nc is not None and nc.is_connected:
             if self._sub is not None:  # delivered but never handed out: back to the stream at once
-                await self._sub.release()
+                await self._sub.settle()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(nc.flush(), 5)
         await self._drop()
@@ -329,14 +332,14 @@ class _Pull:
             self.until = loop.time() + 5.0  # answered at once; a safety bound only
         else:
             body["expires"] = int(expires * 1e9)
-            self.until = loop.time() + expires + 0.5
+            self.until = loop.time() + expires + 0.2  # the server's 408 closes it sooner
         self.open, self.owed, self.no_wait = reply, batch, expires is None
         await self.nc.publish(self.subject, json.dumps(body).encode(), reply=reply)
 
     async def fetch(self, batch: int, deadline: float) -> list[Msg]:
         """Up to *batch* messages, waiting until the loop time *deadline* at most: those already queued, else
-        what a ``no_wait`` request brings, else the first of a waiting request (which stays open: the next
-        call waits for the rest of it rather than asking again)."""
+        what a ``no_wait`` request brings, else the first of a waiting request (which stays open, at most
+        ``_WAIT_REQUEST`` seconds: the next call waits for the rest of it rather than asking again)."""
         loop = asyncio.get_running_loop()
         asked = False
         while True:
@@ -349,7 +352,7 @@ class _Pull:
                 left = deadline - loop.time()
                 if asked and left < 0.02:
                     return []
-                await self._request(batch, expires=None if not asked else left)
+                await self._request(batch, expires=None if not asked else min(left, _WAIT_REQUEST))
                 asked = True
             left = min(deadline, self.until) - loop.time()
             if left <= 0:
@@ -370,8 +373,15 @@ class _Pull:
             return out
         return [queue.popleft() for _ in range(batch)]
 
-    async def release(self) -> None:
-        """Nak what was received and never handed out, so it is redelivered now rather than after ack_wait."""
+    async def settle(self) -> None:
+        """Before the connection closes: let a waiting request run out (the server would otherwise keep it
+        after the connection is gone and hand it messages nobody receives, back only after ack_wait), then
+        nak what was received and never handed out, so it is redelivered now rather than after ack_wait."""
+        loop = asyncio.get_running_loop()
+        while self.open is not None and self.nc.is_connected and (left := self.until - loop.time()) > 0:
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), left)
         while self.queue:
             with contextlib.suppress(Exception):
                 await self.queue.popleft().nak()
