@@ -15,6 +15,7 @@ from hub.runtime.retry import RetryConfig, RetryPolicy
 
 #: Header names that carry a message's event type, in the order they are looked up.
 TYPE_HEADERS = ("type", "ce-type", "ce_type", "ce-Type")
+_TYPE_LOWER = frozenset(name.lower() for name in TYPE_HEADERS)
 
 
 def event_type(headers: Mapping[str, str]) -> str | None:
@@ -23,6 +24,8 @@ def event_type(headers: Mapping[str, str]) -> str | None:
         value = headers.get(name)
         if value:
             return value
+    if not any(k.lower() in _TYPE_LOWER for k in headers):  # most messages: no lowered copy per message
+        return None
     lowered = {k.lower(): v for k, v in headers.items()}
     for name in TYPE_HEADERS:
         value = lowered.get(name.lower())

@@ -110,6 +110,47 @@ def test_unacked_message_is_redelivered_after_reopen() -> None:
     run(main)
 
 
+def test_pull_requests_return_early_wait_for_late_messages_and_release_the_rest() -> None:
+    """The consumer's own pull requests (adapters/nats/consumer.py, _Pull): fewer messages than asked come back
+    without waiting out the timeout; a fetch waiting on an empty stream returns a message published meanwhile;
+    closing lets the waiting request end, then naks what it brought and was not handed out, so those come back
+    at once (attempts 2) instead of after ack_wait."""
+    async def main() -> None:
+        async with jetstream() as (js, s):
+            await publish(js, f"{s}.orders", 3)
+            async with consumer(s, ack_wait=30) as c:
+                started = time.monotonic()
+                got = await c.fetch(100, 5.0)
+                assert [m.payload for m in got] == [b"0", b"1", b"2"]
+                assert time.monotonic() - started < 2.0, "a partial batch waited for the whole timeout"
+                for m in got:
+                    await m.ack()
+                assert c.lag() == 0
+                waiting = asyncio.create_task(c.fetch(10, 5.0))
+                await asyncio.sleep(0.3)
+                started = time.monotonic()
+                await publish(js, f"{s}.orders", 1, start=3)
+                late = await waiting
+                assert [m.payload for m in late] == [b"3"] and time.monotonic() - started < 2.0
+                await late[0].ack()
+                waiting = asyncio.create_task(c.fetch(10, 5.0))
+                await asyncio.sleep(0.1)  # a waiting request is open, asking for 10
+                await publish(js, f"{s}.orders", 1, start=4)
+                first = await waiting
+                assert [m.payload for m in first] == [b"4"]
+                await first[0].ack()
+                await publish(js, f"{s}.orders", 2, start=5)  # brought by the same request, never handed out
+            async with consumer(s, ack_wait=30) as c:  # closing let the request end and nak'ed 5 and 6
+                again = await drain(c, 2, limit=5)
+                assert [(m.payload, m.attempts) for m in again] == [(b"5", 2), (b"6", 2)]
+                for m in again:
+                    await m.ack()
+                assert await c.fetch(5, 0.5) == []
+                info = await c.info()
+                assert info.num_ack_pending == 0 and info.num_waiting == 0
+    run(main)
+
+
 def test_nak_redelivers_with_attempts_and_term_never_again() -> None:
     async def main() -> None:
         async with jetstream() as (js, s):

@@ -5,8 +5,17 @@ subscription after it reconnects, but not the pull request the server was holdin
 can go silent after a server restart (nats-io/nats.py#504). This consumer therefore turns nats.py's own
 reconnect off and, whenever the connection is gone, connects again with the system's retry policy,
 applies the consumer configuration again (a restarted server may have lost it, an operator may have edited
-it) and binds a fresh pull subscription. Every :meth:`NatsConsumer.fetch` sends a new pull request, so no
-request is ever left parked on a server that went away.
+it) and binds a fresh pull subscription. Pull requests live on one connection, so no request is ever left
+parked on a server that went away.
+
+Why the pull requests are sent here rather than through nats.py's ``PullSubscription.fetch``: that ``fetch``
+waits for every message with ``next_msg``, which makes two asyncio tasks and a ``uuid4`` per message — most
+of the event loop's time at tens of thousands of messages per second (docs/benchmarks.md). :class:`_Pull`
+sends the same JetStream pull requests (``$JS.API.CONSUMER.MSG.NEXT``, first ``no_wait`` for what is
+there, then one that waits) to an inbox with a callback subscription, which queues each message with no
+task of its own, and wakes the waiting fetch once per request answered. A request is never sent while one
+is still open, so at most one batch is on its way besides what the caller holds (``max_ack_pending`` bounds
+both anyway).
 
 Message ids: the ``Nats-Msg-Id`` header when the publisher set one (JetStream deduplicates on it too), else
 ``<stream>/<stream sequence>``, which is the same on every redelivery of the message. ``key`` is the subject
@@ -18,7 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+from collections import deque
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +60,15 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError, OSError, asyncio.TimeoutError,
 )
 
+#: JetStream status codes on a pull request's inbox: 100 heartbeat, 404 no messages (``no_wait``), 408 the
+#: request expired, 409 a limit (max ack pending, max waiting, batch size) or the consumer went away.
+_HEARTBEAT, _ENDS_REQUEST = "100", ("404", "408", "409")
+#: 409 descriptions after which the consumer must be applied again (a fresh connection does that).
+_GONE = ("consumer deleted", "leadership change", "consumer is push based")
+
+#: Seconds a waiting pull request lives at most: also what closing the consumer may wait for it to end.
+_WAIT_REQUEST = 0.5
+
 _DELIVER = {"all": api.DeliverPolicy.ALL, "new": api.DeliverPolicy.NEW, "last": api.DeliverPolicy.LAST,
             "last_per_subject": api.DeliverPolicy.LAST_PER_SUBJECT}
 
@@ -68,8 +89,9 @@ class NatsConsumer:
                                f"than the number of backoff steps ({len(source.backoff)})")
         self.system, self.source, self.max_deliver, self.name = system, source, max_deliver, name
         self._nc: Client | None = None
-        self._sub: Any = None
+        self._sub: _Pull | None = None
         self._lag: int | None = None
+        self._pending_after: int | None = None
         self._reconnects = Reconnects(system.retries)
         self._closing = False
 
@@ -136,9 +158,7 @@ class NatsConsumer:
                 self._nc = nc
                 info = await self._apply_config(nc)
                 self._lag = info.num_pending
-                self._sub = await nc.jetstream().pull_subscribe_bind(
-                    self.source.consumer, stream=self.source.stream,
-                    pending_msgs_limit=max(self.source.max_ack_pending * 2, 1000))
+                self._sub = await _Pull.start(nc, self.source.stream, self.source.consumer, self.name)
                 self._reconnects.succeeded()
                 return
             except _CONNECTION_ERRORS as exc:
@@ -164,10 +184,13 @@ class NatsConsumer:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        """Acks already sent are flushed before the connection closes; unacked messages are redelivered."""
+        """Acks already sent are flushed before the connection closes; unacked messages are redelivered
+        (those received but never returned by :meth:`fetch` are nak'ed, so at once)."""
         self._closing = True
         nc = self._nc
         if nc is not None and nc.is_connected:
+            if self._sub is not None:  # delivered but never handed out: back to the stream at once
+                await self._sub.settle()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(nc.flush(), 5)
         await self._drop()
@@ -181,31 +204,29 @@ class NatsConsumer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            if self._nc is None or not self._nc.is_connected or self._sub is None:
+            if self._nc is None or not self._nc.is_connected or self._sub is None or self._sub.gone:
                 await self._open()
-            remaining = deadline - loop.time()
+            assert self._sub is not None
             try:
-                msgs = await self._sub.fetch(max_messages, timeout=max(remaining, 0.05))
-            except nats.errors.TimeoutError:
-                if self._nc is not None and self._nc.is_connected:
-                    await self._refresh_lag()
-                    return []
-                if loop.time() >= deadline:
-                    return []
-                continue  # the connection went while waiting: connect again within the time left
+                msgs = await self._sub.fetch(max_messages, deadline)
             except _CONNECTION_ERRORS as exc:
                 log.info("nats %s: connection lost (%s); reconnecting", self.name, exc)
                 await self._drop()
                 continue
-            out = [self._wrap(m) for m in msgs]
             if msgs:
-                with contextlib.suppress(Exception):
-                    self._lag = msgs[-1].metadata.num_pending
-            return out
+                out = [self._wrap(m) for m in msgs]
+                self._lag = self._pending_after
+                return out
+            if self._nc is not None and self._nc.is_connected and not self._sub.gone:
+                await self._refresh_lag()
+                return []
+            if loop.time() >= deadline:
+                return []
+            # the connection went while waiting: connect again within the time left
 
     async def _refresh_lag(self) -> None:
         with contextlib.suppress(Exception):
-            info = await self._sub.consumer_info()
+            info = await self.info()
             self._lag = info.num_pending
 
     def lag(self) -> int | None:
@@ -214,28 +235,156 @@ class NatsConsumer:
 
     async def info(self) -> api.ConsumerInfo:
         """The consumer as the server has it (its configuration, pending and redelivered counts)."""
-        if self._sub is None:
+        if self._nc is None:
             await self._open()
-        result: api.ConsumerInfo = await self._sub.consumer_info()
+        assert self._nc is not None
+        result: api.ConsumerInfo = await self._nc.jsm().consumer_info(self.source.stream, self.source.consumer)
         return result
 
     def _wrap(self, msg: Msg) -> Message:
-        meta = msg.metadata
-        headers = {k: v for k, v in (msg.headers or {}).items()}
-        msg_id = headers.get("Nats-Msg-Id") or f"{meta.stream}/{meta.sequence.stream}"
+        """The hub's message for a JetStream one, its metadata read straight from the ack subject (nats.py's
+        ``Msg.metadata`` builds two dataclasses per message)."""
+        tokens = msg.reply.split(".")
+        if len(tokens) == 9:  # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ns>.<pending>
+            stream, delivered, seq, ns, pending = tokens[2], tokens[4], tokens[5], tokens[7], tokens[8]
+        elif len(tokens) >= 11 and tokens[0] == "$JS" and tokens[1] == "ACK":  # with domain and account hash
+            stream, delivered, seq, ns, pending = (tokens[4], tokens[6], tokens[7], tokens[9], tokens[10])
+        else:
+            raise AdapterError(f"sources.{self.name}: message on {msg.subject} is not a JetStream delivery "
+                               f"(reply subject {msg.reply!r})")
+        self._pending_after = int(pending)
+        headers = dict(msg.headers) if msg.headers else {}
+        msg_id = headers.get("Nats-Msg-Id") or f"{stream}/{seq}"
+        name = self.name
 
         async def ack() -> None:
-            await _settle(msg.ack(), self.name, "ack")
+            await _settle(msg.ack(), name, "ack")
 
         async def nak(delay: float | None = None) -> None:
-            await _settle(msg.nak(delay=delay), self.name, "nak")
+            await _settle(msg.nak(delay=delay), name, "nak")
 
         async def term() -> None:
-            await _settle(msg.term(), self.name, "term")
+            await _settle(msg.term(), name, "term")
 
-        return Message(payload=msg.data, stream=msg.subject, id=msg_id, key=msg.subject, type=event_type(headers),
-                       headers=headers, timestamp=meta.timestamp, attempts=meta.num_delivered,
+        return Message(payload=msg.data, stream=msg.subject, id=msg_id, key=msg.subject,
+                       type=event_type(headers) if headers else None, headers=headers,
+                       timestamp=datetime.fromtimestamp(int(ns) / 1e9, UTC), attempts=int(delivered),
                        _ack=ack, _nak=nak, _term=term)
+
+
+class _Pull:
+    """Pull requests of one durable consumer and the messages they bring, on one connection.
+
+    The replies of every request come to ``<inbox>.<n>`` (a callback subscription on ``<inbox>.*``);
+    messages are queued as they arrive, status replies close the request they answer (the subject tells
+    which, so a late status of an earlier request is ignored)."""
+
+    def __init__(self, nc: Client, stream: str, consumer: str, name: str) -> None:
+        self.nc, self.name = nc, name
+        self.subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self.inbox = nc.new_inbox()
+        self.queue: deque[Msg] = deque()
+        self.wake = asyncio.Event()
+        self.open: str | None = None  # the reply subject of the request still open
+        self.owed = 0  # messages it may still bring
+        self.no_wait = False
+        self.until = 0.0  # loop time after which it has surely expired
+        self.requests = 0
+        self.gone = False  # the consumer went away (deleted, leader changed): connect and apply it again
+        self._sub: Any = None
+
+    @classmethod
+    async def start(cls, nc: Client, stream: str, consumer: str, name: str) -> _Pull:
+        pull = cls(nc, stream, consumer, name)
+        pull._sub = await nc.subscribe(pull.inbox + ".*", cb=pull._on_msg)
+        return pull
+
+    async def _on_msg(self, msg: Msg) -> None:
+        status = msg.headers.get("Status") if msg.headers else None
+        if status is None:
+            self.queue.append(msg)
+            if self.open is not None:
+                self.owed -= 1
+                if self.owed <= 0:
+                    self.open = None
+                    self.wake.set()
+                elif not self.no_wait:
+                    self.wake.set()
+            return
+        if status == _HEARTBEAT or msg.subject != self.open:
+            return
+        assert msg.headers is not None
+        description = msg.headers.get("Description", "").lower()
+        if status not in _ENDS_REQUEST or any(g in description for g in _GONE):
+            log.info("nats %s: pull request answered %s %s; binding the consumer again", self.name, status,
+                     description)
+            self.gone = True
+        self.open = None
+        self.wake.set()
+
+    async def _request(self, batch: int, *, expires: float | None) -> None:
+        self.requests += 1
+        reply = f"{self.inbox}.{self.requests}"
+        body: dict[str, Any] = {"batch": batch}
+        loop = asyncio.get_running_loop()
+        if expires is None:
+            body["no_wait"] = True
+            self.until = loop.time() + 5.0  # answered at once; a safety bound only
+        else:
+            body["expires"] = int(expires * 1e9)
+            self.until = loop.time() + expires + 0.2  # the server's 408 closes it sooner
+        self.open, self.owed, self.no_wait = reply, batch, expires is None
+        await self.nc.publish(self.subject, json.dumps(body).encode(), reply=reply)
+
+    async def fetch(self, batch: int, deadline: float) -> list[Msg]:
+        """Up to *batch* messages, waiting until the loop time *deadline* at most: those already queued, else
+        what a ``no_wait`` request brings, else the first of a waiting request (which stays open, at most
+        ``_WAIT_REQUEST`` seconds: the next call waits for the rest of it rather than asking again)."""
+        loop = asyncio.get_running_loop()
+        asked = False
+        while True:
+            if self.open is not None and loop.time() > self.until:
+                self.open = None  # expired without a word (a server restart): ask again
+            if self.queue and (self.open is None or not self.no_wait):
+                return self._take(batch)
+            self.wake.clear()  # no await since the checks above: a message arriving from here on wakes us
+            if self.open is None:
+                left = deadline - loop.time()
+                if asked and left < 0.02:
+                    return []
+                await self._request(batch, expires=None if not asked else min(left, _WAIT_REQUEST))
+                asked = True
+            left = min(deadline, self.until) - loop.time()
+            if left <= 0:
+                return self._take(batch)
+            try:
+                await asyncio.wait_for(self.wake.wait(), left)
+            except TimeoutError:
+                if loop.time() >= deadline:
+                    return self._take(batch)
+            if not self.nc.is_connected or self.gone:
+                return self._take(batch)
+
+    def _take(self, batch: int) -> list[Msg]:
+        queue = self.queue
+        if len(queue) <= batch:
+            out = list(queue)
+            queue.clear()
+            return out
+        return [queue.popleft() for _ in range(batch)]
+
+    async def settle(self) -> None:
+        """Before the connection closes: let a waiting request run out (the server would otherwise keep it
+        after the connection is gone and hand it messages nobody receives, back only after ack_wait), then
+        nak what was received and never handed out, so it is redelivered now rather than after ack_wait."""
+        loop = asyncio.get_running_loop()
+        while self.open is not None and self.nc.is_connected and (left := self.until - loop.time()) > 0:
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), left)
+        while self.queue:
+            with contextlib.suppress(Exception):
+                await self.queue.popleft().nak()
 
 
 async def _settle(call: Any, source: str, what: str) -> None:

@@ -107,11 +107,13 @@ class Listener:
         self.run_id = f"listen-{uuid.uuid4().hex[:12]}"
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
+        self._drained = asyncio.Event()  # a source stored a batch and the broker had nothing more: absorb now
         self._crash = _CrashHook()
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+        self._drained.set()
 
     def wake(self) -> None:
         """New events were stored by someone else (``hub serve``): absorb soon."""
@@ -239,6 +241,8 @@ class Listener:
         stats.window_count += len(messages)
         if appended.last is not None:
             stats.position = appended.last
+        if stats.lag == 0:
+            self._drained.set()  # caught up with the broker: the absorber's rest (to let a backlog pile up) ends
         for inc, outcome in zip(incoming, appended.outcomes, strict=True):
             if outcome == "dead":
                 self.echo(f"{name}: message {inc.message_id} dead-lettered: {inc.reason}")
@@ -259,11 +263,14 @@ class Listener:
                 self._wake.clear()
                 # an absorb has a fixed cost (opening the warehouse, the merge): under load (the last absorb was
                 # big) rest as long as it took, so absorbing takes about half the time and each absorb is bigger;
-                # a trickle is absorbed at once (latency)
+                # a trickle is absorbed at once (latency), and so is the tail of a backlog: the rest ends when a
+                # source has caught up with its broker (no lag after a stored batch): nothing more is piling up
                 rest = took * min(1.0, busy / max(self.options.absorb_busy, 1))
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), min(rest, self.options.absorb_every))
+                    await asyncio.wait_for(self._drained.wait(), min(rest, self.options.absorb_every))
             try:
+                if not stopping:
+                    self._drained.clear()  # what is stored from here on is not in this absorb
                 started, busy = time.monotonic(), 0
                 for name in names:
                     before = self.stats[name].absorbed
