@@ -19,6 +19,7 @@ import datetime as dt
 import decimal
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -70,7 +71,24 @@ def compare(plan_db: Path, table: str, ref_db: Path, sql: str) -> str | None:
     return None
 
 
+#: A refusal that says the request needs a write workflow (a flow), not a read plan.
+FLOW_REFUSAL = re.compile(r"write workflow|\bflow\b", re.IGNORECASE)
+
+
+def judge_flow(case: dict[str, Any], res: PlanResult) -> str | None:
+    """A ``flow:`` case (acting across systems) passes, for now, when nothing is executed and the request is
+    refused as needing a write workflow (flows, issue 18, are not on main yet: once they are, an approval-gated
+    flow plan whose writes match the steps will count too). A read plan is a failure."""
+    if res.ok:
+        return "planned as a read pipeline, not a write workflow"
+    if res.refused and FLOW_REFUSAL.search(res.reason):
+        return None
+    return f"not refused as a write workflow ({'refused: ' if res.refused else ''}{res.reason})"
+
+
 def judge(case: dict[str, Any], res: PlanResult, plan_db: Path, ref_db: Path) -> str | None:
+    if case.get("flow"):
+        return judge_flow(case, res)
     if case.get("refused"):
         return None if res.refused else f"not refused ({'planned' if res.ok else res.reason})"
     if case.get("rejected"):
