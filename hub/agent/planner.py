@@ -552,7 +552,8 @@ class Vocabulary:
             self._add(tuple(content), Sense("column", t, c, weight=1.0, via="name"))
         for w in content:
             ref = c.name.lower().endswith("_id") and w != "id"
-            weight = 0.35 if ref else (0.9 if w == head else 0.6)
+            # a word naming part of a compound name ("revenue" of annual_revenue) names it less surely
+            weight = 0.35 if ref else (0.6 if w != head else 0.9 if len(content) == 1 else 0.7)
             self._add((w,), Sense("column", t, c, weight=weight, via="name"))
             if not ref:
                 for r in u.related(w):
@@ -768,6 +769,15 @@ def read_request(request: str, vocab: Vocabulary, skip: set[int]) -> Reading:
         if i > 0 and words[i - 1] in ("can", "could", "still") or i > 1 and words[i - 2] in ("can", "could"):
             flags = [s for s in senses if s.kind == "column" and s.column is not None and s.column.kind == "bool"]
             senses = flags or senses
+        # a system's name names the system, not a table by a synonym ("inventory" is no stock level)
+        if any(s.kind == "system" for s in senses):
+            senses = [s for s in senses if s.kind == "system" or s.weight >= 1.0]
+        # "last week", "number of": time and counting words, no names
+        if words[i] in ("last", "past", "next", "this", "previous") and i + 1 < len(words) and \
+                words[i + 1] in ("day", "days", "week", "weeks", "month", "months", "year", "years", "night", "hour"):
+            senses = []
+        if words[i] == "number" and i + 1 < len(words) and words[i + 1] == "of":
+            senses = []
         # a ratio word is no column by a synonym ("the cancellation rate" is no score)
         if words[i] in _RATIO:
             senses = [s for s in senses if not s.via.startswith("synonym")]
@@ -886,7 +896,14 @@ class _Composer:
         table_m = [m for m in mentions if m.sense.kind == "table"]
         col_m = [m for m in mentions if m.sense.kind in ("column", "value")]
 
-        def sysf(t: Table) -> float:
+        sys_pos = {m.at: m.sense.system for m in mentions if m.sense.kind == "system"}
+
+        def sysf(t: Table, at: int | None = None) -> float:
+            """A system word right before a word ("ERP revenue", "CRM region") narrows it to that system."""
+            if at is not None:
+                near = next((sys_pos[k] for k in (at - 1, at - 2) if k in sys_pos), None)
+                if near is not None:
+                    return 1.0 if t.system == near else 0.4
             return 1.0 if not named_sys or t.system in named_sys else 0.55
 
         others_pos = {m.at for m in table_m}
@@ -927,7 +944,9 @@ class _Composer:
             for m in col_m:
                 t = m.sense.table
                 assert t is not None
-                by_t[t.name] = by_t.get(t.name, 0) + m.sense.weight * sysf(t)
+                if any(words[k] in ("per", "by", "each") for k in (m.at - 1, m.at - 2, m.at - 3) if k >= 0):
+                    continue  # a grouping names no main table
+                by_t[t.name] = by_t.get(t.name, 0) + m.sense.weight * sysf(t, m.at)
             if named_sys and not by_t:
                 sys_tables = [t for t in self.vocab.tables if t.system in named_sys and t.parent is None]
                 if len(sys_tables) == 1:
@@ -985,7 +1004,7 @@ class _Composer:
             def cscore(s: Sense) -> float:
                 t = s.table
                 assert t is not None
-                w = s.weight * sysf(t)
+                w = s.weight * sysf(t, i)
                 if t is main:
                     w *= 1.3
                 elif t in chosen:
@@ -1008,6 +1027,7 @@ class _Composer:
                 if when.partitions == "monthly":
                     when.partitions = None
         self._reading_senses = reading.senses
+        self._mentions = table_m
         # ---- other tables named: kept when they join by a key or something of theirs is used
         used_tables = {s.table.name for s in picked.values() if s.table}  # type: ignore[union-attr]
         for m in sorted(table_m, key=lambda m: m.at):
@@ -1018,7 +1038,9 @@ class _Composer:
                 continue
             if any(m.at == i for i in picked) and picked[m.at].table in chosen:
                 continue
-            if t.name in used_tables or any(k.strength >= 2 for c in chosen for k in self.joins(c, t)):
+            asked = any(words[k] in ("with", "and", "join", "joined", "plus", "including", "alongside", "to")
+                        for k in (m.at - 1, m.at - 2) if k >= 0)
+            if t.name in used_tables or asked or any(k.strength >= 2 for c in chosen for k in self.joins(c, t)):
                 chosen.append(t)
             else:
                 self.notes.append(f"assumed '{words[m.at]}' does not ask for {t.name}: no key relates it to "
@@ -1256,7 +1278,10 @@ class _Composer:
                 nxt += 1
             elif w in ("each", "every") and i > 0 and words[i - 1] == "for":
                 continue
-            elif w not in ("per", "by") or (top and top.by_at == i) or (w == "by" and i > 0 and words[i - 1] in
+            elif w in ("each", "every") and not (nxt < len(words) and self.picked.get(nxt) is not None and
+                                                 self.picked[nxt].kind == "column"):
+                continue
+            elif w not in ("per", "by", "each", "every") or (top and top.by_at == i) or (w == "by" and i > 0 and words[i - 1] in
                                                                        ("multiplied", "divided", "weighted")):
                 continue
             while nxt < len(words) and words[nxt] in ("the", "a", "an", "their", "its", "each", "every", "our"):
@@ -1268,8 +1293,13 @@ class _Composer:
                     any(j == m for m in self._table_positions())]
             if not cand:
                 continue
-            j = cand[-1] if all(k in self.picked or k in self._table_positions() for k in range(nxt, cand[-1] + 1)) \
-                else cand[0]
+            naming = self.picked.keys() | self._table_positions() | self._system_positions()
+            j = cand[0]
+            for k in range(nxt, min(nxt + 3, len(words))):
+                if k not in naming:
+                    break
+                if k in cand:
+                    j = k
             g = self._group_target(j, words)
             if g and g not in group:
                 group.append(g)
@@ -1312,6 +1342,8 @@ class _Composer:
                             break
                     if measure:
                         break
+        if measure is None and derived is None and (agg == "sum" or re.search(r"\b(value|worth)\b", text)):
+            measure, derived = self._default_measure(text)
         select: list[str] = []
         order: list[str] = []
         limit = top.n if top else None
@@ -1383,6 +1415,31 @@ class _Composer:
         return self._emit(select, where, join_sql, [], order, limit, when,
                           measure_name="value" if derived else None)
 
+    def _default_measure(self, text: str) -> tuple[tuple[Table, Column] | None, str | None]:
+        """The money a table's rows are worth when the request names none ("how much did each region buy",
+        "stock value"): a column named amount/total/value/revenue/price, else quantity x unit price/cost."""
+        for t in self.tree:
+            for c in t.columns:
+                if c.kind in ("int", "num", "other") and any(w in c.name.lower() for w in (
+                        "amount", "total", "value", "revenue")):
+                    self.notes.append(f"assumed the value asked for is {t.name}.{c.name}")
+                    return (t, c), None
+        for t in self.tree:
+            qty = next((c for c in t.columns if "quantit" in c.name.lower() or c.name.lower() in ("qty", "units")),
+                       None)
+            unit = next((c for c in t.columns if c.kind in ("num", "other") and any(
+                w in c.name.lower() for w in ("price", "cost"))), None)
+            if qty is not None and unit is not None:
+                a = self.alias[t.name]
+                expr = f"{a}.{qty.name} * {a}.{unit.name}"
+                self.notes.append(f"assumed the value is {t.name}.{qty.name} x {t.name}.{unit.name} (no value column)")
+                return None, expr
+        return None, None
+
+    def _system_positions(self) -> set[int]:
+        return {i for i, (_span, ss) in getattr(self, "_reading_senses", {}).items()
+                if any(s.kind == "system" for s in ss)}
+
     def _table_positions(self) -> set[int]:
         out = set()
         for i, (_span, ss) in getattr(self, "_reading_senses", {}).items():
@@ -1404,17 +1461,18 @@ class _Composer:
             return f"{alias[s.table.name]}.{s.column.name}", s.column.name
         if s is not None and s.kind == "value" and s.table in self.tree and s.column is not None:
             return f"{alias[s.table.name]}.{s.column.name}", s.column.name
-        # an entity: its key in the measured table (customer -> customer_id), else its id/name
+        # an entity: its name (or key) when its table is joined, else its key in the measured table (customer_id)
         ent = u.stem(words[j])
+        for t in self.tree:
+            if t is not self.main and (ent in t.entity or u.stem(t.name.split("_")[-1]) == ent or any(
+                    m.at == j and m.sense.table is t for m in self._mentions)):
+                key = t.col("name") or (t.col(t.pk[0]) if t.pk else None)
+                if key is not None:
+                    return f"{alias[t.name]}.{key.name}", key.name
         for t in self.tree:
             for c in t.columns:
                 if c.name.lower() in (f"{ent}_id", f"{words[j]}_id"):
                     return f"{alias[t.name]}.{c.name}", c.name
-        for t in self.tree:
-            if ent in t.entity or u.stem(t.name.split("_")[-1]) == ent:
-                key = t.col("name") or (t.col(t.pk[0]) if t.pk else None)
-                if key is not None:
-                    return f"{alias[t.name]}.{key.name}", key.name
         return None
 
     def _subject(self, top: u.TopN, words: list[str]) -> tuple[str, str] | None:

@@ -74,7 +74,7 @@ THESAURUS: list[tuple[str, ...]] = [
     ("region", "area", "territory", "zone"),
     ("city", "town", "municipality"),
     ("country", "nation"),
-    ("amount", "value", "worth", "total", "sum", "money", "spend", "euro", "dollar", "cost"),
+    ("amount", "value", "worth", "total", "sum", "money", "spend", "euro", "dollar", "cost", "revenue"),
     ("revenue", "turnover", "income", "sale", "earnings"),
     ("annual", "year", "yearly", "per-year"),
     ("price", "cost", "tariff", "fee"),
