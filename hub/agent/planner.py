@@ -705,7 +705,7 @@ def join_keys(a: Table, b: Table, sample: dict[str, Sample]) -> list[JoinKey]:
                                            for w in names if len(w) >= 3):
                         continue  # the prefix abbreviates nothing of that side ('SKU-' is no customer id)
                     vy = {int(v) for v in sy.values.get(cy.name) or [] if isinstance(v, int)}
-                    if not vy or not _unique(y, cy, sample) and not cy.name.lower().endswith("id"):
+                    if not vy or not _unique(y, cy, sample):
                         continue
                     common = len(digits & vy)
                     if common == 0 or common / min(len(digits), len(vy)) < 0.3:
@@ -778,8 +778,9 @@ def read_request(request: str, vocab: Vocabulary, skip: set[int]) -> Reading:
             senses = []
         if words[i] == "number" and i + 1 < len(words) and words[i + 1] == "of":
             senses = []
-        # a ratio word is no column by a synonym ("the cancellation rate" is no score)
-        if words[i] in _RATIO:
+        # a ratio or counting word is no column by a synonym ("the cancellation rate" is no score)
+        if words[i] in _RATIO or words[i] in _AGG_WORDS or words[i] in ("times", "multiplied", "divided", "minus",
+                                                                         "plus"):
             senses = [s for s in senses if not s.via.startswith("synonym")]
         if senses:
             r.senses[i] = (span, senses)
@@ -932,7 +933,9 @@ class _Composer:
             k = first
             while True:
                 span = reading.senses[k][0] if k in reading.senses else 1
-                if k + span in reading.senses and any(m.at == k + span for m in strong):
+                nxt_raw = words[k + span] if k + span < len(words) else ""
+                verb = nxt_raw in u.IRREGULAR or nxt_raw.endswith(("ed", "ing"))  # "items sold": no compound
+                if k + span in reading.senses and any(m.at == k + span for m in strong) and not verb:
                     k += span
                     continue
                 break
@@ -1006,9 +1009,9 @@ class _Composer:
                 assert t is not None
                 w = s.weight * sysf(t, i)
                 if t is main:
-                    w *= 1.3
+                    w *= 1.45
                 elif t in chosen:
-                    w *= 1.15
+                    w *= 1.25
                 elif t.name in anti_tables:
                     w *= 1.1
                 elif t.name in mentioned_tables:
@@ -1018,6 +1021,8 @@ class _Composer:
                 return w
 
             best_s = max(here, key=cscore)
+            if os.environ.get("HUB_DEBUG_PLANNER"):
+                print("SCORE", words[i], [(s.table.name, s.column and s.column.name, round(cscore(s), 3)) for s in here])
             picked[i] = best_s
         self.picked = picked
         # "yearly turnover" names a column (annual_revenue), not a grain
@@ -1027,6 +1032,9 @@ class _Composer:
                 if when.partitions == "monthly":
                     when.partitions = None
         self._reading_senses = reading.senses
+        if os.environ.get("HUB_DEBUG_PLANNER"):
+            print("PICKED", {words[i]: (s.kind, s.table and s.table.name, s.column and s.column.name, s.value, s.via)
+                             for i, s in picked.items()}, "CHOSEN", [t.name for t in chosen])
         self._mentions = table_m
         # ---- other tables named: kept when they join by a key or something of theirs is used
         used_tables = {s.table.name for s in picked.values() if s.table}  # type: ignore[union-attr]
@@ -1038,6 +1046,9 @@ class _Composer:
                 continue
             if any(m.at == i for i in picked) and picked[m.at].table in chosen:
                 continue
+            head_at = [x.at for x in table_m if x.sense.table is main]
+            if any(m.at + 1 == h for h in head_at) and t.name not in used_tables:
+                continue  # the modifier of a compound ("customer interactions") is no table of its own
             asked = any(words[k] in ("with", "and", "join", "joined", "plus", "including", "alongside", "to")
                         for k in (m.at - 1, m.at - 2) if k >= 0)
             if t.name in used_tables or asked or any(k.strength >= 2 for c in chosen for k in self.joins(c, t)):
@@ -1091,7 +1102,7 @@ class _Composer:
             assert t is not None and cc is not None
             negated = any(0 < i - p <= 2 for p in neg_set) or re.match(
                 r"\s*(?:\w+\s+){0,2}(left out|excluded|ignored|aside|not included)", " ".join(words[i + 1:]))
-            if ratio_at and any(abs(i - r) <= 6 for r in ratio_at) and ratio_cond is None:
+            if ratio_at and any(r - 3 <= i <= r + 10 for r in ratio_at) and ratio_cond is None:
                 ratio_cond = f"{alias[t.name]}.{cc.name} = {_lit(str(s.value), cc.kind)}"
                 continue
             by_col.setdefault((t.name, cc.name), []).append((s.value, bool(negated)))
@@ -1180,7 +1191,7 @@ class _Composer:
             for nxt in self.vocab.tables:
                 if nxt.name in seen:
                     continue
-                ks = self.joins(t, nxt)
+                ks = [k for k in self.joins(t, nxt) if nxt is target or not self._many_many(k)]
                 if not ks:
                     continue
                 k = ks[0]
@@ -1188,6 +1199,18 @@ class _Composer:
                 counter += 1
                 heapq.heappush(heap, (cost + step, counter, nxt, [*path, (t, nxt, k)]))
         return None
+
+    def _many_many(self, k: JoinKey) -> bool:
+        """A join where neither side's column is unique (order lines and stock levels on sku)."""
+        if k.strength >= 3:
+            return False
+        cols = re.findall(r"\{([ab])\}\.(\w+)", k.cond)
+        for side, col in cols:
+            t = k.a if side == "a" else k.b
+            c = t.col(col)
+            if c is not None and _unique(t, c, self.sample):
+                return False
+        return True
 
     def _not_found(self, unknown: list[str]) -> str:
         closest: list[str] = []
@@ -1289,6 +1312,11 @@ class _Composer:
             if nxt >= len(words) or words[nxt] in ("day", "week", "month", "year", "quarter", "hour"):
                 continue
             # the phrase "per X Y": the last word naming something within 3 words
+            if w in ("each", "every"):
+                g = self._group_target(nxt, words)
+                if g and g not in group:
+                    group.append(g)
+                continue
             cand = [j for j in range(nxt, min(nxt + 3, len(words))) if j in self.picked or
                     any(j == m for m in self._table_positions())]
             if not cand:
@@ -1300,10 +1328,14 @@ class _Composer:
                     break
                 if k in cand:
                     j = k
+                if k in self.picked and self.picked[k].kind == "column":
+                    break  # the head of the phrase: "per customer tier" ends at tier
             g = self._group_target(j, words)
             if g and g not in group:
                 group.append(g)
                 consumed.add(j)
+        if os.environ.get("HUB_DEBUG_PLANNER"):
+            print("GROUP", group)
         if grain in ("day", "week", "month", "year", "quarter"):
             tcol = self._time_column()
             if tcol is not None:
@@ -1366,7 +1398,7 @@ class _Composer:
                 self.notes.append(f"weighted average of {mexpr} by {w}")
                 return self._emit(select, where, join_sql, group, [], None, when, measure_name=f"weighted_{mname}")
         # top-N over a measure that belongs to the rows of another entity: aggregate it per that entity
-        if top and not group and mexpr and (measure is None or measure[0] is not main or agg) and derived is None:
+        if top and not group and mexpr and derived is None:
             subject = self._subject(top, words)
             if subject is not None:
                 group.append(subject)
