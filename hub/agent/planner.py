@@ -670,8 +670,9 @@ def join_keys(a: Table, b: Table, sample: dict[str, Sample]) -> list[JoinKey]:
     keys = {k.lower() for k in (*a.pk, *b.pk)}
     for ca in a.columns:
         cb = b.col(ca.name)
-        if cb is None or not _compatible(ca.kind, cb.kind) or ca.kind not in ("int", "str", "other"):
-            continue
+        if cb is None or not _compatible(ca.kind, cb.kind) or ca.kind not in ("int", "str", "other") or \
+                ca.name.lower() == "id":
+            continue  # two tables' own "id"s name different things
         if any(ca.name in k.cond.split(".")[-1] for k in out):
             continue
         ov = overlap(ca, cb)
@@ -1021,6 +1022,10 @@ class _Composer:
                 return w
 
             best_s = max(here, key=cscore)
+            if best_s.table not in chosen and best_s.table is not None and best_s.table.name not in anti_tables \
+                    and best_s.table.name not in mentioned_tables and best_s.via.startswith("synonym") \
+                    and best_s.weight < 0.85:
+                continue  # a synonym alone brings no table of its own ("stock value" is no order amount)
             if os.environ.get("HUB_DEBUG_PLANNER"):
                 print("SCORE", words[i], [(s.table.name, s.column and s.column.name, round(cscore(s), 3)) for s in here])
             picked[i] = best_s
@@ -1191,7 +1196,7 @@ class _Composer:
             for nxt in self.vocab.tables:
                 if nxt.name in seen:
                     continue
-                ks = [k for k in self.joins(t, nxt) if nxt is target or not self._many_many(k)]
+                ks = [k for k in self.joins(t, nxt) if not (path and self._many_many(k))]
                 if not ks:
                     continue
                 k = ks[0]
@@ -1260,13 +1265,14 @@ class _Composer:
         return None
 
     # ------------------------------------------------------------------------------------------------
-    def _numeric_near(self, at: int, after_only: bool = False, maxd: int = 6) -> tuple[Table, Column] | None:
+    def _numeric_near(self, at: int, after_only: bool = False, maxd: int = 6, before_only: bool = False
+                      ) -> tuple[Table, Column] | None:
         best = None
         for i, s in self.picked.items():
             if s.kind != "column" or s.column is None or s.table not in self.tree or \
                     s.column.kind not in ("int", "num", "other") or s.column.name.lower().endswith("id"):
                 continue
-            d = i - at if i > at else (at - i + 0.5 if not after_only else 99)
+            d = (i - at if not before_only else 99) if i > at else (at - i + 0.5 if not after_only else 99)
             if d > maxd:
                 continue
             score = d - s.weight - (0.3 if s.table is self.main else 0)
@@ -1348,7 +1354,7 @@ class _Composer:
         measure: tuple[Table, Column] | None = None
         derived: str | None = None
         for ar in u.arithmetic(words):
-            left = self._numeric_near(ar.at, maxd=3)
+            left = self._numeric_near(ar.at, maxd=3, before_only=True)
             right = self._numeric_near(ar.at + (2 if ar.op in ("*", "/") and ar.at + 1 < len(words) and
                                                 words[ar.at + 1] == "by" else 0), after_only=True, maxd=4)
             if left and right and left != right:
@@ -1511,24 +1517,28 @@ class _Composer:
         """The entity a top-N ranks, when it is not the measured table's own rows: "which three items sold the
         most units" ranks SKUs of the order lines; "the single depot holding the most" ranks warehouses."""
         lo = max(0, top.at - 4)
-        for j in list(range(lo, top.at)) + list(range(top.at + 1, min(len(words), top.at + 3))):
+        before = list(range(lo, top.at))
+        for j in before:  # a column named before the superlative
             s = self.picked.get(j)
             if s is not None and s.kind == "column" and s.column is not None and s.table in self.tree and \
                     s.column.kind in ("str", "int") and not _unique(s.table, s.column, self.sample):  # type: ignore[arg-type]
                 return f"{self.alias[s.table.name]}.{s.column.name}", s.column.name  # type: ignore[union-attr]
-            for t in self.tree:
-                if t is not self.main and j < len(words) and u.stem(words[j]) in t.entity | {
-                        r for e in t.entity for r in u.related(e)}:
-                    key = t.col("name") or (t.col(t.pk[0]) if t.pk else None)
-                    if key is not None:
-                        return f"{self.alias[t.name]}.{key.name}", key.name
-        # the words around the superlative name a column of the measured table ("items" -> sku)
-        for j in range(lo, top.at):
+        for j in before:  # a word the thesaurus relates to a column's name ("items" -> sku)
             stj = u.stem(words[j])
             for t in self.tree:
                 for c in t.columns:
-                    if c.kind in ("str",) and stj in u.related(u.stem(c.name)) and not _unique(t, c, self.sample):
+                    if c.kind == "str" and stj in u.related(u.stem(c.name)) and not _unique(t, c, self.sample):
+                        self.notes.append(f"assumed '{words[j]}' are the values of {t.name}.{c.name}")
                         return f"{self.alias[t.name]}.{c.name}", c.name
+        after = list(range(top.at + 1, min(len(words), top.at + 3)))
+        for j in before + after:  # another joined table's entity
+            if words[j] in u.IRREGULAR or words[j].endswith(("ed", "ing")):
+                continue
+            for t in self.tree:
+                if t is not self.main and any(m.at == j and m.sense.table is t for m in self._mentions):
+                    key = t.col("name") or (t.col(t.pk[0]) if t.pk else None)
+                    if key is not None:
+                        return f"{self.alias[t.name]}.{key.name}", key.name
         return None
 
     def _emit(self, select: list[str], where: list[str], join_sql: list[tuple[Table, Table, str]],
@@ -1542,7 +1552,7 @@ class _Composer:
             return expr
 
         model_sql = None
-        if len(tree) > 1 or where or group or order or limit or measure_name:
+        if len(tree) > 1 or where or group or order or limit or measure_name or main.parent is not None:
             lines = [f"select {', '.join(select)}", f"from {main.name} {alias[main.name]}"]
             for t, _u, cond in join_sql:
                 lines.append(f"join {t.name} {alias[t.name]} on {fill(cond)}")
