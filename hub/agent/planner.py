@@ -28,7 +28,6 @@ from typing import Any, Literal, Protocol
 import yaml
 
 import copy
-import os
 
 from hub import protocols
 from hub.agent import understand as u
@@ -1026,8 +1025,6 @@ class _Composer:
                     and best_s.table.name not in mentioned_tables and best_s.via.startswith("synonym") \
                     and best_s.weight < 0.85:
                 continue  # a synonym alone brings no table of its own ("stock value" is no order amount)
-            if os.environ.get("HUB_DEBUG_PLANNER"):
-                print("SCORE", words[i], [(s.table.name, s.column and s.column.name, round(cscore(s), 3)) for s in here])
             picked[i] = best_s
         self.picked = picked
         # "yearly turnover" names a column (annual_revenue), not a grain
@@ -1037,9 +1034,6 @@ class _Composer:
                 if when.partitions == "monthly":
                     when.partitions = None
         self._reading_senses = reading.senses
-        if os.environ.get("HUB_DEBUG_PLANNER"):
-            print("PICKED", {words[i]: (s.kind, s.table and s.table.name, s.column and s.column.name, s.value, s.via)
-                             for i, s in picked.items()}, "CHOSEN", [t.name for t in chosen])
         self._mentions = table_m
         # ---- other tables named: kept when they join by a key or something of theirs is used
         used_tables = {s.table.name for s in picked.values() if s.table}  # type: ignore[union-attr]
@@ -1196,7 +1190,10 @@ class _Composer:
             for nxt in self.vocab.tables:
                 if nxt.name in seen:
                     continue
-                ks = [k for k in self.joins(t, nxt) if not (path and self._many_many(k))]
+                # through an intermediate table only by keys: a shared attribute or a many-to-many key joins two
+                # tables the request names, never a chain ("bank statements with stock levels")
+                ks = [k for k in self.joins(t, nxt) if not ((path or nxt is not target) and (
+                    k.strength < 2 or self._many_many(k)))]
                 if not ks:
                     continue
                 k = ks[0]
@@ -1340,8 +1337,6 @@ class _Composer:
             if g and g not in group:
                 group.append(g)
                 consumed.add(j)
-        if os.environ.get("HUB_DEBUG_PLANNER"):
-            print("GROUP", group)
         if grain in ("day", "week", "month", "year", "quarter"):
             tcol = self._time_column()
             if tcol is not None:
