@@ -1158,6 +1158,9 @@ class _Composer:
                 if nxt in tree:
                     continue
                 cond = k.cond.format(a="{" + k.a.name + "}", b="{" + k.b.name + "}")
+                m = re.fullmatch(r"(\{\w+\}\.\w+) = (\{\w+\}\.\w+)", cond)
+                if m and not m.group(1).startswith("{" + nxt.name + "}"):
+                    cond = f"{m.group(2)} = {m.group(1)}"  # the joined table's column first: "c.id = o.customer_id"
                 extra = [x for c in tree if c is not prev for x in self.joins(c, nxt) if x.strength >= 2
                          and not (x.a.parent or x.b.parent) or (c is not prev and x.strength >= 2 and
                                                                x.cond.count("=") == 1 and nxt.pk and len(nxt.pk) > 1)]
@@ -1366,7 +1369,9 @@ class _Composer:
             m2 = self._numeric_near(top.by_at, after_only=True, maxd=4)
             measure = m2 or measure
         if top and measure is None and derived is None:
-            hint = next((v for k, v in _SUPER_MEASURE.items() if top.word.startswith(k)), "")
+            said = [top.word] + ([words[top.at + 1]] if top.word in ("most", "least") and top.at + 1 < len(words)
+                                 else [])  # "the most expensive"
+            hint = next((v for w in reversed(said) for k, v in _SUPER_MEASURE.items() if w.startswith(k) and v), "")
             if hint:
                 for t in tree:
                     for c in t.columns:
