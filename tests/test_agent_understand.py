@@ -29,16 +29,16 @@ def test_comparisons_in_words(text: str, want: list[tuple[str, str]]) -> None:
 
 
 def test_top_n_and_ordering() -> None:
-    words = "the 5 biggest suppliers by spend".split()
+    words = ["the", "5", "biggest", "suppliers", "by", "spend"]
     t = top_n(words, numbers(words), set())
     assert t is not None and t.n == 5 and t.desc and t.by_at == 4
-    words = "the three cheapest products".split()
+    words = ["the", "three", "cheapest", "products"]
     t = top_n(words, numbers(words), set())
     assert t is not None and t.n == 3 and not t.desc
-    words = "the single depot holding the most stock".split()
+    words = ["the", "single", "depot", "holding", "the", "most", "stock"]
     t = top_n(words, numbers(words), set())
     assert t is not None and t.n == 1 and t.desc
-    words = "orders of at least 5 items".split()  # "at least" is a comparison, no ranking
+    words = ["orders", "of", "at", "least", "5", "items"]  # "at least" is a comparison, no ranking
     assert top_n(words, numbers(words), {1}) is None
 
 

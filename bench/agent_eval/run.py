@@ -154,7 +154,8 @@ def main() -> int:
                 db = tmp / f"{backend}_{i}.duckdb"
                 t0 = time.perf_counter()
                 try:
-                    res = plan(case["request"], [demo], backend, catalog=catalog, partition=part, warehouse=db)
+                    res = plan(case["request"], [demo], "llm" if backend == "llm" else "offline", catalog=catalog,
+                               partition=part, warehouse=db)
                     problem = judge(case, res, db, refs[part])
                 except Exception as exc:  # a crash is a failed case, not a failed benchmark
                     res, problem = PlanResult(case["request"], backend), f"crashed: {type(exc).__name__}: {exc}"

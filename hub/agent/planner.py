@@ -17,6 +17,8 @@ materialized into a temporary DuckDB warehouse on an ephemeral Dagster instance.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import re
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -26,8 +28,6 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import yaml
-
-import copy
 
 from hub import protocols
 from hub.agent import understand as u
@@ -455,10 +455,8 @@ def samples(catalog: CatalogLike, pipelines: Sequence[Pipeline], tables: list[Ta
             for t in missing:
                 attempt([t])
 
-    try:
+    with contextlib.suppress(ImportError):  # sampling is a help, never a reason to fail a plan
         attempt(roots)
-    except ImportError:  # sampling is a help, never a reason to fail a plan
-        pass
     _SAMPLES.clear()
     _SAMPLES[id(catalog)] = (catalog, out)
     return out
@@ -748,7 +746,7 @@ _GRAMMAR = {"per", "by", "each", "every", "for", "of", "with", "and", "or", "wit
 
 
 def _tokenize(request: str, keep_case: bool = False) -> list[str]:
-    text = request.replace("’", "'")
+    text = request.replace("\u2019", "'")  # a typographic apostrophe
     found = re.findall(r"\d+(?:\.\d+)?|[A-Za-z][A-Za-z0-9'-]*[A-Za-z0-9]|[A-Za-z]", text)
     return [w.removesuffix("'s").removesuffix("'S").strip("'") if keep_case else
             w.lower().removesuffix("'s").strip("'") for w in found]
@@ -766,7 +764,7 @@ def read_request(request: str, vocab: Vocabulary, skip: set[int]) -> Reading:
         senses = [s for s in senses if not (s.kind == "value" and span == 1 and (words[i] in u.FILLER or
                   len(words[i]) <= 2) and raw[i] != str(s.value))]
         # a modal before a verb asks whether something can be done: a flag ("products customers can still buy")
-        if i > 0 and words[i - 1] in ("can", "could", "still") or i > 1 and words[i - 2] in ("can", "could"):
+        if (i > 0 and words[i - 1] in ("can", "could", "still")) or (i > 1 and words[i - 2] in ("can", "could")):
             flags = [s for s in senses if s.kind == "column" and s.column is not None and s.column.kind == "bool"]
             senses = flags or senses
         # a system's name names the system, not a table by a synonym ("inventory" is no stock level)
@@ -797,7 +795,7 @@ def read_request(request: str, vocab: Vocabulary, skip: set[int]) -> Reading:
 
 
 #: Common verbs and adjectives of requests that name nothing (their forms in -ed/-ing are skipped anyway).
-_VERBS = set("""
+_VERBS = set(u._words("""
 buy sell see want need like know say think use take make give keep hold let put bring serve serves
 cover covers end ends start starts last lasts stay stays spend spends talk talked talk speak meet
 log logs pay pays book books settle settles arrive arrives receive receives came come went go goes
@@ -807,7 +805,7 @@ our their your its his her new old big small high low long short early late rece
 far near full empty whole single respective individual per apiece each both
 refresh reload match link pair connect relate map track monitor combine settle settles serve serving
 receive received arrive arrived belong belongs hold holds have has had get gets got
-""".split())
+"""))
 
 
 def compose(request: str, catalog: CatalogLike, pipelines: Sequence[Pipeline], *, name: str | None = None
@@ -908,7 +906,7 @@ class _Composer:
             return 1.0 if not named_sys or t.system in named_sys else 0.55
 
         others_pos = {m.at for m in table_m}
-        mentioned_tables = {m.sense.table.name for m in table_m if m.sense.table}  # type: ignore[union-attr]
+        mentioned_tables = {m.sense.table.name for m in table_m if m.sense.table is not None}
 
         def joinable(t: Table) -> float:
             bonus = 0.0
@@ -988,8 +986,9 @@ class _Composer:
             if nxt is not None and nxt.sense.table is main and not subject and \
                     not any(m.at < nxt.at for m in near if m.at > p):
                 continue
-            best = max(near, key=lambda m: (m.sense.weight * sysf(m.sense.table) - 0.05 * abs(m.at - p)))  # type: ignore[arg-type]
-            t = best.sense.table
+            best_m = max(near, key=lambda m: (m.sense.weight * sysf(m.sense.table) - 0.05 * abs(m.at - p))  # type: ignore[arg-type]
+                         )
+            t = best_m.sense.table
             assert t is not None
             if all(t is not a for a, _ in anti):
                 anti.append((t, p))
@@ -1000,21 +999,19 @@ class _Composer:
             here = [m.sense for m in col_m if m.at == i]
             if i in others_pos:  # a word that names a table names no column there, unless strongly
                 tw = max(m.sense.weight for m in table_m if m.at == i)
-                here = [s for s in here if s.weight > tw or s.kind == "value" and s.weight >= tw]
+                here = [s for s in here if s.weight > tw or (s.kind == "value" and s.weight >= tw)]
             if not here:
                 continue
 
-            def cscore(s: Sense) -> float:
+            def cscore(s: Sense, at: int = i) -> float:
                 t = s.table
                 assert t is not None
-                w = s.weight * sysf(t, i)
+                w = s.weight * sysf(t, at)
                 if t is main:
                     w *= 1.45
                 elif t in chosen:
                     w *= 1.25
-                elif t.name in anti_tables:
-                    w *= 1.1
-                elif t.name in mentioned_tables:
+                elif t.name in anti_tables or t.name in mentioned_tables:
                     w *= 1.1
                 if s.kind == "column" and t is main and s.column is not None and s.column.name.lower() == "id":
                     w *= 0.5
@@ -1036,7 +1033,7 @@ class _Composer:
         self._reading_senses = reading.senses
         self._mentions = table_m
         # ---- other tables named: kept when they join by a key or something of theirs is used
-        used_tables = {s.table.name for s in picked.values() if s.table}  # type: ignore[union-attr]
+        used_tables = {s.table.name for s in picked.values() if s.table is not None}
         for m in sorted(table_m, key=lambda m: m.at):
             t = m.sense.table
             if t is None or t in chosen or t.name in anti_tables or m.sense.weight * sysf(t) < 0.5:
@@ -1074,21 +1071,21 @@ class _Composer:
             if col is None:
                 self.notes.append(f"'{' '.join(words[c.start:c.end])}': no column to compare; ignored")
                 continue
-            t, cc, at = col
+            t, ccol, at = col
             consumed.add(at)
             if t not in tree:
-                raise _Reject(f"'{' '.join(words[c.start:c.end])}' compares {t.name}.{cc.name}, which does not join")
+                raise _Reject(f"'{' '.join(words[c.start:c.end])}' compares {t.name}.{ccol.name}, which does not join")
             value = c.value
-            if c.is_date or cc.kind == "time":
+            if c.is_date or ccol.kind == "time":
                 lit = f"timestamptz '{value} 00:00:00+00'" if "-" in value else value
                 if not c.is_date:
                     continue
             else:
-                if "hour" in cc.name.lower() and c.unit == "minute":
+                if "hour" in ccol.name.lower() and c.unit == "minute":
                     value = str(float(value) / 60)
                 lit = value
-            where.append(f"{alias[t.name]}.{cc.name} {c.op} {lit}")
-            self.notes.append(f"'{' '.join(words[c.start:c.end])}' read as {t.name}.{cc.name} {c.op} {value}")
+            where.append(f"{alias[t.name]}.{ccol.name} {c.op} {lit}")
+            self.notes.append(f"'{' '.join(words[c.start:c.end])}' read as {t.name}.{ccol.name} {c.op} {value}")
         # values (= / <>) and flags
         neg_set = set(neg_at)
         ratio_at = [i for i, w in enumerate(words) if w in _RATIO]
@@ -1097,20 +1094,20 @@ class _Composer:
         for i, s in sorted(picked.items()):
             if s.kind != "value" or i in consumed or s.table not in tree:
                 continue
-            t, cc = s.table, s.column
-            assert t is not None and cc is not None
-            negated = any(0 < i - p <= 2 for p in neg_set) or re.match(
-                r"\s*(?:\w+\s+){0,2}(left out|excluded|ignored|aside|not included)", " ".join(words[i + 1:]))
+            t, vcol = s.table, s.column
+            assert t is not None and vcol is not None
+            negated = any(0 < i - p <= 2 for p in neg_set) or bool(re.match(
+                r"\s*(?:\w+\s+){0,2}(left out|excluded|ignored|aside|not included)", " ".join(words[i + 1:])))
             if ratio_at and any(r - 3 <= i <= r + 10 for r in ratio_at) and ratio_cond is None:
-                ratio_cond = f"{alias[t.name]}.{cc.name} = {_lit(str(s.value), cc.kind)}"
+                ratio_cond = f"{alias[t.name]}.{vcol.name} = {_lit(str(s.value), vcol.kind)}"
                 continue
-            by_col.setdefault((t.name, cc.name), []).append((s.value, bool(negated)))
+            by_col.setdefault((t.name, vcol.name), []).append((s.value, negated))
         for (tname, cname), vals in by_col.items():
             t = next(x for x in tree if x.name == tname)
-            cc = t.col(cname)
-            assert cc is not None
-            pos = [_lit(str(v), cc.kind) for v, n in vals if not n]
-            neg = [_lit(str(v), cc.kind) for v, n in vals if n]
+            fcol = t.col(cname)
+            assert fcol is not None
+            pos = [_lit(str(v), fcol.kind) for v, n in vals if not n]
+            neg = [_lit(str(v), fcol.kind) for v, n in vals if n]
             if len(pos) == 1:
                 where.append(f"{alias[tname]}.{cname} = {pos[0]}")
             elif pos:
@@ -1118,24 +1115,24 @@ class _Composer:
             for v in neg:
                 where.append(f"{alias[tname]}.{cname} <> {v}")
         for i, s in picked.items():  # boolean columns named: "active", "paid"
-            if s.kind == "column" and s.column is not None and s.column.kind == "bool" and s.table in tree \
-                    and i not in consumed:
-                negated = any(0 < i - p <= 3 for p in neg_set)
-                where.append(f"{'not ' if negated else ''}{alias[s.table.name]}.{s.column.name}")  # type: ignore[union-attr]
-                self.notes.append(f"'{words[i]}' read as the flag {s.table.name}.{s.column.name}"  # type: ignore[union-attr]
-                                  + (" (false)" if negated else ""))
+            if s.kind == "column" and s.column is not None and s.column.kind == "bool" and s.table is not None \
+                    and s.table in tree and i not in consumed:
+                off = any(0 < i - p <= 3 for p in neg_set)
+                where.append(f"{'not ' if off else ''}{alias[s.table.name]}.{s.column.name}")
+                self.notes.append(f"'{words[i]}' read as the flag {s.table.name}.{s.column.name}"
+                                  + (" (false)" if off else ""))
         # anti-joins
         for t, p in anti:
             keys = [(k, c) for c in tree for k in self.joins(c, t) if k.strength >= 2]
             if not keys:
                 raise _Reject(f"'{words[p]} ... {t.name}': no key relates {t.name} to "
                               f"{', '.join(x.name for x in tree)}, so rows without one cannot be found")
-            k, c = keys[0]
+            akey, owner = keys[0]
             sub = "x_" + _alias(t.name, set(alias.values()))
-            cond = k.cond.format(a=alias[c.name], b=sub) if k.a is c else k.cond.format(a=sub, b=alias[c.name])
+            cond = akey.cond.format(a=alias[owner.name], b=sub) if akey.a is owner else \
+                akey.cond.format(a=sub, b=alias[owner.name])
             where.append(f"not exists (select 1 from {t.name} {sub} where {cond})")
-            self.anti_tables = [t]
-            self.notes.append(f"'{words[p]}' read as: {c.name} rows with no matching {t.name} ({k.note})")
+            self.notes.append(f"'{words[p]}' read as: {owner.name} rows with no matching {t.name} ({akey.note})")
         self.anti = [t for t, _ in anti]
         # ---- aggregation
         return self._finish(words, st, nums, top, when, where, join_sql, ratio_cond, consumed)
@@ -1161,11 +1158,11 @@ class _Composer:
                 m = re.fullmatch(r"(\{\w+\}\.\w+) = (\{\w+\}\.\w+)", cond)
                 if m and not m.group(1).startswith("{" + nxt.name + "}"):
                     cond = f"{m.group(2)} = {m.group(1)}"  # the joined table's column first: "c.id = o.customer_id"
-                extra = [x for c in tree if c is not prev for x in self.joins(c, nxt) if x.strength >= 2
-                         and not (x.a.parent or x.b.parent) or (c is not prev and x.strength >= 2 and
+                extra = [x for c in tree if c is not prev for x in self.joins(c, nxt) if (x.strength >= 2
+                         and not (x.a.parent or x.b.parent)) or (c is not prev and x.strength >= 2 and
                                                                x.cond.count("=") == 1 and nxt.pk and len(nxt.pk) > 1)]
-                conds = [cond] + [x.cond.format(a="{" + x.a.name + "}", b="{" + x.b.name + "}") for x in extra
-                                  if x is not k][:2]
+                conds = [cond, *[x.cond.format(a="{" + x.a.name + "}", b="{" + x.b.name + "}") for x in extra
+                                 if x is not k][:2]]
                 tree.append(nxt)
                 join_sql.append((nxt, prev, " and ".join(dict.fromkeys(conds))))
                 self.notes.append(f"join {prev.name} to {nxt.name}: {k.note}")
@@ -1176,8 +1173,7 @@ class _Composer:
     def _path(self, tree: list[Table], target: Table) -> list[tuple[Table, Table, JoinKey]] | None:
         import heapq
 
-        start = [(0, i, t, []) for i, t in enumerate(tree)]
-        heap: list[Any] = list(start)
+        heap: list[Any] = [(0.0, i, t, []) for i, t in enumerate(tree)]
         heapq.heapify(heap)
         seen: set[str] = set()
         counter = len(heap)
@@ -1187,7 +1183,7 @@ class _Composer:
                 continue
             seen.add(t.name)
             if t is target:
-                return path  # type: ignore[no-any-return]
+                return list(path)
             if len(path) >= 4:
                 continue
             for nxt in self.vocab.tables:
@@ -1221,10 +1217,8 @@ class _Composer:
         closest: list[str] = []
         for w in unknown[:3]:
             closest += self.vocab.closest(w)
-        try:
+        with contextlib.suppress(Exception):  # a search without its model still ranks by keywords; never fatal
             closest += [a.name for a in self.catalog.search(" ".join(unknown), limit=3)]
-        except Exception:
-            pass
         words = ", ".join(f"'{w}'" for w in dict.fromkeys(unknown))
         return (f"not found: no system offers {words} (no table, column or value of the catalog is named so, "
                 "nor by a synonym)" + (f"; closest: {', '.join(dict.fromkeys(closest))}" if closest else ""))
@@ -1235,6 +1229,7 @@ class _Composer:
         for i, s in self.picked.items():
             if s.kind != "column" or s.column is None or s.table is None or s.column.kind not in want:
                 continue
+            d: float
             if i < c.start:
                 d = c.start - i
             elif i >= c.end:
@@ -1278,12 +1273,12 @@ class _Composer:
             score = d - s.weight - (0.3 if s.table is self.main else 0)
             if best is None or score < best[0]:
                 best = (score, s.table, s.column)
-        return (best[1], best[2]) if best else None  # type: ignore[return-value]
+        return (best[1], best[2]) if best else None
 
     def _finish(self, words: list[str], st: list[str], nums: list[u.Number], top: u.TopN | None, when: u.When,
                 where: list[str], join_sql: list[tuple[Table, Table, str]], ratio_cond: str | None,
                 consumed: set[int]) -> PlanResult:
-        res, alias, tree, main = self.res, self.alias, self.tree, self.main
+        alias, tree, main = self.alias, self.tree, self.main
         text = " ".join(words)
         agg = None
         agg_at = -1
@@ -1305,13 +1300,11 @@ class _Composer:
             nxt = i + 1
             if w == "for" and nxt < len(words) and words[nxt] in ("each", "every"):
                 nxt += 1
-            elif w in ("each", "every") and i > 0 and words[i - 1] == "for":
-                continue
-            elif w in ("each", "every") and not (nxt < len(words) and self.picked.get(nxt) is not None and
-                                                 self.picked[nxt].kind == "column"):
-                continue
-            elif w not in ("per", "by", "each", "every") or (top and top.by_at == i) or (w == "by" and i > 0 and words[i - 1] in
-                                                                       ("multiplied", "divided", "weighted")):
+            elif (w in ("each", "every") and i > 0 and words[i - 1] == "for") or (
+                    w in ("each", "every") and not (nxt < len(words) and self.picked.get(nxt) is not None
+                                                    and self.picked[nxt].kind == "column")) or \
+                    w not in ("per", "by", "each", "every") or (top and top.by_at == i) or (
+                    w == "by" and i > 0 and words[i - 1] in ("multiplied", "divided", "weighted")):
                 continue
             while nxt < len(words) and words[nxt] in ("the", "a", "an", "their", "its", "each", "every", "our"):
                 nxt += 1
@@ -1409,11 +1402,6 @@ class _Composer:
             if subject is not None:
                 group.append(subject)
                 agg = agg or "sum"
-        if top and not group and not agg and mexpr is None and top.n:
-            agg_rows = True
-        else:
-            agg_rows = False
-        del agg_rows
         if agg is None and group:
             agg = "sum" if mexpr else "count"
         if agg:
@@ -1521,8 +1509,9 @@ class _Composer:
         for j in before:  # a column named before the superlative
             s = self.picked.get(j)
             if s is not None and s.kind == "column" and s.column is not None and s.table in self.tree and \
-                    s.column.kind in ("str", "int") and not _unique(s.table, s.column, self.sample):  # type: ignore[arg-type]
-                return f"{self.alias[s.table.name]}.{s.column.name}", s.column.name  # type: ignore[union-attr]
+                    s.table is not None and s.column.kind in ("str", "int") and \
+                    not _unique(s.table, s.column, self.sample):
+                return f"{self.alias[s.table.name]}.{s.column.name}", s.column.name
         for j in before:  # a word the thesaurus relates to a column's name ("items" -> sku)
             stj = u.stem(words[j])
             for t in self.tree:

@@ -57,6 +57,11 @@ def stems(text: str) -> list[str]:
     return [stem(w) for w in split_words(text)]
 
 
+def _words(text: str) -> list[str]:
+    """The whitespace-separated words of a word list written as text (one place to keep long lists readable)."""
+    return text.split()
+
+
 #: Groups of words that mean the same thing in business data. A column or table named by one word of a group
 #: is also named by the others (with a lower weight). General vocabulary, not a list per request: it is the
 #: background knowledge a person brings; the estate's own words (names, descriptions, sample values) come on top.
@@ -119,7 +124,7 @@ def related(word_stem: str) -> set[str]:
 #: Words that carry no field meaning in a request: function words, generic verbs, adverbs, quantifiers,
 #: generic nouns ("thing", "list", "figure"). A word of a request that is neither filler nor in the
 #: vocabulary of the estate is a concept no system offers.
-FILLER = set("""
+FILLER = set(_words("""
 a an the of to in on for from with without by at as into onto over under about across after before between
 during per via than then that this these those there here it its it's they them their theirs we us our ours
 you your i me my mine he she his her him is are was were be been being am do does did done doing have has had
@@ -151,7 +156,7 @@ did does do done make made having hold holding holds held keep kept remain remai
 which whichever whatever wherever whenever however
 system systems data database table tables warehouse-wide company business our
 vs versus against relative compared compare
-""".split())
+"""))
 
 NUMBER_WORDS = {"zero": 0, "one": 1, "single": 1, "a": 1, "an": 1, "two": 2, "couple": 2, "pair": 2, "three": 3,
                 "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10, "eleven": 11,
@@ -165,7 +170,7 @@ _UNITS_MIN = {"second": 1 / 60, "minute": 1, "min": 1, "hour": 60, "hr": 60, "da
 
 #: Verbs that change data when a request gives them as an order (at the start of a clause). A general lexicon
 #: of English change verbs; the catalog's own write actions add theirs (:func:`write_intent`'s *extra*).
-CHANGE_VERBS = set("""
+CHANGE_VERBS = set(_words("""
 add append assign apply archive approve attach award block book bump cancel change charge clear close
 convert copy correct create credit debit decrease deactivate activate delete demote deny disable downgrade
 drop edit email empty enable enter erase file fix flag grant import increase insert invite issue lock log
@@ -173,20 +178,20 @@ lower mail make mark merge modify move notify nullify open overwrite pay place p
 push put raise rebook record refund register reject reopen remove rename replace reset restore revoke
 save schedule send set ship store submit suspend swap switch sync tag terminate text transfer truncate turn
 unlock unset update upgrade upload void wipe write zero blank null
-""".split())
+"""))
 _CHANGE_STEMS = {stem(v) for v in CHANGE_VERBS}
 #: Verbs that read (never a write, even at the start of a clause).
-READ_VERBS = {stem(v) for v in """
+READ_VERBS = {stem(v) for v in _words("""
 list show give get pull fetch load read display return find look tell report retrieve extract provide
 produce compute calculate count sum total average match compare join combine refresh reload sync-from
 which what how who where when export summarise summarize break group rank sort order
-""".split()}
+""")}
 #: Change verbs that are also common nouns or adjectives: an order only when an object follows.
-_AMBIGUOUS = {stem(v) for v in """
+_AMBIGUOUS = {stem(v) for v in _words("""
 open close record file book post email mail text schedule issue log order transfer credit debit charge ship
 place zero blank null lock tag flag mark store save enter set turn empty void swap switch drop copy pay raise
 sync make put move clear file award block approve register grant
-""".split()}
+""")}
 _OBJECT_START = {"a", "an", "the", "it", "them", "this", "that", "these", "those", "all", "every", "each", "his",
                  "her", "their", "our", "my", "its", "some", "any", "new", "one", "zero", "up", "down", "off",
                  "out", "in", "back", "him", "me", "us", "everything", "everyone", "both", "no", "only"}
@@ -213,7 +218,7 @@ def write_intent(request: str, extra: set[str] | frozenset[str] = frozenset()) -
         st = stem(raw)
         if st not in change or st in READ_VERBS:
             continue
-        if raw.endswith(("ed", "ing")) or raw in IRREGULAR and IRREGULAR[raw] != raw:
+        if raw.endswith(("ed", "ing")) or (raw in IRREGULAR and IRREGULAR[raw] != raw):
             continue  # a participle describes the data ("the orders we shipped"), an order would be the base form
         if raw.endswith("s") and not raw.endswith("ss") and stem(raw[:-1]) == st and i > 0:
             continue  # third person ("whenever the bank books money") is the trigger of a flow, no order
@@ -410,7 +415,8 @@ def comparisons(words: list[str], nums: list[Number]) -> list[Comparison]:
         if w == "than":
             op = "<" if i > 0 and words[i - 1] in ("earlier", "older") else ">="
         # "not touched since X": nothing since X -> before X
-        neg = any(x in ("not", "never", "no", "hasn't", "haven't", "wasn't", "weren't") for x in words[max(0, i - 4): i])
+        neg = any(x in ("not", "never", "no", "hasn't", "haven't", "wasn't", "weren't")
+                  for x in words[max(0, i - 4): i])
         if neg and op == ">=":
             op = "<"
         out.append(Comparison(op, iso, i, end, None, is_date=True))
@@ -452,10 +458,9 @@ def top_n(words: list[str], nums: list[Number], used: set[int]) -> TopN | None:
     for num in nums:
         if num.start in used:
             continue
-        if num.end <= i and i - num.end <= 2 or (w in ("top", "bottom") and num.start == i + 1):
-            n = int(num.value)
-        elif num.end <= i and any(x in ("which", "the", "our", "top", "what") for x in words[max(0, num.start - 2):
-                                                                                          num.start]):
+        named_before = num.end <= i and any(x in ("which", "the", "our", "top", "what")
+                                            for x in words[max(0, num.start - 2): num.start])
+        if (num.end <= i and i - num.end <= 2) or (w in ("top", "bottom") and num.start == i + 1) or named_before:
             n = int(num.value)
     if n is None and any(x in ("the", "which") for x in words[max(0, i - 2): i]):
         n = 1 if not any(words[k].endswith("s") and len(words[k]) > 3 and words[k] not in FILLER
@@ -493,9 +498,8 @@ def arithmetic(words: list[str]) -> list[Arithmetic]:
     """"price times quantity", "quantity multiplied by unit price", "amount minus received"."""
     out = []
     for i, w in enumerate(words):
-        if w in ("times", "multiplied", "divided") or (w == "x" and 0 < i < len(words) - 1):
-            out.append(Arithmetic(_ARITH[w], i))
-        elif w in ("minus", "plus") and 0 < i < len(words) - 1:
+        inner = 0 < i < len(words) - 1
+        if w in ("times", "multiplied", "divided") or (w in ("x", "minus", "plus") and inner):
             out.append(Arithmetic(_ARITH[w], i))
     return out
 
@@ -525,7 +529,7 @@ def when(request: str) -> When:
         g = grain.group(1) or {"daily": "day", "weekly": "week", "monthly": "month", "yearly": "year",
                                "quarterly": "quarter"}[grain.group(2)]
         # "every day" / "every week" alone is a schedule; "per"/"by" asks for a grain
-        if grain.group(1) and text[grain.start():].startswith(("per", "by", "a ")) or grain.group(2):
+        if (grain.group(1) and text[grain.start():].startswith(("per", "by", "a "))) or grain.group(2):
             out.grain = g
     if out.grain in ("month", "quarter", "year"):
         out.partitions = "monthly"
