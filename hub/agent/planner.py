@@ -119,7 +119,7 @@ def write_intent(request: str, catalog: CatalogLike | None = None) -> str | None
             if not _is_read(a):
                 op = a.name.split(".", 1)[-1]
                 first = u.split_words(op)[:1]
-                extra |= {u.stem(w) for w in first if len(w) > 2}
+                extra |= {w for w in first if len(w) > 2}
     return u.write_intent(request, frozenset(extra))
 
 
@@ -1013,6 +1013,8 @@ class _Composer:
                     w *= 1.25
                 elif t.name in anti_tables or t.name in mentioned_tables:
                     w *= 1.1
+                if any(x.at == at - 1 and x.sense.table is t for x in table_m):
+                    w *= 1.3  # "order value": the value of the table named right before
                 if s.kind == "column" and t is main and s.column is not None and s.column.name.lower() == "id":
                     w *= 0.5
                 return w
@@ -1242,7 +1244,14 @@ class _Composer:
         if cands:
             _, t, col, i = min(cands, key=lambda x: x[0])
             return t, col, i
-        pool = [t for t in getattr(self, "tree", [self.main])]
+        said = " ".join(words[max(0, c.start - 1):c.end])
+        hint = next((v for k, v in _SUPER_MEASURE.items() if v and re.search(rf"\b{k}", said)), "")
+        if hint:  # "cheaper than 50": a price; "longer than": a duration
+            for t in getattr(self, "tree", [self.main]):
+                for col in t.columns:
+                    if col.kind in want and hint in col.name.lower():
+                        return t, col, -1
+        pool = list(getattr(self, "tree", [self.main]))
         for t in pool:
             for col in t.columns:
                 if col.kind not in want:
@@ -1311,6 +1320,10 @@ class _Composer:
             if nxt >= len(words) or words[nxt] in ("day", "week", "month", "year", "quarter", "hour"):
                 continue
             # the phrase "per X Y": the last word naming something within 3 words
+            span = self._reading_senses[nxt][0] if nxt in self._reading_senses else 1
+            if any(m.at == nxt and m.sense.table is self.main for m in self._mentions) and nxt not in self.picked \
+                    and nxt + span not in self.picked:
+                continue  # "for each order line": the main table's own rows ("per product family" is a column)
             if w in ("each", "every"):
                 g = self._group_target(nxt, words)
                 if g and g not in group:
@@ -1375,6 +1388,17 @@ class _Composer:
                         break
         if measure is None and derived is None and (agg == "sum" or re.search(r"\b(value|worth)\b", text)):
             measure, derived = self._default_measure(text)
+        if top and measure is None and derived is None:
+            named = [m.sense.table for m in self._mentions if top.at < m.at <= top.at + 2 and m.sense.table in tree]
+            for t in named:  # "holding the most stock": the stock's quantity
+                qty = next((c for c in t.columns if c.kind in ("int", "num") and any(
+                    w in c.name.lower() for w in ("quantit", "amount", "qty", "units"))), None)
+                if qty is not None and t is not None:
+                    measure = (t, qty)
+                    self.notes.append(f"'{top.word} {words[top.at + 1]}' read as {t.name}.{qty.name}")
+                    break
+            if measure is None:
+                measure, derived = self._default_measure(text)
         select: list[str] = []
         order: list[str] = []
         limit = top.n if top else None
@@ -1388,7 +1412,7 @@ class _Composer:
         mexpr = derived or (f"{alias[measure[0].name]}.{measure[1].name}" if measure else None)
         mname = "value" if derived else (measure[1].name if measure else None)
         if weighted and mexpr:
-            wcol = self._numeric_near(words.index("weighted") + 2, after_only=True, maxd=3)
+            wcol = self._numeric_near(words.index("weighted") + 1, after_only=True, maxd=3)
             if wcol:
                 w = f"{alias[wcol[0].name]}.{wcol[1].name}"
                 select_expr = f"sum({mexpr} * {w}) / sum({w})"
@@ -1398,7 +1422,12 @@ class _Composer:
                 return self._emit(select, where, join_sql, group, [], None, when, measure_name=f"weighted_{mname}")
         # top-N over a measure that belongs to the rows of another entity: aggregate it per that entity
         if top and not group and mexpr and derived is None:
-            subject = self._subject(top, words)
+            subject = self._subject(top, words, measure[0] if measure else None)
+            if subject is None and measure is not None and measure[0] is not main and main.parent is None:
+                key = main.col("name") or (main.col(main.pk[0]) if main.pk else None)
+                if key is not None:  # "the depot holding the most": the measure summed per main row
+                    subject = (f"{alias[main.name]}.{key.name}", key.name)
+                    self.notes.append(f"ranked {main.name} by the sum of {measure[0].name}.{measure[1].name}")
             if subject is not None:
                 group.append(subject)
                 agg = agg or "sum"
@@ -1501,7 +1530,7 @@ class _Composer:
                     return f"{alias[t.name]}.{c.name}", c.name
         return None
 
-    def _subject(self, top: u.TopN, words: list[str]) -> tuple[str, str] | None:
+    def _subject(self, top: u.TopN, words: list[str], measured: Table | None = None) -> tuple[str, str] | None:
         """The entity a top-N ranks, when it is not the measured table's own rows: "which three items sold the
         most units" ranks SKUs of the order lines; "the single depot holding the most" ranks warehouses."""
         lo = max(0, top.at - 4)
@@ -1524,7 +1553,8 @@ class _Composer:
             if words[j] in u.IRREGULAR or words[j].endswith(("ed", "ing")):
                 continue
             for t in self.tree:
-                if t is not self.main and any(m.at == j and m.sense.table is t for m in self._mentions):
+                if t is not self.main and t is not measured and any(m.at == j and m.sense.table is t
+                                                                     for m in self._mentions):
                     key = t.col("name") or (t.col(t.pk[0]) if t.pk else None)
                     if key is not None:
                         return f"{self.alias[t.name]}.{key.name}", key.name

@@ -187,18 +187,19 @@ produce compute calculate count sum total average match compare join combine ref
 which what how who where when export summarise summarize break group rank sort order
 """)}
 #: Change verbs that are also common nouns or adjectives: an order only when an object follows.
-_AMBIGUOUS = {stem(v) for v in _words("""
+_AMBIGUOUS = set(_words("""
 open close record file book post email mail text schedule issue log order transfer credit debit charge ship
 place zero blank null lock tag flag mark store save enter set turn empty void swap switch drop copy pay raise
 sync make put move clear file award block approve register grant
-""")}
+"""))
 _OBJECT_START = {"a", "an", "the", "it", "them", "this", "that", "these", "those", "all", "every", "each", "his",
                  "her", "their", "our", "my", "its", "some", "any", "new", "one", "zero", "up", "down", "off",
                  "out", "in", "back", "him", "me", "us", "everything", "everyone", "both", "no", "only"}
 _CLAUSE_START = re.compile(r"(?:^|[,;:.!?]|\b(?:and|then|also|please|and then|so|to|also)\b)\s*$")
 _STATE_CHANGE = re.compile(
     r"\b(?:is|are)\s+now\b|\bshould\s+(?:be|become|read|say|show|equal)\b|\b(?:must|needs? to|ought to)\s+"
-    r"(?:be|become)\b|\bfrom now on\b|\bhenceforth\b|\bbecomes?\b|\binstead of\b.*\buse\b",
+    r"(?:be|become)\b|\bfrom now on\b|\bhenceforth\b|\bbecomes?\b|\binstead of\b.*\buse\b|"
+    r"\b(?:moves|goes|switches|changes|upgrades|downgrades|gets|turns)\s+(?:to|into|over to)\b",
     re.IGNORECASE)
 
 
@@ -212,22 +213,19 @@ def write_intent(request: str, extra: set[str] | frozenset[str] = frozenset()) -
     if m:
         return m.group(0).strip().lower()
     words = list(re.finditer(r"[A-Za-z][A-Za-z'-]*", text))
-    change = _CHANGE_STEMS | set(extra)
+    change = CHANGE_VERBS | set(extra)
     for i, w in enumerate(words):
         raw = w.group(0).lower()
         st = stem(raw)
-        if st not in change or st in READ_VERBS:
+        # an order is the verb's base form: "active" is no "activate", "logged" and "books" describe the data
+        if raw not in change or st in READ_VERBS:
             continue
-        if raw.endswith(("ed", "ing")) or (raw in IRREGULAR and IRREGULAR[raw] != raw):
-            continue  # a participle describes the data ("the orders we shipped"), an order would be the base form
-        if raw.endswith("s") and not raw.endswith("ss") and stem(raw[:-1]) == st and i > 0:
-            continue  # third person ("whenever the bank books money") is the trigger of a flow, no order
         before = text[: w.start()]
         if _CLAUSE_START.search(before) or not before.strip():
             nxt = words[i + 1].group(0).lower() if i + 1 < len(words) else ""
-            if st in _AMBIGUOUS and nxt not in _OBJECT_START and not re.fullmatch(r"\d+", nxt):
+            if raw in _AMBIGUOUS and nxt not in _OBJECT_START and not re.fullmatch(r"\d+", nxt):
                 continue  # a noun or adjective here ("open orders", "record count")
-            if st == stem("make") and nxt in ("a", "an", "me", "us") and re.search(
+            if raw == "make" and nxt in ("a", "an", "me", "us") and re.search(
                     r"\bmake (?:me |us )?(?:a|an) (?:list|report|table|overview|summary|chart|count)\b", text, re.I):
                 continue
             return raw
