@@ -1301,6 +1301,12 @@ class _Composer:
                 break
         if agg is None and re.search(r"\bhow much\b", text):
             agg, agg_at = "sum", words.index("much")
+        per_row = False
+        if agg == "count" and words[agg_at] == "many" and agg_at + 1 < len(words):
+            s = self.picked.get(agg_at + 1)
+            if s is not None and s.kind == "column" and s.column is not None and s.table in tree and \
+                    s.column.kind in ("int", "num"):  # "how many units": a quantity, not a count of rows
+                agg = "sum"
         weighted = re.search(r"\bweighted (?:by|with) (\w+(?: \w+)?)", text)
         # grouping: per/by/for each X
         group: list[tuple[str, str]] = []  # (sql expr, output name)
@@ -1323,6 +1329,7 @@ class _Composer:
             span = self._reading_senses[nxt][0] if nxt in self._reading_senses else 1
             if any(m.at == nxt and m.sense.table is self.main for m in self._mentions) and nxt not in self.picked \
                     and nxt + span not in self.picked:
+                per_row = True
                 continue  # "for each order line": the main table's own rows ("per product family" is a column)
             if w in ("each", "every"):
                 g = self._group_target(nxt, words)
@@ -1431,6 +1438,8 @@ class _Composer:
             if subject is not None:
                 group.append(subject)
                 agg = agg or "sum"
+        if per_row and agg == "sum" and not group and not top:
+            agg = None  # "for each order line, how many units ...": the value of each row
         if agg is None and group:
             agg = "sum" if mexpr else "count"
         if agg:
