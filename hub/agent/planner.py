@@ -1385,7 +1385,12 @@ class _Composer:
             said = [top.word] + ([words[top.at + 1]] if top.word in ("most", "least") and top.at + 1 < len(words)
                                  else [])  # "the most expensive"
             hint = next((v for w in reversed(said) for k, v in _SUPER_MEASURE.items() if w.startswith(k) and v), "")
-            if hint:
+            if hint == "time":  # "the most recent", "the oldest": the time the rows happened
+                found = self._time_column()
+                if found is not None:
+                    measure = found
+                    self.notes.append(f"'{top.word}' read as: by {found[0].name}.{found[1].name}")
+            elif hint:
                 for t in tree:
                     for c in t.columns:
                         if c.kind in ("int", "num", "other") and hint and hint in c.name.lower():

@@ -410,6 +410,13 @@ def comparisons(words: list[str], nums: list[Number]) -> list[Comparison]:
             continue
         iso, end = d
         op = {"before": "<", "until": "<", "till": "<", "after": ">=", "since": ">=", "from": ">="}.get(w, "<")
+        if w == "after":  # after March 2023: from April; after 2022: from 2023
+            y, mo, day = (int(x) for x in iso.split("-"))
+            named = words[i + 1: end]
+            if any(x in _MONTHS for x in named) and day == 1:
+                iso = f"{y + (mo == 12):04d}-{mo % 12 + 1:02d}-01"
+            elif mo == 1 and day == 1 and not any(x in ("start", "beginning") for x in named):
+                iso = f"{y + 1:04d}-01-01"
         if w == "than":
             op = "<" if i > 0 and words[i - 1] in ("earlier", "older") else ">="
         # "not touched since X": nothing since X -> before X
