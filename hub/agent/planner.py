@@ -740,6 +740,8 @@ class Reading:
     st: list[str]
     senses: dict[int, tuple[int, list[Sense]]] = field(default_factory=dict)
     unknown: list[str] = field(default_factory=list)
+    unknown_at: list[int] = field(default_factory=list)
+    destination: bool = False
 
 
 _GRAMMAR = {"per", "by", "each", "every", "for", "of", "with", "and", "or", "without", "never", "no", "not", "the"}
@@ -752,13 +754,27 @@ def _tokenize(request: str, keep_case: bool = False) -> list[str]:
             w.lower().removesuffix("'s").strip("'") for w in found]
 
 
+_DESTINATION = re.compile(r"\b(?:into|to|onto) (?:the |our |my )?(?:data ?)?"
+                          r"(?:warehouse|dwh|database|db|lake|lakehouse)\b"
+                          r"|\b(?:data|our|my) ?warehouse\b|\b(?:dwh|duckdb|lakehouse|datalake)\b")
+
+
 def read_request(request: str, vocab: Vocabulary, skip: set[int]) -> Reading:
     words = _tokenize(request)
     raw = _tokenize(request, keep_case=True)
     st = [u.stem(w) for w in words]
     r = Reading(words, st)
+    # where the data goes ("into the warehouse", "our data warehouse") names no table of a system
+    joined = " ".join(words)
+    for m in _DESTINATION.finditer(joined):
+        first = len(joined[: m.start()].split())
+        skip = skip | set(range(first, first + len(m.group(0).split())))
+        r.destination = True
     i = 0
     while i < len(words):
+        if i in skip and r.destination and not re.fullmatch(r"\d+(\.\d+)?", words[i]):
+            i += 1
+            continue
         span, senses = vocab.at(st, i)
         # a value that is also an English word ("IN", "US", "NO") counts only written as the value is
         senses = [s for s in senses if not (s.kind == "value" and span == 1 and (words[i] in u.FILLER or
@@ -790,6 +806,7 @@ def read_request(request: str, vocab: Vocabulary, skip: set[int]) -> Reading:
                 not w.endswith(("ed", "ing", "ly", "est", "ible", "able", "ful", "ous", "ive", "ish")) and \
                 not w.endswith("n't") and w not in _VERBS:
             r.unknown.append(w)
+            r.unknown_at.append(i)
         i += 1
     return r
 
@@ -884,8 +901,13 @@ class _Composer:
             skip |= set(range(n.start, n.end))
         reading = read_request(self.request, self.vocab, skip)
         st = reading.st
-        if reading.unknown:
-            raise _Reject(self._not_found(reading.unknown))
+        central = self._central_unknown(reading)
+        if central:
+            raise _Reject(self._not_found(central))
+        for w in reading.unknown:
+            self.notes.append(f"ignored '{w}': no table, column or value is named so, and it is not what the "
+                              "request asks for")
+        self._state_change(reading)
         mentions = [Mention(i, span, s) for i, (span, ss) in reading.senses.items() for s in ss]
         if not mentions:
             raise _Reject(self._not_found([w for w in words if w not in u.FILLER] or words))
@@ -1202,6 +1224,38 @@ class _Composer:
                 counter += 1
                 heapq.heappush(heap, (cost + step, counter, nxt, [*path, (t, nxt, k)]))
         return None
+
+    def _central_unknown(self, r: Reading) -> list[str]:
+        """The unknown words the request asks for (so a plan without them would answer another question): the
+        head of the request (before anything known is named: "discount granted on each order"), the head of a
+        compound whose modifier is known ("sales rep"), or a word that is measured or grouped by ("average
+        margin", "per department")."""
+        first_known = min(r.senses, default=len(r.words))
+        out = []
+        for w, i in zip(r.unknown, r.unknown_at, strict=True):
+            prev = r.words[i - 1] if i > 0 else ""
+            nxt = r.words[i + 1] if i + 1 < len(r.words) else ""
+            head = i < first_known
+            compound = (i - 1) in r.senses and (i + 1) not in r.senses and nxt not in r.unknown and \
+                r.senses[i - 1][0] == 1
+            measured = prev in ("per", "by", "each", "every", "average", "mean", "total", "sum", "median", "maximum",
+                                "minimum", "highest", "lowest", "of") and (prev != "of" or (i - 2 >= 0 and r.words[
+                                    i - 2] in ("average", "total", "sum", "number", "count", "share", "rate")))
+            if head or compound or measured:
+                out.append(w)
+        return out
+
+    def _state_change(self, r: Reading) -> None:
+        """Two values of one column, the second after "to"/"into"/"as" ("the bronze customers to silver",
+        "from open to shipped"): a change of state, refused like any write."""
+        vals = [(i, s) for i, (_span, ss) in r.senses.items() for s in ss if s.kind == "value"]
+        for i, a in vals:
+            for j, b in vals:
+                if j > i and a.column is b.column and a.value != b.value and r.words[j - 1] in ("to", "into", "as") \
+                        and not (i > 0 and r.words[i - 1] == "from" and any(w in ("changed", "moved", "went")
+                                                                           for w in r.words)):
+                    self.res.refused = True
+                    raise _Reject(refusal(self.request, f"{a.value} -> {b.value}"))
 
     def _many_many(self, k: JoinKey) -> bool:
         """A join where neither side's column is unique (order lines and stock levels on sku)."""

@@ -138,7 +138,8 @@ thing things stuff item items entry entries record records row rows line lines d
 information overview summary breakdown view figures figure number numbers count counts amount much many
 more most less least fewest few lot lots bit top bottom first last next previous single one two three four
 five six seven eight nine ten eleven twelve twenty hundred thousand million billion half quarter dozen
-zero nil day days daily week weeks weekly month months monthly year years yearly annual annually hour hours
+zero nil dump snapshot extract feed export listing rundown roster history sheet spreadsheet csv dataset
+batch copy day days daily week weeks weekly month months monthly year years yearly annual annually hour hours
 hourly minute minutes today yesterday tomorrow now morning mornings evening evenings night nights nightly
 noon midnight monday tuesday wednesday thursday friday saturday sunday january february march april may june
 july august september october november december mid middle beginning end start early late recent recently
@@ -171,13 +172,13 @@ _UNITS_MIN = {"second": 1 / 60, "minute": 1, "min": 1, "hour": 60, "hr": 60, "da
 #: Verbs that change data when a request gives them as an order (at the start of a clause). A general lexicon
 #: of English change verbs; the catalog's own write actions add theirs (:func:`write_intent`'s *extra*).
 CHANGE_VERBS = set(_words("""
-add append assign apply archive approve attach award block book bump cancel change charge clear close
-convert copy correct create credit debit decrease deactivate activate delete demote deny disable downgrade
-drop edit email empty enable enter erase file fix flag grant import increase insert invite issue lock log
-lower mail make mark merge modify move notify nullify open overwrite pay place post promote publish purge
-push put raise rebook record refund register reject reopen remove rename replace reset restore revoke
-save schedule send set ship store submit suspend swap switch sync tag terminate text transfer truncate turn
-unlock unset update upgrade upload void wipe write zero blank null
+add adjust amend append archive assign apply approve attach award block book bump cancel change charge clear close
+convert correct create credit debit decrease deactivate activate deduct delete demote deny disable discontinue
+double downgrade drop edit email empty enable erase fix flag grant halve increase increment decrement insert
+invite issue lock log lower mail make mark merge modify move notify nullify open overwrite pay place post
+promote publish purge push put raise reassign rebook refund register reject reopen remove rename replace
+reprice reset restock restore retire revoke send set ship submit subtract suspend swap switch tag terminate
+text transfer truncate turn unlock unset unsubscribe update upgrade upload void wipe write zero blank null
 """))
 _CHANGE_STEMS = {stem(v) for v in CHANGE_VERBS}
 #: Verbs that read (never a write, even at the start of a clause).
@@ -195,11 +196,14 @@ sync make put move clear file award block approve register grant
 _OBJECT_START = {"a", "an", "the", "it", "them", "this", "that", "these", "those", "all", "every", "each", "his",
                  "her", "their", "our", "my", "its", "some", "any", "new", "one", "zero", "up", "down", "off",
                  "out", "in", "back", "him", "me", "us", "everything", "everyone", "both", "no", "only"}
-_CLAUSE_START = re.compile(r"(?:^|[,;:.!?]|\b(?:and|then|also|please|and then|so|to|also)\b)\s*$")
+_CLAUSE_START = re.compile(r"(?:^|[,;:.!?]|\b(?:and|then|also|please|and then|so|to|also|you|we|i|let's|"
+                           r"let us|just|now|kindly)\b)\s*$", re.IGNORECASE)
 _STATE_CHANGE = re.compile(
     r"\b(?:is|are)\s+now\b|\bshould\s+(?:be|become|read|say|show|equal)\b|\b(?:must|needs? to|ought to)\s+"
     r"(?:be|become)\b|\bfrom now on\b|\bhenceforth\b|\bbecomes?\b|\binstead of\b.*\buse\b|"
-    r"\b(?:moves|goes|switches|changes|upgrades|downgrades|gets|turns)\s+(?:to|into|over to)\b",
+    r"\b(?:moves|goes|switches|changes|upgrades|downgrades|gets|turns)\s+(?:to|into|over to)\b|"
+    r"\b(?:has|have|needs?|is|are) to (?:be|become|get)\b|\bshould (?:get|have|go|move|change)\b|"
+    r"\b(?:is|are) to be\b|\bwill (?:be|become) (?!\w+ed\b)\w+ (?:from now|starting|as of)\b",
     re.IGNORECASE)
 
 
@@ -231,7 +235,10 @@ def write_intent(request: str, extra: set[str] | frozenset[str] = frozenset()) -
             return raw
     # "make the gold customers silver", "put a zero in ...": handled above (make/put are change verbs);
     # "... to 0 where ...": a target value after a column, as in "scores to 0"
-    if re.search(r"\b(?:set|to)\s+(?:0|zero|null|empty|blank)\b\s*(?:where|for|if|when|$)", text, re.IGNORECASE) and \
+    if re.search(r"(?<!\bup )(?<!\bclose )(?<!\bcompared )\bto\s+"
+                 r"(?:0|zero|null|empty|blank|-?\d+(?:[.,]\d+)?)\s*"
+                 r"(?:%|percent|euros?|eur|dollars?|usd)?\s*(?:where|for|if|when|at|in|on|$)", text, re.I) and \
+            not re.search(r"\bfrom\s+\S+\s+to\s", text, re.IGNORECASE) and \
             re.match(r"\s*\w+", text) and stem(re.match(r"\s*(\w+)", text).group(1)) not in READ_VERBS:  # type: ignore[union-attr]
         return "set"
     return None
