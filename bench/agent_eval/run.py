@@ -8,8 +8,9 @@ warehouse with the demo spec for each partition the cases use (the same one-part
 then plans every request. A case passes when the outcome is the expected one: refused (write requests), rejected
 (nothing sensible to plan), or a valid plan whose dry-run result matches the expected SQL over the reference
 warehouse (same row count; every expected column equals some column of the plan's table as a multiset of
-values), plus the expected schedule and partitioning. `--backend all` also runs the LLM backend when
-HUB_LLM_BASE_URL is set.
+values), plus the expected schedule and partitioning. A `flow:` case (a write across systems) passes, until flows
+are on main, only when it is refused as needing a write workflow (never executed). `--backend all` also runs the
+LLM backend when HUB_LLM_BASE_URL is set.
 """
 
 from __future__ import annotations

@@ -2095,4 +2095,5 @@ def plan(request: str, pipelines: list[Pipeline], backend: Backend = "offline", 
     return res
 
 
-__all__ = ["PlanResult", "compose", "distinct_names", "plan", "tokens", "validate_plan", "write_intent"]
+__all__ = ["JoinKey", "PlanResult", "Sample", "Vocabulary", "compose", "distinct_names", "join_keys", "plan", "samples",
+           "tokens", "universe", "validate_plan", "write_intent"]
