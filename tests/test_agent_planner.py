@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from hub.agent.catalog import build_catalog
 from hub.agent.llm import LLMConfig
-from hub.agent.planner import plan, validate_plan
+from hub.agent.planner import join_keys, plan, samples, universe, validate_plan
 from hub.cli.main import app
 from hub.demo.crm import CRMService
 from hub.spec import Pipeline, load, loads
@@ -119,6 +119,67 @@ def test_output_never_written_when_invalid(crm: CRMService, warehouse_path: Path
                             "--partition", "2024-01-03"])
     assert r.exit_code == 0, r.output
     assert load(out).spec.models
+
+
+def test_offline_understands_requests(crm: CRMService, warehouse_path: Path, dagster_home: Path,
+                                     tmp_path: Path) -> None:
+    """Comparisons, top-N, anti-joins, joins found from sample values, verb-less writes and "not found", each
+    checked against the rows the dry run loaded (the same warehouse)."""
+    demo = _demo(tmp_path)
+    catalog = build_catalog([demo])
+
+    def rows(res: Any, db: Path, sql: str) -> tuple[list[Any], list[Any]]:
+        wh = DuckDBWarehouse(f"duckdb:///{db}")
+        got = wh.query(f"select * from {res.result_table}").to_pylist()
+        return got, wh.query(sql).to_pylist()
+
+    # a comparison in words, with a currency unit
+    db = tmp_path / "cmp.duckdb"
+    res = plan("ERP orders worth more than 1000 euros", [demo], catalog=catalog, partition="2024-01-02", warehouse=db)
+    assert res.ok, res.errors
+    assert "o.amount > 1000" in (res.spec_text or "")
+    got, want = rows(res, db, "select * from plan_orders_erp_orders where amount > 1000")
+    assert len(got) == len(want) > 0
+    # top-N: ordered, limited
+    db = tmp_path / "top.duckdb"
+    res = plan("the 3 most expensive products in the catalogue", [demo], catalog=catalog, warehouse=db)
+    assert res.ok, res.errors
+    assert "order by p.price desc limit 3" in (res.spec_text or "")
+    got, want = rows(res, db, "select price from plan_products_crm_products order by price desc limit 3")
+    assert [r["price"] for r in got] == [r["price"] for r in want]
+    # an anti-join: customers without any contact that day
+    db = tmp_path / "anti.duckdb"
+    res = plan("CRM customers who had no contact", [demo], catalog=catalog, partition="2024-01-02", warehouse=db)
+    assert res.ok, res.errors
+    assert "not exists (select 1 from" in (res.spec_text or "")
+    prefix = yaml.safe_load(res.spec_text or "")["pipeline"]
+    got, want = rows(res, db, f"select id from {prefix}_crm_customers where id not in "
+                              f"(select customer_id from {prefix}_crm_contacts)")
+    assert sorted(r["id"] for r in got) == sorted(r["id"] for r in want) and 0 < len(got) < 300
+    assert any("rows with no matching" in n for n in res.notes)  # the assumption is stated
+    # a join discovered from sample values: the bank's ORD-100001 is the ERP's order 100001; SKUs of the ERP
+    # (SKU-100) never occur in the catalogue (SKU-00001), so those two never join
+    tables = {t.name: t for t in universe(catalog, [demo])}
+    sample = samples(catalog, [demo], list(tables.values()))
+    keys = join_keys(tables["bank_statements"], tables["erp_orders"], sample)
+    assert keys and keys[0].cond == "{a}.reference = 'ORD-' || cast({b}.order_id as varchar)"
+    assert not join_keys(tables["erp_order_lines"], tables["crm_products"], sample)
+    db = tmp_path / "join.duckdb"
+    res = plan("bank payments with the ERP order they pay", [demo], catalog=catalog, partition="2024-01-01",
+               warehouse=db)
+    assert res.ok, res.errors
+    got, _ = rows(res, db, "select 1")
+    assert got and all(r["reference"] == f"ORD-{r['order_id']}" for r in got)
+    # writes phrased without the usual verbs are refused
+    for text in ("make the bronze customers gold", "the tier of customer 5 should be silver",
+                 "set the stock of SKU-100 to 0 at every depot"):
+        refused = plan(text, [demo], catalog=catalog)
+        assert refused.refused and not refused.ok and "write workflow" in refused.reason, text
+    # a field no system has: not found, with the closest candidates, and no plan
+    missing = plan("the shoe size of each customer", [demo], catalog=catalog, output=tmp_path / "shoe.yaml")
+    assert not missing.ok and not missing.refused and missing.spec_text is None
+    assert "not found: no system offers 'shoe', 'size'" in missing.reason and "closest" in missing.reason
+    assert not (tmp_path / "shoe.yaml").exists()
 
 
 # --------------------------------------------------------------------------------------------- LLM

@@ -8,8 +8,9 @@ warehouse with the demo spec for each partition the cases use (the same one-part
 then plans every request. A case passes when the outcome is the expected one: refused (write requests), rejected
 (nothing sensible to plan), or a valid plan whose dry-run result matches the expected SQL over the reference
 warehouse (same row count; every expected column equals some column of the plan's table as a multiset of
-values), plus the expected schedule and partitioning. `--backend all` also runs the LLM backend when
-HUB_LLM_BASE_URL is set.
+values), plus the expected schedule and partitioning. A `flow:` case (a write across systems) passes, until flows
+are on main, only when it is refused as needing a write workflow (never executed). `--backend all` also runs the
+LLM backend when HUB_LLM_BASE_URL is set.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import datetime as dt
 import decimal
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -70,7 +72,24 @@ def compare(plan_db: Path, table: str, ref_db: Path, sql: str) -> str | None:
     return None
 
 
+#: A refusal that says the request needs a write workflow (a flow), not a read plan.
+FLOW_REFUSAL = re.compile(r"write workflow|\bflow\b", re.IGNORECASE)
+
+
+def judge_flow(case: dict[str, Any], res: PlanResult) -> str | None:
+    """A ``flow:`` case (acting across systems) passes, for now, when nothing is executed and the request is
+    refused as needing a write workflow (flows, issue 18, are not on main yet: once they are, an approval-gated
+    flow plan whose writes match the steps will count too). A read plan is a failure."""
+    if res.ok:
+        return "planned as a read pipeline, not a write workflow"
+    if res.refused and FLOW_REFUSAL.search(res.reason):
+        return None
+    return f"not refused as a write workflow ({'refused: ' if res.refused else ''}{res.reason})"
+
+
 def judge(case: dict[str, Any], res: PlanResult, plan_db: Path, ref_db: Path) -> str | None:
+    if case.get("flow"):
+        return judge_flow(case, res)
     if case.get("refused"):
         return None if res.refused else f"not refused ({'planned' if res.ok else res.reason})"
     if case.get("rejected"):
@@ -136,7 +155,8 @@ def main() -> int:
                 db = tmp / f"{backend}_{i}.duckdb"
                 t0 = time.perf_counter()
                 try:
-                    res = plan(case["request"], [demo], backend, catalog=catalog, partition=part, warehouse=db)
+                    res = plan(case["request"], [demo], "llm" if backend == "llm" else "offline", catalog=catalog,
+                               partition=part, warehouse=db)
                     problem = judge(case, res, db, refs[part])
                 except Exception as exc:  # a crash is a failed case, not a failed benchmark
                     res, problem = PlanResult(case["request"], backend), f"crashed: {type(exc).__name__}: {exc}"

@@ -17,6 +17,8 @@ materialized into a temporary DuckDB warehouse on an ephemeral Dagster instance.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import re
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -28,24 +30,15 @@ from typing import Any, Literal, Protocol
 import yaml
 
 from hub import protocols
+from hub.agent import understand as u
 from hub.errors import HubError, SpecError
 from hub.spec import Pipeline, loads
 
 Backend = Literal["offline", "llm"]
 
-WRITE_WORDS = ("create", "update", "delete", "send", "insert", "remove", "upload", "modify", "write", "post",
-               "push", "cancel", "refund", "pay", "submit", "overwrite", "truncate", "purge")
-_WRITE_RE = re.compile(r"\b(" + "|".join(WRITE_WORDS) + r")\b", re.IGNORECASE)
 _STOP = {"get", "list", "api", "the", "all", "read", "fetch", "search", "by", "of", "a", "an", "and", "or",
          "to", "for", "from", "in", "on", "with", "me", "give", "load", "show", "every", "each", "per", "csv",
          "outbox", "public", "id", "data", "record", "records", "table", "file", "files"}
-_SYNONYMS = {"payment": {"statement"}, "revenue": {"order"}, "sale": {"order"}, "stock": {"level"},
-             "client": {"customer"}, "interaction": {"contact"}, "line": {"line"}, "booking": {"statement"},
-             "transaction": {"statement"}, "item": {"line"}}
-_MEASURE_SYNONYMS = {"revenue": ["revenue", "amount", "total", "price"], "sale": ["amount"], "turnover": ["amount"],
-                     "value": ["amount", "value"], "amount": ["amount"], "spend": ["amount"],
-                     "duration": ["duration_minutes", "duration"], "score": ["score"], "quantity": ["quantity"],
-                     "stock": ["quantity"], "unit": ["quantity"]}
 
 
 class ActionLike(Protocol):
@@ -116,10 +109,18 @@ def tokens(text: str) -> list[str]:
     return [_stem(t) for t in re.split(r"[^A-Za-z0-9]+", text) if t]
 
 
-def write_intent(request: str) -> str | None:
-    """The write verb of a request asking to change something in a system, if any."""
-    m = _WRITE_RE.search(request)
-    return m.group(1).lower() if m else None
+def write_intent(request: str, catalog: CatalogLike | None = None) -> str | None:
+    """What in *request* asks to change something in a system, if anything (:func:`hub.agent.understand.
+    write_intent`: any change verb given as an order, "X is now Y", "should be ..."); with *catalog*, the verbs
+    of its write actions count too (``setProductPrice`` -> "set")."""
+    extra: set[str] = set()
+    if catalog is not None:
+        for a in catalog.actions:
+            if not _is_read(a):
+                op = a.name.split(".", 1)[-1]
+                first = u.split_words(op)[:1]
+                extra |= {w for w in first if len(w) > 2}
+    return u.write_intent(request, frozenset(extra))
 
 
 def _is_read(action: Any) -> bool:
@@ -307,8 +308,8 @@ def _params_of(raw: dict[str, Any]) -> dict[str, Any]:
     return dict(raw.get("params") or {})
 
 
-def table_for(action: Any, pipelines: Sequence[Pipeline], with_children: Iterable[str] = ()) -> list[Table]:
-    """The planned table(s) of reading *action*: the source, plus the child tables asked for."""
+def table_for(action: Any, pipelines: Sequence[Pipeline], with_children: Iterable[str] | None = ()) -> list[Table]:
+    """The planned table(s) of reading *action*: the source, plus the child tables asked for (None: all)."""
     name, raw, tmpl = source_for(action, pipelines)
     schema = action.output_schema or {}
     entity = {t for t in tokens(" ".join([action.name, name, *(str(v) for v in (action.binding or {}).values())]))
@@ -338,11 +339,11 @@ def table_for(action: Any, pipelines: Sequence[Pipeline], with_children: Iterabl
     pk = [pk] if isinstance(pk, str) else list(pk)
     out = [Table(name, action.name, action.system, entity, columns, bool(partitioned), raw, tmpl, pk=pk)]
     children = raw.pop("children", None) or {}
-    wanted = set(with_children)
+    wanted = set(with_children) if with_children is not None else None
     kept: dict[str, Any] = {}
     for cname, child in children.items():
         ctoks = {t for t in tokens(cname) if t not in _STOP and t != action.system} - entity
-        if not (ctoks & wanted):
+        if wanted is not None and not (ctoks & wanted):
             continue
         kept[cname] = child
         ccols = [Column(k, next((c.kind for c in columns if c.name == k), "other")) for k in pk]
@@ -358,185 +359,1378 @@ def table_for(action: Any, pipelines: Sequence[Pipeline], with_children: Iterabl
 
 
 # ------------------------------------------------------------------------------------ offline planner
+#
+# The offline planner reads a request in three steps. (1) The estate: every read action that needs no input a
+# person must give becomes a table (with its child tables); one partition of them is sampled once per catalog
+# (:func:`samples`), so the planner knows the values of each column. (2) The vocabulary (:class:`Vocabulary`):
+# each table and column is named by its own words (name, description), by the words the thesaurus relates to
+# them (:data:`hub.agent.understand.THESAURUS`) and, for a column, by its sample values ("gold", "Memphis",
+# "won"). (3) The request (:mod:`hub.agent.understand`): its words are matched to tables, columns and values;
+# numbers, comparisons, top-N, negations, arithmetic and time words shape the SQL. Joins come from key names
+# and types and from the sample values (``ORD-100001`` against ``order_id`` 100001: a prefix stripped, the
+# overlap counted). A word that names nothing of the estate makes the plan a "no system offers ...".
+
 
 @dataclass
-class _Intent:
-    agg: str | None = None  # sum | count | avg | min | max
-    measure_words: list[str] = field(default_factory=list)
-    group_words: list[str] = field(default_factory=list)
-    filters: list[tuple[str, str, str]] = field(default_factory=list)  # (column word, op, value)
-    negated: set[str] = field(default_factory=set)
-    partitions: str | None = None  # daily | monthly
-    schedule: str | None = None
-    window_note: str | None = None
+class Sample:
+    """What one partition of a table held: row count, distinct values per column (at most 300)."""
+
+    rows: int
+    values: dict[str, list[Any]]
+    distinct: dict[str, int]
 
 
-_GROUP_STOP = {"of", "the", "from", "where", "with", "and", "in", "for", "on", "at", "over", "under", "whose",
-               "having", "excluding", "except", "without", "every", "each", "a", "an", "to", "as", "is"}
+_SAMPLES: dict[int, tuple[Any, dict[str, Sample]]] = {}
 
 
-def parse_request(request: str, skip: Iterable[str] = ()) -> _Intent:
-    """Aggregation, grouping, filters and time words of a request (*skip*: words that are no column, such as
-    system names)."""
-    skip = set(skip)
-    text = request.lower()
-    it = _Intent()
-    if re.search(r"\b(how many|number of|count)\b", text):
-        it.agg = "count"
-    if re.search(r"\b(average|avg|mean)\b", text):
-        it.agg = "avg"
-    elif re.search(r"\b(total|sum|revenue|turnover|sales)\b", text):
-        it.agg = "sum"
-    elif re.search(r"\b(maximum|max|largest|highest)\b", text):
-        it.agg = "max"
-    elif re.search(r"\b(minimum|min|smallest|lowest)\b", text):
-        it.agg = "min"
-    for m in re.finditer(r"\b(?:total|sum of|sum|average|avg|mean|maximum|max|minimum|min|highest|lowest)"
-                         r"\s+(?:of\s+)?(?:the\s+)?([a-z_]+)", text):
-        it.measure_words.append(_stem(m.group(1)))
-    for word in ("revenue", "turnover", "sales", "amount", "quantity", "duration", "score", "value", "stock"):
-        if re.search(rf"\b{word}\b", text):
-            it.measure_words.append(_stem(word))
-    for m in re.finditer(r"\b(?:per|by|for each|grouped by|broken down by)\s+((?:[a-z_']+\s*){1,3})", text):
-        words: list[str] = []
-        for word in m.group(1).split():
-            if word in _GROUP_STOP:
-                break
-            words.append(word)
-        words = [w for w in words if w not in skip] or words
-        if not words:
+def universe(catalog: CatalogLike, pipelines: Sequence[Pipeline]) -> list[Table]:
+    """Every table the catalog's read actions can fill without an input a person must give (an id), child
+    tables included; actions reading the same records (GetOrders, ListOrders...) count once, the one a given
+    spec already reads first."""
+    best: dict[tuple[str, str], Any] = {}
+    for a in catalog.actions:
+        if not _is_read(a):
             continue
-        w = _stem(words[-1].removesuffix("'s"))
-        if w not in ("morning", "night", "hour", "evening", "run"):
-            it.group_words.append(w)
-    for m in re.finditer(r"\b(?:where|with|whose|having)\s+(?:the\s+)?([a-z_]+)\s+(?:is not|isn't|!=|<>)\s+"
-                         r"'?([a-z0-9_.-]+)", text):
-        it.filters.append((m.group(1), "<>", m.group(2)))
-    for m in re.finditer(r"\b(?:where|with|whose|having)\s+(?:the\s+)?([a-z_]+)\s+(?:is|=|equals|of)\s+"
-                         r"(?!not\b)'?([a-z0-9_.-]+)", text):
-        it.filters.append((m.group(1), "=", m.group(2)))
-    for m in re.finditer(r"\b([a-z_]+)\s+(?:over|above|greater than|more than|at least|>=|>)\s+([0-9]+(?:\.[0-9]+)?)",
-                         text):
-        op = ">=" if "at least" in m.group(0) or ">=" in m.group(0) else ">"
-        it.filters.append((m.group(1), op, m.group(2)))
-    for m in re.finditer(r"\b([a-z_]+)\s+(?:under|below|less than|at most|<=|<)\s+([0-9]+(?:\.[0-9]+)?)", text):
-        op = "<=" if "at most" in m.group(0) or "<=" in m.group(0) else "<"
-        it.filters.append((m.group(1), op, m.group(2)))
-    for m in re.finditer(r"\b(?:not|excluding|except|without|non-|other than)\s*([a-z_]+)", text):
-        it.negated.add(m.group(1))
-    if re.search(r"\b(month|monthly)\b", text) and not re.search(r"\b(per|by) month\b", text):
-        it.partitions = "monthly"
-    elif re.search(r"\b(yesterday|today|daily|every day|each day|every morning|every night|nightly|last week|"
-                   r"past week|last 7 days|day|days|morning)\b", text):
-        it.partitions = "daily"
-    if re.search(r"\b(last week|past week|last 7 days)\b", text):
-        it.window_note = "last week: run the last 7 daily partitions (hub run SPEC --from D-7 --to D-1)"
-    elif "yesterday" in text:
-        it.window_note = "yesterday: each run loads the latest complete daily partition (the day before)"
-    hour = re.search(r"\bat\s+(\d{1,2})(?::(\d\d))?\s*(am|pm)?\b", text)
-    h = None
-    if hour:
-        h = int(hour.group(1)) % 24 + (12 if hour.group(3) == "pm" and int(hour.group(1)) < 12 else 0)
-    if re.search(r"\b(every|each) morning\b", text):
-        it.schedule = f"0 {h if h is not None else 6} * * *"
-    elif re.search(r"\b(every|each) (night|evening)\b|\bnightly\b", text):
-        it.schedule = f"0 {h if h is not None else 2} * * *"
-    elif re.search(r"\b(every|each) (week|monday)\b|\bweekly\b", text):
-        it.schedule = f"0 {h if h is not None else 6} * * 1"
-    elif re.search(r"\b(every|each) month\b|\bmonthly\b", text):
-        it.schedule = f"0 {h if h is not None else 6} 1 * *"
-    elif re.search(r"\b(every|each) day\b|\bdaily\b", text):
-        it.schedule = f"0 {h if h is not None else 6} * * *"
-    return it
-
-
-def _entity_words(action: Any, pipelines: Sequence[Pipeline]) -> set[str]:
-    """The words that name what *action* reads: its name, the names in its binding (a path, an operation, a
-    table; not a whole query document) and the spec source that reads it, without stop words and without
-    system names (a request's "CRM" picks the crm system's actions, not another
-    system's source that happens to be called crm_products)."""
-    systems = {s for p in pipelines for s in p.spec.systems} | {action.system}
-    names = [str(v) for v in (action.binding or {}).values() if not any(c.isspace() for c in str(v))]  # no documents
-    ent = {t for t in tokens(" ".join([action.name, *names])) if t not in _STOP and t not in systems}
-    tmpl = find_template(action, pipelines)
-    if tmpl:
-        ent |= {t for t in tokens(tmpl[1]) if t not in _STOP and t not in systems}
-    return ent
-
-
-def _score(action: Any, req: set[str], pipelines: Sequence[Pipeline]) -> float:
-    ent = _entity_words(action, pipelines)
-    tmpl = find_template(action, pipelines)
-    expanded = req | {s for w in req for s in _SYNONYMS.get(w, ())}
-    hits = len(ent & req) + 0.6 * len(ent & (expanded - req))
-    if not hits:
-        return 0.0
-    return hits + (0.5 if action.system in req else 0) + (0.3 if tmpl else 0) - 0.05 * len(ent - expanded)
-
-
-def _pick_actions(request: str, catalog: CatalogLike, pipelines: Sequence[Pipeline]) -> list[Any]:
-    req = set(tokens(request))
-    candidates = list(catalog.search(request, limit=15))
-    seen = {a.name for a in candidates}
-    candidates += [a for a in catalog.actions if a.name not in seen]  # search ranks; scoring decides
-    scored = [(s, i, a) for i, a in enumerate(candidates) if _is_read(a) and (s := _score(a, req, pipelines)) > 0]
-    scored.sort(key=lambda x: (-x[0], x[1]))
-    chosen: list[Any] = []
-    covered: set[str] = set()
-    expanded = req | {s for w in req for s in _SYNONYMS.get(w, ())}
-    for _s, _i, a in scored:
-        ent = _entity_words(a, pipelines)
+        required = set((a.input_schema or {}).get("required") or []) - set(time_params(a.input_schema or {}))
         tmpl = find_template(a, pipelines)
-        new = (ent & expanded) - covered
-        if not new:
+        if required and not tmpl:
             continue
-        # an action that needs inputs nobody can give (an id) is no list to load
-        required = set(a.input_schema.get("required") or [])
-        if required - set(time_params(a.input_schema)) and not tmpl:
-            continue
-        chosen.append(a)
-        covered |= ent & expanded
-    # keep the order in which the request names them
-    words = tokens(request)
-
-    def first_mention(a: Any) -> int:
-        ent = set(tokens(a.name)) | ({t for t in tokens(find_template(a, pipelines)[1])}  # type: ignore[index]
-                                     if find_template(a, pipelines) else set())
-        pos = [i for i, w in enumerate(words) if w in ent or any(s in ent for s in _SYNONYMS.get(w, ()))]
-        return min(pos) if pos else len(words)
-
-    chosen.sort(key=first_mention)
-    return chosen
+        key = (a.system, yaml.safe_dump(a.output_schema or {}, sort_keys=True))
+        if key not in best or (tmpl and not find_template(best[key], pipelines)):
+            best[key] = a
+    tables: list[Table] = []
+    for a in best.values():
+        for t in table_for(a, pipelines, None):
+            if all(t.name != u.name for u in tables):
+                tables.append(t)
+    return tables
 
 
-def infer_join(a: Table, b: Table) -> tuple[str, str] | None:
-    """(column of a, column of b) that relate the two tables: the parent key of a child table, a foreign key
-    named after the other table's entity (``customer_id`` <-> ``customers.id``), or the same ``*_id`` name."""
+def samples(catalog: CatalogLike, pipelines: Sequence[Pipeline], tables: list[Table]) -> dict[str, Sample]:
+    """One partition of every table, read once per catalog (a dry run of their sources into a temporary
+    warehouse): the sample values the vocabulary and the join discovery use. Tables that cannot be read have
+    no sample."""
+    cached = _SAMPLES.get(id(catalog))
+    if cached is not None and cached[0] is catalog:
+        return cached[1]
+    out: dict[str, Sample] = {}
+    roots = [t for t in tables if t.parent is None]
+    systems = {t.system: system_raw(t.system, pipelines) for t in roots}
+    tmpl_p = next((t.template[0] for t in roots if t.template and t.template[0].spec.partitions), None)
+    parts: Any = "none"
+    if tmpl_p is not None and tmpl_p.spec.partitions is not None:
+        w = tmpl_p.spec.partitions.window
+        parts = {tmpl_p.spec.partitions.kind: {"start": w.start.isoformat(), "timezone": w.timezone}}
+
+    def attempt(group: list[Table]) -> None:
+        spec = {"pipeline": "_samples", "partitions": parts if any(t.partitioned for t in group) else "none",
+                "systems": {t.system: systems[t.system] for t in group if systems.get(t.system)},
+                "sources": {t.name: {k: v for k, v in t.raw.items() if k not in ("checks",)} for t in group}}
+        with tempfile.TemporaryDirectory(prefix="hub-samples-") as tmp:
+            wh = Path(tmp) / "samples.duckdb"
+            dry_run(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True),
+                    _root(pipelines) / "pipelines" / "_samples.yaml", warehouse=wh)
+            if wh.exists():
+                import duckdb
+
+                with duckdb.connect(str(wh), read_only=True) as con:
+                    names = {r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()}
+                    for t in tables:
+                        root = t.parent or t.name
+                        if t.name not in names or t.name in out or all(g.name != root for g in group):
+                            continue
+                        cols = [c for c in con.execute(f'select * from "{t.name}" limit 0').fetchdf().columns
+                                if not c.startswith("_hub_")]
+                        rows = int(con.execute(f'select count(*) from "{t.name}"').fetchall()[0][0])
+                        values: dict[str, list[Any]] = {}
+                        distinct: dict[str, int] = {}
+                        for c in cols:
+                            distinct[c] = int(con.execute(f'select count(distinct "{c}") from "{t.name}"')
+                                              .fetchall()[0][0])
+                            values[c] = [r[0] for r in con.execute(
+                                f'select distinct "{c}" from "{t.name}" where "{c}" is not null limit 300').fetchall()]
+                        out[t.name] = Sample(rows, values, distinct)
+        missing = [t for t in group if t.name not in out]
+        if len(group) > 1 and missing:
+            for t in missing:
+                attempt([t])
+
+    with contextlib.suppress(ImportError):  # sampling is a help, never a reason to fail a plan
+        attempt(roots)
+    _SAMPLES.clear()
+    _SAMPLES[id(catalog)] = (catalog, out)
+    return out
+
+
+@dataclass
+class Sense:
+    """One meaning of a word of the request: a table, a column, a value of a column, or a system."""
+
+    kind: str  # table | column | value | system
+    table: Table | None
+    column: Column | None = None
+    value: Any = None
+    weight: float = 1.0
+    system: str | None = None
+    via: str = ""  # how the word names it: name, synonym, description, sample value
+
+
+_GENERIC_COL = {"id", "at", "on", "no", "ts", "nr", "num", "is", "has", "by", "date", "time", "code", "name"}
+_ID_LIKE = re.compile(r"^[A-Za-z]*[-_/#.]?\d+$|@|^[0-9a-f-]{16,}$")
+
+
+def _col_words(name: str) -> list[str]:
+    return [u.stem(w) for w in u.split_words(name)]
+
+
+class Vocabulary:
+    """The words that name each table, column and value of the estate: names and descriptions, their synonyms,
+    and the sample values of text columns with few distinct values (or short, wordy values: a city, a depot)."""
+
+    def __init__(self, tables: list[Table], sample: dict[str, Sample], systems: set[str]) -> None:
+        self.tables = tables
+        self.sample = sample
+        self.systems = systems
+        self.senses: dict[tuple[str, ...], list[Sense]] = {}
+        for t in tables:
+            self._table(t)
+            for c in t.columns:
+                self._column(t, c)
+        for s in systems:
+            self._add((u.stem(s),), Sense("system", None, weight=1.0, system=s, via="system"))
+
+    def _add(self, key: tuple[str, ...], sense: Sense) -> None:
+        bucket = self.senses.setdefault(key, [])
+        for i, old in enumerate(bucket):
+            if (old.kind, old.table and old.table.name, old.column and old.column.name, old.value) == \
+                    (sense.kind, sense.table and sense.table.name, sense.column and sense.column.name, sense.value):
+                if sense.weight > old.weight:
+                    bucket[i] = sense
+                return
+        bucket.append(sense)
+
+    def _table(self, t: Table) -> None:
+        words = [w for w in _col_words(t.name) if w not in self.systems and w not in {u.stem(s) for s in self.systems}]
+        if t.parent is None:  # the action's own name ("stock_levels" for inventory_levels)
+            op = t.action.split(".", 1)[-1]
+            extra = [w for w in _col_words(op) if w not in ("get", "list", "read", "fetch", "search", "queri", "find")]
+        else:
+            extra = []
+        if not words:
+            words = extra
+        head = words[-1] if words else ""
+        mods = [w for w in [*words[:-1], *extra] if w != head]
+        if head:
+            self._add((head,), Sense("table", t, weight=1.0, via="name"))
+            for r in u.related(head):
+                self._add((r,), Sense("table", t, weight=0.75, via=f"synonym of {head}"))
+        if len(words) >= 2:
+            self._add(tuple(words[-2:]), Sense("table", t, weight=1.0, via="name"))
+        for m in mods:
+            self._add((m,), Sense("table", t, weight=0.45 if m not in extra else 0.6, via="name"))
+            if m in extra:
+                self._add((m, head), Sense("table", t, weight=1.0, via="name"))
+        desc = str(t.raw.get("description") or "")
+        first = re.split(r"[,;:(.]| of | per | with | in | placed | one ", desc, maxsplit=1)[0]
+        for w in u.split_words(first)[:4]:
+            s = u.stem(w)
+            if w in u.FILLER or s in {u.stem(x) for x in self.systems} or s == head:
+                continue
+            self._add((s,), Sense("table", t, weight=0.55, via="description"))
+
+    def _column(self, t: Table, c: Column) -> None:
+        words = _col_words(c.name)
+        if not words:
+            return
+        content = [w for w in words if w not in _GENERIC_COL] or words
+        head = content[-1]
+        self._add(tuple(words), Sense("column", t, c, weight=1.0, via="name"))
+        if len(content) >= 2:
+            self._add(tuple(content), Sense("column", t, c, weight=1.0, via="name"))
+        for w in content:
+            ref = c.name.lower().endswith("_id") and w != "id"
+            # a word naming part of a compound name ("revenue" of annual_revenue) names it less surely
+            weight = 0.35 if ref else (0.6 if w != head else 0.9 if len(content) == 1 else 0.7)
+            self._add((w,), Sense("column", t, c, weight=weight, via="name"))
+            if not ref:
+                for r in u.related(w):
+                    self._add((r,), Sense("column", t, c, weight=weight * 0.75, via=f"synonym of {w}"))
+        smp = self.sample.get(t.name)
+        vals: list[Any] = list(c.enum)
+        if smp and c.name in smp.values and c.kind in ("str", "other"):
+            few = smp.distinct.get(c.name, 0) <= 40 or smp.distinct.get(c.name, 0) < 0.5 * max(smp.rows, 1)
+            wordy = [v for v in smp.values[c.name] if isinstance(v, str) and not _ID_LIKE.search(v)
+                     and len(v.split()) <= 3 and len(v) <= 30]
+            if few or len(wordy) >= 0.8 * len(smp.values[c.name]):
+                vals += wordy
+        if not vals:
+            return
+        counts: dict[str, int] = {}
+        for v in vals:
+            for w in set(_col_words(str(v))):
+                counts[w] = counts.get(w, 0) + 1
+        for v in dict.fromkeys(vals):
+            ws = _col_words(str(v))
+            if not ws:
+                continue
+            if len(ws) == 1:
+                self._add((ws[0],), Sense("value", t, c, v, weight=1.0, via="sample value"))
+            else:
+                self._add(tuple(ws[:2]), Sense("value", t, c, v, weight=1.0, via="sample value"))
+                for w in ws:  # the distinctive word of a value ("memphis" of "Memphis DC")
+                    if counts.get(w, 0) == 1 and not w.isdigit() and w not in u.FILLER:
+                        self._add((w,), Sense("value", t, c, v, weight=0.9, via="sample value"))
+
+    def at(self, st: list[str], i: int) -> tuple[int, list[Sense]]:
+        """The senses of the words at *i*: a two-word phrase when one matches, else the word."""
+        if i + 1 < len(st) and (st[i], st[i + 1]) in self.senses:
+            return 2, self.senses[(st[i], st[i + 1])]
+        return 1, self.senses.get((st[i],), [])
+
+    def closest(self, word: str, n: int = 4) -> list[str]:
+        """Columns whose names are closest to *word* (for "no system offers X; closest: ...")."""
+        import difflib
+
+        names = {f"{t.name}.{c.name}": c.name for t in self.tables for c in t.columns}
+        by_name = difflib.get_close_matches(word, list(names.values()), n=n, cutoff=0.5)
+        return [k for k, v in names.items() if v in by_name][:n]
+
+
+# ---------------------------------------------------------------------------------------------- joins
+
+@dataclass
+class JoinKey:
+    """How two tables relate: ``a.<cond> b``; strength 3 parent/child or id, 2 a key verified by the sample
+    values, 1 a shared attribute (region = region), used only to reach a table otherwise out of reach."""
+
+    a: Table
+    b: Table
+    cond: str  # with {a} and {b} for the aliases
+    strength: int
+    note: str
+
+
+def _norm(v: Any) -> str:
+    return str(v).strip().lower()
+
+
+def _affix(values: list[Any]) -> tuple[str, int, str] | None:
+    """The common (prefix, digits width or 0, suffix) of identifier values like ``ORD-100001``."""
+    forms = set()
+    for v in values[:200]:
+        m = re.fullmatch(r"([A-Za-z][A-Za-z_#/ -]*?[-_#/ ]?)(\d+)([-_/ ]?[A-Za-z]*)", str(v).strip())
+        if not m:
+            return None
+        width = len(m.group(2)) if m.group(2).startswith("0") else 0
+        forms.add((m.group(1), width, m.group(3)))
+    return next(iter(forms)) if len(forms) == 1 and values else None
+
+
+def _unique(t: Table, c: Column, sample: dict[str, Sample]) -> bool:
+    if t.parent is None and [k.lower() for k in t.pk] == [c.name.lower()]:
+        return True
+    s = sample.get(t.name)
+    return bool(s and s.rows > 1 and s.distinct.get(c.name) == s.rows)
+
+
+def join_keys(a: Table, b: Table, sample: dict[str, Sample]) -> list[JoinKey]:
+    """Every way *a* and *b* relate, strongest first: parent/child keys, ``<entity>_id`` = ``id``, a shared key
+    name (verified by the sample values when both sides have some), identifiers that differ in form (a prefix
+    or suffix on one side: ``ORD-100001`` = 100001) with overlapping sample values, shared attributes."""
+    out: list[JoinKey] = []
+    sa, sb = sample.get(a.name), sample.get(b.name)
+
+    def overlap(ca: Column, cb: Column) -> float | None:
+        if not sa or not sb or ca.name not in sa.values or cb.name not in sb.values:
+            return None
+        va, vb = {_norm(v) for v in sa.values[ca.name]}, {_norm(v) for v in sb.values[cb.name]}
+        if not va or not vb:
+            return None
+        return len(va & vb) / min(len(va), len(vb))
+
     if b.parent == a.name or a.parent == b.name:
         parent, child = (a, b) if b.parent == a.name else (b, a)
         key = next((c.name for c in child.columns if parent.col(c.name)), None)
         if key:
-            return key, key
+            out.append(JoinKey(a, b, f"{{a}}.{key} = {{b}}.{key}", 3, f"{child.name} are the children of "
+                                                                       f"{parent.name} ({key})"))
     for x, y, flip in ((a, b, False), (b, a, True)):
         yid = y.col("id")
         if yid is None:
             continue
-        for ent in y.entity:
+        for ent in sorted(y.entity):
             xc = x.col(f"{ent}_id")
             if xc is not None and _compatible(xc.kind, yid.kind):
-                return (yid.name, xc.name) if flip else (xc.name, yid.name)
-    for c in a.columns:
-        if c.name.lower().endswith("_id"):
-            d = b.col(c.name)
-            if d is not None and _compatible(c.kind, d.kind):
-                return c.name, d.name
-    # a business key one side keys on (``sku`` of stock levels keyed by warehouse and sku)
-    keys = {k.lower() for k in (*a.pk, *b.pk)} - {"id"}
-    for c in a.columns:
-        d = b.col(c.name)
-        if c.name.lower() in keys and d is not None and _compatible(c.kind, d.kind) and c.kind in ("int", "str"):
-            return c.name, d.name
-    return None
+                cond = f"{{b}}.{yid.name} = {{a}}.{xc.name}" if not flip else f"{{a}}.{yid.name} = {{b}}.{xc.name}"
+                cond = f"{{a}}.{xc.name} = {{b}}.{yid.name}" if not flip else f"{{b}}.{xc.name} = {{a}}.{yid.name}"
+                out.append(JoinKey(a, b, cond, 3, f"{x.name}.{xc.name} = {y.name}.id (a key named after {ent})"))
+    keys = {k.lower() for k in (*a.pk, *b.pk)}
+    for ca in a.columns:
+        cb = b.col(ca.name)
+        if cb is None or not _compatible(ca.kind, cb.kind) or ca.kind not in ("int", "str", "other") or \
+                ca.name.lower() == "id":
+            continue  # two tables' own "id"s name different things
+        if any(ca.name in k.cond.split(".")[-1] for k in out):
+            continue
+        ov = overlap(ca, cb)
+        keyish = ca.name.lower() in keys or _unique(a, ca, sample) or _unique(b, cb, sample)
+        if ov == 0.0:
+            continue  # the same name, never the same value (SKU-100 against SKU-00001)
+        if ca.name.lower().endswith("_id") or ca.name.lower() in keys:
+            out.append(JoinKey(a, b, f"{{a}}.{ca.name} = {{b}}.{cb.name}", 2 if keyish else 1,
+                               f"{a.name}.{ca.name} = {b.name}.{cb.name} (the same key name"
+                               + (", values overlap in the samples)" if ov else ")")))
+        elif ca.kind == "str" and ca.name.lower() not in ("name", "currency", "status", "email", "description"):
+            out.append(JoinKey(a, b, f"{{a}}.{ca.name} = {{b}}.{cb.name}", 1,
+                               f"{a.name}.{ca.name} = {b.name}.{cb.name} (a shared attribute)"))
+    # identifiers in different forms: a prefix/suffix on one side, plain numbers on the other
+    if sa and sb:
+        for x, y, sx, sy, flip in ((a, b, sa, sb, False), (b, a, sb, sa, True)):
+            for cx in x.columns:
+                vx = sx.values.get(cx.name) or []
+                form = _affix(vx) if cx.kind in ("str", "other") else None
+                if form is None:
+                    continue
+                prefix, width, suffix = form
+                letters = re.sub(r"[^a-z]", "", prefix.lower())
+                digits = {int(re.sub(r"\D", "", str(v))) for v in vx if re.search(r"\d", str(v))}
+                for cy in y.columns:
+                    if cy.kind not in ("int", "num", "other"):
+                        continue
+                    names = {w for w in u.split_words(cy.name) if w != "id"} | set(y.entity) | {
+                        w for w in u.split_words(y.name)}
+                    if letters and not any(len(letters) >= 2 and (w.startswith(letters) or letters.startswith(w[:3]))
+                                           for w in names if len(w) >= 3):
+                        continue  # the prefix abbreviates nothing of that side ('SKU-' is no customer id)
+                    vy = {int(v) for v in sy.values.get(cy.name) or [] if isinstance(v, int)}
+                    if not vy or not _unique(y, cy, sample):
+                        continue
+                    common = len(digits & vy)
+                    if common == 0 or common / min(len(digits), len(vy)) < 0.3:
+                        continue
+                    num = f"cast({{{'a' if flip else 'b'}}}.{cy.name} as varchar)"
+                    if width:
+                        num = f"lpad({num}, {width}, '0')"
+                    expr = " || ".join(p for p in (f"'{prefix}'" if prefix else "", num,
+                                                   f"'{suffix}'" if suffix else "") if p)
+                    xa = "b" if flip else "a"
+                    out.append(JoinKey(a, b, f"{{{xa}}}.{cx.name} = {expr}", 2,
+                                       f"{x.name}.{cx.name} = '{prefix}' || {y.name}.{cy.name} (identifiers in another "
+                                       f"form: {vx[0]!r} against {cy.name} {sorted(vy)[0]}; {common} sample values "
+                                       "match)"))
+    out.sort(key=lambda k: (-k.strength, " " in k.note.split("(")[0]))
+    # of the identifier forms, the one whose prefix has no spaces first (a reference, not a free text)
+    return out
+
+
+# -------------------------------------------------------------------------------------- the request
+
+@dataclass
+class Mention:
+    at: int
+    span: int
+    sense: Sense
+
+
+@dataclass
+class Reading:
+    """The request matched against the vocabulary: per word position its senses, and what is left unexplained."""
+
+    words: list[str]
+    st: list[str]
+    senses: dict[int, tuple[int, list[Sense]]] = field(default_factory=dict)
+    unknown: list[str] = field(default_factory=list)
+    unknown_at: list[int] = field(default_factory=list)
+    destination: bool = False
+
+
+_GRAMMAR = {"per", "by", "each", "every", "for", "of", "with", "and", "or", "without", "never", "no", "not", "the"}
+
+
+def _tokenize(request: str, keep_case: bool = False) -> list[str]:
+    text = request.replace("\u2019", "'")  # a typographic apostrophe
+    found = re.findall(r"\d+(?:\.\d+)?|[A-Za-z][A-Za-z0-9'-]*[A-Za-z0-9]|[A-Za-z]", text)
+    return [w.removesuffix("'s").removesuffix("'S").strip("'") if keep_case else
+            w.lower().removesuffix("'s").strip("'") for w in found]
+
+
+_DESTINATION = re.compile(r"\b(?:into|to|onto) (?:the |our |my )?(?:data ?)?"
+                          r"(?:warehouse|dwh|database|db|lake|lakehouse)\b"
+                          r"|\b(?:data|our|my) ?warehouse\b|\b(?:dwh|duckdb|lakehouse|datalake)\b")
+
+
+def read_request(request: str, vocab: Vocabulary, skip: set[int]) -> Reading:
+    words = _tokenize(request)
+    raw = _tokenize(request, keep_case=True)
+    st = [u.stem(w) for w in words]
+    r = Reading(words, st)
+    # where the data goes ("into the warehouse", "our data warehouse") names no table of a system
+    joined = " ".join(words)
+    for m in _DESTINATION.finditer(joined):
+        first = len(joined[: m.start()].split())
+        skip = skip | set(range(first, first + len(m.group(0).split())))
+        r.destination = True
+    i = 0
+    while i < len(words):
+        if i in skip and r.destination and not re.fullmatch(r"\d+(\.\d+)?", words[i]):
+            i += 1
+            continue
+        span, senses = vocab.at(st, i)
+        # a value that is also an English word ("IN", "US", "NO") counts only written as the value is
+        senses = [s for s in senses if not (s.kind == "value" and span == 1 and (words[i] in u.FILLER or
+                  len(words[i]) <= 2) and raw[i] != str(s.value))]
+        # a modal before a verb asks whether something can be done: a flag ("products customers can still buy")
+        if (i > 0 and words[i - 1] in ("can", "could", "still")) or (i > 1 and words[i - 2] in ("can", "could")):
+            flags = [s for s in senses if s.kind == "column" and s.column is not None and s.column.kind == "bool"]
+            senses = flags or senses
+        # a system's name names the system, not a table by a synonym ("inventory" is no stock level)
+        if any(s.kind == "system" for s in senses):
+            senses = [s for s in senses if s.kind == "system" or s.weight >= 1.0]
+        # "last week", "number of": time and counting words, no names
+        if words[i] in ("last", "past", "next", "this", "previous") and i + 1 < len(words) and \
+                words[i + 1] in ("day", "days", "week", "weeks", "month", "months", "year", "years", "night", "hour"):
+            senses = []
+        if words[i] == "number" and i + 1 < len(words) and words[i + 1] == "of":
+            senses = []
+        # a ratio or counting word is no column by a synonym ("the cancellation rate" is no score)
+        if words[i] in _RATIO or words[i] in _AGG_WORDS or words[i] in ("times", "multiplied", "divided", "minus",
+                                                                         "plus"):
+            senses = [s for s in senses if not s.via.startswith("synonym")]
+        if senses:
+            r.senses[i] = (span, senses)
+            i += span
+            continue
+        w = words[i]
+        if i not in skip and w not in u.FILLER and st[i] not in {u.stem(f) for f in ("total",)} and \
+                not re.fullmatch(r"\d+(\.\d+)?", w) and len(w) > 2 and w not in u.NEGATIONS and \
+                not w.endswith(("ed", "ing", "ly", "est", "ible", "able", "ful", "ous", "ive", "ish")) and \
+                not w.endswith("n't") and w not in _VERBS:
+            r.unknown.append(w)
+            r.unknown_at.append(i)
+        i += 1
+    return r
+
+
+#: Common verbs and adjectives of requests that name nothing (their forms in -ed/-ing are skipped anyway).
+_VERBS = set(u._words("""
+buy sell see want need like know say think use take make give keep hold let put bring serve serves
+cover covers end ends start starts last lasts stay stays spend spends talk talked talk speak meet
+log logs pay pays book books settle settles arrive arrives receive receives came come went go goes
+show shows list lists tell tells happen happens contain contains own owns carry carries rate rated
+worth ones things stuff someone something anyone everyone nobody left right around again over
+our their your its his her new old big small high low long short early late recent cheap dear
+far near full empty whole single respective individual per apiece each both
+refresh reload match link pair connect relate map track monitor combine settle settles serve serving
+receive received arrive arrived belong belongs hold holds have has had get gets got
+"""))
+
+
+def compose(request: str, catalog: CatalogLike, pipelines: Sequence[Pipeline], *, name: str | None = None
+            ) -> PlanResult:
+    """The offline planner's composition (no validation): read the request against the estate's vocabulary,
+    choose the tables and how they join, write the model SQL, and note every assumption."""
+    res = PlanResult(request=request, backend="offline")
+    verb = write_intent(request, catalog)
+    if verb:
+        res.refused = True
+        res.errors.append(refusal(request, verb))
+        return res
+    tables = universe(catalog, pipelines)
+    if not tables:
+        res.errors.append("the catalog has no read action to plan from")
+        return res
+    sample = samples(catalog, pipelines, tables)
+    if sample:  # a table whose one partition could not be read is no table to plan from (an id it needs, ...)
+        tables = [t for t in tables if t.name in sample]
+    systems = {a.system for a in catalog.actions}
+    vocab = Vocabulary(tables, sample, systems)
+    try:
+        return _Composer(request, vocab, sample, pipelines, catalog, res, name).run()
+    except _Reject as exc:
+        res.errors.append(str(exc))
+        return res
+
+
+class _Reject(Exception):
+    pass
+
+
+def refusal(request: str, verb: str) -> str:
+    """Why a write request is refused; a triggered one ("when ..., mark ...") is a write workflow (a flow)."""
+    kind = "a write workflow (a flow: a trigger, then approval-gated writes)" if u.is_flow(request) \
+        else "a write workflow (an approval-gated flow), not a read plan"
+    return (f"the request asks to change data ('{verb}'): it would need {kind}; plans only read (sources never "
+            "write), so nothing was planned")
+
+
+_AGG_WORDS = {"average": "avg", "avg": "avg", "mean": "avg", "total": "sum", "sum": "sum", "overall": "sum",
+              "maximum": "max", "max": "max", "minimum": "min", "min": "min", "count": "count"}
+_RATIO = {"rate", "share", "fraction", "percentage", "percent", "proportion", "ratio"}
+_SUPER_MEASURE = {"cheap": "price", "expens": "price", "pricey": "price", "dear": "price", "long": "duration",
+                  "short": "duration", "old": "time", "new": "time", "recent": "time", "late": "time",
+                  "early": "time", "rich": "revenue", "big": "", "larg": "", "high": "", "low": "", "small": "",
+                  "most": "", "least": "", "top": "", "best": "", "worst": "", "great": "", "few": ""}
+
+
+class _Composer:
+    def __init__(self, request: str, vocab: Vocabulary, sample: dict[str, Sample], pipelines: Sequence[Pipeline],
+                 catalog: CatalogLike, res: PlanResult, name: str | None) -> None:
+        self.request, self.vocab, self.sample, self.pipelines = request, vocab, sample, pipelines
+        self.catalog, self.res, self.name = catalog, res, name
+        self.notes = res.notes
+        self._joins: dict[tuple[str, str], list[JoinKey]] = {}
+
+    def joins(self, a: Table, b: Table) -> list[JoinKey]:
+        key = (a.name, b.name)
+        if key not in self._joins:
+            self._joins[key] = join_keys(a, b, self.sample)
+        return self._joins[key]
+
+    # ------------------------------------------------------------------------------------------------
+    def run(self) -> PlanResult:
+        words = _tokenize(self.request)
+        nums = u.numbers(words)
+        comps = u.comparisons(words, nums)
+        used_nums = {n.start for n in nums if any(c.start <= n.start < c.end for c in comps)}
+        top = u.top_n(words, nums, used_nums)
+        when = u.when(self.request)
+        skip: set[int] = set()
+        for c in comps:
+            skip |= set(range(c.start, c.end))
+        for n in nums:
+            skip |= set(range(n.start, n.end))
+        reading = read_request(self.request, self.vocab, skip)
+        st = reading.st
+        central = self._central_unknown(reading)
+        if central:
+            raise _Reject(self._not_found(central))
+        for w in reading.unknown:
+            self.notes.append(f"ignored '{w}': no table, column or value is named so, and it is not what the "
+                              "request asks for")
+        self._state_change(reading)
+        mentions = [Mention(i, span, s) for i, (span, ss) in reading.senses.items() for s in ss]
+        if not mentions:
+            raise _Reject(self._not_found([w for w in words if w not in u.FILLER] or words))
+        # systems named: their tables are preferred
+        named_sys = {m.sense.system for m in mentions if m.sense.kind == "system"}
+        # ---- the main table: the first word naming a table (or the table most of the columns named belong to)
+        table_m = [m for m in mentions if m.sense.kind == "table"]
+        col_m = [m for m in mentions if m.sense.kind in ("column", "value")]
+
+        sys_pos = {m.at: m.sense.system for m in mentions if m.sense.kind == "system"}
+
+        def sysf(t: Table, at: int | None = None) -> float:
+            """A system word right before a word ("ERP revenue", "CRM region") narrows it to that system."""
+            if at is not None:
+                near = next((sys_pos[k] for k in (at - 1, at - 2) if k in sys_pos), None)
+                if near is not None:
+                    return 1.0 if t.system == near else 0.4
+            return 1.0 if not named_sys or t.system in named_sys else 0.55
+
+        others_pos = {m.at for m in table_m}
+        mentioned_tables = {m.sense.table.name for m in table_m if m.sense.table is not None}
+
+        def joinable(t: Table) -> float:
+            bonus = 0.0
+            for n in mentioned_tables - {t.name}:
+                other = next(x for x in self.vocab.tables if x.name == n)
+                if any(k.strength >= 2 for k in self.joins(t, other)):
+                    bonus += 0.1
+            return bonus
+
+        def tscore(m: Mention) -> float:
+            t = m.sense.table
+            assert t is not None
+            cols = sum(x.sense.weight for x in col_m if x.sense.table is t)
+            return m.sense.weight * sysf(t) + joinable(t) + 0.05 * min(cols, 3) + (0.05 if t.template else 0)
+
+        main: Table | None = None
+        strong = [m for m in table_m if m.sense.weight * sysf(m.sense.table) >= 0.5]  # type: ignore[arg-type]
+        if strong:
+            first = min(m.at for m in strong)
+            # a compound names its head last ("customer interactions", "sales orders"): the last table word of
+            # the run of words naming something that starts at the first one
+            k = first
+            while True:
+                span = reading.senses[k][0] if k in reading.senses else 1
+                nxt_raw = words[k + span] if k + span < len(words) else ""
+                verb = nxt_raw in u.IRREGULAR or nxt_raw.endswith(("ed", "ing"))  # "items sold": no compound
+                if k + span in reading.senses and any(m.at == k + span for m in strong) and not verb:
+                    k += span
+                    continue
+                break
+            first = k
+            cands = [m for m in strong if m.at == first]
+            main = max(cands, key=tscore).sense.table
+        else:
+            by_t: dict[str, float] = {}
+            for m in col_m:
+                t = m.sense.table
+                assert t is not None
+                if any(words[k] in ("per", "by", "each") for k in (m.at - 1, m.at - 2, m.at - 3) if k >= 0):
+                    continue  # a grouping names no main table
+                by_t[t.name] = by_t.get(t.name, 0) + m.sense.weight * sysf(t, m.at)
+            if named_sys and not by_t:
+                sys_tables = [t for t in self.vocab.tables if t.system in named_sys and t.parent is None]
+                if len(sys_tables) == 1:
+                    main = sys_tables[0]
+            if by_t:
+                best = max(by_t.values())
+                main = next(t for t in self.vocab.tables if by_t.get(t.name) == best)
+        if main is None:
+            raise _Reject(self._not_found([w for i, w in enumerate(words) if i not in reading.senses
+                                           and w not in u.FILLER] or words))
+        self.main = main
+        chosen: list[Table] = [main]
+        self.notes.append(f"reads {main.name} ({main.action}): named by "
+                          + ", ".join(sorted({f"'{words[m.at]}' ({m.sense.via})" for m in table_m
+                                              if m.sense.table is main})[:3] or ["the columns asked for"]))
+        # system words that name a system with a single table
+        for m in mentions:
+            if m.sense.kind == "system":
+                ts = [t for t in self.vocab.tables if t.system == m.sense.system and t.parent is None]
+                if len(ts) == 1 and ts[0] not in chosen:
+                    table_m.append(Mention(m.at, 1, Sense("table", ts[0], weight=0.7, via="system name")))
+        # ---- negations: anti-joins
+        neg_at = u.negation_positions(words)
+        anti: list[tuple[Table, int]] = []
+        for p in neg_at:
+            near = [m for m in table_m if m.sense.table is not main and m.sense.table is not None and
+                    (0 < m.at - p <= 5 or 0 < p - m.at <= 3) and m.sense.weight >= 0.5
+                    and not any(x.sense.table is m.sense.table and x.at < p and x.sense.kind == "table"
+                                and x.at not in range(p - 3, p) for x in table_m)]
+            if not near or words[p] in ("excluding", "except", "minus"):
+                continue
+            # a value or flag right after the negation is a filter, not an anti-join ("not cancelled")
+            nxt = next((m for m in col_m if 0 < m.at - p <= 2 and (m.sense.kind == "value" or m.sense.weight > max(
+                (x.sense.weight for x in table_m if x.at == m.at and x.sense.table is not main), default=0))), None)
+            subject = any(0 < p - m.at <= 2 for m in near)  # "the bank never paid"
+            if nxt is not None and nxt.sense.table is main and not subject and \
+                    not any(m.at < nxt.at for m in near if m.at > p):
+                continue
+            best_m = max(near, key=lambda m: (m.sense.weight * sysf(m.sense.table) - 0.05 * abs(m.at - p))  # type: ignore[arg-type]
+                         )
+            t = best_m.sense.table
+            assert t is not None
+            if all(t is not a for a, _ in anti):
+                anti.append((t, p))
+        anti_tables = {t.name for t, _ in anti}
+        # ---- the columns and values named; a column of another table brings that table (joined)
+        picked: dict[int, Sense] = {}
+        for i in sorted({m.at for m in col_m}):
+            here = [m.sense for m in col_m if m.at == i]
+            if i in others_pos:  # a word that names a table names no column there, unless strongly
+                tw = max(m.sense.weight for m in table_m if m.at == i)
+                here = [s for s in here if s.weight > tw or (s.kind == "value" and s.weight >= tw)]
+            if not here:
+                continue
+
+            def cscore(s: Sense, at: int = i) -> float:
+                t = s.table
+                assert t is not None
+                w = s.weight * sysf(t, at)
+                if t is main:
+                    w *= 1.45
+                elif t in chosen:
+                    w *= 1.25
+                elif t.name in anti_tables or t.name in mentioned_tables:
+                    w *= 1.1
+                if any(x.at == at - 1 and x.sense.table is t for x in table_m):
+                    w *= 1.3  # "order value": the value of the table named right before
+                if s.kind == "column" and t is main and s.column is not None and s.column.name.lower() == "id":
+                    w *= 0.5
+                return w
+
+            best_s = max(here, key=cscore)
+            if best_s.table not in chosen and best_s.table is not None and best_s.table.name not in anti_tables \
+                    and best_s.table.name not in mentioned_tables and best_s.via.startswith("synonym") \
+                    and best_s.weight < 0.85:
+                continue  # a synonym alone brings no table of its own ("stock value" is no order amount)
+            picked[i] = best_s
+        self.picked = picked
+        # "yearly turnover" names a column (annual_revenue), not a grain
+        for i, s in picked.items():
+            if words[i] in ("daily", "weekly", "monthly", "yearly", "annual", "quarterly") and s.kind == "column":
+                when.grain = None
+                if when.partitions == "monthly":
+                    when.partitions = None
+        self._reading_senses = reading.senses
+        self._mentions = table_m
+        # ---- other tables named: kept when they join by a key or something of theirs is used
+        used_tables = {s.table.name for s in picked.values() if s.table is not None}
+        for m in sorted(table_m, key=lambda m: m.at):
+            t = m.sense.table
+            if t is None or t in chosen or t.name in anti_tables or m.sense.weight * sysf(t) < 0.5:
+                continue
+            if any(x.at == m.at and x.sense.weight > m.sense.weight for x in table_m if x.sense.table in chosen):
+                continue
+            if any(m.at == i for i in picked) and picked[m.at].table in chosen:
+                continue
+            head_at = [x.at for x in table_m if x.sense.table is main]
+            if any(m.at + 1 == h for h in head_at) and t.name not in used_tables:
+                continue  # the modifier of a compound ("customer interactions") is no table of its own
+            asked = any(words[k] in ("with", "and", "join", "joined", "plus", "including", "alongside", "to")
+                        for k in (m.at - 1, m.at - 2) if k >= 0)
+            if t.name in used_tables or asked or any(k.strength >= 2 for c in chosen for k in self.joins(c, t)):
+                chosen.append(t)
+            else:
+                self.notes.append(f"assumed '{words[m.at]}' does not ask for {t.name}: no key relates it to "
+                                  f"{', '.join(c.name for c in chosen)} and none of its columns is asked for")
+        for s in picked.values():
+            t = s.table
+            if t is not None and t not in chosen and t.name not in anti_tables:
+                chosen.append(t)
+        # ---- joins: connect every chosen table to the main one
+        tree, join_sql = self._connect(chosen)
+        self.tree = tree
+        used: set[str] = set()
+        alias = {t.name: _alias(t.name, used) for t in tree}
+        self.alias = alias
+        # ---- the measure, filters, grouping, ordering
+        where: list[str] = []
+        consumed: set[int] = set()
+        # comparisons
+        for c in comps:
+            col = self._comparison_column(c, words)
+            if col is None:
+                self.notes.append(f"'{' '.join(words[c.start:c.end])}': no column to compare; ignored")
+                continue
+            t, ccol, at = col
+            consumed.add(at)
+            if t not in tree:
+                raise _Reject(f"'{' '.join(words[c.start:c.end])}' compares {t.name}.{ccol.name}, which does not join")
+            value = c.value
+            if c.is_date or ccol.kind == "time":
+                lit = f"timestamptz '{value} 00:00:00+00'" if "-" in value else value
+                if not c.is_date:
+                    continue
+            else:
+                if "hour" in ccol.name.lower() and c.unit == "minute":
+                    value = str(float(value) / 60)
+                lit = value
+            where.append(f"{alias[t.name]}.{ccol.name} {c.op} {lit}")
+            self.notes.append(f"'{' '.join(words[c.start:c.end])}' read as {t.name}.{ccol.name} {c.op} {value}")
+        # values (= / <>) and flags
+        neg_set = set(neg_at)
+        ratio_at = [i for i, w in enumerate(words) if w in _RATIO]
+        ratio_cond: str | None = None
+        by_col: dict[tuple[str, str], list[tuple[Any, bool]]] = {}
+        for i, s in sorted(picked.items()):
+            if s.kind != "value" or i in consumed or s.table not in tree:
+                continue
+            t, vcol = s.table, s.column
+            assert t is not None and vcol is not None
+            negated = any(0 < i - p <= 2 for p in neg_set) or bool(re.match(
+                r"\s*(?:\w+\s+){0,2}(left out|excluded|ignored|aside|not included)", " ".join(words[i + 1:])))
+            if ratio_at and any(r - 3 <= i <= r + 10 for r in ratio_at) and ratio_cond is None:
+                ratio_cond = f"{alias[t.name]}.{vcol.name} = {_lit(str(s.value), vcol.kind)}"
+                continue
+            by_col.setdefault((t.name, vcol.name), []).append((s.value, negated))
+        for (tname, cname), vals in by_col.items():
+            t = next(x for x in tree if x.name == tname)
+            fcol = t.col(cname)
+            assert fcol is not None
+            pos = [_lit(str(v), fcol.kind) for v, n in vals if not n]
+            neg = [_lit(str(v), fcol.kind) for v, n in vals if n]
+            if len(pos) == 1:
+                where.append(f"{alias[tname]}.{cname} = {pos[0]}")
+            elif pos:
+                where.append(f"{alias[tname]}.{cname} in ({', '.join(pos)})")
+            for v in neg:
+                where.append(f"{alias[tname]}.{cname} <> {v}")
+        for i, s in picked.items():  # boolean columns named: "active", "paid"
+            if s.kind == "column" and s.column is not None and s.column.kind == "bool" and s.table is not None \
+                    and s.table in tree and i not in consumed:
+                off = any(0 < i - p <= 3 for p in neg_set)
+                where.append(f"{'not ' if off else ''}{alias[s.table.name]}.{s.column.name}")
+                self.notes.append(f"'{words[i]}' read as the flag {s.table.name}.{s.column.name}"
+                                  + (" (false)" if off else ""))
+        # anti-joins
+        for t, p in anti:
+            keys = [(k, c) for c in tree for k in self.joins(c, t) if k.strength >= 2]
+            if not keys:
+                raise _Reject(f"'{words[p]} ... {t.name}': no key relates {t.name} to "
+                              f"{', '.join(x.name for x in tree)}, so rows without one cannot be found")
+            akey, owner = keys[0]
+            sub = "x_" + _alias(t.name, set(alias.values()))
+            cond = akey.cond.format(a=alias[owner.name], b=sub) if akey.a is owner else \
+                akey.cond.format(a=sub, b=alias[owner.name])
+            where.append(f"not exists (select 1 from {t.name} {sub} where {cond})")
+            self.notes.append(f"'{words[p]}' read as: {owner.name} rows with no matching {t.name} ({akey.note})")
+        self.anti = [t for t, _ in anti]
+        # ---- aggregation
+        return self._finish(words, st, nums, top, when, where, join_sql, ratio_cond, consumed)
+
+    # ------------------------------------------------------------------------------------------------
+    def _connect(self, chosen: list[Table]) -> tuple[list[Table], list[tuple[Table, Table, str]]]:
+        """A join tree from the main table through every chosen table (intermediate tables where none joins
+        directly: a payment reaches a customer through its order)."""
+        tree = [chosen[0]]
+        join_sql: list[tuple[Table, Table, str]] = []  # (new table, condition template a=tree side... rendered)
+        for target in chosen[1:]:
+            if target in tree:
+                continue
+            path = self._path(tree, target)
+            if path is None:
+                raise _Reject("no join key relates " + target.name + " to " + ", ".join(t.name for t in tree)
+                              + " (no matching field names and types in their output schemas, and no sample "
+                              "values in common, even with a prefix or suffix stripped)")
+            for prev, nxt, k in path:
+                if nxt in tree:
+                    continue
+                cond = k.cond.format(a="{" + k.a.name + "}", b="{" + k.b.name + "}")
+                m = re.fullmatch(r"(\{\w+\}\.\w+) = (\{\w+\}\.\w+)", cond)
+                if m and not m.group(1).startswith("{" + nxt.name + "}"):
+                    cond = f"{m.group(2)} = {m.group(1)}"  # the joined table's column first: "c.id = o.customer_id"
+                extra = [x for c in tree if c is not prev for x in self.joins(c, nxt) if (x.strength >= 2
+                         and not (x.a.parent or x.b.parent)) or (c is not prev and x.strength >= 2 and
+                                                               x.cond.count("=") == 1 and nxt.pk and len(nxt.pk) > 1)]
+                conds = [cond, *[x.cond.format(a="{" + x.a.name + "}", b="{" + x.b.name + "}") for x in extra
+                                 if x is not k][:2]]
+                tree.append(nxt)
+                join_sql.append((nxt, prev, " and ".join(dict.fromkeys(conds))))
+                self.notes.append(f"join {prev.name} to {nxt.name}: {k.note}")
+                if nxt is not target:
+                    self.notes.append(f"assumed {target.name} is reached through {nxt.name} (no direct key)")
+        return tree, join_sql
+
+    def _path(self, tree: list[Table], target: Table) -> list[tuple[Table, Table, JoinKey]] | None:
+        import heapq
+
+        heap: list[Any] = [(0.0, i, t, []) for i, t in enumerate(tree)]
+        heapq.heapify(heap)
+        seen: set[str] = set()
+        counter = len(heap)
+        while heap:
+            cost, _, t, path = heapq.heappop(heap)
+            if t.name in seen:
+                continue
+            seen.add(t.name)
+            if t is target:
+                return list(path)
+            if len(path) >= 4:
+                continue
+            for nxt in self.vocab.tables:
+                if nxt.name in seen:
+                    continue
+                # through an intermediate table only by keys: a shared attribute or a many-to-many key joins two
+                # tables the request names, never a chain ("bank statements with stock levels")
+                ks = [k for k in self.joins(t, nxt) if not ((path or nxt is not target) and (
+                    k.strength < 2 or self._many_many(k)))]
+                if not ks:
+                    continue
+                k = ks[0]
+                step = {3: 1.0, 2: 1.2, 1: 3.0}[k.strength]
+                counter += 1
+                heapq.heappush(heap, (cost + step, counter, nxt, [*path, (t, nxt, k)]))
+        return None
+
+    def _central_unknown(self, r: Reading) -> list[str]:
+        """The unknown words the request asks for (so a plan without them would answer another question): the
+        head of the request (before anything known is named: "discount granted on each order"), the head of a
+        compound whose modifier is known ("sales rep"), or a word that is measured or grouped by ("average
+        margin", "per department")."""
+        first_known = min(r.senses, default=len(r.words))
+        out = []
+        for w, i in zip(r.unknown, r.unknown_at, strict=True):
+            prev = r.words[i - 1] if i > 0 else ""
+            nxt = r.words[i + 1] if i + 1 < len(r.words) else ""
+            head = i < first_known
+            compound = (i - 1) in r.senses and (i + 1) not in r.senses and nxt not in r.unknown and \
+                r.senses[i - 1][0] == 1
+            measured = prev in ("per", "by", "each", "every", "average", "mean", "total", "sum", "median", "maximum",
+                                "minimum", "highest", "lowest", "of") and (prev != "of" or (i - 2 >= 0 and r.words[
+                                    i - 2] in ("average", "total", "sum", "number", "count", "share", "rate")))
+            if head or compound or measured:
+                out.append(w)
+        return out
+
+    def _state_change(self, r: Reading) -> None:
+        """Two values of one column, the second after "to"/"into"/"as" ("the bronze customers to silver",
+        "from open to shipped"): a change of state, refused like any write."""
+        vals = [(i, s) for i, (_span, ss) in r.senses.items() for s in ss if s.kind == "value"]
+        for i, a in vals:
+            for j, b in vals:
+                if j > i and a.column is b.column and a.value != b.value and r.words[j - 1] in ("to", "into", "as") \
+                        and not (i > 0 and r.words[i - 1] == "from" and any(w in ("changed", "moved", "went")
+                                                                           for w in r.words)):
+                    self.res.refused = True
+                    raise _Reject(refusal(self.request, f"{a.value} -> {b.value}"))
+
+    def _many_many(self, k: JoinKey) -> bool:
+        """A join where neither side's column is unique (order lines and stock levels on sku)."""
+        if k.strength >= 3:
+            return False
+        cols = re.findall(r"\{([ab])\}\.(\w+)", k.cond)
+        for side, col in cols:
+            t = k.a if side == "a" else k.b
+            c = t.col(col)
+            if c is not None and _unique(t, c, self.sample):
+                return False
+        return True
+
+    def _not_found(self, unknown: list[str]) -> str:
+        closest: list[str] = []
+        for w in unknown[:3]:
+            closest += self.vocab.closest(w)
+        with contextlib.suppress(Exception):  # a search without its model still ranks by keywords; never fatal
+            closest += [a.name for a in self.catalog.search(" ".join(unknown), limit=3)]
+        words = ", ".join(f"'{w}'" for w in dict.fromkeys(unknown))
+        return (f"not found: no system offers {words} (no table, column or value of the catalog is named so, "
+                "nor by a synonym)" + (f"; closest: {', '.join(dict.fromkeys(closest))}" if closest else ""))
+
+    def _comparison_column(self, c: u.Comparison, words: list[str]) -> tuple[Table, Column, int] | None:
+        want = ("time",) if c.is_date else ("int", "num", "other")
+        cands: list[tuple[float, Table, Column, int]] = []
+        for i, s in self.picked.items():
+            if s.kind != "column" or s.column is None or s.table is None or s.column.kind not in want:
+                continue
+            d: float
+            if i < c.start:
+                d = c.start - i
+            elif i >= c.end:
+                d = i - c.end + 0.5
+            else:
+                continue
+            if d > 7:
+                continue
+            cands.append((d - s.weight, s.table, s.column, i))
+        if cands:
+            _, t, col, i = min(cands, key=lambda x: x[0])
+            return t, col, i
+        said = " ".join(words[max(0, c.start - 1):c.end])
+        hint = next((v for k, v in _SUPER_MEASURE.items() if v and re.search(rf"\b{k}", said)), "")
+        if hint:  # "cheaper than 50": a price; "longer than": a duration
+            for t in getattr(self, "tree", [self.main]):
+                for col in t.columns:
+                    if col.kind in want and hint in col.name.lower():
+                        return t, col, -1
+        pool = list(getattr(self, "tree", [self.main]))
+        for t in pool:
+            for col in t.columns:
+                if col.kind not in want:
+                    continue
+                n = col.name.lower()
+                if c.unit == "minute" and ("minute" in n or "duration" in n or "hour" in n):
+                    return t, col, -1
+                if c.unit == "currency" and any(x in n for x in ("amount", "price", "revenue", "cost", "value")):
+                    return t, col, -1
+        if c.is_date:
+            times = [col for col in self.main.columns if col.kind == "time"]
+            if len(times) == 1:
+                self.notes.append(f"assumed the date compares {self.main.name}.{times[0].name}")
+                return self.main, times[0], -1
+        return None
+
+    # ------------------------------------------------------------------------------------------------
+    def _numeric_near(self, at: int, after_only: bool = False, maxd: int = 6, before_only: bool = False
+                      ) -> tuple[Table, Column] | None:
+        best = None
+        for i, s in self.picked.items():
+            if s.kind != "column" or s.column is None or s.table not in self.tree or \
+                    s.column.kind not in ("int", "num", "other") or s.column.name.lower().endswith("id"):
+                continue
+            d = (i - at if not before_only else 99) if i > at else (at - i + 0.5 if not after_only else 99)
+            if d > maxd:
+                continue
+            score = d - s.weight - (0.3 if s.table is self.main else 0)
+            if best is None or score < best[0]:
+                best = (score, s.table, s.column)
+        return (best[1], best[2]) if best else None
+
+    def _finish(self, words: list[str], st: list[str], nums: list[u.Number], top: u.TopN | None, when: u.When,
+                where: list[str], join_sql: list[tuple[Table, Table, str]], ratio_cond: str | None,
+                consumed: set[int]) -> PlanResult:
+        alias, tree, main = self.alias, self.tree, self.main
+        text = " ".join(words)
+        agg = None
+        agg_at = -1
+        if re.search(r"\b(how many|number of|count of|count)\b", text):
+            agg, agg_at = "count", next(i for i, w in enumerate(words) if w in ("many", "number", "count"))
+        for i, w in enumerate(words):
+            if w in _AGG_WORDS and not (w in ("max", "min", "maximum", "minimum") and top and top.at == i):
+                if w == "total" and i + 1 < len(words) and words[i + 1] in ("of",) and agg == "count":
+                    continue
+                agg, agg_at = _AGG_WORDS[w], i
+                break
+        if agg is None and re.search(r"\bhow much\b", text):
+            agg, agg_at = "sum", words.index("much")
+        per_row = False
+        if agg == "count" and words[agg_at] == "many" and agg_at + 1 < len(words):
+            s = self.picked.get(agg_at + 1)
+            if s is not None and s.kind == "column" and s.column is not None and s.table in tree and \
+                    s.column.kind in ("int", "num"):  # "how many units": a quantity, not a count of rows
+                agg = "sum"
+        weighted = re.search(r"\bweighted (?:by|with) (\w+(?: \w+)?)", text)
+        # grouping: per/by/for each X
+        group: list[tuple[str, str]] = []  # (sql expr, output name)
+        grain = when.grain
+        for i, w in enumerate(words):
+            nxt = i + 1
+            if w == "for" and nxt < len(words) and words[nxt] in ("each", "every"):
+                nxt += 1
+            elif (w in ("each", "every") and i > 0 and words[i - 1] == "for") or (
+                    w in ("each", "every") and not (nxt < len(words) and self.picked.get(nxt) is not None
+                                                    and self.picked[nxt].kind == "column")) or \
+                    w not in ("per", "by", "each", "every") or (top and top.by_at == i) or (
+                    w == "by" and i > 0 and words[i - 1] in ("multiplied", "divided", "weighted")):
+                continue
+            while nxt < len(words) and words[nxt] in ("the", "a", "an", "their", "its", "each", "every", "our"):
+                nxt += 1
+            if nxt >= len(words) or words[nxt] in ("day", "week", "month", "year", "quarter", "hour"):
+                continue
+            # the phrase "per X Y": the last word naming something within 3 words
+            span = self._reading_senses[nxt][0] if nxt in self._reading_senses else 1
+            if any(m.at == nxt and m.sense.table is self.main for m in self._mentions) and nxt not in self.picked \
+                    and nxt + span not in self.picked:
+                per_row = True
+                continue  # "for each order line": the main table's own rows ("per product family" is a column)
+            if w in ("each", "every"):
+                g = self._group_target(nxt, words)
+                if g and g not in group:
+                    group.append(g)
+                continue
+            cand = [j for j in range(nxt, min(nxt + 3, len(words))) if j in self.picked or
+                    any(j == m for m in self._table_positions())]
+            if not cand:
+                continue
+            naming = self.picked.keys() | self._table_positions() | self._system_positions()
+            j = cand[0]
+            for k in range(nxt, min(nxt + 3, len(words))):
+                if k not in naming:
+                    break
+                if k in cand:
+                    j = k
+                if k in self.picked and self.picked[k].kind == "column":
+                    break  # the head of the phrase: "per customer tier" ends at tier
+            g = self._group_target(j, words)
+            if g and g not in group:
+                group.append(g)
+                consumed.add(j)
+        if grain in ("day", "week", "month", "year", "quarter"):
+            tcol = self._time_column()
+            if tcol is not None:
+                t, c = tcol
+                expr = f"cast({alias[t.name]}.{c.name} as date)" if grain == "day" else \
+                    f"date_trunc('{grain}', {alias[t.name]}.{c.name})"
+                group.insert(0, (expr, grain))
+                self.notes.append(f"per {grain}: grouped by {grain} of {t.name}.{c.name}")
+        # the measure
+        measure: tuple[Table, Column] | None = None
+        derived: str | None = None
+        for ar in u.arithmetic(words):
+            left = self._numeric_near(ar.at, maxd=3, before_only=True)
+            right = self._numeric_near(ar.at + (2 if ar.op in ("*", "/") and ar.at + 1 < len(words) and
+                                                words[ar.at + 1] == "by" else 0), after_only=True, maxd=4)
+            if left and right and left != right:
+                derived = f"{alias[left[0].name]}.{left[1].name} {ar.op} {alias[right[0].name]}.{right[1].name}"
+                self.notes.append(f"'{' '.join(words[max(0, ar.at - 2):ar.at + 3])}' read as {derived}")
+                break
+        if agg and agg != "count" and derived is None:
+            measure = self._numeric_near(agg_at, after_only=True) or self._numeric_near(agg_at)
+        if measure is None and derived is None and (group or top or agg):
+            measure = self._numeric_near(top.at if top else (agg_at if agg_at >= 0 else 0), after_only=True, maxd=12)
+            if measure is None and group:
+                measure = self._numeric_near(len(words), maxd=99)
+        if top and top.by_at is not None and derived is None:
+            m2 = self._numeric_near(top.by_at, after_only=True, maxd=4)
+            measure = m2 or measure
+        if top and measure is None and derived is None:
+            said = [top.word] + ([words[top.at + 1]] if top.word in ("most", "least") and top.at + 1 < len(words)
+                                 else [])  # "the most expensive"
+            hint = next((v for w in reversed(said) for k, v in _SUPER_MEASURE.items() if w.startswith(k) and v), "")
+            if hint == "time":  # "the most recent", "the oldest": the time the rows happened
+                found = self._time_column()
+                if found is not None:
+                    measure = found
+                    self.notes.append(f"'{top.word}' read as: by {found[0].name}.{found[1].name}")
+            elif hint:
+                for t in tree:
+                    for c in t.columns:
+                        if c.kind in ("int", "num", "other") and hint and hint in c.name.lower():
+                            measure = (t, c)
+                            break
+                    if measure:
+                        break
+        if measure is None and derived is None and (agg == "sum" or re.search(r"\b(value|worth)\b", text)):
+            measure, derived = self._default_measure(text)
+        if top and measure is None and derived is None:
+            named = [m.sense.table for m in self._mentions if top.at < m.at <= top.at + 2 and m.sense.table in tree]
+            for t in named:  # "holding the most stock": the stock's quantity
+                qty = next((c for c in t.columns if c.kind in ("int", "num") and any(
+                    w in c.name.lower() for w in ("quantit", "amount", "qty", "units"))), None)
+                if qty is not None and t is not None:
+                    measure = (t, qty)
+                    self.notes.append(f"'{top.word} {words[top.at + 1]}' read as {t.name}.{qty.name}")
+                    break
+            if measure is None:
+                measure, derived = self._default_measure(text)
+        select: list[str] = []
+        order: list[str] = []
+        limit = top.n if top else None
+        if ratio_cond is not None:
+            factor = "100.0 * " if re.search(r"\bpercent", text) else ""
+            expr = f"{factor}avg(case when {ratio_cond} then 1.0 else 0.0 end)"
+            out = "percentage" if factor else "rate"
+            select = [*(f"{e} as {o}" if not e.endswith(f".{o}") else e for e, o in group), f"{expr} as {out}"]
+            self.notes.append(f"rate: the share of rows where {ratio_cond}")
+            return self._emit(select, where, join_sql, group, [], None, when, measure_name=out)
+        mexpr = derived or (f"{alias[measure[0].name]}.{measure[1].name}" if measure else None)
+        mname = "value" if derived else (measure[1].name if measure else None)
+        if weighted and mexpr:
+            wcol = self._numeric_near(words.index("weighted") + 1, after_only=True, maxd=3)
+            if wcol:
+                w = f"{alias[wcol[0].name]}.{wcol[1].name}"
+                select_expr = f"sum({mexpr} * {w}) / sum({w})"
+                select = [*(f"{e} as {o}" if not e.endswith(f".{o}") else e for e, o in group),
+                          f"{select_expr} as weighted_avg_{mname}"]
+                self.notes.append(f"weighted average of {mexpr} by {w}")
+                return self._emit(select, where, join_sql, group, [], None, when, measure_name=f"weighted_{mname}")
+        # top-N over a measure that belongs to the rows of another entity: aggregate it per that entity
+        if top and not group and mexpr and derived is None:
+            subject = self._subject(top, words, measure[0] if measure else None)
+            if subject is None and measure is not None and measure[0] is not main and main.parent is None:
+                key = main.col("name") or (main.col(main.pk[0]) if main.pk else None)
+                if key is not None:  # "the depot holding the most": the measure summed per main row
+                    subject = (f"{alias[main.name]}.{key.name}", key.name)
+                    self.notes.append(f"ranked {main.name} by the sum of {measure[0].name}.{measure[1].name}")
+            if subject is not None:
+                group.append(subject)
+                agg = agg or "sum"
+        if per_row and agg == "sum" and not group and not top:
+            agg = None  # "for each order line, how many units ...": the value of each row
+        if agg is None and group:
+            agg = "sum" if mexpr else "count"
+        if agg:
+            gsel = [f"{e} as {o}" if not e.endswith(f".{o}") else e for e, o in group]
+            if agg == "count" or not mexpr:
+                out = f"{main.name.split('_')[-1]}" if not group else "count"
+                aexpr = "count(*)"
+                if agg not in ("count", None) and not mexpr:
+                    self.notes.append(f"'{agg}': no numeric column named in the request; counting rows instead")
+            else:
+                word = next((w for w in words if w in ("revenue", "turnover", "sales", "spend")), None)
+                out = word if word and agg == "sum" else f"{'total' if agg == 'sum' else agg}_{mname}"
+                aexpr = f"{agg}({mexpr})"
+            select = [*gsel, f"{aexpr} as {out}"]
+            if agg == "sum" and mexpr and group and not top:
+                select.insert(len(gsel), f"count(*) as {main.name.split('_')[-1]}")
+            if top:
+                order = [f"{out} {'desc' if top.desc else 'asc'}"]
+            self.notes.append(f"aggregate: {aexpr}" + (f" per {', '.join(o for _, o in group)}" if group else ""))
+            return self._emit(select, where, join_sql, group, order, limit, when, measure_name=out)
+        # rows
+        names: set[str] = set()
+        for t in tree:
+            for c in t.columns:
+                if c.name.lower() in names:
+                    continue
+                names.add(c.name.lower())
+                select.append(f"{alias[t.name]}.{c.name}")
+        if derived:
+            select.append(f"{derived} as value")
+        if top and mexpr:
+            order = [f"{mexpr} {'desc' if top.desc else 'asc'}"]
+            self.notes.append(f"'{top.word}' read as: ordered by {mexpr} {'descending' if top.desc else 'ascending'}"
+                              + (f", the first {limit}" if limit else ""))
+        elif top:
+            limit = None
+        return self._emit(select, where, join_sql, [], order, limit, when,
+                          measure_name="value" if derived else None)
+
+    def _default_measure(self, text: str) -> tuple[tuple[Table, Column] | None, str | None]:
+        """The money a table's rows are worth when the request names none ("how much did each region buy",
+        "stock value"): a column named amount/total/value/revenue/price, else quantity x unit price/cost."""
+        for t in self.tree:
+            for c in t.columns:
+                if c.kind in ("int", "num", "other") and any(w in c.name.lower() for w in (
+                        "amount", "total", "value", "revenue")):
+                    self.notes.append(f"assumed the value asked for is {t.name}.{c.name}")
+                    return (t, c), None
+        for t in self.tree:
+            qty = next((c for c in t.columns if "quantit" in c.name.lower() or c.name.lower() in ("qty", "units")),
+                       None)
+            unit = next((c for c in t.columns if c.kind in ("num", "other") and any(
+                w in c.name.lower() for w in ("price", "cost"))), None)
+            if qty is not None and unit is not None:
+                a = self.alias[t.name]
+                expr = f"{a}.{qty.name} * {a}.{unit.name}"
+                self.notes.append(f"assumed the value is {t.name}.{qty.name} x {t.name}.{unit.name} (no value column)")
+                return None, expr
+        return None, None
+
+    def _system_positions(self) -> set[int]:
+        return {i for i, (_span, ss) in getattr(self, "_reading_senses", {}).items()
+                if any(s.kind == "system" for s in ss)}
+
+    def _table_positions(self) -> set[int]:
+        out = set()
+        for i, (_span, ss) in getattr(self, "_reading_senses", {}).items():
+            if any(s.kind == "table" for s in ss):
+                out.add(i)
+        return out
+
+    def _time_column(self) -> tuple[Table, Column] | None:
+        for t in self.tree:
+            for c in t.columns:
+                if c.kind == "time" and not c.name.startswith("_hub_") and "updat" not in c.name.lower():
+                    return t, c
+        return None
+
+    def _group_target(self, j: int, words: list[str]) -> tuple[str, str] | None:
+        s = self.picked.get(j)
+        alias = self.alias
+        if s is not None and s.kind == "column" and s.table in self.tree and s.column is not None:
+            return f"{alias[s.table.name]}.{s.column.name}", s.column.name
+        if s is not None and s.kind == "value" and s.table in self.tree and s.column is not None:
+            return f"{alias[s.table.name]}.{s.column.name}", s.column.name
+        # an entity: its name (or key) when its table is joined, else its key in the measured table (customer_id)
+        ent = u.stem(words[j])
+        for t in self.tree:
+            if t is not self.main and (ent in t.entity or u.stem(t.name.split("_")[-1]) == ent or any(
+                    m.at == j and m.sense.table is t for m in self._mentions)):
+                key = t.col("name") or (t.col(t.pk[0]) if t.pk else None)
+                if key is not None:
+                    return f"{alias[t.name]}.{key.name}", key.name
+        for t in self.tree:
+            for c in t.columns:
+                if c.name.lower() in (f"{ent}_id", f"{words[j]}_id"):
+                    return f"{alias[t.name]}.{c.name}", c.name
+        return None
+
+    def _subject(self, top: u.TopN, words: list[str], measured: Table | None = None) -> tuple[str, str] | None:
+        """The entity a top-N ranks, when it is not the measured table's own rows: "which three items sold the
+        most units" ranks SKUs of the order lines; "the single depot holding the most" ranks warehouses."""
+        lo = max(0, top.at - 4)
+        before = list(range(lo, top.at))
+        for j in before:  # a column named before the superlative
+            s = self.picked.get(j)
+            if s is not None and s.kind == "column" and s.column is not None and s.table in self.tree and \
+                    s.table is not None and s.column.kind in ("str", "int") and \
+                    not _unique(s.table, s.column, self.sample):
+                return f"{self.alias[s.table.name]}.{s.column.name}", s.column.name
+        for j in before:  # a word the thesaurus relates to a column's name ("items" -> sku)
+            stj = u.stem(words[j])
+            for t in self.tree:
+                for c in t.columns:
+                    if c.kind == "str" and stj in u.related(u.stem(c.name)) and not _unique(t, c, self.sample):
+                        self.notes.append(f"assumed '{words[j]}' are the values of {t.name}.{c.name}")
+                        return f"{self.alias[t.name]}.{c.name}", c.name
+        after = list(range(top.at + 1, min(len(words), top.at + 3)))
+        for j in before + after:  # another joined table's entity
+            if words[j] in u.IRREGULAR or words[j].endswith(("ed", "ing")):
+                continue
+            for t in self.tree:
+                if t is not self.main and t is not measured and any(m.at == j and m.sense.table is t
+                                                                     for m in self._mentions):
+                    key = t.col("name") or (t.col(t.pk[0]) if t.pk else None)
+                    if key is not None:
+                        return f"{self.alias[t.name]}.{key.name}", key.name
+        return None
+
+    def _emit(self, select: list[str], where: list[str], join_sql: list[tuple[Table, Table, str]],
+              group: list[tuple[str, str]], order: list[str], limit: int | None, when: u.When,
+              measure_name: str | None) -> PlanResult:
+        res, alias, tree, main = self.res, self.alias, self.tree, self.main
+
+        def fill(expr: str) -> str:
+            for tname, al in alias.items():
+                expr = expr.replace("{" + tname + "}", al)
+            return expr
+
+        model_sql = None
+        if len(tree) > 1 or where or group or order or limit or measure_name or main.parent is not None:
+            lines = [f"select {', '.join(select)}", f"from {main.name} {alias[main.name]}"]
+            for t, _u, cond in join_sql:
+                lines.append(f"join {t.name} {alias[t.name]} on {fill(cond)}")
+            if where:
+                lines.append("where " + "\n  and ".join(where))
+                self.notes.append("filter: " + " and ".join(where))
+            if group:
+                lines.append("group by all")
+            if order:
+                lines.append("order by " + ", ".join(order) + (f" limit {limit}" if limit else ""))
+                if limit:
+                    self.notes.append(f"top {limit}: order by {', '.join(order)}")
+            else:
+                lines.append("order by all")
+            model_sql = "\n".join(lines) + "\n"
+        if getattr(self, "anti", None):
+            for t in self.anti:  # the anti-joined table is loaded too (the model reads it)
+                if t not in tree:
+                    tree = [*tree, t]
+        roots = [t for t in tree if t.parent is None]
+        for t in tree:
+            if t.parent is not None and all(r.name != t.parent for r in roots):
+                parent = next(x for x in self.vocab.tables if x.name == t.parent)
+                roots.append(parent)
+        needs_partitions = any(t.partitioned for t in roots) or when.partitions is not None
+        pname = self.name or _pipeline_name(self.request, roots, [(None, e, o) for e, o in group])
+        spec: dict[str, Any] = {"pipeline": pname, "description": self.request.strip()}
+        if needs_partitions:
+            kind = when.partitions or "daily"
+            tmpl_p = next((t.template[0] for t in roots if t.template and t.template[0].spec.partitions), None)
+            if tmpl_p is not None and tmpl_p.spec.partitions is not None:
+                start, tz = tmpl_p.spec.partitions.window.start, tmpl_p.spec.partitions.window.timezone
+            else:
+                start, tz = date.today() - timedelta(days=30), "UTC"
+            if kind == "monthly":
+                start = start.replace(day=1)
+            spec["partitions"] = {kind: {"start": start.isoformat(), "timezone": tz}}
+            if not any(t.partitioned for t in roots):
+                self.notes.append("partitions: the sources have no time parameters; each partition reloads them whole")
+            self.notes.append(f"partitions: {kind} from {start} ({tz}); time parameters -> "
+                              "{{ partition.start }} / {{ partition.end }}")
+        else:
+            spec["partitions"] = "none"
+        if when.schedule:
+            spec["schedule"] = when.schedule
+            self.notes.append(f"schedule: {when.schedule}")
+        self.notes.extend(when.notes)
+        spec["systems"] = {}
+        for t in roots:
+            if t.system not in spec["systems"]:
+                sysraw = system_raw(t.system, self.pipelines)
+                if sysraw is None:
+                    raise _Reject(f"system '{t.system}' of action {t.action} is in none of the given specs")
+                spec["systems"][t.system] = sysraw
+        spec["sources"] = {}
+        wanted_children = {t.name for t in tree if t.parent is not None}
+        for t in roots:
+            raw = copy.deepcopy(t.raw)
+            kids = raw.get("children") or {}
+            if kids:
+                kept = {k: v for k, v in kids.items() if k in wanted_children}
+                if kept:
+                    raw["children"] = kept
+                else:
+                    raw.pop("children")
+            for col, op_where in _suggested_rules(t, where, alias).items():
+                raw.setdefault("rules", {}).setdefault(col, op_where)
+            spec["sources"][t.name] = raw
+        if model_sql:
+            mname = _model_name2(measure_name, group, tree, where, main, order)
+            spec["models"] = {mname: {"description": f"Planned for: {self.request.strip()}", "sql": model_sql}}
+            res.result_table = mname
+        else:
+            res.result_table = main.name
+        res.actions = [t.action for t in roots]
+        res.notes.insert(0, "actions: " + ", ".join(dict.fromkeys(f"{t.action} ({t.system})" for t in roots)))
+        res.spec_text = dump_spec(spec, self.request, res.notes)
+        return res
+
+
+def _model_name2(measure: str | None, group: list[tuple[str, str]], tables: list[Table], where: list[str],
+                 main: Table, order: list[str]) -> str:
+    head = measure if measure and measure not in ("count",) else f"{main.name.split('_')[-1]}" + (
+        "_count" if measure == "count" or group else "")
+    if measure and measure == main.name.split("_")[-1]:
+        head = f"{measure}_count"
+    name = head + ("_by_" + "_".join(o for _, o in group) if group else "")
+    if not group and not measure:
+        name = "_".join(dict.fromkeys(t.name.split("_")[-1] for t in tables)) if len(tables) > 1 else \
+            f"{main.name}_{'top' if order else 'filtered'}"
+    return re.sub(r"[^a-z0-9_]", "_", name.lower())
 
 
 def _alias(name: str, used: set[str]) -> str:
@@ -553,234 +1747,6 @@ def _lit(value: str, kind: str) -> str:
     if kind in ("int", "num") and re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", value):
         return value
     return "'" + value.replace("'", "''") + "'"
-
-
-def _find_col(word: str, tables: list[Table], prefer: Table | None = None, exact_only: bool | None = None
-              ) -> tuple[Table, Column] | None:
-    order = ([prefer] if prefer else []) + [t for t in tables if t is not prefer]
-    for exact in (True, False) if exact_only is None else (exact_only,):
-        for t in order:
-            for c in t.columns:
-                n = c.name.lower()
-                if (exact and (n == word or _stem(n) == word)) or \
-                        (not exact and (n.startswith(word + "_") or n.endswith("_" + word))):
-                    return t, c
-    return None
-
-
-def compose(request: str, catalog: CatalogLike, pipelines: Sequence[Pipeline], *, name: str | None = None
-            ) -> PlanResult:
-    """The offline planner's composition (no validation)."""
-    res = PlanResult(request=request, backend="offline")
-    verb = write_intent(request)
-    if verb:
-        res.refused = True
-        res.errors.append(f"the request asks to {verb} something in a system; plans only read "
-                          "(sources never write), so nothing was planned")
-        return res
-    it = parse_request(request, {a.system for a in catalog.actions})
-    actions = _pick_actions(request, catalog, pipelines)
-    if not actions:
-        res.errors.append("no action of the catalog matches the request (searched: "
-                          f"{', '.join(a.name for a in catalog.search(request, limit=5)) or 'nothing found'})")
-        return res
-    wanted_children = set(tokens(request))
-    tables: list[Table] = []
-    for a in actions:
-        for t in table_for(a, pipelines, wanted_children):
-            if all(t.name != u.name for u in tables):
-                tables.append(t)
-    res.notes.append("actions: " + ", ".join(f"{a.name} ({a.system}, {a.protocol})" for a in actions))
-    # group-by columns; a missing one may come from another action that joins (region -> customers)
-    group: list[tuple[Table | None, str, str]] = []  # (table, column expr source, output name)
-    for w in it.group_words:
-        if w in ("day", "date", "daily"):
-            found = next(((t, c) for t in tables for c in t.columns if c.kind == "time"), None)
-            if found:
-                group.append((found[0], f"cast({{{found[0].name}}}.{found[1].name} as date)", "day"))
-            continue
-        if w in ("month",):
-            found = next(((t, c) for t in tables for c in t.columns if c.kind == "time"), None)
-            if found:
-                group.append((found[0], f"date_trunc('month', {{{found[0].name}}}.{found[1].name})", "month"))
-            continue
-        hit = _find_col(w, tables)
-        entity_table = next((t for t in tables if w in t.entity and t.col("name")), None)
-        if hit and hit[1].name.lower() in (w, w + "s"):
-            group.append((hit[0], f"{{{hit[0].name}}}.{hit[1].name}", hit[1].name))
-        elif entity_table is not None:
-            group.append((entity_table, f"{{{entity_table.name}}}.name", w))
-        elif hit:
-            group.append((hit[0], f"{{{hit[0].name}}}.{hit[1].name}", hit[1].name))
-        else:
-            extra = None
-            for a in catalog.actions:
-                if not _is_read(a) or any(a.name == t.action for t in tables):
-                    continue
-                other = table_for(a, pipelines)[0]
-                c = other.col(w)
-                if c is not None and any(infer_join(t, other) for t in tables):
-                    extra = (other, c)
-                    break
-            if extra is None:
-                res.notes.append(f"'{w}': no column of the chosen actions (or one that joins them); ignored")
-                continue
-            tables.append(extra[0])
-            res.notes.append(f"'per {w}': joined {extra[0].name} ({extra[0].action}) for its column {w}")
-            group.append((extra[0], f"{{{extra[0].name}}}.{extra[1].name}", extra[1].name))
-    # joins: a spanning tree from the first table
-    joined = [tables[0]]
-    join_sql: list[tuple[Table, Table, str, str]] = []
-    pending = tables[1:]
-    while pending:
-        progress = False
-        for t in list(pending):
-            for u in joined:
-                key = infer_join(u, t)
-                if key:
-                    join_sql.append((t, u, key[1], key[0]))
-                    joined.append(t)
-                    pending.remove(t)
-                    res.notes.append(f"join {u.name}.{key[0]} = {t.name}.{key[1]} (matching names and types)")
-                    progress = True
-                    break
-        if not progress:
-            res.errors.append("no join key relates " + ", ".join(t.name for t in pending) + " to "
-                              + ", ".join(t.name for t in joined) + " (no matching field names and types in their "
-                              "output schemas)")
-            return res
-    used: set[str] = set()
-    alias = {t.name: _alias(t.name, used) for t in joined}
-
-    def fill(expr: str) -> str:
-        for tname, al in alias.items():
-            expr = expr.replace("{" + tname + "}", al)
-        return expr
-
-    # filters
-    where: list[str] = []
-    for word, op, value in it.filters:
-        hit = _find_col(_stem(word), joined) or _find_col(word, joined)
-        if hit is None:
-            res.notes.append(f"filter on '{word}': no such column; ignored")
-            continue
-        t, c = hit
-        where.append(f"{alias[t.name]}.{c.name} {op} {_lit(value, c.kind)}")
-    raw_words = re.findall(r"[a-z0-9_-]+", request.lower())
-    filtered = {w.split(" ")[0].split(".")[-1] for w in where}
-    for t in joined:
-        for c in t.columns:
-            for value in c.enum:
-                v = str(value).lower()
-                if v in raw_words and f"{alias[t.name]}.{c.name}" not in filtered and not (
-                        v in it.group_words or _find_col(v, joined)):
-                    neg = v in it.negated
-                    where.append(f"{alias[t.name]}.{c.name} {'<>' if neg else '='} {_lit(str(value), c.kind)}")
-                    filtered.add(f"{alias[t.name]}.{c.name}")
-    # the measure
-    select: list[str] = [f"{fill(expr)} as {out}" if not expr.endswith(f".{out}") else fill(expr)
-                         for _, expr, out in group]
-    measure = None
-    for exact in (True, False):
-        for w in it.measure_words:
-            for cand in [*_MEASURE_SYNONYMS.get(w, []), w]:
-                hit = _find_col(cand, joined, prefer=joined[0], exact_only=exact)
-                if hit and hit[1].kind in ("int", "num", "other"):
-                    measure = (hit, w)
-                    break
-            if measure:
-                break
-        if measure:
-            break
-    agg = it.agg
-    if agg is None and group:
-        agg = "sum" if measure else "count"
-    if agg and agg != "count" and measure is None:
-        res.notes.append(f"'{agg}': no numeric column named in the request; counting rows instead")
-        agg = "count"
-    if agg:
-        if measure:
-            (mt, mc), w = measure
-            out = w if w in ("revenue", "turnover", "sale") else f"{'total' if agg == 'sum' else agg}_{mc.name}"
-            select.append(f"{agg}({alias[mt.name]}.{mc.name}) as {out}")
-            if agg == "sum" or it.agg == "count":
-                select.insert(len(group), f"count(*) as {joined[0].name.split('_')[-1]}")
-        else:
-            select.append(f"count(*) as {joined[0].name.split('_')[-1]}")
-        res.notes.append(f"aggregate: {', '.join(select[len(group):])}"
-                         + (f" per {', '.join(o for _, _, o in group)}" if group else ""))
-    else:
-        cols: list[str] = []
-        names: set[str] = set()
-        for t in joined:
-            for c in t.columns:
-                if c.name.lower() in names:
-                    continue
-                names.add(c.name.lower())
-                cols.append(f"{alias[t.name]}.{c.name}")
-        select = cols
-    model_sql = None
-    if len(joined) > 1 or where or agg or group:
-        lines = [f"select {', '.join(select)}", f"from {joined[0].name} {alias[joined[0].name]}"]
-        for t, u, tcol, ucol in join_sql:
-            lines.append(f"join {t.name} {alias[t.name]} on {alias[t.name]}.{tcol} = {alias[u.name]}.{ucol}")
-        if where:
-            lines.append("where " + " and ".join(where))
-            res.notes.append("filter: " + " and ".join(where))
-        if agg and group:
-            lines.append("group by all")
-        lines.append("order by all")
-        model_sql = "\n".join(lines) + "\n"
-    # the spec
-    needs_partitions = any(t.partitioned for t in joined) or it.partitions is not None
-    pname = name or _pipeline_name(request, joined, group)
-    spec: dict[str, Any] = {"pipeline": pname, "description": request.strip()}
-    if needs_partitions:
-        kind = it.partitions or "daily"
-        tmpl_p = next((t.template[0] for t in joined if t.template and t.template[0].spec.partitions), None)
-        if tmpl_p is not None and tmpl_p.spec.partitions is not None:
-            start, tz = tmpl_p.spec.partitions.window.start, tmpl_p.spec.partitions.window.timezone
-        else:
-            start, tz = date.today() - timedelta(days=30), "UTC"
-        if kind == "monthly":
-            start = start.replace(day=1)
-        spec["partitions"] = {kind: {"start": start.isoformat(), "timezone": tz}}
-        if not any(t.partitioned for t in joined):
-            res.notes.append("partitions: the sources have no time parameters; each partition reloads them whole")
-        res.notes.append(f"partitions: {kind} from {start} ({tz}); time parameters -> "
-                         "{{ partition.start }} / {{ partition.end }}")
-    else:
-        spec["partitions"] = "none"
-    if it.schedule:
-        spec["schedule"] = it.schedule
-        res.notes.append(f"schedule: {it.schedule}")
-    if it.window_note:
-        res.notes.append(it.window_note)
-    spec["systems"] = {}
-    for t in joined:
-        if t.system not in spec["systems"]:
-            sysraw = system_raw(t.system, pipelines)
-            if sysraw is None:
-                res.errors.append(f"system '{t.system}' of action {t.action} is in none of the given specs")
-                return res
-            spec["systems"][t.system] = sysraw
-    spec["sources"] = {}
-    for t in joined:
-        if t.parent is not None:
-            continue
-        raw = dict(t.raw)
-        for col, op_where in _suggested_rules(t, where, alias).items():
-            raw.setdefault("rules", {}).setdefault(col, op_where)
-        spec["sources"][t.name] = raw
-    if model_sql:
-        mname = _model_name(it, group, measure, joined, where)
-        spec["models"] = {mname: {"description": f"Planned for: {request.strip()}", "sql": model_sql}}
-        res.result_table = mname
-    else:
-        res.result_table = joined[0].name
-    res.actions = [t.action for t in joined if t.parent is None]
-    res.spec_text = dump_spec(spec, request, res.notes)
-    return res
 
 
 def _suggested_rules(t: Table, where: list[str], alias: dict[str, str]) -> dict[str, dict[str, Any]]:
@@ -802,18 +1768,6 @@ def _pipeline_name(request: str, tables: list[Table], group: list[tuple[Any, str
     if group:
         base += "_by_" + "_".join(o for _, _, o in group)
     return re.sub(r"[^a-z0-9_]", "_", f"plan_{base}".lower())[:60]
-
-
-def _model_name(it: _Intent, group: list[tuple[Any, str, str]], measure: Any, tables: list[Table],
-                where: list[str]) -> str:
-    head = (measure[1] if measure else None) or (it.agg and f"{tables[0].name.split('_')[-1]}_count") \
-        or "_".join(t.name.split("_")[-1] for t in tables)
-    if it.agg == "count" and not measure:
-        head = f"{tables[0].name.split('_')[-1]}_count"
-    name = head + ("_by_" + "_".join(o for _, _, o in group) if group else "")
-    if not group and not it.agg and where and len(tables) == 1:
-        name = f"{tables[0].name}_filtered"
-    return re.sub(r"[^a-z0-9_]", "_", name.lower())
 
 
 def _repr_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
@@ -1141,4 +2095,5 @@ def plan(request: str, pipelines: list[Pipeline], backend: Backend = "offline", 
     return res
 
 
-__all__ = ["PlanResult", "compose", "distinct_names", "plan", "tokens", "validate_plan", "write_intent"]
+__all__ = ["JoinKey", "PlanResult", "Sample", "Vocabulary", "compose", "distinct_names", "join_keys", "plan", "samples",
+           "tokens", "universe", "validate_plan", "write_intent"]

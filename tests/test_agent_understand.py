@@ -1,0 +1,83 @@
+"""How the offline planner reads requests (hub.agent.understand): numbers, comparisons, top-N, grains and
+schedules, and write intent without a fixed verb list. Pure text, no estate."""
+
+from __future__ import annotations
+
+import pytest
+
+from hub.agent.understand import comparisons, is_flow, numbers, top_n, when, write_intent
+
+
+def _cmp(text: str) -> list[tuple[str, str]]:
+    words = text.lower().split()
+    return [(c.op, c.value) for c in comparisons(words, numbers(words))]
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ("orders under 20", [("<", "20")]),
+    ("customers with at least 500 orders", [(">=", "500")]),
+    ("calls lasting more than half an hour", [(">", "30")]),
+    ("lines of 8 or more pieces", [(">=", "8")]),
+    ("ratings of 4 or better", [(">=", "4")]),
+    ("revenue of at least 4 million", [(">=", "4000000")]),
+    ("no more than 12 units", [("<=", "12")]),
+    ("products not updated since the middle of 2023", [("<", "2023-07-01")]),
+    ("accounts created before 2022", [("<", "2022-01-01")]),
+])
+def test_comparisons_in_words(text: str, want: list[tuple[str, str]]) -> None:
+    assert _cmp(text) == want
+
+
+def test_top_n_and_ordering() -> None:
+    words = ["the", "5", "biggest", "suppliers", "by", "spend"]
+    t = top_n(words, numbers(words), set())
+    assert t is not None and t.n == 5 and t.desc and t.by_at == 4
+    words = ["the", "three", "cheapest", "products"]
+    t = top_n(words, numbers(words), set())
+    assert t is not None and t.n == 3 and not t.desc
+    words = ["the", "single", "depot", "holding", "the", "most", "stock"]
+    t = top_n(words, numbers(words), set())
+    assert t is not None and t.n == 1 and t.desc
+    words = ["orders", "of", "at", "least", "5", "items"]  # "at least" is a comparison, no ranking
+    assert top_n(words, numbers(words), {1}) is None
+
+
+def test_grains_and_schedules() -> None:
+    assert when("revenue per month by region").grain == "month"
+    assert when("revenue per month by region").partitions == "monthly"
+    assert when("orders per day").partitions == "daily"
+    assert when("every Monday at 8 the contacts").schedule == "0 8 * * 1"
+    assert when("refresh the stock every hour").schedule == "0 * * * *"
+    assert when("every 15 minutes load the levels").schedule == "*/15 * * * *"
+    assert when("every night at 23:30 load the contacts").schedule == "30 23 * * *"
+
+
+@pytest.mark.parametrize("request_text", [
+    "reset the counters to 0 where the outcome was lost",
+    "make the gold customers silver",
+    "the email of customer 7 is now a@b.example",
+    "the price of SKU-00001 should be 49.90",
+    "put a zero in the stock of every item",
+    "please archive the cancelled orders",
+    "when a payment arrives, flag the order as settled",
+])
+def test_writes_without_the_usual_verbs_are_seen(request_text: str) -> None:
+    assert write_intent(request_text) is not None
+
+
+@pytest.mark.parametrize("request_text", [
+    "open orders per region",
+    "orders the bank never paid for",
+    "contacts our sales people logged yesterday",
+    "refresh the stock figures every hour",
+    "match the bank's payments to the orders they settle",
+    "record count per channel",
+    "make me a list of the gold customers",
+])
+def test_reads_are_not_writes(request_text: str) -> None:
+    assert write_intent(request_text) is None
+
+
+def test_flows_are_told_apart() -> None:
+    assert is_flow("when a payment arrives for an order, mark it paid")
+    assert not is_flow("make the gold customers silver")
