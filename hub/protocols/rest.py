@@ -112,6 +112,15 @@ class RestProtocol(Protocol):
             out["records"] = binding["records"]
         return out
 
+    sends = True
+
+    def send(self, pipeline: Pipeline, action: Any, request: dict[str, Any], *, idempotency_key: str | None = None,
+             key_header: str | None = None) -> Any:
+        """A flow's write call, sent once (:func:`hub.flows.senders.rest_send`)."""
+        from hub.flows.senders import rest_send
+
+        return rest_send(pipeline, action, request, idempotency_key=idempotency_key, key_header=key_header)
+
     def source_params(self, config: Any) -> dict[str, Any]:
         return dict(config.request.params or {})
 

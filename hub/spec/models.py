@@ -17,6 +17,7 @@ from adapters.sftp import ExportFormat
 from hub import protocols
 from hub.runtime.choice import exactly_one
 from hub.runtime.duration import seconds
+from hub.spec.flows import FlowSpec
 from hub.spec.rules import RuleSpec, TypeName
 
 NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -245,6 +246,8 @@ class PipelineSpec(_Strict):
                                                                   "its expectation suite, a file relative to "
                                                                   "the project root.")
     agent: AgentConfig | None = Field(None, description="What the agent layer may do (hub agent, hub mcp).")
+    flows: dict[str, FlowSpec] = Field(default_factory=dict, description="Multi-step workflows that act on "
+                                                                         "systems (docs/flows.md).")
 
     @field_validator("partitions", mode="before")
     @classmethod

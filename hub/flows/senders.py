@@ -1,0 +1,116 @@
+"""The write calls of flows, per protocol: what the plugins' :meth:`hub.protocols.Protocol.send` hooks call
+(kept here, above the spec layer, like the agent's ``rest_call`` / ``soap_call``).
+
+Each sends exactly once: no retries (the flow's ledger and ``retry:`` decide), the system's rate limit and
+circuit breaker apply, the call is traced (a ``_hub_calls`` row, ``traceparent`` on the request). Failures
+are classified for the ledger: :class:`~hub.errors.DeliveryFailed` when the partner answered no (or nothing
+left the host), :class:`~hub.errors.DeliveryUnknown` when the request went out and no answer came back.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote
+
+from hub.errors import DeliveryFailed, DeliveryUnknown
+from hub.protocols import Sent
+from hub.runtime import tracing
+from hub.runtime.secrets import mask
+from hub.spec.loader import Pipeline
+
+#: HTTP statuses after which the same request may succeed (when it is safe to send again at all).
+RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def rest_send(pipeline: Pipeline, action: Any, request: dict[str, Any], *, idempotency_key: str | None,
+              key_header: str | None) -> Sent:
+    """One REST request: the action's method and path, parameters placed by their ``x-in`` (path, query,
+    header, body), the system's auth, headers and origin policy."""
+    import httpx
+
+    from adapters.rest import build_auth, origin_policy
+    from hub.materialize import state_dir
+    from hub.runtime.breaker import breaker_for
+    from hub.runtime.ratelimit import limiter_for, system_key
+
+    block = pipeline.spec.systems[action.system]
+    system = block.protocol.resolve_system(action.system, block)
+    props = (action.input_schema or {}).get("properties") or {}
+    path = str(action.binding["path"])
+    query: dict[str, Any] = {}
+    headers: dict[str, str] = {}
+    body: Any = None
+    for key, value in request.items():
+        where = (props.get(key) or {}).get("x-in", "body" if key == "body" else "query")
+        if where == "path":
+            path = path.replace("{" + key + "}", quote(str(value), safe=""))
+        elif where == "header":
+            headers[key] = str(value)
+        elif where == "body":
+            body = value
+        else:
+            query[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
+    if idempotency_key is not None and key_header:
+        headers[key_header] = idempotency_key
+    method = str(action.binding["method"]).upper()
+    url = system.base_url.rstrip("/") + "/" + path.lstrip("/")
+    timeout = system.timeout if isinstance(system.timeout, (int, float)) else system.timeout.read
+    key = system_key(action.system, system.base_url)
+    state = state_dir(pipeline.root)
+    limiter = limiter_for(key, system.rate_limit, state)
+    breaker = breaker_for(key, system.circuit_breaker, state)
+    if breaker is not None:
+        breaker.before_call()
+    if limiter is not None:
+        limiter.acquire()
+    where = f"{method} {url}"
+    with tracing.call(action.system, f"{method} {action.binding['path']}", where, protocol="rest",
+                      attributes=tracing.http_attributes(method, url)) as call:
+        try:
+            with httpx.Client(auth=build_auth(system.auth), headers={**system.headers}, verify=system.verify,
+                              timeout=timeout, event_hooks=origin_policy(system, action.system).hooks()) as client:
+                response = client.request(method, url, params={**system.params, **query},
+                                          json=body, headers=tracing.inject(dict(headers)))
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            if breaker is not None:
+                breaker.failure(type(exc).__name__)
+            raise DeliveryFailed(f"{mask(where)}: cannot connect ({type(exc).__name__}); nothing was sent",
+                                 retryable=True) from None
+        except httpx.HTTPError as exc:
+            if breaker is not None:
+                breaker.failure(type(exc).__name__)
+            raise DeliveryUnknown(f"{mask(where)}: the request was sent and no complete answer came "
+                                  f"({type(exc).__name__}: {mask(str(exc))}); it may have taken effect") from None
+        call.http_status, call.bytes = response.status_code, len(response.content)
+        if breaker is not None:
+            if response.status_code >= 500:
+                breaker.failure(f"HTTP {response.status_code}")
+            else:
+                breaker.success()
+        try:
+            doc: Any = response.json() if response.content else None
+        except ValueError:
+            doc = {"text": response.text[:2000]}
+        if response.status_code >= 400:
+            raise DeliveryFailed(f"{mask(where)}: HTTP {response.status_code}: {mask(response.text[:300])}",
+                                 retryable=response.status_code in RETRYABLE, status=response.status_code)
+    return Sent(doc, response.status_code, f"HTTP {response.status_code}")
+
+
+def soap_send(pipeline: Pipeline, action: Any, request: dict[str, Any], *, idempotency_key: str | None,
+              key_header: str | None) -> Sent:
+    """One SOAP call of the action's operation with *request* as its parameters (the idempotency key, when
+    declared, is one of them: SOAP has no standard header for it)."""
+    from adapters.soap import SoapSource, SoapSourceConfig
+    from hub.materialize import cache_dir
+
+    block = pipeline.spec.systems[action.system]
+    system = block.protocol.resolve_system(action.system, block)
+    operation = str(action.binding["operation"])
+    source = SoapSourceConfig.model_validate({"operation": operation, "params": request,
+                                              "records": operation + "Response"})
+    adapter = SoapSource(system, source, name=action.name, cache_dir=cache_dir(pipeline) / "wsdl",
+                         base_dir=pipeline.root, system_name=action.system)
+    status, response = adapter.send(dict(request))
+    return Sent(response, status, f"HTTP {status}")

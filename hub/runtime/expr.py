@@ -1,0 +1,143 @@
+"""Typed values from spec templates, in the sandbox of :mod:`hub.runtime.sandbox`.
+
+Flows (:mod:`hub.flows`) map fields between systems, so a template must be able to yield a number, a
+list or an object, not only text. The rule is the one Ansible uses: a string that is exactly one
+``{{ expression }}`` evaluates to the expression's value (``"{{ item.amount }}"`` is a Decimal, ``"{{
+item.lines }}"`` a list); any other template renders to a string; a string without a template is itself.
+Evaluation runs in the same limited environment as every spec template (sizes, work and time bounded,
+loops and assignments refused), and :func:`references` lists the dotted names an expression reads, so a
+spec check can name an unknown field before a run.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from jinja2 import TemplateError, UndefinedError, nodes
+from jinja2.runtime import Undefined
+
+from hub.errors import HubError
+from hub.runtime.sandbox import (
+    MAX_TEMPLATE,
+    MAX_VALUE,
+    LimitedEnvironment,
+    TemplateLimitError,
+    UnknownName,
+    budgeted,
+    check_statements,
+    size_of,
+)
+from hub.runtime.window import is_template, render_with
+
+_ONE = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}\s*$", re.S)
+_env = LimitedEnvironment(undefined=UnknownName, autoescape=False)
+
+
+def single_expression(value: str) -> str | None:
+    """The expression of a string that is exactly one ``{{ ... }}``, else None."""
+    m = _ONE.match(value)
+    return m.group("expr").strip() if m else None
+
+
+def evaluate(value: Any, context: Mapping[str, Any], *, field: str) -> Any:
+    """*value* with its templates evaluated against *context*: recursively through dicts and lists; a string
+    that is one ``{{ expression }}`` becomes the expression's value, other templates render to text.
+    Every failure is a :class:`HubError` naming *field*."""
+    if isinstance(value, dict):
+        return {k: evaluate(v, context, field=f"{field}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [evaluate(v, context, field=f"{field}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str) or not is_template(value):
+        return value
+    expr = single_expression(value)
+    if expr is None:
+        return render_with(value, dict(context), field=field)
+    if len(expr) > MAX_TEMPLATE:
+        raise HubError(f"{field}: expression of {len(expr):,} characters; the limit is {MAX_TEMPLATE:,}")
+    try:
+        with budgeted():
+            compiled = _env.compile_expression(expr, undefined_to_none=False)
+            result = compiled(**context)
+            if isinstance(result, Undefined):
+                str(result)  # raises the unknown-name error
+            if size_of(result) > MAX_VALUE:
+                raise TemplateLimitError(f"the value is larger than {MAX_VALUE:,} characters")
+    except TemplateLimitError as exc:
+        raise HubError(f"{field}: '{_short(value)}' refused: {exc}") from None
+    except UndefinedError as exc:
+        raise HubError(f"{field}: cannot evaluate '{_short(value)}': {exc}") from None
+    except TemplateError as exc:
+        raise HubError(f"{field}: invalid expression '{_short(value)}': {exc}") from None
+    except (ArithmeticError, TypeError, ValueError, LookupError, AttributeError, RecursionError) as exc:
+        raise HubError(f"{field}: cannot evaluate '{_short(value)}': {type(exc).__name__}: {exc}") from None
+    return result
+
+
+def truthy(value: Any, context: Mapping[str, Any], *, field: str) -> bool:
+    """A condition (``when:``): an expression (with or without ``{{ }}``) evaluated to a boolean. Rendered
+    text counts as false when it is empty, ``false``, ``no``, ``0`` or ``none``."""
+    if isinstance(value, bool):
+        return value
+    text = str(value)
+    if not is_template(text):
+        text = "{{ " + text + " }}"
+    result = evaluate(text, context, field=field)
+    if isinstance(result, str) and single_expression(text) is None:
+        return result.strip().lower() not in ("", "false", "no", "0", "none")
+    return bool(result)
+
+
+def parse(value: str, *, field: str) -> nodes.Template:
+    """The parsed template (statements checked), for static analysis; :class:`HubError` when invalid."""
+    if len(value) > MAX_TEMPLATE:
+        raise HubError(f"{field}: template of {len(value):,} characters; templates may have at most "
+                       f"{MAX_TEMPLATE:,}")
+    try:
+        ast = _env.parse(value)
+        check_statements(ast)
+    except TemplateLimitError as exc:
+        raise HubError(f"{field}: template '{_short(value)}' refused: {exc}") from None
+    except TemplateError as exc:
+        raise HubError(f"{field}: invalid template '{_short(value)}': {exc}") from None
+    return ast
+
+
+def references(value: str, *, field: str, condition: bool = False) -> list[tuple[str, ...]]:
+    """The dotted names *value* reads (``item.amount`` → ``("item", "amount")``, ``steps.erp.id`` →
+    ``("steps", "erp", "id")``), outermost first; a name used with a subscript stops at it. *condition*:
+    the value is a bare expression (``when:``). Raises :class:`HubError` when it does not parse."""
+    text = value if not condition or is_template(value) else "{{ " + value + " }}"
+    if not is_template(text):
+        return []
+    ast = parse(text, field=field)
+    found: list[tuple[str, ...]] = []
+    inner: set[int] = set()
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem, nodes.Name)):
+        if id(node) in inner:
+            continue
+        path: list[str] = []
+        cur: nodes.Node = node
+        while True:
+            if isinstance(cur, nodes.Getattr):
+                path.append(cur.attr)
+            elif isinstance(cur, nodes.Getitem) and isinstance(cur.arg, nodes.Const) and isinstance(cur.arg.value,
+                                                                                                     str):
+                path.append(cur.arg.value)
+            elif isinstance(cur, nodes.Getitem):
+                path.clear()  # a computed subscript: only what comes before it is known
+            else:
+                break
+            inner.add(id(cur.node))
+            cur = cur.node
+        if isinstance(cur, nodes.Name) and cur.ctx == "load":
+            found.append((cur.name, *reversed(path)))
+    return found
+
+
+def _short(value: str) -> str:
+    return value if len(value) <= 80 else value[:80] + "..."
+
+
+__all__ = ["evaluate", "parse", "references", "single_expression", "truthy"]
