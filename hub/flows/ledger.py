@@ -1,0 +1,163 @@
+"""The delivery ledger ``_hub_deliveries``: one row per flow, step and item key, so no effect repeats.
+
+A row holds the hash of the payload last sent for the key, its status, the attempts, the deterministic
+idempotency key sent with it, the outputs the flow read from the answer (later steps and re-runs use them)
+and a short response summary. The protocol of a delivery (:mod:`hub.flows.engine`):
+
+1. before a request goes out, the row is written as ``sent`` (attempts + 1) in a transaction of its own,
+   committed: a process killed after this point leaves ``sent`` behind;
+2. the outcome is written after the answer: ``ok`` (with outputs), ``failed`` (the partner said no, or
+   nothing was sent), ``dead`` (failed and dead-lettered by ``on_error``), ``compensated`` (undone by a
+   saga) or ``unknown`` (sent, no answer, nothing could resolve it);
+3. a later run finding ``sent`` or ``unknown`` for the same payload never sends blindly: a ``verify:``
+   lookup decides, or an idempotency key the partner deduplicates on makes sending again safe; otherwise
+   the row stays ``unknown`` for ``hub flows review``.
+
+``pending`` is what a dry run reports for a delivery it would send. DuckDB allows one writing process per
+file, so every write is a short transaction of its own (no connection is held between them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+
+from hub.errors import HubError
+from hub.warehouse import LoadRequest, Warehouse, connect
+
+TABLE = "_hub_deliveries"
+STATUSES = ("pending", "sent", "ok", "failed", "dead", "unknown", "compensated")
+#: Statuses after which the effect exists (a re-run skips an unchanged payload).
+DONE = frozenset({"ok"})
+#: Statuses whose outcome is not known: never sent again blindly.
+OPEN = frozenset({"sent", "unknown"})
+SUMMARY_CHARS = 4000
+SCHEMA = pa.schema([
+    ("flow", pa.string()), ("step", pa.string()), ("item_key", pa.string()), ("pipeline", pa.string()),
+    ("action", pa.string()), ("payload_hash", pa.string()), ("status", pa.string()), ("attempts", pa.int64()),
+    ("idempotency_key", pa.string()), ("request", pa.string()), ("outputs", pa.string()),
+    ("response", pa.string()), ("error", pa.string()), ("run_id", pa.string()), ("trace_id", pa.string()),
+    ("created_at", pa.timestamp("us", tz="UTC")), ("updated_at", pa.timestamp("us", tz="UTC"))])
+
+
+def canonical(value: Any) -> str:
+    """*value* as canonical JSON (sorted keys, no spaces): what payload hashes are computed over."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False)
+
+
+def payload_hash(action: str, request: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical({"action": action, "request": request}).encode()).hexdigest()
+
+
+def idempotency_key(flow: str, step: str, item_key: str, digest: str) -> str:
+    """The same flow, step, item and payload always give the same key (a partner that stores the first answer
+    per key then answers a repeat without acting twice); a changed payload gets a new one."""
+    return hashlib.sha256(f"{flow}\x1f{step}\x1f{item_key}\x1f{digest}".encode()).hexdigest()[:40]
+
+
+@dataclass
+class Delivery:
+    """One row of the ledger."""
+
+    flow: str
+    step: str
+    item_key: str
+    pipeline: str
+    action: str
+    payload_hash: str
+    status: str = "pending"
+    attempts: int = 0
+    idempotency_key: str | None = None
+    request: str | None = None  # masked
+    outputs: dict[str, Any] = field(default_factory=dict)
+    response: str | None = None
+    error: str | None = None
+    run_id: str | None = None
+    trace_id: str | None = None
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    updated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def row(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["outputs"] = canonical(self.outputs)
+        return out
+
+
+def summary(value: Any) -> str:
+    """A response as JSON, cut to :data:`SUMMARY_CHARS`."""
+    text = canonical(value)
+    return text if len(text) <= SUMMARY_CHARS else text[:SUMMARY_CHARS] + "..."
+
+
+class Ledger:
+    """The deliveries of one flow: read once when a run starts, each change written in its own transaction."""
+
+    def __init__(self, warehouse_url: str, pipeline: str, flow: str, *, read_only: bool = False) -> None:
+        self.url, self.pipeline, self.flow = warehouse_url, pipeline, flow
+        self.read_only = read_only
+        self._lock = threading.Lock()
+        self.rows: dict[tuple[str, str], Delivery] = {}
+        self._load()
+
+    def _warehouse(self) -> Warehouse:
+        return connect(self.url)
+
+    def _load(self) -> None:
+        wh = self._warehouse()
+        if TABLE not in wh.tables(internal=True):
+            return
+        quoted = self.flow.replace("'", "''")
+        pipe = self.pipeline.replace("'", "''")
+        table = wh.query(f"SELECT * FROM {TABLE} WHERE flow = '{quoted}' AND pipeline = '{pipe}'")
+        for r in table.to_pylist():
+            d = Delivery(**{k: r.get(k) for k in Delivery.__dataclass_fields__ if k != "outputs"},
+                         outputs=json.loads(r.get("outputs") or "{}"))
+            self.rows[(d.step, d.item_key)] = d
+
+    def get(self, step: str, item_key: str) -> Delivery | None:
+        return self.rows.get((step, item_key))
+
+    def record(self, delivery: Delivery, *, audit: dict[str, Any] | None = None) -> None:
+        """Write *delivery* (and, in the same transaction, the audit row *audit*), committed on return."""
+        delivery.updated_at = datetime.now(UTC)
+        with self._lock:
+            self.rows[(delivery.step, delivery.item_key)] = delivery
+            if self.read_only:
+                return
+            batch = pa.RecordBatch.from_pylist([delivery.row()], schema=SCHEMA)
+            try:
+                with self._warehouse().begin(LoadRequest(table=TABLE, mode="merge", run_id=delivery.run_id or "",
+                                                         primary_key=("flow", "step", "item_key"))) as load:
+                    load.write(batch)
+                    if audit is not None:
+                        from hub.flows.audit import AUDIT_SCHEMA, AUDIT_TABLE
+
+                        audited = load.attach(LoadRequest(table=AUDIT_TABLE, mode="merge",
+                                                          run_id=delivery.run_id or "", primary_key=("call_id",)))
+                        audited.write(pa.RecordBatch.from_pylist([audit], schema=AUDIT_SCHEMA))
+                        audited.commit()
+                    load.commit()
+            except HubError as exc:
+                raise HubError(f"flow {self.flow}: the delivery ledger {TABLE} could not be written "
+                               f"({delivery.step} for {delivery.item_key}, status {delivery.status}): {exc}") from None
+
+    def open_rows(self) -> list[Delivery]:
+        """Deliveries whose outcome is not known (``sent`` or ``unknown``)."""
+        return [d for d in self.rows.values() if d.status in OPEN]
+
+
+def all_open(warehouse_url: str) -> list[dict[str, Any]]:
+    """Every delivery of every flow whose outcome is unknown, or dead-lettered: what ``hub flows review``
+    lists."""
+    wh = connect(warehouse_url)
+    if TABLE not in wh.tables(internal=True):
+        return []
+    return wh.query(f"SELECT pipeline, flow, step, item_key, action, status, attempts, idempotency_key, error, "
+                    f"run_id, updated_at FROM {TABLE} WHERE status IN ('sent', 'unknown', 'dead', 'failed') "
+                    "ORDER BY pipeline, flow, step, item_key").to_pylist()
