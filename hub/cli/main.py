@@ -18,6 +18,7 @@ from rich.table import Table
 from hub import protocols
 from hub.contracts.cli import register as register_contract_commands
 from hub.errors import HubError, SpecError
+from hub.flows.cli import register as register_flow_commands
 from hub.runtime.secrets import mask_url
 from hub.spec import Pipeline, load
 from hub.spec.loader import project_root
@@ -57,6 +58,9 @@ def validate(specs: list[Path] = typer.Argument(..., help="Pipeline spec files (
             failed = True
             continue
         p = load(spec)
+        if p.spec.flows and not _flows_valid(p):
+            failed = True
+            continue
         parts = p.spec.partitions
         console.print(f"[green]ok[/] {spec}: pipeline [bold]{p.name}[/], {len(p.sources)} source(s), "
                       f"{len(p.spec.models)} model(s), partitions: {parts.kind if parts else 'none'}", highlight=False)
@@ -64,6 +68,19 @@ def validate(specs: list[Path] = typer.Argument(..., help="Pipeline spec files (
                       f"contracts {p.root / 'contracts'}, reports {p.root / 'reports'}", highlight=False)
     if failed:
         raise typer.Exit(1)
+
+
+def _flows_valid(pipeline: Pipeline) -> bool:
+    """The checks of the pipeline's flows against the live actions of their systems (hub.flows.check)."""
+    from hub.flows.check import check_actions
+    from hub.spec.loader import locate
+
+    found, notes = check_actions(pipeline)
+    for note in notes:
+        console.print(f"[yellow]note[/] {pipeline.path}: {escape(note)}", highlight=False)
+    if found:
+        typer.echo(str(locate(pipeline.path, found)), err=True)
+    return not found
 
 
 VERBOSE_HELP = "Show Dagster's log and the stack trace of a failure (always in the Dagster event log)."
@@ -601,6 +618,7 @@ contracts_app = typer.Typer(no_args_is_help=True, help="Expectation suites and c
 app.add_typer(contracts_app, name="contracts")
 register_contract_commands(contracts_app)  # hub contracts snapshot | test (hub/contracts/cli.py)
 register_validation_commands(contracts_app)  # hub contracts suggest (hub/validation/cli.py)
+register_flow_commands(app)  # hub flow run | hub flows review (hub/flows/cli.py)
 
 
 
