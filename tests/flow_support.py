@@ -107,12 +107,13 @@ class _Handler(BaseHTTPRequestHandler):
         doc = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
         st.traceparents.append(self.headers.get("traceparent"))
         key = self.headers.get("Idempotency-Key")
+        answer: Any = None
         if st.delay:
             time.sleep(st.delay)
         with st.lock:
             if key and key in st.keys:  # the first answer per key, as Stripe does
-                status, answer = st.keys[key]
-                self._send(status, answer)
+                status, first = st.keys[key]
+                self._send(status, first)
                 return
             ref = str(doc.get("ref"))
             if ref in st.poison:
@@ -123,7 +124,7 @@ class _Handler(BaseHTTPRequestHandler):
                 st.next_id += 1
                 st.records[rid] = {"id": rid, **doc}
                 st.log.append(f"POST /records {ref}")
-                answer: Any = {"id": rid, "ref": ref}
+                answer = {"id": rid, "ref": ref}
             elif url.path == "/api/tasks":
                 st.tasks.append(doc)
                 st.log.append(f"POST /tasks {ref}")
