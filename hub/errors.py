@@ -35,6 +35,9 @@ class AdapterError(HubError):
 class TransportError(AdapterError):
     """The system could not be reached or the connection broke (after retries)."""
 
+    #: True when no connection was made, so no request left the host (flows may send a write again).
+    not_sent: bool = False
+
 
 class HTTPStatusError(AdapterError):
     """The system answered with an HTTP error status (after retries where they apply)."""

@@ -378,3 +378,84 @@ def test_sigkill_mid_flow_then_rerun_delivers_each_effect_once(tmp_path: Path) -
         time.sleep(0.3)  # the killed run's last request may still be finishing on the partner
         assert state.refs() == [i["ref"] for i in items]  # every effect exactly once
     assert _rows(tmp_path, "SELECT count(*) FROM _hub_deliveries WHERE status = 'ok'") == [(12,)]
+
+
+# --- other protocols -----------------------------------------------------------------------------------
+
+
+def test_sql_upsert_on_a_table_declared_writable(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "erp.sqlite"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE paid (ref TEXT PRIMARY KEY, amount REAL NOT NULL)")
+    con.execute("CREATE TABLE audit (ref TEXT)")
+    con.commit()
+    con.close()
+    extra = f"""  erpdb:
+    sql:
+      url: sqlite:///{db}
+      writes:
+        tables: {{paid: {{key: [ref]}}}}
+sources:
+  audit_rows: {{system: erpdb, table: audit}}
+"""
+    flows = """  push:
+    input: {table: payments, key: ref}
+    steps:
+      - name: mark
+        call: erpdb.upsert_paid
+        params: {ref: "{{ item.ref }}", amount: "{{ item.amount }}"}
+        retry: {attempts: 2}
+      - name: sneaky
+        when: "item.ref == 'a1'"
+        call: erpdb.insert_audit
+        params: {ref: "{{ item.ref }}"}
+        on_error: skip
+"""
+    spec = flow_spec(tmp_path, "http://127.0.0.1:9/api", flows, extra_sources=extra)
+    wh = tmp_path / "warehouse.duckdb"
+    write_items(wh, ITEMS, "payments")
+    pipeline = load(spec)
+    found, _ = check_actions(pipeline)
+    text = str(locate(pipeline.path, found)) if found else ""
+    assert "flows.push.steps.1.call: no action named 'erpdb.insert_audit'" in text  # audit is not writable
+    assert "retry" not in text  # an upsert is idempotent: retrying it is safe
+    report = run_flow(pipeline, "push")
+    assert [i.status for i in report.items] == ["ok", "ok", "ok"]
+    write_items(wh, [{**ITEMS[0], "amount": 99.0}, *ITEMS[1:]], "payments")
+    assert run_flow(pipeline, "push").sent == 1  # only the changed row is written again
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT ref, amount FROM paid ORDER BY ref").fetchall() == [("a1", 99.0), ("a2", 250.0),
+                                                                                     ("a3", 40.0)]
+    assert con.execute("SELECT count(*) FROM audit").fetchall() == [(0,)]
+    con.close()
+
+
+def test_graphql_mutation(tmp_path: Path) -> None:
+    from hub.demo.crm import DEMO_TOKEN, CRMService
+
+    with CRMService() as crm:
+        extra = f"""  catalogue:
+    graphql:
+      endpoint: {crm.url}/graphql
+      auth: {{bearer: {DEMO_TOKEN}}}
+"""
+        flows = """  prices:
+    input: {table: payments, key: ref}
+    steps:
+      - name: price
+        call: catalogue.setProductPrice
+        params: {sku: "{{ item.ref }}", price: "{{ item.amount }}"}
+      - name: check
+        lookup: catalogue.product
+        params: {sku: "{{ item.ref }}"}
+        output: {price: $.price}
+"""
+        spec = flow_spec(tmp_path, "http://127.0.0.1:9/api", flows, extra_sources=extra)
+        write_items(tmp_path / "warehouse.duckdb", [{"ref": "SKU-00001", "amount": 12.5}], "payments")
+        pipeline = load(spec)
+        report = run_flow(pipeline, "prices")
+        assert report.items[0].status == "ok", report.items[0].error
+        assert report.items[0].outputs["check"] == {"price": 12.5}
+        assert run_flow(pipeline, "prices").sent == 0

@@ -4,7 +4,8 @@ incremental by a cursor column."""
 from adapters.sql._engine import with_default_driver
 from adapters.sql._guard import DENIED_FUNCTIONS, WriteRefused, check_functions, check_read_only
 from adapters.sql.client import SqlSource
-from adapters.sql.config import IncrementalConfig, SqlSourceConfig, SqlSystemConfig
+from adapters.sql.config import IncrementalConfig, SqlSourceConfig, SqlSystemConfig, SqlWrites
+from adapters.sql.writes import write
 
-__all__ = ["DENIED_FUNCTIONS", "IncrementalConfig", "SqlSource", "SqlSourceConfig", "SqlSystemConfig", "WriteRefused",
-           "check_functions", "check_read_only", "with_default_driver"]
+__all__ = ["DENIED_FUNCTIONS", "IncrementalConfig", "SqlSource", "SqlSourceConfig", "SqlSystemConfig", "SqlWrites",
+           "WriteRefused", "check_functions", "check_read_only", "with_default_driver", "write"]

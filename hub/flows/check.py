@@ -44,7 +44,8 @@ def check_actions(pipeline: Pipeline, catalog: Catalog | None = None) -> tuple[l
                     key[0] == "call" else set()
                 out += _params(found, params, (*loc, *key[:-1], "params"), skip)
                 if key == ("call",) and step.retry is not None and step.retry.attempts > 1 and \
-                        step.idempotency is None and found.side_effect != "read":
+                        step.idempotency is None and found.side_effect != "read" and \
+                        not found.binding.get("idempotent"):
                     out.append(((*loc, "retry"), f"{found.name} is a write without an idempotency key: sending it "
                                                  "again could act twice, so it is never retried (declare "
                                                  "idempotency:, or remove retry:)"))

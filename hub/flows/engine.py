@@ -507,7 +507,7 @@ class FlowRun:
             item.outputs[name] = {k: f"<{path}.{k}>" for k in step.output} if step.output else {}
             return
         attempts = step.retry.attempts if step.retry is not None else 1
-        safe = keyed or action.side_effect == "read"
+        safe = keyed or action.side_effect == "read" or bool(action.binding.get("idempotent"))
         delivery = Delivery(self.name, path, item.key, self.pipeline.name, action.name, digest,
                             attempts=row.attempts if row is not None and same else 0,
                             idempotency_key=key if keyed else None,
