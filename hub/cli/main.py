@@ -16,6 +16,7 @@ from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElaps
 from rich.table import Table
 
 from hub import protocols
+from hub.cli.events import register as register_event_commands
 from hub.contracts.cli import register as register_contract_commands
 from hub.errors import HubError, SpecError
 from hub.flows.cli import register as register_flow_commands
@@ -618,6 +619,7 @@ contracts_app = typer.Typer(no_args_is_help=True, help="Expectation suites and c
 app.add_typer(contracts_app, name="contracts")
 register_contract_commands(contracts_app)  # hub contracts snapshot | test (hub/contracts/cli.py)
 register_validation_commands(contracts_app)  # hub contracts suggest (hub/validation/cli.py)
+register_event_commands(app)  # hub listen, hub events status | dead-letters | retry | replay (hub/cli/events.py)
 register_flow_commands(app)  # hub flow run | hub flows review (hub/flows/cli.py)
 
 

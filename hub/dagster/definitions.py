@@ -19,6 +19,7 @@ from hub.dagster.contract_checks import contract_definitions
 from hub.dagster.executor import executor_from_env
 from hub.dagster.files import export_asset, file_asset, file_job, file_sensor
 from hub.dagster.progress import report
+from hub.dagster.streams import stream_asset, stream_job, stream_sensor
 from hub.dagster.tracing import run_trace_sensors
 from hub.dagster.validation import check_results, check_specs
 from hub.materialize import Outcome, child_mode, load_mode, materialize_model, materialize_source
@@ -176,6 +177,7 @@ def pipeline_assets(pipeline: Pipeline) -> list[dg.AssetsDefinition]:
     parts = partitions_def(pipeline.spec.partitions)
     pool = pool_for(pipeline)
     assets = [file_asset(pipeline, s, pool) if s.per_file
+              else stream_asset(pipeline, s, pool) if s.stream is not None
               else _source_asset(pipeline, s, parts if s.partitioned else None) for s in pipeline.sources.values()]
     assets += [_model_asset(pipeline, name) for name in pipeline.spec.models]
     assets += [export_asset(pipeline, name, pool) for name in pipeline.spec.exports]
@@ -204,10 +206,12 @@ def _schedule(pipeline: Pipeline, job: Any,
 
 
 def pipeline_definitions(pipeline: Pipeline) -> dg.Definitions:
-    """Assets, the pipeline's job and schedule (time partitions), and a job and sensor per file drop."""
+    """Assets, the pipeline's job and schedule (time partitions), and a job and sensor per file drop and per
+    stream source."""
     parts = partitions_def(pipeline.spec.partitions)
     file_sources = [s for s in pipeline.sources.values() if s.per_file]
-    selection = dg.AssetSelection.groups(pipeline.name) - dg.AssetSelection.assets(*[s.name for s in file_sources])
+    own_jobs = [s.name for s in pipeline.sources.values() if s.per_file or s.stream is not None]
+    selection = dg.AssetSelection.groups(pipeline.name) - dg.AssetSelection.assets(*own_jobs)
     job = dg.define_asset_job(f"{pipeline.name}_job", selection=selection,
                               partitions_def=parts, description=pipeline.spec.description or None)
     jobs: list[Any] = [job]
@@ -217,6 +221,10 @@ def pipeline_definitions(pipeline: Pipeline) -> dg.Definitions:
         jobs.append(fjob)
         if getattr(source.config, "sensor", None) is not None:  # file-drop sources may poll
             sensors.append(file_sensor(pipeline, source, fjob))
+    for source in (s for s in pipeline.sources.values() if s.stream is not None):  # a sensor per stream source
+        sjob = stream_job(pipeline, source)
+        jobs.append(sjob)
+        sensors.append(stream_sensor(pipeline, source, sjob))
     schedules = [_schedule(pipeline, job, parts)] if pipeline.spec.schedule else []
     defs = dg.Definitions(assets=pipeline_assets(pipeline), jobs=jobs, schedules=schedules, sensors=sensors)
     return dg.Definitions.merge(defs, contract_definitions(pipeline))  # contract tests as asset checks

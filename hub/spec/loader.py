@@ -32,6 +32,7 @@ from hub.spec.models import (
     SystemConfig,
     valid_name,
 )
+from hub.spec.stream import StreamKeys, split_keys
 from hub.spec.suite import Suite, SuiteError, load_suite
 
 Loc = tuple[str | int, ...]
@@ -330,12 +331,18 @@ def _resolve_sources(spec: PipelineSpec, data: dict[str, Any], problems: _Proble
             continue
         extra = dict(src.model_extra or {})
         protocol = system.protocol
+        stream: StreamKeys | None = None
+        if protocol.unit == "stream":  # the hub's keys of a stream source (format, id, records, keep ...)
+            ours, extra = split_keys(extra)
+            stream = _stream_keys(loc, ours, src, problems)
         try:
             config = protocol.source_model.model_validate(extra)
         except ValidationError as exc:
             problems.add_pydantic(exc, loc)
             for tloc, text in _located_strings(loc, extra):  # the templates are checked all the same
                 _check_template(tloc, text, spec, problems)
+            continue
+        if protocol.unit == "stream" and stream is None:
             continue
         check = protocols.SourceCheck(loc=loc, config=config, source=src, system=system.config, spec=spec,
                                       report=problems.add)
@@ -362,8 +369,22 @@ def _resolve_sources(spec: PipelineSpec, data: dict[str, Any], problems: _Proble
             problems.add((*loc, "partitioned"), "the pipeline has no partitions (set `partitions:` first)")
             partitioned = False
         out[name] = ResolvedSource(name=name, spec=src, system_name=src.system, system=system, config=config,
-                                   partitioned=partitioned)
+                                   partitioned=partitioned, stream=stream)
     return out
+
+
+def _stream_keys(loc: Loc, ours: dict[str, Any], src: SourceSpec, problems: _Problems) -> StreamKeys | None:
+    """The stream keys of a stream source (reported at their own line), and what such a source cannot have."""
+    if src.partitioned:
+        problems.add((*loc, "partitioned"), "a stream source is not partitioned: its events are absorbed in "
+                                            "store order (replay rebuilds any range)")
+    if src.children:
+        problems.add((*loc, "children"), "child tables are not supported for stream sources yet")
+    try:
+        return StreamKeys.model_validate(ours)
+    except ValidationError as exc:  # every error is a field's (hub.spec.stream validates per field)
+        problems.add_pydantic(exc, loc)
+        return None
 
 
 def _strings(value: Any) -> list[str]:
@@ -410,8 +431,13 @@ def _check_raw(data: dict[str, Any], problems: _Problems) -> None:
         system = systems.get(raw.get("system"))
         kind = next((k for k in protocols.names() if isinstance(system, dict) and k in system), None)
         if kind is not None:
+            block = {k: v for k, v in raw.items() if k not in common}
+            if protocols.get(kind).unit == "stream":
+                ours, block = split_keys(block)
+                bare = SourceSpec.model_construct(system="", partitioned=None, children={})
+                _stream_keys(("sources", name), ours, bare, problems)
             try:
-                protocols.get(kind).source_model.model_validate({k: v for k, v in raw.items() if k not in common})
+                protocols.get(kind).source_model.model_validate(block)
             except ValidationError as exc:
                 problems.add_pydantic(exc, ("sources", name))
 

@@ -19,6 +19,7 @@ from hub.runtime.choice import exactly_one
 from hub.runtime.duration import seconds
 from hub.spec.flows import FlowSpec
 from hub.spec.rules import RuleSpec, TypeName
+from hub.spec.stream import StreamKeys
 
 NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 #: ``max_duration`` of a source when the spec gives none: 6 hours.
@@ -275,6 +276,8 @@ class ResolvedSource(BaseModel):
     system: SystemConfig
     config: Any = Field(description="The source's protocol keys, validated by its protocol's source_model.")
     partitioned: bool = False
+    stream: StreamKeys | None = Field(None, description="A stream source's format, id, records, keep and "
+                                                        "max_deliver (hub.spec.stream).")
 
     @property
     def kind(self) -> str:

@@ -23,10 +23,12 @@ another connection to the warehouse (the hub never does; a clear error says so).
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import parse_qsl
 
 import duckdb
@@ -93,6 +95,9 @@ class DuckDBWarehouse(Warehouse):
         # Loads cap DuckDB's own memory (it spills what does not fit): an uncommitted load otherwise keeps
         # every row it appended in memory until the commit. Queries and models keep DuckDB's default.
         self.load_memory_limit = str(self.config.pop("load_memory_limit", DEFAULT_LOAD_MEMORY))
+        # Another process holding the file (a listener absorbing events for a moment) is waited for, up to
+        # lock_wait seconds (default $HUB_DUCKDB_LOCK_WAIT or 10); the listener itself uses 0 and backs off.
+        self.lock_wait = float(str(self.config.pop("lock_wait", os.environ.get("HUB_DUCKDB_LOCK_WAIT", 10))))
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
 
@@ -105,18 +110,29 @@ class DuckDBWarehouse(Warehouse):
             con.close()
 
     def open(self, *, sandboxed: bool = False) -> duckdb.DuckDBPyConnection:
-        """A new connection (the caller closes it); *sandboxed*: for user SQL (:data:`SANDBOX`)."""
-        try:
-            return duckdb.connect(self.path, config={**self.config, **SANDBOX} if sandboxed else self.config)
-        except duckdb.Error as exc:
-            text = str(exc).lower()
-            hint = (" (another process is writing to it; hub assets share the hub_duckdb pool so this does "
-                    "not happen between them)" if "lock" in text else "")
-            if "different configuration" in text:
-                hint = (" (user SQL runs on a sandboxed connection, which cannot share the file with another "
-                        "open connection of this process: close it first)" if sandboxed else
-                        " (a sandboxed connection for user SQL is open in this process)")
-            raise WarehouseError(f"cannot open DuckDB warehouse {self.path}: {exc}{hint}") from None
+        """A new connection (the caller closes it); *sandboxed*: for user SQL (:data:`SANDBOX`). While another
+        process holds the file, tries again for up to ``lock_wait`` seconds."""
+        deadline = time.monotonic() + self.lock_wait
+        pause = 0.02
+        while True:
+            try:
+                return duckdb.connect(self.path, config={**self.config, **SANDBOX} if sandboxed else self.config)
+            except duckdb.Error as exc:
+                if "lock" in str(exc).lower() and time.monotonic() + pause < deadline:
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.5)
+                    continue
+                self._open_failed(exc, sandboxed)
+
+    def _open_failed(self, exc: duckdb.Error, sandboxed: bool) -> NoReturn:
+        text = str(exc).lower()
+        hint = (" (another process is writing to it; hub assets share the hub_duckdb pool so this does "
+                "not happen between them)" if "lock" in text else "")
+        if "different configuration" in text:
+            hint = (" (user SQL runs on a sandboxed connection, which cannot share the file with another "
+                    "open connection of this process: close it first)" if sandboxed else
+                    " (a sandboxed connection for user SQL is open in this process)")
+        raise WarehouseError(f"cannot open DuckDB warehouse {self.path}: {exc}{hint}") from None
 
     # --- reading -------------------------------------------------------------------------------------
 
