@@ -421,8 +421,9 @@ sources:
     text = str(locate(pipeline.path, found)) if found else ""
     assert "flows.push.steps.1.call: no action named 'erpdb.insert_audit'" in text  # audit is not writable
     assert "retry" not in text  # an upsert is idempotent: retrying it is safe
-    report = run_flow(pipeline, "push")
-    assert [i.status for i in report.items] == ["ok", "ok", "ok"]
+    report = run_flow(pipeline, "push")  # a run refuses it too: a1 fails at that step, nothing is written
+    assert [i.status for i in report.items] == ["failed", "ok", "ok"]
+    assert "no action named 'erpdb.insert_audit'" in str(report.items[0].error)
     write_items(wh, [{**ITEMS[0], "amount": 99.0}, *ITEMS[1:]], "payments")
     assert run_flow(pipeline, "push").sent == 1  # only the changed row is written again
     con = sqlite3.connect(db)
