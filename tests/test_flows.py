@@ -460,3 +460,31 @@ def test_graphql_mutation(tmp_path: Path) -> None:
         assert report.items[0].status == "ok", report.items[0].error
         assert report.items[0].outputs["check"] == {"price": 12.5}
         assert run_flow(pipeline, "prices").sent == 0
+
+
+# --- Dagster -------------------------------------------------------------------------------------------
+
+
+def test_flow_is_a_dagster_asset_with_checks(tmp_path: Path) -> None:
+    import dagster as dg
+
+    from hub.dagster.definitions import pipeline_definitions
+
+    flows = RECORD_FLOW.replace("    input:", "    checks: {unknown: 0}\n    trigger: {schedule: '0 7 * * *'}\n"
+                                                 "    input:") + "        on_error: dead_letter\n"
+    with partner() as (url, state):
+        state.poison.add("a3")
+        pipeline = load(_project(tmp_path, url, flows))
+        defs = pipeline_definitions(pipeline)
+        assert defs.resolve_job_def("flowtest_push_flow") is not None
+        assert [s.name for s in defs.schedules or []] == ["flowtest_push_schedule"]
+        assert "push" not in {k.path[-1] for k in defs.resolve_job_def("flowtest_job").asset_layer.
+                              executable_asset_keys}  # a pipeline run never starts a flow by accident
+        result = dg.materialize([defs.resolve_assets_def("push")], instance=dg.DagsterInstance.ephemeral())
+        assert result.success
+        checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+        assert checks["push_dead"].passed is False and checks["push_dead"].severity == dg.AssetCheckSeverity.WARN
+        assert checks["push_unknown"].passed is True
+        mat = result.asset_materializations_for_node("push")[0]
+        assert mat.metadata["hub/sent"].value == 2 and mat.metadata["hub/items_dead"].value == 1
+        assert state.refs() == ["a1", "a2"]

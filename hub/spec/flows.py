@@ -189,6 +189,15 @@ class StepSpec(_Strict):
         return self.call or self.lookup
 
 
+class FlowChecks(_Strict):
+    """Asset-check thresholds: more items of a kind in a run than this fails the check and blocks what runs
+    after the flow's asset; without a threshold any such item is a warning."""
+
+    failed: int | None = Field(None, ge=0)
+    dead: int | None = Field(None, ge=0)
+    unknown: int | None = Field(None, ge=0)
+
+
 class FlowSpec(_Strict):
     description: str | None = None
     trigger: TriggerSpec = Field(default_factory=lambda: TriggerSpec(manual=True))
@@ -197,6 +206,7 @@ class FlowSpec(_Strict):
     max_failures: int | None = Field(None, ge=0, description="More failed items than this stop the run (the "
                                                              "items already done stay done).")
     concurrency: int = Field(1, ge=1, le=64, description="Items processed at once.")
+    checks: FlowChecks = Field(default_factory=FlowChecks)
 
 
 def walk(steps: list[StepSpec], loc: Loc) -> Iterator[tuple[Loc, StepSpec, list[str]]]:
