@@ -228,7 +228,8 @@ def test_poison_item_is_dead_lettered_while_the_others_complete(tmp_path: Path) 
         assert state.refs() == ["a1", "a3"]
         again = run_flow(pipeline, "push")  # the dead item is not hammered again
         assert [i.status for i in again.items] == ["skipped", "dead", "skipped"]
-    assert _rows(tmp_path, "SELECT status, attempts FROM _hub_deliveries WHERE item_key = 'ref=a2'") == [("dead", 1)]
+    assert _rows(tmp_path, "SELECT step, status, attempts FROM _hub_deliveries WHERE item_key = 'ref=a2' "
+                           "ORDER BY 1") == [("__item__", "dead", 0), ("rec", "dead", 1)]
 
 
 def test_max_failures_stops_the_run(tmp_path: Path) -> None:
@@ -268,7 +269,7 @@ def test_compensation_runs_in_reverse_order(tmp_path: Path) -> None:
     assert state.records == {}
     rows = dict(_rows(tmp_path, "SELECT step, status FROM _hub_deliveries"))
     assert rows == {"first": "compensated", "second": "compensated", "confirm": "failed",
-                    "first.compensate#1": "ok", "second.compensate#1": "ok"}
+                    "first.compensate#1": "ok", "second.compensate#1": "ok", "__item__": "compensated"}
 
 
 def test_lost_answer_is_resolved_by_verify(tmp_path: Path) -> None:

@@ -50,6 +50,10 @@ from hub.spec.loader import Pipeline
 
 ITEM_STATUSES = ("ok", "skipped", "failed", "dead", "unknown", "compensated", "planned")
 FAILED = frozenset({"failed", "dead", "unknown", "compensated"})
+#: Item outcomes that end an item until its input changes.
+ENDED = frozenset({"dead", "compensated"})
+#: The ledger's step name of an item's own outcome (dead-lettered or compensated items).
+ITEM_STEP = "__item__"
 
 
 class FlowStopped(HubError):
@@ -311,6 +315,15 @@ class FlowRun:
     def _item(self, row: dict[str, Any]) -> ItemResult:
         item = _Item(self.item_key(row), dict(row))
         result = ItemResult(item.key, {k: jsonable(row[k]) for k in self.spec.input.key})
+        assert self.ledger is not None
+        digest = payload_hash(ITEM_STEP, jsonable(row))
+        marker = self.ledger.get(ITEM_STEP, item.key)
+        if marker is not None and marker.status in ENDED and marker.payload_hash == digest:
+            # a dead-lettered or compensated item is finished: not run again until its input changes (or
+            # `hub flows review --resolve FLOW:__item__:KEY --as resend`)
+            result.status, result.error = marker.status, marker.error
+            self.echo(f"{result.status:<11} {item.key}: unchanged since it ended {marker.status} (run {marker.run_id})")
+            return result
         try:
             self._steps(self.spec.steps, item, self._context(item), "")
             result.status = "planned" if self.dry_run else ("ok" if item.sent or not item.skipped else "skipped")
@@ -319,6 +332,10 @@ class FlowRun:
         except HubError as exc:  # a template, a conversion, an unknown action: this item fails, not the run
             result.status, result.error = "failed", mask(str(exc))
         result.outputs, result.sent, result.skipped = jsonable(item.outputs), item.sent, item.skipped
+        if result.status in ENDED and not self.dry_run:
+            self.ledger.record(Delivery(self.name, ITEM_STEP, item.key, self.pipeline.name, "", digest,
+                                        status=result.status, error=result.error, run_id=self.run_id,
+                                        trace_id=self._trace_id))
         if result.status in FAILED:
             with self._lock:
                 self._failures += 1
