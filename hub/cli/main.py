@@ -213,9 +213,34 @@ def demo(
             console.print(f"the inventory moved stock of {', '.join(f'{s}@WH{w:02d}' for w, s in moved)}: "
                           "an incremental run reads only what changed (plus its 10-minute lookback)")
             ok = _run(pipeline, ["inventory_levels", "stock_cover"], None, None, None)
+        if ok and pipeline.spec.flows:
+            ok = _demo_flows(pipeline)
     if not ok:
         raise typer.Exit(1)
     _summary(pipeline)
+
+
+def _demo_flows(pipeline: Pipeline) -> bool:
+    """Run each flow of the demo twice: the first run acts on the systems, the second finds every effect in
+    the delivery ledger and sends nothing (docs/flows.md)."""
+    from hub.flows.engine import run_flow
+
+    for name in pipeline.spec.flows:
+        for attempt in ("first", "second"):
+            try:
+                report = run_flow(pipeline, name)
+            except HubError as exc:
+                console.print(f"[red]✗[/] flow {escape(name)}: {escape(str(exc))}", highlight=False)
+                return False
+            counts = ", ".join(f"{n} {s}" for s in ("ok", "skipped", "failed", "dead", "unknown", "compensated")
+                               if (n := report.count(s)))
+            console.print(f"flow [bold]{escape(name)}[/] ({attempt} run): {len(report.items)} item(s): "
+                          f"{counts or 'none'}; {report.sent} request(s) sent, {report.skipped} skipped by the "
+                          "delivery ledger", highlight=False)
+            for item in [i for i in report.items if i.error][:3]:
+                console.print(f"   {escape(item.status)} {escape(item.key)}: {escape(item.error or '')[:160]}",
+                              highlight=False)
+    return True
 
 
 def _demo_state_dir() -> Path:
