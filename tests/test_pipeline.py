@@ -117,7 +117,7 @@ def test_definitions_from_specs(dagster_home: Path) -> None:
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == {"crm_customers", "crm_contacts", "contacts_by_region", "erp_orders", "erp_order_lines",
                     "revenue_by_region", "bank_statements", "order_payments", "open_orders_to_bank",
-                    "inventory_warehouses", "inventory_levels", "stock_cover"}
+                    "inventory_warehouses", "inventory_levels", "stock_cover", "crm_products", "reconcile_payments"}
     statements = graph.get(dg.AssetKey("bank_statements"))
     assert isinstance(statements.partitions_def, dg.DynamicPartitionsDefinition), "one partition per file"
     assert defs.resolve_sensor_def("bank_statements_sensor").job_name == "bank_statements_job"
