@@ -492,3 +492,46 @@ def test_flow_is_a_dagster_asset_with_checks(tmp_path: Path) -> None:
         mat = result.asset_materializations_for_node("push")[0]
         assert mat.metadata["hub/sent"].value == 2 and mat.metadata["hub/items_dead"].value == 1
         assert state.refs() == ["a1", "a2"]
+
+
+def test_soap_write_to_the_demo_erp(tmp_path: Path) -> None:
+    from hub.demo.erp import DEMO_PASSWORD, DEMO_USER, ERPService
+
+    with ERPService() as erp, partner() as (url, _):
+        live = [o for o in erp.data if o["Status"] != "cancelled"]
+        normal = next(o for o in live if o["Note"] != "call first")
+        held = next(o for o in live if o["Note"] == "call first")
+        items = [{"order_id": normal["OrderId"], "amount": float(normal["Amount"]), "ref": "R1"},
+                 {"order_id": held["OrderId"], "amount": float(held["Amount"]), "ref": "R2"},
+                 {"order_id": normal["OrderId"] + 100_000, "amount": 1.0, "ref": "x" * 80}]
+        extra = f"""  erp:
+    soap:
+      wsdl: {erp.wsdl_url}
+      username_token: {{username: {DEMO_USER}, password: {DEMO_PASSWORD}}}
+"""
+        flows = """  mark:
+    input: {table: payments, key: order_id}
+    steps:
+      - name: paid
+        call: erp.MarkOrderPaid
+        params: {OrderId: "{{ item.order_id }}", Amount: "{{ item.amount }}", PaymentRef: "{{ item.ref }}"}
+        output: {changed: $.Changed, paid: $.Paid}
+"""
+        spec = flow_spec(tmp_path, url, flows, extra_sources=extra)
+        write_items(tmp_path / "warehouse.duckdb", items, "payments")
+        pipeline = load(spec)
+        assert check_actions(pipeline)[0] == []
+        before = len(erp.requests)
+        report = run_flow(pipeline, "mark")
+        by = {i.key.split("=")[1]: i for i in report.items}
+        assert by[str(normal["OrderId"])].status == "ok"
+        assert by[str(normal["OrderId"])].outputs["paid"] == {"changed": True, "paid": True}  # a new PaymentRef
+        assert normal["Paid"] is True and normal["PaymentRef"] == "R1"
+        assert by[str(held["OrderId"])].status == "failed"
+        assert "Client.OrderOnHold" in str(by[str(held["OrderId"])].error)
+        too_long = by[str(normal["OrderId"] + 100_000)]
+        assert too_long.status == "failed" and "breaks its schema, so it was not sent" in str(too_long.error)
+        assert len(erp.requests) - before == 2  # the request breaking the WSDL's maxLength never left
+        assert all(t and t.startswith("00-") for t in erp.traceparents[-2:])
+        again = run_flow(pipeline, "mark")
+        assert again.sent == 0 and len(erp.requests) - before == 3  # only the refused order is tried again
