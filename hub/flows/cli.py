@@ -110,7 +110,8 @@ def review(spec: list[Path] = typer.Option(None, "--spec", "-s", help="Pipeline 
             raise typer.Exit(1)
         row.status = "ok" if as_ == "ok" else "failed"
         row.error = f"settled by review as {as_}"
-        ledger.record(row)
+        with ledger:
+            ledger.record(row)
         console.print(f"{escape(resolve)}: {row.status}")
         return
     seen: set[str] = set()

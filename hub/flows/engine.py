@@ -299,14 +299,18 @@ class FlowRun:
                     return
                 results[i] = self._item(row)
 
-            if self.spec.concurrency == 1:
-                for i, row in enumerate(rows):
-                    one(i, row)
-            else:
-                with ThreadPoolExecutor(self.spec.concurrency, thread_name_prefix=f"flow-{self.name}") as pool:
-                    futures = [pool.submit(contextvars.copy_context().run, one, i, row) for i, row in enumerate(rows)]
-                    for f in futures:
-                        f.result()
+            try:
+                if self.spec.concurrency == 1:
+                    for i, row in enumerate(rows):
+                        one(i, row)
+                else:
+                    with ThreadPoolExecutor(self.spec.concurrency, thread_name_prefix=f"flow-{self.name}") as pool:
+                        futures = [pool.submit(contextvars.copy_context().run, one, i, row)
+                                   for i, row in enumerate(rows)]
+                        for f in futures:
+                            f.result()
+            finally:
+                self.ledger.close()  # before the calls and results are written through connections of their own
             self.report.items = [r for r in results if r is not None]
         if not self.dry_run:
             self._write_results()
