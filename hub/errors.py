@@ -121,6 +121,15 @@ class Refused(HubError):
     """The guard refused the call (policy, budget, parameters): nothing was sent to the system."""
 
 
+class Unauthorized(HubError):
+    """A call to the hub (a webhook, ``POST /runs``) is not authenticated: bad, missing, stale or replayed
+    credentials. ``hub serve`` answers 401 and stores nothing."""
+
+
+class AuthUnavailable(AdapterError):
+    """Credentials cannot be checked now (an issuer's key set is unreachable): ``hub serve`` answers 503."""
+
+
 class CircuitOpenError(HubError):
     """The system's circuit is open: the call was not made."""
 

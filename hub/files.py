@@ -25,7 +25,8 @@ import pyarrow as pa
 
 from adapters.sftp import LocalCopy, ReadNotes, RemoteFile, SftpSource
 from hub import owners
-from hub.errors import FileMissing
+from hub.errors import FileMissing, ThresholdExceeded
+from hub.events.publish import emit
 from hub.materialize import mapper_for, screens_for
 from hub.runtime import tracing
 from hub.spec.loader import Pipeline
@@ -106,8 +107,15 @@ def ingest_file(pipeline: Pipeline, name: str, file: str, *, run_id: str,
     asset span, and its SFTP calls in ``_hub_calls`` (:mod:`hub.runtime.tracing`)."""
     with tracing.asset_scope(name, run_id=run_id, partition=file, pipeline=pipeline.name,
                              sink=calls_sink(pipeline.warehouse_url), kind="file") as scope:
-        outcome = _ingest_file(pipeline, name, file, run_id=run_id, progress=progress)
+        try:
+            outcome = _ingest_file(pipeline, name, file, run_id=run_id, progress=progress)
+        except ThresholdExceeded as exc:
+            emit(pipeline, "quarantine.threshold_exceeded", asset=name, run_id=run_id, file=file, error=str(exc))
+            raise
         scope.rows = outcome.load.rows_loaded if outcome.load is not None else 0
+        if outcome.status == "loaded" and outcome.load is not None:
+            emit(pipeline, "file.loaded", asset=name, run_id=run_id, file=file, sha256=outcome.sha256,
+                 table=outcome.load.table, rows_loaded=outcome.load.rows_loaded, rows_rejected=outcome.rejected)
         return outcome
 
 

@@ -21,7 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from hub import owners
-from hub.errors import HubError, SourceInterrupted
+from hub.errors import HubError, SourceInterrupted, ThresholdExceeded
+from hub.events.publish import emit  # imports nothing above the spec layer
 from hub.protocols import Extractor, ExtractRun
 from hub.runtime import tracing
 from hub.runtime.checkpoint import Checkpoint, fingerprint, open_resumption
@@ -160,6 +161,10 @@ def materialize_source(pipeline: Pipeline, name: str, *, window: Window | None, 
             try:
                 outcome = _materialize_once(pipeline, name, window=window, run_id=run_id, progress=progress,
                                             full_refresh=full_refresh)
+            except ThresholdExceeded as exc:
+                emit(pipeline, "quarantine.threshold_exceeded", asset=name, run_id=run_id,
+                     partition=window.key if (window and source.partitioned) else None, error=str(exc))
+                raise
             except SourceInterrupted as exc:
                 restarts += 1
                 if restarts > exc.max_restarts:
@@ -169,6 +174,10 @@ def materialize_source(pipeline: Pipeline, name: str, *, window: Window | None, 
             if restarts:
                 outcome.details["restarts"] = restarts
             scope.rows = outcome.load.rows_loaded
+            emit(pipeline, "asset.materialized", asset=name, run_id=run_id, table=outcome.load.table,
+                 partition=window.key if (window and source.partitioned) else None,
+                 rows_loaded=outcome.load.rows_loaded, rows_quarantined=outcome.load.rows_quarantined,
+                 table_rows=outcome.load.table_rows)
             return outcome
 
 

@@ -42,8 +42,9 @@ models:
 def test_demo_spec_is_valid() -> None:
     p = load(DEMO_SPEC)
     assert p.name == "demo"
-    assert set(p.sources) == {"crm_customers", "crm_contacts", "erp_orders", "bank_statements",
+    assert set(p.sources) == {"crm_customers", "crm_products", "crm_contacts", "erp_orders", "bank_statements",
                               "inventory_warehouses", "inventory_levels"}
+    assert p.sources["crm_products"].kind == "graphql" and not p.sources["crm_products"].partitioned
     assert p.sources["inventory_levels"].incremental and not p.sources["inventory_levels"].partitioned
     assert p.sources["inventory_levels"].kind == "sql"
     assert p.sources["bank_statements"].per_file and not p.sources["bank_statements"].partitioned
@@ -51,8 +52,8 @@ def test_demo_spec_is_valid() -> None:
     assert p.sources["erp_orders"].partitioned and p.sources["erp_orders"].kind == "soap"
     assert p.model_deps["contacts_by_region"] == ["crm_contacts", "crm_customers"]
     assert p.model_deps["revenue_by_region"] == ["crm_customers", "erp_orders"]
-    assert p.tables() == ["crm_customers", "crm_contacts", "erp_orders", "erp_order_lines", "bank_statements",
-                          "inventory_warehouses", "inventory_levels"]
+    assert p.tables() == ["crm_customers", "crm_products", "crm_contacts", "erp_orders", "erp_order_lines",
+                          "bank_statements", "inventory_warehouses", "inventory_levels"]
     assert p.model_deps["stock_cover"] == ["crm_customers", "erp_order_lines", "erp_orders", "inventory_levels",
                                            "inventory_warehouses"]
     assert p.export_deps == {"open_orders_to_bank": ["order_payments"]}

@@ -248,10 +248,11 @@ def _describe(exc: BaseException | None) -> str:
 
 async def publish(url: str, routing_key: str, bodies: list[bytes], *, exchange: str = "",
                   message_ids: list[str | None] | None = None, headers: dict[str, Any] | None = None,
-                  type: str | None = None) -> None:
-    """Publish *bodies* persistently with publisher confirms (tests, the demo): each ``await`` returns
-    once the broker has the message."""
-    conn = await aio_pika.connect(url)
+                  type: str | None = None, system: AmqpSystemConfig | None = None) -> None:
+    """Publish *bodies* persistently with publisher confirms (the hub's own events, tests, the demo): each
+    ``await`` returns once the broker has the message. *system* gives TLS settings and timeouts."""
+    conn = await (aio_pika.connect(url) if system is None else
+                  aio_pika.connect(url, ssl_context=_ssl_context(system), timeout=system.connect_timeout))
     async with conn:
         channel = await conn.channel(publisher_confirms=True)
         target = await channel.get_exchange(exchange) if exchange else channel.default_exchange

@@ -58,3 +58,14 @@ class AmqpSourceConfig(BaseModel):
         if self.delivery_limit is not None and self.queue_type != "quorum":
             raise ValueError("delivery_limit is for quorum queues")
         return self
+
+
+class AmqpPublishTarget(BaseModel):
+    """Where the hub publishes its own events on an AMQP system (a spec's ``publish:`` block)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    exchange: str = Field("", description="The exchange (default: the default exchange, routing to a queue by "
+                                          "name).")
+    routing_key: str | None = Field(None, description="The routing key (default: hub.<event type>, e.g. "
+                                                      "hub.asset.materialized, for a topic exchange).")

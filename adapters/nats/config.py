@@ -18,6 +18,9 @@ from hub.runtime.settings import BrokerSettings
 
 _NAME_CHARS = set(" .*>\t\r\n/\\")
 
+#: Deliveries of one message before it is given up (JetStream's own default redelivers forever).
+DEFAULT_MAX_DELIVER = 5
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -77,3 +80,14 @@ class NatsSourceConfig(_Strict):
         if not value or _NAME_CHARS & set(value):
             raise ValueError(f"{value!r} is not a JetStream name (no spaces, dots, *, >, slashes)")
         return value
+
+
+class NatsPublishTarget(BaseModel):
+    """Where the hub publishes its own events on a NATS system (a spec's ``publish:`` block)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    subject: str = Field("hub.events", description="Subject prefix: an event goes to <subject>.<event type> "
+                                                   "(hub.events.asset.materialized).")
+    jetstream: bool = Field(False, description="Publish through JetStream (a stream must capture the subjects; "
+                                               "each publish waits for its acknowledgement).")

@@ -31,7 +31,7 @@ from nats.js import api
 
 from adapters._brokers import Reconnects, event_type
 from adapters.messages import Message
-from adapters.nats.config import NatsSourceConfig, NatsSystemConfig
+from adapters.nats.config import DEFAULT_MAX_DELIVER, NatsSourceConfig, NatsSystemConfig
 from hub.errors import AdapterError, TransportError
 from hub.runtime.secrets import mask_url
 from hub.runtime.settings import TlsSettings
@@ -39,7 +39,6 @@ from hub.runtime.settings import TlsSettings
 log = logging.getLogger(__name__)
 
 #: Deliveries of one message before JetStream stops (the server's default, -1, redelivers forever).
-DEFAULT_MAX_DELIVER = 5
 
 #: Errors after which the connection is dropped and made again.
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -121,24 +120,7 @@ class NatsConsumer:
     # --- connection ------------------------------------------------------------------------------------
 
     async def _connect(self) -> Client:
-        sys = self.system
-        kwargs: dict[str, Any] = {
-            "servers": list(sys.servers), "connect_timeout": sys.connect_timeout, "allow_reconnect": False,
-            "name": f"hub:{self.name}", "error_cb": self._on_error, "max_reconnect_attempts": 0,
-        }
-        if sys.tls is not None or any(s.startswith("tls://") for s in sys.servers):
-            kwargs["tls"] = (sys.tls or TlsSettings()).context(field="tls")
-        if sys.user:
-            kwargs["user"], kwargs["password"] = sys.user, sys.password
-        if sys.token:
-            kwargs["token"] = sys.token
-        if sys.creds:
-            kwargs["user_credentials"] = sys.creds
-        if sys.nkey_seed:
-            if not Path(sys.nkey_seed).is_file():
-                raise AdapterError(f"nkey_seed: no such file {sys.nkey_seed}")
-            kwargs["nkeys_seed"] = sys.nkey_seed
-        return await nats.connect(**kwargs)
+        return await connect(self.system, self.name, error_cb=self._on_error)
 
     async def _on_error(self, exc: Exception) -> None:
         if not self._closing:
@@ -282,3 +264,48 @@ def _differs(have: api.ConsumerConfig, want: api.ConsumerConfig) -> bool:
         elif (a or None) != (b or None):
             return True
     return False
+
+
+async def connect(system: NatsSystemConfig, name: str, *, error_cb: Any = None) -> Client:
+    """A connection to the system's servers with its credentials and TLS, reconnection off (the caller
+    rebuilds the connection itself)."""
+    kwargs: dict[str, Any] = {
+        "servers": list(system.servers), "connect_timeout": system.connect_timeout, "allow_reconnect": False,
+        "name": f"hub:{name}", "max_reconnect_attempts": 0,
+    }
+    if error_cb is not None:
+        kwargs["error_cb"] = error_cb
+    if system.tls is not None or any(s.startswith("tls://") for s in system.servers):
+        kwargs["tls"] = (system.tls or TlsSettings()).context(field="tls")
+    if system.user:
+        kwargs["user"], kwargs["password"] = system.user, system.password
+    if system.token:
+        kwargs["token"] = system.token
+    if system.creds:
+        kwargs["user_credentials"] = system.creds
+    if system.nkey_seed:
+        if not Path(system.nkey_seed).is_file():
+            raise AdapterError(f"nkey_seed: no such file {system.nkey_seed}")
+        kwargs["nkeys_seed"] = system.nkey_seed
+    return await nats.connect(**kwargs)
+
+
+async def publish(system: NatsSystemConfig, subject: str, bodies: list[bytes], *, jetstream: bool = False,
+                  message_ids: list[str | None] | None = None, headers: dict[str, str] | None = None) -> None:
+    """Publish *bodies* to *subject*: through JetStream when *jetstream* (each awaited until a stream stored
+    it; ``Nats-Msg-Id`` deduplicates), else on core NATS (flushed before returning)."""
+    nc = await connect(system, "publisher")
+    try:
+        ids = message_ids or [None] * len(bodies)
+        js = nc.jetstream() if jetstream else None
+        for body, mid in zip(bodies, ids, strict=True):
+            hdrs = dict(headers or {})
+            if mid:
+                hdrs["Nats-Msg-Id"] = mid
+            if js is not None:
+                await js.publish(subject, body, headers=hdrs or None)
+            else:
+                await nc.publish(subject, body, headers=hdrs or None)
+        await nc.flush()
+    finally:
+        await nc.close()

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from hub import protocols
 from hub.cli.events import register as register_event_commands
+from hub.cli.serve import register as register_serve_command
 from hub.contracts.cli import register as register_contract_commands
 from hub.errors import HubError, SpecError
 from hub.flows.cli import register as register_flow_commands
@@ -645,6 +646,7 @@ app.add_typer(contracts_app, name="contracts")
 register_contract_commands(contracts_app)  # hub contracts snapshot | test (hub/contracts/cli.py)
 register_validation_commands(contracts_app)  # hub contracts suggest (hub/validation/cli.py)
 register_event_commands(app)  # hub listen, hub events status | dead-letters | retry | replay (hub/cli/events.py)
+register_serve_command(app)  # hub serve (hub/cli/serve.py)
 register_flow_commands(app)  # hub flow run | hub flows review (hub/flows/cli.py)
 
 

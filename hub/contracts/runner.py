@@ -17,6 +17,7 @@ from hub.contracts.collect import FORMAT, collect
 from hub.contracts.diff import Change
 from hub.contracts.usage import system_sources
 from hub.errors import HubError
+from hub.events.publish import emit
 from hub.runtime.secrets import mask
 from hub.spec.loader import Pipeline
 
@@ -155,6 +156,9 @@ def verify_system(pipeline: Pipeline, system: str, *, directory: Path | None = N
             result.error = mask(f"{type(exc).__name__}: {exc}")
             return result
         result.changes = compare(pipeline, system, before, after)
+        if result.breaking:
+            emit(pipeline, "contract.broken", system=system, protocol=protocol,
+                 breaking=[c.message() for c in result.breaking][:50], non_breaking=len(result.non_breaking))
         return result
     finally:
         result.duration_s = time.perf_counter() - started

@@ -16,7 +16,7 @@ import dagster as dg
 from hub.dagster.progress import report
 from hub.dagster.validation import check_results, check_specs
 from hub.events.absorb import absorb_source, merge_key
-from hub.events.drain import drain
+from hub.events.drain import Drained, drain
 from hub.events.store import open_store
 from hub.spec import Pipeline
 from hub.spec.models import ResolvedSource
@@ -74,7 +74,9 @@ def stream_sensor(pipeline: Pipeline, source: ResolvedSource, job: Any) -> dg.Se
                description=f"Drains up to {TICK_MESSAGES} messages of {source.name} into the event store per tick "
                            "(acknowledged after the store commits) and requests one run for them")
     def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        drained = asyncio.run(drain(pipeline, source.name, max_messages=TICK_MESSAGES))
+        # a pushed source (webhooks) is stored by `hub serve`: nothing to drain, only the run to request
+        drained = Drained() if source.protocol.pushed else \
+            asyncio.run(drain(pipeline, source.name, max_messages=TICK_MESSAGES))
         store = open_store(pipeline.warehouse_url, pipeline.root)
         cursor = int(context.cursor or 0)
         last = store.last_position(source.name)

@@ -25,8 +25,9 @@ from typing import Any
 import pyarrow as pa
 
 from hub import owners
-from hub.errors import HubError
+from hub.errors import HubError, ThresholdExceeded
 from hub.events.payloads import PayloadError, PayloadReader
+from hub.events.publish import emit
 from hub.events.store import Event, EventStore, open_store
 from hub.materialize import mapper_for, screens_for
 from hub.runtime.records import records_to_batch
@@ -93,8 +94,15 @@ def absorb_source(pipeline: Pipeline, name: str, *, run_id: str, store: EventSto
                               run_id=run_id, new_mark=upto, progress=progress)
     except HubError as exc:
         store.mark_absorbed(name, after, error=str(exc).splitlines()[0][:500])
+        if isinstance(exc, ThresholdExceeded):
+            emit(pipeline, "quarantine.threshold_exceeded", asset=name, run_id=run_id, positions=f"{after + 1}-{upto}",
+                 error=str(exc))
         raise
     store.mark_absorbed(name, upto)
+    load = outcome.load
+    emit(pipeline, "asset.materialized", asset=name, run_id=run_id, positions=f"{outcome.first}-{outcome.last}",
+         events=outcome.events, table=load.table if load else None, rows_loaded=load.rows_loaded if load else None,
+         rows_quarantined=load.rows_quarantined if load else None)
     return outcome
 
 

@@ -93,7 +93,9 @@ class Listener:
         self.streams: list[tuple[Pipeline, ResolvedSource]] = [
             (p, s) for p in pipelines for s in p.sources.values()
             if s.stream is not None and (not sources or s.name in sources)]
-        self.stats: dict[str, SourceStats] = {s.name: SourceStats() for _, s in self.streams}
+        self.stats: dict[str, SourceStats] = {
+            s.name: SourceStats(state="pushed to hub serve" if s.protocol.pushed else "starting")
+            for _, s in self.streams}
         self.run_id = f"listen-{uuid.uuid4().hex[:12]}"
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
@@ -103,20 +105,27 @@ class Listener:
         self._stop.set()
         self._wake.set()
 
-    async def run(self) -> None:
-        """Until stopped: consume, store, acknowledge, absorb. Installs SIGTERM/SIGINT handlers."""
+    def wake(self) -> None:
+        """New events were stored by someone else (``hub serve``): absorb soon."""
+        self._wake.set()
+
+    async def run(self, *, handle_signals: bool = True) -> None:
+        """Until stopped: consume, store, acknowledge, absorb. Installs SIGTERM/SIGINT handlers unless the
+        caller owns the signals (``hub serve`` runs a listener that only absorbs)."""
         if not self.streams:
             raise HubError("no stream sources to listen to (a stream source's system is a broker: amqp, ...)")
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT) if handle_signals else ():
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._on_signal, sig)
-        consumers = [asyncio.create_task(self._consume(p, s)) for p, s in self.streams]
+        consumers = [asyncio.create_task(self._consume(p, s)) for p, s in self.streams
+                     if not s.protocol.pushed]  # pushed sources (webhooks) arrive through `hub serve`
         pipelines = list({id(p): p for p, _ in self.streams}.values())
         absorbers = [asyncio.create_task(self._absorber(p)) for p in pipelines]
         reporter = asyncio.create_task(self._report())
         try:
             await asyncio.gather(*consumers)
+            await self._stop.wait()  # only pushed sources: absorb until stopped
         finally:
             self.stop()
             await asyncio.gather(*absorbers, return_exceptions=True)

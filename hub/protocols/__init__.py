@@ -114,6 +114,11 @@ class Protocol:
     unit: ClassVar[Literal["window", "file", "stream"]] = "window"
     #: Systems of this kind take outbound file drops (``exports:``, :mod:`hub.exports`).
     exports: ClassVar[bool] = False
+    #: Messages of this kind's stream sources are pushed to the hub (``hub serve``, :meth:`receiver`) instead of
+    #: pulled from a broker: ``hub listen`` and the sensors absorb them but open no consumer.
+    pushed: ClassVar[bool] = False
+    #: The model of a ``publish:`` block's target keys on a system of this kind (None: cannot publish).
+    publish_model: ClassVar[type[BaseModel] | None] = None
 
     # -- the spec -------------------------------------------------------------------------------------------
 
@@ -153,6 +158,19 @@ class Protocol:
     def stream(self, pipeline: Pipeline, source: ResolvedSource) -> Any:
         """The consumer of a ``stream`` source's messages (the listen direction of docs/architecture.md)."""
         raise ProtocolError(f"sources.{source.name}: protocol {self.name} has no message streams")
+
+    def receiver(self, pipeline: Pipeline, source: ResolvedSource) -> Any:
+        """The receiving end of a pushed stream source (:attr:`pushed`): what ``hub serve`` needs — ``path``,
+        ``max_body``, ``auth_kind``, ``async receive(headers, body)`` (authenticates, raises
+        :class:`hub.errors.Unauthorized`, returns ``.message``) and ``claim(received, message_id)`` (replays)."""
+        raise ProtocolError(f"sources.{source.name}: protocol {self.name} does not receive pushed messages")
+
+    def publish(self, pipeline: Pipeline, system_name: str, target: Any, events: list[dict[str, Any]]) -> None:
+        """Publish the hub's own *events* (JSON documents: asset materialized, file loaded ...) to *target*
+        (the ``publish:`` block's keys, validated by :attr:`publish_model`) on the system's broker, confirmed
+        by the broker before returning; :mod:`hub.events.publish` calls it and never lets a failure fail a
+        load."""
+        raise ProtocolError(f"systems.{system_name}: protocol {self.name} cannot publish the hub's events")
 
     def before_commit(self, load: Load, source: ResolvedSource, adapter: Extractor, run_id: str) -> None:
         """Runs in the load's transaction before it commits (the SQL high-water mark is saved here)."""

@@ -6,13 +6,17 @@ max_deliver: :mod:`hub.spec.stream`) sit next to these in the block. ``hub liste
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+from typing import TYPE_CHECKING, Any
 
-from adapters.amqp import AmqpConsumer, AmqpSourceConfig, AmqpSystemConfig
+import orjson
+
+from adapters.amqp import AmqpPublishTarget, AmqpSourceConfig, AmqpSystemConfig
 from hub.protocols import Protocol, SourceCheck
 from hub.runtime.secrets import mask_url
 
 if TYPE_CHECKING:
+    from adapters.amqp import AmqpConsumer
     from hub.spec.loader import Pipeline
     from hub.spec.models import ResolvedSource
 
@@ -24,14 +28,33 @@ class AmqpProtocol(Protocol):
     order = 60
     renders_templates = False  # queue names are literal
     unit = "stream"
+    publish_model = AmqpPublishTarget
 
     def time_partitioned(self, check: SourceCheck) -> bool:
         return False  # the loader reports `partitioned: true` for every stream source
 
     def stream(self, pipeline: Pipeline, source: ResolvedSource) -> AmqpConsumer:
         """A consumer of the source's queue, secrets resolved; opened with ``async with`` by the caller."""
+        from adapters.amqp import AmqpConsumer  # the client library, on first use
+
         return AmqpConsumer(self.resolve_system(source.system_name, source.system), source.config,
                             name=source.name, system_name=source.system_name)
+
+    def publish(self, pipeline: Pipeline, system_name: str, target: AmqpPublishTarget,
+                events: list[dict[str, Any]]) -> None:
+        """Each event persistently, with publisher confirms, to the exchange (routing key: the target's, else
+        hub.<event type>)."""
+        system: AmqpSystemConfig = self.resolve_system(system_name, pipeline.spec.systems[system_name])
+
+        from adapters.amqp import publish  # the client library, on first use
+
+        async def send() -> None:
+            for event in events:
+                await publish(system.url, target.routing_key or f"hub.{event['type']}", [orjson.dumps(event)],
+                              exchange=target.exchange, message_ids=[event["id"]], type=event["type"],
+                              system=system)
+
+        asyncio.run(send())
 
     def endpoint(self, source: ResolvedSource) -> str | None:
         cfg = source.config

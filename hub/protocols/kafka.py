@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from adapters.kafka import KafkaConsumer, KafkaSourceConfig, KafkaSystemConfig
+from adapters.kafka import KafkaSourceConfig, KafkaSystemConfig
 from hub.protocols import Protocol, SourceCheck
 from hub.protocols._streams import rooted_tls, stream_only
 
 if TYPE_CHECKING:
+    from adapters.kafka import KafkaConsumer
     from hub.spec.loader import Pipeline
     from hub.spec.models import ResolvedSource
 
@@ -31,6 +32,8 @@ class KafkaProtocol(Protocol):
         system: KafkaSystemConfig = self.resolve_system(source.system_name, source.system, root=pipeline.root)
         if system.tls is not None and pipeline.root is not None:
             system = system.model_copy(update={"tls": rooted_tls(system.tls, pipeline.root)})
+        from adapters.kafka import KafkaConsumer  # the client library, on first use
+
         return KafkaConsumer(system, source.config, name=source.name)
 
     def endpoint(self, source: ResolvedSource) -> str | None:

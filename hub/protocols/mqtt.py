@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from adapters.mqtt import MqttConsumer, MqttSourceConfig, MqttSystemConfig
+from adapters.mqtt import MqttSourceConfig, MqttSystemConfig
 from hub.protocols import Protocol, SourceCheck
 from hub.protocols._streams import rooted_tls, stream_only
 
 if TYPE_CHECKING:
+    from adapters.mqtt import MqttConsumer
     from hub.spec.loader import Pipeline
     from hub.spec.models import ResolvedSource
 
@@ -39,6 +40,8 @@ class MqttProtocol(Protocol):
         system: MqttSystemConfig = self.resolve_system(source.system_name, source.system, root=pipeline.root)
         if system.tls is not None and pipeline.root is not None:
             system = system.model_copy(update={"tls": rooted_tls(system.tls, pipeline.root)})
+        from adapters.mqtt import MqttConsumer  # the client library, on first use
+
         return MqttConsumer(system, source.config, name=source.name)
 
     def endpoint(self, source: ResolvedSource) -> str | None:

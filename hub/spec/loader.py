@@ -308,6 +308,7 @@ def loads(text: str, path: Path) -> Pipeline:
     export_deps = _check_exports(spec, tables | set(spec.models), problems)
     root = project_root(path.resolve())
     suites = _check_suites(spec.checks, tables | set(spec.models), root, problems)
+    _check_publish(spec, problems)
     if spec.warehouse:
         problem = confined_warehouse(spec.warehouse, root)[1]
         if problem:
@@ -576,6 +577,27 @@ def _check_suites(checks: dict[str, str], assets: set[str], root: Path, problems
             for problem in exc.problems:
                 problems.add(loc, f"{file}: {problem}")
     return out
+
+
+def _check_publish(spec: PipelineSpec, problems: _Problems) -> None:
+    """``publish:`` names a system of the spec whose protocol can publish, with the target keys it takes."""
+    if spec.publish is None:
+        return
+    system = spec.systems.get(spec.publish.system)
+    if system is None:
+        problems.add(("publish", "system"), f"unknown system '{spec.publish.system}' (systems: "
+                                            f"{', '.join(spec.systems) or 'none defined'})")
+        return
+    model = system.protocol.publish_model
+    if model is None:
+        able = [p.name for p in protocols.all() if p.publish_model is not None]
+        problems.add(("publish", "system"), f"system '{spec.publish.system}' is {system.kind}, which cannot "
+                                            f"publish events (protocols that can: {', '.join(able)})")
+        return
+    try:
+        model.model_validate(spec.publish.target)
+    except ValidationError as exc:
+        problems.add_pydantic(exc, ("publish",))
 
 
 def _check_children(loc: Loc, name: str, src: SourceSpec, spec: PipelineSpec, problems: _Problems) -> None:

@@ -232,6 +232,28 @@ class ExportSpec(_Strict):
         return self
 
 
+#: The hub's own events a spec's ``publish:`` can send (hub.events.publish).
+HubEvent = Literal["asset.materialized", "file.loaded", "contract.broken", "quarantine.threshold_exceeded"]
+HUB_EVENTS: tuple[HubEvent, ...] = ("asset.materialized", "file.loaded", "contract.broken",
+                                    "quarantine.threshold_exceeded")
+
+
+class PublishSpec(BaseModel):
+    """``publish:``: the hub's own events go to a broker (choreography). Besides ``system`` and ``events`` the
+    block holds the broker's target keys (AMQP ``exchange``/``routing_key``, NATS ``subject``/``jetstream``),
+    validated by the system's protocol (``publish_model``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    system: str = Field(description="A broker system of this spec (amqp, nats ...).")
+    events: list[HubEvent] = Field(default_factory=lambda: list(HUB_EVENTS),
+                                   description="Which events (default: all).")
+
+    @property
+    def target(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
 class PipelineSpec(_Strict):
     pipeline: str = Field(pattern=NAME)
     description: str = ""
@@ -247,6 +269,8 @@ class PipelineSpec(_Strict):
                                                                   "its expectation suite, a file relative to "
                                                                   "the project root.")
     agent: AgentConfig | None = Field(None, description="What the agent layer may do (hub agent, hub mcp).")
+    publish: PublishSpec | None = Field(None, description="Publish the hub's own events to a broker "
+                                                          "(hub.events.publish).")
     flows: dict[str, FlowSpec] = Field(default_factory=dict, description="Multi-step workflows that act on "
                                                                          "systems (docs/flows.md).")
 

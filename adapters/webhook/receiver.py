@@ -1,0 +1,77 @@
+"""One webhook source as ``hub serve`` sees it: its path, body limit, authentication and the message a call
+becomes (in the :class:`adapters.messages.Message` shape every stream source's events have)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from adapters._http import credential_header
+from adapters.messages import Message
+from adapters.webhook.auth import Verified, Verifier
+from adapters.webhook.config import HmacAuth, JwtAuth, WebhookSourceConfig, WebhookSystemConfig
+
+#: Headers never stored with an event: the transport's own (credentials are dropped by name and value too).
+_TRANSPORT = {"host", "content-length", "connection", "transfer-encoding", "keep-alive", "expect", "te",
+              "upgrade", "proxy-authorization", "forwarded", "x-forwarded-for", "x-real-ip"}
+
+
+@dataclass
+class Received:
+    """An authenticated call: the message to store and what authenticated it (for the replay memory)."""
+
+    message: Message
+    verified: Verified
+
+
+class WebhookReceiver:
+    """Authenticates calls to one webhook source and turns them into messages."""
+
+    def __init__(self, system: WebhookSystemConfig, source: WebhookSourceConfig, verifier: Verifier, *,
+                 name: str) -> None:
+        self.system, self.source, self.verifier, self.name = system, source, verifier, name
+
+    @property
+    def path(self) -> str:
+        return self.source.path
+
+    @property
+    def max_body(self) -> int:
+        return self.system.max_body
+
+    @property
+    def auth_kind(self) -> str:
+        return self.system.auth.type
+
+    def security_scheme(self) -> dict[str, Any]:
+        """The OpenAPI security scheme of this source's calls (``hub serve``'s /openapi.json)."""
+        auth = self.system.auth
+        if isinstance(auth, JwtAuth):
+            return {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                    "description": f"An access token of {auth.issuer} for {auth.audience}."}
+        if isinstance(auth, HmacAuth):
+            return {"type": "apiKey", "in": "header", "name": auth.signature_header,
+                    "description": f"HMAC-SHA256 signature of the body ({auth.style} style)."}
+        return {"type": "apiKey", "in": "header", "name": auth.header, "description": "API key."}
+
+    async def receive(self, headers: Mapping[str, str], body: bytes) -> Received:
+        """The message of an authentic call; :class:`hub.errors.Unauthorized` otherwise (nothing is stored),
+        :class:`hub.errors.AuthUnavailable` when the check cannot be made now."""
+        verified = await self.verifier.verify(headers, body)
+        lowered = {k.lower(): v for k, v in headers.items()}
+
+        def pick(name: str | None) -> str | None:
+            return lowered.get(name.lower()) if name else None
+
+        kept = {k: v for k, v in lowered.items() if k not in _TRANSPORT and not credential_header(k, v)}
+        message = Message(payload=body, stream=self.source.path, id=pick(self.source.delivery_header) or None,
+                          key=pick(self.source.key_header), type=pick(self.source.type_header), headers=kept,
+                          timestamp=datetime.now(UTC))
+        return Received(message, verified)
+
+    def claim(self, received: Received, delivery_id: str) -> None:
+        """Remember the call's signature with its delivery id; :class:`hub.errors.Unauthorized` when the same
+        signature came before with another delivery id (a replay)."""
+        self.verifier.claim(received.verified, delivery_id)
