@@ -535,3 +535,103 @@ def test_soap_write_to_the_demo_erp(tmp_path: Path) -> None:
         assert all(t and t.startswith("00-") for t in erp.traceparents[-2:])
         again = run_flow(pipeline, "mark")
         assert again.sent == 0 and len(erp.requests) - before == 3  # only the refused order is tried again
+
+
+def _rabbit_up() -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", 5672)) == 0
+
+
+@pytest.mark.skipif(not _rabbit_up(), reason="RabbitMQ is not listening on 127.0.0.1:5672")
+def test_publish_to_rabbitmq_once(tmp_path: Path) -> None:
+    import asyncio
+    import uuid
+
+    import aio_pika
+
+    queue = f"flows-test-{uuid.uuid4().hex[:8]}"
+    url = "amqp://guest:guest@127.0.0.1:5672/"
+
+    async def declare() -> None:
+        async with await aio_pika.connect(url) as conn:
+            channel = await conn.channel()
+            await channel.declare_queue(queue, auto_delete=False)
+
+    async def drain() -> list[aio_pika.abc.AbstractIncomingMessage]:
+        got = []
+        async with await aio_pika.connect(url) as conn:
+            channel = await conn.channel()
+            q = await channel.declare_queue(queue, auto_delete=False)
+            while (msg := await q.get(fail=False)) is not None:
+                await msg.ack()
+                got.append(msg)
+            await q.delete()
+        return got
+
+    asyncio.run(declare())
+    extra = f"""  bus:
+    amqp: {{url: "{url}"}}
+"""
+    flows = f"""  announce:
+    input: {{table: payments, key: ref}}
+    steps:
+      - name: paid
+        call: bus.publish
+        params: {{routing_key: {queue}, type: order.paid, body: {{ref: "{{{{ item.ref }}}}", amount: "{{{{ item.amount }}}}"}}}}
+        idempotency: {{header: message_id}}
+"""
+    with partner() as (purl, _):
+        spec = flow_spec(tmp_path, purl, flows, extra_sources=extra)
+        write_items(tmp_path / "warehouse.duckdb", ITEMS, "payments")
+        pipeline = load(spec)
+        assert check_actions(pipeline)[0] == []
+        assert [i.status for i in run_flow(pipeline, "announce").items] == ["ok", "ok", "ok"]
+        assert run_flow(pipeline, "announce").sent == 0
+    messages = asyncio.run(drain())
+    assert sorted(m.body for m in messages) == [b'{"ref":"a1","amount":10.0}', b'{"ref":"a2","amount":250.0}',
+                                                b'{"ref":"a3","amount":40.0}']
+    keys = {r[0] for r in _rows(tmp_path, "SELECT idempotency_key FROM _hub_deliveries")}
+    assert {m.message_id for m in messages} == keys and all(m.type == "order.paid" for m in messages)
+    assert all((m.headers or {}).get("traceparent") for m in messages)
+
+
+def test_events_trigger_names_a_stream_source(tmp_path: Path) -> None:
+    import dagster as dg
+
+    from hub.dagster.definitions import pipeline_definitions
+
+    extra = """  bus:
+    amqp: {url: "amqp://guest:guest@127.0.0.1:5672/"}
+sources:
+  orders:
+    system: bus
+    queue: erp.orders
+    format: json
+    primary_key: ref
+    columns: {ref: ref, amount: {type: float64}}
+"""
+    flows = """  on_orders:
+    trigger: {events: orders}
+    input: {table: orders, key: ref}
+    steps:
+      - {name: rec, call: partner.post_records, params: {body: {ref: "{{ item.ref }}", amount: "{{ item.amount }}"}}}
+  wrong:
+    trigger: {events: payments}
+    input: {table: orders, key: ref}
+    steps:
+      - {name: rec, map: {x: "{{ item.ref }}"}}
+"""
+    spec = flow_spec(tmp_path, "http://127.0.0.1:9/api", flows, extra_sources=extra)
+    with pytest.raises(SpecError, match=r"flows\.wrong\.trigger\.events: 'payments' is not a stream source of this "
+                                        r"pipeline \(stream sources: orders\)"):
+        load(spec)
+    spec.write_text(spec.read_text().split("  wrong:")[0])
+    pipeline = load(spec)
+    assert pipeline.flow_deps["on_orders"] == ["orders"]
+    flow = pipeline_definitions(pipeline).resolve_assets_def("on_orders")
+    key = dg.AssetKey("on_orders")
+    assert flow.automation_conditions_by_key[key] is not None  # runs after each absorbed batch
+    assert dg.AssetKey("orders") in flow.asset_deps[key]

@@ -27,7 +27,8 @@ def flow_asset(pipeline: Pipeline, name: str, pool: str | None) -> dg.AssetsDefi
                                            f"{getattr(limits, what) if getattr(limits, what) is not None else 0}"
                                            f"{'' if getattr(limits, what) is not None else ', a warning'})")
              for what in CHECKS]
-    automation = dg.AutomationCondition.eager() if flow.trigger.after else None
+    # after an asset, or after the sensor of a stream source absorbed a batch of events into its table
+    automation = dg.AutomationCondition.eager() if flow.trigger.after or flow.trigger.events else None
 
     @dg.asset(name=name, group_name=pipeline.name, kinds={"flow"}, deps=pipeline.flow_deps.get(name, []),
               pool=pool, check_specs=specs, automation_condition=automation,

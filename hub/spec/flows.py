@@ -36,15 +36,16 @@ class _Strict(BaseModel):
 
 
 class TriggerSpec(_Strict):
-    """When a flow runs: exactly one of the keys. ``events`` (new events of a stream source) is declared here
-    for specs to come: the event store is not part of the hub yet, so such a flow runs manually for now."""
+    """When a flow runs: exactly one of the keys. ``events``: after each batch of new events a stream source's
+    sensor absorbs into its table (the flow's items are then its input, usually that table; the ledger sends
+    each item once however often the flow runs)."""
 
     manual: bool | None = Field(None, description="Only when started (`hub flow run`, the Dagster UI).")
     schedule: str | None = Field(None, description="A cron expression (a Dagster schedule).")
     after: str | None = Field(None, description="After each materialization of this asset (a source, child "
                                                 "table or model of the pipeline).")
-    events: str | None = Field(None, description="New events of a stream source (not yet supported: the "
-                                                 "event store is not part of the hub).")
+    events: str | None = Field(None, description="After new events of this stream source are absorbed into "
+                                                 "its table (hub listen, or the source's sensor).")
 
     @model_validator(mode="after")
     def _one(self) -> TriggerSpec:
@@ -239,8 +240,10 @@ def item_fields(flow: FlowSpec, columns: Callable[[str], list[str] | None]) -> l
 
 def check_flows(flows: dict[str, FlowSpec], assets: set[str], systems: set[str], tables_of_sql: Callable[
         [str, Loc], set[str] | None], columns: Callable[[str], list[str] | None],
-        report: Callable[[Loc, str], None]) -> dict[str, list[str]]:
-    """Checks every flow against the spec alone; returns the tables each flow reads (its upstream assets)."""
+        report: Callable[[Loc, str], None], streams: set[str] | None = None) -> dict[str, list[str]]:
+    """Checks every flow against the spec alone; returns the tables each flow reads (its upstream assets).
+    *streams*: the pipeline's stream sources (``trigger: {events: ...}`` names one)."""
+    streams = streams or set()
     deps: dict[str, list[str]] = {}
     for name, flow in flows.items():
         loc: Loc = ("flows", name)
@@ -266,8 +269,10 @@ def check_flows(flows: dict[str, FlowSpec], assets: set[str], systems: set[str],
         if trig.after is not None:
             read.add(trig.after)
         if trig.events is not None:
-            report((*loc, "trigger", "events"), "flows triggered by events are not supported yet (the event store "
-                                                "is not part of the hub): use manual, schedule or after")
+            if trig.events not in streams:
+                report((*loc, "trigger", "events"), f"'{trig.events}' is not a stream source of this pipeline "
+                                                    f"(stream sources: {', '.join(sorted(streams)) or 'none'})")
+            read.add(trig.events)
         fields = item_fields(flow, columns)
         agg = flow.input.aggregate
         if fields is not None and agg is None:

@@ -539,7 +539,9 @@ def _check_flows(spec: PipelineSpec, sources: dict[str, ResolvedSource], tables:
         src = sources.get(table)
         return src.spec.output_columns() if src is not None else None
 
-    return check_flows(spec.flows, tables | set(spec.exports), set(spec.systems), sql_tables, columns, problems.add)
+    streams = {n for n, s in sources.items() if s.stream is not None}
+    return check_flows(spec.flows, tables | set(spec.exports), set(spec.systems), sql_tables, columns, problems.add,
+                       streams)
 
 
 def locate(path: Path, items: list[tuple[Loc, str]]) -> SpecError:
