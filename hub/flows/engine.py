@@ -258,7 +258,13 @@ class FlowRun:
             sql = f'SELECT * FROM "{inp.table}"'
         else:
             sql = str(inp.sql)
-        rows = wh.query(sql, sandboxed=True).to_pylist()
+        try:
+            rows = wh.query(sql, sandboxed=True).to_pylist()
+        except HubError as exc:
+            where = "table" if inp.table is not None else "sql"
+            raise HubError(f"flows.{self.name}.input.{where}: the input cannot be read ({exc}); are the tables it "
+                           f"reads materialized ({', '.join(self.pipeline.flow_deps.get(self.name, [])) or '-'})?"
+                           ) from None
         keys = inp.aggregate.by if inp.aggregate else inp.key
         for i, row in enumerate(rows[:1]):
             missing = [k for k in keys if k not in row]
