@@ -580,7 +580,10 @@ def test_publish_to_rabbitmq_once(tmp_path: Path) -> None:
     steps:
       - name: paid
         call: bus.publish
-        params: {{routing_key: {queue}, type: order.paid, body: {{ref: "{{{{ item.ref }}}}", amount: "{{{{ item.amount }}}}"}}}}
+        params:
+          routing_key: {queue}
+          type: order.paid
+          body: {{ref: "{{{{ item.ref }}}}", amount: "{{{{ item.amount }}}}"}}
         idempotency: {{header: message_id}}
 """
     with partner() as (purl, _):
