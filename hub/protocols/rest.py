@@ -73,7 +73,10 @@ class RestProtocol(Protocol):
                 op = match_operation(ops, source.config.request.method, source.config.request.path)
                 if op is not None:
                     matched[source.name] = op
-        return compare_rest(system, before, after, rest_usage(pipeline, system, matched))
+        from hub.agent.catalog import action_name  # the names flows call actions by
+
+        flow_ops = {action_name(*key.split(" ", 1)): key for key in ops}
+        return compare_rest(system, before, after, rest_usage(pipeline, system, matched, flow_ops))
 
     searchable_inputs = True
 

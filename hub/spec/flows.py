@@ -411,3 +411,31 @@ def _check_template(loc: Loc, text: str, condition: bool, roots: tuple[str, ...]
 
 BranchSpec.model_rebuild()
 StepSpec.model_rebuild()
+
+
+class FlowCall(BaseModel):
+    """A call a flow makes to one system (for consumer-driven contracts: what the flow sends and reads)."""
+
+    flow: str
+    step: str
+    operation: str  # the action's name after "<system>."
+    params: dict[str, Any]
+    outputs: dict[str, str]  # output name -> JSONPath into the response
+    why: str  # call | compensate | verify | lookup
+
+
+def flow_calls(flows: dict[str, FlowSpec], system: str) -> list[FlowCall]:
+    """Every call the flows make to *system* (calls, lookups, compensations, verifications)."""
+    out: list[FlowCall] = []
+    for name, flow in flows.items():
+        for _, step, _ in walk(flow.steps, ()):
+            found = [(step.call, step.params, step.output, "call"), (step.lookup, step.params, step.output, "lookup")]
+            if step.compensate is not None:
+                found.append((step.compensate.call, step.compensate.params, {}, "compensate"))
+            if step.verify is not None:
+                found.append((step.verify.call, step.verify.params, {}, "verify"))
+            for action, params, outputs, why in found:
+                if action and action.partition(".")[0] == system:
+                    out.append(FlowCall(flow=name, step=step.name, operation=action.partition(".")[2],
+                                        params=params, outputs=outputs, why=why))
+    return out
