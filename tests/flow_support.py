@@ -59,6 +59,7 @@ class PartnerState:
     fail_confirm: set[str] = field(default_factory=set)  # refs whose confirmation fails with 500
     delay: float = 0.0  # seconds every write takes (for the SIGKILL test)
     traceparents: list[str | None] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)  # monotonic arrival time of every POST
     next_id: int = 1
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -106,6 +107,7 @@ class _Handler(BaseHTTPRequestHandler):
         st = self.server.state
         doc = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
         st.traceparents.append(self.headers.get("traceparent"))
+        st.times.append(time.monotonic())
         key = self.headers.get("Idempotency-Key")
         answer: Any = None
         if st.delay:
@@ -190,7 +192,7 @@ def write_items(warehouse: Path, rows: list[dict[str, Any]], table: str = "payme
         con.close()
 
 
-def flow_spec(folder: Path, url: str, flows: str, *, extra_sources: str = "") -> Path:
+def flow_spec(folder: Path, url: str, flows: str, *, extra_sources: str = "", partner_extra: str = "") -> Path:
     """A pipeline spec with the partner as system ``partner`` and a model ``payments`` over the items table
     ``raw_payments`` (a model, so the spec knows the table), plus *flows* (YAML text under ``flows:``)."""
     (folder / "pyproject.toml").write_text("[project]\nname='t'\n")
@@ -203,7 +205,7 @@ systems:
       base_url: {url}
       openapi: {url}/openapi.json
       timeout: 5
-{extra_sources}models:
+{partner_extra}{extra_sources}models:
   payments:
     sql: SELECT * FROM raw_payments
     depends_on: [raw_payments]

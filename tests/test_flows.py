@@ -638,3 +638,17 @@ sources:
     key = dg.AssetKey("on_orders")
     assert flow.automation_conditions_by_key[key] is not None  # runs after each absorbed batch
     assert dg.AssetKey("orders") in flow.asset_deps[key]
+
+
+def test_rate_limit_holds_under_concurrency(tmp_path: Path) -> None:
+    items = [{"ref": f"r{i:02d}", "amount": float(i)} for i in range(12)]
+    flows = RECORD_FLOW + "    concurrency: 8\n"
+    with partner() as (url, state):
+        spec = flow_spec(tmp_path, url, flows, partner_extra="      rate_limit: {per_second: 10, burst: 1}\n")
+        write_items(tmp_path / "warehouse.duckdb", items, "payments")
+        report = run_flow(load(spec), "push")
+        assert [i.status for i in report.items] == ["ok"] * 12
+    times = sorted(state.times)
+    assert times[-1] - times[0] >= 1.0  # 12 requests at 10/s with a burst of 1: at least 1.1 s apart in all
+    for i, t in enumerate(times):
+        assert sum(1 for u in times[i:] if u - t < 1.0) <= 11  # never more than rate + burst in a second
