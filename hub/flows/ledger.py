@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import json
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -44,7 +45,12 @@ SCHEMA = pa.schema([
     ("action", pa.string()), ("payload_hash", pa.string()), ("status", pa.string()), ("attempts", pa.int64()),
     ("idempotency_key", pa.string()), ("request", pa.string()), ("outputs", pa.string()),
     ("response", pa.string()), ("error", pa.string()), ("run_id", pa.string()), ("trace_id", pa.string()),
-    ("created_at", pa.timestamp("us", tz="UTC")), ("updated_at", pa.timestamp("us", tz="UTC"))])
+    ("created_at", pa.timestamp("us", tz="UTC")), ("updated_at", pa.timestamp("us", tz="UTC")),
+    ("seq", pa.int64())])
+#: The current state of every delivery: the latest row of each key (DuckDB appends one row per transition
+#: during a run and keeps only the latest at the end of it; a killed run leaves its transitions).
+LATEST = (f"(SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY flow, step, item_key ORDER BY seq DESC "
+          f"NULLS LAST) AS _n FROM {TABLE}) AS d WHERE _n = 1)")
 
 
 def canonical(value: Any) -> str:
@@ -83,11 +89,23 @@ class Delivery:
     trace_id: str | None = None
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     updated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    seq: int = 0  # orders the transitions of a key (nanoseconds since the epoch when written)
 
     def row(self) -> dict[str, Any]:
         out = asdict(self)
         out["outputs"] = canonical(self.outputs)
         return out
+
+
+@dataclass
+class _Pending:
+    """A row waiting for the next group commit."""
+
+    row: dict[str, Any]
+    delivery: Delivery
+    audit: dict[str, Any] | None
+    done: bool = False
+    error: HubError | None = None
 
 
 def summary(value: Any) -> str:
@@ -121,6 +139,9 @@ class Ledger:
         self._lock = threading.Lock()
         self.rows: dict[tuple[str, str], Delivery] = {}
         self._con: Any = None
+        self._cond = threading.Condition()
+        self._queue: list[_Pending] = []
+        self._flushing = False
         self._load()
         if not read_only and warehouse_url.startswith("duckdb:"):
             self._open_duckdb()
@@ -131,12 +152,12 @@ class Ledger:
 
         con = DuckDBWarehouse(self.url).open()
         try:
-            con.execute(_ddl(TABLE, SCHEMA))
-            con.execute(_ddl(AUDIT_TABLE, AUDIT_SCHEMA))
-            have = {r[0] for r in con.execute(f"DESCRIBE {AUDIT_TABLE}").fetchall()}
-            for f in AUDIT_SCHEMA:
-                if f.name not in have:  # the agent's audit rows have no trace id
-                    con.execute(f'ALTER TABLE {AUDIT_TABLE} ADD COLUMN "{f.name}" {_DUCK_TYPES[f.type]}')
+            for table, schema in ((TABLE, SCHEMA), (AUDIT_TABLE, AUDIT_SCHEMA)):
+                con.execute(_ddl(table, schema))
+                have = {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
+                for f in schema:
+                    if f.name not in have:  # the agent's audit rows have no trace id
+                        con.execute(f'ALTER TABLE {table} ADD COLUMN "{f.name}" {_DUCK_TYPES[f.type]}')
         except Exception:
             con.close()
             raise
@@ -144,8 +165,11 @@ class Ledger:
 
     def close(self) -> None:
         """Release the warehouse connection (DuckDB); later writes open their own."""
-        with self._lock:
+        with self._cond:
+            while self._flushing:
+                self._cond.wait()
             if self._con is not None:
+                self._compact()
                 self._con.close()
                 self._con = None
 
@@ -164,7 +188,7 @@ class Ledger:
             return
         quoted = self.flow.replace("'", "''")
         pipe = self.pipeline.replace("'", "''")
-        table = wh.query(f"SELECT * FROM {TABLE} WHERE flow = '{quoted}' AND pipeline = '{pipe}'")
+        table = wh.query(f"SELECT * FROM {LATEST} AS l WHERE flow = '{quoted}' AND pipeline = '{pipe}'")
         for r in table.to_pylist():
             d = Delivery(**{k: r.get(k) for k in Delivery.__dataclass_fields__ if k != "outputs"},
                          outputs=json.loads(r.get("outputs") or "{}"))
@@ -174,61 +198,99 @@ class Ledger:
         return self.rows.get((step, item_key))
 
     def record(self, delivery: Delivery, *, audit: dict[str, Any] | None = None) -> None:
-        """Write *delivery* (and, in the same transaction, the audit row *audit*), committed on return."""
+        """Write *delivery* (and, in the same transaction, the audit row *audit*), committed on return.
+
+        On DuckDB, writes of concurrent callers are committed together (group commit): the first caller to
+        find no transaction in progress writes every row queued so far in one transaction, the others wait
+        for it; each call still returns only once its own row is committed."""
         delivery.updated_at = datetime.now(UTC)
+        delivery.seq = time.time_ns()
         with self._lock:
             self.rows[(delivery.step, delivery.item_key)] = delivery
             if self.read_only:
                 return
-            if self._con is not None:
-                self._record_duckdb(delivery, audit)
+            if self._con is None:
+                self._record_load(delivery, audit)
                 return
-            batch = pa.RecordBatch.from_pylist([delivery.row()], schema=SCHEMA)
-            try:
-                with self._warehouse().begin(LoadRequest(table=TABLE, mode="merge", run_id=delivery.run_id or "",
-                                                         primary_key=("flow", "step", "item_key"))) as load:
-                    load.write(batch)
-                    if audit is not None:
-                        from hub.flows.audit import AUDIT_SCHEMA, AUDIT_TABLE
+        entry = _Pending(delivery.row(), delivery, audit)
+        with self._cond:
+            self._queue.append(entry)
+            while not entry.done:
+                if self._flushing:
+                    self._cond.wait()
+                    continue
+                self._flushing = True
+                batch, self._queue = self._queue, []
+                self._cond.release()
+                try:
+                    error = self._write_duckdb(batch)
+                finally:
+                    self._cond.acquire()
+                    self._flushing = False
+                    for e in batch:
+                        e.done, e.error = True, error
+                    self._cond.notify_all()
+        if entry.error is not None:
+            raise entry.error
 
-                        audited = load.attach(LoadRequest(table=AUDIT_TABLE, mode="merge",
-                                                          run_id=delivery.run_id or "", primary_key=("call_id",)))
-                        audited.write(pa.RecordBatch.from_pylist([audit], schema=AUDIT_SCHEMA))
-                        audited.commit()
-                    load.commit()
-            except HubError as exc:
-                raise HubError(f"flow {self.flow}: the delivery ledger {TABLE} could not be written "
-                               f"({delivery.step} for {delivery.item_key}, status {delivery.status}): {exc}") from None
+    def _record_load(self, delivery: Delivery, audit: dict[str, Any] | None) -> None:
+        batch = pa.RecordBatch.from_pylist([delivery.row()], schema=SCHEMA)
+        try:
+            with self._warehouse().begin(LoadRequest(table=TABLE, mode="merge", run_id=delivery.run_id or "",
+                                                     primary_key=("flow", "step", "item_key"))) as load:
+                load.write(batch)
+                if audit is not None:
+                    from hub.flows.audit import AUDIT_SCHEMA, AUDIT_TABLE
 
-    def _record_duckdb(self, delivery: Delivery, audit: dict[str, Any] | None) -> None:
+                    audited = load.attach(LoadRequest(table=AUDIT_TABLE, mode="merge",
+                                                      run_id=delivery.run_id or "", primary_key=("call_id",)))
+                    audited.write(pa.RecordBatch.from_pylist([audit], schema=AUDIT_SCHEMA))
+                    audited.commit()
+                load.commit()
+        except HubError as exc:
+            raise HubError(f"flow {self.flow}: the delivery ledger {TABLE} could not be written "
+                           f"({delivery.step} for {delivery.item_key}, status {delivery.status}): {exc}") from None
+
+    def _write_duckdb(self, batch: list[_Pending]) -> HubError | None:
+        """One transaction appending the queued transitions (and audit rows); the error, if it failed.
+        Appending keeps a commit at a couple of milliseconds however large the ledger grows: the current
+        state is the latest row of each key (:data:`LATEST`), and :meth:`close` compacts."""
         import duckdb
 
         from hub.flows.audit import AUDIT_SCHEMA, AUDIT_TABLE
 
         con = self._con
+        if con is None:
+            return HubError(f"flow {self.flow}: the delivery ledger is closed")
         now = datetime.now(UTC)
-        row = delivery.row()
         names = [f.name for f in SCHEMA]
+        anames = [f.name for f in AUDIT_SCHEMA]
+        insert = (f"INSERT INTO {TABLE} ({', '.join(f'{chr(34)}{n}{chr(34)}' for n in names)}, _hub_run_id, "
+                  f"_hub_loaded_at) VALUES ({', '.join('?' for _ in range(len(names) + 2))})")
+        audit_insert = (f"INSERT INTO {AUDIT_TABLE} ({', '.join(f'{chr(34)}{n}{chr(34)}' for n in anames)}, "
+                        f"_hub_run_id, _hub_loaded_at) VALUES ({', '.join('?' for _ in range(len(anames) + 2))})")
         try:
             con.execute("BEGIN TRANSACTION")
-            con.execute(f"DELETE FROM {TABLE} WHERE flow = ? AND step = ? AND item_key = ?",
-                        [delivery.flow, delivery.step, delivery.item_key])
-            cols = ", ".join(f'"{n}"' for n in [*names, "_hub_run_id", "_hub_loaded_at"])
-            marks = ", ".join("?" for _ in range(len(names) + 2))
-            con.execute(f"INSERT INTO {TABLE} ({cols}) VALUES ({marks})",
-                        [*(row[n] for n in names), delivery.run_id, now])
-            if audit is not None:
-                anames = [f.name for f in AUDIT_SCHEMA]
-                acols = ", ".join(f'"{n}"' for n in [*anames, "_hub_run_id", "_hub_loaded_at"])
-                amarks = ", ".join("?" for _ in range(len(anames) + 2))
-                con.execute(f"INSERT INTO {AUDIT_TABLE} ({acols}) VALUES ({amarks})",
-                            [*(audit.get(n) for n in anames), delivery.run_id, now])
+            for e in batch:  # parameterized single-row inserts: cheaper than registering Arrow for a few rows
+                con.execute(insert, [*(e.row[n] for n in names), e.delivery.run_id, now])
+                if e.audit is not None:
+                    con.execute(audit_insert, [*(e.audit.get(n) for n in anames), e.delivery.run_id, now])
             con.execute("COMMIT")
         except duckdb.Error as exc:
             with contextlib.suppress(duckdb.Error):
                 con.execute("ROLLBACK")
-            raise HubError(f"flow {self.flow}: the delivery ledger {TABLE} could not be written "
-                           f"({delivery.step} for {delivery.item_key}, status {delivery.status}): {exc}") from None
+            return HubError(f"flow {self.flow}: the delivery ledger {TABLE} could not be written "
+                            f"({len(batch)} row(s)): {exc}")
+        return None
+
+    def _compact(self) -> None:
+        """Keep only the latest row of each of this flow's deliveries (one short transaction)."""
+        import duckdb
+
+        with contextlib.suppress(duckdb.Error):  # tidiness only: readers take the latest row of each key anyway
+            self._con.execute(
+                f"DELETE FROM {TABLE} AS t WHERE flow = ? AND EXISTS (SELECT 1 FROM {TABLE} AS n WHERE "
+                "n.flow = t.flow AND n.step = t.step AND n.item_key = t.item_key AND n.seq > t.seq)", [self.flow])
 
     def open_rows(self) -> list[Delivery]:
         """Deliveries whose outcome is not known (``sent`` or ``unknown``)."""
@@ -242,5 +304,5 @@ def all_open(warehouse_url: str) -> list[dict[str, Any]]:
     if TABLE not in wh.tables(internal=True):
         return []
     return wh.query(f"SELECT pipeline, flow, step, item_key, action, status, attempts, idempotency_key, error, "
-                    f"run_id, updated_at FROM {TABLE} WHERE status IN ('sent', 'unknown', 'dead', 'failed') "
+                    f"run_id, updated_at FROM {LATEST} AS l WHERE status IN ('sent', 'unknown', 'dead', 'failed') "
                     "ORDER BY pipeline, flow, step, item_key").to_pylist()

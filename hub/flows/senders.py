@@ -10,6 +10,8 @@ left the host), :class:`~hub.errors.DeliveryUnknown` when the request went out a
 from __future__ import annotations
 
 import json
+import threading
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -29,13 +31,8 @@ def rest_send(pipeline: Pipeline, action: Any, request: dict[str, Any], *, idemp
     header, body), the system's auth, headers and origin policy."""
     import httpx
 
-    from adapters.rest import build_auth, origin_policy
-    from hub.materialize import state_dir
-    from hub.runtime.breaker import breaker_for
-    from hub.runtime.ratelimit import limiter_for, system_key
-
-    block = pipeline.spec.systems[action.system]
-    system = block.protocol.resolve_system(action.system, block)
+    channel = _rest_channel(pipeline, action.system)
+    system, client, limiter, breaker = channel.system, channel.client, channel.limiter, channel.breaker
     props = (action.input_schema or {}).get("properties") or {}
     path = str(action.binding["path"])
     query: dict[str, Any] = {}
@@ -55,11 +52,6 @@ def rest_send(pipeline: Pipeline, action: Any, request: dict[str, Any], *, idemp
         headers[key_header] = idempotency_key
     method = str(action.binding["method"]).upper()
     url = system.base_url.rstrip("/") + "/" + path.lstrip("/")
-    timeout = system.timeout if isinstance(system.timeout, (int, float)) else system.timeout.read
-    key = system_key(action.system, system.base_url)
-    state = state_dir(pipeline.root)
-    limiter = limiter_for(key, system.rate_limit, state)
-    breaker = breaker_for(key, system.circuit_breaker, state)
     if breaker is not None:
         breaker.before_call()
     if limiter is not None:
@@ -68,10 +60,8 @@ def rest_send(pipeline: Pipeline, action: Any, request: dict[str, Any], *, idemp
     with tracing.call(action.system, f"{method} {action.binding['path']}", where, protocol="rest",
                       attributes=tracing.http_attributes(method, url)) as call:
         try:
-            with httpx.Client(auth=build_auth(system.auth), headers={**system.headers}, verify=system.verify,
-                              timeout=timeout, event_hooks=origin_policy(system, action.system).hooks()) as client:
-                response = client.request(method, url, params={**system.params, **query},
-                                          json=body, headers=tracing.inject(dict(headers)))
+            response = client.request(method, url, params={**system.params, **query}, json=body,
+                                      headers=tracing.inject(dict(headers)))
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             if breaker is not None:
                 breaker.failure(type(exc).__name__)
@@ -96,6 +86,47 @@ def rest_send(pipeline: Pipeline, action: Any, request: dict[str, Any], *, idemp
             raise DeliveryFailed(f"{mask(where)}: HTTP {response.status_code}: {mask(response.text[:300])}",
                                  retryable=response.status_code in RETRYABLE, status=response.status_code)
     return Sent(doc, response.status_code, f"HTTP {response.status_code}")
+
+
+@dataclass
+class _RestChannel:
+    system: Any
+    client: Any
+    limiter: Any
+    breaker: Any
+
+
+_channels: dict[tuple[str, str, str], _RestChannel] = {}
+_channels_lock = threading.Lock()
+
+
+def _rest_channel(pipeline: Pipeline, system_name: str) -> _RestChannel:
+    """One httpx client per system and spec in this process (connections kept alive, the TLS context built
+    once: building it costs ~30 ms, more than a loopback request), with the system's rate limiter and breaker."""
+    import httpx
+
+    from adapters.rest import build_auth, origin_policy
+    from hub.materialize import state_dir
+    from hub.runtime.breaker import breaker_for
+    from hub.runtime.ratelimit import limiter_for, system_key
+
+    block = pipeline.spec.systems[system_name]
+    key = (str(pipeline.path), system_name, block.model_dump_json())  # a changed spec gets a new client
+    with _channels_lock:
+        found = _channels.get(key)
+        if found is not None:
+            return found
+        system = block.protocol.resolve_system(system_name, block)
+        timeout = system.timeout if isinstance(system.timeout, (int, float)) else system.timeout.read
+        client = httpx.Client(auth=build_auth(system.auth), headers={**system.headers}, verify=system.verify,
+                              timeout=timeout, event_hooks=origin_policy(system, system_name).hooks(),
+                              limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
+        skey = system_key(system_name, system.base_url)
+        state = state_dir(pipeline.root)
+        found = _RestChannel(system, client, limiter_for(skey, system.rate_limit, state),
+                             breaker_for(skey, system.circuit_breaker, state))
+        _channels[key] = found
+        return found
 
 
 def soap_send(pipeline: Pipeline, action: Any, request: dict[str, Any], *, idempotency_key: str | None,

@@ -11,6 +11,7 @@ spec check can name an unknown field before a run.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -27,6 +28,7 @@ from hub.runtime.sandbox import (
     UnknownName,
     budgeted,
     check_statements,
+    collect,
     size_of,
 )
 from hub.runtime.window import is_template, render_with
@@ -53,12 +55,12 @@ def evaluate(value: Any, context: Mapping[str, Any], *, field: str) -> Any:
         return value
     expr = single_expression(value)
     if expr is None:
-        return render_with(value, dict(context), field=field)
+        return _render(value, context, field)
     if len(expr) > MAX_TEMPLATE:
         raise HubError(f"{field}: expression of {len(expr):,} characters; the limit is {MAX_TEMPLATE:,}")
     try:
         with budgeted():
-            compiled = _env.compile_expression(expr, undefined_to_none=False)
+            compiled = _compiled_expression(expr)
             result = compiled(**context)
             if isinstance(result, Undefined):
                 str(result)  # raises the unknown-name error
@@ -73,6 +75,32 @@ def evaluate(value: Any, context: Mapping[str, Any], *, field: str) -> Any:
     except (ArithmeticError, TypeError, ValueError, LookupError, AttributeError, RecursionError) as exc:
         raise HubError(f"{field}: cannot evaluate '{_short(value)}': {type(exc).__name__}: {exc}") from None
     return result
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled_expression(expr: str) -> Any:
+    """Compiling costs about a millisecond; a flow evaluates the same expressions for every item."""
+    return _env.compile_expression(expr, undefined_to_none=False)
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled_template(value: str) -> Any:
+    ast = _env.parse(value)
+    check_statements(ast)
+    return _env.from_string(ast)
+
+
+def _render(value: str, context: Mapping[str, Any], field: str) -> str:
+    """A template that is not a single expression, rendered to text (compiled once per text); failures are
+    reported as :func:`hub.runtime.window.render_with` reports them."""
+    if len(value) > MAX_TEMPLATE:
+        return render_with(value, dict(context), field=field)
+    try:
+        with budgeted():
+            template = _compiled_template(value)
+            return collect(template.generate(dict(context)))
+    except Exception:  # every failure is reported by the uncached path, with its usual message
+        return render_with(value, dict(context), field=field)
 
 
 def truthy(value: Any, context: Mapping[str, Any], *, field: str) -> bool:
