@@ -652,3 +652,30 @@ def test_rate_limit_holds_under_concurrency(tmp_path: Path) -> None:
     assert times[-1] - times[0] >= 1.0  # 12 requests at 10/s with a burst of 1: at least 1.1 s apart in all
     for i, t in enumerate(times):
         assert sum(1 for u in times[i:] if u - t < 1.0) <= 11  # never more than rate + burst in a second
+
+
+def test_ledger_on_a_postgresql_warehouse(tmp_path: Path, pg_url: str) -> None:
+    import uuid
+
+    import pyarrow as pa
+
+    from hub.warehouse import LoadRequest, connect
+
+    url = f"{pg_url}?schema=flows_{uuid.uuid4().hex[:8]}"
+    with partner() as (purl, state):
+        state.drop_after_commit.add("a2")
+        spec = flow_spec(tmp_path, purl, RECORD_FLOW)
+        spec.write_text(spec.read_text().replace(f"warehouse: duckdb:///{tmp_path / 'warehouse.duckdb'}",
+                                                 f"warehouse: {url}"))
+        connect(url).load(LoadRequest("payments", "replace", "t"), [pa.RecordBatch.from_pylist(ITEMS)])
+        pipeline = load(spec)
+        first = run_flow(pipeline, "push")
+        assert [i.status for i in first.items] == ["ok", "unknown", "ok"]
+        again = run_flow(pipeline, "push")
+        assert [i.status for i in again.items] == ["skipped", "unknown", "skipped"] and again.sent == 0
+        assert state.refs() == ["a1", "a2", "a3"]
+    rows = connect(url).query("SELECT step, item_key, status FROM _hub_deliveries ORDER BY 2").to_pylist()
+    assert [(r["item_key"], r["status"]) for r in rows] == [("ref=a1", "ok"), ("ref=a2", "unknown"),
+                                                             ("ref=a3", "ok")]
+    audit = connect(url).query("SELECT outcome, count(*) AS n FROM _hub_audit GROUP BY 1 ORDER BY 1").to_pylist()
+    assert audit == [{"outcome": "ok", "n": 2}, {"outcome": "unknown", "n": 1}]
