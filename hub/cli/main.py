@@ -238,7 +238,7 @@ def _demo_flows(pipeline: Pipeline) -> bool:
             console.print(f"flow [bold]{escape(name)}[/] ({attempt} run): {len(report.items)} item(s): "
                           f"{counts or 'none'}; {report.sent} request(s) sent, {report.skipped} skipped by the "
                           "delivery ledger", highlight=False)
-            for item in [i for i in report.items if i.error][:3]:
+            for item in [i for i in report.items if i.error and attempt == "first"][:3]:
                 console.print(f"   {escape(item.status)} {escape(item.key)}: {escape(item.error or '')[:160]}",
                               highlight=False)
     return True
