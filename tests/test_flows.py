@@ -679,3 +679,23 @@ def test_ledger_on_a_postgresql_warehouse(tmp_path: Path, pg_url: str) -> None:
                                                              ("ref=a3", "ok")]
     audit = connect(url).query("SELECT outcome, count(*) AS n FROM _hub_audit GROUP BY 1 ORDER BY 1").to_pylist()
     assert audit == [{"outcome": "ok", "n": 2}, {"outcome": "unknown", "n": 1}]
+
+
+@pytest.mark.slow
+def test_hub_demo_runs_the_flow_twice_and_the_second_run_sends_nothing(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HUB_WAREHOUSE": f"duckdb:///{tmp_path / 'hub.duckdb'}",
+           "HUB_STATE_DIR": str(tmp_path / "state"), "COLUMNS": "250"}
+    out = subprocess.run([sys.executable, "-m", "hub.cli.main", "demo"], capture_output=True, text=True, cwd=REPO,
+                         env=env, timeout=540)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    first = next(line for line in out.stdout.splitlines() if "reconcile_payments (first run)" in line)
+    second = next(line for line in out.stdout.splitlines() if "reconcile_payments (second run)" in line)
+    assert "5 compensated" in first and "0 skipped by the delivery ledger" in first
+    assert "0 request(s) sent" in second and "80 skipped" in second
+    con = duckdb.connect(str(tmp_path / "hub.duckdb"), read_only=True)
+    try:
+        by_status = dict(con.execute("SELECT status, count(*) FROM _hub_deliveries WHERE step = 'activity' "
+                                     "GROUP BY 1").fetchall())
+    finally:
+        con.close()
+    assert by_status == {"ok": 80, "compensated": 5}  # the activities of orders on hold were deleted again
