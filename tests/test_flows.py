@@ -699,3 +699,22 @@ def test_hub_demo_runs_the_flow_twice_and_the_second_run_sends_nothing(tmp_path:
     finally:
         con.close()
     assert by_status == {"ok": 80, "compensated": 5}  # the activities of orders on hold were deleted again
+
+
+def test_map_converts_bodies_between_json_xml_and_csv() -> None:
+    from hub.errors import HubError
+    from hub.runtime.expr import evaluate
+
+    item = {"lines": [{"sku": "A", "q": 1}, {"sku": "B", "q": 2}],
+            "doc": "<order><id>7</id><line>1</line><line>2</line></order>", "raw": '{"a": [1, 2]}'}
+    ctx = {"item": item}
+    assert evaluate('{{ {"line": item.lines} | to_xml("order") }}', ctx, field="f") == \
+        "<order><line><sku>A</sku><q>1</q></line><line><sku>B</sku><q>2</q></line></order>"
+    assert evaluate("{{ item.doc | from_xml }}", ctx, field="f") == {"order": {"id": "7", "line": ["1", "2"]}}
+    assert evaluate("{{ item.lines | to_csv }}", ctx, field="f") == "sku,q\nA,1\nB,2\n"
+    assert evaluate("{{ (item.lines | to_csv(';')) | from_csv(';') }}", ctx, field="f") == [
+        {"sku": "A", "q": "1"}, {"sku": "B", "q": "2"}]
+    assert evaluate("{{ item.raw | from_json }}", ctx, field="f") == {"a": [1, 2]}
+    with pytest.raises(HubError, match="DTDs and entity declarations are refused"):
+        evaluate("{{ item.doc | from_xml }}", {"item": {"doc": '<!DOCTYPE x [<!ENTITY a "b">]><x>&a;</x>'}},
+                 field="f")

@@ -33,8 +33,88 @@ from hub.runtime.sandbox import (
 )
 from hub.runtime.window import is_template, render_with
 
+
+def _from_json(text: Any) -> Any:
+    from hub.runtime import jsonsafe
+
+    return jsonsafe.loads(text) if isinstance(text, (str, bytes)) else text
+
+
+def _element(tag: str, value: Any) -> Any:
+    from lxml import etree
+
+    el = etree.Element(tag)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            for item in v if isinstance(v, list) else [v]:
+                el.append(_element(str(k), item))
+    elif value is not None:
+        el.text = str(value)
+    return el
+
+
+def _to_xml(value: Any, root: str = "record") -> str:
+    """A dict (nested dicts and lists: repeated elements) as an XML document under *root*."""
+    from lxml import etree
+
+    return str(etree.tostring(_element(root, value), encoding="unicode"))
+
+
+def _xml_value(el: Any) -> Any:
+    children = list(el)
+    if not children:
+        return el.text
+    out: dict[str, Any] = {}
+    for child in children:
+        tag = etree_local(child.tag)
+        value = _xml_value(child)
+        if tag in out:
+            out[tag] = [*out[tag], value] if isinstance(out[tag], list) else [out[tag], value]
+        else:
+            out[tag] = value
+    return out
+
+
+def etree_local(tag: Any) -> str:
+    return str(tag).rsplit("}", 1)[-1]
+
+
+def _from_xml(text: Any) -> Any:
+    """An XML document as dicts (element text as strings, repeated elements as lists), parsed safely
+    (:mod:`hub.runtime.xmlsafe`: no DTDs, no entities, bounded depth)."""
+    from hub.runtime import xmlsafe
+
+    root = xmlsafe.fromstring(text.encode() if isinstance(text, str) else text, "a template value")
+    return {etree_local(root.tag): _xml_value(root)}
+
+
+def _to_csv(rows: Any, delimiter: str = ",") -> str:
+    """Rows (dicts) as CSV text with a header line."""
+    import csv
+    import io
+
+    rows = [rows] if isinstance(rows, dict) else list(rows or [])
+    out = io.StringIO()
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    writer = csv.DictWriter(out, fieldnames=fields, delimiter=delimiter, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def _from_csv(text: str, delimiter: str = ",") -> list[dict[str, Any]]:
+    import csv
+    import io
+
+    return list(csv.DictReader(io.StringIO(text), delimiter=delimiter))
+
+
 _ONE = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}\s*$", re.S)
 _env = LimitedEnvironment(undefined=UnknownName, autoescape=False)
+# body conversions for flows: JSON <-> XML <-> CSV (results are charged to the render's budget like any filter)
+for _name, _func in (("from_json", _from_json), ("to_xml", _to_xml), ("from_xml", _from_xml),
+                     ("to_csv", _to_csv), ("from_csv", _from_csv)):
+    _env.add_filter(_name, _func)
 
 
 def single_expression(value: str) -> str | None:
@@ -74,6 +154,8 @@ def evaluate(value: Any, context: Mapping[str, Any], *, field: str) -> Any:
         raise HubError(f"{field}: invalid expression '{_short(value)}': {exc}") from None
     except (ArithmeticError, TypeError, ValueError, LookupError, AttributeError, RecursionError) as exc:
         raise HubError(f"{field}: cannot evaluate '{_short(value)}': {type(exc).__name__}: {exc}") from None
+    except HubError as exc:  # a filter refused its input (an XML document with a DTD ...)
+        raise HubError(f"{field}: cannot evaluate '{_short(value)}': {exc}") from None
     return result
 
 
