@@ -718,3 +718,30 @@ def test_map_converts_bodies_between_json_xml_and_csv() -> None:
     with pytest.raises(HubError, match="DTDs and entity declarations are refused"):
         evaluate("{{ item.doc | from_xml }}", {"item": {"doc": '<!DOCTYPE x [<!ENTITY a "b">]><x>&a;</x>'}},
                  field="f")
+
+
+def test_compensation_inside_foreach_uses_the_elements_outputs(tmp_path: Path) -> None:
+    items = [{"customer": "c1", "ref": "x1", "amount": 1.0}, {"customer": "c1", "ref": "x2", "amount": 2.0}]
+    flows = """  per_customer:
+    input: {table: payments, key: customer, aggregate: {by: customer, collect: lines}}
+    steps:
+      - name: each_line
+        foreach: "{{ item.lines }}"
+        key: "{{ each.ref }}"
+        steps:
+          - name: rec
+            call: partner.post_records
+            params: {body: {ref: "{{ each.ref }}", amount: "{{ each.amount }}"}}
+            output: {id: $.id}
+            compensate: {call: partner.delete_records_by_id, params: {id: "{{ steps.rec.id }}"}}
+          - name: confirm
+            call: partner.post_confirmations
+            params: {body: {ref: "{{ each.ref }}"}}
+            on_error: compensate
+"""
+    with partner() as (url, state):
+        state.fail_confirm.add("x2")
+        report = run_flow(load(_project(tmp_path, url, flows, items)), "per_customer")
+    assert report.items[0].status == "compensated"
+    assert state.refs() == ["x1"]  # x2's record was deleted again (record 2: its own output, not x1's)
+    assert state.log[-1] == "DELETE /records/2"

@@ -224,6 +224,7 @@ class FlowRun:
         self._failures = 0
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._catalog_lock = threading.Lock()
         self._trace_id: str | None = None
 
     # --- set-up ----------------------------------------------------------------------------------------
@@ -232,9 +233,10 @@ class FlowRun:
         """The catalog's action *name* (the catalog of the flow's systems is read once, on first use)."""
         if name in self._actions:
             return self._actions[name]
-        if self._catalog is None:
-            systems = {a.split(".", 1)[0] for a in _action_names(self.spec)}
-            self._catalog = build_catalog([self.pipeline], systems=systems)
+        with self._catalog_lock:  # items run concurrently: the catalog is read once
+            if self._catalog is None:
+                systems = {a.split(".", 1)[0] for a in _action_names(self.spec)}
+                self._catalog = build_catalog([self.pipeline], systems=systems)
         try:
             found = self._catalog.get(name)
         except HubError as exc:
@@ -654,7 +656,7 @@ class FlowRun:
             where = f"flows.{self.name}.steps.{done.step.name}.compensate"
             cstep = StepSpec(name=f"{done.step.name}__compensate", call=comp.call, params=comp.params,
                              retry=done.step.retry, idempotency=done.step.idempotency)
-            ctx = {**done.context, "steps": item.outputs}
+            ctx = dict(done.context)  # its "steps" are the outputs of the item (or foreach element) it ran in
             self._deliver(cstep, comp.call, comp.params, item, ctx, f"{done.path}.compensate#{done.attempts}",
                           where, None)
             self._mark(done.path, item.key, "compensated", "undone by its compensate: call")
