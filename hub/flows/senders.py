@@ -98,6 +98,7 @@ class _RestChannel:
 
 _channels: dict[tuple[str, str, str], _RestChannel] = {}
 _channels_lock = threading.Lock()
+_soap_adapters: dict[tuple[str, str, str, str], Any] = {}
 
 
 def _rest_channel(pipeline: Pipeline, system_name: str) -> _RestChannel:
@@ -137,12 +138,16 @@ def soap_send(pipeline: Pipeline, action: Any, request: dict[str, Any], *, idemp
     from hub.materialize import cache_dir
 
     block = pipeline.spec.systems[action.system]
-    system = block.protocol.resolve_system(action.system, block)
     operation = str(action.binding["operation"])
-    source = SoapSourceConfig.model_validate({"operation": operation, "params": request,
-                                              "records": operation + "Response"})
-    adapter = SoapSource(system, source, name=action.name, cache_dir=cache_dir(pipeline) / "wsdl",
-                         base_dir=pipeline.root, system_name=action.system)
+    key = (str(pipeline.path), action.system, block.model_dump_json(), operation)
+    with _channels_lock:  # one adapter (its WSDL loaded once: ~40 ms) per system, spec and operation
+        adapter = _soap_adapters.get(key)
+        if adapter is None:
+            system = block.protocol.resolve_system(action.system, block)
+            source = SoapSourceConfig.model_validate({"operation": operation, "records": operation + "Response"})
+            adapter = SoapSource(system, source, name=action.name, cache_dir=cache_dir(pipeline) / "wsdl",
+                                 base_dir=pipeline.root, system_name=action.system)
+            _soap_adapters[key] = adapter
     status, response = adapter.send(dict(request))
     return Sent(response, status, f"HTTP {status}")
 
