@@ -29,8 +29,11 @@ def gave_up(what: str, exc: BrokenBody | httpx.TransportError, attempts: int) ->
         return ResponseFormatError(
             f"{what}: HTTP {exc.status} body truncated: the connection broke after {exc.received} of "
             f"{exc.declared or 'an unknown number of'} bytes ({exc.cause}); gave up after {attempts} attempts")
-    return TransportError(f"{what}: {type(exc).__name__}: {mask(str(exc)) or 'connection failed'} "
-                          f"(gave up after {attempts} attempts)")
+    error = TransportError(f"{what}: {type(exc).__name__}: {mask(str(exc)) or 'connection failed'} "
+                           f"(gave up after {attempts} attempts)")
+    # no connection was made, so no request left the host (a write may be sent again safely)
+    error.not_sent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
+    return error
 
 
 # --- origin pinning ------------------------------------------------------------------------------------

@@ -35,6 +35,9 @@ class AdapterError(HubError):
 class TransportError(AdapterError):
     """The system could not be reached or the connection broke (after retries)."""
 
+    #: True when no connection was made, so no request left the host (flows may send a write again).
+    not_sent: bool = False
+
 
 class HTTPStatusError(AdapterError):
     """The system answered with an HTTP error status (after retries where they apply)."""
@@ -163,3 +166,22 @@ class GraphQLError(AdapterError):
     def __init__(self, message: str, *, errors: list[tuple[str, str]]) -> None:
         self.errors = errors
         super().__init__(message)
+
+
+class DeliveryError(HubError):
+    """A flow's write call did not complete (:mod:`hub.flows`); the subclass says whether it took effect."""
+
+
+class DeliveryFailed(DeliveryError):
+    """The partner answered with a failure: the write did not take effect. *retryable* when the answer says
+    trying again may work (HTTP 429/5xx, a connection refused before anything was sent)."""
+
+    def __init__(self, message: str, *, retryable: bool = False, status: int | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status
+
+
+class DeliveryUnknown(DeliveryError):
+    """The request was sent and no answer came (a dropped connection, a timeout): the write may or may not
+    have taken effect. Never retried blindly: a ``verify:`` lookup resolves it, else it is parked."""

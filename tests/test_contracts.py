@@ -226,6 +226,21 @@ def test_openapi_changes(estate: dict[str, Any], demo: Pipeline) -> None:
     assert (tier.before, tier.after) == ("[gold, silver, bronze]", "[gold, silver]")
 
 
+def test_fields_a_flow_writes_are_part_of_the_contract(estate: dict[str, Any], demo: Pipeline) -> None:
+    snapshot(demo, systems=["crm", "erp"])
+    crm: CRMService = estate["crm"]
+    new = crm.openapi["components"]["schemas"]["NewActivity"]
+    new["properties"]["comment"] = new["properties"].pop("note")
+    new["required"] = ["order_id", "kind", "comment"]
+    erp: ERPService = estate["erp"]
+    erp.wsdl_rewrite = lambda wsdl: wsdl.replace(b'name="PaymentRef"', b'name="PaymentReference"')
+    note = only(check(demo, "crm"), "OpenAPI POST /activities request body note")
+    assert note.breaking and note.what == "renamed to comment (required)"
+    assert note.used_by == ["flow reconcile_payments (activity writes body.note)"]
+    ref = only(check(demo, "erp"), "MarkOrderPaid input PaymentRef")
+    assert ref.breaking and ref.used_by == ["flow reconcile_payments (mark_paid sends PaymentRef)"]
+
+
 # --- SFTP ------------------------------------------------------------------------------------------------
 
 def test_csv_header_changed_is_breaking(estate: dict[str, Any], demo: Pipeline) -> None:

@@ -118,7 +118,7 @@ def test_definitions_from_specs(dagster_home: Path) -> None:
     assert keys == {"crm_customers", "crm_products", "crm_contacts", "contacts_by_region", "erp_orders",
                     "erp_order_lines", "revenue_by_region", "bank_statements", "order_payments", "open_orders_to_bank",
                     "inventory_warehouses", "inventory_levels", "stock_cover", "erp_order_events",
-                    "inventory_movements", "bank_payment_events"}
+                    "inventory_movements", "bank_payment_events", "reconcile_payments"}
     # the demo's stream sources: a sensor draining the broker into the event store, a job absorbing it
     assert defs.resolve_sensor_def("erp_order_events_sensor").job_name == "erp_order_events_job"
     assert defs.resolve_sensor_def("inventory_movements_sensor").job_name == "inventory_movements_job"

@@ -47,6 +47,8 @@ class Facets:
     total_digits: int | None = None
     fraction_digits: int | None = None
     enumeration: tuple[str, ...] = ()
+    min_length: int | None = None  # minLength / length: checked before a request is sent (flows)
+    max_length: int | None = None
 
 
 class FacetIndex:
@@ -93,7 +95,10 @@ class FacetIndex:
             return int(el.get("value")) if el is not None and (el.get("value") or "").isdigit() else None
 
         enum = tuple(e.get("value", "") for e in restriction.findall(f"{{{XSD}}}enumeration"))
-        return Facets(base, value("totalDigits"), value("fractionDigits"), enum)
+        length = value("length")
+        least = value("minLength") if length is None else length
+        most = value("maxLength") if length is None else length
+        return Facets(base, value("totalDigits"), value("fractionDigits"), enum, least, most)
 
     def lookup(self, type_qname: str | None, element_name: str | None) -> Facets:
         """Facets of a type (following restriction chains), or of an element's anonymous type."""
@@ -103,6 +108,7 @@ class FacetIndex:
         if found is None:
             return Facets()
         total, fraction, enum, base = found.total_digits, found.fraction_digits, found.enumeration, found.base
+        least, most = found.min_length, found.max_length
         seen = set()
         while base and base in self._types and base not in seen:
             seen.add(base)
@@ -110,8 +116,10 @@ class FacetIndex:
             total = total if total is not None else parent.total_digits
             fraction = fraction if fraction is not None else parent.fraction_digits
             enum = enum or parent.enumeration
+            least = least if least is not None else parent.min_length
+            most = most if most is not None else parent.max_length
             base = parent.base
-        return Facets(found.base, total, fraction, enum)
+        return Facets(found.base, total, fraction, enum, least, most)
 
 
 def _qname(obj: Any) -> str | None:
@@ -339,5 +347,10 @@ def _leaf_schema(xsd_type: Any, name: str | None, facets: FacetIndex) -> dict[st
         schema["enum"] = list(f.enumeration)
     if conv == "decimal" and isinstance(arrow, pa.Decimal128Type):
         schema["x-precision"], schema["x-scale"] = arrow.precision, arrow.scale
+    if schema.get("type") == "string" and not f.enumeration:
+        if f.min_length is not None:
+            schema["minLength"] = f.min_length
+        if f.max_length is not None:
+            schema["maxLength"] = f.max_length
     schema["x-xsd-type"] = xsd
     return schema

@@ -32,6 +32,8 @@ from adapters.soap._wsse import UsernameTokenWithTimestamp
 from adapters.soap.config import SoapSourceConfig, SoapSystemConfig, SoapTimeouts
 from hub.errors import (
     AdapterError,
+    DeliveryFailed,
+    DeliveryUnknown,
     ForeignOriginError,
     HTTPStatusError,
     ResponseFormatError,
@@ -378,6 +380,82 @@ class SoapSource:
     def _backoff(self, attempt: int, retry_after: str | None = None) -> None:
         self.stats.retries += 1
         self.policy.sleep(attempt, retry_after)
+
+    # --- writes (flows) -------------------------------------------------------------------------------
+
+    def send(self, params: dict[str, Any]) -> tuple[int, Any]:
+        """Call the operation once with *params*, for a write: never retried here (the caller's ledger decides),
+        through the system's rate limit and circuit breaker, as one traced call; the HTTP status and the
+        response as plain dicts and lists (zeep's ``serialize_object``). A fault or an HTTP error raises
+        :class:`~hub.errors.DeliveryFailed` (retryable for 502/503/504/429); a request that went out without
+        an answer :class:`~hub.errors.DeliveryUnknown`; a connection that could not be opened
+        :class:`~hub.errors.DeliveryFailed` (retryable: nothing was sent)."""
+        from types import SimpleNamespace
+
+        from zeep.exceptions import Fault
+        from zeep.helpers import serialize_object
+
+        wsdl = self._wsdl or load_wsdl(self.system, cache_dir=self.cache_dir, base_dir=self.base_dir,
+                                       spool_dir=self.spool_dir, system_name=self.system_label)
+        self._wsdl = wsdl
+        service, port = select_port(wsdl, self.system)
+        binding = port.binding
+        proxy = ServiceProxy(wsdl.client, binding, address=self.system.address) if self.system.address \
+            else wsdl.client.bind(service.name, port.name)
+        address = self.system.address or port.binding_options.get("address", "")
+        self.stats.url = mask_url(address)
+        self._pin_endpoint(wsdl, address)
+        op = self.source.operation
+        operation = binding._operations.get(op)
+        if operation is None:
+            raise AdapterError(f"operation {op} is not in port {port.name} of service {service.name} "
+                               f"(operations: {', '.join(sorted(binding._operations))})")
+        self._headers = self._soap_headers(operation, getattr(binding.name, "namespace", None))
+        breaker = self.breaker
+        if breaker is not None:
+            breaker.before_call()
+        where = f"{op} at {self.stats.url}"
+        with tracing.call(self.system_label, op, where, protocol="soap",
+                          attributes={**tracing.http_attributes("POST", self.stats.url), "rpc.system": "soap",
+                                      "rpc.method": op}) as call:
+            try:
+                response = self._call(wsdl, proxy, params)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                if breaker is not None:
+                    breaker.failure(type(exc).__name__)
+                raise DeliveryFailed(f"{where}: cannot connect ({type(exc).__name__}: {mask(str(exc))}); nothing "
+                                     "was sent", retryable=True) from None
+            except (BrokenBody, httpx.TransportError) as exc:
+                if breaker is not None:
+                    breaker.failure(type(exc).__name__)
+                raise DeliveryUnknown(f"{where}: the request was sent and no complete answer came "
+                                      f"({type(exc).__name__}: {mask(str(exc))}); it may have taken effect") from None
+            try:
+                call.http_status, call.bytes = response.status, response.size
+                body = response.path.read_bytes()
+            finally:
+                response.discard()
+            reply = SimpleNamespace(status_code=response.status, content=body, headers=response.headers,
+                                    encoding="utf-8")
+            try:
+                result = binding.process_reply(wsdl.client, operation, reply)
+            except Fault as fault:
+                if breaker is not None:
+                    breaker.success()  # the service is up: it answered
+                raise DeliveryFailed(f"{where}: SOAP fault {fault.code}: {mask(str(fault.message))}",
+                                     status=response.status) from None
+            except Exception as exc:  # an HTTP error without a fault, or a body zeep cannot read
+                if breaker is not None:
+                    if response.status >= 500:
+                        breaker.failure(type(exc).__name__)
+                    else:
+                        breaker.success()
+                text = mask(body[:300].decode("utf-8", "replace"))
+                raise DeliveryFailed(f"{where}: HTTP {response.status}: {text}", status=response.status,
+                                     retryable=response.status in (429, 502, 503, 504)) from None
+        if breaker is not None:
+            breaker.success()
+        return response.status, serialize_object(result, dict)
 
     # --- paging --------------------------------------------------------------------------------------
 

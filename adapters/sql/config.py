@@ -15,12 +15,32 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+class WritableTable(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: list[str] = Field(default_factory=list, description="Columns that identify a row (update and upsert).")
+    modes: list[str] = Field(default_factory=lambda: ["insert", "update", "upsert"],
+                             description="What flows may do: insert, update, upsert.")
+
+
+class SqlWrites(BaseModel):
+    """``writes:`` of a SQL system: what flows may change. Sources and the agent never write."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tables: dict[str, WritableTable] = Field(default_factory=dict)
+    procedures: list[str] = Field(default_factory=list, description="Stored procedures flows may call.")
+    schema_: str | None = Field(None, alias="schema", description="The schema of the tables and procedures.")
+
+
 class SqlSystemConfig(SystemSettings, _Strict):  # retries, rate_limit, circuit_breaker: hub.runtime.settings
     """The ``sql:`` block of a system: one database, reached through SQLAlchemy."""
 
     url: str = Field(description="SQLAlchemy URL, e.g. postgresql://user:${DB_PASSWORD}@host/db, "
                                  "mysql+pymysql://..., sqlite:///path/file.db, mssql+pyodbc://...")
     connect_args: dict[str, Any] = Field(default_factory=dict, description="Passed to the DBAPI driver's connect().")
+    writes: SqlWrites | None = Field(None, description="Tables and procedures flows may write (sources and the "
+                                                       "agent only ever read).")
     text_encoding: str | None = Field(
         None, description="Codec of text the driver hands over as bytes (a legacy database storing cp1252 or "
                           "latin-1 in text columns, a PostgreSQL SQL_ASCII database): decoded to text.")

@@ -13,6 +13,8 @@ appear in the messages.
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 from collections.abc import Iterable
 from datetime import datetime
@@ -65,19 +67,36 @@ def problems(schema: dict[str, Any], params: dict[str, Any]) -> list[str]:
     """Every way *params* break *schema*, one line each (``page: 'abc' is not of type 'integer'``), in parameter
     order; empty when they are valid. A schema that is not valid JSON Schema is a problem too (named), as the
     call could not be checked."""
-    cls: type[Validator] = validator_for(schema, default=Draft202012Validator)
     try:
-        cls.check_schema(schema)
-    except SchemaError as exc:
-        where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
-        return [f"the action's input schema is not valid JSON Schema at {where}: {exc.message}; the call cannot "
-                "be checked, so it is not sent"]
-    validator = cls(schema, format_checker=format_checker(cls))
+        text = json.dumps(schema, sort_keys=True, default=str)
+    except (TypeError, ValueError):
+        text = None
+    validator = _validator(text) if text is not None else _build(schema)
+    if isinstance(validator, str):
+        return [validator]
     errors = sorted(validator.iter_errors(params), key=lambda e: [str(p) for p in e.absolute_path])
     out: list[str] = []
     for error in errors:
         out.extend(_describe(error, schema))
     return out
+
+
+@functools.lru_cache(maxsize=512)
+def _validator(schema_json: str) -> Validator | str:
+    """The checked validator of a schema (by its canonical JSON): checking a schema costs milliseconds, and
+    flows validate every request of an action against the same one."""
+    return _build(json.loads(schema_json))
+
+
+def _build(schema: dict[str, Any]) -> Validator | str:
+    cls: type[Validator] = validator_for(schema, default=Draft202012Validator)
+    try:
+        cls.check_schema(schema)
+    except SchemaError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
+        return (f"the action's input schema is not valid JSON Schema at {where}: {exc.message}; the call cannot "
+                "be checked, so it is not sent")
+    return cls(schema, format_checker=format_checker(cls))
 
 
 def _path(parts: Iterable[Any]) -> str:

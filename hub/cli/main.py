@@ -23,6 +23,7 @@ from hub.cli.mcp import register as register_mcp_commands
 from hub.cli.serve import register as register_serve_command
 from hub.contracts.cli import register as register_contract_commands
 from hub.errors import HubError, SpecError
+from hub.flows.cli import register as register_flow_commands
 from hub.validation.cli import register as register_validation_commands
 
 if TYPE_CHECKING:
@@ -78,6 +79,9 @@ def validate(specs: list[Path] = typer.Argument(..., help="Pipeline spec files (
             failed = True
             continue
         p = loaded[spec]
+        if p.spec.flows and not _flows_valid(p):
+            failed = True
+            continue
         parts = p.spec.partitions
         console.print(f"[green]ok[/] {spec}: pipeline [bold]{p.name}[/], {len(p.sources)} source(s), "
                       f"{len(p.spec.models)} model(s), partitions: {parts.kind if parts else 'none'}", highlight=False)
@@ -85,6 +89,19 @@ def validate(specs: list[Path] = typer.Argument(..., help="Pipeline spec files (
                       f"contracts {p.root / 'contracts'}, reports {p.root / 'reports'}", highlight=False)
     if failed:
         raise typer.Exit(1)
+
+
+def _flows_valid(pipeline: Pipeline) -> bool:
+    """The checks of the pipeline's flows against the live actions of their systems (hub.flows.check)."""
+    from hub.flows.check import check_actions
+    from hub.spec.loader import locate
+
+    found, notes = check_actions(pipeline)
+    for note in notes:
+        console.print(f"[yellow]note[/] {pipeline.path}: {escape(note)}", highlight=False)
+    if found:
+        typer.echo(str(locate(pipeline.path, found)), err=True)
+    return not found
 
 
 VERBOSE_HELP = "Show Dagster's log and the stack trace of a failure (always in the Dagster event log)."
@@ -223,6 +240,8 @@ def demo(
             console.print(f"the inventory moved stock of {', '.join(f'{s}@WH{w:02d}' for w, s in moved)}: "
                           "an incremental run reads only what changed (plus its 10-minute lookback)")
             ok = _run(pipeline, ["inventory_levels", "stock_cover"], None, None, None)
+        if ok and pipeline.spec.flows:
+            ok = _demo_flows(pipeline)
     if not ok:
         raise typer.Exit(1)
     _summary(pipeline)
@@ -239,6 +258,29 @@ def _demo_project(directory: Path | None) -> project.Project:
             escape(str(p.relative_to(root))) for p in written[:4]) + (" ..." if len(written) > 4 else ""),
             highlight=False)
     return project.find(root)
+
+
+def _demo_flows(pipeline: Pipeline) -> bool:
+    """Run each flow of the demo twice: the first run acts on the systems, the second finds every effect in
+    the delivery ledger and sends nothing (docs/flows.md)."""
+    from hub.flows.engine import run_flow
+
+    for name in pipeline.spec.flows:
+        for attempt in ("first", "second"):
+            try:
+                report = run_flow(pipeline, name)
+            except HubError as exc:
+                console.print(f"[red]✗[/] flow {escape(name)}: {escape(str(exc))}", highlight=False)
+                return False
+            counts = ", ".join(f"{n} {s}" for s in ("ok", "skipped", "failed", "dead", "unknown", "compensated")
+                               if (n := report.count(s)))
+            console.print(f"flow [bold]{escape(name)}[/] ({attempt} run): {len(report.items)} item(s): "
+                          f"{counts or 'none'}; {report.sent} request(s) sent, {report.skipped} skipped by the "
+                          "delivery ledger", highlight=False)
+            for item in [i for i in report.items if i.error and attempt == "first"][:3]:
+                console.print(f"   {escape(item.status)} {escape(item.key)}: {escape(item.error or '')[:160]}",
+                              highlight=False)
+    return True
 
 
 def _serve_demo(state_dir: Path) -> None:
@@ -645,6 +687,7 @@ register_event_commands(app)  # hub listen, hub events status | dead-letters | r
 register_serve_command(app)  # hub serve (hub/cli/serve.py)
 register_init_command(app)  # hub init (hub/cli/init.py)
 register_mcp_commands(app, agent_app, _load_specs)  # hub mcp, hub agent pending|approve|reject (hub/cli/mcp.py)
+register_flow_commands(app)  # hub flow run | hub flows review (hub/flows/cli.py)
 
 
 

@@ -34,8 +34,12 @@ def contract_file(pipeline: Pipeline, system: str, directory: Path | None = None
 
 
 def systems_of(pipeline: Pipeline) -> list[str]:
-    """The systems the pipeline's sources read (exports only write: nothing to depend on), in spec order."""
+    """The systems the pipeline's sources read and its flows call (exports only write a file: nothing to
+    depend on), in spec order."""
+    from hub.spec.flows import flow_calls
+
     used = {s.system_name for s in pipeline.sources.values()}
+    used |= {name for name in pipeline.spec.systems if flow_calls(pipeline.spec.flows, name)}
     return [name for name in pipeline.spec.systems if name in used]
 
 

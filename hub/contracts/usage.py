@@ -119,9 +119,53 @@ def system_sources(pipeline: Pipeline, system: str) -> list[ResolvedSource]:
 
 # --- per protocol --------------------------------------------------------------------------------------
 
+def _flow_uses(usage: Usage, pipeline: Pipeline, system: str, scopes: Any) -> None:
+    """What the pipeline's flows send to and read from *system*: *scopes(operation)* gives the operation's
+    scopes ``(operation, params, body, response)`` (None: the system has no such operation); a parameter, a
+    field of a JSON body a flow writes, or a response field it reads is a use, so renaming it breaks."""
+    from hub.spec.flows import flow_calls
+
+    for call in flow_calls(pipeline.spec.flows, system):
+        found = scopes(call.operation)
+        if found is None:
+            continue
+        op_scope, params_scope, body_scope, response_scope = found
+        who = f"flow {call.flow}"
+        usage.add(op_scope, (), who, f"{call.why} {call.step}")
+        for key, value in call.params.items():
+            if key == "body" and body_scope is not None:
+                for path in _dict_paths(value):
+                    usage.add(body_scope, path, who, f"{call.step} writes body.{'.'.join(path)}", key=True)
+            else:
+                usage.add(params_scope, (key,), who, f"{call.step} sends {key}", key=True)
+                for path in _dict_paths(value):
+                    usage.add(params_scope, (key, *path), who, f"{call.step} sends {key}.{'.'.join(path)}",
+                              key=True)
+        for out, expr in call.outputs.items():
+            read = jsonpath_to_path(expr)
+            if read is not None and response_scope is not None:
+                usage.add(response_scope, read, who, f"{call.step} reads {out}")
+
+
+def _dict_paths(value: Any, prefix: Path = ()) -> list[Path]:
+    if not isinstance(value, dict):
+        return []
+    out: list[Path] = []
+    for k, v in value.items():
+        out.append((*prefix, str(k)))
+        out += _dict_paths(v, (*prefix, str(k)))
+    return out
+
+
 def soap_usage(pipeline: Pipeline, system: str, doc: dict[str, Any]) -> Usage:
     """Scopes ``op:NAME`` (the operation), ``op:NAME:input`` (parameters), ``op:NAME:output`` (response)."""
     usage = Usage()
+    operations_of = doc.get("operations") or {}
+
+    def flow_scopes(op: str) -> tuple[str, str, None, str] | None:
+        return (f"op:{op}", f"op:{op}:input", None, f"op:{op}:output") if op in operations_of else None
+
+    _flow_uses(usage, pipeline, system, flow_scopes)
     operations = doc.get("operations") or {}
     for source in system_sources(pipeline, system):
         soap = source.config
@@ -184,11 +228,20 @@ def request_params(source: ResolvedSource) -> list[str]:
     return list(params)
 
 
-def rest_usage(pipeline: Pipeline, system: str, openapi_ops: dict[str, str] | None = None) -> Usage:
+def rest_usage(pipeline: Pipeline, system: str, openapi_ops: dict[str, str] | None = None,
+               flow_ops: dict[str, str] | None = None) -> Usage:
     """Scope ``rest:SOURCE`` (the observed response document); with an OpenAPI document, also
     ``openapi:OP`` (the operation), ``openapi:OP:params`` and ``openapi:OP:response`` for the operation
-    each source calls (*openapi_ops*: source -> operation key such as ``GET /customers``)."""
+    each source calls (*openapi_ops*: source -> operation key such as ``GET /customers``), and what the flows
+    send (``openapi:OP:body`` too) and read (*flow_ops*: action name such as ``post_activities`` -> key)."""
     usage = Usage()
+
+    def flow_scopes(name: str) -> tuple[str, str, str, str] | None:
+        op = (flow_ops or {}).get(name)
+        return None if op is None else (f"openapi:{op}", f"openapi:{op}:params", f"openapi:{op}:body",
+                                        f"openapi:{op}:response")
+
+    _flow_uses(usage, pipeline, system, flow_scopes)
     for source in system_sources(pipeline, system):
         rest = source.config
         op = (openapi_ops or {}).get(source.name)

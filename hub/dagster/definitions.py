@@ -18,6 +18,7 @@ from dagster import partition_loading_context
 from hub.dagster.contract_checks import contract_definitions
 from hub.dagster.executor import executor_from_env
 from hub.dagster.files import export_asset, file_asset, file_job, file_sensor
+from hub.dagster.flows import flow_definitions
 from hub.dagster.progress import report
 from hub.dagster.streams import stream_asset, stream_job, stream_sensor
 from hub.dagster.tracing import run_trace_sensors
@@ -211,6 +212,7 @@ def pipeline_definitions(pipeline: Pipeline) -> dg.Definitions:
     parts = partitions_def(pipeline.spec.partitions)
     file_sources = [s for s in pipeline.sources.values() if s.per_file]
     own_jobs = [s.name for s in pipeline.sources.values() if s.per_file or s.stream is not None]
+    own_jobs += list(pipeline.spec.flows)  # flows act on systems: their own jobs (hub/dagster/flows.py)
     selection = dg.AssetSelection.groups(pipeline.name) - dg.AssetSelection.assets(*own_jobs)
     job = dg.define_asset_job(f"{pipeline.name}_job", selection=selection,
                               partitions_def=parts, description=pipeline.spec.description or None)
@@ -227,6 +229,7 @@ def pipeline_definitions(pipeline: Pipeline) -> dg.Definitions:
         sensors.append(stream_sensor(pipeline, source, sjob))
     schedules = [_schedule(pipeline, job, parts)] if pipeline.spec.schedule else []
     defs = dg.Definitions(assets=pipeline_assets(pipeline), jobs=jobs, schedules=schedules, sensors=sensors)
+    defs = dg.Definitions.merge(defs, flow_definitions(pipeline, pool_for(pipeline)))
     return dg.Definitions.merge(defs, contract_definitions(pipeline))  # contract tests as asset checks
 
 

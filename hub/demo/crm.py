@@ -5,7 +5,10 @@
   cursor pagination (``next_cursor``), the incremental endpoint a daily partition reads;
 * every endpoint needs ``Authorization: Bearer <token>``; a wrong token is answered 401;
 * ``GET /api/openapi.json`` — the API's OpenAPI 3.0 document (public);
-* ``POST /api/graphql`` — the product catalogue, a GraphQL API (:mod:`hub.demo.catalogue`), same token.
+* ``POST /api/graphql`` — the product catalogue, a GraphQL API (:mod:`hub.demo.catalogue`), same token;
+* ``POST /api/activities``, ``GET /api/activities?order_id=N``, ``DELETE /api/activities/{id}``,
+  ``POST /api/tasks`` — what the demo's payment-reconciliation flow writes; a POST with an
+  ``Idempotency-Key`` header that was seen before gets the first answer again and changes nothing.
 
 Test hooks (for contract tests): ``drop_fields`` (dotted record fields left out of every response),
 ``rewrite`` (a function that alters each response body), ``openapi`` (the document served, mutable) and
@@ -20,7 +23,7 @@ import json
 import random
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -36,6 +39,7 @@ CITIES = {"EMEA": [("Berlin", "DE"), ("Paris", "FR"), ("Lyon", "FR"), ("Milan", 
           "LATAM": [("Lima", "PE"), ("Bogota", "CO"), ("Santiago", "CL")],
           "APAC": [("Osaka", "JP"), ("Sydney", "AU"), ("Pune", "IN")]}
 CHANNELS = ["email", "call", "meeting", "chat"]
+ACTIVITY_KINDS = ("payment_received", "note")
 DEMO_TOKEN = "demo-crm-token-3f9a"  # the demo's own credential, exported as CRM_TOKEN by `hub demo`
 EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -111,6 +115,31 @@ def openapi_document() -> dict[str, Any]:
                                param("limit", "query", {"type": "integer", "maximum": 100, "default": 20})],
                 "responses": {"200": page("ContactPage"), "400": {"description": "Bad window"},
                               "401": unauthorized}}},
+            "/activities": {
+                "post": {"operationId": "createActivity", "summary": "Log an activity on an order (a payment "
+                                                                    "received, ...)",
+                         "requestBody": {"required": True, "content": {"application/json": {
+                             "schema": ref("NewActivity")}}},
+                         "responses": {"201": {"description": "Created", "content": {"application/json": {
+                             "schema": ref("Activity")}}}, "401": unauthorized}},
+                "get": {"operationId": "listActivities", "summary": "The activities logged on an order",
+                        "parameters": [param("order_id", "query", {"type": "integer"}, True)],
+                        "responses": {"200": {"description": "The order's activities", "content": {
+                            "application/json": {"schema": {"type": "object", "required": ["items"],
+                                                            "properties": {"items": {"type": "array",
+                                                                                     "items": ref("Activity")}}}}}},
+                                      "401": unauthorized}}},
+            "/activities/{id}": {"delete": {
+                "operationId": "deleteActivity", "summary": "Remove an activity",
+                "parameters": [param("id", "path", {"type": "integer"}, True)],
+                "responses": {"200": {"description": "Deleted", "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"deleted": {"type": "integer"}}}}}},
+                              "404": {"description": "No such activity"}, "401": unauthorized}}},
+            "/tasks": {"post": {
+                "operationId": "createTask", "summary": "Open a task for someone to look at an order",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": ref("NewTask")}}},
+                "responses": {"201": {"description": "Created", "content": {"application/json": {
+                    "schema": ref("Task")}}}, "401": unauthorized}}},
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -145,6 +174,19 @@ def openapi_document() -> dict[str, Any]:
                 "ContactPage": {"type": "object", "required": ["items", "next_cursor"], "properties": {
                     "items": {"type": "array", "items": ref("Contact")},
                     "next_cursor": {"type": "string", "nullable": True}}},
+                "NewActivity": {"type": "object", "required": ["order_id", "kind", "note"],
+                                "additionalProperties": False, "properties": {
+                    "order_id": {"type": "integer"}, "kind": {"type": "string", "enum": list(ACTIVITY_KINDS)},
+                    "note": {"type": "string", "maxLength": 200}, "amount": {"type": "number"}}},
+                "Activity": {"type": "object", "required": ["id", "order_id", "kind", "note"], "properties": {
+                    "id": {"type": "integer"}, "order_id": {"type": "integer"}, "kind": {"type": "string"},
+                    "note": {"type": "string"}, "amount": {"type": "number", "nullable": True}}},
+                "NewTask": {"type": "object", "required": ["order_id", "title"], "additionalProperties": False,
+                            "properties": {"order_id": {"type": "integer"}, "title": {"type": "string",
+                                                                                     "maxLength": 200},
+                                           "amount": {"type": "number"}}},
+                "Task": {"type": "object", "required": ["id", "order_id", "title"], "properties": {
+                    "id": {"type": "integer"}, "order_id": {"type": "integer"}, "title": {"type": "string"}}},
             },
         },
     }
@@ -167,6 +209,11 @@ def _without(record: dict[str, Any], fields: set[str]) -> dict[str, Any]:
 class CRMData:
     customers: list[dict[str, Any]]
     contacts: list[dict[str, Any]]
+    activities: dict[int, dict[str, Any]] = field(default_factory=dict)  # written by the demo's flow
+    tasks: dict[int, dict[str, Any]] = field(default_factory=dict)
+    keys: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)  # Idempotency-Key -> first answer
+    next_id: int = 1
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -206,6 +253,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self._customers(qs)
             elif url.path == "/api/contacts":
                 self._contacts(qs)
+            elif url.path == "/api/activities":
+                order = int(qs.get("order_id") or 0)
+                with self.server.data.lock:
+                    found = [a for a in self.server.data.activities.values() if a["order_id"] == order]
+                self._send(200, {"items": found})
             else:
                 self._send(404, {"error": f"no such endpoint {url.path}"})
         except ValueError as exc:
@@ -215,6 +267,9 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         self.server.requests += 1
         self.server.traceparents.append((url.path, self.headers.get("traceparent")))
+        if url.path in ("/api/activities", "/api/tasks"):
+            self._write(url.path)
+            return
         if url.path != "/api/graphql":
             self._send(404, {"error": f"no such endpoint {url.path}"})
             return
@@ -229,6 +284,50 @@ class _Handler(BaseHTTPRequestHandler):
         result = graphql_sync(self.server.catalogue, str(payload.get("query") or ""),
                               variable_values=payload.get("variables"), operation_name=payload.get("operationName"))
         self._send(200, dict(result.formatted))
+
+    def _write(self, path: str) -> None:
+        """POST /api/activities or /api/tasks: validated like a real API, deduplicated on Idempotency-Key."""
+        if self.headers.get("Authorization") != f"Bearer {self.server.token}":
+            self._send(401, {"error": "invalid or missing bearer token"})
+            return
+        try:
+            doc = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+        except ValueError:
+            self._send(400, {"error": "the body is not JSON"})
+            return
+        required = ("order_id", "kind", "note") if path == "/api/activities" else ("order_id", "title")
+        missing = [k for k in required if k not in doc]
+        if not isinstance(doc, dict) or missing or not isinstance(doc.get("order_id"), int):
+            self._send(422, {"error": f"invalid body: missing {missing or 'an integer order_id'}"})
+            return
+        data = self.server.data
+        key = self.headers.get("Idempotency-Key")
+        with data.lock:
+            if key and key in data.keys:
+                status, first = data.keys[key]
+                self._send(status, first)
+                return
+            record = {"id": data.next_id, **doc}
+            data.next_id += 1
+            (data.activities if path == "/api/activities" else data.tasks)[record["id"]] = record
+            if key:
+                data.keys[key] = (201, record)
+        self._send(201, record)
+
+    def do_DELETE(self) -> None:
+        url = urlsplit(self.path)
+        self.server.requests += 1
+        self.server.traceparents.append((url.path, self.headers.get("traceparent")))
+        if self.headers.get("Authorization") != f"Bearer {self.server.token}":
+            self._send(401, {"error": "invalid or missing bearer token"})
+            return
+        head, _, ident = url.path.rpartition("/")
+        if head != "/api/activities" or not ident.isdigit():
+            self._send(404, {"error": f"no such endpoint {url.path}"})
+            return
+        with self.server.data.lock:
+            gone = self.server.data.activities.pop(int(ident), None)
+        self._send(200 if gone else 404, {"deleted": int(ident)} if gone else {"error": f"no activity {ident}"})
 
     def _customers(self, qs: dict[str, str]) -> None:
         page, per_page = int(qs.get("page", 1)), min(int(qs.get("per_page", 50)), 200)

@@ -151,7 +151,13 @@ def build_application(data: list[dict[str, Any]], soap12: bool = False) -> Any:
         __namespace__ = NS
         _type_info = [("Orders", Array(Order)), ("ContinuationToken", Unicode)]
 
+    class PaymentConfirmation(ComplexModel):
+        __namespace__ = NS
+        _type_info = [("OrderId", Long(min_occurs=1)), ("Paid", Boolean), ("PaymentRef", Unicode),
+                      ("Changed", Boolean)]
+
     by_customer = {o["Customer"]["Id"]: o["Customer"] for o in data}
+    by_order = {o["OrderId"]: o for o in data}
 
     def window(start: datetime, end: datetime) -> list[dict[str, Any]]:
         if start is None or end is None:
@@ -188,6 +194,27 @@ def build_application(data: list[dict[str, Any]], soap12: bool = False) -> Any:
             chunk = rows[start: start + TOKEN_BATCH]
             nxt = _encode_token(start + TOKEN_BATCH) if start + TOKEN_BATCH < len(rows) else None
             return OrderBatch(Orders=[as_order(o) for o in chunk], ContinuationToken=nxt)
+
+        @rpc(Long(min_occurs=1), Decimal(14, 2, min_occurs=1), Unicode(min_occurs=1, max_len=64),
+             _returns=PaymentConfirmation)
+        def MarkOrderPaid(ctx, OrderId, Amount, PaymentRef):  # type: ignore[no-untyped-def]
+            """Mark an order paid (the write of the demo's payment-reconciliation flow). Marking a paid order
+            again changes nothing (Changed is false); an order on hold (note "call first") is refused with a
+            fault, so that the flow's compensation has something to do."""
+            order = by_order.get(OrderId)
+            if order is None:
+                raise Fault(faultcode="Client.NotFound", faultstring=f"no order {OrderId}")
+            if order["Status"] == "cancelled":
+                raise Fault(faultcode="Client.OrderCancelled", faultstring=f"order {OrderId} is cancelled")
+            if order["Note"] == "call first":
+                raise Fault(faultcode="Client.OrderOnHold",
+                            faultstring=f"order {OrderId} is on hold until the customer is called")
+            if Amount != order["Amount"]:
+                raise Fault(faultcode="Client.AmountMismatch",
+                            faultstring=f"order {OrderId} is for {order['Amount']}, not {Amount}")
+            changed = not order["Paid"] or order.get("PaymentRef") != PaymentRef
+            order["Paid"], order["PaymentRef"] = True, PaymentRef
+            return PaymentConfirmation(OrderId=OrderId, Paid=True, PaymentRef=PaymentRef, Changed=changed)
 
         @rpc(Integer, _returns=Customer)
         def GetCustomer(ctx, CustomerId):  # type: ignore[no-untyped-def]

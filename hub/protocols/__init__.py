@@ -84,6 +84,16 @@ class ExtractRun:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class Sent:
+    """What a write call (:meth:`Protocol.send`) answered: the decoded response (a JSON document, a SOAP
+    response as plain dicts and lists, affected rows), the HTTP status when there is one, a short summary."""
+
+    response: Any
+    status: int | None = None
+    summary: str = ""
+
+
 class Protocol:
     """One protocol, implemented once next to its adapter. Subclasses set :attr:`name`, :attr:`system_model`
     and :attr:`source_model` and override the hooks they support; the defaults say "not supported"."""
@@ -228,6 +238,22 @@ class Protocol:
     def planned_columns(self, config: Any) -> list[str] | None:
         """The columns a source selects, when its protocol block says (None: unknown)."""
         return None
+
+    # -- flows (writes) ---------------------------------------------------------------------------------------
+
+    #: :meth:`send` is implemented: flows may call this protocol's actions (:mod:`hub.flows`).
+    sends: ClassVar[bool] = False
+
+    def send(self, pipeline: Pipeline, action: Any, request: dict[str, Any], *, idempotency_key: str | None = None,
+             key_header: str | None = None) -> Sent:
+        """Send one write call of *action* (:class:`hub.agent.catalog.Action`) with the parameters *request*
+        exactly once, for a flow whose ledger recorded it as sent just before: no retries here (the flow
+        decides), the system's rate limit and circuit breaker apply, the call is traced (``_hub_calls``,
+        ``traceparent``). *idempotency_key* travels in the header *key_header* where the protocol has
+        headers. Raises :class:`hub.errors.DeliveryFailed` when the partner answered with a failure (or
+        nothing was sent) and :class:`hub.errors.DeliveryUnknown` when the request went out and no answer
+        came."""
+        raise ProtocolError(f"{action.name}: protocol {self.name} cannot send writes from flows")
 
     # -- the command line -----------------------------------------------------------------------------------
 

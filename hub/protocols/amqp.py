@@ -57,6 +57,21 @@ class AmqpProtocol(StreamContract, Protocol):
 
         asyncio.run(send())
 
+    sends = True
+
+    def actions(self, pipeline: Pipeline, system: str) -> list[Any]:
+        """``<system>.publish``: one persistent message with publisher confirms, for flows (docs/flows.md)."""
+        from hub.flows.senders import publish_action
+
+        return [publish_action(pipeline, system, self.name)]
+
+    def send(self, pipeline: Pipeline, action: Any, request: dict[str, Any], *, idempotency_key: str | None = None,
+             key_header: str | None = None) -> Any:
+        """A flow's message, published once (:func:`hub.flows.senders.amqp_send`)."""
+        from hub.flows.senders import amqp_send
+
+        return amqp_send(pipeline, action, request, idempotency_key=idempotency_key, key_header=key_header)
+
     def endpoint(self, source: ResolvedSource) -> str | None:
         cfg = source.config
         where = cfg.queue or f"hub.{source.name}"

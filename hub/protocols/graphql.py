@@ -167,6 +167,15 @@ class GraphQLProtocol(Protocol):
                    for r in records_at(data, str(action.binding["records"]))]
         return Fetched(records[:limit], len(records))
 
+    sends = True
+
+    def send(self, pipeline: Pipeline, action: Any, request: dict[str, Any], *, idempotency_key: str | None = None,
+             key_header: str | None = None) -> Any:
+        """A flow's mutation, sent once (:func:`hub.flows.senders.graphql_send`)."""
+        from hub.flows.senders import graphql_send
+
+        return graphql_send(pipeline, action, request, idempotency_key=idempotency_key, key_header=key_header)
+
     def reads_action(self, source: ResolvedSource, binding: dict[str, Any]) -> bool:
         """The source's query calls the action's root field (or the action is the source's own query)."""
         if binding.get("source") == source.name:

@@ -75,7 +75,10 @@ class RestProtocol(Protocol):
                 op = match_operation(ops, source.config.request.method, source.config.request.path)
                 if op is not None:
                     matched[source.name] = op
-        return compare_rest(system, before, after, rest_usage(pipeline, system, matched))
+        from hub.agent.catalog import action_name  # the names flows call actions by
+
+        flow_ops = {action_name(*key.split(" ", 1)): key for key in ops}
+        return compare_rest(system, before, after, rest_usage(pipeline, system, matched, flow_ops))
 
     searchable_inputs = True
 
@@ -113,6 +116,15 @@ class RestProtocol(Protocol):
         if binding.get("records"):
             out["records"] = binding["records"]
         return out
+
+    sends = True
+
+    def send(self, pipeline: Pipeline, action: Any, request: dict[str, Any], *, idempotency_key: str | None = None,
+             key_header: str | None = None) -> Any:
+        """A flow's write call, sent once (:func:`hub.flows.senders.rest_send`)."""
+        from hub.flows.senders import rest_send
+
+        return rest_send(pipeline, action, request, idempotency_key=idempotency_key, key_header=key_header)
 
     def source_params(self, config: Any) -> dict[str, Any]:
         return dict(config.request.params or {})

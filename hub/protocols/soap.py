@@ -80,6 +80,16 @@ class SoapProtocol(Protocol):
 
     def source_params(self, config: Any) -> dict[str, Any]:
         return dict(config.params or {})
+
+    sends = True
+
+    def send(self, pipeline: Pipeline, action: Any, request: dict[str, Any], *, idempotency_key: str | None = None,
+             key_header: str | None = None) -> Any:
+        """A flow's write call, sent once (:func:`hub.flows.senders.soap_send`)."""
+        from hub.flows.senders import soap_send
+
+        return soap_send(pipeline, action, request, idempotency_key=idempotency_key, key_header=key_header)
+
     def catalog_command(self) -> Callable[..., None]:
         """``hub catalog soap WSDL``: every service, port and operation, inputs and outputs as JSON Schema."""
         import typer

@@ -113,12 +113,25 @@ class SqlProtocol(Protocol):
         """Every table and view (of the schemas the sources read), read-only."""
         from hub.agent.catalog import sql_actions
 
-        return sql_actions(pipeline, system)
+        reads = sql_actions(pipeline, system)
+        return reads + write_actions(pipeline, system, reads)
 
     def execute(self, pipeline: Pipeline, action: Any, params: dict[str, Any], limit: int) -> Any:
         from hub.agent.guard import sql_call
+        from hub.errors import Refused
 
+        if action.binding.get("write"):
+            raise Refused(f"{action.name}: SQL writes are for flows only (hub flow run); the agent only reads")
         return sql_call(pipeline, action, params, limit)
+
+    sends = True
+
+    def send(self, pipeline: Pipeline, action: Any, request: dict[str, Any], *, idempotency_key: str | None = None,
+             key_header: str | None = None) -> Any:
+        """A flow's write to a table or procedure of ``writes:`` (:func:`hub.flows.senders.sql_send`)."""
+        from hub.flows.senders import sql_send
+
+        return sql_send(pipeline, action, request, idempotency_key=idempotency_key, key_header=key_header)
 
     def reads_action(self, source: ResolvedSource, binding: dict[str, Any]) -> bool:
         return bool(source.config.table is not None and source.config.table == binding.get("table"))
@@ -182,6 +195,41 @@ class SqlProtocol(Protocol):
                           "Schemas, --table NAME for one table)")
 
         return catalog_sql
+
+
+def write_actions(pipeline: Pipeline, system: str, reads: list[Any]) -> list[Any]:
+    """The writes the system's ``writes:`` block declares, for flows: ``<mode>_<table>`` (insert, update,
+    upsert; the table's columns as parameters, the key required for update and upsert) and
+    ``call_<procedure>`` (positional ``args``)."""
+    from hub.agent.catalog import Action
+
+    cfg = pipeline.spec.systems[system].config
+    writes = cfg.writes
+    if writes is None:
+        return []
+    out = []
+    columns = {a.binding.get("table"): a.output_schema for a in reads}
+    for table, spec in writes.tables.items():
+        props = {k: {kk: vv for kk, vv in v.items() if kk != "description"}
+                 for k, v in ((columns.get(table) or {}).get("properties") or {}).items()}
+        for mode in spec.modes:
+            out.append(Action(
+                name=f"{system}.{mode}_{table}", system=system, protocol="sql",
+                description=f"{mode} one row of {table} (flows only)",
+                input_schema={"type": "object", "properties": props,
+                              "required": list(spec.key) if mode != "insert" else []},
+                output_schema={"type": "object", "properties": {"rows": {"type": "integer"}}}, side_effect="write",
+                binding={"table": table, "schema": writes.schema_, "mode": mode, "key": list(spec.key), "write": True,
+                         "idempotent": mode in ("update", "upsert")},
+                pipeline=pipeline.name))
+    for proc in writes.procedures:
+        out.append(Action(
+            name=f"{system}.call_{proc}", system=system, protocol="sql", description=f"call {proc} (flows only)",
+            input_schema={"type": "object", "properties": {"args": {"type": "array"}}, "required": ["args"]},
+            output_schema={}, side_effect="write",
+            binding={"procedure": proc, "schema": writes.schema_, "mode": "call", "write": True},
+            pipeline=pipeline.name))
+    return out
 
 
 def _fail(message: str) -> Exception:

@@ -51,6 +51,7 @@ class Pipeline:
     sources: dict[str, ResolvedSource]
     model_deps: dict[str, list[str]] = field(default_factory=dict)
     export_deps: dict[str, list[str]] = field(default_factory=dict)
+    flow_deps: dict[str, list[str]] = field(default_factory=dict)  # `flows:`: flow -> the tables it reads
     suites: dict[str, Suite] = field(default_factory=dict)  # `checks:`: asset -> its expectation suite
 
     @property
@@ -312,9 +313,10 @@ def loads(text: str, path: Path) -> Pipeline:
         problem = confined_warehouse(spec.warehouse, root)[1]
         if problem:
             problems.add(("warehouse",), problem)
+    flow_deps = _check_flows(spec, sources, tables | set(spec.models), problems)
     problems.raise_if_any()
     return Pipeline(spec=spec, path=path, root=root, sources=sources,
-                    model_deps=model_deps, export_deps=export_deps, suites=suites)
+                    model_deps=model_deps, export_deps=export_deps, suites=suites, flow_deps=flow_deps)
 
 
 def _resolve_sources(spec: PipelineSpec, data: dict[str, Any], problems: _Problems) -> dict[str, ResolvedSource]:
@@ -519,6 +521,42 @@ def _check_exports(spec: PipelineSpec, tables: set[str], problems: _Problems) ->
             problems.add((*loc, "sql"), f"reads unknown table(s) {', '.join(unknown)}")
         deps[name] = sorted(t for t in read or () if t in tables)
     return deps
+
+
+def _check_flows(spec: PipelineSpec, sources: dict[str, ResolvedSource], tables: set[str],
+                 problems: _Problems) -> dict[str, list[str]]:
+    """``flows:`` against the spec alone (:func:`hub.spec.flows.check_flows`); the checks against the
+    systems' actions run in ``hub validate`` (:mod:`hub.flows.check`)."""
+    from hub.spec.flows import check_flows
+
+    if not spec.flows:
+        return {}
+
+    def sql_tables(sql: str, loc: Loc) -> set[str] | None:
+        return _referenced_tables(ModelSpec(sql=sql), loc, problems)
+
+    def columns(table: str) -> list[str] | None:
+        src = sources.get(table)
+        return src.spec.output_columns() if src is not None else None
+
+    streams = {n for n, s in sources.items() if s.stream is not None}
+    return check_flows(spec.flows, tables | set(spec.exports), set(spec.systems), sql_tables, columns, problems.add,
+                       streams)
+
+
+def locate(path: Path, items: list[tuple[Loc, str]]) -> SpecError:
+    """A :class:`SpecError` of the spec at *path* with each (location, message) given its line, as the
+    loader reports (for checks that run after loading: ``hub validate``'s checks of flows against the
+    systems' actions)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        text = ""
+    problems = _Problems(path, _Marks(text))
+    for loc, message in items:
+        problems.add(loc, message)
+    problems.items.sort(key=lambda t: t[0])
+    return SpecError(str(path), list(dict.fromkeys(m for _, m in problems.items)))
 
 
 def _check_suites(checks: dict[str, str], assets: set[str], root: Path, problems: _Problems) -> dict[str, Suite]:

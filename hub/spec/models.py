@@ -17,6 +17,7 @@ from adapters.sftp import ExportFormat
 from hub import protocols
 from hub.runtime.choice import exactly_one
 from hub.runtime.duration import seconds
+from hub.spec.flows import FlowSpec
 from hub.spec.rules import RuleSpec, TypeName
 from hub.spec.stream import StreamKeys
 
@@ -270,6 +271,8 @@ class PipelineSpec(_Strict):
     agent: AgentConfig | None = Field(None, description="What the agent layer may do (hub agent, hub mcp).")
     publish: PublishSpec | None = Field(None, description="Publish the hub's own events to a broker "
                                                           "(hub.events.publish).")
+    flows: dict[str, FlowSpec] = Field(default_factory=dict, description="Multi-step workflows that act on "
+                                                                         "systems (docs/flows.md).")
 
     @field_validator("partitions", mode="before")
     @classmethod

@@ -1,0 +1,79 @@
+"""Flows as Dagster assets: each flow is an asset (its table holds one row per item with status and outputs),
+with asset checks on its failed, dead-lettered and unknown items, a job of its own (flows act on systems, so
+no pipeline run starts one by accident), a schedule when its trigger is a cron and an eager automation
+condition when its trigger is ``after: <asset>``."""
+
+
+from collections.abc import Iterator
+from typing import Any
+
+import dagster as dg
+
+from hub.runtime.secrets import mask
+from hub.spec.loader import Pipeline
+
+CHECKS = ("failed", "dead", "unknown")
+
+
+def _check_name(flow: str, what: str) -> str:
+    return f"{flow}_{what}"
+
+
+def flow_asset(pipeline: Pipeline, name: str, pool: str | None) -> dg.AssetsDefinition:
+    flow = pipeline.spec.flows[name]
+    limits = flow.checks
+    specs = [dg.AssetCheckSpec(_check_name(name, what), asset=name, blocking=getattr(limits, what) is not None,
+                               description=f"{what} items of the flow's last run (at most "
+                                           f"{getattr(limits, what) if getattr(limits, what) is not None else 0}"
+                                           f"{'' if getattr(limits, what) is not None else ', a warning'})")
+             for what in CHECKS]
+    # after an asset, or after the sensor of a stream source absorbed a batch of events into its table
+    automation = dg.AutomationCondition.eager() if flow.trigger.after or flow.trigger.events else None
+
+    @dg.asset(name=name, group_name=pipeline.name, kinds={"flow"}, deps=pipeline.flow_deps.get(name, []),
+              pool=pool, check_specs=specs, automation_condition=automation,
+              description=flow.description or f"flow {name}: {len(flow.steps)} step(s) per item",
+              metadata={"hub/spec": str(pipeline.path), "hub/flow_steps": ", ".join(s.name for s in flow.steps)})
+    def _asset(context: dg.AssetExecutionContext) -> Iterator[Any]:
+        from hub.flows.engine import run_flow
+
+        report = run_flow(pipeline, name, run_id=context.run_id, echo=context.log.info)
+        counts = {s: report.count(s) for s in ("ok", "skipped", "failed", "dead", "unknown", "compensated")}
+        steps: dict[str, int] = {}
+        for item in report.items:
+            for step in item.outputs:
+                steps[step] = steps.get(step, 0) + 1
+        yield dg.MaterializeResult(metadata={
+            "dagster/row_count": len(report.items), "hub/sent": report.sent, "hub/skipped_by_ledger": report.skipped,
+            **{f"hub/items_{k}": v for k, v in counts.items()},
+            **{f"hub/step_{k}_items": v for k, v in steps.items()},
+            **({"hub/stopped": mask(report.stopped)} if report.stopped else {})})
+        for what in CHECKS:
+            n = report.count(what) + (report.count("compensated") if what == "failed" else 0)
+            limit = getattr(limits, what)
+            bad = [f"{i.key}: {i.error}" for i in report.items if i.status == what][:5]
+            yield dg.AssetCheckResult(
+                check_name=_check_name(name, what), passed=n <= (limit or 0),
+                severity=dg.AssetCheckSeverity.ERROR if limit is not None else dg.AssetCheckSeverity.WARN,
+                metadata={"count": n, "threshold": limit or 0, "examples": mask("\n".join(bad)) or "none"})
+        if report.stopped:
+            raise dg.Failure(description=mask(report.stopped))
+
+    return _asset
+
+
+def flow_definitions(pipeline: Pipeline, pool: str | None) -> dg.Definitions:
+    """The flow assets of *pipeline*, a job per flow and the schedules of scheduled flows."""
+    if not pipeline.spec.flows:
+        return dg.Definitions()
+    assets = [flow_asset(pipeline, name, pool) for name in pipeline.spec.flows]
+    jobs = []
+    schedules = []
+    for name, flow in pipeline.spec.flows.items():
+        job = dg.define_asset_job(f"{pipeline.name}_{name}_flow", selection=dg.AssetSelection.assets(name),
+                                  description=flow.description or f"flow {name}")
+        jobs.append(job)
+        if flow.trigger.schedule:
+            schedules.append(dg.ScheduleDefinition(name=f"{pipeline.name}_{name}_schedule", job=job,
+                                                   cron_schedule=flow.trigger.schedule))
+    return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules)

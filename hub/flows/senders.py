@@ -1,0 +1,256 @@
+"""The write calls of flows, per protocol: what the plugins' :meth:`hub.protocols.Protocol.send` hooks call
+(kept here, above the spec layer, like the agent's ``rest_call`` / ``soap_call``).
+
+Each sends exactly once: no retries (the flow's ledger and ``retry:`` decide), the system's rate limit and
+circuit breaker apply, the call is traced (a ``_hub_calls`` row, ``traceparent`` on the request). Failures
+are classified for the ledger: :class:`~hub.errors.DeliveryFailed` when the partner answered no (or nothing
+left the host), :class:`~hub.errors.DeliveryUnknown` when the request went out and no answer came back.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from hub.errors import DeliveryFailed, DeliveryUnknown
+from hub.protocols import Sent
+from hub.runtime import tracing
+from hub.runtime.secrets import mask
+from hub.spec.loader import Pipeline
+
+#: HTTP statuses after which the same request may succeed (when it is safe to send again at all).
+RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def rest_send(pipeline: Pipeline, action: Any, request: dict[str, Any], *, idempotency_key: str | None,
+              key_header: str | None) -> Sent:
+    """One REST request: the action's method and path, parameters placed by their ``x-in`` (path, query,
+    header, body), the system's auth, headers and origin policy."""
+    import httpx
+
+    channel = _rest_channel(pipeline, action.system)
+    system, client, limiter, breaker = channel.system, channel.client, channel.limiter, channel.breaker
+    props = (action.input_schema or {}).get("properties") or {}
+    path = str(action.binding["path"])
+    query: dict[str, Any] = {}
+    headers: dict[str, str] = {}
+    body: Any = None
+    for key, value in request.items():
+        where = (props.get(key) or {}).get("x-in", "body" if key == "body" else "query")
+        if where == "path":
+            path = path.replace("{" + key + "}", quote(str(value), safe=""))
+        elif where == "header":
+            headers[key] = str(value)
+        elif where == "body":
+            body = value
+        else:
+            query[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
+    if idempotency_key is not None and key_header:
+        headers[key_header] = idempotency_key
+    method = str(action.binding["method"]).upper()
+    url = system.base_url.rstrip("/") + "/" + path.lstrip("/")
+    if breaker is not None:
+        breaker.before_call()
+    if limiter is not None:
+        limiter.acquire()
+    where = f"{method} {url}"
+    with tracing.call(action.system, f"{method} {action.binding['path']}", where, protocol="rest",
+                      attributes=tracing.http_attributes(method, url)) as call:
+        try:
+            response = client.request(method, url, params={**system.params, **query}, json=body,
+                                      headers=tracing.inject(dict(headers)))
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            if breaker is not None:
+                breaker.failure(type(exc).__name__)
+            raise DeliveryFailed(f"{mask(where)}: cannot connect ({type(exc).__name__}); nothing was sent",
+                                 retryable=True) from None
+        except httpx.HTTPError as exc:
+            if breaker is not None:
+                breaker.failure(type(exc).__name__)
+            raise DeliveryUnknown(f"{mask(where)}: the request was sent and no complete answer came "
+                                  f"({type(exc).__name__}: {mask(str(exc))}); it may have taken effect") from None
+        call.http_status, call.bytes = response.status_code, len(response.content)
+        if breaker is not None:
+            if response.status_code >= 500:
+                breaker.failure(f"HTTP {response.status_code}")
+            else:
+                breaker.success()
+        try:
+            doc: Any = response.json() if response.content else None
+        except ValueError:
+            doc = {"text": response.text[:2000]}
+        if response.status_code >= 400:
+            raise DeliveryFailed(f"{mask(where)}: HTTP {response.status_code}: {mask(response.text[:300])}",
+                                 retryable=response.status_code in RETRYABLE, status=response.status_code)
+    return Sent(doc, response.status_code, f"HTTP {response.status_code}")
+
+
+@dataclass
+class _RestChannel:
+    system: Any
+    client: Any
+    limiter: Any
+    breaker: Any
+
+
+_channels: dict[tuple[str, str, str], _RestChannel] = {}
+_channels_lock = threading.Lock()
+_soap_adapters: dict[tuple[str, str, str, str], Any] = {}
+
+
+def _rest_channel(pipeline: Pipeline, system_name: str) -> _RestChannel:
+    """One httpx client per system and spec in this process (connections kept alive, the TLS context built
+    once: building it costs ~30 ms, more than a loopback request), with the system's rate limiter and breaker."""
+    import httpx
+
+    from adapters.rest import build_auth, origin_policy
+    from hub.materialize import state_dir
+    from hub.runtime.breaker import breaker_for
+    from hub.runtime.ratelimit import limiter_for, system_key
+
+    block = pipeline.spec.systems[system_name]
+    key = (str(pipeline.path), system_name, block.model_dump_json())  # a changed spec gets a new client
+    with _channels_lock:
+        found = _channels.get(key)
+        if found is not None:
+            return found
+        system = block.protocol.resolve_system(system_name, block)
+        timeout = system.timeout if isinstance(system.timeout, (int, float)) else system.timeout.read
+        client = httpx.Client(auth=build_auth(system.auth), headers={**system.headers}, verify=system.verify,
+                              timeout=timeout, event_hooks=origin_policy(system, system_name).hooks(),
+                              limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
+        skey = system_key(system_name, system.base_url)
+        state = state_dir(pipeline.root)
+        found = _RestChannel(system, client, limiter_for(skey, system.rate_limit, state),
+                             breaker_for(skey, system.circuit_breaker, state))
+        _channels[key] = found
+        return found
+
+
+def soap_send(pipeline: Pipeline, action: Any, request: dict[str, Any], *, idempotency_key: str | None,
+              key_header: str | None) -> Sent:
+    """One SOAP call of the action's operation with *request* as its parameters (the idempotency key, when
+    declared, is one of them: SOAP has no standard header for it)."""
+    from adapters.soap import SoapSource, SoapSourceConfig
+    from hub.materialize import cache_dir
+
+    block = pipeline.spec.systems[action.system]
+    operation = str(action.binding["operation"])
+    key = (str(pipeline.path), action.system, block.model_dump_json(), operation)
+    with _channels_lock:  # one adapter (its WSDL loaded once: ~40 ms) per system, spec and operation
+        adapter = _soap_adapters.get(key)
+        if adapter is None:
+            system = block.protocol.resolve_system(action.system, block)
+            source = SoapSourceConfig.model_validate({"operation": operation, "records": operation + "Response"})
+            adapter = SoapSource(system, source, name=action.name, cache_dir=cache_dir(pipeline) / "wsdl",
+                                 base_dir=pipeline.root, system_name=action.system)
+            _soap_adapters[key] = adapter
+    status, response = adapter.send(dict(request))
+    return Sent(response, status, f"HTTP {status}")
+
+
+def graphql_send(pipeline: Pipeline, action: Any, request: dict[str, Any], *, idempotency_key: str | None,
+                 key_header: str | None) -> Sent:
+    """One GraphQL mutation (the action's document, *request* as its variables), never retried."""
+    from adapters.graphql import GraphQLEndpoint
+    from hub.errors import GraphQLError, HTTPStatusError, ResponseFormatError, TransportError
+    from hub.materialize import state_dir
+    from hub.runtime.retry import RetryConfig
+
+    block = pipeline.spec.systems[action.system]
+    system = block.protocol.resolve_system(action.system, block).model_copy(update={"retries": RetryConfig(max=0)})
+    if idempotency_key is not None and key_header:
+        system = system.model_copy(update={"headers": {**system.headers, key_header: idempotency_key}})
+    endpoint = GraphQLEndpoint(system, system_name=action.system, name=action.name,
+                               state_dir=state_dir(pipeline.root))
+    try:
+        data = endpoint.execute_sync(str(action.binding["document"]), request, action.binding.get("operation_name"),
+                                     label=action.name)
+    except HTTPStatusError as exc:
+        raise DeliveryFailed(str(exc), status=exc.status, retryable=exc.status in RETRYABLE) from None
+    except GraphQLError as exc:  # the server answered with errors: the mutation was refused
+        raise DeliveryFailed(str(exc)) from None
+    except TransportError as exc:
+        if exc.not_sent:
+            raise DeliveryFailed(f"{exc}; nothing was sent", retryable=True) from None
+        raise DeliveryUnknown(f"{exc}; the mutation may have taken effect") from None
+    except ResponseFormatError as exc:  # the answer broke off or cannot be read: the mutation may have run
+        raise DeliveryUnknown(f"{exc}; the mutation may have taken effect") from None
+    return Sent(data, 200, "HTTP 200")
+
+
+def sql_send(pipeline: Pipeline, action: Any, request: dict[str, Any], *, idempotency_key: str | None,
+             key_header: str | None) -> Sent:
+    """One write to a table or stored procedure the system declares writable for flows (``writes:``), in a
+    transaction of its own (:func:`adapters.sql.write`)."""
+    from adapters.sql import write
+
+    block = pipeline.spec.systems[action.system]
+    system = block.protocol.resolve_system(action.system, block)
+    binding = action.binding
+    where = f"{action.name} ({binding.get('mode')} {binding.get('table') or binding.get('procedure')})"
+    with tracing.call(action.system, f"{binding.get('mode')} {binding.get('table') or binding.get('procedure')}",
+                      where, protocol="sql") as call:
+        rows = write(system, mode=str(binding["mode"]), table=binding.get("table"), schema=binding.get("schema"),
+                     key=list(binding.get("key") or []), procedure=binding.get("procedure"), values=request,
+                     label=where)
+        call.rows = rows
+    return Sent({"rows": rows}, None, f"{rows} row(s)")
+
+
+def publish_action(pipeline: Pipeline, system: str, protocol: str) -> Any:
+    """The one action of a broker system for flows: publish a JSON message (``body``) to an exchange with a
+    routing key; the delivery's idempotency key is the message id, so consumers can drop a repeat."""
+    from hub.agent.catalog import Action
+
+    return Action(
+        name=f"{system}.publish", system=system, protocol=protocol,
+        description=f"Publish one persistent JSON message on {system} (publisher confirms)",
+        input_schema={"type": "object", "required": ["routing_key", "body"], "properties": {
+            "exchange": {"type": "string", "description": "The exchange (default: the default exchange)."},
+            "routing_key": {"type": "string", "minLength": 1},
+            "body": {"description": "The message, sent as JSON."},
+            "type": {"type": "string", "description": "The message type (e.g. order.paid)."},
+            "headers": {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}}}},
+        output_schema={"type": "object", "properties": {"message_id": {"type": "string"}}},
+        side_effect="write", binding={"kind": "publish"}, pipeline=pipeline.name)
+
+
+def amqp_send(pipeline: Pipeline, action: Any, request: dict[str, Any], *, idempotency_key: str | None,
+              key_header: str | None) -> Sent:
+    """One message published with publisher confirms; the idempotency key (when the step declares one) is
+    the message id. A connection refused sent nothing (retryable); a broker that does not confirm may or may
+    not have the message (unknown)."""
+    import asyncio
+    import uuid
+
+    import orjson
+
+    from adapters.amqp import publish
+
+    block = pipeline.spec.systems[action.system]
+    system = block.protocol.resolve_system(action.system, block)
+    message_id = idempotency_key or uuid.uuid4().hex
+    exchange = str(request.get("exchange") or "")
+    key = str(request["routing_key"])
+    where = f"publish {exchange or '(default exchange)'} {key}"
+    with tracing.call(action.system, "publish", where, protocol=action.protocol) as call:
+        headers = tracing.inject({k: str(v) for k, v in (request.get("headers") or {}).items()})
+        try:
+            asyncio.run(publish(system.url, key, [orjson.dumps(request["body"])], exchange=exchange,
+                                message_ids=[message_id], headers=dict(headers), type=request.get("type"),
+                                system=system))
+        except (ConnectionError, OSError) as exc:
+            raise DeliveryFailed(f"{action.name}: {where}: cannot connect ({type(exc).__name__}: "
+                                 f"{mask(str(exc))}); nothing was sent", retryable=True) from None
+        except Exception as exc:  # no confirm (a timeout, a closed channel): the broker may have it
+            name = type(exc).__name__
+            if "NotFound" in name or "Nack" in name or "Refused" in name:
+                raise DeliveryFailed(f"{action.name}: {where}: refused ({name}: {mask(str(exc))})") from None
+            raise DeliveryUnknown(f"{action.name}: {where}: no confirm ({name}: {mask(str(exc))}); the message "
+                                  "may have been published") from None
+        call.rows = 1
+    return Sent({"message_id": message_id}, None, "confirmed")
