@@ -44,6 +44,7 @@ def bank(monkeypatch: pytest.MonkeyPatch) -> Iterator[BankService]:
     with BankService(port=0) as service:
         monkeypatch.setenv("HUB_DEMO_BANK_PORT", str(service.port))
         monkeypatch.setenv("BANK_PASSWORD", "demo-bank-pass-51c0")
+        monkeypatch.setenv("BANK_WEBHOOK_SECRET", "demo-bank-webhook-7d21")  # the bank signs its payment webhooks
         monkeypatch.setenv("BANK_HOST_KEY_FINGERPRINT", service.fingerprint)
         yield service
 

@@ -69,11 +69,13 @@ def test_committed_demo_snapshots_match_the_live_demo(estate: dict[str, Any], de
 
     # stream contracts are read from the event store: land the demo week's events as `--demo` does
     landed = demo_events.land(demo, *demo_events.WEEK, lambda line: None)
-    streams = {"erp_events": "erp_order_events", "inventory_events": "inventory_movements"}
+    streams = {"erp_events": "erp_order_events", "inventory_events": "inventory_movements",
+               "bank_hooks": "bank_payment_events"}
     results = verify(demo, directory=REPO / "contracts")
     assert [(r.system, r.status) for r in results] == [
         ("crm", "passed"), ("catalogue", "passed"), ("erp", "passed"), ("bank", "passed"),
-        ("inventory", "passed"), ("erp_events", "passed"), ("inventory_events", "passed")], \
+        ("inventory", "passed"), ("erp_events", "passed"), ("inventory_events", "passed"),
+        ("bank_hooks", "passed")], \
         "\n".join(c.message() for r in results for c in r.changes) + "".join(r.error or "" for r in results)
     # taking the snapshot again gives the committed files byte for byte (no ports, hosts, run values); a
     # stream system only when its broker ran (without events its payload schema is unknown: {})
@@ -311,8 +313,8 @@ def test_cli_exit_codes_and_reports(estate: dict[str, Any], demo: Pipeline, tmp_
     out = runner.invoke(app, ["contracts", "snapshot", spec, "--dir", str(contracts)])
     assert out.exit_code == 0, out.output
     assert sorted(p.name for p in (contracts / "demo").iterdir()) == [
-        "bank.contract.json", "catalogue.contract.json", "crm.contract.json", "erp.contract.json",
-        "erp_events.contract.json", "inventory.contract.json", "inventory_events.contract.json"]
+        "bank.contract.json", "bank_hooks.contract.json", "catalogue.contract.json", "crm.contract.json",
+        "erp.contract.json", "erp_events.contract.json", "inventory.contract.json", "inventory_events.contract.json"]
     reports = {"--junit": tmp_path / "r" / "c.xml", "--html": tmp_path / "r" / "c.html",
                "--markdown": tmp_path / "r" / "c.md"}
     args = ["contracts", "test", spec, "--dir", str(contracts), *[x for k, v in reports.items() for x in (k, str(v))]]
@@ -326,8 +328,9 @@ def test_cli_exit_codes_and_reports(estate: dict[str, Any], demo: Pipeline, tmp_
     assert "crm: GET /customers response data[].region: removed" in out.output
     suite = ET.parse(reports["--junit"]).getroot()
     cases = {c.get("name"): c for c in suite.iter("testcase")}
-    assert set(cases) == {"crm", "catalogue", "erp", "bank", "inventory", "erp_events", "inventory_events"}
-    assert suite.get("tests") == "7" and suite.get("failures") == "1"
+    assert set(cases) == {"crm", "catalogue", "erp", "bank", "inventory", "erp_events", "inventory_events",
+                          "bank_hooks"}
+    assert suite.get("tests") == "8" and suite.get("failures") == "1"
     failure = cases["crm"].find("failure")
     assert failure is not None and "data[].region: removed" in (failure.text or "")
     assert cases["erp"].find("failure") is None

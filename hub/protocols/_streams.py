@@ -1,4 +1,4 @@
-"""What the stream protocols' plugins (amqp, nats, mqtt, kafka) share: spec checks, path handling, contracts."""
+"""What the stream protocols' plugins (amqp, nats, mqtt, kafka, webhook) share: spec checks, paths, contracts."""
 
 from __future__ import annotations
 

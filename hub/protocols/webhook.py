@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from adapters.webhook import WebhookSourceConfig, WebhookSystemConfig
 from hub.errors import ProtocolError
 from hub.protocols import Protocol, SourceCheck
-from hub.protocols._streams import stream_only
+from hub.protocols._streams import StreamContract, stream_only
 
 if TYPE_CHECKING:
     from adapters.webhook import WebhookReceiver
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from hub.spec.models import ResolvedSource
 
 
-class WebhookProtocol(Protocol):
+class WebhookProtocol(StreamContract, Protocol):  # contracts: the payloads stored, as for brokers
     name = "webhook"
     system_model = WebhookSystemConfig
     source_model = WebhookSourceConfig
