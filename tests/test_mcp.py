@@ -182,9 +182,11 @@ def test_mcp_stdio_session(crm: CRMService, tmp_path: Path, warehouse_path: Path
     page = seen["list_page"]
     assert page["returned"] == 2 and page["offset"] == 1 and page["next_offset"] == 3
     assert [a["name"] for a in page["actions"]] == [a["name"] for a in seen["list"]["actions"][1:3]]
-    assert {a["name"] for a in seen["list_writes"]["actions"]} == {"partner.post_customers",
-                                                                   "partner.delete_customers_by_id",
-                                                                   "catalogue.setProductPrice"}  # GraphQL mutation
+    assert {a["name"] for a in seen["list_writes"]["actions"]} == {
+        "partner.post_customers", "partner.delete_customers_by_id",
+        "catalogue.setProductPrice",  # a GraphQL mutation
+        "erp.MarkOrderPaid", "crm.post_activities", "crm.delete_activities_by_id", "crm.post_tasks",  # the flows'
+        "erp_events.publish"}  # publishing to the ERP's RabbitMQ exchange
     assert seen["search"]["actions"][0]["name"].startswith("erp.") and seen["search"]["returned"] == 3
     assert seen["describe"][0] is True and "crm.get_contacts" in seen["describe"][1]["text"]
     read = seen["describe_read"]
