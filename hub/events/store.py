@@ -330,30 +330,20 @@ class EventStore(ABC):
              until: str | None = None, limit: int = 5000) -> Iterator[list[Event]]:
         """The events of *source* after position *after* (up to *upto*; received between *since* and
         *until*, ISO times), in position order, *limit* at a time (bounded memory)."""
-        while True:
-            sql = f"SELECT {_EVENT_COLUMNS} FROM {{events}} WHERE source = ? AND position > ?"
-            args: list[Any] = [source, after]
-            if upto is not None:
-                sql += " AND position <= ?"
-                args.append(upto)
-            if since is not None:
-                sql += " AND received_at >= {ts}"
-                args.append(since)
-            if until is not None:
-                sql += " AND received_at <= {ts}"
-                args.append(until)
-            rows = self._run(sql + " ORDER BY position LIMIT ?", (*args, limit)).fetchall()
-            if not rows:
-                return
+        for rows in self._pages(_EVENT_COLUMNS, source, after, upto, since, until, limit):
             yield [self._event(r) for r in rows]
-            after = rows[-1][0]
 
     def read_payloads(self, source: str, *, after: int = 0, upto: int | None = None, since: str | None = None,
                       until: str | None = None, limit: int = 5000) -> Iterator[list[tuple[int, str, bytes]]]:
         """Like :meth:`read`, only (position, message id, payload) per event: what an absorb needs, without
         building an :class:`Event` per row (a third of a replay's time)."""
+        yield from self._pages("position, message_id, payload", source, after, upto, since, until, limit)
+
+    def _pages(self, columns: str, source: str, after: int, upto: int | None, since: str | None,
+               until: str | None, limit: int) -> Iterator[list[Any]]:
+        """*columns* (the position first) of *source*'s events in a position range, a page of *limit* at a time."""
         while True:
-            sql = "SELECT position, message_id, payload FROM {events} WHERE source = ? AND position > ?"
+            sql = f"SELECT {columns} FROM {{events}} WHERE source = ? AND position > ?"
             args: list[Any] = [source, after]
             if upto is not None:
                 sql += " AND position <= ?"
