@@ -33,7 +33,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
-from urllib.parse import quote
 
 import pyarrow as pa
 
@@ -309,21 +308,9 @@ def rest_call(pipeline: Pipeline, action: Action, params: dict[str, Any], limit:
 
     block = pipeline.spec.systems[action.system]
     system = block.protocol.resolve_system(action.system, block)
-    props = (action.input_schema or {}).get("properties") or {}
-    path = str(action.binding["path"])
-    query: dict[str, Any] = {}
-    headers: dict[str, str] = {}
-    body: Any = None
-    for key, value in params.items():
-        where = (props.get(key) or {}).get("x-in", "body" if key == "body" else "query")
-        if where == "path":
-            path = path.replace("{" + key + "}", quote(str(value), safe=""))
-        elif where == "header":
-            headers[key] = str(value)
-        elif where == "body":
-            body = value
-        else:
-            query[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
+    from hub.protocols.rest import place_params
+
+    path, query, headers, body = place_params(action, params)
     method = str(action.binding["method"]).upper()
     records_path = str(action.binding.get("records") or "$")
     # reads go through the REST adapter (retries, backoff); a write is sent exactly once, never retried

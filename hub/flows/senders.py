@@ -9,11 +9,9 @@ left the host), :class:`~hub.errors.DeliveryUnknown` when the request went out a
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 from hub.errors import DeliveryFailed, DeliveryUnknown
 from hub.protocols import Sent
@@ -33,21 +31,9 @@ def rest_send(pipeline: Pipeline, action: Any, request: dict[str, Any], *, idemp
 
     channel = _rest_channel(pipeline, action.system)
     system, client, limiter, breaker = channel.system, channel.client, channel.limiter, channel.breaker
-    props = (action.input_schema or {}).get("properties") or {}
-    path = str(action.binding["path"])
-    query: dict[str, Any] = {}
-    headers: dict[str, str] = {}
-    body: Any = None
-    for key, value in request.items():
-        where = (props.get(key) or {}).get("x-in", "body" if key == "body" else "query")
-        if where == "path":
-            path = path.replace("{" + key + "}", quote(str(value), safe=""))
-        elif where == "header":
-            headers[key] = str(value)
-        elif where == "body":
-            body = value
-        else:
-            query[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
+    from hub.protocols.rest import place_params
+
+    path, query, headers, body = place_params(action, request)
     if idempotency_key is not None and key_header:
         headers[key_header] = idempotency_key
     method = str(action.binding["method"]).upper()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from adapters.rest import RestSourceConfig, RestSystemConfig
 from hub.protocols import ExtractRun, Loc, Protocol, SourceCheck
@@ -128,6 +130,28 @@ class RestProtocol(Protocol):
 
     def source_params(self, config: Any) -> dict[str, Any]:
         return dict(config.request.params or {})
+
+def place_params(action: Any, params: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, str], Any]:
+    """(path, query, headers, body) of a call of REST *action* with *params*, each parameter placed where the
+    action's input schema says (``x-in``: path, header, body, else query): for guarded agent calls and flow
+    writes alike."""
+    props = (action.input_schema or {}).get("properties") or {}
+    path = str(action.binding["path"])
+    query: dict[str, Any] = {}
+    headers: dict[str, str] = {}
+    body: Any = None
+    for key, value in params.items():
+        where = (props.get(key) or {}).get("x-in", "body" if key == "body" else "query")
+        if where == "path":
+            path = path.replace("{" + key + "}", quote(str(value), safe=""))
+        elif where == "header":
+            headers[key] = str(value)
+        elif where == "body":
+            body = value
+        else:
+            query[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
+    return path, query, headers, body
+
 
 def build(source: ResolvedSource, window: Any, batch_size: int = 10_000, *, root: Path | None = None) -> RestSource:
     """The REST adapter for *source* and *window* (also used by contracts, which read one page)."""
