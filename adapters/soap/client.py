@@ -214,7 +214,9 @@ class SoapSource:
         trusted = [address, wsdl.location if wsdl_origin is not None else None, *allowed]
         wsdl.transport.http.event_hooks = OriginPolicy.of(label, trusted).hooks()
 
-    def _open(self) -> tuple[Wsdl, Any, Any, ResponseReader]:
+    def _bind(self) -> tuple[Wsdl, Any, Any, Any]:
+        """(the loaded WSDL, the chosen port's binding, a service proxy at the pinned address, the source's
+        operation): what reading and sending both start from."""
         wsdl = self._wsdl or load_wsdl(self.system, cache_dir=self.cache_dir, base_dir=self.base_dir,
                                        spool_dir=self.spool_dir, system_name=self.system_label)
         self._wsdl = wsdl
@@ -227,11 +229,16 @@ class SoapSource:
         address = self.system.address or port.binding_options.get("address", "")
         self.stats.url = mask_url(address)
         self._pin_endpoint(wsdl, address)
-        op_name = self.source.operation
-        operation = binding._operations.get(op_name)
+        op = self.source.operation
+        operation = binding._operations.get(op)
         if operation is None:
-            raise AdapterError(f"operation {op_name} is not in port {port.name} of service {service.name} "
+            raise AdapterError(f"operation {op} is not in port {port.name} of service {service.name} "
                                f"(operations: {', '.join(sorted(binding._operations))})")
+        return wsdl, binding, proxy, operation
+
+    def _open(self) -> tuple[Wsdl, Any, Any, ResponseReader]:
+        wsdl, binding, proxy, operation = self._bind()
+        op_name = self.source.operation
         body = getattr(operation.output, "body", None)
         if body is None:
             raise AdapterError(f"operation {op_name} has no output body to read records from")
@@ -395,21 +402,8 @@ class SoapSource:
         from zeep.exceptions import Fault
         from zeep.helpers import serialize_object
 
-        wsdl = self._wsdl or load_wsdl(self.system, cache_dir=self.cache_dir, base_dir=self.base_dir,
-                                       spool_dir=self.spool_dir, system_name=self.system_label)
-        self._wsdl = wsdl
-        service, port = select_port(wsdl, self.system)
-        binding = port.binding
-        proxy = ServiceProxy(wsdl.client, binding, address=self.system.address) if self.system.address \
-            else wsdl.client.bind(service.name, port.name)
-        address = self.system.address or port.binding_options.get("address", "")
-        self.stats.url = mask_url(address)
-        self._pin_endpoint(wsdl, address)
+        wsdl, binding, proxy, operation = self._bind()
         op = self.source.operation
-        operation = binding._operations.get(op)
-        if operation is None:
-            raise AdapterError(f"operation {op} is not in port {port.name} of service {service.name} "
-                               f"(operations: {', '.join(sorted(binding._operations))})")
         self._headers = self._soap_headers(operation, getattr(binding.name, "namespace", None))
         breaker = self.breaker
         if breaker is not None:
