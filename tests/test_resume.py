@@ -338,6 +338,10 @@ def big_drop(sftp_server: tuple[Any, FaultProxy], tmp_path: Path) -> Iterator[tu
 def sftp_spec(drop: Any, port: int, tmp: Path, warehouse: str) -> Any:
     system = drop.system(port=port, retries={"max": 1, "backoff": 0.01}, host_key_fingerprint=drop.fingerprint)
     system.pop("known_hosts")  # it names the server's own port; the proxy's differs: the key is pinned instead
+    # The embedded server answers concurrent reads in any order. With 4 reads of 256 KB in flight the first
+    # block has arrived (and been written) well before the proxy's 2 MB cut; with the default 64, a loaded
+    # machine could see the cut before it, leaving an empty (still correct, but untestable) prefix.
+    system["concurrency"] = 4
     doc = {
         "pipeline": "files",
         "warehouse": f"duckdb:///{tmp / warehouse}",
