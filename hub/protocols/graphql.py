@@ -70,7 +70,8 @@ class GraphQLProtocol(Protocol):
         schema = self._schema(pipeline, system)
         sources = {s.name: selection_contract(schema, s.config.query, s.config.operation_name, check=False)
                    for s in pipeline.sources.values() if s.system_name == system}
-        return {"sources": dict(sorted(sources.items())), "flows": self._flow_contracts(pipeline, system, schema)}
+        flows = self._flow_contracts(pipeline, system, schema)
+        return {"sources": dict(sorted(sources.items())), **({"flows": flows} if flows else {})}
 
     def _flow_contracts(self, pipeline: Pipeline, system: str, schema: GraphQLSchema) -> dict[str, Any]:
         """Per call a flow makes (``<flow>.<step>`` and, for compensations and verifications, ``:<why>``): the
