@@ -146,3 +146,118 @@ def test_http_call_to_hub_serve_runs_the_flow_through_dagster_once(tmp_path: Pat
     assert len(runs) == 2 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
     mats = instance.fetch_materializations(dg.AssetKey("push"), limit=10).records
     assert sorted(m.asset_materialization.metadata["hub/sent"].value for m in mats) == [0, 3]
+
+
+# --- trigger: {after: <partitioned table>} ----------------------------------------------------------------
+
+PARTITIONED = """pipeline: shopflows
+warehouse: duckdb:///{root}/warehouse.duckdb
+partitions:
+  daily: {{start: 2024-01-01, timezone: UTC}}
+systems:
+  partner:
+    rest: {{base_url: "{url}", openapi: "{url}/openapi.json", timeout: 5}}
+  shop:
+    sql: {{url: "sqlite:///{root}/shop.sqlite"}}
+sources:
+  orders:
+    system: shop
+    query: "select ref, amount, day from orders where day = '{{{{ partition.key }}}}'"
+    primary_key: [ref]
+    columns: {{ref: ref, amount: {{type: float64}}, day: day}}
+flows:
+  push:
+    trigger: {{after: orders}}
+    input: {{table: orders, key: ref}}
+    steps:
+      - name: rec
+        call: partner.post_records
+        params: {{body: {{ref: "{{{{ item.ref }}}}", amount: "{{{{ item.amount }}}}"}}}}
+  big:
+    trigger: {{after: orders}}
+    input:
+      sql: "select ref, amount from orders where _hub_partition = '{{{{ partition.key }}}}' and amount > 100"
+      key: ref
+    steps:
+      - name: task
+        call: partner.post_tasks
+        params: {{body: {{ref: "{{{{ item.ref }}}}", reason: big}}}}
+"""
+
+
+def _shop(tmp_path: Path, url: str) -> Path:
+    import sqlite3
+
+    con = sqlite3.connect(tmp_path / "shop.sqlite")
+    con.execute("CREATE TABLE orders (ref TEXT PRIMARY KEY, amount REAL, day TEXT)")
+    con.executemany("INSERT INTO orders VALUES (?, ?, ?)", [("a1", 10.0, "2024-01-01"), ("a2", 250.0, "2024-01-01"),
+                                                            ("b1", 40.0, "2024-01-02"), ("b2", 500.0, "2024-01-02")])
+    con.commit()
+    con.close()
+    (tmp_path / "pyproject.toml").write_text("[project]\nname='t'\n")
+    spec = tmp_path / "shop.yaml"
+    spec.write_text(PARTITIONED.format(root=tmp_path, url=url))
+    return spec
+
+
+def test_flow_after_a_partitioned_table_is_partitioned_like_it(tmp_path: Path) -> None:
+    import dagster as dg
+
+    from hub.dagster.definitions import pipeline_definitions
+    from hub.dagster.run import run_pipeline
+
+    with partner() as (url, state):
+        pipeline = load(_shop(tmp_path, url))
+        assert pipeline.flow_partitioned("push") and pipeline.flow_partitioned("big")
+        defs = pipeline_definitions(pipeline)
+        flow, source = defs.resolve_assets_def("push"), defs.resolve_assets_def("orders")
+        assert flow.partitions_def == source.partitions_def is not None
+        assert defs.resolve_job_def("shopflows_push_flow").partitions_def == source.partitions_def
+        instance = dg.DagsterInstance.ephemeral()
+        loaded = run_pipeline(pipeline, instance, assets=["orders"], partitions=["2024-01-01", "2024-01-02"])
+        assert [o.success for o in loaded] == [True, True], [o.error for o in loaded]
+        # Dagster materializes one partition of each flow: only that partition's items are sent
+        result = dg.materialize([flow, defs.resolve_assets_def("big")], instance=instance, partition_key="2024-01-02")
+        assert result.success
+        assert state.refs() == ["b1", "b2"] and [t["ref"] for t in state.tasks] == ["b2"]
+        mats = {m.asset_key.to_user_string(): m for m in result.get_asset_materialization_events()}
+        assert mats["push"].partition == "2024-01-02"
+        wh = tmp_path / "warehouse.duckdb"
+        assert _rows(wh, "SELECT item_key, status, _hub_partition FROM push ORDER BY 1") == [
+            ("ref=b1", "ok", "2024-01-02"), ("ref=b2", "ok", "2024-01-02")]
+        # the same through hub run's path (--asset push --partition 2024-01-01), then that partition again
+        for _ in range(2):
+            [out] = run_pipeline(pipeline, instance, assets=["push"], partitions=["2024-01-01"])
+            assert out.success and out.partition == "2024-01-01", out.error
+        assert state.refs() == ["a1", "a2", "b1", "b2"] and len(state.log) == 5  # a partition's re-run sends nothing
+        assert _rows(wh, "SELECT _hub_partition, count(*) FROM push GROUP BY 1 ORDER BY 1") == [
+            ("2024-01-01", 2), ("2024-01-02", 2)]
+    from hub.errors import HubError
+    from hub.flows.engine import run_flow
+
+    with pytest.raises(HubError, match="flow push runs per partition of orders: name one"):
+        run_flow(pipeline, "push")
+
+
+def test_partitioned_flow_must_read_only_its_partition(tmp_path: Path) -> None:
+    spec = _shop(tmp_path, "http://127.0.0.1:9/api")
+    text = spec.read_text()
+    spec.write_text(text.replace("where _hub_partition = '{{ partition.key }}' and amount > 100",
+                                 "where amount > 100")
+                    + """  plain:
+    input: {sql: "select ref from orders where day = '{{ partition.start_date }}'", key: ref}
+    steps:
+      - {name: m, map: {x: "{{ item.ref }}"}}
+  typo:
+    trigger: {after: orders}
+    input: {sql: "select ref from orders where day = '{{ partition.strat }}'", key: ref}
+    steps:
+      - {name: m, map: {x: "{{ item.ref }}"}}
+""")
+    with pytest.raises(SpecError) as info:
+        load(spec)
+    text = str(info.value)
+    assert "flows.big.input.sql: the flow runs per partition of orders: the query must select that partition's " \
+           "rows" in text
+    assert "flows.plain.input.sql: the query uses templates, but the flow has no partitions" in text
+    assert "flows.typo.input.sql:" in text and "strat" in text
