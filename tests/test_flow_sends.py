@@ -58,12 +58,12 @@ def _keys(tmp_path: Path, step: str) -> dict[str, str]:
     return dict(_rows(tmp_path, f"SELECT item_key, idempotency_key FROM _hub_deliveries WHERE step = '{step}'"))
 
 
-def _dry_run(spec: Path, flow: str) -> str:
+def _dry_run(spec: Path, flow: str, requests: int = 3) -> str:
     out = subprocess.run([sys.executable, "-m", "hub.cli.main", "flow", "run", flow, "--spec", str(spec),
                           "--dry-run"], capture_output=True, text=True, cwd=REPO,
                          env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "250"}, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "3 request(s) would be sent, 0 skipped by the ledger; nothing was sent" in out.stdout
+    assert f"{requests} request(s) would be sent, 0 skipped by the ledger; nothing was sent" in out.stdout
     return out.stdout
 
 
@@ -210,3 +210,170 @@ def test_mqtt_broker_not_listening_sends_nothing_and_the_next_run_sends(tmp_path
     assert [i.status for i in report.items] == ["failed"] * 3
     assert "cannot connect" in str(report.items[0].error) and "nothing was sent" in str(report.items[0].error)
     assert {r[0] for r in _rows(tmp_path, "SELECT status FROM _hub_deliveries")} == {"failed"}
+
+
+# --- SFTP ------------------------------------------------------------------------------------------------
+
+def test_sftp_put_per_item_atomically_and_idempotent_by_name(tmp_path: Path) -> None:
+    from tests.sftp_servers import start_embedded
+
+    (tmp_path / "server").mkdir()
+    drop, server = start_embedded(tmp_path / "server")
+    try:
+        flows = """  export:
+    input: {table: payments, key: ref}
+    steps:
+      - name: doc
+        call: drop.put
+        params: {path: "outbox/paid-{{ item.ref }}.json", body: "{{ item }}"}
+      - name: line
+        call: drop.put
+        params: {path: "outbox/csv/{{ item.ref }}.csv", body: "ref;amount\\n{{ item.ref }};{{ item.amount }}\\n"}
+"""
+        spec = _project(tmp_path, f"  drop:\n    sftp: {json.dumps(drop.system())}\n", flows)
+        pipeline = load(spec)
+        assert check_actions(pipeline)[0] == []
+        dry = _dry_run(spec, "export", 6)
+        assert '"path": "outbox/paid-a1.json"' in dry and '"body": "ref;amount\\na2;250.0"' in dry, dry
+        assert not (drop.data / "outbox").exists()  # the dry run wrote nothing
+        first = run_flow(pipeline, "export")
+        assert [i.status for i in first.items] == ["ok"] * 3 and first.sent == 6
+        outbox = drop.data / "outbox"
+        assert json.loads((outbox / "paid-a2.json").read_text()) == {"ref": "a2", "amount": 250.0}
+        assert (outbox / "csv" / "a3.csv").read_text() == "ref;amount\na3;40.0"  # templates drop a last newline
+        stamps = {p: p.stat().st_mtime_ns for p in outbox.rglob("*") if p.is_file()}
+        time.sleep(0.05)
+        assert run_flow(pipeline, "export").sent == 0
+        assert {p: p.stat().st_mtime_ns for p in outbox.rglob("*") if p.is_file()} == stamps  # nothing written
+        # killed after the put of a1's document, before its answer was recorded: the put is idempotent by name,
+        # so the next run writes it again (the same content under the same name) instead of parking it
+        _execute(tmp_path, "UPDATE _hub_deliveries SET status = 'sent' WHERE item_key = 'ref=a1' AND step = 'doc'")
+        again = run_flow(pipeline, "export")
+        assert [i.status for i in again.items] == ["ok", "skipped", "skipped"] and again.sent == 1
+        files = sorted(str(p.relative_to(outbox)) for p in outbox.rglob("*") if p.is_file())
+        assert files == ["csv/a1.csv", "csv/a2.csv", "csv/a3.csv", "paid-a1.json", "paid-a2.json", "paid-a3.json"]
+        assert json.loads((outbox / "paid-a1.json").read_text()) == {"ref": "a1", "amount": 10.0}
+        response = json.loads(_rows(tmp_path, "SELECT response FROM _hub_deliveries WHERE item_key = 'ref=a1' "
+                                              "AND step = 'doc'")[0][0])
+        assert response["bytes"] == len((outbox / "paid-a1.json").read_bytes())
+    finally:
+        server.stop()
+
+
+def test_sftp_put_to_a_server_that_is_not_there_writes_nothing(tmp_path: Path) -> None:
+    from tests.sftp_servers import free_port
+
+    system = {"host": "127.0.0.1", "port": free_port(), "username": "hub", "password": "x",
+              "insecure_accept_any_host_key": True, "connect_timeout": 2, "retries": {"max": 0}}
+    flows = """  export:
+    input: {table: payments, key: ref}
+    steps:
+      - {name: doc, call: drop.put, params: {path: "out/{{ item.ref }}.json", body: "{{ item }}"}}
+"""
+    spec = _project(tmp_path, f"  drop:\n    sftp: {json.dumps(system)}\n", flows)
+    report = run_flow(load(spec), "export")
+    assert [i.status for i in report.items] == ["failed"] * 3
+    assert "nothing was written" in str(report.items[0].error)
+
+
+# --- RabbitMQ: a message no queue receives is not a delivery ---------------------------------------------
+
+@pytest.mark.skipif(not port_open(5672), reason="RabbitMQ is not listening on 127.0.0.1:5672")
+def test_amqp_publish_nobody_receives_is_failed_not_ok(tmp_path: Path) -> None:
+    flows = f"""  announce:
+    input: {{table: payments, key: ref}}
+    steps:
+      - name: paid
+        call: bus.publish
+        params:
+          exchange: amq.topic
+          routing_key: nobody.binds.{uuid.uuid4().hex[:10]}
+          body: {{ref: "{{{{ item.ref }}}}"}}
+        idempotency: {{param: body.message_id}}
+"""
+    spec = _project(tmp_path, '  bus:\n    amqp: {url: "amqp://guest:guest@127.0.0.1:5672/"}\n', flows)
+    dry = _dry_run(spec, "announce")
+    # the key goes into the body after the payload hash: the dry run shows it too
+    keyed = [line for line in dry.splitlines() if '"message_id": "' in line]
+    assert len(keyed) == 3
+    report = run_flow(load(spec), "announce")
+    assert [i.status for i in report.items] == ["failed"] * 3
+    assert "no queue is bound to receive the message" in str(report.items[0].error)
+
+
+# --- Kafka (no broker on this machine) -------------------------------------------------------------------
+
+KAFKA = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+KAFKA_FLOW = """  announce:
+    input: {{table: payments, key: ref}}
+    steps:
+      - name: paid
+        call: bus.publish
+        params: {{topic: {topic}, key: "{{{{ item.ref }}}}", type: order.paid, body: {{ref: "{{{{ item.ref }}}}"}}}}
+        idempotency: {{header: message-id}}
+"""
+
+
+def test_kafka_publish_is_checked_planned_and_fails_cleanly_without_a_broker(tmp_path: Path) -> None:
+    pytest.importorskip("aiokafka")
+    from tests.sftp_servers import free_port
+
+    port = free_port()  # nothing listens here
+    spec = _project(tmp_path, f'  bus:\n    kafka: {{bootstrap_servers: ["127.0.0.1:{port}"], connect_timeout: 2}}\n',
+                    KAFKA_FLOW.format(topic="orders.paid"))
+    pipeline = load(spec)
+    assert check_actions(pipeline)[0] == []
+    dry = _dry_run(spec, "announce")
+    assert '{"body": {"ref": "a1"}, "key": "a1", "topic": "orders.paid", "type": "order.paid"}' in dry
+    report = run_flow(pipeline, "announce")
+    assert [i.status for i in report.items] == ["failed"] * 3
+    assert f"kafka 127.0.0.1:{port} topic orders.paid: cannot connect" in str(report.items[0].error)
+    assert "nothing was sent" in str(report.items[0].error)
+
+
+def test_kafka_action_refuses_an_unknown_parameter(tmp_path: Path) -> None:
+    flows = KAFKA_FLOW.format(topic="orders.paid").replace("paid, key:", "paid, partition_key:")
+    spec = _project(tmp_path, '  bus:\n    kafka: {bootstrap_servers: ["127.0.0.1:9"]}\n', flows)
+    problems = check_actions(load(spec))[0]
+    assert [(".".join(map(str, loc)), msg.split(" (")[0]) for loc, msg in problems] == [
+        ("flows.announce.steps.0.params.partition_key", "'partition_key' is not a parameter of bus.publish")]
+
+
+@pytest.mark.skipif(not KAFKA, reason="KAFKA_BOOTSTRAP_SERVERS is not set: no Kafka broker to test against (the "
+                                      "action, the dry run and a broker that is not there are tested without one)")
+def test_kafka_publish_once_with_the_key_as_message_id(tmp_path: Path) -> None:
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    assert KAFKA is not None
+    topic = f"hubtest-flows-{uuid.uuid4().hex[:10]}"
+
+    async def create() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(topic, 1, 1)])
+        finally:
+            await admin.close()
+
+    async def consume() -> list[Any]:
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=KAFKA, auto_offset_reset="earliest",
+                                    group_id=f"g-{topic}")
+        await consumer.start()
+        try:
+            batches = await consumer.getmany(timeout_ms=5000)
+            return [r for records in batches.values() for r in records]
+        finally:
+            await consumer.stop()
+
+    asyncio.run(create())
+    system = f'  bus:\n    kafka: {{bootstrap_servers: ["{KAFKA}"]}}\n'
+    spec = _project(tmp_path, system, KAFKA_FLOW.format(topic=topic))
+    pipeline = load(spec)
+    assert run_flow(pipeline, "announce").sent == 3
+    assert run_flow(pipeline, "announce").sent == 0
+    records = asyncio.run(consume())
+    keys = _keys(tmp_path, "paid")
+    assert sorted(json.loads(r.value)["ref"] for r in records) == ["a1", "a2", "a3"]
+    for r in records:
+        assert dict(r.headers)["message-id"].decode() == keys[f"ref={r.key.decode()}"]

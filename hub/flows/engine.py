@@ -614,8 +614,9 @@ class FlowRun:
         if verify is not None:
             # found: it took effect (recorded ok); absent: it must be sent
             return not self._verified(step, action, row, item, ctx, where, verify, time.monotonic(), None)
-        if keyed:
-            return True  # the partner deduplicates on the key: sending again cannot act twice
+        if keyed or action.binding.get("idempotent"):
+            return True  # the partner deduplicates on the key, or the action is idempotent (an SQL upsert, a
+            #              file put by name): sending again cannot act twice
         if row.status == "sent":
             row.status, row.error = "unknown", ("an earlier run sent this request and stopped before its answer "
                                                 "was recorded")
