@@ -301,6 +301,56 @@ def test_amqp_publish_nobody_receives_is_failed_not_ok(tmp_path: Path) -> None:
     assert "no queue is bound to receive the message" in str(report.items[0].error)
 
 
+@pytest.mark.skipif(not port_open(5672), reason="RabbitMQ is not listening on 127.0.0.1:5672")
+def test_amqp_without_a_broker_is_skipped_and_published_by_a_later_run(tmp_path: Path) -> None:
+    """What the demo's announce step relies on (on_error: skip): no broker, nothing sent and the items go on;
+    the deliveries stay failed, so the first run with the broker publishes each message once."""
+    import aio_pika
+
+    from tests.sftp_servers import free_port
+
+    queue = f"flows-later-{uuid.uuid4().hex[:8]}"
+    flows = f"""  announce:
+    input: {{table: payments, key: ref}}
+    steps:
+      - name: paid
+        call: bus.publish
+        params: {{routing_key: {queue}, type: order.paid, body: {{ref: "{{{{ item.ref }}}}"}}}}
+        idempotency: {{param: body.message_id}}
+        retry: {{attempts: 2, backoff: 0.1}}
+        on_error: skip
+      - {{name: after, map: {{published: "{{{{ steps.paid is not none }}}}"}}}}
+"""
+    down = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
+    spec = _project(tmp_path, f'  bus:\n    amqp: {{url: "{down}", connect_timeout: 2}}\n', flows)
+    first = run_flow(load(spec), "announce")
+    assert [i.status for i in first.items] == ["ok"] * 3 and first.sent == 0  # the step skipped, nothing sent
+    assert [i.outputs["after"] for i in first.items] == [{"published": False}] * 3
+    assert {r[0] for r in _rows(tmp_path, "SELECT status FROM _hub_deliveries")} == {"failed"}
+
+    async def queue_op(drain: bool) -> list[Any]:
+        async with await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/") as conn:
+            channel = await conn.channel()
+            q = await channel.declare_queue(queue, durable=True)
+            got = []
+            while drain and (msg := await q.get(fail=False, timeout=5)) is not None:
+                await msg.ack()
+                got.append(msg)
+            if drain:
+                await q.delete()
+            return got
+
+    asyncio.run(queue_op(drain=False))
+    spec.write_text(spec.read_text().replace(down, "amqp://guest:guest@127.0.0.1:5672/"))
+    pipeline = load(spec)
+    assert run_flow(pipeline, "announce").sent == 3
+    assert run_flow(pipeline, "announce").sent == 0
+    messages = asyncio.run(queue_op(drain=True))
+    keys = _keys(tmp_path, "paid")
+    assert sorted(json.loads(m.body)["message_id"] for m in messages) == sorted(keys.values())
+    assert sorted(m.message_id for m in messages) == sorted(keys.values())
+
+
 # --- Kafka (no broker on this machine) -------------------------------------------------------------------
 
 KAFKA = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")

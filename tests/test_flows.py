@@ -735,7 +735,8 @@ def test_hub_demo_runs_the_flow_twice_and_the_second_run_sends_nothing(tmp_path:
         keys = dict(con.execute("SELECT item_key, idempotency_key FROM _hub_deliveries WHERE step = 'announce' "
                                 "AND status = 'ok'").fetchall())
         paid = {r[0]: r[1:] for r in con.execute(
-            "SELECT order_id, amount, booked_on FROM order_payments WHERE received > 0 AND open_amount = 0")}
+            "SELECT order_id, amount, booked_on FROM order_payments WHERE received > 0 AND open_amount = 0"
+        ).fetchall()}
     finally:
         con.close()
     assert by_status == {"ok": 80, "compensated": 5}  # the activities of orders on hold were deleted again

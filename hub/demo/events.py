@@ -98,8 +98,9 @@ def bind_paid_queue(pipeline: Pipeline, say: Callable[[str], None] = print) -> b
             pass
         asyncio.run(erp.bind_paid_queue(system.url))
     except Exception as exc:  # any failure (refused, credentials): the demo goes on without it
-        say(f"order.paid: not published: {where} is not reachable ({str(exc).splitlines()[0]}); the flow's "
-            "publish step sends nothing and is skipped, a later run with the broker up publishes them")
+        why = (str(exc) or type(exc).__name__).splitlines()[0]
+        say(f"order.paid: not published: {where} is not reachable ({why}); the flow's publish step sends "
+            "nothing and is skipped, a later run with the broker up publishes them")
         return False
     say(f"order.paid: the reconciliation flow publishes to {where}, message id = the delivery's idempotency key")
     return True
