@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -537,6 +538,9 @@ def test_soap_write_to_the_demo_erp(tmp_path: Path) -> None:
         assert again.sent == 0 and len(erp.requests) - before == 3  # only the refused order is tried again
 
 
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
 def _rabbit_up() -> bool:
     import socket
 
@@ -681,24 +685,72 @@ def test_ledger_on_a_postgresql_warehouse(tmp_path: Path, pg_url: str) -> None:
     assert audit == [{"outcome": "ok", "n": 2}, {"outcome": "unknown", "n": 1}]
 
 
+def _paid_queue(purge: bool) -> list[Any]:
+    """The demo's ``order.paid`` queue (hub.demo.erp.PAID_QUEUE), bound as ``hub demo`` binds it: emptied
+    (*purge*), or drained and its messages returned."""
+    import asyncio
+
+    import aio_pika
+
+    from hub.demo import erp
+
+    async def main() -> list[Any]:
+        await erp.bind_paid_queue(AMQP_URL)
+        got: list[Any] = []
+        async with await aio_pika.connect(AMQP_URL) as conn:
+            channel = await conn.channel()
+            q = await channel.get_queue(erp.PAID_QUEUE)
+            if purge:
+                await q.purge()
+                return got
+            while (msg := await q.get(fail=False, timeout=5)) is not None:
+                await msg.ack()
+                got.append(msg)
+        return got
+
+    return asyncio.run(main())
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # the demo subprocess may take its 540 s on a loaded machine
+@pytest.mark.skipif(not _rabbit_up(), reason="RabbitMQ is not listening on 127.0.0.1:5672 (the demo's order.paid)")
 def test_hub_demo_runs_the_flow_twice_and_the_second_run_sends_nothing(tmp_path: Path) -> None:
+    import json
+
     env = {**os.environ, "PYTHONPATH": str(REPO), "HUB_WAREHOUSE": f"duckdb:///{tmp_path / 'hub.duckdb'}",
-           "HUB_STATE_DIR": str(tmp_path / "state"), "COLUMNS": "250"}
+           "HUB_STATE_DIR": str(tmp_path / "state"), "COLUMNS": "250", "HUB_DEMO_AMQP_URL": AMQP_URL}
+    _paid_queue(purge=True)
     out = subprocess.run([sys.executable, "-m", "hub.cli.main", "demo"], capture_output=True, text=True, cwd=REPO,
                          env=env, timeout=540)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     first = next(line for line in out.stdout.splitlines() if "reconcile_payments (first run)" in line)
     second = next(line for line in out.stdout.splitlines() if "reconcile_payments (second run)" in line)
     assert "5 compensated" in first and "0 skipped by the delivery ledger" in first
-    assert "0 request(s) sent" in second and "80 skipped" in second
+    assert "250 request(s) sent" in first  # 3 per paid order, plus 5 activities undone
+    assert "0 request(s) sent" in second and "80 skipped" in second and "240 skipped by the delivery" in second
     con = duckdb.connect(str(tmp_path / "hub.duckdb"), read_only=True)
     try:
         by_status = dict(con.execute("SELECT status, count(*) FROM _hub_deliveries WHERE step = 'activity' "
                                      "GROUP BY 1").fetchall())
+        keys = dict(con.execute("SELECT item_key, idempotency_key FROM _hub_deliveries WHERE step = 'announce' "
+                                "AND status = 'ok'").fetchall())
+        paid = {r[0]: r[1:] for r in con.execute(
+            "SELECT order_id, amount, booked_on FROM order_payments WHERE received > 0 AND open_amount = 0"
+        ).fetchall()}
     finally:
         con.close()
     assert by_status == {"ok": 80, "compensated": 5}  # the activities of orders on hold were deleted again
+    # order.paid: published once per order marked paid (the two runs together), never for one on hold
+    messages = _paid_queue(purge=False)
+    assert len(messages) == 80 and len(keys) == 80
+    bodies = [json.loads(m.body) for m in messages]
+    assert sorted(m.message_id for m in messages) == sorted(keys.values())
+    assert all(m.type == "order.paid" and m.routing_key == "order.paid" for m in messages)
+    for body, m in zip(bodies, messages, strict=True):
+        assert body["message_id"] == m.message_id == keys[f"order_id={body['order_id']}"]
+        amount, booked_on = paid[body["order_id"]]
+        assert body["amount"] == float(amount) and body["booked_on"] == booked_on.isoformat()
+    assert len(paid) == 85 and len({b["order_id"] for b in bodies}) == 80
 
 
 def test_map_converts_bodies_between_json_xml_and_csv() -> None:

@@ -3,13 +3,13 @@ hub's store commits, bounded prefetch, reconnect and re-subscribe inside ``fetch
 
 from typing import TYPE_CHECKING
 
-from adapters.amqp.config import AmqpPublishTarget, AmqpSourceConfig, AmqpSystemConfig
+from adapters.amqp.config import AmqpPublishTarget, AmqpSourceConfig, AmqpSystemConfig, Unroutable
 from hub.runtime.lazy import lazy
 
 if TYPE_CHECKING:
     from adapters.amqp.client import AmqpConsumer, publish
 
-__all__ = ["AmqpConsumer", "AmqpPublishTarget", "AmqpSourceConfig", "AmqpSystemConfig", "publish"]
+__all__ = ["AmqpConsumer", "AmqpPublishTarget", "AmqpSourceConfig", "AmqpSystemConfig", "Unroutable", "publish"]
 
 
 #: The client library loads on first use of these names (hub.runtime.lazy), not with the registry.

@@ -25,9 +25,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
+import pamqp.commands
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
 
-from adapters.amqp.config import AmqpSourceConfig, AmqpSystemConfig
+from adapters.amqp.config import AmqpSourceConfig, AmqpSystemConfig, Unroutable
 from adapters.messages import Message
 from hub.errors import TransportError
 from hub.runtime.retry import RetryPolicy
@@ -253,9 +254,13 @@ def _describe(exc: BaseException | None) -> str:
 
 async def publish(url: str, routing_key: str, bodies: list[bytes], *, exchange: str = "",
                   message_ids: list[str | None] | None = None, headers: dict[str, Any] | None = None,
-                  type: str | None = None, system: AmqpSystemConfig | None = None) -> None:
-    """Publish *bodies* persistently with publisher confirms (the hub's own events, tests, the demo): each
-    ``await`` returns once the broker has the message. *system* gives TLS settings and timeouts."""
+                  type: str | None = None, system: AmqpSystemConfig | None = None, mandatory: bool = False) -> None:
+    """Publish *bodies* persistently with publisher confirms (the hub's own events, tests, the demo, flows):
+    each ``await`` returns once the broker has the message. *system* gives TLS settings and timeouts.
+
+    With *mandatory* a message no queue is bound to receive raises :class:`Unroutable`: the broker confirms
+    such a message (it "has" it) and drops it, which a flow must not record as delivered. The hub's own
+    events keep the broker's default (an exchange nobody listens to yet is not an error)."""
     conn = await (aio_pika.connect(url) if system is None else
                   aio_pika.connect(url, ssl_context=_ssl_context(system), timeout=system.connect_timeout))
     async with conn:
@@ -263,7 +268,10 @@ async def publish(url: str, routing_key: str, bodies: list[bytes], *, exchange: 
         target = await channel.get_exchange(exchange) if exchange else channel.default_exchange
         ids = message_ids or [None] * len(bodies)
         for body, mid in zip(bodies, ids, strict=True):
-            await target.publish(aio_pika.Message(body, message_id=mid, headers=headers, type=type,
-                                                  timestamp=datetime.now(UTC),
-                                                  delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                                 routing_key=routing_key)
+            answer = await target.publish(aio_pika.Message(body, message_id=mid, headers=headers, type=type,
+                                                           timestamp=datetime.now(UTC),
+                                                           delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                                          routing_key=routing_key, mandatory=mandatory)
+            if mandatory and isinstance(getattr(answer, "delivery", None), pamqp.commands.Basic.Return):
+                raise Unroutable(f"exchange {exchange or '(default)'} routing key {routing_key}: no queue is bound "
+                                 "to receive the message; the broker returned it (nothing was delivered)")

@@ -6,7 +6,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from hub.errors import AdapterError
 from hub.runtime.settings import SystemSettings
+
+
+class Unroutable(AdapterError):
+    """A mandatory message no queue receives: the broker returned it (:func:`adapters.amqp.publish`)."""
 
 
 class AmqpSystemConfig(SystemSettings):

@@ -8,11 +8,12 @@ from hub.runtime.lazy import lazy
 
 if TYPE_CHECKING:
     from adapters.mqtt.consumer import MqttConsumer
+    from adapters.mqtt.publisher import publish_one
 
-__all__ = ["MqttConsumer", "MqttSourceConfig", "MqttSystemConfig"]
+__all__ = ["MqttConsumer", "MqttSourceConfig", "MqttSystemConfig", "publish_one"]
 
 
 #: The client library loads on first use of these names (hub.runtime.lazy), not with the registry.
-_LAZY = {"MqttConsumer": "adapters.mqtt.consumer"}
+_LAZY = {"MqttConsumer": "adapters.mqtt.consumer", "publish_one": "adapters.mqtt.publisher"}
 
 __getattr__ = lazy(__name__, _LAZY)

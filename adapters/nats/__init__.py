@@ -7,14 +7,14 @@ from adapters.nats.config import DEFAULT_MAX_DELIVER, NatsPublishTarget, NatsSou
 from hub.runtime.lazy import lazy
 
 if TYPE_CHECKING:
-    from adapters.nats.consumer import NatsConsumer, connect, publish
+    from adapters.nats.consumer import NatsConsumer, connect, publish, send
 
 __all__ = ["DEFAULT_MAX_DELIVER", "NatsConsumer", "NatsPublishTarget", "NatsSourceConfig", "NatsSystemConfig",
-           "connect", "publish"]
+           "connect", "publish", "send"]
 
 
 #: The client library loads on first use of these names (hub.runtime.lazy), not with the registry.
 _LAZY = {"NatsConsumer": "adapters.nats.consumer", "connect": "adapters.nats.consumer",
-         "publish": "adapters.nats.consumer"}
+         "publish": "adapters.nats.consumer", "send": "adapters.nats.consumer"}
 
 __getattr__ = lazy(__name__, _LAZY)

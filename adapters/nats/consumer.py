@@ -44,7 +44,7 @@ from nats.js import api
 from adapters._brokers import Reconnects, event_type
 from adapters.messages import Message
 from adapters.nats.config import DEFAULT_MAX_DELIVER, NatsSourceConfig, NatsSystemConfig
-from hub.errors import AdapterError, TransportError
+from hub.errors import AdapterError, DeliveryFailed, DeliveryUnknown, TransportError
 from hub.runtime.secrets import mask_url
 from hub.runtime.settings import TlsSettings
 
@@ -458,3 +458,36 @@ async def publish(system: NatsSystemConfig, subject: str, bodies: list[bytes], *
         await nc.flush()
     finally:
         await nc.close()
+
+
+async def send(system: NatsSystemConfig, subject: str, body: bytes, *, message_id: str | None = None,
+               headers: dict[str, str] | None = None, timeout: float = 5.0) -> dict[str, Any]:
+    """One message of a flow through JetStream, awaited until a stream stored it: the stream, its sequence
+    number and whether JetStream dropped it as a duplicate (the same *message_id* — ``Nats-Msg-Id`` — within
+    the stream's duplicate window, 2 minutes by default). Failures say whether anything left the host:
+    :class:`~hub.errors.DeliveryFailed` (no connection, no stream captures the subject, refused) or
+    :class:`~hub.errors.DeliveryUnknown` (sent and no acknowledgement came)."""
+    where = f"nats {', '.join(mask_url(s) for s in system.servers)} subject {subject}"
+    try:
+        nc = await connect(system, "flow")
+    except (OSError, nats.errors.Error) as exc:
+        raise DeliveryFailed(f"{where}: cannot connect ({type(exc).__name__}: {exc}); nothing was sent",
+                             retryable=True) from None
+    try:
+        hdrs = dict(headers or {})
+        if message_id:
+            hdrs["Nats-Msg-Id"] = message_id
+        try:
+            ack = await nc.jetstream(timeout=timeout).publish(subject, body, headers=hdrs or None)
+        except (nats.errors.NoRespondersError, nats.js.errors.NoStreamResponseError):
+            raise DeliveryFailed(f"{where}: no JetStream stream captures the subject; nothing was stored "
+                                 "(add the subject to a stream)") from None
+        except nats.js.errors.APIError as exc:  # the stream answered no (full, sealed, wrong sequence ...)
+            raise DeliveryFailed(f"{where}: JetStream refused the message: {exc}") from None
+        except (OSError, nats.errors.Error) as exc:  # timeouts included: it may have been stored
+            raise DeliveryUnknown(f"{where}: no acknowledgement ({type(exc).__name__}: {exc}); the message may "
+                                  "have been stored") from None
+        return {"stream": ack.stream, "seq": ack.seq, "duplicate": bool(ack.duplicate)}
+    finally:
+        with contextlib.suppress(Exception):
+            await nc.close()

@@ -241,6 +241,7 @@ def demo(
                           "an incremental run reads only what changed (plus its 10-minute lookback)")
             ok = _run(pipeline, ["inventory_levels", "stock_cover"], None, None, None)
         if ok and pipeline.spec.flows:
+            demo_events.bind_paid_queue(pipeline, lambda line: console.print(escape(line), highlight=False))
             ok = _demo_flows(pipeline)
     if not ok:
         raise typer.Exit(1)

@@ -509,6 +509,20 @@ def orders_for(start: date, end: date, data: list[dict[str, Any]] | None = None)
 
 #: The queue the demo ERP publishes its order events to (declared by the demo pipeline's source).
 ORDER_EVENTS_QUEUE = "demo.erp.orders"
+#: Where the demo's reconciliation flow announces paid orders: ``order.paid`` on RabbitMQ's built-in topic
+#: exchange, received by the ERP's queue bound to it (:func:`hub.demo.events.bind_paid_queue`).
+PAID_EXCHANGE, PAID_ROUTING_KEY, PAID_QUEUE = "amq.topic", "order.paid", "demo.erp.paid"
+
+
+async def bind_paid_queue(url: str, queue: str = PAID_QUEUE) -> None:
+    """Declare the durable *queue* bound to ``order.paid`` on ``amq.topic`` (idempotent). Bounded to 10,000
+    messages (the oldest dropped): nothing in the demo consumes it but tests and curious users."""
+    import aio_pika
+
+    async with await aio_pika.connect(url, timeout=5) as conn:
+        channel = await conn.channel()
+        q = await channel.declare_queue(queue, durable=True, arguments={"x-max-length": 10_000})
+        await q.bind(PAID_EXCHANGE, PAID_ROUTING_KEY)
 
 
 def order_events(data: list[dict[str, Any]], start: datetime, end: datetime) -> list[tuple[str, str, bytes]]:

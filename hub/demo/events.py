@@ -82,6 +82,30 @@ def land(pipeline: Pipeline, start: date, end: date, say: Callable[[str], None] 
     return out
 
 
+def bind_paid_queue(pipeline: Pipeline, say: Callable[[str], None] = print) -> bool:
+    """Bind the ERP's queue for ``order.paid`` (what the reconciliation flow publishes) on the demo's RabbitMQ;
+    False (and said so) when the broker cannot be reached: the flow's publish step then fails without sending
+    anything and is skipped (``on_error: skip``), and a later run with the broker up publishes what is missing.
+    Without a bound queue the broker would return every message, which the flow records as failed."""
+    if "erp_events" not in pipeline.spec.systems:
+        return False
+    block = pipeline.spec.systems["erp_events"]
+    system = block.protocol.resolve_system("erp_events", block, root=pipeline.root)
+    url = urlsplit(system.url)
+    where = f"RabbitMQ ({mask_url(system.url)} exchange {erp.PAID_EXCHANGE} -> queue {erp.PAID_QUEUE})"
+    try:
+        with socket.create_connection((url.hostname or "127.0.0.1", url.port or 5672), timeout=2):
+            pass
+        asyncio.run(erp.bind_paid_queue(system.url))
+    except Exception as exc:  # any failure (refused, credentials): the demo goes on without it
+        why = (str(exc) or type(exc).__name__).splitlines()[0]
+        say(f"order.paid: not published: {where} is not reachable ({why}); the flow's publish step sends "
+            "nothing and is skipped, a later run with the broker up publishes them")
+        return False
+    say(f"order.paid: the reconciliation flow publishes to {where}, message id = the delivery's idempotency key")
+    return True
+
+
 def _bank_webhook(pipeline: Pipeline, start: date, end: date, say: Callable[[str], None]) -> Drained:
     """The bank posts the week's payment notifications to the hub's webhook (``hub serve``'s application)."""
     import os

@@ -111,7 +111,7 @@ def _params(action: Action, params: dict[str, Any], loc: Loc, skip: set[str]) ->
                     for p in problems({"type": "object", "properties": {sub: fields[sub]}}, {sub: subvalue}):
                         out.append(((*loc, key, sub), f"{action.name}: {p}"))
             for req in prop.get("required") or []:
-                if req not in value:
+                if req not in value and f"{key}.{req}" not in skip:
                     out.append(((*loc, key), f"{action.name}: the {key} needs field '{req}'"))
     for req in schema.get("required") or []:
         if req not in params and req not in skip:

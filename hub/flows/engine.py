@@ -516,7 +516,7 @@ class FlowRun:
         key = idempotency_key(self.name, path, item.key, digest)
         keyed = step.idempotency is not None
         if step.idempotency is not None and step.idempotency.param:
-            request[step.idempotency.param] = key
+            _place_key(request, step.idempotency.param, key)
         self._validate(action, request, where)
         row = self.ledger.get(path, item.key)
         same = row is not None and row.payload_hash == digest
@@ -622,8 +622,9 @@ class FlowRun:
         if verify is not None:
             # found: it took effect (recorded ok); absent: it must be sent
             return not self._verified(step, action, row, item, ctx, where, verify, time.monotonic(), None)
-        if keyed:
-            return True  # the partner deduplicates on the key: sending again cannot act twice
+        if keyed or action.binding.get("idempotent"):
+            return True  # the partner deduplicates on the key, or the action is idempotent (an SQL upsert, a
+            #              file put by name): sending again cannot act twice
         if row.status == "sent":
             row.status, row.error = "unknown", ("an earlier run sent this request and stopped before its answer "
                                                 "was recorded")
@@ -697,6 +698,19 @@ class FlowRun:
             load.write(pa.RecordBatch.from_pylist(rows, schema=schema))
             owners.claim(load, self.pipeline, [self.name], self.run_id)
             load.commit()
+
+
+def _place_key(request: dict[str, Any], name: str, key: str) -> None:
+    """The idempotency key as the parameter *name*, or as a field of an object parameter when *name* is dotted
+    (``body.message_id``: a message's consumers deduplicate on a field of its body). Set after the payload
+    hash, which therefore does not depend on the key derived from it."""
+    head, dot, rest = name.partition(".")
+    if dot and name not in request and isinstance(request.get(head), dict):
+        inner = dict(request[head])
+        _place_key(inner, rest, key)
+        request[head] = inner
+    else:
+        request[name] = key
 
 
 def _masked(request: dict[str, Any]) -> Any:

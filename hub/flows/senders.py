@@ -215,7 +215,7 @@ def amqp_send(pipeline: Pipeline, action: Any, request: dict[str, Any], *, idemp
 
     import orjson
 
-    from adapters.amqp import publish
+    from adapters.amqp import Unroutable, publish
 
     block = pipeline.spec.systems[action.system]
     system = block.protocol.resolve_system(action.system, block)
@@ -228,7 +228,9 @@ def amqp_send(pipeline: Pipeline, action: Any, request: dict[str, Any], *, idemp
         try:
             asyncio.run(publish(system.url, key, [orjson.dumps(request["body"])], exchange=exchange,
                                 message_ids=[message_id], headers=dict(headers), type=request.get("type"),
-                                system=system))
+                                system=system, mandatory=True))
+        except Unroutable as exc:  # confirmed and dropped: no queue receives it
+            raise DeliveryFailed(f"{action.name}: {exc}") from None
         except (ConnectionError, OSError) as exc:
             raise DeliveryFailed(f"{action.name}: {where}: cannot connect ({type(exc).__name__}: "
                                  f"{mask(str(exc))}); nothing was sent", retryable=True) from None

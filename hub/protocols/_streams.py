@@ -49,3 +49,48 @@ def rooted_tls(tls: TlsSettings, root: Path) -> TlsSettings:
     update = {k: str(root / v) for k in ("ca_file", "cert", "key")
               if (v := getattr(tls, k)) and not Path(v).is_absolute()}
     return tls.model_copy(update=update) if update else tls
+
+
+# --- flows: publishing one message (Protocol.send of the brokers) -------------------------------------------
+
+def message_action(pipeline: Pipeline, system: str, protocol: str, *, target: str, target_doc: str,
+                   description: str, output: dict[str, Any], extra: dict[str, Any] | None = None,
+                   name: str = "publish") -> Any:
+    """``<system>.publish`` of a broker for flows (:class:`hub.agent.catalog.Action`): a JSON ``body`` to the
+    *target* parameter (subject, topic) with optional ``headers`` and ``type``; *extra* adds parameters."""
+    from hub.agent.catalog import Action
+
+    props: dict[str, Any] = {
+        target: {"type": "string", "minLength": 1, "description": target_doc},
+        "body": {"description": "The message, sent as JSON."},
+        "type": {"type": "string", "description": "The message type (e.g. order.paid), sent as the header `type`."},
+        "headers": {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}},
+        **(extra or {})}
+    return Action(name=f"{system}.{name}", system=system, protocol=protocol, description=description,
+                  input_schema={"type": "object", "required": [target, "body"], "properties": props},
+                  output_schema={"type": "object", "properties": output}, side_effect="write",
+                  binding={"kind": "publish"}, pipeline=pipeline.name)
+
+
+def message_headers(request: dict[str, Any], idempotency_key: str | None, key_header: str | None,
+                    id_header: str) -> dict[str, str]:
+    """A flow message's headers: the step's ``headers``, ``type``, the idempotency key under *id_header* (the
+    broker's or its consumers' message id) and under the step's *key_header* when it names another one, and
+    the W3C ``traceparent`` of the current call."""
+    from hub.runtime import tracing
+
+    headers = {str(k): str(v) for k, v in (request.get("headers") or {}).items()}
+    if request.get("type"):
+        headers["type"] = str(request["type"])
+    if idempotency_key is not None:
+        headers[id_header] = idempotency_key
+        if key_header and key_header != id_header:
+            headers[key_header] = idempotency_key
+    return dict(tracing.inject(headers))
+
+
+def message_body(value: Any) -> bytes:
+    """A flow message's body as JSON (a string is sent as a JSON string, like every other value)."""
+    import orjson
+
+    return orjson.dumps(value)

@@ -3,11 +3,19 @@ offsets only after the hub acknowledged (stored) the messages."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+from typing import TYPE_CHECKING, Any
 
 from adapters.kafka import KafkaSourceConfig, KafkaSystemConfig
-from hub.protocols import Protocol, SourceCheck
-from hub.protocols._streams import StreamContract, rooted_tls, stream_only
+from hub.protocols import Protocol, Sent, SourceCheck
+from hub.protocols._streams import (
+    StreamContract,
+    message_action,
+    message_body,
+    message_headers,
+    rooted_tls,
+    stream_only,
+)
 
 if TYPE_CHECKING:
     from adapters.kafka import KafkaConsumer
@@ -35,6 +43,42 @@ class KafkaProtocol(StreamContract, Protocol):
         from adapters.kafka import KafkaConsumer  # the client library, on first use
 
         return KafkaConsumer(system, source.config, name=source.name)
+
+    # -- flows: one record, acknowledged by every in-sync replica -----------------------------------------------
+
+    sends = True
+
+    def actions(self, pipeline: Pipeline, system: str) -> list[Any]:
+        """``<system>.publish``: one JSON record (``acks=all``), with an optional record key."""
+        return [message_action(
+            pipeline, system, self.name, target="topic", target_doc="The topic (it must exist).",
+            description=f"Produce one JSON record on {system} (acknowledged by every in-sync replica; Kafka does "
+            "not deduplicate across sends)",
+            output={"topic": {"type": "string"}, "partition": {"type": "integer"}, "offset": {"type": "integer"}},
+            extra={"key": {"type": "string", "description": "The record key (its partition: order per key)."}})]
+
+    def spec_actions(self, pipeline: Pipeline, system: str) -> list[Any]:
+        return self.actions(pipeline, system)
+
+    def send(self, pipeline: Pipeline, action: Any, request: dict[str, Any], *, idempotency_key: str | None = None,
+             key_header: str | None = None) -> Sent:
+        """The record, sent once through an idempotent producer. The idempotency key is the header
+        ``message-id``, for consumers to drop a repeat (Kafka itself stores a record sent again twice)."""
+        from adapters.kafka import produce  # the client library, on first use
+        from hub.runtime import tracing
+
+        system: KafkaSystemConfig = self.resolve_system(action.system, pipeline.spec.systems[action.system],
+                                                        root=pipeline.root)
+        if system.tls is not None and pipeline.root is not None:
+            system = system.model_copy(update={"tls": rooted_tls(system.tls, pipeline.root)})
+        topic = str(request["topic"])
+        key = request.get("key")
+        with tracing.call(action.system, "publish", f"publish {topic}", protocol=self.name) as call:
+            headers = message_headers(request, idempotency_key, key_header, "message-id")
+            meta = asyncio.run(produce(system, topic, message_body(request["body"]), headers=headers,
+                                       key=str(key).encode() if key is not None else None))
+            call.rows = 1
+        return Sent(meta, None, f"stored {meta['topic']}[{meta['partition']}]@{meta['offset']}")
 
     def endpoint(self, source: ResolvedSource) -> str | None:
         system: KafkaSystemConfig = source.system.config

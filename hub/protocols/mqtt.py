@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from adapters.mqtt import MqttSourceConfig, MqttSystemConfig
-from hub.protocols import Protocol, SourceCheck
-from hub.protocols._streams import StreamContract, rooted_tls, stream_only
+from hub.protocols import Protocol, Sent, SourceCheck
+from hub.protocols._streams import (
+    StreamContract,
+    message_action,
+    message_body,
+    message_headers,
+    rooted_tls,
+    stream_only,
+)
 
 if TYPE_CHECKING:
     from adapters.mqtt import MqttConsumer
@@ -43,6 +50,45 @@ class MqttProtocol(StreamContract, Protocol):
         from adapters.mqtt import MqttConsumer  # the client library, on first use
 
         return MqttConsumer(system, source.config, name=source.name)
+
+    # -- flows: one QoS 1 message ----------------------------------------------------------------------------
+
+    sends = True
+
+    def actions(self, pipeline: Pipeline, system: str) -> list[Any]:
+        """``<system>.publish``: one JSON message with QoS 1, acknowledged by the broker (PUBACK)."""
+        return [message_action(
+            pipeline, system, self.name, target="topic", target_doc="The topic (no wildcards).",
+            description=f"Publish one JSON message with QoS 1 on {system} (the broker's PUBACK awaited; MQTT "
+            "does not deduplicate)", output={"mid": {"type": "integer"}, "reason": {"type": "string"}},
+            extra={"retain": {"type": "boolean", "description": "Keep it as the topic's retained message."}})]
+
+    def spec_actions(self, pipeline: Pipeline, system: str) -> list[Any]:
+        return self.actions(pipeline, system)
+
+    def send(self, pipeline: Pipeline, action: Any, request: dict[str, Any], *, idempotency_key: str | None = None,
+             key_header: str | None = None) -> Sent:
+        """The message with QoS 1, sent once. MQTT brokers never deduplicate: the idempotency key travels as
+        the MQTT 5 user property ``message-id`` (with ``type``, the step's headers and ``traceparent``) for
+        consumers to drop a repeat; exactly once towards the broker holds only through the flow's ledger."""
+        from adapters.mqtt import publish_one  # the client library, on first use
+        from hub.errors import DeliveryFailed
+        from hub.runtime import tracing
+
+        system: MqttSystemConfig = self.resolve_system(action.system, pipeline.spec.systems[action.system],
+                                                       root=pipeline.root)
+        if system.tls is not None and pipeline.root is not None:
+            system = system.model_copy(update={"tls": rooted_tls(system.tls, pipeline.root)})
+        topic = str(request["topic"])
+        if "+" in topic or "#" in topic:
+            raise DeliveryFailed(f"{action.name}: topic {topic!r}: wildcards (+, #) are for subscriptions; nothing "
+                                 "was sent")
+        with tracing.call(action.system, "publish", f"publish {topic}", protocol=self.name) as call:
+            props = message_headers(request, idempotency_key, key_header, "message-id")
+            ack = publish_one(system, topic, message_body(request["body"]), user_properties=props,
+                              retain=bool(request.get("retain")))
+            call.rows = 1
+        return Sent(ack, None, f"PUBACK {ack['reason']}")
 
     def endpoint(self, source: ResolvedSource) -> str | None:
         system: MqttSystemConfig = source.system.config

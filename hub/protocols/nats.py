@@ -9,8 +9,16 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from adapters.nats import DEFAULT_MAX_DELIVER, NatsPublishTarget, NatsSourceConfig, NatsSystemConfig
-from hub.protocols import Protocol, SourceCheck
-from hub.protocols._streams import StreamContract, max_deliver, rooted_tls, stream_only
+from hub.protocols import Protocol, Sent, SourceCheck
+from hub.protocols._streams import (
+    StreamContract,
+    max_deliver,
+    message_action,
+    message_body,
+    message_headers,
+    rooted_tls,
+    stream_only,
+)
 from hub.runtime.secrets import mask_url
 
 if TYPE_CHECKING:
@@ -54,6 +62,39 @@ class NatsProtocol(StreamContract, Protocol):
                               jetstream=target.jetstream, message_ids=[event["id"]])
 
         asyncio.run(send())
+
+    # -- flows: one message through JetStream --------------------------------------------------------------
+
+    sends = True
+
+    def actions(self, pipeline: Pipeline, system: str) -> list[Any]:
+        """``<system>.publish``: one JSON message stored by the JetStream stream that captures its subject."""
+        return [message_action(
+            pipeline, system, self.name, target="subject", target_doc="The subject; a JetStream stream must "
+            "capture it.", description=f"Publish one JSON message through JetStream on {system} (stored by a "
+            "stream; Nats-Msg-Id deduplicates within the stream's window)",
+            output={"stream": {"type": "string"}, "seq": {"type": "integer"}, "duplicate": {"type": "boolean"}})]
+
+    def spec_actions(self, pipeline: Pipeline, system: str) -> list[Any]:
+        return self.actions(pipeline, system)
+
+    def send(self, pipeline: Pipeline, action: Any, request: dict[str, Any], *, idempotency_key: str | None = None,
+             key_header: str | None = None) -> Sent:
+        """The message through JetStream, awaited until a stream stored it. The idempotency key is the
+        ``Nats-Msg-Id``: within the stream's duplicate window (2 min by default) JetStream stores a repeat
+        once and acknowledges it as a duplicate, so a lost acknowledgement can be retried safely."""
+        from adapters.nats import send  # the client library, on first use
+        from hub.runtime import tracing
+
+        system = _rooted(self.resolve_system(action.system, pipeline.spec.systems[action.system],
+                                             root=pipeline.root), pipeline.root)
+        subject = str(request["subject"])
+        with tracing.call(action.system, "publish", f"publish {subject}", protocol=self.name) as call:
+            headers = message_headers(request, idempotency_key, key_header, "Nats-Msg-Id")
+            ack = asyncio.run(send(system, subject, message_body(request["body"]),
+                                   message_id=headers.pop("Nats-Msg-Id", None), headers=headers))
+            call.rows = 1
+        return Sent(ack, None, f"{'duplicate of ' if ack['duplicate'] else 'stored as '}{ack['stream']}#{ack['seq']}")
 
     def endpoint(self, source: ResolvedSource) -> str | None:
         system: NatsSystemConfig = source.system.config

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adapters.sftp import SftpSourceConfig, SftpSystemConfig
-from hub.protocols import Protocol, SourceCheck
+from hub.protocols import Protocol, Sent, SourceCheck
 
 if TYPE_CHECKING:
     from adapters.sftp import SftpSource
@@ -59,10 +59,63 @@ class SftpProtocol(Protocol):
         return compare_sftp(system, before, after, sftp_usage(pipeline, system))
 
     def actions(self, pipeline: Pipeline, system: str) -> list[Any]:
-        """One action per drop the spec declares: list its files, or read one."""
-        from hub.agent.catalog import sftp_from_spec
+        """One action per drop the spec declares: list its files, or read one; and ``<system>.put``, a file
+        written by flows."""
+        from hub.agent.catalog import Action, sftp_from_spec
 
-        return sftp_from_spec(pipeline, system)
+        put = Action(
+            name=f"{system}.put", system=system, protocol=self.name,
+            description=f"Put one file on {system}: written under a temporary name and renamed, replacing a file "
+                        "of the same name (idempotent by name)",
+            input_schema={"type": "object", "required": ["path", "body"], "properties": {
+                "path": {"type": "string", "minLength": 1, "pattern": r"^[^\x00]*[^/\x00]$",
+                         "description": "The remote file (folders are created)."},
+                "body": {"description": "The file's content: a string as it is (UTF-8), anything else as JSON."}}},
+            output_schema={"type": "object", "properties": {"path": {"type": "string"}, "bytes": {"type": "integer"},
+                                                            "sha256": {"type": "string"}}},
+            side_effect="write", binding={"kind": "put", "idempotent": True}, pipeline=pipeline.name)
+        return [*sftp_from_spec(pipeline, system), put]
+
+    sends = True
+
+    def send(self, pipeline: Pipeline, action: Any, request: dict[str, Any], *, idempotency_key: str | None = None,
+             key_header: str | None = None) -> Sent:
+        """Write the file atomically (:meth:`adapters.sftp.SftpSession.upload_atomic`: a temporary name, then a
+        rename): readers never see half a file, and putting the same name again replaces it with the same
+        content, so sending again cannot act twice. No connection: nothing was written (failed, retryable);
+        refused (permissions, a missing root): failed; the link lost mid-put: unknown (safe to send again)."""
+        import hashlib
+        import tempfile
+
+        import orjson
+
+        from adapters.sftp import AuthenticationError, HostKeyError, SftpSession
+        from hub.errors import AdapterError, DeliveryFailed, DeliveryUnknown
+        from hub.materialize import state_dir
+
+        path, body = str(request["path"]), request["body"]
+        data = body.encode() if isinstance(body, str) else orjson.dumps(body)
+        cfg = self.resolve_system(action.system, pipeline.spec.systems[action.system])
+        where = f"{action.name}: put {path}"
+        with tempfile.TemporaryDirectory(prefix="hub-put-") as tmp, \
+                SftpSession(cfg, pipeline.root, system_name=action.system,
+                            state_dir=state_dir(pipeline.root)) as session:
+            local = Path(tmp) / "body"
+            local.write_bytes(data)
+            try:
+                session.connect()
+            except (HostKeyError, AuthenticationError) as exc:
+                raise DeliveryFailed(f"{where}: {exc}; nothing was written") from None
+            except AdapterError as exc:  # the server cannot be reached (after the system's retries)
+                raise DeliveryFailed(f"{where}: {exc}; nothing was written", retryable=True) from None
+            try:
+                session.upload_atomic(local, path)
+            except AdapterError as exc:  # the connection broke: the file may be there (sending again is safe)
+                raise DeliveryUnknown(f"{where}: {exc}; the file may have been written") from None
+            except Exception as exc:  # the server's SFTP status answers: permission denied, no such folder ...
+                raise DeliveryFailed(f"{where}: refused by the server ({type(exc).__name__}: {exc})") from None
+        return Sent({"path": path, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}, None,
+                    f"put {path} ({len(data)} bytes)")
 
     def spec_actions(self, pipeline: Pipeline, system: str) -> list[Any]:
         return self.actions(pipeline, system)

@@ -121,7 +121,7 @@ class IdempotencySpec(_Strict):
 
     header: str | None = Field(None, description="An HTTP header (REST: Idempotency-Key).")
     param: str | None = Field(None, description="Or a parameter of the action (SOAP/GraphQL/SQL: a field the "
-                                                "partner deduplicates on).")
+                                                "partner deduplicates on), or a field of one (body.message_id).")
 
     @model_validator(mode="after")
     def _one(self) -> IdempotencySpec:
