@@ -644,6 +644,84 @@ sources:
     assert dg.AssetKey("orders") in flow.asset_deps[key]
 
 
+@pytest.mark.slow
+def test_events_trigger_runs_the_flow_after_each_absorbed_batch(tmp_path: Path) -> None:
+    """Messages on RabbitMQ → the stream sensor's run absorbs a batch → Dagster's automation requests the flow
+    → the flow sends for the new events only; a second batch sends only its own items."""
+    import asyncio
+    import uuid
+
+    import aio_pika
+    import dagster as dg
+
+    from adapters.amqp import publish
+    from hub.dagster.definitions import pipeline_definitions
+
+    url = "amqp://guest:guest@127.0.0.1:5672/"
+    queue = f"hub_test_{uuid.uuid4().hex[:10]}"
+
+    async def delete() -> None:
+        conn = await aio_pika.connect(url)
+        async with conn:
+            await (await conn.channel()).queue_delete(queue)
+
+    def send(records: list[dict[str, Any]]) -> None:
+        import json
+        asyncio.run(publish(url, queue, [json.dumps(r).encode() for r in records]))
+
+    extra = f"""  bus:
+    amqp: {{url: "{url}", prefetch: 100}}
+sources:
+  orders:
+    system: bus
+    queue: {queue}
+    declare: true
+    id: "$.ref"
+    columns: {{ref: ref, amount: {{type: float64}}}}
+"""
+    flows = """  on_orders:
+    trigger: {events: orders}
+    input: {table: orders, key: ref}
+    steps:
+      - {name: rec, call: partner.post_records, params: {body: {ref: "{{ item.ref }}", amount: "{{ item.amount }}"}}}
+"""
+    async def declare() -> None:
+        conn = await aio_pika.connect(url)
+        async with conn:
+            await (await conn.channel()).declare_queue(queue, durable=True, arguments={"x-queue-type": "quorum"})
+
+    asyncio.run(declare())
+    try:
+        with partner() as (api, state), dg.instance_for_test() as instance:
+            spec = flow_spec(tmp_path, api, flows, extra_sources=extra)
+            text = spec.read_text().replace("models:\n  payments:\n    sql: SELECT * FROM raw_payments\n"
+                                            "    depends_on: [raw_payments]\n", "")
+            spec.write_text(text.replace("pipeline: flowtest\n", "pipeline: flowtest\npartitions: none\n"))
+            defs = pipeline_definitions(load(spec))
+            sensor = defs.get_sensor_def("orders_sensor")
+            cursor: str | None = None
+            automation = dg.evaluate_automation_conditions(defs=defs, instance=instance)  # the daemon's first tick
+            assert automation.get_num_requested(dg.AssetKey("on_orders")) == 0, "no events yet, no flow run"
+            for batch in (ITEMS[:2], ITEMS[2:]):
+                send(batch)
+                tick = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=cursor))
+                cursor = tick.cursor
+                assert len(tick.run_requests) == 1, "one run per absorbed batch"
+                assert defs.get_job_def("orders_job").execute_in_process(
+                    instance=instance, tags=tick.run_requests[0].tags).success
+                automation = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=automation.cursor)
+                assert automation.get_num_requested(dg.AssetKey("on_orders")) == 1, "the flow runs after the batch"
+                assert dg.materialize([defs.resolve_assets_def("on_orders")], instance=instance,
+                                      selection=["on_orders"], resources=defs.resources).success
+                # the daemon ticks (every 30 s) between the flow's run and the next batch: nothing more to do
+                automation = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=automation.cursor)
+                assert automation.get_num_requested(dg.AssetKey("on_orders")) == 0
+                assert sorted(state.refs()) == sorted(i["ref"] for i in ITEMS[:len(state.refs())])
+            assert sorted(state.refs()) == ["a1", "a2", "a3"], "each event's item sent exactly once"
+    finally:
+        asyncio.run(delete())
+
+
 def test_rate_limit_holds_under_concurrency(tmp_path: Path) -> None:
     items = [{"ref": f"r{i:02d}", "amount": float(i)} for i in range(12)]
     flows = RECORD_FLOW + "    concurrency: 8\n"
