@@ -193,3 +193,22 @@ def test_library_log_records_are_masked(caplog: pytest.LogCaptureFixture) -> Non
         logging.getLogger("some.lib").warning("plain %d", 3)
     assert "lib-secret-Zx91" not in caplog.text and "GET http://h/api?q=***" in caplog.text
     assert "plain 3" in caplog.text
+
+
+def test_credentials_inside_address_fields_and_keys_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An address field stays readable, but a reference where a URL carries credentials (user info, query) is a
+    secret, and so is any ``key:`` (a webhook API key, a private key given as text)."""
+    from adapters.sql.config import SqlSystemConfig
+    from adapters.webhook.config import ApiKeyAuth
+    from hub.runtime.secrets import mask, register_referenced, resolve_config
+
+    monkeypatch.setenv("HUB_T_DB_PW", "pw-4a9f-in-the-url")
+    monkeypatch.setenv("HUB_T_DB_HOST", "db-host-4a9f.example")
+    monkeypatch.setenv("HUB_T_HOOK_KEY", "hook-key-4a9f")
+    monkeypatch.setenv("HUB_T_QUERY_TOKEN", "query-token-4a9f")
+    resolve_config(SqlSystemConfig(url="postgresql://app:${HUB_T_DB_PW}@${HUB_T_DB_HOST}:5432/erp"),
+                   field="systems.db.sql")
+    resolve_config(ApiKeyAuth(type="api_key", key="${HUB_T_HOOK_KEY}"), field="systems.hooks.webhook.auth")
+    register_referenced({"base_url": "https://api.example/v1?token=${HUB_T_QUERY_TOKEN}"}, field="systems.x.rest")
+    shown = mask("pw-4a9f-in-the-url db-host-4a9f.example hook-key-4a9f query-token-4a9f")
+    assert shown == "*** db-host-4a9f.example *** ***"

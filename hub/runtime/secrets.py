@@ -80,8 +80,11 @@ def resolve(value: str, *, field: str, env: Mapping[str, str] | None = None, sec
 
 
 #: Fields whose resolved values are addresses, not credentials: kept readable in logs and metadata.
+#: A reference inside such a value is still a credential where a URL keeps credentials: its user info
+#: (``postgresql://app:${DB_PASSWORD}@db/erp``) and its query string (``?token=${T}``) — see
+#: :func:`_credential_references`. ``key`` is not here: it names API keys and private keys, both secrets.
 NOT_SECRET_FIELDS = frozenset({"base_url", "url", "token_url", "host", "port", "path", "username", "wsdl",
-                               "address", "service", "cert", "key", "openapi", "endpoint", "schema", "servers",
+                               "address", "service", "cert", "openapi", "endpoint", "schema", "servers",
                                "bootstrap_servers", "jwks_url"})
 _INDEX = re.compile(r"\[\d+\]$")
 
@@ -89,6 +92,20 @@ _INDEX = re.compile(r"\[\d+\]$")
 def _leaf(field: str) -> str:
     """The field's own name: ``systems.bus.nats.servers[0]`` -> ``servers``."""
     return _INDEX.sub("", field.rsplit(".", 1)[-1])
+
+
+def _credential_references(template: str) -> list[str]:
+    """Variables referenced where a URL carries credentials: between ``scheme://`` and the ``@`` that ends the
+    user info, or in the query string. An address field's other references (host, port, path) stay readable."""
+    names = []
+    for match in _REF.finditer(template):
+        before, after = template[:match.start()], template[match.end():]
+        scheme_at = before.rfind("://")
+        in_userinfo = scheme_at >= 0 and "@" in after.split("/", 1)[0] and not any(
+            c in before[scheme_at + 3:] for c in "/@?#")
+        if in_userinfo or "?" in before:
+            names.append(match.group(1))
+    return names
 
 
 def resolve_tree(value: Any, *, field: str) -> Any:
@@ -99,7 +116,14 @@ def resolve_tree(value: Any, *, field: str) -> Any:
     if isinstance(value, str):
         if not has_reference(value):
             return value
-        return resolve(value, field=field, secret=_leaf(field) not in NOT_SECRET_FIELDS)
+        if _leaf(field) not in NOT_SECRET_FIELDS:
+            return resolve(value, field=field)
+        resolved = resolve(value, field=field, secret=False)
+        for name in _credential_references(value):
+            got = os.environ.get(name)
+            if got:
+                register(got)
+        return resolved
     if isinstance(value, dict):
         return {k: resolve_tree(v, field=f"{field}.{k}") for k, v in value.items()}
     if isinstance(value, list):
@@ -122,11 +146,12 @@ def register_referenced(value: Any, *, field: str = "") -> None:
     failing on the ones it does not: for commands that only show stored data (``hub show``), which must
     mask the credentials of the spec's systems but need none of them to work."""
     if isinstance(value, str):
-        if _leaf(field) not in NOT_SECRET_FIELDS:
-            for match in _REF.finditer(value):
-                got = os.environ.get(match.group(1))
-                if got:
-                    register(got)
+        names = [m.group(1) for m in _REF.finditer(value)] if _leaf(field) not in NOT_SECRET_FIELDS \
+            else _credential_references(value)
+        for name in names:
+            got = os.environ.get(name)
+            if got:
+                register(got)
     elif isinstance(value, dict):
         for k, v in value.items():
             register_referenced(v, field=f"{field}.{k}")
