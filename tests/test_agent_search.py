@@ -117,3 +117,53 @@ def test_vectors_are_reused_from_the_disk_cache(tmp_path: Path, monkeypatch: pyt
     Catalog(actions=changed, semantic=True, vector_store=store).index  # noqa: B018
     assert embedded == [1]
     assert search.semantic_text(changed[-1]) != search.semantic_text(SMALL[-1])
+
+
+def test_vector_text_says_what_the_operation_does_without_identifiers() -> None:
+    """The model reads the operation as words, its summary once, its resource's description and the first
+    sentence of each parameter's description, Markdown removed and identifier parameters left out."""
+    from hub.agent.catalog import openapi_operations
+
+    doc = {"openapi": "3.0.3", "info": {"title": "Twilio - Api", "version": "1"}, "paths": {
+        "/Accounts/{AccountSid}/Recordings/{Sid}.json": {
+            "description": "Recordings of phone calls",
+            "delete": {"operationId": "DeleteRecording", "summary": "Delete a recording from your account",
+                       "description": "Delete a recording from your account", "parameters": [
+                           {"name": "AccountSid", "in": "path", "required": True, "schema": {"type": "string"},
+                            "description": "The SID of the [Account](https://x/y) that created the resource."},
+                           {"name": "Reason", "in": "query", "schema": {"type": "string"},
+                            "description": "Why the `recording` is removed. Kept for audits."}],
+                       "responses": {"204": {"description": "gone"}}}}}}
+    action = Action(**openapi_operations(doc, "twilio_api")[0])
+    assert action.description.count("Delete a recording from your account") == 1
+    assert "Recordings of phone calls" in action.description
+    text = search.semantic_text(action)
+    assert text == ("delete recording. Delete a recording from your account. Recordings of phone calls. "
+                    "reason: Why the recording is removed")
+    assert "SID" not in text and "https://" not in text
+
+
+def test_keywords_count_by_how_much_of_the_query_an_action_covers() -> None:
+    lexical = search.LexicalIndex(list(SMALL))
+    names = [a.name for a in SMALL]
+    full = lexical.coverage("remove invoice")
+    assert full[names.index("svc.delete_invoice")] == pytest.approx(1.0)
+    # a query word the catalog never uses counts as the rarest word: a stray match covers little
+    stray = lexical.coverage("my invoice of zebras")
+    assert 0.2 < stray[names.index("svc.delete_invoice")] < 0.6
+    assert stray[names.index("svc.create_message")] == 0.0
+    # a synonym (bill ~ invoice) counts most of a word
+    assert lexical.coverage("bill")[names.index("svc.delete_invoice")] == pytest.approx(search.SYNONYM_COVERAGE)
+
+
+@needs_model
+def test_a_stray_keyword_match_does_not_outrank_the_meaning(tmp_path: Path) -> None:
+    """A paraphrase shares a word with an unrelated action ("mobile" in the carriers' description): with the
+    keyword score added whatever the query coverage (0.2 x keywords + 0.8 x cosine, before), that one word
+    put the carriers (0.52) above the messages (0.48)."""
+    carriers = _action("list_carriers", "GET /carriers: Mobile network operators of a phone number")
+    hybrid = Catalog(actions=[*SMALL, carriers], semantic=True, vector_store=tmp_path / "v.sqlite")
+    assert [a.name for a in hybrid.search("text someone on their mobile", 2)] == ["svc.create_message",
+                                                                                 "svc.list_carriers"]
+    # when the query's words are the action's, keywords still decide
+    assert hybrid.search("mobile operators", 1)[0].name == "svc.list_carriers"

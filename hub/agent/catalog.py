@@ -415,7 +415,12 @@ def openapi_operations(doc: dict[str, Any], system: str, *,
             while name in names:
                 name, n = f"{base}_{n}", n + 1
             names.add(name)
-            text = " - ".join(t for t in (op.get("summary"), op.get("description")) if t)
+            # summary, description and what the path's resource is (Twilio: "Recordings of phone calls"), each
+            # once: most documents repeat the summary as the description, and the resource's description is
+            # often the only text saying what a terse operation ("List Worker") is about
+            said = [t.strip() for t in (op.get("summary"), op.get("description"), item.get("description"))
+                    if isinstance(t, str) and t.strip()]
+            text = " - ".join(dict.fromkeys(said))
             description = f"{verb} {path}" + (f": {text}" if text else "")
             if op.get("operationId"):
                 description += f" (operationId {op['operationId']})"

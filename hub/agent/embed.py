@@ -93,6 +93,14 @@ def locate() -> ModelFiles:
                        f"is installed)")
 
 
+def default_threads() -> int:
+    """``$HUB_EMBED_THREADS``, else 1. A query is one short text (a second thread only adds hand-offs), and
+    on a machine whose cores other work shares, one thread also embedded a catalog faster than two (measured
+    under load 10 on 2 cores); give more on a dedicated machine to build large catalogs sooner."""
+    value = os.environ.get("HUB_EMBED_THREADS", "").strip()
+    return max(1, int(value)) if value.isdigit() else 1
+
+
 def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
@@ -115,8 +123,11 @@ class Embedder:
         self._tokenizer = tok
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
+        options.intra_op_num_threads = threads or default_threads()
         options.inter_op_num_threads = 1
+        # idle pool threads sleep instead of spinning: on shared cores a spinning pool took a query from 18 to
+        # 47 ms (p50) and a 64-text batch from 5.9 to 9.8 s (docs/benchmarks.md, agent search)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(str(self.files.model), options, providers=["CPUExecutionProvider"])
         self._inputs = {i.name for i in self._session.get_inputs()}
         self._memory: dict[str, np.ndarray] = {}

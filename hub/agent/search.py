@@ -5,11 +5,14 @@
   punctuation, description, field names), query words expanded with a small built-in synonym map
   (order~purchase, customer~client~account, ...), and character 3-gram TF-IDF cosine similarity for
   inflections, abbreviations and typos.
-* **Meaning** (:class:`SemanticIndex`): each action's name and description embedded with all-MiniLM-L6-v2
-  (int8 ONNX, run offline from an installed wheel: :mod:`hub.agent.embed`), the query too, ranked by cosine
-  similarity. It finds "text someone on their mobile" for *Create Message* although they share no word.
-* **Fusion** (:class:`HybridIndex`): a weighted sum of the keyword score (scaled to the best keyword hit) and
-  the cosine similarity; an action enters the results through either half (through meaning only above
+* **Meaning** (:class:`SemanticIndex`): each action's operation as words, what it says it does and what its
+  parameters are for (:func:`semantic_text`) embedded with all-MiniLM-L6-v2 (int8 ONNX, run offline from an
+  installed wheel: :mod:`hub.agent.embed`), the query too, ranked by cosine similarity (one matrix-vector
+  product over a contiguous float32 matrix). It finds "text someone on their mobile" for *Create Message*
+  although they share no word.
+* **Fusion** (:meth:`HybridIndex.scores`): the cosine similarity plus the keyword score weighted by how much
+  of the query the action covers, so keywords decide when the query uses the catalog's words and meaning
+  decides when it paraphrases; an action enters the results through either half (through meaning only above
   :data:`MIN_SIMILARITY`, so nonsense queries still find nothing). The weights were chosen on the tune half of
   ``bench/search_eval/twilio_queries.yaml`` (docs/benchmarks.md).
 
@@ -123,13 +126,26 @@ def _field_names(schema: Any, depth: int = 0) -> list[str]:
     return out
 
 
+#: How much a query word found only through one of its synonyms counts towards an action's coverage of the
+#: query (the synonym groups are curated: "purchases" asks for orders).
+SYNONYM_COVERAGE = 0.8
+
+
 class LexicalIndex:
-    """BM25 over weighted fields plus character 3-gram TF-IDF vectors, built once per catalog."""
+    """BM25 over weighted fields plus character 3-gram TF-IDF vectors, built once per catalog.
+
+    Both are kept as postings of numpy arrays (for each term: the actions that have it and the term's BM25
+    contribution to each; for each 3-gram: the actions and their vector weights), so a query costs one
+    vectorised add per query term instead of a Python loop over every posting (36 ms -> under 1 ms for the
+    n-grams of Twilio's 1,447 operations)."""
 
     K1, B = 1.2, 0.75
 
     def __init__(self, actions: list[Action]) -> None:
-        self.docs: list[Counter[str]] = []
+        import numpy as np
+
+        self.n = n = len(actions)
+        docs: list[Counter[str]] = []
         for a in actions:
             op = a.name.split(".", 1)[-1]
             tf: Counter[str] = Counter()
@@ -140,18 +156,23 @@ class LexicalIndex:
             tf.update(words(" ".join(_field_names(a.output_schema))))
             if a.protocol in protocols.registry() and protocols.get(a.protocol).searchable_inputs:
                 tf.update(words(" ".join(_field_names(a.input_schema))))
-            self.docs.append(tf)
-        n = len(actions)
-        self.lengths = [sum(d.values()) for d in self.docs]
-        self.avg = sum(self.lengths) / n if n else 0.0
+            docs.append(tf)
+        lengths = [sum(d.values()) for d in docs]
+        avg = (sum(lengths) / n if n else 0.0) or 1.0
         df: Counter[str] = Counter()
-        for d in self.docs:
+        for d in docs:
             df.update(d.keys())
         self.idf = {t: math.log(1 + (n - f + 0.5) / (f + 0.5)) for t, f in df.items()}
-        self.postings: dict[str, list[int]] = {}
-        for i, d in enumerate(self.docs):
-            for t in d:
-                self.postings.setdefault(t, []).append(i)
+        self.max_idf = max(self.idf.values(), default=1.0)
+        ids: dict[str, list[int]] = {}
+        contrib: dict[str, list[float]] = {}
+        for i, d in enumerate(docs):
+            norm = self.K1 * (1 - self.B + self.B * lengths[i] / avg)
+            for t, f in d.items():
+                ids.setdefault(t, []).append(i)
+                contrib.setdefault(t, []).append(self.idf[t] * f * (self.K1 + 1) / (f + norm))
+        self.postings = {t: (np.array(ids[t], dtype=np.intp), np.array(contrib[t], dtype=np.float64))
+                         for t in ids}
         # character n-grams of the name, description and field names (the "meaning" layer's fuzzy half)
         grams = [_ngrams(f"{a.name} {a.description} {' '.join(_field_names(a.output_schema)[:50])}")
                  for a in actions]
@@ -159,38 +180,61 @@ class LexicalIndex:
         for g in grams:
             gdf.update(g.keys())
         self.gidf = {g: math.log((n + 1) / (f + 1)) + 1 for g, f in gdf.items()}
-        self.gvecs = [self._unit({g: (1 + math.log(c)) * self.gidf[g] for g, c in v.items()}) for v in grams]
-        self.gpostings: dict[str, list[int]] = {}
-        for i, vec in enumerate(self.gvecs):
-            for gram in vec:
-                self.gpostings.setdefault(gram, []).append(i)
+        gids: dict[str, list[int]] = {}
+        gweights: dict[str, list[float]] = {}
+        for i, v in enumerate(grams):
+            for gram, x in self._unit({g: (1 + math.log(c)) * self.gidf[g] for g, c in v.items()}).items():
+                gids.setdefault(gram, []).append(i)
+                gweights.setdefault(gram, []).append(x)
+        self.gpostings = {g: (np.array(gids[g], dtype=np.intp), np.array(gweights[g], dtype=np.float64))
+                          for g in gids}
 
     @staticmethod
     def _unit(vec: dict[str, float]) -> dict[str, float]:
         norm = math.sqrt(sum(x * x for x in vec.values())) or 1.0
         return {k: x / norm for k, x in vec.items()}
 
-    def bm25(self, terms: dict[str, float]) -> dict[int, float]:
-        scores: dict[int, float] = {}
+    def bm25(self, terms: dict[str, float]) -> np.ndarray:
+        """The BM25 score of every action for the weighted *terms* (0 where none occurs)."""
+        import numpy as np
+
+        scores = np.zeros(self.n)
         for term, weight in terms.items():
-            idf = self.idf.get(term)
-            if idf is None:
-                continue
-            for i in self.postings[term]:
-                d = self.docs[i]
-                f = d[term]
-                length = self.lengths[i]
-                s = idf * f * (self.K1 + 1) / (f + self.K1 * (1 - self.B + self.B * length / (self.avg or 1)))
-                scores[i] = scores.get(i, 0.0) + weight * s
+            posting = self.postings.get(term)
+            if posting is not None:
+                scores[posting[0]] += weight * posting[1]
         return scores
 
-    def cosine(self, text: str) -> dict[int, float]:
+    def coverage(self, query: str) -> np.ndarray:
+        """How much of *query* each action contains, 0 to 1: the IDF of the query's words it has over the IDF
+        of all of them (a word the catalog never uses counts as the rarest; a word matched only through a
+        synonym counts :data:`SYNONYM_COVERAGE`). A query that paraphrases (shares a word or two with many
+        actions) covers little of every action."""
+        import numpy as np
+
+        own = list(dict.fromkeys(words(query)))
+        weights = [self.idf.get(w, self.max_idf) for w in own]
+        total = sum(weights) or 1.0
+        covered = np.zeros(self.n)
+        for word, weight in zip(own, weights, strict=True):
+            match = np.zeros(self.n)
+            for term, credit in ((word, 1.0), *((stem(s), SYNONYM_COVERAGE) for s in _SYN.get(word, ()))):
+                posting = self.postings.get(term)
+                if posting is not None:
+                    match[posting[0]] = np.maximum(match[posting[0]], credit)
+            covered += weight / total * match
+        return np.minimum(covered, 1.0)
+
+    def cosine(self, text: str) -> np.ndarray:
+        """The character 3-gram cosine similarity of *text* to every action."""
+        import numpy as np
+
         q = _ngrams(text)
         vec = self._unit({g: (1 + math.log(c)) * self.gidf[g] for g, c in q.items() if g in self.gidf})
-        scores: dict[int, float] = {}
+        scores = np.zeros(self.n)
         for g, x in vec.items():
-            for i in self.gpostings.get(g, ()):
-                scores[i] = scores.get(i, 0.0) + x * self.gvecs[i][g]
+            ids, weights = self.gpostings[g]
+            scores[ids] += x * weights
         return scores
 
 
@@ -208,15 +252,21 @@ def expand(query: str) -> dict[str, float]:
 
 # --- meaning ---------------------------------------------------------------------------------------------
 
-#: Below this cosine similarity an action found by meaning alone is not a hit (unrelated texts score about
-#: 0.0-0.2 with this model, paraphrases 0.3 and up): "zebra giraffe" must still find nothing.
-MIN_SIMILARITY = 0.3
-#: Weight of the keyword score in the fused score (the rest is the cosine similarity's); chosen on the tune half.
-KEYWORD_WEIGHT = 0.2
+#: Below this cosine similarity an action found by meaning alone is not a hit: "zebra giraffe" must still find
+#: nothing (0.14 at best over Twilio's 1,447 operations). At 0.3 it cut off a tune query's answer (0.28);
+#: gibberish like "asdf qwerty" reaches 0.28 too, so a lone meaning match this weak is a guess either way.
+MIN_SIMILARITY = 0.25
+#: Weight of the keyword score (scaled to the best keyword hit, times the action's query coverage squared)
+#: added to the cosine similarity; chosen on the tune half of the Twilio queries (docs/benchmarks.md).
+KEYWORD_WEIGHT = 0.5
+#: Parameters whose descriptions an action's vector text carries, at most (the first sentence of each).
+MAX_PARAMETER_NOTES = 8
 
 _VERB_PATH = re.compile(r"^(GET|PUT|POST|DELETE|PATCH|HEAD|OPTIONS|TRACE) \S+(: )?")
 _NOTES = re.compile(r"\s*\((operationId [^)]*)\)|\s*\[tags: [^\]]*\]")
 _LINK = re.compile(r"\]\([^)]*\)")  # a Markdown link's target: [text](url) -> [text]
+_MARKUP = re.compile(r"[`*\[\]]")
+_SENTENCE_END = re.compile(r"(?<=[a-z0-9)])\. ")
 
 
 def humanize(name: str) -> str:
@@ -224,28 +274,46 @@ def humanize(name: str) -> str:
     return " ".join(p.lower() for raw in re.split(r"[^A-Za-z0-9]+", name) for p in _CAMEL.findall(raw))
 
 
-def _descriptions(schema: Any, depth: int = 0) -> list[str]:
-    """"name: description" of each documented property (nested up to 3 levels), links' targets dropped."""
+def _plain(text: str) -> str:
+    """Markdown as the words a reader sees: link targets, backticks, emphasis and brackets dropped."""
+    return _MARKUP.sub("", _LINK.sub("]", text)).strip()
+
+
+def _is_identifier(name: str, description: str) -> bool:
+    """Parameters that only name another resource ("The SID of the Account that ...", ``ServiceSid``,
+    ``customer_id``): every operation under the same parent has them, so they say nothing about this one."""
+    last = humanize(name).rsplit(" ", 1)[-1]
+    return last in ("sid", "id") or "SID" in description[:40]
+
+
+def parameter_notes(schema: Any, limit: int = MAX_PARAMETER_NOTES) -> list[str]:
+    """"name: first sentence of its description" for the documented parameters of *schema* (a request body's
+    fields included), identifiers left out, at most *limit*."""
     out: list[str] = []
-    if not isinstance(schema, dict) or depth > 3:
-        return out
-    for name, sub in (schema.get("properties") or {}).items():
-        if isinstance(sub, dict):
-            if isinstance(sub.get("description"), str) and sub["description"].strip():
-                out.append(f"{humanize(name)}: {_LINK.sub(']', sub['description'].strip())}")
-            out.extend(_descriptions(sub, depth + 1))
-    return out
+    props = schema.get("properties") if isinstance(schema, dict) else None
+    for name, sub in (props or {}).items():
+        if not isinstance(sub, dict):
+            continue
+        if sub.get("x-in") == "body":
+            out.extend(parameter_notes(sub, limit))
+            continue
+        said = sub.get("description")
+        if isinstance(said, str) and said.strip() and not _is_identifier(name, said):
+            out.append(f"{humanize(name)}: {_SENTENCE_END.split(_plain(said), 1)[0]}")
+    return out[:limit]
 
 
 def semantic_text(action: Action) -> str:
-    """What the model reads of an action: its operation as words, what it says it does, and what its
-    parameters are for (the model reads the first :data:`hub.agent.embed.MAX_TOKENS` tokens). Method, raw path
-    and tags are left out (the keyword half has them). Parameter descriptions were worth 20 points of Recall@5
-    on the tune half of the Twilio queries: they say what a call is about in the words people use."""
+    """What the model reads of an action: its operation as words ("create incoming phone number"), what it
+    says it does (summary, description, and what its resource is), then what its parameters are for. Method,
+    raw path, tags and the API's title are left out (the keyword half has them; on the tune half of the Twilio
+    queries the title as a prefix cost 20 points of Recall@5), and so are identifier parameters, which every
+    operation under a parent shares. Parameter notes were worth 20 points: they say what a call is about in the
+    words people use. The model reads the first :data:`hub.agent.embed.MAX_TOKENS` tokens."""
     op = str(action.binding.get("operation_id") or action.name.split(".", 1)[-1])
-    text = _LINK.sub("]", _NOTES.sub("", _VERB_PATH.sub("", action.description)).strip())
-    said = "; ".join(dict.fromkeys(p.strip() for p in text.split(" - ") if p.strip()))  # "summary - summary" once
-    pieces = [humanize(op), said, " ".join(_descriptions(action.input_schema))]
+    text = _plain(_NOTES.sub("", _VERB_PATH.sub("", action.description)))
+    said = ". ".join(dict.fromkeys(p.strip().rstrip(".") for p in text.split(" - ") if p.strip()))
+    pieces = [humanize(op), said, "; ".join(parameter_notes(action.input_schema))]
     return ". ".join(p for p in pieces if p)
 
 
@@ -263,9 +331,9 @@ class SemanticIndex:
         """Cosine similarity of *query* to every action (unit vectors: a dot product)."""
         import numpy as np
 
-        # np.dot, not the @ operator: with this numpy and OpenBLAS, @ on a matrix and a vector took 1-10 ms
-        # where dot takes 0.02 ms
-        return np.dot(self.vectors, self.embedder.embed([query])[0])
+        # einsum, not np.dot or @: those call OpenBLAS, whose threads wake up slowly on a loaded machine (p95
+        # 21 ms for 1,447 x 384 under load 10 on 2 cores); einsum's own loop takes 0.07 ms (p95 0.16 ms)
+        return np.einsum("ij,j->i", self.vectors, self.embedder.embed([query])[0])
 
 
 _warned = False
@@ -289,8 +357,11 @@ class HybridIndex:
 
     def __init__(self, actions: list[Action], *, semantic: bool | None = None,
                  store_path: Path | None = None) -> None:
+        import numpy as np
+
         self.actions = actions
         self.lexical = LexicalIndex(actions)
+        self._name_rank = np.argsort(np.argsort([a.name for a in actions], kind="stable"), kind="stable")
         self.semantic: SemanticIndex | None = None
         if semantic is not False and actions:
             try:
@@ -300,33 +371,45 @@ class HybridIndex:
                     raise
                 _warn_once(str(exc))
 
-    def keyword_scores(self, query: str) -> dict[int, float]:
+    def keyword_scores(self, query: str) -> np.ndarray:
         """BM25 on words and synonyms scaled to the best hit, plus half the character n-gram similarity
-        (from 0.2): 0 to 1.5, a higher is a better match."""
-        bm = self.lexical.bm25(expand(query))
-        top = max(bm.values(), default=0.0) or 1.0
-        scores = {i: s / top for i, s in bm.items()}
-        for i, c in self.lexical.cosine(query).items():
-            if c >= 0.2:
-                scores[i] = scores.get(i, 0.0) + 0.5 * c
-        return scores
+        (from 0.2): 0 to 1.5 for every action, a higher is a better match, 0 no match."""
+        import numpy as np
 
-    def scores(self, query: str) -> dict[int, float]:
-        """The fused score of every action that matches *query* by keywords or by meaning."""
+        bm = self.lexical.bm25(expand(query))
+        top = float(bm.max(initial=0.0)) or 1.0
+        grams = self.lexical.cosine(query)
+        return bm / top + np.where(grams >= 0.2, 0.5 * grams, 0.0)
+
+    def scores(self, query: str) -> np.ndarray:
+        """The fused score of every action (0 where it matches *query* neither by keywords nor by meaning).
+
+        Meaning is the cosine similarity; keywords add up to :data:`KEYWORD_WEIGHT` times the keyword score
+        (scaled to the best keyword hit) times the action's coverage of the query squared (the larger of the
+        share of the query's words it has and its character n-gram similarity). A query whose words an action
+        has finds it as keywords alone would; a paraphrase matches a word or two of many actions, and those
+        stray matches must not outrank what the sentence means (with the weighted sum of before they did:
+        Recall@5 0.27 where the cosine alone had 0.42, docs/benchmarks.md)."""
+        import numpy as np
+
         keywords = self.keyword_scores(query)
         if self.semantic is None:
             return keywords
-        similarity = self.semantic.similarity(query)
-        top = max(keywords.values(), default=0.0) or 1.0
-        fused: dict[int, float] = {}
-        for i, k in keywords.items():
-            fused[i] = KEYWORD_WEIGHT * k / top + (1 - KEYWORD_WEIGHT) * max(float(similarity[i]), 0.0)
-        for i in (similarity >= MIN_SIMILARITY).nonzero()[0].tolist():
-            if i not in fused:
-                fused[i] = (1 - KEYWORD_WEIGHT) * float(similarity[i])
-        return fused
+        similarity = self.semantic.similarity(query).astype(np.float64)
+        cover = np.maximum(self.lexical.coverage(query), self.lexical.cosine(query))
+        top = float(keywords.max(initial=0.0)) or 1.0
+        fused = np.maximum(similarity, 0.0) + KEYWORD_WEIGHT * keywords / top * cover ** 2
+        found = (keywords > 0) | (similarity >= MIN_SIMILARITY)
+        return np.where(found, np.maximum(fused, 1e-9), 0.0)
 
     def rank(self, query: str, limit: int) -> list[tuple[int, float]]:
         """The best *limit* (action index, score), best first; ties by action name."""
-        ranked = sorted(self.scores(query).items(), key=lambda kv: (-kv[1], self.actions[kv[0]].name))
-        return ranked[:limit]
+        import numpy as np
+
+        scores = self.scores(query)
+        hits = np.flatnonzero(scores > 0)
+        if len(hits) > limit > 0:  # only those scoring at least the limit-th best need ordering (ties kept)
+            cutoff = -np.partition(-scores[hits], limit - 1)[limit - 1]
+            hits = hits[scores[hits] >= cutoff]
+        order = np.lexsort((self._name_rank[hits], -scores[hits]))[:limit]
+        return [(int(i), float(scores[i])) for i in hits[order]]
