@@ -28,7 +28,9 @@ def flow_asset(pipeline: Pipeline, name: str, pool: str | None) -> dg.AssetsDefi
                                            f"{'' if getattr(limits, what) is not None else ', a warning'})")
              for what in CHECKS]
     # after an asset, or after the sensor of a stream source absorbed a batch of events into its table
-    automation = dg.AutomationCondition.eager() if flow.trigger.after or flow.trigger.events else None
+    # a flow an agent planned and nobody approved has no trigger (its run refuses, naming the command)
+    automation = dg.AutomationCondition.eager() if (flow.trigger.after or flow.trigger.events) and flow.approved \
+        else None
 
     @dg.asset(name=name, group_name=pipeline.name, kinds={"flow"}, deps=pipeline.flow_deps.get(name, []),
               pool=pool, check_specs=specs, automation_condition=automation,
@@ -73,7 +75,7 @@ def flow_definitions(pipeline: Pipeline, pool: str | None) -> dg.Definitions:
         job = dg.define_asset_job(f"{pipeline.name}_{name}_flow", selection=dg.AssetSelection.assets(name),
                                   description=flow.description or f"flow {name}")
         jobs.append(job)
-        if flow.trigger.schedule:
+        if flow.trigger.schedule and flow.approved:
             schedules.append(dg.ScheduleDefinition(name=f"{pipeline.name}_{name}_schedule", job=job,
                                                    cron_schedule=flow.trigger.schedule))
     return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules)

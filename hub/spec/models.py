@@ -87,6 +87,11 @@ class AgentConfig(_Strict):
     budget: int = Field(100, ge=0, description="Calls per agent session and system (see systems.*.agent.budget).")
     max_rows: int = Field(100, ge=1, le=100_000, description="Records a call returns at most (the total is "
                                                               "counted).")
+    flow_effects: list[Literal["create", "update", "delete"]] = Field(
+        default_factory=lambda: ["create", "update"],
+        description="The side effects a flow `hub agent plan` writes may have: a request whose verb or action "
+                    "deletes or overwrites data (delete, reset, truncate, overwrite ... or a DELETE) is refused "
+                    "unless 'delete' is listed. Planned flows still need an approval to run.")
 
 
 class _SystemBase(_Strict):
