@@ -48,7 +48,6 @@ from hub.agent.planner import (
     _compatible,
     _is_read,
     _kind,
-    _root,
     _tokenize,
     _unwrap,
     dump_spec,
@@ -58,7 +57,7 @@ from hub.agent.planner import (
     system_raw,
     universe,
 )
-from hub.errors import HubError, SpecError
+from hub.errors import SpecError
 from hub.spec import Pipeline, loads
 
 # ------------------------------------------------------------------------------------------------ effects
@@ -116,8 +115,9 @@ def allowed_effects(pipelines: Sequence[Pipeline], action: Any) -> list[str]:
 
 # ------------------------------------------------------------------------------------------- the request
 
-_TRIGGER_HEAD = re.compile(r"^\s*(?:(?:and\s+)?(when(?:ever)?|once|as soon as|each time|every time|after(?: each| every)?"
-                           r"|if|on each|on every)\b)(?P<cond>.*?)(?:,|\bthen\b)\s*(?P<rest>.+)$", re.I | re.S)
+_TRIGGER_HEAD = re.compile(r"^\s*(?:(?:and\s+)?(when(?:ever)?|once|as soon as|each time|every time|"
+                           r"after(?: each| every)?|if|on each|on every)\b)(?P<cond>.*?)(?:,|\bthen\b)\s*"
+                           r"(?P<rest>.+)$", re.I | re.S)
 _TRIGGER_TAIL = re.compile(r"^(?P<rest>.+?)\s*,?\s+\b(?P<kw>when(?:ever)?|once|as soon as|each time|every time|"
                            r"after(?: each| every)?|if)\b(?P<cond>.+)$", re.I | re.S)
 _SPLIT = re.compile(r"\s*(?:[,;]\s*(?:and\s+|then\s+)*|\band then\b|\bthen\b|\band\b)\s*", re.I)
@@ -286,8 +286,8 @@ def _enum_value(f: Field, request: str) -> Any:
 
 def _text(f: Field, clause: Clause, item: list[Source], trigger: str) -> str:
     """A required text field no column gives: the request's words and the item's identifying values."""
-    ids = [s for s in item if s.rank < 2 and (s.kind in ("int", "str") and ({"id", "refer", "ref"} & s.words)
-                                                 or s.kind == "num")][:4]
+    ids = [s for s in item if s.rank < 2 and ((s.kind in ("int", "str") and bool({"id", "refer", "ref"} & s.words))
+                                              or s.kind == "num")][:4]
     head = (trigger or clause.text).strip().rstrip(",")
     head = head[0].upper() + head[1:] if head else "Planned write"
     text = head + ": " + ", ".join(f"{s.name} {{{{ {s.expr} }}}}" for s in ids)
@@ -441,8 +441,7 @@ class _Builder:
                 taken.add(out)
                 cols.append(f"cast(regexp_extract({alias}.{c.name}, '\\d+') as bigint) as {out}")
                 sources.append(Source(f"item.{out}", out, "int", _name_words(out), rank))
-                self.notes.append(f"{out}: the number in {t.name}.{c.name} ({(smp.values[c.name] if smp else [''])[0]!r}"
-                                  f" is '{form[0]}' + a number)")
+                self.notes.append(f"{out}: the number in {t.name}.{c.name} ({vals[0]!r} is '{form[0]}' + a number)")
         lines = [f"select {', '.join(cols)}", f"from {renames[main.name]} m"]
         for i, (t, cond) in enumerate(joined):
             lines.append(f"join {renames[t.name]} j{i} on {cond}")
