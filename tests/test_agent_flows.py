@@ -174,7 +174,7 @@ def test_mcp_plan_of_a_flow_is_a_pending_approval(own_erp: ERPService, crm: CRMS
     assert r.exit_code == 0 and out.approval.id in r.output
     r = runner.invoke(app, ["agent", "approve", out.approval.id, "--spec", spec, "--user", "bob"])
     assert r.exit_code == 0, r.output
-    result = json.loads(r.output[r.output.index("{"):])["result"]
+    result = json.loads(r.stdout)["result"]
     written = Path(result["message"].split("written to ")[1].split(":")[0])
     adopted = load(written)
     name = out.approval.action.split(":", 1)[1]

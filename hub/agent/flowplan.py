@@ -40,6 +40,7 @@ import yaml
 from hub.agent import understand as u
 from hub.agent.planner import (
     CatalogLike,
+    Column,
     PlanResult,
     Sample,
     Table,
@@ -295,6 +296,19 @@ def _text(f: Field, clause: Clause, item: list[Source], trigger: str) -> str:
     return text if len(text) <= limit else text[: max(limit - 3, 1)].rsplit(" ", 1)[0]
 
 
+def _literal(f: Field, text: str) -> Any:
+    """The new value *text* gives the field it names ("set the price to 49.90" -> price 49.90), if any."""
+    words = [u.stem(w) for w in re.findall(r"[A-Za-z]+", text)]
+    fw = _name_words(f.path[-1]) - {"id"}
+    if not fw or not any(w in words or u.related(w) & set(words) for w in fw):
+        return None
+    m = re.search(r"\b(?:to|as|at|=)\s+(-?\d+(?:[.,]\d+)?)\b", text)
+    if m and f.kind in ("int", "num"):
+        number = float(m.group(1).replace(",", "."))
+        return int(number) if f.kind == "int" and number.is_integer() else number
+    return None
+
+
 # ------------------------------------------------------------------------------------------------ plan
 
 class NotAFlow(Exception):
@@ -348,6 +362,7 @@ class _Builder:
         self.res = PlanResult(request=request, backend="offline")
         self.notes = self.res.notes
         self.name = name
+        self.filters: list[tuple[Table, Column, Any]] = []
 
     # --- the input ----------------------------------------------------------------------------------------
     def tables(self, vocab: Vocabulary, sample: dict[str, Sample]) -> tuple[Table, list[tuple[Table, str]]]:
@@ -367,23 +382,39 @@ class _Builder:
             for i, (_, senses) in sorted(r.senses.items()):
                 if i in skip:
                     continue
-                kinds = [x for x in senses if x.table is not None and x.kind in ("table", "column")]
+                kinds = [x for x in senses if x.table is not None and x.kind in ("table", "column", "value")]
                 if i == verb_at:  # the verb names the event's record: a table it names, else a column's table
                     kinds = [x for x in kinds if x.kind == "table"] or kinds
                 for sense in kinds:
                     t = parent(sense.table)  # type: ignore[arg-type]
-                    w = sense.weight * (1.0 if sense.kind == "table" else 0.7)
+                    w = sense.weight * {"table": 1.0, "value": 0.9}.get(sense.kind, 0.7)
                     order = -1 if i == verb_at else i
                     if i == verb_at:
                         w = max(w, 0.6)
                     old = found.get(t.name)
                     found[t.name] = (max(w, old[0]) if old else w, min(order, old[1]) if old else order, t)
+            for i, (_, senses) in sorted(r.senses.items()):  # a value names the records ("the gold customers")
+                values = [x for x in senses if x.kind == "value" and x.table is not None and x.column is not None]
+                if i not in skip and len({(x.table.name, x.column.name) for x in values}) == 1:  # type: ignore[union-attr]
+                    self.filters.append((values[0].table, values[0].column, values[0].value))  # type: ignore[arg-type]
             return [t for w, _, t in sorted(found.values(), key=lambda x: (x[1], -x[0])) if w >= 0.6]
 
         action_words = {w for c in self.acting.clauses for w in c.words}
         first = mentioned(self.acting.trigger, set(), event=True) if self.acting.trigger else []
         rest = [t for c in self.acting.clauses for t in mentioned(c.text, action_words)]
-        candidates = list({t.name: t for t in [*first, *rest]}.values())
+        # identifiers written as they are stored ("SKU-00001", "ORD-100001") name their records
+        named: list[Table] = []
+        for token in re.findall(r"\b[A-Za-z]{1,6}[-_#/]?\d{2,}\b", self.request):
+            for t in vocab.tables:
+                smp = sample.get(t.name)
+                col = next((c for c in t.columns if smp and token in (smp.values.get(c.name) or [])), None)
+                if col is not None:
+                    named.append(parent(t))
+                    self.filters.append((t, col, token))
+                    break
+        if not first and not rest and not named:  # the words that named the action name its records too
+            rest = [t for c in self.acting.clauses for t in mentioned(c.text, {u.stem(c.verb)})]
+        candidates = list({t.name: t for t in [*first, *named, *rest]}.values())
         if not candidates:
             raise NotAFlow("the request names no table to act on (what the writes are about: orders, payments, "
                            "customers ...)")
@@ -434,7 +465,9 @@ class _Builder:
                 letters = re.sub(r"[^a-z]", "", form[0].lower())
                 target = next((tb for tb in self.universe if tb.name != t.name and any(
                     len(letters) >= 2 and w.startswith(letters[:3]) for w in u.split_words(tb.name))), None)
-                ent = u.stem((u.split_words(target.name) or [""])[-1]) if target else letters
+                if target is None:
+                    continue  # the prefix abbreviates no other table: a code, not another record's number
+                ent = u.stem((u.split_words(target.name) or [""])[-1])
                 out = f"{ent}_id"
                 if out in taken or out in given:
                     continue  # the joined table gives that key itself
@@ -445,6 +478,14 @@ class _Builder:
         lines = [f"select {', '.join(cols)}", f"from {renames[main.name]} m"]
         for i, (t, cond) in enumerate(joined):
             lines.append(f"join {renames[t.name]} j{i} on {cond}")
+        aliases = {main.name: "m", **{t.name: f"j{i}" for i, (t, _) in enumerate(joined)}}
+        where = []
+        for t, col, val in dict.fromkeys((t.name, c.name, v) for t, c, v in self.filters):
+            if t in aliases:
+                where.append(f"{aliases[t]}.{col} = '{str(val).replace(chr(39), chr(39) * 2)}'")
+        if where:
+            lines.append("where " + " and ".join(where))
+            self.notes.append("filter: " + " and ".join(where))
         key = [k for k in main.pk] or [c.name for c in main.columns if sample.get(main.name) and
                                       sample[main.name].rows > 1 and
                                       sample[main.name].distinct.get(c.name) == sample[main.name].rows][:1] \
@@ -498,6 +539,10 @@ class _Builder:
             v = _enum_value(f, self.request)
             self.notes.append(f"{c.action.name} {'.'.join(f.path)}: '{v}' of {f.schema['enum']}")
             return v
+        literal = _literal(f, c.text)
+        if literal is not None:
+            self.notes.append(f"{c.action.name} {'.'.join(f.path)}: {literal!r}, the value the request gives")
+            return literal
         ranked = sorted(((_score(f, s), s) for s in pool if s.expr not in used), key=lambda x: -x[0])
         if ranked and ranked[0][0] >= (1.4 if f.required else 3.0):
             s = ranked[0][1]
