@@ -480,9 +480,9 @@ class _Builder:
             lines.append(f"join {renames[t.name]} j{i} on {cond}")
         aliases = {main.name: "m", **{t.name: f"j{i}" for i, (t, _) in enumerate(joined)}}
         where = []
-        for t, col, val in dict.fromkeys((t.name, c.name, v) for t, c, v in self.filters):
-            if t in aliases:
-                where.append(f"{aliases[t]}.{col} = '{str(val).replace(chr(39), chr(39) * 2)}'")
+        for tname, col, val in dict.fromkeys((ft.name, fc.name, fv) for ft, fc, fv in self.filters):
+            if tname in aliases:
+                where.append(f"{aliases[tname]}.{col} = '{str(val).replace(chr(39), chr(39) * 2)}'")
         if where:
             lines.append("where " + " and ".join(where))
             self.notes.append("filter: " + " and ".join(where))
