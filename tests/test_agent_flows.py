@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from hub.agent.catalog import build_catalog
 from hub.agent.flowplan import action_effect, split_request, verb_effect
 from hub.agent.planner import plan
+from hub.agent.understand import write_intent
 from hub.cli.main import app
 from hub.demo.crm import CRMService
 from hub.demo.erp import ERPService
@@ -52,6 +53,10 @@ def test_request_parts_and_effects() -> None:
     tail = split_request("open a task in the CRM if a customer pays more than an order is worth", set())
     assert tail is not None and tail.kind == "if" and [c.verb for c in tail.clauses] == ["open"]
     assert split_request("revenue per region", set()) is None
+    timed = split_request("every day at 7 open a task in the CRM for each open order", set())
+    assert timed is not None and timed.kind == "none" and [c.verb for c in timed.clauses] == ["open"]
+    assert write_intent("every morning log an activity in the CRM for each shipped order") == "log"
+    assert write_intent("every Monday at 8 give me the number of contacts per channel") is None
     # every mutating verb is classified by what it does, not looked up in a list of forbidden words
     assert [verb_effect(v) for v in ("wipe", "truncate", "overwrite", "reset", "zero", "log", "mark")] == \
         ["delete", "delete", "delete", "delete", "delete", "create", "update"]
@@ -187,3 +192,26 @@ def test_mcp_plan_of_a_flow_is_a_pending_approval(own_erp: ERPService, crm: CRMS
     r = runner.invoke(app, ["agent", "approve", out.approval.id, "--spec", spec])
     assert r.exit_code == 3  # never twice
     assert yaml.safe_load(written.read_text())["flows"][name]["approved"] is True
+
+
+@pytest.mark.slow  # the estate, its catalog and sample partitions, dry runs: ~30 s
+def test_schedules_literals_and_identifiers(crm: CRMService, warehouse_path: Path, dagster_home: Path,
+                                            tmp_path: Path) -> None:
+    """A schedule before the order, a sample value and an identifier as filters, a value the request gives as
+    a literal: each reaches the flow and its sample requests."""
+    demo = _demo(tmp_path)
+    catalog = build_catalog([demo])
+    daily = plan("every morning log an activity in the CRM for each shipped order", [demo], catalog=catalog,
+                 partition="2024-01-02")
+    assert daily.ok, daily.errors
+    flow = yaml.safe_load(daily.spec_text or "")["flows"][daily.flow]
+    assert flow["trigger"] == {"schedule": "0 6 * * *"} and "m.status = 'shipped'" in flow["input"]["sql"]
+    sent = [w for w in daily.writes if w["action"] == "crm.post_activities"]
+    assert sent and all(isinstance(w["request"]["body"]["order_id"], int) for w in sent)
+    assert daily.dry_run[daily.flow] == len(sent)  # one activity per shipped order of the day, none sent
+    assert crm.data.activities == {}
+    price = plan("set the price of SKU-00001 in the catalogue to 49.90", [demo], catalog=catalog)
+    assert price.ok, price.errors
+    assert [w["request"] for w in price.writes] == [{"sku": "SKU-00001", "price": 49.9}]
+    assert price.writes[0]["target"] == "catalogue: graphql mutation setProductPrice"
+    assert yaml.safe_load(price.spec_text or "")["flows"][price.flow]["trigger"] == {"manual": True}

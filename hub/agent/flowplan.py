@@ -152,6 +152,9 @@ def _is_change(word: str, extra: set[str]) -> bool:
 def split_request(request: str, extra: set[str]) -> Acting | None:
     """The trigger and the write clauses of *request*, or None when no clause starts with a change verb."""
     text = " ".join(request.strip().rstrip(".!").split())
+    lead = u.SCHEDULE_LEAD.match(text)
+    if lead and lead.end() < len(text):  # "every morning log ...": the schedule is the trigger (u.when reads it)
+        text = text[lead.end():]
     trigger, kind, rest = "", "none", text
     m = _TRIGGER_HEAD.match(text)
     if m:
@@ -537,7 +540,9 @@ class _Builder:
             return _text(f, c, pool, self.acting.trigger)  # a free text: written, not copied from a column
         if f.schema.get("enum"):
             v = _enum_value(f, self.request)
-            self.notes.append(f"{c.action.name} {'.'.join(f.path)}: '{v}' of {f.schema['enum']}")
+            named = _name_words(str(v)) & {u.stem(w) for w in u.split_words(self.request)}
+            self.notes.append(f"{c.action.name} {'.'.join(f.path)}: '{v}' of {f.schema['enum']}"
+                              + ("" if named else " (no word of the request names one: the first; check it)"))
             return v
         literal = _literal(f, c.text)
         if literal is not None:
