@@ -525,7 +525,7 @@ class _Builder:
             if cond:
                 step["when"] = cond
             props = (a.output_schema or {}).get("properties") or {}
-            if props and a.protocol == "rest":
+            if props:  # ids an answer carries feed the later steps (steps.<name>.<id>)
                 outs = {k: f"$.{k}" for k in props if k in ("id",) or k.endswith("_id")}
                 if outs:
                     step["output"] = outs
@@ -552,8 +552,8 @@ class _Builder:
         if ranked and ranked[0][0] >= (1.4 if f.required else 3.0):
             s = ranked[0][1]
             used.add(s.expr)
-            if f.kind == "str" and s.kind != "str":
-                return f"{{{{ {s.expr} }}}}"
+            if f.kind == "str" and s.kind not in ("str", "other"):
+                return f"{{{{ {s.expr} | string }}}}"  # a number or date sent as the text the target takes
             return f"{{{{ {s.expr} }}}}"
         if f.required and f.kind == "str":
             return _text(f, c, pool, self.acting.trigger)
