@@ -318,6 +318,11 @@ class NotAFlow(Exception):
     """The request acts, but the catalog has no write action that does it (the caller refuses it)."""
 
 
+class Unplannable(NotAFlow):
+    """The request acts through write actions the catalog has, but no valid flow was found (a required input
+    nothing gives, no table named): refused like any write that cannot be planned, with the reason."""
+
+
 class Forbidden(Exception):
     """The policy forbids the request's side effect: refused with the reason."""
 
@@ -419,8 +424,8 @@ class _Builder:
             rest = [t for c in self.acting.clauses for t in mentioned(c.text, {u.stem(c.verb)})]
         candidates = list({t.name: t for t in [*first, *named, *rest]}.values())
         if not candidates:
-            raise NotAFlow("the request names no table to act on (what the writes are about: orders, payments, "
-                           "customers ...)")
+            raise Unplannable("the request names no table to act on (what the writes are about: orders, "
+                              "payments, customers ...)")
         main = candidates[0]
         joined: list[tuple[Table, str]] = []
         for t in candidates[1:]:
@@ -514,7 +519,7 @@ class _Builder:
                 value = self.value(f, c, [*item, *earlier], used)
                 if value is None:
                     if f.required:
-                        raise NotAFlow(f"{a.name} needs {'.'.join(f.path)} ({f.kind}) and neither the input "
+                        raise Unplannable(f"{a.name} needs {'.'.join(f.path)} ({f.kind}) and neither the input "
                                        f"({', '.join(s.name for s in item)}) nor an earlier step gives it")
                     continue
                 node = params
@@ -773,5 +778,5 @@ def describe_writes(res: PlanResult) -> list[str]:
     return lines
 
 
-__all__ = ["DESTRUCTIVE", "Forbidden", "NotAFlow", "action_effect", "compose_flow", "describe_writes",
+__all__ = ["DESTRUCTIVE", "Forbidden", "NotAFlow", "Unplannable", "action_effect", "compose_flow", "describe_writes",
            "split_request", "validate_flow", "verb_effect"]
