@@ -8,9 +8,10 @@ warehouse with the demo spec for each partition the cases use (the same one-part
 then plans every request. A case passes when the outcome is the expected one: refused (write requests), rejected
 (nothing sensible to plan), or a valid plan whose dry-run result matches the expected SQL over the reference
 warehouse (same row count; every expected column equals some column of the plan's table as a multiset of
-values), plus the expected schedule and partitioning. A `flow:` case (a write across systems) passes, until flows
-are on main, only when it is refused as needing a write workflow (never executed). `--backend all` also runs the
-LLM backend when HUB_LLM_BASE_URL is set.
+values), plus the expected schedule and partitioning. A `flow:` case (a write across systems) passes when it is
+planned as an approval-gated flow whose writes match the expected steps (see judge_flow), nothing sent, or refused
+when the case says so. `--category flow` runs one category. `--backend all` also runs the LLM backend when
+HUB_LLM_BASE_URL is set.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import datetime as dt
 import decimal
 import json
 import os
-import re
 import sys
 import tempfile
 import time
@@ -72,24 +72,92 @@ def compare(plan_db: Path, table: str, ref_db: Path, sql: str) -> str | None:
     return None
 
 
-#: A refusal that says the request needs a write workflow (a flow), not a read plan.
-FLOW_REFUSAL = re.compile(r"write workflow|\bflow\b", re.IGNORECASE)
+#: The words of a case's described action that name no operation ("the ERP operation that ...").
+_ACTION_FILLER = {"the", "a", "an", "that", "which", "for", "of", "on", "in", "to", "it", "its", "their", "them",
+                  "operation", "endpoint", "action", "call", "crm", "erp", "bank", "inventory", "catalogue", "side",
+                  "customer", "someone", "records", "record"}
 
 
-def judge_flow(case: dict[str, Any], res: PlanResult) -> str | None:
-    """A ``flow:`` case (acting across systems) passes, for now, when nothing is executed and the request is
-    refused as needing a write workflow (flows, issue 18, are not on main yet: once they are, an approval-gated
-    flow plan whose writes match the steps will count too). A read plan is a failure."""
-    if res.ok:
-        return "planned as a read pipeline, not a write workflow"
-    if res.refused and FLOW_REFUSAL.search(res.reason):
-        return None
-    return f"not refused as a write workflow ({'refused: ' if res.refused else ''}{res.reason})"
+def _kind_of(action: Any) -> str:
+    """The case format's kind of a write action: soap, rest POST/PUT/PATCH/DELETE, graphql mutation, sql, ..."""
+    binding = action.binding or {}
+    if action.protocol == "rest":
+        return f"rest {str(binding.get('method') or '').upper()}"
+    if action.protocol == "graphql":
+        return "graphql mutation"
+    return str(action.protocol)
 
 
-def judge(case: dict[str, Any], res: PlanResult, plan_db: Path, ref_db: Path) -> str | None:
+def _walk(steps: list[dict[str, Any]], when: bool = False) -> list[tuple[dict[str, Any], bool]]:
+    out = []
+    for st in steps or []:
+        cond = when or bool(st.get("when"))
+        if st.get("call"):
+            out.append((st, cond))
+        out += _walk(st.get("steps") or [], cond)
+        for br in st.get("branch") or []:
+            out += _walk(br.get("steps") or [], cond or bool(br.get("when")))
+    return out
+
+
+def judge_flow(case: dict[str, Any], res: PlanResult, catalog: Any, sent: int) -> str | None:
+    """A ``flow:`` case (a request that acts across systems). Expected refused: it must be refused (nothing
+    planned). Otherwise the plan must be a flow (not a read pipeline), approval-gated (``approved: false``),
+    valid and dry-run with a sample request for every write step, nothing sent to the estate during the plan
+    (*sent*: writes the demo CRM and ERP received), and for every expected step a planned call on the same
+    system, of the same kind (soap, rest POST, ...), whose name or description shares a word (or a thesaurus
+    synonym) with the described action, with a condition when the case expects one. The field mapping (``map``)
+    is described in words and is not judged mechanically."""
+    from hub.agent import understand as u
+
+    if case.get("refused"):
+        return None if res.refused else f"not refused ({'planned' if res.ok else res.reason})"
+    if sent:
+        return f"{sent} write(s) reached the estate while planning"
+    if not res.ok:
+        return ("refused: " if res.refused else "no valid plan: ") + res.reason
+    if res.flow is None:
+        return "planned as a read pipeline, not a flow"
+    spec = yaml.safe_load(res.spec_text or "") or {}
+    flow = (spec.get("flows") or {}).get(res.flow) or {}
+    if flow.get("approved") is not False:
+        return "the flow is not approval-gated (approved: false)"
+    calls = _walk(flow.get("steps") or [])
+    shown = {w["step"] for w in res.writes if w.get("sample")}
+    missing = [st["name"] for st, _ in calls if st["name"] not in shown]
+    if missing:
+        return f"no sample request for step(s) {', '.join(missing)}"
+    for want in case["flow"]:
+        words = {u.stem(w) for w in u.split_words(str(want.get("action", ""))) if w.lower() not in _ACTION_FILLER}
+        ok = False
+        for st, cond in calls:
+            action = catalog.get(st["call"])
+            if action.system != want["system"] or _kind_of(action).lower() != str(want["kind"]).lower():
+                continue
+            have = {u.stem(w) for w in u.split_words(f"{action.name} {action.description}")}
+            if not any(w in have or u.related(w) & have for w in words):
+                continue
+            if want.get("when") and not cond:
+                continue
+            ok = True
+        if not ok:
+            return (f"no planned write matches {want['system']} {want['kind']} ({want.get('action')})"
+                    + (" with a condition" if want.get("when") else "") + "; planned: "
+                    + ", ".join(f"{st['call']}{' (when)' if c else ''}" for st, c in calls))
+    return None
+
+
+def _sent(estate: dict[str, Any]) -> int:
+    """Writes the demo CRM and ERP have received (the planner must send none)."""
+    crm, erp = estate["crm"], estate["erp"]
+    return (len(crm.data.activities) + len(crm.data.tasks)
+            + sum(1 for r in erp.requests if b"MarkOrderPaid" in r))
+
+
+def judge(case: dict[str, Any], res: PlanResult, plan_db: Path, ref_db: Path, catalog: Any = None,
+          sent: int = 0) -> str | None:
     if case.get("flow"):
-        return judge_flow(case, res)
+        return judge_flow(case, res, catalog, sent)
     if case.get("refused"):
         return None if res.refused else f"not refused ({'planned' if res.ok else res.reason})"
     if case.get("rejected"):
@@ -128,19 +196,22 @@ def main() -> int:
     ap.add_argument("--backend", default="offline", choices=["offline", "llm", "all"])
     ap.add_argument("--cases", type=Path, default=Path(__file__).with_name("requests.yaml"))
     ap.add_argument("-k", dest="only", default=None, help="only requests containing this text")
+    ap.add_argument("--category", default=None, help="only the cases of this category (read, flow, ...)")
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "agent_eval.json")
     ap.add_argument("-v", "--verbose", action="store_true", help="print each plan's notes and SQL")
     args = ap.parse_args()
     cases = yaml.safe_load(args.cases.read_text())["cases"]
     if args.only:
         cases = [c for c in cases if args.only in c["request"]]
+    if args.category:
+        cases = [c for c in cases if c.get("category") == args.category]
     backends = ["offline", "llm"] if args.backend == "all" else [args.backend]
     if "llm" in backends and not os.environ.get("HUB_LLM_BASE_URL"):
         if args.backend == "llm":
             raise SystemExit("--backend llm needs HUB_LLM_BASE_URL (and HUB_LLM_MODEL)")
         backends.remove("llm")
     summary: dict[str, Any] = {"cases": len(cases), "date": dt.date.today().isoformat(), "backends": {}}
-    with tempfile.TemporaryDirectory(prefix="agent-eval-") as tmpdir, running(say=lambda _: None):
+    with tempfile.TemporaryDirectory(prefix="agent-eval-") as tmpdir, running(say=lambda _: None) as estate:
         tmp = Path(tmpdir)
         os.environ["DAGSTER_HOME"] = str(tmp)
         demo = load(ROOT / "pipelines" / "demo.yaml")
@@ -154,10 +225,11 @@ def main() -> int:
                 part = str(case.get("partition", DEFAULT_PARTITION))
                 db = tmp / f"{backend}_{i}.duckdb"
                 t0 = time.perf_counter()
+                before = _sent(estate)
                 try:
                     res = plan(case["request"], [demo], "llm" if backend == "llm" else "offline", catalog=catalog,
                                partition=part, warehouse=db)
-                    problem = judge(case, res, db, refs[part])
+                    problem = judge(case, res, db, refs[part], catalog, _sent(estate) - before)
                 except Exception as exc:  # a crash is a failed case, not a failed benchmark
                     res, problem = PlanResult(case["request"], backend), f"crashed: {type(exc).__name__}: {exc}"
                 ok = problem is None

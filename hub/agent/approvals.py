@@ -6,6 +6,11 @@ supports it) or records it here as **pending** and answers with the approval's i
 ``hub agent approve ID`` (or ``hub agent reject ID``), which executes the call through the guard
 (:mod:`hub.agent.guard`: allow-list, budget, parameter check, audit) **at most once**.
 
+A **flow** an agent planned over MCP (``plan_pipeline`` on a request that acts) is recorded the same way, as
+the action ``flow:<name>`` with the planned spec and every write's sample request: approving it writes the
+spec into the project's ``pipelines/`` with ``approved: true`` (its trigger then runs it, and ``hub flow run``
+needs no ``--approve``); it never overwrites a file, and rejecting it writes nothing.
+
 The store is a SQLite file in the project's state folder (``$HUB_STATE_DIR`` or ``.hub/approvals.sqlite``
 next to the spec's project root), created readable by its owner only: it keeps the exact parameters the write
 will send (the audit table keeps them masked). Exactly once: approving moves a row from ``pending`` to
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import sqlite3
 from collections.abc import Iterator
@@ -182,6 +188,30 @@ class ApprovalStore:
                  json.dumps(approval.params_masked, default=str), requested_by, agent, session, "pending"))
         return approval
 
+    def request_flow(self, pipeline: str, flow: str, spec_text: str, writes: list[dict[str, Any]], *,
+                     requested_by: str, agent: str, session: str, ttl: timedelta = DEFAULT_TTL) -> Approval:
+        """Record a planned flow awaiting a person's decision: *pipeline* is the loaded spec whose systems it
+        uses (its project receives the file), *writes* the dry run's sample requests (shown, masked)."""
+        samples = [{k: w[k] for k in ("step", "action", "target", "effect", "request")} for w in writes
+                   if w.get("sample")]
+        params = {"flow": flow, "spec": spec_text, "writes": samples}
+        created = _now()
+        approval = Approval(
+            id=secrets.token_hex(6), created_at=created.isoformat(timespec="seconds"),
+            expires_at=(created + ttl).isoformat(timespec="seconds"), pipeline=pipeline, action=f"flow:{flow}",
+            system=",".join(dict.fromkeys(str(w["action"]).split(".", 1)[0] for w in samples)),
+            target=f"flow {flow}: " + "; ".join(f"{w['step']} -> {w['target']}" for w in samples),
+            params=params, params_masked=mask_params({**params, "spec": f"({len(spec_text)} characters)"}),
+            requested_by=requested_by, agent=agent, session=session, status="pending")
+        with self._connect(write=True) as conn:
+            conn.execute(
+                "INSERT INTO approvals (id, created_at, expires_at, pipeline, action, system, target, params, "
+                "params_masked, requested_by, agent, session, status) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (approval.id, approval.created_at, approval.expires_at, approval.pipeline, approval.action,
+                 approval.system, approval.target, json.dumps(params, default=str),
+                 json.dumps(approval.params_masked, default=str), requested_by, agent, session, "pending"))
+        return approval
+
     def get(self, approval_id: str) -> Approval | None:
         if not self.path.exists():
             return None
@@ -265,6 +295,12 @@ def execute_approved(store: ApprovalStore, approval_id: str, guard: Guard, *, by
     """Claim approval *approval_id* and run its call once through *guard* (allow-list, budget, parameters and
     the audit still apply; the call is audited as approved). Raises :class:`Refused` when it is not pending."""
     approval = store.claim(approval_id, by=by, via=via)
+    if approval.action.startswith("flow:"):
+        try:
+            result = adopt_flow(approval, guard.catalog.pipeline_of_name(approval.pipeline).root, by=by)
+        except HubError as exc:
+            result = CallResult(call_id="", action=approval.action, outcome="refused", message=str(exc))
+        return store.finish(approval_id, result), result
     try:
         result = guard.call(approval.action, approval.params, approve=True, max_rows=max_rows)
     except BaseException as exc:  # the audit failed: the row says so; never retried
@@ -272,6 +308,40 @@ def execute_approved(store: ApprovalStore, approval_id: str, guard: Guard, *, by
                                              message=f"{type(exc).__name__}: {exc}"))
         raise
     return store.finish(approval_id, result), result
+
+
+def adopt_flow(approval: Approval, root: Path, *, by: str) -> CallResult:
+    """Write an approved flow's spec to ``<root>/pipelines/<pipeline>.yaml`` with ``approved: true`` (who
+    approved it and when in ``planned_by``); refuse when that file exists: nothing is overwritten."""
+    import yaml
+
+    from hub.spec import loads
+
+    text = str(approval.params["spec"])
+    flow = str(approval.params["flow"])
+    data = yaml.safe_load(text)
+    name = str(data.get("pipeline") or flow)
+    path = root / "pipelines" / f"{name}.yaml"
+    if path.exists():
+        raise Refused(f"{path} exists: the approved flow {flow} was not written (nothing is overwritten; move the "
+                      "file away and approve a new plan)")
+    marked = re.sub(r"(?m)^(\s+)approved: false\s*$", r"\1approved: true", text, count=1)
+    stamp = f"; approved by {by} at {_now():%Y-%m-%d %H:%M} UTC (approval {approval.id})"
+    marked = re.sub(r"(?m)^(\s+planned_by: )(.*)$", lambda m: f"{m.group(1)}{json.dumps(_unquote(m.group(2)) + stamp)}",
+                    marked, count=1)
+    loads(marked, path)  # still a valid spec (SpecError otherwise: a HubError, reported as refused)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(marked, encoding="utf-8")
+    return CallResult(call_id=approval.id, action=approval.action, outcome="ok",
+                      message=f"flow {flow} approved and written to {path}: its trigger runs it; `hub flow run {flow} "
+                              f"--spec {path}` runs it now")
+
+
+def _unquote(value: str) -> str:
+    import yaml
+
+    loaded = yaml.safe_load(value)
+    return str(loaded) if loaded is not None else ""
 
 
 def stores_of(roots: list[Path]) -> list[ApprovalStore]:

@@ -116,6 +116,11 @@ class Catalog:
             return self.pipelines[action.pipeline]
         raise HubError(f"action {action.name}: pipeline '{action.pipeline}' is not loaded")
 
+    def pipeline_of_name(self, name: str) -> Pipeline:
+        if name in self.pipelines:
+            return self.pipelines[name]
+        raise HubError(f"pipeline '{name}' is not loaded (pipelines: {', '.join(self.pipelines) or 'none'})")
+
     def search(self, query: str, limit: int = 10) -> list[Action]:
         """The actions that best match *query*, best first, by keywords and by meaning
         (:class:`hub.agent.search.HybridIndex`); an empty query lists the first *limit* actions."""

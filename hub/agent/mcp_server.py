@@ -187,6 +187,10 @@ class CallOutput(BaseModel):
 class PlanOutput(BaseModel):
     request: str
     plan: Any = Field(description="the planner's result (spec text, validation, dry run, notes)")
+    outcome: Literal["planned", "pending_approval"] = Field(
+        "planned", description="pending_approval: the plan is a flow that writes; a person approves it with "
+                               "`hub agent approve <approval.id>` (it is never run by the agent)")
+    approval: ApprovalInfo | None = None
 
 
 class RunOutcomeInfo(BaseModel):
@@ -428,7 +432,8 @@ class HubTools:
 
     # --- planning and runs -----------------------------------------------------------------------------
 
-    def plan_pipeline(self, request: str, dry_run: bool = False) -> PlanOutput:
+    def plan_pipeline(self, request: str, dry_run: bool = False, requested_by: str = "mcp-client"
+                      ) -> PlanOutput:
         try:
             from hub.agent import planner  # the planner is developed separately; imported only when asked
         except ImportError as exc:
@@ -447,7 +452,18 @@ class HubTools:
             extra["dry_run"] = dry_run
         with _stdout_to_stderr():
             result = plan_fn(request, list(self.pipelines.values()), **extra)
-        return PlanOutput(request=request, plan=_plain(result))
+        out = PlanOutput(request=request, plan=_plain(result))
+        if getattr(result, "flow", None) and getattr(result, "ok", False) and result.spec_text:
+            # a plan that acts is never run by the agent: a person approves it (hub agent approve ID)
+            base = next((p for p in self.pipelines.values()
+                         if any(str(w["action"]).split(".", 1)[0] in p.spec.systems for w in result.writes)),
+                        next(iter(self.pipelines.values())))
+            approval = ApprovalStore.for_root(base.root).request_flow(
+                base.name, result.flow, result.spec_text, result.writes, requested_by=requested_by, agent=self.agent,
+                session="plan")
+            out.approval = ApprovalInfo.of(approval)
+            out.outcome = "pending_approval"
+        return out
 
     def materialize(self, pipeline: str | None = None, partition: str | None = None,
                     assets: list[str] | None = None) -> MaterializeOutput:
@@ -678,8 +694,11 @@ def build_server(tools: HubTools, **server_options: Any) -> MCPServer:
     async def plan_pipeline(ctx: Context, request: str, dry_run: bool = False) -> PlanOutput:
         """Propose a pipeline spec for a request in words, from the catalog of actions (dry_run=true also
         runs one partition of it into a temporary warehouse to prove it works; nothing is written to the
-        systems or the project)."""
-        plan: PlanOutput = await run(ctx, "plan_pipeline", tools.plan_pipeline, request, dry_run)
+        systems or the project). A request that acts ("when a payment arrives, mark the order paid") is planned
+        as a flow: its writes and sample requests come back with outcome 'pending_approval' and an approval id;
+        a person approves it with `hub agent approve <id>`, never the agent."""
+        plan: PlanOutput = await run(ctx, "plan_pipeline", tools.plan_pipeline, request, dry_run,
+                                     _user_of(ctx) or tools.actor)
         return plan
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True,

@@ -77,6 +77,9 @@ class PlanResult:
     dry_run: dict[str, int] = field(default_factory=dict)  # asset -> rows materialized in the dry run
     partition: str | None = None  # the partition of the dry run
     attempts: int = 1
+    flow: str | None = None  # a plan that acts: the flow's name (approved: false until a person approves it)
+    #: a flow's writes in its dry run: step, action, target, effect, item, request (validated), ledger, sample
+    writes: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def reason(self) -> str:
@@ -832,9 +835,18 @@ def compose(request: str, catalog: CatalogLike, pipelines: Sequence[Pipeline], *
     res = PlanResult(request=request, backend="offline")
     verb = write_intent(request, catalog)
     if verb:
-        res.refused = True
-        res.errors.append(refusal(request, verb))
-        return res
+        from hub.agent import flowplan  # builds on this module
+
+        try:
+            return flowplan.compose_flow(request, catalog, pipelines, verb, name=name)
+        except flowplan.Forbidden as exc:
+            res.refused = True
+            res.errors.append(f"refused: {exc}; nothing was planned")
+            return res
+        except flowplan.NotAFlow as exc:
+            res.refused = True
+            res.errors.append(refusal(request, verb) + f" ({exc})")
+            return res
     tables = universe(catalog, pipelines)
     if not tables:
         res.errors.append("the catalog has no read action to plan from")
@@ -2066,7 +2078,11 @@ def plan(request: str, pipelines: list[Pipeline], backend: Backend = "offline", 
     path = output or (_root(pipelines) / "pipelines" / f"{name or '_plan'}.yaml")
     if backend == "offline":
         res = compose(request, catalog, pipelines, name=name)
-        if res.spec_text is not None and not res.errors:
+        if res.flow is not None and res.spec_text is not None and not res.errors:
+            from hub.agent.flowplan import validate_flow
+
+            validate_flow(res, pipelines, catalog, path=path, partition=partition, warehouse=warehouse, run=dry_run)
+        elif res.spec_text is not None and not res.errors:
             res.spec_text, renamed = distinct_names(res.spec_text, pipelines, path)
             res.notes += renamed
             if renamed:  # the answering table may be among the renamed assets

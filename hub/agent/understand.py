@@ -198,6 +198,11 @@ _OBJECT_START = {"a", "an", "the", "it", "them", "this", "that", "these", "those
                  "out", "in", "back", "him", "me", "us", "everything", "everyone", "both", "no", "only"}
 _CLAUSE_START = re.compile(r"(?:^|[,;:.!?]|\b(?:and|then|also|please|and then|so|to|also|you|we|i|let's|"
                            r"let us|just|now|kindly)\b)\s*$", re.IGNORECASE)
+#: A schedule written before the order ("every morning log ...", "each Monday at 8 open ..."): what follows
+#: starts a clause.
+SCHEDULE_LEAD = re.compile(r"\s*(?:(?:every|each)\s+(?:morning|night|evening|day|hour|week|month|weekday|"
+                           r"(?:mon|tues|wednes|thurs|fri|satur|sun)day)|daily|hourly|nightly|weekly|monthly)"
+                           r"(?:\s+at\s+\d{1,2}(?::\d{2})?\s*(?:am|pm|h)?)?\s*,?\s*", re.IGNORECASE)
 _STATE_CHANGE = re.compile(
     r"\b(?:is|are)\s+now\b|\bshould\s+(?:be|become|read|say|show|equal)\b|\b(?:must|needs? to|ought to)\s+"
     r"(?:be|become)\b|\bfrom now on\b|\bhenceforth\b|\bbecomes?\b|\binstead of\b.*\buse\b|"
@@ -225,7 +230,7 @@ def write_intent(request: str, extra: set[str] | frozenset[str] = frozenset()) -
         if raw not in change or st in READ_VERBS:
             continue
         before = text[: w.start()]
-        if _CLAUSE_START.search(before) or not before.strip():
+        if _CLAUSE_START.search(before) or not before.strip() or SCHEDULE_LEAD.fullmatch(before):
             nxt = words[i + 1].group(0).lower() if i + 1 < len(words) else ""
             if raw in _AMBIGUOUS and nxt not in _OBJECT_START and not re.fullmatch(r"\d+", nxt):
                 continue  # a noun or adjective here ("open orders", "record count")

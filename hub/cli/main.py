@@ -647,7 +647,10 @@ def agent_plan(
 ) -> None:
     """Plan a pipeline spec from a request: actions from the catalog, joins from their schemas, partitions and
     schedule from time words; validated (spec, actions, parameters, model SQL) and dry-run on one partition
-    into a temporary warehouse. Write requests are refused. Exit 0 valid, 1 rejected, 3 refused."""
+    into a temporary warehouse. A request that acts through the catalog's write actions ("when a payment
+    arrives, mark the order paid in the ERP") becomes a flow (approved: false): validated, dry-run, every write
+    printed with its target and a sample request, nothing sent; destructive requests the policy forbids and
+    writes no action does are refused. Exit 0 valid, 1 rejected, 3 refused."""
     from hub.agent.planner import plan
 
     if backend not in ("offline", "llm"):
@@ -675,6 +678,16 @@ def agent_plan(
         err.print(f"[red]rejected[/]: {escape(result.reason)}", highlight=False)
         raise typer.Exit(1)
     where = f"written to {output}" if output else "valid"
+    if result.flow is not None:  # a plan that acts: every write with its target and a sample request
+        from hub.agent.flowplan import describe_writes
+
+        for line in describe_writes(result):
+            err.print(escape(line), highlight=False)
+        spec_arg = f" --spec {output}" if output else ""
+        err.print(f"[green]flow {escape(result.flow)} {where}[/], approved: false: nothing was sent; review it with "
+                  f"`hub flow run {escape(result.flow)}{escape(spec_arg)} --dry-run`, run it with "
+                  f"`hub flow run {escape(result.flow)}{escape(spec_arg)} --approve`", highlight=False)
+        return
     err.print(f"[green]plan {where}[/]: dry run {result.partition or '(unpartitioned)'}: "
               + ", ".join(f"{k} {v} rows" for k, v in result.dry_run.items()), highlight=False)
 

@@ -35,7 +35,9 @@ def flow_asset(pipeline: Pipeline, name: str, pool: str | None,
                                            f"{'' if getattr(limits, what) is not None else ', a warning'})")
              for what in CHECKS]
     # after an asset, or after the sensor of a stream source absorbed a batch of events into its table
-    automation = dg.AutomationCondition.eager() if flow.trigger.after or flow.trigger.events else None
+    # a flow an agent planned and nobody approved has no trigger (its run refuses, naming the command)
+    automation = dg.AutomationCondition.eager() if (flow.trigger.after or flow.trigger.events) and flow.approved \
+        else None
 
     @dg.asset(name=name, group_name=pipeline.name, kinds={"flow"}, deps=pipeline.flow_deps.get(name, []),
               pool=pool, check_specs=specs, automation_condition=automation, partitions_def=parts,
@@ -86,7 +88,7 @@ def flow_definitions(pipeline: Pipeline, pool: str | None,
                                   description=flow.description or f"flow {name}",
                                   partitions_def=parts if pipeline.flow_partitioned(name) else None)
         jobs.append(job)
-        if flow.trigger.schedule:
+        if flow.trigger.schedule and flow.approved:
             schedules.append(dg.ScheduleDefinition(name=f"{pipeline.name}_{name}_schedule", job=job,
                                                    cron_schedule=flow.trigger.schedule))
     return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules)

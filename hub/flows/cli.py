@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from hub.errors import HubError, SpecError
+from hub.errors import HubError, Refused, SpecError
 
 if TYPE_CHECKING:
     from hub.spec import Pipeline
@@ -52,16 +52,22 @@ def _find(pipelines: list[Pipeline], flow: str) -> Pipeline:
 def run(flow: str = typer.Argument(..., help="The flow's name (flows: in a spec)."),
         spec: list[Path] = typer.Option(None, "--spec", "-s", help="Pipeline spec(s); default: pipelines/*.yaml."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the exact requests, validated; send nothing."),
-        limit: int = typer.Option(None, "--limit", "-n", min=1, help="At most N items.")) -> None:
+        limit: int = typer.Option(None, "--limit", "-n", min=1, help="At most N items."),
+        approve: bool = typer.Option(False, "--approve", help="Run a flow an agent planned (approved: false) "
+                                                              "this once: you reviewed its writes.")) -> None:
     """Run FLOW once: its items from the warehouse, every write through the delivery ledger (what was already
-    delivered is skipped). Exits 1 when an item failed, 2 when the run stopped at max_failures."""
+    delivered is skipped). A flow an agent planned runs only with --approve. Exits 1 when an item failed, 2 when
+    the run stopped at max_failures, 3 when an unapproved flow was refused."""
     from hub.flows.engine import run_flow
     from hub.runtime.secrets import mask
 
     pipeline = _find(_pipelines(spec), flow)
     try:
-        report = run_flow(pipeline, flow, dry_run=dry_run, limit=limit,
+        report = run_flow(pipeline, flow, dry_run=dry_run, limit=limit, approve=approve,
                           echo=None if dry_run else lambda line: console.print(escape(line), highlight=False))
+    except Refused as exc:
+        typer.echo(f"refused: {mask(str(exc))}", err=True)
+        raise typer.Exit(3) from None
     except HubError as exc:
         typer.echo(f"error: {mask(str(exc))}", err=True)
         raise typer.Exit(1) from None

@@ -39,7 +39,7 @@ from typing import Any
 from hub import protocols
 from hub.agent.catalog import Action, Catalog, build_catalog
 from hub.agent.params import closed, problems
-from hub.errors import DeliveryFailed, DeliveryUnknown, HubError
+from hub.errors import DeliveryFailed, DeliveryUnknown, HubError, Refused
 from hub.flows.audit import audit_row
 from hub.flows.ledger import DONE, OPEN, Delivery, Ledger, canonical, idempotency_key, payload_hash, summary
 from hub.runtime import tracing
@@ -209,7 +209,8 @@ class FlowRun:
 
     def __init__(self, pipeline: Pipeline, flow: str, *, dry_run: bool = False, limit: int | None = None,
                  run_id: str | None = None, catalog: Catalog | None = None,
-                 echo: Callable[[str], None] | None = None, window: Window | None = None) -> None:
+                 echo: Callable[[str], None] | None = None, window: Window | None = None,
+                 approve: bool = False) -> None:
         if flow not in pipeline.spec.flows:
             raise HubError(f"no flow '{flow}' in pipeline {pipeline.name} (flows: "
                            f"{', '.join(pipeline.spec.flows) or 'none'})")
@@ -219,6 +220,8 @@ class FlowRun:
         self.pipeline, self.name = pipeline, flow
         self.window = window if pipeline.flow_partitioned(flow) else None
         self.spec: FlowSpec = pipeline.spec.flows[flow]
+        if not self.spec.approved and not dry_run and not approve:
+            raise Refused(unapproved(pipeline, flow))
         self.dry_run = dry_run
         self.limit = limit if limit is not None else self.spec.input.limit
         self.run_id = run_id or f"flow-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
@@ -729,6 +732,14 @@ def _action_names(flow: FlowSpec) -> set[str]:
             if a:
                 names.add(a)
     return names
+
+
+def unapproved(pipeline: Pipeline, flow: str) -> str:
+    """Why a flow an agent planned (``approved: false``) does not run, and the command that runs it."""
+    by = pipeline.spec.flows[flow].planned_by
+    return (f"flow {flow} of {pipeline.path.name} was planned by {by or 'an agent'} and is not approved: nothing was "
+            f"sent. Review its writes with `hub flow run {flow} --spec {pipeline.path} --dry-run`, then run it with "
+            f"`hub flow run {flow} --spec {pipeline.path} --approve` (or set approved: true in the spec)")
 
 
 def run_flow(pipeline: Pipeline, flow: str, **kwargs: Any) -> FlowReport:

@@ -223,6 +223,11 @@ class FlowSpec(_Strict):
                                                              "items already done stay done).")
     concurrency: int = Field(1, ge=1, le=64, description="Items processed at once.")
     checks: FlowChecks = Field(default_factory=FlowChecks)
+    planned_by: str | None = Field(None, description="Who wrote the flow when a person did not (`hub agent plan` "
+                                                     "and the request): shown when a run is refused.")
+    approved: bool = Field(True, description="False for a flow an agent planned: it never runs (no trigger, no "
+                                             "`hub flow run`) until a person approves it, with `hub flow run FLOW "
+                                             "--approve` for one run or by setting this to true.")
 
 
 def walk(steps: list[StepSpec], loc: Loc) -> Iterator[tuple[Loc, StepSpec, list[str]]]:

@@ -78,6 +78,9 @@ class SystemAgentConfig(_Strict):
     rate_limit: float | None = Field(None, gt=0, description="At most this many calls per second to the system.")
 
 
+FlowEffect = Literal["create", "update", "delete"]
+
+
 class AgentConfig(_Strict):
     """The pipeline's policy for the agent layer: which write actions may be called at all (each call also
     needs an explicit approval), and how many calls a session may make."""
@@ -87,6 +90,11 @@ class AgentConfig(_Strict):
     budget: int = Field(100, ge=0, description="Calls per agent session and system (see systems.*.agent.budget).")
     max_rows: int = Field(100, ge=1, le=100_000, description="Records a call returns at most (the total is "
                                                               "counted).")
+    flow_effects: list[FlowEffect] = Field(
+        default_factory=lambda: list[FlowEffect](["create", "update"]),
+        description="The side effects a flow `hub agent plan` writes may have: a request whose verb or action "
+                    "deletes or overwrites data (delete, reset, truncate, overwrite ... or a DELETE) is refused "
+                    "unless 'delete' is listed. Planned flows still need an approval to run.")
 
 
 class _SystemBase(_Strict):
