@@ -186,7 +186,9 @@ def test_mcp_stdio_session(crm: CRMService, tmp_path: Path, warehouse_path: Path
         "partner.post_customers", "partner.delete_customers_by_id",
         "catalogue.setProductPrice",  # a GraphQL mutation
         "erp.MarkOrderPaid", "crm.post_activities", "crm.delete_activities_by_id", "crm.post_tasks",  # the flows'
-        "erp_events.publish"}  # publishing to the ERP's RabbitMQ exchange
+        "erp_events.publish",  # publishing to the ERP's RabbitMQ exchange
+        "inventory_events.publish",  # MQTT
+        "bank.put"}  # a file put on the bank's SFTP drop
     assert seen["search"]["actions"][0]["name"].startswith("erp.") and seen["search"]["returned"] == 3
     assert seen["describe"][0] is True and "crm.get_contacts" in seen["describe"][1]["text"]
     read = seen["describe_read"]
