@@ -237,9 +237,37 @@ def test_max_failures_stops_the_run(tmp_path: Path) -> None:
     flows = RECORD_FLOW + "    max_failures: 1\n"
     with partner() as (url, state):
         state.poison.update({"p0", "p1", "p2"})
-        report = run_flow(load(_project(tmp_path, url, flows, items)), "push")
-    assert report.stopped and "max_failures=1" in report.stopped
-    assert len(report.items) == 2 and state.refs() == []
+        pipeline = load(_project(tmp_path, url, flows, items))
+        report = run_flow(pipeline, "push")
+        assert report.stopped and "max_failures=1" in report.stopped
+        assert len(report.items) == 2 and state.refs() == []
+        # p2.. were prepared ahead (recorded `sent`) when the run stopped: put back, never parked as unknown
+        statuses = dict(_rows(tmp_path, "SELECT item_key, status FROM _hub_deliveries"))
+        assert statuses["ref=p0"] == statuses["ref=p1"] == "failed"
+        assert "sent" not in statuses.values() and statuses.get("ref=p2") in (None, "pending")
+        state.poison.clear()
+        again = run_flow(pipeline, "push")  # the withdrawn items are sent like new ones
+        assert [i.status for i in again.items] == ["ok"] * 6 and state.refs() == [i["ref"] for i in items]
+
+
+def test_prepared_items_send_in_key_order_with_batched_ledger_commits(tmp_path: Path) -> None:
+    items = [{"ref": f"r{i:02d}", "amount": float(i)} for i in range(12)]
+    commits = {}
+    for ahead in (0, 4):
+        folder = tmp_path / f"ahead{ahead}"
+        folder.mkdir()
+        with partner() as (url, state):
+            state.delay = 0.01
+            flows = RECORD_FLOW + f"    prepare_ahead: {ahead}\n"
+            report = run_flow(load(_project(folder, url, flows, items)), "push")
+            assert [i.status for i in report.items] == ["ok"] * 12
+            assert state.log == [f"POST /records {i['ref']}" for i in items]  # one at a time, in key order
+        commits[ahead] = report.commits
+        assert _rows(folder, "SELECT count(*), min(status), max(status) FROM _hub_deliveries") == [(12, "ok", "ok")]
+        assert _rows(folder, "SELECT count(*) FROM _hub_audit") == [(12,)]
+    # without preparing ahead every `sent` row is a commit of its own (the outcomes ride along with the next);
+    # prepared items' rows share commits
+    assert commits[0] >= 12 > commits[4], commits
 
 
 def test_compensation_runs_in_reverse_order(tmp_path: Path) -> None:
@@ -382,6 +410,35 @@ def test_sigkill_mid_flow_then_rerun_delivers_each_effect_once(tmp_path: Path) -
         time.sleep(0.3)  # the killed run's last request may still be finishing on the partner
         assert state.refs() == [i["ref"] for i in items]  # every effect exactly once
     assert _rows(tmp_path, "SELECT count(*) FROM _hub_deliveries WHERE status = 'ok'") == [(12,)]
+
+
+@pytest.mark.slow
+def test_sigkill_without_a_key_parks_the_prepared_items_and_repeats_nothing(tmp_path: Path) -> None:
+    items = [{"ref": f"k{i:02d}", "amount": float(i)} for i in range(12)]
+    flows = RECORD_FLOW + "    prepare_ahead: 3\n"
+    with partner() as (url, state):
+        state.delay = 0.15
+        spec = _project(tmp_path, url, flows, items)
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        cmd = [sys.executable, "-m", "hub.cli.main", "flow", "run", "push", "--spec", str(spec)]
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while len(state.traceparents) < 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        time.sleep(0.3)  # the killed run's last request may still be finishing on the partner
+        delivered = state.refs()
+        assert 0 < len(delivered) < len(items)
+        rerun = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert rerun.returncode == 1, rerun.stdout + rerun.stderr  # items left unknown: the run reports them
+        refs = [r["ref"] for r in state.records.values()]
+        assert len(refs) == len(set(refs))  # nothing sent twice
+    rows = dict(_rows(tmp_path, "SELECT item_key, status FROM _hub_deliveries"))
+    unknown = sorted(k.split("=")[1] for k, v in rows.items() if v == "unknown")
+    assert sorted(set(refs) | set(unknown)) == [i["ref"] for i in items]  # every item sent once or parked
+    # parked: the request in flight when killed, and the prepared items whose `sent` rows were committed with it
+    assert 1 <= len(unknown) <= 1 + 3 and not set(unknown) & (set(refs) - set(delivered))
 
 
 # --- other protocols -----------------------------------------------------------------------------------

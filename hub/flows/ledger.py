@@ -113,8 +113,8 @@ _FIELDS = tuple(Delivery.__dataclass_fields__)
 
 
 @dataclass
-class _Pending:
-    """A row waiting for the next group commit."""
+class Written:
+    """A row recorded in the ledger, waiting for (or done with) its commit: see :meth:`Ledger.commit`."""
 
     row: dict[str, Any]
     delivery: Delivery
@@ -167,7 +167,7 @@ class Ledger:
         self.rows: dict[tuple[str, str], Delivery] = {}
         self._con: Any = None
         self._cond = threading.Condition()
-        self._queue: list[_Pending] = []
+        self._queue: list[Written] = []
         self._flushing = False
         self._closing = False
         self._flusher: threading.Thread | None = None
@@ -249,26 +249,30 @@ class Ledger:
     def get(self, step: str, item_key: str) -> Delivery | None:
         return self.rows.get((step, item_key))
 
-    def record(self, delivery: Delivery, *, audit: dict[str, Any] | None = None, durable: bool = True) -> None:
+    def record(self, delivery: Delivery, *, audit: dict[str, Any] | None = None,
+               durable: bool = True) -> Written | None:
         """Write *delivery* (and, in the same transaction, the audit row *audit*).
 
-        *durable* (a ``sent`` row, before its request leaves): committed on return. On DuckDB, writes of
-        concurrent callers are committed together (group commit): the first caller to find no transaction in
-        progress writes every row queued so far in one transaction, the others wait for it; each call still
-        returns only once its own row is committed. Not *durable* (an outcome): queued, and committed with
-        the next durable row, by a background flush within :data:`FLUSH_AFTER` seconds, or by
-        :meth:`flush` / :meth:`close`, whichever comes first; the row is current in :attr:`rows` at once.
-        Queued rows are committed in the order they were recorded."""
+        *durable*: committed on return. On DuckDB, writes of concurrent callers are committed together (group
+        commit): the first caller to find no transaction in progress writes every row queued so far in one
+        transaction, the others wait for it; each call still returns only once its own row is committed.
+
+        Not *durable*: queued, and committed by the next commit of any row, by :meth:`commit` of the returned
+        :class:`Written` (a ``sent`` row, committed right before its request leaves: the rows of the items
+        prepared meanwhile go in the same transaction), by a background flush within :data:`FLUSH_AFTER`
+        seconds, or by :meth:`flush` / :meth:`close`, whichever comes first. The row is current in
+        :attr:`rows` at once; queued rows are committed in the order they were recorded. Returns None when
+        the row was written at once (a read-only ledger, or a warehouse other than DuckDB)."""
         delivery.updated_at = datetime.now(UTC)
         delivery.seq = time.time_ns()
         with self._lock:
             self.rows[(delivery.step, delivery.item_key)] = delivery
             if self.read_only:
-                return
+                return None
             if self._con is None:
                 self._record_load(delivery, audit)
-                return
-        entry = _Pending(delivery.row(), delivery, audit, time.monotonic(), durable)
+                return None
+        entry = Written(delivery.row(), delivery, audit, time.monotonic(), durable)
         with self._cond:
             if self._closing:
                 raise HubError(f"flow {self.flow}: the delivery ledger is closed")
@@ -279,15 +283,29 @@ class Ledger:
                                                      daemon=True)
                     self._flusher.start()
                 self._cond.notify_all()
-                return
+                return entry
             self._wait_committed(entry)
             error, self._deferred_error = self._deferred_error, None
         if entry.error is not None:
             raise entry.error
         if error is not None:
             raise error
+        return entry
 
-    def _wait_committed(self, entry: _Pending) -> None:
+    def commit(self, written: Written | None) -> None:
+        """Make sure the row *written* (from :meth:`record`) is committed, with every row queued before it:
+        at once when an earlier transaction took it along, else in one transaction now."""
+        if written is None or written.done:
+            if written is not None and written.error is not None:
+                raise written.error
+            return
+        with self._cond:
+            written.durable = True  # its error is raised here, not kept for a later call
+            self._wait_committed(written)
+        if written.error is not None:
+            raise written.error
+
+    def _wait_committed(self, entry: Written) -> None:
         """Until *entry* is committed: write the queue when no other thread is writing it (``_cond`` held)."""
         while not entry.done:
             if self._flushing:
@@ -343,7 +361,7 @@ class Ledger:
             raise HubError(f"flow {self.flow}: the delivery ledger {TABLE} could not be written "
                            f"({delivery.step} for {delivery.item_key}, status {delivery.status}): {exc}") from None
 
-    def _write_duckdb(self, batch: list[_Pending]) -> HubError | None:
+    def _write_duckdb(self, batch: list[Written]) -> HubError | None:
         """One transaction appending the queued transitions (and audit rows); the error, if it failed.
         Appending keeps a commit at a couple of milliseconds however large the ledger grows: the current
         state is the latest row of each key (:data:`LATEST`), and :meth:`close` compacts. The rows go in
