@@ -802,3 +802,28 @@ def test_compensation_inside_foreach_uses_the_elements_outputs(tmp_path: Path) -
     assert report.items[0].status == "compensated"
     assert state.refs() == ["x1"]  # x2's record was deleted again (record 2: its own output, not x1's)
     assert state.log[-1] == "DELETE /records/2"
+
+
+def test_name_paths_evaluate_like_jinja() -> None:
+    """Plain name paths skip Jinja (a flow evaluates them for every item): same values, same errors."""
+    from hub.runtime import expr
+
+    ctx = {"item": {"a": 1, "b": {"c": [1, 2]}, "keys": "K", "_p": 5, "n": None}, "x": "s"}
+    cases = ["{{ item.a }}", "{{ item.b.c }}", "{{ item.keys }}", "{{ item._p }}", "{{ item.n }}", "{{ x }}",
+             "{{ item.zz }}", "{{ nope }}", "{{ item.b.c.x }}"]
+
+    def outcome(text: str) -> object:
+        try:
+            return expr.evaluate(text, ctx, field="f")
+        except Exception as exc:  # the error is what is compared
+            return f"{type(exc).__name__}: {exc}"
+
+    fast = [outcome(c) for c in cases]
+    found = [expr._lookup(expr.single_expression(c) or "", ctx) is not expr._MISSING for c in cases]
+    assert found == [True, True, False, True, True, True, False, False, False]  # the fast path was taken
+    original = expr._lookup
+    expr._lookup = lambda *_: expr._MISSING  # type: ignore[assignment]
+    try:
+        assert [outcome(c) for c in cases] == fast
+    finally:
+        expr._lookup = original  # type: ignore[assignment]

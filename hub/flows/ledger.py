@@ -173,11 +173,19 @@ class Ledger:
         self._flusher: threading.Thread | None = None
         self._deferred_error: HubError | None = None  # a failed commit of deferred rows, raised by the next call
         self.commits = 0  # transactions written (the benchmark reports rows per commit)
-        self._load()
         if not read_only and warehouse_url.startswith("duckdb:"):
-            self._open_duckdb()
+            con = self._open_duckdb()  # and read the rows through it: each open of the file costs tens of ms
+            try:
+                self._rows_from(con.sql(f"SELECT * FROM {LATEST} AS l WHERE flow = ? AND pipeline = ?",
+                                        params=[flow, pipeline]).to_arrow_table())
+            except Exception:
+                con.close()
+                self._con = None
+                raise
+        else:
+            self._load()
 
-    def _open_duckdb(self) -> None:
+    def _open_duckdb(self) -> Any:
         from hub.flows.audit import AUDIT_SCHEMA, AUDIT_TABLE
         from hub.warehouse.duckdb import DuckDBWarehouse
 
@@ -193,6 +201,7 @@ class Ledger:
             con.close()
             raise
         self._con = con
+        return con
 
     def flush(self) -> None:
         """Commit every deferred row now; the error of a failed commit of deferred rows, if one failed."""
@@ -240,7 +249,9 @@ class Ledger:
             return
         quoted = self.flow.replace("'", "''")
         pipe = self.pipeline.replace("'", "''")
-        table = wh.query(f"SELECT * FROM {LATEST} AS l WHERE flow = '{quoted}' AND pipeline = '{pipe}'")
+        self._rows_from(wh.query(f"SELECT * FROM {LATEST} AS l WHERE flow = '{quoted}' AND pipeline = '{pipe}'"))
+
+    def _rows_from(self, table: pa.Table) -> None:
         for r in table.to_pylist():
             d = Delivery(**{k: r.get(k) for k in Delivery.__dataclass_fields__ if k != "outputs"},
                          outputs=json.loads(r.get("outputs") or "{}"))
