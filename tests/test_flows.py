@@ -827,3 +827,25 @@ def test_name_paths_evaluate_like_jinja() -> None:
         assert [outcome(c) for c in cases] == fast
     finally:
         expr._lookup = original  # type: ignore[assignment]
+
+
+def test_deferred_ledger_rows_are_committed_by_the_next_commit_or_in_the_background(tmp_path: Path) -> None:
+    from hub.flows.ledger import FLUSH_AFTER, Delivery, Ledger
+
+    ledger = Ledger(f"duckdb:///{tmp_path / 'wh.duckdb'}", "p", "f")
+
+    def committed() -> list[tuple]:
+        return ledger._con.execute("SELECT item_key, status FROM _hub_deliveries ORDER BY seq").fetchall()
+
+    try:
+        outcome = Delivery("f", "s", "a", "p", "x.y", "h", status="ok")
+        ledger.record(outcome, durable=False)
+        sent = ledger.record(Delivery("f", "s", "b", "p", "x.y", "h", status="sent"), durable=False)
+        assert committed() == [] and ledger.get("s", "a") is outcome  # queued, current in memory
+        ledger.commit(sent)  # a sent row at its turn: the outcome queued before it goes in the same transaction
+        assert committed() == [("a", "ok"), ("b", "sent")] and ledger.commits == 1
+        ledger.record(Delivery("f", "s", "c", "p", "x.y", "h", status="failed"), durable=False)
+        time.sleep(FLUSH_AFTER * 2 + 0.3)  # nobody commits: the background flush does
+        assert committed()[-1] == ("c", "failed") and ledger.commits == 2
+    finally:
+        ledger.close()
