@@ -5,9 +5,11 @@ idempotency key sent with it, the outputs the flow read from the answer (later s
 and a short response summary. The protocol of a delivery (:mod:`hub.flows.engine`):
 
 1. before a request goes out, the row is written as ``sent`` (attempts + 1), committed: a process killed
-   after this point leaves ``sent`` behind. Rows of several items are committed in one transaction when
-   they arrive together (group commit: a flow records the ``sent`` rows of the items it prepares ahead of
-   their turn, :mod:`hub.flows.engine`), each still before its own request leaves;
+   after this point leaves ``sent`` behind. A flow queues the ``sent`` rows of the items it prepares ahead
+   of their turn (:mod:`hub.flows.engine`) and commits them with :meth:`Ledger.commit` when the first of
+   them is about to leave: one transaction for a batch of items, each row still committed before its own
+   request leaves (a crash can therefore leave ``sent`` rows of prepared items that never left: resolved
+   like any other, never sent blindly);
 2. the outcome is written after the answer: ``ok`` (with outputs), ``failed`` (the partner said no, or
    nothing was sent), ``dead`` (failed and dead-lettered by ``on_error``), ``compensated`` (undone by a
    saga) or ``unknown`` (sent, no answer, nothing could resolve it). Outcomes are written *deferred*
