@@ -3,7 +3,8 @@
 Usage::
 
     .venv/bin/python bench/flows_bench.py [--items 10000] [--latency-ms 20] [--concurrency 16]
-                                          [--soap-calls 1000] [--peers flow,loop,soap_flow,soap_zeep]
+                                          [--soap-calls 1000] [--soap-concurrency 1,4] [--prepare-ahead N]
+                                          [--peers flow,loop,soap_flow,soap_zeep]
 
 A partner API runs in its own process on loopback: ``POST /api/records`` sleeps ``--latency-ms`` and answers
 ``{"id": n}`` (the first answer again for a repeated ``Idempotency-Key``), with an OpenAPI document. Each
@@ -14,9 +15,16 @@ peer runs in a fresh subprocess (imports and memory never mix) and reports its r
   item is skipped by the delivery ledger (the re-run's time is reported as a fraction of the first);
 * ``loop``      - ``--concurrency`` concurrent ``httpx.AsyncClient`` POSTs of the same bodies: no ledger, no
   audit, no validation — the ceiling;
-* ``soap_flow`` - ``--soap-calls`` ``MarkOrderPaid`` calls to the demo ERP (its own process) through a flow
-  (concurrency 1 and 4);
-* ``soap_zeep`` - the same calls in a plain sequential zeep loop.
+* ``soap_flow`` - ``--soap-calls`` ``MarkOrderPaid`` calls to the demo ERP (its own process) through a flow,
+  once per ``--soap-concurrency`` (default 1 and 4), ``prepare_ahead`` as the spec's default unless
+  ``--prepare-ahead`` is given; timed from ``run_flow`` to its report (reading the catalog, i.e. loading the
+  WSDL, opening the ledger, reading the input and writing the results table included), the spec loaded and
+  the modules imported before;
+* ``soap_zeep`` - the same calls in a plain sequential zeep loop, timed from building the client (loading
+  the WSDL) to the last answer.
+
+For the SOAP peers the ERP server's CPU time during the peer is reported per call and as a share of the timed
+wall time (``server_busy``): near 1.0 the single-process server (Python, one GIL) is what caps the rate.
 
 Targets of issue 18: flow ≥ 0.7x loop; the re-run < 5 % of the first run; soap_flow ≥ 1x soap_zeep; peak RSS
 < 400 MB. The numbers are in docs/flows.md.
@@ -27,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import resource
 import shutil
 import sys
@@ -109,6 +118,18 @@ def _start(target: Any, *args: Any) -> tuple[Any, Any]:
 
 
 # --- peers -------------------------------------------------------------------------------------------------
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of process *pid* so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu() -> float:
+    """CPU seconds of this process so far (every thread)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
 
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -207,7 +228,9 @@ def _orders(wsdl: str, n: int) -> list[dict[str, Any]]:
             for i, o in zip(range(n), (live * (n // len(live) + 1))[:n], strict=True)]
 
 
-def peer_soap_flow(wsdl: str, calls: int, concurrency: int) -> dict[str, Any]:
+def peer_soap_flow(wsdl: str, calls: int, concurrency: int, prepare_ahead: int | None = None) -> dict[str, Any]:
+    import adapters.soap.client  # noqa: F401 - imported before the clock starts, as zeep is for soap_zeep
+    import hub.agent.catalog  # noqa: F401
     from hub.demo.erp import DEMO_PASSWORD, DEMO_USER
     from hub.flows.engine import run_flow
     from hub.spec import load
@@ -219,7 +242,7 @@ def peer_soap_flow(wsdl: str, calls: int, concurrency: int) -> dict[str, Any]:
         spec = _spec(folder, erp, f"""  mark:
     input: {{table: items, key: ref}}
     concurrency: {concurrency}
-    steps:
+{f"    prepare_ahead: {prepare_ahead}{chr(10)}" if prepare_ahead is not None else ""}    steps:
       - name: paid
         call: erp.MarkOrderPaid
         params:
@@ -228,29 +251,32 @@ def peer_soap_flow(wsdl: str, calls: int, concurrency: int) -> dict[str, Any]:
           PaymentRef: "{{{{ item.ref }}}}"
 """)
         _items(folder, _orders(wsdl, calls))
-        started = time.perf_counter()
-        report = run_flow(load(spec), "mark")
+        pipeline = load(spec)  # the spec, as a long-lived process (Dagster's code server) holds it
+        cpu, started = _cpu(), time.perf_counter()
+        report = run_flow(pipeline, "mark")
         took = time.perf_counter() - started
         assert report.sent == calls, [i.error for i in report.items if i.error][:3]
-        return {"rate": calls / took, "seconds": took, "rss_mb": _rss_mb()}
+        return {"rate": calls / took, "seconds": took, "cpu_ms_per_call": (_cpu() - cpu) * 1000 / calls,
+                "ledger_commits": report.commits, "rss_mb": _rss_mb()}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def peer_soap_zeep(wsdl: str, calls: int, concurrency: int) -> dict[str, Any]:
+def peer_soap_zeep(wsdl: str, calls: int, concurrency: int, prepare_ahead: int | None = None) -> dict[str, Any]:
     import zeep
 
     from adapters.soap._wsse import UsernameTokenWithTimestamp  # the ERP wants a wsu:Timestamp, as the hub sends
     from hub.demo.erp import DEMO_PASSWORD, DEMO_USER
 
+    work = _orders(wsdl, calls)
+    cpu, started = _cpu(), time.perf_counter()
     client = zeep.Client(wsdl, wsse=UsernameTokenWithTimestamp(DEMO_USER, DEMO_PASSWORD, digest=True,
                                                                  timestamp_ttl=300))
-    work = _orders(wsdl, calls)
-    started = time.perf_counter()
     for o in work:
         client.service.MarkOrderPaid(OrderId=o["order_id"], Amount=o["amount"], PaymentRef=o["ref"])
     took = time.perf_counter() - started
-    return {"rate": calls / took, "seconds": took, "rss_mb": _rss_mb()}
+    return {"rate": calls / took, "seconds": took, "cpu_ms_per_call": (_cpu() - cpu) * 1000 / calls,
+            "rss_mb": _rss_mb()}
 
 
 PEERS = {"flow": peer_flow, "loop": peer_loop, "soap_flow": peer_soap_flow, "soap_zeep": peer_soap_zeep}
@@ -276,6 +302,9 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=20)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--soap-calls", type=int, default=1_000)
+    parser.add_argument("--soap-concurrency", default="1,4", help="the soap_flow peer's concurrencies")
+    parser.add_argument("--prepare-ahead", type=int, default=None, help="the soap_flow's prepare_ahead "
+                                                                        "(default: the spec's default)")
     parser.add_argument("--peers", default="flow,loop,soap_flow,soap_zeep")
     args = parser.parse_args()
     peers = args.peers.split(",")
@@ -290,23 +319,31 @@ def main() -> None:
                     print(name, json.dumps(results[name]), flush=True)
         finally:
             proc.terminate()
+    soap_concurrency = [int(c) for c in args.soap_concurrency.split(",")]
     if {"soap_flow", "soap_zeep"} & set(peers):
         proc, wsdl = _start(_serve_erp)
+
+        def soap_peer(label: str, name: str, concurrency: int) -> None:
+            cpu = _cpu_seconds(proc.pid)
+            results[label] = run_peer(name, wsdl, args.soap_calls, concurrency, args.prepare_ahead)
+            used = _cpu_seconds(proc.pid) - cpu  # the WSDL's GET too: a few ms
+            results[label]["server_ms_per_call"] = used * 1000 / args.soap_calls
+            results[label]["server_busy"] = used / results[label]["seconds"]
+            print(label, json.dumps(results[label]), flush=True)
+
         try:
             if "soap_zeep" in peers:
-                results["soap_zeep"] = run_peer("soap_zeep", wsdl, args.soap_calls, 1)
-                print("soap_zeep", json.dumps(results["soap_zeep"]), flush=True)
+                soap_peer("soap_zeep", "soap_zeep", 1)
             if "soap_flow" in peers:
-                for c in (1, 4):
-                    results[f"soap_flow_c{c}"] = run_peer("soap_flow", wsdl, args.soap_calls, c)
-                    print(f"soap_flow_c{c}", json.dumps(results[f"soap_flow_c{c}"]), flush=True)
+                for c in soap_concurrency:
+                    soap_peer(f"soap_flow_c{c}", "soap_flow", c)
         finally:
             proc.terminate()
     if "flow" in results and "loop" in results:
         print(f"flow/loop: {results['flow']['rate'] / results['loop']['rate']:.2f}x (target >= 0.7); re-run "
               f"{results['flow']['rerun_fraction'] * 100:.1f}% of the first run (target < 5%)")
     if "soap_zeep" in results:
-        for c in (1, 4):
+        for c in soap_concurrency:
             if f"soap_flow_c{c}" in results:
                 print(f"soap flow (concurrency {c})/zeep loop: "
                       f"{results[f'soap_flow_c{c}']['rate'] / results['soap_zeep']['rate']:.2f}x (target >= 1)")

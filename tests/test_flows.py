@@ -238,9 +238,37 @@ def test_max_failures_stops_the_run(tmp_path: Path) -> None:
     flows = RECORD_FLOW + "    max_failures: 1\n"
     with partner() as (url, state):
         state.poison.update({"p0", "p1", "p2"})
-        report = run_flow(load(_project(tmp_path, url, flows, items)), "push")
-    assert report.stopped and "max_failures=1" in report.stopped
-    assert len(report.items) == 2 and state.refs() == []
+        pipeline = load(_project(tmp_path, url, flows, items))
+        report = run_flow(pipeline, "push")
+        assert report.stopped and "max_failures=1" in report.stopped
+        assert len(report.items) == 2 and state.refs() == []
+        # p2.. were prepared ahead (recorded `sent`) when the run stopped: put back, never parked as unknown
+        statuses = dict(_rows(tmp_path, "SELECT item_key, status FROM _hub_deliveries"))
+        assert statuses["ref=p0"] == statuses["ref=p1"] == "failed"
+        assert "sent" not in statuses.values() and statuses.get("ref=p2") in (None, "pending")
+        state.poison.clear()
+        again = run_flow(pipeline, "push")  # the withdrawn items are sent like new ones
+        assert [i.status for i in again.items] == ["ok"] * 6 and state.refs() == [i["ref"] for i in items]
+
+
+def test_prepared_items_send_in_key_order_with_batched_ledger_commits(tmp_path: Path) -> None:
+    items = [{"ref": f"r{i:02d}", "amount": float(i)} for i in range(12)]
+    commits = {}
+    for ahead in (0, 4):
+        folder = tmp_path / f"ahead{ahead}"
+        folder.mkdir()
+        with partner() as (url, state):
+            state.delay = 0.01
+            flows = RECORD_FLOW + f"    prepare_ahead: {ahead}\n"
+            report = run_flow(load(_project(folder, url, flows, items)), "push")
+            assert [i.status for i in report.items] == ["ok"] * 12
+            assert state.log == [f"POST /records {i['ref']}" for i in items]  # one at a time, in key order
+        commits[ahead] = report.commits
+        assert _rows(folder, "SELECT count(*), min(status), max(status) FROM _hub_deliveries") == [(12, "ok", "ok")]
+        assert _rows(folder, "SELECT count(*) FROM _hub_audit") == [(12,)]
+    # without preparing ahead every `sent` row is a commit of its own (the outcomes ride along with the next);
+    # prepared items' rows share commits
+    assert commits[0] >= 12 > commits[4], commits
 
 
 def test_compensation_runs_in_reverse_order(tmp_path: Path) -> None:
@@ -383,6 +411,35 @@ def test_sigkill_mid_flow_then_rerun_delivers_each_effect_once(tmp_path: Path) -
         time.sleep(0.3)  # the killed run's last request may still be finishing on the partner
         assert state.refs() == [i["ref"] for i in items]  # every effect exactly once
     assert _rows(tmp_path, "SELECT count(*) FROM _hub_deliveries WHERE status = 'ok'") == [(12,)]
+
+
+@pytest.mark.slow
+def test_sigkill_without_a_key_parks_the_prepared_items_and_repeats_nothing(tmp_path: Path) -> None:
+    items = [{"ref": f"k{i:02d}", "amount": float(i)} for i in range(12)]
+    flows = RECORD_FLOW + "    prepare_ahead: 3\n"
+    with partner() as (url, state):
+        state.delay = 0.15
+        spec = _project(tmp_path, url, flows, items)
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        cmd = [sys.executable, "-m", "hub.cli.main", "flow", "run", "push", "--spec", str(spec)]
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while len(state.traceparents) < 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        time.sleep(0.3)  # the killed run's last request may still be finishing on the partner
+        delivered = state.refs()
+        assert 0 < len(delivered) < len(items)
+        rerun = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert rerun.returncode == 1, rerun.stdout + rerun.stderr  # items left unknown: the run reports them
+        refs = [r["ref"] for r in state.records.values()]
+        assert len(refs) == len(set(refs))  # nothing sent twice
+    rows = dict(_rows(tmp_path, "SELECT item_key, status FROM _hub_deliveries"))
+    unknown = sorted(k.split("=")[1] for k, v in rows.items() if v == "unknown")
+    assert sorted(set(refs) | set(unknown)) == [i["ref"] for i in items]  # every item sent once or parked
+    # parked: the request in flight when killed, and the prepared items whose `sent` rows were committed with it
+    assert 1 <= len(unknown) <= 1 + 3 and not set(unknown) & (set(refs) - set(delivered))
 
 
 # --- other protocols -----------------------------------------------------------------------------------
@@ -875,3 +932,50 @@ def test_compensation_inside_foreach_uses_the_elements_outputs(tmp_path: Path) -
     assert report.items[0].status == "compensated"
     assert state.refs() == ["x1"]  # x2's record was deleted again (record 2: its own output, not x1's)
     assert state.log[-1] == "DELETE /records/2"
+
+
+def test_name_paths_evaluate_like_jinja() -> None:
+    """Plain name paths skip Jinja (a flow evaluates them for every item): same values, same errors."""
+    from hub.runtime import expr
+
+    ctx = {"item": {"a": 1, "b": {"c": [1, 2]}, "keys": "K", "_p": 5, "n": None}, "x": "s"}
+    cases = ["{{ item.a }}", "{{ item.b.c }}", "{{ item.keys }}", "{{ item._p }}", "{{ item.n }}", "{{ x }}",
+             "{{ item.zz }}", "{{ nope }}", "{{ item.b.c.x }}"]
+
+    def outcome(text: str) -> object:
+        try:
+            return expr.evaluate(text, ctx, field="f")
+        except Exception as exc:  # the error is what is compared
+            return f"{type(exc).__name__}: {exc}"
+
+    fast = [outcome(c) for c in cases]
+    found = [expr._lookup(expr.single_expression(c) or "", ctx) is not expr._MISSING for c in cases]
+    assert found == [True, True, False, True, True, True, False, False, False]  # the fast path was taken
+    original = expr._lookup
+    expr._lookup = lambda *_: expr._MISSING  # type: ignore[assignment]
+    try:
+        assert [outcome(c) for c in cases] == fast
+    finally:
+        expr._lookup = original  # type: ignore[assignment]
+
+
+def test_deferred_ledger_rows_are_committed_by_the_next_commit_or_in_the_background(tmp_path: Path) -> None:
+    from hub.flows.ledger import FLUSH_AFTER, Delivery, Ledger
+
+    ledger = Ledger(f"duckdb:///{tmp_path / 'wh.duckdb'}", "p", "f")
+
+    def committed() -> list[tuple]:
+        return ledger._con.execute("SELECT item_key, status FROM _hub_deliveries ORDER BY seq").fetchall()
+
+    try:
+        outcome = Delivery("f", "s", "a", "p", "x.y", "h", status="ok")
+        ledger.record(outcome, durable=False)
+        sent = ledger.record(Delivery("f", "s", "b", "p", "x.y", "h", status="sent"), durable=False)
+        assert committed() == [] and ledger.get("s", "a") is outcome  # queued, current in memory
+        ledger.commit(sent)  # a sent row at its turn: the outcome queued before it goes in the same transaction
+        assert committed() == [("a", "ok"), ("b", "sent")] and ledger.commits == 1
+        ledger.record(Delivery("f", "s", "c", "p", "x.y", "h", status="failed"), durable=False)
+        time.sleep(FLUSH_AFTER * 2 + 0.3)  # nobody commits: the background flush does
+        assert committed()[-1] == ("c", "failed") and ledger.commits == 2
+    finally:
+        ledger.close()

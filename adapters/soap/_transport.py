@@ -6,13 +6,18 @@ all documents of one load count against one size cap. Every document loaded is a
 ``documents`` so the schema facets zeep drops can be read back (see :mod:`adapters.soap._schema`).
 Operation calls go through ``post_xml``: the response body is streamed to a temporary file (never held
 in memory, bounded by ``max_bytes``) and returned as a :class:`Spooled` response for the streaming reader.
+A caller that reads the whole answer into memory anyway (a flow's write, parsed by zeep) asks for the calls of
+its thread to keep the body in memory (:meth:`HttpxTransport.in_memory`, the same ``max_bytes`` bound): no
+temporary file is created, written, read back and deleted per call.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,14 +35,16 @@ from hub.runtime.secrets import mask, mask_url
 
 @dataclass
 class Spooled:
-    """A response whose body is in a file. Delete it with :meth:`discard`."""
+    """A response whose body is in a file, or in :attr:`body` when it was small and the caller asked for that
+    (:meth:`HttpxTransport.in_memory`). Delete the file with :meth:`discard`."""
 
     url: str
     status: int
     reason: str
     headers: httpx.Headers
-    path: Path
+    path: Path | None  # None when the body is in memory
     size: int
+    body: bytes | None = field(default=None, repr=False)
     _closed: bool = field(default=False, repr=False)
 
     @property
@@ -45,14 +52,28 @@ class Spooled:
         ctype = self.headers.get("Content-Type", "").lower()
         return "xml" in ctype or (not ctype and self.size > 0)
 
+    @property
+    def file(self) -> Path:
+        """The spooled body's file (responses read as a stream are always spooled)."""
+        if self.path is None:
+            raise ValueError(f"the response of {self.url} was kept in memory, not spooled")
+        return self.path
+
+    def content(self) -> bytes:
+        """The whole body."""
+        return self.body if self.body is not None else self.file.read_bytes()
+
     def head(self, n: int = 300) -> str:
-        with self.path.open("rb") as fh:
+        if self.body is not None:
+            return mask(self.body[:n].decode("utf-8", "replace")).strip()
+        with self.file.open("rb") as fh:
             return mask(fh.read(n).decode("utf-8", "replace")).strip()
 
     def discard(self) -> None:
         if not self._closed:
             self._closed = True
-            self.path.unlink(missing_ok=True)
+            if self.path is not None:
+                self.path.unlink(missing_ok=True)
 
 
 def capped(response: httpx.Response, max_bytes: int, what: str, context: str = "",
@@ -98,6 +119,18 @@ class HttpxTransport(Transport):
         self.policy: ImportPolicy | None = None
         self.documents: list[tuple[str, bytes]] = []
         self.loaded = 0  # bytes of all documents so far
+        self._local = threading.local()  # in_memory: the thread's call bodies are kept in memory
+
+    @contextmanager
+    def in_memory(self) -> Iterator[None]:
+        """Inside: the responses of this thread's calls are kept in memory (:attr:`Spooled.body`) instead of a
+        file, within the same ``max_bytes``: for callers that read the whole body anyway."""
+        before = getattr(self._local, "in_memory", False)
+        self._local.in_memory = True
+        try:
+            yield
+        finally:
+            self._local.in_memory = before
 
     def load(self, url: str) -> bytes:
         """The document at *url*: the WSDL (which sets the policy) or an import the policy allows. zeep
@@ -176,9 +209,21 @@ class HttpxTransport(Transport):
         return self.spool("POST", address, etree_to_string(envelope), headers)
 
     def spool(self, method: str, url: str, body: bytes, headers: dict[str, str]) -> Spooled:
-        """Send a request and stream the answer into a temporary file. The current span (the operation call's)
-        goes along as W3C ``traceparent``, so the partner can correlate."""
+        """Send a request and stream the answer into a temporary file (or memory, see :meth:`in_memory`). The
+        current span (the operation call's) goes along as W3C ``traceparent``, so the partner can correlate."""
         headers = dict(tracing.inject(dict(headers)))
+        if getattr(self._local, "in_memory", False):
+            with self.http.stream(method, url, content=body, headers=headers) as resp:
+                kept: list[bytes] = []
+                try:
+                    for chunk in capped(resp, self.max_bytes, f"{method} {mask_url(url)}: response"):
+                        kept.append(chunk)
+                except httpx.TransportError as exc:
+                    raise BrokenBody(resp.status_code, sum(map(len, kept)), resp.headers.get("Content-Length"),
+                                     type(exc).__name__) from exc
+                content = b"".join(kept)
+                return Spooled(url=url, status=resp.status_code, reason=resp.reason_phrase, headers=resp.headers,
+                               path=None, size=len(content), body=content)
         if self.spool_dir is not None:
             self.spool_dir.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix="hub-soap-", suffix=".xml", dir=self.spool_dir)

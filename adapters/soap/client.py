@@ -9,6 +9,7 @@ WSDL's schema, so a response of hundreds of MB never becomes a zeep object tree.
 from __future__ import annotations
 
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -189,6 +190,8 @@ class SoapSource:
         self.system_label = tracing.system_label(system_name, system.address or system.wsdl)  # spans, _hub_calls
         self._wsdl: Wsdl | None = None
         self._headers: Any = None
+        self._sending: tuple[Wsdl, Any, Any, Any] | None = None  # send()'s binding, made once
+        self._sending_lock = threading.Lock()
         # Shared with every process calling the system (hub.runtime.ratelimit / breaker).
         key = system_key(system_name, system.address or system.wsdl)
         self.limiter = limiter_for(key, system.rate_limit, state_dir)
@@ -361,7 +364,7 @@ class SoapSource:
                 if response.status >= 400:
                     if response.is_xml:
                         try:
-                            for _ in reader.read(response.path):
+                            for _ in reader.read(response.file):
                                 pass
                         except SoapFault as fault:
                             if fault.is_client_fault or attempt > self.policy.max_retries:
@@ -377,7 +380,7 @@ class SoapSource:
                     tried = f" (gave up after {attempt} attempts)" if response.status in RETRY_STATUS else ""
                     raise HTTPStatusError(f"{op}: POST {self.stats.url}: HTTP {response.status} {response.reason}"
                                           f"{tried}: {response.head()}", url=self.stats.url, status=response.status)
-                yield from reader.read(response.path)
+                yield from reader.read(response.file)
                 self.stats.pages += 1
                 self.stats.records += reader.records
                 return
@@ -402,9 +405,8 @@ class SoapSource:
         from zeep.exceptions import Fault
         from zeep.helpers import serialize_object
 
-        wsdl, binding, proxy, operation = self._bind()
+        wsdl, binding, proxy, operation = self._send_binding()
         op = self.source.operation
-        self._headers = self._soap_headers(operation, getattr(binding.name, "namespace", None))
         breaker = self.breaker
         if breaker is not None:
             breaker.before_call()
@@ -413,7 +415,8 @@ class SoapSource:
                           attributes={**tracing.http_attributes("POST", self.stats.url), "rpc.system": "soap",
                                       "rpc.method": op}) as call:
             try:
-                response = self._call(wsdl, proxy, params)
+                with wsdl.transport.in_memory():  # read whole by zeep below: no temporary file per call
+                    response = self._call(wsdl, proxy, params)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 if breaker is not None:
                     breaker.failure(type(exc).__name__)
@@ -426,7 +429,7 @@ class SoapSource:
                                       f"({type(exc).__name__}: {mask(str(exc))}); it may have taken effect") from None
             try:
                 call.http_status, call.bytes = response.status, response.size
-                body = response.path.read_bytes()
+                body = response.content()
             finally:
                 response.discard()
             reply = SimpleNamespace(status_code=response.status, content=body, headers=response.headers,
@@ -450,6 +453,16 @@ class SoapSource:
         if breaker is not None:
             breaker.success()
         return response.status, serialize_object(result, dict)
+
+    def _send_binding(self) -> tuple[Wsdl, Any, Any, Any]:
+        """:meth:`_bind` and the SOAP headers, once for every :meth:`send` of this source (a flow sends through
+        one source per operation from several threads; binding per call cost half a millisecond)."""
+        with self._sending_lock:
+            if self._sending is None:
+                wsdl, binding, proxy, operation = self._bind()
+                self._headers = self._soap_headers(operation, getattr(binding.name, "namespace", None))
+                self._sending = (wsdl, binding, proxy, operation)
+            return self._sending
 
     # --- paging --------------------------------------------------------------------------------------
 

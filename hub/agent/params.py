@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -67,18 +67,29 @@ def problems(schema: dict[str, Any], params: dict[str, Any]) -> list[str]:
     """Every way *params* break *schema*, one line each (``page: 'abc' is not of type 'integer'``), in parameter
     order; empty when they are valid. A schema that is not valid JSON Schema is a problem too (named), as the
     call could not be checked."""
+    return checker(schema)(params)
+
+
+def checker(schema: dict[str, Any]) -> Callable[[dict[str, Any]], list[str]]:
+    """:func:`problems` for one *schema*, its validator looked up once: a flow checks every request of an action
+    against the same schema, and finding the cached validator (by the schema's canonical JSON) costs more than
+    checking a small request."""
     try:
         text = json.dumps(schema, sort_keys=True, default=str)
     except (TypeError, ValueError):
         text = None
     validator = _validator(text) if text is not None else _build(schema)
-    if isinstance(validator, str):
-        return [validator]
-    errors = sorted(validator.iter_errors(params), key=lambda e: [str(p) for p in e.absolute_path])
-    out: list[str] = []
-    for error in errors:
-        out.extend(_describe(error, schema))
-    return out
+
+    def check(params: dict[str, Any]) -> list[str]:
+        if isinstance(validator, str):
+            return [validator]
+        errors = sorted(validator.iter_errors(params), key=lambda e: [str(p) for p in e.absolute_path])
+        out: list[str] = []
+        for error in errors:
+            out.extend(_describe(error, schema))
+        return out
+
+    return check
 
 
 @functools.lru_cache(maxsize=512)

@@ -4,27 +4,36 @@ A row holds the hash of the payload last sent for the key, its status, the attem
 idempotency key sent with it, the outputs the flow read from the answer (later steps and re-runs use them)
 and a short response summary. The protocol of a delivery (:mod:`hub.flows.engine`):
 
-1. before a request goes out, the row is written as ``sent`` (attempts + 1) in a transaction of its own,
-   committed: a process killed after this point leaves ``sent`` behind;
+1. before a request goes out, the row is written as ``sent`` (attempts + 1), committed: a process killed
+   after this point leaves ``sent`` behind. A flow queues the ``sent`` rows of the items it prepares ahead
+   of their turn (:mod:`hub.flows.engine`) and commits them with :meth:`Ledger.commit` when the first of
+   them is about to leave: one transaction for a batch of items, each row still committed before its own
+   request leaves (a crash can therefore leave ``sent`` rows of prepared items that never left: resolved
+   like any other, never sent blindly);
 2. the outcome is written after the answer: ``ok`` (with outputs), ``failed`` (the partner said no, or
    nothing was sent), ``dead`` (failed and dead-lettered by ``on_error``), ``compensated`` (undone by a
-   saga) or ``unknown`` (sent, no answer, nothing could resolve it);
+   saga) or ``unknown`` (sent, no answer, nothing could resolve it). Outcomes are written *deferred*
+   (``durable=False``): committed with the next ``sent`` row, or about :data:`FLUSH_AFTER` seconds later, or
+   when the ledger closes. A crash before then loses only the outcome: the row stays ``sent``, which a
+   later run treats as below (never as "not sent");
 3. a later run finding ``sent`` or ``unknown`` for the same payload never sends blindly: a ``verify:``
    lookup decides, or an idempotency key the partner deduplicates on makes sending again safe; otherwise
    the row stays ``unknown`` for ``hub flows review``.
 
-``pending`` is what a dry run reports for a delivery it would send. DuckDB allows one writing process per
-file, so every write is a short transaction of its own (no connection is held between them).
+``pending`` is what a dry run reports for a delivery it would send, and what a ``sent`` row becomes again when
+its run stopped (``max_failures``) before the request's turn came: it never left. DuckDB allows one writing
+process per file: the ledger holds one connection for the run (see :class:`Ledger`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,6 +49,10 @@ DONE = frozenset({"ok"})
 #: Statuses whose outcome is not known: never sent again blindly.
 OPEN = frozenset({"sent", "unknown"})
 SUMMARY_CHARS = 4000
+#: Seconds a deferred row (an outcome) may wait for the next commit before the ledger commits it on its own.
+FLUSH_AFTER = 0.2
+#: Rows per INSERT statement when a batch is written (one statement per table for a usual batch).
+_INSERT_ROWS = 64
 SCHEMA = pa.schema([
     ("flow", pa.string()), ("step", pa.string()), ("item_key", pa.string()), ("pipeline", pa.string()),
     ("action", pa.string()), ("payload_hash", pa.string()), ("status", pa.string()), ("attempts", pa.int64()),
@@ -92,18 +105,24 @@ class Delivery:
     seq: int = 0  # orders the transitions of a key (nanoseconds since the epoch when written)
 
     def row(self) -> dict[str, Any]:
-        out = asdict(self)
+        """The row as written (a shallow copy: ``asdict`` deep-copies every value, a cost on every write)."""
+        out = {name: getattr(self, name) for name in _FIELDS}
         out["outputs"] = canonical(self.outputs)
         return out
 
 
+_FIELDS = tuple(Delivery.__dataclass_fields__)
+
+
 @dataclass
-class _Pending:
-    """A row waiting for the next group commit."""
+class Written:
+    """A row recorded in the ledger, waiting for (or done with) its commit: see :meth:`Ledger.commit`."""
 
     row: dict[str, Any]
     delivery: Delivery
     audit: dict[str, Any] | None
+    queued: float = 0.0  # time.monotonic() when queued
+    durable: bool = True  # its caller waits for the commit (else the error is kept for the next call)
     done: bool = False
     error: HubError | None = None
 
@@ -125,13 +144,23 @@ def _ddl(table: str, schema: pa.Schema) -> str:
     return f'CREATE TABLE IF NOT EXISTS "{table}" ({cols}, {_META})'
 
 
+@functools.lru_cache(maxsize=256)
+def _insert(table: str, columns: tuple[str, ...], rows: int) -> str:
+    """``INSERT INTO table (columns, _hub_run_id, _hub_loaded_at) VALUES (?, ...), ...`` for *rows* rows."""
+    names = ", ".join(f'"{n}"' for n in columns)
+    one = "(" + ", ".join("?" for _ in range(len(columns) + 2)) + ")"
+    return f'INSERT INTO {table} ({names}, _hub_run_id, _hub_loaded_at) VALUES {", ".join([one] * rows)}'
+
+
 class Ledger:
-    """The deliveries of one flow: read once when a run starts, each change written in its own transaction.
+    """The deliveries of one flow: read once when a run starts, each change committed before it matters.
 
     On DuckDB the ledger holds one connection for the run (a flow run is a warehouse writer like a load, in
-    the ``hub_duckdb`` pool under Dagster): a commit then costs about 2 ms instead of the ~45 ms of opening
-    and checkpointing the file per write. Call :meth:`close` when the run ends. Other warehouses write each
-    change through a merge load."""
+    the ``hub_duckdb`` pool under Dagster): a commit then costs a couple of milliseconds (the WAL's sync)
+    instead of the ~45 ms of opening and checkpointing the file per write. Rows written at the same time by
+    several threads are committed together (group commit), and deferred rows ride along with the next
+    commit, so a run pays about one commit per batch of items rather than two per request. Call
+    :meth:`close` when the run ends. Other warehouses write each change through a merge load."""
 
     def __init__(self, warehouse_url: str, pipeline: str, flow: str, *, read_only: bool = False) -> None:
         self.url, self.pipeline, self.flow = warehouse_url, pipeline, flow
@@ -140,13 +169,26 @@ class Ledger:
         self.rows: dict[tuple[str, str], Delivery] = {}
         self._con: Any = None
         self._cond = threading.Condition()
-        self._queue: list[_Pending] = []
+        self._queue: list[Written] = []
         self._flushing = False
-        self._load()
+        self._closing = False
+        self._closed = threading.Event()  # ends the background flush
+        self._flusher: threading.Thread | None = None
+        self._deferred_error: HubError | None = None  # a failed commit of deferred rows, raised by the next call
+        self.commits = 0  # transactions written (the benchmark reports rows per commit)
         if not read_only and warehouse_url.startswith("duckdb:"):
-            self._open_duckdb()
+            con = self._open_duckdb()  # and read the rows through it: each open of the file costs tens of ms
+            try:
+                self._rows_from(con.sql(f"SELECT * FROM {LATEST} AS l WHERE flow = ? AND pipeline = ?",
+                                        params=[flow, pipeline]).to_arrow_table())
+            except Exception:
+                con.close()
+                self._con = None
+                raise
+        else:
+            self._load()
 
-    def _open_duckdb(self) -> None:
+    def _open_duckdb(self) -> Any:
         from hub.flows.audit import AUDIT_SCHEMA, AUDIT_TABLE
         from hub.warehouse.duckdb import DuckDBWarehouse
 
@@ -162,16 +204,38 @@ class Ledger:
             con.close()
             raise
         self._con = con
+        return con
+
+    def flush(self) -> None:
+        """Commit every deferred row now; the error of a failed commit of deferred rows, if one failed."""
+        with self._cond:
+            if self._queue and self._con is not None:
+                self._wait_committed(self._queue[-1])
+            error, self._deferred_error = self._deferred_error, None
+        if error is not None:
+            raise error
 
     def close(self) -> None:
-        """Release the warehouse connection (DuckDB); later writes open their own."""
+        """Commit the deferred rows and release the warehouse connection (DuckDB); later writes open their own.
+        Raises the error of a deferred commit that failed (those outcomes stay ``sent`` in the ledger: a
+        later run resolves them like any delivery whose answer was not recorded)."""
         with self._cond:
+            if self._queue and self._con is not None:
+                self._wait_committed(self._queue[-1])
+            self._closing = True
+            self._closed.set()
             while self._flushing:
                 self._cond.wait()
             if self._con is not None:
                 self._compact()
                 self._con.close()
                 self._con = None
+            error, self._deferred_error = self._deferred_error, None
+        if self._flusher is not None and self._flusher is not threading.current_thread():
+            self._flusher.join()
+            self._flusher = None
+        if error is not None:
+            raise error
 
     def __enter__(self) -> Ledger:
         return self
@@ -188,7 +252,9 @@ class Ledger:
             return
         quoted = self.flow.replace("'", "''")
         pipe = self.pipeline.replace("'", "''")
-        table = wh.query(f"SELECT * FROM {LATEST} AS l WHERE flow = '{quoted}' AND pipeline = '{pipe}'")
+        self._rows_from(wh.query(f"SELECT * FROM {LATEST} AS l WHERE flow = '{quoted}' AND pipeline = '{pipe}'"))
+
+    def _rows_from(self, table: pa.Table) -> None:
         for r in table.to_pylist():
             d = Delivery(**{k: r.get(k) for k in Delivery.__dataclass_fields__ if k != "outputs"},
                          outputs=json.loads(r.get("outputs") or "{}"))
@@ -197,41 +263,96 @@ class Ledger:
     def get(self, step: str, item_key: str) -> Delivery | None:
         return self.rows.get((step, item_key))
 
-    def record(self, delivery: Delivery, *, audit: dict[str, Any] | None = None) -> None:
-        """Write *delivery* (and, in the same transaction, the audit row *audit*), committed on return.
+    def record(self, delivery: Delivery, *, audit: dict[str, Any] | None = None,
+               durable: bool = True) -> Written | None:
+        """Write *delivery* (and, in the same transaction, the audit row *audit*).
 
-        On DuckDB, writes of concurrent callers are committed together (group commit): the first caller to
-        find no transaction in progress writes every row queued so far in one transaction, the others wait
-        for it; each call still returns only once its own row is committed."""
+        *durable*: committed on return. On DuckDB, writes of concurrent callers are committed together (group
+        commit): the first caller to find no transaction in progress writes every row queued so far in one
+        transaction, the others wait for it; each call still returns only once its own row is committed.
+
+        Not *durable*: queued, and committed by the next commit of any row, by :meth:`commit` of the returned
+        :class:`Written` (a ``sent`` row, committed right before its request leaves: the rows of the items
+        prepared meanwhile go in the same transaction), by a background flush about :data:`FLUSH_AFTER`
+        seconds later, or by :meth:`flush` / :meth:`close`, whichever comes first. The row is current in
+        :attr:`rows` at once; queued rows are committed in the order they were recorded. Returns None when
+        the row was written at once (a read-only ledger, or a warehouse other than DuckDB)."""
         delivery.updated_at = datetime.now(UTC)
         delivery.seq = time.time_ns()
         with self._lock:
             self.rows[(delivery.step, delivery.item_key)] = delivery
             if self.read_only:
-                return
+                return None
             if self._con is None:
                 self._record_load(delivery, audit)
-                return
-        entry = _Pending(delivery.row(), delivery, audit)
+                return None
+        entry = Written(delivery.row(), delivery, audit, time.monotonic(), durable)
         with self._cond:
+            if self._closing:
+                raise HubError(f"flow {self.flow}: the delivery ledger is closed")
             self._queue.append(entry)
-            while not entry.done:
-                if self._flushing:
-                    self._cond.wait()
-                    continue
-                self._flushing = True
-                batch, self._queue = self._queue, []
-                self._cond.release()
-                try:
-                    error = self._write_duckdb(batch)
-                finally:
-                    self._cond.acquire()
-                    self._flushing = False
-                    for e in batch:
-                        e.done, e.error = True, error
-                    self._cond.notify_all()
+            if not durable:
+                if self._flusher is None:
+                    self._flusher = threading.Thread(target=self._flush_later, name=f"ledger-{self.flow}",
+                                                     daemon=True)
+                    self._flusher.start()
+                return entry  # no notify: waking the threads waiting on _cond per row cost more than the row
+            self._wait_committed(entry)
+            error, self._deferred_error = self._deferred_error, None
         if entry.error is not None:
             raise entry.error
+        if error is not None:
+            raise error
+        return entry
+
+    def commit(self, written: Written | None) -> None:
+        """Make sure the row *written* (from :meth:`record`) is committed, with every row queued before it:
+        at once when an earlier transaction took it along, else in one transaction now."""
+        if written is None or written.done:
+            if written is not None and written.error is not None:
+                raise written.error
+            return
+        with self._cond:
+            written.durable = True  # its error is raised here, not kept for a later call
+            self._wait_committed(written)
+        if written.error is not None:
+            raise written.error
+
+    def _wait_committed(self, entry: Written) -> None:
+        """Until *entry* is committed: write the queue when no other thread is writing it (``_cond`` held)."""
+        while not entry.done:
+            if self._flushing:
+                self._cond.wait()
+                continue
+            self._write_queue()
+
+    def _write_queue(self) -> None:
+        """Write every queued row in one transaction (``_cond`` held on entry and exit, released while writing)."""
+        self._flushing = True
+        batch, self._queue = self._queue, []
+        self._cond.release()
+        try:
+            error = self._write_duckdb(batch)
+        finally:
+            self._cond.acquire()
+            self._flushing = False
+            for e in batch:
+                e.done, e.error = True, error
+            if error is not None and self._deferred_error is None and not all(e.durable for e in batch):
+                self._deferred_error = error
+            self._cond.notify_all()
+
+    def _flush_later(self) -> None:
+        """The background flush: deferred rows are committed about :data:`FLUSH_AFTER` seconds (at most one and a
+        half times that) after they were queued, when no other commit took them along sooner (a run waiting on
+        a slow partner or a backoff). It looks twice per period rather than being woken per row."""
+        while not self._closed.wait(FLUSH_AFTER / 2):
+            with self._cond:
+                if self._closing:
+                    return
+                if self._queue and not self._flushing and \
+                        self._queue[0].queued + FLUSH_AFTER <= time.monotonic():
+                    self._write_queue()
 
     def _record_load(self, delivery: Delivery, audit: dict[str, Any] | None) -> None:
         batch = pa.RecordBatch.from_pylist([delivery.row()], schema=SCHEMA)
@@ -251,10 +372,12 @@ class Ledger:
             raise HubError(f"flow {self.flow}: the delivery ledger {TABLE} could not be written "
                            f"({delivery.step} for {delivery.item_key}, status {delivery.status}): {exc}") from None
 
-    def _write_duckdb(self, batch: list[_Pending]) -> HubError | None:
+    def _write_duckdb(self, batch: list[Written]) -> HubError | None:
         """One transaction appending the queued transitions (and audit rows); the error, if it failed.
         Appending keeps a commit at a couple of milliseconds however large the ledger grows: the current
-        state is the latest row of each key (:data:`LATEST`), and :meth:`close` compacts."""
+        state is the latest row of each key (:data:`LATEST`), and :meth:`close` compacts. The rows go in
+        multi-row INSERTs (one per table for a usual batch): DuckDB spends about a millisecond per statement,
+        far more than per row."""
         import duckdb
 
         from hub.flows.audit import AUDIT_SCHEMA, AUDIT_TABLE
@@ -263,19 +386,18 @@ class Ledger:
         if con is None:
             return HubError(f"flow {self.flow}: the delivery ledger is closed")
         now = datetime.now(UTC)
-        names = [f.name for f in SCHEMA]
-        anames = [f.name for f in AUDIT_SCHEMA]
-        insert = (f"INSERT INTO {TABLE} ({', '.join(f'{chr(34)}{n}{chr(34)}' for n in names)}, _hub_run_id, "
-                  f"_hub_loaded_at) VALUES ({', '.join('?' for _ in range(len(names) + 2))})")
-        audit_insert = (f"INSERT INTO {AUDIT_TABLE} ({', '.join(f'{chr(34)}{n}{chr(34)}' for n in anames)}, "
-                        f"_hub_run_id, _hub_loaded_at) VALUES ({', '.join('?' for _ in range(len(anames) + 2))})")
+        names = tuple(f.name for f in SCHEMA)
+        anames = tuple(f.name for f in AUDIT_SCHEMA)
+        rows = [[*(e.row[n] for n in names), e.delivery.run_id, now] for e in batch]
+        audits = [[*(e.audit.get(n) for n in anames), e.delivery.run_id, now] for e in batch if e.audit is not None]
         try:
             con.execute("BEGIN TRANSACTION")
-            for e in batch:  # parameterized single-row inserts: cheaper than registering Arrow for a few rows
-                con.execute(insert, [*(e.row[n] for n in names), e.delivery.run_id, now])
-                if e.audit is not None:
-                    con.execute(audit_insert, [*(e.audit.get(n) for n in anames), e.delivery.run_id, now])
+            for table, cols, values in ((TABLE, names, rows), (AUDIT_TABLE, anames, audits)):
+                for start in range(0, len(values), _INSERT_ROWS):
+                    chunk = values[start:start + _INSERT_ROWS]
+                    con.execute(_insert(table, cols, len(chunk)), [v for row in chunk for v in row])
             con.execute("COMMIT")
+            self.commits += 1
         except duckdb.Error as exc:
             with contextlib.suppress(duckdb.Error):
                 con.execute("ROLLBACK")

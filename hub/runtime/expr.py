@@ -117,6 +117,26 @@ for _name, _func in (("from_json", _from_json), ("to_xml", _to_xml), ("from_xml"
     _env.add_filter(_name, _func)
 
 
+_NAME_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_MISSING = object()
+
+
+def _lookup(expr: str, context: Mapping[str, Any]) -> Any:
+    """The value of a plain name path (``item.order_id``) found by key lookups through dicts, or ``_MISSING``
+    when the expression is anything else or a step does not resolve that way (then Jinja evaluates it, with
+    its errors). Jinja would look ``a.b`` up as an attribute first: names that are attributes of dict
+    (``items``, ``keys``) are left to it, so the result is always the one Jinja gives — a flow evaluates such
+    paths for every item, and Jinja's call costs a tenth of a millisecond each."""
+    if not _NAME_PATH.match(expr):
+        return _MISSING
+    value: Any = context
+    for part in expr.split("."):
+        if not isinstance(value, dict) or part not in value or hasattr(dict, part):
+            return _MISSING
+        value = value[part]
+    return value
+
+
 def single_expression(value: str) -> str | None:
     """The expression of a string that is exactly one ``{{ ... }}``, else None."""
     m = _ONE.match(value)
@@ -138,6 +158,11 @@ def evaluate(value: Any, context: Mapping[str, Any], *, field: str) -> Any:
         return _render(value, context, field)
     if len(expr) > MAX_TEMPLATE:
         raise HubError(f"{field}: expression of {len(expr):,} characters; the limit is {MAX_TEMPLATE:,}")
+    found = _lookup(expr, context)
+    if found is not _MISSING and not isinstance(found, Undefined):
+        if size_of(found) > MAX_VALUE:
+            raise HubError(f"{field}: '{_short(value)}' refused: the value is larger than {MAX_VALUE:,} characters")
+        return found
     try:
         with budgeted():
             compiled = _compiled_expression(expr)

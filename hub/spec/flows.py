@@ -221,7 +221,12 @@ class FlowSpec(_Strict):
     steps: list[StepSpec] = Field(min_length=1)
     max_failures: int | None = Field(None, ge=0, description="More failed items than this stop the run (the "
                                                              "items already done stay done).")
-    concurrency: int = Field(1, ge=1, le=64, description="Items processed at once.")
+    concurrency: int = Field(1, ge=1, le=64, description="Items calling systems at once.")
+    prepare_ahead: int = Field(8, ge=0, le=256, description=(
+        "Items prepared ahead of their turn to call (requests evaluated and validated, `sent` rows recorded "
+        "in the ledger together in one transaction). After a crash, up to this many items more than "
+        "`concurrency` can be left `sent` without having been sent: resolved like any unanswered request "
+        "(idempotency key, verify:, or review). 0: each item's row is committed just before its own call."))
     checks: FlowChecks = Field(default_factory=FlowChecks)
     planned_by: str | None = Field(None, description="Who wrote the flow when a person did not (`hub agent plan` "
                                                      "and the request): shown when a run is refused.")
