@@ -28,7 +28,8 @@ import bisect
 import json
 import re
 from dataclasses import dataclass
-from decimal import Decimal
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ from adapters.sftp import CsvFormat, FormatConfig, csv_columns
 from hub.errors import HubError
 from hub.transform.mapping import LINE_COLUMN, RESERVED, Column, Mapper
 from hub.transform.types import JSON
-from hub.validation.rules import RowRules, _scalar
+from hub.validation.rules import RowRules
 from hub.warehouse import Load
 from hub.warehouse.base import LOADED_AT_COLUMN, PARTITION_COLUMN, RUN_COLUMN, ident, literal
 
@@ -133,25 +134,32 @@ def _column(col: Column, names: list[str]) -> _Out | str:
 
 
 def _sql_value(value: Any, typ: pa.DataType) -> str:
-    """*value* (a rule's bound or allowed value, already in the column's type) as a SQL literal."""
-    if value is None:
-        return "NULL"
-    if pa.types.is_boolean(typ):
-        return "true" if value else "false"
-    if pa.types.is_integer(typ):
-        return str(int(value))
-    if pa.types.is_floating(typ):
-        return f"CAST({literal(repr(float(value)))} AS DOUBLE)"
-    if pa.types.is_decimal(typ):
+    """*value* (a rule's bound or allowed value from YAML) as a SQL literal comparable with a column of type *typ*,
+    read as :func:`hub.validation.rules._scalar` reads it (without pa.scalar, whose first call imports pandas:
+    a second on a busy machine). Raises ValueError or TypeError where that refuses it too, or is not sure."""
+    if pa.types.is_decimal(typ) or pa.types.is_integer(typ) or pa.types.is_floating(typ):
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise TypeError(f"expected a number, got {type(value).__name__}")
+        if isinstance(value, str):
+            if not pa.types.is_decimal(typ):
+                raise TypeError("expected a number, got str")
+            value = Decimal(value)
+        if isinstance(value, int):
+            return str(value)
+        if isinstance(value, float):
+            return f"CAST({literal(repr(value))} AS DOUBLE)"
         d = Decimal(value)
-        scale = max(0, -int(d.as_tuple().exponent))  # type: ignore[arg-type]
+        exponent = d.as_tuple().exponent
+        scale = max(0, -exponent) if isinstance(exponent, int) else 39
         if len(d.as_tuple().digits) > 38 or scale > 38:
             raise ValueError(f"{value} has too many digits")
         return f"CAST({literal(str(d))} AS DECIMAL(38, {scale}))"
     if pa.types.is_date32(typ):
-        return f"DATE {literal(value.isoformat())}"
+        day = value.date() if isinstance(value, datetime) else value if isinstance(value, date) else \
+            date.fromisoformat(str(value))
+        return f"DATE {literal(day.isoformat())}"
     if pa.types.is_string(typ):
-        return literal(str(value))
+        return literal(value if isinstance(value, str) else str(value))
     raise ValueError(f"no SQL literal for {typ}")
 
 
@@ -216,18 +224,18 @@ def plan(fmt: FormatConfig, path: Path, name: str, mapper: Mapper, rules: RowRul
                 if check == "not_null":
                     checks.append(f"{col_sql} IS NULL")
                 elif check in ("min", "max"):
-                    bound = _sql_value(_scalar(value, typ).as_py(), typ)
+                    bound = _sql_value(value, typ)
                     checks.append(f"{col_sql} {'<' if check == 'min' else '>'} {bound}")
                 elif check == "regex" and o.duck == "VARCHAR":
                     checks.append(f"NOT regexp_matches({col_sql}, {literal(value)})")
                 elif check == "in":
-                    allowed = ", ".join(_sql_value(_scalar(v, typ).as_py(), typ) for v in value)
+                    allowed = ", ".join(_sql_value(v, typ) for v in value)
                     checks.append(f"{col_sql} NOT IN ({allowed})")
                 elif check == "unique":
                     unique.append(((column,), column))
                 else:
                     return f"rules.{column}.{check} on {o.duck}"
-            except (ValueError, TypeError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            except (ValueError, TypeError, InvalidOperation) as exc:
                 return f"rules.{column}.{check}: {exc}"
         screened[column] = rule.model_copy(update={"unique": False})
     if rules.key:
@@ -275,20 +283,27 @@ def load(p: CsvPlan, load: Load, path: Path, name: str, mapper: Mapper) -> CsvLo
 
     target = load.target
     ours = f"{ident(PARTITION_COLUMN)} IN ({literal(partition)}, {literal(MARK)})"
-    span = load.sql(f"SELECT min(rowid) AS lo, max(rowid) AS hi, count(*) AS n FROM {target} WHERE {ours}").to_pylist()[0]
+    mine = f"{ident(PARTITION_COLUMN)} = {literal(partition)}"
+    # one scan: the row ids (file order), the marked rows, and whether the loaded rows repeat a key
+    span = load.sql(f"SELECT min(rowid) AS lo, max(rowid) AS hi, count(*) AS n, "
+                    f"count(*) FILTER (WHERE {ident(PARTITION_COLUMN)} = {literal(MARK)}) AS marked, "
+                    f"{_repeats(p, mine)} AS repeats FROM {target} WHERE {ours}").to_pylist()[0]
     if span["n"] != inserted or (inserted and span["hi"] - span["lo"] + 1 != inserted):
         raise NativeUnsupported(f"{name}: the rows DuckDB inserted are not in one run of row ids")
+    if span["marked"] > MAX_MARKED:
+        raise NativeUnsupported(f"{name}: {span['marked']} rows need a closer look (more than {MAX_MARKED})")
     base = span["lo"] or 0
     quarantine = [q for _, q in sorted(rejected.items())]
-    marks = load.sql(f"SELECT rowid AS r, {ident(RUN_COLUMN)} AS raw FROM {target} "
-                     f"WHERE {ident(PARTITION_COLUMN)} = {literal(MARK)} ORDER BY rowid")
-    if marks.num_rows > MAX_MARKED:
-        raise NativeUnsupported(f"{name}: {marks.num_rows} rows need a closer look (more than {MAX_MARKED})")
     deleted = 0
-    if marks.num_rows:
+    repeats = span["repeats"]
+    if span["marked"]:
+        marks = load.sql(f"SELECT rowid AS r, {ident(RUN_COLUMN)} AS raw FROM {target} "
+                         f"WHERE {ident(PARTITION_COLUMN)} = {literal(MARK)} ORDER BY rowid")
         quarantine += _screen(p, load, mapper, marks, line_of, base)
         deleted += _count(load.sql(f"DELETE FROM {target} WHERE {ident(PARTITION_COLUMN)} = {literal(MARK)}"))
-    if p.unique:
+        if p.unique:  # rows written back may repeat a key
+            repeats = _count(load.sql(f"SELECT {_repeats(p, mine)} FROM {target} WHERE {mine}"))
+    if repeats:
         dupes, removed = _duplicates(p, load, path, line_of, base)
         quarantine += dupes
         deleted += removed
@@ -341,15 +356,23 @@ def _screen(p: CsvPlan, load: Load, mapper: Mapper, marks: pa.Table, line_of: An
     return mapped.quarantine
 
 
+def _repeats(p: CsvPlan, where: str) -> str:
+    """SQL counting the rows (of those matching *where*) whose key repeats an earlier one; 0 without a check."""
+    if not p.unique:
+        return "0"
+    keys = ", ".join(ident(k) for k in p.unique)
+    present = " AND ".join(f"{ident(k)} IS NOT NULL" for k in p.unique)
+    distinct = keys if len(p.unique) == 1 else f"({keys})"
+    return (f"(count(*) FILTER (WHERE {where} AND {present}) - "
+            f"count(DISTINCT {distinct}) FILTER (WHERE {where} AND {present}))")
+
+
 def _duplicates(p: CsvPlan, load: Load, path: Path, line_of: Any, base: int) -> tuple[list[dict[str, Any]], int]:
     """Rows whose key (or `unique` column) an earlier loaded row of the file already has: quarantined as
     :class:`RowRules` words them (the first row in file order stays), and deleted."""
     keys = ", ".join(ident(k) for k in p.unique)
     present = " AND ".join(f"{ident(k)} IS NOT NULL" for k in p.unique)
     ours = f"{ident(PARTITION_COLUMN)} = {literal(load.request.partition)} AND {present}"
-    distinct = keys if len(p.unique) == 1 else f"({keys})"
-    if not _count(load.sql(f"SELECT count(*) - count(DISTINCT {distinct}) FROM {load.target} WHERE {ours}")):
-        return [], 0
     dupes = load.sql(f"SELECT rowid AS _hub_rowid, {keys} FROM {load.target} WHERE {ours} "
                      f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY rowid) > 1 ORDER BY rowid")
     ordinals = [r - base for r in dupes.column("_hub_rowid").to_pylist()]

@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from adapters.sftp.client import LocalCopy, SftpSource, ready
 
 __all__ = ["AuthenticationError", "CsvFormat", "ExportFormat", "FixedWidthFormat", "FormatConfig", "HostKeyError",
-           "LocalCopy", "ReadNotes", "csv_columns", "RemoteFile", "SftpSession", "SftpSource", "SftpSourceConfig", "SftpSystemConfig",
-           "load_layout", "read_xml", "ready"]
+           "LocalCopy", "ReadNotes", "RemoteFile", "SftpSession", "SftpSource", "SftpSourceConfig", "SftpSystemConfig",
+           "csv_columns", "load_layout", "read_xml", "ready"]
 
 #: Clients load on first use (hub.runtime.lazy): the registry imports only the models.
 __getattr__ = lazy(__name__, {

@@ -327,9 +327,8 @@ class _DuckDBLoad(StreamingLoad[DuckDBWarehouse, duckdb.DuckDBPyConnection, duck
     def sql(self, statement: str, table: pa.Table | None = None) -> pa.Table:
         try:
             con = self._cursor()
-            if table is None:
-                return con.sql(statement).to_arrow_table()
-            return con.from_arrow(table).query("_hub_arrow", statement).to_arrow_table()
+            rel = con.sql(statement) if table is None else con.from_arrow(table).query("_hub_arrow", statement)
+            return rel.to_arrow_table() if rel is not None else pa.table({})
         except self._errors as exc:
             self._fail(exc)
 
