@@ -178,3 +178,42 @@ def test_invalid_utf8_falls_back_and_is_quarantined_as_before(drop: Drop, tmp_pa
     assert "reader" not in out.details and "gave way to the Arrow path" in caplog.text
     assert [r["id"] for r in got["rows"]] == [2]
     assert got["quarantine"][0]["reason"] == "p.csv:2: bytes that are not valid utf-8 (kept as \\xNN in the raw text)"
+
+
+def test_second_file_and_changed_file_replace_only_their_partition(drop: Drop, tmp_path: Path) -> None:
+    """Exactly once on the DuckDB path: a second file appends its own partition, a changed file replaces its
+    rows and its quarantine, the same file again is not loaded; a composite key's repeats are quarantined."""
+    folder = f"{tmp_path.name}-parts"
+    source = {"primary_key": ["id", "channel"], "rules": {"amount": {"min": -1000}}}  # rules: keys checked too
+    pipeline = spec(drop, folder, tmp_path, **source)
+    put(drop, f"{folder}/a.csv", (HEADER + "1,2024-01-05,1.00,card,no,a\n1,2024-01-05,2.00,sepa,no,b\n"
+                                  "1,2024-01-05,3.00,card,no,c\n").encode())
+    put(drop, f"{folder}/b.csv", (HEADER + "1,2024-01-05,4.00,card,no,d\n").encode())
+    first = ingest_file(pipeline, "payments", "a.csv", run_id="r1")
+    second = ingest_file(pipeline, "payments", "b.csv", run_id="r2")
+    assert first.details.get("reader") == second.details.get("reader") == "duckdb"
+    got = state(tmp_path)
+    assert [(r["_hub_partition"], r["note"]) for r in got["rows"]] == [("a.csv", "a"), ("a.csv", "b"), ("b.csv", "d")]
+    assert [(q["_hub_partition"], q["row_number"], q["reason"]) for q in got["quarantine"]] == [
+        ("a.csv", 4, "rules.primary_key.unique: primary key (id, channel) {'id': 1, 'channel': 'card'} was already "
+                     "seen in this load")]
+    assert ingest_file(pipeline, "payments", "a.csv", run_id="r3").status == "already loaded"
+    path = put(drop, f"{folder}/a.csv", (HEADER + "2,2024-01-06,5.00,wire,no,e\n").encode())
+    os.utime(path, (OLD + 60, OLD + 60))
+    changed = ingest_file(pipeline, "payments", "a.csv", run_id="r4")
+    assert changed.load is not None and changed.load.rows_deleted == 2 and changed.details.get("reader") == "duckdb"
+    got = state(tmp_path)
+    assert [(r["_hub_partition"], r["note"]) for r in got["rows"]] == [("b.csv", "d"), ("a.csv", "e")]
+    assert got["quarantine"] == [] and [(x["file"], x["rows"]) for x in sorted(
+        got["ledger"], key=lambda x: x["file"])] == [("a.csv", 1), ("b.csv", 1)]
+
+
+def test_composite_key_repeats_match_the_arrow_path(drop: Drop, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    content = (HEADER + "1,2024-01-05,1.00,card,no,a\n1,2024-01-05,2.00,sepa,no,b\n001,2024-01-05,3.00,card,no,c\n"
+               ",2024-01-05,3.00,card,no,d\n").encode()
+    source = {"primary_key": ["id", "channel"], "rules": {"amount": {"min": -1000}}}
+    native, got = run(drop, tmp_path, content, arrow=False, monkeypatch=monkeypatch, **source)
+    _, want = run(drop, tmp_path, content, arrow=True, monkeypatch=monkeypatch, **source)
+    assert native.details.get("reader") == "duckdb"
+    assert got == want and [q["row_number"] for q in got["quarantine"]] == [4, 5]
