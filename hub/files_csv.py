@@ -189,6 +189,8 @@ def plan(fmt: FormatConfig, path: Path, name: str, mapper: Mapper, rules: RowRul
         return "an escape character, or no quoting"
     if not cfg.null_values:
         return "no null values"
+    if not load.sql("SELECT current_setting('preserve_insertion_order') AS on").column(0)[0].as_py():
+        return "preserve_insertion_order is off (row ids would not follow the file)"
     try:
         names = csv_columns(path, cfg, name)
     except HubError as exc:

@@ -61,7 +61,7 @@ def put(drop: Drop, rel: str, content: bytes) -> Path:
 def spec(drop: Drop, folder: str, tmp: Path, **source: Any) -> Any:
     doc = {
         "pipeline": "files",
-        "warehouse": f"duckdb:///{tmp / 'wh.duckdb'}",
+        "warehouse": f"duckdb:///{tmp / 'wh.duckdb'}{source.pop('warehouse', '')}",
         "systems": {"bank": {"sftp": drop.system()}},
         "sources": {"payments": {
             "system": "bank",
@@ -158,6 +158,7 @@ def test_threshold_fails_the_file_and_loads_nothing(drop: Drop, tmp_path: Path,
     ({"columns": {"id": {"type": "int64"}, "booked_on": {"type": "date", "format": "%Y-%m-%d"}},
       "rules": {}}, "a declared text format"),
     ({"rules": {"id": {"unique": True}, "note": {"unique": True}}}, "more than one uniqueness check"),
+    ({"warehouse": "?preserve_insertion_order=false"}, "preserve_insertion_order is off"),
 ])
 def test_what_duckdb_cannot_express_goes_the_arrow_way(drop: Drop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                        caplog: pytest.LogCaptureFixture, change: dict[str, Any],
