@@ -24,8 +24,8 @@ from typing import Any
 import pyarrow as pa
 
 from adapters.sftp import LocalCopy, ReadNotes, RemoteFile, SftpSource
-from hub import owners
-from hub.errors import FileMissing, ThresholdExceeded
+from hub import files_csv, owners
+from hub.errors import FileMissing, ThresholdExceeded, WarehouseError
 from hub.events.publish import emit
 from hub.materialize import mapper_for, screens_for
 from hub.runtime import tracing
@@ -33,7 +33,7 @@ from hub.runtime.prefetch import prefetch
 from hub.spec.loader import Pipeline
 from hub.spec.models import ResolvedSource
 from hub.transform.mapping import Mapped, Mapper
-from hub.validation.rules import RowRules
+from hub.validation.rules import RowRules, Threshold
 from hub.warehouse import LoadRequest, LoadResult, Warehouse, connect
 from hub.warehouse.calls import calls_sink
 
@@ -194,8 +194,13 @@ def _load(pipeline: Pipeline, source: ResolvedSource, adapter: SftpSource, remot
     notes = ReadNotes()
     warehouse = connect(pipeline.warehouse_url)
     owners.check(warehouse, pipeline, [name])
-    with warehouse.begin(
-            LoadRequest(name, "replace_partition", run_id, partition=remote.name, primary_key=keys)) as load:
+    request = LoadRequest(name, "replace_partition", run_id, partition=remote.name, primary_key=keys)
+    if adapter.source.format.csv is not None:
+        native = _load_csv(pipeline, adapter, remote, copy, run_id, progress, warehouse, request, mapper, rules,
+                           threshold)
+        if native is not None:
+            return native
+    with warehouse.begin(request) as load:
         owners.claim(load, pipeline, [name], run_id)
         files = load.attach(LoadRequest(LEDGER, "merge", run_id, primary_key=("source", "file")))
         for rows_read, mapped in prefetch(_screened(adapter, copy, notes, mapper, rules), name=f"hub-file-{name}"):
@@ -220,3 +225,36 @@ def _load(pipeline: Pipeline, source: ResolvedSource, adapter: SftpSource, remot
                        details=details)
 
 
+
+
+def _load_csv(pipeline: Pipeline, adapter: SftpSource, remote: RemoteFile, copy: LocalCopy, run_id: str,
+              progress: Progress | None, warehouse: Warehouse, request: LoadRequest, mapper: Mapper,
+              rules: RowRules, threshold: Threshold) -> FileOutcome | None:
+    """A CSV file read by DuckDB itself in the load's transaction (:mod:`hub.files_csv`); None when the Arrow
+    path must load it (then nothing was changed: the transaction was rolled back)."""
+    name = request.table
+    try:
+        with warehouse.begin(request) as load:
+            plan = files_csv.plan(adapter.source.format, copy.path, remote.name, mapper, rules, load)
+            if isinstance(plan, str):
+                log.debug("sources.%s: %s goes the Arrow way: %s", name, remote.name, plan)
+                return None
+            owners.claim(load, pipeline, [name], run_id)
+            files = load.attach(LoadRequest(LEDGER, "merge", run_id, primary_key=("source", "file")))
+            loaded = files_csv.load(plan, load, copy.path, remote.name, mapper)
+            threshold.add(loaded.rows_read, loaded.quarantine)
+            threshold.check()  # beyond it: nothing is loaded, the file is not archived
+            load.reject(loaded.quarantine)
+            if progress:
+                progress(name, load.rows)
+            files.write(_ledger_row(name, remote, copy.sha256, "loaded", load.rows, run_id))
+            files.commit()
+            result = load.commit()
+    except (files_csv.NativeUnsupported, WarehouseError) as exc:
+        log.info("sources.%s: %s: DuckDB's reader gave way to the Arrow path: %s", name, remote.name, exc)
+        threshold.reset()
+        return None
+    details: dict[str, Any] = {"file_bytes": copy.size, "file_mtime": remote.mtime, "rows_read": threshold.total,
+                               "reader": "duckdb"}
+    return FileOutcome(remote.name, "loaded", load=result, rejected=threshold.rejected, sha256=copy.sha256,
+                       details=details)

@@ -356,6 +356,10 @@ class Threshold:
         self.by_rule: Counter[str] = Counter()
         self.reasons: list[str] = []
 
+    def reset(self) -> None:
+        """Forget what was counted (a load that was rolled back is counted again by the next attempt)."""
+        self.total, self.rejected, self.by_rule, self.reasons = 0, 0, Counter(), []
+
     def add(self, rows: int, rejected: list[dict[str, Any]]) -> None:
         """Count one batch: *rows* read, *rejected* of them quarantined. Fails at once when more rows than
         ``max_bad_rows`` were rejected (no need to read the rest)."""

@@ -103,6 +103,27 @@ class Load(ABC):
     def commit(self) -> LoadResult:
         """Make the load visible, atomically, and close it."""
 
+    #: The SQL dialect of :meth:`insert_query` and :meth:`sql` when the backend can run the hub's own SQL inside
+    #: the load's transaction (``"duckdb"``), else None: callers then stream Arrow batches.
+    native_sql: ClassVar[str | None] = None
+
+    def insert_query(self, select: str) -> int:
+        """Insert the rows of *select* (SQL the hub built, never a spec author's: it runs with file access) into
+        the load's target, in this transaction, with the same schema evolution as :meth:`write`; *select*
+        gives the data columns and the hub's three (partition, run id, loaded at). Returns the rows inserted
+        (added to :attr:`rows`)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot run SQL in its load")
+
+    def sql(self, statement: str, table: pa.Table | None = None) -> pa.Table:
+        """Run the hub's own *statement* in this load's transaction (``_hub_arrow`` names *table* in it);
+        its result as Arrow (a DELETE or UPDATE: the number of rows changed)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot run SQL in its load")
+
+    @property
+    def target(self) -> str:
+        """The relation the rows of this load went to (quoted), once the first rows arrived."""
+        raise NotImplementedError(f"{type(self).__name__} has no SQL target")
+
     @abstractmethod
     def rollback(self) -> None:
         """Discard everything written and close. Safe to call more than once."""

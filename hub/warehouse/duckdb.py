@@ -284,24 +284,59 @@ class _DuckDBLoad(StreamingLoad[DuckDBWarehouse, duckdb.DuckDBPyConnection, duck
             rel.query(_CHUNK, f"INSERT INTO {self._keys} BY NAME SELECT * FROM {_CHUNK}")
 
     def _insert(self, con: duckdb.DuckDBPyConnection, chunk: pa.Table) -> None:
-        req = self.request
-        meta = (f"CAST({literal(req.partition)} AS VARCHAR) AS {ident(PARTITION_COLUMN)}, "
-                f"CAST({literal(req.run_id)} AS VARCHAR) AS {ident(RUN_COLUMN)}, "
-                f"now() AS {ident(LOADED_AT_COLUMN)}")
         target, have = self._prepare_target(con)
         # The chunk is queried as a relation, not registered: DuckDB keeps a registered Arrow table alive
         # until the transaction ends, which made a long load hold every chunk in memory.
-        rel = con.from_arrow(typed_columns(chunk, have, self._untyped))
+        self._insert_relation(con, con.from_arrow(typed_columns(chunk, have, self._untyped)), target, have,
+                              with_meta=False)
+
+    def _insert_relation(self, con: duckdb.DuckDBPyConnection, rel: duckdb.DuckDBPyRelation, target: str,
+                         have: dict[str, str], *, with_meta: bool) -> int:
+        """Insert *rel* into *target* (created by the first rows); *with_meta*: *rel* has the hub's columns."""
+        req = self.request
+        meta = "" if with_meta else (
+            f", CAST({literal(req.partition)} AS VARCHAR) AS {ident(PARTITION_COLUMN)}, "
+            f"CAST({literal(req.run_id)} AS VARCHAR) AS {ident(RUN_COLUMN)}, now() AS {ident(LOADED_AT_COLUMN)}")
         if not self._target_exists:
             kind = "TEMP TABLE" if self._staging else "TABLE"
-            rel.query(_CHUNK, f"CREATE OR REPLACE {kind} {target} AS SELECT *, {meta} FROM {_CHUNK}")
+            rel.query(_CHUNK, f"CREATE OR REPLACE {kind} {target} AS SELECT *{meta} FROM {_CHUNK}")
             self._target_exists = True
-            return
+            return _count(con, target)
         described = rel.query(_CHUNK, f"DESCRIBE SELECT * FROM {_CHUNK}")
         assert described is not None
         incoming = [(r[0], r[1]) for r in described.fetchall()]
         self._reconcile(con, target, have, incoming, fresh=self._fresh, untyped=self._untyped)
-        rel.query(_CHUNK, f"INSERT INTO {target} BY NAME SELECT *, {meta} FROM {_CHUNK}")
+        inserted = rel.query(_CHUNK, f"INSERT INTO {target} BY NAME SELECT *{meta} FROM {_CHUNK}")
+        return _count_of(inserted) if inserted is not None else 0  # type: ignore[arg-type]
+
+    # --- the hub's own SQL in the load (hub/files_csv.py) ----------------------------------------------
+
+    native_sql = "duckdb"
+
+    def insert_query(self, select: str) -> int:
+        self._flush()
+        try:
+            con = self._cursor()
+            target, have = self._prepare_target(con)
+            inserted = self._insert_relation(con, con.sql(select), target, have, with_meta=True)
+        except self._errors as exc:
+            self._fail(exc)
+        self.rows += inserted
+        return inserted
+
+    def sql(self, statement: str, table: pa.Table | None = None) -> pa.Table:
+        try:
+            con = self._cursor()
+            rel = con.sql(statement) if table is None else con.from_arrow(table).query("_hub_arrow", statement)
+            return rel.to_arrow_table() if rel is not None else pa.table({})
+        except self._errors as exc:
+            self._fail(exc)
+
+    @property
+    def target(self) -> str:
+        if self._target is None:
+            raise WarehouseError(f"load of {self.request.table}: no rows inserted yet")
+        return self._target
 
     def _start_target(self, con: duckdb.DuckDBPyConnection) -> None:
         req = self.request
