@@ -266,12 +266,42 @@ class Columns:
         item_arrays, item_fields = self.build(f.item, flat, item_errors, f"{path}.")  # types checked either way
         for j, message in item_errors.items():
             errors.setdefault(owners[j], message)
-        if path not in self.lists:  # JSON text, written from the XML values (no round trip through Arrow)
-            return pa.array([None if items is None else orjson.dumps(_items_json(f, items)).decode()
-                             for items in values], pa.string())
+        if path not in self.lists:  # JSON text, written from the XML values
+            return _json_column(f, values, flat, offsets, item_arrays, bool(item_errors))
         items_arr = item_arrays[0] if f.leaf_item else pa.StructArray.from_arrays(item_arrays, fields=item_fields)
         mask = pa.array([v is None for v in values], pa.bool_())
         return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items_arr, mask=mask)
+
+
+def _json_column(f: FieldPlan, values: tuple[Any, ...], flat: list[list[Any]], offsets: list[int],
+                 item_arrays: list[pa.Array], bad_items: bool) -> pa.Array:
+    """The JSON text of each record's repeated child (None where it was absent).
+
+    Items whose members are all leaves (order lines and the like) are written column by column: each
+    member's JSON values for every item at once (ints and floats from the typed arrays just checked, which
+    hold exactly ``int(text)``/``float(text)`` when no item was bad), then one dict per item and one
+    ``orjson.dumps`` per record. Five times fewer Python calls than walking item by item, field by field,
+    which is how anything else (nested items, lists of values, a batch with a bad item) is written."""
+    assert f.item is not None
+    members = f.item.members.fields
+    dumps = orjson.dumps
+    if f.leaf_item or bad_items or any(m.kind != LEAF for m in members):
+        texts = [None if items is None else dumps(_items_json(f, items)) for items in values]
+        return pa.array(texts, pa.binary()).cast(pa.string())
+    columns: list[list[Any]] = []
+    for m, arr in zip(members, item_arrays, strict=True):
+        if m.conv == "int" or (m.conv == "float" and arr.type == pa.float64()):  # float32 would round
+            columns.append(arr.to_numpy(zero_copy_only=False).tolist() if arr.null_count == 0 else arr.to_pylist())
+            continue
+        slot = m.slot
+        raw = [sub[slot] for sub in flat]
+        conv = _JSON_VALUE.get(m.conv)
+        columns.append(raw if conv is None else list(map(conv, raw)))
+    names = [m.name for m in members]
+    objects = [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)] if columns else \
+        [{} for _ in flat]
+    texts = [None if items is None else dumps(objects[offsets[i]:offsets[i + 1]]) for i, items in enumerate(values)]
+    return pa.array(texts, pa.binary()).cast(pa.string())
 
 
 def make_batch(columns: Columns, space: Space, rows: list[list[Any]]) -> pa.RecordBatch:
