@@ -67,6 +67,8 @@ def default_load_threads() -> int:
     own allocator cache (the REST benchmark on 2 vCPUs: 16 MB less peak RSS and no slower with one thread
     instead of two; docs/benchmarks.md)."""
     return max(1, (os.cpu_count() or 2) // 2)
+
+
 #: Configuration of connections that run user SQL (models, export queries): no file system, network or
 #: extension access, and no way to change that from SQL.
 SANDBOX: dict[str, str | bool | int | float | list[str]] = {"enable_external_access": False,
