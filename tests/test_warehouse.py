@@ -5,6 +5,7 @@ of the session's database per test); the tests after them are specific to one ba
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -222,6 +223,29 @@ def test_duckdb_url_settings_and_unsupported_url(tmp_path: Path) -> None:
     with pytest.raises(WarehouseError, match="unsupported warehouse URL scheme 'oracle'") as info:
         connect("oracle://scott:tiger-secret@db/x")
     assert "tiger-secret" not in str(info.value)
+
+
+def _threads_during_load(url: str) -> int:
+    wh = connect(url)
+    with wh.begin(LoadRequest("t", "replace", "r")) as load:
+        load.write(_b(a=[1]))
+        seen = load._live().execute("select current_setting('threads')").fetchall()[0][0]  # type: ignore[attr-defined]
+        load.commit()
+    return int(seen)
+
+
+def test_duckdb_load_threads(tmp_path: Path) -> None:
+    """Loads run DuckDB with load_threads (half the CPUs unless the URL says otherwise): more threads only
+    compete with the adapter's loop for the cores and each keeps its own allocator cache."""
+    from hub.warehouse.duckdb import default_load_threads
+
+    assert default_load_threads() == max(1, (os.cpu_count() or 2) // 2)
+    assert _threads_during_load(f"duckdb:///{tmp_path / 'a.duckdb'}") == default_load_threads()
+    assert _threads_during_load(f"duckdb:///{tmp_path / 'b.duckdb'}?threads=3") == 3  # the URL's choice
+    assert _threads_during_load(f"duckdb:///{tmp_path / 'c.duckdb'}?threads=3&load_threads=2") == 2
+    for bad in ("0", "many"):
+        with pytest.raises(WarehouseError, match="load_threads"):
+            connect(f"duckdb:///{tmp_path / 'd.duckdb'}?load_threads={bad}")
 
 
 def _orders_with_lines(wh: Warehouse, orders: dict[int, list[str]], *, fail: bool = False) -> None:

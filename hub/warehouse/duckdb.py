@@ -10,7 +10,8 @@ next pages. Everything happens in one transaction; a failure rolls back, and a k
 an uncommitted transaction that DuckDB discards when the file is next opened.
 
 Connection settings can ride on the URL: ``duckdb:///warehouse/hub.duckdb?memory_limit=2GB&threads=4``, and
-``load_memory_limit`` (default 160MB) caps DuckDB's memory during loads.
+``load_memory_limit`` (default 160MB) caps DuckDB's memory during loads, ``load_threads`` (default: the URL's
+``threads``, else half the CPUs, at least one) its worker threads during loads.
 
 SQL a spec author wrote (models, export queries) runs on a connection of its own opened with
 ``enable_external_access=false`` and ``lock_configuration=true`` (:data:`SANDBOX`): DuckDB then refuses
@@ -58,6 +59,16 @@ _NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "
             "UBIGINT", "FLOAT", "DOUBLE", "DECIMAL")
 _CHUNK = "_hub_chunk"
 DEFAULT_LOAD_MEMORY = "160MB"
+
+
+def default_load_threads() -> int:
+    """DuckDB threads for a load: half the CPUs. A load inserts chunks while the adapter's event loop and the
+    mapping keep the other cores busy; every DuckDB thread more only competes with them, and each keeps its
+    own allocator cache (the REST benchmark on 2 vCPUs: 16 MB less peak RSS and no slower with one thread
+    instead of two; docs/benchmarks.md)."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
 #: Configuration of connections that run user SQL (models, export queries): no file system, network or
 #: extension access, and no way to change that from SQL.
 SANDBOX: dict[str, str | bool | int | float | list[str]] = {"enable_external_access": False,
@@ -95,6 +106,13 @@ class DuckDBWarehouse(Warehouse):
         # Loads cap DuckDB's own memory (it spills what does not fit): an uncommitted load otherwise keeps
         # every row it appended in memory until the commit. Queries and models keep DuckDB's default.
         self.load_memory_limit = str(self.config.pop("load_memory_limit", DEFAULT_LOAD_MEMORY))
+        threads = self.config.pop("load_threads", self.config.get("threads", default_load_threads()))
+        try:
+            self.load_threads = int(str(threads))
+        except ValueError:
+            raise WarehouseError(f"{url}: load_threads must be a whole number, not {threads!r}") from None
+        if self.load_threads < 1:
+            raise WarehouseError(f"{url}: load_threads must be at least 1, not {self.load_threads}")
         # Another process holding the file (a listener absorbing events for a moment) is waited for, up to
         # lock_wait seconds (default $HUB_DUCKDB_LOCK_WAIT or 10); the listener itself uses 0 and backs off.
         self.lock_wait = float(str(self.config.pop("lock_wait", os.environ.get("HUB_DUCKDB_LOCK_WAIT", 10))))
@@ -243,6 +261,7 @@ class _DuckDBLoad(StreamingLoad[DuckDBWarehouse, duckdb.DuckDBPyConnection, duck
     def _begin(self, con: duckdb.DuckDBPyConnection) -> None:
         if self._parent is None:
             con.execute(f"SET memory_limit = {literal(self.warehouse.load_memory_limit)}")
+            con.execute(f"SET threads = {self.warehouse.load_threads:d}")
             con.execute("BEGIN TRANSACTION")
 
     def _relation(self, table: str) -> str:
