@@ -9,31 +9,15 @@ docs/operations.md.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import dagster as dg
 
 from hub.dagster.definitions import DUCKDB_POOL
+from hub.runs import DAGSTER_YAML, dagster_home
 
-DAGSTER_YAML = """\
-# Written by hub for local use; see docs/operations.md for production settings.
-telemetry:
-  enabled: false
-concurrency:
-  pools:
-    granularity: op
-"""
+__all__ = ["DAGSTER_YAML", "dagster_home", "ensure_pools", "local_instance"]
 
-
-def dagster_home(root: Path) -> Path:
-    home = Path(os.environ.get("DAGSTER_HOME") or root / ".dagster").resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    cfg = home / "dagster.yaml"
-    if not cfg.exists():
-        cfg.write_text(DAGSTER_YAML, encoding="utf-8")
-    os.environ["DAGSTER_HOME"] = str(home)
-    return home
 
 
 def ensure_pools(instance: dg.DagsterInstance) -> None:
