@@ -302,8 +302,10 @@ def run_fast(pipeline: Pipeline, home: Path, *, assets: Sequence[str] | None = N
     """Materialize *assets* (default: all) of *pipeline* in this process, planned like
     :func:`hub.dagster.run.run_pipeline`; each run is recorded in the journal of *home*. Stops at the first
     failed run."""
+    from hub.runtime.lazy import pyarrow_without_pandas
     from hub.warehouse.lock import writer_lock
 
+    pyarrow_without_pandas()
     tell = say or (lambda _line: None)
     names = list(assets) if assets else pipeline.asset_names()
     unknown = [a for a in names if a not in pipeline.asset_names()]
