@@ -24,7 +24,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,10 +68,12 @@ def metadata(md: dict[str, Any]) -> dict[str, Any]:
     for key, value in md.items():
         if isinstance(value, dict) and set(value) == {"hub_type", "value"}:
             kind, v = value["hub_type"], value["value"]
-            out[key] = {"float": lambda x: dg.FloatMetadataValue(float(x)), "url": dg.UrlMetadataValue,
+            convert: dict[str, Callable[[Any], Any]] = {
+                        "float": lambda x: dg.FloatMetadataValue(float(x)), "url": dg.UrlMetadataValue,
                         "json": dg.MetadataValue.json, "md": dg.MetadataValue.md, "path": dg.MetadataValue.path,
                         "table_schema": lambda cols: dg.TableSchema(
-                            columns=[dg.TableColumn(name=n, type=t) for n, t in cols])}[kind](v)
+                            columns=[dg.TableColumn(name=n, type=t) for n, t in cols])}
+            out[key] = convert[kind](v)
         else:
             out[key] = value
     return out
