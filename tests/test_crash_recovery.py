@@ -1,6 +1,7 @@
 """A `hub run --dagster` killed outright (SIGKILL, an out-of-memory kill) must not stall the next one on the
 same Dagster instance: its run is marked failed and its `hub_duckdb` pool slot freed before the new run waits
-on it, and a run that does wait for a live holder says which run holds the slot, uses no CPU and stops at once on SIGTERM."""
+on it, and a run that does wait for a live holder says which run holds the slot, uses no CPU and stops at once
+on SIGTERM."""
 
 from __future__ import annotations
 

@@ -142,9 +142,9 @@ def _source_asset(pipeline: Pipeline, source: ResolvedSource,
     def _multi(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
         with locked(pipeline, context, source.name):
             outcome = run(context)
-            results: list[dg.MaterializeResult] = [dg.MaterializeResult(asset_key=source.name, metadata=_metadata(outcome, parts is not None),
-                                            check_results=check_results(context, pipeline, source.name,
-                                                                        partition(context)))]
+            results: list[dg.MaterializeResult] = [dg.MaterializeResult(
+                asset_key=source.name, metadata=_metadata(outcome, parts is not None),
+                check_results=check_results(context, pipeline, source.name, partition(context)))]
             for child, result in outcome.children.items():
                 child_outcome = Outcome(asset=child, load=result, duration_s=outcome.duration_s,
                                         source_url=outcome.source_url)
