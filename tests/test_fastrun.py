@@ -143,18 +143,20 @@ def test_two_runs_take_turns_the_waiter_names_the_holder_and_stops_on_sigterm(tm
             while len(server.requests("/pages")) < 2:
                 assert holder.poll() is None and time.monotonic() < deadline, "the first run never started"
                 time.sleep(0.05)
-            waiters = [subprocess.Popen([*HUB, "run", str(quick)], cwd=tmp_path, env=_env(home),
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                       for _ in range(2)]
+            waiters: list[subprocess.Popen[str]] = []
             lines: list[list[str]] = [[], []]
-            for w, out in zip(waiters, lines, strict=True):
+            for out in lines:  # one after the other, each seen waiting while the holder still loads
+                w = subprocess.Popen([*HUB, "run", str(quick)], cwd=tmp_path, env=_env(home), stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+                waiters.append(w)
                 stream = w.stdout
                 assert stream is not None
                 threading.Thread(target=lambda s=stream, o=out: o.extend(iter(s.readline, "")), daemon=True).start()
-            deadline = time.monotonic() + 60
-            while not all(any("waiting for the warehouse" in line for line in out) for out in lines):
-                assert time.monotonic() < deadline, lines
-                time.sleep(0.1)
+                deadline = time.monotonic() + 60
+                while not any("waiting for the warehouse" in line for line in out):
+                    assert time.monotonic() < deadline and w.poll() is None, (lines, holder.poll())
+                    time.sleep(0.1)
+                assert holder.poll() is None, "the holder ended before the waiter waited: make it slower"
             said = next(line for line in lines[0] if "waiting for the warehouse" in line)
             assert f"held by pid {holder.pid}" in said and "hub run of pipeline fast" in said, said
             cpu = _cpu_seconds(waiters[1].pid)
@@ -170,8 +172,9 @@ def test_two_runs_take_turns_the_waiter_names_the_holder_and_stops_on_sigterm(tm
             holder.kill()
             holder.wait(30)
     assert _rows(tmp_path) == [(400, 400)]
-    statuses = sorted(str(r["status"]) for r in _runs(tmp_path, home))
-    assert statuses == ["SUCCESS", "SUCCESS"], "the run stopped while waiting never started"
+    runs = _runs(tmp_path, home)
+    statuses = sorted(str(r["status"]) for r in runs)
+    assert statuses == ["SUCCESS", "SUCCESS"], runs  # the run stopped while waiting never started
 
 
 @pytest.mark.slow
