@@ -38,7 +38,8 @@ def gave_up(what: str, exc: BrokenBody | httpx.TransportError, attempts: int) ->
 
 # --- origin pinning ------------------------------------------------------------------------------------
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+#: The port an http(s) URL means when it names none (shared with the WSDL import rule).
+DEFAULT_PORTS = {"http": 80, "https": 443}
 #: Header names that carry credentials whatever the spec calls them (lower case, matched as substrings).
 _CREDENTIAL_HEADER_WORDS = ("auth", "token", "key", "secret", "cookie", "session", "password", "signature")
 
@@ -47,7 +48,7 @@ def origin(url: str | httpx.URL) -> str:
     """``scheme://host:port`` of *url*, the default port written out, so equal origins compare equal."""
     u = httpx.URL(str(url)) if not isinstance(url, httpx.URL) else url
     scheme = u.scheme.lower()
-    port = u.port or _DEFAULT_PORTS.get(scheme, 0)
+    port = u.port or DEFAULT_PORTS.get(scheme, 0)
     return f"{scheme}://{u.host.lower()}:{port}"
 
 

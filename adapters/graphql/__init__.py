@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from adapters.graphql.calls import CallDocument, call_document, records_at
     from adapters.graphql.catalog import catalog_of, describe, introspect, load_sdl, load_sdl_file, schema_of
     from adapters.graphql.client import GraphQLEndpoint, GraphQLPage, GraphQLSource, GraphQLStats, origin_policy
-    from adapters.graphql.contract import ContractChange, compare, selection_contract
+    from adapters.graphql.contract import ContractChange, call_contract, compare, selection_contract
 
 __all__ = [
     "CallDocument",
@@ -32,6 +32,7 @@ __all__ = [
     "GraphQLSystemConfig",
     "OffsetVariables",
     "RelayPaginate",
+    "call_contract",
     "call_document",
     "catalog_of",
     "compare",
@@ -62,6 +63,7 @@ __getattr__ = lazy(__name__, {
     "GraphQLStats": "adapters.graphql.client",
     "origin_policy": "adapters.graphql.client",
     "ContractChange": "adapters.graphql.contract",
+    "call_contract": "adapters.graphql.contract",
     "compare": "adapters.graphql.contract",
     "selection_contract": "adapters.graphql.contract",
 })

@@ -24,6 +24,7 @@ from graphql import (
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
+    GraphQLInputObjectType,
     GraphQLInterfaceType,
     GraphQLNonNull,
     GraphQLObjectType,
@@ -140,6 +141,72 @@ def selection_contract(schema: GraphQLSchema, query: str, operation_name: str | 
         walker.walk(op.selection_set, root, "", frozenset())
     return {"operation": op.operation.value, "root": root.name if root else None, "fields": walker.fields,
             "arguments": walker.arguments, "unsatisfied": walker.unsatisfied, "available": walker.available}
+
+
+def call_contract(schema: GraphQLSchema, name: str, sent: dict[str, Any], reads: list[tuple[str, ...]], *,
+                  prefer: str = "mutation") -> dict[str, Any]:
+    """The contract of one call a flow makes to root field *name* (a mutation, or a query it looks up): in the
+    shape of :func:`selection_contract`, so :func:`compare` classifies it. ``arguments`` holds every argument
+    the flow passes and, inside input objects, every input field it fills (``setPrice(input.amount)``), so a
+    renamed input field is an argument removed (breaking); ``unsatisfied`` the required arguments and input
+    fields it does not pass; ``fields`` the root field and the response fields its outputs read (*reads*:
+    paths of names, relative to the response data or to a record of the field)."""
+    roots = [schema.mutation_type, schema.query_type]
+    if prefer != "mutation":
+        roots.reverse()
+    root = next((r for r in roots if r is not None and name in r.fields), None)
+    out: dict[str, Any] = {"operation": None, "root": None, "fields": {}, "arguments": {}, "unsatisfied": {},
+                           "available": {}}
+    if root is None:
+        return out
+    field = root.fields[name]
+    out.update(operation="mutation" if root is schema.mutation_type else "query", root=root.name)
+    out["fields"][name] = str(field.type)
+    missing = sorted(n for n, a in field.args.items()
+                     if n not in sent and isinstance(a.type, GraphQLNonNull) and a.default_value is Undefined)
+    if missing:
+        out["unsatisfied"][name] = missing
+    for arg, value in sent.items():
+        if arg in field.args:
+            _inputs(out, name, arg, field.args[arg].type, value)
+    for path in reads:
+        steps = [p for p in path if p != "[]"]
+        if steps and steps[0] == name:
+            steps = steps[1:]
+        current, prefix = get_named_type(field.type), name
+        for step in steps:
+            if not isinstance(current, GraphQLObjectType | GraphQLInterfaceType):
+                break
+            if step not in current.fields and "nodes" in current.fields:  # a record of a connection
+                current = get_named_type(current.fields["nodes"].type)
+                prefix = f"{prefix}.nodes"
+                if not isinstance(current, GraphQLObjectType | GraphQLInterfaceType):
+                    break
+            if step not in current.fields:
+                break
+            prefix = f"{prefix}.{step}"
+            out["fields"][prefix] = str(current.fields[step].type)
+            current = get_named_type(current.fields[step].type)
+    return out
+
+
+def _inputs(out: dict[str, Any], name: str, path: str, type_: Any, value: Any) -> None:
+    """Record argument *path* of root field *name* with its type; inside an input object, the fields the flow
+    fills (and the required ones it leaves out)."""
+    out["arguments"][f"{name}({path})"] = str(type_)
+    named = get_named_type(type_)
+    if not isinstance(named, GraphQLInputObjectType):
+        return
+    for element in value if isinstance(value, list) else [value]:
+        if not isinstance(element, dict):
+            continue
+        missing = sorted(n for n, f in named.fields.items()
+                         if n not in element and isinstance(f.type, GraphQLNonNull) and f.default_value is Undefined)
+        if missing:
+            out["unsatisfied"][f"{name}({path})"] = missing
+        for key, inner in element.items():
+            if key in named.fields:
+                _inputs(out, name, f"{path}.{key}", named.fields[key].type, inner)
 
 
 _BANG = re.compile(r"!")

@@ -25,12 +25,11 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
+from adapters._http import DEFAULT_PORTS
 from hub.errors import XMLSecurityError
 from hub.runtime.secrets import mask_url
 
 Origin = tuple[str, str, int]
-
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def origin_of(url: str) -> Origin | None:
@@ -38,10 +37,10 @@ def origin_of(url: str) -> Origin | None:
     that does not parse (a bad port)."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+    if scheme not in DEFAULT_PORTS or not parts.hostname:
         return None
     try:
-        port = parts.port or _DEFAULT_PORTS[scheme]
+        port = parts.port or DEFAULT_PORTS[scheme]
     except ValueError:
         return None
     return scheme, parts.hostname.lower(), port
@@ -50,7 +49,7 @@ def origin_of(url: str) -> Origin | None:
 def show_origin(origin: Origin) -> str:
     scheme, host, port = origin
     host = f"[{host}]" if ":" in host else host
-    return f"{scheme}://{host}" + ("" if _DEFAULT_PORTS[scheme] == port else f":{port}")
+    return f"{scheme}://{host}" + ("" if DEFAULT_PORTS[scheme] == port else f":{port}")
 
 
 def local_path(url: str) -> Path | None:

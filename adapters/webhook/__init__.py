@@ -26,7 +26,7 @@ if TYPE_CHECKING:
         sign_stripe,
         verifier,
     )
-    from adapters.webhook.receiver import Received, WebhookReceiver
+    from adapters.webhook.receiver import Received, WebhookCaller, WebhookReceiver
 
 __all__ = [
     "RESERVED_PATHS",
@@ -39,6 +39,7 @@ __all__ = [
     "Unauthorized",
     "Verified",
     "Verifier",
+    "WebhookCaller",
     "WebhookReceiver",
     "WebhookSourceConfig",
     "WebhookSystemConfig",
@@ -59,5 +60,6 @@ __getattr__ = lazy(__name__, {
     "sign_stripe": "adapters.webhook.auth",
     "verifier": "adapters.webhook.auth",
     "Received": "adapters.webhook.receiver",
+    "WebhookCaller": "adapters.webhook.receiver",
     "WebhookReceiver": "adapters.webhook.receiver",
 })

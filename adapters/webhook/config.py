@@ -159,8 +159,9 @@ class WebhookSourceConfig(BaseModel):
     def _path(cls, value: str) -> str:
         if not re.fullmatch(r"/[A-Za-z0-9._~\-/]*", value) or "//" in value or value.endswith("/"):
             raise ValueError(f"expected an absolute URL path such as /hooks/payments, got {value!r}")
-        if value in RESERVED_PATHS or value.startswith("/runs"):
-            raise ValueError(f"{value} is one of hub serve's own paths ({', '.join(RESERVED_PATHS)}, /runs)")
+        if value in RESERVED_PATHS or value.startswith(("/runs", "/flows")):
+            raise ValueError(f"{value} is one of hub serve's own paths ({', '.join(RESERVED_PATHS)}, /runs, "
+                             "/flows/<flow>/run)")
         return value
 
 

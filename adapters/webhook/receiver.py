@@ -26,6 +26,46 @@ class Received:
     verified: Verified
 
 
+class WebhookCaller:
+    """Authenticates the calls one webhook system makes to the hub outside a source (a flow's HTTP trigger):
+    the same checks as its webhook sources, with nothing stored."""
+
+    def __init__(self, system: WebhookSystemConfig, verifier: Verifier, *, name: str) -> None:
+        self.system, self.verifier, self.name = system, verifier, name
+
+    @property
+    def max_body(self) -> int:
+        return self.system.max_body
+
+    @property
+    def auth_kind(self) -> str:
+        return self.system.auth.type
+
+    def security_scheme(self) -> dict[str, Any]:
+        """The OpenAPI security scheme of the system's calls."""
+        return security_scheme(self.system)
+
+    async def verify(self, headers: Mapping[str, str], body: bytes) -> Verified:
+        """Who called; :class:`hub.errors.Unauthorized` (or ``AuthUnavailable``) otherwise."""
+        return await self.verifier.verify(headers, body)
+
+    def claim(self, verified: Verified, request_id: str) -> None:
+        """Remember the call's signature with *request_id*; the same signature with another id is a replay."""
+        self.verifier.claim(verified, request_id)
+
+
+def security_scheme(system: WebhookSystemConfig) -> dict[str, Any]:
+    """The OpenAPI security scheme of a webhook system's calls (``hub serve``'s /openapi.json)."""
+    auth = system.auth
+    if isinstance(auth, JwtAuth):
+        return {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                "description": f"An access token of {auth.issuer} for {auth.audience}."}
+    if isinstance(auth, HmacAuth):
+        return {"type": "apiKey", "in": "header", "name": auth.signature_header,
+                "description": f"HMAC-SHA256 signature of the body ({auth.style} style)."}
+    return {"type": "apiKey", "in": "header", "name": auth.header, "description": "API key."}
+
+
 class WebhookReceiver:
     """Authenticates calls to one webhook source and turns them into messages."""
 
@@ -47,14 +87,7 @@ class WebhookReceiver:
 
     def security_scheme(self) -> dict[str, Any]:
         """The OpenAPI security scheme of this source's calls (``hub serve``'s /openapi.json)."""
-        auth = self.system.auth
-        if isinstance(auth, JwtAuth):
-            return {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                    "description": f"An access token of {auth.issuer} for {auth.audience}."}
-        if isinstance(auth, HmacAuth):
-            return {"type": "apiKey", "in": "header", "name": auth.signature_header,
-                    "description": f"HMAC-SHA256 signature of the body ({auth.style} style)."}
-        return {"type": "apiKey", "in": "header", "name": auth.header, "description": "API key."}
+        return security_scheme(self.system)
 
     async def receive(self, headers: Mapping[str, str], body: bytes) -> Received:
         """The message of an authentic call; :class:`hub.errors.Unauthorized` otherwise (nothing is stored),

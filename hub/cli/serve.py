@@ -40,6 +40,9 @@ def serve_command(
     server = app.state.server
     for path, route in server.routes.items():
         console.print(f"POST {path} -> {route.pipeline.name}.{route.source}", highlight=False)
+    for name, trigger in server.flows.items():
+        console.print(f"POST /flows/{name}/run -> flow {trigger.pipeline.name}.{name} ({trigger.system}, "
+                      f"{trigger.caller.auth_kind})", highlight=False)
     console.print(f"runs: {'POST /runs (bearer token)' if options.run_tokens else 'off (set HUB_SERVE_TOKEN)'}; "
                   f"OpenAPI at http://{host}:{port}/openapi.json", highlight=False)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

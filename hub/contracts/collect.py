@@ -32,7 +32,7 @@ import yaml
 
 from adapters.sftp import CsvFormat, FormatConfig
 from hub.contracts.schema import infer
-from hub.contracts.usage import query_columns, sqlglot_dialect, system_sources, table_key
+from hub.contracts.usage import query_columns, sql_flow_writes, sqlglot_dialect, system_sources, table_key
 from hub.errors import AdapterError, HTTPStatusError, HubError, ResponseFormatError, SoapFault, TransportError
 from hub.runtime.secrets import mask
 from hub.runtime.window import Window, render_config, sample_window
@@ -433,13 +433,18 @@ def _fixed_width_layout(data: bytes, fmt: FormatConfig, base_dir: Path) -> dict[
 
 def collect_sql(pipeline: Pipeline, system: str) -> dict[str, Any]:
     from adapters.sql.catalog import describe
+    from hub.spec.flows import flow_calls
 
     sources = system_sources(pipeline, system)
-    if not sources:
+    written = sql_flow_writes(pipeline, system)
+    flow_tables = {written[c.operation] for c in flow_calls(pipeline.spec.flows, system) if c.operation in written}
+    if not sources and not flow_tables:
         return {"tables": {}}
     block = pipeline.spec.systems[system]
     cfg = block.protocol.resolve_system(system, block, root=pipeline.root)
     wanted: dict[str | None, set[str]] = {}
+    for schema_name, table_name in flow_tables:  # the tables flows write are part of the contract too
+        wanted.setdefault(schema_name, set()).add(table_name)
     for source in sources:
         sql = source.config
         assert sql is not None

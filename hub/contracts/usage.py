@@ -278,9 +278,30 @@ def stream_usage(pipeline: Pipeline, system: str, scope: Callable[[str], str]) -
     return usage
 
 
+def sql_flow_writes(pipeline: Pipeline, system: str) -> dict[str, tuple[str | None, str]]:
+    """The writes of the system's ``writes:`` block as flows call them: action operation (``upsert_paid``)
+    -> (schema, table). Procedures have no columns to reflect and are left out."""
+    block = pipeline.spec.systems.get(system)
+    writes = getattr(block.config, "writes", None) if block is not None else None
+    if writes is None:
+        return {}
+    return {f"{mode}_{table}": (writes.schema_, table) for table, spec in writes.tables.items()
+            for mode in spec.modes}
+
+
 def sql_usage(pipeline: Pipeline, system: str) -> Usage:
-    """Scope ``table:NAME``: the columns each table or query source reads."""
+    """Scope ``table:NAME``: the columns each table or query source reads, and each column a flow writes
+    (a parameter of ``insert_/update_/upsert_<table>``): renaming or removing it breaks the flow."""
     usage = Usage()
+    written = sql_flow_writes(pipeline, system)
+
+    def flow_scopes(op: str) -> tuple[str, str, None, None] | None:
+        if op not in written:
+            return None
+        scope = f"table:{table_key(written[op][1], written[op][0])}"
+        return f"{scope}:write", scope, None, None  # the op scope is not compared: a table's columns are
+
+    _flow_uses(usage, pipeline, system, flow_scopes)
     for source in system_sources(pipeline, system):
         sql = source.config
         if sql.table is not None:

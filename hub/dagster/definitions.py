@@ -231,7 +231,7 @@ def pipeline_definitions(pipeline: Pipeline) -> dg.Definitions:
         sensors.append(stream_sensor(pipeline, source, sjob))
     schedules = [_schedule(pipeline, job, parts)] if pipeline.spec.schedule else []
     defs = dg.Definitions(assets=pipeline_assets(pipeline), jobs=jobs, schedules=schedules, sensors=sensors)
-    defs = dg.Definitions.merge(defs, flow_definitions(pipeline, pool_for(pipeline)))
+    defs = dg.Definitions.merge(defs, flow_definitions(pipeline, pool_for(pipeline), parts))
     return dg.Definitions.merge(defs, contract_definitions(pipeline))  # contract tests as asset checks
 
 

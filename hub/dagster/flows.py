@@ -1,7 +1,9 @@
 """Flows as Dagster assets: each flow is an asset (its table holds one row per item with status and outputs),
 with asset checks on its failed, dead-lettered and unknown items, a job of its own (flows act on systems, so
 no pipeline run starts one by accident), a schedule when its trigger is a cron and an eager automation
-condition when its trigger is ``after: <asset>``."""
+condition when its trigger is ``after: <asset>``. A flow after a time-partitioned table has the pipeline's
+partitions: the eager condition requests the partition that was just materialized, and its run reads only
+that partition's items."""
 
 
 from collections.abc import Iterator
@@ -10,6 +12,7 @@ from typing import Any
 import dagster as dg
 
 from hub.runtime.secrets import mask
+from hub.runtime.window import Window
 from hub.spec.loader import Pipeline
 
 CHECKS = ("failed", "dead", "unknown")
@@ -19,8 +22,12 @@ def _check_name(flow: str, what: str) -> str:
     return f"{flow}_{what}"
 
 
-def flow_asset(pipeline: Pipeline, name: str, pool: str | None) -> dg.AssetsDefinition:
+def flow_asset(pipeline: Pipeline, name: str, pool: str | None,
+               parts: dg.PartitionsDefinition | None = None) -> dg.AssetsDefinition:
+    """The flow's asset; *parts*: the pipeline's time partitions, which a flow triggered after a partitioned
+    table shares (each partition's run reads that partition's items only)."""
     flow = pipeline.spec.flows[name]
+    parts = parts if pipeline.flow_partitioned(name) else None
     limits = flow.checks
     specs = [dg.AssetCheckSpec(_check_name(name, what), asset=name, blocking=getattr(limits, what) is not None,
                                description=f"{what} items of the flow's last run (at most "
@@ -31,13 +38,17 @@ def flow_asset(pipeline: Pipeline, name: str, pool: str | None) -> dg.AssetsDefi
     automation = dg.AutomationCondition.eager() if flow.trigger.after or flow.trigger.events else None
 
     @dg.asset(name=name, group_name=pipeline.name, kinds={"flow"}, deps=pipeline.flow_deps.get(name, []),
-              pool=pool, check_specs=specs, automation_condition=automation,
+              pool=pool, check_specs=specs, automation_condition=automation, partitions_def=parts,
               description=flow.description or f"flow {name}: {len(flow.steps)} step(s) per item",
               metadata={"hub/spec": str(pipeline.path), "hub/flow_steps": ", ".join(s.name for s in flow.steps)})
     def _asset(context: dg.AssetExecutionContext) -> Iterator[Any]:
         from hub.flows.engine import run_flow
 
-        report = run_flow(pipeline, name, run_id=context.run_id, echo=context.log.info)
+        window = None
+        if parts is not None:
+            tw = context.partition_time_window
+            window = Window(key=context.partition_key, start=tw.start, end=tw.end)
+        report = run_flow(pipeline, name, run_id=context.run_id, echo=context.log.info, window=window)
         counts = {s: report.count(s) for s in ("ok", "skipped", "failed", "dead", "unknown", "compensated")}
         steps: dict[str, int] = {}
         for item in report.items:
@@ -62,16 +73,18 @@ def flow_asset(pipeline: Pipeline, name: str, pool: str | None) -> dg.AssetsDefi
     return _asset
 
 
-def flow_definitions(pipeline: Pipeline, pool: str | None) -> dg.Definitions:
+def flow_definitions(pipeline: Pipeline, pool: str | None,
+                     parts: dg.PartitionsDefinition | None = None) -> dg.Definitions:
     """The flow assets of *pipeline*, a job per flow and the schedules of scheduled flows."""
     if not pipeline.spec.flows:
         return dg.Definitions()
-    assets = [flow_asset(pipeline, name, pool) for name in pipeline.spec.flows]
+    assets = [flow_asset(pipeline, name, pool, parts) for name in pipeline.spec.flows]
     jobs = []
     schedules = []
     for name, flow in pipeline.spec.flows.items():
         job = dg.define_asset_job(f"{pipeline.name}_{name}_flow", selection=dg.AssetSelection.assets(name),
-                                  description=flow.description or f"flow {name}")
+                                  description=flow.description or f"flow {name}",
+                                  partitions_def=parts if pipeline.flow_partitioned(name) else None)
         jobs.append(job)
         if flow.trigger.schedule:
             schedules.append(dg.ScheduleDefinition(name=f"{pipeline.name}_{name}_schedule", job=job,

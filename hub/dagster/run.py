@@ -16,7 +16,8 @@ from pathlib import Path
 import dagster as dg
 from dagster._utils.error import SerializableErrorInfo
 
-from hub.dagster.definitions import FULL_REFRESH_TAG, pipeline_assets, pool_for
+from hub.dagster.definitions import FULL_REFRESH_TAG, partitions_def, pipeline_assets, pool_for
+from hub.dagster.flows import flow_asset
 from hub.dagster.recovery import recover_dead_runs, run_tags, wait_for_pool
 from hub.errors import HubError
 from hub.files import ready_files
@@ -89,7 +90,9 @@ def run_pipeline(pipeline: Pipeline, instance: dg.DagsterInstance, *, assets: Se
 
     1. time-partitioned sources, one run per key of *partitions* (reference sources with the first);
     2. file drops, one run per file (*files*, or every file that is ready now);
-    3. models, then exports, in one run.
+    3. models, then exports, in one run;
+    4. flows named in *assets* (never by default: they act on systems), one run each, per key of *partitions*
+       when the flow is partitioned.
 
     Stops at the first failure. *full_refresh*: incremental sources read everything and replace their table.
     Before each run, runs of this host whose process died are marked failed and their pool slots freed, and a
@@ -98,12 +101,15 @@ def run_pipeline(pipeline: Pipeline, instance: dg.DagsterInstance, *, assets: Se
     """
     tell = say or (lambda _line: None)
     pool = pool_for(pipeline)
-    all_assets = pipeline_assets(pipeline)
-    names = list(assets) if assets else pipeline.asset_names()
-    unknown = [a for a in names if a not in pipeline.asset_names()]
+    parts = partitions_def(pipeline.spec.partitions)
+    all_assets = pipeline_assets(pipeline) + [flow_asset(pipeline, f, pool, parts) for f in pipeline.spec.flows]
+    names = list(assets) if assets else pipeline.asset_names()  # flows only when named: they act on systems
+    known = [*pipeline.asset_names(), *pipeline.spec.flows]
+    unknown = [a for a in names if a not in known]
     if unknown:
-        raise HubError(f"{pipeline.path}: no asset named {', '.join(unknown)} "
-                       f"(assets: {', '.join(pipeline.asset_names())})")
+        raise HubError(f"{pipeline.path}: no asset named {', '.join(unknown)} (assets: {', '.join(known)})")
+    flows = [n for n in names if n in pipeline.spec.flows]
+    names = [n for n in names if n not in pipeline.spec.flows]
     # A source and its child tables materialize together (one transaction): select them as a group.
     groups = {t: [name, *s.spec.children] for name, s in pipeline.sources.items() for t in (name, *s.spec.children)}
     names = list(dict.fromkeys(m for n in names for m in groups.get(n, [n])))
@@ -151,8 +157,12 @@ def run_pipeline(pipeline: Pipeline, instance: dg.DagsterInstance, *, assets: Se
         for key in keys:
             if not run([name], key, f"file {key}"):
                 return outcomes
-    if last:
-        run(last, None, None)
+    if last and not run(last, None, None):
+        return outcomes
+    for name in flows:  # last, each in a run of its own (as its own job would): per partition when partitioned
+        for key in partitions if pipeline.flow_partitioned(name) else [None]:
+            if not run([name], key, key):
+                return outcomes
     return outcomes
 
 

@@ -45,8 +45,10 @@ from hub.flows.ledger import DONE, OPEN, Delivery, Ledger, canonical, idempotenc
 from hub.runtime import tracing
 from hub.runtime.expr import evaluate, truthy
 from hub.runtime.secrets import mask
+from hub.runtime.window import Window, render
 from hub.spec.flows import FlowSpec, MapField, StepSpec
 from hub.spec.loader import Pipeline
+from hub.warehouse.base import PARTITION_COLUMN, ident, literal
 
 ITEM_STATUSES = ("ok", "skipped", "failed", "dead", "unknown", "compensated", "planned")
 FAILED = frozenset({"failed", "dead", "unknown", "compensated"})
@@ -207,11 +209,15 @@ class FlowRun:
 
     def __init__(self, pipeline: Pipeline, flow: str, *, dry_run: bool = False, limit: int | None = None,
                  run_id: str | None = None, catalog: Catalog | None = None,
-                 echo: Callable[[str], None] | None = None) -> None:
+                 echo: Callable[[str], None] | None = None, window: Window | None = None) -> None:
         if flow not in pipeline.spec.flows:
             raise HubError(f"no flow '{flow}' in pipeline {pipeline.name} (flows: "
                            f"{', '.join(pipeline.spec.flows) or 'none'})")
+        if pipeline.flow_partitioned(flow) and window is None:
+            raise HubError(f"flow {flow} runs per partition of {pipeline.spec.flows[flow].trigger.after}: name one "
+                           "(hub run --asset FLOW --partition KEY, or the Dagster UI)")
         self.pipeline, self.name = pipeline, flow
+        self.window = window if pipeline.flow_partitioned(flow) else None
         self.spec: FlowSpec = pipeline.spec.flows[flow]
         self.dry_run = dry_run
         self.limit = limit if limit is not None else self.spec.input.limit
@@ -257,9 +263,11 @@ class FlowRun:
             if inp.table not in wh.tables():
                 raise HubError(f"flows.{self.name}.input.table: table {inp.table} is not in the warehouse yet "
                                "(materialize it first)")
-            sql = f'SELECT * FROM "{inp.table}"'
+            sql = f"SELECT * FROM {ident(inp.table)}"
+            if self.window is not None:  # a partitioned flow reads its partition's rows only
+                sql += f" WHERE {ident(PARTITION_COLUMN)} = {literal(self.window.key)}"
         else:
-            sql = str(inp.sql)
+            sql = render(str(inp.sql), self.window, field=f"flows.{self.name}.input.sql")
         try:
             rows = wh.query(sql, sandboxed=True).to_pylist()
         except HubError as exc:
@@ -677,15 +685,15 @@ class FlowRun:
         now = datetime.now(UTC)
         rows = [{"item_key": r.key, "status": r.status, "key": canonical(r.fields), "outputs": canonical(r.outputs),
                  "error": r.error, "sent": r.sent, "skipped": r.skipped, "run_id": self.run_id, "updated_at": now}
-                for r in self.report.items]
+                for r in self.report.items]  # a partitioned flow's rows carry their partition (_hub_partition)
         schema = pa.schema([("item_key", pa.string()), ("status", pa.string()), ("key", pa.string()),
                             ("outputs", pa.string()), ("error", pa.string()), ("sent", pa.int64()),
                             ("skipped", pa.int64()), ("run_id", pa.string()),
                             ("updated_at", pa.timestamp("us", tz="UTC"))])
         wh = connect(self.pipeline.warehouse_url)
         owners.check(wh, self.pipeline, [self.name])
-        with wh.begin(LoadRequest(table=self.name, mode="merge", run_id=self.run_id,
-                                  primary_key=("item_key",))) as load:
+        with wh.begin(LoadRequest(table=self.name, mode="merge", run_id=self.run_id, primary_key=("item_key",),
+                                  partition=self.window.key if self.window is not None else None)) as load:
             load.write(pa.RecordBatch.from_pylist(rows, schema=schema))
             owners.claim(load, self.pipeline, [self.name], self.run_id)
             load.commit()

@@ -165,6 +165,13 @@ class Protocol:
         :class:`hub.errors.Unauthorized`, returns ``.message``) and ``claim(received, message_id)`` (replays)."""
         raise ProtocolError(f"sources.{source.name}: protocol {self.name} does not receive pushed messages")
 
+    def caller(self, pipeline: Pipeline, system_name: str) -> Any:
+        """How calls from system *system_name* to ``hub serve`` outside a stream source (a flow's
+        ``trigger: {http}``) are authenticated (:attr:`pushed` protocols): ``max_body``, ``auth_kind``,
+        ``security_scheme()``, ``async verify(headers, body)`` (raises :class:`hub.errors.Unauthorized`) and
+        ``claim(verified, request_id)`` (replays)."""
+        raise ProtocolError(f"systems.{system_name}: protocol {self.name} does not authenticate calls to the hub")
+
     def publish(self, pipeline: Pipeline, system_name: str, target: Any, events: list[dict[str, Any]]) -> None:
         """Publish the hub's own *events* (JSON documents: asset materialized, file loaded ...) to *target*
         (the ``publish:`` block's keys, validated by :attr:`publish_model`) on the system's broker, confirmed

@@ -70,7 +70,25 @@ class GraphQLProtocol(Protocol):
         schema = self._schema(pipeline, system)
         sources = {s.name: selection_contract(schema, s.config.query, s.config.operation_name, check=False)
                    for s in pipeline.sources.values() if s.system_name == system}
-        return {"sources": dict(sorted(sources.items()))}
+        flows = self._flow_contracts(pipeline, system, schema)
+        return {"sources": dict(sorted(sources.items())), **({"flows": flows} if flows else {})}
+
+    def _flow_contracts(self, pipeline: Pipeline, system: str, schema: GraphQLSchema) -> dict[str, Any]:
+        """Per call a flow makes (``<flow>.<step>`` and, for compensations and verifications, ``:<why>``): the
+        arguments and input fields it sends and the response fields its outputs read
+        (:func:`adapters.graphql.call_contract`), so renaming one is a breaking change for the flow."""
+        from adapters.graphql import call_contract  # the client, on first use
+        from hub.contracts.usage import jsonpath_to_path
+        from hub.spec.flows import flow_calls
+
+        out: dict[str, Any] = {}
+        for call in flow_calls(pipeline.spec.flows, system):
+            reads = [p for p in (jsonpath_to_path(e) for e in call.outputs.values()) if p is not None]
+            doc = call_contract(schema, call.operation, call.params, reads,
+                                prefer="query" if call.why in ("lookup", "verify") else "mutation")
+            key = f"{call.flow}.{call.step}" + ("" if call.why in ("call", "lookup") else f":{call.why}")
+            out[key] = {"flow": call.flow, "step": call.step, **doc}
+        return dict(sorted(out.items()))
 
     def compare(self, pipeline: Pipeline, system: str, before: dict[str, Any], after: dict[str, Any]) -> list[Any]:
         """Each source's selection, snapshot against today: a removed or retyped field, or one that became
@@ -87,6 +105,17 @@ class GraphQLProtocol(Protocol):
                 out.append(Change(system=system, element=f"{name} query", field=c.path, what=c.change,
                                   before=c.before, after=c.after, breaking=c.breaking,
                                   used_by=[f"{name} (selects {c.path})"] if c.breaking else [], sources=[name]))
+        live = after.get("flows") or {}
+        for key, was in sorted((before.get("flows") or {}).items()):
+            if key not in live or was.get("flow") not in pipeline.spec.flows:
+                continue  # the call left the flows: nothing of the system changed
+            flow, step = was["flow"], was["step"]
+            for c in compare(was, live[key]):
+                verb = "sends" if "(" in c.path else "reads"
+                out.append(Change(system=system, element=f"flow {flow} step {step}", field=c.path, what=c.change,
+                                  before=c.before, after=c.after, breaking=c.breaking,
+                                  used_by=[f"flow {flow} ({step} {verb} {c.path})"] if c.breaking else [],
+                                  sources=[]))
         return out
 
     # -- the agent ------------------------------------------------------------------------------------------

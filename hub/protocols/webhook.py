@@ -13,7 +13,7 @@ from hub.protocols import Protocol, SourceCheck
 from hub.protocols._streams import StreamContract, stream_only
 
 if TYPE_CHECKING:
-    from adapters.webhook import WebhookReceiver
+    from adapters.webhook import WebhookCaller, WebhookReceiver
     from hub.spec.loader import Pipeline
     from hub.spec.models import ResolvedSource
 
@@ -54,6 +54,16 @@ class WebhookProtocol(StreamContract, Protocol):  # contracts: the payloads stor
         if key not in self._verifiers:
             self._verifiers[key] = verifier(system.auth, system=source.system_name)
         return WebhookReceiver(system, source.config, self._verifiers[key], name=source.name)
+
+    def caller(self, pipeline: Pipeline, system_name: str) -> WebhookCaller:
+        """The checks of calls the system makes to ``hub serve`` (a flow's HTTP trigger), secrets resolved;
+        it shares the verifier (replay memory, key set) of the system's webhook sources."""
+        from adapters.webhook import WebhookCaller, verifier  # the client, on first use
+        key = (str(pipeline.path), system_name)
+        system: WebhookSystemConfig = self.resolve_system(system_name, pipeline.spec.systems[system_name])
+        if key not in self._verifiers:
+            self._verifiers[key] = verifier(system.auth, system=system_name)
+        return WebhookCaller(system, self._verifiers[key], name=system_name)
 
     def endpoint(self, source: ResolvedSource) -> str | None:
         return f"POST {source.config.path} ({source.system.config.auth.type})"

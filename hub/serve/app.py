@@ -18,6 +18,11 @@
 Stored events are absorbed into their tables by a listener that only absorbs (:mod:`hub.events.listen`),
 unless ``--no-absorb`` (then ``hub listen`` or the Dagster sensors do it).
 
+**Flows** with ``trigger: {http: {system}}``: ``POST /flows/<name>/run``, authenticated as the webhook system
+(its signature, API key or JWT; 401 otherwise, nothing started), starts a ``hub run --asset <flow>`` process
+(202 with its id; 409 while this server's previous run of the flow is still going); ``GET
+/flows/<name>/runs/<id>`` reports it to the same caller.
+
 **Runs**: ``POST /runs`` ``{"pipeline", "partition"?, "assets"?}`` with ``Authorization: Bearer <token>`` (a
 token of ``$HUB_SERVE_TOKEN``, comma-separated for rotation; without it the endpoints are off) starts a
 ``hub run`` subprocess (:mod:`hub.serve.runs`) and answers 202 with its id; ``GET /runs/{id}`` reports it.
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import hmac
 import logging
 import os
@@ -117,13 +123,44 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status)
 
 
+@dataclass
+class FlowTrigger:
+    """A flow started by ``POST /flows/<name>/run``: its pipeline, the caller's checks (the webhook system of
+    ``trigger: {http: {system}}``) and the run this server launched last."""
+
+    pipeline: Pipeline
+    flow: str
+    system: str
+    caller: Any
+    last_run: str | None = None
+    started: int = 0
+    refused: int = 0
+
+
+def flow_triggers(pipelines: list[Pipeline]) -> dict[str, FlowTrigger]:
+    """Every flow with ``trigger: {http}`` of *pipelines*; :class:`HubError` when two specs name one flow."""
+    out: dict[str, FlowTrigger] = {}
+    for pipeline in pipelines:
+        for name, flow in pipeline.spec.flows.items():
+            if flow.trigger.http is None:
+                continue
+            if name in out:
+                raise HubError(f"{pipeline.path}: flows.{name} is served at /flows/{name}/run, like the flow of "
+                               f"{out[name].pipeline.path}: flows started over HTTP need distinct names")
+            system = flow.trigger.http.system
+            caller = pipeline.spec.systems[system].protocol.caller(pipeline, system)
+            out[name] = FlowTrigger(pipeline, name, system, caller)
+    return out
+
+
 class Server:
-    """The state behind the application: routes, run launcher, absorbing listener."""
+    """The state behind the application: routes, flow triggers, run launcher, absorbing listener."""
 
     def __init__(self, pipelines: list[Pipeline], options: ServeOptions) -> None:
         self.pipelines = {p.name: p for p in pipelines}
         self.options = options
         self.routes = {r.receiver.path: r for r in routes(pipelines)}
+        self.flows = flow_triggers(pipelines)
         self.launcher = RunLauncher()
         self.listener: Any = None
         self.stopping = False
@@ -227,14 +264,78 @@ class Server:
             return _error(404, "unknown run id (runs are remembered by the server that started them)")
         return JSONResponse(await asyncio.to_thread(run.describe))
 
+    # -- flows started over HTTP -------------------------------------------------------------------------
+
+    async def _authenticate_flow(self, request: Request) -> tuple[FlowTrigger | None, JSONResponse | None]:
+        """The flow of the path and an error answer, or (trigger, None) once the caller is authenticated
+        against the flow's webhook system (on the raw body; a signature seen with another body is a replay)."""
+        trigger = self.flows.get(request.path_params["flow"])
+        if trigger is None:
+            return None, _error(404, f"no flow {request.path_params['flow']!r} is started over HTTP here "
+                                     f"(flows with trigger http: {', '.join(sorted(self.flows)) or 'none'})")
+        try:
+            body = await _body(request, trigger.caller.max_body)
+        except BodyTooLarge as exc:
+            trigger.refused += 1
+            return None, _error(413, str(exc))
+        try:
+            verified = await trigger.caller.verify(dict(request.headers), body)
+            trigger.caller.claim(verified, f"{request.method} {request.url.path} {hashlib.sha256(body).hexdigest()}")
+        except Unauthorized as exc:
+            trigger.refused += 1
+            log.warning("%s %s: 401 %s", request.method, request.url.path, exc)
+            return None, _error(401, f"unauthorized: {exc}")
+        except AuthUnavailable as exc:
+            log.warning("%s %s: 503 %s", request.method, request.url.path, exc)
+            return None, JSONResponse({"error": f"cannot authenticate now: {exc}"}, status_code=503,
+                                      headers={"Retry-After": "30"})
+        request.state.body = body
+        return trigger, None
+
+    async def start_flow(self, request: Request) -> JSONResponse:
+        """``POST /flows/<name>/run``: a ``hub run --asset <flow>`` process, recorded on the Dagster instance
+        like every run; the delivery ledger makes a second call send only what is new. While a run this server
+        started for the flow is still going, the answer is 409 with that run (nothing new is started)."""
+        trigger, refused = await self._authenticate_flow(request)
+        if refused is not None:
+            return refused
+        assert trigger is not None
+        if self.stopping:
+            return _error(503, "the server is stopping")
+        if request.state.body.strip() not in (b"", b"{}"):
+            return _error(400, "expected an empty body (or {}): the flow reads its declared input from the "
+                               "warehouse")
+        running = self.launcher.runs.get(trigger.last_run or "")
+        if running is not None and running.status() == "running":
+            return JSONResponse({"error": f"flow {trigger.flow} is already running", "run_id": running.id,
+                                 "status": "running", "url": f"/flows/{trigger.flow}/runs/{running.id}"},
+                                status_code=409, headers={"Retry-After": "10"})
+        run = await asyncio.to_thread(self.launcher.launch, trigger.pipeline, partition=None, assets=[trigger.flow])
+        trigger.last_run, trigger.started = run.id, trigger.started + 1
+        log.info("flow %s: run %s: %s", trigger.flow, run.id, " ".join(run.command))
+        return JSONResponse({"run_id": run.id, "flow": trigger.flow, "status": run.status(),
+                             "url": f"/flows/{trigger.flow}/runs/{run.id}"}, status_code=202)
+
+    async def get_flow_run(self, request: Request) -> JSONResponse:
+        """``GET /flows/<name>/runs/<id>``: a run of the flow this server started (the same authentication)."""
+        trigger, refused = await self._authenticate_flow(request)
+        if refused is not None:
+            return refused
+        assert trigger is not None
+        run = self.launcher.runs.get(request.path_params["run_id"])
+        if run is None or run.assets != [trigger.flow]:
+            return _error(404, "unknown run id of this flow (runs are remembered by the server that started them)")
+        return JSONResponse(await asyncio.to_thread(run.describe))
+
     # -- the rest --------------------------------------------------------------------------------------
 
     async def health(self, request: Request) -> JSONResponse:
         sources = {r.source: {"path": p, "accepted": r.accepted, "duplicates": r.duplicates, "refused": r.refused}
                    for p, r in self.routes.items()}
         status = "stopping" if self.stopping else "ok"
-        return JSONResponse({"status": status, "webhooks": sources, "runs_running": len(self.launcher.running()),
-                             "absorbing": self.listener is not None},
+        flows = {name: {"started": t.started, "refused": t.refused} for name, t in self.flows.items()}
+        return JSONResponse({"status": status, "webhooks": sources, "flows": flows,
+                             "runs_running": len(self.launcher.running()), "absorbing": self.listener is not None},
                             status_code=503 if self.stopping else 200)
 
     async def openapi_doc(self, request: Request) -> JSONResponse:
@@ -291,6 +392,24 @@ def openapi(server: Server) -> dict[str, Any]:
                 "401": {"description": "Not authenticated (bad, missing, stale or replayed): nothing stored"},
                 "413": {"description": f"Body larger than {rec.max_body} bytes"},
                 "503": {"description": "The credentials or the store cannot be checked now: retry later"}}}}
+    for name, trigger in sorted(server.flows.items()):
+        scheme_name = f"{trigger.system}_{trigger.caller.auth_kind}"
+        schemes[scheme_name] = trigger.caller.security_scheme()
+        flow = trigger.pipeline.spec.flows[name]
+        paths[f"/flows/{name}/run"] = {"post": {
+            "operationId": f"run_flow_{name}", "summary": f"Start flow {trigger.pipeline.name}.{name}",
+            "description": (flow.description or f"flow {name}") + ": a run over the flow's declared input (the "
+                           "delivery ledger sends each effect once however often it is started).",
+            "security": [{scheme_name: []}],
+            "responses": {"202": {"description": "Started: run_id, status, url"},
+                          "401": {"description": "Not authenticated: nothing started"},
+                          "409": {"description": "A run of the flow is still going (its run_id)"},
+                          "413": {"description": f"Body larger than {trigger.caller.max_body} bytes"}}}}
+        paths[f"/flows/{name}/runs/{{run_id}}"] = {"get": {
+            "operationId": f"get_flow_run_{name}", "summary": f"A run of flow {name}: status, exit code, log tail",
+            "security": [{scheme_name: []}],
+            "parameters": [{"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "The run"}, "404": {"description": "Unknown run id"}}}}
     paths["/runs"] = {"post": {
         "operationId": "start_run", "summary": "Start a pipeline run (a `hub run` process)",
         "security": [{"runToken": []}],
@@ -327,6 +446,8 @@ def build_app(pipelines: list[Pipeline], options: ServeOptions | None = None) ->
     http = [HttpRoute(path, server.webhook, methods=["POST"]) for path in server.routes]
     http += [HttpRoute("/runs", server.start_run, methods=["POST"]),
              HttpRoute("/runs/{run_id}", server.get_run, methods=["GET"]),
+             HttpRoute("/flows/{flow}/run", server.start_flow, methods=["POST"]),
+             HttpRoute("/flows/{flow}/runs/{run_id}", server.get_flow_run, methods=["GET"]),
              HttpRoute("/health", server.health, methods=["GET"]),
              HttpRoute("/openapi.json", server.openapi_doc, methods=["GET"])]
     app = Starlette(routes=http, lifespan=server.lifespan)

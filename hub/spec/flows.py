@@ -35,10 +35,18 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+class HttpTrigger(_Strict):
+    """``trigger: {http: {system: ops}}``: ``POST /flows/<flow>/run`` on ``hub serve`` starts a run. The caller
+    authenticates as the webhook *system* (its ``webhook:`` block: HMAC signature, API key or bearer JWT), so
+    there is never an open endpoint; the run reads the flow's declared input like any other trigger."""
+
+    system: str = Field(description="A webhook system (systems.<name>.webhook): how callers authenticate.")
+
+
 class TriggerSpec(_Strict):
     """When a flow runs: exactly one of the keys. ``events``: after each batch of new events a stream source's
     sensor absorbs into its table (the flow's items are then its input, usually that table; the ledger sends
-    each item once however often the flow runs)."""
+    each item once however often the flow runs). ``http``: on an authenticated call to ``hub serve``."""
 
     manual: bool | None = Field(None, description="Only when started (`hub flow run`, the Dagster UI).")
     schedule: str | None = Field(None, description="A cron expression (a Dagster schedule).")
@@ -46,10 +54,17 @@ class TriggerSpec(_Strict):
                                                 "table or model of the pipeline).")
     events: str | None = Field(None, description="After new events of this stream source are absorbed into "
                                                  "its table (hub listen, or the source's sensor).")
+    http: HttpTrigger | None = Field(None, description="On POST /flows/<flow>/run to hub serve, authenticated "
+                                                       "as this webhook system ({system: <name>}, or the name).")
+
+    @field_validator("http", mode="before")
+    @classmethod
+    def _system_name(cls, v: Any) -> Any:
+        return {"system": v} if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _one(self) -> TriggerSpec:
-        exactly_one(self, ("manual", "schedule", "after", "events"))
+        exactly_one(self, ("manual", "schedule", "after", "events", "http"))
         return self
 
     @field_validator("schedule")
@@ -240,10 +255,17 @@ def item_fields(flow: FlowSpec, columns: Callable[[str], list[str] | None]) -> l
 
 def check_flows(flows: dict[str, FlowSpec], assets: set[str], systems: set[str], tables_of_sql: Callable[
         [str, Loc], set[str] | None], columns: Callable[[str], list[str] | None],
-        report: Callable[[Loc, str], None], streams: set[str] | None = None) -> dict[str, list[str]]:
+        report: Callable[[Loc, str], None], streams: set[str] | None = None,
+        callers: set[str] | None = None, by_time: set[str] | None = None,
+        sample: dict[str, Any] | None = None) -> dict[str, list[str]]:
     """Checks every flow against the spec alone; returns the tables each flow reads (its upstream assets).
-    *streams*: the pipeline's stream sources (``trigger: {events: ...}`` names one)."""
+    *streams*: the pipeline's stream sources (``trigger: {events: ...}`` names one); *callers*: the systems
+    that call the hub and say how they authenticate (``trigger: {http: ...}`` names one); *by_time*: the
+    tables loaded per time partition (a flow after one is partitioned like it); *sample*: the first
+    partition's template names, which a partitioned flow's input query is rendered with."""
     streams = streams or set()
+    callers = callers or set()
+    by_time = by_time or set()
     deps: dict[str, list[str]] = {}
     for name, flow in flows.items():
         loc: Loc = ("flows", name)
@@ -258,7 +280,8 @@ def check_flows(flows: dict[str, FlowSpec], assets: set[str], systems: set[str],
             else:
                 read.add(flow.input.table)
         elif flow.input.sql is not None:
-            found = tables_of_sql(flow.input.sql, (*loc, "input", "sql"))
+            sql = _sample_sql(flow.input.sql, (*loc, "input", "sql"), sample, report)
+            found = tables_of_sql(sql, (*loc, "input", "sql")) if sql is not None else None
             unknown = sorted(t for t in found or () if t not in assets)
             if unknown:
                 report((*loc, "input", "sql"), f"reads unknown table(s) {', '.join(unknown)}")
@@ -273,6 +296,11 @@ def check_flows(flows: dict[str, FlowSpec], assets: set[str], systems: set[str],
                 report((*loc, "trigger", "events"), f"'{trig.events}' is not a stream source of this pipeline "
                                                     f"(stream sources: {', '.join(sorted(streams)) or 'none'})")
             read.add(trig.events)
+        _check_partitioning(flow, loc, trig.after is not None and trig.after in by_time, by_time, report)
+        if trig.http is not None and trig.http.system not in callers:
+            report((*loc, "trigger", "http", "system"),
+                   f"'{trig.http.system}' is not a system that calls the hub (a webhook: block declaring its auth; "
+                   f"such systems: {', '.join(sorted(callers)) or 'none'}): an HTTP trigger is never open")
         fields = item_fields(flow, columns)
         agg = flow.input.aggregate
         if fields is not None and agg is None:
@@ -297,6 +325,41 @@ def check_flows(flows: dict[str, FlowSpec], assets: set[str], systems: set[str],
                                             "compensate: (what would undo them?)")
         deps[name] = sorted(read)
     return deps
+
+
+def _sample_sql(sql: str, loc: Loc, sample: dict[str, Any] | None, report: Callable[[Loc, str], None]) -> str | None:
+    """*sql* with its partition templates rendered for the first partition (None, reported, when they fail)."""
+    from hub.runtime.window import is_template, render_with
+
+    if not is_template(sql):
+        return sql
+    try:
+        return render_with(sql, sample or {}, field=".".join(map(str, loc)))
+    except HubError as exc:
+        report(loc, str(exc).split(": ", 1)[-1])
+        return None
+
+
+def _check_partitioning(flow: FlowSpec, loc: Loc, partitioned: bool, by_time: set[str],
+                        report: Callable[[Loc, str], None]) -> None:
+    """A partitioned flow (``after:`` a time-partitioned table) must read only its partition: its input is a
+    time-partitioned table (filtered on ``_hub_partition``) or a query using ``{{ partition.* }}``; a flow
+    that is not partitioned has no partition to template."""
+    from hub.runtime.window import is_template
+
+    inp = flow.input
+    templated = inp.sql is not None and is_template(inp.sql)
+    if partitioned and inp.table is not None and inp.table not in by_time:
+        report((*loc, "input", "table"), f"the flow runs per partition of {flow.trigger.after}, but {inp.table} is "
+                                         "not partitioned by time: read a partitioned table, or a query that "
+                                         "selects the partition with {{ partition.key }} / {{ partition.start }}")
+    if partitioned and inp.sql is not None and not templated:
+        report((*loc, "input", "sql"), f"the flow runs per partition of {flow.trigger.after}: the query must select "
+                                       "that partition's rows, e.g. where _hub_partition = '{{ partition.key }}' "
+                                       "or a time column between '{{ partition.start }}' and '{{ partition.end }}'")
+    if not partitioned and templated:
+        report((*loc, "input", "sql"), "the query uses templates, but the flow has no partitions (only a flow "
+                                       "triggered `after:` a time-partitioned table runs per partition)")
 
 
 def names_in_foreach(steps: list[StepSpec], target: StepSpec) -> bool:

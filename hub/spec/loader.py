@@ -77,6 +77,16 @@ class Pipeline:
             return Path(url[len("duckdb:///"):].split("?", 1)[0]).parent / ".spool"
         return self.root / ".hub" / "spool"
 
+    def time_partitioned(self) -> set[str]:
+        """The tables loaded per time partition (partitioned sources and their child tables)."""
+        return {t for name, s in self.sources.items() if s.partitioned and not s.per_file and s.stream is None
+                for t in (name, *s.spec.children)}
+
+    def flow_partitioned(self, flow: str) -> bool:
+        """A flow triggered after a time-partitioned table runs per partition, like it (docs/flows.md)."""
+        after = self.spec.flows[flow].trigger.after
+        return after is not None and after in self.time_partitioned()
+
     def asset_names(self) -> list[str]:
         """Sources, their child tables, models, then exports."""
         return [*self.tables(), *self.spec.models, *self.spec.exports]
@@ -540,8 +550,11 @@ def _check_flows(spec: PipelineSpec, sources: dict[str, ResolvedSource], tables:
         return src.spec.output_columns() if src is not None else None
 
     streams = {n for n, s in sources.items() if s.stream is not None}
+    callers = {n for n, block in spec.systems.items() if block.protocol.pushed}  # systems that call the hub
+    by_time = {t for n, s in sources.items() if s.partitioned and not s.per_file and s.stream is None
+               for t in (n, *s.spec.children)}
     return check_flows(spec.flows, tables | set(spec.exports), set(spec.systems), sql_tables, columns, problems.add,
-                       streams)
+                       streams, callers, by_time, _sample_window(spec).context())
 
 
 def locate(path: Path, items: list[tuple[Loc, str]]) -> SpecError:
