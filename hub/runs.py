@@ -232,7 +232,16 @@ def dagster_home(root: Path) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     cfg = home / "dagster.yaml"
     if not cfg.exists():
-        cfg.write_text(DAGSTER_YAML, encoding="utf-8")
+        # written whole or not at all: a second process (the detached reporter, ``hub runs``) that reads it
+        # meanwhile must never see an empty file; an existing one (the operator's) is never replaced
+        tmp = cfg.with_name(f".dagster.yaml.{os.getpid()}.tmp")
+        tmp.write_text(DAGSTER_YAML, encoding="utf-8")
+        try:
+            os.link(tmp, cfg)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
@@ -307,11 +316,13 @@ def run_fast(pipeline: Pipeline, home: Path, *, assets: Sequence[str] | None = N
 
     pyarrow_without_pandas()
     tell = say or (lambda _line: None)
-    names = list(assets) if assets else pipeline.asset_names()
-    unknown = [a for a in names if a not in pipeline.asset_names()]
+    names = list(assets) if assets else pipeline.asset_names()  # flows only when named: they act on systems
+    known = [*pipeline.asset_names(), *pipeline.spec.flows]
+    unknown = [a for a in names if a not in known]
     if unknown:
-        raise HubError(f"{pipeline.path}: no asset named {', '.join(unknown)} "
-                       f"(assets: {', '.join(pipeline.asset_names())})")
+        raise HubError(f"{pipeline.path}: no asset named {', '.join(unknown)} (assets: {', '.join(known)})")
+    flows = [n for n in names if n in pipeline.spec.flows]
+    names = [n for n in names if n not in pipeline.spec.flows]
     groups = {t: [name, *s.spec.children] for name, s in pipeline.sources.items() for t in (name, *s.spec.children)}
     names = list(dict.fromkeys(m for n in names for m in groups.get(n, [n])))
     partitioned = {t for n, s in pipeline.sources.items() if s.partitioned for t in groups[n]}
@@ -345,8 +356,12 @@ def run_fast(pipeline: Pipeline, home: Path, *, assets: Sequence[str] | None = N
                 for key in keys:
                     if not run([name], key, f"file {key}"):
                         return outcomes
-            if last:
-                run(_ordered(pipeline, last), None, None)
+            if last and not run(_ordered(pipeline, last), None, None):
+                return outcomes
+            for name in flows:  # last, each in a run of its own (as its own job would): per partition if partitioned
+                for key in partitions if pipeline.flow_partitioned(name) else [None]:
+                    if not run([name], key, key):
+                        return outcomes
             return outcomes
     finally:
         if outcomes:
@@ -393,6 +408,9 @@ def _one_run(pipeline: Pipeline, folder: Path, run_id: str, selection: list[str]
             continue
         if any(d in failed for d in deps.get(asset, [])):
             failed.add(asset)
+            continue
+        if asset in pipeline.spec.flows:
+            _flow_step(pipeline, asset, key, run_id, outcome, record, failed)
             continue
         try:
             materialized = _materialize(pipeline, asset, key, run_id, full_refresh=full_refresh, progress=progress)
@@ -491,3 +509,83 @@ def _materialize(pipeline: Pipeline, asset: str, key: str | None, run_id: str, *
         scope.rows = e.rows
     return [(asset, {"dagster/row_count": e.rows, "hub/remote_path": e.remote_path, "hub/bytes": e.bytes,
                      "hub/duration_s": typed("float", round(e.duration_s, 3))}, None)]
+
+
+def _flow_step(pipeline: Pipeline, name: str, key: str | None, run_id: str, outcome: RunOutcome,
+               record: dict[str, Any], failed: set[str]) -> None:
+    """One flow in a run: its materialization and checks recorded, the run failed when it stopped or a
+    blocking check (a limit of ``checks:``) failed, as the flow's Dagster asset does."""
+    from hub.runtime.secrets import mask
+
+    try:
+        report, part = _flow(pipeline, name, key, run_id)
+    except Exception as exc:  # it could not start (its input unreadable, an unknown action)
+        failed.add(name)
+        outcome.success = False
+        outcome.reasons.append(f"{name}: {_exception_line(exc)}")
+        outcome.traces.append("".join(traceback.format_exception(exc)))
+        return
+    md = flow_metadata(report)
+    read_metadata(outcome, name, md)
+    record["materializations"].append({"asset": name, "partition": part, "metadata": md})
+    checks = flow_checks(pipeline, name, report, part)
+    record["checks"].extend(checks)
+    why = [mask(report.stopped)] if report.stopped else []
+    bad = [c["check"] for c in checks if c["blocking"] and not c["passed"]]
+    if bad:
+        why.append(f"blocking check(s) failed: {', '.join(bad)}")
+    if why:
+        failed.add(name)
+        outcome.success = False
+        outcome.reasons.append(f"{name}: {'; '.join(why)}")
+
+
+def _flow(pipeline: Pipeline, name: str, key: str | None, run_id: str) -> tuple[Any, str | None]:
+    """Run flow *name* (:func:`hub.flows.engine.run_flow`) for partition *key* when it is partitioned: its
+    report and partition."""
+    from hub.flows.engine import run_flow
+
+    window = None
+    part = key if pipeline.flow_partitioned(name) else None
+    if part is not None:
+        from hub.spec.partitions import window as window_of
+
+        assert pipeline.spec.partitions is not None
+        window = window_of(pipeline.spec.partitions, part)
+    return run_flow(pipeline, name, run_id=run_id, window=window), part
+
+
+def flow_metadata(report: Any) -> dict[str, Any]:
+    """The metadata of a flow's run (:class:`hub.flows.engine.FlowReport`): items per status and per step."""
+    from hub.runtime.secrets import mask
+
+    counts = {s: report.count(s) for s in ("ok", "skipped", "failed", "dead", "unknown", "compensated")}
+    steps: dict[str, int] = {}
+    for item in report.items:
+        for step in item.outputs:
+            steps[step] = steps.get(step, 0) + 1
+    return {"dagster/row_count": len(report.items), "hub/sent": report.sent, "hub/skipped_by_ledger": report.skipped,
+            **{f"hub/items_{k}": v for k, v in counts.items()},
+            **{f"hub/step_{k}_items": v for k, v in steps.items()},
+            **({"hub/stopped": mask(report.stopped)} if report.stopped else {})}
+
+
+FLOW_CHECKS = ("failed", "dead", "unknown")
+
+
+def flow_checks(pipeline: Pipeline, name: str, report: Any, partition: str | None) -> list[dict[str, Any]]:
+    """The flow's checks on its failed, dead-lettered and unknown items (as :func:`check_records`): blocking
+    when the spec sets a limit (``checks:``), warnings otherwise."""
+    from hub.runtime.secrets import mask
+
+    limits = pipeline.spec.flows[name].checks
+    out = []
+    for what in FLOW_CHECKS:
+        n = report.count(what) + (report.count("compensated") if what == "failed" else 0)
+        limit = getattr(limits, what)
+        bad = [f"{i.key}: {i.error}" for i in report.items if i.status == what][:5]
+        out.append({"asset": name, "check": f"{name}_{what}", "passed": n <= (limit or 0),
+                    "blocking": limit is not None, "partition": partition,
+                    "description": f"{n} {what} item(s) (at most {limit or 0})",
+                    "metadata": {"count": n, "threshold": limit or 0, "examples": mask("\n".join(bad)) or "none"}})
+    return out

@@ -9,6 +9,10 @@ docs/operations.md.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -17,7 +21,6 @@ from hub.dagster.definitions import DUCKDB_POOL
 from hub.runs import DAGSTER_YAML, dagster_home
 
 __all__ = ["DAGSTER_YAML", "dagster_home", "ensure_pools", "local_instance"]
-
 
 
 def ensure_pools(instance: dg.DagsterInstance) -> None:
@@ -36,8 +39,27 @@ def ensure_pools(instance: dg.DagsterInstance) -> None:
         storage.set_concurrency_slots(DUCKDB_POOL, 1)
 
 
+@contextlib.contextmanager
+def _creating(home: Path) -> Iterator[None]:
+    """Hold ``$DAGSTER_HOME/.hub-instance.lock`` while the instance is opened.
+
+    Opening a local instance creates its SQLite storages and stamps their schema the first time; two processes
+    doing that at once on a fresh ``$DAGSTER_HOME`` (``hub run``'s detached reporter and a ``hub runs`` typed
+    right after it) race, and one fails ("table already exists", "database is locked"). The lock makes the
+    first one create and the others open what it created; afterwards it costs one uncontended ``flock``."""
+    fd = os.open(home / ".hub-instance.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def local_instance(root: Path) -> dg.DagsterInstance:
-    dagster_home(root)
-    instance = dg.DagsterInstance.get()
-    ensure_pools(instance)
+    """The instance of ``$DAGSTER_HOME`` (or ``<root>/.dagster``), created safely when several processes
+    open it for the first time at once, with the DuckDB pool limited (:func:`ensure_pools`)."""
+    home = dagster_home(root)
+    with _creating(home):
+        instance = dg.DagsterInstance.get()
+        ensure_pools(instance)
     return instance

@@ -7,11 +7,12 @@ per expectation it checked (``DagsterInstance.report_runless_asset_event``, Dags
 materialized outside it). The UI's asset pages then show them like any other materialization; ``hub runs``
 lists the runs themselves from the journal (:func:`hub.dagster.run.recent_runs`).
 
-Reporting runs once per record: one reporter at a time (a ``flock`` on ``.report.lock``, taken before
-Dagster is imported, so a second detached reporter exits at once), and a record is marked ``reported``
-right after its events are written. A reporter killed between the two writes the events of that record
-again next time (at-least-once; the run id in the tags tells duplicates apart). Old reported records are
-pruned beyond :data:`KEEP`.
+Each event is reported exactly once: one reporter at a time (a ``flock`` on ``.report.lock``, taken before
+Dagster is imported, so a second detached reporter exits at once); a record is marked ``reporting`` before
+its first event is written and ``reported`` after its last (each an atomic rename). A reporter killed in
+between leaves the record ``reporting``: the next one looks up the events the instance already holds with
+the record's run id (materialization tags, check metadata ``hub/run_id``) and writes only the others. Old
+reported records are pruned beyond :data:`KEEP`.
 
 ``python -m hub.dagster.journal DAGSTER_HOME`` is the detached process ``hub run`` starts.
 """
@@ -82,7 +83,6 @@ def metadata(md: dict[str, Any]) -> dict[str, Any]:
 def report_pending(instance: dg.DagsterInstance, home: Path, *, wait: bool = True) -> int:
     """Report every finished, unreported run of *home*'s journal into *instance*; returns how many runs were
     reported. Without *wait*, returns 0 at once when another process is reporting."""
-    import dagster as dg
 
     reported = 0
     with _reporter(home, wait=wait) as mine:
@@ -93,28 +93,79 @@ def report_pending(instance: dg.DagsterInstance, home: Path, *, wait: bool = Tru
             if not pending:
                 break
             for record in sorted(pending, key=lambda r: r["started"]):
-                tags = {"hub/run_id": record["run_id"], "hub/pipeline": record["pipeline"], "hub/cli": "run"}
-                for name, keys in record.get("dynamic_partitions", {}).items():
-                    instance.add_dynamic_partitions(name, [k for k in keys if not instance.has_dynamic_partition(
-                        name, k)])
-                for mat in record["materializations"]:
-                    instance.report_runless_asset_event(dg.AssetMaterialization(
-                        asset_key=mat["asset"], partition=mat["partition"], metadata=metadata(mat["metadata"]),
-                        tags=tags, description=f"hub run {record['run_id'][:8]}"))
-                for check in record["checks"]:
-                    instance.report_runless_asset_event(dg.AssetCheckEvaluation(
-                        asset_key=dg.AssetKey(check["asset"]), check_name=check["check"], passed=check["passed"],
-                        metadata=metadata(check["metadata"]), description=check["description"],
-                        blocking=check["blocking"], partition=check["partition"],
-                        severity=dg.AssetCheckSeverity.ERROR if check["blocking"] else dg.AssetCheckSeverity.WARN))
-                path = Path(record.pop("path"))
-                record["reported"] = True
-                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-                tmp.write_text(json.dumps(record, default=str), encoding="utf-8")
-                os.replace(tmp, path)
+                _report(instance, record)
                 reported += 1
         _prune(home)
     return reported
+
+
+def _rewrite(path: Path, record: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _event_keys(instance: dg.DagsterInstance, record: dict[str, Any]) -> set[tuple[str, ...]]:
+    """What of *record* the instance already holds: materializations by (asset, partition), check evaluations
+    by (asset, check, partition), of events tagged with the record's run id since the run ended."""
+    from dagster._core.event_api import EventRecordsFilter
+    from dagster._core.events import DagsterEventType
+
+    run_id = record["run_id"]
+    since = float(record["ended"]) - 60  # reported after the run ended; a minute of slack for clock steps
+    found: set[tuple[str, ...]] = set()
+    for kind in (DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.ASSET_CHECK_EVALUATION):
+        for rec in instance.event_log_storage.get_event_records(
+                EventRecordsFilter(event_type=kind, after_timestamp=since), limit=100_000, ascending=True):
+            event = rec.event_log_entry.dagster_event
+            if event is None:
+                continue
+            data: Any = event.event_specific_data
+            if kind == DagsterEventType.ASSET_MATERIALIZATION:
+                mat = data.materialization
+                if (mat.tags or {}).get("hub/run_id") == run_id:
+                    found.add(("m", mat.asset_key.to_user_string(), str(mat.partition)))
+            else:
+                tag = data.metadata.get("hub/run_id")
+                if tag is not None and getattr(tag, "value", tag) == run_id:
+                    found.add(("c", data.asset_key.to_user_string(), data.check_name, str(data.partition)))
+    return found
+
+
+def _report(instance: dg.DagsterInstance, record: dict[str, Any]) -> None:
+    """Report one record's events, exactly once.
+
+    The record is marked ``reporting`` (atomically) before its first event is written and ``reported`` after
+    its last. A record found ``reporting`` was being reported by a process that died: the events the instance
+    already has (tagged with the run id) are skipped, the rest written. The marker makes that look-up happen
+    only after such a crash, not for every run."""
+    import dagster as dg
+
+    path = Path(record.pop("path"))
+    done = _event_keys(instance, record) if record.get("reporting") else set()
+    if not record.get("reporting"):
+        record["reporting"] = True
+        _rewrite(path, record)
+    run_id = record["run_id"]
+    tags = {"hub/run_id": run_id, "hub/pipeline": record["pipeline"], "hub/cli": "run"}
+    for name, keys in record.get("dynamic_partitions", {}).items():
+        instance.add_dynamic_partitions(name, [k for k in keys if not instance.has_dynamic_partition(name, k)])
+    for mat in record["materializations"]:
+        if ("m", mat["asset"], str(mat["partition"])) in done:
+            continue
+        instance.report_runless_asset_event(dg.AssetMaterialization(
+            asset_key=mat["asset"], partition=mat["partition"], metadata=metadata(mat["metadata"]), tags=tags,
+            description=f"hub run {run_id[:8]}"))
+    for check in record["checks"]:
+        if ("c", check["asset"], check["check"], str(check["partition"])) in done:
+            continue
+        instance.report_runless_asset_event(dg.AssetCheckEvaluation(
+            asset_key=dg.AssetKey(check["asset"]), check_name=check["check"], passed=check["passed"],
+            metadata={**metadata(check["metadata"]), "hub/run_id": run_id}, description=check["description"],
+            blocking=check["blocking"], partition=check["partition"],
+            severity=dg.AssetCheckSeverity.ERROR if check["blocking"] else dg.AssetCheckSeverity.WARN))
+    record["reported"] = True
+    _rewrite(path, record)
 
 
 def _prune(home: Path) -> None:

@@ -26,6 +26,8 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from hub.errors import WarehouseError
+
 _held: dict[str, tuple[int, int]] = {}  # lock path -> (descriptor, depth)
 _guard = threading.RLock()
 
@@ -49,9 +51,12 @@ def holder(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def writer_lock(url: str, *, what: str = "", say: Callable[[str], None] | None = None) -> Iterator[None]:
+def writer_lock(url: str, *, what: str = "", say: Callable[[str], None] | None = None,
+                wait: bool = True) -> Iterator[None]:
     """Hold the writer lock of warehouse *url* for the block; *what* (e.g. ``run 1a2b3c4d of hub run``)
-    is written into the lock file so a waiting process can name the holder; *say* hears about the wait."""
+    is written into the lock file so a waiting process can name the holder; *say* hears about the wait.
+    Without *wait* (``hub listen``, which backs off and keeps consuming), a taken lock raises
+    :class:`~hub.errors.WarehouseError` naming the holder at once."""
     path = lock_path(url)
     if path is None:
         yield
@@ -76,6 +81,9 @@ def writer_lock(url: str, *, what: str = "", say: Callable[[str], None] | None =
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            if not wait:
+                raise WarehouseError(f"warehouse {path.with_suffix('')} is locked: held by "
+                                     f"{holder(path) or 'another process'}") from None
             if say is not None:
                 said = holder(path)
                 say(f"waiting for the warehouse {path.with_suffix('')}: held by {said or 'another process'} "
