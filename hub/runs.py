@@ -404,7 +404,7 @@ def _one_run(pipeline: Pipeline, folder: Path, run_id: str, selection: list[str]
     deps = {**pipeline.model_deps, **pipeline.export_deps}
     done: set[str] = set()
     for asset in selection:
-        if asset in done:
+        if asset in done or asset in failed:  # a child table, materialized (or failed) with its source
             continue
         if any(d in failed for d in deps.get(asset, [])):
             failed.add(asset)

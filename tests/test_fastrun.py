@@ -220,3 +220,221 @@ def test_partitions_are_dagsters(kind: str, start: str, tz: str, offset: int) ->
     assert (P.window(cfg, last).start, P.window(cfg, last).end) == (window.start, window.end)
     for key in ("2024-01-01", "2024-02-01", "2024-1-5", "2025-13-01", "2024-01-15", last, "2099-01-01"):
         assert P._valid(cfg, key) == d.has_partition_key(key), key
+
+
+# --- what the fast path runs besides REST sources: expectation suites, file drops, flows --------------------
+
+def _hub(tmp_path: Path, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*HUB, *args], cwd=tmp_path, env=_env(home, HUB_REPORT_RUNS="defer"), capture_output=True,
+                          text=True, timeout=300)
+
+
+def _query(warehouse: Path, sql: str) -> list[tuple[object, ...]]:
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def _suite_spec(tmp_path: Path, url: str, path: str, *, severity: str = "error") -> Path:
+    (tmp_path / "orders.suite.yaml").write_text(f"""\
+- expect_column_values_to_not_be_null: {{column: order_id}}
+- expect_column_values_to_be_between: {{column: amount, min_value: 0, max_value: 100}}
+  severity: {severity}
+""")
+    spec = tmp_path / "vt.yaml"
+    spec.write_text(f"""\
+pipeline: vt
+partitions: none
+warehouse: duckdb:///{tmp_path}/wh.duckdb
+systems:
+  api: {{rest: {{base_url: "{url}", retries: {{max: 0}}}}}}
+sources:
+  orders:
+    system: api
+    request: {{path: {path}}}
+    records: $.items[*]
+    primary_key: [order_id]
+    columns: {{order_id: {{type: int64}}, amount: {{type: float64}}}}
+models:
+  order_totals: {{sql: "select count(*) as n, sum(amount) as total from orders"}}
+checks:
+  orders: {tmp_path / "orders.suite.yaml"}
+""")
+    return spec
+
+
+def _instance(home: Path, monkeypatch: pytest.MonkeyPatch) -> dg.DagsterInstance:
+    from hub.dagster.instance import local_instance
+
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return local_instance(home)
+
+
+def _events(instance: dg.DagsterInstance, kind: str) -> list[object]:
+    from dagster._core.event_api import EventRecordsFilter
+    from dagster._core.events import DagsterEventType
+
+    records = instance.event_log_storage.get_event_records(
+        EventRecordsFilter(event_type=DagsterEventType(kind)), limit=1000, ascending=True)
+    return [r.event_log_entry.dagster_event.event_specific_data for r in records  # type: ignore[union-attr]
+            if r.event_log_entry.dagster_event is not None]
+
+
+def test_a_failed_blocking_expectation_fails_the_command_in_one_line(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    with RestTestServer() as server:
+        orders = [{"order_id": i, "amount": 10.0 * i} for i in range(1, 5)] + [{"order_id": 5, "amount": 500.0}]
+        server.add_json("/orders", {"items": orders})
+        out = _hub(tmp_path, home, "run", str(_suite_spec(tmp_path, server.url, "/orders")))
+        assert out.returncode == 1, out.stdout + out.stderr
+        failure = [line for line in out.stderr.splitlines() if line.strip()]
+        assert len(failure) == 1, out.stderr
+        assert failure[0].startswith("✗ unpartitioned failed (run ") and \
+            "orders: blocking expectation(s) failed: expect_column_values_to_be_between__amount" in failure[0], \
+            failure[0]
+        assert "Traceback" not in out.stdout + out.stderr
+        wh = tmp_path / "wh.duckdb"
+        assert _query(wh, "select count(*) from orders") == [(5,)], "the rows are loaded"
+        assert "order_totals" not in {r[0] for r in _query(wh, "select table_name from information_schema.tables")}, \
+            "what depends on them is skipped"
+        [listed] = _runs(tmp_path, home)
+        assert listed["status"] == "FAILURE" and "expect_column_values_to_be_between__amount" in str(listed["reason"])
+        instance = _instance(home, monkeypatch)
+        evals = {e.check_name: e for e in _events(instance, "ASSET_CHECK_EVALUATION")}  # type: ignore[attr-defined]
+        assert evals["expect_column_values_to_be_between__amount"].passed is False
+        assert evals["expect_column_values_to_be_between__amount"].severity == dg.AssetCheckSeverity.ERROR
+        assert evals["expect_column_values_to_not_be_null__order_id"].passed is True
+        # a warning does not fail the command
+        (tmp_path / "warn").mkdir()
+        warn = _hub(tmp_path, home, "run", str(_suite_spec(tmp_path / "warn", server.url, "/orders",
+                                                           severity="warn")))
+        assert warn.returncode == 0, warn.stdout + warn.stderr
+
+
+def test_reporting_is_exactly_once_when_the_reporter_dies_midway(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from hub.dagster.journal import report_pending
+
+    home = tmp_path / "home"
+    with RestTestServer() as server:
+        server.add_json("/orders", {"items": [{"order_id": i, "amount": 1.0 * i} for i in range(1, 4)]})
+        out = _hub(tmp_path, home, "run", str(_suite_spec(tmp_path, server.url, "/orders")))
+    assert out.returncode == 0, out.stdout + out.stderr
+    instance = _instance(home, monkeypatch)
+    real = instance.report_runless_asset_event
+    written: list[object] = []
+
+    def dies_after_two(event: object) -> None:  # the reporter's process dies after its second event
+        if len(written) == 2:
+            raise KeyboardInterrupt
+        written.append(event)
+        real(event)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(instance, "report_runless_asset_event", dies_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        report_pending(instance, home)
+    monkeypatch.setattr(instance, "report_runless_asset_event", real)
+    # two runs (the source with its suite: 3 events; the model: 1); the first died after 2 of its 3 events
+    first, second = [json.loads(p.read_text()) for p in sorted((home / "hub-runs").glob("*.json"))]
+    assert first["reporting"] and not first["reported"] and not second.get("reporting")
+    assert report_pending(instance, home) == 2
+    assert report_pending(instance, home) == 0, "reported: nothing is pending"
+    mats = [m.materialization for m in _events(instance, "ASSET_MATERIALIZATION")]  # type: ignore[attr-defined]
+    assert [(m.asset_key.to_user_string(), m.tags["hub/run_id"]) for m in mats] == [
+        ("orders", first["run_id"]), ("order_totals", second["run_id"])], "each once"
+    evals = _events(instance, "ASSET_CHECK_EVALUATION")
+    assert sorted(e.check_name for e in evals) == [  # type: ignore[attr-defined]
+        "expect_column_values_to_be_between__amount", "expect_column_values_to_not_be_null__order_id"], "each once"
+
+
+def test_a_file_drop_runs_one_run_per_file_and_registers_the_files(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.sftp_servers import start_embedded
+
+    home = tmp_path / "home"
+    (tmp_path / "sftp").mkdir()
+    drop, server = start_embedded(tmp_path / "sftp")
+    try:
+        folder = drop.local("in/st_1.csv").parent
+        old = time.time() - 3600
+        for i in (1, 2):
+            (folder / f"st_{i}.csv").write_text(f"id;amount\n{i}0;1.5\n{i}1;2.5\n")
+            os.utime(folder / f"st_{i}.csv", (old + i, old + i))
+        spec = tmp_path / "files.yaml"
+        system = json.dumps(drop.system())
+        spec.write_text(f"""\
+pipeline: files
+warehouse: duckdb:///{tmp_path}/wh.duckdb
+systems:
+  bank: {{sftp: {system}}}
+sources:
+  statements:
+    system: bank
+    files: {{path: "{drop.remote("in")}", glob: "st_*.csv", stable_for: 30s}}
+    format: {{csv: {{delimiter: ";"}}}}
+    columns: {{id: {{type: int64}}, amount: {{type: float64}}}}
+""")
+        out = _hub(tmp_path, home, "run", str(spec))
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "file st_1.csv" in out.stdout and "file st_2.csv" in out.stdout, out.stdout
+        assert _query(tmp_path / "wh.duckdb", "select _hub_partition, count(*) from statements group by 1 order by 1") \
+            == [("st_1.csv", 2), ("st_2.csv", 2)]
+        again = _hub(tmp_path, home, "run", str(spec), "--asset", "statements", "--partition", "st_1.csv")
+        assert again.returncode == 0, again.stdout + again.stderr
+    finally:
+        server.stop()
+    runs = _runs(tmp_path, home)
+    assert [(r["status"], r["partition"]) for r in runs] == [
+        ("SUCCESS", "st_1.csv"), ("SUCCESS", "st_2.csv"), ("SUCCESS", "st_1.csv")]
+    instance = _instance(home, monkeypatch)
+    assert sorted(instance.get_dynamic_partitions("statements_files")) == ["st_1.csv", "st_2.csv"]
+    mats = [m.materialization for m in _events(instance, "ASSET_MATERIALIZATION")]  # type: ignore[attr-defined]
+    assert [(m.partition, m.metadata["hub/status"].value) for m in mats] == [
+        ("st_1.csv", "loaded"), ("st_2.csv", "loaded"), ("st_1.csv", "already loaded")]
+
+
+def test_a_flow_runs_through_hub_run_asset_and_its_blocking_check_fails_it(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.flow_support import flow_spec, partner, write_items
+
+    home = tmp_path / "home"
+    flows = """  push:
+    checks: {dead: 0}
+    input: {table: payments, key: ref}
+    steps:
+      - name: rec
+        call: partner.post_records
+        params: {body: {ref: "{{ item.ref }}", amount: "{{ item.amount }}"}}
+        output: {id: $.id}
+        on_error: dead_letter
+"""
+    with partner() as (url, state):
+        spec = flow_spec(tmp_path, url, flows)
+        write_items(tmp_path / "warehouse.duckdb", [{"ref": f"a{i}", "amount": 10.0 * i} for i in (1, 2, 3)],
+                    "raw_payments")
+        models = _hub(tmp_path, home, "run", str(spec))  # the flow's input; a flow never runs unless named
+        assert models.returncode == 0, models.stdout + models.stderr
+        assert state.log == []
+        state.poison.add("a3")
+        out = _hub(tmp_path, home, "run", str(spec), "--asset", "push")
+        assert out.returncode == 1, out.stdout + out.stderr
+        assert state.refs() == ["a1", "a2"]
+        failure = [line for line in out.stderr.splitlines() if line.strip()]
+        assert len(failure) == 1 and "push: blocking check(s) failed: push_dead" in failure[0], out.stderr
+        sent = len(state.log)
+        again = _hub(tmp_path, home, "run", str(spec), "--asset", "push")
+        assert again.returncode == 1 and len(state.log) == sent, "the ledger: nothing is sent twice"
+    assert _query(tmp_path / "warehouse.duckdb", "select item_key, status from push order by 1") == [
+        ("ref=a1", "skipped"), ("ref=a2", "skipped"), ("ref=a3", "dead")]
+    runs = _runs(tmp_path, home)
+    assert [(r["status"], r["assets"]) for r in runs] == [("FAILURE", ["push"]), ("FAILURE", ["push"]),
+                                                          ("SUCCESS", ["payments"])]
+    instance = _instance(home, monkeypatch)
+    mats = [m.materialization for m in _events(instance, "ASSET_MATERIALIZATION")]  # type: ignore[attr-defined]
+    push = [m for m in mats if m.asset_key.to_user_string() == "push"]
+    assert [m.metadata["hub/sent"].value for m in push] == [2, 0]
+    dead = [e for e in _events(instance, "ASSET_CHECK_EVALUATION") if e.check_name == "push_dead"]  # type: ignore[attr-defined]
+    assert [e.passed for e in dead] == [False, False]  # type: ignore[attr-defined]
