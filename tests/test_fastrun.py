@@ -438,3 +438,30 @@ def test_a_flow_runs_through_hub_run_asset_and_its_blocking_check_fails_it(tmp_p
     assert [m.metadata["hub/sent"].value for m in push] == [2, 0]
     dead = [e for e in _events(instance, "ASSET_CHECK_EVALUATION") if e.check_name == "push_dead"]  # type: ignore[attr-defined]
     assert [e.passed for e in dead] == [False, False]  # type: ignore[attr-defined]
+
+
+def test_hub_listen_does_not_wait_for_the_writer_lock_it_backs_off(tmp_path: Path) -> None:
+    from hub.errors import WarehouseError
+    from hub.events.listen import _locked
+    from hub.warehouse.lock import writer_lock
+
+    url = f"duckdb:///{tmp_path}/wh.duckdb"
+    code = ("import sys, time\nfrom hub.warehouse.lock import writer_lock\n"
+            f"with writer_lock({url!r}, what='hub run of pipeline x'):\n    print('held', flush=True)\n"
+            "    sys.stdin.read()\n")
+    holder = subprocess.Popen([sys.executable, "-c", code], env=_env(tmp_path), stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        with pytest.raises(WarehouseError) as info, writer_lock(url, what="hub listen absorbing x", wait=False):
+            pass
+        assert time.monotonic() - started < 1, "it did not wait"
+        assert f"held by pid {holder.pid}" in str(info.value) and "hub run of pipeline x" in str(info.value)
+        assert _locked(info.value), "the listener takes it for a busy warehouse: backs off, keeps consuming"
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(30)
+    with writer_lock(url, wait=False):  # released with the holder
+        pass
