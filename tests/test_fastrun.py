@@ -1,7 +1,9 @@
 """`hub run` without Dagster (hub/runs.py): it imports neither Dagster nor pandas, two runs on one DuckDB file
 take turns on the writer lock (the waiter names the holder, uses no CPU, stops on SIGTERM), a SIGKILLed run
 leaves no lock and nothing half-loaded, and every run shows in `hub runs` and, as materializations, in the
-Dagster instance. The partition arithmetic gives Dagster's answers."""
+Dagster instance, exactly once even when the reporter dies midway. Expectation suites, SFTP file drops and
+flows (`--asset FLOW`) run on the fast path with their checks; `hub listen` backs off from a held lock. The
+partition arithmetic gives Dagster's answers."""
 
 from __future__ import annotations
 
