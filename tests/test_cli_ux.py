@@ -99,8 +99,13 @@ def test_threshold_failure_is_one_line_and_the_trace_only_verbose(api: RestTestS
     assert "STEP_FAILURE" not in proc.stdout + proc.stderr and "Traceback" not in proc.stdout + proc.stderr
     verbose = _hub("run", str(spec), "--verbose", env=env)
     assert verbose.returncode == 1
-    assert "STEP_FAILURE" in verbose.stderr and "Stack Trace" in verbose.stderr, "--verbose shows the trace"
+    assert "Traceback (most recent call last)" in verbose.stderr and "ThresholdExceeded" in verbose.stderr, \
+        "--verbose shows the trace"
     assert _lines(verbose.stderr)[-1].startswith("✗ unpartitioned failed"), "and still ends with the line"
+    in_dagster = _hub("run", str(spec), "--verbose", "--dagster", env=env)
+    assert in_dagster.returncode == 1
+    assert "STEP_FAILURE" in in_dagster.stderr and "Stack Trace" in in_dagster.stderr, "Dagster's log with --dagster"
+    assert _lines(in_dagster.stderr)[-1].startswith("✗ unpartitioned failed"), "and still ends with the line"
 
 
 def test_missing_crm_token_is_one_line_naming_it(crm: CRMService, warehouse_path: Path, dagster_home: Path,

@@ -1,6 +1,7 @@
-"""A `hub run` killed outright (SIGKILL, an out-of-memory kill) must not stall the next one on the same Dagster
-instance: its run is marked failed and its `hub_duckdb` pool slot freed before the new run waits on it, and a
-run that does wait for a live holder says which run holds the slot, uses no CPU and stops at once on SIGTERM."""
+"""A `hub run --dagster` killed outright (SIGKILL, an out-of-memory kill) must not stall the next one on the
+same Dagster instance: its run is marked failed and its `hub_duckdb` pool slot freed before the new run waits
+on it, and a run that does wait for a live holder says which run holds the slot, uses no CPU and stops at once
+on SIGTERM."""
 
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ def test_a_sigkilled_run_neither_blocks_nor_spins_the_next(tmp_path: Path) -> No
     home.mkdir()
     with RestTestServer() as server:
         spec = _spec(tmp_path, server.url, delay=0.3)
-        killed = subprocess.Popen([*HUB, "run", str(spec)], cwd=tmp_path, env=_env(home),
+        killed = subprocess.Popen([*HUB, "run", str(spec), "--dagster"], cwd=tmp_path, env=_env(home),
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         sigkill_when(killed, lambda: len(server.requests("/pages")) >= 3, "the run never fetched a page")
 
@@ -73,7 +74,7 @@ def test_a_sigkilled_run_neither_blocks_nor_spins_the_next(tmp_path: Path) -> No
             assert [s.run_id for s in info.claimed_slots] == [dead.run_id]
 
         spec.write_text(spec.read_text().replace("delay: 0.3", "delay: 0"))
-        again = subprocess.run([*HUB, "run", str(spec)], cwd=tmp_path, env=_env(home), capture_output=True,
+        again = subprocess.run([*HUB, "run", str(spec), "--dagster"], cwd=tmp_path, env=_env(home), capture_output=True,
                                text=True, timeout=120)
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"run {dead.run_id[:8]}" in again.stdout + again.stderr  # it says what it recovered
@@ -90,14 +91,14 @@ def test_a_run_waiting_for_a_live_holder_says_who_and_stops_on_sigterm(tmp_path:
     home.mkdir()
     with RestTestServer() as server:
         spec = _spec(tmp_path, server.url, delay=1.0)  # 40 pages of a second: the holder stays alive
-        holder = subprocess.Popen([*HUB, "run", str(spec)], cwd=tmp_path, env=_env(home),
+        holder = subprocess.Popen([*HUB, "run", str(spec), "--dagster"], cwd=tmp_path, env=_env(home),
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + 60
             while len(server.requests("/pages")) < 2:
                 assert holder.poll() is None and time.monotonic() < deadline, "the first run never started"
                 time.sleep(0.05)
-            waiter = subprocess.Popen([*HUB, "run", str(spec)], cwd=tmp_path, env=_env(home),
+            waiter = subprocess.Popen([*HUB, "run", str(spec), "--dagster"], cwd=tmp_path, env=_env(home),
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             lines: list[str] = []
             assert waiter.stdout is not None

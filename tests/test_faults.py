@@ -306,20 +306,23 @@ def _tick(db: InventoryDb) -> None:
 #: it reported at least that many rows).
 _HUB_RUN = """
 import os, sys, time
-from hub.dagster import progress
-listen = progress.listen
-def tapped(callback):
-    if callback is None:
-        return listen(None)
+def tap(callback):
     def report(asset, rows):
-        callback(asset, rows)
+        if callback is not None:
+            callback(asset, rows)
         with open(os.environ["HUB_TEST_PROGRESS"], "a") as out:
             out.write(f"{asset} {rows}\\n")
         freeze, _, least = os.environ.get("HUB_TEST_FREEZE", "").partition(":")
         if asset == freeze and rows >= int(least or 0):
             time.sleep(600)
-    return listen(report)
-progress.listen = tapped
+    return report
+from hub import runs  # hub run's own path: its progress callback
+fast = runs.run_fast
+runs.run_fast = lambda *a, progress=None, **k: fast(*a, progress=tap(progress), **k)
+if "--dagster" in sys.argv:  # hub run --dagster: Dagster's progress hook
+    from hub.dagster import progress
+    listen = progress.listen
+    progress.listen = lambda callback: listen(None if callback is None else tap(callback))
 from hub.cli.main import app
 app(sys.argv[1:], prog_name="hub")
 """

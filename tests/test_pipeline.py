@@ -179,8 +179,18 @@ def test_cli_validate_and_run(crm: CRMService, warehouse_path: Path, dagster_hom
     wh = DuckDBWarehouse(f"duckdb:///{warehouse_path}")
     parts = wh.query("select distinct _hub_partition p from crm_contacts order by p").column("p").to_pylist()
     assert parts == ["2024-01-05", "2024-01-06"]
-    # runs are recorded on the local instance the UI reads
-    assert len(dg.DagsterInstance.get().get_run_records()) == 2 + 7 + 1, "two days, seven statements, the models"
+    # runs are recorded for hub runs, and their materializations reported to the local instance the UI reads
+    from hub.dagster.journal import report_pending
+    from hub.dagster.run import recent_runs
+
+    instance = dg.DagsterInstance.get()
+    report_pending(instance, dagster_home)
+    runs = recent_runs(instance, 50, dagster_home)
+    assert len(runs) == 2 + 7 + 1, "two days, seven statements, the models"
+    assert {r.job for r in runs} == {"hub run"} and {r.status for r in runs} == {"SUCCESS"}
+    contacts = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey("crm_contacts")), 10)
+    assert sorted(r.event_log_entry.asset_materialization.partition for r in contacts.records  # type: ignore[union-attr]
+                  ) == ["2024-01-05", "2024-01-06"]
     bad = runner.invoke(app, ["run", str(spec), "--partition", "yesterday"])
     assert bad.exit_code == 1 and "'yesterday' is not a partition" in bad.output
 

@@ -10,14 +10,16 @@ the ``records`` path inside ``data`` and how to page: Relay cursors or offset/li
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from graphql import GraphQLSyntaxError, OperationDefinitionNode, OperationType, parse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from adapters.rest import simple_steps
 from adapters.rest.config import AuthConfig, TimeoutConfig
 from hub.runtime.choice import exactly_one
+
+if TYPE_CHECKING:  # graphql-core (0.15 s) is imported when a GraphQL source is checked, not with every spec
+    from graphql import GraphQLSyntaxError, OperationDefinitionNode
 from hub.runtime.settings import SystemSettings
 from hub.runtime.window import Window, render_tree
 
@@ -99,6 +101,8 @@ class GraphQLPaginateConfig(_Strict):
 # --- source ----------------------------------------------------------------------------------------------
 
 def _operation(document: Any, name: str | None) -> OperationDefinitionNode:
+    from graphql import OperationDefinitionNode
+
     ops = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
     if not ops:
         raise ValueError("query has no operation (only fragments)")
@@ -143,6 +147,8 @@ class GraphQLSourceConfig(_Strict):
     @field_validator("query")
     @classmethod
     def _parses(cls, value: str) -> str:
+        from graphql import GraphQLSyntaxError, parse
+
         try:
             parse(value, no_location=True)
         except GraphQLSyntaxError as exc:
@@ -151,6 +157,8 @@ class GraphQLSourceConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> GraphQLSourceConfig:
+        from graphql import OperationType
+
         op = self.operation()
         if op.operation != OperationType.QUERY:
             raise ValueError(f"query is a {op.operation.value}: a source only reads, so it must be a query "
@@ -174,6 +182,8 @@ class GraphQLSourceConfig(_Strict):
 
     def operation(self) -> OperationDefinitionNode:
         """The operation this source runs."""
+        from graphql import parse
+
         return _operation(parse(self.query, no_location=True), self.operation_name)
 
     def rendered(self, window: Window | None, *, field: str) -> GraphQLSourceConfig:

@@ -118,21 +118,26 @@ def run(
     full_refresh: bool = typer.Option(False, "--full-refresh", help="Incremental sources read everything again "
                                                                     "and replace their table."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
+    in_dagster: bool = typer.Option(False, "--dagster", help="Run through Dagster (an in-process Dagster run: a run "
+                                                             "page and step event log in the UI, 3-6 s slower); "
+                                                             "by default the hub loads in this process and "
+                                                             "reports the materializations to Dagster."),
 ) -> None:
-    """Materialize a pipeline in-process on the local Dagster instance, with progress. Each failure is one
-    line (the stack trace with --verbose); exit 1 when anything failed."""
+    """Materialize a pipeline in this process, with progress, and record it for `hub runs` and the Dagster UI
+    (docs/operations.md#hub-run). Each failure is one line (the stack trace with --verbose); exit 1 when
+    anything failed."""
     if partition and (start or end):
         raise _fail("--partition runs one partition, --from/--to a range: give one or the other")
     pipeline = _load(spec)
-    if not _run(pipeline, asset or None, partition, start, end, full_refresh=full_refresh, verbose=verbose):
+    if not _run(pipeline, asset or None, partition, start, end, full_refresh=full_refresh, verbose=verbose,
+                in_dagster=in_dagster):
         raise typer.Exit(1)
 
 
 def _run(pipeline: Pipeline, assets: list[str] | None, partition: str | None, start: str | None,
-         end: str | None, *, full_refresh: bool = False, verbose: bool = False) -> bool:
-    from hub.dagster import progress as progress_hook
-    from hub.dagster.instance import local_instance
-    from hub.dagster.run import partition_keys, run_pipeline
+         end: str | None, *, full_refresh: bool = False, verbose: bool = False, in_dagster: bool = False) -> bool:
+    from hub.runs import dagster_home, run_fast
+    from hub.spec.partitions import partition_keys
 
     files: list[str] | None = None
     keys: list[str | None]
@@ -141,10 +146,11 @@ def _run(pipeline: Pipeline, assets: list[str] | None, partition: str | None, st
         if per_file:  # file drops: --partition names a file (default: every file that is ready)
             keys, files = [None], ([partition] if partition else None)
         else:
-            keys = partition_keys(pipeline, partition=partition, start=start, end=end)
+            keys = partition_keys(pipeline.spec.partitions, str(pipeline.path), pipeline.name, partition=partition,
+                                  start=start, end=end)
     except HubError as exc:
         raise _fail(str(exc)) from None
-    instance = local_instance(pipeline.root)
+    home = dagster_home(pipeline.root)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=console, transient=False) as bar:
         tasks: dict[str, TaskID] = {}
@@ -156,19 +162,47 @@ def _run(pipeline: Pipeline, assets: list[str] | None, partition: str | None, st
                 tasks[label] = bar.add_task(escape(label), total=None)
             bar.update(tasks[label], description=f"{escape(label)}: {rows:,} rows")
 
-        progress_hook.listen(on_rows)
+        def say(line: str) -> None:
+            bar.console.print(escape(line))
+
         try:
-            outcomes = run_pipeline(pipeline, instance, assets=assets, partitions=keys, files=files,
-                                    quiet=not verbose, before_run=lambda key: current.update(key=key),
-                                    full_refresh=full_refresh, say=lambda line: bar.console.print(escape(line)))
+            if in_dagster:
+                outcomes = _run_in_dagster(pipeline, home, assets, keys, files, on_rows, current, say,
+                                           full_refresh=full_refresh, verbose=verbose)
+            else:
+                outcomes = run_fast(pipeline, home, assets=assets, partitions=keys, files=files,
+                                    before_run=lambda key: current.update(key=key), full_refresh=full_refresh,
+                                    progress=on_rows, say=say)
         except HubError as exc:  # an expected failure before any run started (an unknown asset, a file drop)
             bar.stop()
             if verbose:
                 err.print_exception()
             raise _fail(_one_line(exc)) from None
-        finally:
-            progress_hook.listen(None)
+    if verbose:  # the fast path's stack traces (Dagster's console log printed its own above)
+        for o in outcomes:
+            for trace in getattr(o, "traces", []) if not in_dagster else []:
+                err.print(escape(trace), highlight=False)
     return _report(pipeline, outcomes, verbose=verbose)
+
+
+def _run_in_dagster(pipeline: Pipeline, home: Path, assets: list[str] | None, keys: list[str | None],
+                    files: list[str] | None, on_rows: Any, current: dict[str, str | None], say: Any, *,
+                    full_refresh: bool, verbose: bool) -> list[Any]:
+    """``hub run --dagster``: in-process Dagster runs on the local instance (the journal of fast runs is
+    reported into it first)."""
+    from hub.dagster import progress as progress_hook
+    from hub.dagster.instance import local_instance
+    from hub.dagster.journal import report_pending
+    from hub.dagster.run import run_pipeline
+
+    instance = local_instance(pipeline.root)
+    report_pending(instance, home)
+    progress_hook.listen(on_rows)
+    try:
+        return run_pipeline(pipeline, instance, assets=assets, partitions=keys, files=files, quiet=not verbose,
+                            before_run=lambda key: current.update(key=key), full_refresh=full_refresh, say=say)
+    finally:
+        progress_hook.listen(None)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -359,7 +393,10 @@ def ui(
     if not here.workspace.is_file():
         raise _fail(f"{root} has no workspace.yaml: `hub init` makes a project Dagster can load "
                     "(in a Dagster project of your own, run `dg dev`)")
-    local_instance(root)
+    from hub.dagster.journal import report_pending
+    from hub.runs import dagster_home
+
+    report_pending(local_instance(root), dagster_home(root))
     dagster = shutil.which("dagster") or str(Path(sys.executable).parent / "dagster")
     with estate.running(console.print, drip=120, state_dir=here.state_dir / "demo") if demo_estate else nullcontext():
         status = run_child([dagster, "dev", "-w", str(root / "workspace.yaml"), "-p", str(port)], cwd=root)
@@ -378,10 +415,15 @@ def runs(
     import json
 
     from hub.dagster.instance import local_instance
+    from hub.dagster.journal import report_pending
     from hub.dagster.run import recent_runs
+    from hub.runs import dagster_home
 
     root = _load(spec).root if spec else project.current().root
-    found = recent_runs(local_instance(root), limit)
+    instance = local_instance(root)
+    home = dagster_home(root)
+    report_pending(instance, home)  # what hub run's detached reporter has not reported yet
+    found = recent_runs(instance, limit, home)
     if as_json:
         typer.echo(json.dumps([{**r.__dict__, "started": r.started.isoformat() if r.started else None}
                                for r in found], indent=2))
@@ -397,7 +439,8 @@ def runs(
     for r in found:
         colour = colours.get(r.status, "default")
         # hub run's runs are ad-hoc asset jobs: the pipeline says more than Dagster's job name
-        job = r.pipeline if r.pipeline and r.job == "__ephemeral_asset_job__" else f"{r.pipeline or '-'} / {r.job}"
+        job = r.pipeline if r.pipeline and r.job in ("__ephemeral_asset_job__", "hub run") \
+            else f"{r.pipeline or '-'} / {r.job}"
         table.add_row(r.run_id[:8], r.started.strftime("%Y-%m-%d %H:%M:%S") if r.started else "-",
                       f"[{colour}]{r.status}[/]", f"{r.duration_s:.1f}s" if r.duration_s is not None else "-",
                       escape(job),

@@ -19,14 +19,17 @@ from hub.dagster.contract_checks import contract_definitions
 from hub.dagster.executor import executor_from_env
 from hub.dagster.files import export_asset, file_asset, file_job, file_sensor
 from hub.dagster.flows import flow_definitions
+from hub.dagster.journal import metadata
 from hub.dagster.progress import report
 from hub.dagster.streams import stream_asset, stream_job, stream_sensor
 from hub.dagster.tracing import run_trace_sensors
 from hub.dagster.validation import check_results, check_specs
 from hub.materialize import Outcome, child_mode, load_mode, materialize_model, materialize_source
+from hub.runs import load_metadata
 from hub.runtime.window import Window
 from hub.spec import Pipeline, discover, load
 from hub.spec.models import PartitionsConfig, ResolvedSource
+from hub.warehouse.lock import writer_lock
 
 DUCKDB_POOL = "hub_duckdb"
 
@@ -46,6 +49,13 @@ def window_from_context(context: dg.AssetExecutionContext) -> Window:
     return Window(key=context.partition_key, start=tw.start, end=tw.end)
 
 
+def locked(pipeline: Pipeline, context: dg.AssetExecutionContext, asset: str) -> Any:
+    """The warehouse's writer lock (:mod:`hub.warehouse.lock`) for one step: the pool keeps Dagster's steps
+    apart, the lock keeps them apart from ``hub run``'s loads, which run without Dagster."""
+    return writer_lock(pipeline.warehouse_url, what=f"Dagster run {context.run_id[:8]} ({asset})",
+                       say=context.log.info)
+
+
 #: Run tag that makes incremental sources read everything again and replace their table.
 FULL_REFRESH_TAG = "hub/full_refresh"
 
@@ -61,23 +71,9 @@ def pool_for(pipeline: Pipeline, system: str | None = None) -> str | None:
 
 
 def _metadata(outcome: Outcome, partitioned: bool) -> dict[str, Any]:
-    load = outcome.load
-    md: dict[str, Any] = {
-        "dagster/row_count": load.rows_loaded if partitioned else load.table_rows,
-        "dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(name=n, type=t) for n, t in load.columns]),
-        "dagster/table_name": load.table,
-        "hub/rows_loaded": load.rows_loaded,
-        "hub/rows_replaced": load.rows_deleted,
-        "hub/rows_quarantined": load.rows_quarantined,
-        "hub/table_rows": load.table_rows,
-        "hub/duration_s": dg.FloatMetadataValue(round(outcome.duration_s, 3)),
-    }
-    if outcome.source_url:
-        md["hub/source_url"] = dg.UrlMetadataValue(outcome.source_url)
-    for key, value in outcome.details.items():
-        md[f"hub/{key}"] = value
-    return md
+    """The metadata of a load (:func:`hub.runs.load_metadata`, shared with the fast path)."""
+    return metadata(load_metadata(outcome.load, partitioned=partitioned, duration_s=outcome.duration_s,
+                                  source_url=outcome.source_url, details=outcome.details))
 
 
 def _source_asset(pipeline: Pipeline, source: ResolvedSource,
@@ -123,9 +119,10 @@ def _source_asset(pipeline: Pipeline, source: ResolvedSource,
                   partitions_def=parts, pool=pool_for(pipeline, source.system_name), metadata=static_md, tags=tags,
                   check_specs=check_specs(pipeline, [source.name]) or None)
         def _asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-            md = _metadata(run(context), parts is not None)
-            return dg.MaterializeResult(metadata=md, check_results=check_results(context, pipeline, source.name,
-                                                                                 partition(context)))
+            with locked(pipeline, context, source.name):  # the load and the suite reading it back
+                md = _metadata(run(context), parts is not None)
+                return dg.MaterializeResult(metadata=md, check_results=check_results(
+                    context, pipeline, source.name, partition(context)))
 
         return _asset
 
@@ -143,14 +140,18 @@ def _source_asset(pipeline: Pipeline, source: ResolvedSource,
                     can_subset=False,
                     check_specs=check_specs(pipeline, [source.name, *spec.children]) or None)
     def _multi(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
-        outcome = run(context)
-        yield dg.MaterializeResult(asset_key=source.name, metadata=_metadata(outcome, parts is not None),
-                                   check_results=check_results(context, pipeline, source.name, partition(context)))
-        for child, result in outcome.children.items():
-            child_outcome = Outcome(asset=child, load=result, duration_s=outcome.duration_s,
-                                    source_url=outcome.source_url)
-            yield dg.MaterializeResult(asset_key=child, metadata=_metadata(child_outcome, parts is not None),
-                                       check_results=check_results(context, pipeline, child, partition(context)))
+        with locked(pipeline, context, source.name):
+            outcome = run(context)
+            results: list[dg.MaterializeResult] = [dg.MaterializeResult(
+                asset_key=source.name, metadata=_metadata(outcome, parts is not None),
+                check_results=check_results(context, pipeline, source.name, partition(context)))]
+            for child, result in outcome.children.items():
+                child_outcome = Outcome(asset=child, load=result, duration_s=outcome.duration_s,
+                                        source_url=outcome.source_url)
+                results.append(dg.MaterializeResult(
+                    asset_key=child, metadata=_metadata(child_outcome, parts is not None),
+                    check_results=check_results(context, pipeline, child, partition(context))))
+        yield from results
 
     return _multi
 
@@ -166,10 +167,11 @@ def _model_asset(pipeline: Pipeline, name: str) -> dg.AssetsDefinition:
         check_specs=check_specs(pipeline, [name]) or None,
     )
     def _asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        outcome = materialize_model(pipeline, name, run_id=context.run_id)
-        context.log.info(f"{name}: rebuilt with {outcome.load.table_rows} rows in {outcome.duration_s:.2f}s")
-        return dg.MaterializeResult(metadata=_metadata(outcome, False),
-                                    check_results=check_results(context, pipeline, name, None))
+        with locked(pipeline, context, name):
+            outcome = materialize_model(pipeline, name, run_id=context.run_id)
+            context.log.info(f"{name}: rebuilt with {outcome.load.table_rows} rows in {outcome.duration_s:.2f}s")
+            return dg.MaterializeResult(metadata=_metadata(outcome, False),
+                                        check_results=check_results(context, pipeline, name, None))
 
     return _asset
 

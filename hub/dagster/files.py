@@ -8,14 +8,17 @@ from typing import Any
 
 import dagster as dg
 
+from hub.dagster.journal import metadata
 from hub.dagster.progress import report
 from hub.dagster.validation import check_results, check_specs
 from hub.exports import run_export
 from hub.files import build_sftp, ingest_file
+from hub.runs import file_metadata
 from hub.runtime import tracing
 from hub.spec import Pipeline
 from hub.spec.models import ResolvedSource
 from hub.warehouse.calls import calls_sink
+from hub.warehouse.lock import writer_lock
 
 
 def file_partitions(source: ResolvedSource) -> dg.DynamicPartitionsDefinition:
@@ -35,28 +38,19 @@ def file_asset(pipeline: Pipeline, source: ResolvedSource, pool: str | None) -> 
                         "hub/folder": files.path, "hub/glob": files.glob, "hub/spec": str(pipeline.path)},
               tags={"hub/system": source.system_name}, check_specs=check_specs(pipeline, [source.name]) or None)
     def _asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        outcome = ingest_file(pipeline, source.name, context.partition_key, run_id=context.run_id, progress=report)
+        with writer_lock(pipeline.warehouse_url, what=f"Dagster run {context.run_id[:8]} ({source.name})",
+                         say=context.log.info):
+            outcome = ingest_file(pipeline, source.name, context.partition_key, run_id=context.run_id,
+                                  progress=report)
+            # the suite checks this file's rows (its partition), also when the file had been loaded before
+            checks = check_results(context, pipeline, source.name, context.partition_key)
         context.log.info(f"{source.name} {outcome.file}: {outcome.status}, {outcome.after}"
                          + (f", {outcome.load.rows_loaded} rows, {outcome.rejected} rejected" if outcome.load else ""))
         for warning in str(outcome.details.get("encoding_warnings") or "").splitlines():
             context.log.warning(f"{source.name}: {warning}")
         if outcome.details.get("remote_name"):
             context.log.warning(f"{source.name}: the file's name is {outcome.details['remote_name']}")
-        md: dict[str, Any] = {"hub/file": outcome.file, "hub/status": outcome.status, "hub/after": outcome.after,
-                              "hub/duration_s": dg.FloatMetadataValue(round(outcome.duration_s, 3))}
-        if outcome.sha256:
-            md["hub/sha256"] = outcome.sha256
-        if outcome.load is not None:
-            load = outcome.load
-            md.update({"dagster/row_count": load.rows_loaded, "hub/rows_replaced": load.rows_deleted,
-                       "hub/rows_quarantined": load.rows_quarantined, "hub/table_rows": load.table_rows,
-                       "dagster/table_name": load.table,
-                       "dagster/column_schema": dg.TableSchema(
-                           columns=[dg.TableColumn(name=n, type=t) for n, t in load.columns])})
-        md.update({f"hub/{k}": v for k, v in outcome.details.items()})
-        # the suite checks this file's rows (its partition), also when the file had been loaded before
-        return dg.MaterializeResult(metadata=md, check_results=check_results(context, pipeline, source.name,
-                                                                             context.partition_key))
+        return dg.MaterializeResult(metadata=metadata(file_metadata(outcome)), check_results=checks)
 
     return _asset
 
@@ -110,8 +104,10 @@ def export_asset(pipeline: Pipeline, name: str, pool: str | None) -> dg.AssetsDe
               description=export.description or f"{fmt} export of {export.table or 'a query'} to {export.path}",
               metadata={"hub/system": export.system, "hub/path": export.path, "hub/spec": str(pipeline.path)})
     def _asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        with tracing.asset_scope(name, run_id=context.run_id, pipeline=pipeline.name,
-                                 sink=calls_sink(pipeline.warehouse_url), kind="export") as scope:
+        with writer_lock(pipeline.warehouse_url, what=f"Dagster run {context.run_id[:8]} ({name})",
+                         say=context.log.info), \
+                tracing.asset_scope(name, run_id=context.run_id, pipeline=pipeline.name,
+                                    sink=calls_sink(pipeline.warehouse_url), kind="export") as scope:
             outcome = run_export(pipeline, name)
             scope.rows = outcome.rows
         context.log.info(f"{name}: {outcome.rows} rows, {outcome.bytes} bytes uploaded to {outcome.remote_path}")

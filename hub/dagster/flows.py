@@ -11,11 +11,11 @@ from typing import Any
 
 import dagster as dg
 
+from hub.runs import FLOW_CHECKS as CHECKS
+from hub.runs import flow_checks, flow_metadata
 from hub.runtime.secrets import mask
 from hub.runtime.window import Window
 from hub.spec.loader import Pipeline
-
-CHECKS = ("failed", "dead", "unknown")
 
 
 def _check_name(flow: str, what: str) -> str:
@@ -50,25 +50,13 @@ def flow_asset(pipeline: Pipeline, name: str, pool: str | None,
         if parts is not None:
             tw = context.partition_time_window
             window = Window(key=context.partition_key, start=tw.start, end=tw.end)
+        # the flow holds the warehouse's writer lock while it runs (hub.flows.engine.FlowRun.run)
         report = run_flow(pipeline, name, run_id=context.run_id, echo=context.log.info, window=window)
-        counts = {s: report.count(s) for s in ("ok", "skipped", "failed", "dead", "unknown", "compensated")}
-        steps: dict[str, int] = {}
-        for item in report.items:
-            for step in item.outputs:
-                steps[step] = steps.get(step, 0) + 1
-        yield dg.MaterializeResult(metadata={
-            "dagster/row_count": len(report.items), "hub/sent": report.sent, "hub/skipped_by_ledger": report.skipped,
-            **{f"hub/items_{k}": v for k, v in counts.items()},
-            **{f"hub/step_{k}_items": v for k, v in steps.items()},
-            **({"hub/stopped": mask(report.stopped)} if report.stopped else {})})
-        for what in CHECKS:
-            n = report.count(what) + (report.count("compensated") if what == "failed" else 0)
-            limit = getattr(limits, what)
-            bad = [f"{i.key}: {i.error}" for i in report.items if i.status == what][:5]
+        yield dg.MaterializeResult(metadata=flow_metadata(report))
+        for check in flow_checks(pipeline, name, report, None):
             yield dg.AssetCheckResult(
-                check_name=_check_name(name, what), passed=n <= (limit or 0),
-                severity=dg.AssetCheckSeverity.ERROR if limit is not None else dg.AssetCheckSeverity.WARN,
-                metadata={"count": n, "threshold": limit or 0, "examples": mask("\n".join(bad)) or "none"})
+                check_name=check["check"], passed=check["passed"], metadata=check["metadata"],
+                severity=dg.AssetCheckSeverity.ERROR if check["blocking"] else dg.AssetCheckSeverity.WARN)
         if report.stopped:
             raise dg.Failure(description=mask(report.stopped))
 

@@ -9,31 +9,18 @@ docs/operations.md.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 
 from hub.dagster.definitions import DUCKDB_POOL
+from hub.runs import DAGSTER_YAML, dagster_home
 
-DAGSTER_YAML = """\
-# Written by hub for local use; see docs/operations.md for production settings.
-telemetry:
-  enabled: false
-concurrency:
-  pools:
-    granularity: op
-"""
-
-
-def dagster_home(root: Path) -> Path:
-    home = Path(os.environ.get("DAGSTER_HOME") or root / ".dagster").resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    cfg = home / "dagster.yaml"
-    if not cfg.exists():
-        cfg.write_text(DAGSTER_YAML, encoding="utf-8")
-    os.environ["DAGSTER_HOME"] = str(home)
-    return home
+__all__ = ["DAGSTER_YAML", "dagster_home", "ensure_pools", "local_instance"]
 
 
 def ensure_pools(instance: dg.DagsterInstance) -> None:
@@ -52,8 +39,27 @@ def ensure_pools(instance: dg.DagsterInstance) -> None:
         storage.set_concurrency_slots(DUCKDB_POOL, 1)
 
 
+@contextlib.contextmanager
+def _creating(home: Path) -> Iterator[None]:
+    """Hold ``$DAGSTER_HOME/.hub-instance.lock`` while the instance is opened.
+
+    Opening a local instance creates its SQLite storages and stamps their schema the first time; two processes
+    doing that at once on a fresh ``$DAGSTER_HOME`` (``hub run``'s detached reporter and a ``hub runs`` typed
+    right after it) race, and one fails ("table already exists", "database is locked"). The lock makes the
+    first one create and the others open what it created; afterwards it costs one uncontended ``flock``."""
+    fd = os.open(home / ".hub-instance.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def local_instance(root: Path) -> dg.DagsterInstance:
-    dagster_home(root)
-    instance = dg.DagsterInstance.get()
-    ensure_pools(instance)
+    """The instance of ``$DAGSTER_HOME`` (or ``<root>/.dagster``), created safely when several processes
+    open it for the first time at once, with the DuckDB pool limited (:func:`ensure_pools`)."""
+    home = dagster_home(root)
+    with _creating(home):
+        instance = dg.DagsterInstance.get()
+        ensure_pools(instance)
     return instance

@@ -7,11 +7,11 @@ last, once, so nothing is loaded more often than needed and models see every par
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 from dagster._utils.error import SerializableErrorInfo
@@ -19,11 +19,15 @@ from dagster._utils.error import SerializableErrorInfo
 from hub.dagster.definitions import FULL_REFRESH_TAG, partitions_def, pipeline_assets, pool_for
 from hub.dagster.flows import flow_asset
 from hub.dagster.recovery import recover_dead_runs, run_tags, wait_for_pool
-from hub.errors import HubError, PartitionKeyError
+from hub.errors import HubError
 from hub.files import ready_files
+from hub.runs import RunOutcome, read_metadata, read_records
+from hub.runs import one_line as one_text
 from hub.runtime import tracing
 from hub.spec import Pipeline
-from hub.warehouse.base import QUARANTINE_SUFFIX
+from hub.spec.partitions import partition_keys as keys_for
+
+__all__ = ["RunOutcome", "RunSummary", "partition_keys", "recent_runs", "run_pipeline"]
 
 #: The assets an in-process run materializes (its ad-hoc job has no asset selection of its own): for hub runs.
 ASSETS_TAG = "hub/assets"
@@ -35,54 +39,12 @@ QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}
 VERBOSE_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-@dataclass
-class RunOutcome:
-    partition: str | None
-    run_id: str
-    success: bool
-    assets: list[str]
-    error: str | None = None
-    row_counts: dict[str, int] = field(default_factory=dict)
-    rows_loaded: dict[str, int] = field(default_factory=dict)  # by this run (an incremental read: the changes)
-    quarantined: dict[str, int] = field(default_factory=dict)  # rows rejected by mapping or rules, per asset
-    quarantine_tables: dict[str, str] = field(default_factory=dict)  # where they are: <table>__quarantine
-    file_status: dict[str, str] = field(default_factory=dict)  # file drops: loaded | already loaded | duplicate of
-    reasons: list[str] = field(default_factory=list)  # one line per failed step: "<step>: <message>"
-
-
 def partition_keys(pipeline: Pipeline, *, partition: str | None = None, start: str | None = None,
                    end: str | None = None) -> list[str | None]:
-    """The partitions to run: one, a range, or (by default) the last complete one."""
-    parts = partitions_def(pipeline.spec.partitions)
-    if parts is None:
-        if partition or start or end:
-            raise HubError(f"{pipeline.path}: pipeline '{pipeline.name}' has no partitions; "
-                           "drop --partition/--from/--to")
-        return [None]
-    if partition:
-        _check_key(parts, partition, pipeline)
-        return [partition]
-    if start or end:
-        if not (start and end):
-            raise HubError("--from and --to go together")
-        _check_key(parts, start, pipeline)
-        _check_key(parts, end, pipeline)
-        keys = parts.get_partition_keys_in_range(dg.PartitionKeyRange(start, end))
-        if not keys:
-            raise HubError(f"--from {start} --to {end}: empty range (is --from after --to?)")
-        return list(keys)
-    last = parts.get_last_partition_key()
-    if last is None:
-        raise HubError(f"{pipeline.path}: no complete partition yet (partitions start "
-                       f"{pipeline.spec.partitions.window.start if pipeline.spec.partitions else '?'})")
-    return [last]
-
-
-def _check_key(parts: dg.TimeWindowPartitionsDefinition, key: str, pipeline: Pipeline) -> None:
-    if not parts.has_partition_key(key):
-        first = parts.get_first_partition_key()
-        raise PartitionKeyError(f"partition '{key}' is not a partition of pipeline '{pipeline.name}' "
-                       f"(format {parts.fmt}, first {first}, last {parts.get_last_partition_key()})")
+    """The partitions to run: one, a range, or (by default) the last complete one
+    (:func:`hub.spec.partitions.partition_keys`, the same answers as Dagster's partitions definition)."""
+    return keys_for(pipeline.spec.partitions, str(pipeline.path), pipeline.name, partition=partition, start=start,
+                    end=end)
 
 
 def _root_error(error: SerializableErrorInfo | None) -> SerializableErrorInfo | None:
@@ -93,13 +55,10 @@ def _root_error(error: SerializableErrorInfo | None) -> SerializableErrorInfo | 
 
 
 def one_line(error: SerializableErrorInfo | None) -> str:
-    """A failure as one readable line: the hub's own errors (:mod:`hub.errors`, written for people) without
-    their class path; anything else (a bug) keeps its class name, which is then part of the story."""
+    """A failure as one readable line (:func:`hub.runs.one_line`)."""
     if error is None:
         return "unknown error"
-    text = error.message.strip()
-    text = re.sub(rf"^hub\.errors\.{re.escape(error.cls_name or '')}: ", "", text)
-    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+    return one_text(error.message, error.cls_name)
 
 
 def _failures(result: dg.ExecuteInProcessResult) -> list[tuple[str, SerializableErrorInfo | None]]:
@@ -208,24 +167,12 @@ def run_pipeline(pipeline: Pipeline, instance: dg.DagsterInstance, *, assets: Se
 
 
 def _read_metadata(result: dg.ExecuteInProcessResult, outcome: RunOutcome) -> None:
-    """The numbers of the run's materializations (rows, quarantined rows and where, file status), for the
-    CLI's summary: the same metadata the Dagster UI shows."""
-    ints = (("dagster/row_count", outcome.row_counts), ("hub/rows_loaded", outcome.rows_loaded),
-            ("hub/rows_quarantined", outcome.quarantined))
+    """The numbers of the run's materializations, for the CLI's summary (:func:`hub.runs.read_metadata`)."""
     for mat in result.get_asset_materialization_events():
         if mat.asset_key is None:
             continue
-        name = mat.asset_key.to_user_string()
-        md = mat.materialization.metadata
-        for key, into in ints:
-            value = md.get(key)
-            if value is not None:
-                into[name] = int(value.value)  # type: ignore[arg-type]
-        table = md.get("dagster/table_name")
-        outcome.quarantine_tables[name] = f"{table.value if table is not None else name}{QUARANTINE_SUFFIX}"
-        status = md.get("hub/status")
-        if status is not None:
-            outcome.file_status[name] = str(status.value)
+        md = {k: v.value for k, v in mat.materialization.metadata.items()}
+        read_metadata(outcome, mat.asset_key.to_user_string(), md)
 
 
 @dataclass
@@ -243,10 +190,11 @@ class RunSummary:
     reason: str | None  # why it failed, one line per failed step joined by "; "
 
 
-def recent_runs(instance: dg.DagsterInstance, limit: int = 20) -> list[RunSummary]:
-    """The newest *limit* runs of *instance* (launched by ``hub run``, the UI, schedules or sensors alike),
-    newest first, each failure's reason read from its event log."""
-    out = []
+def recent_runs(instance: dg.DagsterInstance, limit: int = 20, home: Path | None = None) -> list[RunSummary]:
+    """The newest *limit* runs of *instance* (launched by the UI, schedules, sensors or ``hub run --dagster``)
+    and of the journal of ``hub run`` in *home* (:mod:`hub.runs`), newest first, each failure's reason read
+    from its event log or its record."""
+    out = [] if home is None else [_journal_summary(r) for r in read_records(home)[:limit]]
     for record in instance.get_run_records(limit=limit):
         run = record.dagster_run
         start, end = record.start_time, record.end_time
@@ -266,4 +214,18 @@ def recent_runs(instance: dg.DagsterInstance, limit: int = 20) -> list[RunSummar
             assets=sorted(k.to_user_string() for k in run.asset_selection or []) or [
                 a for a in run.tags.get(ASSETS_TAG, "").split(",") if a],
             partition=run.tags.get("dagster/partition"), reason=reason))
-    return out
+    epoch = datetime.fromtimestamp(0, UTC)
+    return sorted(out, key=lambda r: r.started or epoch, reverse=True)[:limit]
+
+
+def _journal_summary(record: dict[str, object]) -> RunSummary:
+    start, end = record.get("started"), record.get("ended")
+    return RunSummary(
+        run_id=str(record["run_id"]), job=str(record.get("job") or "hub run"),
+        pipeline=str(record["pipeline"]) if record.get("pipeline") else None, status=str(record["status"]),
+        started=datetime.fromtimestamp(float(start), UTC) if isinstance(start, int | float) else None,
+        duration_s=float(end) - float(start) if isinstance(start, int | float) and isinstance(end, int | float)
+        else None,
+        assets=[str(a) for a in record.get("assets") or []],  # type: ignore[attr-defined]
+        partition=str(record["partition"]) if record.get("partition") else None,
+        reason=str(record["reason"]) if record.get("reason") else None)

@@ -20,6 +20,7 @@ from hub.events.drain import Drained, drain
 from hub.events.store import open_store
 from hub.spec import Pipeline
 from hub.spec.models import ResolvedSource
+from hub.warehouse.lock import writer_lock
 
 #: Messages a sensor tick drains at most; seconds between ticks.
 TICK_MESSAGES = 5_000
@@ -41,7 +42,10 @@ def stream_asset(pipeline: Pipeline, source: ResolvedSource, pool: str | None) -
               check_specs=check_specs(pipeline, [source.name]) or None)
     def _asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         store = open_store(pipeline.warehouse_url, pipeline.root)
-        outcome = absorb_source(pipeline, source.name, run_id=context.run_id, store=store, progress=report)
+        with writer_lock(pipeline.warehouse_url, what=f"Dagster run {context.run_id[:8]} ({source.name})",
+                         say=context.log.info):
+            outcome = absorb_source(pipeline, source.name, run_id=context.run_id, store=store, progress=report)
+            checks = check_results(context, pipeline, source.name, None)
         pending = store.status([source.name])[0].pending
         context.log.info(f"{source.name}: {outcome.events} event(s) absorbed (positions {outcome.first}-"
                          f"{outcome.last}), {pending} not yet absorbed")
@@ -56,7 +60,7 @@ def stream_asset(pipeline: Pipeline, source: ResolvedSource, pool: str | None) -
                        "hub/rows_quarantined": load.rows_quarantined, "dagster/table_name": load.table,
                        "dagster/column_schema": dg.TableSchema(
                            columns=[dg.TableColumn(name=n, type=t) for n, t in load.columns])})
-        return dg.MaterializeResult(metadata=md, check_results=check_results(context, pipeline, source.name, None))
+        return dg.MaterializeResult(metadata=md, check_results=checks)
 
     return _asset
 

@@ -9,12 +9,12 @@ observed value, unexpected count and percent, and up to ten failing rows.
 
 # No `from __future__ import annotations`: kept like the other Dagster glue modules.
 
-import json
 from collections.abc import Iterable
-from typing import Any
 
 import dagster as dg
 
+from hub.dagster.journal import metadata
+from hub.runs import check_records
 from hub.spec import Pipeline
 from hub.validation.runner import CheckOutcome, SuiteRun, validate
 
@@ -53,53 +53,10 @@ def check_results(context: dg.AssetExecutionContext, pipeline: Pipeline, asset: 
 
 
 def _result(asset: str, run: SuiteRun, o: CheckOutcome) -> dg.AssetCheckResult:
-    exp = o.expectation
-    md: dict[str, Any] = {
-        "partition": run.partition if run.partition is not None else "(whole table)",
-        "rows_validated": run.rows,
-        "severity": exp.severity,
-        "expectation": dg.MetadataValue.json({"type": exp.type, "kwargs": json.loads(json.dumps(exp.kwargs,
-                                                                                               default=str))}),
-    }
-    if o.observed is not None:
-        md["observed_value"] = o.observed if isinstance(o.observed, int | float | str) and \
-            not isinstance(o.observed, bool) else dg.MetadataValue.json({"value": o.observed})
-    if o.element_count is not None:
-        md["element_count"] = int(o.element_count)
-    if o.unexpected_count is not None:
-        md["unexpected_count"] = int(o.unexpected_count)
-    if o.unexpected_percent is not None:
-        md["unexpected_percent"] = dg.FloatMetadataValue(round(float(o.unexpected_percent), 4))
-    if o.unexpected_values:
-        md["unexpected_values"] = dg.MetadataValue.json(o.unexpected_values)
-    if o.sample_rows:
-        md["failing_rows"] = dg.MetadataValue.md(_markdown(o.sample_rows))
-        md["failing_rows_json"] = dg.MetadataValue.json(o.sample_rows)
-    if o.error:
-        md["error"] = o.error
-    if run.docs is not None:
-        md["data_docs"] = dg.MetadataValue.path(str(run.docs))
-    if o.error:
-        text = f"could not be evaluated: {o.error}"
-    elif o.unexpected_count is not None:
-        text = f"{o.unexpected_count:,} of {o.element_count or 0:,} rows unexpected" + \
-            (f" ({o.unexpected_percent:.2f}%)" if o.unexpected_percent is not None else "")
-    else:
-        text = f"observed {o.observed!r}"
+    """One expectation's result (:func:`hub.runs.check_records`, shared with the fast path)."""
+    [record] = check_records(SuiteRun(asset=run.asset, partition=run.partition, rows=run.rows, outcomes=[o],
+                                      duration_s=run.duration_s, docs=run.docs))
     return dg.AssetCheckResult(
-        asset_key=asset, check_name=exp.name, passed=o.passed, metadata=md, description=text,
-        severity=dg.AssetCheckSeverity.ERROR if exp.blocking else dg.AssetCheckSeverity.WARN)
-
-
-def _markdown(rows: list[dict[str, Any]]) -> str:
-    """Failing rows as a markdown table (values cut at 60 characters)."""
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-
-    def cell(v: Any) -> str:
-        text = "" if v is None else v if isinstance(v, str) else json.dumps(v, default=str)
-        text = text.replace("|", "\\|").replace("\n", " ")
-        return text if len(text) <= 60 else text[:57] + "..."
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
+        asset_key=asset, check_name=record["check"], passed=record["passed"], metadata=metadata(record["metadata"]),
+        description=record["description"],
+        severity=dg.AssetCheckSeverity.ERROR if record["blocking"] else dg.AssetCheckSeverity.WARN)

@@ -35,6 +35,7 @@ from hub.events.store import Appended, EventStore, EventStoreError, Incoming, op
 from hub.spec.loader import Pipeline
 from hub.spec.models import ResolvedSource
 from hub.warehouse import connect
+from hub.warehouse.lock import writer_lock
 
 log = logging.getLogger("hub.events.listen")
 Echo = Callable[[str], None]
@@ -301,8 +302,10 @@ class Listener:
         url = pipeline.warehouse_url
         if url.startswith("duckdb:"):
             url += ("&" if "?" in url else "?") + "lock_wait=0"
-        outcome = absorb_source(pipeline, name, run_id=self.run_id, max_events=self.options.absorb_max,
-                                warehouse=connect(url))
+        # the writer lock every DuckDB writer takes (hub run, Dagster steps, flows): taken, it fails at once
+        with writer_lock(pipeline.warehouse_url, what=f"hub listen absorbing {name}", wait=False):
+            outcome = absorb_source(pipeline, name, run_id=self.run_id, max_events=self.options.absorb_max,
+                                    warehouse=connect(url))
         if outcome.details.get("dead_lettered"):
             self.echo(f"{name}: {outcome.details['dead_lettered']} event(s) rejected beyond the threshold moved to "
                       "the dead letters (hub events dead-letters); the rest was absorbed")

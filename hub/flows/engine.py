@@ -399,7 +399,20 @@ class FlowRun:
     # --- the run ---------------------------------------------------------------------------------------
 
     def run(self) -> FlowReport:
-        """Run the flow over its items; the report says what happened to each."""
+        """Run the flow over its items; the report says what happened to each.
+
+        A flow that writes (not a dry run) holds the warehouse's writer lock (:mod:`hub.warehouse.lock`) from
+        reading its input to writing its results: its ledger keeps the DuckDB file open for the whole run, so a
+        ``hub run``, a Dagster step or another flow waits for it (and it for them) instead of failing to open
+        the file."""
+        from hub.warehouse.lock import writer_lock
+
+        if self.dry_run:
+            return self._run()
+        with writer_lock(self.pipeline.warehouse_url, what=f"flow {self.name} ({self.run_id})", say=self.echo):
+            return self._run()
+
+    def _run(self) -> FlowReport:
         from hub.warehouse.calls import calls_sink
 
         rows = self.items()

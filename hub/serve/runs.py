@@ -1,9 +1,10 @@
 """Pipeline runs started over HTTP (``POST /runs``): each is a ``hub run`` subprocess of its own.
 
-A subprocess, not a run inside the server: a run holds the DuckDB file, imports Dagster and may take hours,
-and the server must keep answering webhooks meanwhile (and stop on SIGTERM without killing a run half way).
-``hub run`` records the run on the project's Dagster instance like any other (``hub runs``, ``hub ui``); the
-server keeps, per request, the process, its exit code and its log (``.hub/serve/runs/<id>.log``)."""
+A subprocess, not a run inside the server: a run holds the DuckDB file and may take hours, and the server
+must keep answering webhooks meanwhile (and stop on SIGTERM without killing a run half way). ``hub run``
+records the run like any other (``hub runs``; its materializations reported to the project's Dagster instance,
+docs/operations.md#hub-run); the server keeps, per request, the process, its exit code and its log
+(``.hub/serve/runs/<id>.log``)."""
 
 from __future__ import annotations
 
