@@ -395,7 +395,8 @@ def test_plan_notes_and_refusals_read_once(crm: CRMService, warehouse_path: Path
     assert "note: dry run (unpartitioned): " in gold.output and "dry run :" not in gold.output
     refused = runner.invoke(app, ["agent", "plan", "delete the cancelled orders in the ERP", "--spec", str(spec)])
     assert refused.exit_code == 3
-    assert "refused: the request asks to change data ('delete')" in refused.output
+    # a destructive request: refused by the policy on planned flows (agent.flow_effects), with the reason
+    assert "refused: 'delete the cancelled orders in the ERP' is destructive: 'delete'" in refused.output
     assert refused.output.count("refused") == 1, refused.output
 
 

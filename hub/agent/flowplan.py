@@ -58,7 +58,7 @@ from hub.agent.planner import (
     system_raw,
     universe,
 )
-from hub.errors import SpecError
+from hub.errors import HubError, Refused, SpecError
 from hub.spec import Pipeline, loads
 
 # ------------------------------------------------------------------------------------------------ effects
@@ -314,7 +314,7 @@ def _literal(f: Field, text: str) -> Any:
 
 # ------------------------------------------------------------------------------------------------ plan
 
-class NotAFlow(Exception):
+class NotAFlow(HubError):
     """The request acts, but the catalog has no write action that does it (the caller refuses it)."""
 
 
@@ -323,7 +323,7 @@ class Unplannable(NotAFlow):
     nothing gives, no table named): refused like any write that cannot be planned, with the reason."""
 
 
-class Forbidden(Exception):
+class Forbidden(Refused):
     """The policy forbids the request's side effect: refused with the reason."""
 
 

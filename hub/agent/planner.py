@@ -841,7 +841,7 @@ def compose(request: str, catalog: CatalogLike, pipelines: Sequence[Pipeline], *
             return flowplan.compose_flow(request, catalog, pipelines, verb, name=name)
         except flowplan.Forbidden as exc:
             res.refused = True
-            res.errors.append(f"refused: {exc}; nothing was planned")
+            res.errors.append(f"{exc}; nothing was planned")
             return res
         except flowplan.NotAFlow as exc:
             res.refused = True
