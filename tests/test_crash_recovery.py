@@ -31,7 +31,7 @@ pipeline: slow
 partitions: none
 warehouse: duckdb:///{tmp_path}/wh.duckdb
 systems:
-  api: {{rest: {{base_url: "{url}", retries: {{max: 0}}}}}}
+  api: {{rest: {{base_url: "{url}", retries: {{max: 0}}, concurrency: 1}}}}  # pages one after the other
 sources:
   items:
     system: api
