@@ -136,16 +136,21 @@ class CsvPlan:
         for f in fw.fields:
             value = f"substr(_hub_line, {f.start}, {f.width})"
             if fw.cfg.strip:
-                value = f"trim({value}, {literal(WHITESPACE)})"
+                # trim() with a set of characters costs 10x trim() of spaces (22.9 s against 2-4 s for the
+                # bench's 200 MB): lines of ASCII without control characters have no other white space
+                value = f"CASE WHEN _hub_plain THEN trim({value}) ELSE trim({value}, {literal(WHITESPACE)}) END"
             cut.append(f"{value} AS {ident(f.name)}")
         if text:
             cut.append("_hub_line AS _hub_text")
         refused = f"{path.name}: a line holds the unit separator (U+001F) or is the null string"
         unreadable = f"error({literal(refused)})"
-        return (f"(SELECT {', '.join(cut)} FROM read_csv({literal(str(path))}, columns = {{'_hub_line': 'VARCHAR'}}, "
+        plain = ("strlen(_hub_line) = length(_hub_line) AND NOT regexp_matches(_hub_line, '[\\x09-\\x0d\\x1c-\\x1e]')"
+                 if fw.cfg.strip else "true")
+        return (f"(SELECT {', '.join(cut)} FROM (SELECT _hub_line, {plain} AS _hub_plain "
+                f"FROM read_csv({literal(str(path))}, columns = {{'_hub_line': 'VARCHAR'}}, "
                 f"header = false, skip = {fw.cfg.skip_rows}, delim = '\x1f', quote = '', escape = '', "
                 f"nullstr = ['\x1e\x1d'], auto_detect = false) "
-                f"WHERE CASE WHEN _hub_line IS NULL OR contains(_hub_line, '\x1f') THEN {unreadable} ELSE true END)")
+                f"WHERE CASE WHEN _hub_line IS NULL OR contains(_hub_line, '\x1f') THEN {unreadable} ELSE true END))")
 
 
 # --- planning -------------------------------------------------------------------------------------------

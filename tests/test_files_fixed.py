@@ -53,8 +53,8 @@ BODY = [
     line("007", "leading zeros", "2024-01-05", "1.00", "card", "Y"),  # 15 good: 7
     line("12", "ABC", "2024-01-05", "1.00", "card", "no"),            # 16 rules.note.regex
     line("13", "\u00a0nbsp\u3000", "2024-01-05", "\u20031.00", "sepa", "1"),  # 17 good: Unicode spaces trimmed
-    line("14", "tab\there", "2024-01-05", "\t2.00\t", "wire", "0"),  # 18 good
-    line("9", "first good 9", "2024-01-05", "3.00", "sepa", "no") + "and more text",  # 19 good, longer line
+    line("14", "tab\there\x0b", "2024-01-05", "\t2.00\t", "wire", "0"),  # 18 good: ASCII controls trimmed
+    line("9", "\x0bfirst good 9", "2024-01-05", "3.00", "sepa", "no") + "and more",  # 19 good, longer line
     line("15", "ünïcödé ✓", "2024-01-05", "1e3", "card", "no"),  # 20 good: not canonical, Python reads it (1000)
     line("16", "last", "2024-01-05", "1.00", "sepa", "f").rstrip(),   # 21 trailing padding cut: too short
     line("17", "end", "2024-01-05", "1.00", "card", "n"),             # 22 good
