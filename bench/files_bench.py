@@ -25,9 +25,9 @@ Peers (per format):
 * ``pyarrow`` — pyarrow's reader of the local file into an Arrow table with the same types, no load
   (``pyarrow.csv.read_csv`` with ``column_types``; fixed width: lines read by the CSV reader, sliced and cast
   with ``pyarrow.compute``; ``pyarrow.json.read_json`` with an explicit schema).
-* ``hubarrow`` (CSV, only when named in ``--peers``) — the hub forced onto its Arrow path (pyarrow's reader,
-  the Mapper, chunks into DuckDB), which DuckDB warehouses used for CSV before hub/files_csv.py: before and
-  after in one run.
+* ``hubarrow`` (CSV and fixed width, only when named in ``--peers``) — the hub forced onto its Arrow path
+  (pyarrow's reader, the Mapper, chunks into DuckDB), which DuckDB warehouses used for CSV and fixed width
+  before hub/files_csv.py: before and after in one run.
 * ``lxml`` (XML) — ``lxml.etree.iterparse`` over the local file, building one dict of the field texts per
   record (the values only; elements cleared as it goes), no types, no load.
 
@@ -391,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
             repeat = 1 if args.rss_only else args.repeat
             for i in range(repeat):
                 for fmt in formats:
-                    peers = [p for p in ("hub", *(("hubarrow",) if fmt == "csv" else ()), *NATIVE[fmt])
+                    peers = [p for p in ("hub", *(("hubarrow",) if fmt in ("csv", "fixed_width") else ()), *NATIVE[fmt])
                              if p in wanted]
                     peers = peers[i % len(peers):] + peers[:i % len(peers)]
                     for peer in peers:

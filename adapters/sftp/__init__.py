@@ -13,18 +13,38 @@ from adapters.sftp.config import (
 from hub.runtime.lazy import lazy
 
 if TYPE_CHECKING:
-    from adapters.sftp._formats import ReadNotes, csv_columns, load_layout, read_xml
+    from adapters.sftp._formats import WHITESPACE, ReadNotes, csv_columns, fixed_width_batch, load_layout, read_xml
     from adapters.sftp._session import AuthenticationError, HostKeyError, RemoteFile, SftpSession
     from adapters.sftp.client import LocalCopy, SftpSource, ready
 
-__all__ = ["AuthenticationError", "CsvFormat", "ExportFormat", "FixedWidthFormat", "FormatConfig", "HostKeyError",
-           "LocalCopy", "ReadNotes", "RemoteFile", "SftpSession", "SftpSource", "SftpSourceConfig", "SftpSystemConfig",
-           "csv_columns", "load_layout", "read_xml", "ready"]
+__all__ = [
+    "WHITESPACE",
+    "AuthenticationError",
+    "CsvFormat",
+    "ExportFormat",
+    "FixedWidthFormat",
+    "FormatConfig",
+    "HostKeyError",
+    "LocalCopy",
+    "ReadNotes",
+    "RemoteFile",
+    "SftpSession",
+    "SftpSource",
+    "SftpSourceConfig",
+    "SftpSystemConfig",
+    "csv_columns",
+    "fixed_width_batch",
+    "load_layout",
+    "read_xml",
+    "ready",
+]
 
 #: Clients load on first use (hub.runtime.lazy): the registry imports only the models.
 __getattr__ = lazy(__name__, {
     "ReadNotes": "adapters.sftp._formats",
+    "WHITESPACE": "adapters.sftp._formats",
     "csv_columns": "adapters.sftp._formats",
+    "fixed_width_batch": "adapters.sftp._formats",
     "load_layout": "adapters.sftp._formats",
     "read_xml": "adapters.sftp._formats",
     "AuthenticationError": "adapters.sftp._session",

@@ -485,20 +485,34 @@ def _fixed_width_batches(reader: Any, fields: list[FixedWidthField], need: int, 
         except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
             raise AdapterError(f"{name}: cannot read as fixed-width text ({cfg.encoding}): {exc}") from None
         lines = batch.column(0)
-        numbers = list(range(next_line, next_line + batch.num_rows))
+        yield fixed_width_batch(lines, fields, need, cfg, name, pa.array(range(next_line, next_line + batch.num_rows),
+                                                                          pa.int64()))
         next_line += batch.num_rows
-        short = pc.less(pc.utf8_length(lines), need)
-        columns = {}
-        for f in fields:
-            value = pc.utf8_slice_codeunits(lines, f.start - 1, f.start - 1 + f.width)
-            columns[f.name] = pc.utf8_trim_whitespace(value) if cfg.strip else value
-        out = pa.RecordBatch.from_pydict(columns).append_column(LINE, pa.array(numbers, pa.int64()))
-        if pc.any(short).as_py():
-            reasons = pc.if_else(short, pa.scalar(f"{name}: line shorter than the layout's {need} characters"),
-                                 pa.scalar(None, pa.string()))
-            raw = pc.if_else(short, lines, pa.scalar(None, pa.string()))
-            out = out.append_column(ERROR, reasons).append_column(RAW, raw)
-        yield out
+
+
+#: What ``strip`` trims: the characters pyarrow's ``utf8_trim_whitespace`` takes for white space (for readers
+#: other than pyarrow's, the hub's DuckDB path, to trim alike; tests/test_files_fixed.py checks it).
+WHITESPACE = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+              "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+
+
+def fixed_width_batch(lines: pa.Array, fields: list[FixedWidthField], need: int, cfg: FixedWidthFormat, name: str,
+                      numbers: pa.Array) -> pa.RecordBatch:
+    """The fields of *lines* (text, one record each, at line *numbers*) cut by the layout: positions count
+    characters, not bytes; a line shorter than *need* characters is marked. Public so that the hub's DuckDB
+    path (hub/files_csv.py) words the rows it cannot decide exactly as this reader does."""
+    short = pc.less(pc.utf8_length(lines), need)
+    columns = {}
+    for f in fields:
+        value = pc.utf8_slice_codeunits(lines, f.start - 1, f.start - 1 + f.width)
+        columns[f.name] = pc.utf8_trim_whitespace(value) if cfg.strip else value
+    out = pa.RecordBatch.from_pydict(columns).append_column(LINE, numbers)
+    if pc.any(short).as_py():
+        reasons = pc.if_else(short, pa.scalar(f"{name}: line shorter than the layout's {need} characters"),
+                             pa.scalar(None, pa.string()))
+        raw = pc.if_else(short, lines, pa.scalar(None, pa.string()))
+        out = out.append_column(ERROR, reasons).append_column(RAW, raw)
+    return out
 
 
 # --- JSON lines, XML, Parquet -----------------------------------------------------------------------------

@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 
 from hub.errors import HubError, ThresholdExceeded
 from hub.spec.rules import RuleSpec  # the spec's model of `rules:`; evaluated here
-from hub.transform.mapping import LINE_COLUMN, RAW_COLUMN, Column, Mapped, _cast
+from hub.transform.mapping import ERROR_COLUMN, LINE_COLUMN, RAW_COLUMN, Column, Mapped, _cast
 from hub.transform.types import parse_type
 
 
@@ -170,7 +170,7 @@ class RowRules:
         found.sort(key=lambda f: f[0])
         # the record as the source sent it (its own names and JSON types: a price of -3 stays a number, where
         # the mapped row may hold it as text or a decimal), like the Mapper's quarantine records
-        internal = {LINE_COLUMN, RAW_COLUMN}
+        internal = {LINE_COLUMN, RAW_COLUMN, ERROR_COLUMN}  # the error column: null here, the hub's own
         records = [{k: v for k, v in rec.items() if k not in internal}
                    for rec in raw.take(pa.array([int(positions[f[0]]) for f in found])).to_pylist()]
         quarantine = []
