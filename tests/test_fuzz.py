@@ -24,7 +24,7 @@ from adapters.sftp.config import FormatConfig
 from hub.errors import HubError, SpecError
 from hub.spec import loads
 
-FUZZ = settings(max_examples=60, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture,
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                          HealthCheck.too_slow])
 
 # --- the spec loader ------------------------------------------------------------------------------------
@@ -219,7 +219,7 @@ def _soap_rows(erp: Any, **system: Any) -> list[dict[str, Any]]:
     return rows(orders_source(erp, **system))
 
 
-@settings(max_examples=25, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                   HealthCheck.too_slow])
 @given(cut=st.integers(0, 3000), junk=st.binary(max_size=60), mode=st.sampled_from(["truncate", "splice", "random"]))
 def test_soap_random_bodies(erp: Any, cut: int, junk: bytes, mode: str) -> None:
