@@ -411,6 +411,25 @@ def csv_columns(path: Path, cfg: CsvFormat, name: str) -> list[str]:
         return _csv_names(io.BufferedReader(raw, 1 << 16), cfg, name)
 
 
+def _leading_lines(head: bytes, count: int, quote: str | bool) -> bytes:
+    """The first *count* records of *head* (a quoted newline continues a record), or all of it: the header probe
+    reads nothing else, so a bad data row (bytes that are not the declared encoding, a wrong field count) is
+    never handed to pyarrow here — its invalid-row callback cannot even decode such a row."""
+    q = quote.encode() if isinstance(quote, str) and quote else b""
+    end, quoted = 0, 0
+    for _ in range(count):
+        while True:
+            nl = head.find(b"\n", end)
+            if nl < 0:
+                return head
+            if q:
+                quoted += head.count(q, end, nl)
+            end = nl + 1
+            if quoted % 2 == 0:
+                break
+    return head[:end]
+
+
 def _csv_names(stream: IO[bytes], cfg: CsvFormat, name: str) -> list[str]:
     """Column names: given, or the header line (read without consuming the stream)."""
     if cfg.columns and not cfg.header:
@@ -421,7 +440,7 @@ def _csv_names(stream: IO[bytes], cfg: CsvFormat, name: str) -> list[str]:
         head = stream.read(BLOCK)
         stream.seek(0)
     try:
-        sample = head[: max(head.rfind(b"\n"), 0) + 1] or head  # whole lines only
+        sample = _leading_lines(head, cfg.skip_rows + 1, cfg.quote_char)
         probe = pacsv.open_csv(
             io.BytesIO(sample),
             read_options=pacsv.ReadOptions(encoding=cfg.encoding, skip_rows=cfg.skip_rows,
