@@ -316,19 +316,7 @@ def run_fast(pipeline: Pipeline, home: Path, *, assets: Sequence[str] | None = N
 
     pyarrow_without_pandas()
     tell = say or (lambda _line: None)
-    names = list(assets) if assets else pipeline.asset_names()  # flows only when named: they act on systems
-    known = [*pipeline.asset_names(), *pipeline.spec.flows]
-    unknown = [a for a in names if a not in known]
-    if unknown:
-        raise HubError(f"{pipeline.path}: no asset named {', '.join(unknown)} (assets: {', '.join(known)})")
-    flows = [n for n in names if n in pipeline.spec.flows]
-    names = [n for n in names if n not in pipeline.spec.flows]
-    groups = {t: [name, *s.spec.children] for name, s in pipeline.sources.items() for t in (name, *s.spec.children)}
-    names = list(dict.fromkeys(m for n in names for m in groups.get(n, [n])))
-    partitioned = {t for n, s in pipeline.sources.items() if s.partitioned for t in groups[n]}
-    per_file = [n for n in names if n in pipeline.sources and pipeline.sources[n].per_file]
-    last = [n for n in names if n in pipeline.spec.models or n in pipeline.spec.exports]
-    first = [n for n in names if n not in per_file and n not in last]
+    plan = plan_runs(pipeline, assets)
     outcomes: list[RunOutcome] = []
     folder = journal_dir(home)
     folder.mkdir(parents=True, exist_ok=True)
@@ -344,28 +332,70 @@ def run_fast(pipeline: Pipeline, home: Path, *, assets: Sequence[str] | None = N
 
     try:
         with writer_lock(pipeline.warehouse_url, what=f"hub run of pipeline {pipeline.name}", say=tell):
-            for i, key in enumerate(partitions if first else []):
-                selection = [n for n in first if n in partitioned or i == 0]
-                by_time = any(n in partitioned for n in selection)
-                if selection and not run(selection, key if by_time else None, key if by_time else None):
-                    return outcomes
-            for name in per_file:
-                from hub.files import ready_files
-
-                keys = list(files) if files is not None else [f.name for f in ready_files(pipeline, name)]
-                for key in keys:
-                    if not run([name], key, f"file {key}"):
-                        return outcomes
-            if last and not run(_ordered(pipeline, last), None, None):
-                return outcomes
-            for name in flows:  # last, each in a run of its own (as its own job would): per partition if partitioned
-                for key in partitions if pipeline.flow_partitioned(name) else [None]:
-                    if not run([name], key, key):
-                        return outcomes
+            run_plan(pipeline, plan, partitions, files, run)
             return outcomes
     finally:
         if outcomes:
             report_in_background(home)
+
+
+@dataclass
+class RunPlan:
+    """The runs ``hub run`` makes of a selection, in this order: *first* (sources with their child tables, per
+    partition for the *partitioned* ones, the others once), *per_file* sources (a run per file), *last* (models
+    then exports, in dependency order, once), *flows* (each in runs of its own, per partition when partitioned)."""
+
+    first: list[str]
+    partitioned: set[str]
+    per_file: list[str]
+    last: list[str]
+    flows: list[str]
+
+
+def plan_runs(pipeline: Pipeline, assets: Sequence[str] | None) -> RunPlan:
+    """The plan for *assets* (default: every asset; flows only when named, since they act on systems). A source
+    and its child tables materialize together (one transaction), so naming one selects the group."""
+    names = list(assets) if assets else pipeline.asset_names()
+    known = [*pipeline.asset_names(), *pipeline.spec.flows]
+    unknown = [a for a in names if a not in known]
+    if unknown:
+        raise HubError(f"{pipeline.path}: no asset named {', '.join(unknown)} (assets: {', '.join(known)})")
+    flows = [n for n in names if n in pipeline.spec.flows]
+    names = [n for n in names if n not in pipeline.spec.flows]
+    groups = {t: [name, *s.spec.children] for name, s in pipeline.sources.items() for t in (name, *s.spec.children)}
+    names = list(dict.fromkeys(m for n in names for m in groups.get(n, [n])))
+    partitioned = {t for n, s in pipeline.sources.items() if s.partitioned for t in groups[n]}
+    per_file = [n for n in names if n in pipeline.sources and pipeline.sources[n].per_file]
+    last = [n for n in names if n in pipeline.spec.models or n in pipeline.spec.exports]
+    first = [n for n in names if n not in per_file and n not in last]
+    return RunPlan(first, partitioned, per_file, _ordered(pipeline, last), flows)
+
+
+def run_plan(pipeline: Pipeline, plan: RunPlan, partitions: Sequence[str | None], files: Sequence[str] | None,
+             run: Callable[[list[str], str | None, str | None], bool],
+             on_files: Callable[[str, list[str]], None] | None = None) -> None:
+    """Make *plan*'s runs with *run(selection, partition key, label)*, stopping at the first that fails.
+    *files*: the file keys of per-file sources (default: the files ready now); *on_files* hears them first."""
+    for i, key in enumerate(partitions if plan.first else []):
+        selection = [n for n in plan.first if n in plan.partitioned or i == 0]
+        by_time = any(n in plan.partitioned for n in selection)
+        if selection and not run(selection, key if by_time else None, key if by_time else None):
+            return
+    for name in plan.per_file:
+        from hub.files import ready_files
+
+        keys = list(files) if files is not None else [f.name for f in ready_files(pipeline, name)]
+        if on_files:
+            on_files(name, keys)
+        for key in keys:
+            if not run([name], key, f"file {key}"):
+                return
+    if plan.last and not run(plan.last, None, None):
+        return
+    for name in plan.flows:  # each in a run of its own (as its own job would): per partition when partitioned
+        for key in partitions if pipeline.flow_partitioned(name) else [None]:
+            if not run([name], key, key):
+                return
 
 
 def _ordered(pipeline: Pipeline, names: list[str]) -> list[str]:

@@ -19,9 +19,7 @@ from dagster._utils.error import SerializableErrorInfo
 from hub.dagster.definitions import FULL_REFRESH_TAG, partitions_def, pipeline_assets, pool_for
 from hub.dagster.flows import flow_asset
 from hub.dagster.recovery import recover_dead_runs, run_tags, wait_for_pool
-from hub.errors import HubError
-from hub.files import ready_files
-from hub.runs import RunOutcome, read_metadata, read_records
+from hub.runs import RunOutcome, plan_runs, read_metadata, read_records, run_plan
 from hub.runs import one_line as one_text
 from hub.runtime import tracing
 from hub.spec import Pipeline
@@ -103,20 +101,7 @@ def run_pipeline(pipeline: Pipeline, instance: dg.DagsterInstance, *, assets: Se
     pool = pool_for(pipeline)
     parts = partitions_def(pipeline.spec.partitions)
     all_assets = pipeline_assets(pipeline) + [flow_asset(pipeline, f, pool, parts) for f in pipeline.spec.flows]
-    names = list(assets) if assets else pipeline.asset_names()  # flows only when named: they act on systems
-    known = [*pipeline.asset_names(), *pipeline.spec.flows]
-    unknown = [a for a in names if a not in known]
-    if unknown:
-        raise HubError(f"{pipeline.path}: no asset named {', '.join(unknown)} (assets: {', '.join(known)})")
-    flows = [n for n in names if n in pipeline.spec.flows]
-    names = [n for n in names if n not in pipeline.spec.flows]
-    # A source and its child tables materialize together (one transaction): select them as a group.
-    groups = {t: [name, *s.spec.children] for name, s in pipeline.sources.items() for t in (name, *s.spec.children)}
-    names = list(dict.fromkeys(m for n in names for m in groups.get(n, [n])))
-    partitioned = {t for n, s in pipeline.sources.items() if s.partitioned for t in groups[n]}
-    per_file = [n for n in names if n in pipeline.sources and pipeline.sources[n].per_file]
-    last = [n for n in names if n in pipeline.spec.models or n in pipeline.spec.exports]
-    first = [n for n in names if n not in per_file and n not in last]
+    plan = plan_runs(pipeline, assets)
     outcomes: list[RunOutcome] = []
 
     def run(selection: list[str], key: str | None, label: str | None) -> bool:
@@ -145,24 +130,11 @@ def run_pipeline(pipeline: Pipeline, instance: dg.DagsterInstance, *, assets: Se
                                   "hub.assets": list(selection), "hub.launched_by": "hub run"})
         return result.success
 
-    for i, key in enumerate(partitions if first else []):
-        selection = [n for n in first if n in partitioned or i == 0]
-        by_time = any(n in partitioned for n in selection)
-        if selection and not run(selection, key if by_time else None, key if by_time else None):
-            return outcomes
-    for name in per_file:
-        keys = list(files) if files is not None else [f.name for f in ready_files(pipeline, name)]
+    def register(name: str, keys: list[str]) -> None:  # the files become the source's dynamic partitions
         instance.add_dynamic_partitions(f"{name}_files", [k for k in keys
                                                           if not instance.has_dynamic_partition(f"{name}_files", k)])
-        for key in keys:
-            if not run([name], key, f"file {key}"):
-                return outcomes
-    if last and not run(last, None, None):
-        return outcomes
-    for name in flows:  # last, each in a run of its own (as its own job would): per partition when partitioned
-        for key in partitions if pipeline.flow_partitioned(name) else [None]:
-            if not run([name], key, key):
-                return outcomes
+
+    run_plan(pipeline, plan, partitions, files, run, on_files=register)
     return outcomes
 
 
