@@ -66,28 +66,18 @@ def security_scheme(system: WebhookSystemConfig) -> dict[str, Any]:
     return {"type": "apiKey", "in": "header", "name": auth.header, "description": "API key."}
 
 
-class WebhookReceiver:
-    """Authenticates calls to one webhook source and turns them into messages."""
+class WebhookReceiver(WebhookCaller):
+    """Authenticates calls to one webhook source (as :class:`WebhookCaller` does for its system) and turns them
+    into messages."""
 
     def __init__(self, system: WebhookSystemConfig, source: WebhookSourceConfig, verifier: Verifier, *,
                  name: str) -> None:
-        self.system, self.source, self.verifier, self.name = system, source, verifier, name
+        super().__init__(system, verifier, name=name)
+        self.source = source
 
     @property
     def path(self) -> str:
         return self.source.path
-
-    @property
-    def max_body(self) -> int:
-        return self.system.max_body
-
-    @property
-    def auth_kind(self) -> str:
-        return self.system.auth.type
-
-    def security_scheme(self) -> dict[str, Any]:
-        """The OpenAPI security scheme of this source's calls (``hub serve``'s /openapi.json)."""
-        return security_scheme(self.system)
 
     async def receive(self, headers: Mapping[str, str], body: bytes) -> Received:
         """The message of an authentic call; :class:`hub.errors.Unauthorized` otherwise (nothing is stored),
@@ -104,7 +94,3 @@ class WebhookReceiver:
                           timestamp=datetime.now(UTC))
         return Received(message, verified)
 
-    def claim(self, received: Received, delivery_id: str) -> None:
-        """Remember the call's signature with its delivery id; :class:`hub.errors.Unauthorized` when the same
-        signature came before with another delivery id (a replay)."""
-        self.verifier.claim(received.verified, delivery_id)

@@ -178,7 +178,7 @@ class Server:
         try:
             received = await receiver.receive(dict(request.headers), body)
             incoming = route.reader.incoming(received.message)
-            receiver.claim(received, incoming.message_id)
+            receiver.claim(received.verified, incoming.message_id)  # a replay: Unauthorized
         except Unauthorized as exc:
             route.refused += 1
             log.warning("%s %s: 401 %s", request.method, request.url.path, exc)
