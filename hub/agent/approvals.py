@@ -179,14 +179,7 @@ class ApprovalStore:
             system=action.system, target=target_of(action), params=params,
             params_masked=mask_params(params), requested_by=requested_by, agent=agent, session=session,
             status="pending")
-        with self._connect(write=True) as conn:
-            conn.execute(
-                "INSERT INTO approvals (id, created_at, expires_at, pipeline, action, system, target, params, "
-                "params_masked, requested_by, agent, session, status) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (approval.id, approval.created_at, approval.expires_at, approval.pipeline, approval.action,
-                 approval.system, approval.target, json.dumps(params, default=str),
-                 json.dumps(approval.params_masked, default=str), requested_by, agent, session, "pending"))
-        return approval
+        return self._insert(approval)
 
     def request_flow(self, pipeline: str, flow: str, spec_text: str, writes: list[dict[str, Any]], *,
                      requested_by: str, agent: str, session: str, ttl: timedelta = DEFAULT_TTL) -> Approval:
@@ -203,13 +196,18 @@ class ApprovalStore:
             target=f"flow {flow}: " + "; ".join(f"{w['step']} -> {w['target']}" for w in samples),
             params=params, params_masked=mask_params({**params, "spec": f"({len(spec_text)} characters)"}),
             requested_by=requested_by, agent=agent, session=session, status="pending")
+        return self._insert(approval)
+
+    def _insert(self, approval: Approval) -> Approval:
+        """Store a new pending *approval* (a single call's or a planned flow's)."""
         with self._connect(write=True) as conn:
             conn.execute(
                 "INSERT INTO approvals (id, created_at, expires_at, pipeline, action, system, target, params, "
                 "params_masked, requested_by, agent, session, status) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (approval.id, approval.created_at, approval.expires_at, approval.pipeline, approval.action,
-                 approval.system, approval.target, json.dumps(params, default=str),
-                 json.dumps(approval.params_masked, default=str), requested_by, agent, session, "pending"))
+                 approval.system, approval.target, json.dumps(approval.params, default=str),
+                 json.dumps(approval.params_masked, default=str), approval.requested_by, approval.agent,
+                 approval.session, approval.status))
         return approval
 
     def get(self, approval_id: str) -> Approval | None:
