@@ -180,6 +180,21 @@ def _fenced_spec(content: str) -> str | None:
     return m.group(1) if m and re.search(r"^(pipeline|sources):", m.group(1), re.MULTILINE) else None
 
 
+def _normal_call(call: Any, turn: int, index: int) -> dict[str, Any]:
+    """A tool call of the model's answer as the OpenAI format has it, to be sent back in the conversation: an
+    id (the tool message answers it by that id), a name, and the arguments as a JSON *string*. llama.cpp and
+    some proxies send the arguments as an object and may leave the id out; servers that validate requests
+    (llama-cpp-python's) reject an assistant message that carries them so (HTTP 422)."""
+    call = call if isinstance(call, dict) else {}
+    fn = call.get("function") if isinstance(call.get("function"), dict) else {}
+    args = fn.get("arguments")
+    if not isinstance(args, str):
+        args = json.dumps(args) if args is not None else "{}"
+    call_id = call.get("id")
+    return {"id": call_id if isinstance(call_id, str) and call_id else f"call_{turn}_{index}", "type": "function",
+            "function": {"name": str(fn.get("name") or ""), "arguments": args}}
+
+
 class _Chat:
     def __init__(self, cfg: LLMConfig) -> None:
         self.cfg = cfg
@@ -211,7 +226,7 @@ def plan_with_llm(request: str, pipelines: list[Pipeline], catalog: CatalogLike,
                   name: str | None = None, path: Path | None = None, dry_run: bool = True,
                   partition: str | None = None, warehouse: Path | None = None) -> PlanResult:
     res = PlanResult(request=request, backend="llm", attempts=0)
-    verb = write_intent(request)
+    verb = write_intent(request, catalog)  # as the offline planner: the catalog's write verbs count too
     if verb:
         res.refused = True
         res.errors.append(f"the request asks to {verb} something in a system; plans only read")
@@ -228,13 +243,13 @@ def plan_with_llm(request: str, pipelines: list[Pipeline], catalog: CatalogLike,
     chat = _Chat(cfg)
     malformed = repairs = 0
     try:
-        for _turn in range(cfg.max_turns):
+        for turn in range(cfg.max_turns):
             message = chat.complete(messages)
-            calls = message.get("tool_calls") or []
-            if not calls and (fenced := _fenced_spec(message.get("content") or "")):
+            raw_calls = message.get("tool_calls") or []
+            if not raw_calls and (fenced := _fenced_spec(message.get("content") or "")):
                 # small models often answer with the YAML instead of calling the tool: take it as a proposal
-                calls = [{"id": "inline", "type": "function",
-                          "function": {"name": "propose_spec", "arguments": {"spec_yaml": fenced}}}]
+                raw_calls = [{"function": {"name": "propose_spec", "arguments": {"spec_yaml": fenced}}}]
+            calls = [_normal_call(c, turn, i) for i, c in enumerate(raw_calls if isinstance(raw_calls, list) else [])]
             messages.append({"role": "assistant", "content": message.get("content") or "",
                              **({"tool_calls": calls} if calls else {})})
             if not calls:
@@ -246,13 +261,10 @@ def plan_with_llm(request: str, pipelines: list[Pipeline], catalog: CatalogLike,
                                                             "with the reason."})
                 continue
             for call in calls:
-                fn = (call.get("function") or {}) if isinstance(call, dict) else {}
-                call_id = call.get("id", "") if isinstance(call, dict) else ""
-                tool = fn.get("name")
+                fn, call_id = call["function"], call["id"]
+                tool = fn["name"]
                 try:
-                    raw_args = fn.get("arguments") or "{}"
-                    # llama.cpp and some proxies send the arguments as an object, not a JSON string
-                    args = raw_args if isinstance(raw_args, dict) else json.loads(raw_args)
+                    args = json.loads(fn["arguments"] or "{}")
                     if not isinstance(args, dict):
                         raise ValueError("expected a JSON object")
                 except ValueError as exc:
