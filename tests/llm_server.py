@@ -147,7 +147,7 @@ class RecordingProxy:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
-        self.client = httpx.Client(timeout=600)
+        self.client = httpx.Client(timeout=None)  # the backend's own timeout applies
 
     @property
     def url(self) -> str:

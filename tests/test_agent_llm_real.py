@@ -31,14 +31,18 @@ from hub.spec import Pipeline, loads
 from tests.conftest import demo_spec_text
 from tests.llm_server import MODEL_ALIAS, ModelServer, RecordingProxy, unavailable
 
-pytestmark = pytest.mark.slow
+# each turn of a 135M model takes seconds on two idle cores, minutes on loaded ones
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 REVENUE = "every morning load yesterday's ERP orders, join CRM customers and give me revenue per region"
 TOOL_NAMES = {t["function"]["name"] for t in TOOLS}
-#: the failures the backend reports once its bounded turns, repairs or malformed-call answers are used up, or
-#: the model refuses; anything else (an HTTP error of the server, a crash) is a broken protocol
+#: the failures the backend reports once its bounded turns, repairs or malformed-call answers are used up, the
+#: model refuses, or the conversation outgrows the model's context (llama-cpp-python's chat format ignores
+#: max_tokens in tool calls, so a rambling answer can fill it); anything else (another HTTP error, a crash) is a
+#: broken protocol
 FAILURE = re.compile(r"^(rejected( after \d+ invalid plans|: \d+ malformed tool calls|: the model answered without "
-                     r"calling propose_spec or refuse|: no valid plan within \d+ model turns)|the model declined: )")
+                     r"calling propose_spec or refuse|: no valid plan within \d+ model turns)|the model declined: "
+                     r"|llm endpoint \S+: HTTP 400: .*context_length_exceeded)")
 
 
 @pytest.fixture(scope="session")
@@ -66,9 +70,10 @@ def _demo(tmp_path: Path) -> Pipeline:
 
 
 def _config(proxy: RecordingProxy) -> LLMConfig:
-    """The backend's defaults but fewer turns and a smaller catalog slice: each turn of a 135M model on two
-    cores takes seconds, and the protocol is the same."""
-    return LLMConfig(base_url=proxy.url, model=MODEL_ALIAS, max_turns=4, max_repairs=2, max_malformed=2, top_k=4)
+    """The backend's defaults but fewer turns and a smaller catalog slice (a shorter prompt): the protocol is
+    the same, and a first prompt of 8 actions is ~7,000 tokens (the server's chat format HTML-escapes the JSON)."""
+    return LLMConfig(base_url=proxy.url, model=MODEL_ALIAS, max_turns=4, max_repairs=2, max_malformed=2, top_k=2,
+                     timeout=900)
 
 
 def _call(name: str, arguments: Any, call_id: str | None = "call_injected") -> dict[str, Any]:
@@ -97,7 +102,10 @@ def check_protocol(proxy: RecordingProxy, res: PlanResult, cfg: LLMConfig) -> No
         assert {t["function"]["name"] for t in body["tools"]} == TOOL_NAMES
         msgs = body["messages"]
         assert [m["role"] for m in msgs[:2]] == ["system", "user"] and "Request:" in msgs[1]["content"]
-        # the real server accepted every request the backend built (422: a malformed message in the history)
+        # the real server accepted every request the backend built (422: a malformed message in the history),
+        # unless the last one outgrew the context
+        if e.status != 200 and i == len(ex) - 1 and "context_length_exceeded" in str(e.response):
+            break
         assert e.status == 200, f"turn {i}: HTTP {e.status}: {str(e.response)[:500]}"
         message = e.response["choices"][0]["message"]
         assert isinstance(message, dict) and message.get("role") == "assistant"

@@ -9,7 +9,8 @@ exactly like an offline plan (:func:`hub.agent.planner.validate_plan`, including
 problems are fed back for repair, a bounded number of times, before the plan is rejected with the reasons.
 
 Environment: ``HUB_LLM_BASE_URL`` (e.g. ``http://127.0.0.1:11434/v1`` for Ollama), ``HUB_LLM_MODEL``,
-``HUB_LLM_API_KEY`` (optional; sent as a bearer token).
+``HUB_LLM_API_KEY`` (optional; sent as a bearer token), ``HUB_LLM_TIMEOUT`` (seconds per completion, default
+120: a small model on a CPU can need more).
 """
 
 from __future__ import annotations
@@ -69,8 +70,13 @@ class LLMConfig:
         if not base:
             raise HubError("the llm backend needs HUB_LLM_BASE_URL (an OpenAI-compatible endpoint, e.g. "
                            "http://127.0.0.1:11434/v1 for Ollama) and HUB_LLM_MODEL")
+        timeout = os.environ.get("HUB_LLM_TIMEOUT")
+        try:
+            seconds = float(timeout) if timeout else cls.timeout
+        except ValueError:
+            raise HubError(f"HUB_LLM_TIMEOUT: '{timeout}' is not a number of seconds") from None
         return cls(base_url=base.rstrip("/"), model=os.environ.get("HUB_LLM_MODEL", "gpt-4o-mini"),
-                   api_key=os.environ.get("HUB_LLM_API_KEY") or None)
+                   api_key=os.environ.get("HUB_LLM_API_KEY") or None, timeout=seconds)
 
 
 TOOLS: list[dict[str, Any]] = [
