@@ -269,6 +269,10 @@ def read_records(home: Path) -> list[dict[str, Any]]:
             continue  # removed or replaced while we read: the next listing has it
         if record.get("status") == "STARTED" and record.get("host") == socket.gethostname() \
                 and not _alive(int(record.get("pid") or 0)):
+            # its assets committed before the end are in the record (written after each): the reporter sends
+            # them into Dagster like a finished run's, with the time the record was last written as its end
+            with contextlib.suppress(OSError):
+                record["ended"] = record.get("ended") or path.stat().st_mtime
             record.update(status="FAILURE", reason=f"the process of this run (pid {record.get('pid')} on "
                                                    f"{record.get('host')}) is gone (killed or crashed)")
         record["path"] = str(path)
@@ -441,6 +445,7 @@ def _one_run(pipeline: Pipeline, folder: Path, run_id: str, selection: list[str]
             continue
         if asset in pipeline.spec.flows:
             _flow_step(pipeline, asset, key, run_id, outcome, record, failed)
+            _write(path, record)  # what is committed is on record, should the process die before the end
             continue
         try:
             materialized = _materialize(pipeline, asset, key, run_id, full_refresh=full_refresh, progress=progress)
@@ -466,6 +471,9 @@ def _one_run(pipeline: Pipeline, folder: Path, run_id: str, selection: list[str]
                     failed.add(name)
         if asset in pipeline.sources and pipeline.sources[asset].per_file and key is not None:
             record["dynamic_partitions"].setdefault(f"{asset}_files", []).append(key)
+        if materialized:
+            # committed: on record now, so a run killed later still reports what it loaded (read_records)
+            _write(path, record)
         if blocked:
             outcome.success = False
             outcome.reasons.extend(blocked)

@@ -7,6 +7,7 @@ partition arithmetic gives Dagster's answers."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -204,6 +205,42 @@ def test_a_sigkilled_run_leaves_no_lock_and_no_rows_and_shows_as_failed(tmp_path
     runs = _runs(tmp_path, home)
     assert [r["status"] for r in runs] == ["SUCCESS", "FAILURE"]
     assert f"pid {killed.pid}" in str(runs[1]["reason"]) and "is gone" in str(runs[1]["reason"])
+
+
+@pytest.mark.slow
+def test_what_a_sigkilled_run_committed_is_reported_into_dagster(tmp_path: Path) -> None:
+    """A run of two sources killed while loading the second: the first one's committed load still reaches the
+    Dagster instance as a materialization of that run, and the run is listed as failed."""
+    home = tmp_path / "home"
+    with RestTestServer() as server:
+        spec = _spec(tmp_path, server.url, delay=0.3)
+        text = spec.read_text()
+        first = text.split("sources:\n", 1)[1].replace("items:", "early:", 1).replace("n: 400", "n: 25") \
+            .replace("delay: 0.3", "delay: 0")
+        spec.write_text(text.replace("sources:\n", "sources:\n" + first, 1))
+        killed = subprocess.Popen([*HUB, "run", str(spec)], cwd=tmp_path, env=_env(home, HUB_REPORT_RUNS="defer"),
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+        def early_on_record() -> bool:
+            for path in (home / "hub-runs").glob("*.json"):
+                with contextlib.suppress(OSError, ValueError):
+                    if json.loads(path.read_text())["materializations"]:
+                        return len(server.requests("/pages")) >= 6  # and the second source is loading
+            return False
+
+        sigkill_when(killed, early_on_record, "the run never committed its first source")
+    runs = _runs(tmp_path, home)  # lists the dead run as failed, and reports it into the instance
+    [dead] = runs
+    assert dead["status"] == "FAILURE" and f"pid {killed.pid}" in str(dead["reason"]), dead
+    os.environ["DAGSTER_HOME"] = str(home)
+    with dg.DagsterInstance.get() as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey("early"))
+        assert event is not None and event.asset_materialization is not None, "the committed load is not in Dagster"
+        mat = event.asset_materialization
+        assert mat.tags is not None and mat.tags["hub/run_id"] == dead["run_id"]
+        assert mat.metadata["dagster/row_count"].value == 25
+        assert instance.get_latest_materialization_event(dg.AssetKey("items")) is None, "items was never committed"
+    assert len(_runs(tmp_path, home)) == 1, "reported once, listed once"
 
 
 @pytest.mark.parametrize("kind", ["daily", "monthly"])
