@@ -182,7 +182,7 @@ def sql_send(pipeline: Pipeline, action: Any, request: dict[str, Any], *, idempo
                       where, protocol="sql") as call:
         rows = write(system, mode=str(binding["mode"]), table=binding.get("table"), schema=binding.get("schema"),
                      key=list(binding.get("key") or []), procedure=binding.get("procedure"), values=request,
-                     label=where)
+                     label=where, arg_types=binding.get("arg_types"))
         call.rows = rows
     return Sent({"rows": rows}, None, f"{rows} row(s)")
 
