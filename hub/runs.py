@@ -397,9 +397,26 @@ def run_plan(pipeline: Pipeline, plan: RunPlan, partitions: Sequence[str | None]
     if plan.last and not run(plan.last, None, None):
         return
     for name in plan.flows:  # each in a run of its own (as its own job would): per partition when partitioned
-        for key in partitions if pipeline.flow_partitioned(name) else [None]:
-            if not run([name], key, key):
+        source = pipeline.flow_files(name)
+        if source is not None:  # per file of the source it follows: the files named, else every file loaded
+            flow_keys: Sequence[str | None] = list(files) if files is not None else _loaded_files(pipeline, source)
+        else:
+            flow_keys = partitions if pipeline.flow_partitioned(name) else [None]
+        for key in flow_keys:
+            if not run([name], key, f"file {key}" if source is not None else key):
                 return
+
+
+def _loaded_files(pipeline: Pipeline, source: str) -> list[str | None]:
+    """The files of a source loaded per file that its table holds (its ``_hub_partition`` values)."""
+    from hub.warehouse import connect
+    from hub.warehouse.base import PARTITION_COLUMN, ident
+
+    wh = connect(pipeline.warehouse_url)
+    if source not in wh.tables():
+        return []
+    rows = wh.query(f"SELECT DISTINCT {ident(PARTITION_COLUMN)} AS k FROM {ident(source)} ORDER BY 1").to_pylist()
+    return [str(r["k"]) for r in rows if r["k"] is not None]
 
 
 def _ordered(pipeline: Pipeline, names: list[str]) -> list[str]:
@@ -583,7 +600,11 @@ def _flow(pipeline: Pipeline, name: str, key: str | None, run_id: str) -> tuple[
     report and partition."""
     from hub.flows.engine import run_flow
 
-    window = None
+    window: Any = None
+    if pipeline.flow_files(name) is not None and key is not None:
+        from hub.runtime.window import KeyPartition
+
+        return run_flow(pipeline, name, run_id=run_id, window=KeyPartition(key)), key
     part = key if pipeline.flow_partitioned(name) else None
     if part is not None:
         from hub.spec.partitions import window as window_of

@@ -53,7 +53,7 @@ from hub.flows.ledger import DONE, OPEN, Delivery, Ledger, canonical, idempotenc
 from hub.runtime import tracing
 from hub.runtime.expr import evaluate, truthy
 from hub.runtime.secrets import mask
-from hub.runtime.window import Window, render
+from hub.runtime.window import KeyPartition, Window, render
 from hub.spec.flows import FlowSpec, MapField, StepSpec
 from hub.spec.loader import Pipeline
 from hub.warehouse.base import PARTITION_COLUMN, ident, literal
@@ -306,16 +306,18 @@ class FlowRun:
 
     def __init__(self, pipeline: Pipeline, flow: str, *, dry_run: bool = False, limit: int | None = None,
                  run_id: str | None = None, catalog: Catalog | None = None,
-                 echo: Callable[[str], None] | None = None, window: Window | None = None,
+                 echo: Callable[[str], None] | None = None, window: Window | KeyPartition | None = None,
                  approve: bool = False) -> None:
         if flow not in pipeline.spec.flows:
             raise HubError(f"no flow '{flow}' in pipeline {pipeline.name} (flows: "
                            f"{', '.join(pipeline.spec.flows) or 'none'})")
-        if pipeline.flow_partitioned(flow) and window is None:
+        partitioned = pipeline.flow_partitioned(flow) or pipeline.flow_files(flow) is not None
+        if partitioned and window is None:
             raise HubError(f"flow {flow} runs per partition of {pipeline.spec.flows[flow].trigger.after}: name one "
                            "(hub run --asset FLOW --partition KEY, or the Dagster UI)")
         self.pipeline, self.name = pipeline, flow
-        self.window = window if pipeline.flow_partitioned(flow) else None
+        #: the partition a partitioned flow runs for: a time window, or a file of a source loaded per file
+        self.window = window if partitioned else None
         self.spec: FlowSpec = pipeline.spec.flows[flow]
         if not self.spec.approved and not dry_run and not approve:
             raise Refused(unapproved(pipeline, flow))

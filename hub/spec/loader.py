@@ -87,6 +87,16 @@ class Pipeline:
         after = self.spec.flows[flow].trigger.after
         return after is not None and after in self.time_partitioned()
 
+    def file_partitioned(self) -> dict[str, str]:
+        """The tables loaded per file (sources partitioned per file and their child tables) -> their source."""
+        return {t: name for name, s in self.sources.items() if s.per_file for t in (name, *s.spec.children)}
+
+    def flow_files(self, flow: str) -> str | None:
+        """The source partitioned per file that a flow triggered after one of its tables follows: the flow then
+        runs per file, like it (its partitions are the source's files); None for any other flow."""
+        after = self.spec.flows[flow].trigger.after
+        return self.file_partitioned().get(after) if after is not None else None
+
     def asset_names(self) -> list[str]:
         """Sources, their child tables, models, then exports."""
         return [*self.tables(), *self.spec.models, *self.spec.exports]
@@ -570,8 +580,9 @@ def _check_flows(spec: PipelineSpec, sources: dict[str, ResolvedSource], tables:
     callers = {n for n, block in spec.systems.items() if block.protocol.pushed}  # systems that call the hub
     by_time = {t for n, s in sources.items() if s.partitioned and not s.per_file and s.stream is None
                for t in (n, *s.spec.children)}
+    by_file = {t for n, s in sources.items() if s.per_file for t in (n, *s.spec.children)}
     return check_flows(spec.flows, tables | set(spec.exports), set(spec.systems), sql_tables, columns, problems.add,
-                       streams, callers, by_time, _sample_window(spec).context())
+                       streams, callers, by_time, _sample_window(spec).context(), by_file)
 
 
 def locate(path: Path, items: list[tuple[Loc, str]]) -> SpecError:
