@@ -592,22 +592,23 @@ def _jsonl_blocks(stream: IO[bytes], name: str, batch_size: int, bad: list[tuple
     line-by-line reader's batch exactly (:func:`_jsonl_block`), and read line by line (one batch) where not.
     Batches therefore start at the same records as the line-by-line reader's, which infers types per batch."""
     texts: list[str] = []  # fields pyarrow took for timestamps once: read as text from then on
-    number, pos, buf, eof = 1, stream.tell(), b"", False
+    number, pos, eof = 1, stream.tell(), False
+    buf, ends = b"", np.empty(0, np.int64)  # the bytes read ahead from pos, and where their lines end
     while True:
-        while not eof and buf.count(b"\n") < batch_size:
+        while not eof and len(ends) < batch_size:
             chunk = stream.read(_JSONL_READ)
             eof = not chunk
+            ends = np.concatenate([ends, np.flatnonzero(np.frombuffer(chunk, np.uint8) == 0x0A) + len(buf)])
             buf += chunk
         if not buf:
             return
-        ends = np.flatnonzero(np.frombuffer(buf, np.uint8) == 0x0A)
         cut = int(ends[batch_size - 1]) + 1 if len(ends) >= batch_size else len(buf)
-        batch = _jsonl_block(buf[:cut], number, texts)
+        batch = _jsonl_block(buf[:cut], ends[:batch_size], number, texts)
         if batch is not None:
             if notes is not None:
                 notes.pyarrow_records += batch.num_rows
             yield batch
-            number, pos, buf = number + batch.num_rows, pos + cut, buf[cut:]
+            number, pos, buf, ends = number + batch.num_rows, pos + cut, buf[cut:], ends[batch_size:] - cut
             continue
         stream.seek(pos)
         text = _ByteLines(stream)
@@ -616,7 +617,7 @@ def _jsonl_blocks(stream: IO[bytes], name: str, batch_size: int, bad: list[tuple
             return
         pos = text.pos
         stream.seek(pos)
-        buf = b""
+        buf, ends = b"", np.empty(0, np.int64)
 
 
 _EOL = re.compile(rb"\r\n?|\n")
@@ -653,28 +654,34 @@ def _jsonl_parse(block: bytes, texts: list[str]) -> pa.Table:
                                                               unexpected_field_behavior="infer"))
 
 
-def _jsonl_block(block: bytes, first: int, texts: list[str]) -> pa.RecordBatch | None:
-    """The batch of *block* (whole lines, the first at line *first*) as :func:`_jsonl_lines` would build it, read by
-    pyarrow; None when that cannot be guaranteed cheaply. Accepted only: every line one flat object (one ``{`` at
-    its start, one ``}`` at its end, no ``[``, nothing around it), valid UTF-8, no control characters (nor tabs)
-    but the line ends (LF or CRLF), none of the literals pyarrow reads and orjson refuses (``NaN``, ``Inf...``),
-    no integer ``-0`` (an int 0 for orjson); pyarrow then refuses repeated keys, bad escapes and syntax errors
-    itself. Its result must have only the types ``pa.array`` infers for JSON scalars, no double of 2**53 or more (an
-    integer orjson keeps exact), and strings pyarrow took for timestamps are read again as text (*texts*,
-    remembered for the next blocks)."""
-    crlf = b"\r" in block
-    newlines = block.count(b"\n")
+def _jsonl_block(block: bytes, ends: np.ndarray, first: int, texts: list[str]) -> pa.RecordBatch | None:
+    """The batch of *block* (whole lines ending at *ends*, the first at line *first*) as :func:`_jsonl_lines` would
+    build it, read by pyarrow; None when that cannot be guaranteed cheaply.
+
+    Screened before parsing, per line end (vectorized): every line starts with ``{`` and ends with ``}`` (LF or CRLF,
+    no lone CR, which the line reader takes for a line end), so pyarrow's row count equals the line count only
+    when every line is one object; valid UTF-8 (the line reader replaces bad bytes). pyarrow refuses repeated keys,
+    bad escapes and surrogates, raw control characters in strings and syntax errors itself. After parsing: only the
+    types ``pa.array`` infers for JSON scalars (null, bool, int64, double, string: nesting and arrays go line by
+    line), no NaN or infinity (pyarrow reads ``NaN``/``Inf`` literals, orjson refuses them), no double of 2**53 or
+    more (an integer orjson keeps exact, or a uint64), no negative zero (an integer ``-0`` is orjson's int 0), no
+    ``_hub_`` field; strings pyarrow took for timestamps are read again as text (*texts*, remembered for the next
+    blocks)."""
+    data = np.frombuffer(block, np.uint8)
     ends_nl = block.endswith(b"\n")
-    rows = newlines if ends_nl else newlines + 1
-    sep, end = (b"}\r\n{", b"}\r\n") if crlf else (b"}\n{", b"}\n")
-    if (not block.startswith(b"{") or not block.endswith(end if ends_nl else b"}")
-            or block.count(sep) != rows - 1 or block.count(b"{") != rows or block.count(b"}") != rows
-            or b"[" in block or b"NaN" in block or b"Inf" in block
-            or b"-0," in block or b"-0}" in block or b"-0 " in block):
+    rows = len(ends) if ends_nl else len(ends) + 1
+    if data[0] != 0x7B or data[-1 if not ends_nl else -2 - (data[-2] == 0x0D)] != 0x7D:
         return None
-    if crlf and not block.count(b"\r") == block.count(b"\r\n") == newlines:
+    inner = ends[:-1] if ends_nl else ends  # line ends followed by another line
+    if not bool((data[inner + 1] == 0x7B).all()):
         return None
-    if int(np.count_nonzero(np.frombuffer(block, np.uint8) < 0x20)) != newlines * (2 if crlf else 1):
+    crlf = b"\r" in block
+    if crlf:
+        if block.count(b"\r") != len(ends) or not bool((data[ends - 1] == 0x0D).all()):
+            return None
+        if not bool((data[ends - 2] == 0x7D).all()):
+            return None
+    elif not bool((data[ends - 1] == 0x7D).all()):
         return None
     if not block.isascii():
         try:
@@ -699,7 +706,12 @@ def _jsonl_block(block: bytes, first: int, texts: list[str]) -> pa.RecordBatch |
         return None
     if table.num_rows != rows or not table.num_columns:
         return None
-    first_keys = list(orjson.loads(block[:block.index(b"}") + 1]))
+    first_keys: list[str] = []
+    if explicit:
+        try:
+            first_keys = list(orjson.loads(block[:int(ends[0])] if len(ends) else block))
+        except orjson.JSONDecodeError:
+            return None
     columns: dict[str, pa.Array] = {}
     for field_ in table.schema:
         key, typ = field_.name, field_.type
@@ -713,17 +725,29 @@ def _jsonl_block(block: bytes, first: int, texts: list[str]) -> pa.RecordBatch |
                 return None
             else:
                 continue
-        elif typ == pa.float64() and rows and (pc.max(pc.abs(arr)).as_py() or 0.0) >= _TWO53:
+        elif typ == pa.float64() and not _plain_doubles(arr):
             return None
         columns[key] = arr
     if not columns:
         return None
     # the order of first appearance: pyarrow puts explicit fields first
-    order = [k for k in first_keys if k in columns] + [k for k in columns if k not in first_keys]
-    if any(k in explicit for k in order[len([k for k in first_keys if k in columns]):]):
+    leading = [k for k in first_keys if k in columns]
+    order = leading + [k for k in columns if k not in leading]
+    if any(k in explicit for k in order[len(leading):]):
         return None
     batch = pa.RecordBatch.from_arrays([columns[k] for k in order], names=order)
     return batch.append_column(LINE, pa.array(np.arange(first, first + rows, dtype=np.int64)))
+
+
+def _plain_doubles(arr: pa.Array) -> bool:
+    """Whether a double column pyarrow read holds only what orjson gives alike: finite, below 2**53 in magnitude,
+    and no negative zero."""
+    values = arr.to_numpy(zero_copy_only=False)
+    with np.errstate(invalid="ignore"):
+        magnitude = np.abs(values)
+        if not bool((magnitude < _TWO53).sum() == len(values) - arr.null_count):  # NaN, inf, nulls fail <
+            return False
+    return not bool(np.signbit(values[values == 0]).any())
 
 
 _JSON_SCALARS = (pa.null(), pa.bool_(), pa.int64(), pa.float64(), pa.string())
