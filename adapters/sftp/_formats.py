@@ -806,8 +806,11 @@ def read_xml(stream: IO[bytes], record: str, name: str, batch_size: int,
         stream.seek(0)
     records: list[Any] = []
     lines: list[int] = []
+    # a local file is read by libxml2 itself, without a Python read() per chunk
+    source: Any = stream.name if isinstance(stream, io.BufferedReader) and isinstance(
+        getattr(stream.raw, "name", None), str) and Path(stream.raw.name).is_file() else stream
     try:
-        for _, el in etree.iterparse(stream, events=("end",), tag=f"{{*}}{record}", **xmlsafe.iterparse_options()):
+        for _, el in etree.iterparse(source, events=("end",), tag=f"{{*}}{record}", **xmlsafe.iterparse_options()):
             row = _flat_record(el, depth)
             if row is not None:
                 records.append(row)
@@ -836,6 +839,7 @@ def read_xml(stream: IO[bytes], record: str, name: str, batch_size: int,
         yield _with_lines(records_to_batch(records), lines)
     if bad:
         yield _errors_batch(bad)
+
 
 
 def read_parquet(stream: IO[bytes], name: str, batch_size: int) -> Iterator[pa.RecordBatch]:
