@@ -295,9 +295,9 @@ def worker(args: argparse.Namespace) -> None:
             from adapters.sftp import _formats
             from hub import files_csv
 
-            files_csv.plan = lambda *a, **k: "the benchmark asks for the Arrow path"  # type: ignore[assignment]
-            _formats._jsonl_block = lambda *a, **k: None  # type: ignore[assignment]
-            _formats._flat_record = lambda *a, **k: None  # type: ignore[assignment]
+            files_csv.plan = lambda *a, **k: "the benchmark asks for the Arrow path"
+            _formats._jsonl_block = lambda *a, **k: None
+            _formats._flat_record = lambda *a, **k: None
         after_imports = rss_mb()
         result = peer_hub(args.format, args.file, json.loads(args.drop), tmp, args.profile_worker)
     elif args.worker == "duckdb":
