@@ -582,7 +582,7 @@ def _jsonl_lines(readline: Any, number: int, name: str, batch_size: int, bad: li
 
 
 #: Bytes read at a time while gathering a block of lines for pyarrow's JSON reader.
-_JSONL_READ = 8 << 20
+_JSONL_READ = 2 << 20
 _TWO53 = float(1 << 53)
 
 
@@ -736,6 +736,9 @@ def _jsonl_block(block: bytes, ends: np.ndarray, first: int, texts: list[str]) -
     if any(k in explicit for k in order[len(leading):]):
         return None
     batch = pa.RecordBatch.from_arrays([columns[k] for k in order], names=order)
+    del table, columns
+    # the parse's buffers (per pyarrow thread) go back to the system: kept, they grew the load's peak with the file
+    pa.default_memory_pool().release_unused()
     return batch.append_column(LINE, pa.array(np.arange(first, first + rows, dtype=np.int64)))
 
 
