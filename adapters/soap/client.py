@@ -222,6 +222,7 @@ class SoapSource:
         self._headers: Any = None
         self._sending: tuple[Wsdl, Any, Any, Any] | None = None  # send()'s binding, made once
         self._sending_lock = threading.Lock()
+        self._send_attributes: dict[str, Any] = {}  # the span attributes of send(), made with its binding
         # Shared with every process calling the system (hub.runtime.ratelimit / breaker).
         key = system_key(system_name, system.address or system.wsdl)
         self.limiter = limiter_for(key, system.rate_limit, state_dir)
@@ -441,9 +442,7 @@ class SoapSource:
         if breaker is not None:
             breaker.before_call()
         where = f"{op} at {self.stats.url}"
-        with tracing.call(self.system_label, op, where, protocol="soap",
-                          attributes={**tracing.http_attributes("POST", self.stats.url), "rpc.system": "soap",
-                                      "rpc.method": op}) as call:
+        with tracing.call(self.system_label, op, where, protocol="soap", attributes=self._send_attributes) as call:
             try:
                 with wsdl.transport.in_memory():  # read whole by zeep below: no temporary file per call
                     response = self._call(wsdl, proxy, params)
@@ -491,6 +490,8 @@ class SoapSource:
             if self._sending is None:
                 wsdl, binding, proxy, operation = self._bind()
                 self._headers = self._soap_headers(operation, getattr(binding.name, "namespace", None))
+                self._send_attributes = {**tracing.http_attributes("POST", self.stats.url), "rpc.system": "soap",
+                                         "rpc.method": self.source.operation}
                 self._sending = (wsdl, binding, proxy, operation)
             return self._sending
 
