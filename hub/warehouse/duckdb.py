@@ -1,6 +1,7 @@
 """The default warehouse: one DuckDB file.
 
-DuckDB allows one writing process per file. The hub holds no connection between operations, and every
+DuckDB allows one writing process per file. The hub holds no connection between operations (except a flow
+run, which holds the file for its whole run under the writer lock: :meth:`DuckDBWarehouse.held`), and every
 Dagster asset writing here shares one concurrency pool of size 1 (see :mod:`hub.dagster`), so the
 connection a load keeps open from its first batch to its commit never meets another writer.
 
