@@ -211,7 +211,8 @@ def soap_actions(pipeline: Pipeline, system: str) -> list[Action]:
     from adapters.soap.catalog import describe
     from hub.materialize import cache_dir
 
-    wsdl = load_wsdl(cfg, cache_dir=cache_dir(pipeline) / "wsdl", base_dir=pipeline.root)
+    # the arguments a flow's sender loads it with (hub.flows.senders): the parsed WSDL is then reused
+    wsdl = load_wsdl(cfg, cache_dir=cache_dir(pipeline) / "wsdl", base_dir=pipeline.root, system_name=system)
     service, port = select_port(wsdl, cfg)
     catalog = describe(wsdl)
     entry = next(p for s in catalog["services"] if s["name"] == service.name for p in s["ports"]

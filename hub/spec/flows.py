@@ -222,7 +222,7 @@ class FlowSpec(_Strict):
     max_failures: int | None = Field(None, ge=0, description="More failed items than this stop the run (the "
                                                              "items already done stay done).")
     concurrency: int = Field(1, ge=1, le=64, description="Items calling systems at once.")
-    prepare_ahead: int = Field(8, ge=0, le=256, description=(
+    prepare_ahead: int = Field(24, ge=0, le=256, description=(
         "Items prepared ahead of their turn to call (requests evaluated and validated, `sent` rows recorded "
         "in the ledger together in one transaction). After a crash, up to this many items more than "
         "`concurrency` can be left `sent` without having been sent: resolved like any unanswered request "
