@@ -214,7 +214,11 @@ def match_action(clause: Clause, catalog: CatalogLike, systems: set[str]) -> Non
             score -= 2.0  # "log an activity" is no delete_activities; "remove the task" no post_tasks
         if score > best[0]:
             best = (score, a, got)
-    if best[1] is not None and best[0] >= 1.0:
+    # the records the estate reads (orders, customers) say what a write is about, not what it does: a match on
+    # them alone ("flag order 7 as shipped" against an endpoint that logs an activity for an order) is no match
+    entities = {u.stem(w) for a in catalog.actions if _is_read(a)
+                for w in u.split_words(a.name.split(".", 1)[-1]) if w not in ("get", "list", "read", "fetch", "search")}
+    if best[1] is not None and best[0] >= 1.0 and best[2] - entities:
         clause.score, clause.action, clause.words = best
         clause.words |= {u.stem(clause.verb)}
 

@@ -588,7 +588,10 @@ class Vocabulary:
         """The senses of the words at *i*: a two-word phrase when one matches, else the word."""
         if i + 1 < len(st) and (st[i], st[i + 1]) in self.senses:
             return 2, self.senses[(st[i], st[i + 1])]
-        return 1, self.senses.get((st[i],), [])
+        found = self.senses.get((st[i],), [])
+        if not found and len(st[i]) > 3 and st[i].endswith("s"):  # the plural of an abbreviation ("SKUs")
+            found = self.senses.get((st[i][:-1],), [])
+        return 1, found
 
     def closest(self, word: str, n: int = 4) -> list[str]:
         """Columns whose names are closest to *word* (for "no system offers X; closest: ...")."""
@@ -750,6 +753,17 @@ class Reading:
 _GRAMMAR = {"per", "by", "each", "every", "for", "of", "with", "and", "or", "without", "never", "no", "not", "the"}
 
 
+_TOKEN = re.compile(r"\d+(?:\.\d+)?|[A-Za-z][A-Za-z0-9'-]*[A-Za-z0-9]|[A-Za-z]")
+
+
+def phrase_breaks(request: str) -> set[int]:
+    """Token positions followed by punctuation (a comma, a colon, a bracket): a phrase ends there ("per depot,
+    quantity times unit cost" groups by the depot, not by the quantity)."""
+    text = request.replace("\u2019", "'")
+    spans = [m.span() for m in _TOKEN.finditer(text)]
+    return {k for k in range(len(spans) - 1) if re.search(r"[,;:!?()\[\]]|\.\s", text[spans[k][1]:spans[k + 1][0]])}
+
+
 def _tokenize(request: str, keep_case: bool = False) -> list[str]:
     text = request.replace("\u2019", "'")  # a typographic apostrophe
     found = re.findall(r"\d+(?:\.\d+)?|[A-Za-z][A-Za-z0-9'-]*[A-Za-z0-9]|[A-Za-z]", text)
@@ -762,7 +776,10 @@ _DESTINATION = re.compile(r"\b(?:into|to|onto) (?:the |our |my )?(?:data ?)?"
                           r"|\b(?:data|our|my) ?warehouse\b|\b(?:dwh|duckdb|lakehouse|datalake)\b")
 
 
-def read_request(request: str, vocab: Vocabulary, skip: set[int]) -> Reading:
+def read_request(request: str, vocab: Vocabulary, skip: set[int], ignore: set[int] | frozenset[int] = frozenset()
+                 ) -> Reading:
+    """The request's words against the vocabulary; *ignore*: positions that say nothing of the data (a
+    schedule), neither matched nor reported as unknown."""
     words = _tokenize(request)
     raw = _tokenize(request, keep_case=True)
     st = [u.stem(w) for w in words]
@@ -775,7 +792,7 @@ def read_request(request: str, vocab: Vocabulary, skip: set[int]) -> Reading:
         r.destination = True
     i = 0
     while i < len(words):
-        if i in skip and r.destination and not re.fullmatch(r"\d+(\.\d+)?", words[i]):
+        if (i in skip and r.destination and not re.fullmatch(r"\d+(\.\d+)?", words[i])) or i in ignore:
             i += 1
             continue
         span, senses = vocab.at(st, i)
@@ -911,7 +928,7 @@ class _Composer:
             skip |= set(range(c.start, c.end))
         for n in nums:
             skip |= set(range(n.start, n.end))
-        reading = read_request(self.request, self.vocab, skip)
+        reading = read_request(self.request, self.vocab, skip, u.schedule_positions(words))
         st = reading.st
         central = self._central_unknown(reading)
         if central:
@@ -1029,6 +1046,11 @@ class _Composer:
         anti_tables = {t.name for t, _ in anti}
         # ---- the columns and values named; a column of another table brings that table (joined)
         picked: dict[int, Sense] = {}
+        # a time window ("yesterday", "last week", "today") asks about what happened in it: the rows of a
+        # partitioned table, even when the main table is reference data (customers ranked by what they spent)
+        self.windowed = windowed = bool(re.search(
+            r"\b(yesterday|today|last (?:week|month|night)|past (?:week|month)|this (?:week|month))\b", self.request,
+            re.IGNORECASE))
         for i in sorted({m.at for m in col_m}):
             here = [m.sense for m in col_m if m.at == i]
             if i in others_pos:  # a word that names a table names no column there, unless strongly
@@ -1051,12 +1073,17 @@ class _Composer:
                     w *= 1.3  # "order value": the value of the table named right before
                 if s.kind == "column" and t is main and s.column is not None and s.column.name.lower() == "id":
                     w *= 0.5
+                if t not in chosen and any(k.strength >= 2 for k in self.joins(main, t)):
+                    w *= 1.2  # of two tables with a column so named, the one the main table has a key to
+                if windowed and t.partitioned and not main.partitioned and s.kind == "column":
+                    w *= 1.6  # "spent the most yesterday": a window applies to what happened, not to reference data
                 return w
 
             best_s = max(here, key=cscore)
             if best_s.table not in chosen and best_s.table is not None and best_s.table.name not in anti_tables \
                     and best_s.table.name not in mentioned_tables and best_s.via.startswith("synonym") \
-                    and best_s.weight < 0.85:
+                    and best_s.weight < 0.85 and not (windowed and best_s.table.partitioned
+                                                      and not main.partitioned):
                 continue  # a synonym alone brings no table of its own ("stock value" is no order amount)
             picked[i] = best_s
         self.picked = picked
@@ -1332,7 +1359,36 @@ class _Composer:
             if len(times) == 1:
                 self.notes.append(f"assumed the date compares {self.main.name}.{times[0].name}")
                 return self.main, times[0], -1
-        return None
+            return None
+        return self._plausible_column(c, pool)
+
+    def _plausible_column(self, c: u.Comparison, pool: list[Table]) -> tuple[Table, Column, int] | None:
+        """No column named near a number ("accounts worth at least 4 million"): the measure column of the
+        planned tables whose sample values the number falls among (a key or an identifier never), the main
+        table's first; only when one column fits, and stated as an assumption."""
+        try:
+            value = float(c.value)
+        except ValueError:
+            return None
+        fits: list[tuple[Table, Column]] = []
+        for t in sorted(pool, key=lambda t: t is not self.main):
+            smp = self.sample.get(t.name)
+            for col in t.columns:
+                n = col.name.lower()
+                if col.kind not in ("int", "num") or n == "id" or n.endswith(("_id", "_no", "id")) or smp is None:
+                    continue
+                vals = [float(v) for v in smp.values.get(col.name) or [] if isinstance(v, int | float) or
+                        type(v).__name__ == "Decimal"]
+                if vals and min(vals) <= value <= max(vals) * 1.5:
+                    fits.append((t, col))
+            if fits:
+                break
+        if len(fits) != 1:
+            return None
+        t, col = fits[0]
+        self.notes.append(f"assumed '{c.value}' compares {t.name}.{col.name}: no column is named next to it, and "
+                          "it is the one numeric column whose sample values it falls among")
+        return t, col, -1
 
     # ------------------------------------------------------------------------------------------------
     def _numeric_near(self, at: int, after_only: bool = False, maxd: int = 6, before_only: bool = False
@@ -1342,7 +1398,11 @@ class _Composer:
             if s.kind != "column" or s.column is None or s.table not in self.tree or \
                     s.column.kind not in ("int", "num", "other") or s.column.name.lower().endswith("id"):
                 continue
-            d = (i - at if not before_only else 99) if i > at else (at - i + 0.5 if not after_only else 99)
+            d: float
+            if i > at or (i == at and after_only):
+                d = i - at if not before_only else 99
+            else:
+                d = at - i + 0.5 if not after_only else 99
             if d > maxd:
                 continue
             score = d - s.weight - (0.3 if s.table is self.main else 0)
@@ -1375,6 +1435,7 @@ class _Composer:
                 agg = "sum"
         weighted = re.search(r"\bweighted (?:by|with) (\w+(?: \w+)?)", text)
         # grouping: per/by/for each X
+        breaks = phrase_breaks(self.request)
         group: list[tuple[str, str]] = []  # (sql expr, output name)
         grain = when.grain
         for i, w in enumerate(words):
@@ -1398,27 +1459,28 @@ class _Composer:
                 per_row = True
                 continue  # "for each order line": the main table's own rows ("per product family" is a column)
             if w in ("each", "every"):
-                g = self._group_target(nxt, words)
-                if g and g not in group:
-                    group.append(g)
+                for g in self._group_targets(nxt, words):
+                    if g not in group:
+                        group.append(g)
                 continue
-            cand = [j for j in range(nxt, min(nxt + 3, len(words))) if j in self.picked or
-                    any(j == m for m in self._table_positions())]
+            stop = min(nxt + 3, len(words))
+            stop = next((k + 1 for k in range(nxt, stop) if k in breaks), stop)
+            cand = [j for j in range(nxt, stop) if j in self.picked or any(j == m for m in self._table_positions())]
             if not cand:
                 continue
             naming = self.picked.keys() | self._table_positions() | self._system_positions()
             j = cand[0]
-            for k in range(nxt, min(nxt + 3, len(words))):
+            for k in range(nxt, stop):
                 if k not in naming:
                     break
                 if k in cand:
                     j = k
                 if k in self.picked and self.picked[k].kind == "column":
                     break  # the head of the phrase: "per customer tier" ends at tier
-            g = self._group_target(j, words)
-            if g and g not in group:
-                group.append(g)
-                consumed.add(j)
+            for g in self._group_targets(j, words):
+                if g not in group:
+                    group.append(g)
+                    consumed.add(j)
         if grain in ("day", "week", "month", "year", "quarter"):
             tcol = self._time_column()
             if tcol is not None:
@@ -1440,8 +1502,14 @@ class _Composer:
                 break
         if agg and agg != "count" and derived is None:
             measure = self._numeric_near(agg_at, after_only=True) or self._numeric_near(agg_at)
+        if measure is None and derived is None and (agg in (None, "avg", "sum", "max", "min") or top):
+            measure = self._duration_measure(words, agg_at if agg else (top.at if top else -1))
+            if measure is not None and agg is None and not top:
+                agg, agg_at = "avg", words.index("long") if "long" in words else 0
         if measure is None and derived is None and (group or top or agg):
             measure = self._numeric_near(top.at if top else (agg_at if agg_at >= 0 else 0), after_only=True, maxd=12)
+            if measure is None and top:  # the verb before the superlative: "who spent the most", "paid the least"
+                measure = self._numeric_near(top.at, maxd=3)
             if measure is None and group:
                 measure = self._numeric_near(len(words), maxd=99)
         if top and top.by_at is not None and derived is None:
@@ -1550,10 +1618,32 @@ class _Composer:
         return self._emit(select, where, join_sql, [], order, limit, when,
                           measure_name="value" if derived else None)
 
+    def _duration_measure(self, words: list[str], at: int) -> tuple[Table, Column] | None:
+        """A time span named in other words ("the mean handling time", "how long do chats last", "time spent"):
+        the numeric column of the joined tables whose name carries a unit of time (``duration_minutes``). Only
+        when an aggregate or a ranking applies to it (*at*), or the request asks "how long"."""
+        near = words[at + 1: at + 5] if at >= 0 else []
+        asks = any(w in ("time", "times", "long", "length", "lengths", "duration", "durations", "spent")
+                   for w in near) or re.search(r"how long", " ".join(words))
+        if not asks:
+            return None
+        for t in self.tree:
+            for c in t.columns:
+                n = c.name.lower()
+                if c.kind in ("int", "num") and any(x in n for x in ("duration", "minute", "second", "hour",
+                                                                     "elapsed", "_days", "_ms")):
+                    self.notes.append(f"assumed the time asked for is {t.name}.{c.name} (a column measured in "
+                                      "a unit of time)")
+                    return t, c
+        return None
+
     def _default_measure(self, text: str) -> tuple[tuple[Table, Column] | None, str | None]:
         """The money a table's rows are worth when the request names none ("how much did each region buy",
         "stock value"): a column named amount/total/value/revenue/price, else quantity x unit price/cost."""
-        for t in self.tree:
+        tree = self.tree
+        if getattr(self, "windowed", False):  # "yesterday": what happened then, not a reference figure
+            tree = sorted(tree, key=lambda t: not t.partitioned)
+        for t in tree:
             for c in t.columns:
                 if c.kind in ("int", "num", "other") and any(w in c.name.lower() for w in (
                         "amount", "total", "value", "revenue")):
@@ -1589,26 +1679,30 @@ class _Composer:
                     return t, c
         return None
 
-    def _group_target(self, j: int, words: list[str]) -> tuple[str, str] | None:
+    def _group_targets(self, j: int, words: list[str]) -> list[tuple[str, str]]:
+        """What "per X" groups by: a column or a value's column named at *j*; an entity (a joined table): its key
+        and its name, so the answer shows both (``per depot``: warehouse id and name); else the entity's key in
+        the measured table (``per customer``: customer_id)."""
         s = self.picked.get(j)
         alias = self.alias
-        if s is not None and s.kind == "column" and s.table in self.tree and s.column is not None:
-            return f"{alias[s.table.name]}.{s.column.name}", s.column.name
-        if s is not None and s.kind == "value" and s.table in self.tree and s.column is not None:
-            return f"{alias[s.table.name]}.{s.column.name}", s.column.name
-        # an entity: its name (or key) when its table is joined, else its key in the measured table (customer_id)
+        if s is not None and s.kind in ("column", "value") and s.table in self.tree and s.column is not None:
+            return [(f"{alias[s.table.name]}.{s.column.name}", s.column.name)]
         ent = u.stem(words[j])
         for t in self.tree:
             if t is not self.main and (ent in t.entity or u.stem(t.name.split("_")[-1]) == ent or any(
                     m.at == j and m.sense.table is t for m in self._mentions)):
-                key = t.col("name") or (t.col(t.pk[0]) if t.pk else None)
-                if key is not None:
-                    return f"{alias[t.name]}.{key.name}", key.name
+                pk = t.col(t.pk[0]) if len(t.pk) == 1 else None
+                name = t.col("name")
+                keys = [c for c in (pk, name) if c is not None]
+                if keys:
+                    if len(keys) == 2:
+                        self.notes.append(f"per {words[j]}: grouped by {t.name}.{pk.name} and its name")  # type: ignore[union-attr]
+                    return [(f"{alias[t.name]}.{c.name}", c.name) for c in keys]
         for t in self.tree:
             for c in t.columns:
                 if c.name.lower() in (f"{ent}_id", f"{words[j]}_id"):
-                    return f"{alias[t.name]}.{c.name}", c.name
-        return None
+                    return [(f"{alias[t.name]}.{c.name}", c.name)]
+        return []
 
     def _subject(self, top: u.TopN, words: list[str], measured: Table | None = None) -> tuple[str, str] | None:
         """The entity a top-N ranks, when it is not the measured table's own rows: "which three items sold the

@@ -157,6 +157,9 @@ did does do done make made having hold holding holds held keep kept remain remai
 which whichever whatever wherever whenever however
 system systems data database table tables warehouse-wide company business our
 vs versus against relative compared compare
+behind beside besides beneath near nearby inside outside around among amongst upon toward towards within
+throughout underneath alongside onto via along past whose whom someone's anyone's concerned concerning
+regarding respectively actually really basically simply currently overall altogether everywhere somewhere
 """))
 
 NUMBER_WORDS = {"zero": 0, "one": 1, "single": 1, "a": 1, "an": 1, "two": 2, "couple": 2, "pair": 2, "three": 3,
@@ -179,7 +182,12 @@ invite issue lock log lower mail make mark merge modify move notify nullify open
 promote publish purge push put raise reassign rebook refund register reject reopen remove rename replace
 reprice reset restock restore retire revoke send set ship submit subtract suspend swap switch tag terminate
 text transfer truncate turn unlock unset unsubscribe update upgrade upload void wipe write zero blank null
+reduce cut trim lift shift discount ban kill nuke scrap strip flush populate fill dedupe deduplicate migrate
+renew extend rewrite relabel reclassify recategorise recategorize rebrand overwrite mute unmute pause resume
+reactivate unflag unmark untag unblock unarchive mass-update bulk-update sync-to top-up backfill bump ditch
 """))
+#: Prefixes that make a change verb of a change verb ("re-open", "unarchive", "deflag", "mis-assign").
+_CHANGE_PREFIXES = ("re", "un", "de", "dis", "mis", "over", "under", "pre", "auto", "bulk-", "mass-")
 _CHANGE_STEMS = {stem(v) for v in CHANGE_VERBS}
 #: Verbs that read (never a write, even at the start of a clause).
 READ_VERBS = {stem(v) for v in _words("""
@@ -192,6 +200,7 @@ _AMBIGUOUS = set(_words("""
 open close record file book post email mail text schedule issue log order transfer credit debit charge ship
 place zero blank null lock tag flag mark store save enter set turn empty void swap switch drop copy pay raise
 sync make put move clear file award block approve register grant
+discount cut trim lift shift ban scrap strip fill flush pause resume kill top-up backfill bump mute extend renew
 """))
 _OBJECT_START = {"a", "an", "the", "it", "them", "this", "that", "these", "those", "all", "every", "each", "his",
                  "her", "their", "our", "my", "its", "some", "any", "new", "one", "zero", "up", "down", "off",
@@ -204,7 +213,11 @@ SCHEDULE_LEAD = re.compile(r"\s*(?:(?:every|each)\s+(?:morning|night|evening|day
                            r"(?:mon|tues|wednes|thurs|fri|satur|sun)day)|daily|hourly|nightly|weekly|monthly)"
                            r"(?:\s+at\s+\d{1,2}(?::\d{2})?\s*(?:am|pm|h)?)?\s*,?\s*", re.IGNORECASE)
 _STATE_CHANGE = re.compile(
-    r"\b(?:is|are)\s+now\b|\bshould\s+(?:be|become|read|say|show|equal)\b|\b(?:must|needs? to|ought to)\s+"
+    r"\b(?:has|have|had)\s+(?:been\s+)?(?:changed|moved|switched|gone|turned)\s+(?:to|into|over to)\b|"
+    r"\b(?:get|got|gets|getting) rid of\b|\bdo away with\b|\b(?:throw|wipe|clean|clear|zero|blank|null)"
+    r"(?:s|ed|ing)? (?:out|away)\b|\b(?:let|have|make)\s+(?:\w+\s+){1,4}?(?:go|goes)\s+(?:up|down)\b|"
+    r"\b(?:go|goes)\s+(?:up|down)\s+by\b|\b(?:is|are)\s+now\b|"
+    r"\bshould\s+(?:be|become|read|say|show|equal)\b|\b(?:must|needs? to|ought to)\s+"
     r"(?:be|become)\b|\bfrom now on\b|\bhenceforth\b|\bbecomes?\b|\binstead of\b.*\buse\b|"
     r"\b(?:moves|goes|switches|changes|upgrades|downgrades|gets|turns)\s+(?:to|into|over to)\b|"
     r"\b(?:has|have|needs?|is|are) to (?:be|become|get)\b|\bshould (?:get|have|go|move|change)\b|"
@@ -227,12 +240,18 @@ def write_intent(request: str, extra: set[str] | frozenset[str] = frozenset()) -
         raw = w.group(0).lower()
         st = stem(raw)
         # an order is the verb's base form: "active" is no "activate", "logged" and "books" describe the data
-        if raw not in change or st in READ_VERBS:
+        if st in READ_VERBS or (raw not in change and not (
+                len(raw) > 5 and any(raw.startswith(p) and raw[len(p):].lstrip("-") in change
+                                     for p in _CHANGE_PREFIXES))):
             continue
         before = text[: w.start()]
         if _CLAUSE_START.search(before) or not before.strip() or SCHEDULE_LEAD.fullmatch(before):
             nxt = words[i + 1].group(0).lower() if i + 1 < len(words) else ""
-            if raw in _AMBIGUOUS and nxt not in _OBJECT_START and not re.fullmatch(r"\d+", nxt):
+            after = text[w.end():]
+            # an order all the same: a thing and its id ("flag order 100005"), or a new state ("... as shipped")
+            ordered = bool(re.match(r"\s+[A-Za-z]+\s+#?[A-Za-z]*-?\d+\b", after)) or bool(re.search(
+                r"\bas\s+(?:\w+ed|paid|done|open|closed|lost|won|active|inactive|complete)\b", after))
+            if raw in _AMBIGUOUS and nxt not in _OBJECT_START and not re.fullmatch(r"\d+", nxt) and not ordered:
                 continue  # a noun or adjective here ("open orders", "record count")
             if raw == "make" and nxt in ("a", "an", "me", "us") and re.search(
                     r"\bmake (?:me |us )?(?:a|an) (?:list|report|table|overview|summary|chart|count)\b", text, re.I):
@@ -479,7 +498,10 @@ def top_n(words: list[str], nums: list[Number], used: set[int]) -> TopN | None:
                                             for x in words[max(0, num.start - 2): num.start])
         if (num.end <= i and i - num.end <= 2) or (w in ("top", "bottom") and num.start == i + 1) or named_before:
             n = int(num.value)
-    if n is None and any(x in ("the", "which") for x in words[max(0, i - 2): i]):
+    asked = next((k for k in range(max(0, i - 5), i) if words[k] in ("which", "what")), None)
+    if n is None and asked is not None and asked + 1 < i and re.fullmatch(r"[a-z]{3,}[^s]s", words[asked + 1]):
+        n = None  # "which clients paid the most": every client, ranked
+    elif n is None and any(x in ("the", "which") for x in words[max(0, i - 2): i]):
         n = 1 if not any(words[k].endswith("s") and len(words[k]) > 3 and words[k] not in FILLER
                          for k in range(i + 1, min(len(words), i + 3))) else None
     if n is None and "single" in words[max(0, i - 4): i]:
@@ -531,6 +553,33 @@ class When:
     notes: list[str] = field(default_factory=list)
 
 
+_SCHEDULE_UNIT = {"second", "seconds", "minute", "minutes", "min", "mins", "hour", "hours", "day", "days", "week",
+                  "weeks", "month", "months", "morning", "mornings", "night", "nights", "evening", "evenings",
+                  "weekday", "weekdays", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday",
+                  "sunday", "mondays", "tuesdays", "wednesdays", "thursdays", "fridays", "saturdays", "sundays"}
+
+
+def schedule_positions(words: list[str]) -> set[int]:
+    """Token positions that only say when to run ("every 30 minutes", "each Monday at 8", "at 17 00 h"): they
+    name no field, even when a column is named after the same unit (``duration_minutes``)."""
+    out: set[int] = set()
+    for i, w in enumerate(words):
+        if w in ("every", "each"):
+            j = i + 1
+            if j < len(words) and re.fullmatch(r"\d+|other|two|three|four|five|six|ten|fifteen|thirty", words[j]):
+                j += 1
+            if j < len(words) and words[j] in _SCHEDULE_UNIT:
+                out |= set(range(i, j + 1))
+        elif w == "at" and i + 1 < len(words) and re.fullmatch(r"\d{1,2}", words[i + 1]):
+            j = i + 2
+            if j < len(words) and re.fullmatch(r"\d\d", words[j]):
+                j += 1
+            if j < len(words) and words[j] in ("am", "pm", "h", "o'clock", "oclock", "sharp"):
+                j += 1
+            out |= set(range(i, j))
+    return out
+
+
 _DOW = {"sunday": 0, "monday": 1, "tuesday": 2, "wednesday": 3, "thursday": 4, "friday": 5, "saturday": 6}
 
 
@@ -540,8 +589,16 @@ def when(request: str) -> When:
     ``0 * * * *``; "every 15 minutes" -> ``*/15 * * * *``."""
     text = request.lower()
     out = When()
-    grain = re.search(r"\b(?:per|by|each|every|a)\s+(day|week|month|year|quarter)\b|\b(daily|weekly|monthly|yearly|"
-                      r"quarterly)\b", text)
+    grain = None
+    for g_m in re.finditer(r"\b(?:per|by|each|every|a)\s+(day|week|month|year|quarter)\b|\b(daily|weekly|monthly|"
+                           r"yearly|quarterly)\b", text):
+        before = text[: g_m.start()].split()[-2:]
+        # "4 million a year", "50 euros per month": a rate of the amount before it, not a grain
+        if g_m.group(1) and any(re.fullmatch(r"\d+(?:[.,]\d+)?|" + "|".join(_SCALE) + r"|euros?|eur|dollars?|usd|"
+                                             r"units?|pieces?|times", w) for w in before):
+            continue
+        grain = g_m
+        break
     if grain:
         g = grain.group(1) or {"daily": "day", "weekly": "week", "monthly": "month", "yearly": "year",
                                "quarterly": "quarter"}[grain.group(2)]
@@ -557,21 +614,35 @@ def when(request: str) -> When:
         out.notes.append("last week: run the last 7 daily partitions (hub run SPEC --from D-7 --to D-1)")
     elif "yesterday" in text:
         out.notes.append("yesterday: each run loads the latest complete daily partition (the day before)")
-    at = re.search(r"\bat\s+(\d{1,2})(?::(\d\d))?\s*(am|pm|h|o'clock)?\b", text)
+    at = re.search(r"\bat\s+(\d{1,2})(?:[:.](\d\d))?\s*(am|pm|h|o'clock)?\b", text)
     hour = minute = None
     if at:
         hour = int(at.group(1)) % 24
-        if at.group(3) == "pm" and hour < 12:
+        afternoon = re.search(r"\b(afternoon|evening)s?\b", text) or (re.search(r"\bnights?\b", text) and hour >= 7)
+        if (at.group(3) == "pm" or (afternoon and at.group(3) != "am")) and hour < 12:
             hour += 12
         minute = int(at.group(2) or 0)
+    elif re.search(r"\b(?:at )?(noon|midday|midnight)\b", text):
+        hour, minute = (0 if "midnight" in text else 12), 0
     hh = lambda default: hour if hour is not None else default  # noqa: E731
     mm = minute or 0
-    every_n = re.search(r"\bevery\s+(\d+)\s+(minute|min|hour)s?\b", text)
-    dow = next((d for name, d in _DOW.items() if re.search(rf"\b(every|each|on)\s+{name}s?\b|\b{name}s\b", text)),
-               None)
+    words_n = "|".join(k for k in NUMBER_WORDS if k not in ("a", "an", "single", "one"))
+    every_n = re.search(rf"\bevery\s+(\d+|{words_n}|other|half an?|half|quarter of an?|quarter)\s+"
+                        r"(minute|min|hour)s?\b", text)
+    dow: int | str | None = next((d for name, d in _DOW.items()
+                                  if re.search(rf"\b(every|each|on)\s+{name}s?\b|\b{name}s\b", text)), None)
+    if re.search(r"\b(every|each|on)\s+(week ?day|working day|business day)s?\b|\bweekdays\b|\bmonday (?:to|through|-)"
+                 r" friday\b|\bmon ?- ?fri\b", text):
+        dow = "1-5"
+    elif re.search(r"\b(every|each|on|at)\s+(the\s+)?weekends?\b|\bweekends\b", text):
+        dow = "0,6"
     if every_n:
-        n = int(every_n.group(1))
-        out.schedule = f"*/{n} * * * *" if every_n.group(2).startswith("min") else f"0 */{n} * * *"
+        k, minutes = every_n.group(1), every_n.group(2).startswith("min")
+        n = int(k) if k.isdigit() else 2 if k == "other" else NUMBER_WORDS.get(k, 0)
+        if k.startswith(("half", "quarter")):  # every half hour, every quarter of an hour
+            n, minutes = (30 if k.startswith("half") else 15), True
+        n = max(1, n)
+        out.schedule = f"*/{n} * * * *" if minutes else f"0 */{n} * * *"
     elif re.search(r"\b(every|each)\s+hour\b|\bhourly\b", text):
         out.schedule = "0 * * * *"
     elif dow is not None:
@@ -593,5 +664,5 @@ def when(request: str) -> When:
 
 
 __all__ = ["FILLER", "THESAURUS", "Comparison", "Number", "TopN", "When", "arithmetic", "comparisons",
-           "is_flow", "negation_positions", "numbers", "related", "split_words", "stem", "stems", "top_n", "when",
-           "write_intent"]
+           "is_flow", "negation_positions", "numbers", "related", "schedule_positions", "split_words", "stem", "stems",
+           "top_n", "when", "write_intent"]
