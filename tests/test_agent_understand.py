@@ -23,6 +23,9 @@ def _cmp(text: str) -> list[tuple[str, str]]:
     ("no more than 12 units", [("<=", "12")]),
     ("products not updated since the middle of 2023", [("<", "2023-07-01")]),
     ("accounts created before 2022", [("<", "2022-01-01")]),
+    ("products changed in 2023", [(">=", "2023-01-01"), ("<", "2024-01-01")]),
+    ("customers who joined during march 2023", [(">=", "2023-03-01"), ("<", "2023-04-01")]),
+    ("orders between 100 and 300 euros", [(">=", "100"), ("<=", "300")]),
 ])
 def test_comparisons_in_words(text: str, want: list[tuple[str, str]]) -> None:
     assert _cmp(text) == want
@@ -89,6 +92,10 @@ def test_grains_and_schedules() -> None:
     "zero out the stock of SKU-100 in every depot",
     "unarchive the old contacts",
     "reopen the cancelled orders of customer 9",
+    "give customer 5 the gold tier",
+    "I want the gold customers to be silver",
+    "take SKU-00003 out of the catalogue",
+    "please flag order 100005 as shipped",
 ])
 def test_writes_without_the_usual_verbs_are_seen(request_text: str) -> None:
     assert write_intent(request_text) is not None
@@ -106,6 +113,9 @@ def test_writes_without_the_usual_verbs_are_seen(request_text: str) -> None:
     "report the contacts per channel",
     "display the depots",
     "orders whose status went from open to shipped",
+    "every Monday at 8 send me the number of contacts per channel",
+    "update the stock figures every hour",
+    "give me the orders to be shipped",
 ])
 def test_reads_are_not_writes(request_text: str) -> None:
     assert write_intent(request_text) is None

@@ -215,10 +215,21 @@ def match_action(clause: Clause, catalog: CatalogLike, systems: set[str]) -> Non
         if score > best[0]:
             best = (score, a, got)
     # the records the estate reads (orders, customers) say what a write is about, not what it does: a match on
-    # them alone ("flag order 7 as shipped" against an endpoint that logs an activity for an order) is no match
+    # them alone ("flag order 7 as shipped" against an endpoint that logs an activity for an order) is no match,
+    # unless the action is named after them (post_activities for "log an activity")
+    if best[1] is None or best[0] < 1.0:
+        return
+    own = {u.stem(w) for w in u.split_words(best[1].name.split(".", 1)[-1])}
     entities = {u.stem(w) for a in catalog.actions if _is_read(a)
-                for w in u.split_words(a.name.split(".", 1)[-1]) if w not in ("get", "list", "read", "fetch", "search")}
-    if best[1] is not None and best[0] >= 1.0 and best[2] - entities:
+                for w in u.split_words(a.name.split(".", 1)[-1])} - own
+    # a new state the clause names ("as shipped", "to cancelled") must be what the action does ("paid" is no
+    # "shipped"): a write that does something else is worse than none
+    state = re.search(r"\b(?:as|to|into)\s+([a-z]+ed|paid|done|open|closed|lost|won|active|inactive)\b",
+                      clause.text.lower())
+    aw = set(_action_words(best[1]))
+    if state and not ({u.stem(state.group(1))} | u.related(u.stem(state.group(1)))) & aw:
+        return
+    if best[2] - entities:
         clause.score, clause.action, clause.words = best
         clause.words |= {u.stem(clause.verb)}
 

@@ -548,6 +548,9 @@ class Vocabulary:
         content = [w for w in words if w not in _GENERIC_COL] or words
         head = content[-1]
         self._add(tuple(words), Sense("column", t, c, weight=1.0, via="name"))
+        for w in words:  # "the name of the customer": customer_name, less surely than a column named "name"
+            if w not in content and w not in ("id", "at", "on", "is", "has", "by", "no", "nr", "num"):
+                self._add((w,), Sense("column", t, c, weight=0.5, via="name"))
         if len(content) >= 2:
             self._add(tuple(content), Sense("column", t, c, weight=1.0, via="name"))
         for w in content:
@@ -894,7 +897,8 @@ def refusal(request: str, verb: str) -> str:
 
 _AGG_WORDS = {"average": "avg", "avg": "avg", "mean": "avg", "total": "sum", "sum": "sum", "overall": "sum",
               "maximum": "max", "max": "max", "minimum": "min", "min": "min", "count": "count"}
-_RATIO = {"rate", "share", "fraction", "percentage", "percent", "proportion", "ratio"}
+_RATIO = {"rate", "share", "fraction", "percentage", "percent", "proportion", "ratio", "often", "likelihood",
+          "probability", "chance", "odds"}
 _SUPER_MEASURE = {"cheap": "price", "expens": "price", "pricey": "price", "dear": "price", "long": "duration",
                   "short": "duration", "old": "time", "new": "time", "recent": "time", "late": "time",
                   "early": "time", "rich": "revenue", "big": "", "larg": "", "high": "", "low": "", "small": "",
@@ -908,6 +912,8 @@ class _Composer:
         self.catalog, self.res, self.name = catalog, res, name
         self.notes = res.notes
         self._joins: dict[tuple[str, str], list[JoinKey]] = {}
+        #: tables a first reading took as the main one by a synonym and could not join: read again without them
+        self.avoid: set[str] = set()
 
     def joins(self, a: Table, b: Table) -> list[JoinKey]:
         key = (a.name, b.name)
@@ -973,8 +979,27 @@ class _Composer:
             cols = sum(x.sense.weight for x in col_m if x.sense.table is t)
             return m.sense.weight * sysf(t) + joinable(t) + 0.05 * min(cols, 3) + (0.05 if t.template else 0)
 
+        # a time window ("yesterday", "last week") or a time grain ("per week") asks about what happened then: the
+        # rows of a partitioned table (events), not a figure of reference data (customers ranked by what they spent)
+        self.windowed = windowed = bool(re.search(
+            r"\b(yesterday|today|last (?:week|month|night)|past (?:week|month)|this (?:week|month))\b", self.request,
+            re.IGNORECASE)) or when.grain in ("day", "week", "month", "quarter")
+
+        def timely(t: Table, s: Sense) -> float:
+            if not windowed or s.kind != "column" or s.column is None or s.column.kind not in ("int", "num"):
+                return 1.0
+            return 1.3 if t.partitioned else 0.7
+
         main: Table | None = None
-        strong = [m for m in table_m if m.sense.weight * sysf(m.sense.table) >= 0.5]  # type: ignore[arg-type]
+        strong = [m for m in table_m if m.sense.weight * sysf(m.sense.table) >= 0.5  # type: ignore[arg-type]
+                  and (m.sense.table is None or m.sense.table.name not in self.avoid)]
+        # "for each order", "for every order line": the rows asked for are that table's
+        each = [m for m in strong if m.at >= 2 and words[m.at - 2] == "for" and words[m.at - 1] in ("each", "every")]
+        if each:
+            k = each[0].at
+            while k + 1 in reading.senses and any(m.at == k + 1 for m in strong):
+                k += 1
+            strong = [m for m in strong if m.at == k] or strong
         if strong:
             first = min(m.at for m in strong)
             # a compound names its head last ("customer interactions", "sales orders"): the last table word of
@@ -998,7 +1023,7 @@ class _Composer:
                 assert t is not None
                 if any(words[k] in ("per", "by", "each") for k in (m.at - 1, m.at - 2, m.at - 3) if k >= 0):
                     continue  # a grouping names no main table
-                by_t[t.name] = by_t.get(t.name, 0) + m.sense.weight * sysf(t, m.at)
+                by_t[t.name] = by_t.get(t.name, 0) + m.sense.weight * sysf(t, m.at) * timely(t, m.sense)
             if named_sys and not by_t:
                 sys_tables = [t for t in self.vocab.tables if t.system in named_sys and t.parent is None]
                 if len(sys_tables) == 1:
@@ -1046,13 +1071,9 @@ class _Composer:
         anti_tables = {t.name for t, _ in anti}
         # ---- the columns and values named; a column of another table brings that table (joined)
         picked: dict[int, Sense] = {}
-        # a time window ("yesterday", "last week", "today") asks about what happened in it: the rows of a
-        # partitioned table, even when the main table is reference data (customers ranked by what they spent)
-        self.windowed = windowed = bool(re.search(
-            r"\b(yesterday|today|last (?:week|month|night)|past (?:week|month)|this (?:week|month))\b", self.request,
-            re.IGNORECASE))
         for i in sorted({m.at for m in col_m}):
-            here = [m.sense for m in col_m if m.at == i]
+            here = [m.sense for m in col_m
+                    if m.at == i and (m.sense.table is None or m.sense.table.name not in self.avoid)]
             if i in others_pos:  # a word that names a table names no column there, unless strongly
                 tw = max(m.sense.weight for m in table_m if m.at == i)
                 here = [s for s in here if s.weight > tw or (s.kind == "value" and s.weight >= tw)]
@@ -1071,12 +1092,19 @@ class _Composer:
                     w *= 1.1
                 if any(x.at == at - 1 and x.sense.table is t for x in table_m):
                     w *= 1.3  # "order value": the value of the table named right before
+                of = at + 1 + (1 if at + 1 < len(words) and words[at + 1] == "of" else 99)
+                while of < len(words) and words[of] in ("the", "a", "an", "each", "every", "its", "their"):
+                    of += 1
+                if of < len(words) and any(x.at == of and x.sense.table is t for x in table_m):
+                    w *= 2.2  # "the name of the customer": the customer's name
                 if s.kind == "column" and t is main and s.column is not None and s.column.name.lower() == "id":
                     w *= 0.5
                 if t not in chosen and any(k.strength >= 2 for k in self.joins(main, t)):
                     w *= 1.2  # of two tables with a column so named, the one the main table has a key to
                 if windowed and t.partitioned and not main.partitioned and s.kind == "column":
                     w *= 1.6  # "spent the most yesterday": a window applies to what happened, not to reference data
+                else:
+                    w *= timely(t, s)
                 return w
 
             best_s = max(here, key=cscore)
@@ -1099,7 +1127,8 @@ class _Composer:
         used_tables = {s.table.name for s in picked.values() if s.table is not None}
         for m in sorted(table_m, key=lambda m: m.at):
             t = m.sense.table
-            if t is None or t in chosen or t.name in anti_tables or m.sense.weight * sysf(t) < 0.5:
+            if t is None or t in chosen or t.name in anti_tables or m.sense.weight * sysf(t) < 0.5 or \
+                    t.name in self.avoid:
                 continue
             if any(x.at == m.at and x.sense.weight > m.sense.weight for x in table_m if x.sense.table in chosen):
                 continue
@@ -1120,7 +1149,20 @@ class _Composer:
             if t is not None and t not in chosen and t.name not in anti_tables:
                 chosen.append(t)
         # ---- joins: connect every chosen table to the main one
-        tree, join_sql = self._connect(chosen)
+        try:
+            tree, join_sql = self._connect(chosen)
+        except _Reject:
+            named = [m for m in table_m if m.sense.table is main]
+            if named and max(m.sense.weight for m in named) < 1.0 and len(chosen) > 1 and main.name not in self.avoid:
+                # "which SKUs does the Memphis depot stock": 'SKUs' names the catalogue by a synonym, which joins
+                # nothing else named; the request is about the other tables
+                self.avoid.add(main.name)
+                kept = len(self.notes)
+                del self.notes[:kept]
+                self.notes.append(f"not {main.name}: it was named only by a synonym and joins none of the other "
+                                  "tables named")
+                return self.run()
+            raise
         self.tree = tree
         used: set[str] = set()
         alias = {t.name: _alias(t.name, used) for t in tree}
@@ -1154,6 +1196,11 @@ class _Composer:
         ratio_at = [i for i, w in enumerate(words) if w in _RATIO]
         ratio_cond: str | None = None
         by_col: dict[tuple[str, str], list[tuple[Any, bool]]] = {}
+        # of the values near a ratio word, the last is the outcome counted ("how often do chats end in a win"),
+        # the ones before it choose the rows ("chats")
+        in_ratio = [i for i, s in picked.items() if s.kind == "value" and i not in consumed and s.table in tree
+                    and any(r - 3 <= i <= r + 10 for r in ratio_at)]
+        ratio_pick = max(in_ratio) if in_ratio else None
         for i, s in sorted(picked.items()):
             if s.kind != "value" or i in consumed or s.table not in tree:
                 continue
@@ -1161,7 +1208,7 @@ class _Composer:
             assert t is not None and vcol is not None
             negated = any(0 < i - p <= 2 for p in neg_set) or bool(re.match(
                 r"\s*(?:\w+\s+){0,2}(left out|excluded|ignored|aside|not included)", " ".join(words[i + 1:])))
-            if ratio_at and any(r - 3 <= i <= r + 10 for r in ratio_at) and ratio_cond is None:
+            if i == ratio_pick and ratio_cond is None:
                 ratio_cond = f"{alias[t.name]}.{vcol.name} = {_lit(str(s.value), vcol.kind)}"
                 continue
             by_col.setdefault((t.name, vcol.name), []).append((s.value, negated))
@@ -1180,6 +1227,10 @@ class _Composer:
         for i, s in picked.items():  # boolean columns named: "active", "paid"
             if s.kind == "column" and s.column is not None and s.column.kind == "bool" and s.table is not None \
                     and s.table in tree and i not in consumed:
+                if i > 1 and words[i - 1] in ("who", "that", "which") and any(
+                        m.at == i - 2 and m.sense.table is not s.table for m in table_m) and not any(
+                        m.at == i - 2 and m.sense.table is s.table for m in table_m):
+                    continue  # "the customer who paid": says who is meant, the flag is another table's
                 off = any(0 < i - p <= 3 for p in neg_set)
                 where.append(f"{'not ' if off else ''}{alias[s.table.name]}.{s.column.name}")
                 self.notes.append(f"'{words[i]}' read as the flag {s.table.name}.{s.column.name}"
@@ -1287,6 +1338,8 @@ class _Composer:
     def _state_change(self, r: Reading) -> None:
         """Two values of one column, the second after "to"/"into"/"as" ("the bronze customers to silver",
         "from open to shipped"): a change of state, refused like any write."""
+        if any(w in _RATIO or w in ("between", "compared", "versus", "vs", "against") for w in r.words):
+            return  # "the ratio of won to lost", "from 10 to 20": a comparison of two values, no change
         vals = [(i, s) for i, (_span, ss) in r.senses.items() for s in ss if s.kind == "value"]
         for i, a in vals:
             for j, b in vals:
@@ -1444,13 +1497,21 @@ class _Composer:
                 nxt += 1
             elif (w in ("each", "every") and i > 0 and words[i - 1] == "for") or (
                     w in ("each", "every") and not (nxt < len(words) and self.picked.get(nxt) is not None
-                                                    and self.picked[nxt].kind == "column")) or \
+                                                    and self.picked[nxt].kind == "column")
+                    and not (i > 0 and words[i - 1] in ("of", "at", "in", "across", "from", "within"))) or \
                     w not in ("per", "by", "each", "every") or (top and top.by_at == i) or (
                     w == "by" and i > 0 and words[i - 1] in ("multiplied", "divided", "weighted")):
                 continue
             while nxt < len(words) and words[nxt] in ("the", "a", "an", "their", "its", "each", "every", "our"):
                 nxt += 1
             if nxt >= len(words) or words[nxt] in ("day", "week", "month", "year", "quarter", "hour"):
+                # "per day and channel": the time grain, then a column
+                a = nxt + 2 if nxt + 2 < len(words) and words[nxt + 1] in ("and", "&") else None
+                if a is not None and a in self.picked and self.picked[a].kind == "column":
+                    for g in self._group_targets(a, words):
+                        if g not in group:
+                            group.append(g)
+                            consumed.add(a)
                 continue
             # the phrase "per X Y": the last word naming something within 3 words
             span = self._reading_senses[nxt][0] if nxt in self._reading_senses else 1
@@ -1481,6 +1542,22 @@ class _Composer:
                 if g not in group:
                     group.append(g)
                     consumed.add(j)
+            # "per day and channel", "by region and tier": the coordinated phrase groups too
+            k = j + 1
+            while k + 1 < len(words) and (words[k] in ("and", "&") or ((k - 1) in breaks and words[k] not in (
+                    "per", "by"))) and words[k] not in ("with",):
+                nxt_k = k + 1 if words[k] in ("and", "&") else k
+                while nxt_k < len(words) and words[nxt_k] in ("the", "a", "an", "their", "its", "by", "per"):
+                    nxt_k += 1
+                more = self._group_targets(nxt_k, words) if nxt_k < len(words) and (
+                    nxt_k in self.picked and self.picked[nxt_k].kind == "column") else []
+                if not more:
+                    break
+                for g in more:
+                    if g not in group:
+                        group.append(g)
+                        consumed.add(nxt_k)
+                k = nxt_k + 1
         if grain in ("day", "week", "month", "year", "quarter"):
             tcol = self._time_column()
             if tcol is not None:

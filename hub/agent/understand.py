@@ -157,6 +157,7 @@ did does do done make made having hold holding holds held keep kept remain remai
 which whichever whatever wherever whenever however
 system systems data database table tables warehouse-wide company business our
 vs versus against relative compared compare
+often frequently usually typically likelihood probability chance odds twice thrice once
 behind beside besides beneath near nearby inside outside around among amongst upon toward towards within
 throughout underneath alongside onto via along past whose whom someone's anyone's concerned concerning
 regarding respectively actually really basically simply currently overall altogether everywhere somewhere
@@ -202,6 +203,9 @@ place zero blank null lock tag flag mark store save enter set turn empty void sw
 sync make put move clear file award block approve register grant
 discount cut trim lift shift ban scrap strip fill flush pause resume kill top-up backfill bump mute extend renew
 """))
+#: Verbs that deliver a report to a person ("send me ..."), and verbs that refresh the hub's copy on a schedule.
+_DELIVERY = {"send", "email", "mail", "text", "forward", "deliver", "post"}
+_REFRESH = {"update", "sync", "reload", "refresh", "copy", "mirror", "replicate"}
 _OBJECT_START = {"a", "an", "the", "it", "them", "this", "that", "these", "those", "all", "every", "each", "his",
                  "her", "their", "our", "my", "its", "some", "any", "new", "one", "zero", "up", "down", "off",
                  "out", "in", "back", "him", "me", "us", "everything", "everyone", "both", "no", "only"}
@@ -217,6 +221,10 @@ _STATE_CHANGE = re.compile(
     r"\b(?:get|got|gets|getting) rid of\b|\bdo away with\b|\b(?:throw|wipe|clean|clear|zero|blank|null)"
     r"(?:s|ed|ing)? (?:out|away)\b|\b(?:let|have|make)\s+(?:\w+\s+){1,4}?(?:go|goes)\s+(?:up|down)\b|"
     r"\b(?:go|goes)\s+(?:up|down)\s+by\b|\b(?:is|are)\s+now\b|"
+    r"\bgive\s+(?:all|every|each|the|customer|order|product|contact)\s+(?:\w+\s+){0,3}?(?:a|an|the)\s+(?:new\s+)?"
+    r"(?:\w+\s+)?(?:tier|status|price|score|rating|label|tag|flag|discount|category|state|value)\b|"
+    r"\b(?:want|like|need)\s+(?:\w+\s+){1,5}?to (?:be|become|have|get)\b(?!\s+\w+ed\b)|\blet\s+(?:\w+\s+){1,5}?be\b|"
+    r"\btake\s+(?:\S+\s+){1,5}?(?:out of|off)\b|\b(?:strike|cross)\s+(?:\w+\s+){0,4}?(?:off|out)\b|"
     r"\bshould\s+(?:be|become|read|say|show|equal)\b|\b(?:must|needs? to|ought to)\s+"
     r"(?:be|become)\b|\bfrom now on\b|\bhenceforth\b|\bbecomes?\b|\binstead of\b.*\buse\b|"
     r"\b(?:moves|goes|switches|changes|upgrades|downgrades|gets|turns)\s+(?:to|into|over to)\b|"
@@ -247,6 +255,11 @@ def write_intent(request: str, extra: set[str] | frozenset[str] = frozenset()) -
         before = text[: w.start()]
         if _CLAUSE_START.search(before) or not before.strip() or SCHEDULE_LEAD.fullmatch(before):
             nxt = words[i + 1].group(0).lower() if i + 1 < len(words) else ""
+            if raw in _DELIVERY and nxt in ("me", "us", "my", "our", "it", "them", "the team", "a", "an"):
+                continue  # "send me the contacts per channel": a report delivered, nothing changed in a system
+            if raw in _REFRESH and when(text).schedule and not re.search(
+                    r"\b(?:to|as|into|=)\s+(?:\d|'|\"|0|zero|null|empty|blank)|\bwith\b", text[w.end():]):
+                continue  # "update the stock figures every hour": the copy refreshed on a schedule
             after = text[w.end():]
             # an order all the same: a thing and its id ("flag order 100005"), or a new state ("... as shipped")
             ordered = bool(re.match(r"\s+[A-Za-z]+\s+#?[A-Za-z]*-?\d+\b", after)) or bool(re.search(
@@ -432,8 +445,20 @@ def comparisons(words: list[str], nums: list[Number]) -> list[Comparison]:
             start -= 1
         out.append(Comparison(op, n.text, start, end, n.unit))
     del by_start
-    # dates: before/after/since/until/older than <date>
+    # dates: before/after/since/until/older than <date>; "in 2023", "during March 2023": that year or month
     for i, w in enumerate(words):
+        if w in ("in", "during", "throughout") and i + 1 < len(words) and (
+                re.fullmatch(r"(19|20)\d\d", words[i + 1]) or (words[i + 1] in _MONTHS and i + 2 < len(words)
+                                                               and re.fullmatch(r"(19|20)\d\d", words[i + 2]))):
+            d = _date_at(words, i + 1)
+            if d is not None:
+                iso, end = d
+                y, mo, _day = (int(x) for x in iso.split("-"))
+                whole_year = words[i + 1] not in _MONTHS
+                nxt = f"{y + 1:04d}-01-01" if whole_year else f"{y + (mo == 12):04d}-{mo % 12 + 1:02d}-01"
+                out.append(Comparison(">=", iso, i, end, None, is_date=True))
+                out.append(Comparison("<", nxt, i, end, None, is_date=True))
+            continue
         if w not in ("before", "after", "since", "until", "till", "from", "than"):
             continue
         d = _date_at(words, i + 1)
