@@ -548,6 +548,13 @@ class Vocabulary:
         content = [w for w in words if w not in _GENERIC_COL] or words
         head = content[-1]
         self._add(tuple(words), Sense("column", t, c, weight=1.0, via="name"))
+        if c.kind == "bool":  # "inactive", "unpaid", "non-active": the flag, false
+            for w in u.split_words(c.name):
+                if w in ("is", "has", "can"):
+                    continue
+                for neg in ("in", "un", "non", "not"):
+                    self._add((u.stem(neg + w),), Sense("column", t, c, value=False, weight=0.95,
+                                                        via=f"negation of {c.name}"))
         for w in words:  # "the name of the customer": customer_name, less surely than a column named "name"
             if w not in content and w not in ("id", "at", "on", "is", "has", "by", "no", "nr", "num"):
                 self._add((w,), Sense("column", t, c, weight=0.5, via="name"))
@@ -899,7 +906,8 @@ _AGG_WORDS = {"average": "avg", "avg": "avg", "mean": "avg", "total": "sum", "su
               "maximum": "max", "max": "max", "minimum": "min", "min": "min", "count": "count"}
 _RATIO = {"rate", "share", "fraction", "percentage", "percent", "proportion", "ratio", "often", "likelihood",
           "probability", "chance", "odds"}
-_SUPER_MEASURE = {"cheap": "price", "expens": "price", "pricey": "price", "dear": "price", "long": "duration",
+_SUPER_MEASURE = {"cheap": "price", "expens": "price", "pricey": "price", "prici": "price", "costl": "price",
+                  "dear": "price", "long": "duration",
                   "short": "duration", "old": "time", "new": "time", "recent": "time", "late": "time",
                   "early": "time", "rich": "revenue", "big": "", "larg": "", "high": "", "low": "", "small": "",
                   "most": "", "least": "", "top": "", "best": "", "worst": "", "great": "", "few": ""}
@@ -1231,7 +1239,7 @@ class _Composer:
                         m.at == i - 2 and m.sense.table is not s.table for m in table_m) and not any(
                         m.at == i - 2 and m.sense.table is s.table for m in table_m):
                     continue  # "the customer who paid": says who is meant, the flag is another table's
-                off = any(0 < i - p <= 3 for p in neg_set)
+                off = any(0 < i - p <= 3 for p in neg_set) != (s.value is False)
                 where.append(f"{'not ' if off else ''}{alias[s.table.name]}.{s.column.name}")
                 self.notes.append(f"'{words[i]}' read as the flag {s.table.name}.{s.column.name}"
                                   + (" (false)" if off else ""))
@@ -1515,8 +1523,8 @@ class _Composer:
                 continue
             # the phrase "per X Y": the last word naming something within 3 words
             span = self._reading_senses[nxt][0] if nxt in self._reading_senses else 1
-            if any(m.at == nxt and m.sense.table is self.main for m in self._mentions) and nxt not in self.picked \
-                    and nxt + span not in self.picked:
+            if any(m.at == nxt and m.sense.table is self.main for m in self._mentions) and (
+                    (nxt not in self.picked and nxt + span not in self.picked) or w in ("each", "every")):
                 per_row = True
                 continue  # "for each order line": the main table's own rows ("per product family" is a column)
             if w in ("each", "every"):
@@ -1596,8 +1604,10 @@ class _Composer:
             said = [top.word] + ([words[top.at + 1]] if top.word in ("most", "least") and top.at + 1 < len(words)
                                  else [])  # "the most expensive"
             hint = next((v for w in reversed(said) for k, v in _SUPER_MEASURE.items() if w.startswith(k) and v), "")
-            if hint == "time":  # "the most recent", "the oldest": the time the rows happened
-                found = self._time_column()
+            if hint == "time":  # "the most recent", "the oldest": the time the rows happened (or the one named)
+                named_t = [(s.table, s.column) for i, s in self.picked.items() if s.kind == "column" and s.column
+                           is not None and s.column.kind == "time" and s.table in tree and abs(i - top.at) <= 3]
+                found = named_t[0] if named_t else self._time_column()
                 if found is not None:
                     measure = found
                     self.notes.append(f"'{top.word}' read as: by {found[0].name}.{found[1].name}")
@@ -1654,6 +1664,22 @@ class _Composer:
             if subject is not None:
                 group.append(subject)
                 agg = agg or "sum"
+        # "the priciest product in each category": the top rows within every group, not a ranking of groups
+        if top and group and agg is None and mexpr and top.at + 1 < len(words) and any(
+                m.at in (top.at + 1, top.at + 2) and m.sense.table is main for m in self._mentions) and any(
+                w in ("each", "every", "per") for w in words[top.at:]):
+            part = ", ".join(e for e, _ in group)
+            self.qualify = (f"row_number() over (partition by {part} order by {mexpr} "
+                            f"{'desc' if top.desc else 'asc'}) <= {top.n or 1}")
+            self.notes.append(f"'{top.word}' read per {', '.join(o for _, o in group)}: the first {top.n or 1} "
+                              f"rows of each by {mexpr}")
+            seen: set[str] = set()
+            for t in tree:
+                for c in t.columns:
+                    if c.name.lower() not in seen:
+                        seen.add(c.name.lower())
+                        select.append(f"{alias[t.name]}.{c.name}")
+            return self._emit(select, where, join_sql, [], [], None, when, measure_name=None)
         if per_row and agg == "sum" and not group and not top:
             agg = None  # "for each order line, how many units ...": the value of each row
         if agg is None and group:
@@ -1822,7 +1848,8 @@ class _Composer:
             return expr
 
         model_sql = None
-        if len(tree) > 1 or where or group or order or limit or measure_name or main.parent is not None:
+        if len(tree) > 1 or where or group or order or limit or measure_name or main.parent is not None or \
+                getattr(self, "qualify", None):
             lines = [f"select {', '.join(select)}", f"from {main.name} {alias[main.name]}"]
             for t, _u, cond in join_sql:
                 lines.append(f"join {t.name} {alias[t.name]} on {fill(cond)}")
@@ -1831,6 +1858,8 @@ class _Composer:
                 self.notes.append("filter: " + " and ".join(where))
             if group:
                 lines.append("group by all")
+            if getattr(self, "qualify", None):
+                lines.append(f"qualify {self.qualify}")
             if order:
                 lines.append("order by " + ", ".join(order) + (f" limit {limit}" if limit else ""))
                 if limit:
