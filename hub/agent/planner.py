@@ -1702,11 +1702,21 @@ class _Composer:
                 order = [f"{out} {'desc' if top.desc else 'asc'}"]
             self.notes.append(f"aggregate: {aexpr}" + (f" per {', '.join(o for _, o in group)}" if group else ""))
             return self._emit(select, where, join_sql, group, order, limit, when, measure_name=out)
-        # rows
+        # rows; a column name two joined tables share keeps both unless it is their join key ("the bank amount
+        # next to the order amount": bank_statements.amount and erp_orders.amount)
         names: set[str] = set()
+        keys = " ".join(cond for _t, _u, cond in join_sql)
         for t in tree:
             for c in t.columns:
                 if c.name.lower() in names:
+                    if re.search(rf"\.{re.escape(c.name)}\b", keys) or c.name.lower() in ("id", "currency") or \
+                            c.kind in ("time", "bool"):
+                        continue
+                    out_name = f"{t.name.split('_')[-1]}_{c.name}"
+                    if out_name.lower() in names:
+                        continue
+                    names.add(out_name.lower())
+                    select.append(f"{alias[t.name]}.{c.name} as {out_name}")
                     continue
                 names.add(c.name.lower())
                 select.append(f"{alias[t.name]}.{c.name}")

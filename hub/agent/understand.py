@@ -142,7 +142,8 @@ zero nil dump snapshot extract feed export listing rundown roster history sheet 
 batch copy day days daily week weeks weekly month months monthly year years yearly annual annually hour hours
 hourly minute minutes today yesterday tomorrow now morning mornings evening evenings night nights nightly
 noon midnight monday tuesday wednesday thursday friday saturday sunday january february march april may june
-july august september october november december mid middle beginning end start early late recent recently
+july august september october november december mondays tuesdays wednesdays thursdays fridays saturdays
+sundays weekday weekdays weekend weekends workday workdays mid middle beginning end start early late recent recently
 current currently latest new newest old oldest time times date dates period window
 along together alongside including include includes included excluding exclude except besides plus minus
 times multiplied divided ratio rate rates share shares fraction fractions percentage percent proportion
@@ -628,8 +629,10 @@ def when(request: str) -> When:
         g = grain.group(1) or {"daily": "day", "weekly": "week", "monthly": "month", "yearly": "year",
                                "quarterly": "quarter"}[grain.group(2)]
         # "every day" / "every week" alone is a schedule; "per"/"by" asks for a grain
-        if (grain.group(1) and text[grain.start():].startswith(("per", "by", "a "))) or grain.group(2):
-            out.grain = g
+        counted = re.search(r"\b(how many|number of|count|total|sum|average|mean|avg)\b", text[: grain.start()])
+        if (grain.group(1) and text[grain.start():].startswith(("per", "by", "a "))) or grain.group(2) or (
+                counted and grain.start() > 0 and g in ("week", "month", "year", "quarter")):
+            out.grain = g  # "how many customers signed up each month": counted per month, not run monthly
     if out.grain in ("month", "quarter", "year"):
         out.partitions = "monthly"
     elif re.search(r"\b(yesterday|today|daily|every day|each day|per day|by day|a day|every morning|every night|"
@@ -676,7 +679,7 @@ def when(request: str) -> When:
         out.schedule = f"{mm} {hh(6)} * * *"
     elif re.search(r"\b(every|each) (night|evening)\b|\bnightly\b", text):
         out.schedule = f"{mm} {hh(2)} * * *"
-    elif re.search(r"\b(every|each) week\b|\bweekly\b", text) and not re.search(r"\bweekly\s+\w+\s+(of|per|by)\b",
+    elif re.search(r"\b(every|each) week\b|\bweekly\b", text) and out.grain != "week" and not re.search(r"\bweekly\s+\w+\s+(of|per|by)\b",
                                                                                 text):
         out.schedule = f"{mm} {hh(6)} * * 1"
     elif re.search(r"\b(every|each) month\b|\bmonthly\b", text) and out.grain != "month":
