@@ -1552,9 +1552,8 @@ class _Composer:
                     consumed.add(j)
             # "per day and channel", "by region and tier": the coordinated phrase groups too
             k = j + 1
-            while k + 1 < len(words) and (words[k] in ("and", "&") or ((k - 1) in breaks and words[k] not in (
-                    "per", "by"))) and words[k] not in ("with",):
-                nxt_k = k + 1 if words[k] in ("and", "&") else k
+            while k + 1 < len(words) and words[k] in ("and", "&") and (k - 1) not in breaks:
+                nxt_k = k + 1
                 while nxt_k < len(words) and words[nxt_k] in ("the", "a", "an", "their", "its", "by", "per"):
                     nxt_k += 1
                 more = self._group_targets(nxt_k, words) if nxt_k < len(words) and (
