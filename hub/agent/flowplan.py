@@ -186,7 +186,21 @@ def _action_words(action: Any) -> list[str]:
     op = action.name.split(".", 1)[-1]
     desc = re.sub(r"\(operationId [^)]*\)", "", str(action.description or ""))
     desc = re.split(r"\bof\b [A-Z]\w+/|\(The demo", desc)[0]  # not the service's own description
-    return [u.stem(w) for w in [*u.split_words(op), *u.split_words(desc)] if w not in u.FILLER and len(w) > 1]
+    enums: list[str] = []  # the kinds an action records ("note", "payment_received") say what it does too
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for v in node.get("enum") or []:
+                if isinstance(v, str):
+                    enums.extend(u.split_words(v))
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(getattr(action, "input_schema", None) or {})
+    return [u.stem(w) for w in [*u.split_words(op), *u.split_words(desc), *enums] if w not in u.FILLER and len(w) > 1]
 
 
 def match_action(clause: Clause, catalog: CatalogLike, systems: set[str]) -> None:

@@ -187,13 +187,14 @@ text transfer truncate turn unlock unset unsubscribe update upgrade upload void 
 reduce cut trim lift shift discount ban kill nuke scrap strip flush populate fill dedupe deduplicate migrate
 renew extend rewrite relabel reclassify recategorise recategorize rebrand overwrite mute unmute pause resume
 reactivate unflag unmark untag unblock unarchive mass-update bulk-update sync-to top-up backfill bump ditch
+tell inform
 """))
 #: Prefixes that make a change verb of a change verb ("re-open", "unarchive", "deflag", "mis-assign").
 _CHANGE_PREFIXES = ("re", "un", "de", "dis", "mis", "over", "under", "pre", "auto", "bulk-", "mass-")
 _CHANGE_STEMS = {stem(v) for v in CHANGE_VERBS}
 #: Verbs that read (never a write, even at the start of a clause).
 READ_VERBS = {stem(v) for v in _words("""
-list show give get pull fetch load read display return find look tell report retrieve extract provide
+list show give get pull fetch load read display return find look report retrieve extract provide
 produce compute calculate count sum total average match compare join combine refresh reload sync-from
 which what how who where when export summarise summarize break group rank sort order
 """)}
@@ -205,7 +206,7 @@ sync make put move clear file award block approve register grant
 discount cut trim lift shift ban scrap strip fill flush pause resume kill top-up backfill bump mute extend renew
 """))
 #: Verbs that deliver a report to a person ("send me ..."), and verbs that refresh the hub's copy on a schedule.
-_DELIVERY = {"send", "email", "mail", "text", "forward", "deliver", "post"}
+_DELIVERY = {"send", "email", "mail", "text", "forward", "deliver", "post", "tell", "inform", "notify"}
 _REFRESH = {"update", "sync", "reload", "refresh", "copy", "mirror", "replicate"}
 _OBJECT_START = {"a", "an", "the", "it", "them", "this", "that", "these", "those", "all", "every", "each", "his",
                  "her", "their", "our", "my", "its", "some", "any", "new", "one", "zero", "up", "down", "off",
@@ -679,8 +680,8 @@ def when(request: str) -> When:
         out.schedule = f"{mm} {hh(6)} * * *"
     elif re.search(r"\b(every|each) (night|evening)\b|\bnightly\b", text):
         out.schedule = f"{mm} {hh(2)} * * *"
-    elif re.search(r"\b(every|each) week\b|\bweekly\b", text) and out.grain != "week" and not re.search(r"\bweekly\s+\w+\s+(of|per|by)\b",
-                                                                                text):
+    elif re.search(r"\b(every|each) week\b|\bweekly\b", text) and out.grain != "week" and \
+            not re.search(r"\bweekly\s+\w+\s+(of|per|by)\b", text):
         out.schedule = f"{mm} {hh(6)} * * 1"
     elif re.search(r"\b(every|each) month\b|\bmonthly\b", text) and out.grain != "month":
         out.schedule = f"{mm} {hh(6)} 1 * *"
