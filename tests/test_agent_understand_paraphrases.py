@@ -52,8 +52,14 @@ def estate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
             os.environ["DAGSTER_HOME"] = old
 
 
+def _params() -> list[Any]:
+    """One param per case; a case with ``known_failure`` is expected to fail (strictly: a fix must be noticed)."""
+    return [pytest.param(c, id=f"{c['category']}-{c['request'][:40]}", marks=[pytest.mark.xfail(
+        reason=c["known_failure"], strict=True)] if c.get("known_failure") else []) for c in CASES]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("case", CASES, ids=[f"{c['category']}-{c['request'][:40]}" for c in CASES])
+@pytest.mark.parametrize("case", _params())
 def test_paraphrase_is_understood(case: dict[str, Any], estate: dict[str, Any]) -> None:
     from hub.agent.planner import plan
 
