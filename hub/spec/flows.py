@@ -274,6 +274,8 @@ def check_flows(flows: dict[str, FlowSpec], assets: set[str], systems: set[str],
     tables loaded per time partition (a flow after one is partitioned like it); *sample*: the first
     partition's template names, which a partitioned flow's input query is rendered with; *by_file*: the tables
     loaded per file (a flow after one runs per file, with ``partition.key`` only)."""
+    from hub.runtime.window import is_template
+
     streams = streams or set()
     callers = callers or set()
     by_time = by_time or set()
@@ -292,7 +294,7 @@ def check_flows(flows: dict[str, FlowSpec], assets: set[str], systems: set[str],
             else:
                 read.add(flow.input.table)
         elif flow.input.sql is not None:
-            per_file = flow.trigger.after is not None and flow.trigger.after in by_file
+            per_file = flow.trigger.after is not None and flow.trigger.after in by_file and is_template(flow.input.sql)
             sql = _sample_sql(flow.input.sql, (*loc, "input", "sql"),
                               {"partition": {"key": "file.csv"}} if per_file else sample, report)
             found = tables_of_sql(sql, (*loc, "input", "sql")) if sql is not None else None
@@ -310,7 +312,10 @@ def check_flows(flows: dict[str, FlowSpec], assets: set[str], systems: set[str],
                 report((*loc, "trigger", "events"), f"'{trig.events}' is not a stream source of this pipeline "
                                                     f"(stream sources: {', '.join(sorted(streams)) or 'none'})")
             read.add(trig.events)
-        if trig.after is not None and trig.after in by_file:
+        if trig.after is not None and trig.after in by_file and (
+                flow.input.table in by_file or (flow.input.sql is not None and is_template(flow.input.sql))):
+            # a flow after a file drop that reads that drop's rows runs per file; one that reads a whole table or
+            # an untemplated query runs over all of it after each file (the ledger skips what was sent)
             _check_partitioning(flow, loc, True, by_file, report, unit="file")
         else:
             _check_partitioning(flow, loc, trig.after is not None and trig.after in by_time, by_time, report)

@@ -92,10 +92,19 @@ class Pipeline:
         return {t: name for name, s in self.sources.items() if s.per_file for t in (name, *s.spec.children)}
 
     def flow_files(self, flow: str) -> str | None:
-        """The source partitioned per file that a flow triggered after one of its tables follows: the flow then
-        runs per file, like it (its partitions are the source's files); None for any other flow."""
-        after = self.spec.flows[flow].trigger.after
-        return self.file_partitioned().get(after) if after is not None else None
+        """The source partitioned per file that a flow follows when it is triggered after one of its tables and
+        reads that file's rows (its input one of the source's tables, or a query with partition templates):
+        the flow then runs per file, like it (its partitions are the source's files). None for any other flow
+        (one after a file drop that reads a whole table or query runs over all of it after each file)."""
+        spec = self.spec.flows[flow]
+        after = spec.trigger.after
+        source = self.file_partitioned().get(after) if after is not None else None
+        if source is None:
+            return None
+        tables = {source, *self.sources[source].spec.children}
+        if spec.input.table in tables or (spec.input.sql is not None and is_template(spec.input.sql)):
+            return source
+        return None
 
     def asset_names(self) -> list[str]:
         """Sources, their child tables, models, then exports."""
