@@ -25,9 +25,10 @@ Peers (per format):
 * ``pyarrow`` — pyarrow's reader of the local file into an Arrow table with the same types, no load
   (``pyarrow.csv.read_csv`` with ``column_types``; fixed width: lines read by the CSV reader, sliced and cast
   with ``pyarrow.compute``; ``pyarrow.json.read_json`` with an explicit schema).
-* ``hubarrow`` (CSV and fixed width, only when named in ``--peers``) — the hub forced onto its Arrow path
-  (pyarrow's reader, the Mapper, chunks into DuckDB), which DuckDB warehouses used for CSV and fixed width
-  before hub/files_csv.py: before and after in one run.
+* ``hubarrow`` (only when named in ``--peers``) — the hub forced onto its earlier readers: for CSV and fixed
+  width the Arrow path (pyarrow's reader, the Mapper, chunks into DuckDB), which DuckDB warehouses used before
+  hub/files_csv.py; for JSON lines the line-by-line reader (no pyarrow blocks); for XML the generic walk of every
+  record (no flat-record comprehension): before and after in one run.
 * ``lxml`` (XML) — ``lxml.etree.iterparse`` over the local file, building one dict of the field texts per
   record (the values only; elements cleared as it goes), no types, no load.
 
@@ -290,10 +291,13 @@ def worker(args: argparse.Namespace) -> None:
         import hub.files
         import hub.spec  # noqa: F401
 
-        if args.worker == "hubarrow":  # the Arrow path, for before/after numbers in one run
+        if args.worker == "hubarrow":  # the readers before issue 21, for before/after numbers in one run
+            from adapters.sftp import _formats
             from hub import files_csv
 
-            files_csv.plan = lambda *a, **k: "the benchmark asks for the Arrow path"  # type: ignore[assignment]
+            files_csv.plan = lambda *a, **k: "the benchmark asks for the Arrow path"
+            _formats._jsonl_block = lambda *a, **k: None
+            _formats._flat_record = lambda *a, **k: None
         after_imports = rss_mb()
         result = peer_hub(args.format, args.file, json.loads(args.drop), tmp, args.profile_worker)
     elif args.worker == "duckdb":
@@ -391,8 +395,7 @@ def main(argv: list[str] | None = None) -> int:
             repeat = 1 if args.rss_only else args.repeat
             for i in range(repeat):
                 for fmt in formats:
-                    peers = [p for p in ("hub", *(("hubarrow",) if fmt in ("csv", "fixed_width") else ()), *NATIVE[fmt])
-                             if p in wanted]
+                    peers = [p for p in ("hub", "hubarrow", *NATIVE[fmt]) if p in wanted]
                     peers = peers[i % len(peers):] + peers[:i % len(peers)]
                     for peer in peers:
                         r = run_peer(peer, fmt, files[fmt][0], system, tmp)
@@ -429,7 +432,8 @@ def _plain_key(drop: Any) -> Path:
 
 
 LABELS = {"hub": "hub ingest_file (SFTP → parse → types → rules → DuckDB, one transaction)",
-          "hubarrow": "the same, forced onto the Arrow path (pyarrow reader → Mapper → chunks)",
+          "hubarrow": "the same, forced onto the earlier readers (CSV, fixed width: pyarrow → Mapper → chunks; "
+                      "JSON lines: line by line; XML: the generic walk)",
           "duckdb": "DuckDB reader → table (local file)", "pyarrow": "pyarrow reader → Arrow table (local file)",
           "lxml": "lxml iterparse → dicts (local file)"}
 

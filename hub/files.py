@@ -215,6 +215,9 @@ def _load(pipeline: Pipeline, source: ResolvedSource, adapter: SftpSource, remot
         files.commit()
         result = load.commit()
     details: dict[str, Any] = {"file_bytes": copy.size, "file_mtime": remote.mtime, "rows_read": threshold.total}
+    if notes.pyarrow_records:  # JSON lines: blocks pyarrow's reader read (adapters/sftp/_formats.py)
+        details["reader"] = "pyarrow"
+        details["records_read_by_pyarrow"] = notes.pyarrow_records
     if notes.encoding_warnings:
         # loaded as declared (the spec may be right), but a likely mis-declared encoding must not pass unnoticed
         for warning in notes.encoding_warnings:

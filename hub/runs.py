@@ -269,6 +269,10 @@ def read_records(home: Path) -> list[dict[str, Any]]:
             continue  # removed or replaced while we read: the next listing has it
         if record.get("status") == "STARTED" and record.get("host") == socket.gethostname() \
                 and not _alive(int(record.get("pid") or 0)):
+            # its assets committed before the end are in the record (written after each): the reporter sends
+            # them into Dagster like a finished run's, with the time the record was last written as its end
+            with contextlib.suppress(OSError):
+                record["ended"] = record.get("ended") or path.stat().st_mtime
             record.update(status="FAILURE", reason=f"the process of this run (pid {record.get('pid')} on "
                                                    f"{record.get('host')}) is gone (killed or crashed)")
         record["path"] = str(path)
@@ -393,9 +397,26 @@ def run_plan(pipeline: Pipeline, plan: RunPlan, partitions: Sequence[str | None]
     if plan.last and not run(plan.last, None, None):
         return
     for name in plan.flows:  # each in a run of its own (as its own job would): per partition when partitioned
-        for key in partitions if pipeline.flow_partitioned(name) else [None]:
-            if not run([name], key, key):
+        source = pipeline.flow_files(name)
+        if source is not None:  # per file of the source it follows: the files named, else every file loaded
+            flow_keys: Sequence[str | None] = list(files) if files is not None else _loaded_files(pipeline, source)
+        else:
+            flow_keys = partitions if pipeline.flow_partitioned(name) else [None]
+        for key in flow_keys:
+            if not run([name], key, f"file {key}" if source is not None else key):
                 return
+
+
+def _loaded_files(pipeline: Pipeline, source: str) -> list[str | None]:
+    """The files of a source loaded per file that its table holds (its ``_hub_partition`` values)."""
+    from hub.warehouse import connect
+    from hub.warehouse.base import PARTITION_COLUMN, ident
+
+    wh = connect(pipeline.warehouse_url)
+    if source not in wh.tables():
+        return []
+    rows = wh.query(f"SELECT DISTINCT {ident(PARTITION_COLUMN)} AS k FROM {ident(source)} ORDER BY 1").to_pylist()
+    return [str(r["k"]) for r in rows if r["k"] is not None]
 
 
 def _ordered(pipeline: Pipeline, names: list[str]) -> list[str]:
@@ -441,6 +462,7 @@ def _one_run(pipeline: Pipeline, folder: Path, run_id: str, selection: list[str]
             continue
         if asset in pipeline.spec.flows:
             _flow_step(pipeline, asset, key, run_id, outcome, record, failed)
+            _write(path, record)  # what is committed is on record, should the process die before the end
             continue
         try:
             materialized = _materialize(pipeline, asset, key, run_id, full_refresh=full_refresh, progress=progress)
@@ -466,6 +488,9 @@ def _one_run(pipeline: Pipeline, folder: Path, run_id: str, selection: list[str]
                     failed.add(name)
         if asset in pipeline.sources and pipeline.sources[asset].per_file and key is not None:
             record["dynamic_partitions"].setdefault(f"{asset}_files", []).append(key)
+        if materialized:
+            # committed: on record now, so a run killed later still reports what it loaded (read_records)
+            _write(path, record)
         if blocked:
             outcome.success = False
             outcome.reasons.extend(blocked)
@@ -575,7 +600,11 @@ def _flow(pipeline: Pipeline, name: str, key: str | None, run_id: str) -> tuple[
     report and partition."""
     from hub.flows.engine import run_flow
 
-    window = None
+    window: Any = None
+    if pipeline.flow_files(name) is not None and key is not None:
+        from hub.runtime.window import KeyPartition
+
+        return run_flow(pipeline, name, run_id=run_id, window=KeyPartition(key)), key
     part = key if pipeline.flow_partitioned(name) else None
     if part is not None:
         from hub.spec.partitions import window as window_of

@@ -7,11 +7,14 @@ folders, and build the wheel and install it into a new virtual environment outsi
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import duckdb
@@ -209,6 +212,73 @@ def test_hub_init_project_is_a_dg_project(tmp_path: Path) -> None:
     # the workspace route (hub ui / dagster dev -w workspace.yaml) loads the same code location
     res = _run([str(BIN / "dagster"), "definitions", "validate", "-w", "workspace.yaml"], tmp_path / "proj", env)
     assert "All code locations passed validation" in res.stdout + res.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_dg_dev_serves_a_hub_init_project_and_stops_cleanly(tmp_path: Path) -> None:
+    """`dg dev` in a `hub init` project: the webserver lists the hub's assets with their checks and schedule;
+    Ctrl-C (SIGINT to its process group, as a terminal sends it) stops dg, the webserver, the daemon and the
+    code server, leaving no process behind."""
+    import psutil
+
+    from tests.dagster_ui import GraphQL, free_port
+
+    dg = _tool("dg")
+    init(tmp_path / "proj")
+    port = free_port()
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(REPO),
+           "DAGSTER_HOME": str(tmp_path / "dagster_home"), "DG_CLI_SUPPRESS_WARNINGS": "1"}
+    env.pop(project.ENV, None)
+    log = tmp_path / "dg-dev.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([dg, "dev", "--host", "127.0.0.1", "--port", str(port)], cwd=tmp_path / "proj",
+                                env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    gql = GraphQL(f"http://127.0.0.1:{port}")
+    tree: set[int] = {proc.pid}
+    try:
+        deadline, last = time.monotonic() + 300, ""
+        assets: set[str] = set()
+        checked: set[str] = set()
+        while time.monotonic() < deadline and not {"customers", "contacts", "contacts_per_channel"} <= assets:
+            assert proc.poll() is None, f"dg dev exited with {proc.returncode}:\n{log.read_text(errors='replace')}"
+            try:
+                data = gql("{ assetNodes { assetKey { path } hasAssetChecks } }")
+                assets = {"/".join(n["assetKey"]["path"]) for n in data["assetNodes"]}
+                checked = {"/".join(n["assetKey"]["path"]) for n in data["assetNodes"] if n["hasAssetChecks"]}
+            except Exception as exc:  # not answering yet, or the code location still loading
+                last = repr(exc)
+            time.sleep(1)
+        assert {"customers", "contacts", "contacts_per_channel"} <= assets, f"{assets} {last}\n" \
+            + log.read_text(errors="replace")[-3000:]
+        assert "customers" in checked, f"the example suite's checks are missing: {checked}"
+        tree |= {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}
+        assert len(tree) >= 3, "dg dev should run a webserver, a daemon and a code server"
+        repos = gql("{ repositoriesOrError { ... on RepositoryConnection { nodes { schedules { name } } } } }")
+        schedules = {s["name"] for r in repos["repositoriesOrError"]["nodes"] for s in r["schedules"]}
+        assert "example_schedule" in schedules, schedules
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=60)
+        def running(pid: int) -> bool:
+            try:
+                return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                return False
+
+        deadline = time.monotonic() + 30
+        alive = [p for p in tree if running(p)]
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.5)
+            alive = [p for p in alive if running(p)]
+        assert not alive, f"processes of dg dev still running after Ctrl-C: {alive}"
+    finally:
+        gql.close()
+        for pid in tree:
+            with contextlib.suppress(psutil.Error, ProcessLookupError):
+                psutil.Process(pid).kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
 
 
 def _wrapper(venv: Path, name: str, call: str) -> None:

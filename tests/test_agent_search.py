@@ -167,3 +167,42 @@ def test_a_stray_keyword_match_does_not_outrank_the_meaning(tmp_path: Path) -> N
                                                                                  "svc.list_carriers"]
     # when the query's words are the action's, keywords still decide
     assert hybrid.search("mobile operators", 1)[0].name == "svc.list_carriers"
+
+
+@needs_model
+def test_batches_pad_only_to_their_own_longest_text() -> None:
+    """The shipped tokenizer.json pads every text to 128 tokens; texts are run in order of token count instead,
+    so texts of equal length reach the model without padding, and mixing lengths does not move a vector."""
+    model = embed.Embedder()
+    short, long = "send a text", "change the address events are delivered to when an order ships abroad"
+    vectors = model.embed([short, long] * embed.BATCH)  # interleaved: one batch of each length once sorted
+    assert model.tokens == model.padded_tokens > 0
+    assert np.allclose(vectors[0], vectors[2]) and np.allclose(vectors[1], vectors[3])
+    alone = model.embed([short])[0]
+    mixed = model.embed([long, short])
+    assert float(alone @ mixed[1]) > 0.9999  # padded in that batch, masked out of the mean
+    assert model.padded_tokens > model.tokens
+    # texts past MAX_TOKENS are cut there, not padded to it
+    model.embed(["word " * 400])
+    assert model.padded_tokens - model.tokens < 400
+
+
+def _page_action(i: int, note: str) -> Action:
+    return Action(name=f"svc.list_{i}", system="svc", protocol="rest", description=f"GET /things{i}: List thing {i}",
+                  input_schema={"type": "object", "properties": {
+                      "PageSize": {"type": "integer", "x-in": "query",
+                                   "description": "How many resources to return in each list page."},
+                      "Colour": {"type": "string", "x-in": "query", "description": note}}},
+                  output_schema={"type": "object"}, side_effect="read", binding={"method": "GET", "path": f"/t{i}"})
+
+
+def test_notes_most_actions_share_are_left_out_of_the_vector_text() -> None:
+    """A parameter note on more than 8 actions and 2% of a catalog (paging, common headers) says nothing about
+    one action and costs model time for each: it is left out; notes of fewer actions stay."""
+    actions = [_page_action(i, f"Only things painted colour {i}.") for i in range(12)]
+    common = search.common_notes(actions)
+    assert common == {"page size: How many resources to return in each list page."}
+    text = search.semantic_text(actions[0], common)
+    assert "page size" not in text and "colour: Only things painted colour 0" in text
+    assert "page size" in search.semantic_text(actions[0])  # without the catalog's common notes
+    assert search.common_notes(actions[:8]) == frozenset()  # 8 actions sharing a note: not yet boilerplate

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from hub.agent.understand import comparisons, is_flow, numbers, top_n, when, write_intent
+from hub.agent.understand import comparisons, is_flow, numbers, schedule_positions, top_n, when, write_intent
 
 
 def _cmp(text: str) -> list[tuple[str, str]]:
@@ -23,6 +23,9 @@ def _cmp(text: str) -> list[tuple[str, str]]:
     ("no more than 12 units", [("<=", "12")]),
     ("products not updated since the middle of 2023", [("<", "2023-07-01")]),
     ("accounts created before 2022", [("<", "2022-01-01")]),
+    ("products changed in 2023", [(">=", "2023-01-01"), ("<", "2024-01-01")]),
+    ("customers who joined during march 2023", [(">=", "2023-03-01"), ("<", "2023-04-01")]),
+    ("orders between 100 and 300 euros", [(">=", "100"), ("<=", "300")]),
 ])
 def test_comparisons_in_words(text: str, want: list[tuple[str, str]]) -> None:
     assert _cmp(text) == want
@@ -40,6 +43,22 @@ def test_top_n_and_ordering() -> None:
     assert t is not None and t.n == 1 and t.desc
     words = ["orders", "of", "at", "least", "5", "items"]  # "at least" is a comparison, no ranking
     assert top_n(words, numbers(words), {1}) is None
+    words = ["which", "clients", "paid", "the", "most", "last", "week"]  # a plural subject: all of them, ranked
+    t = top_n(words, numbers(words), set())
+    assert t is not None and t.n is None and t.desc
+    words = ["which", "product", "is", "the", "most", "expensive"]
+    t = top_n(words, numbers(words), set())
+    assert t is not None and t.n == 1
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ("refresh the depots every 30 minutes", {3, 4, 5}),
+    ("every friday at 17 00 the order total", {0, 1, 2, 3, 4}),
+    ("each day the interactions per channel", {0, 1}),
+    ("orders that took 30 minutes", set()),  # a duration in the data, not a schedule
+])
+def test_schedule_words_name_no_field(text: str, want: set[int]) -> None:
+    assert schedule_positions(text.split()) == want
 
 
 def test_grains_and_schedules() -> None:
@@ -50,6 +69,12 @@ def test_grains_and_schedules() -> None:
     assert when("refresh the stock every hour").schedule == "0 * * * *"
     assert when("every 15 minutes load the levels").schedule == "*/15 * * * *"
     assert when("every night at 23:30 load the contacts").schedule == "30 23 * * *"
+    assert when("every weekday at 7 the open orders").schedule == "0 7 * * 1-5"
+    assert when("on weekends at noon the contacts").schedule == "0 12 * * 0,6"
+    assert when("every evening at 6 the payments").schedule == "0 18 * * *"
+    assert when("every two hours the stock").schedule == "0 */2 * * *"
+    assert when("every half hour the stock").schedule == "*/30 * * * *"
+    assert when("each Monday at 8.30 the contacts").schedule == "30 8 * * 1"
 
 
 @pytest.mark.parametrize("request_text", [
@@ -60,6 +85,17 @@ def test_grains_and_schedules() -> None:
     "put a zero in the stock of every item",
     "please archive the cancelled orders",
     "when a payment arrives, flag the order as settled",
+    "customer 42's region has changed to APAC",
+    "get rid of the lost interactions",
+    "let the catalogue prices go up by 10 percent",
+    "all open orders need to be cancelled",
+    "zero out the stock of SKU-100 in every depot",
+    "unarchive the old contacts",
+    "reopen the cancelled orders of customer 9",
+    "give customer 5 the gold tier",
+    "I want the gold customers to be silver",
+    "take SKU-00003 out of the catalogue",
+    "please flag order 100005 as shipped",
 ])
 def test_writes_without_the_usual_verbs_are_seen(request_text: str) -> None:
     assert write_intent(request_text) is not None
@@ -73,6 +109,13 @@ def test_writes_without_the_usual_verbs_are_seen(request_text: str) -> None:
     "match the bank's payments to the orders they settle",
     "record count per channel",
     "make me a list of the gold customers",
+    "return the orders of customer 9",
+    "report the contacts per channel",
+    "display the depots",
+    "orders whose status went from open to shipped",
+    "every Monday at 8 send me the number of contacts per channel",
+    "update the stock figures every hour",
+    "give me the orders to be shipped",
 ])
 def test_reads_are_not_writes(request_text: str) -> None:
     assert write_intent(request_text) is None

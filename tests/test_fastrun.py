@@ -7,6 +7,7 @@ partition arithmetic gives Dagster's answers."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -204,6 +205,42 @@ def test_a_sigkilled_run_leaves_no_lock_and_no_rows_and_shows_as_failed(tmp_path
     runs = _runs(tmp_path, home)
     assert [r["status"] for r in runs] == ["SUCCESS", "FAILURE"]
     assert f"pid {killed.pid}" in str(runs[1]["reason"]) and "is gone" in str(runs[1]["reason"])
+
+
+@pytest.mark.slow
+def test_what_a_sigkilled_run_committed_is_reported_into_dagster(tmp_path: Path) -> None:
+    """A run of two sources killed while loading the second: the first one's committed load still reaches the
+    Dagster instance as a materialization of that run, and the run is listed as failed."""
+    home = tmp_path / "home"
+    with RestTestServer() as server:
+        spec = _spec(tmp_path, server.url, delay=0.3)
+        text = spec.read_text()
+        first = text.split("sources:\n", 1)[1].replace("items:", "early:", 1).replace("n: 400", "n: 25") \
+            .replace("delay: 0.3", "delay: 0")
+        spec.write_text(text.replace("sources:\n", "sources:\n" + first, 1))
+        killed = subprocess.Popen([*HUB, "run", str(spec)], cwd=tmp_path, env=_env(home, HUB_REPORT_RUNS="defer"),
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+        def early_on_record() -> bool:
+            for path in (home / "hub-runs").glob("*.json"):
+                with contextlib.suppress(OSError, ValueError):
+                    if json.loads(path.read_text())["materializations"]:
+                        return len(server.requests("/pages")) >= 6  # and the second source is loading
+            return False
+
+        sigkill_when(killed, early_on_record, "the run never committed its first source")
+    runs = _runs(tmp_path, home)  # lists the dead run as failed, and reports it into the instance
+    [dead] = runs
+    assert dead["status"] == "FAILURE" and f"pid {killed.pid}" in str(dead["reason"]), dead
+    os.environ["DAGSTER_HOME"] = str(home)
+    with dg.DagsterInstance.get() as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey("early"))
+        assert event is not None and event.asset_materialization is not None, "the committed load is not in Dagster"
+        mat = event.asset_materialization
+        assert mat.tags is not None and mat.tags["hub/run_id"] == dead["run_id"]
+        assert mat.metadata["dagster/row_count"].value == 25
+        assert instance.get_latest_materialization_event(dg.AssetKey("items")) is None, "items was never committed"
+    assert len(_runs(tmp_path, home)) == 1, "reported once, listed once"
 
 
 @pytest.mark.parametrize("kind", ["daily", "monthly"])
@@ -440,6 +477,74 @@ def test_a_flow_runs_through_hub_run_asset_and_its_blocking_check_fails_it(tmp_p
     assert [m.metadata["hub/sent"].value for m in push] == [2, 0]
     dead = [e for e in _events(instance, "ASSET_CHECK_EVALUATION") if e.check_name == "push_dead"]  # type: ignore[attr-defined]
     assert [e.passed for e in dead] == [False, False]  # type: ignore[attr-defined]
+
+
+def test_a_flow_after_a_file_drop_runs_per_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flow triggered after a source loaded per file is partitioned like it: `--partition FILE` sends that
+    file's rows only; without it, every file the table holds runs (the ledger skips what was sent); in Dagster
+    the flow's partitions are the source's files."""
+    from hub.dagster.definitions import pipeline_definitions
+    from hub.spec.loader import load
+    from tests.flow_support import partner
+    from tests.sftp_servers import start_embedded
+
+    home = tmp_path / "home"
+    (tmp_path / "sftp").mkdir()
+    drop, server = start_embedded(tmp_path / "sftp")
+    try:
+        folder = drop.local("in/st_1.csv").parent
+        old = time.time() - 3600
+        for i in (1, 2):
+            (folder / f"st_{i}.csv").write_text(f"ref;amount\nr{i}0;1.5\nr{i}1;2.5\n")
+            os.utime(folder / f"st_{i}.csv", (old + i, old + i))
+        with partner() as (url, state):
+            spec = tmp_path / "files.yaml"
+            spec.write_text(f"""\
+pipeline: files
+warehouse: duckdb:///{tmp_path}/wh.duckdb
+systems:
+  bank: {{sftp: {json.dumps(drop.system())}}}
+  partner: {{rest: {{base_url: "{url}", openapi: "{url}/openapi.json"}}}}
+sources:
+  statements:
+    system: bank
+    files: {{path: "{drop.remote("in")}", glob: "st_*.csv", stable_for: 30s}}
+    format: {{csv: {{delimiter: ";"}}}}
+    columns: {{ref: ref, amount: {{type: float64}}}}
+flows:
+  pay:
+    trigger: {{after: statements}}
+    input: {{table: statements, key: ref}}
+    steps:
+      - name: rec
+        call: partner.post_records
+        params: {{body: {{ref: "{{{{ item.ref }}}}", amount: "{{{{ item.amount }}}}"}}}}
+""")
+            out = _hub(tmp_path, home, "run", str(spec))
+            assert out.returncode == 0, out.stdout + out.stderr
+            assert state.log == [], "a flow runs only when named"
+            one = _hub(tmp_path, home, "run", str(spec), "--asset", "pay", "--partition", "st_2.csv")
+            assert one.returncode == 0, one.stdout + one.stderr
+            assert state.refs() == ["r20", "r21"], "that file's rows only"
+            every = _hub(tmp_path, home, "run", str(spec), "--asset", "pay")
+            assert every.returncode == 0, every.stdout + every.stderr
+            assert "file st_1.csv" in every.stdout and "file st_2.csv" in every.stdout, every.stdout
+            assert sorted(state.refs()) == ["r10", "r11", "r20", "r21"], "st_2's rows were not sent again"
+            sent = len(state.log)
+            dagster = _hub(tmp_path, home, "run", str(spec), "--asset", "pay", "--partition", "st_1.csv", "--dagster")
+            assert dagster.returncode == 0, dagster.stdout + dagster.stderr  # the Dagster asset of file st_1.csv
+            assert len(state.log) == sent, "the ledger: nothing is sent twice"
+    finally:
+        server.stop()
+    assert _query(tmp_path / "wh.duckdb", "select _hub_partition, count(*) from pay group by 1 order by 1") == [
+        ("st_1.csv", 2), ("st_2.csv", 2)]
+    instance = _instance(home, monkeypatch)  # every run's check reported, st_2.csv's twice (one per run)
+    evals = [e for e in _events(instance, "ASSET_CHECK_EVALUATION") if e.check_name == "pay_failed"]  # type: ignore[attr-defined]
+    assert sorted(str(e.metadata["hub/partition"].value) for e in evals if "hub/partition" in e.metadata) == [  # type: ignore[attr-defined]
+        "st_1.csv", "st_2.csv", "st_2.csv"]
+    defs = pipeline_definitions(load(spec))
+    parts = defs.resolve_assets_def("pay").partitions_def
+    assert isinstance(parts, dg.DynamicPartitionsDefinition) and parts.name == "statements_files"
 
 
 def test_hub_listen_does_not_wait_for_the_writer_lock_it_backs_off(tmp_path: Path) -> None:

@@ -788,7 +788,10 @@ def test_rate_limit_holds_under_concurrency(tmp_path: Path) -> None:
         report = run_flow(load(spec), "push")
         assert [i.status for i in report.items] == ["ok"] * 12
     times = sorted(state.times)
-    assert times[-1] - times[0] >= 1.0  # 12 requests at 10/s with a burst of 1: at least 1.1 s apart in all
+    # 12 requests at 10/s with a burst of 1 are let go at least 1.1 s apart in all; the server sees them arrive
+    # with the first one's connection set-up in between (up to ~0.15 s on a loaded machine); unlimited, the 12
+    # requests of 8 workers would arrive within a few tens of milliseconds
+    assert times[-1] - times[0] >= 0.9
     for i, t in enumerate(times):
         assert sum(1 for u in times[i:] if u - t < 1.0) <= 11  # never more than rate + burst in a second
 

@@ -13,11 +13,12 @@ import codecs
 import functools
 import gzip
 import io
+import re
 import shutil
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -27,6 +28,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.json as pajson
 import pyarrow.parquet as pq
 import yaml
 from lxml import etree
@@ -60,6 +62,7 @@ class ReadNotes:
 
     encoding_warnings: list[str] = field(default_factory=list)
     mojibake_lines: int = 0  # lines of files declared in a legacy encoding that look like UTF-8
+    pyarrow_records: int = 0  # JSON lines read by pyarrow's reader (the rest line by line)
 
 
 # --- opening ---------------------------------------------------------------------------------------------
@@ -538,26 +541,219 @@ def fixed_width_batch(lines: pa.Array, fields: list[FixedWidthField], need: int,
 
 def read_jsonl(stream: IO[bytes], encoding: str, name: str, batch_size: int,
                notes: ReadNotes | None = None) -> Iterator[pa.RecordBatch]:
+    """Every non-empty line of *stream* a record, in batches of *batch_size* records; lines that are not valid
+    JSON (with line number, raw text and reason) at the end. A plain UTF-8 file is read by pyarrow's JSON reader
+    in blocks of *batch_size* lines (:func:`_jsonl_block`), each block only when it yields exactly the batch the
+    line-by-line reader would; any other block is read line by line, up to the end of its batch."""
+    bad: list[tuple[int | None, str, str]] = []
+    if codecs.lookup(encoding).name != "utf-8" or not stream.seekable():
+        source = io.TextIOWrapper(_sniffed(stream, encoding, name, notes), encoding=encoding, errors="replace",
+                                  newline="")
+        yield from _jsonl_lines(source.readline, 1, name, batch_size, bad, stop=False)
+    else:
+        yield from _jsonl_blocks(stream, name, batch_size, bad, notes)
+    if bad:
+        yield _errors_batch(bad)
+
+
+def _jsonl_lines(readline: Any, number: int, name: str, batch_size: int, bad: list[tuple[int | None, str, str]],
+                 *, stop: bool) -> Generator[pa.RecordBatch, None, tuple[int, bool]]:
+    """The line-by-line reader, from line *number*: ``jsonsafe.loads`` per line, :func:`records_to_batch` per
+    batch. With *stop*, returns after its first full batch: (the next line's number, whether the end was reached)."""
     records: list[Any] = []
     lines: list[int] = []
-    bad: list[tuple[int | None, str, str]] = []
-    source = io.TextIOWrapper(_sniffed(stream, encoding, name, notes), encoding=encoding, errors="replace", newline="")
-    for number, raw in enumerate(source, start=1):
+    while raw := readline():
         line = raw.strip()
-        if not line:
-            continue
-        try:
-            records.append(jsonsafe.loads(line))
-            lines.append(number)
-        except orjson.JSONDecodeError as exc:
-            bad.append((number, line[:2000], f"{name}:{number}: not valid JSON: {exc}"))
+        if line:
+            try:
+                records.append(jsonsafe.loads(line))
+                lines.append(number)
+            except orjson.JSONDecodeError as exc:
+                bad.append((number, line[:2000], f"{name}:{number}: not valid JSON: {exc}"))
+        number += 1
         if len(records) >= batch_size:
             yield _with_lines(records_to_batch(records), lines)
             records, lines = [], []
+            if stop:
+                return number, False
     if records:
         yield _with_lines(records_to_batch(records), lines)
-    if bad:
-        yield _errors_batch(bad)
+    return number, True
+
+
+#: Bytes read at a time while gathering a block of lines for pyarrow's JSON reader.
+_JSONL_READ = 2 << 20
+_TWO53 = float(1 << 53)
+
+
+def _jsonl_blocks(stream: IO[bytes], name: str, batch_size: int, bad: list[tuple[int | None, str, str]],
+                  notes: ReadNotes | None) -> Iterator[pa.RecordBatch]:
+    """A seekable UTF-8 JSON-lines stream: blocks of *batch_size* lines parsed by pyarrow where that gives the
+    line-by-line reader's batch exactly (:func:`_jsonl_block`), and read line by line (one batch) where not.
+    Batches therefore start at the same records as the line-by-line reader's, which infers types per batch."""
+    texts: list[str] = []  # fields pyarrow took for timestamps once: read as text from then on
+    number, pos, eof = 1, stream.tell(), False
+    buf, ends = b"", np.empty(0, np.int64)  # the bytes read ahead from pos, and where their lines end
+    while True:
+        while not eof and len(ends) < batch_size:
+            chunk = stream.read(_JSONL_READ)
+            eof = not chunk
+            ends = np.concatenate([ends, np.flatnonzero(np.frombuffer(chunk, np.uint8) == 0x0A) + len(buf)])
+            buf += chunk
+        if not buf:
+            return
+        cut = int(ends[batch_size - 1]) + 1 if len(ends) >= batch_size else len(buf)
+        batch = _jsonl_block(buf[:cut], ends[:batch_size], number, texts)
+        if batch is not None:
+            if notes is not None:
+                notes.pyarrow_records += batch.num_rows
+            yield batch
+            number, pos, buf, ends = number + batch.num_rows, pos + cut, buf[cut:], ends[batch_size:] - cut
+            continue
+        stream.seek(pos)
+        text = _ByteLines(stream)
+        number, eof = yield from _jsonl_lines(text.readline, number, name, batch_size, bad, stop=True)
+        if eof:
+            return
+        pos = text.pos
+        stream.seek(pos)
+        buf, ends = b"", np.empty(0, np.int64)
+
+
+_EOL = re.compile(rb"\r\n?|\n")
+
+
+class _ByteLines:
+    """The lines of a binary UTF-8 stream from where it is, split where ``TextIOWrapper(newline="")`` splits them
+    (LF, CRLF, a lone CR) and decoded with bad bytes replaced, as the line-by-line reader reads them; *pos* is the
+    byte offset after the last line returned (a TextIOWrapper's ``tell`` is a cookie, not an offset)."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream, self.pos, self.buf, self.at, self.eof = stream, stream.tell(), b"", 0, False
+
+    def readline(self) -> str:
+        while True:
+            found = _EOL.search(self.buf, self.at)
+            if found is not None and (found.end() < len(self.buf) or self.eof or found.group() != b"\r"):
+                end = found.end()
+            elif found is None and self.eof:
+                end = len(self.buf)
+            else:  # no line end yet, or a CR that an LF may follow
+                chunk = self.stream.read(BLOCK)
+                self.buf, self.at, self.eof = self.buf[self.at:] + chunk, 0, not chunk
+                continue
+            line, self.at = self.buf[self.at:end], end
+            self.pos += len(line)
+            return line.decode("utf-8", errors="replace")
+
+
+def _jsonl_parse(block: bytes, texts: list[str]) -> pa.Table:
+    schema = pa.schema([(t, pa.string()) for t in texts]) if texts else None
+    return pajson.read_json(io.BytesIO(block), read_options=pajson.ReadOptions(use_threads=True),
+                            parse_options=pajson.ParseOptions(explicit_schema=schema,
+                                                              unexpected_field_behavior="infer"))
+
+
+def _jsonl_block(block: bytes, ends: np.ndarray, first: int, texts: list[str]) -> pa.RecordBatch | None:
+    """The batch of *block* (whole lines ending at *ends*, the first at line *first*) as :func:`_jsonl_lines` would
+    build it, read by pyarrow; None when that cannot be guaranteed cheaply.
+
+    Screened before parsing, per line end (vectorized): every line starts with ``{`` and ends with ``}`` (LF or CRLF,
+    no lone CR, which the line reader takes for a line end), so pyarrow's row count equals the line count only
+    when every line is one object; valid UTF-8 (the line reader replaces bad bytes). pyarrow refuses repeated keys,
+    bad escapes and surrogates, raw control characters in strings and syntax errors itself. After parsing: only the
+    types ``pa.array`` infers for JSON scalars (null, bool, int64, double, string: nesting and arrays go line by
+    line), no NaN or infinity (pyarrow reads ``NaN``/``Inf`` literals, orjson refuses them), no double of 2**53 or
+    more (an integer orjson keeps exact, or a uint64), no negative zero (an integer ``-0`` is orjson's int 0), no
+    ``_hub_`` field; strings pyarrow took for timestamps are read again as text (*texts*, remembered for the next
+    blocks)."""
+    data = np.frombuffer(block, np.uint8)
+    ends_nl = block.endswith(b"\n")
+    rows = len(ends) if ends_nl else len(ends) + 1
+    if data[0] != 0x7B or data[-1 if not ends_nl else -2 - (data[-2] == 0x0D)] != 0x7D:
+        return None
+    inner = ends[:-1] if ends_nl else ends  # line ends followed by another line
+    if not bool((data[inner + 1] == 0x7B).all()):
+        return None
+    crlf = b"\r" in block
+    if crlf:
+        if block.count(b"\r") != len(ends) or not bool((data[ends - 1] == 0x0D).all()):
+            return None
+        if not bool((data[ends - 2] == 0x7D).all()):
+            return None
+    elif not bool((data[ends - 1] == 0x7D).all()):
+        return None
+    if not block.isascii():
+        try:
+            block.decode("utf-8")
+        except UnicodeDecodeError:
+            return None  # read line by line: invalid bytes are replaced there
+    explicit = list(texts)
+    try:
+        try:
+            table = _jsonl_parse(block, explicit)
+        except pa.ArrowInvalid:
+            if not explicit:
+                raise
+            explicit = []
+            table = _jsonl_parse(block, explicit)
+        stamps = [f.name for f in table.schema if pa.types.is_timestamp(f.type)]
+        if stamps:
+            texts.extend(s for s in stamps if s not in texts)
+            explicit += [s for s in stamps if s not in explicit]
+            table = _jsonl_parse(block, explicit)
+    except pa.ArrowInvalid:
+        return None
+    if table.num_rows != rows or not table.num_columns:
+        return None
+    first_keys: list[str] = []
+    if explicit:
+        try:
+            first_keys = list(orjson.loads(block[:int(ends[0])] if len(ends) else block))
+        except orjson.JSONDecodeError:
+            return None
+    columns: dict[str, pa.Array] = {}
+    for field_ in table.schema:
+        key, typ = field_.name, field_.type
+        if key.startswith("_hub_") or typ not in _JSON_SCALARS:
+            return None
+        arr = table.column(key).combine_chunks()
+        if key in explicit and arr.null_count == rows:  # pyarrow cannot tell an absent key from nulls
+            if key in first_keys:
+                arr = pa.nulls(rows)
+            elif orjson.dumps(key) in block:
+                return None
+            else:
+                continue
+        elif typ == pa.float64() and not _plain_doubles(arr):
+            return None
+        columns[key] = arr
+    if not columns:
+        return None
+    # the order of first appearance: pyarrow puts explicit fields first
+    leading = [k for k in first_keys if k in columns]
+    order = leading + [k for k in columns if k not in leading]
+    if any(k in explicit for k in order[len(leading):]):
+        return None
+    batch = pa.RecordBatch.from_arrays([columns[k] for k in order], names=order)
+    del table, columns
+    # the parse's buffers (per pyarrow thread) go back to the system: kept, they grew the load's peak with the file
+    pa.default_memory_pool().release_unused()
+    return batch.append_column(LINE, pa.array(np.arange(first, first + rows, dtype=np.int64)))
+
+
+def _plain_doubles(arr: pa.Array) -> bool:
+    """Whether a double column pyarrow read holds only what orjson gives alike: finite, below 2**53 in magnitude,
+    and no negative zero."""
+    values = arr.to_numpy(zero_copy_only=False)
+    with np.errstate(invalid="ignore"):
+        magnitude = np.abs(values)
+        if not bool((magnitude < _TWO53).sum() == len(values) - arr.null_count):  # NaN, inf, nulls fail <
+            return False
+    return not bool(np.signbit(values[values == 0]).any())
+
+
+_JSON_SCALARS = (pa.null(), pa.bool_(), pa.int64(), pa.float64(), pa.string())
 
 
 def _element_value(el: Any) -> Any:
@@ -576,6 +772,29 @@ def _element_value(el: Any) -> Any:
     return out
 
 
+def _flat_record(el: Any, depth: xmlsafe.DepthLimit) -> dict[str, Any] | None:
+    """The row of a record whose children are all elements without children of their own (no comments, entities
+    or processing instructions), with distinct names and no namespace, and that may nest one level: exactly what
+    :func:`_element_value` gives it, built with one dict comprehension (most records in partners' files are like
+    this; walking them generically cost three times lxml's parse). None for any other record."""
+    n = len(el)
+    if not n or depth.room(el) < 1:
+        return None
+    fields = {c.tag: c.text for c in el if not len(c)}
+    if len(fields) != n:
+        return None
+    try:
+        if "{" in "".join(fields):  # namespaced: the generic walk takes local names
+            return None
+    except TypeError:  # a comment, entity or processing instruction: its tag is not a name
+        return None
+    if el.attrib:
+        row = dict(el.attrib)
+        row.update(fields)
+        return row
+    return fields
+
+
 def read_xml(stream: IO[bytes], record: str, name: str, batch_size: int,
              max_depth: int = xmlsafe.DEFAULT_MAX_DEPTH) -> Iterator[pa.RecordBatch]:
     """Elements named *record* anywhere in the document, each a record (attributes and children as
@@ -590,10 +809,16 @@ def read_xml(stream: IO[bytes], record: str, name: str, batch_size: int,
         stream.seek(0)
     records: list[Any] = []
     lines: list[int] = []
+    # a local file is read by libxml2 itself, without a Python read() per chunk
+    source: Any = stream.name if isinstance(stream, io.BufferedReader) and isinstance(
+        getattr(stream.raw, "name", None), str) and Path(stream.raw.name).is_file() else stream
     try:
-        for _, el in etree.iterparse(stream, events=("end",), tag=f"{{*}}{record}", **xmlsafe.iterparse_options()):
-            deep = depth.too_deep(el)
-            if deep is not None:
+        for _, el in etree.iterparse(source, events=("end",), tag=f"{{*}}{record}", **xmlsafe.iterparse_options()):
+            row = _flat_record(el, depth)
+            if row is not None:
+                records.append(row)
+                lines.append(el.sourceline or 0)
+            elif (deep := depth.too_deep(el)) is not None:
                 raw = etree.tostring(el, encoding="unicode", with_tail=False)[:2000]
                 bad.append((el.sourceline, raw, depth.message(f"{name}: record", deep, "xml.max_depth")))
             else:
@@ -617,6 +842,7 @@ def read_xml(stream: IO[bytes], record: str, name: str, batch_size: int,
         yield _with_lines(records_to_batch(records), lines)
     if bad:
         yield _errors_batch(bad)
+
 
 
 def read_parquet(stream: IO[bytes], name: str, batch_size: int) -> Iterator[pa.RecordBatch]:

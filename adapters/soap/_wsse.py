@@ -7,6 +7,7 @@ nonce and Created for PasswordDigest, as the UsernameToken Profile 1.1 requires.
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,10 +24,14 @@ class UsernameTokenWithTimestamp(UsernameToken):
         self.timestamp_ttl = timestamp_ttl
 
     def apply(self, envelope: Any, headers: dict[str, str]) -> tuple[Any, dict[str, str]]:
-        if self.timestamp_ttl:
-            now = datetime.now(UTC)
-            self.timestamp_token = utils.WSU.Timestamp(
-                utils.WSU.Created(utils.get_timestamp(now, zulu_timestamp=True)),
-                utils.WSU.Expires(utils.get_timestamp(now + timedelta(seconds=self.timestamp_ttl),
-                                                      zulu_timestamp=True)))
-        return super().apply(envelope, headers)
+        """Sign *envelope* with a timestamp of its own. The timestamp goes on a copy of this token, never on
+        the token itself: a flow sends from several threads through one token, and an element stored on it
+        between two threads' calls would be moved from one envelope into the other (lxml keeps one parent)."""
+        if not self.timestamp_ttl:
+            return super().apply(envelope, headers)
+        now = datetime.now(UTC)
+        token = copy.copy(self)
+        token.timestamp_token = utils.WSU.Timestamp(
+            utils.WSU.Created(utils.get_timestamp(now, zulu_timestamp=True)),
+            utils.WSU.Expires(utils.get_timestamp(now + timedelta(seconds=self.timestamp_ttl), zulu_timestamp=True)))
+        return UsernameToken.apply(token, envelope, headers)

@@ -94,3 +94,75 @@ def _table(insp: Any, name: str, kind: str, schema: str | None, timezone: str | 
                          for fk in fks],
         "schema": {"type": "object", "title": name, "properties": props, "required": required},
     }
+
+
+#: JSON Schema of a routine parameter by the type name information_schema gives (lower case); others: any value.
+_PARAM_TYPES: dict[str, dict[str, Any]] = {
+    name: {"type": kind} if kind else {}
+    for kind, names in (
+        ("integer", ("smallint", "integer", "int", "bigint", "tinyint", "mediumint")),
+        ("number", ("numeric", "decimal", "real", "double precision", "double", "float")),
+        ("boolean", ("boolean", "bool")),
+        ("string", ("text", "character varying", "varchar", "character", "char", "uuid", "date", "time",
+                    "timestamp without time zone", "timestamp with time zone", "timestamp", "datetime",
+                    "mediumtext", "longtext", "tinytext", "enum")),
+        ("", ("json", "jsonb")))
+    for name in names}
+
+_ROUTINES = sa.text("""
+SELECT r.routine_name, r.routine_type, r.specific_name, p.ordinal_position, p.parameter_name, p.data_type,
+       p.parameter_mode
+FROM information_schema.routines r
+LEFT JOIN information_schema.parameters p
+       ON p.specific_schema = r.routine_schema AND p.specific_name = r.specific_name AND p.ordinal_position > 0
+WHERE r.routine_schema = :schema AND r.routine_name IN :names
+ORDER BY r.routine_name, r.specific_name, p.ordinal_position
+""").bindparams(sa.bindparam("names", expanding=True))
+
+
+def describe_procedures(cfg: SqlSystemConfig, names: Collection[str], schema: str | None = None) -> dict[str, Any]:
+    """The stored procedures (and functions) *names* of *schema* (default: the connection's) as the database's
+    ``information_schema`` describes them: ``{name: {"kind", "signatures": [[{"name", "type", "mode"}...]]}}``,
+    one signature per overload, parameters in call order. Names that do not exist are left out; a database
+    without routines (SQLite) has none. What a flow's ``call_<procedure>`` is checked against, and what its
+    contract keeps."""
+    url = source_url(cfg)
+    if not names or url.get_backend_name() == "sqlite":
+        return {}
+    eng = engine(cfg, url)
+    found: dict[str, Any] = {}
+    try:
+        with eng.connect() as conn:
+            where = schema or sa.inspect(conn).default_schema_name
+            rows = conn.execute(_ROUTINES, {"schema": where, "names": sorted(names)}).all()
+    except sa.exc.SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        raise AdapterError(f"procedures of {shown(url)}: {reason}") from None
+    finally:
+        eng.dispose()
+    overloads: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for name, kind, specific, position, param, dtype, mode in rows:
+        entry = found.setdefault(str(name), {"kind": str(kind).lower(), "signatures": []})
+        params = overloads.get((str(name), str(specific)))
+        if params is None:
+            params = overloads[(str(name), str(specific))] = []
+            entry["signatures"].append(params)
+        if position is not None:
+            params.append({"name": param, "type": str(dtype).lower(), "mode": str(mode or "IN").upper()})
+    return found
+
+
+def procedure_schema(signatures: list[list[dict[str, Any]]]) -> dict[str, Any]:
+    """The JSON Schema of a ``call_<procedure>`` request (``{"args": [...]}``, positional) for a procedure with
+    one signature: as many arguments as parameters, each of its parameter's type; with overloads, any list."""
+    if len(signatures) != 1:
+        return {"type": "object", "properties": {"args": {"type": "array"}}, "required": ["args"]}
+    [params] = signatures
+    items = [{**_PARAM_TYPES.get(p["type"], {}), "title": p["name"] or f"${i + 1}",
+              "description": f"{p['mode']} {p['type']}"} for i, p in enumerate(params)]
+    items = [{"anyOf": [item, {"type": "null"}], "title": item["title"], "description": item["description"]}
+             if "type" in item else item for item in items]
+    return {"type": "object", "required": ["args"], "properties": {"args": {
+        "type": "array", "prefixItems": items, "minItems": len(params), "maxItems": len(params),
+        "description": "the procedure's arguments, in order: "
+                       + ", ".join(f"{p['name'] or '$' + str(i + 1)} ({p['type']})" for i, p in enumerate(params))}}}

@@ -11,6 +11,7 @@ commit was in flight → :class:`~hub.errors.DeliveryUnknown` (it may have commi
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,8 +26,11 @@ MODES = ("insert", "update", "upsert", "call")
 
 
 def write(cfg: SqlSystemConfig, *, mode: str, table: str | None, schema: str | None, key: list[str],
-          procedure: str | None, values: dict[str, Any], label: str) -> int:
-    """Run one write and commit it; the rows it affected (-1 when the driver does not say)."""
+          procedure: str | None, values: dict[str, Any], label: str, arg_types: list[str] | None = None) -> int:
+    """Run one write and commit it; the rows it affected (-1 when the driver does not say). *arg_types*: a
+    procedure's parameter types as ``information_schema`` names them (:func:`adapters.sql.catalog.
+    describe_procedures`), so each argument is cast to its parameter's type where the database needs it
+    (PostgreSQL picks a procedure by its argument types and does not convert a float to numeric implicitly)."""
     writes = getattr(cfg, "writes", None)
     if writes is None:
         raise AdapterError(f"{label}: the system declares no writes: (SQL systems are read-only unless their "
@@ -50,7 +54,7 @@ def write(cfg: SqlSystemConfig, *, mode: str, table: str | None, schema: str | N
         with conn:
             try:
                 with conn.begin():
-                    result = conn.execute(_statement(conn, mode, table, schema, key, procedure, values))
+                    result = conn.execute(_statement(conn, mode, table, schema, key, procedure, values, arg_types))
                     return int(result.rowcount) if result.rowcount is not None else -1
             except (sa.exc.IntegrityError, sa.exc.DataError, sa.exc.ProgrammingError) as exc:
                 raise DeliveryFailed(f"{label}: the database refused the write: {mask(str(exc.orig))}") from None
@@ -63,11 +67,18 @@ def write(cfg: SqlSystemConfig, *, mode: str, table: str | None, schema: str | N
         eng.dispose()
 
 
+#: A type name that can follow ``CAST(... AS``: plain words (``numeric``, ``timestamp with time zone``).
+_CASTABLE = re.compile(r"^[a-z][a-z0-9 ]*$")
+
+
 def _statement(conn: sa.Connection, mode: str, table: str | None, schema: str | None, key: list[str],
-               procedure: str | None, values: dict[str, Any]) -> Any:
+               procedure: str | None, values: dict[str, Any], arg_types: list[str] | None = None) -> Any:
     if mode == "call":
         args = values.get("args") or []
-        names = ", ".join(f":a{i}" for i in range(len(args)))
+        types = arg_types if arg_types and len(arg_types) == len(args) and conn.dialect.name == "postgresql" \
+            else [None] * len(args)
+        names = ", ".join(f"CAST(:a{i} AS {t})" if t and _CASTABLE.match(t) and t != "user-defined" else f":a{i}"
+                          for i, t in enumerate(types))
         qualified = f"{schema}.{procedure}" if schema else str(procedure)
         return sa.text(f"CALL {qualified}({names})").bindparams(**{f"a{i}": v for i, v in enumerate(args)})
     target = sa.Table(str(table), sa.MetaData(), schema=schema, autoload_with=conn)

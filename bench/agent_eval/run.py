@@ -239,9 +239,11 @@ def main() -> int:
                 rows.append({"request": case["request"], "pass": ok, "problem": problem,
                              "seconds": round(time.perf_counter() - t0, 2), "result_table": res.result_table})
                 print(f"{'PASS' if ok else 'FAIL'} [{backend}] {case['request']}" + ("" if ok else f"  -- {problem}"))
-                if args.verbose and res.spec_text:
+                if args.verbose:
                     for note in res.notes:
                         print(f"      note: {note}")
+                    for mname, model in ((yaml.safe_load(res.spec_text or "") or {}).get("models") or {}).items():
+                        print(f"      model {mname}: " + " ".join(str(model.get("sql", "")).split()))
             total = len(cases)
             elapsed = time.perf_counter() - started
             print(f"{backend}: {passed}/{total} passed ({100 * passed / max(total, 1):.0f}%) in {elapsed:.1f} s")

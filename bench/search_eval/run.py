@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -102,12 +103,15 @@ def main() -> int:
     load_s = time.perf_counter() - started
     by_key = {(a.system, a.binding["method"], a.binding["path"]): a.name for a in actions}
 
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "vectors.sqlite"
         hybrid = Catalog(actions=actions, semantic=True, vector_store=store)
         started = time.perf_counter()
         hybrid.index  # noqa: B018 - builds it: model load + embedding every action, cold cache
         cold_s = time.perf_counter() - started
+        model = embed.shared_embedder()
+        tokens, padded = model.tokens, model.padded_tokens
         embed.shared_embedder()._memory.clear()  # warm = from the disk store, as a new process would
         warm = Catalog(actions=actions, semantic=True, vector_store=store)
         started = time.perf_counter()
@@ -121,8 +125,11 @@ def main() -> int:
     halves = ["tune", "heldout"] if args.split == "both" else [args.split]
     lines = [f"{len(actions)} operations from {len(list(args.catalog.glob('*.json')))} documents "
              f"(read in {load_s:.1f} s); index build: keywords {keyword_build_s:.2f} s, hybrid {cold_s:.1f} s "
-             f"cold (model load + embedding every action), {warm_s:.2f} s warm (vectors from the disk cache); "
-             f"keyword weight {search.KEYWORD_WEIGHT}, min similarity {search.MIN_SIMILARITY}.", "",
+             f"cold (model load + embedding every action: {tokens:,} tokens, {padded:,} with padding, "
+             f"{embed.default_threads()} thread(s)), {warm_s:.2f} s warm (vectors from the disk cache); "
+             f"keyword weight {search.KEYWORD_WEIGHT}, min similarity {search.MIN_SIMILARITY}; "
+             f"load average {' '.join(f'{x:.2f}' for x in load_before)} before, "
+             f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} after the builds.", "",
              "| half | queries | search | Recall@1 | Recall@5 | median ms | p95 ms |",
              "| --- | ---: | --- | ---: | ---: | ---: | ---: |"]
     results: dict[tuple[str, str], dict[str, Any]] = {}

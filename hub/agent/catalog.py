@@ -28,14 +28,15 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hub.agent.embed import default_store_path
-from hub.agent.search import HybridIndex
 from hub.errors import HubError
 from hub.runtime.secrets import mask
 from hub.runtime.window import is_template
 from hub.spec.loader import Pipeline
+
+if TYPE_CHECKING:
+    from hub.agent.search import HybridIndex
 
 READ_PREFIXES = ("get", "list", "find", "search", "query", "check", "read", "describe", "fetch", "lookup", "count")
 READ_METHODS = {"GET", "HEAD", "OPTIONS"}
@@ -131,6 +132,9 @@ class Catalog:
         """The search index, built on first use (the action vectors from the disk cache where known)."""
         if self._index is None:
             root = next((p.root for p in self.pipelines.values() if getattr(p, "root", None)), None)
+            from hub.agent.embed import default_store_path  # numpy and the model only when searching
+            from hub.agent.search import HybridIndex
+
             store = self.vector_store or default_store_path(Path(root) if root else None)
             self._index = HybridIndex(self.actions, semantic=self.semantic, store_path=store)
         return self._index
@@ -200,13 +204,15 @@ def _system_description(pipeline: Pipeline, system: str) -> str:
 # --- SOAP ------------------------------------------------------------------------------------------------
 
 def soap_actions(pipeline: Pipeline, system: str) -> list[Action]:
+    block = pipeline.spec.systems[system]
+    cfg = block.protocol.resolve_system(system, block)  # first: a missing secret fails before zeep is imported
+
     from adapters.soap import load_wsdl, select_port
     from adapters.soap.catalog import describe
     from hub.materialize import cache_dir
 
-    block = pipeline.spec.systems[system]
-    cfg = block.protocol.resolve_system(system, block)
-    wsdl = load_wsdl(cfg, cache_dir=cache_dir(pipeline) / "wsdl", base_dir=pipeline.root)
+    # the arguments a flow's sender loads it with (hub.flows.senders): the parsed WSDL is then reused
+    wsdl = load_wsdl(cfg, cache_dir=cache_dir(pipeline) / "wsdl", base_dir=pipeline.root, system_name=system)
     service, port = select_port(wsdl, cfg)
     catalog = describe(wsdl)
     entry = next(p for s in catalog["services"] if s["name"] == service.name for p in s["ports"]

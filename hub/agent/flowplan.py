@@ -186,7 +186,21 @@ def _action_words(action: Any) -> list[str]:
     op = action.name.split(".", 1)[-1]
     desc = re.sub(r"\(operationId [^)]*\)", "", str(action.description or ""))
     desc = re.split(r"\bof\b [A-Z]\w+/|\(The demo", desc)[0]  # not the service's own description
-    return [u.stem(w) for w in [*u.split_words(op), *u.split_words(desc)] if w not in u.FILLER and len(w) > 1]
+    enums: list[str] = []  # the kinds an action records ("note", "payment_received") say what it does too
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for v in node.get("enum") or []:
+                if isinstance(v, str):
+                    enums.extend(u.split_words(v))
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(getattr(action, "input_schema", None) or {})
+    return [u.stem(w) for w in [*u.split_words(op), *u.split_words(desc), *enums] if w not in u.FILLER and len(w) > 1]
 
 
 def match_action(clause: Clause, catalog: CatalogLike, systems: set[str]) -> None:
@@ -214,7 +228,22 @@ def match_action(clause: Clause, catalog: CatalogLike, systems: set[str]) -> Non
             score -= 2.0  # "log an activity" is no delete_activities; "remove the task" no post_tasks
         if score > best[0]:
             best = (score, a, got)
-    if best[1] is not None and best[0] >= 1.0:
+    # the records the estate reads (orders, customers) say what a write is about, not what it does: a match on
+    # them alone ("flag order 7 as shipped" against an endpoint that logs an activity for an order) is no match,
+    # unless the action is named after them (post_activities for "log an activity")
+    if best[1] is None or best[0] < 1.0:
+        return
+    own = {u.stem(w) for w in u.split_words(best[1].name.split(".", 1)[-1])}
+    entities = {u.stem(w) for a in catalog.actions if _is_read(a)
+                for w in u.split_words(a.name.split(".", 1)[-1])} - own
+    # a new state the clause names ("as shipped", "to cancelled") must be what the action does ("paid" is no
+    # "shipped"): a write that does something else is worse than none
+    state = re.search(r"\b(?:as|to|into)\s+([a-z]+ed|paid|done|open|closed|lost|won|active|inactive)\b",
+                      clause.text.lower())
+    aw = set(_action_words(best[1]))
+    if state and not ({u.stem(state.group(1))} | u.related(u.stem(state.group(1)))) & aw:
+        return
+    if best[2] - entities:
         clause.score, clause.action, clause.words = best
         clause.words |= {u.stem(clause.verb)}
 

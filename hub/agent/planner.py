@@ -548,6 +548,16 @@ class Vocabulary:
         content = [w for w in words if w not in _GENERIC_COL] or words
         head = content[-1]
         self._add(tuple(words), Sense("column", t, c, weight=1.0, via="name"))
+        if c.kind == "bool":  # "inactive", "unpaid", "non-active": the flag, false
+            for w in u.split_words(c.name):
+                if w in ("is", "has", "can"):
+                    continue
+                for neg in ("in", "un", "non", "not"):
+                    self._add((u.stem(neg + w),), Sense("column", t, c, value=False, weight=0.95,
+                                                        via=f"negation of {c.name}"))
+        for w in words:  # "the name of the customer": customer_name, less surely than a column named "name"
+            if w not in content and w not in ("id", "at", "on", "is", "has", "by", "no", "nr", "num"):
+                self._add((w,), Sense("column", t, c, weight=0.5, via="name"))
         if len(content) >= 2:
             self._add(tuple(content), Sense("column", t, c, weight=1.0, via="name"))
         for w in content:
@@ -588,7 +598,10 @@ class Vocabulary:
         """The senses of the words at *i*: a two-word phrase when one matches, else the word."""
         if i + 1 < len(st) and (st[i], st[i + 1]) in self.senses:
             return 2, self.senses[(st[i], st[i + 1])]
-        return 1, self.senses.get((st[i],), [])
+        found = self.senses.get((st[i],), [])
+        if not found and len(st[i]) > 3 and st[i].endswith("s"):  # the plural of an abbreviation ("SKUs")
+            found = self.senses.get((st[i][:-1],), [])
+        return 1, found
 
     def closest(self, word: str, n: int = 4) -> list[str]:
         """Columns whose names are closest to *word* (for "no system offers X; closest: ...")."""
@@ -750,6 +763,17 @@ class Reading:
 _GRAMMAR = {"per", "by", "each", "every", "for", "of", "with", "and", "or", "without", "never", "no", "not", "the"}
 
 
+_TOKEN = re.compile(r"\d+(?:\.\d+)?|[A-Za-z][A-Za-z0-9'-]*[A-Za-z0-9]|[A-Za-z]")
+
+
+def phrase_breaks(request: str) -> set[int]:
+    """Token positions followed by punctuation (a comma, a colon, a bracket): a phrase ends there ("per depot,
+    quantity times unit cost" groups by the depot, not by the quantity)."""
+    text = request.replace("\u2019", "'")
+    spans = [m.span() for m in _TOKEN.finditer(text)]
+    return {k for k in range(len(spans) - 1) if re.search(r"[,;:!?()\[\]]|\.\s", text[spans[k][1]:spans[k + 1][0]])}
+
+
 def _tokenize(request: str, keep_case: bool = False) -> list[str]:
     text = request.replace("\u2019", "'")  # a typographic apostrophe
     found = re.findall(r"\d+(?:\.\d+)?|[A-Za-z][A-Za-z0-9'-]*[A-Za-z0-9]|[A-Za-z]", text)
@@ -762,7 +786,10 @@ _DESTINATION = re.compile(r"\b(?:into|to|onto) (?:the |our |my )?(?:data ?)?"
                           r"|\b(?:data|our|my) ?warehouse\b|\b(?:dwh|duckdb|lakehouse|datalake)\b")
 
 
-def read_request(request: str, vocab: Vocabulary, skip: set[int]) -> Reading:
+def read_request(request: str, vocab: Vocabulary, skip: set[int], ignore: set[int] | frozenset[int] = frozenset()
+                 ) -> Reading:
+    """The request's words against the vocabulary; *ignore*: positions that say nothing of the data (a
+    schedule), neither matched nor reported as unknown."""
     words = _tokenize(request)
     raw = _tokenize(request, keep_case=True)
     st = [u.stem(w) for w in words]
@@ -775,7 +802,7 @@ def read_request(request: str, vocab: Vocabulary, skip: set[int]) -> Reading:
         r.destination = True
     i = 0
     while i < len(words):
-        if i in skip and r.destination and not re.fullmatch(r"\d+(\.\d+)?", words[i]):
+        if (i in skip and r.destination and not re.fullmatch(r"\d+(\.\d+)?", words[i])) or i in ignore:
             i += 1
             continue
         span, senses = vocab.at(st, i)
@@ -877,8 +904,10 @@ def refusal(request: str, verb: str) -> str:
 
 _AGG_WORDS = {"average": "avg", "avg": "avg", "mean": "avg", "total": "sum", "sum": "sum", "overall": "sum",
               "maximum": "max", "max": "max", "minimum": "min", "min": "min", "count": "count"}
-_RATIO = {"rate", "share", "fraction", "percentage", "percent", "proportion", "ratio"}
-_SUPER_MEASURE = {"cheap": "price", "expens": "price", "pricey": "price", "dear": "price", "long": "duration",
+_RATIO = {"rate", "share", "fraction", "percentage", "percent", "proportion", "ratio", "often", "likelihood",
+          "probability", "chance", "odds"}
+_SUPER_MEASURE = {"cheap": "price", "expens": "price", "pricey": "price", "prici": "price", "costl": "price",
+                  "dear": "price", "long": "duration",
                   "short": "duration", "old": "time", "new": "time", "recent": "time", "late": "time",
                   "early": "time", "rich": "revenue", "big": "", "larg": "", "high": "", "low": "", "small": "",
                   "most": "", "least": "", "top": "", "best": "", "worst": "", "great": "", "few": ""}
@@ -891,6 +920,8 @@ class _Composer:
         self.catalog, self.res, self.name = catalog, res, name
         self.notes = res.notes
         self._joins: dict[tuple[str, str], list[JoinKey]] = {}
+        #: tables a first reading took as the main one by a synonym and could not join: read again without them
+        self.avoid: set[str] = set()
 
     def joins(self, a: Table, b: Table) -> list[JoinKey]:
         key = (a.name, b.name)
@@ -911,7 +942,7 @@ class _Composer:
             skip |= set(range(c.start, c.end))
         for n in nums:
             skip |= set(range(n.start, n.end))
-        reading = read_request(self.request, self.vocab, skip)
+        reading = read_request(self.request, self.vocab, skip, u.schedule_positions(words))
         st = reading.st
         central = self._central_unknown(reading)
         if central:
@@ -956,8 +987,27 @@ class _Composer:
             cols = sum(x.sense.weight for x in col_m if x.sense.table is t)
             return m.sense.weight * sysf(t) + joinable(t) + 0.05 * min(cols, 3) + (0.05 if t.template else 0)
 
+        # a time window ("yesterday", "last week") or a time grain ("per week") asks about what happened then: the
+        # rows of a partitioned table (events), not a figure of reference data (customers ranked by what they spent)
+        self.windowed = windowed = bool(re.search(
+            r"\b(yesterday|today|last (?:week|month|night)|past (?:week|month)|this (?:week|month))\b", self.request,
+            re.IGNORECASE)) or when.grain in ("day", "week", "month", "quarter")
+
+        def timely(t: Table, s: Sense) -> float:
+            if not windowed or s.kind != "column" or s.column is None or s.column.kind not in ("int", "num"):
+                return 1.0
+            return 1.3 if t.partitioned else 0.7
+
         main: Table | None = None
-        strong = [m for m in table_m if m.sense.weight * sysf(m.sense.table) >= 0.5]  # type: ignore[arg-type]
+        strong = [m for m in table_m if m.sense.weight * sysf(m.sense.table) >= 0.5  # type: ignore[arg-type]
+                  and (m.sense.table is None or m.sense.table.name not in self.avoid)]
+        # "for each order", "for every order line": the rows asked for are that table's
+        each = [m for m in strong if m.at >= 2 and words[m.at - 2] == "for" and words[m.at - 1] in ("each", "every")]
+        if each:
+            k = each[0].at
+            while k + 1 in reading.senses and any(m.at == k + 1 for m in strong):
+                k += 1
+            strong = [m for m in strong if m.at == k] or strong
         if strong:
             first = min(m.at for m in strong)
             # a compound names its head last ("customer interactions", "sales orders"): the last table word of
@@ -981,7 +1031,7 @@ class _Composer:
                 assert t is not None
                 if any(words[k] in ("per", "by", "each") for k in (m.at - 1, m.at - 2, m.at - 3) if k >= 0):
                     continue  # a grouping names no main table
-                by_t[t.name] = by_t.get(t.name, 0) + m.sense.weight * sysf(t, m.at)
+                by_t[t.name] = by_t.get(t.name, 0) + m.sense.weight * sysf(t, m.at) * timely(t, m.sense)
             if named_sys and not by_t:
                 sys_tables = [t for t in self.vocab.tables if t.system in named_sys and t.parent is None]
                 if len(sys_tables) == 1:
@@ -1030,7 +1080,8 @@ class _Composer:
         # ---- the columns and values named; a column of another table brings that table (joined)
         picked: dict[int, Sense] = {}
         for i in sorted({m.at for m in col_m}):
-            here = [m.sense for m in col_m if m.at == i]
+            here = [m.sense for m in col_m
+                    if m.at == i and (m.sense.table is None or m.sense.table.name not in self.avoid)]
             if i in others_pos:  # a word that names a table names no column there, unless strongly
                 tw = max(m.sense.weight for m in table_m if m.at == i)
                 here = [s for s in here if s.weight > tw or (s.kind == "value" and s.weight >= tw)]
@@ -1049,14 +1100,26 @@ class _Composer:
                     w *= 1.1
                 if any(x.at == at - 1 and x.sense.table is t for x in table_m):
                     w *= 1.3  # "order value": the value of the table named right before
+                of = at + 1 + (1 if at + 1 < len(words) and words[at + 1] == "of" else 99)
+                while of < len(words) and words[of] in ("the", "a", "an", "each", "every", "its", "their"):
+                    of += 1
+                if of < len(words) and any(x.at == of and x.sense.table is t for x in table_m):
+                    w *= 2.2  # "the name of the customer": the customer's name
                 if s.kind == "column" and t is main and s.column is not None and s.column.name.lower() == "id":
                     w *= 0.5
+                if t not in chosen and any(k.strength >= 2 for k in self.joins(main, t)):
+                    w *= 1.2  # of two tables with a column so named, the one the main table has a key to
+                if windowed and t.partitioned and not main.partitioned and s.kind == "column":
+                    w *= 1.6  # "spent the most yesterday": a window applies to what happened, not to reference data
+                else:
+                    w *= timely(t, s)
                 return w
 
             best_s = max(here, key=cscore)
             if best_s.table not in chosen and best_s.table is not None and best_s.table.name not in anti_tables \
                     and best_s.table.name not in mentioned_tables and best_s.via.startswith("synonym") \
-                    and best_s.weight < 0.85:
+                    and best_s.weight < 0.85 and not (windowed and best_s.table.partitioned
+                                                      and not main.partitioned):
                 continue  # a synonym alone brings no table of its own ("stock value" is no order amount)
             picked[i] = best_s
         self.picked = picked
@@ -1072,7 +1135,8 @@ class _Composer:
         used_tables = {s.table.name for s in picked.values() if s.table is not None}
         for m in sorted(table_m, key=lambda m: m.at):
             t = m.sense.table
-            if t is None or t in chosen or t.name in anti_tables or m.sense.weight * sysf(t) < 0.5:
+            if t is None or t in chosen or t.name in anti_tables or m.sense.weight * sysf(t) < 0.5 or \
+                    t.name in self.avoid:
                 continue
             if any(x.at == m.at and x.sense.weight > m.sense.weight for x in table_m if x.sense.table in chosen):
                 continue
@@ -1093,7 +1157,20 @@ class _Composer:
             if t is not None and t not in chosen and t.name not in anti_tables:
                 chosen.append(t)
         # ---- joins: connect every chosen table to the main one
-        tree, join_sql = self._connect(chosen)
+        try:
+            tree, join_sql = self._connect(chosen)
+        except _Reject:
+            named = [m for m in table_m if m.sense.table is main]
+            if named and max(m.sense.weight for m in named) < 1.0 and len(chosen) > 1 and main.name not in self.avoid:
+                # "which SKUs does the Memphis depot stock": 'SKUs' names the catalogue by a synonym, which joins
+                # nothing else named; the request is about the other tables
+                self.avoid.add(main.name)
+                kept = len(self.notes)
+                del self.notes[:kept]
+                self.notes.append(f"not {main.name}: it was named only by a synonym and joins none of the other "
+                                  "tables named")
+                return self.run()
+            raise
         self.tree = tree
         used: set[str] = set()
         alias = {t.name: _alias(t.name, used) for t in tree}
@@ -1127,6 +1204,11 @@ class _Composer:
         ratio_at = [i for i, w in enumerate(words) if w in _RATIO]
         ratio_cond: str | None = None
         by_col: dict[tuple[str, str], list[tuple[Any, bool]]] = {}
+        # of the values near a ratio word, the last is the outcome counted ("how often do chats end in a win"),
+        # the ones before it choose the rows ("chats")
+        in_ratio = [i for i, s in picked.items() if s.kind == "value" and i not in consumed and s.table in tree
+                    and any(r - 3 <= i <= r + 10 for r in ratio_at)]
+        ratio_pick = max(in_ratio) if in_ratio else None
         for i, s in sorted(picked.items()):
             if s.kind != "value" or i in consumed or s.table not in tree:
                 continue
@@ -1134,7 +1216,7 @@ class _Composer:
             assert t is not None and vcol is not None
             negated = any(0 < i - p <= 2 for p in neg_set) or bool(re.match(
                 r"\s*(?:\w+\s+){0,2}(left out|excluded|ignored|aside|not included)", " ".join(words[i + 1:])))
-            if ratio_at and any(r - 3 <= i <= r + 10 for r in ratio_at) and ratio_cond is None:
+            if i == ratio_pick and ratio_cond is None:
                 ratio_cond = f"{alias[t.name]}.{vcol.name} = {_lit(str(s.value), vcol.kind)}"
                 continue
             by_col.setdefault((t.name, vcol.name), []).append((s.value, negated))
@@ -1153,7 +1235,11 @@ class _Composer:
         for i, s in picked.items():  # boolean columns named: "active", "paid"
             if s.kind == "column" and s.column is not None and s.column.kind == "bool" and s.table is not None \
                     and s.table in tree and i not in consumed:
-                off = any(0 < i - p <= 3 for p in neg_set)
+                if i > 1 and words[i - 1] in ("who", "that", "which") and any(
+                        m.at == i - 2 and m.sense.table is not s.table for m in table_m) and not any(
+                        m.at == i - 2 and m.sense.table is s.table for m in table_m):
+                    continue  # "the customer who paid": says who is meant, the flag is another table's
+                off = any(0 < i - p <= 3 for p in neg_set) != (s.value is False)
                 where.append(f"{'not ' if off else ''}{alias[s.table.name]}.{s.column.name}")
                 self.notes.append(f"'{words[i]}' read as the flag {s.table.name}.{s.column.name}"
                                   + (" (false)" if off else ""))
@@ -1260,6 +1346,8 @@ class _Composer:
     def _state_change(self, r: Reading) -> None:
         """Two values of one column, the second after "to"/"into"/"as" ("the bronze customers to silver",
         "from open to shipped"): a change of state, refused like any write."""
+        if any(w in _RATIO or w in ("between", "compared", "versus", "vs", "against") for w in r.words):
+            return  # "the ratio of won to lost", "from 10 to 20": a comparison of two values, no change
         vals = [(i, s) for i, (_span, ss) in r.senses.items() for s in ss if s.kind == "value"]
         for i, a in vals:
             for j, b in vals:
@@ -1332,7 +1420,36 @@ class _Composer:
             if len(times) == 1:
                 self.notes.append(f"assumed the date compares {self.main.name}.{times[0].name}")
                 return self.main, times[0], -1
-        return None
+            return None
+        return self._plausible_column(c, pool)
+
+    def _plausible_column(self, c: u.Comparison, pool: list[Table]) -> tuple[Table, Column, int] | None:
+        """No column named near a number ("accounts worth at least 4 million"): the measure column of the
+        planned tables whose sample values the number falls among (a key or an identifier never), the main
+        table's first; only when one column fits, and stated as an assumption."""
+        try:
+            value = float(c.value)
+        except ValueError:
+            return None
+        fits: list[tuple[Table, Column]] = []
+        for t in sorted(pool, key=lambda t: t is not self.main):
+            smp = self.sample.get(t.name)
+            for col in t.columns:
+                n = col.name.lower()
+                if col.kind not in ("int", "num") or n == "id" or n.endswith(("_id", "_no", "id")) or smp is None:
+                    continue
+                vals = [float(v) for v in smp.values.get(col.name) or [] if isinstance(v, int | float) or
+                        type(v).__name__ == "Decimal"]
+                if vals and min(vals) <= value <= max(vals) * 1.5:
+                    fits.append((t, col))
+            if fits:
+                break
+        if len(fits) != 1:
+            return None
+        t, col = fits[0]
+        self.notes.append(f"assumed '{c.value}' compares {t.name}.{col.name}: no column is named next to it, and "
+                          "it is the one numeric column whose sample values it falls among")
+        return t, col, -1
 
     # ------------------------------------------------------------------------------------------------
     def _numeric_near(self, at: int, after_only: bool = False, maxd: int = 6, before_only: bool = False
@@ -1342,7 +1459,11 @@ class _Composer:
             if s.kind != "column" or s.column is None or s.table not in self.tree or \
                     s.column.kind not in ("int", "num", "other") or s.column.name.lower().endswith("id"):
                 continue
-            d = (i - at if not before_only else 99) if i > at else (at - i + 0.5 if not after_only else 99)
+            d: float
+            if i > at or (i == at and after_only):
+                d = i - at if not before_only else 99
+            else:
+                d = at - i + 0.5 if not after_only else 99
             if d > maxd:
                 continue
             score = d - s.weight - (0.3 if s.table is self.main else 0)
@@ -1375,6 +1496,7 @@ class _Composer:
                 agg = "sum"
         weighted = re.search(r"\bweighted (?:by|with) (\w+(?: \w+)?)", text)
         # grouping: per/by/for each X
+        breaks = phrase_breaks(self.request)
         group: list[tuple[str, str]] = []  # (sql expr, output name)
         grain = when.grain
         for i, w in enumerate(words):
@@ -1383,42 +1505,66 @@ class _Composer:
                 nxt += 1
             elif (w in ("each", "every") and i > 0 and words[i - 1] == "for") or (
                     w in ("each", "every") and not (nxt < len(words) and self.picked.get(nxt) is not None
-                                                    and self.picked[nxt].kind == "column")) or \
+                                                    and self.picked[nxt].kind == "column")
+                    and not (i > 0 and words[i - 1] in ("of", "at", "in", "across", "from", "within"))) or \
                     w not in ("per", "by", "each", "every") or (top and top.by_at == i) or (
                     w == "by" and i > 0 and words[i - 1] in ("multiplied", "divided", "weighted")):
                 continue
             while nxt < len(words) and words[nxt] in ("the", "a", "an", "their", "its", "each", "every", "our"):
                 nxt += 1
             if nxt >= len(words) or words[nxt] in ("day", "week", "month", "year", "quarter", "hour"):
+                # "per day and channel": the time grain, then a column
+                a = nxt + 2 if nxt + 2 < len(words) and words[nxt + 1] in ("and", "&") else None
+                if a is not None and a in self.picked and self.picked[a].kind == "column":
+                    for g in self._group_targets(a, words):
+                        if g not in group:
+                            group.append(g)
+                            consumed.add(a)
                 continue
             # the phrase "per X Y": the last word naming something within 3 words
             span = self._reading_senses[nxt][0] if nxt in self._reading_senses else 1
-            if any(m.at == nxt and m.sense.table is self.main for m in self._mentions) and nxt not in self.picked \
-                    and nxt + span not in self.picked:
+            if any(m.at == nxt and m.sense.table is self.main for m in self._mentions) and (
+                    (nxt not in self.picked and nxt + span not in self.picked) or w in ("each", "every")):
                 per_row = True
                 continue  # "for each order line": the main table's own rows ("per product family" is a column)
             if w in ("each", "every"):
-                g = self._group_target(nxt, words)
-                if g and g not in group:
-                    group.append(g)
+                for g in self._group_targets(nxt, words):
+                    if g not in group:
+                        group.append(g)
                 continue
-            cand = [j for j in range(nxt, min(nxt + 3, len(words))) if j in self.picked or
-                    any(j == m for m in self._table_positions())]
+            stop = min(nxt + 3, len(words))
+            stop = next((k + 1 for k in range(nxt, stop) if k in breaks), stop)
+            cand = [j for j in range(nxt, stop) if j in self.picked or any(j == m for m in self._table_positions())]
             if not cand:
                 continue
             naming = self.picked.keys() | self._table_positions() | self._system_positions()
             j = cand[0]
-            for k in range(nxt, min(nxt + 3, len(words))):
+            for k in range(nxt, stop):
                 if k not in naming:
                     break
                 if k in cand:
                     j = k
                 if k in self.picked and self.picked[k].kind == "column":
                     break  # the head of the phrase: "per customer tier" ends at tier
-            g = self._group_target(j, words)
-            if g and g not in group:
-                group.append(g)
-                consumed.add(j)
+            for g in self._group_targets(j, words):
+                if g not in group:
+                    group.append(g)
+                    consumed.add(j)
+            # "per day and channel", "by region and tier": the coordinated phrase groups too
+            k = j + 1
+            while k + 1 < len(words) and words[k] in ("and", "&") and (k - 1) not in breaks:
+                nxt_k = k + 1
+                while nxt_k < len(words) and words[nxt_k] in ("the", "a", "an", "their", "its", "by", "per"):
+                    nxt_k += 1
+                more = self._group_targets(nxt_k, words) if nxt_k < len(words) and (
+                    nxt_k in self.picked and self.picked[nxt_k].kind == "column") else []
+                if not more:
+                    break
+                for g in more:
+                    if g not in group:
+                        group.append(g)
+                        consumed.add(nxt_k)
+                k = nxt_k + 1
         if grain in ("day", "week", "month", "year", "quarter"):
             tcol = self._time_column()
             if tcol is not None:
@@ -1440,8 +1586,14 @@ class _Composer:
                 break
         if agg and agg != "count" and derived is None:
             measure = self._numeric_near(agg_at, after_only=True) or self._numeric_near(agg_at)
+        if measure is None and derived is None and (agg in (None, "avg", "sum", "max", "min") or top):
+            measure = self._duration_measure(words, agg_at if agg else (top.at if top else -1))
+            if measure is not None and agg is None and not top:
+                agg, agg_at = "avg", words.index("long") if "long" in words else 0
         if measure is None and derived is None and (group or top or agg):
             measure = self._numeric_near(top.at if top else (agg_at if agg_at >= 0 else 0), after_only=True, maxd=12)
+            if measure is None and top:  # the verb before the superlative: "who spent the most", "paid the least"
+                measure = self._numeric_near(top.at, maxd=3)
             if measure is None and group:
                 measure = self._numeric_near(len(words), maxd=99)
         if top and top.by_at is not None and derived is None:
@@ -1451,8 +1603,10 @@ class _Composer:
             said = [top.word] + ([words[top.at + 1]] if top.word in ("most", "least") and top.at + 1 < len(words)
                                  else [])  # "the most expensive"
             hint = next((v for w in reversed(said) for k, v in _SUPER_MEASURE.items() if w.startswith(k) and v), "")
-            if hint == "time":  # "the most recent", "the oldest": the time the rows happened
-                found = self._time_column()
+            if hint == "time":  # "the most recent", "the oldest": the time the rows happened (or the one named)
+                named_t = [(s.table, s.column) for i, s in self.picked.items() if s.kind == "column" and s.column
+                           is not None and s.column.kind == "time" and s.table in tree and abs(i - top.at) <= 3]
+                found = named_t[0] if named_t else self._time_column()
                 if found is not None:
                     measure = found
                     self.notes.append(f"'{top.word}' read as: by {found[0].name}.{found[1].name}")
@@ -1509,6 +1663,22 @@ class _Composer:
             if subject is not None:
                 group.append(subject)
                 agg = agg or "sum"
+        # "the priciest product in each category": the top rows within every group, not a ranking of groups
+        if top and group and agg is None and mexpr and top.at + 1 < len(words) and any(
+                m.at in (top.at + 1, top.at + 2) and m.sense.table is main for m in self._mentions) and any(
+                w in ("each", "every", "per") for w in words[top.at:]):
+            part = ", ".join(e for e, _ in group)
+            self.qualify = (f"row_number() over (partition by {part} order by {mexpr} "
+                            f"{'desc' if top.desc else 'asc'}) <= {top.n or 1}")
+            self.notes.append(f"'{top.word}' read per {', '.join(o for _, o in group)}: the first {top.n or 1} "
+                              f"rows of each by {mexpr}")
+            seen: set[str] = set()
+            for t in tree:
+                for c in t.columns:
+                    if c.name.lower() not in seen:
+                        seen.add(c.name.lower())
+                        select.append(f"{alias[t.name]}.{c.name}")
+            return self._emit(select, where, join_sql, [], [], None, when, measure_name=None)
         if per_row and agg == "sum" and not group and not top:
             agg = None  # "for each order line, how many units ...": the value of each row
         if agg is None and group:
@@ -1531,11 +1701,21 @@ class _Composer:
                 order = [f"{out} {'desc' if top.desc else 'asc'}"]
             self.notes.append(f"aggregate: {aexpr}" + (f" per {', '.join(o for _, o in group)}" if group else ""))
             return self._emit(select, where, join_sql, group, order, limit, when, measure_name=out)
-        # rows
+        # rows; a column name two joined tables share keeps both unless it is their join key ("the bank amount
+        # next to the order amount": bank_statements.amount and erp_orders.amount)
         names: set[str] = set()
+        keys = " ".join(cond for _t, _u, cond in join_sql)
         for t in tree:
             for c in t.columns:
                 if c.name.lower() in names:
+                    if re.search(rf"\.{re.escape(c.name)}\b", keys) or c.name.lower() in ("id", "currency") or \
+                            c.kind in ("time", "bool"):
+                        continue
+                    out_name = f"{t.name.split('_')[-1]}_{c.name}"
+                    if out_name.lower() in names:
+                        continue
+                    names.add(out_name.lower())
+                    select.append(f"{alias[t.name]}.{c.name} as {out_name}")
                     continue
                 names.add(c.name.lower())
                 select.append(f"{alias[t.name]}.{c.name}")
@@ -1550,10 +1730,32 @@ class _Composer:
         return self._emit(select, where, join_sql, [], order, limit, when,
                           measure_name="value" if derived else None)
 
+    def _duration_measure(self, words: list[str], at: int) -> tuple[Table, Column] | None:
+        """A time span named in other words ("the mean handling time", "how long do chats last", "time spent"):
+        the numeric column of the joined tables whose name carries a unit of time (``duration_minutes``). Only
+        when an aggregate or a ranking applies to it (*at*), or the request asks "how long"."""
+        near = words[at + 1: at + 5] if at >= 0 else []
+        asks = any(w in ("time", "times", "long", "length", "lengths", "duration", "durations", "spent")
+                   for w in near) or re.search(r"how long", " ".join(words))
+        if not asks:
+            return None
+        for t in self.tree:
+            for c in t.columns:
+                n = c.name.lower()
+                if c.kind in ("int", "num") and any(x in n for x in ("duration", "minute", "second", "hour",
+                                                                     "elapsed", "_days", "_ms")):
+                    self.notes.append(f"assumed the time asked for is {t.name}.{c.name} (a column measured in "
+                                      "a unit of time)")
+                    return t, c
+        return None
+
     def _default_measure(self, text: str) -> tuple[tuple[Table, Column] | None, str | None]:
         """The money a table's rows are worth when the request names none ("how much did each region buy",
         "stock value"): a column named amount/total/value/revenue/price, else quantity x unit price/cost."""
-        for t in self.tree:
+        tree = self.tree
+        if getattr(self, "windowed", False):  # "yesterday": what happened then, not a reference figure
+            tree = sorted(tree, key=lambda t: not t.partitioned)
+        for t in tree:
             for c in t.columns:
                 if c.kind in ("int", "num", "other") and any(w in c.name.lower() for w in (
                         "amount", "total", "value", "revenue")):
@@ -1589,26 +1791,30 @@ class _Composer:
                     return t, c
         return None
 
-    def _group_target(self, j: int, words: list[str]) -> tuple[str, str] | None:
+    def _group_targets(self, j: int, words: list[str]) -> list[tuple[str, str]]:
+        """What "per X" groups by: a column or a value's column named at *j*; an entity (a joined table): its key
+        and its name, so the answer shows both (``per depot``: warehouse id and name); else the entity's key in
+        the measured table (``per customer``: customer_id)."""
         s = self.picked.get(j)
         alias = self.alias
-        if s is not None and s.kind == "column" and s.table in self.tree and s.column is not None:
-            return f"{alias[s.table.name]}.{s.column.name}", s.column.name
-        if s is not None and s.kind == "value" and s.table in self.tree and s.column is not None:
-            return f"{alias[s.table.name]}.{s.column.name}", s.column.name
-        # an entity: its name (or key) when its table is joined, else its key in the measured table (customer_id)
+        if s is not None and s.kind in ("column", "value") and s.table in self.tree and s.column is not None:
+            return [(f"{alias[s.table.name]}.{s.column.name}", s.column.name)]
         ent = u.stem(words[j])
         for t in self.tree:
             if t is not self.main and (ent in t.entity or u.stem(t.name.split("_")[-1]) == ent or any(
                     m.at == j and m.sense.table is t for m in self._mentions)):
-                key = t.col("name") or (t.col(t.pk[0]) if t.pk else None)
-                if key is not None:
-                    return f"{alias[t.name]}.{key.name}", key.name
+                pk = t.col(t.pk[0]) if len(t.pk) == 1 else None
+                name = t.col("name")
+                keys = [c for c in (pk, name) if c is not None]
+                if keys:
+                    if len(keys) == 2:
+                        self.notes.append(f"per {words[j]}: grouped by {t.name}.{pk.name} and its name")  # type: ignore[union-attr]
+                    return [(f"{alias[t.name]}.{c.name}", c.name) for c in keys]
         for t in self.tree:
             for c in t.columns:
                 if c.name.lower() in (f"{ent}_id", f"{words[j]}_id"):
-                    return f"{alias[t.name]}.{c.name}", c.name
-        return None
+                    return [(f"{alias[t.name]}.{c.name}", c.name)]
+        return []
 
     def _subject(self, top: u.TopN, words: list[str], measured: Table | None = None) -> tuple[str, str] | None:
         """The entity a top-N ranks, when it is not the measured table's own rows: "which three items sold the
@@ -1651,7 +1857,8 @@ class _Composer:
             return expr
 
         model_sql = None
-        if len(tree) > 1 or where or group or order or limit or measure_name or main.parent is not None:
+        if len(tree) > 1 or where or group or order or limit or measure_name or main.parent is not None or \
+                getattr(self, "qualify", None):
             lines = [f"select {', '.join(select)}", f"from {main.name} {alias[main.name]}"]
             for t, _u, cond in join_sql:
                 lines.append(f"join {t.name} {alias[t.name]} on {fill(cond)}")
@@ -1660,6 +1867,8 @@ class _Composer:
                 self.notes.append("filter: " + " and ".join(where))
             if group:
                 lines.append("group by all")
+            if getattr(self, "qualify", None):
+                lines.append(f"qualify {self.qualify}")
             if order:
                 lines.append("order by " + ", ".join(order) + (f" limit {limit}" if limit else ""))
                 if limit:

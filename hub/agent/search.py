@@ -261,6 +261,13 @@ MIN_SIMILARITY = 0.25
 KEYWORD_WEIGHT = 0.5
 #: Parameters whose descriptions an action's vector text carries, at most (the first sentence of each).
 MAX_PARAMETER_NOTES = 8
+#: A parameter note shared by more than this share of a catalog's actions (and by more than
+#: :data:`COMMON_NOTE_MIN` of them) is boilerplate, left out of the vector text: Twilio's "page size: How many
+#: resources to return in each list page", "page: The page index" and "page token: ..." are on 340 of its 1,447
+#: operations. They say nothing about one operation and were 14% of the catalog's tokens, that is of the time
+#: to build its vectors; the tune half's Recall@5 is the same without them (docs/benchmarks.md).
+COMMON_NOTE_SHARE = 0.02
+COMMON_NOTE_MIN = 8
 
 _VERB_PATH = re.compile(r"^(GET|PUT|POST|DELETE|PATCH|HEAD|OPTIONS|TRACE) \S+(: )?")
 _NOTES = re.compile(r"\s*\((operationId [^)]*)\)|\s*\[tags: [^\]]*\]")
@@ -286,34 +293,49 @@ def _is_identifier(name: str, description: str) -> bool:
     return last in ("sid", "id") or "SID" in description[:40]
 
 
-def parameter_notes(schema: Any, limit: int = MAX_PARAMETER_NOTES) -> list[str]:
+def parameter_notes(schema: Any, limit: int = MAX_PARAMETER_NOTES, *,
+                    common: frozenset[str] = frozenset()) -> list[str]:
     """"name: first sentence of its description" for the documented parameters of *schema* (a request body's
-    fields included), identifiers left out, at most *limit*."""
+    fields included), identifiers and the catalog's *common* notes (:func:`common_notes`) left out, at most
+    *limit*."""
     out: list[str] = []
     props = schema.get("properties") if isinstance(schema, dict) else None
     for name, sub in (props or {}).items():
         if not isinstance(sub, dict):
             continue
         if sub.get("x-in") == "body":
-            out.extend(parameter_notes(sub, limit))
+            out.extend(parameter_notes(sub, limit, common=common))
             continue
         said = sub.get("description")
         if isinstance(said, str) and said.strip() and not _is_identifier(name, said):
-            out.append(f"{humanize(name)}: {_SENTENCE_END.split(_plain(said), 1)[0]}")
+            note = f"{humanize(name)}: {_SENTENCE_END.split(_plain(said), 1)[0]}"
+            if note not in common:
+                out.append(note)
     return out[:limit]
 
 
-def semantic_text(action: Action) -> str:
+def common_notes(actions: list[Action]) -> frozenset[str]:
+    """The parameter notes so many of *actions* share that they are boilerplate (paging, request headers):
+    on more than :data:`COMMON_NOTE_SHARE` of the actions and more than :data:`COMMON_NOTE_MIN` of them."""
+    counts: Counter[str] = Counter()
+    for a in actions:
+        counts.update(set(parameter_notes(a.input_schema, limit=10_000)))
+    floor = max(COMMON_NOTE_MIN, COMMON_NOTE_SHARE * len(actions))
+    return frozenset(note for note, n in counts.items() if n > floor)
+
+
+def semantic_text(action: Action, common: frozenset[str] = frozenset()) -> str:
     """What the model reads of an action: its operation as words ("create incoming phone number"), what it
     says it does (summary, description, and what its resource is), then what its parameters are for. Method,
     raw path, tags and the API's title are left out (the keyword half has them; on the tune half of the Twilio
     queries the title as a prefix cost 20 points of Recall@5), and so are identifier parameters, which every
-    operation under a parent shares. Parameter notes were worth 20 points: they say what a call is about in the
-    words people use. The model reads the first :data:`hub.agent.embed.MAX_TOKENS` tokens."""
+    operation under a parent shares, and the catalog's *common* notes (:func:`common_notes`). Parameter notes
+    were worth 20 points: they say what a call is about in the words people use. The model reads the first
+    :data:`hub.agent.embed.MAX_TOKENS` tokens."""
     op = str(action.binding.get("operation_id") or action.name.split(".", 1)[-1])
     text = _plain(_NOTES.sub("", _VERB_PATH.sub("", action.description)))
     said = ". ".join(dict.fromkeys(p.strip().rstrip(".") for p in text.split(" - ") if p.strip()))
-    pieces = [humanize(op), said, "; ".join(parameter_notes(action.input_schema))]
+    pieces = [humanize(op), said, "; ".join(parameter_notes(action.input_schema, common=common))]
     return ". ".join(p for p in pieces if p)
 
 
@@ -325,7 +347,8 @@ class SemanticIndex:
 
         self.embedder = shared_embedder()
         store = VectorStore(store_path or default_store_path())
-        self.vectors = self.embedder.cached([semantic_text(a) for a in actions], store)
+        common = common_notes(actions)
+        self.vectors = self.embedder.cached([semantic_text(a, common) for a in actions], store)
 
     def similarity(self, query: str) -> np.ndarray:
         """Cosine similarity of *query* to every action (unit vectors: a dot product)."""

@@ -142,7 +142,8 @@ zero nil dump snapshot extract feed export listing rundown roster history sheet 
 batch copy day days daily week weeks weekly month months monthly year years yearly annual annually hour hours
 hourly minute minutes today yesterday tomorrow now morning mornings evening evenings night nights nightly
 noon midnight monday tuesday wednesday thursday friday saturday sunday january february march april may june
-july august september october november december mid middle beginning end start early late recent recently
+july august september october november december mondays tuesdays wednesdays thursdays fridays saturdays
+sundays weekday weekdays weekend weekends workday workdays mid middle beginning end start early late recent recently
 current currently latest new newest old oldest time times date dates period window
 along together alongside including include includes included excluding exclude except besides plus minus
 times multiplied divided ratio rate rates share shares fraction fractions percentage percent proportion
@@ -157,6 +158,10 @@ did does do done make made having hold holding holds held keep kept remain remai
 which whichever whatever wherever whenever however
 system systems data database table tables warehouse-wide company business our
 vs versus against relative compared compare
+often frequently usually typically likelihood probability chance odds twice thrice once
+behind beside besides beneath near nearby inside outside around among amongst upon toward towards within
+throughout underneath alongside onto via along past whose whom someone's anyone's concerned concerning
+regarding respectively actually really basically simply currently overall altogether everywhere somewhere
 """))
 
 NUMBER_WORDS = {"zero": 0, "one": 1, "single": 1, "a": 1, "an": 1, "two": 2, "couple": 2, "pair": 2, "three": 3,
@@ -179,11 +184,17 @@ invite issue lock log lower mail make mark merge modify move notify nullify open
 promote publish purge push put raise reassign rebook refund register reject reopen remove rename replace
 reprice reset restock restore retire revoke send set ship submit subtract suspend swap switch tag terminate
 text transfer truncate turn unlock unset unsubscribe update upgrade upload void wipe write zero blank null
+reduce cut trim lift shift discount ban kill nuke scrap strip flush populate fill dedupe deduplicate migrate
+renew extend rewrite relabel reclassify recategorise recategorize rebrand overwrite mute unmute pause resume
+reactivate unflag unmark untag unblock unarchive mass-update bulk-update sync-to top-up backfill bump ditch
+tell inform
 """))
+#: Prefixes that make a change verb of a change verb ("re-open", "unarchive", "deflag", "mis-assign").
+_CHANGE_PREFIXES = ("re", "un", "de", "dis", "mis", "over", "under", "pre", "auto", "bulk-", "mass-")
 _CHANGE_STEMS = {stem(v) for v in CHANGE_VERBS}
 #: Verbs that read (never a write, even at the start of a clause).
 READ_VERBS = {stem(v) for v in _words("""
-list show give get pull fetch load read display return find look tell report retrieve extract provide
+list show give get pull fetch load read display return find look report retrieve extract provide
 produce compute calculate count sum total average match compare join combine refresh reload sync-from
 which what how who where when export summarise summarize break group rank sort order
 """)}
@@ -192,7 +203,11 @@ _AMBIGUOUS = set(_words("""
 open close record file book post email mail text schedule issue log order transfer credit debit charge ship
 place zero blank null lock tag flag mark store save enter set turn empty void swap switch drop copy pay raise
 sync make put move clear file award block approve register grant
+discount cut trim lift shift ban scrap strip fill flush pause resume kill top-up backfill bump mute extend renew
 """))
+#: Verbs that deliver a report to a person ("send me ..."), and verbs that refresh the hub's copy on a schedule.
+_DELIVERY = {"send", "email", "mail", "text", "forward", "deliver", "post", "tell", "inform", "notify"}
+_REFRESH = {"update", "sync", "reload", "refresh", "copy", "mirror", "replicate"}
 _OBJECT_START = {"a", "an", "the", "it", "them", "this", "that", "these", "those", "all", "every", "each", "his",
                  "her", "their", "our", "my", "its", "some", "any", "new", "one", "zero", "up", "down", "off",
                  "out", "in", "back", "him", "me", "us", "everything", "everyone", "both", "no", "only"}
@@ -204,7 +219,15 @@ SCHEDULE_LEAD = re.compile(r"\s*(?:(?:every|each)\s+(?:morning|night|evening|day
                            r"(?:mon|tues|wednes|thurs|fri|satur|sun)day)|daily|hourly|nightly|weekly|monthly)"
                            r"(?:\s+at\s+\d{1,2}(?::\d{2})?\s*(?:am|pm|h)?)?\s*,?\s*", re.IGNORECASE)
 _STATE_CHANGE = re.compile(
-    r"\b(?:is|are)\s+now\b|\bshould\s+(?:be|become|read|say|show|equal)\b|\b(?:must|needs? to|ought to)\s+"
+    r"\b(?:has|have|had)\s+(?:been\s+)?(?:changed|moved|switched|gone|turned)\s+(?:to|into|over to)\b|"
+    r"\b(?:get|got|gets|getting) rid of\b|\bdo away with\b|\b(?:throw|wipe|clean|clear|zero|blank|null)"
+    r"(?:s|ed|ing)? (?:out|away)\b|\b(?:let|have|make)\s+(?:\w+\s+){1,4}?(?:go|goes)\s+(?:up|down)\b|"
+    r"\b(?:go|goes)\s+(?:up|down)\s+by\b|\b(?:is|are)\s+now\b|"
+    r"\bgive\s+(?:all|every|each|the|customer|order|product|contact)\s+(?:\w+\s+){0,3}?(?:a|an|the)\s+(?:new\s+)?"
+    r"(?:\w+\s+)?(?:tier|status|price|score|rating|label|tag|flag|discount|category|state|value)\b|"
+    r"\b(?:want|like|need)\s+(?:\w+\s+){1,5}?to (?:be|become|have|get)\b(?!\s+\w+ed\b)|\blet\s+(?:\w+\s+){1,5}?be\b|"
+    r"\btake\s+(?:\S+\s+){1,5}?(?:out of|off)\b|\b(?:strike|cross)\s+(?:\w+\s+){0,4}?(?:off|out)\b|"
+    r"\bshould\s+(?:be|become|read|say|show|equal)\b|\b(?:must|needs? to|ought to)\s+"
     r"(?:be|become)\b|\bfrom now on\b|\bhenceforth\b|\bbecomes?\b|\binstead of\b.*\buse\b|"
     r"\b(?:moves|goes|switches|changes|upgrades|downgrades|gets|turns)\s+(?:to|into|over to)\b|"
     r"\b(?:has|have|needs?|is|are) to (?:be|become|get)\b|\bshould (?:get|have|go|move|change)\b|"
@@ -227,12 +250,23 @@ def write_intent(request: str, extra: set[str] | frozenset[str] = frozenset()) -
         raw = w.group(0).lower()
         st = stem(raw)
         # an order is the verb's base form: "active" is no "activate", "logged" and "books" describe the data
-        if raw not in change or st in READ_VERBS:
+        if st in READ_VERBS or (raw not in change and not (
+                len(raw) > 5 and any(raw.startswith(p) and raw[len(p):].lstrip("-") in change
+                                     for p in _CHANGE_PREFIXES))):
             continue
         before = text[: w.start()]
         if _CLAUSE_START.search(before) or not before.strip() or SCHEDULE_LEAD.fullmatch(before):
             nxt = words[i + 1].group(0).lower() if i + 1 < len(words) else ""
-            if raw in _AMBIGUOUS and nxt not in _OBJECT_START and not re.fullmatch(r"\d+", nxt):
+            if raw in _DELIVERY and nxt in ("me", "us", "my", "our", "it", "them", "the team", "a", "an"):
+                continue  # "send me the contacts per channel": a report delivered, nothing changed in a system
+            if raw in _REFRESH and when(text).schedule and not re.search(
+                    r"\b(?:to|as|into|=)\s+(?:\d|'|\"|0|zero|null|empty|blank)|\bwith\b", text[w.end():]):
+                continue  # "update the stock figures every hour": the copy refreshed on a schedule
+            after = text[w.end():]
+            # an order all the same: a thing and its id ("flag order 100005"), or a new state ("... as shipped")
+            ordered = bool(re.match(r"\s+[A-Za-z]+\s+#?[A-Za-z]*-?\d+\b", after)) or bool(re.search(
+                r"\bas\s+(?:\w+ed|paid|done|open|closed|lost|won|active|inactive|complete)\b", after))
+            if raw in _AMBIGUOUS and nxt not in _OBJECT_START and not re.fullmatch(r"\d+", nxt) and not ordered:
                 continue  # a noun or adjective here ("open orders", "record count")
             if raw == "make" and nxt in ("a", "an", "me", "us") and re.search(
                     r"\bmake (?:me |us )?(?:a|an) (?:list|report|table|overview|summary|chart|count)\b", text, re.I):
@@ -413,8 +447,20 @@ def comparisons(words: list[str], nums: list[Number]) -> list[Comparison]:
             start -= 1
         out.append(Comparison(op, n.text, start, end, n.unit))
     del by_start
-    # dates: before/after/since/until/older than <date>
+    # dates: before/after/since/until/older than <date>; "in 2023", "during March 2023": that year or month
     for i, w in enumerate(words):
+        if w in ("in", "during", "throughout") and i + 1 < len(words) and (
+                re.fullmatch(r"(19|20)\d\d", words[i + 1]) or (words[i + 1] in _MONTHS and i + 2 < len(words)
+                                                               and re.fullmatch(r"(19|20)\d\d", words[i + 2]))):
+            d = _date_at(words, i + 1)
+            if d is not None:
+                iso, end = d
+                y, mo, _day = (int(x) for x in iso.split("-"))
+                whole_year = words[i + 1] not in _MONTHS
+                nxt = f"{y + 1:04d}-01-01" if whole_year else f"{y + (mo == 12):04d}-{mo % 12 + 1:02d}-01"
+                out.append(Comparison(">=", iso, i, end, None, is_date=True))
+                out.append(Comparison("<", nxt, i, end, None, is_date=True))
+            continue
         if w not in ("before", "after", "since", "until", "till", "from", "than"):
             continue
         d = _date_at(words, i + 1)
@@ -479,7 +525,10 @@ def top_n(words: list[str], nums: list[Number], used: set[int]) -> TopN | None:
                                             for x in words[max(0, num.start - 2): num.start])
         if (num.end <= i and i - num.end <= 2) or (w in ("top", "bottom") and num.start == i + 1) or named_before:
             n = int(num.value)
-    if n is None and any(x in ("the", "which") for x in words[max(0, i - 2): i]):
+    asked = next((k for k in range(max(0, i - 5), i) if words[k] in ("which", "what")), None)
+    if n is None and asked is not None and asked + 1 < i and re.fullmatch(r"[a-z]{3,}[^s]s", words[asked + 1]):
+        n = None  # "which clients paid the most": every client, ranked
+    elif n is None and any(x in ("the", "which") for x in words[max(0, i - 2): i]):
         n = 1 if not any(words[k].endswith("s") and len(words[k]) > 3 and words[k] not in FILLER
                          for k in range(i + 1, min(len(words), i + 3))) else None
     if n is None and "single" in words[max(0, i - 4): i]:
@@ -531,6 +580,33 @@ class When:
     notes: list[str] = field(default_factory=list)
 
 
+_SCHEDULE_UNIT = {"second", "seconds", "minute", "minutes", "min", "mins", "hour", "hours", "day", "days", "week",
+                  "weeks", "month", "months", "morning", "mornings", "night", "nights", "evening", "evenings",
+                  "weekday", "weekdays", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday",
+                  "sunday", "mondays", "tuesdays", "wednesdays", "thursdays", "fridays", "saturdays", "sundays"}
+
+
+def schedule_positions(words: list[str]) -> set[int]:
+    """Token positions that only say when to run ("every 30 minutes", "each Monday at 8", "at 17 00 h"): they
+    name no field, even when a column is named after the same unit (``duration_minutes``)."""
+    out: set[int] = set()
+    for i, w in enumerate(words):
+        if w in ("every", "each"):
+            j = i + 1
+            if j < len(words) and re.fullmatch(r"\d+|other|two|three|four|five|six|ten|fifteen|thirty", words[j]):
+                j += 1
+            if j < len(words) and words[j] in _SCHEDULE_UNIT:
+                out |= set(range(i, j + 1))
+        elif w == "at" and i + 1 < len(words) and re.fullmatch(r"\d{1,2}", words[i + 1]):
+            j = i + 2
+            if j < len(words) and re.fullmatch(r"\d\d", words[j]):
+                j += 1
+            if j < len(words) and words[j] in ("am", "pm", "h", "o'clock", "oclock", "sharp"):
+                j += 1
+            out |= set(range(i, j))
+    return out
+
+
 _DOW = {"sunday": 0, "monday": 1, "tuesday": 2, "wednesday": 3, "thursday": 4, "friday": 5, "saturday": 6}
 
 
@@ -540,14 +616,24 @@ def when(request: str) -> When:
     ``0 * * * *``; "every 15 minutes" -> ``*/15 * * * *``."""
     text = request.lower()
     out = When()
-    grain = re.search(r"\b(?:per|by|each|every|a)\s+(day|week|month|year|quarter)\b|\b(daily|weekly|monthly|yearly|"
-                      r"quarterly)\b", text)
+    grain = None
+    for g_m in re.finditer(r"\b(?:per|by|each|every|a)\s+(day|week|month|year|quarter)\b|\b(daily|weekly|monthly|"
+                           r"yearly|quarterly)\b", text):
+        before = text[: g_m.start()].split()[-2:]
+        # "4 million a year", "50 euros per month": a rate of the amount before it, not a grain
+        if g_m.group(1) and any(re.fullmatch(r"\d+(?:[.,]\d+)?|" + "|".join(_SCALE) + r"|euros?|eur|dollars?|usd|"
+                                             r"units?|pieces?|times", w) for w in before):
+            continue
+        grain = g_m
+        break
     if grain:
         g = grain.group(1) or {"daily": "day", "weekly": "week", "monthly": "month", "yearly": "year",
                                "quarterly": "quarter"}[grain.group(2)]
         # "every day" / "every week" alone is a schedule; "per"/"by" asks for a grain
-        if (grain.group(1) and text[grain.start():].startswith(("per", "by", "a "))) or grain.group(2):
-            out.grain = g
+        counted = re.search(r"\b(how many|number of|count|total|sum|average|mean|avg)\b", text[: grain.start()])
+        if (grain.group(1) and text[grain.start():].startswith(("per", "by", "a "))) or grain.group(2) or (
+                counted and grain.start() > 0 and g in ("week", "month", "year", "quarter")):
+            out.grain = g  # "how many customers signed up each month": counted per month, not run monthly
     if out.grain in ("month", "quarter", "year"):
         out.partitions = "monthly"
     elif re.search(r"\b(yesterday|today|daily|every day|each day|per day|by day|a day|every morning|every night|"
@@ -557,21 +643,35 @@ def when(request: str) -> When:
         out.notes.append("last week: run the last 7 daily partitions (hub run SPEC --from D-7 --to D-1)")
     elif "yesterday" in text:
         out.notes.append("yesterday: each run loads the latest complete daily partition (the day before)")
-    at = re.search(r"\bat\s+(\d{1,2})(?::(\d\d))?\s*(am|pm|h|o'clock)?\b", text)
+    at = re.search(r"\bat\s+(\d{1,2})(?:[:.](\d\d))?\s*(am|pm|h|o'clock)?\b", text)
     hour = minute = None
     if at:
         hour = int(at.group(1)) % 24
-        if at.group(3) == "pm" and hour < 12:
+        afternoon = re.search(r"\b(afternoon|evening)s?\b", text) or (re.search(r"\bnights?\b", text) and hour >= 7)
+        if (at.group(3) == "pm" or (afternoon and at.group(3) != "am")) and hour < 12:
             hour += 12
         minute = int(at.group(2) or 0)
+    elif re.search(r"\b(?:at )?(noon|midday|midnight)\b", text):
+        hour, minute = (0 if "midnight" in text else 12), 0
     hh = lambda default: hour if hour is not None else default  # noqa: E731
     mm = minute or 0
-    every_n = re.search(r"\bevery\s+(\d+)\s+(minute|min|hour)s?\b", text)
-    dow = next((d for name, d in _DOW.items() if re.search(rf"\b(every|each|on)\s+{name}s?\b|\b{name}s\b", text)),
-               None)
+    words_n = "|".join(k for k in NUMBER_WORDS if k not in ("a", "an", "single", "one"))
+    every_n = re.search(rf"\bevery\s+(\d+|{words_n}|other|half an?|half|quarter of an?|quarter)\s+"
+                        r"(minute|min|hour)s?\b", text)
+    dow: int | str | None = next((d for name, d in _DOW.items()
+                                  if re.search(rf"\b(every|each|on)\s+{name}s?\b|\b{name}s\b", text)), None)
+    if re.search(r"\b(every|each|on)\s+(week ?day|working day|business day)s?\b|\bweekdays\b|\bmonday (?:to|through|-)"
+                 r" friday\b|\bmon ?- ?fri\b", text):
+        dow = "1-5"
+    elif re.search(r"\b(every|each|on|at)\s+(the\s+)?weekends?\b|\bweekends\b", text):
+        dow = "0,6"
     if every_n:
-        n = int(every_n.group(1))
-        out.schedule = f"*/{n} * * * *" if every_n.group(2).startswith("min") else f"0 */{n} * * *"
+        k, minutes = every_n.group(1), every_n.group(2).startswith("min")
+        n = int(k) if k.isdigit() else 2 if k == "other" else NUMBER_WORDS.get(k, 0)
+        if k.startswith(("half", "quarter")):  # every half hour, every quarter of an hour
+            n, minutes = (30 if k.startswith("half") else 15), True
+        n = max(1, n)
+        out.schedule = f"*/{n} * * * *" if minutes else f"0 */{n} * * *"
     elif re.search(r"\b(every|each)\s+hour\b|\bhourly\b", text):
         out.schedule = "0 * * * *"
     elif dow is not None:
@@ -580,8 +680,8 @@ def when(request: str) -> When:
         out.schedule = f"{mm} {hh(6)} * * *"
     elif re.search(r"\b(every|each) (night|evening)\b|\bnightly\b", text):
         out.schedule = f"{mm} {hh(2)} * * *"
-    elif re.search(r"\b(every|each) week\b|\bweekly\b", text) and not re.search(r"\bweekly\s+\w+\s+(of|per|by)\b",
-                                                                                text):
+    elif re.search(r"\b(every|each) week\b|\bweekly\b", text) and out.grain != "week" and \
+            not re.search(r"\bweekly\s+\w+\s+(of|per|by)\b", text):
         out.schedule = f"{mm} {hh(6)} * * 1"
     elif re.search(r"\b(every|each) month\b|\bmonthly\b", text) and out.grain != "month":
         out.schedule = f"{mm} {hh(6)} 1 * *"
@@ -593,5 +693,5 @@ def when(request: str) -> When:
 
 
 __all__ = ["FILLER", "THESAURUS", "Comparison", "Number", "TopN", "When", "arithmetic", "comparisons",
-           "is_flow", "negation_positions", "numbers", "related", "split_words", "stem", "stems", "top_n", "when",
-           "write_intent"]
+           "is_flow", "negation_positions", "numbers", "related", "schedule_positions", "split_words", "stem", "stems",
+           "top_n", "when", "write_intent"]

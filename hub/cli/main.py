@@ -141,9 +141,11 @@ def _run(pipeline: Pipeline, assets: list[str] | None, partition: str | None, st
 
     files: list[str] | None = None
     keys: list[str | None]
-    per_file = bool(assets) and all(a in pipeline.sources and pipeline.sources[a].per_file for a in assets or [])
+    per_file = bool(assets) and all((a in pipeline.sources and pipeline.sources[a].per_file)
+                                    or (a in pipeline.spec.flows and pipeline.flow_files(a) is not None)
+                                    for a in assets or [])
     try:
-        if per_file:  # file drops: --partition names a file (default: every file that is ready)
+        if per_file:  # file drops (and flows after them): --partition names a file (default: every file)
             keys, files = [None], ([partition] if partition else None)
         else:
             keys = partition_keys(pipeline.spec.partitions, str(pipeline.path), pipeline.name, partition=partition,

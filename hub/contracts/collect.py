@@ -32,7 +32,14 @@ import yaml
 
 from adapters.sftp import CsvFormat, FormatConfig
 from hub.contracts.schema import infer
-from hub.contracts.usage import query_columns, sql_flow_writes, sqlglot_dialect, system_sources, table_key
+from hub.contracts.usage import (
+    query_columns,
+    sql_flow_procedures,
+    sql_flow_writes,
+    sqlglot_dialect,
+    system_sources,
+    table_key,
+)
 from hub.errors import AdapterError, HTTPStatusError, HubError, ResponseFormatError, SoapFault, TransportError
 from hub.runtime.secrets import mask
 from hub.runtime.window import Window, render_config, sample_window
@@ -432,16 +439,24 @@ def _fixed_width_layout(data: bytes, fmt: FormatConfig, base_dir: Path) -> dict[
 # --- SQL -------------------------------------------------------------------------------------------------
 
 def collect_sql(pipeline: Pipeline, system: str) -> dict[str, Any]:
-    from adapters.sql.catalog import describe
+    from adapters.sql.catalog import describe, describe_procedures
     from hub.spec.flows import flow_calls
 
     sources = system_sources(pipeline, system)
     written = sql_flow_writes(pipeline, system)
-    flow_tables = {written[c.operation] for c in flow_calls(pipeline.spec.flows, system) if c.operation in written}
-    if not sources and not flow_tables:
+    calls = flow_calls(pipeline.spec.flows, system)
+    flow_tables = {written[c.operation] for c in calls if c.operation in written}
+    called = sql_flow_procedures(pipeline, system)
+    flow_procs = {called[c.operation] for c in calls if c.operation in called}
+    if not sources and not flow_tables and not flow_procs:
         return {"tables": {}}
     block = pipeline.spec.systems[system]
     cfg = block.protocol.resolve_system(system, block, root=pipeline.root)
+    procedures: dict[str, Any] = {}
+    for schema_name in sorted({s for s, _ in flow_procs}, key=lambda s: s or ""):  # what flows call, by schema
+        names = {p for s, p in flow_procs if s == schema_name}
+        for name, proc in describe_procedures(cfg, names, schema_name).items():
+            procedures[table_key(name, schema_name)] = proc
     wanted: dict[str | None, set[str]] = {}
     for schema_name, table_name in flow_tables:  # the tables flows write are part of the contract too
         wanted.setdefault(schema_name, set()).add(table_name)
@@ -463,4 +478,7 @@ def collect_sql(pipeline: Pipeline, system: str) -> dict[str, Any]:
             tables[table_key(t["name"], schema)] = {
                 "kind": t["kind"], "columns": t["columns"], "primary_key": t["primary_key"],
                 "foreign_keys": [{k: v for k, v in fk.items() if v is not None} for fk in t["foreign_keys"]]}
-    return {"dialect": dialect, "tables": tables}
+    out: dict[str, Any] = {"dialect": dialect, "tables": tables}
+    if flow_procs:
+        out["procedures"] = procedures
+    return out

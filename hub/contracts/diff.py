@@ -635,4 +635,35 @@ def compare_sql(system: str, before: dict[str, Any], after: dict[str, Any], usag
         if name not in tb:
             d.add(f"{table.get('kind', 'table')} {name}", "", "not in the snapshot (take a new snapshot)", "absent",
                   name, uses=[], breaking=False)
+    _compare_procedures(d, before.get("procedures") or {}, after.get("procedures") or {}, usage)
     return d.changes
+
+
+def _signature(params: list[dict[str, Any]], *, names: bool = True) -> str:
+    return "(" + ", ".join(f"{p.get('mode', 'IN')} {p.get('name') or '?'} {p.get('type')}" if names
+                           else f"{p.get('mode', 'IN')} {p.get('type')}" for p in params) + ")"
+
+
+def _compare_procedures(d: Differ, before: dict[str, Any], after: dict[str, Any], usage: Usage) -> None:
+    """Stored procedures flows call: they take positional arguments, so a procedure removed, or one whose
+    parameters changed in number, order, type or mode, breaks every flow that calls it; a parameter renamed
+    (same types, same order) does not."""
+    for name, proc in before.items():
+        element = f"{proc.get('kind', 'procedure')} {name}"
+        uses = usage.users(f"procedure:{name}", ())
+        live = after.get(name)
+        if live is None:
+            d.add(element, "", f"{proc.get('kind', 'procedure')} removed", name, "absent", uses=uses,
+                  breaking=bool(uses))
+            continue
+        was, now = proc.get("signatures") or [], live.get("signatures") or []
+        if [_signature(s, names=False) for s in was] != [_signature(s, names=False) for s in now]:
+            d.add(element, "parameters", "parameters changed", " | ".join(_signature(s) for s in was),
+                  " | ".join(_signature(s) for s in now), uses=uses, breaking=bool(uses))
+        elif [_signature(s) for s in was] != [_signature(s) for s in now]:
+            d.add(element, "parameters", "parameter renamed", " | ".join(_signature(s) for s in was),
+                  " | ".join(_signature(s) for s in now), uses=[], breaking=False)
+    for name, proc in after.items():
+        if name not in before:
+            d.add(f"{proc.get('kind', 'procedure')} {name}", "", "not in the snapshot (take a new snapshot)",
+                  "absent", name, uses=[], breaking=False)

@@ -289,13 +289,29 @@ def sql_flow_writes(pipeline: Pipeline, system: str) -> dict[str, tuple[str | No
             for mode in spec.modes}
 
 
+def sql_flow_procedures(pipeline: Pipeline, system: str) -> dict[str, tuple[str | None, str]]:
+    """The procedures of the system's ``writes:`` block as flows call them: operation (``call_settle``) ->
+    (schema, procedure)."""
+    block = pipeline.spec.systems.get(system)
+    writes = getattr(block.config, "writes", None) if block is not None else None
+    if writes is None:
+        return {}
+    return {f"call_{proc}": (writes.schema_, proc) for proc in writes.procedures}
+
+
 def sql_usage(pipeline: Pipeline, system: str) -> Usage:
     """Scope ``table:NAME``: the columns each table or query source reads, and each column a flow writes
-    (a parameter of ``insert_/update_/upsert_<table>``): renaming or removing it breaks the flow."""
+    (a parameter of ``insert_/update_/upsert_<table>``): renaming or removing it breaks the flow. Scope
+    ``procedure:NAME``: a stored procedure a flow calls (its arguments are positional: removing it or changing
+    its parameters' number, order or types breaks the flow)."""
     usage = Usage()
     written = sql_flow_writes(pipeline, system)
+    called = sql_flow_procedures(pipeline, system)
 
     def flow_scopes(op: str) -> tuple[str, str, None, None] | None:
+        if op in called:
+            scope = f"procedure:{table_key(called[op][1], called[op][0])}"
+            return scope, f"{scope}:args", None, None
         if op not in written:
             return None
         scope = f"table:{table_key(written[op][1], written[op][0])}"

@@ -3,7 +3,8 @@ with asset checks on its failed, dead-lettered and unknown items, a job of its o
 no pipeline run starts one by accident), a schedule when its trigger is a cron and an eager automation
 condition when its trigger is ``after: <asset>``. A flow after a time-partitioned table has the pipeline's
 partitions: the eager condition requests the partition that was just materialized, and its run reads only
-that partition's items."""
+that partition's items. A flow after a table loaded per file (an SFTP drop) has that source's file partitions
+the same way: one run per file, reading that file's items."""
 
 
 from collections.abc import Iterator
@@ -14,8 +15,19 @@ import dagster as dg
 from hub.runs import FLOW_CHECKS as CHECKS
 from hub.runs import flow_checks, flow_metadata
 from hub.runtime.secrets import mask
-from hub.runtime.window import Window
+from hub.runtime.window import KeyPartition, Window
 from hub.spec.loader import Pipeline
+
+
+def _partitions(pipeline: Pipeline, name: str, parts: dg.PartitionsDefinition | None) -> Any:
+    """The flow's partitions: the pipeline's time partitions after a table partitioned by time, the source's
+    files after a table loaded per file, else none."""
+    source = pipeline.flow_files(name)
+    if source is not None:
+        from hub.dagster.files import file_partitions
+
+        return file_partitions(pipeline.sources[source])
+    return parts if pipeline.flow_partitioned(name) else None
 
 
 def _check_name(flow: str, what: str) -> str:
@@ -27,7 +39,8 @@ def flow_asset(pipeline: Pipeline, name: str, pool: str | None,
     """The flow's asset; *parts*: the pipeline's time partitions, which a flow triggered after a partitioned
     table shares (each partition's run reads that partition's items only)."""
     flow = pipeline.spec.flows[name]
-    parts = parts if pipeline.flow_partitioned(name) else None
+    parts = _partitions(pipeline, name, parts)
+    per_file = pipeline.flow_files(name) is not None
     limits = flow.checks
     specs = [dg.AssetCheckSpec(_check_name(name, what), asset=name, blocking=getattr(limits, what) is not None,
                                description=f"{what} items of the flow's last run (at most "
@@ -46,8 +59,10 @@ def flow_asset(pipeline: Pipeline, name: str, pool: str | None,
     def _asset(context: dg.AssetExecutionContext) -> Iterator[Any]:
         from hub.flows.engine import run_flow
 
-        window = None
-        if parts is not None:
+        window: Window | KeyPartition | None = None
+        if per_file:
+            window = KeyPartition(context.partition_key)
+        elif parts is not None:
             tw = context.partition_time_window
             window = Window(key=context.partition_key, start=tw.start, end=tw.end)
         # the flow holds the warehouse's writer lock while it runs (hub.flows.engine.FlowRun.run)
@@ -74,7 +89,7 @@ def flow_definitions(pipeline: Pipeline, pool: str | None,
     for name, flow in pipeline.spec.flows.items():
         job = dg.define_asset_job(f"{pipeline.name}_{name}_flow", selection=dg.AssetSelection.assets(name),
                                   description=flow.description or f"flow {name}",
-                                  partitions_def=parts if pipeline.flow_partitioned(name) else None)
+                                  partitions_def=_partitions(pipeline, name, parts))
         jobs.append(job)
         if flow.trigger.schedule and flow.approved:
             schedules.append(dg.ScheduleDefinition(name=f"{pipeline.name}_{name}_schedule", job=job,

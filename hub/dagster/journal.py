@@ -128,7 +128,9 @@ def _event_keys(instance: dg.DagsterInstance, record: dict[str, Any]) -> set[tup
             else:
                 tag = data.metadata.get("hub/run_id")
                 if tag is not None and getattr(tag, "value", tag) == run_id:
-                    found.add(("c", data.asset_key.to_user_string(), data.check_name, str(data.partition)))
+                    part = data.metadata.get("hub/partition")
+                    found.add(("c", data.asset_key.to_user_string(), data.check_name,
+                               str(getattr(part, "value", part)) if part is not None else str(data.partition)))
     return found
 
 
@@ -159,10 +161,14 @@ def _report(instance: dg.DagsterInstance, record: dict[str, Any]) -> None:
     for check in record["checks"]:
         if ("c", check["asset"], check["check"], str(check["partition"])) in done:
             continue
+        # Dagster keeps one runless evaluation per (check, partition): the second run of a partition would be
+        # refused (a unique constraint), so a partition's evaluation is reported without one, naming it in
+        # its metadata; the check's history then lists every run's result, the newest first
+        part = {"hub/partition": check["partition"]} if check["partition"] is not None else {}
         instance.report_runless_asset_event(dg.AssetCheckEvaluation(
             asset_key=dg.AssetKey(check["asset"]), check_name=check["check"], passed=check["passed"],
-            metadata={**metadata(check["metadata"]), "hub/run_id": run_id}, description=check["description"],
-            blocking=check["blocking"], partition=check["partition"],
+            metadata={**metadata(check["metadata"]), "hub/run_id": run_id, **part}, description=check["description"],
+            blocking=check["blocking"], partition=None,
             severity=dg.AssetCheckSeverity.ERROR if check["blocking"] else dg.AssetCheckSeverity.WARN))
     record["reported"] = True
     _rewrite(path, record)

@@ -66,12 +66,11 @@ def _calls(step: StepSpec) -> list[tuple[Loc, str, dict[str, Any]]]:
 
 
 def _action(catalog: Catalog, name: str, loc: Loc, out: list[Problem]) -> Action | None:
+    if name not in catalog and name.split(".", 1)[0] in catalog.errors:
+        return None  # reported once as a note: the system could not be read (no search for close names)
     try:
         return catalog.get(name)
     except HubError as exc:
-        system = name.split(".", 1)[0]
-        if system in catalog.errors:
-            return None  # reported once as a note: the system could not be read
         out.append((loc, str(exc)))
         return None
 

@@ -53,7 +53,7 @@ from hub.flows.ledger import DONE, OPEN, Delivery, Ledger, canonical, idempotenc
 from hub.runtime import tracing
 from hub.runtime.expr import evaluate, truthy
 from hub.runtime.secrets import mask
-from hub.runtime.window import Window, render
+from hub.runtime.window import KeyPartition, Window, render
 from hub.spec.flows import FlowSpec, MapField, StepSpec
 from hub.spec.loader import Pipeline
 from hub.warehouse.base import PARTITION_COLUMN, ident, literal
@@ -306,16 +306,18 @@ class FlowRun:
 
     def __init__(self, pipeline: Pipeline, flow: str, *, dry_run: bool = False, limit: int | None = None,
                  run_id: str | None = None, catalog: Catalog | None = None,
-                 echo: Callable[[str], None] | None = None, window: Window | None = None,
+                 echo: Callable[[str], None] | None = None, window: Window | KeyPartition | None = None,
                  approve: bool = False) -> None:
         if flow not in pipeline.spec.flows:
             raise HubError(f"no flow '{flow}' in pipeline {pipeline.name} (flows: "
                            f"{', '.join(pipeline.spec.flows) or 'none'})")
-        if pipeline.flow_partitioned(flow) and window is None:
+        partitioned = pipeline.flow_partitioned(flow) or pipeline.flow_files(flow) is not None
+        if partitioned and window is None:
             raise HubError(f"flow {flow} runs per partition of {pipeline.spec.flows[flow].trigger.after}: name one "
                            "(hub run --asset FLOW --partition KEY, or the Dagster UI)")
         self.pipeline, self.name = pipeline, flow
-        self.window = window if pipeline.flow_partitioned(flow) else None
+        #: the partition a partitioned flow runs for: a time window, or a file of a source loaded per file
+        self.window = window if partitioned else None
         self.spec: FlowSpec = pipeline.spec.flows[flow]
         if not self.spec.approved and not dry_run and not approve:
             raise Refused(unapproved(pipeline, flow))
@@ -370,8 +372,8 @@ class FlowRun:
                 sql += f" WHERE {ident(PARTITION_COLUMN)} = {literal(self.window.key)}"
         else:
             sql = render(str(inp.sql), self.window, field=f"flows.{self.name}.input.sql")
-        try:
-            rows = wh.query(sql, sandboxed=True).to_pylist()
+        try:  # the flow's own SELECT of a table needs no sandbox (nor sqlglot's check of user SQL)
+            rows = wh.query(sql, sandboxed=inp.table is None).to_pylist()
         except HubError as exc:
             where = "table" if inp.table is not None else "sql"
             raise HubError(f"flows.{self.name}.input.{where}: the input cannot be read ({exc}); are the tables it "
@@ -413,9 +415,20 @@ class FlowRun:
             return self._run()
 
     def _run(self) -> FlowReport:
+        """The run, with the warehouse held open for it when it writes (:meth:`~hub.warehouse.base.Warehouse.held`:
+        its input, ledger, results and ``_hub_calls`` then share one open DuckDB file; user SQL of the input runs
+        sandboxed, before)."""
+        from hub.warehouse import connect
+
+        if self.dry_run:
+            return self._run_items(self.items())
+        rows = self.items() if self.spec.input.table is None else None
+        with connect(self.pipeline.warehouse_url).held():
+            return self._run_items(self.items() if rows is None else rows)
+
+    def _run_items(self, rows: list[dict[str, Any]]) -> FlowReport:
         from hub.warehouse.calls import calls_sink
 
-        rows = self.items()
         self.ledger = Ledger(self.pipeline.warehouse_url, self.pipeline.name, self.name, read_only=self.dry_run)
         sink = None if self.dry_run else calls_sink(self.pipeline.warehouse_url)
         with tracing.asset_scope(self.name, run_id=self.run_id, pipeline=self.pipeline.name, sink=sink,
@@ -464,9 +477,8 @@ class FlowRun:
     def _run_item(self, row: dict[str, Any], item: _Item) -> ItemResult:
         result = ItemResult(item.key, {k: jsonable(row[k]) for k in self.spec.input.key})
         assert self.ledger is not None
-        digest = payload_hash(ITEM_STEP, jsonable(row))
-        marker = self.ledger.get(ITEM_STEP, item.key)
-        if marker is not None and marker.status in ENDED and marker.payload_hash == digest:
+        marker = self.ledger.get(ITEM_STEP, item.key)  # the item's hash only when it is compared or recorded
+        if marker is not None and marker.status in ENDED and marker.payload_hash == _item_hash(row):
             # a dead-lettered or compensated item is finished: not run again until its input changes (or
             # `hub flows review --resolve FLOW:__item__:KEY --as resend`)
             result.status, result.error = marker.status, marker.error
@@ -481,7 +493,7 @@ class FlowRun:
             result.status, result.error = "failed", mask(str(exc))
         result.outputs, result.sent, result.skipped = jsonable(item.outputs), item.sent, item.skipped
         if result.status in ENDED and not self.dry_run:
-            self.ledger.record(Delivery(self.name, ITEM_STEP, item.key, self.pipeline.name, "", digest,
+            self.ledger.record(Delivery(self.name, ITEM_STEP, item.key, self.pipeline.name, "", _item_hash(row),
                                         status=result.status, error=result.error, run_id=self.run_id,
                                         trace_id=self._trace_id))
         if result.status in FAILED:
@@ -862,6 +874,12 @@ class FlowRun:
             load.write(pa.RecordBatch.from_pylist(rows, schema=schema))
             owners.claim(load, self.pipeline, [self.name], self.run_id)
             load.commit()
+
+
+def _item_hash(row: dict[str, Any]) -> str:
+    """The hash of an item's input row (its ``__item__`` ledger row): computed only for an item that ended or
+    has such a row, not for every item of every run."""
+    return payload_hash(ITEM_STEP, jsonable(row))
 
 
 def _place_key(request: dict[str, Any], name: str, key: str) -> None:

@@ -222,12 +222,21 @@ def write_actions(pipeline: Pipeline, system: str, reads: list[Any]) -> list[Any
                 binding={"table": table, "schema": writes.schema_, "mode": mode, "key": list(spec.key), "write": True,
                          "idempotent": mode in ("update", "upsert")},
                 pipeline=pipeline.name))
+    if writes.procedures:
+        from adapters.sql.catalog import describe_procedures, procedure_schema
+        from hub.agent.catalog import sql_system
+
+        live = describe_procedures(sql_system(pipeline, system), writes.procedures, writes.schema_)
     for proc in writes.procedures:
+        found = live.get(proc)
+        what = f"{found['kind']} {proc}" if found else f"{proc} (not found in the database)"
         out.append(Action(
-            name=f"{system}.call_{proc}", system=system, protocol="sql", description=f"call {proc} (flows only)",
-            input_schema={"type": "object", "properties": {"args": {"type": "array"}}, "required": ["args"]},
+            name=f"{system}.call_{proc}", system=system, protocol="sql", description=f"call {what} (flows only)",
+            input_schema=procedure_schema(found["signatures"] if found else []),
             output_schema={}, side_effect="write",
-            binding={"procedure": proc, "schema": writes.schema_, "mode": "call", "write": True},
+            binding={"procedure": proc, "schema": writes.schema_, "mode": "call", "write": True,
+                     **({"arg_types": [p["type"] for p in found["signatures"][0]]}
+                        if found and len(found["signatures"]) == 1 else {})},
             pipeline=pipeline.name))
     return out
 

@@ -70,6 +70,8 @@ def records_to_batch(records: Sequence[Any], *, max_depth: int = MAX_DEPTH) -> p
             columns[key] = pa.array([_text(v) for v in values], type=pa.string())
     if bad:
         columns[ERROR_COLUMN] = _with_reasons(columns.get(ERROR_COLUMN), bad, len(rows))
+    if not columns:  # records without fields (``{}``) are still rows: the caller adds line numbers to them
+        return pa.RecordBatch.from_struct_array(pa.array([{}] * len(rows), pa.struct([])))
     return pa.RecordBatch.from_pydict(columns)
 
 

@@ -46,7 +46,6 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-import pyarrow as pa
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import (
@@ -478,11 +477,3 @@ def asset_scope(asset: str, *, run_id: str, partition: str | None = None, pipeli
             sink(scope)
         flush()
 
-
-#: Columns of ``_hub_calls`` (the warehouse adds ``_hub_partition``, ``_hub_run_id``, ``_hub_loaded_at``).
-CALLS_SCHEMA = pa.schema([
-    ("call_id", pa.string()), ("run_id", pa.string()), ("asset", pa.string()), ("partition_key", pa.string()),
-    ("system", pa.string()), ("protocol", pa.string()), ("operation", pa.string()), ("target", pa.string()),
-    ("status", pa.string()), ("http_status", pa.int64()), ("attempts", pa.int64()), ("retries", pa.int64()),
-    ("rows", pa.int64()), ("bytes", pa.int64()), ("started_at", pa.timestamp("us", tz="UTC")),
-    ("duration_ms", pa.float64()), ("trace_id", pa.string()), ("span_id", pa.string()), ("error", pa.string())])

@@ -81,7 +81,18 @@ def sample_window(kind: str | None = None, start: date | None = None, timezone: 
     return Window(key=first.date().isoformat(), start=first, end=end)
 
 
-def render(value: str, window: Window | None, *, field: str) -> str:
+@dataclass(frozen=True)
+class KeyPartition:
+    """A partition named by its key alone, without a time window: one file of a source partitioned per file
+    (a flow after it runs per file). Templates see ``partition.key`` only."""
+
+    key: str
+
+    def context(self) -> dict[str, Any]:
+        return {"partition": {"key": self.key}}
+
+
+def render(value: str, window: Window | KeyPartition | None, *, field: str) -> str:
     """Render one templated string for *window*. Non-templates are returned unchanged."""
     if not is_template(value):
         return value

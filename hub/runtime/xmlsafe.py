@@ -66,11 +66,7 @@ class DepthLimit:
         level is computed once per parent (records are siblings), and a subtree with no more elements than
         levels left cannot be too deep (``count``, in C). Only a larger one is searched, with one XPath of
         ``*`` steps that visits just the elements above the limit."""
-        parent = el.getparent()
-        if parent is None or parent is not self._parent:
-            self._parent = parent
-            self._level = 1 + sum(1 for _ in el.iterancestors())
-        room = self.limit - self._level
+        room = self.room(el)
         if room < 0:
             return el
         if self._count(el) <= room:
@@ -80,6 +76,15 @@ class DepthLimit:
             path = self._paths[room] = etree.XPath("/".join(["*"] * (room + 1)) + "[1]")
         found = path(el)
         return found[0] if found else None
+
+    def room(self, el: Any) -> int:
+        """How many levels may still nest below *el* (negative: *el* itself is too deep); the level is computed
+        once per parent, as records are siblings."""
+        parent = el.getparent()
+        if parent is None or parent is not self._parent:
+            self._parent = parent
+            self._level = 1 + sum(1 for _ in el.iterancestors())
+        return self.limit - self._level
 
     def message(self, what: str, el: Any, setting: str) -> str:
         """The error for *el* (from :meth:`too_deep`) in the document *what*: where, and the limit."""

@@ -222,7 +222,7 @@ class FlowSpec(_Strict):
     max_failures: int | None = Field(None, ge=0, description="More failed items than this stop the run (the "
                                                              "items already done stay done).")
     concurrency: int = Field(1, ge=1, le=64, description="Items calling systems at once.")
-    prepare_ahead: int = Field(8, ge=0, le=256, description=(
+    prepare_ahead: int = Field(24, ge=0, le=256, description=(
         "Items prepared ahead of their turn to call (requests evaluated and validated, `sent` rows recorded "
         "in the ledger together in one transaction). After a crash, up to this many items more than "
         "`concurrency` can be left `sent` without having been sent: resolved like any unanswered request "
@@ -267,15 +267,19 @@ def check_flows(flows: dict[str, FlowSpec], assets: set[str], systems: set[str],
         [str, Loc], set[str] | None], columns: Callable[[str], list[str] | None],
         report: Callable[[Loc, str], None], streams: set[str] | None = None,
         callers: set[str] | None = None, by_time: set[str] | None = None,
-        sample: dict[str, Any] | None = None) -> dict[str, list[str]]:
+        sample: dict[str, Any] | None = None, by_file: set[str] | None = None) -> dict[str, list[str]]:
     """Checks every flow against the spec alone; returns the tables each flow reads (its upstream assets).
     *streams*: the pipeline's stream sources (``trigger: {events: ...}`` names one); *callers*: the systems
     that call the hub and say how they authenticate (``trigger: {http: ...}`` names one); *by_time*: the
     tables loaded per time partition (a flow after one is partitioned like it); *sample*: the first
-    partition's template names, which a partitioned flow's input query is rendered with."""
+    partition's template names, which a partitioned flow's input query is rendered with; *by_file*: the tables
+    loaded per file (a flow after one runs per file, with ``partition.key`` only)."""
+    from hub.runtime.window import is_template
+
     streams = streams or set()
     callers = callers or set()
     by_time = by_time or set()
+    by_file = by_file or set()
     deps: dict[str, list[str]] = {}
     for name, flow in flows.items():
         loc: Loc = ("flows", name)
@@ -290,7 +294,9 @@ def check_flows(flows: dict[str, FlowSpec], assets: set[str], systems: set[str],
             else:
                 read.add(flow.input.table)
         elif flow.input.sql is not None:
-            sql = _sample_sql(flow.input.sql, (*loc, "input", "sql"), sample, report)
+            per_file = flow.trigger.after is not None and flow.trigger.after in by_file and is_template(flow.input.sql)
+            sql = _sample_sql(flow.input.sql, (*loc, "input", "sql"),
+                              {"partition": {"key": "file.csv"}} if per_file else sample, report)
             found = tables_of_sql(sql, (*loc, "input", "sql")) if sql is not None else None
             unknown = sorted(t for t in found or () if t not in assets)
             if unknown:
@@ -306,7 +312,13 @@ def check_flows(flows: dict[str, FlowSpec], assets: set[str], systems: set[str],
                 report((*loc, "trigger", "events"), f"'{trig.events}' is not a stream source of this pipeline "
                                                     f"(stream sources: {', '.join(sorted(streams)) or 'none'})")
             read.add(trig.events)
-        _check_partitioning(flow, loc, trig.after is not None and trig.after in by_time, by_time, report)
+        if trig.after is not None and trig.after in by_file and (
+                flow.input.table in by_file or (flow.input.sql is not None and is_template(flow.input.sql))):
+            # a flow after a file drop that reads that drop's rows runs per file; one that reads a whole table or
+            # an untemplated query runs over all of it after each file (the ledger skips what was sent)
+            _check_partitioning(flow, loc, True, by_file, report, unit="file")
+        else:
+            _check_partitioning(flow, loc, trig.after is not None and trig.after in by_time, by_time, report)
         if trig.http is not None and trig.http.system not in callers:
             report((*loc, "trigger", "http", "system"),
                    f"'{trig.http.system}' is not a system that calls the hub (a webhook: block declaring its auth; "
@@ -351,25 +363,30 @@ def _sample_sql(sql: str, loc: Loc, sample: dict[str, Any] | None, report: Calla
 
 
 def _check_partitioning(flow: FlowSpec, loc: Loc, partitioned: bool, by_time: set[str],
-                        report: Callable[[Loc, str], None]) -> None:
-    """A partitioned flow (``after:`` a time-partitioned table) must read only its partition: its input is a
-    time-partitioned table (filtered on ``_hub_partition``) or a query using ``{{ partition.* }}``; a flow
-    that is not partitioned has no partition to template."""
+                        report: Callable[[Loc, str], None], *, unit: str = "time") -> None:
+    """A partitioned flow (``after:`` a time-partitioned table, or a table loaded per file: *unit*) must read
+    only its partition: its input is a table partitioned the same way (filtered on ``_hub_partition``) or a
+    query using ``{{ partition.* }}``; a flow that is not partitioned has no partition to template."""
     from hub.runtime.window import is_template
 
     inp = flow.input
     templated = inp.sql is not None and is_template(inp.sql)
+    by = "by time" if unit == "time" else "per file"
     if partitioned and inp.table is not None and inp.table not in by_time:
-        report((*loc, "input", "table"), f"the flow runs per partition of {flow.trigger.after}, but {inp.table} is "
-                                         "not partitioned by time: read a partitioned table, or a query that "
-                                         "selects the partition with {{ partition.key }} / {{ partition.start }}")
+        report((*loc, "input", "table"), f"the flow runs per {'partition' if unit == 'time' else 'file'} of "
+                                         f"{flow.trigger.after}, but {inp.table} is not partitioned {by}: read a "
+                                         f"table partitioned {by}, or a query that selects the partition with "
+                                         "{{ partition.key }}" + (" / {{ partition.start }}" if unit == "time" else ""))
     if partitioned and inp.sql is not None and not templated:
-        report((*loc, "input", "sql"), f"the flow runs per partition of {flow.trigger.after}: the query must select "
-                                       "that partition's rows, e.g. where _hub_partition = '{{ partition.key }}' "
-                                       "or a time column between '{{ partition.start }}' and '{{ partition.end }}'")
+        example = "where _hub_partition = '{{ partition.key }}'" + (
+            " or a time column between '{{ partition.start }}' and '{{ partition.end }}'" if unit == "time" else "")
+        report((*loc, "input", "sql"), f"the flow runs per {'partition' if unit == 'time' else 'file'} of "
+                                       f"{flow.trigger.after}: the query must select that "
+                                       f"{'partition' if unit == 'time' else 'file'}'s rows, e.g. {example}")
     if not partitioned and templated:
         report((*loc, "input", "sql"), "the query uses templates, but the flow has no partitions (only a flow "
-                                       "triggered `after:` a time-partitioned table runs per partition)")
+                                       "triggered `after:` a table partitioned by time or per file runs per "
+                                       "partition)")
 
 
 def names_in_foreach(steps: list[StepSpec], target: StepSpec) -> bool:

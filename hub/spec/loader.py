@@ -87,6 +87,25 @@ class Pipeline:
         after = self.spec.flows[flow].trigger.after
         return after is not None and after in self.time_partitioned()
 
+    def file_partitioned(self) -> dict[str, str]:
+        """The tables loaded per file (sources partitioned per file and their child tables) -> their source."""
+        return {t: name for name, s in self.sources.items() if s.per_file for t in (name, *s.spec.children)}
+
+    def flow_files(self, flow: str) -> str | None:
+        """The source partitioned per file that a flow follows when it is triggered after one of its tables and
+        reads that file's rows (its input one of the source's tables, or a query with partition templates):
+        the flow then runs per file, like it (its partitions are the source's files). None for any other flow
+        (one after a file drop that reads a whole table or query runs over all of it after each file)."""
+        spec = self.spec.flows[flow]
+        after = spec.trigger.after
+        source = self.file_partitioned().get(after) if after is not None else None
+        if source is None:
+            return None
+        tables = {source, *self.sources[source].spec.children}
+        if spec.input.table in tables or (spec.input.sql is not None and is_template(spec.input.sql)):
+            return source
+        return None
+
     def asset_names(self) -> list[str]:
         """Sources, their child tables, models, then exports."""
         return [*self.tables(), *self.spec.models, *self.spec.exports]
@@ -105,20 +124,13 @@ class _Marks:
     #: More nodes than this (YAML aliases can expand a small text exponentially) and the spec is refused.
     MAX_NODES = 200_000
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, root: yaml.Node | None, refused: str | None = None) -> None:
         self.lines: dict[Loc, int] = {}
         self.duplicates: list[tuple[Loc, int]] = []
-        self.refused: str | None = None  # a recursive or exploding document, which is never validated
+        self.refused: str | None = refused  # a recursive or exploding document, which is never validated
         self._nodes = 0
         self._path: set[int] = set()
-        try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.YAMLError:
-            return
-        except RecursionError:
-            self.refused = "the document is nested too deeply"
-            return
-        if root is not None:
+        if root is not None and not refused:
             try:
                 self._walk(root, ())
             except RecursionError:
@@ -164,19 +176,44 @@ class _Marks:
         return None
 
 
-class _SpecLoader(yaml.SafeLoader):
-    """YAML's safe loader, with dates that do not exist (``2024-13-01``) reported at their line like any
-    other problem; the stock constructor raises a bare ValueError without a position."""
+class _SpecLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """YAML's safe loader (libyaml's parser where PyYAML has it: the pure-Python one is most of the time
+    ``hub validate`` spends reading a spec), with dates that do not exist (``2024-13-01``) reported at their
+    line like any other problem; the stock constructor raises a bare ValueError without a position."""
 
     def construct_yaml_timestamp(self, node: yaml.Node) -> Any:
         try:
-            return super().construct_yaml_timestamp(node)  # type: ignore[arg-type]
+            return super().construct_yaml_timestamp(node)
         except ValueError as exc:
             raise yaml.constructor.ConstructorError(
                 None, None, f"'{node.value}' is not a valid date or time ({exc})", node.start_mark) from None
 
 
 _SpecLoader.add_constructor("tag:yaml.org,2002:timestamp", _SpecLoader.construct_yaml_timestamp)
+
+
+def _parse(text: str) -> tuple[_Marks, Any]:
+    """Parse *text* once: the line marks of its nodes and its data (None when the marks refuse it).
+    :class:`yaml.YAMLError` for text that is not YAML."""
+    loader = _SpecLoader(text)
+    try:
+        try:
+            root = loader.get_single_node()
+        except RecursionError:
+            return _Marks(None, "the document is nested too deeply"), None
+        marks = _Marks(root)
+        if marks.refused or root is None:
+            return marks, None
+        return marks, loader.construct_document(root)
+    finally:
+        loader.dispose()
+
+
+def _marks_of(text: str) -> _Marks:
+    try:
+        return _parse(text)[0]
+    except yaml.YAMLError:
+        return _Marks(None)
 
 
 class _Problems:
@@ -291,16 +328,15 @@ def load(path: str | Path) -> Pipeline:
 
 
 def loads(text: str, path: Path) -> Pipeline:
-    marks = _Marks(text)
-    if marks.refused:
-        raise SpecError(str(path), [f"not a usable YAML document: {marks.refused}"])
-    problems = _Problems(path, marks)
     try:
-        data = yaml.load(text, Loader=_SpecLoader)
+        marks, data = _parse(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise SpecError(str(path), [f"{where}not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
+    if marks.refused:
+        raise SpecError(str(path), [f"not a usable YAML document: {marks.refused}"])
+    problems = _Problems(path, marks)
     if not isinstance(data, dict):
         raise SpecError(str(path), ["expected a mapping with at least `pipeline:` and `sources:`"])
     for loc, line in marks.duplicates:
@@ -553,8 +589,9 @@ def _check_flows(spec: PipelineSpec, sources: dict[str, ResolvedSource], tables:
     callers = {n for n, block in spec.systems.items() if block.protocol.pushed}  # systems that call the hub
     by_time = {t for n, s in sources.items() if s.partitioned and not s.per_file and s.stream is None
                for t in (n, *s.spec.children)}
+    by_file = {t for n, s in sources.items() if s.per_file for t in (n, *s.spec.children)}
     return check_flows(spec.flows, tables | set(spec.exports), set(spec.systems), sql_tables, columns, problems.add,
-                       streams, callers, by_time, _sample_window(spec).context())
+                       streams, callers, by_time, _sample_window(spec).context(), by_file)
 
 
 def locate(path: Path, items: list[tuple[Loc, str]]) -> SpecError:
@@ -565,7 +602,7 @@ def locate(path: Path, items: list[tuple[Loc, str]]) -> SpecError:
         text = path.read_text(encoding="utf-8")
     except OSError:
         text = ""
-    problems = _Problems(path, _Marks(text))
+    problems = _Problems(path, _marks_of(text))
     for loc, message in items:
         problems.add(loc, message)
     problems.items.sort(key=lambda t: t[0])

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from hub.errors import SpecError
-from hub.spec.loader import Loc, Pipeline, _Marks, _Problems, discover, load
+from hub.spec.loader import Loc, Pipeline, _marks_of, _Problems, discover, load
 
 
 def neighbours(paths: Iterable[Path]) -> list[Path]:
@@ -74,7 +74,7 @@ def describe(pipeline: Pipeline, problems: list[tuple[Loc, str]]) -> SpecError:
         text = pipeline.path.read_text(encoding="utf-8")
     except OSError:
         text = ""
-    found = _Problems(pipeline.path, _Marks(text))
+    found = _Problems(pipeline.path, _marks_of(text))
     for loc, message in problems:
         found.add(loc, message)
     return SpecError(str(pipeline.path), [m for _, m in sorted(found.items, key=lambda t: t[0])])

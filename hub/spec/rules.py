@@ -10,11 +10,9 @@ import re
 from datetime import date, datetime
 from typing import Annotated
 
-import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from hub.transform.types import parse_type
+from hub.transform.types import check_type
 
 #: The order in which a column's checks run; the first that fails names the row's reason.
 CHECKS = ("not_null", "type", "min", "max", "regex", "in")
@@ -22,7 +20,7 @@ Scalar = bool | int | float | str | date | datetime
 
 
 def _known_type(name: str) -> str:
-    parse_type(name)  # raises ValueError with the list of known types
+    check_type(name)  # raises ValueError with the list of known types
     return name
 
 
@@ -51,6 +49,9 @@ class RuleSpec(BaseModel):
     def _regex(cls, v: str | None) -> str | None:
         if v is None:
             return v
+        import pyarrow as pa  # only when a spec has a regex rule
+        import pyarrow.compute as pc
+
         try:
             re.compile(v)
             pc.match_substring_regex(pa.array([""]), v)  # Arrow's RE2 accepts less than Python's re

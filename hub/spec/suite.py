@@ -102,10 +102,17 @@ def load_suite(path: str | Path, *, asset: str, display: str | None = None) -> S
 
 
 def parse_suite(text: str, path: Path, *, asset: str, display: str | None = None) -> Suite:
-    from hub.spec.loader import _Marks  # the spec loader's line tracking (imported late: it imports us)
+    from hub.spec.loader import _parse  # the spec loader's parser and line marks (imported late: it imports us)
 
     shown = display or str(path)
-    marks = _Marks(text)
+    try:
+        marks, data = _parse(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise SuiteError(shown, [f"{where}not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
+    if marks.refused:
+        raise SuiteError(shown, [f"not a usable YAML document: {marks.refused}"])
     problems: list[tuple[int, str]] = []
 
     def add(loc: tuple[str | int, ...], message: str) -> None:
@@ -113,12 +120,6 @@ def parse_suite(text: str, path: Path, *, asset: str, display: str | None = None
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "(document)"
         problems.append((line, f"line {line}: {where}: {message}" if line else f"{where}: {message}"))
 
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise SuiteError(shown, [f"{where}not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
     for loc, line in marks.duplicates:
         problems.append((line, f"line {line}: {''.join(f'[{p}]' if isinstance(p, int) else f'.{p}' for p in loc)}"
                                ": key given twice"))

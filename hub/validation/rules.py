@@ -311,7 +311,10 @@ class _IntKeys:
         while (len(self._runs) > 1 and len(self._runs[-2]) <= len(self._runs[-1])
                and len(self._runs[-2]) + len(self._runs[-1]) <= self.RUN):
             top = self._runs.pop()
-            self._runs[-1] = np.union1d(self._runs[-1], top)  # sorted, and disjoint: no value is added twice
+            # disjoint (no value is added twice), so the union is the sorted concatenation; a stable sort merges
+            # the two sorted runs in linear time, where np.union1d's hash-based unique (numpy 2.4) took 7 s for
+            # two runs of 500,000 consecutive integers
+            self._runs[-1] = np.sort(np.concatenate([self._runs[-1], top]), kind="stable")
 
 
 def _scalar(value: Any, typ: pa.DataType) -> pa.Scalar:

@@ -178,6 +178,13 @@ class Warehouse(ABC):
         """Names of the tables the hub loaded (quarantine tables included), sorted; with *internal*, also
         the hub's own bookkeeping tables (``_hub_*``, e.g. the file ledger)."""
 
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Inside, the warehouse may stay open in this process so that many short connections in a row (a flow
+        run's) are cheap; only for a process holding the writer lock (:mod:`hub.warehouse.lock`). Nothing to
+        hold for a server database: its connections are cheap already."""
+        yield
+
 
 # --- what the backends' loads share ----------------------------------------------------------------------
 

@@ -13,10 +13,18 @@ from functools import partial
 import pyarrow as pa
 
 from hub.runtime.secrets import mask
-from hub.runtime.tracing import CALLS_SCHEMA, CALLS_TABLE, AssetScope
+from hub.runtime.tracing import CALLS_TABLE, AssetScope
 from hub.warehouse import LoadRequest, connect
 
 log = logging.getLogger("hub.tracing")
+
+#: Columns of ``_hub_calls`` (the warehouse adds ``_hub_partition``, ``_hub_run_id``, ``_hub_loaded_at``).
+CALLS_SCHEMA = pa.schema([
+    ("call_id", pa.string()), ("run_id", pa.string()), ("asset", pa.string()), ("partition_key", pa.string()),
+    ("system", pa.string()), ("protocol", pa.string()), ("operation", pa.string()), ("target", pa.string()),
+    ("status", pa.string()), ("http_status", pa.int64()), ("attempts", pa.int64()), ("retries", pa.int64()),
+    ("rows", pa.int64()), ("bytes", pa.int64()), ("started_at", pa.timestamp("us", tz="UTC")),
+    ("duration_ms", pa.float64()), ("trace_id", pa.string()), ("span_id", pa.string()), ("error", pa.string())])
 
 
 def calls_sink(warehouse_url: str) -> Callable[[AssetScope], None]:
