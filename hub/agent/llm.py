@@ -9,7 +9,8 @@ exactly like an offline plan (:func:`hub.agent.planner.validate_plan`, including
 problems are fed back for repair, a bounded number of times, before the plan is rejected with the reasons.
 
 Environment: ``HUB_LLM_BASE_URL`` (e.g. ``http://127.0.0.1:11434/v1`` for Ollama), ``HUB_LLM_MODEL``,
-``HUB_LLM_API_KEY`` (optional; sent as a bearer token).
+``HUB_LLM_API_KEY`` (optional; sent as a bearer token), ``HUB_LLM_TIMEOUT`` (seconds per completion, default
+120: a small model on a CPU can need more).
 """
 
 from __future__ import annotations
@@ -69,8 +70,13 @@ class LLMConfig:
         if not base:
             raise HubError("the llm backend needs HUB_LLM_BASE_URL (an OpenAI-compatible endpoint, e.g. "
                            "http://127.0.0.1:11434/v1 for Ollama) and HUB_LLM_MODEL")
+        timeout = os.environ.get("HUB_LLM_TIMEOUT")
+        try:
+            seconds = float(timeout) if timeout else cls.timeout
+        except ValueError:
+            raise HubError(f"HUB_LLM_TIMEOUT: '{timeout}' is not a number of seconds") from None
         return cls(base_url=base.rstrip("/"), model=os.environ.get("HUB_LLM_MODEL", "gpt-4o-mini"),
-                   api_key=os.environ.get("HUB_LLM_API_KEY") or None)
+                   api_key=os.environ.get("HUB_LLM_API_KEY") or None, timeout=seconds)
 
 
 TOOLS: list[dict[str, Any]] = [
@@ -180,6 +186,21 @@ def _fenced_spec(content: str) -> str | None:
     return m.group(1) if m and re.search(r"^(pipeline|sources):", m.group(1), re.MULTILINE) else None
 
 
+def _normal_call(call: Any, turn: int, index: int) -> dict[str, Any]:
+    """A tool call of the model's answer as the OpenAI format has it, to be sent back in the conversation: an
+    id (the tool message answers it by that id), a name, and the arguments as a JSON *string*. llama.cpp and
+    some proxies send the arguments as an object and may leave the id out; servers that validate requests
+    (llama-cpp-python's) reject an assistant message that carries them so (HTTP 422)."""
+    call = call if isinstance(call, dict) else {}
+    fn = call.get("function") if isinstance(call.get("function"), dict) else {}
+    args = fn.get("arguments")
+    if not isinstance(args, str):
+        args = json.dumps(args) if args is not None else "{}"
+    call_id = call.get("id")
+    return {"id": call_id if isinstance(call_id, str) and call_id else f"call_{turn}_{index}", "type": "function",
+            "function": {"name": str(fn.get("name") or ""), "arguments": args}}
+
+
 class _Chat:
     def __init__(self, cfg: LLMConfig) -> None:
         self.cfg = cfg
@@ -211,7 +232,7 @@ def plan_with_llm(request: str, pipelines: list[Pipeline], catalog: CatalogLike,
                   name: str | None = None, path: Path | None = None, dry_run: bool = True,
                   partition: str | None = None, warehouse: Path | None = None) -> PlanResult:
     res = PlanResult(request=request, backend="llm", attempts=0)
-    verb = write_intent(request)
+    verb = write_intent(request, catalog)  # as the offline planner: the catalog's write verbs count too
     if verb:
         res.refused = True
         res.errors.append(f"the request asks to {verb} something in a system; plans only read")
@@ -228,13 +249,13 @@ def plan_with_llm(request: str, pipelines: list[Pipeline], catalog: CatalogLike,
     chat = _Chat(cfg)
     malformed = repairs = 0
     try:
-        for _turn in range(cfg.max_turns):
+        for turn in range(cfg.max_turns):
             message = chat.complete(messages)
-            calls = message.get("tool_calls") or []
-            if not calls and (fenced := _fenced_spec(message.get("content") or "")):
+            raw_calls = message.get("tool_calls") or []
+            if not raw_calls and (fenced := _fenced_spec(message.get("content") or "")):
                 # small models often answer with the YAML instead of calling the tool: take it as a proposal
-                calls = [{"id": "inline", "type": "function",
-                          "function": {"name": "propose_spec", "arguments": {"spec_yaml": fenced}}}]
+                raw_calls = [{"function": {"name": "propose_spec", "arguments": {"spec_yaml": fenced}}}]
+            calls = [_normal_call(c, turn, i) for i, c in enumerate(raw_calls if isinstance(raw_calls, list) else [])]
             messages.append({"role": "assistant", "content": message.get("content") or "",
                              **({"tool_calls": calls} if calls else {})})
             if not calls:
@@ -246,13 +267,10 @@ def plan_with_llm(request: str, pipelines: list[Pipeline], catalog: CatalogLike,
                                                             "with the reason."})
                 continue
             for call in calls:
-                fn = (call.get("function") or {}) if isinstance(call, dict) else {}
-                call_id = call.get("id", "") if isinstance(call, dict) else ""
-                tool = fn.get("name")
+                fn, call_id = call["function"], call["id"]
+                tool = fn["name"]
                 try:
-                    raw_args = fn.get("arguments") or "{}"
-                    # llama.cpp and some proxies send the arguments as an object, not a JSON string
-                    args = raw_args if isinstance(raw_args, dict) else json.loads(raw_args)
+                    args = json.loads(fn["arguments"] or "{}")
                     if not isinstance(args, dict):
                         raise ValueError("expected a JSON object")
                 except ValueError as exc:
