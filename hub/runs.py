@@ -462,7 +462,6 @@ def _one_run(pipeline: Pipeline, folder: Path, run_id: str, selection: list[str]
             continue
         if asset in pipeline.spec.flows:
             _flow_step(pipeline, asset, key, run_id, outcome, record, failed)
-            _write(path, record)  # what is committed is on record, should the process die before the end
             continue
         try:
             materialized = _materialize(pipeline, asset, key, run_id, full_refresh=full_refresh, progress=progress)
@@ -600,7 +599,7 @@ def _flow(pipeline: Pipeline, name: str, key: str | None, run_id: str) -> tuple[
     report and partition."""
     from hub.flows.engine import run_flow
 
-    window: Any = None
+    window = None
     if pipeline.flow_files(name) is not None and key is not None:
         from hub.runtime.window import KeyPartition
 
