@@ -15,7 +15,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import duckdb
@@ -389,19 +391,26 @@ def test_reporting_is_exactly_once_when_the_reporter_dies_midway(tmp_path: Path,
         "expect_column_values_to_be_between__amount", "expect_column_values_to_not_be_null__order_id"], "each once"
 
 
-def test_a_file_drop_runs_one_run_per_file_and_registers_the_files(tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def _statement_drop(tmp_path: Path, text: Callable[[int], str]) -> tuple[Any, Any]:
+    """An embedded SFTP server with two statement files, ``in/st_1.csv`` and ``in/st_2.csv`` (*text(i)*),
+    written an hour ago so they are stable: (the drop, the server to stop)."""
     from tests.sftp_servers import start_embedded
 
-    home = tmp_path / "home"
     (tmp_path / "sftp").mkdir()
     drop, server = start_embedded(tmp_path / "sftp")
+    folder = drop.local("in/st_1.csv").parent
+    old = time.time() - 3600
+    for i in (1, 2):
+        (folder / f"st_{i}.csv").write_text(text(i))
+        os.utime(folder / f"st_{i}.csv", (old + i, old + i))
+    return drop, server
+
+
+def test_a_file_drop_runs_one_run_per_file_and_registers_the_files(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    drop, server = _statement_drop(tmp_path, lambda i: f"id;amount\n{i}0;1.5\n{i}1;2.5\n")
     try:
-        folder = drop.local("in/st_1.csv").parent
-        old = time.time() - 3600
-        for i in (1, 2):
-            (folder / f"st_{i}.csv").write_text(f"id;amount\n{i}0;1.5\n{i}1;2.5\n")
-            os.utime(folder / f"st_{i}.csv", (old + i, old + i))
         spec = tmp_path / "files.yaml"
         system = json.dumps(drop.system())
         spec.write_text(f"""\
@@ -486,17 +495,10 @@ def test_a_flow_after_a_file_drop_runs_per_file(tmp_path: Path, monkeypatch: pyt
     from hub.dagster.definitions import pipeline_definitions
     from hub.spec.loader import load
     from tests.flow_support import partner
-    from tests.sftp_servers import start_embedded
 
     home = tmp_path / "home"
-    (tmp_path / "sftp").mkdir()
-    drop, server = start_embedded(tmp_path / "sftp")
+    drop, server = _statement_drop(tmp_path, lambda i: f"ref;amount\nr{i}0;1.5\nr{i}1;2.5\n")
     try:
-        folder = drop.local("in/st_1.csv").parent
-        old = time.time() - 3600
-        for i in (1, 2):
-            (folder / f"st_{i}.csv").write_text(f"ref;amount\nr{i}0;1.5\nr{i}1;2.5\n")
-            os.utime(folder / f"st_{i}.csv", (old + i, old + i))
         with partner() as (url, state):
             spec = tmp_path / "files.yaml"
             spec.write_text(f"""\
