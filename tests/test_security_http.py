@@ -22,7 +22,7 @@ from adapters.rest import RestSource, RestSourceConfig, RestSystemConfig
 from hub.errors import ForeignOriginError, HubError, SecretError, TransportError
 from hub.materialize import materialize_source
 from hub.runtime import secrets
-from hub.runtime.secrets import mask, register, resolve, resolve_tree
+from hub.runtime.secrets import address_fields, mask, register, resolve, resolve_tree
 from hub.spec import loads
 from hub.warehouse import DuckDBWarehouse
 from tests.rest_server import RestTestServer
@@ -50,7 +50,8 @@ def _source(home: RestTestServer, path: str, paginate: dict[str, Any] | None, **
     raw = {"base_url": home.url, "retries": FAST, "auth": {"bearer": "${SEC_TOKEN}"},
            "headers": {"X-Tenant": "${SEC_TENANT}"}, "params": {"api_key": "${SEC_KEY}"}, **system}
     os.environ.update(SEC_TOKEN=TOKEN, SEC_TENANT=TENANT, SEC_KEY=API_KEY)
-    cfg = RestSystemConfig.model_validate(resolve_tree(raw, field="systems.partner.rest"))
+    cfg = RestSystemConfig.model_validate(resolve_tree(raw, field="systems.partner.rest",
+                                                                addresses=address_fields(RestSystemConfig)))
     src = RestSourceConfig.model_validate({"request": {"path": path}, "records": "$.data[*]", "paginate": paginate})
     return RestSource(cfg, src, name="partner_rows", system_name="partner")
 

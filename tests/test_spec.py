@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from adapters.rest import RestSystemConfig
 from hub.errors import HubError, SecretError, SpecError
-from hub.runtime.secrets import mask, resolve, resolve_tree
+from hub.runtime.secrets import address_fields, mask, resolve, resolve_tree
 from hub.runtime.window import Window, render, render_tree
 from hub.spec import load, loads
 from tests.conftest import DEMO_SPEC
@@ -166,9 +167,48 @@ def test_secret_resolution_and_masking(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_addresses_are_not_masked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HUB_TEST_URL", "http://127.0.0.1:9999/some/api")
-    out = resolve_tree({"base_url": "${HUB_TEST_URL}"}, field="systems.x.rest")
+    out = resolve_tree({"base_url": "${HUB_TEST_URL}"}, field="systems.x.rest",
+                       addresses=address_fields(RestSystemConfig))
     assert out["base_url"] == "http://127.0.0.1:9999/some/api"
     assert mask("calling http://127.0.0.1:9999/some/api") == "calling http://127.0.0.1:9999/some/api"
+
+
+def test_a_protocol_declares_its_address_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A config model marks its addresses (``Address``, also optional, in lists and nested models); every
+    other resolved value is a secret, and so is a name marked in one model and plain text in another."""
+    from pydantic import BaseModel
+
+    from hub.runtime.secrets import Address, resolve_config
+
+    class Auth(BaseModel):
+        user: Address
+        token: str
+
+    class Mirror(BaseModel):
+        name: str  # "name" is plain text here ...
+
+    class Named(BaseModel):
+        name: Address  # ... and an address here: a secret, when in doubt
+
+    class System(BaseModel):
+        endpoint: Address
+        mirrors: list[Address] = []
+        auth: Auth | None = None
+        backup: Mirror | None = None
+        alias: Named | None = None
+
+    assert address_fields(System) == {"endpoint", "mirrors", "user"}
+    env = {"HUB_T_HOST": "http://10.1.2.3:81", "HUB_T_MIRROR": "http://10.9.9.9:82", "HUB_T_USER": "svc-reader-7",
+           "HUB_T_TOKEN": "tok-41af99e0c2", "HUB_T_NAME": "n4me-7731"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    cfg = resolve_config(System(endpoint="${HUB_T_HOST}/api", mirrors=["${HUB_T_MIRROR}"],
+                                auth=Auth(user="${HUB_T_USER}", token="${HUB_T_TOKEN}"),
+                                alias=Named(name="${HUB_T_NAME}")), field="systems.x.thing")
+    assert cfg.endpoint == "http://10.1.2.3:81/api" and cfg.auth is not None and cfg.auth.token == "tok-41af99e0c2"
+    shown = "http://10.1.2.3:81/api http://10.9.9.9:82 svc-reader-7"
+    assert mask(shown) == shown
+    assert mask("token tok-41af99e0c2, name n4me-7731") == "token ***, name ***"
 
 
 def test_partition_templates() -> None:

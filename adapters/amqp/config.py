@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hub.errors import AdapterError
+from hub.runtime.secrets import Address
 from hub.runtime.settings import SystemSettings
 
 
@@ -18,9 +19,9 @@ class AmqpSystemConfig(SystemSettings):
     """``systems.<name>.amqp``: the broker. ``retries`` paces reconnection (backoff, max_backoff); a listener
     keeps reconnecting for as long as it runs."""
 
-    url: str = Field(description="amqp://USER:${PASSWORD}@HOST:5672/VHOST, or amqps:// for TLS.")
+    url: Address = Field(description="amqp://USER:${PASSWORD}@HOST:5672/VHOST, or amqps:// for TLS.")
     verify: bool | str = Field(True, description="TLS verification: true, or a CA bundle path. Never off silently.")
-    cert: str | None = Field(None, description="TLS client certificate (PEM), when the broker asks for one.")
+    cert: Address | None = Field(None, description="TLS client certificate (PEM), when the broker asks for one.")
     key: str | None = Field(None, description="The client certificate's private key (PEM).")
     prefetch: int = Field(500, ge=1, le=65_535, description="Unacknowledged messages the broker sends at most "
                                                            "(backpressure: nothing more arrives until the hub "

@@ -20,6 +20,7 @@ from hub.runtime.choice import exactly_one
 
 if TYPE_CHECKING:  # graphql-core (0.15 s) is imported when a GraphQL source is checked, not with every spec
     from graphql import GraphQLSyntaxError, OperationDefinitionNode
+from hub.runtime.secrets import Address
 from hub.runtime.settings import SystemSettings
 from hub.runtime.window import Window, render_tree
 
@@ -37,7 +38,7 @@ class _Strict(BaseModel):
 class GraphQLSystemConfig(SystemSettings, _Strict):  # retries, rate_limit, circuit_breaker: hub.runtime.settings
     """The ``graphql:`` block of a system."""
 
-    endpoint: str = Field(description="The GraphQL endpoint, e.g. https://api.github.com/graphql (POST).")
+    endpoint: Address = Field(description="The GraphQL endpoint, e.g. https://api.github.com/graphql (POST).")
     auth: AuthConfig | None = Field(None, description="bearer, api_key, basic or oauth2, as for REST.")
     headers: dict[str, str] = Field(default_factory=dict)
     timeout: float | TimeoutConfig = Field(default_factory=TimeoutConfig)
@@ -46,7 +47,7 @@ class GraphQLSystemConfig(SystemSettings, _Strict):  # retries, rate_limit, circ
         "Other origins (https://host[:port]) a redirect may lead to; they are called without credentials, and "
         "any other origin is refused (adapters._http.OriginPolicy)."))
     max_response_bytes: int = Field(DEFAULT_MAX_RESPONSE_BYTES, gt=0, description="Larger bodies are refused.")
-    schema_file: str | None = Field(None, alias="schema", description=(
+    schema_file: Address | None = Field(None, alias="schema", description=(
         "The API's schema as an SDL file (relative to the project), for catalogs and contracts of servers that "
         "turn introspection off; without it the live endpoint is introspected."))
 

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hub.runtime.duration import seconds
+from hub.runtime.secrets import Address
 from hub.runtime.settings import BrokerSettings
 
 
@@ -20,14 +21,14 @@ class _Strict(BaseModel):
 
 class SaslConfig(_Strict):
     mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
-    username: str
+    username: Address
     password: str = Field(description="Use ${ENV_VAR}.")
 
 
 class KafkaSystemConfig(BrokerSettings):  # retries, connect_timeout, tls: hub.runtime.settings
     """The ``kafka:`` block of a system."""
 
-    bootstrap_servers: list[str] = Field(min_length=1, description="host:port of one or more brokers.")
+    bootstrap_servers: list[Address] = Field(min_length=1, description="host:port of one or more brokers.")
     sasl: SaslConfig | None = Field(None, description="SASL authentication (over TLS when tls is given).")
     client_id: str = Field("hub", description="Shown in the brokers' logs and quotas.")
 

@@ -8,11 +8,12 @@ but did not acknowledge when it connects again.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hub.runtime.duration import seconds
+from hub.runtime.secrets import ADDRESS, Address
 from hub.runtime.settings import BrokerSettings
 
 
@@ -23,10 +24,11 @@ class _Strict(BaseModel):
 class MqttSystemConfig(BrokerSettings):  # retries, connect_timeout, tls: hub.runtime.settings
     """The ``mqtt:`` block of a system."""
 
-    host: str = "127.0.0.1"
-    port: int | None = Field(None, ge=1, le=65535, description="Default 1883, or 8883 with tls.")
+    host: Address = "127.0.0.1"
+    port: Annotated[int | None, ADDRESS] = Field(None, ge=1, le=65535,
+                                                 description="Default 1883, or 8883 with tls.")
     version: Literal["3.1.1", "5"] = Field("5", description="MQTT protocol version.")
-    username: str | None = None
+    username: Address | None = None
     password: str | None = Field(None, description="Use ${ENV_VAR}.")
     keepalive: int = Field(30, ge=5, le=65535, description="Seconds between pings; a dead link is noticed in "
                                                            "about 1.5 times this.")

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hub.runtime.duration import seconds
+from hub.runtime.secrets import Address
 from hub.runtime.settings import BrokerSettings
 
 _NAME_CHARS = set(" .*>\t\r\n/\\")
@@ -29,7 +30,7 @@ class _Strict(BaseModel):
 class NatsSystemConfig(BrokerSettings):  # retries, connect_timeout, tls: hub.runtime.settings
     """The ``nats:`` block of a system."""
 
-    servers: list[str] = Field(default_factory=lambda: ["nats://127.0.0.1:4222"], min_length=1, description=(
+    servers: list[Address] = Field(default_factory=lambda: ["nats://127.0.0.1:4222"], min_length=1, description=(
         "Server URLs (nats://host:4222, tls://host:4222); the client fails over between them."))
     user: str | None = None
     password: str | None = Field(None, description="Use ${ENV_VAR}.")

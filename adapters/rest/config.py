@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from hub.runtime.choice import exactly_one
 from hub.runtime.duration import seconds
+from hub.runtime.secrets import Address
 from hub.runtime.settings import SystemSettings
 
 
@@ -45,12 +46,12 @@ class ApiKeyAuth(_Strict):
 
 
 class BasicAuth(_Strict):
-    username: str
+    username: Address
     password: str
 
 
 class OAuth2ClientCredentials(_Strict):
-    token_url: str
+    token_url: Address
     client_id: str
     client_secret: str
     scope: str | None = None
@@ -150,7 +151,7 @@ class HttpCacheConfig(_Strict):
 class RestSystemConfig(SystemSettings, _Strict):  # retries, rate_limit, circuit_breaker: hub.runtime.settings
     """The ``rest:`` block of a system."""
 
-    base_url: str
+    base_url: Address
     auth: AuthConfig | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     params: dict[str, str | int | float | bool] = Field(default_factory=dict)
@@ -162,7 +163,7 @@ class RestSystemConfig(SystemSettings, _Strict):  # retries, rate_limit, circuit
         "Other origins (https://host[:port]) that pagination links and redirects may lead to. They are called "
         "without credentials; any origin neither here nor the base URL's is refused (adapters._http)."))
     max_response_bytes: int = Field(256 * 1024 * 1024, gt=0, description="Larger bodies are refused.")
-    openapi: str | None = Field(None, description="The API's OpenAPI document (URL, or a file relative to the "
+    openapi: Address | None = Field(None, description="The API's OpenAPI document (URL, or a file relative to the "
                                                   "project): recorded by `hub contracts snapshot` and compared "
                                                   "by `hub contracts test`.")
 

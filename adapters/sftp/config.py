@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, field_validator, model_validator
 
 from hub.runtime import xmlsafe
 from hub.runtime.choice import exactly_one
 from hub.runtime.duration import seconds
+from hub.runtime.secrets import ADDRESS, Address
 from hub.runtime.settings import SystemSettings
 
 
@@ -19,9 +20,10 @@ class _Strict(BaseModel):
 class SftpSystemConfig(SystemSettings, _Strict):  # retries, rate_limit, circuit_breaker: hub.runtime.settings
     """The ``sftp:`` block of a system."""
 
-    host: str
-    port: int | str = Field(22, description="A number, or a ${ENV_VAR} reference resolved at run time.")
-    username: str
+    host: Address
+    port: Annotated[int | str, ADDRESS] = Field(22, description="A number, or a ${ENV_VAR} reference resolved at "
+                                                                "run time.")
+    username: Address
     password: str | None = Field(None, description="Use ${ENV_VAR}.")
     private_key: str | None = Field(None, description="Path to a private key file (RSA, ECDSA, Ed25519), or "
                                                       "the key itself (PEM/OpenSSH text, e.g. from ${ENV_VAR}).")

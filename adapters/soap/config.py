@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from adapters.soap._origins import local_path, origin_of
 from hub.runtime import xmlsafe
 from hub.runtime.choice import exactly_one
+from hub.runtime.secrets import Address
 from hub.runtime.settings import SystemSettings
 
 
@@ -25,7 +26,7 @@ class _Strict(BaseModel):
 class UsernameTokenConfig(_Strict):
     """WS-Security UsernameToken (OASIS UsernameToken Profile 1.1)."""
 
-    username: str
+    username: Address
     password: str = Field(description="Use ${ENV_VAR}.")
     digest: bool = Field(False, description="Send PasswordDigest (SHA-1 of nonce + created + password) "
                                             "instead of PasswordText.")
@@ -34,12 +35,12 @@ class UsernameTokenConfig(_Strict):
 
 
 class BasicAuthConfig(_Strict):
-    username: str
+    username: Address
     password: str
 
 
 class ClientCertConfig(_Strict):
-    cert: str = Field(description="PEM file with the client certificate (and the key, unless key is given).")
+    cert: Address = Field(description="PEM file with the client certificate (and the key, unless key is given).")
     key: str | None = Field(None, description="PEM file with the private key.")
 
 
@@ -51,11 +52,11 @@ class SoapTimeouts(_Strict):
 class SoapSystemConfig(SystemSettings, _Strict):  # retries, rate_limit, circuit_breaker: hub.runtime.settings
     """The ``soap:`` block of a system."""
 
-    wsdl: str = Field(description="URL or file path of the WSDL (files relative to the project root).")
-    service: str | None = Field(None, description="Service name in the WSDL (default: the first).")
-    port: str | None = Field(None, description="Port name (default: the first port of the SOAP version).")
+    wsdl: Address = Field(description="URL or file path of the WSDL (files relative to the project root).")
+    service: Address | None = Field(None, description="Service name in the WSDL (default: the first).")
+    port: Address | None = Field(None, description="Port name (default: the first port of the SOAP version).")
     soap_version: Literal["1.1", "1.2"] | None = Field(None, description="Pick the port with this binding.")
-    address: str | None = Field(None, description="Endpoint URL overriding the WSDL's port address.")
+    address: Address | None = Field(None, description="Endpoint URL overriding the WSDL's port address.")
     basic: BasicAuthConfig | None = None
     username_token: UsernameTokenConfig | None = None
     client_cert: ClientCertConfig | None = None

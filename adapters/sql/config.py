@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from hub.runtime.choice import exactly_one
 from hub.runtime.duration import seconds
+from hub.runtime.secrets import Address
 from hub.runtime.settings import SystemSettings
 
 
@@ -30,13 +31,13 @@ class SqlWrites(BaseModel):
 
     tables: dict[str, WritableTable] = Field(default_factory=dict)
     procedures: list[str] = Field(default_factory=list, description="Stored procedures flows may call.")
-    schema_: str | None = Field(None, alias="schema", description="The schema of the tables and procedures.")
+    schema_: Address | None = Field(None, alias="schema", description="The schema of the tables and procedures.")
 
 
 class SqlSystemConfig(SystemSettings, _Strict):  # retries, rate_limit, circuit_breaker: hub.runtime.settings
     """The ``sql:`` block of a system: one database, reached through SQLAlchemy."""
 
-    url: str = Field(description="SQLAlchemy URL, e.g. postgresql://user:${DB_PASSWORD}@host/db, "
+    url: Address = Field(description="SQLAlchemy URL, e.g. postgresql://user:${DB_PASSWORD}@host/db, "
                                  "mysql+pymysql://..., sqlite:///path/file.db, mssql+pyodbc://...")
     connect_args: dict[str, Any] = Field(default_factory=dict, description="Passed to the DBAPI driver's connect().")
     writes: SqlWrites | None = Field(None, description="Tables and procedures flows may write (sources and the "

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hub.runtime.duration import seconds
+from hub.runtime.secrets import Address
 from hub.runtime.settings import SystemSettings
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.I)
@@ -100,7 +101,7 @@ class JwtAuth(_Auth):
     anyone holding the secret mint them."""
 
     type: Literal["jwt"]
-    jwks_url: str = Field(description="The issuer's JSON Web Key Set (e.g. https://idp.example.com/.well-known/"
+    jwks_url: Address = Field(description="The issuer's JSON Web Key Set (e.g. https://idp.example.com/.well-known/"
                                       "jwks.json); fetched over HTTPS, from that origin only.")
     audience: str | list[str] = Field(description="The audience the token must name (this hub's API).")
     issuer: str = Field(description="The issuer the token must name (iss).")

@@ -525,11 +525,12 @@ def _quiet_specs() -> list[Pipeline]:
 def _register_secrets(pipelines: list[Pipeline]) -> None:
     """Register every credential the pipelines' systems name that the environment holds, so shown rows mask
     them wherever they appear (a response echoed into a quarantine record, an audited parameter)."""
-    from hub.runtime.secrets import register_referenced
+    from hub.runtime.secrets import address_fields, register_referenced
 
     for p in pipelines:
         for name, system in p.spec.systems.items():
-            register_referenced(system.model_dump(by_alias=True, exclude_none=True), field=f"systems.{name}")
+            register_referenced(system.config.model_dump(by_alias=True, exclude_none=True),
+                                field=system.protocol.field(name), addresses=address_fields(type(system.config)))
 
 
 def _exists(url: str) -> bool:

@@ -22,8 +22,8 @@ import os
 import re
 import threading
 import unicodedata
-from collections.abc import Mapping
-from typing import Any, TypeVar
+from collections.abc import Collection, Mapping
+from typing import Annotated, Any, TypeVar, get_args, get_origin
 from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel
@@ -79,14 +79,65 @@ def resolve(value: str, *, field: str, env: Mapping[str, str] | None = None, sec
     return _REF.sub(sub, value)
 
 
-#: Fields whose resolved values are addresses, not credentials: kept readable in logs and metadata.
-#: A reference inside such a value is still a credential where a URL keeps credentials: its user info
-#: (``postgresql://app:${DB_PASSWORD}@db/erp``) and its query string (``?token=${T}``) — see
-#: :func:`_credential_references`. ``key`` is not here: it names API keys and private keys, both secrets.
-NOT_SECRET_FIELDS = frozenset({"base_url", "url", "token_url", "host", "port", "path", "username", "wsdl",
-                               "address", "service", "cert", "openapi", "endpoint", "schema", "servers",
-                               "bootstrap_servers", "jwks_url"})
+class _Address:
+    """The marker of :data:`Address` (one instance, :data:`ADDRESS`)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "ADDRESS"
+
+
+#: Marks a config field whose resolved value is an address, not a credential, so it stays readable in logs
+#: and metadata: ``base_url: Address``, ``port: Annotated[int | str, ADDRESS]``. Every protocol declares this
+#: on its own config models (a new protocol needs no edit here). A reference inside an address is still a
+#: credential where a URL keeps credentials: its user info (``postgresql://app:${DB_PASSWORD}@db/erp``) and its
+#: query string (``?token=${T}``) — see :func:`_credential_references`. Fields not marked are secrets: a
+#: ``key`` names API keys and private keys.
+ADDRESS = _Address()
+Address = Annotated[str, ADDRESS]
 _INDEX = re.compile(r"\[\d+\]$")
+_addresses: dict[type[BaseModel], frozenset[str]] = {}
+
+
+def address_fields(model: type[BaseModel]) -> frozenset[str]:
+    """The names (aliases where set) of the fields marked :data:`ADDRESS` anywhere in *model* and the models
+    its fields hold. A name that is an address in one place and unmarked text in another is left out: when in
+    doubt, a value is a secret."""
+    found = _addresses.get(model)
+    if found is None:
+        marked: set[str] = set()
+        unmarked: set[str] = set()
+        _walk_model(model, marked, unmarked, set())
+        found = _addresses[model] = frozenset(marked - unmarked)
+    return found
+
+
+def _walk_model(model: type[BaseModel], marked: set[str], unmarked: set[str], seen: set[type]) -> None:
+    if model in seen:
+        return
+    seen.add(model)
+    for name, info in model.model_fields.items():
+        key = info.alias or name
+        models: list[type[BaseModel]] = []
+        if ADDRESS in info.metadata or _annotation_marked(info.annotation, models):
+            marked.add(key)
+        else:
+            unmarked.add(key)
+        for inner in models:
+            _walk_model(inner, marked, unmarked, seen)
+
+
+def _annotation_marked(annotation: Any, models: list[type[BaseModel]]) -> bool:
+    """Whether *annotation* (``Address | None``, ``list[Address]`` ...) carries the marker; collects the models
+    it holds into *models* on the way."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        models.append(annotation)
+        return False
+    if get_origin(annotation) is Annotated:
+        args = get_args(annotation)
+        return ADDRESS in args[1:] or _annotation_marked(args[0], models)
+    return any([_annotation_marked(arg, models) for arg in get_args(annotation)])
 
 
 def _leaf(field: str) -> str:
@@ -108,15 +159,16 @@ def _credential_references(template: str) -> list[str]:
     return names
 
 
-def resolve_tree(value: Any, *, field: str) -> Any:
+def resolve_tree(value: Any, *, field: str, addresses: Collection[str] = frozenset()) -> Any:
     """Resolve references in every string of a nested dict/list structure.
 
-    Resolved values are registered as secrets unless the field is an address (``NOT_SECRET_FIELDS``).
+    Resolved values are registered as secrets unless the field is one of *addresses* (field names, from
+    :func:`address_fields` of the structure's model).
     """
     if isinstance(value, str):
         if not has_reference(value):
             return value
-        if _leaf(field) not in NOT_SECRET_FIELDS:
+        if _leaf(field) not in addresses:
             return resolve(value, field=field)
         resolved = resolve(value, field=field, secret=False)
         for name in _credential_references(value):
@@ -125,9 +177,9 @@ def resolve_tree(value: Any, *, field: str) -> Any:
                 register(got)
         return resolved
     if isinstance(value, dict):
-        return {k: resolve_tree(v, field=f"{field}.{k}") for k, v in value.items()}
+        return {k: resolve_tree(v, field=f"{field}.{k}", addresses=addresses) for k, v in value.items()}
     if isinstance(value, list):
-        return [resolve_tree(v, field=f"{field}[{i}]") for i, v in enumerate(value)]
+        return [resolve_tree(v, field=f"{field}[{i}]", addresses=addresses) for i, v in enumerate(value)]
     return value
 
 
@@ -137,16 +189,17 @@ def resolve_config(config: _Model, *, field: str) -> _Model:
     The one place that dumps a system's config, resolves its secrets (registering them for masking) and
     validates the result, so every protocol, contract and agent call resolves a system the same way. *field*
     names the block in messages, e.g. ``systems.crm.rest``."""
-    raw = resolve_tree(config.model_dump(by_alias=True, exclude_none=True), field=field)
+    raw = resolve_tree(config.model_dump(by_alias=True, exclude_none=True), field=field,
+                       addresses=address_fields(type(config)))
     return type(config).model_validate(raw)
 
 
-def register_referenced(value: Any, *, field: str = "") -> None:
+def register_referenced(value: Any, *, field: str = "", addresses: Collection[str] = frozenset()) -> None:
     """Register, for masking, every secret a nested structure refers to that the environment holds, without
     failing on the ones it does not: for commands that only show stored data (``hub show``), which must
     mask the credentials of the spec's systems but need none of them to work."""
     if isinstance(value, str):
-        names = [m.group(1) for m in _REF.finditer(value)] if _leaf(field) not in NOT_SECRET_FIELDS \
+        names = [m.group(1) for m in _REF.finditer(value)] if _leaf(field) not in addresses \
             else _credential_references(value)
         for name in names:
             got = os.environ.get(name)
@@ -154,10 +207,10 @@ def register_referenced(value: Any, *, field: str = "") -> None:
                 register(got)
     elif isinstance(value, dict):
         for k, v in value.items():
-            register_referenced(v, field=f"{field}.{k}")
+            register_referenced(v, field=f"{field}.{k}", addresses=addresses)
     elif isinstance(value, list):
         for v in value:
-            register_referenced(v, field=field)
+            register_referenced(v, field=field, addresses=addresses)
 
 
 def _control_character(value: str) -> str | None:

@@ -19,6 +19,7 @@ from hub.errors import TransportError
 from hub.runtime.breaker import CircuitBreakerConfig
 from hub.runtime.ratelimit import RateLimitConfig
 from hub.runtime.retry import RetryConfig
+from hub.runtime.secrets import Address
 
 
 class SystemSettings(BaseModel):
@@ -40,7 +41,7 @@ class TlsSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     ca_file: str | None = Field(None, description="PEM bundle of the CAs that sign the broker's certificate.")
-    cert: str | None = Field(None, description="Client certificate (PEM), for brokers that authenticate by it.")
+    cert: Address | None = Field(None, description="Client certificate (PEM), for brokers that authenticate by it.")
     key: str | None = Field(None, description="The client certificate's private key (PEM).")
     verify: bool = Field(True, description="Verify the broker's certificate and host name. Turning it off is "
                                            "for test brokers only: anyone on the path can then read the stream.")
