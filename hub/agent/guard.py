@@ -37,11 +37,10 @@ from typing import Any, NamedTuple
 import pyarrow as pa
 
 from hub import protocols
-from hub.agent.catalog import Action, Catalog, build_catalog, paging_position, sql_system
+from hub.agent.catalog import Action, Catalog, build_catalog, sql_system
 from hub.agent.params import closed, problems
 from hub.errors import HubError, Refused
 from hub.runtime.secrets import mask
-from hub.runtime.window import is_template
 from hub.spec.loader import Pipeline
 
 AUDIT_TABLE = "_hub_audit"
@@ -290,7 +289,7 @@ def execute(catalog: Catalog, action: Action, params: dict[str, Any], limit: int
     return result
 
 
-def _take(batches: Iterator[pa.RecordBatch], limit: int) -> tuple[list[dict[str, Any]], int]:
+def take(batches: Iterator[pa.RecordBatch], limit: int) -> tuple[list[dict[str, Any]], int]:
     rows: list[dict[str, Any]] = []
     total = 0
     for batch in batches:
@@ -299,94 +298,6 @@ def _take(batches: Iterator[pa.RecordBatch], limit: int) -> tuple[list[dict[str,
             keep = [c for c in batch.schema.names if not c.startswith("_hub_")]
             rows.extend(batch.select(keep).slice(0, limit - len(rows)).to_pylist())
     return rows, total
-
-
-def rest_call(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: int) -> Fetched:
-    import httpx
-
-    from adapters.rest import RestSource, RestSourceConfig, build_auth, origin_policy, select
-
-    block = pipeline.spec.systems[action.system]
-    system = block.protocol.resolve_system(action.system, block)
-    from hub.protocols.rest import place_params
-
-    path, query, headers, body = place_params(action, params)
-    method = str(action.binding["method"]).upper()
-    records_path = str(action.binding.get("records") or "$")
-    # reads go through the REST adapter (retries, backoff); a write is sent exactly once, never retried
-    if method in ("GET", "POST") and action.side_effect == "read" and (body is None or isinstance(body, dict)):
-        bound = pipeline.sources.get(str(action.binding.get("source") or ""))
-        if bound is not None and bound.kind == action.protocol:  # the spec's source of this REST action
-            return _rest_pages(system, action, bound.config, path, query, headers, body, limit)
-        source = RestSourceConfig.model_validate({"request": {"path": path, "method": method, "params": query,
-                                                              "headers": headers,
-                                                              **({"json": body} if body is not None else {})},
-                                                  "records": records_path})
-        page = RestSource(system, source, name=action.name).first_page()
-        records = [r if isinstance(r, dict) else {"value": r} for r in page.records]
-        return Fetched(records[:limit], len(records))
-    timeout = system.timeout if isinstance(system.timeout, (int, float)) else system.timeout.read
-    url = system.base_url.rstrip("/") + "/" + path.lstrip("/")
-    try:
-        with httpx.Client(auth=build_auth(system.auth), headers={**system.headers, **headers}, verify=system.verify,
-                          timeout=timeout, event_hooks=origin_policy(system, action.system).hooks()) as client:
-            response = client.request(method, url, params={**system.params, **query}, json=body)
-    except httpx.HTTPError as exc:
-        raise HubError(f"{action.name}: {method} {mask(url)}: {type(exc).__name__}: {mask(str(exc))}") from None
-    if response.status_code >= 400:
-        raise HubError(f"{action.name}: {method} {mask(url)}: HTTP {response.status_code}: "
-                       f"{mask(response.text[:300])}")
-    try:
-        doc = response.json() if response.content else None
-    except ValueError:
-        return Fetched([{"status": response.status_code, "text": response.text[:2000]}], 1)
-    found = select(records_path, doc) if doc is not None else []
-    if len(found) == 1 and isinstance(found[0], list):
-        found = found[0]
-    out = [r if isinstance(r, dict) else {"value": r} for r in found] or [{"status": response.status_code}]
-    return Fetched(out[:limit], len(out))
-
-
-def _rest_pages(system: Any, action: Action, rest: Any, path: str, query: dict[str, Any], headers: dict[str, str],
-                body: dict[str, Any] | None, limit: int) -> Fetched:
-    """A read of an action derived from a spec source (its ``RestSourceConfig`` *rest*): the source's request,
-    with its literal parameters as defaults, and its pagination, through the REST adapter (retries, rate limit,
-    concurrent known pages); reading stops once more than *limit* records were seen, and the total is then
-    unknown (at least the records seen). A page position the caller gives (page number, offset or cursor)
-    reads that one page; a page size the caller gives is the pagination's size."""
-    from adapters.rest import RestSource, RestSourceConfig
-
-    raw = rest.model_dump(by_alias=True, exclude_none=True)
-    request = raw.setdefault("request", {})
-    literal = {k: v for k, v in (request.get("params") or {}).items() if not (isinstance(v, str) and is_template(v))}
-    request.update(path=path, params={**literal, **query}, headers={**(request.get("headers") or {}), **headers})
-    if body is not None:
-        request["json"] = body
-    paginate = raw.get("paginate") or {}
-    if paging_position(rest.paginate) in query:
-        raw.pop("paginate", None)
-    elif (pages := paginate.get("page_number")) and pages.get("size") and pages.get("size_param") in query:
-        pages["size"] = query[pages["size_param"]]
-    elif (offsets := paginate.get("offset")) and offsets.get("limit_param", "limit") in query:
-        offsets["limit"] = query[offsets.get("limit_param", "limit")]
-    source = RestSource(system, RestSourceConfig.model_validate(raw), name=action.name, batch_size=limit + 1,
-                        system_name=action.system)
-    rows: list[dict[str, Any]] = []
-    seen = 0
-    batches = source.batches()
-    try:
-        for batch in batches:
-            seen += batch.num_rows
-            if len(rows) < limit:
-                keep = [c for c in batch.schema.names if not c.startswith("_hub_")]
-                rows.extend(batch.select(keep).slice(0, limit - len(rows)).to_pylist())
-            if seen > limit:  # enough: the adapter's thread is stopped, the pages after are not fetched
-                return Fetched(rows, None, seen)
-    finally:
-        close = getattr(batches, "close", None)  # a generator: stops and joins the adapter's thread
-        if close is not None:
-            close()
-    return Fetched(rows, seen)
 
 
 def soap_call(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: int) -> Fetched:
@@ -402,7 +313,7 @@ def soap_call(pipeline: Pipeline, action: Action, params: dict[str, Any], limit:
                          base_dir=pipeline.root)
     batches = adapter.batches()
     try:
-        return Fetched(*_take(batches, limit))
+        return Fetched(*take(batches, limit))
     finally:
         close = getattr(batches, "close", None)
         if close is not None:
@@ -453,7 +364,7 @@ def sql_call(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: 
 
     def run(query: str) -> list[dict[str, Any]]:
         src = SqlSource(cfg, SqlSourceConfig.model_validate({"query": query, "params": bound}), name=action.name)
-        rows, _ = _take(src.batches(), want)
+        rows, _ = take(src.batches(), want)
         return rows
 
     rows = run(f"SELECT {selected} FROM {qualified}{clause}{order_clause} LIMIT {int(want)}")
@@ -484,6 +395,6 @@ def sftp_call(pipeline: Pipeline, action: Action, params: dict[str, Any], limit:
                           f"(files: {', '.join(sorted(f.name for f in listed)[:20]) or 'none'})")
         copy = adapter.fetch(session, remote)
     try:
-        return Fetched(*_take(adapter.batches(copy), want))
+        return Fetched(*take(adapter.batches(copy), want))
     finally:
         copy.path.unlink(missing_ok=True)

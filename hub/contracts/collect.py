@@ -28,8 +28,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from adapters.sftp import CsvFormat, FormatConfig
 from hub.contracts.schema import infer
 from hub.contracts.usage import (
@@ -73,7 +71,7 @@ def collect(pipeline: Pipeline, system: str) -> dict[str, Any]:
     return {"contract": FORMAT, "pipeline": pipeline.name, "system": system, "protocol": protocol, protocol: body}
 
 
-def _scrub(text: str) -> str:
+def scrub(text: str) -> str:
     """A message without secrets and without scheme://host:port (run-specific)."""
     return _URL_HOST.sub("", mask(text)).strip()
 
@@ -109,11 +107,11 @@ def collect_soap(pipeline: Pipeline, system: str) -> dict[str, Any]:
         except SoapFault as exc:
             if "Authentication" in exc.code or "Security" in exc.code:
                 raise  # our credentials, not the contract: the test cannot tell
-            outcome.update(conforms=False, problem="fault", error=_scrub(str(exc)))
+            outcome.update(conforms=False, problem="fault", error=scrub(str(exc)))
         except ResponseFormatError as exc:
-            outcome.update(conforms=False, problem="format", error=_scrub(str(exc)))
+            outcome.update(conforms=False, problem="format", error=scrub(str(exc)))
         except AdapterError as exc:  # e.g. the operation or the records element is gone
-            outcome.update(conforms=False, problem="adapter", error=_scrub(str(exc)))
+            outcome.update(conforms=False, problem="adapter", error=scrub(str(exc)))
         finally:
             close = getattr(batches, "close", None)
             if close is not None:
@@ -121,84 +119,6 @@ def collect_soap(pipeline: Pipeline, system: str) -> dict[str, Any]:
         responses[source.name] = outcome
     return {"service": service.name, "port": port.name, "binding": entry["binding"],
             "soap_version": entry["soap_version"], "operations": operations, "responses": responses}
-
-
-# --- REST ------------------------------------------------------------------------------------------------
-
-def collect_rest(pipeline: Pipeline, system: str) -> dict[str, Any]:
-    from hub.protocols.rest import build
-
-    block = pipeline.spec.systems[system]
-    window = first_window(pipeline)
-    endpoints: dict[str, Any] = {}
-    for source in system_sources(pipeline, system):
-        request = f"{source.config.request.method} {source.config.request.path or '/'}"
-        entry: dict[str, Any] = {"request": request, "records": source.config.records}
-        adapter = build(source, window)
-        try:
-            page = adapter.first_page()
-        except HTTPStatusError as exc:
-            if exc.status in (404, 405, 410):
-                endpoints[source.name] = {**entry, "status": exc.status}
-                continue
-            raise
-        entry["sample"] = "first page" + (f" of partition {window.key}" if source.partitioned and window else "")
-        entry["response"] = infer([page.doc])
-        endpoints[source.name] = entry
-    out: dict[str, Any] = {"endpoints": endpoints}
-    if block.config.openapi:
-        out["openapi"] = fetch_openapi(block.protocol.resolve_system(system, block), pipeline.root, system)
-    return out
-
-
-def fetch_openapi(cfg: Any, root: Path, system: str) -> dict[str, Any]:
-    """The system's OpenAPI document (JSON or YAML; URL with the system's auth, or a file), without its
-    ``servers`` (hosts are not part of the contract)."""
-    import httpx
-
-    from adapters.rest import build_auth, origin_policy
-
-    location = str(cfg.openapi)
-    where = f"systems.{system}.rest.openapi"
-    if "://" in location:
-        try:
-            with httpx.Client(auth=build_auth(cfg.auth), headers={"Accept": "application/json, application/yaml",
-                                                                  **cfg.headers},
-                              verify=cfg.verify, timeout=30.0, follow_redirects=True,
-                              event_hooks=origin_policy(cfg, system, location).hooks()) as client:
-                response = client.get(location)
-        except httpx.HTTPError as exc:
-            raise TransportError(f"{where}: cannot fetch {_scrub(location)}: {type(exc).__name__}: "
-                                 f"{_scrub(str(exc))}") from None
-        if response.status_code >= 400:
-            raise HTTPStatusError(f"{where}: GET {mask(location)}: HTTP {response.status_code}", url=mask(location),
-                                  status=response.status_code)
-        text = response.text
-    else:
-        path = Path(location)
-        path = path if path.is_absolute() else root / path
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise AdapterError(f"{where}: cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError:
-        try:
-            doc = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise AdapterError(f"{where}: not JSON or YAML: {exc}") from None
-    if not isinstance(doc, dict) or not ("openapi" in doc or "swagger" in doc):
-        raise AdapterError(f"{where}: not an OpenAPI document (no `openapi` or `swagger` key)")
-    return _without_servers(doc)
-
-
-def _without_servers(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {k: _without_servers(v) for k, v in node.items() if k not in ("servers", "host", "basePath")}
-    if isinstance(node, list):
-        return [_without_servers(v) for v in node]
-    return node
 
 
 # --- SFTP ------------------------------------------------------------------------------------------------

@@ -83,26 +83,26 @@ def jsonpath_to_path(expr: str) -> Path | None:
     return tuple(out)
 
 
-def _column_paths(source: ResolvedSource) -> list[tuple[str, str]]:
+def column_paths(source: ResolvedSource) -> list[tuple[str, str]]:
     """(source path, output name) of every declared column."""
     return [(path, spec.name or path) for path, spec in source.spec.column_specs()]
 
 
-def _key_paths(source: ResolvedSource) -> list[str]:
+def key_paths(source: ResolvedSource) -> list[str]:
     """The source paths of the primary key columns (keys name output columns)."""
-    by_name = {name: path for path, name in _column_paths(source)}
+    by_name = {name: path for path, name in column_paths(source)}
     return [by_name.get(k, k) for k in source.spec.primary_key]
 
 
-def _record_uses(usage: Usage, scope: str, root: Path, source: ResolvedSource, records_label: str) -> None:
+def record_uses(usage: Usage, scope: str, root: Path, source: ResolvedSource, records_label: str) -> None:
     """Columns (or every field), keys and child tables of *source*, relative to its records at *root*."""
     name = source.name
     if source.spec.columns:
-        for path, _ in _column_paths(source):
+        for path, _ in column_paths(source):
             usage.add(scope, (*root, *path.split(".")), name, f"column {path}")
     else:
         usage.add(scope, root, name, f"all fields of {records_label}")
-    for key in _key_paths(source):
+    for key in key_paths(source):
         usage.add(scope, (*root, *key.split(".")), name, f"primary key {key}", key=True)
     for child, cspec in source.spec.children.items():
         base = (*root, *cspec.path.split("."))
@@ -119,7 +119,7 @@ def system_sources(pipeline: Pipeline, system: str) -> list[ResolvedSource]:
 
 # --- per protocol --------------------------------------------------------------------------------------
 
-def _flow_uses(usage: Usage, pipeline: Pipeline, system: str, scopes: Any) -> None:
+def flow_uses(usage: Usage, pipeline: Pipeline, system: str, scopes: Any) -> None:
     """What the pipeline's flows send to and read from *system*: *scopes(operation)* gives the operation's
     scopes ``(operation, params, body, response)`` (None: the system has no such operation); a parameter, a
     field of a JSON body a flow writes, or a response field it reads is a use, so renaming it breaks."""
@@ -165,7 +165,7 @@ def soap_usage(pipeline: Pipeline, system: str, doc: dict[str, Any]) -> Usage:
     def flow_scopes(op: str) -> tuple[str, str, None, str] | None:
         return (f"op:{op}", f"op:{op}:input", None, f"op:{op}:output") if op in operations_of else None
 
-    _flow_uses(usage, pipeline, system, flow_scopes)
+    flow_uses(usage, pipeline, system, flow_scopes)
     operations = doc.get("operations") or {}
     for source in system_sources(pipeline, system):
         soap = source.config
@@ -188,74 +188,10 @@ def soap_usage(pipeline: Pipeline, system: str, doc: dict[str, Any]) -> Usage:
             usage.add(f"op:{op}:input", (param,), source.name, f"param {param}", key=True)
         output = (operations.get(op) or {}).get("output") or {}
         root = find_property(output, soap.records) or (soap.records,)
-        _record_uses(usage, f"op:{op}:output", root, source, f"records {soap.records}")
+        record_uses(usage, f"op:{op}:output", root, source, f"records {soap.records}")
         if paging is not None and paging.token:
             token = find_property(output, paging.token.element) or (paging.token.element,)
             usage.add(f"op:{op}:output", token, source.name, f"continuation token {paging.token.element}")
-    return usage
-
-
-def _pagination_paths(source: ResolvedSource) -> list[str]:
-    rest = source.config
-    if rest.paginate is None:
-        return []
-    out = []
-    for kind in ("page_number", "offset", "cursor", "next_url"):
-        cfg = getattr(rest.paginate, kind)
-        for key in ("total_pages", "total_count", "total", "cursor_path", "path"):
-            value = getattr(cfg, key, None) if cfg is not None else None
-            if value:
-                out.append(value)
-    return out
-
-
-def request_params(source: ResolvedSource) -> list[str]:
-    """Query parameters a REST source sends (its own and its pagination's)."""
-    rest = source.config
-    params = dict.fromkeys(rest.request.params)
-    p = rest.paginate
-    if p is not None:
-        if p.page_number:
-            params[p.page_number.param] = None
-            if p.page_number.size_param:
-                params[p.page_number.size_param] = None
-        if p.offset:
-            params[p.offset.offset_param] = None
-            params[p.offset.limit_param] = None
-        if p.cursor:
-            params[p.cursor.param] = None
-    params.update(dict.fromkeys(source.system.config.params))
-    return list(params)
-
-
-def rest_usage(pipeline: Pipeline, system: str, openapi_ops: dict[str, str] | None = None,
-               flow_ops: dict[str, str] | None = None) -> Usage:
-    """Scope ``rest:SOURCE`` (the observed response document); with an OpenAPI document, also
-    ``openapi:OP`` (the operation), ``openapi:OP:params`` and ``openapi:OP:response`` for the operation
-    each source calls (*openapi_ops*: source -> operation key such as ``GET /customers``), and what the flows
-    send (``openapi:OP:body`` too) and read (*flow_ops*: action name such as ``post_activities`` -> key)."""
-    usage = Usage()
-
-    def flow_scopes(name: str) -> tuple[str, str, str, str] | None:
-        op = (flow_ops or {}).get(name)
-        return None if op is None else (f"openapi:{op}", f"openapi:{op}:params", f"openapi:{op}:body",
-                                        f"openapi:{op}:response")
-
-    _flow_uses(usage, pipeline, system, flow_scopes)
-    for source in system_sources(pipeline, system):
-        rest = source.config
-        op = (openapi_ops or {}).get(source.name)
-        scopes = [f"rest:{source.name}"] + ([f"openapi:{op}:response"] if op else [])
-        root = jsonpath_to_path(rest.records)
-        for scope in scopes:
-            _record_uses(usage, scope, root if root is not None else (), source, f"records {rest.records}")
-            for expr in _pagination_paths(source):
-                path = jsonpath_to_path(expr)
-                usage.add(scope, path if path is not None else (), source.name, f"pagination {expr}")
-        if op:
-            usage.add(f"openapi:{op}", (), source.name, f"{rest.request.method} {rest.request.path}")
-            for param in request_params(source):
-                usage.add(f"openapi:{op}:params", (param,), source.name, f"param {param}", key=True)
     return usage
 
 
@@ -263,7 +199,7 @@ def sftp_usage(pipeline: Pipeline, system: str) -> Usage:
     """Scope ``file:SOURCE``: the columns (CSV, fixed width) or fields (JSON lines, XML) a drop reads."""
     usage = Usage()
     for source in system_sources(pipeline, system):
-        _record_uses(usage, f"file:{source.name}", (), source, "the file")
+        record_uses(usage, f"file:{source.name}", (), source, "the file")
     return usage
 
 
@@ -274,7 +210,7 @@ def stream_usage(pipeline: Pipeline, system: str, scope: Callable[[str], str]) -
     for source in system_sources(pipeline, system):
         if source.stream is not None:
             records = source.stream.records
-            _record_uses(usage, scope(source.name), (), source, f"records {records}" if records else "the payload")
+            record_uses(usage, scope(source.name), (), source, f"records {records}" if records else "the payload")
     return usage
 
 
@@ -317,7 +253,7 @@ def sql_usage(pipeline: Pipeline, system: str) -> Usage:
         scope = f"table:{table_key(written[op][1], written[op][0])}"
         return f"{scope}:write", scope, None, None  # the op scope is not compared: a table's columns are
 
-    _flow_uses(usage, pipeline, system, flow_scopes)
+    flow_uses(usage, pipeline, system, flow_scopes)
     for source in system_sources(pipeline, system):
         sql = source.config
         if sql.table is not None:
@@ -326,11 +262,11 @@ def sql_usage(pipeline: Pipeline, system: str) -> Usage:
                 for col in sql.select:
                     usage.add(scope, (col,), source.name, f"select {col}")
             elif source.spec.columns:
-                for path, _ in _column_paths(source):
+                for path, _ in column_paths(source):
                     usage.add(scope, (path.split(".")[0],), source.name, f"column {path}")
             else:
                 usage.add(scope, (), source.name, "all columns")
-            for key in _key_paths(source):
+            for key in key_paths(source):
                 usage.add(scope, (key.split(".")[0],), source.name, f"primary key {key}", key=True)
             if sql.incremental is not None:
                 cursor = sql.incremental.cursor
