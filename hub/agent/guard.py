@@ -300,26 +300,6 @@ def take(batches: Iterator[pa.RecordBatch], limit: int) -> tuple[list[dict[str, 
     return rows, total
 
 
-def soap_call(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: int) -> Fetched:
-    from adapters.soap import SoapSource, SoapSourceConfig
-    from hub.materialize import cache_dir
-
-    block = pipeline.spec.systems[action.system]
-    system = block.protocol.resolve_system(action.system, block)
-    operation = str(action.binding["operation"])
-    records = action.binding.get("records") or operation + "Result"
-    source = SoapSourceConfig.model_validate({"operation": operation, "params": params, "records": records})
-    adapter = SoapSource(system, source, name=action.name, cache_dir=cache_dir(pipeline) / "wsdl",
-                         base_dir=pipeline.root)
-    batches = adapter.batches()
-    try:
-        return Fetched(*take(batches, limit))
-    finally:
-        close = getattr(batches, "close", None)
-        if close is not None:
-            close()
-
-
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 
 

@@ -38,9 +38,9 @@ from hub.contracts.usage import (
     system_sources,
     table_key,
 )
-from hub.errors import AdapterError, HTTPStatusError, HubError, ResponseFormatError, SoapFault, TransportError
+from hub.errors import HubError
 from hub.runtime.secrets import mask
-from hub.runtime.window import Window, render_config, sample_window
+from hub.runtime.window import Window, sample_window
 from hub.spec.loader import Pipeline
 
 #: Bump when the document layout changes incompatibly.
@@ -74,51 +74,6 @@ def collect(pipeline: Pipeline, system: str) -> dict[str, Any]:
 def scrub(text: str) -> str:
     """A message without secrets and without scheme://host:port (run-specific)."""
     return _URL_HOST.sub("", mask(text)).strip()
-
-
-# --- SOAP ------------------------------------------------------------------------------------------------
-
-def collect_soap(pipeline: Pipeline, system: str) -> dict[str, Any]:
-    from adapters.soap import SoapSource, load_wsdl, select_port
-    from adapters.soap.catalog import describe
-
-    block = pipeline.spec.systems[system]
-    cfg = block.protocol.resolve_system(system, block).model_copy(update={"wsdl_cache_ttl": 0})  # the live WSDL
-    wsdl = load_wsdl(cfg, base_dir=pipeline.root)
-    service, port = select_port(wsdl, cfg)
-    catalog = describe(wsdl)
-    entry = next(p for s in catalog["services"] if s["name"] == service.name for p in s["ports"]
-                 if p["name"] == port.name)
-    operations = {op["name"]: {k: v for k, v in op.items() if k != "name"} for op in entry["operations"]}
-    responses: dict[str, Any] = {}
-    window = first_window(pipeline)
-    for source in system_sources(pipeline, system):
-        rendered = render_config(source.config, window, field=f"sources.{source.name}")
-        adapter = SoapSource(cfg, rendered, name=source.name,
-                             base_dir=pipeline.root, lists={c.path for c in source.spec.children.values()})
-        adapter._wsdl = wsdl  # the document just loaded
-        outcome: dict[str, Any] = {"operation": source.config.operation, "records": source.config.records}
-        batches = adapter.batches()
-        try:
-            next(batches, None)  # the first page is enough
-            outcome["conforms"] = True
-        except (HTTPStatusError, TransportError):
-            raise
-        except SoapFault as exc:
-            if "Authentication" in exc.code or "Security" in exc.code:
-                raise  # our credentials, not the contract: the test cannot tell
-            outcome.update(conforms=False, problem="fault", error=scrub(str(exc)))
-        except ResponseFormatError as exc:
-            outcome.update(conforms=False, problem="format", error=scrub(str(exc)))
-        except AdapterError as exc:  # e.g. the operation or the records element is gone
-            outcome.update(conforms=False, problem="adapter", error=scrub(str(exc)))
-        finally:
-            close = getattr(batches, "close", None)
-            if close is not None:
-                close()
-        responses[source.name] = outcome
-    return {"service": service.name, "port": port.name, "binding": entry["binding"],
-            "soap_version": entry["soap_version"], "operations": operations, "responses": responses}
 
 
 # --- SFTP ------------------------------------------------------------------------------------------------

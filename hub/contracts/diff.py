@@ -193,65 +193,6 @@ def find_renames(removed: list[str], added: list[str], same: Any) -> dict[str, s
     return out
 
 
-# --- SOAP ------------------------------------------------------------------------------------------------
-
-def compare_soap(system: str, before: dict[str, Any], after: dict[str, Any], usage: Usage) -> list[Change]:
-    d = Differ(system, usage)
-    for key in ("service", "port", "binding", "soap_version"):
-        if before.get(key) != after.get(key):
-            d.add(f"port {before.get('port')}", "", f"{key} changed", before.get(key), after.get(key), uses=[],
-                  breaking=False)
-    ops_b, ops_a = before.get("operations") or {}, after.get("operations") or {}
-    removed = [op for op in ops_b if op not in ops_a]
-    added = [op for op in ops_a if op not in ops_b]
-    renames = find_renames(removed, added, lambda r, x: (canonical(ops_b[r].get("input") or {}),
-                                                     canonical(ops_b[r].get("output") or {}))
-                       == (canonical(ops_a[x].get("input") or {}), canonical(ops_a[x].get("output") or {})))
-    for op in removed:
-        uses = usage.users(f"op:{op}", ())
-        what = f"operation renamed to {renames[op]}" if op in renames else "operation removed"
-        d.add(f"operation {op}", "", what, op, renames.get(op, "absent"), uses=uses, breaking=bool(uses))
-    for op in added:
-        if op not in renames.values():
-            d.add(f"operation {op}", "", "operation added", "absent", op, uses=[], breaking=False)
-    for op, ob in ops_b.items():
-        oa = ops_a.get(op)
-        if oa is None:
-            continue
-        for key in ("soap_action", "style"):
-            if ob.get(key) != oa.get(key):
-                d.add(f"operation {op}", "", f"{key} changed", ob.get(key), oa.get(key),
-                      uses=usage.users(f"op:{op}", ()), breaking=False)
-        d.schema(ob.get("input"), oa.get("input"), element=f"{op} input", scope=f"op:{op}:input", direction="in")
-        if ob.get("input_headers") or oa.get("input_headers"):
-            d.schema(ob.get("input_headers") or {"type": "object", "properties": {}},
-                     oa.get("input_headers") or {"type": "object", "properties": {}},
-                     element=f"{op} input headers", scope=f"op:{op}:headers", direction="in")
-        d.schema(ob.get("output"), oa.get("output"), element=f"{op} output", scope=f"op:{op}:output")
-    _compare_samples(d, before.get("responses") or {}, after.get("responses") or {})
-    return d.changes
-
-
-_PROBLEMS = {"fault": "the operation answers with a SOAP Fault", "format": "responses no longer match the WSDL",
-             "adapter": "the source can no longer read the operation"}
-
-
-def _compare_samples(d: Differ, before: dict[str, Any], after: dict[str, Any]) -> None:
-    """Live responses read by the adapter: one that stopped conforming to the service description breaks."""
-    for source, sb in before.items():
-        sa = after.get(source)
-        if sa is None or sb == sa:
-            continue
-        element = f"{sa.get('operation', source)} responses"
-        uses = [Use(source, (), f"records {sa.get('records', '')}".strip())]
-        if sa.get("conforms") is False and sb.get("conforms") is not False:
-            d.add(element, "", _PROBLEMS.get(str(sa.get("problem")), _PROBLEMS["format"]), "conform",
-                  sa.get("error", "do not conform"), uses=uses, breaking=True)
-        elif sa.get("conforms") and sb.get("conforms") is False:
-            d.add(element, "", "responses match the WSDL again", sb.get("error", "did not conform"), "conform",
-                  uses=uses, breaking=False)
-
-
 # --- SFTP ------------------------------------------------------------------------------------------------
 
 _LENGTH = re.compile(r"^(\w+)\((\d+)\)$")

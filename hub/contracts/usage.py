@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hub.contracts.schema import ITEMS, Path, bare, find_property
+from hub.contracts.schema import ITEMS, Path, bare
 from hub.spec.loader import Pipeline
 from hub.spec.models import ResolvedSource
 
@@ -155,44 +155,6 @@ def _dict_paths(value: Any, prefix: Path = ()) -> list[Path]:
         out.append((*prefix, str(k)))
         out += _dict_paths(v, (*prefix, str(k)))
     return out
-
-
-def soap_usage(pipeline: Pipeline, system: str, doc: dict[str, Any]) -> Usage:
-    """Scopes ``op:NAME`` (the operation), ``op:NAME:input`` (parameters), ``op:NAME:output`` (response)."""
-    usage = Usage()
-    operations_of = doc.get("operations") or {}
-
-    def flow_scopes(op: str) -> tuple[str, str, None, str] | None:
-        return (f"op:{op}", f"op:{op}:input", None, f"op:{op}:output") if op in operations_of else None
-
-    flow_uses(usage, pipeline, system, flow_scopes)
-    operations = doc.get("operations") or {}
-    for source in system_sources(pipeline, system):
-        soap = source.config
-        op = soap.operation
-        usage.add(f"op:{op}", (), source.name, f"operation {op}")
-        params = dict.fromkeys(soap.params)
-        paging = soap.paginate
-        if paging is not None:
-            if paging.page_number:
-                params[paging.page_number.param] = None
-                if paging.page_number.size_param:
-                    params[paging.page_number.size_param] = None
-            if paging.offset:
-                params[paging.offset.param] = None
-                if paging.offset.limit_param:
-                    params[paging.offset.limit_param] = None
-            if paging.token:
-                params[paging.token.param] = None
-        for param in params:
-            usage.add(f"op:{op}:input", (param,), source.name, f"param {param}", key=True)
-        output = (operations.get(op) or {}).get("output") or {}
-        root = find_property(output, soap.records) or (soap.records,)
-        record_uses(usage, f"op:{op}:output", root, source, f"records {soap.records}")
-        if paging is not None and paging.token:
-            token = find_property(output, paging.token.element) or (paging.token.element,)
-            usage.add(f"op:{op}:output", token, source.name, f"continuation token {paging.token.element}")
-    return usage
 
 
 def sftp_usage(pipeline: Pipeline, system: str) -> Usage:
