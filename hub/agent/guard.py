@@ -352,29 +352,3 @@ def sql_call(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: 
     return Fetched(rows, int(total))
 
 
-def sftp_call(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: int) -> Fetched:
-    from hub.files import build_sftp
-
-    source = pipeline.sources[str(action.binding["source"])]
-    adapter = build_sftp(pipeline, source)
-    cfg = adapter.source
-    want = min(int(params.get("limit") or limit), limit)
-    with adapter.session() as session:
-        listed = session.list_files(cfg.files.path, cfg.files.glob, recursive=cfg.files.recursive,
-                                    ignore=cfg.files.ignore)
-        name = params.get("file")
-        if not name:
-            ready = {f.path for f in adapter.ready_files(session)}
-            files = sorted(listed, key=lambda f: (f.mtime, f.path), reverse=True)
-            return Fetched([{"file": f.name, "path": f.path, "size": f.size,
-                             "modified": datetime.fromtimestamp(f.mtime, UTC).isoformat(), "ready": f.path in ready}
-                            for f in files[:want]], len(files))
-        remote = next((f for f in listed if f.name == name or f.path == name), None)
-        if remote is None:
-            raise Refused(f"{action.name}: no file {name!r} in {cfg.files.path} matching {cfg.files.glob} "
-                          f"(files: {', '.join(sorted(f.name for f in listed)[:20]) or 'none'})")
-        copy = adapter.fetch(session, remote)
-    try:
-        return Fetched(*take(adapter.batches(copy), want))
-    finally:
-        copy.path.unlink(missing_ok=True)

@@ -193,73 +193,12 @@ def find_renames(removed: list[str], added: list[str], same: Any) -> dict[str, s
     return out
 
 
-# --- SFTP ------------------------------------------------------------------------------------------------
+# --- columns of files and tables (SFTP and SQL) ----------------------------------------------------------
 
 _LENGTH = re.compile(r"^(\w+)\((\d+)\)$")
 
 
 Relation = Callable[[dict[str, Any], dict[str, Any]], str]
-
-
-def csv_relation(cb: dict[str, Any], ca: dict[str, Any]) -> str:
-    """Relation of two inferred CSV column types (``integer``, ``decimal(,)``, ``date(%d.%m.%Y)``, ...)."""
-    before, after = str(cb.get("type")), str(ca.get("type"))
-    if before == after or "empty" in (before, after):
-        return "same"
-    if before == "integer" and after.startswith("decimal"):
-        return "widened"
-    if before.startswith("decimal") and after == "integer":
-        return "narrowed"
-    return "changed"
-
-
-def compare_sftp(system: str, before: dict[str, Any], after: dict[str, Any], usage: Usage) -> list[Change]:
-    d = Differ(system, usage)
-    fb, fa = before.get("files") or {}, after.get("files") or {}
-    for source, lb in fb.items():
-        la = fa.get(source)
-        element = f"file {lb.get('path', '')}/{lb.get('glob', '')} ({source})"
-        scope = f"file:{source}"
-        everything = usage.users(scope, ())
-        if la is None:
-            d.add(element, "", "no longer read by the pipeline (take a new snapshot)", "read", "absent", uses=[],
-                  breaking=False)
-            continue
-        if lb.get("sample") is None or la.get("sample") is None:
-            if lb.get("sample") is not None:
-                d.add(element, "", "no ready file to compare with", lb.get("name_pattern"), "no file", uses=[],
-                      breaking=False)
-            elif la.get("sample") is not None:
-                d.add(element, "", "a file to compare with (take a new snapshot)", "no file", la.get("name_pattern"),
-                      uses=[], breaking=False)
-            continue
-        if lb.get("name_pattern") != la.get("name_pattern"):
-            d.add(element, "name", "file names changed", lb.get("name_pattern"), la.get("name_pattern"), uses=[],
-                  breaking=False)
-        for key in ("format", "delimiter", "header", "compression"):
-            if lb.get(key) != la.get(key):
-                d.add(element, key, f"{key} changed", lb.get(key), la.get(key), uses=everything,
-                      breaking=bool(everything))
-        eb, ea = lb.get("encoding"), la.get("encoding")
-        if eb != ea:
-            declared = la.get("declared_encoding")
-            fits = ea == "ascii" or ea == declared or (declared in ("utf-8", "utf_8") and ea == "utf-8")
-            d.add(element, "encoding", "encoding changed", eb, ea, uses=everything,
-                  breaking=bool(everything) and not fits)
-        if "columns" in lb or "columns" in la:
-            compare_columns(d, lb.get("columns") or [], la.get("columns") or [], element=element, scope=scope,
-                             positional=not lb.get("header", True),
-                             relation_=column_relation if lb.get("format") == "parquet" else csv_relation)
-        if lb.get("line_length") != la.get("line_length") and "line_length" in lb:
-            d.add(element, "line length", "line length changed", lb.get("line_length"), la.get("line_length"),
-                  uses=everything, breaking=bool(everything))
-        if "schema" in lb or "schema" in la:
-            d.schema(lb.get("schema"), la.get("schema"), element=element, scope=scope)
-    for source, la in fa.items():
-        if source not in fb:
-            d.add(f"file {la.get('path', '')}/{la.get('glob', '')} ({source})", "", "not in the snapshot (take a "
-                  "new snapshot)", "absent", la.get("name_pattern"), uses=[], breaking=False)
-    return d.changes
 
 
 def compare_columns(d: Differ, before: list[dict[str, Any]], after: list[dict[str, Any]], *, element: str,

@@ -157,14 +157,6 @@ def _dict_paths(value: Any, prefix: Path = ()) -> list[Path]:
     return out
 
 
-def sftp_usage(pipeline: Pipeline, system: str) -> Usage:
-    """Scope ``file:SOURCE``: the columns (CSV, fixed width) or fields (JSON lines, XML) a drop reads."""
-    usage = Usage()
-    for source in system_sources(pipeline, system):
-        record_uses(usage, f"file:{source.name}", (), source, "the file")
-    return usage
-
-
 def stream_usage(pipeline: Pipeline, system: str, scope: Callable[[str], str]) -> Usage:
     """Scope ``scope(SOURCE)``: the fields of the records of a stream source's payloads it reads (its columns
     and keys, or every field)."""
