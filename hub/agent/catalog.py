@@ -21,7 +21,6 @@ character n-grams) with meaning (sentence embeddings of a model shipped in a whe
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import difflib
 from collections.abc import Iterable
@@ -182,54 +181,3 @@ def _with_policy(pipeline: Pipeline, system: str, action: Action) -> Action:
         elif operation in agent.reads or action.name in agent.reads:
             side_effect = "read"
     return dataclasses.replace(action, side_effect=side_effect, pipeline=action.pipeline or pipeline.name)
-
-
-# --- SQL -------------------------------------------------------------------------------------------------
-
-SQL_INPUT: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "columns": {"type": "array", "items": {"type": "string"}, "description": "Columns to return (default all)."},
-        "where": {"type": "object", "description": "Column -> value: rows where every column equals its value."},
-        "order_by": {"type": "array", "items": {"type": "string"}, "description": "Columns to sort by; "
-                                                                                   "'-col' for descending."},
-        "limit": {"type": "integer", "minimum": 1, "description": "Rows to return at most."},
-    },
-    "required": [],
-    "additionalProperties": False,
-}
-
-
-def sql_system(pipeline: Pipeline, system: str) -> Any:
-    """The resolved SQL system config; a relative SQLite path is taken from the project root."""
-    block = pipeline.spec.systems[system]
-    return block.protocol.resolve_system(system, block, root=pipeline.root)
-
-
-def sql_actions(pipeline: Pipeline, system: str) -> list[Action]:
-    from adapters.sql.catalog import describe
-
-    cfg = sql_system(pipeline, system)
-    schemas = {s.config.schema_ for s in pipeline.sources.values() if s.system_name == system}
-    out = []
-    for schema in sorted(schemas, key=lambda s: s or "") or [None]:
-        catalog = describe(cfg, schema=schema)
-        for t in catalog["tables"]:
-            readers = [s.name for s in pipeline.sources.values() if s.system_name == system
-                       and s.config.table == t["name"]]
-            text = f"Rows of the {t['kind']} {t['name']}" + (f" ({t['description']})" if t["description"] else "")
-            text += f"; columns {', '.join(c['name'] for c in t['columns'])}"
-            if t["primary_key"]:
-                text += f"; primary key {', '.join(t['primary_key'])}"
-            if readers:
-                text += f"; read by source {', '.join(readers)}"
-            binding: dict[str, Any] = {"table": t["name"], "kind": t["kind"]}
-            if schema:
-                binding["schema"] = schema
-            name = f"{system}.{t['name']}" if not schema else f"{system}.{schema}.{t['name']}"
-            out.append(Action(name=name, system=system, protocol="sql", description=text,
-                              input_schema=copy.deepcopy(SQL_INPUT), output_schema=t["schema"],
-                              side_effect="read", binding=binding, pipeline=pipeline.name))
-    return out
-
-

@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 import pyarrow as pa
 
 from hub import protocols
-from hub.agent.catalog import Action, Catalog, build_catalog, sql_system
+from hub.agent.catalog import Action, Catalog, build_catalog
 from hub.agent.params import closed, problems
 from hub.errors import HubError, Refused
 from hub.runtime.secrets import mask
@@ -298,57 +298,5 @@ def take(batches: Iterator[pa.RecordBatch], limit: int) -> tuple[list[dict[str, 
             keep = [c for c in batch.schema.names if not c.startswith("_hub_")]
             rows.extend(batch.select(keep).slice(0, limit - len(rows)).to_pylist())
     return rows, total
-
-
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
-
-
-def sql_call(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: int) -> Fetched:
-    from adapters.sql import SqlSource, SqlSourceConfig
-
-    known = list(action.output_schema.get("properties") or {})
-
-    def column(name: Any, what: str) -> str:
-        if not isinstance(name, str) or name not in known or not _IDENT.match(name):
-            raise Refused(f"{action.name}: {what} '{name}' is not a column of {action.binding['table']} "
-                          f"(columns: {', '.join(known)})")
-        return f'"{name}"'
-
-    cols = params.get("columns") or []
-    if not isinstance(cols, list):
-        raise Refused(f"{action.name}: columns must be a list of column names")
-    selected = ", ".join(column(c, "column") for c in cols) or "*"
-    where = params.get("where") or {}
-    if not isinstance(where, dict):
-        raise Refused(f"{action.name}: where must be an object (column -> value)")
-    table = str(action.binding["table"])
-    if not _IDENT.match(table):
-        raise Refused(f"{action.name}: table name {table!r} cannot be queried safely")
-    qualified = f'"{action.binding["schema"]}"."{table}"' if action.binding.get("schema") else f'"{table}"'
-    bound: dict[str, Any] = {}
-    conditions = []
-    for i, (key, value) in enumerate(where.items()):
-        if value is None:
-            conditions.append(f"{column(key, 'where column')} IS NULL")
-        else:
-            conditions.append(f"{column(key, 'where column')} = :p{i}")
-            bound[f"p{i}"] = value
-    clause = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-    order = []
-    for item in params.get("order_by") or []:
-        desc = isinstance(item, str) and item.startswith("-")
-        order.append(column(item[1:] if desc else item, "order_by column") + (" DESC" if desc else ""))
-    order_clause = f" ORDER BY {', '.join(order)}" if order else ""
-    want = min(int(params.get("limit") or limit), limit)
-    cfg = sql_system(pipeline, action.system)
-
-    def run(query: str) -> list[dict[str, Any]]:
-        src = SqlSource(cfg, SqlSourceConfig.model_validate({"query": query, "params": bound}), name=action.name)
-        rows, _ = take(src.batches(), want)
-        return rows
-
-    rows = run(f"SELECT {selected} FROM {qualified}{clause}{order_clause} LIMIT {int(want)}")
-    total = run(f"SELECT count(*) AS n FROM {qualified}{clause}")[0]["n"]
-    return Fetched(rows, int(total))
 
 

@@ -272,7 +272,7 @@ def _column_label(col: dict[str, Any]) -> str:
     return f"{col.get('type')} ({arrow})" if arrow else str(col.get("type"))
 
 
-# --- SQL -------------------------------------------------------------------------------------------------
+# --- column types as a database catalog or a Parquet file reports them (SQL and SFTP) --------------------
 
 _INTS = {"int8": 1, "int16": 2, "int32": 3, "int64": 4, "uint8": 1, "uint16": 2, "uint32": 3, "uint64": 4}
 _FLOATS = {"halffloat": 1, "float": 2, "double": 3}
@@ -314,58 +314,3 @@ def column_relation(cb: dict[str, Any], ca: dict[str, Any]) -> str:
     return "db"
 
 
-def compare_sql(system: str, before: dict[str, Any], after: dict[str, Any], usage: Usage) -> list[Change]:
-    d = Differ(system, usage)
-    if before.get("dialect") != after.get("dialect"):
-        d.add("database", "", "dialect changed", before.get("dialect"), after.get("dialect"), uses=[], breaking=False)
-    tb, ta = before.get("tables") or {}, after.get("tables") or {}
-    for name, table in tb.items():
-        scope = f"table:{name}"
-        element = f"{table.get('kind', 'table')} {name}"
-        live = ta.get(name)
-        if live is None:
-            uses = usage.users(scope, ())
-            d.add(element, "", f"{table.get('kind', 'table')} removed", name, "absent", uses=uses,
-                  breaking=bool(uses))
-            continue
-        compare_columns(d, table.get("columns") or [], live.get("columns") or [], element=element, scope=scope,
-                         positional=False, relation_=column_relation, nullability=True)
-        if table.get("primary_key") != live.get("primary_key"):
-            d.add(element, "primary key", "primary key changed", ", ".join(table.get("primary_key") or []) or "none",
-                  ", ".join(live.get("primary_key") or []) or "none", uses=[], breaking=False)
-    for name, table in ta.items():
-        if name not in tb:
-            d.add(f"{table.get('kind', 'table')} {name}", "", "not in the snapshot (take a new snapshot)", "absent",
-                  name, uses=[], breaking=False)
-    _compare_procedures(d, before.get("procedures") or {}, after.get("procedures") or {}, usage)
-    return d.changes
-
-
-def _signature(params: list[dict[str, Any]], *, names: bool = True) -> str:
-    return "(" + ", ".join(f"{p.get('mode', 'IN')} {p.get('name') or '?'} {p.get('type')}" if names
-                           else f"{p.get('mode', 'IN')} {p.get('type')}" for p in params) + ")"
-
-
-def _compare_procedures(d: Differ, before: dict[str, Any], after: dict[str, Any], usage: Usage) -> None:
-    """Stored procedures flows call: they take positional arguments, so a procedure removed, or one whose
-    parameters changed in number, order, type or mode, breaks every flow that calls it; a parameter renamed
-    (same types, same order) does not."""
-    for name, proc in before.items():
-        element = f"{proc.get('kind', 'procedure')} {name}"
-        uses = usage.users(f"procedure:{name}", ())
-        live = after.get(name)
-        if live is None:
-            d.add(element, "", f"{proc.get('kind', 'procedure')} removed", name, "absent", uses=uses,
-                  breaking=bool(uses))
-            continue
-        was, now = proc.get("signatures") or [], live.get("signatures") or []
-        if [_signature(s, names=False) for s in was] != [_signature(s, names=False) for s in now]:
-            d.add(element, "parameters", "parameters changed", " | ".join(_signature(s) for s in was),
-                  " | ".join(_signature(s) for s in now), uses=uses, breaking=bool(uses))
-        elif [_signature(s) for s in was] != [_signature(s) for s in now]:
-            d.add(element, "parameters", "parameter renamed", " | ".join(_signature(s) for s in was),
-                  " | ".join(_signature(s) for s in now), uses=[], breaking=False)
-    for name, proc in after.items():
-        if name not in before:
-            d.add(f"{proc.get('kind', 'procedure')} {name}", "", "not in the snapshot (take a new snapshot)",
-                  "absent", name, uses=[], breaking=False)
