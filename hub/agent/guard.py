@@ -9,12 +9,13 @@ Every call goes through :meth:`Guard.call`, which
    system's **rate limit** (``systems.<name>.agent.rate_limit`` calls per second);
 3. checks the parameters against the action's full input JSON Schema (:mod:`hub.agent.params`: types,
    required and known names, bounds, lengths, patterns, enums, formats), every problem named at once;
-4. calls the system through the hub's adapters — REST (GET/POST through :mod:`adapters.rest`, other methods
-   with the same auth), SOAP (:mod:`adapters.soap`), SQL (one read-only, parameter-bound SELECT through
-   :mod:`adapters.sql`), SFTP (list the drop, or read one file's records) — and returns the first
-   ``max_rows`` records with the total count; a read of a REST action derived from a spec source follows
-   the source's pagination (``RestSource.batches()``) until more than ``max_rows`` records were seen, and
-   the total is then unknown (``total_at_least``, ``truncated``);
+4. calls the system through its protocol (:meth:`hub.protocols.Protocol.execute`; the built-ins' in
+   ``hub/protocols/<name>/actions.py``), which uses the hub's adapters — REST (GET/POST through
+   :mod:`adapters.rest`, other methods with the same auth), SOAP (:mod:`adapters.soap`), SQL (one read-only,
+   parameter-bound SELECT through :mod:`adapters.sql`), SFTP (list the drop, or read one file's records) —
+   and returns the first ``max_rows`` records with the total count; a read of a REST action derived from a
+   spec source follows the source's pagination (``RestSource.batches()``) until more than ``max_rows``
+   records were seen, and the total is then unknown (``total_at_least``, ``truncated``);
 5. writes one row to the audit table ``_hub_audit`` of the pipeline's warehouse: who (user and agent),
    what (action, system, side effect), the parameters with secrets masked, approval, outcome
    (``ok`` / ``refused`` / ``error``) and why, rows returned and total, duration. Refused calls are audited
@@ -280,7 +281,7 @@ class Guard:
                            f"to {AUDIT_TABLE}: {exc}") from None
 
 
-# --- execution through the adapters -------------------------------------------------------------------
+# --- execution: the protocol's hook -------------------------------------------------------------------
 
 def execute(catalog: Catalog, action: Action, params: dict[str, Any], limit: int) -> Fetched:
     """Run *action* with *params*: the first *limit* records and the total count (or a lower bound of it)."""
@@ -290,6 +291,8 @@ def execute(catalog: Catalog, action: Action, params: dict[str, Any], limit: int
 
 
 def take(batches: Iterator[pa.RecordBatch], limit: int) -> tuple[list[dict[str, Any]], int]:
+    """The first *limit* records of *batches* (without the hub's ``_hub_`` columns) and the total count: what
+    a protocol's :meth:`~hub.protocols.Protocol.execute` returns when its adapter yields record batches."""
     rows: list[dict[str, Any]] = []
     total = 0
     for batch in batches:

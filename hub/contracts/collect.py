@@ -1,4 +1,6 @@
-"""What a system offers now, as a contract document: read from the live system through the hub's adapters.
+"""What a system offers now, as a contract document: read from the live system through the hub's adapters by
+the system's protocol (:meth:`hub.protocols.Protocol.collect`; the built-ins' in
+``hub/protocols/<name>/contract.py``), wrapped here in the envelope every snapshot shares:
 
 * SOAP: the WSDL's chosen service and port, every operation with input and output JSON Schemas
   (:func:`adapters.soap.catalog.describe`), and whether the first response of each source still matches

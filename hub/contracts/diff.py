@@ -304,6 +304,8 @@ def arrow_relation(before: str, after: str) -> str:
 
 
 def column_relation(cb: dict[str, Any], ca: dict[str, Any]) -> str:
+    """Relation of two columns as a database catalog or a Parquet file reports them: by their Arrow types, then
+    by the database types (a ``VARCHAR(n)`` widened or narrowed; ``db``: another type, the same Arrow type)."""
     tb, ta = str(cb.get("type")), str(ca.get("type"))
     rel = arrow_relation(str(cb.get("arrow")), str(ca.get("arrow")))
     if rel != "same" or tb == ta:

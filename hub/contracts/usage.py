@@ -10,6 +10,10 @@ Uses are recorded per *scope* (one operation's input or output, one endpoint's r
 layout, one table) as paths without array markers; a change at path P concerns a use at path U when one
 is a prefix of the other (a removed parent removes the field; a consumer of a whole structure sees every
 change inside it).
+
+This module holds the bookkeeping (:class:`Usage`) and what every protocol's uses share (a source's columns,
+keys and child tables, what flows send and read); each protocol records its own scopes
+(``hub/protocols/<name>/contract.py``).
 """
 
 from __future__ import annotations
