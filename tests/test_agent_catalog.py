@@ -12,11 +12,13 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from hub.agent.catalog import Catalog, build_catalog, openapi_operations, soap_side_effect
+from hub.agent.catalog import Catalog, build_catalog
 from hub.agent.guard import AUDIT_TABLE, Guard, mask_params
 from hub.cli.main import app
 from hub.demo.crm import CRMService
 from hub.errors import HubError
+from hub.protocols.rest.actions import openapi_operations
+from hub.protocols.soap.actions import soap_side_effect
 from hub.spec import Pipeline, load, loads
 from hub.warehouse import connect
 from tests.agent_support import partner_api, partner_openapi, partner_spec

@@ -122,7 +122,7 @@ def test_vectors_are_reused_from_the_disk_cache(tmp_path: Path, monkeypatch: pyt
 def test_vector_text_says_what_the_operation_does_without_identifiers() -> None:
     """The model reads the operation as words, its summary once, its resource's description and the first
     sentence of each parameter's description, Markdown removed and identifier parameters left out."""
-    from hub.agent.catalog import openapi_operations
+    from hub.protocols.rest.actions import openapi_operations
 
     doc = {"openapi": "3.0.3", "info": {"title": "Twilio - Api", "version": "1"}, "paths": {
         "/Accounts/{AccountSid}/Recordings/{Sid}.json": {

@@ -17,14 +17,15 @@ from typer.testing import CliRunner
 
 from hub.cli.main import app
 from hub.contracts import Change, ContractResult, dumps, snapshot, verify
-from hub.contracts.collect import column_type, sniff_delimiter
-from hub.contracts.diff import arrow_relation, compare_sftp
+from hub.contracts.diff import arrow_relation
 from hub.contracts.schema import infer, relation
-from hub.contracts.usage import Usage, jsonpath_to_path, query_columns
+from hub.contracts.usage import Usage, jsonpath_to_path
 from hub.demo.bank import BankService
 from hub.demo.crm import CRMService
 from hub.demo.erp import ERPService
 from hub.demo.inventory import InventoryDb
+from hub.protocols.sftp.contract import column_type, compare_sftp, sniff_delimiter
+from hub.protocols.sql.contract import query_columns
 from hub.spec import Pipeline, loads
 from tests.conftest import REPO, demo_spec_text
 

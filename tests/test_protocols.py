@@ -186,7 +186,7 @@ sources:
 
 
 def test_graphql_plugs_in_with_one_plugin_module(tmp_path: Path) -> None:
-    """hub/protocols/graphql.py is all GraphQL needed: a spec with a graphql system validates (errors at
+    """hub/protocols/graphql/ is all GraphQL needed: a spec with a graphql system validates (errors at
     systems.x.graphql.field), its source materializes through the registry, and hub catalog lists it."""
     from typer.testing import CliRunner
 

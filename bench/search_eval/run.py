@@ -5,7 +5,7 @@ against the hybrid (keywords + all-MiniLM-L6-v2 embeddings), per half of the que
                                                            [--out bench/results/search.md]
 
 The catalog is every operation of the 55 OpenAPI documents in ../shared/realworld/openapi/twilio/, read with
-the agent's own :func:`hub.agent.catalog.openapi_operations`, one system per document named after its file
+the agent's own :func:`hub.protocols.rest.actions.openapi_operations`, one system per document named after its file
 (``twilio_api_v2010``). The queries (bench/search_eval/twilio_queries.yaml, checked by check_overlap.py) share
 no content word with the operations they mean. A query counts as found at k when any of its expected
 operations is among the first k results. Tune on the tune half only; ``--misses`` lists the tune half's misses
@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from hub.agent import embed, search  # noqa: E402
-from hub.agent.catalog import Action, Catalog, openapi_operations  # noqa: E402
+from hub.agent.catalog import Action, Catalog  # noqa: E402
+from hub.protocols.rest.actions import openapi_operations  # noqa: E402
 
 QUERIES = Path(__file__).with_name("twilio_queries.yaml")
 CATALOG = next((p / "shared" / "realworld" / "openapi" / "twilio" for p in (ROOT.parent, ROOT.parent.parent)

@@ -9,12 +9,13 @@ Every call goes through :meth:`Guard.call`, which
    system's **rate limit** (``systems.<name>.agent.rate_limit`` calls per second);
 3. checks the parameters against the action's full input JSON Schema (:mod:`hub.agent.params`: types,
    required and known names, bounds, lengths, patterns, enums, formats), every problem named at once;
-4. calls the system through the hub's adapters — REST (GET/POST through :mod:`adapters.rest`, other methods
-   with the same auth), SOAP (:mod:`adapters.soap`), SQL (one read-only, parameter-bound SELECT through
-   :mod:`adapters.sql`), SFTP (list the drop, or read one file's records) — and returns the first
-   ``max_rows`` records with the total count; a read of a REST action derived from a spec source follows
-   the source's pagination (``RestSource.batches()``) until more than ``max_rows`` records were seen, and
-   the total is then unknown (``total_at_least``, ``truncated``);
+4. calls the system through its protocol (:meth:`hub.protocols.Protocol.execute`; the built-ins' in
+   ``hub/protocols/<name>/actions.py``), which uses the hub's adapters — REST (GET/POST through
+   :mod:`adapters.rest`, other methods with the same auth), SOAP (:mod:`adapters.soap`), SQL (one read-only,
+   parameter-bound SELECT through :mod:`adapters.sql`), SFTP (list the drop, or read one file's records) —
+   and returns the first ``max_rows`` records with the total count; a read of a REST action derived from a
+   spec source follows the source's pagination (``RestSource.batches()``) until more than ``max_rows``
+   records were seen, and the total is then unknown (``total_at_least``, ``truncated``);
 5. writes one row to the audit table ``_hub_audit`` of the pipeline's warehouse: who (user and agent),
    what (action, system, side effect), the parameters with secrets masked, approval, outcome
    (``ok`` / ``refused`` / ``error``) and why, rows returned and total, duration. Refused calls are audited
@@ -37,11 +38,10 @@ from typing import Any, NamedTuple
 import pyarrow as pa
 
 from hub import protocols
-from hub.agent.catalog import Action, Catalog, build_catalog, paging_position, sql_system
+from hub.agent.catalog import Action, Catalog, build_catalog
 from hub.agent.params import closed, problems
 from hub.errors import HubError, Refused
 from hub.runtime.secrets import mask
-from hub.runtime.window import is_template
 from hub.spec.loader import Pipeline
 
 AUDIT_TABLE = "_hub_audit"
@@ -281,7 +281,7 @@ class Guard:
                            f"to {AUDIT_TABLE}: {exc}") from None
 
 
-# --- execution through the adapters -------------------------------------------------------------------
+# --- execution: the protocol's hook -------------------------------------------------------------------
 
 def execute(catalog: Catalog, action: Action, params: dict[str, Any], limit: int) -> Fetched:
     """Run *action* with *params*: the first *limit* records and the total count (or a lower bound of it)."""
@@ -290,7 +290,9 @@ def execute(catalog: Catalog, action: Action, params: dict[str, Any], limit: int
     return result
 
 
-def _take(batches: Iterator[pa.RecordBatch], limit: int) -> tuple[list[dict[str, Any]], int]:
+def take(batches: Iterator[pa.RecordBatch], limit: int) -> tuple[list[dict[str, Any]], int]:
+    """The first *limit* records of *batches* (without the hub's ``_hub_`` columns) and the total count: what
+    a protocol's :meth:`~hub.protocols.Protocol.execute` returns when its adapter yields record batches."""
     rows: list[dict[str, Any]] = []
     total = 0
     for batch in batches:
@@ -301,189 +303,3 @@ def _take(batches: Iterator[pa.RecordBatch], limit: int) -> tuple[list[dict[str,
     return rows, total
 
 
-def rest_call(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: int) -> Fetched:
-    import httpx
-
-    from adapters.rest import RestSource, RestSourceConfig, build_auth, origin_policy, select
-
-    block = pipeline.spec.systems[action.system]
-    system = block.protocol.resolve_system(action.system, block)
-    from hub.protocols.rest import place_params
-
-    path, query, headers, body = place_params(action, params)
-    method = str(action.binding["method"]).upper()
-    records_path = str(action.binding.get("records") or "$")
-    # reads go through the REST adapter (retries, backoff); a write is sent exactly once, never retried
-    if method in ("GET", "POST") and action.side_effect == "read" and (body is None or isinstance(body, dict)):
-        bound = pipeline.sources.get(str(action.binding.get("source") or ""))
-        if bound is not None and bound.kind == action.protocol:  # the spec's source of this REST action
-            return _rest_pages(system, action, bound.config, path, query, headers, body, limit)
-        source = RestSourceConfig.model_validate({"request": {"path": path, "method": method, "params": query,
-                                                              "headers": headers,
-                                                              **({"json": body} if body is not None else {})},
-                                                  "records": records_path})
-        page = RestSource(system, source, name=action.name).first_page()
-        records = [r if isinstance(r, dict) else {"value": r} for r in page.records]
-        return Fetched(records[:limit], len(records))
-    timeout = system.timeout if isinstance(system.timeout, (int, float)) else system.timeout.read
-    url = system.base_url.rstrip("/") + "/" + path.lstrip("/")
-    try:
-        with httpx.Client(auth=build_auth(system.auth), headers={**system.headers, **headers}, verify=system.verify,
-                          timeout=timeout, event_hooks=origin_policy(system, action.system).hooks()) as client:
-            response = client.request(method, url, params={**system.params, **query}, json=body)
-    except httpx.HTTPError as exc:
-        raise HubError(f"{action.name}: {method} {mask(url)}: {type(exc).__name__}: {mask(str(exc))}") from None
-    if response.status_code >= 400:
-        raise HubError(f"{action.name}: {method} {mask(url)}: HTTP {response.status_code}: "
-                       f"{mask(response.text[:300])}")
-    try:
-        doc = response.json() if response.content else None
-    except ValueError:
-        return Fetched([{"status": response.status_code, "text": response.text[:2000]}], 1)
-    found = select(records_path, doc) if doc is not None else []
-    if len(found) == 1 and isinstance(found[0], list):
-        found = found[0]
-    out = [r if isinstance(r, dict) else {"value": r} for r in found] or [{"status": response.status_code}]
-    return Fetched(out[:limit], len(out))
-
-
-def _rest_pages(system: Any, action: Action, rest: Any, path: str, query: dict[str, Any], headers: dict[str, str],
-                body: dict[str, Any] | None, limit: int) -> Fetched:
-    """A read of an action derived from a spec source (its ``RestSourceConfig`` *rest*): the source's request,
-    with its literal parameters as defaults, and its pagination, through the REST adapter (retries, rate limit,
-    concurrent known pages); reading stops once more than *limit* records were seen, and the total is then
-    unknown (at least the records seen). A page position the caller gives (page number, offset or cursor)
-    reads that one page; a page size the caller gives is the pagination's size."""
-    from adapters.rest import RestSource, RestSourceConfig
-
-    raw = rest.model_dump(by_alias=True, exclude_none=True)
-    request = raw.setdefault("request", {})
-    literal = {k: v for k, v in (request.get("params") or {}).items() if not (isinstance(v, str) and is_template(v))}
-    request.update(path=path, params={**literal, **query}, headers={**(request.get("headers") or {}), **headers})
-    if body is not None:
-        request["json"] = body
-    paginate = raw.get("paginate") or {}
-    if paging_position(rest.paginate) in query:
-        raw.pop("paginate", None)
-    elif (pages := paginate.get("page_number")) and pages.get("size") and pages.get("size_param") in query:
-        pages["size"] = query[pages["size_param"]]
-    elif (offsets := paginate.get("offset")) and offsets.get("limit_param", "limit") in query:
-        offsets["limit"] = query[offsets.get("limit_param", "limit")]
-    source = RestSource(system, RestSourceConfig.model_validate(raw), name=action.name, batch_size=limit + 1,
-                        system_name=action.system)
-    rows: list[dict[str, Any]] = []
-    seen = 0
-    batches = source.batches()
-    try:
-        for batch in batches:
-            seen += batch.num_rows
-            if len(rows) < limit:
-                keep = [c for c in batch.schema.names if not c.startswith("_hub_")]
-                rows.extend(batch.select(keep).slice(0, limit - len(rows)).to_pylist())
-            if seen > limit:  # enough: the adapter's thread is stopped, the pages after are not fetched
-                return Fetched(rows, None, seen)
-    finally:
-        close = getattr(batches, "close", None)  # a generator: stops and joins the adapter's thread
-        if close is not None:
-            close()
-    return Fetched(rows, seen)
-
-
-def soap_call(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: int) -> Fetched:
-    from adapters.soap import SoapSource, SoapSourceConfig
-    from hub.materialize import cache_dir
-
-    block = pipeline.spec.systems[action.system]
-    system = block.protocol.resolve_system(action.system, block)
-    operation = str(action.binding["operation"])
-    records = action.binding.get("records") or operation + "Result"
-    source = SoapSourceConfig.model_validate({"operation": operation, "params": params, "records": records})
-    adapter = SoapSource(system, source, name=action.name, cache_dir=cache_dir(pipeline) / "wsdl",
-                         base_dir=pipeline.root)
-    batches = adapter.batches()
-    try:
-        return Fetched(*_take(batches, limit))
-    finally:
-        close = getattr(batches, "close", None)
-        if close is not None:
-            close()
-
-
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
-
-
-def sql_call(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: int) -> Fetched:
-    from adapters.sql import SqlSource, SqlSourceConfig
-
-    known = list(action.output_schema.get("properties") or {})
-
-    def column(name: Any, what: str) -> str:
-        if not isinstance(name, str) or name not in known or not _IDENT.match(name):
-            raise Refused(f"{action.name}: {what} '{name}' is not a column of {action.binding['table']} "
-                          f"(columns: {', '.join(known)})")
-        return f'"{name}"'
-
-    cols = params.get("columns") or []
-    if not isinstance(cols, list):
-        raise Refused(f"{action.name}: columns must be a list of column names")
-    selected = ", ".join(column(c, "column") for c in cols) or "*"
-    where = params.get("where") or {}
-    if not isinstance(where, dict):
-        raise Refused(f"{action.name}: where must be an object (column -> value)")
-    table = str(action.binding["table"])
-    if not _IDENT.match(table):
-        raise Refused(f"{action.name}: table name {table!r} cannot be queried safely")
-    qualified = f'"{action.binding["schema"]}"."{table}"' if action.binding.get("schema") else f'"{table}"'
-    bound: dict[str, Any] = {}
-    conditions = []
-    for i, (key, value) in enumerate(where.items()):
-        if value is None:
-            conditions.append(f"{column(key, 'where column')} IS NULL")
-        else:
-            conditions.append(f"{column(key, 'where column')} = :p{i}")
-            bound[f"p{i}"] = value
-    clause = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-    order = []
-    for item in params.get("order_by") or []:
-        desc = isinstance(item, str) and item.startswith("-")
-        order.append(column(item[1:] if desc else item, "order_by column") + (" DESC" if desc else ""))
-    order_clause = f" ORDER BY {', '.join(order)}" if order else ""
-    want = min(int(params.get("limit") or limit), limit)
-    cfg = sql_system(pipeline, action.system)
-
-    def run(query: str) -> list[dict[str, Any]]:
-        src = SqlSource(cfg, SqlSourceConfig.model_validate({"query": query, "params": bound}), name=action.name)
-        rows, _ = _take(src.batches(), want)
-        return rows
-
-    rows = run(f"SELECT {selected} FROM {qualified}{clause}{order_clause} LIMIT {int(want)}")
-    total = run(f"SELECT count(*) AS n FROM {qualified}{clause}")[0]["n"]
-    return Fetched(rows, int(total))
-
-
-def sftp_call(pipeline: Pipeline, action: Action, params: dict[str, Any], limit: int) -> Fetched:
-    from hub.files import build_sftp
-
-    source = pipeline.sources[str(action.binding["source"])]
-    adapter = build_sftp(pipeline, source)
-    cfg = adapter.source
-    want = min(int(params.get("limit") or limit), limit)
-    with adapter.session() as session:
-        listed = session.list_files(cfg.files.path, cfg.files.glob, recursive=cfg.files.recursive,
-                                    ignore=cfg.files.ignore)
-        name = params.get("file")
-        if not name:
-            ready = {f.path for f in adapter.ready_files(session)}
-            files = sorted(listed, key=lambda f: (f.mtime, f.path), reverse=True)
-            return Fetched([{"file": f.name, "path": f.path, "size": f.size,
-                             "modified": datetime.fromtimestamp(f.mtime, UTC).isoformat(), "ready": f.path in ready}
-                            for f in files[:want]], len(files))
-        remote = next((f for f in listed if f.name == name or f.path == name), None)
-        if remote is None:
-            raise Refused(f"{action.name}: no file {name!r} in {cfg.files.path} matching {cfg.files.glob} "
-                          f"(files: {', '.join(sorted(f.name for f in listed)[:20]) or 'none'})")
-        copy = adapter.fetch(session, remote)
-    try:
-        return Fetched(*_take(adapter.batches(copy), want))
-    finally:
-        copy.path.unlink(missing_ok=True)

@@ -116,7 +116,7 @@ class Differ:
         removed = [k for k in pb if k not in pa]
         added = [k for k in pa if k not in pb]
         # one element renamed: same shape, same optionality, and no other candidate
-        renames = _renames(removed, added, lambda r, x: canonical(pb[r]) == canonical(pa[x])
+        renames = find_renames(removed, added, lambda r, x: canonical(pb[r]) == canonical(pa[x])
                            and (r in rb) == (x in ra) and unwrap(pb[r])[1] == unwrap(pa[x])[1])
         for name in removed:
             p = (*path, name)
@@ -183,7 +183,7 @@ def _enum(values: list[Any]) -> str:
     return "[" + ", ".join(map(str, values)) + "]"
 
 
-def _renames(removed: list[str], added: list[str], same: Any) -> dict[str, str]:
+def find_renames(removed: list[str], added: list[str], same: Any) -> dict[str, str]:
     """Removed name -> added name, where exactly one added element has the same shape."""
     out: dict[str, str] = {}
     for r in removed:
@@ -193,244 +193,7 @@ def _renames(removed: list[str], added: list[str], same: Any) -> dict[str, str]:
     return out
 
 
-# --- SOAP ------------------------------------------------------------------------------------------------
-
-def compare_soap(system: str, before: dict[str, Any], after: dict[str, Any], usage: Usage) -> list[Change]:
-    d = Differ(system, usage)
-    for key in ("service", "port", "binding", "soap_version"):
-        if before.get(key) != after.get(key):
-            d.add(f"port {before.get('port')}", "", f"{key} changed", before.get(key), after.get(key), uses=[],
-                  breaking=False)
-    ops_b, ops_a = before.get("operations") or {}, after.get("operations") or {}
-    removed = [op for op in ops_b if op not in ops_a]
-    added = [op for op in ops_a if op not in ops_b]
-    renames = _renames(removed, added, lambda r, x: (canonical(ops_b[r].get("input") or {}),
-                                                     canonical(ops_b[r].get("output") or {}))
-                       == (canonical(ops_a[x].get("input") or {}), canonical(ops_a[x].get("output") or {})))
-    for op in removed:
-        uses = usage.users(f"op:{op}", ())
-        what = f"operation renamed to {renames[op]}" if op in renames else "operation removed"
-        d.add(f"operation {op}", "", what, op, renames.get(op, "absent"), uses=uses, breaking=bool(uses))
-    for op in added:
-        if op not in renames.values():
-            d.add(f"operation {op}", "", "operation added", "absent", op, uses=[], breaking=False)
-    for op, ob in ops_b.items():
-        oa = ops_a.get(op)
-        if oa is None:
-            continue
-        for key in ("soap_action", "style"):
-            if ob.get(key) != oa.get(key):
-                d.add(f"operation {op}", "", f"{key} changed", ob.get(key), oa.get(key),
-                      uses=usage.users(f"op:{op}", ()), breaking=False)
-        d.schema(ob.get("input"), oa.get("input"), element=f"{op} input", scope=f"op:{op}:input", direction="in")
-        if ob.get("input_headers") or oa.get("input_headers"):
-            d.schema(ob.get("input_headers") or {"type": "object", "properties": {}},
-                     oa.get("input_headers") or {"type": "object", "properties": {}},
-                     element=f"{op} input headers", scope=f"op:{op}:headers", direction="in")
-        d.schema(ob.get("output"), oa.get("output"), element=f"{op} output", scope=f"op:{op}:output")
-    _compare_samples(d, before.get("responses") or {}, after.get("responses") or {})
-    return d.changes
-
-
-_PROBLEMS = {"fault": "the operation answers with a SOAP Fault", "format": "responses no longer match the WSDL",
-             "adapter": "the source can no longer read the operation"}
-
-
-def _compare_samples(d: Differ, before: dict[str, Any], after: dict[str, Any]) -> None:
-    """Live responses read by the adapter: one that stopped conforming to the service description breaks."""
-    for source, sb in before.items():
-        sa = after.get(source)
-        if sa is None or sb == sa:
-            continue
-        element = f"{sa.get('operation', source)} responses"
-        uses = [Use(source, (), f"records {sa.get('records', '')}".strip())]
-        if sa.get("conforms") is False and sb.get("conforms") is not False:
-            d.add(element, "", _PROBLEMS.get(str(sa.get("problem")), _PROBLEMS["format"]), "conform",
-                  sa.get("error", "do not conform"), uses=uses, breaking=True)
-        elif sa.get("conforms") and sb.get("conforms") is False:
-            d.add(element, "", "responses match the WSDL again", sb.get("error", "did not conform"), "conform",
-                  uses=uses, breaking=False)
-
-
-# --- REST ------------------------------------------------------------------------------------------------
-
-def compare_rest(system: str, before: dict[str, Any], after: dict[str, Any], usage: Usage) -> list[Change]:
-    d = Differ(system, usage)
-    eps_b, eps_a = before.get("endpoints") or {}, after.get("endpoints") or {}
-    for source, eb in eps_b.items():
-        ea = eps_a.get(source)
-        element = f"{eb.get('request', source)} response"
-        uses = usage.users(f"rest:{source}", ())
-        if ea is None:
-            d.add(element, "", "no longer read by the pipeline (take a new snapshot)", eb.get("request"), "absent",
-                  uses=[], breaking=False)
-            continue
-        if ea.get("request") != eb.get("request"):
-            d.add(element, "", "the source now requests another endpoint (take a new snapshot)", eb.get("request"),
-                  ea.get("request"), uses=uses, breaking=False)
-        if "status" in ea and "status" not in eb:
-            d.add(element, "", "endpoint removed", "HTTP 200", f"HTTP {ea['status']}", uses=uses, breaking=True)
-            continue
-        if "status" in eb and "status" not in ea:
-            d.add(element, "", "endpoint answers again", f"HTTP {eb['status']}", "HTTP 200", uses=uses,
-                  breaking=False)
-            continue
-        d.schema(eb.get("response"), ea.get("response"), element=element, scope=f"rest:{source}")
-    for source, ea in eps_a.items():
-        if source not in eps_b:
-            d.add(f"{ea.get('request', source)} response", "", "not in the snapshot (take a new snapshot)", "absent",
-                  ea.get("request"), uses=[], breaking=False)
-    ob, oa = before.get("openapi"), after.get("openapi")
-    if ob is not None and oa is None:
-        d.add("OpenAPI document", "", "no longer declared", "declared", "absent", uses=[], breaking=False)
-    elif ob is None and oa is not None:
-        d.add("OpenAPI document", "", "now declared (take a new snapshot to compare it)", "absent", "declared",
-              uses=[], breaking=False)
-    elif ob is not None and oa is not None:
-        _compare_openapi(d, ob, oa, usage)
-    return d.changes
-
-
-_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
-
-
-def _resolve(node: Any, doc: dict[str, Any], seen: tuple[str, ...] = ()) -> Any:
-    """*node* with local ``$ref``s inlined (a reference cycle stays a ``$ref``)."""
-    if isinstance(node, dict):
-        ref = node.get("$ref")
-        if isinstance(ref, str) and ref.startswith("#/"):
-            if ref in seen or len(seen) > 24:
-                return {"$ref": ref}
-            target: Any = doc
-            for part in ref[2:].split("/"):
-                target = target.get(part.replace("~1", "/").replace("~0", "~")) if isinstance(target, dict) else None
-            return _resolve(target or {}, doc, (*seen, ref))
-        return {k: _resolve(v, doc, seen) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_resolve(v, doc, seen) for v in node]
-    return node
-
-
-def _json_schema_of(content: Any) -> dict[str, Any] | None:
-    if not isinstance(content, dict):
-        return None
-    for media, body in sorted(content.items()):
-        if "json" in media and isinstance(body, dict):
-            schema = body.get("schema")
-            return schema if isinstance(schema, dict) else None
-    return None
-
-
-def openapi_operations(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """``GET /customers`` -> its parameters (by name), JSON request body and JSON success response, with
-    references resolved."""
-    out: dict[str, dict[str, Any]] = {}
-    for path, item in (doc.get("paths") or {}).items():
-        if not isinstance(item, dict):
-            continue
-        item = _resolve(item, doc)
-        shared = [p for p in item.get("parameters") or [] if isinstance(p, dict)]
-        for method in _METHODS:
-            op = item.get(method)
-            if not isinstance(op, dict):
-                continue
-            params: dict[str, Any] = {}
-            for p in [*shared, *(op.get("parameters") or [])]:
-                if isinstance(p, dict) and p.get("name"):
-                    params[str(p["name"])] = {"in": p.get("in"), "required": bool(p.get("required")),
-                                              "schema": p.get("schema") or {}}
-            responses = op.get("responses") or {}
-            ok = sorted(code for code in responses if str(code).startswith("2"))
-            response = _json_schema_of((responses.get(ok[0]) or {}).get("content")) if ok else None
-            body = op.get("requestBody") if isinstance(op.get("requestBody"), dict) else None
-            out[f"{method.upper()} {path}"] = {
-                "parameters": params,
-                "request": _json_schema_of(body.get("content")) if body else None,
-                "request_required": bool(body.get("required")) if body else False,
-                "response": response,
-            }
-    return out
-
-
-def match_operation(operations: dict[str, Any], method: str, path: str) -> str | None:
-    """The OpenAPI operation a request goes to: same method, path equal segment by segment (a ``{param}``
-    matches any segment), or ending with the request's path (servers with a base path)."""
-    want = [s for s in path.split("?")[0].strip("/").split("/") if s]
-
-    def fits(template: list[str], actual: list[str]) -> bool:
-        return len(template) == len(actual) and all(t == a or (t.startswith("{") and t.endswith("}")) or "{{" in a
-                                                    for t, a in zip(template, actual, strict=True))
-
-    candidates = []
-    for key in operations:
-        m, _, p = key.partition(" ")
-        if m != method.upper():
-            continue
-        segments = [s for s in p.strip("/").split("/") if s]
-        if fits(segments, want):
-            return key
-        if len(segments) > len(want) and fits(segments[len(segments) - len(want):], want):
-            candidates.append(key)
-    return candidates[0] if len(candidates) == 1 else None
-
-
-def _compare_openapi(d: Differ, before: dict[str, Any], after: dict[str, Any], usage: Usage) -> None:
-    ob, oa = openapi_operations(before), openapi_operations(after)
-    for key in ob:
-        if key not in oa:
-            uses = usage.users(f"openapi:{key}", ())
-            d.add(f"OpenAPI {key}", "", "operation removed", key, "absent", uses=uses, breaking=bool(uses))
-    for key in oa:
-        if key not in ob:
-            d.add(f"OpenAPI {key}", "", "operation added", "absent", key, uses=[], breaking=False)
-    for key, b in ob.items():
-        a = oa.get(key)
-        if a is None:
-            continue
-        element = f"OpenAPI {key}"
-        scope = f"openapi:{key}:params"
-        pb, pa = b["parameters"], a["parameters"]
-        for name, spec in pb.items():
-            sent = [u for u in usage.users(scope, (name,)) if u.path == (name,)]
-            if name not in pa:
-                d.add(element, f"parameter {name}", "removed", _param(spec), "absent", uses=sent, breaking=bool(sent))
-                continue
-            if not spec["required"] and pa[name]["required"]:
-                d.add(element, f"parameter {name}", "now required", "optional", "required", uses=sent,
-                      breaking=not sent)
-            if spec["in"] != pa[name]["in"]:
-                d.add(element, f"parameter {name}", "moved", spec["in"], pa[name]["in"], uses=sent,
-                      breaking=bool(sent))
-            d.schema(spec["schema"], pa[name]["schema"], element=f"{element} parameter", scope=scope, path=(name,),
-                     direction="in")
-        for name, spec in pa.items():
-            if name in pb:
-                continue
-            sent = [u for u in usage.users(scope, (name,)) if u.path == (name,)]
-            if spec["required"]:
-                d.add(element, f"parameter {name}", "new required input", "absent", _param(spec), uses=sent,
-                      breaking=not sent)
-            else:
-                d.add(element, f"parameter {name}", "added (optional)", "absent", _param(spec), uses=sent,
-                      breaking=False)
-        if b["request"] is not None or a["request"] is not None:
-            d.schema(b["request"] or {}, a["request"] or {}, element=f"{element} request body",
-                     scope=f"openapi:{key}:body", direction="in")
-        if b["response"] is None and a["response"] is not None:
-            continue
-        if b["response"] is not None and a["response"] is None:
-            uses = usage.users(f"openapi:{key}:response", ())
-            d.add(f"{element} response", "", "no JSON success response any more", "declared", "absent", uses=uses,
-                  breaking=bool(uses))
-            continue
-        d.schema(b["response"], a["response"], element=f"{element} response", scope=f"openapi:{key}:response")
-
-
-def _param(spec: dict[str, Any]) -> str:
-    return f"{spec.get('in')} {leaf_label(spec.get('schema') or {})}" + (", required" if spec.get("required") else "")
-
-
-# --- SFTP ------------------------------------------------------------------------------------------------
+# --- columns of files and tables (SFTP and SQL) ----------------------------------------------------------
 
 _LENGTH = re.compile(r"^(\w+)\((\d+)\)$")
 
@@ -438,68 +201,7 @@ _LENGTH = re.compile(r"^(\w+)\((\d+)\)$")
 Relation = Callable[[dict[str, Any], dict[str, Any]], str]
 
 
-def csv_relation(cb: dict[str, Any], ca: dict[str, Any]) -> str:
-    """Relation of two inferred CSV column types (``integer``, ``decimal(,)``, ``date(%d.%m.%Y)``, ...)."""
-    before, after = str(cb.get("type")), str(ca.get("type"))
-    if before == after or "empty" in (before, after):
-        return "same"
-    if before == "integer" and after.startswith("decimal"):
-        return "widened"
-    if before.startswith("decimal") and after == "integer":
-        return "narrowed"
-    return "changed"
-
-
-def compare_sftp(system: str, before: dict[str, Any], after: dict[str, Any], usage: Usage) -> list[Change]:
-    d = Differ(system, usage)
-    fb, fa = before.get("files") or {}, after.get("files") or {}
-    for source, lb in fb.items():
-        la = fa.get(source)
-        element = f"file {lb.get('path', '')}/{lb.get('glob', '')} ({source})"
-        scope = f"file:{source}"
-        everything = usage.users(scope, ())
-        if la is None:
-            d.add(element, "", "no longer read by the pipeline (take a new snapshot)", "read", "absent", uses=[],
-                  breaking=False)
-            continue
-        if lb.get("sample") is None or la.get("sample") is None:
-            if lb.get("sample") is not None:
-                d.add(element, "", "no ready file to compare with", lb.get("name_pattern"), "no file", uses=[],
-                      breaking=False)
-            elif la.get("sample") is not None:
-                d.add(element, "", "a file to compare with (take a new snapshot)", "no file", la.get("name_pattern"),
-                      uses=[], breaking=False)
-            continue
-        if lb.get("name_pattern") != la.get("name_pattern"):
-            d.add(element, "name", "file names changed", lb.get("name_pattern"), la.get("name_pattern"), uses=[],
-                  breaking=False)
-        for key in ("format", "delimiter", "header", "compression"):
-            if lb.get(key) != la.get(key):
-                d.add(element, key, f"{key} changed", lb.get(key), la.get(key), uses=everything,
-                      breaking=bool(everything))
-        eb, ea = lb.get("encoding"), la.get("encoding")
-        if eb != ea:
-            declared = la.get("declared_encoding")
-            fits = ea == "ascii" or ea == declared or (declared in ("utf-8", "utf_8") and ea == "utf-8")
-            d.add(element, "encoding", "encoding changed", eb, ea, uses=everything,
-                  breaking=bool(everything) and not fits)
-        if "columns" in lb or "columns" in la:
-            _compare_columns(d, lb.get("columns") or [], la.get("columns") or [], element=element, scope=scope,
-                             positional=not lb.get("header", True),
-                             relation_=_sql_relation if lb.get("format") == "parquet" else csv_relation)
-        if lb.get("line_length") != la.get("line_length") and "line_length" in lb:
-            d.add(element, "line length", "line length changed", lb.get("line_length"), la.get("line_length"),
-                  uses=everything, breaking=bool(everything))
-        if "schema" in lb or "schema" in la:
-            d.schema(lb.get("schema"), la.get("schema"), element=element, scope=scope)
-    for source, la in fa.items():
-        if source not in fb:
-            d.add(f"file {la.get('path', '')}/{la.get('glob', '')} ({source})", "", "not in the snapshot (take a "
-                  "new snapshot)", "absent", la.get("name_pattern"), uses=[], breaking=False)
-    return d.changes
-
-
-def _compare_columns(d: Differ, before: list[dict[str, Any]], after: list[dict[str, Any]], *, element: str,
+def compare_columns(d: Differ, before: list[dict[str, Any]], after: list[dict[str, Any]], *, element: str,
                      scope: str, positional: bool, relation_: Relation, nullability: bool = False) -> None:
     """Columns of a file or table. By name (a header, a table): removed and renamed columns a source uses
     break, reordering does not. Positional (no header): a column removed or the order changed breaks."""
@@ -531,7 +233,7 @@ def _compare_columns(d: Differ, before: list[dict[str, Any]], after: list[dict[s
         return
     removed = [n for n in nb if n not in by_a]
     added = [n for n in na if n not in by_b]
-    renames = _renames(removed, added, lambda r, x: nb.index(r) == na.index(x)
+    renames = find_renames(removed, added, lambda r, x: nb.index(r) == na.index(x)
                        and by_b[r].get("type") == by_a[x].get("type"))
     for name in removed:
         uses = usage.users(scope, (name,))
@@ -570,7 +272,7 @@ def _column_label(col: dict[str, Any]) -> str:
     return f"{col.get('type')} ({arrow})" if arrow else str(col.get("type"))
 
 
-# --- SQL -------------------------------------------------------------------------------------------------
+# --- column types as a database catalog or a Parquet file reports them (SQL and SFTP) --------------------
 
 _INTS = {"int8": 1, "int16": 2, "int32": 3, "int64": 4, "uint8": 1, "uint16": 2, "uint32": 3, "uint64": 4}
 _FLOATS = {"halffloat": 1, "float": 2, "double": 3}
@@ -601,7 +303,9 @@ def arrow_relation(before: str, after: str) -> str:
     return "changed"
 
 
-def _sql_relation(cb: dict[str, Any], ca: dict[str, Any]) -> str:
+def column_relation(cb: dict[str, Any], ca: dict[str, Any]) -> str:
+    """Relation of two columns as a database catalog or a Parquet file reports them: by their Arrow types, then
+    by the database types (a ``VARCHAR(n)`` widened or narrowed; ``db``: another type, the same Arrow type)."""
     tb, ta = str(cb.get("type")), str(ca.get("type"))
     rel = arrow_relation(str(cb.get("arrow")), str(ca.get("arrow")))
     if rel != "same" or tb == ta:
@@ -612,58 +316,3 @@ def _sql_relation(cb: dict[str, Any], ca: dict[str, Any]) -> str:
     return "db"
 
 
-def compare_sql(system: str, before: dict[str, Any], after: dict[str, Any], usage: Usage) -> list[Change]:
-    d = Differ(system, usage)
-    if before.get("dialect") != after.get("dialect"):
-        d.add("database", "", "dialect changed", before.get("dialect"), after.get("dialect"), uses=[], breaking=False)
-    tb, ta = before.get("tables") or {}, after.get("tables") or {}
-    for name, table in tb.items():
-        scope = f"table:{name}"
-        element = f"{table.get('kind', 'table')} {name}"
-        live = ta.get(name)
-        if live is None:
-            uses = usage.users(scope, ())
-            d.add(element, "", f"{table.get('kind', 'table')} removed", name, "absent", uses=uses,
-                  breaking=bool(uses))
-            continue
-        _compare_columns(d, table.get("columns") or [], live.get("columns") or [], element=element, scope=scope,
-                         positional=False, relation_=_sql_relation, nullability=True)
-        if table.get("primary_key") != live.get("primary_key"):
-            d.add(element, "primary key", "primary key changed", ", ".join(table.get("primary_key") or []) or "none",
-                  ", ".join(live.get("primary_key") or []) or "none", uses=[], breaking=False)
-    for name, table in ta.items():
-        if name not in tb:
-            d.add(f"{table.get('kind', 'table')} {name}", "", "not in the snapshot (take a new snapshot)", "absent",
-                  name, uses=[], breaking=False)
-    _compare_procedures(d, before.get("procedures") or {}, after.get("procedures") or {}, usage)
-    return d.changes
-
-
-def _signature(params: list[dict[str, Any]], *, names: bool = True) -> str:
-    return "(" + ", ".join(f"{p.get('mode', 'IN')} {p.get('name') or '?'} {p.get('type')}" if names
-                           else f"{p.get('mode', 'IN')} {p.get('type')}" for p in params) + ")"
-
-
-def _compare_procedures(d: Differ, before: dict[str, Any], after: dict[str, Any], usage: Usage) -> None:
-    """Stored procedures flows call: they take positional arguments, so a procedure removed, or one whose
-    parameters changed in number, order, type or mode, breaks every flow that calls it; a parameter renamed
-    (same types, same order) does not."""
-    for name, proc in before.items():
-        element = f"{proc.get('kind', 'procedure')} {name}"
-        uses = usage.users(f"procedure:{name}", ())
-        live = after.get(name)
-        if live is None:
-            d.add(element, "", f"{proc.get('kind', 'procedure')} removed", name, "absent", uses=uses,
-                  breaking=bool(uses))
-            continue
-        was, now = proc.get("signatures") or [], live.get("signatures") or []
-        if [_signature(s, names=False) for s in was] != [_signature(s, names=False) for s in now]:
-            d.add(element, "parameters", "parameters changed", " | ".join(_signature(s) for s in was),
-                  " | ".join(_signature(s) for s in now), uses=uses, breaking=bool(uses))
-        elif [_signature(s) for s in was] != [_signature(s) for s in now]:
-            d.add(element, "parameters", "parameter renamed", " | ".join(_signature(s) for s in was),
-                  " | ".join(_signature(s) for s in now), uses=[], breaking=False)
-    for name, proc in after.items():
-        if name not in before:
-            d.add(f"{proc.get('kind', 'procedure')} {name}", "", "not in the snapshot (take a new snapshot)",
-                  "absent", name, uses=[], breaking=False)

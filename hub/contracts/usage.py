@@ -10,6 +10,10 @@ Uses are recorded per *scope* (one operation's input or output, one endpoint's r
 layout, one table) as paths without array markers; a change at path P concerns a use at path U when one
 is a prefix of the other (a removed parent removes the field; a consumer of a whole structure sees every
 change inside it).
+
+This module holds the bookkeeping (:class:`Usage`) and what every protocol's uses share (a source's columns,
+keys and child tables, what flows send and read); each protocol records its own scopes
+(``hub/protocols/<name>/contract.py``).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hub.contracts.schema import ITEMS, Path, bare, find_property
+from hub.contracts.schema import ITEMS, Path, bare
 from hub.spec.loader import Pipeline
 from hub.spec.models import ResolvedSource
 
@@ -83,26 +87,26 @@ def jsonpath_to_path(expr: str) -> Path | None:
     return tuple(out)
 
 
-def _column_paths(source: ResolvedSource) -> list[tuple[str, str]]:
+def column_paths(source: ResolvedSource) -> list[tuple[str, str]]:
     """(source path, output name) of every declared column."""
     return [(path, spec.name or path) for path, spec in source.spec.column_specs()]
 
 
-def _key_paths(source: ResolvedSource) -> list[str]:
+def key_paths(source: ResolvedSource) -> list[str]:
     """The source paths of the primary key columns (keys name output columns)."""
-    by_name = {name: path for path, name in _column_paths(source)}
+    by_name = {name: path for path, name in column_paths(source)}
     return [by_name.get(k, k) for k in source.spec.primary_key]
 
 
-def _record_uses(usage: Usage, scope: str, root: Path, source: ResolvedSource, records_label: str) -> None:
+def record_uses(usage: Usage, scope: str, root: Path, source: ResolvedSource, records_label: str) -> None:
     """Columns (or every field), keys and child tables of *source*, relative to its records at *root*."""
     name = source.name
     if source.spec.columns:
-        for path, _ in _column_paths(source):
+        for path, _ in column_paths(source):
             usage.add(scope, (*root, *path.split(".")), name, f"column {path}")
     else:
         usage.add(scope, root, name, f"all fields of {records_label}")
-    for key in _key_paths(source):
+    for key in key_paths(source):
         usage.add(scope, (*root, *key.split(".")), name, f"primary key {key}", key=True)
     for child, cspec in source.spec.children.items():
         base = (*root, *cspec.path.split("."))
@@ -117,9 +121,9 @@ def system_sources(pipeline: Pipeline, system: str) -> list[ResolvedSource]:
     return [s for s in pipeline.sources.values() if s.system_name == system]
 
 
-# --- per protocol --------------------------------------------------------------------------------------
+# --- for the protocols' usage (hub.protocols.<name>.contract) and stream contracts ---------------------
 
-def _flow_uses(usage: Usage, pipeline: Pipeline, system: str, scopes: Any) -> None:
+def flow_uses(usage: Usage, pipeline: Pipeline, system: str, scopes: Any) -> None:
     """What the pipeline's flows send to and read from *system*: *scopes(operation)* gives the operation's
     scopes ``(operation, params, body, response)`` (None: the system has no such operation); a parameter, a
     field of a JSON body a flow writes, or a response field it reads is a use, so renaming it breaks."""
@@ -157,116 +161,6 @@ def _dict_paths(value: Any, prefix: Path = ()) -> list[Path]:
     return out
 
 
-def soap_usage(pipeline: Pipeline, system: str, doc: dict[str, Any]) -> Usage:
-    """Scopes ``op:NAME`` (the operation), ``op:NAME:input`` (parameters), ``op:NAME:output`` (response)."""
-    usage = Usage()
-    operations_of = doc.get("operations") or {}
-
-    def flow_scopes(op: str) -> tuple[str, str, None, str] | None:
-        return (f"op:{op}", f"op:{op}:input", None, f"op:{op}:output") if op in operations_of else None
-
-    _flow_uses(usage, pipeline, system, flow_scopes)
-    operations = doc.get("operations") or {}
-    for source in system_sources(pipeline, system):
-        soap = source.config
-        op = soap.operation
-        usage.add(f"op:{op}", (), source.name, f"operation {op}")
-        params = dict.fromkeys(soap.params)
-        paging = soap.paginate
-        if paging is not None:
-            if paging.page_number:
-                params[paging.page_number.param] = None
-                if paging.page_number.size_param:
-                    params[paging.page_number.size_param] = None
-            if paging.offset:
-                params[paging.offset.param] = None
-                if paging.offset.limit_param:
-                    params[paging.offset.limit_param] = None
-            if paging.token:
-                params[paging.token.param] = None
-        for param in params:
-            usage.add(f"op:{op}:input", (param,), source.name, f"param {param}", key=True)
-        output = (operations.get(op) or {}).get("output") or {}
-        root = find_property(output, soap.records) or (soap.records,)
-        _record_uses(usage, f"op:{op}:output", root, source, f"records {soap.records}")
-        if paging is not None and paging.token:
-            token = find_property(output, paging.token.element) or (paging.token.element,)
-            usage.add(f"op:{op}:output", token, source.name, f"continuation token {paging.token.element}")
-    return usage
-
-
-def _pagination_paths(source: ResolvedSource) -> list[str]:
-    rest = source.config
-    if rest.paginate is None:
-        return []
-    out = []
-    for kind in ("page_number", "offset", "cursor", "next_url"):
-        cfg = getattr(rest.paginate, kind)
-        for key in ("total_pages", "total_count", "total", "cursor_path", "path"):
-            value = getattr(cfg, key, None) if cfg is not None else None
-            if value:
-                out.append(value)
-    return out
-
-
-def request_params(source: ResolvedSource) -> list[str]:
-    """Query parameters a REST source sends (its own and its pagination's)."""
-    rest = source.config
-    params = dict.fromkeys(rest.request.params)
-    p = rest.paginate
-    if p is not None:
-        if p.page_number:
-            params[p.page_number.param] = None
-            if p.page_number.size_param:
-                params[p.page_number.size_param] = None
-        if p.offset:
-            params[p.offset.offset_param] = None
-            params[p.offset.limit_param] = None
-        if p.cursor:
-            params[p.cursor.param] = None
-    params.update(dict.fromkeys(source.system.config.params))
-    return list(params)
-
-
-def rest_usage(pipeline: Pipeline, system: str, openapi_ops: dict[str, str] | None = None,
-               flow_ops: dict[str, str] | None = None) -> Usage:
-    """Scope ``rest:SOURCE`` (the observed response document); with an OpenAPI document, also
-    ``openapi:OP`` (the operation), ``openapi:OP:params`` and ``openapi:OP:response`` for the operation
-    each source calls (*openapi_ops*: source -> operation key such as ``GET /customers``), and what the flows
-    send (``openapi:OP:body`` too) and read (*flow_ops*: action name such as ``post_activities`` -> key)."""
-    usage = Usage()
-
-    def flow_scopes(name: str) -> tuple[str, str, str, str] | None:
-        op = (flow_ops or {}).get(name)
-        return None if op is None else (f"openapi:{op}", f"openapi:{op}:params", f"openapi:{op}:body",
-                                        f"openapi:{op}:response")
-
-    _flow_uses(usage, pipeline, system, flow_scopes)
-    for source in system_sources(pipeline, system):
-        rest = source.config
-        op = (openapi_ops or {}).get(source.name)
-        scopes = [f"rest:{source.name}"] + ([f"openapi:{op}:response"] if op else [])
-        root = jsonpath_to_path(rest.records)
-        for scope in scopes:
-            _record_uses(usage, scope, root if root is not None else (), source, f"records {rest.records}")
-            for expr in _pagination_paths(source):
-                path = jsonpath_to_path(expr)
-                usage.add(scope, path if path is not None else (), source.name, f"pagination {expr}")
-        if op:
-            usage.add(f"openapi:{op}", (), source.name, f"{rest.request.method} {rest.request.path}")
-            for param in request_params(source):
-                usage.add(f"openapi:{op}:params", (param,), source.name, f"param {param}", key=True)
-    return usage
-
-
-def sftp_usage(pipeline: Pipeline, system: str) -> Usage:
-    """Scope ``file:SOURCE``: the columns (CSV, fixed width) or fields (JSON lines, XML) a drop reads."""
-    usage = Usage()
-    for source in system_sources(pipeline, system):
-        _record_uses(usage, f"file:{source.name}", (), source, "the file")
-    return usage
-
-
 def stream_usage(pipeline: Pipeline, system: str, scope: Callable[[str], str]) -> Usage:
     """Scope ``scope(SOURCE)``: the fields of the records of a stream source's payloads it reads (its columns
     and keys, or every field)."""
@@ -274,121 +168,7 @@ def stream_usage(pipeline: Pipeline, system: str, scope: Callable[[str], str]) -
     for source in system_sources(pipeline, system):
         if source.stream is not None:
             records = source.stream.records
-            _record_uses(usage, scope(source.name), (), source, f"records {records}" if records else "the payload")
+            record_uses(usage, scope(source.name), (), source, f"records {records}" if records else "the payload")
     return usage
 
 
-def sql_flow_writes(pipeline: Pipeline, system: str) -> dict[str, tuple[str | None, str]]:
-    """The writes of the system's ``writes:`` block as flows call them: action operation (``upsert_paid``)
-    -> (schema, table). Procedures have no columns to reflect and are left out."""
-    block = pipeline.spec.systems.get(system)
-    writes = getattr(block.config, "writes", None) if block is not None else None
-    if writes is None:
-        return {}
-    return {f"{mode}_{table}": (writes.schema_, table) for table, spec in writes.tables.items()
-            for mode in spec.modes}
-
-
-def sql_flow_procedures(pipeline: Pipeline, system: str) -> dict[str, tuple[str | None, str]]:
-    """The procedures of the system's ``writes:`` block as flows call them: operation (``call_settle``) ->
-    (schema, procedure)."""
-    block = pipeline.spec.systems.get(system)
-    writes = getattr(block.config, "writes", None) if block is not None else None
-    if writes is None:
-        return {}
-    return {f"call_{proc}": (writes.schema_, proc) for proc in writes.procedures}
-
-
-def sql_usage(pipeline: Pipeline, system: str) -> Usage:
-    """Scope ``table:NAME``: the columns each table or query source reads, and each column a flow writes
-    (a parameter of ``insert_/update_/upsert_<table>``): renaming or removing it breaks the flow. Scope
-    ``procedure:NAME``: a stored procedure a flow calls (its arguments are positional: removing it or changing
-    its parameters' number, order or types breaks the flow)."""
-    usage = Usage()
-    written = sql_flow_writes(pipeline, system)
-    called = sql_flow_procedures(pipeline, system)
-
-    def flow_scopes(op: str) -> tuple[str, str, None, None] | None:
-        if op in called:
-            scope = f"procedure:{table_key(called[op][1], called[op][0])}"
-            return scope, f"{scope}:args", None, None
-        if op not in written:
-            return None
-        scope = f"table:{table_key(written[op][1], written[op][0])}"
-        return f"{scope}:write", scope, None, None  # the op scope is not compared: a table's columns are
-
-    _flow_uses(usage, pipeline, system, flow_scopes)
-    for source in system_sources(pipeline, system):
-        sql = source.config
-        if sql.table is not None:
-            scope = f"table:{table_key(sql.table, sql.schema_)}"
-            if sql.select is not None:
-                for col in sql.select:
-                    usage.add(scope, (col,), source.name, f"select {col}")
-            elif source.spec.columns:
-                for path, _ in _column_paths(source):
-                    usage.add(scope, (path.split(".")[0],), source.name, f"column {path}")
-            else:
-                usage.add(scope, (), source.name, "all columns")
-            for key in _key_paths(source):
-                usage.add(scope, (key.split(".")[0],), source.name, f"primary key {key}", key=True)
-            if sql.incremental is not None:
-                cursor = sql.incremental.cursor
-                usage.add(scope, (cursor,), source.name, f"incremental cursor {cursor}", key=True)
-        elif sql.query is not None:
-            for table, columns in query_columns(sql.query, sqlglot_dialect(source)).items():
-                scope = f"table:{table}"
-                if columns is None:
-                    usage.add(scope, (), source.name, "query (all columns)")
-                else:
-                    for col in columns:
-                        usage.add(scope, (col,), source.name, f"query column {col}")
-    return usage
-
-
-def table_key(table: str, schema: str | None) -> str:
-    return f"{schema}.{table}" if schema else table
-
-
-def sqlglot_dialect(source: ResolvedSource) -> str:
-    """sqlglot's name for the dialect of a SQL source's database (from its URL's scheme)."""
-    url = str(getattr(source.system.config, "url", ""))
-    scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
-    return {"postgresql": "postgres", "mssql": "tsql", "mariadb": "mysql"}.get(scheme, scheme)
-
-
-def query_columns(query: str, dialect: str = "") -> dict[str, list[str] | None]:
-    """The tables a query reads and the columns it names in each (None: ``*``, every column). Unqualified
-    columns of a query over several tables count for each of them."""
-    import sqlglot
-    from sqlglot import exp
-
-    try:
-        tree = sqlglot.parse_one(query, read=dialect or None)
-    except (sqlglot.errors.ParseError, ValueError):
-        try:
-            tree = sqlglot.parse_one(query)
-        except sqlglot.errors.ParseError:
-            return {}
-    ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
-    tables: dict[str, str] = {}  # alias or name -> table key
-    for t in tree.find_all(exp.Table):
-        if not t.name or t.name in ctes:
-            continue
-        key = table_key(t.name, t.db or None)
-        tables[t.alias_or_name] = key
-        tables[t.name] = key
-    out: dict[str, list[str] | None] = {key: [] for key in set(tables.values())}
-    star = any(isinstance(s, exp.Star) for s in tree.find_all(exp.Star))
-    for col in tree.find_all(exp.Column):
-        if isinstance(col.this, exp.Star):
-            star = True
-            continue
-        owners = [tables[col.table]] if col.table and col.table in tables else list(out)
-        for key in owners:
-            cols = out.get(key)
-            if cols is not None and col.name not in cols:
-                cols.append(col.name)
-    if star:
-        return dict.fromkeys(out)
-    return {k: sorted(v) if v is not None else None for k, v in out.items()}

@@ -9,13 +9,16 @@ catalog, the guard, the planner and ``hub catalog`` for what the protocol suppor
 Every hook but the configuration models has a default that says "not supported" (or does nothing), so a
 protocol implements only what it can do. Plugins are found two ways, both loaded once:
 
-* every public module of this package (``hub/protocols/rest.py`` ...) that defines ``PROTOCOL``;
+* every public module or subpackage of this package (``hub/protocols/rest/``, ``hub/protocols/nats.py`` ...)
+  that defines ``PROTOCOL``;
 * the entry-point group ``hub.protocols`` of installed distributions (``pyproject.toml``:
   ``[project.entry-points."hub.protocols"] name = "package.module:PROTOCOL"``), for third parties.
 
 A plugin module is imported while the spec models are built, so at module level it may import only its
 adapter's public API, :mod:`hub.errors`, :mod:`hub.runtime` and this module; anything above the spec layer
-(materialization, contracts, the agent) it imports inside the hook that needs it. See docs/protocols.md.
+(materialization, contracts, the agent, flows) it imports inside the hook that needs it. A built-in plugin is a
+package whose submodules hold that code (``contract``, ``actions``, ``send``), imported by its hooks on first
+use. See docs/protocols.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""REST (:mod:`adapters.rest`) as a hub protocol."""
+"""REST (:mod:`adapters.rest`) as a hub protocol.
+
+The plugin is this module; what its hooks need from the layers above the spec is in the package's submodules,
+imported by the hooks on first use: :mod:`~hub.protocols.rest.contract` (collect, usage, compare),
+:mod:`~hub.protocols.rest.actions` (the catalog's actions and their guarded calls) and
+:mod:`~hub.protocols.rest.send` (flow writes)."""
 
 from __future__ import annotations
 
@@ -61,14 +66,14 @@ class RestProtocol(Protocol):
 
     def collect(self, pipeline: Pipeline, system: str) -> dict[str, Any]:
         """The OpenAPI document when the system declares one, and the schema of each source's first page."""
-        from hub.contracts.collect import collect_rest
+        from hub.protocols.rest.contract import collect_rest
 
         return collect_rest(pipeline, system)
 
     def compare(self, pipeline: Pipeline, system: str, before: dict[str, Any], after: dict[str, Any]) -> list[Any]:
         """Observed responses, and the OpenAPI operations the sources call (matched by method and path)."""
-        from hub.contracts.diff import compare_rest, match_operation, openapi_operations
-        from hub.contracts.usage import rest_usage, system_sources
+        from hub.contracts.usage import system_sources
+        from hub.protocols.rest.contract import compare_rest, match_operation, openapi_operations, rest_usage
 
         ops = openapi_operations(before["openapi"]) if isinstance(before.get("openapi"), dict) else {}
         matched = {}
@@ -77,7 +82,7 @@ class RestProtocol(Protocol):
                 op = match_operation(ops, source.config.request.method, source.config.request.path)
                 if op is not None:
                     matched[source.name] = op
-        from hub.agent.catalog import action_name  # the names flows call actions by
+        from hub.protocols.rest.actions import action_name  # the names flows call actions by
 
         flow_ops = {action_name(*key.split(" ", 1)): key for key in ops}
         return compare_rest(system, before, after, rest_usage(pipeline, system, matched, flow_ops))
@@ -86,12 +91,12 @@ class RestProtocol(Protocol):
 
     def actions(self, pipeline: Pipeline, system: str) -> list[Any]:
         """The OpenAPI document's operations, else one action per request the sources declare."""
-        from hub.agent.catalog import rest_actions
+        from hub.protocols.rest.actions import rest_actions
 
         return rest_actions(pipeline, system)
 
     def spec_actions(self, pipeline: Pipeline, system: str) -> list[Any]:
-        from hub.agent.catalog import rest_from_sources
+        from hub.protocols.rest.actions import rest_from_sources
 
         return rest_from_sources(pipeline, system)
 
@@ -100,7 +105,7 @@ class RestProtocol(Protocol):
         return bool((action.input_schema or {}).get("properties"))
 
     def execute(self, pipeline: Pipeline, action: Any, params: dict[str, Any], limit: int) -> Any:
-        from hub.agent.guard import rest_call
+        from hub.protocols.rest.actions import rest_call
 
         return rest_call(pipeline, action, params, limit)
 
@@ -123,8 +128,8 @@ class RestProtocol(Protocol):
 
     def send(self, pipeline: Pipeline, action: Any, request: dict[str, Any], *, idempotency_key: str | None = None,
              key_header: str | None = None) -> Any:
-        """A flow's write call, sent once (:func:`hub.flows.senders.rest_send`)."""
-        from hub.flows.senders import rest_send
+        """A flow's write call, sent once (:func:`hub.protocols.rest.send.rest_send`)."""
+        from hub.protocols.rest.send import rest_send
 
         return rest_send(pipeline, action, request, idempotency_key=idempotency_key, key_header=key_header)
 

@@ -1,4 +1,9 @@
-"""SOAP (:mod:`adapters.soap`) as a hub protocol."""
+"""SOAP (:mod:`adapters.soap`) as a hub protocol.
+
+The plugin is this module; what its hooks need from the layers above the spec is in the package's submodules,
+imported by the hooks on first use: :mod:`~hub.protocols.soap.contract` (collect, usage, compare),
+:mod:`~hub.protocols.soap.actions` (the catalog's actions and their guarded calls) and
+:mod:`~hub.protocols.soap.send` (flow writes)."""
 
 from __future__ import annotations
 
@@ -44,13 +49,12 @@ class SoapProtocol(Protocol):
 
     def collect(self, pipeline: Pipeline, system: str) -> dict[str, Any]:
         """The WSDL's service, port and operations, and whether each source's first response still matches."""
-        from hub.contracts.collect import collect_soap
+        from hub.protocols.soap.contract import collect_soap
 
         return collect_soap(pipeline, system)
 
     def compare(self, pipeline: Pipeline, system: str, before: dict[str, Any], after: dict[str, Any]) -> list[Any]:
-        from hub.contracts.diff import compare_soap
-        from hub.contracts.usage import soap_usage
+        from hub.protocols.soap.contract import compare_soap, soap_usage
 
         return compare_soap(system, before, after, soap_usage(pipeline, system, before))
 
@@ -58,12 +62,12 @@ class SoapProtocol(Protocol):
 
     def actions(self, pipeline: Pipeline, system: str) -> list[Any]:
         """Every operation of the WSDL's chosen service and port."""
-        from hub.agent.catalog import soap_actions
+        from hub.protocols.soap.actions import soap_actions
 
         return soap_actions(pipeline, system)
 
     def execute(self, pipeline: Pipeline, action: Any, params: dict[str, Any], limit: int) -> Any:
-        from hub.agent.guard import soap_call
+        from hub.protocols.soap.actions import soap_call
 
         return soap_call(pipeline, action, params, limit)
 
@@ -85,8 +89,8 @@ class SoapProtocol(Protocol):
 
     def send(self, pipeline: Pipeline, action: Any, request: dict[str, Any], *, idempotency_key: str | None = None,
              key_header: str | None = None) -> Any:
-        """A flow's write call, sent once (:func:`hub.flows.senders.soap_send`)."""
-        from hub.flows.senders import soap_send
+        """A flow's write call, sent once (:func:`hub.protocols.soap.send.soap_send`)."""
+        from hub.protocols.soap.send import soap_send
 
         return soap_send(pipeline, action, request, idempotency_key=idempotency_key, key_header=key_header)
 

@@ -2,7 +2,9 @@
 
 A source names a queue (or an exchange and binding key); the hub's stream keys (format, id, records, keep,
 max_deliver: :mod:`hub.spec.stream`) sit next to these in the block. ``hub listen`` and the sensor of
-:mod:`hub.dagster.streams` consume it through :meth:`stream`."""
+:mod:`hub.dagster.streams` consume it through :meth:`stream`. The plugin is this module; the flows' publish
+action and send (:mod:`~hub.protocols.amqp.actions`, :mod:`~hub.protocols.amqp.send`) are imported by its hooks
+on first use."""
 
 from __future__ import annotations
 
@@ -61,14 +63,14 @@ class AmqpProtocol(StreamContract, Protocol):
 
     def actions(self, pipeline: Pipeline, system: str) -> list[Any]:
         """``<system>.publish``: one persistent message with publisher confirms, for flows (docs/flows.md)."""
-        from hub.flows.senders import publish_action
+        from hub.protocols.amqp.actions import publish_action
 
         return [publish_action(pipeline, system, self.name)]
 
     def send(self, pipeline: Pipeline, action: Any, request: dict[str, Any], *, idempotency_key: str | None = None,
              key_header: str | None = None) -> Any:
-        """A flow's message, published once (:func:`hub.flows.senders.amqp_send`)."""
-        from hub.flows.senders import amqp_send
+        """A flow's message, published once (:func:`hub.protocols.amqp.send.amqp_send`)."""
+        from hub.protocols.amqp.send import amqp_send
 
         return amqp_send(pipeline, action, request, idempotency_key=idempotency_key, key_header=key_header)
 

@@ -1,4 +1,9 @@
-"""SQL databases (:mod:`adapters.sql`) as a hub protocol."""
+"""SQL databases (:mod:`adapters.sql`) as a hub protocol.
+
+The plugin is this module; what its hooks need from the layers above the spec is in the package's submodules,
+imported by the hooks on first use: :mod:`~hub.protocols.sql.contract` (collect, usage, compare),
+:mod:`~hub.protocols.sql.actions` (the catalog's reads and writes, and the guarded reads) and
+:mod:`~hub.protocols.sql.send` (flow writes)."""
 
 from __future__ import annotations
 
@@ -97,13 +102,12 @@ class SqlProtocol(Protocol):
 
     def collect(self, pipeline: Pipeline, system: str) -> dict[str, Any]:
         """Columns, types and keys of the tables the sources read (database reflection)."""
-        from hub.contracts.collect import collect_sql
+        from hub.protocols.sql.contract import collect_sql
 
         return collect_sql(pipeline, system)
 
     def compare(self, pipeline: Pipeline, system: str, before: dict[str, Any], after: dict[str, Any]) -> list[Any]:
-        from hub.contracts.diff import compare_sql
-        from hub.contracts.usage import sql_usage
+        from hub.protocols.sql.contract import compare_sql, sql_usage
 
         return compare_sql(system, before, after, sql_usage(pipeline, system))
 
@@ -111,14 +115,14 @@ class SqlProtocol(Protocol):
 
     def actions(self, pipeline: Pipeline, system: str) -> list[Any]:
         """Every table and view (of the schemas the sources read), read-only."""
-        from hub.agent.catalog import sql_actions
+        from hub.protocols.sql.actions import sql_actions, write_actions
 
         reads = sql_actions(pipeline, system)
         return reads + write_actions(pipeline, system, reads)
 
     def execute(self, pipeline: Pipeline, action: Any, params: dict[str, Any], limit: int) -> Any:
-        from hub.agent.guard import sql_call
         from hub.errors import Refused
+        from hub.protocols.sql.actions import sql_call
 
         if action.binding.get("write"):
             raise Refused(f"{action.name}: SQL writes are for flows only (hub flow run); the agent only reads")
@@ -128,8 +132,8 @@ class SqlProtocol(Protocol):
 
     def send(self, pipeline: Pipeline, action: Any, request: dict[str, Any], *, idempotency_key: str | None = None,
              key_header: str | None = None) -> Any:
-        """A flow's write to a table or procedure of ``writes:`` (:func:`hub.flows.senders.sql_send`)."""
-        from hub.flows.senders import sql_send
+        """A flow's write to a table or procedure of ``writes:`` (:func:`hub.protocols.sql.send.sql_send`)."""
+        from hub.protocols.sql.send import sql_send
 
         return sql_send(pipeline, action, request, idempotency_key=idempotency_key, key_header=key_header)
 
@@ -195,50 +199,6 @@ class SqlProtocol(Protocol):
                           "Schemas, --table NAME for one table)")
 
         return catalog_sql
-
-
-def write_actions(pipeline: Pipeline, system: str, reads: list[Any]) -> list[Any]:
-    """The writes the system's ``writes:`` block declares, for flows: ``<mode>_<table>`` (insert, update,
-    upsert; the table's columns as parameters, the key required for update and upsert) and
-    ``call_<procedure>`` (positional ``args``)."""
-    from hub.agent.catalog import Action
-
-    cfg = pipeline.spec.systems[system].config
-    writes = cfg.writes
-    if writes is None:
-        return []
-    out = []
-    columns = {a.binding.get("table"): a.output_schema for a in reads}
-    for table, spec in writes.tables.items():
-        props = {k: {kk: vv for kk, vv in v.items() if kk != "description"}
-                 for k, v in ((columns.get(table) or {}).get("properties") or {}).items()}
-        for mode in spec.modes:
-            out.append(Action(
-                name=f"{system}.{mode}_{table}", system=system, protocol="sql",
-                description=f"{mode} one row of {table} (flows only)",
-                input_schema={"type": "object", "properties": props,
-                              "required": list(spec.key) if mode != "insert" else []},
-                output_schema={"type": "object", "properties": {"rows": {"type": "integer"}}}, side_effect="write",
-                binding={"table": table, "schema": writes.schema_, "mode": mode, "key": list(spec.key), "write": True,
-                         "idempotent": mode in ("update", "upsert")},
-                pipeline=pipeline.name))
-    if writes.procedures:
-        from adapters.sql.catalog import describe_procedures, procedure_schema
-        from hub.agent.catalog import sql_system
-
-        live = describe_procedures(sql_system(pipeline, system), writes.procedures, writes.schema_)
-    for proc in writes.procedures:
-        found = live.get(proc)
-        what = f"{found['kind']} {proc}" if found else f"{proc} (not found in the database)"
-        out.append(Action(
-            name=f"{system}.call_{proc}", system=system, protocol="sql", description=f"call {what} (flows only)",
-            input_schema=procedure_schema(found["signatures"] if found else []),
-            output_schema={}, side_effect="write",
-            binding={"procedure": proc, "schema": writes.schema_, "mode": "call", "write": True,
-                     **({"arg_types": [p["type"] for p in found["signatures"][0]]}
-                        if found and len(found["signatures"]) == 1 else {})},
-            pipeline=pipeline.name))
-    return out
 
 
 def _fail(message: str) -> Exception:

@@ -2,8 +2,9 @@
 contracts of what each source's query selects, agent actions (query fields read, mutation fields write) and
 ``hub catalog graphql``.
 
-This module and the adapter are the whole of GraphQL in the hub: every layer reaches it through the
-registry (docs/protocols.md).
+This package and the adapter are the whole of GraphQL in the hub: every layer reaches it through the
+registry (docs/protocols.md). The plugin is this module; the flow send (:mod:`~hub.protocols.graphql.send`)
+is imported by its hook on first use.
 """
 
 from __future__ import annotations
@@ -200,8 +201,8 @@ class GraphQLProtocol(Protocol):
 
     def send(self, pipeline: Pipeline, action: Any, request: dict[str, Any], *, idempotency_key: str | None = None,
              key_header: str | None = None) -> Any:
-        """A flow's mutation, sent once (:func:`hub.flows.senders.graphql_send`)."""
-        from hub.flows.senders import graphql_send
+        """A flow's mutation, sent once (:func:`hub.protocols.graphql.send.graphql_send`)."""
+        from hub.protocols.graphql.send import graphql_send
 
         return graphql_send(pipeline, action, request, idempotency_key=idempotency_key, key_header=key_header)
 
