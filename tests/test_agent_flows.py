@@ -62,13 +62,15 @@ def test_request_parts_and_effects() -> None:
         ["delete", "delete", "delete", "delete", "delete", "create", "update"]
 
     class _A:
-        def __init__(self, name: str, binding: dict[str, str]) -> None:
-            self.name, self.binding = name, binding
+        def __init__(self, name: str, protocol: str, binding: dict[str, str]) -> None:
+            self.name, self.protocol, self.binding = name, protocol, binding
 
-    assert action_effect(_A("crm.delete_activities_by_id", {"method": "DELETE"})) == "delete"
-    assert action_effect(_A("crm.post_tasks", {"method": "POST"})) == "create"
-    assert action_effect(_A("erp.MarkOrderPaid", {"operation": "MarkOrderPaid"})) == "update"
-    assert action_effect(_A("erp.PurgeOrders", {"operation": "PurgeOrders"})) == "delete"
+    assert action_effect(_A("crm.delete_activities_by_id", "rest", {"method": "DELETE"})) == "delete"
+    assert action_effect(_A("crm.patch_tasks_by_id", "rest", {"method": "PATCH"})) == "update"
+    assert action_effect(_A("crm.post_tasks", "rest", {"method": "POST"})) == "create"
+    assert action_effect(_A("erp.MarkOrderPaid", "soap", {"operation": "MarkOrderPaid"})) == "update"
+    assert action_effect(_A("erp.PurgeOrders", "soap", {"operation": "PurgeOrders"})) == "delete"
+    assert action_effect(_A("catalogue.deleteProduct", "graphql", {"field": "deleteProduct"})) == "delete"
 
 
 @pytest.mark.slow  # the estate, its catalog and sample partitions, dry runs: ~30 s

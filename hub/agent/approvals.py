@@ -111,11 +111,12 @@ class Approval:
 
 def target_of(action: Action) -> str:
     """Where a write goes, in words: ``POST /customers``, ``SOAP operation X``, ``GraphQL mutation Y``..."""
+    from hub import protocols
+
     binding = action.binding or {}
-    if binding.get("method") and binding.get("path"):
-        return f"{str(binding['method']).upper()} {binding['path']}"
-    if binding.get("field"):  # GraphQL: "mutation setProductPrice"
-        return f"{action.protocol} {binding.get('operation') or 'field'} {binding['field']}"
+    known = protocols.get(action.protocol).write_target(binding)
+    if known is not None:
+        return known
     for key, label in (("operation", f"{action.protocol.upper()} operation"), ("table", "table"),
                        ("path", "path")):
         if binding.get(key):

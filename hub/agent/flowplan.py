@@ -92,12 +92,13 @@ def verb_effect(verb: str) -> str:
 
 
 def action_effect(action: Any) -> str:
-    """create, update or delete: what a write action does, from its HTTP method, its SQL mode or the verb its
-    name starts with (SOAP operations, GraphQL mutations)."""
-    binding = action.binding or {}
-    method = str(binding.get("method") or "").upper()
-    if method:
-        return {"DELETE": "delete", "PUT": "update", "PATCH": "update"}.get(method, "create")
+    """create, update or delete: what a write action does, as its protocol reads it from the binding (REST:
+    the HTTP method), else from the verb its name starts with (SOAP operations, SQL modes, GraphQL mutations)."""
+    from hub import protocols
+
+    known = protocols.get(action.protocol).write_effect(action.binding or {})
+    if known is not None:
+        return known
     op = action.name.split(".", 1)[-1]
     first = (u.split_words(op) or [""])[0]
     if first in ("insert", "publish", "post", "create", "add", "log", "send"):

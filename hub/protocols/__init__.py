@@ -223,6 +223,16 @@ class Protocol:
         """The actions the spec alone describes, when the live system cannot be read."""
         return []
 
+    def write_effect(self, binding: dict[str, Any]) -> Literal["create", "update", "delete"] | None:
+        """What a write bound to *binding* does, when the protocol knows it from the binding (REST: the HTTP
+        method); None: the planner reads it from the verb the action's name starts with."""
+        return None
+
+    def write_target(self, binding: dict[str, Any]) -> str | None:
+        """Where a write bound to *binding* goes, in words, for approvals (``POST /customers``); None: the
+        binding's operation, table or path names it."""
+        return None
+
     def closed_inputs(self, action: Any) -> bool:
         """The guard refuses parameters the action's input schema does not name."""
         return True

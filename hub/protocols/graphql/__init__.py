@@ -46,6 +46,12 @@ class GraphQLProtocol(Protocol):
                              name=source.name, batch_size=run.batch_size, system_name=source.system_name,
                              state_dir=state_dir(run.pipeline.root), max_duration=source.spec.max_duration)
 
+    def write_target(self, binding: dict[str, Any]) -> str | None:
+        """``graphql mutation setProductPrice``."""
+        if binding.get("field"):
+            return f"{self.name} {binding.get('operation') or 'field'} {binding['field']}"
+        return None
+
     def endpoint(self, source: ResolvedSource) -> str | None:
         op = source.config.operation()
         name = source.config.operation_name or (op.name.value if op.name else op.operation.value)

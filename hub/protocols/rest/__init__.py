@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 from adapters.rest import RestSourceConfig, RestSystemConfig
@@ -58,6 +58,19 @@ class RestProtocol(Protocol):
         """The REST adapter with secrets resolved and partition templates rendered; rate limit, circuit
         breaker and HTTP cache state live under the project's .hub (or ``$HUB_STATE_DIR``)."""
         return build(run.source, run.window, run.batch_size, root=run.pipeline.root)
+
+    def write_effect(self, binding: dict[str, Any]) -> Literal["create", "update", "delete"] | None:
+        """DELETE deletes, PUT and PATCH update, POST creates."""
+        method = str(binding.get("method") or "").upper()
+        if not method:
+            return None
+        return "delete" if method == "DELETE" else "update" if method in ("PUT", "PATCH") else "create"
+
+    def write_target(self, binding: dict[str, Any]) -> str | None:
+        """``POST /customers``."""
+        if binding.get("method") and binding.get("path"):
+            return f"{str(binding['method']).upper()} {binding['path']}"
+        return None
 
     def endpoint(self, source: ResolvedSource) -> str | None:
         system: RestSystemConfig = source.system.config
