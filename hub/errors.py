@@ -158,16 +158,6 @@ class ProtocolError(HubError):
     """A protocol plugin is missing, unknown, or two plugins claim the same name (:mod:`hub.protocols`)."""
 
 
-class GraphQLError(AdapterError):
-    """A GraphQL server answered with ``errors`` (in a 200 response too): the request failed, and any partial
-    ``data`` next to the errors is not loaded. Carries each error as ``(path, message)``; *path* is the dotted
-    field path the server named (``repository.issues.nodes.3.title``), or "" for a request-level error."""
-
-    def __init__(self, message: str, *, errors: list[tuple[str, str]]) -> None:
-        self.errors = errors
-        super().__init__(message)
-
-
 class DeliveryError(HubError):
     """A flow's write call did not complete (:mod:`hub.flows`); the subclass says whether it took effect."""
 

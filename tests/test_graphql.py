@@ -16,6 +16,7 @@ from graphql import build_ast_schema, build_schema, parse
 from pydantic import ValidationError
 
 from adapters.graphql import (
+    GraphQLError,
     GraphQLSource,
     GraphQLSourceConfig,
     GraphQLSystemConfig,
@@ -25,7 +26,7 @@ from adapters.graphql import (
     schema_of,
     selection_contract,
 )
-from hub.errors import ForeignOriginError, GraphQLError, HTTPStatusError, ResponseFormatError, TimeBudgetExceeded
+from hub.errors import ForeignOriginError, HTTPStatusError, ResponseFormatError, TimeBudgetExceeded
 from hub.runtime import tracing
 from hub.runtime.breaker import CircuitOpenError
 from hub.runtime.checkpoint import Checkpoint, Resumable, fingerprint, open_resumption

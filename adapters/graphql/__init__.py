@@ -10,7 +10,7 @@ from adapters.graphql.config import (
     OffsetVariables,
     RelayPaginate,
 )
-from hub.errors import GraphQLError
+from adapters.graphql.errors import GraphQLError
 from hub.runtime.lazy import lazy
 
 if TYPE_CHECKING:

@@ -52,7 +52,8 @@ from graphql.validation.validate import validate_sdl
 from adapters._http import origin
 from adapters.graphql.client import GraphQLEndpoint
 from adapters.graphql.config import GraphQLSystemConfig
-from hub.errors import ForeignOriginError, GraphQLError, ResponseFormatError
+from adapters.graphql.errors import GraphQLError
+from hub.errors import ForeignOriginError, ResponseFormatError
 from hub.runtime.secrets import mask_url
 
 #: Object levels of an operation's output expanded in the catalog; deeper objects are named, not expanded

@@ -9,7 +9,7 @@ status, headers and body size, and raises its own exceptions for ``errors``), so
 have to be rebuilt around it. graphql-core (a dependency of gql and of Dagster) is used for what it is
 good at: parsing and validating the query, introspection and schemas (:mod:`adapters.graphql.catalog`).
 
-**Errors are failures.** A 200 response that carries ``errors`` raises :class:`~hub.errors.GraphQLError`
+**Errors are failures.** A 200 response that carries ``errors`` raises :class:`~adapters.graphql.GraphQLError`
 naming each error's path and message; the partial ``data`` next to them is never loaded, so a field the
 server could not resolve never arrives as a silent null. HTTP errors read like REST's (status, masked URL).
 
@@ -37,11 +37,11 @@ import pyarrow as pa
 from adapters._http import BrokenBody, OriginPolicy, gave_up
 from adapters._stream import Emit, Item, run_sync, stream_batches
 from adapters.graphql.config import GraphQLSourceConfig, GraphQLSystemConfig
+from adapters.graphql.errors import GraphQLError
 from adapters.rest import build_auth, compile_path, first
 from adapters.rest.config import TimeoutConfig
 from hub.errors import (
     AdapterError,
-    GraphQLError,
     HTTPStatusError,
     ResponseFormatError,
     TransportError,

@@ -17,8 +17,8 @@ from hub.spec.loader import Pipeline
 def graphql_send(pipeline: Pipeline, action: Any, request: dict[str, Any], *, idempotency_key: str | None,
                  key_header: str | None) -> Sent:
     """One GraphQL mutation (the action's document, *request* as its variables), never retried."""
-    from adapters.graphql import GraphQLEndpoint
-    from hub.errors import GraphQLError, HTTPStatusError, ResponseFormatError, TransportError
+    from adapters.graphql import GraphQLEndpoint, GraphQLError
+    from hub.errors import HTTPStatusError, ResponseFormatError, TransportError
     from hub.materialize import state_dir
     from hub.runtime.retry import RetryConfig
 
