@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from hub.protocols import SourceCheck
+from hub.protocols import Protocol, SourceCheck
 from hub.runtime.settings import TlsSettings
 
 if TYPE_CHECKING:
     from hub.spec.loader import Pipeline
-    from hub.spec.models import ResolvedSource
+    from hub.spec.models import ResolvedSource, SystemConfig
 
 
 class StreamContract:
@@ -49,6 +49,27 @@ def rooted_tls(tls: TlsSettings, root: Path) -> TlsSettings:
     update = {k: str(root / v) for k in ("ca_file", "cert", "key")
               if (v := getattr(tls, k)) and not Path(v).is_absolute()}
     return tls.model_copy(update=update) if update else tls
+
+
+class BrokerProtocol(Protocol):
+    """A broker protocol whose system block names files (``tls:`` certificates and keys, and the fields in
+    :attr:`rooted_files`): :meth:`resolve_system` takes relative ones from the project root, for every caller
+    (consumers, publishing, flow sends), instead of each hook doing it."""
+
+    #: The block's own file fields besides ``tls`` (NATS: ``creds``, ``nkey_seed``).
+    rooted_files: ClassVar[tuple[str, ...]] = ()
+
+    def resolve_system(self, system_name: str, system: SystemConfig, *, root: Path | None = None) -> Any:
+        resolved = super().resolve_system(system_name, system, root=root)
+        if root is None:
+            return resolved
+        update: dict[str, object] = {k: str(root / v) for k in self.rooted_files
+                                     if (v := getattr(resolved, k, None)) and not Path(v).is_absolute()}
+        tls = getattr(resolved, "tls", None)
+        if tls is not None:
+            update["tls"] = rooted_tls(tls, root)
+        return resolved.model_copy(update=update) if update else resolved
+
 
 
 # --- flows: publishing one message (Protocol.send of the brokers) -------------------------------------------

@@ -7,13 +7,13 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from adapters.kafka import KafkaSourceConfig, KafkaSystemConfig
-from hub.protocols import Protocol, Sent, SourceCheck
+from hub.protocols import Sent, SourceCheck
 from hub.protocols._streams import (
+    BrokerProtocol,
     StreamContract,
     message_action,
     message_body,
     message_headers,
-    rooted_tls,
     stream_only,
 )
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from hub.spec.models import ResolvedSource
 
 
-class KafkaProtocol(StreamContract, Protocol):
+class KafkaProtocol(StreamContract, BrokerProtocol):
     name = "kafka"
     system_model = KafkaSystemConfig
     source_model = KafkaSourceConfig
@@ -38,8 +38,6 @@ class KafkaProtocol(StreamContract, Protocol):
     def stream(self, pipeline: Pipeline, source: ResolvedSource) -> KafkaConsumer:
         """The consumer group of *source*, secrets resolved (the caller opens it with ``async with``)."""
         system: KafkaSystemConfig = self.resolve_system(source.system_name, source.system, root=pipeline.root)
-        if system.tls is not None and pipeline.root is not None:
-            system = system.model_copy(update={"tls": rooted_tls(system.tls, pipeline.root)})
         from adapters.kafka import KafkaConsumer  # the client library, on first use
 
         return KafkaConsumer(system, source.config, name=source.name)
@@ -69,8 +67,6 @@ class KafkaProtocol(StreamContract, Protocol):
 
         system: KafkaSystemConfig = self.resolve_system(action.system, pipeline.spec.systems[action.system],
                                                         root=pipeline.root)
-        if system.tls is not None and pipeline.root is not None:
-            system = system.model_copy(update={"tls": rooted_tls(system.tls, pipeline.root)})
         topic = str(request["topic"])
         key = request.get("key")
         with tracing.call(action.system, "publish", f"publish {topic}", protocol=self.name) as call:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from adapters.mqtt import MqttSourceConfig, MqttSystemConfig
-from hub.protocols import Protocol, Sent, SourceCheck
+from hub.protocols import Sent, SourceCheck
 from hub.protocols._streams import (
+    BrokerProtocol,
     StreamContract,
     message_action,
     message_body,
     message_headers,
-    rooted_tls,
     stream_only,
 )
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from hub.spec.models import ResolvedSource
 
 
-class MqttProtocol(StreamContract, Protocol):
+class MqttProtocol(StreamContract, BrokerProtocol):
     name = "mqtt"
     system_model = MqttSystemConfig
     source_model = MqttSourceConfig
@@ -45,8 +45,6 @@ class MqttProtocol(StreamContract, Protocol):
     def stream(self, pipeline: Pipeline, source: ResolvedSource) -> MqttConsumer:
         """The subscription of *source*, secrets resolved (the caller opens it with ``async with``)."""
         system: MqttSystemConfig = self.resolve_system(source.system_name, source.system, root=pipeline.root)
-        if system.tls is not None and pipeline.root is not None:
-            system = system.model_copy(update={"tls": rooted_tls(system.tls, pipeline.root)})
         from adapters.mqtt import MqttConsumer  # the client library, on first use
 
         return MqttConsumer(system, source.config, name=source.name)
@@ -77,8 +75,6 @@ class MqttProtocol(StreamContract, Protocol):
 
         system: MqttSystemConfig = self.resolve_system(action.system, pipeline.spec.systems[action.system],
                                                        root=pipeline.root)
-        if system.tls is not None and pipeline.root is not None:
-            system = system.model_copy(update={"tls": rooted_tls(system.tls, pipeline.root)})
         topic = str(request["topic"])
         if "+" in topic or "#" in topic:
             raise DeliveryFailed(f"{action.name}: topic {topic!r}: wildcards (+, #) are for subscriptions; nothing "

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from adapters.nats import DEFAULT_MAX_DELIVER, NatsPublishTarget, NatsSourceConfig, NatsSystemConfig
-from hub.protocols import Protocol, Sent, SourceCheck
+from hub.protocols import Sent, SourceCheck
 from hub.protocols._streams import (
+    BrokerProtocol,
     StreamContract,
     max_deliver,
     message_action,
     message_body,
     message_headers,
-    rooted_tls,
     stream_only,
 )
 from hub.runtime.secrets import mask_url
@@ -27,7 +26,8 @@ if TYPE_CHECKING:
     from hub.spec.models import ResolvedSource
 
 
-class NatsProtocol(StreamContract, Protocol):
+class NatsProtocol(StreamContract, BrokerProtocol):
+    rooted_files = ("creds", "nkey_seed")
     name = "nats"
     system_model = NatsSystemConfig
     source_model = NatsSourceConfig
@@ -45,14 +45,13 @@ class NatsProtocol(StreamContract, Protocol):
         system = self.resolve_system(source.system_name, source.system, root=pipeline.root)
         from adapters.nats import NatsConsumer  # the client library, on first use
 
-        return NatsConsumer(_rooted(system, pipeline.root), source.config,
+        return NatsConsumer(system, source.config,
                             max_deliver=max_deliver(source, DEFAULT_MAX_DELIVER), name=source.name)
 
     def publish(self, pipeline: Pipeline, system_name: str, target: NatsPublishTarget,
                 events: list[dict[str, Any]]) -> None:
         """Each event to <subject>.<event type> (JetStream when the target says; Nats-Msg-Id = the event id)."""
-        system = _rooted(self.resolve_system(system_name, pipeline.spec.systems[system_name], root=pipeline.root),
-                         pipeline.root)
+        system = self.resolve_system(system_name, pipeline.spec.systems[system_name], root=pipeline.root)
 
         from adapters.nats import publish  # the client library, on first use
 
@@ -86,8 +85,7 @@ class NatsProtocol(StreamContract, Protocol):
         from adapters.nats import send  # the client library, on first use
         from hub.runtime import tracing
 
-        system = _rooted(self.resolve_system(action.system, pipeline.spec.systems[action.system],
-                                             root=pipeline.root), pipeline.root)
+        system = self.resolve_system(action.system, pipeline.spec.systems[action.system], root=pipeline.root)
         subject = str(request["subject"])
         with tracing.call(action.system, "publish", f"publish {subject}", protocol=self.name) as call:
             headers = message_headers(request, idempotency_key, key_header, "Nats-Msg-Id")
@@ -101,20 +99,6 @@ class NatsProtocol(StreamContract, Protocol):
         cfg: NatsSourceConfig = source.config
         subject = f" {cfg.subject}" if cfg.subject else ""
         return f"{mask_url(system.servers[0])} {cfg.stream}/{cfg.consumer}{subject}"
-
-
-def _rooted(system: NatsSystemConfig, root: Path | None) -> NatsSystemConfig:
-    """Relative credential and TLS files are taken from the project root."""
-    if root is None:
-        return system
-    update: dict[str, object] = {}
-    for key in ("creds", "nkey_seed"):
-        value = getattr(system, key)
-        if value and not Path(value).is_absolute():
-            update[key] = str(root / value)
-    if system.tls is not None:
-        update["tls"] = rooted_tls(system.tls, root)
-    return system.model_copy(update=update) if update else system
 
 
 PROTOCOL = NatsProtocol()
