@@ -27,6 +27,7 @@ from zeep.transports import Transport
 from zeep.wsdl.utils import etree_to_string
 
 from adapters._http import BrokenBody
+from adapters._stdhttp import EXTENSION as STDLIB
 from adapters.soap._origins import ImportPolicy, local_path, origin_of
 from hub.errors import HTTPStatusError, ResponseFormatError, TransportError, XMLSecurityError
 from hub.runtime import tracing
@@ -212,8 +213,8 @@ class HttpxTransport(Transport):
         """Send a request and stream the answer into a temporary file (or memory, see :meth:`in_memory`). The
         current span (the operation call's) goes along as W3C ``traceparent``, so the partner can correlate."""
         headers = dict(tracing.inject(dict(headers)))
-        if getattr(self._local, "in_memory", False):
-            with self.http.stream(method, url, content=body, headers=headers) as resp:
+        if getattr(self._local, "in_memory", False):  # a write: over http.client (adapters._stdhttp)
+            with self.http.stream(method, url, content=body, headers=headers, extensions={STDLIB: True}) as resp:
                 kept: list[bytes] = []
                 try:
                     for chunk in capped(resp, self.max_bytes, f"{method} {mask_url(url)}: response"):

@@ -1,12 +1,15 @@
-"""The compiled envelopes and reply readers of SOAP writes (adapters/soap/_compiled.py) against zeep itself:
-every operation of the real-world WSDLs and of the demo ERP serialized both ways (the same bytes, the same
-canonical XML), replies read both ways (the same dicts), live calls to the ERP through ``SoapSource.send`` with
-and without the plans, and what the plans leave to zeep."""
+"""SOAP writes (``SoapSource.send``, what flows call). The compiled envelopes and reply readers
+(adapters/soap/_compiled.py) against zeep itself: every operation of the real-world WSDLs and of the demo ERP
+serialized both ways (the same bytes, the same canonical XML), replies read both ways (the same dicts), live calls
+to the ERP with and without the plans, and what the plans leave to zeep. The wire (adapters/_stdhttp.py): TLS with
+a client certificate, and each network failure classified for the ledger as before (nothing sent, or unknown)."""
 
 from __future__ import annotations
 
 import copy
 import datetime as dt
+import socket
+import ssl
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -14,6 +17,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import trustme
 import zeep
 from lxml import etree
 from zeep.helpers import serialize_object
@@ -23,8 +27,9 @@ from zeep.wsse.username import UsernameToken
 from adapters.soap import SoapSource, SoapSourceConfig, SoapSystemConfig
 from adapters.soap._compiled import Fallback, Node, ReplyPlan, RequestPlan
 from hub.demo.erp import DEMO_PASSWORD, DEMO_USER, ERPService
-from hub.errors import AdapterError, DeliveryFailed
+from hub.errors import AdapterError, DeliveryFailed, DeliveryUnknown
 from tests.conftest import REPO
+from tests.fault_proxy import FaultProxy
 
 DATA = REPO / "tests" / "data" / "wsdl"
 SHARED = Path("/work/shared/realworld/wsdl")  # the team's folder the test data was copied from, when present
@@ -337,3 +342,73 @@ def test_shapes_the_compiler_does_not_cover_are_left_to_zeep(tmp_path: Path) -> 
         operation = binding._operations[name]
         assert RequestPlan.compile(client, binding, operation, "http://x") is None, name
         assert ReplyPlan.compile(client, operation) is None, name
+
+
+def _paid(erp: ERPService, ref: str) -> dict[str, Any]:
+    order = next(o for o in erp.data if o["Status"] != "cancelled" and o["Note"] != "call first")
+    return {"OrderId": order["OrderId"], "Amount": order["Amount"], "PaymentRef": ref}
+
+
+def _through(erp: ERPService, port: int, **system: Any) -> SoapSource:
+    config = SoapSystemConfig.model_validate({
+        "wsdl": erp.wsdl_url, "address": f"http://127.0.0.1:{port}/erp", "retries": {"max": 0},
+        "username_token": {"username": DEMO_USER, "password": DEMO_PASSWORD, "digest": True}, **system})
+    return SoapSource(config, SoapSourceConfig.model_validate({"operation": "MarkOrderPaid",
+                                                               "records": "MarkOrderPaidResponse"}))
+
+
+def test_network_failures_are_classified_for_the_ledger(erp: ERPService) -> None:
+    """A request that reached the partner without a complete answer may have taken effect (unknown); one that
+    never left, or that a proxy refused, did not (failed, retryable)."""
+    port = erp.url.rsplit(":", 1)[1].split("/")[0]
+    with FaultProxy(int(port)) as proxy:
+        source = _through(erp, proxy.port, timeout=0.5)
+        assert source.send(_paid(erp, "ok-1"))[0] == 200
+        faults: list[tuple[str, dict[str, Any]]] = [  # in the head, in the body, and a read timeout
+            ("reset", {"after": 20}), ("truncate", {"after": 60}), ("truncate", {"after": 300}),
+            ("stall", {"after": 10, "seconds": 1.5})]
+        for kind, kw in faults:
+            proxy.inject(kind, **kw)
+            before = len(erp.requests)
+            with pytest.raises(DeliveryUnknown, match="may have taken effect"):
+                source.send(_paid(erp, f"{kind}-1"))
+            assert len(erp.requests) == before + 1  # it did reach the ERP
+        proxy.inject("http_503")
+        with pytest.raises(DeliveryFailed) as refused:
+            source.send(_paid(erp, "503-1"))
+        assert refused.value.retryable and refused.value.status == 503
+        assert source.send(_paid(erp, "ok-2"))[0] == 200
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    gone = free.getsockname()[1]
+    free.close()
+    with pytest.raises(DeliveryFailed, match="nothing was sent") as down:
+        _through(erp, gone).send(_paid(erp, "down-1"))
+    assert down.value.retryable
+
+
+def test_send_over_tls_with_a_client_certificate(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    ca.configure_trust(server_ctx)
+    server_ctx.verify_mode = ssl.CERT_REQUIRED
+    ca_file, client_pem = tmp_path / "ca.pem", tmp_path / "client.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    ca.issue_cert("hub-client@example.test").private_key_and_cert_chain_pem.write_to_path(str(client_pem))
+    with ERPService(tls=server_ctx) as erp:
+        wsdl_file = tmp_path / "erp.wsdl"
+        wsdl_file.write_bytes(erp.wsdl())
+
+        def source(**kw: Any) -> SoapSource:
+            config = SoapSystemConfig.model_validate({
+                "wsdl": str(wsdl_file), "address": erp.url, "retries": {"max": 0},
+                "username_token": {"username": DEMO_USER, "password": DEMO_PASSWORD}, **kw})
+            return SoapSource(config, SoapSourceConfig.model_validate({"operation": "MarkOrderPaid",
+                                                                       "records": "MarkOrderPaidResponse"}))
+
+        status, answer = source(verify=str(ca_file), client_cert={"cert": str(client_pem)}).send(_paid(erp, "tls"))
+        assert status == 200 and answer["Paid"] is True and answer["PaymentRef"] == "tls"
+        for kw in ({"verify": str(ca_file)}, {"client_cert": {"cert": str(client_pem)}}):  # no cert; untrusted CA
+            with pytest.raises((DeliveryFailed, DeliveryUnknown)):
+                source(**kw).send(_paid(erp, "tls-2"))
