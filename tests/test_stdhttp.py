@@ -18,7 +18,7 @@ import httpx
 import pytest
 import trustme
 
-from adapters._stdhttp import EXTENSION, Routed, StdlibTransport
+from adapters._stdhttp import EXTENSION, QuietCookies, Routed, StdlibTransport
 
 
 @contextmanager
@@ -92,6 +92,13 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
             self.wfile.write(b"0\r\n\r\n")
             return
+        if self.path == "/cookie":
+            out = (self.headers.get("Cookie") or "-").encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+            return
         if self.path == "/slow":
             time.sleep(0.5)
         out = b"echo:" + body
@@ -116,8 +123,11 @@ def http_server() -> Iterator[tuple[str, list[int]]]:
 
 
 def client(**kw: Any) -> httpx.Client:
-    return httpx.Client(transport=Routed(), headers={"User-Agent": "hub/0.1", "X-Tenant": "t1"},
-                        follow_redirects=True, **{"timeout": 5, **kw})
+    """A client as the SOAP adapter builds one (adapters.soap.client._http_client)."""
+    c = httpx.Client(transport=Routed(), headers={"User-Agent": "hub/0.1", "X-Tenant": "t1"},
+                     follow_redirects=True, **{"timeout": 5, **kw})
+    c._cookies = QuietCookies()
+    return c
 
 
 FAST = {EXTENSION: True}
@@ -142,6 +152,7 @@ def test_keep_alive_reuse_and_a_server_closing_an_idle_connection(http_server: t
             assert r.text == f"echo:n{i}"
         assert len(connections) == 1  # one connection, kept alive
         assert c.cookies.get("session") == "abc"  # cookies are the client's, as ever
+        assert c.post(f"{url}/cookie", content=b"", extensions=FAST).text == "session=abc"
         transport = c._transport
         assert isinstance(transport, Routed)
         for conns in transport.stdlib._idle.values():  # the server side closes it, as servers do when idle
@@ -163,6 +174,41 @@ def test_chunked_and_close_delimited_bodies(http_server: tuple[str, list[int]]) 
         r = c.post(raw, content=b"x", extensions=FAST)
         assert (r.status_code, r.http_version, r.text) == (201, "HTTP/1.0", "no length, ends with the connection")
         assert r.headers.get_list("x-a") == ["1", "2"]
+
+
+ANSWERS = {
+    "length": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+    "empty": b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    "no-content": b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n",
+    "no-reason": b"HTTP/1.1 500\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbad",
+    "interim": b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+    "chunked+trailer": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                       b"5;ext=1\r\nhello\r\n1\r\n!\r\n0\r\nX-Trailer: t\r\n\r\n",
+    "chunked-cut": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
+    "gzip": b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 25\r\nConnection: close\r\n\r\n"
+            b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff\xcbH\xcd\xc9\xc9\x07\x00\x86\xa6\x106\x05\x00\x00\x00",
+    "two-lengths": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+    "status-only": b"HTTP/1.1 200 OK\r\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(ANSWERS))
+def test_answers_read_as_httpx_reads_them(name: str) -> None:
+    """Each raw answer through httpx's transport and through this one: the same status, reason, version, headers
+    and (decoded) body, or the same class of error."""
+    outcomes = []
+    for extensions in ({}, FAST):
+        def answer(conn: socket.socket, _: bytes) -> None:
+            conn.sendall(ANSWERS[name])
+
+        with raw_server(answer) as (url, _), client(timeout=httpx.Timeout(1)) as c:
+            try:
+                r = c.post(url, content=b"x", extensions=extensions)
+                outcomes.append((r.status_code, r.reason_phrase, r.http_version, list(r.headers.multi_items()),
+                                 r.content))
+            except httpx.HTTPError as exc:
+                outcomes.append(type(exc))
+    assert outcomes[0] == outcomes[1]
 
 
 def test_redirects_are_the_clients_and_stay_on_the_transport(http_server: tuple[str, list[int]]) -> None:
