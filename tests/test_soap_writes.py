@@ -412,3 +412,41 @@ def test_send_over_tls_with_a_client_certificate(tmp_path: Path) -> None:
         for kw in ({"verify": str(ca_file)}, {"client_cert": {"cert": str(client_pem)}}):  # no cert; untrusted CA
             with pytest.raises((DeliveryFailed, DeliveryUnknown)):
                 source(**kw).send(_paid(erp, "tls-2"))
+
+
+@pytest.mark.parametrize("digest", [True, False])
+@pytest.mark.parametrize("ttl", [300, None])
+def test_ws_security_header_built_directly_is_the_one_zeep_builds(monkeypatch: pytest.MonkeyPatch, digest: bool,
+                                                                   ttl: int | None) -> None:
+    """The header UsernameTokenWithTimestamp builds itself into an envelope without one, byte for byte the one
+    zeep's UsernameToken.apply builds (into an envelope whose empty header it finds), at a fixed clock and nonce."""
+    import types
+
+    import zeep.wsse.username
+    import zeep.wsse.utils
+
+    import adapters.soap._wsse as wsse
+
+    class Frozen(dt.datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Frozen:
+            return cls(2024, 5, 6, 7, 8, 9, 123456, tzinfo=tz)
+
+    monkeypatch.setattr(wsse, "datetime", Frozen)
+    monkeypatch.setattr(zeep.wsse.utils, "datetime", types.SimpleNamespace(datetime=Frozen, timezone=dt.timezone))
+    monkeypatch.setattr(wsse.os, "urandom", lambda n: b"\x01" * n)
+    monkeypatch.setattr(zeep.wsse.username.os, "urandom", lambda n: b"\x01" * n)
+    token = wsse.UsernameTokenWithTimestamp("user", "pw <&>", digest=digest, timestamp_ttl=ttl)
+    env = "http://schemas.xmlsoap.org/soap/envelope/"
+
+    def envelope(header: bool) -> Any:
+        doc = etree.fromstring(f'<e:Envelope xmlns:e="{env}" xmlns:ns0="urn:x"><e:Body><ns0:A/></e:Body></e:Envelope>')
+        if header:
+            doc.insert(0, etree.Element(f"{{{env}}}Header"))
+        return doc
+
+    direct, _ = token.apply(envelope(False), {})
+    by_zeep, _ = token.apply(envelope(True), {})
+    assert etree_to_string(direct) == etree_to_string(by_zeep)
+    assert (b"Timestamp" in etree_to_string(direct)) == bool(ttl)
+    assert (b"#PasswordDigest" in etree_to_string(direct)) == digest
