@@ -62,6 +62,9 @@ ITEM_STATUSES = ("ok", "skipped", "failed", "dead", "unknown", "compensated", "p
 FAILED = frozenset({"failed", "dead", "unknown", "compensated"})
 #: Item outcomes that end an item until its input changes.
 ENDED = frozenset({"dead", "compensated"})
+#: Seconds a thread whose item ended sleeps after waking the next item (:meth:`_Turns.leave`): long enough for the
+#: woken thread to take the GIL, short against a request.
+HANDOFF = 0.0001
 #: The ledger's step name of an item's own outcome (dead-lettered or compensated items).
 ITEM_STEP = "__item__"
 
@@ -190,7 +193,10 @@ class _Turns:
                 event.clear()
 
     def leave(self, index: int, admitted: bool) -> None:
-        """Item *index* ended (with its slot when *admitted*)."""
+        """Item *index* ended (with its slot when *admitted*). When that woke the item that goes next, this thread
+        steps aside for a moment (:data:`HANDOFF`): it would otherwise go on to prepare another item holding the
+        GIL, and the woken item — whose request is what the run waits for — would wait for the GIL until then
+        (~0.2 ms per item at ``concurrency: 1``)."""
         with self._lock:
             if admitted:
                 self._active -= 1
@@ -198,7 +204,9 @@ class _Turns:
                 self._advance()
             else:
                 self._passed.add(index)
-            self._wake()
+            woken = self._wake()
+        if woken:
+            time.sleep(HANDOFF)
 
     def stop(self) -> None:
         with self._lock:
@@ -217,11 +225,13 @@ class _Turns:
             self._passed.discard(self._next)
             self._next += 1
 
-    def _wake(self) -> None:
-        """Wake the item that may go next, if it waits and a slot is free (lock held)."""
+    def _wake(self) -> bool:
+        """Wake the item that may go next, if it waits and a slot is free (lock held); True when it did."""
         event = self._waiting.get(self._next)
         if event is not None and self._active < self.slots:
             event.set()
+            return True
+        return False
 
 
 @dataclass
