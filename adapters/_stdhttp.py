@@ -387,15 +387,16 @@ def _head(request: httpx.Request) -> bytes:
 
 
 class Routed(httpx.BaseTransport):
-    """httpx's default transport, except for requests with the :data:`EXTENSION` extension, which go through a
-    :class:`StdlibTransport` (redirects keep their request's extensions, so they take the same way)."""
+    """httpx's default transport (*default*, or one built like httpx builds it), except for requests with the
+    :data:`EXTENSION` extension, which go through a :class:`StdlibTransport` (redirects keep their request's
+    extensions, so they take the same way)."""
 
     def __init__(self, *, verify: ssl.SSLContext | str | bool = True, trust_env: bool = True,
-                 limits: httpx.Limits | None = None) -> None:
+                 limits: httpx.Limits | None = None, default: httpx.BaseTransport | None = None) -> None:
         kwargs: dict[str, Any] = {"verify": verify, "trust_env": trust_env}
         if limits is not None:
             kwargs["limits"] = limits
-        self.default = httpx.HTTPTransport(**kwargs)
+        self.default = default if default is not None else httpx.HTTPTransport(**kwargs)
         self.stdlib = StdlibTransport(**kwargs)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -418,3 +419,14 @@ class QuietCookies(httpx.Cookies):
         headers = response.headers
         if "set-cookie" in headers or "set-cookie2" in headers:
             super().extract_cookies(response)
+
+
+def fast_writes(client: httpx.Client, *, verify: ssl.SSLContext | str | bool = True) -> httpx.Client:
+    """*client* with requests that carry :data:`EXTENSION` sent by a :class:`StdlibTransport`, and a
+    :class:`QuietCookies` jar; everything else as it was. Installed on the built client rather than passed as
+    ``transport=``, which would make httpx ignore the proxies of the environment (``HTTPS_PROXY``...): those stay
+    mounted by the client, ahead of its transport. Sets the two attributes the client keeps them in
+    (``_transport``, ``_cookies``; tests/test_stdhttp.py checks that proxies, cookies and the default path hold)."""
+    client._transport = Routed(verify=verify, trust_env=client.trust_env, default=client._transport)
+    client._cookies = QuietCookies()
+    return client

@@ -18,7 +18,7 @@ import httpx
 import pytest
 import trustme
 
-from adapters._stdhttp import EXTENSION, QuietCookies, Routed, StdlibTransport
+from adapters._stdhttp import EXTENSION, Routed, StdlibTransport, fast_writes
 
 
 @contextmanager
@@ -124,10 +124,8 @@ def http_server() -> Iterator[tuple[str, list[int]]]:
 
 def client(**kw: Any) -> httpx.Client:
     """A client as the SOAP adapter builds one (adapters.soap.client._http_client)."""
-    c = httpx.Client(transport=Routed(), headers={"User-Agent": "hub/0.1", "X-Tenant": "t1"},
-                     follow_redirects=True, **{"timeout": 5, **kw})
-    c._cookies = QuietCookies()
-    return c
+    return fast_writes(httpx.Client(headers={"User-Agent": "hub/0.1", "X-Tenant": "t1"}, follow_redirects=True,
+                                    **{"timeout": 5, **kw}))
 
 
 FAST = {EXTENSION: True}
@@ -283,3 +281,19 @@ def test_the_pool_limit_waits_then_times_out(http_server: tuple[str, list[int]])
         with c.stream("POST", f"{url}/echo", content=b"held"), pytest.raises(httpx.PoolTimeout):
             c.post(f"{url}/echo", content=b"second")
         assert c.post(f"{url}/echo", content=b"third").text == "echo:third"  # the slot came back
+
+
+def test_proxies_of_the_environment_still_apply(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The transport is installed on the built client: httpx still mounts the proxy HTTP_PROXY names (passing
+    ``transport=`` would have dropped it), and a request through the proxy goes out in absolute form."""
+    def proxy_ok(conn: socket.socket, _: bytes) -> None:
+        ok(conn, _)
+
+    with raw_server(proxy_ok) as (proxy, got):
+        monkeypatch.setenv("HTTP_PROXY", proxy)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        with client() as c:
+            for extensions in ({}, FAST):
+                assert c.post("http://partner.invalid/soap", content=b"x", extensions=extensions).text == "ok"
+    assert len(got) == 2 and all(r.startswith(b"POST http://partner.invalid/soap HTTP/1.1\r\n") for r in got)

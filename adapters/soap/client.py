@@ -26,7 +26,7 @@ from zeep.exceptions import DTDForbidden, EntitiesForbidden, ExternalReferenceFo
 from zeep.proxy import ServiceProxy
 
 from adapters._http import BrokenBody, OriginPolicy, gave_up
-from adapters._stdhttp import QuietCookies, Routed
+from adapters._stdhttp import fast_writes
 from adapters.soap._compiled import Fallback, ReplyPlan, RequestPlan
 from adapters.soap._origins import origin_of
 from adapters.soap._records import Columns, ResponseReader
@@ -91,11 +91,9 @@ def _http_client(system: SoapSystemConfig) -> httpx.Client:
         if system.verify is False:
             verify.check_hostname, verify.verify_mode = False, ssl.CERT_NONE
         verify.load_cert_chain(system.client_cert.cert, system.client_cert.key)
-    # the default transport, but flows' writes (adapters.soap._transport: in_memory) go on plain sockets
     client = httpx.Client(auth=auth, verify=verify, timeout=timeout, follow_redirects=True,
-                          headers={"User-Agent": "hub/0.1", **system.headers}, transport=Routed(verify=verify))
-    client._cookies = QuietCookies()  # the client's own (empty) jar, minus the work for answers that set no cookie
-    return client
+                          headers={"User-Agent": "hub/0.1", **system.headers})
+    return fast_writes(client, verify=verify)  # flows' writes (adapters.soap._transport: in_memory) on plain sockets
 
 
 #: WSDLs loaded by this process with a document cache (*cache_dir* and ``wsdl_cache_ttl``): key -> (expiry
