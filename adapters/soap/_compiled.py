@@ -296,8 +296,10 @@ class ReplyPlan:
 
     def read(self, status: int, content: bytes, content_type: str | None) -> Any:
         """The answer as plain dicts and lists; :class:`Fallback` when zeep must read it (faults included)."""
-        if status != 200 or not content or get_media_type(content_type or "text/xml") == "multipart/related":
+        if status != 200 or not content:
             raise Fallback
+        if content_type and "multipart" in content_type.lower() and get_media_type(content_type) == "multipart/related":
+            raise Fallback  # MTOM/XOP: zeep's (get_media_type parses the header with the email package: only if needed)
         client = self.client
         try:
             doc = parse_xml(content, self.transport, settings=client.settings)  # type: ignore[arg-type]
