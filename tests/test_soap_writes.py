@@ -10,6 +10,7 @@ import copy
 import datetime as dt
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -452,3 +453,23 @@ def test_ws_security_header_built_directly_is_the_one_zeep_builds(monkeypatch: p
     assert etree_to_string(direct) == etree_to_string(by_zeep)
     assert (b"Timestamp" in etree_to_string(direct)) == bool(ttl)
     assert (b"#PasswordDigest" in etree_to_string(direct)) == digest
+
+
+def test_ws_security_timestamp_is_made_after_the_rate_limit_wait(erp: ERPService, sender: Any) -> None:
+    """The rate limiter is waited for before the envelope is built, as zeep's path always did: a long wait must
+    not age the request's wsu:Timestamp (a partner refuses a stale one)."""
+    source = sender()
+    waited: list[float] = []
+
+    class SlowLimiter:
+        def acquire(self) -> None:
+            time.sleep(1.2)
+            waited.append(time.time())
+
+    source.limiter = SlowLimiter()
+    erp.requests.clear()
+    assert source.send(_paid(erp, "limited"))[0] == 200
+    doc = etree.fromstring(erp.requests[-1])
+    created = doc.find(".//{*}Timestamp/{*}Created").text
+    stamp = dt.datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
+    assert stamp >= int(waited[0])  # made after the wait (whole seconds), not before it

@@ -9,13 +9,14 @@ nested plans); a call then builds the envelope with lxml straight from the param
 body element into dicts, with the same values, by the same type methods.
 
 The plans are an optimisation, never a second behaviour: the envelope is built with zeep's own element maker
-and namespace map, WS-Security is applied by the same ``wsse`` object, the reply is parsed by zeep's
-``parse_xml`` (DTDs, entities refused alike). Whatever the compiler does not cover is left to zeep, at
-compile time (``xsd:choice``, ``xsd:any``, attributes, groups, simpleContent, SOAP-encoded arrays, defaults,
-recursive types, declared reply headers, plugins, WS-Addressing) and per call (:class:`Fallback`: a parameter
-of a shape the plan does not know, a missing required value, an unexpected element, a fault, a status other
-than 200): zeep then does what it always did, its errors included. tests/test_soap_compiled.py holds the
-proof of equivalence: every operation of the WSDLs at hand, serialized and read both ways.
+and namespace map (taken when the plan is made: the hub never changes a client's prefixes afterwards),
+WS-Security is applied by the same ``wsse`` object, the reply is parsed by zeep's ``parse_xml`` (DTDs, entities
+refused alike). Whatever the compiler does not cover is left to zeep, at compile time (``xsd:choice``,
+``xsd:any``, attributes, groups, simpleContent, SOAP-encoded arrays, defaults, recursive types, declared reply
+headers, plugins, WS-Addressing) and per call (:class:`Fallback`: a parameter of a shape the plan does not know,
+a missing required value, an unexpected element, a fault, a status other than 200): zeep then does what it always
+did, its errors included. tests/test_soap_writes.py holds the proof of equivalence: every operation of the WSDLs
+at hand, serialized and read both ways.
 """
 
 from __future__ import annotations

@@ -324,12 +324,12 @@ class SoapSource:
     def _call(self, wsdl: Wsdl, proxy: Any, params: dict[str, Any], plan: RequestPlan | None = None) -> Spooled:
         """Send the operation's request with *params*; the envelope is built by *plan* when it covers them
         (:mod:`adapters.soap._compiled`), else by zeep."""
+        if self.limiter is not None:  # before the envelope: its WS-Security timestamp must not age in the wait
+            self.limiter.acquire()
         request = None
         if plan is not None and self._headers is None:
             with contextlib.suppress(Fallback):  # not covered: zeep builds it below
                 request = plan.envelope(params)
-        if self.limiter is not None:
-            self.limiter.acquire()
         if request is not None:
             spooled: Spooled = wsdl.transport.post_xml(plan.address, *request)  # type: ignore[union-attr]
             return spooled
