@@ -216,3 +216,112 @@ def test_values_of_secret_parameters_stay_out_of_messages() -> None:
     assert len(found) == 3 and "sk-live-123" not in text and "NOT-HEX" not in text, found
     assert "api_key: '***' is too short" in text and "nested.client_secret: '***' does not match" in text
     assert "note: 'xxxx" in text and "x" * 100 not in text  # long values are cut
+
+
+# --- the compiled check (hub.agent.params._compile) -------------------------------------------------------
+
+HANDMADE: list[dict[str, Any]] = [
+    {"type": "object", "required": ["id", "tags"], "additionalProperties": False, "properties": {
+        "id": {"type": "integer", "minimum": 1, "maximum": 10}, "name": {"type": "string", "minLength": 2,
+                                                                     "maxLength": 5, "pattern": "^[a-z]+$"},
+        "kind": {"enum": ["a", "b"]}, "fixed": {"const": "x"}, "ratio": {"type": "number", "exclusiveMinimum": 0,
+                                                                         "exclusiveMaximum": 1},
+        "tags": {"type": "array", "minItems": 1, "maxItems": 2, "items": {"type": "string"}},
+        "when": {"type": "string", "format": "date-time"}, "day": {"type": "string", "format": "date"},
+        "nested": {"type": "object", "additionalProperties": {"type": "integer"},
+                   "properties": {"s": {"type": "string"}}},
+        "maybe": {"anyOf": [{"type": "integer"}, {"type": "null"}]}, "any": True,
+        "multi": {"type": ["string", "null"]},
+        "x": {"type": "string", "x-xsd-type": "string", "description": "annotated"}}},
+    {"type": "object", "properties": {"v": {"oneOf": [{"type": "string"}, {"type": "integer"}]}}},  # not compiled
+    {"type": "object", "properties": {"n": {"enum": [1, True, None]}}},  # not compiled: jsonschema's equality
+    {"$schema": "http://json-schema.org/draft-04/schema#", "type": "object",
+     "properties": {"n": {"type": "number", "minimum": 1, "exclusiveMinimum": True}}},  # draft 4: not compiled
+    {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
+     "properties": {"n": {"type": "integer"}, "l": {"items": [{"type": "string"}]}}},  # tuple items: not compiled
+]
+
+VALUES: list[Any] = [None, True, False, 0, 1, 5, 11, -1, 1.0, 0.5, 1.5, "", "a", "ab", "abc", "abcdef", "AB", "x",
+                     "b", "2024-01-02T03:04:05Z", "2024-01-02", "not a date", [], ["a"], ["a", "b", "c"], [1], {},
+                     {"s": "t"}, {"s": 1}, {"n": 1}, {"n": "1"}]
+
+
+def _instances(schema: Any) -> list[Any]:
+    """Objects built from the schema's own properties with every value of VALUES, one property at a time, plus
+    the required-only object, objects missing each required property and one with an unknown property."""
+    if not isinstance(schema, dict) or not isinstance(schema.get("properties"), dict):
+        return list(VALUES)
+    props = schema["properties"]
+    base = {name: _valid(sub) for name, sub in props.items() if name in schema.get("required", [])}
+    out: list[Any] = [base, {**base, "unknown-one": 1}, *VALUES]
+    out.extend({k: v for k, v in base.items() if k != name} for name in base)
+    for name, sub in props.items():
+        out.extend({**base, name: value} for value in [*VALUES, _valid(sub)])
+    return out
+
+
+def _valid(schema: Any) -> Any:
+    """A value that the schema most likely accepts (the test checks what it claims, not this guess)."""
+    if not isinstance(schema, dict):
+        return "a"
+    if "enum" in schema:
+        return schema["enum"][0]
+    if "const" in schema:
+        return schema["const"]
+    if "anyOf" in schema:
+        return _valid(schema["anyOf"][0])
+    kind = schema.get("type")
+    kind = kind[0] if isinstance(kind, list) else kind
+    if kind == "object":
+        return {name: _valid(sub) for name, sub in (schema.get("properties") or {}).items()
+                if name in schema.get("required", [])}
+    if kind == "array":
+        return [_valid(schema.get("items", {}))] * max(1, schema.get("minItems", 1))
+    if kind == "integer":
+        return int(schema.get("minimum", 5))
+    if kind == "number":
+        return 0.5 if "exclusiveMaximum" in schema else float(schema.get("minimum", 5))
+    if kind == "boolean":
+        return True
+    if schema.get("format") == "date-time":
+        return "2024-01-02T03:04:05Z"
+    if schema.get("format") == "date":
+        return "2024-01-02"
+    return "abc"[: schema.get("maxLength", 3)] or ""
+
+
+def _verdicts(schema: dict[str, Any]) -> tuple[int, int]:
+    """(instances the compiled check accepted, instances jsonschema accepts); fails on any instance the compiled
+    check accepts that jsonschema refuses."""
+    from hub.agent.params import _accepting, _validator
+
+    text = json.dumps(schema, sort_keys=True, default=str)
+    quick, validator = _accepting(text), _validator(text)
+    assert not isinstance(validator, str)
+    accepted = valid = 0
+    for instance in _instances(schema):
+        ok = not list(validator.iter_errors(instance))
+        valid += ok
+        if quick is not None and quick(instance):
+            accepted += 1
+            assert ok, (schema, instance)
+    return accepted, valid
+
+
+def test_compiled_check_accepts_only_what_jsonschema_accepts(demo: Pipeline, catalog: Catalog,
+                                                             erp: ERPService) -> None:
+    """Every action's input schema of the demo estate (CRM over REST, ERP over SOAP) and schemas with each
+    compiled keyword: the quick check never accepts a request jsonschema refuses, and accepts the valid ones of
+    the schemas it compiles."""
+    from hub.agent.params import _accepting, closed
+
+    schemas = [closed(a.input_schema) for a in catalog.actions if a.input_schema] + HANDMADE
+    compiled = 0
+    for schema in schemas:
+        accepted, valid = _verdicts(schema)
+        if _accepting(json.dumps(schema, sort_keys=True, default=str)) is not None:
+            compiled += 1
+            assert accepted == valid, schema  # every valid instance is accepted without jsonschema's walk
+    assert compiled >= len(schemas) - 4 and len(schemas) > 10
+    for schema in HANDMADE[1:]:
+        assert _accepting(json.dumps(schema, sort_keys=True)) is None, schema

@@ -27,6 +27,7 @@ from zeep.transports import Transport
 from zeep.wsdl.utils import etree_to_string
 
 from adapters._http import BrokenBody
+from adapters._stdhttp import EXTENSION as STDLIB
 from adapters.soap._origins import ImportPolicy, local_path, origin_of
 from hub.errors import HTTPStatusError, ResponseFormatError, TransportError, XMLSecurityError
 from hub.runtime import tracing
@@ -120,6 +121,7 @@ class HttpxTransport(Transport):
         self.documents: list[tuple[str, bytes]] = []
         self.loaded = 0  # bytes of all documents so far
         self._local = threading.local()  # in_memory: the thread's call bodies are kept in memory
+        self._urls: dict[str, httpx.URL] = {}  # in_memory calls' addresses, parsed once (httpx parses a str per call)
 
     @contextmanager
     def in_memory(self) -> Iterator[None]:
@@ -212,8 +214,13 @@ class HttpxTransport(Transport):
         """Send a request and stream the answer into a temporary file (or memory, see :meth:`in_memory`). The
         current span (the operation call's) goes along as W3C ``traceparent``, so the partner can correlate."""
         headers = dict(tracing.inject(dict(headers)))
-        if getattr(self._local, "in_memory", False):
-            with self.http.stream(method, url, content=body, headers=headers) as resp:
+        if getattr(self._local, "in_memory", False):  # a write: on plain sockets (adapters._stdhttp)
+            target = self._urls.get(url)
+            if target is None:
+                if len(self._urls) > 64:
+                    self._urls.clear()
+                target = self._urls[url] = httpx.URL(url)
+            with self.http.stream(method, target, content=body, headers=headers, extensions={STDLIB: True}) as resp:
                 kept: list[bytes] = []
                 try:
                     for chunk in capped(resp, self.max_bytes, f"{method} {mask_url(url)}: response"):

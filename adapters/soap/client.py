@@ -8,6 +8,7 @@ WSDL's schema, so a response of hundreds of MB never becomes a zeep object tree.
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 import threading
 import time
@@ -25,6 +26,8 @@ from zeep.exceptions import DTDForbidden, EntitiesForbidden, ExternalReferenceFo
 from zeep.proxy import ServiceProxy
 
 from adapters._http import BrokenBody, OriginPolicy, gave_up
+from adapters._stdhttp import fast_writes
+from adapters.soap._compiled import Fallback, ReplyPlan, RequestPlan
 from adapters.soap._origins import origin_of
 from adapters.soap._records import Columns, ResponseReader
 from adapters.soap._schema import FacetIndex, PlanBuilder, find_element_path, qname_of, tags_of
@@ -88,8 +91,9 @@ def _http_client(system: SoapSystemConfig) -> httpx.Client:
         if system.verify is False:
             verify.check_hostname, verify.verify_mode = False, ssl.CERT_NONE
         verify.load_cert_chain(system.client_cert.cert, system.client_cert.key)
-    return httpx.Client(auth=auth, verify=verify, timeout=timeout, follow_redirects=True,
-                        headers={"User-Agent": "hub/0.1", **system.headers})
+    client = httpx.Client(auth=auth, verify=verify, timeout=timeout, follow_redirects=True,
+                          headers={"User-Agent": "hub/0.1", **system.headers})
+    return fast_writes(client, verify=verify)  # flows' writes (adapters.soap._transport: in_memory) on plain sockets
 
 
 #: WSDLs loaded by this process with a document cache (*cache_dir* and ``wsdl_cache_ttl``): key -> (expiry
@@ -221,6 +225,7 @@ class SoapSource:
         self._wsdl: Wsdl | None = None
         self._headers: Any = None
         self._sending: tuple[Wsdl, Any, Any, Any] | None = None  # send()'s binding, made once
+        self._plans: tuple[RequestPlan | None, ReplyPlan | None] = (None, None)  # send()'s compiled envelope/reply
         self._sending_lock = threading.Lock()
         self._send_attributes: dict[str, Any] = {}  # the span attributes of send(), made with its binding
         # Shared with every process calling the system (hub.runtime.ratelimit / breaker).
@@ -316,13 +321,22 @@ class SoapSource:
             elements.append(el)
         return elements
 
-    def _call(self, wsdl: Wsdl, proxy: Any, params: dict[str, Any]) -> Spooled:
+    def _call(self, wsdl: Wsdl, proxy: Any, params: dict[str, Any], plan: RequestPlan | None = None) -> Spooled:
+        """Send the operation's request with *params*; the envelope is built by *plan* when it covers them
+        (:mod:`adapters.soap._compiled`), else by zeep."""
+        if self.limiter is not None:  # before the envelope: its WS-Security timestamp must not age in the wait
+            self.limiter.acquire()
+        request = None
+        if plan is not None and self._headers is None:
+            with contextlib.suppress(Fallback):  # not covered: zeep builds it below
+                request = plan.envelope(params)
+        if request is not None:
+            spooled: Spooled = wsdl.transport.post_xml(plan.address, *request)  # type: ignore[union-attr]
+            return spooled
         kwargs = dict(params)
         if self._headers is not None:
             kwargs["_soapheaders"] = self._headers
         op = self.source.operation
-        if self.limiter is not None:
-            self.limiter.acquire()
         try:
             with wsdl.client.settings(raw_response=True):
                 response: Spooled = proxy[op](**kwargs)
@@ -437,6 +451,7 @@ class SoapSource:
         from zeep.helpers import serialize_object
 
         wsdl, binding, proxy, operation = self._send_binding()
+        request_plan, reply_plan = self._plans
         op = self.source.operation
         breaker = self.breaker
         if breaker is not None:
@@ -444,8 +459,8 @@ class SoapSource:
         where = f"{op} at {self.stats.url}"
         with tracing.call(self.system_label, op, where, protocol="soap", attributes=self._send_attributes) as call:
             try:
-                with wsdl.transport.in_memory():  # read whole by zeep below: no temporary file per call
-                    response = self._call(wsdl, proxy, params)
+                with wsdl.transport.in_memory():  # read whole below: no temporary file per call
+                    response = self._call(wsdl, proxy, params, request_plan)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 if breaker is not None:
                     breaker.failure(type(exc).__name__)
@@ -461,10 +476,15 @@ class SoapSource:
                 body = response.content()
             finally:
                 response.discard()
-            reply = SimpleNamespace(status_code=response.status, content=body, headers=response.headers,
-                                    encoding="utf-8")
             try:
-                result = binding.process_reply(wsdl.client, operation, reply)
+                try:
+                    if reply_plan is None:
+                        raise Fallback
+                    result = reply_plan.read(response.status, body, response.headers.get("Content-Type"))
+                except Fallback:  # not covered by the plan (a fault among others): zeep reads it
+                    reply = SimpleNamespace(status_code=response.status, content=body, headers=response.headers,
+                                            encoding="utf-8")
+                    result = serialize_object(binding.process_reply(wsdl.client, operation, reply), dict)
             except Fault as fault:
                 if breaker is not None:
                     breaker.success()  # the service is up: it answered
@@ -481,7 +501,7 @@ class SoapSource:
                                      retryable=response.status in (429, 502, 503, 504)) from None
         if breaker is not None:
             breaker.success()
-        return response.status, serialize_object(result, dict)
+        return response.status, result
 
     def _send_binding(self) -> tuple[Wsdl, Any, Any, Any]:
         """:meth:`_bind` and the SOAP headers, once for every :meth:`send` of this source (a flow sends through
@@ -492,6 +512,8 @@ class SoapSource:
                 self._headers = self._soap_headers(operation, getattr(binding.name, "namespace", None))
                 self._send_attributes = {**tracing.http_attributes("POST", self.stats.url), "rpc.system": "soap",
                                          "rpc.method": self.source.operation}
+                self._plans = (RequestPlan.compile(wsdl.client, binding, operation, proxy._binding_options["address"]),
+                               ReplyPlan.compile(wsdl.client, operation))
                 self._sending = (wsdl, binding, proxy, operation)
             return self._sending
 

@@ -25,14 +25,16 @@ __all__ = ["AUDIT_SCHEMA", "AUDIT_TABLE", "audit_row"]
 
 
 def audit_row(*, run_id: str, flow: str, action: Any, params: dict[str, Any], outcome: str, message: str,
-              started: float, response: Any, trace_id: str | None) -> dict[str, Any]:
+              started: float, response: Any, trace_id: str | None, masked: Any = None) -> dict[str, Any]:
     """One audit row of a flow's call: the actor is ``flow``, the agent the flow's name, the session the run;
-    a flow's writes are approved by the spec that declares them."""
+    a flow's writes are approved by the spec that declares them. *masked*: ``mask_params(params)`` when the
+    caller has it already (a flow masks each request once, for the ledger too)."""
     body = json.dumps(_jsonable(response), default=str) if response is not None else ""
     return {"call_id": uuid.uuid4().hex, "called_at": datetime.now(UTC), "session": run_id, "actor": "flow",
             "agent": flow, "action": action.name, "system": action.system, "protocol": action.protocol,
             "side_effect": action.side_effect,
-            "params": json.dumps(_jsonable(mask_params(params)), sort_keys=True), "approved": True,
+            "params": json.dumps(_jsonable(mask_params(params) if masked is None else masked), sort_keys=True),
+            "approved": True,
             "outcome": outcome, "message": message[:2000], "rows_returned": 1 if response is not None else 0,
             "rows_total": None, "bytes": len(body), "duration_ms": round((time.monotonic() - started) * 1000, 1),
             "trace_id": trace_id}
