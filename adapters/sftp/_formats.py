@@ -593,22 +593,37 @@ def _jsonl_blocks(stream: IO[bytes], name: str, batch_size: int, bad: list[tuple
     Batches therefore start at the same records as the line-by-line reader's, which infers types per batch."""
     texts: list[str] = []  # fields pyarrow took for timestamps once: read as text from then on
     number, pos, eof = 1, stream.tell(), False
-    buf, ends = b"", np.empty(0, np.int64)  # the bytes read ahead from pos, and where their lines end
+    # The bytes read ahead from pos live in one buffer, reused from block to block (parsed in place, the rest moved
+    # to its front), with the offsets of their line ends. Joining or slicing bytes objects per block cost a fifth of
+    # the parse: every new large object is fresh pages, which the kernel zeroes.
+    area = bytearray(2 * _JSONL_READ)
+    newline = np.empty(_JSONL_READ, bool)  # reused for the same reason
+    size = 0
+    ends = np.empty(0, np.int64)
     while True:
         while not eof and len(ends) < batch_size:
-            chunk = stream.read(_JSONL_READ)
-            eof = not chunk
-            ends = np.concatenate([ends, np.flatnonzero(np.frombuffer(chunk, np.uint8) == 0x0A) + len(buf)])
-            buf += chunk
-        if not buf:
+            if size + _JSONL_READ > len(area):
+                area = area + bytes(len(area))  # only while a block is larger than any before
+            with memoryview(area) as view:
+                n = stream.readinto(view[size:size + _JSONL_READ])  # type: ignore[attr-defined]
+            eof = not n
+            if n:
+                found = np.flatnonzero(np.equal(np.frombuffer(area, np.uint8, n, size), 0x0A, out=newline[:n]))
+                found += size
+                ends = np.concatenate([ends, found])
+                size += n
+        if not size:
             return
-        cut = int(ends[batch_size - 1]) + 1 if len(ends) >= batch_size else len(buf)
-        batch = _jsonl_block(buf[:cut], ends[:batch_size], number, texts)
+        cut = int(ends[batch_size - 1]) + 1 if len(ends) >= batch_size else size
+        batch = _jsonl_block(area, cut, ends[:batch_size], number, texts)
         if batch is not None:
             if notes is not None:
                 notes.pyarrow_records += batch.num_rows
             yield batch
-            number, pos, buf, ends = number + batch.num_rows, pos + cut, buf[cut:], ends[batch_size:] - cut
+            number, pos = number + batch.num_rows, pos + cut
+            area[:size - cut] = area[cut:size]
+            size -= cut
+            ends = ends[batch_size:] - cut
             continue
         stream.seek(pos)
         text = _ByteLines(stream)
@@ -617,7 +632,7 @@ def _jsonl_blocks(stream: IO[bytes], name: str, batch_size: int, bad: list[tuple
             return
         pos = text.pos
         stream.seek(pos)
-        buf, ends = b"", np.empty(0, np.int64)
+        size, ends = 0, np.empty(0, np.int64)
 
 
 _EOL = re.compile(rb"\r\n?|\n")
@@ -647,16 +662,18 @@ class _ByteLines:
             return line.decode("utf-8", errors="replace")
 
 
-def _jsonl_parse(block: bytes, texts: list[str]) -> pa.Table:
+def _jsonl_parse(block: memoryview, texts: list[str]) -> pa.Table:
     schema = pa.schema([(t, pa.string()) for t in texts]) if texts else None
-    return pajson.read_json(io.BytesIO(block), read_options=pajson.ReadOptions(use_threads=True),
+    return pajson.read_json(pa.BufferReader(pa.py_buffer(block)), read_options=pajson.ReadOptions(use_threads=True),
                             parse_options=pajson.ParseOptions(explicit_schema=schema,
                                                               unexpected_field_behavior="infer"))
 
 
-def _jsonl_block(block: bytes, ends: np.ndarray, first: int, texts: list[str]) -> pa.RecordBatch | None:
-    """The batch of *block* (whole lines ending at *ends*, the first at line *first*) as :func:`_jsonl_lines` would
-    build it, read by pyarrow; None when that cannot be guaranteed cheaply.
+def _jsonl_block(buf: bytes | bytearray, cut: int, ends: np.ndarray, first: int,
+                 texts: list[str]) -> pa.RecordBatch | None:
+    """The batch of the block ``buf[:cut]`` (whole lines ending at *ends*, the first at line *first*) as
+    :func:`_jsonl_lines` would build it, read by pyarrow; None when that cannot be guaranteed cheaply. The block is
+    read in place (*buf* is the reader's buffer, reused for the next block: nothing returned refers to it).
 
     Screened before parsing, per line end (vectorized): every line starts with ``{`` and ends with ``}`` (LF or CRLF,
     no lone CR, which the line reader takes for a line end), so pyarrow's row count equals the line count only
@@ -667,49 +684,51 @@ def _jsonl_block(block: bytes, ends: np.ndarray, first: int, texts: list[str]) -
     more (an integer orjson keeps exact, or a uint64), no negative zero (an integer ``-0`` is orjson's int 0), no
     ``_hub_`` field; strings pyarrow took for timestamps are read again as text (*texts*, remembered for the next
     blocks)."""
-    data = np.frombuffer(block, np.uint8)
-    ends_nl = block.endswith(b"\n")
+    data = np.frombuffer(buf, np.uint8, cut)
+    ends_nl = bool(data[-1] == 0x0A)
     rows = len(ends) if ends_nl else len(ends) + 1
     if data[0] != 0x7B or data[-1 if not ends_nl else -2 - (data[-2] == 0x0D)] != 0x7D:
         return None
     inner = ends[:-1] if ends_nl else ends  # line ends followed by another line
     if not bool((data[inner + 1] == 0x7B).all()):
         return None
-    crlf = b"\r" in block
+    crlf = buf.find(b"\r", 0, cut) >= 0
     if crlf:
-        if block.count(b"\r") != len(ends) or not bool((data[ends - 1] == 0x0D).all()):
+        if buf.count(b"\r", 0, cut) != len(ends) or not bool((data[ends - 1] == 0x0D).all()):
             return None
         if not bool((data[ends - 2] == 0x7D).all()):
             return None
     elif not bool((data[ends - 1] == 0x7D).all()):
         return None
-    if not block.isascii():
+    with memoryview(buf)[:cut] as block:
+        if int(data.max()) >= 0x80:
+            try:
+                codecs.utf_8_decode(block, "strict", True)
+            except UnicodeDecodeError:
+                return None  # read line by line: invalid bytes are replaced there
+        explicit = list(texts)
         try:
-            block.decode("utf-8")
-        except UnicodeDecodeError:
-            return None  # read line by line: invalid bytes are replaced there
-    explicit = list(texts)
-    try:
-        try:
-            table = _jsonl_parse(block, explicit)
+            try:
+                table = _jsonl_parse(block, explicit)
+            except pa.ArrowInvalid:
+                if not explicit:
+                    raise
+                explicit = []
+                table = _jsonl_parse(block, explicit)
+            stamps = [f.name for f in table.schema if pa.types.is_timestamp(f.type)]
+            if stamps:
+                texts.extend(s for s in stamps if s not in texts)
+                explicit += [s for s in stamps if s not in explicit]
+                table = _jsonl_parse(block, explicit)
         except pa.ArrowInvalid:
-            if not explicit:
-                raise
-            explicit = []
-            table = _jsonl_parse(block, explicit)
-        stamps = [f.name for f in table.schema if pa.types.is_timestamp(f.type)]
-        if stamps:
-            texts.extend(s for s in stamps if s not in texts)
-            explicit += [s for s in stamps if s not in explicit]
-            table = _jsonl_parse(block, explicit)
-    except pa.ArrowInvalid:
-        return None
+            return None
+        del data
     if table.num_rows != rows or not table.num_columns:
         return None
     first_keys: list[str] = []
     if explicit:
         try:
-            first_keys = list(orjson.loads(block[:int(ends[0])] if len(ends) else block))
+            first_keys = list(orjson.loads(memoryview(buf)[:int(ends[0]) if len(ends) else cut]))
         except orjson.JSONDecodeError:
             return None
     columns: dict[str, pa.Array] = {}
@@ -721,7 +740,7 @@ def _jsonl_block(block: bytes, ends: np.ndarray, first: int, texts: list[str]) -
         if key in explicit and arr.null_count == rows:  # pyarrow cannot tell an absent key from nulls
             if key in first_keys:
                 arr = pa.nulls(rows)
-            elif orjson.dumps(key) in block:
+            elif buf.find(orjson.dumps(key), 0, cut) >= 0:
                 return None
             else:
                 continue
