@@ -132,22 +132,34 @@ def _limited(stream: IO[bytes] | gzip.GzipFile, budget: _Budget, member: str) ->
     return out
 
 
-def members(path: Path, fmt: FormatConfig, name: str | None = None) -> Iterator[tuple[str, IO[bytes]]]:
+def compression(fmt: FormatConfig, name: str) -> str:
+    """How the file *name* is compressed: ``none``, ``gzip`` or ``zip`` (``auto`` goes by the name's ending)."""
+    if fmt.compression != "auto":
+        return fmt.compression
+    return "gzip" if name.endswith(".gz") else "zip" if name.endswith(".zip") else "none"
+
+
+def members(path: Path, fmt: FormatConfig, name: str | None = None,
+            stream: IO[bytes] | None = None) -> Iterator[tuple[str, IO[bytes]]]:
     """The readable streams in a file: itself, its gzip content, or every file in a zip archive, each with
     the name messages use (*name*: the file's name on the server, when *path* is a local copy). Decompressed
-    content is limited by ``format.max_uncompressed_bytes`` and ``format.max_ratio`` (:class:`_Budget`)."""
+    content is limited by ``format.max_uncompressed_bytes`` and ``format.max_ratio`` (:class:`_Budget`).
+    *stream*: the file opened already (uncompressed only; a download still in progress)."""
     name = name or path.name
-    compression = fmt.compression
-    if compression == "auto":
-        compression = "gzip" if name.endswith(".gz") else "zip" if name.endswith(".zip") else "none"
-    if compression == "none":
+    kind = compression(fmt, name)
+    if kind == "none":
+        if stream is not None:
+            yield name, stream
+            return
         with path.open("rb") as plain:
             yield name, plain
         return
+    if stream is not None:
+        raise ValueError(f"{name}: a {kind} file is read from its complete copy, not from a stream")
     budget = _Budget(name, fmt, path.stat().st_size)
-    if compression == "gzip":
-        with gzip.open(path, "rb") as stream:
-            yield name, _limited(stream, budget, name)
+    if kind == "gzip":
+        with gzip.open(path, "rb") as packed:
+            yield name, _limited(packed, budget, name)
         return
     with zipfile.ZipFile(path) as archive:
         infos = [info for info in archive.infolist() if not info.is_dir()]
@@ -164,21 +176,22 @@ def members(path: Path, fmt: FormatConfig, name: str | None = None) -> Iterator[
 
 
 def read(path: Path, fmt: FormatConfig, *, name: str | None = None, base_dir: Path | None = None,
-         batch_size: int = 65_536, notes: ReadNotes | None = None) -> Iterator[pa.RecordBatch]:
+         batch_size: int = 65_536, notes: ReadNotes | None = None,
+         stream: IO[bytes] | None = None) -> Iterator[pa.RecordBatch]:
     """Every record of the downloaded file *path* (called *name* in messages) as Arrow batches; warnings that
-    do not stop the file go to *notes* (None: the encoding is not checked)."""
+    do not stop the file go to *notes* (None: the encoding is not checked). *stream*: see :func:`members`."""
     try:
-        for member, stream in members(path, fmt, name):
+        for member, opened in members(path, fmt, name, stream):
             if fmt.csv is not None:
-                yield from read_csv(stream, fmt.csv, member, notes)
+                yield from read_csv(opened, fmt.csv, member, notes)
             elif fmt.fixed_width is not None:
-                yield from read_fixed_width(stream, fmt.fixed_width, member, base_dir, notes)
+                yield from read_fixed_width(opened, fmt.fixed_width, member, base_dir, notes)
             elif fmt.jsonl is not None:
-                yield from read_jsonl(stream, fmt.jsonl.encoding, member, batch_size, notes)
+                yield from read_jsonl(opened, fmt.jsonl.encoding, member, batch_size, notes)
             elif fmt.xml is not None:
-                yield from read_xml(stream, fmt.xml.records, member, batch_size, fmt.xml.max_depth)
+                yield from read_xml(opened, fmt.xml.records, member, batch_size, fmt.xml.max_depth)
             else:
-                yield from read_parquet(stream, member, batch_size)
+                yield from read_parquet(opened, member, batch_size)
     except (zipfile.BadZipFile, gzip.BadGzipFile, EOFError, zlib.error) as exc:  # a damaged archive
         raise AdapterError(f"{name or path.name}: cannot decompress ({fmt.compression}): {exc}") from None
 
