@@ -231,8 +231,7 @@ def _load(pipeline: Pipeline, source: ResolvedSource, adapter: SftpSource, remot
     warehouse = connect(pipeline.warehouse_url)
     owners.check(warehouse, pipeline, [name])
     request = LoadRequest(name, "replace_partition", run_id, partition=remote.name, primary_key=keys)
-    if isinstance(copy, LocalCopy) and (adapter.source.format.csv is not None
-                                        or adapter.source.format.fixed_width is not None):
+    if isinstance(copy, LocalCopy) and adapter.source.format.csv is not None:
         native = _load_csv(pipeline, adapter, remote, copy, run_id, progress, warehouse, request, mapper, rules,
                            threshold)
         if native is not None:
@@ -287,13 +286,12 @@ def _load(pipeline: Pipeline, source: ResolvedSource, adapter: SftpSource, remot
 def _load_csv(pipeline: Pipeline, adapter: SftpSource, remote: RemoteFile, copy: LocalCopy, run_id: str,
               progress: Progress | None, warehouse: Warehouse, request: LoadRequest, mapper: Mapper,
               rules: RowRules, threshold: Threshold) -> FileOutcome | None:
-    """A CSV or fixed-width file read by DuckDB itself in the load's transaction (:mod:`hub.files_csv`); None
+    """A CSV file read by DuckDB itself in the load's transaction (:mod:`hub.files_csv`); None
     when the Arrow path must load it (then nothing was changed: the transaction was rolled back)."""
     name = request.table
     try:
         with warehouse.begin(request) as load:
-            plan = files_csv.plan(adapter.source.format, copy.path, remote.name, mapper, rules, load,
-                                  adapter.base_dir)
+            plan = files_csv.plan(adapter.source.format, copy.path, remote.name, mapper, rules, load)
             if isinstance(plan, str):
                 log.debug("sources.%s: %s goes the Arrow way: %s", name, remote.name, plan)
                 return None

@@ -13,12 +13,11 @@ from adapters.sftp.config import (
 from hub.runtime.lazy import lazy
 
 if TYPE_CHECKING:
-    from adapters.sftp._formats import WHITESPACE, ReadNotes, csv_columns, fixed_width_batch, load_layout, read_xml
+    from adapters.sftp._formats import ReadNotes, csv_columns, fixed_width_batch, load_layout, read_xml
     from adapters.sftp._session import AuthenticationError, HostKeyError, RemoteFile, SftpSession
     from adapters.sftp.client import Fetching, LocalCopy, SftpSource, ready
 
 __all__ = [
-    "WHITESPACE",
     "AuthenticationError",
     "CsvFormat",
     "ExportFormat",
@@ -43,7 +42,6 @@ __all__ = [
 #: Clients load on first use (hub.runtime.lazy): the registry imports only the models.
 __getattr__ = lazy(__name__, {
     "ReadNotes": "adapters.sftp._formats",
-    "WHITESPACE": "adapters.sftp._formats",
     "csv_columns": "adapters.sftp._formats",
     "fixed_width_batch": "adapters.sftp._formats",
     "load_layout": "adapters.sftp._formats",

@@ -312,10 +312,11 @@ class SftpSource:
 
     def streams(self, remote: RemoteFile) -> bool:
         """Whether *remote*'s records can be read while it downloads (:meth:`batches` of a :class:`Fetching`): JSON
-        lines and XML that are not compressed. The others need the whole file: Parquet and archives seek to
-        their end, CSV and fixed width are read by the warehouse (hub/files_csv.py) from the complete copy."""
+        lines, XML and fixed width that are not compressed. The others need the whole file: Parquet and archives
+        seek to their end, CSV is read by the warehouse (hub/files_csv.py) from the complete copy."""
         fmt = self.source.format
-        return (fmt.jsonl is not None or fmt.xml is not None) and _formats.compression(fmt, remote.name) == "none"
+        return (fmt.jsonl is not None or fmt.xml is not None or fmt.fixed_width is not None) \
+            and _formats.compression(fmt, remote.name) == "none"
 
     def batches(self, copy: LocalCopy | Fetching, notes: _formats.ReadNotes | None = None
                 ) -> Iterator[pa.RecordBatch]:
