@@ -25,10 +25,10 @@ Peers (per format):
 * ``pyarrow`` — pyarrow's reader of the local file into an Arrow table with the same types, no load
   (``pyarrow.csv.read_csv`` with ``column_types``; fixed width: lines read by the CSV reader, sliced and cast
   with ``pyarrow.compute``; ``pyarrow.json.read_json`` with an explicit schema).
-* ``hubarrow`` (only when named in ``--peers``) — the hub forced onto its earlier readers: for CSV and fixed
-  width the Arrow path (pyarrow's reader, the Mapper, chunks into DuckDB), which DuckDB warehouses used before
-  hub/files_csv.py; for JSON lines the line-by-line reader (no pyarrow blocks); for XML the generic walk of every
-  record (no flat-record comprehension): before and after in one run.
+* ``hubarrow`` (only when named in ``--peers``) — the hub forced onto its earlier readers: for CSV the Arrow path
+  (pyarrow's reader, the Mapper, chunks into DuckDB), which DuckDB warehouses used before hub/files_csv.py (fixed
+  width goes that way anyway since issue 21's second round); for JSON lines the line-by-line reader (no pyarrow
+  blocks); for XML the generic walk of every record (no flat-record comprehension): before and after in one run.
 * ``hubbase`` (only when named in ``--peers``, with ``FB_BASE_TREE`` set) — the ``hub`` peer run with another
   checkout of the hub first on ``PYTHONPATH`` (e.g. ``git archive main | tar -x -C /tmp/base``): a change and the
   code before it, interleaved in one run.
