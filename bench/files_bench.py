@@ -25,10 +25,13 @@ Peers (per format):
 * ``pyarrow`` — pyarrow's reader of the local file into an Arrow table with the same types, no load
   (``pyarrow.csv.read_csv`` with ``column_types``; fixed width: lines read by the CSV reader, sliced and cast
   with ``pyarrow.compute``; ``pyarrow.json.read_json`` with an explicit schema).
-* ``hubarrow`` (only when named in ``--peers``) — the hub forced onto its earlier readers: for CSV and fixed
-  width the Arrow path (pyarrow's reader, the Mapper, chunks into DuckDB), which DuckDB warehouses used before
-  hub/files_csv.py; for JSON lines the line-by-line reader (no pyarrow blocks); for XML the generic walk of every
-  record (no flat-record comprehension): before and after in one run.
+* ``hubarrow`` (only when named in ``--peers``) — the hub forced onto its earlier readers: for CSV the Arrow path
+  (pyarrow's reader, the Mapper, chunks into DuckDB), which DuckDB warehouses used before hub/files_csv.py (fixed
+  width goes that way anyway since issue 21's second round); for JSON lines the line-by-line reader (no pyarrow
+  blocks); for XML the generic walk of every record (no flat-record comprehension): before and after in one run.
+* ``hubbase`` (only when named in ``--peers``, with ``FB_BASE_TREE`` set) — the ``hub`` peer run with another
+  checkout of the hub first on ``PYTHONPATH`` (e.g. ``git archive main | tar -x -C /tmp/base``): a change and the
+  code before it, interleaved in one run.
 * ``lxml`` (XML) — ``lxml.etree.iterparse`` over the local file, building one dict of the field texts per
   record (the values only; elements cleared as it goes), no types, no load.
 
@@ -200,7 +203,7 @@ def _time_phases() -> dict[str, float]:
                     print(f"after {label}: rss {rss_mb():.0f} MB, peak {peak_rss_mb():.0f} MB", file=sys.stderr)
         setattr(owner, attr, wrapper)
 
-    timed(SftpSource, "fetch", "download + hash")
+    timed(SftpSource, "_copy", "download + hash")  # in a thread of its own where the download overlaps the load
     timed(StreamingLoad, "_flush", "warehouse inserts")
     timed(StreamingLoad, "commit", "commit")
     return spent
@@ -287,7 +290,7 @@ def peer_lxml(file: str) -> dict[str, Any]:
 def worker(args: argparse.Namespace) -> None:
     tmp = Path(args.tmp)
     after_imports = 0.0
-    if args.worker in ("hub", "hubarrow"):
+    if args.worker in ("hub", "hubarrow", "hubbase"):
         import hub.files
         import hub.spec  # noqa: F401
 
@@ -327,7 +330,8 @@ def run_peer(peer: str, fmt: str, file: Path, drop: dict[str, Any], tmp: Path, p
     work = Path(tempfile.mkdtemp(prefix=f"{peer}-", dir=tmp))
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", peer, "--format", fmt, "--file", str(file),
            "--drop", json.dumps(drop), "--tmp", str(work)] + (["--profile-worker"] if profile else [])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    tree = os.environ["FB_BASE_TREE"] if peer == "hubbase" else str(ROOT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [tree, os.environ.get("PYTHONPATH")]))}
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900, env=env)
     if profile or os.environ.get("FB_RSS_TRACE"):
         sys.stderr.write(res.stderr)
@@ -364,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     formats = [args.profile] if args.profile else [f for f in args.formats.split(",") if f]
     wanted = ["hub"] if args.profile else [p for p in args.peers.split(",") if p]
     if args.rss_only:
-        wanted = [p for p in wanted if p in ("hub", "hubarrow")] or ["hub"]
+        wanted = [p for p in wanted if p in ("hub", "hubarrow", "hubbase")] or ["hub"]
     with tempfile.TemporaryDirectory(prefix="files-bench-", dir=os.environ.get("BENCH_TMP")) as tmp_name:
         tmp = Path(tmp_name)
         (tmp / "sshd").mkdir()
@@ -395,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
             repeat = 1 if args.rss_only else args.repeat
             for i in range(repeat):
                 for fmt in formats:
-                    peers = [p for p in ("hub", "hubarrow", *NATIVE[fmt]) if p in wanted]
+                    peers = [p for p in ("hub", "hubbase", "hubarrow", *NATIVE[fmt]) if p in wanted]
                     peers = peers[i % len(peers):] + peers[:i % len(peers)]
                     for peer in peers:
                         r = run_peer(peer, fmt, files[fmt][0], system, tmp)
@@ -434,6 +438,7 @@ def _plain_key(drop: Any) -> Path:
 LABELS = {"hub": "hub ingest_file (SFTP → parse → types → rules → DuckDB, one transaction)",
           "hubarrow": "the same, forced onto the earlier readers (CSV, fixed width: pyarrow → Mapper → chunks; "
                       "JSON lines: line by line; XML: the generic walk)",
+          "hubbase": "the same, with the code before this change (FB_BASE_TREE)",
           "duckdb": "DuckDB reader → table (local file)", "pyarrow": "pyarrow reader → Arrow table (local file)",
           "lxml": "lxml iterparse → dicts (local file)"}
 
@@ -447,7 +452,7 @@ def report(args: argparse.Namespace, formats: list[str], files: dict[str, tuple[
     med: dict[tuple[str, str], float] = {}
     for fmt in formats:
         size = files[fmt][0].stat().st_size / 1e6 if files[fmt][0].exists() else float(args.mb)
-        for peer in ("hub", "hubarrow", *NATIVE[fmt]):
+        for peer in ("hub", "hubbase", "hubarrow", *NATIVE[fmt]):
             rs = results.get((fmt, peer))
             if not rs:
                 continue

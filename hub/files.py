@@ -23,7 +23,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from adapters.sftp import LocalCopy, ReadNotes, RemoteFile, SftpSource
+from adapters.sftp import Fetching, LocalCopy, ReadNotes, RemoteFile, SftpSource
 from hub import files_csv, owners
 from hub.errors import FileMissing, ThresholdExceeded, WarehouseError
 from hub.events.publish import emit
@@ -141,18 +141,42 @@ def _ingest_file(pipeline: Pipeline, name: str, file: str, *, run_id: str,
             after = adapter.finish(session, remote)
             return FileOutcome(file, "already loaded", after=after, sha256=entry.sha256,
                                duration_s=time.monotonic() - started)
-        copy = adapter.fetch(session, remote)
-        try:
-            twin = next((e for e in seen.values() if e.sha256 == copy.sha256 and e.status == "loaded"
+
+        def twin_of(copy: LocalCopy) -> LedgerEntry | None:
+            return next((e for e in seen.values() if e.sha256 == copy.sha256 and e.status == "loaded"
                          and e.file != file), None)
+
+        fetching = adapter.start_fetch(session, remote)
+        twin: LedgerEntry | None
+        try:
+            if adapter.streams(remote):
+                # read while it downloads; its hash is known only at the end, so the twin check comes then
+                try:
+                    outcome = _load(pipeline, source, adapter, remote, fetching, run_id, progress, twin_of)
+                    copy = fetching.result()
+                except _Duplicate as dup:
+                    copy, twin = dup.copy, dup.twin
+                except Exception:
+                    # what a download that finished first would have raised, or found, comes first
+                    copy = fetching.result()
+                    twin = twin_of(copy)
+                    if twin is None:
+                        raise
+                else:
+                    twin = None
+            else:
+                copy = fetching.result()
+                twin = twin_of(copy)
+                if twin is None:
+                    outcome = _load(pipeline, source, adapter, remote, copy, run_id, progress, twin_of)
             if twin is not None:
                 _record(warehouse, name, remote, copy.sha256, f"duplicate of {twin.file}", run_id)
                 after = adapter.finish(session, remote)
                 return FileOutcome(file, f"duplicate of {twin.file}", after=after, sha256=copy.sha256,
                                    duration_s=time.monotonic() - started)
-            outcome = _load(pipeline, source, adapter, remote, copy, run_id, progress)
         finally:
-            copy.path.unlink(missing_ok=True)
+            if fetching.complete():  # else the download's own failure decided whether its partial copy stays
+                fetching.path.unlink(missing_ok=True)
         outcome.after = adapter.finish(session, remote)  # only now that the rows are committed
         outcome.details["sftp_retries"] = session.retries
         if remote.escaped:
@@ -171,7 +195,15 @@ def _ingest_file(pipeline: Pipeline, name: str, file: str, *, run_id: str,
     return outcome
 
 
-def _screened(adapter: SftpSource, copy: LocalCopy, notes: ReadNotes, mapper: Mapper,
+class _Duplicate(Exception):  # never leaves this module: it rolls the load back and says why
+    """The file turned out, once downloaded and hashed, to be a copy of a file already loaded (*twin*)."""
+
+    def __init__(self, copy: LocalCopy, twin: LedgerEntry) -> None:
+        super().__init__(f"{copy.remote.name} is a duplicate of {twin.file}")
+        self.copy, self.twin = copy, twin
+
+
+def _screened(adapter: SftpSource, copy: LocalCopy | Fetching, notes: ReadNotes, mapper: Mapper,
               rules: RowRules) -> Iterator[tuple[int, Mapped]]:
     """(rows read, mapped and screened batch) for every batch of the file. Run in a thread of its own
     (:func:`hub.runtime.prefetch.prefetch`) so that parsing, casting and rules (Arrow work that releases the GIL)
@@ -184,8 +216,12 @@ def _screened(adapter: SftpSource, copy: LocalCopy, notes: ReadNotes, mapper: Ma
         yield raw.num_rows, mapped
 
 
-def _load(pipeline: Pipeline, source: ResolvedSource, adapter: SftpSource, remote: RemoteFile, copy: LocalCopy,
-          run_id: str, progress: Progress | None) -> FileOutcome:
+def _load(pipeline: Pipeline, source: ResolvedSource, adapter: SftpSource, remote: RemoteFile,
+          copy: LocalCopy | Fetching, run_id: str, progress: Progress | None,
+          twin_of: Callable[[LocalCopy], LedgerEntry | None]) -> FileOutcome:
+    """Load *copy* in one transaction. A download still in progress (:class:`Fetching`) is read as it grows: once
+    it is complete its hash is checked against the ledger (*twin_of*), and a duplicate rolls the load back
+    (:class:`_Duplicate`) before anything is reported, as when the check came before the load."""
     name = source.name
     keys = tuple(source.spec.primary_key)
     mapper = mapper_for(source.spec.column_specs() if source.spec.columns else None, keys, f"sources.{name}")
@@ -195,26 +231,45 @@ def _load(pipeline: Pipeline, source: ResolvedSource, adapter: SftpSource, remot
     warehouse = connect(pipeline.warehouse_url)
     owners.check(warehouse, pipeline, [name])
     request = LoadRequest(name, "replace_partition", run_id, partition=remote.name, primary_key=keys)
-    if adapter.source.format.csv is not None or adapter.source.format.fixed_width is not None:
+    if isinstance(copy, LocalCopy) and adapter.source.format.csv is not None:
         native = _load_csv(pipeline, adapter, remote, copy, run_id, progress, warehouse, request, mapper, rules,
                            threshold)
         if native is not None:
             return native
+    fetching = copy if isinstance(copy, Fetching) else None
+    local = copy if isinstance(copy, LocalCopy) else None
+
+    def checked() -> LocalCopy | None:
+        """The complete copy, once it is (a duplicate raises :class:`_Duplicate`)."""
+        if fetching is None or not fetching.done():
+            return local
+        done = fetching.result()
+        twin = twin_of(done)
+        if twin is not None:
+            raise _Duplicate(done, twin)
+        return done
+
     with warehouse.begin(request) as load:
         owners.claim(load, pipeline, [name], run_id)
         files = load.attach(LoadRequest(LEDGER, "merge", run_id, primary_key=("source", "file")))
-        for rows_read, mapped in prefetch(_screened(adapter, copy, notes, mapper, rules), name=f"hub-file-{name}"):
+        batches = prefetch(_screened(adapter, copy, notes, mapper, rules), name=f"hub-file-{name}",
+                           cancel=fetching.abandon if fetching is not None else None)
+        for rows_read, mapped in batches:
             threshold.add(rows_read, mapped.quarantine)
             load.write(mapped.batch)
             load.reject(mapped.quarantine)
-            if progress:
+            if local is None:
+                local = checked()
+            if progress and local is not None:  # not before a duplicate could be told apart
                 progress(name, load.rows)
+        local = checked() if local is None else local
+        assert local is not None  # the reader ended: the download is complete
         rules.finish()
         threshold.check()  # beyond it: nothing is loaded, the file is not archived
-        files.write(_ledger_row(name, remote, copy.sha256, "loaded", load.rows, run_id))
+        files.write(_ledger_row(name, remote, local.sha256, "loaded", load.rows, run_id))
         files.commit()
         result = load.commit()
-    details: dict[str, Any] = {"file_bytes": copy.size, "file_mtime": remote.mtime, "rows_read": threshold.total}
+    details: dict[str, Any] = {"file_bytes": local.size, "file_mtime": remote.mtime, "rows_read": threshold.total}
     if notes.pyarrow_records:  # JSON lines: blocks pyarrow's reader read (adapters/sftp/_formats.py)
         details["reader"] = "pyarrow"
         details["records_read_by_pyarrow"] = notes.pyarrow_records
@@ -224,22 +279,19 @@ def _load(pipeline: Pipeline, source: ResolvedSource, adapter: SftpSource, remot
             log.warning("sources.%s: %s", name, warning)
         details["encoding_warnings"] = "\n".join(notes.encoding_warnings)
         details["mojibake_lines"] = notes.mojibake_lines
-    return FileOutcome(remote.name, "loaded", load=result, rejected=threshold.rejected, sha256=copy.sha256,
+    return FileOutcome(remote.name, "loaded", load=result, rejected=threshold.rejected, sha256=local.sha256,
                        details=details)
-
-
 
 
 def _load_csv(pipeline: Pipeline, adapter: SftpSource, remote: RemoteFile, copy: LocalCopy, run_id: str,
               progress: Progress | None, warehouse: Warehouse, request: LoadRequest, mapper: Mapper,
               rules: RowRules, threshold: Threshold) -> FileOutcome | None:
-    """A CSV or fixed-width file read by DuckDB itself in the load's transaction (:mod:`hub.files_csv`); None
+    """A CSV file read by DuckDB itself in the load's transaction (:mod:`hub.files_csv`); None
     when the Arrow path must load it (then nothing was changed: the transaction was rolled back)."""
     name = request.table
     try:
         with warehouse.begin(request) as load:
-            plan = files_csv.plan(adapter.source.format, copy.path, remote.name, mapper, rules, load,
-                                  adapter.base_dir)
+            plan = files_csv.plan(adapter.source.format, copy.path, remote.name, mapper, rules, load)
             if isinstance(plan, str):
                 log.debug("sources.%s: %s goes the Arrow way: %s", name, remote.name, plan)
                 return None

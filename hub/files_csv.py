@@ -1,5 +1,4 @@
-"""CSV and fixed-width drops loaded by DuckDB's own reader, inside the load's transaction, with the hub's
-guarantees kept.
+"""CSV drops loaded by DuckDB's own reader, inside the load's transaction, with the hub's guarantees kept.
 
 Why: streaming Arrow chunks from pyarrow's reader through the mapping into DuckDB cost about as much as DuckDB
 reading the whole file itself (docs/benchmarks.md). When the warehouse is DuckDB and the source's format,
@@ -16,12 +15,9 @@ transaction as the ledger row. Nothing a row loses is decided by SQL alone:
   rows they accept are written back in place;
 * uniqueness (the primary key, or one ``unique`` column) is checked over the loaded rows in file order.
 
-Fixed-width files are read the same way: DuckDB's CSV reader hands over whole lines (one text column, a
-delimiter and no quote), the fields are cut by ``substr`` (characters, as the Arrow path's
-``utf8_slice_codeunits``) and trimmed of the white space pyarrow trims; lines shorter than the layout are
-marked, and every marked line is cut again by the Arrow path's own code (:func:`adapters.sftp.fixed_width_batch`)
-before the Mapper sees it. A line the Arrow path's reader refuses (holding the unit separator, a lone carriage
-return, bytes that are not UTF-8) makes DuckDB fail too, and the Arrow path then reports it.
+Fixed-width files were read this way too (whole lines, cut by ``substr``) until the Arrow path, reading while
+the file downloads and cutting ASCII lines by bytes, became faster than DuckDB's single-threaded statement
+(docs/benchmarks.md): they go the Arrow way.
 
 Quarantine rows carry the line the Arrow path gives (the record's position among the parsed rows, skipping
 rejected lines). Anything this path cannot express falls back to the Arrow path before it starts
@@ -43,16 +39,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from adapters.sftp import (
-    WHITESPACE,
-    CsvFormat,
-    FixedWidthFormat,
-    FormatConfig,
-    csv_columns,
-    fixed_width_batch,
-    load_layout,
-)
-from adapters.sftp.config import FixedWidthField
+from adapters.sftp import CsvFormat, FormatConfig, csv_columns
 from hub.errors import HubError
 from hub.transform.mapping import LINE_COLUMN, RESERVED, Column, Mapper
 from hub.transform.types import JSON
@@ -83,42 +70,25 @@ class _Out:
 
 
 @dataclass(frozen=True)
-class FixedWidth:
-    """A fixed-width file's format and layout, and the characters a line needs."""
-
-    cfg: FixedWidthFormat
-    fields: list[FixedWidthField]
-    need: int
-
-
-@dataclass(frozen=True)
 class CsvPlan:
-    """How one CSV (or fixed-width: *fixed*) file is read and checked in SQL (built by :func:`plan`)."""
+    """How one CSV file is read and checked in SQL (built by :func:`plan`)."""
 
-    cfg: CsvFormat | None  # None: fixed width
+    cfg: CsvFormat
     names: list[str]  # the file's fields, in order
     out: list[_Out]
     checks: list[str]  # SQL conditions under which a row is marked (rules, null keys)
     unique: tuple[str, ...]  # the one uniqueness check: key columns (empty: none)
     unique_rule: str | None  # the `unique` rule's column, or None for the primary key
     screen: RowRules  # the rules without uniqueness, for marked rows
-    fixed: FixedWidth | None = None
 
     @property
     def first(self) -> int:
         """The line of the file's first record."""
-        if self.fixed is not None:
-            return self.fixed.cfg.skip_rows + 1
-        assert self.cfg is not None
         return self.cfg.skip_rows + (2 if self.cfg.header else 1)
 
-    def read_csv(self, path: Path, rejects: str, scans: str, *, text: bool = False) -> str:
-        """The FROM item giving the file's fields as text in file order (and each record's line as
-        ``_hub_text`` when *text*: fixed width only)."""
-        if self.fixed is not None:
-            return self._read_lines(path, text=text)
+    def read_csv(self, path: Path, rejects: str, scans: str) -> str:
+        """The FROM item giving the file's fields as text in file order."""
         cfg = self.cfg
-        assert cfg is not None
         columns = "{" + ", ".join(f"{literal(n)}: 'VARCHAR'" for n in self.names) + "}"
         nulls = "[" + ", ".join(literal(v) for v in cfg.null_values) + "]"
         assert cfg.quote_char is not False
@@ -126,34 +96,6 @@ class CsvPlan:
                 f"skip = {cfg.skip_rows}, delim = {literal(cfg.delimiter)}, quote = {literal(cfg.quote_char)}, "
                 f"escape = {literal(cfg.quote_char)}, nullstr = {nulls}, auto_detect = false, "
                 f"store_rejects = true, rejects_table = {literal(rejects)}, rejects_scan = {literal(scans)})")
-
-    def _read_lines(self, path: Path, *, text: bool) -> str:
-        """Fixed width: every line as one text value (the unit separator as delimiter, as the Arrow path's reader;
-        a line holding one, or equal to the null string, fails the statement), cut into the layout's fields."""
-        fw = self.fixed
-        assert fw is not None
-        cut = []
-        for f in fw.fields:
-            value = f"substr(_hub_line, {f.start}, {f.width})"
-            if fw.cfg.strip:
-                # trim() with a set of characters costs 10x trim() of spaces (22.9 s against 2-4 s for the
-                # bench's 200 MB): lines of ASCII without control characters have no other white space
-                value = f"CASE WHEN _hub_plain THEN trim({value}) ELSE trim({value}, {literal(WHITESPACE)}) END"
-            cut.append(f"{value} AS {ident(f.name)}")
-        if text:
-            cut.append("_hub_line AS _hub_text")
-        refused = f"{path.name}: a line holds the unit separator (U+001F) or is the null string"
-        unreadable = f"error({literal(refused)})"
-        # ASCII (bytes = characters) and none of the ASCII white space but the space: contains() per character
-        # costs next to nothing, where one regex over the line cost 1.5 s for the bench's 200 MB
-        controls = " OR ".join(f"contains(_hub_line, chr({ord(c)}))" for c in WHITESPACE
-                               if ord(c) < 0x20 and c != "\x1f")  # the unit separator fails the statement
-        plain = f"strlen(_hub_line) = length(_hub_line) AND NOT ({controls})" if fw.cfg.strip else "true"
-        return (f"(SELECT {', '.join(cut)} FROM (SELECT _hub_line, {plain} AS _hub_plain "
-                f"FROM read_csv({literal(str(path))}, columns = {{'_hub_line': 'VARCHAR'}}, "
-                f"header = false, skip = {fw.cfg.skip_rows}, delim = '\x1f', quote = '', escape = '', "
-                f"nullstr = ['\x1e\x1d'], auto_detect = false) "
-                f"WHERE CASE WHEN _hub_line IS NULL OR contains(_hub_line, '\x1f') THEN {unreadable} ELSE true END))")
 
 
 # --- planning -------------------------------------------------------------------------------------------
@@ -237,38 +179,29 @@ def _arrow_type(out: _Out, mapper: Mapper) -> pa.DataType:
     return col.type if isinstance(col.type, pa.DataType) else pa.string()
 
 
-def plan(fmt: FormatConfig, path: Path, name: str, mapper: Mapper, rules: RowRules,
-         load: Load, base_dir: Path | None = None) -> CsvPlan | str:
+def plan(fmt: FormatConfig, path: Path, name: str, mapper: Mapper, rules: RowRules, load: Load) -> CsvPlan | str:
     """How DuckDB reads *path* (the spooled file *name*) into *load* with the Arrow path's results, or why it
-    cannot (then the Arrow path loads it). *base_dir*: where a fixed-width layout's relative path starts."""
+    cannot (then the Arrow path loads it)."""
     cfg = fmt.csv
     if load.native_sql != "duckdb":
         return "the warehouse is not DuckDB"
-    if cfg is None and fmt.fixed_width is None:
-        return "not a CSV or fixed-width file"
+    if cfg is None:
+        return "not a CSV file"
     compression = fmt.compression
     if compression == "auto":
         compression = "gzip" if name.endswith(".gz") else "zip" if name.endswith(".zip") else "none"
     if compression != "none":
         return f"{compression} compressed (the decompression limits are the adapter's)"
-    encoding = cfg.encoding if cfg is not None else fmt.fixed_width.encoding  # type: ignore[union-attr]
-    if encoding.lower().replace("_", "-") not in ("utf-8", "utf8"):
-        return f"encoding {encoding}"
-    if cfg is not None and (cfg.escape_char or cfg.quote_char is False):
+    if cfg.encoding.lower().replace("_", "-") not in ("utf-8", "utf8"):
+        return f"encoding {cfg.encoding}"
+    if cfg.escape_char or cfg.quote_char is False:
         return "an escape character, or no quoting"
-    if cfg is not None and not cfg.null_values:
+    if not cfg.null_values:
         return "no null values"
     if not load.sql("SELECT current_setting('preserve_insertion_order') AS on").column(0)[0].as_py():
         return "preserve_insertion_order is off (row ids would not follow the file)"
-    fixed = None
     try:
-        if cfg is not None:
-            names = csv_columns(path, cfg, name)
-        else:
-            assert fmt.fixed_width is not None
-            layout = load_layout(fmt.fixed_width, base_dir)
-            fixed = FixedWidth(fmt.fixed_width, layout, max(f.start + f.width - 1 for f in layout))
-            names = [f.name for f in layout]
+        names = csv_columns(path, cfg, name)
     except HubError as exc:
         return str(exc)
     if len(set(names)) != len(names) or any(n in RESERVED or n.startswith("_hub_") for n in names):
@@ -322,7 +255,7 @@ def plan(fmt: FormatConfig, path: Path, name: str, mapper: Mapper, rules: RowRul
         return "more than one uniqueness check"
     screen = RowRules({c: r for c, r in screened.items() if r.checks()}, where=rules.where)
     return CsvPlan(cfg, names, out, checks, unique[0][0] if unique else (), unique[0][1] if unique else None,
-                   screen, fixed)
+                   screen)
 
 
 # --- loading --------------------------------------------------------------------------------------------
@@ -337,19 +270,17 @@ def load(p: CsvPlan, load: Load, path: Path, name: str, mapper: Mapper) -> CsvLo
     """Read *path* into *load* (its partition is the file); the rows read and the quarantine, as the Arrow path
     gives them. Raises :class:`NativeUnsupported` when the Arrow path must take over."""
     partition, run_id = load.request.partition, load.request.run_id
-    short = [f"length(_hub_text) < {p.fixed.need}"] if p.fixed is not None else []
-    marked = " OR ".join([f"NOT {o.clean}" for o in p.out if o.clean] + [f"({c})" for c in p.checks] + short) or "false"
-    # what a marked row keeps for the closer look: its fields, or (fixed width) its line
-    raw_json = "_hub_text" if p.fixed is not None else \
-        "CAST(json_object(" + ", ".join(f"{literal(n)}, {ident(n)}" for n in p.names) + ") AS VARCHAR)"
+    marked = " OR ".join([f"NOT {o.clean}" for o in p.out if o.clean] + [f"({c})" for c in p.checks]) or "false"
+    # what a marked row keeps for the closer look: its fields
+    raw_json = "CAST(json_object(" + ", ".join(f"{literal(n)}, {ident(n)}" for n in p.names) + ") AS VARCHAR)"
     typed = ", ".join(f"CAST({o.value} AS {o.duck}) AS _hub_v{i}" for i, o in enumerate(p.out))
     select = (f"SELECT {', '.join(f'_hub_v{i} AS {ident(o.name)}' for i, o in enumerate(p.out))}, "
               f"CASE WHEN _hub_marked THEN {literal(MARK)} ELSE {literal(partition)} END AS {ident(PARTITION_COLUMN)}, "
               f"CASE WHEN _hub_marked THEN {raw_json} ELSE {literal(run_id)} END AS {ident(RUN_COLUMN)}, "
               f"now() AS {ident(LOADED_AT_COLUMN)} FROM (SELECT *, ({marked}) AS _hub_marked FROM "
-              f"(SELECT *, {typed} FROM {p.read_csv(path, _REJECTS, _SCANS, text=True)}))")
+              f"(SELECT *, {typed} FROM {p.read_csv(path, _REJECTS, _SCANS)}))")
     inserted = load.insert_query(select)
-    rejected = _rejects(load, name) if p.fixed is None else {}
+    rejected = _rejects(load, name)
     first = p.first
     skip = sorted(line for line in rejected if line >= first)
 
@@ -380,7 +311,7 @@ def load(p: CsvPlan, load: Load, path: Path, name: str, mapper: Mapper) -> CsvLo
     if span["marked"]:
         marks = load.sql(f"SELECT rowid AS r, {ident(RUN_COLUMN)} AS raw FROM {target} "
                          f"WHERE {ident(PARTITION_COLUMN)} = {literal(MARK)} ORDER BY rowid")
-        quarantine += _screen(p, load, mapper, marks, line_of, base, name)
+        quarantine += _screen(p, load, mapper, marks, line_of, base)
         deleted += _count(load.sql(f"DELETE FROM {target} WHERE {ident(PARTITION_COLUMN)} = {literal(MARK)}"))
         if p.unique:  # rows written back may repeat a key
             repeats = _count(load.sql(f"SELECT {_repeats(p, mine)} FROM {target} WHERE {mine}"))
@@ -416,18 +347,14 @@ def _rejects(load: Load, name: str) -> dict[int, dict[str, Any]]:
     return out
 
 
-def _screen(p: CsvPlan, load: Load, mapper: Mapper, marks: pa.Table, line_of: Any, base: int,
-            name: str) -> list[dict[str, Any]]:
+def _screen(p: CsvPlan, load: Load, mapper: Mapper, marks: pa.Table, line_of: Any,
+            base: int) -> list[dict[str, Any]]:
     """Decide the marked rows with the Arrow path's Mapper and rules; write the good ones back in place."""
     rowids = marks.column("r").to_pylist()
     lines = pa.array([line_of(r - base) for r in rowids], pa.int64())
-    if p.fixed is not None:  # the lines cut (and short ones marked) by the Arrow path's own code
-        fw = p.fixed
-        raw = fixed_width_batch(marks.column("raw").combine_chunks(), fw.fields, fw.need, fw.cfg, name, lines)
-    else:
-        records = [json.loads(r) for r in marks.column("raw").to_pylist()]
-        raw = pa.RecordBatch.from_pydict({
-            **{n: pa.array([rec.get(n) for rec in records], pa.string()) for n in p.names}, LINE_COLUMN: lines})
+    records = [json.loads(r) for r in marks.column("raw").to_pylist()]
+    raw = pa.RecordBatch.from_pydict({
+        **{n: pa.array([rec.get(n) for rec in records], pa.string()) for n in p.names}, LINE_COLUMN: lines})
     mapped = mapper.apply(raw)
     if p.screen:
         mapped = p.screen.apply(mapped, raw)

@@ -15,6 +15,7 @@ import uuid
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -246,6 +247,32 @@ def test_duckdb_load_threads(tmp_path: Path) -> None:
     for bad in ("0", "many"):
         with pytest.raises(WarehouseError, match="load_threads"):
             connect(f"duckdb:///{tmp_path / 'd.duckdb'}?load_threads={bad}")
+
+
+def test_duckdb_appending_loads_cap_the_buffer_pool(tmp_path: Path) -> None:
+    """A load that only appends runs DuckDB with append_memory_limit (the blocks it wrote stayed cached up to the
+    limit: a 1 GB file's load grew by the whole load_memory_limit); merges keep load_memory_limit, and so does a
+    load once the hub runs its own SQL in it (hub/files_csv.py reads and sorts there)."""
+
+    def limit(load: Any) -> str:
+        return str(load._live().execute("select current_setting('memory_limit')").fetchall()[0][0])
+
+    wh = connect(f"duckdb:///{tmp_path / 'a.duckdb'}?load_memory_limit=200MB&append_memory_limit=48MB")
+    with wh.begin(LoadRequest("t", "replace_partition", "r", partition="p")) as load:
+        load.write(_b(a=[1]))
+        appending = limit(load)
+        ledger = load.attach(LoadRequest("l", "merge", "r", primary_key=("a",)))
+        ledger.write(_b(a=[1]))
+        ledger.commit()
+        load.sql("SELECT 1")
+        after_sql = limit(load)
+        load.commit()
+    with wh.begin(LoadRequest("m", "merge", "r", primary_key=("a",))) as load:
+        load.write(_b(a=[1]))
+        merging = limit(load)
+        load.commit()
+    assert (appending, after_sql, merging) == ("45.7 MiB", "190.7 MiB", "190.7 MiB")  # 48 MB, 200 MB
+    assert _rows(wh, "select count(*) from t") == [(1,)] and _rows(wh, "select count(*) from l") == [(1,)]
 
 
 def _orders_with_lines(wh: Warehouse, orders: dict[int, list[str]], *, fail: bool = False) -> None:

@@ -13,15 +13,15 @@ from adapters.sftp.config import (
 from hub.runtime.lazy import lazy
 
 if TYPE_CHECKING:
-    from adapters.sftp._formats import WHITESPACE, ReadNotes, csv_columns, fixed_width_batch, load_layout, read_xml
+    from adapters.sftp._formats import ReadNotes, csv_columns, fixed_width_batch, load_layout, read_xml
     from adapters.sftp._session import AuthenticationError, HostKeyError, RemoteFile, SftpSession
-    from adapters.sftp.client import LocalCopy, SftpSource, ready
+    from adapters.sftp.client import Fetching, LocalCopy, SftpSource, ready
 
 __all__ = [
-    "WHITESPACE",
     "AuthenticationError",
     "CsvFormat",
     "ExportFormat",
+    "Fetching",
     "FixedWidthFormat",
     "FormatConfig",
     "HostKeyError",
@@ -42,7 +42,6 @@ __all__ = [
 #: Clients load on first use (hub.runtime.lazy): the registry imports only the models.
 __getattr__ = lazy(__name__, {
     "ReadNotes": "adapters.sftp._formats",
-    "WHITESPACE": "adapters.sftp._formats",
     "csv_columns": "adapters.sftp._formats",
     "fixed_width_batch": "adapters.sftp._formats",
     "load_layout": "adapters.sftp._formats",
@@ -51,6 +50,7 @@ __getattr__ = lazy(__name__, {
     "HostKeyError": "adapters.sftp._session",
     "RemoteFile": "adapters.sftp._session",
     "SftpSession": "adapters.sftp._session",
+    "Fetching": "adapters.sftp.client",
     "LocalCopy": "adapters.sftp.client",
     "SftpSource": "adapters.sftp.client",
     "ready": "adapters.sftp.client",

@@ -132,22 +132,34 @@ def _limited(stream: IO[bytes] | gzip.GzipFile, budget: _Budget, member: str) ->
     return out
 
 
-def members(path: Path, fmt: FormatConfig, name: str | None = None) -> Iterator[tuple[str, IO[bytes]]]:
+def compression(fmt: FormatConfig, name: str) -> str:
+    """How the file *name* is compressed: ``none``, ``gzip`` or ``zip`` (``auto`` goes by the name's ending)."""
+    if fmt.compression != "auto":
+        return fmt.compression
+    return "gzip" if name.endswith(".gz") else "zip" if name.endswith(".zip") else "none"
+
+
+def members(path: Path, fmt: FormatConfig, name: str | None = None,
+            stream: IO[bytes] | None = None) -> Iterator[tuple[str, IO[bytes]]]:
     """The readable streams in a file: itself, its gzip content, or every file in a zip archive, each with
     the name messages use (*name*: the file's name on the server, when *path* is a local copy). Decompressed
-    content is limited by ``format.max_uncompressed_bytes`` and ``format.max_ratio`` (:class:`_Budget`)."""
+    content is limited by ``format.max_uncompressed_bytes`` and ``format.max_ratio`` (:class:`_Budget`).
+    *stream*: the file opened already (uncompressed only; a download still in progress)."""
     name = name or path.name
-    compression = fmt.compression
-    if compression == "auto":
-        compression = "gzip" if name.endswith(".gz") else "zip" if name.endswith(".zip") else "none"
-    if compression == "none":
+    kind = compression(fmt, name)
+    if kind == "none":
+        if stream is not None:
+            yield name, stream
+            return
         with path.open("rb") as plain:
             yield name, plain
         return
+    if stream is not None:
+        raise ValueError(f"{name}: a {kind} file is read from its complete copy, not from a stream")
     budget = _Budget(name, fmt, path.stat().st_size)
-    if compression == "gzip":
-        with gzip.open(path, "rb") as stream:
-            yield name, _limited(stream, budget, name)
+    if kind == "gzip":
+        with gzip.open(path, "rb") as packed:
+            yield name, _limited(packed, budget, name)
         return
     with zipfile.ZipFile(path) as archive:
         infos = [info for info in archive.infolist() if not info.is_dir()]
@@ -164,21 +176,22 @@ def members(path: Path, fmt: FormatConfig, name: str | None = None) -> Iterator[
 
 
 def read(path: Path, fmt: FormatConfig, *, name: str | None = None, base_dir: Path | None = None,
-         batch_size: int = 65_536, notes: ReadNotes | None = None) -> Iterator[pa.RecordBatch]:
+         batch_size: int = 65_536, notes: ReadNotes | None = None,
+         stream: IO[bytes] | None = None) -> Iterator[pa.RecordBatch]:
     """Every record of the downloaded file *path* (called *name* in messages) as Arrow batches; warnings that
-    do not stop the file go to *notes* (None: the encoding is not checked)."""
+    do not stop the file go to *notes* (None: the encoding is not checked). *stream*: see :func:`members`."""
     try:
-        for member, stream in members(path, fmt, name):
+        for member, opened in members(path, fmt, name, stream):
             if fmt.csv is not None:
-                yield from read_csv(stream, fmt.csv, member, notes)
+                yield from read_csv(opened, fmt.csv, member, notes)
             elif fmt.fixed_width is not None:
-                yield from read_fixed_width(stream, fmt.fixed_width, member, base_dir, notes)
+                yield from read_fixed_width(opened, fmt.fixed_width, member, base_dir, notes)
             elif fmt.jsonl is not None:
-                yield from read_jsonl(stream, fmt.jsonl.encoding, member, batch_size, notes)
+                yield from read_jsonl(opened, fmt.jsonl.encoding, member, batch_size, notes)
             elif fmt.xml is not None:
-                yield from read_xml(stream, fmt.xml.records, member, batch_size, fmt.xml.max_depth)
+                yield from read_xml(opened, fmt.xml.records, member, batch_size, fmt.xml.max_depth)
             else:
-                yield from read_parquet(stream, member, batch_size)
+                yield from read_parquet(opened, member, batch_size)
     except (zipfile.BadZipFile, gzip.BadGzipFile, EOFError, zlib.error) as exc:  # a damaged archive
         raise AdapterError(f"{name or path.name}: cannot decompress ({fmt.compression}): {exc}") from None
 
@@ -512,22 +525,25 @@ def _fixed_width_batches(reader: Any, fields: list[FixedWidthField], need: int, 
         next_line += batch.num_rows
 
 
-#: What ``strip`` trims: the characters pyarrow's ``utf8_trim_whitespace`` takes for white space (for readers
-#: other than pyarrow's, the hub's DuckDB path, to trim alike; tests/test_files_fixed.py checks it).
-WHITESPACE = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
-              "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
-
-
 def fixed_width_batch(lines: pa.Array, fields: list[FixedWidthField], need: int, cfg: FixedWidthFormat, name: str,
                       numbers: pa.Array) -> pa.RecordBatch:
     """The fields of *lines* (text, one record each, at line *numbers*) cut by the layout: positions count
-    characters, not bytes; a line shorter than *need* characters is marked. Public so that the hub's DuckDB
-    path (hub/files_csv.py) words the rows it cannot decide exactly as this reader does."""
-    short = pc.less(pc.utf8_length(lines), need)
+    characters, not bytes (ASCII lines are cut by bytes, which is the same and cheaper); a line shorter than
+    *need* characters is marked."""
     columns = {}
-    for f in fields:
-        value = pc.utf8_slice_codeunits(lines, f.start - 1, f.start - 1 + f.width)
-        columns[f.name] = pc.utf8_trim_whitespace(value) if cfg.strip else value
+    if pc.all(pc.string_is_ascii(lines)).as_py() is not False:
+        # one byte a character: byte slices are the character slices, at a third of the cost (no UTF-8 walk)
+        raw_type = pa.large_binary() if pa.types.is_large_string(lines.type) else pa.binary()
+        data = lines.view(raw_type)
+        short = pc.less(pc.binary_length(data), need)
+        for f in fields:
+            value = pc.binary_slice(data, f.start - 1, f.start - 1 + f.width).view(lines.type)
+            columns[f.name] = pc.utf8_trim_whitespace(value) if cfg.strip else value
+    else:
+        short = pc.less(pc.utf8_length(lines), need)
+        for f in fields:
+            value = pc.utf8_slice_codeunits(lines, f.start - 1, f.start - 1 + f.width)
+            columns[f.name] = pc.utf8_trim_whitespace(value) if cfg.strip else value
     out = pa.RecordBatch.from_pydict(columns).append_column(LINE, numbers)
     if pc.any(short).as_py():
         reasons = pc.if_else(short, pa.scalar(f"{name}: line shorter than the layout's {need} characters"),
@@ -593,22 +609,37 @@ def _jsonl_blocks(stream: IO[bytes], name: str, batch_size: int, bad: list[tuple
     Batches therefore start at the same records as the line-by-line reader's, which infers types per batch."""
     texts: list[str] = []  # fields pyarrow took for timestamps once: read as text from then on
     number, pos, eof = 1, stream.tell(), False
-    buf, ends = b"", np.empty(0, np.int64)  # the bytes read ahead from pos, and where their lines end
+    # The bytes read ahead from pos live in one buffer, reused from block to block (parsed in place, the rest moved
+    # to its front), with the offsets of their line ends. Joining or slicing bytes objects per block cost a fifth of
+    # the parse: every new large object is fresh pages, which the kernel zeroes.
+    area = bytearray(2 * _JSONL_READ)
+    newline = np.empty(_JSONL_READ, bool)  # reused for the same reason
+    size = 0
+    ends = np.empty(0, np.int64)
     while True:
         while not eof and len(ends) < batch_size:
-            chunk = stream.read(_JSONL_READ)
-            eof = not chunk
-            ends = np.concatenate([ends, np.flatnonzero(np.frombuffer(chunk, np.uint8) == 0x0A) + len(buf)])
-            buf += chunk
-        if not buf:
+            if size + _JSONL_READ > len(area):
+                area = area + bytes(len(area))  # only while a block is larger than any before
+            with memoryview(area) as view:
+                n = stream.readinto(view[size:size + _JSONL_READ])  # type: ignore[attr-defined]
+            eof = not n
+            if n:
+                found = np.flatnonzero(np.equal(np.frombuffer(area, np.uint8, n, size), 0x0A, out=newline[:n]))
+                found += size
+                ends = np.concatenate([ends, found])
+                size += n
+        if not size:
             return
-        cut = int(ends[batch_size - 1]) + 1 if len(ends) >= batch_size else len(buf)
-        batch = _jsonl_block(buf[:cut], ends[:batch_size], number, texts)
+        cut = int(ends[batch_size - 1]) + 1 if len(ends) >= batch_size else size
+        batch = _jsonl_block(area, cut, ends[:batch_size], number, texts)
         if batch is not None:
             if notes is not None:
                 notes.pyarrow_records += batch.num_rows
             yield batch
-            number, pos, buf, ends = number + batch.num_rows, pos + cut, buf[cut:], ends[batch_size:] - cut
+            number, pos = number + batch.num_rows, pos + cut
+            area[:size - cut] = area[cut:size]
+            size -= cut
+            ends = ends[batch_size:] - cut
             continue
         stream.seek(pos)
         text = _ByteLines(stream)
@@ -617,7 +648,7 @@ def _jsonl_blocks(stream: IO[bytes], name: str, batch_size: int, bad: list[tuple
             return
         pos = text.pos
         stream.seek(pos)
-        buf, ends = b"", np.empty(0, np.int64)
+        size, ends = 0, np.empty(0, np.int64)
 
 
 _EOL = re.compile(rb"\r\n?|\n")
@@ -647,16 +678,20 @@ class _ByteLines:
             return line.decode("utf-8", errors="replace")
 
 
-def _jsonl_parse(block: bytes, texts: list[str]) -> pa.Table:
+def _jsonl_parse(block: memoryview, texts: list[str]) -> pa.Table:
     schema = pa.schema([(t, pa.string()) for t in texts]) if texts else None
-    return pajson.read_json(io.BytesIO(block), read_options=pajson.ReadOptions(use_threads=True),
+    # one thread: the load keeps the other cores busy (DuckDB inserting, the download), and pyarrow's threads cost
+    # more CPU in all and 30-40 MB of peak memory (their buffers) for no shorter load
+    return pajson.read_json(pa.BufferReader(pa.py_buffer(block)), read_options=pajson.ReadOptions(use_threads=False),
                             parse_options=pajson.ParseOptions(explicit_schema=schema,
                                                               unexpected_field_behavior="infer"))
 
 
-def _jsonl_block(block: bytes, ends: np.ndarray, first: int, texts: list[str]) -> pa.RecordBatch | None:
-    """The batch of *block* (whole lines ending at *ends*, the first at line *first*) as :func:`_jsonl_lines` would
-    build it, read by pyarrow; None when that cannot be guaranteed cheaply.
+def _jsonl_block(buf: bytes | bytearray, cut: int, ends: np.ndarray, first: int,
+                 texts: list[str]) -> pa.RecordBatch | None:
+    """The batch of the block ``buf[:cut]`` (whole lines ending at *ends*, the first at line *first*) as
+    :func:`_jsonl_lines` would build it, read by pyarrow; None when that cannot be guaranteed cheaply. The block is
+    read in place (*buf* is the reader's buffer, reused for the next block: nothing returned refers to it).
 
     Screened before parsing, per line end (vectorized): every line starts with ``{`` and ends with ``}`` (LF or CRLF,
     no lone CR, which the line reader takes for a line end), so pyarrow's row count equals the line count only
@@ -667,49 +702,51 @@ def _jsonl_block(block: bytes, ends: np.ndarray, first: int, texts: list[str]) -
     more (an integer orjson keeps exact, or a uint64), no negative zero (an integer ``-0`` is orjson's int 0), no
     ``_hub_`` field; strings pyarrow took for timestamps are read again as text (*texts*, remembered for the next
     blocks)."""
-    data = np.frombuffer(block, np.uint8)
-    ends_nl = block.endswith(b"\n")
+    data = np.frombuffer(buf, np.uint8, cut)
+    ends_nl = bool(data[-1] == 0x0A)
     rows = len(ends) if ends_nl else len(ends) + 1
     if data[0] != 0x7B or data[-1 if not ends_nl else -2 - (data[-2] == 0x0D)] != 0x7D:
         return None
     inner = ends[:-1] if ends_nl else ends  # line ends followed by another line
     if not bool((data[inner + 1] == 0x7B).all()):
         return None
-    crlf = b"\r" in block
+    crlf = buf.find(b"\r", 0, cut) >= 0
     if crlf:
-        if block.count(b"\r") != len(ends) or not bool((data[ends - 1] == 0x0D).all()):
+        if buf.count(b"\r", 0, cut) != len(ends) or not bool((data[ends - 1] == 0x0D).all()):
             return None
         if not bool((data[ends - 2] == 0x7D).all()):
             return None
     elif not bool((data[ends - 1] == 0x7D).all()):
         return None
-    if not block.isascii():
+    with memoryview(buf)[:cut] as block:
+        if int(data.max()) >= 0x80:
+            try:
+                codecs.utf_8_decode(block, "strict", True)
+            except UnicodeDecodeError:
+                return None  # read line by line: invalid bytes are replaced there
+        explicit = list(texts)
         try:
-            block.decode("utf-8")
-        except UnicodeDecodeError:
-            return None  # read line by line: invalid bytes are replaced there
-    explicit = list(texts)
-    try:
-        try:
-            table = _jsonl_parse(block, explicit)
+            try:
+                table = _jsonl_parse(block, explicit)
+            except pa.ArrowInvalid:
+                if not explicit:
+                    raise
+                explicit = []
+                table = _jsonl_parse(block, explicit)
+            stamps = [f.name for f in table.schema if pa.types.is_timestamp(f.type)]
+            if stamps:
+                texts.extend(s for s in stamps if s not in texts)
+                explicit += [s for s in stamps if s not in explicit]
+                table = _jsonl_parse(block, explicit)
         except pa.ArrowInvalid:
-            if not explicit:
-                raise
-            explicit = []
-            table = _jsonl_parse(block, explicit)
-        stamps = [f.name for f in table.schema if pa.types.is_timestamp(f.type)]
-        if stamps:
-            texts.extend(s for s in stamps if s not in texts)
-            explicit += [s for s in stamps if s not in explicit]
-            table = _jsonl_parse(block, explicit)
-    except pa.ArrowInvalid:
-        return None
+            return None
+        del data
     if table.num_rows != rows or not table.num_columns:
         return None
     first_keys: list[str] = []
     if explicit:
         try:
-            first_keys = list(orjson.loads(block[:int(ends[0])] if len(ends) else block))
+            first_keys = list(orjson.loads(memoryview(buf)[:int(ends[0]) if len(ends) else cut]))
         except orjson.JSONDecodeError:
             return None
     columns: dict[str, pa.Array] = {}
@@ -721,7 +758,7 @@ def _jsonl_block(block: bytes, ends: np.ndarray, first: int, texts: list[str]) -
         if key in explicit and arr.null_count == rows:  # pyarrow cannot tell an absent key from nulls
             if key in first_keys:
                 arr = pa.nulls(rows)
-            elif orjson.dumps(key) in block:
+            elif buf.find(orjson.dumps(key), 0, cut) >= 0:
                 return None
             else:
                 continue

@@ -8,16 +8,20 @@ and only then archived or deleted on the server.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fnmatch
 import hashlib
+import io
 import json
 import os
 import posixpath
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 import pyarrow as pa
 
@@ -37,6 +41,121 @@ class LocalCopy:
     size: int
     resumed_from: int = 0  # byte offset a partial copy of an earlier attempt was continued from
     resumed_in_run: int = 0  # broken transfers this fetch continued after reconnecting
+
+
+class Fetching:
+    """A download in progress (:meth:`SftpSource.start_fetch`): the spool file grows on disk while a reader
+    (:meth:`open`) reads it, and :meth:`result` is the finished :class:`LocalCopy`, hashed and checked as
+    :meth:`SftpSource.fetch` gives it, or the download's error."""
+
+    def __init__(self, remote: RemoteFile, path: Path) -> None:
+        self.remote, self.path = remote, path
+        self._cond = threading.Condition()
+        self._on_disk = 0  # bytes of the spool file a reader may read
+        self._copy: LocalCopy | None = None
+        self._error: BaseException | None = None
+        self._finished = False
+        self._abandoned = False
+
+    def _written(self, size: int) -> None:
+        with self._cond:
+            self._on_disk = size
+            self._cond.notify_all()
+
+    def _finish(self, copy: LocalCopy | None, error: BaseException | None) -> None:
+        with self._cond:
+            self._copy, self._error, self._finished = copy, error, True
+            self._cond.notify_all()
+
+    def done(self) -> bool:
+        """Whether the download has finished (either way)."""
+        with self._cond:
+            return self._finished
+
+    def complete(self) -> bool:
+        """Whether the download has finished and succeeded."""
+        with self._cond:
+            return self._finished and self._error is None
+
+    def result(self) -> LocalCopy:
+        """The local copy, once the download is complete, checked and hashed; raises the download's error."""
+        with self._cond:
+            while not self._finished:
+                self._cond.wait()
+            if self._error is not None:
+                raise self._error
+            assert self._copy is not None
+            return self._copy
+
+    def abandon(self) -> None:
+        """Wake readers waiting for more bytes: they raise :class:`FetchAbandoned` (the reading stopped early;
+        the download itself runs on)."""
+        with self._cond:
+            self._abandoned = True
+            self._cond.notify_all()
+
+    def available(self, offset: int) -> int:
+        """Wait until the copy holds more than *offset* bytes, or is complete: the bytes on disk then (the end of
+        the file once complete). Raises the download's error when it failed."""
+        with self._cond:
+            while self._on_disk <= offset and not self._finished and not self._abandoned:
+                self._cond.wait()
+            if self._abandoned:
+                raise FetchAbandoned(f"{self.remote.name}: the reader stopped before the end")
+            if self._on_disk > offset:
+                return self._on_disk
+            if self._error is not None:
+                raise self._error
+            assert self._copy is not None
+            return self._copy.size
+
+    def open(self) -> IO[bytes]:
+        """A reader of the copy from its first byte, seekable within what is on disk, that waits for the bytes it
+        asks for and ends only where the complete file ends (raising the download's error if it failed)."""
+        return io.BufferedReader(_Growing(self), _formats.BLOCK)
+
+
+class FetchAbandoned(AdapterError):
+    """A reader of a download in progress was told to stop (:meth:`Fetching.abandon`)."""
+
+
+class _Growing(io.RawIOBase):
+    """The raw reader behind :meth:`Fetching.open`."""
+
+    def __init__(self, fetching: Fetching) -> None:
+        self.fetching, self.pos = fetching, 0
+        self.file = fetching.path.open("rb", buffering=0)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        end = self.fetching.available(self.pos)
+        if end <= self.pos:
+            return 0
+        with memoryview(buffer) as view:
+            self.file.seek(self.pos)
+            n = self.file.readinto(view[:min(len(view), end - self.pos)]) or 0
+        self.pos += n
+        return n
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.fetching.remote.size}[whence]
+        if base + offset < 0:
+            raise ValueError(f"negative seek position {base + offset}")
+        self.pos = base + offset
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def close(self) -> None:
+        if not self.closed:
+            self.file.close()
+        super().close()
 
 
 def ready(files: list[RemoteFile], cfg: FilesConfig, markers: set[str], now: float,
@@ -119,10 +238,34 @@ class SftpSource:
         The local name never contains the remote one: a partner's name may be as long as the server allows
         (255 bytes, and a prefix would push it past the local limit) or not be UTF-8; readers get the remote
         name separately (:meth:`batches`)."""
+        return self._copy(session, remote, *self._spool(remote))
+
+    def start_fetch(self, session: SftpSession, remote: RemoteFile) -> Fetching:
+        """:meth:`fetch` in a thread of its own: returns at once, and the download's reads overlap with reading the
+        copy (:meth:`Fetching.open`) instead of preceding it. The session is the download's until it is done."""
+        local, note = self._spool(remote)
+        fetching = Fetching(remote, local)
+
+        def run() -> None:
+            try:
+                copy = self._copy(session, remote, local, note, written=fetching._written)
+            except BaseException as exc:  # handed to whoever waits for the copy
+                fetching._finish(None, exc)
+            else:
+                fetching._finish(copy, None)
+
+        # the download's call is recorded in the asset's scope (hub.runtime.tracing): its context goes along
+        threading.Thread(target=contextvars.copy_context().run, args=(run,), name="hub-sftp-fetch",
+                         daemon=True).start()
+        return fetching
+
+    def _spool(self, remote: RemoteFile) -> tuple[Path, Path | None]:
+        """Where *remote* is copied to (existing: a partial copy to continue), and the note that says of which
+        version of it (None: a temporary file)."""
         if self.spool_dir is None:
             fd, name = tempfile.mkstemp(prefix="hub-sftp-")
             os.close(fd)
-            return self._copy(session, remote, Path(name), None)
+            return Path(name), None
         folder = self.spool_dir / "partial"
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         key = hashlib.sha256(self.name.encode() + b"\0" + remote.remote).hexdigest()[:32]
@@ -135,15 +278,18 @@ class SftpSource:
         if previous != version or not local.exists():
             local.unlink(missing_ok=True)  # another version of the file (or none): start from byte 0
             note.write_text(json.dumps(version))
-        return self._copy(session, remote, local, note)
+        local.touch(mode=0o600)  # a reader may open it before the first byte arrives
+        return local, note
 
-    def _copy(self, session: SftpSession, remote: RemoteFile, local: Path, note: Path | None) -> LocalCopy:
+    def _copy(self, session: SftpSession, remote: RemoteFile, local: Path, note: Path | None,
+              written: Any = None) -> LocalCopy:
         """Fetch into *local* (continuing a partial copy when *note* records it); keep the partial copy only
-        when the transfer broke (the next fetch resumes it), never when the file changed or is refused."""
+        when the transfer broke (the next fetch resumes it), never when the file changed or is refused.
+        *written*: see ``SftpSession.download``."""
         start = local.stat().st_size if local.exists() else 0
         resumes_before = len(session.resumed_at)
         try:
-            size = session.download(remote.remote, local, resume=True)
+            size = session.download(remote.remote, local, resume=True, written=written)
             after = session.stat(remote.remote)
             if after != (remote.size, remote.mtime) or size != remote.size:
                 raise AdapterError(
@@ -164,11 +310,27 @@ class SftpSource:
         return LocalCopy(remote, local, digest.hexdigest(), size, resumed_from=start,
                          resumed_in_run=len(session.resumed_at) - resumes_before - (1 if start else 0))
 
-    def batches(self, copy: LocalCopy, notes: _formats.ReadNotes | None = None) -> Iterator[pa.RecordBatch]:
+    def streams(self, remote: RemoteFile) -> bool:
+        """Whether *remote*'s records can be read while it downloads (:meth:`batches` of a :class:`Fetching`): JSON
+        lines, XML and fixed width that are not compressed. The others need the whole file: Parquet and archives
+        seek to their end, CSV is read by the warehouse (hub/files_csv.py) from the complete copy."""
+        fmt = self.source.format
+        return (fmt.jsonl is not None or fmt.xml is not None or fmt.fixed_width is not None) \
+            and _formats.compression(fmt, remote.name) == "none"
+
+    def batches(self, copy: LocalCopy | Fetching, notes: _formats.ReadNotes | None = None
+                ) -> Iterator[pa.RecordBatch]:
         """The file's records (see :mod:`adapters.sftp._formats` for the reserved columns); what the reader
-        noticed on the way (a likely mis-declared encoding) is added to *notes*."""
-        return _formats.read(copy.path, self.source.format, name=copy.remote.name, base_dir=self.base_dir,
-                             batch_size=self.batch_size, notes=notes)
+        noticed on the way (a likely mis-declared encoding) is added to *notes*. A :class:`Fetching` (only when
+        :meth:`streams`) is read as it downloads."""
+        if isinstance(copy, Fetching):
+            with copy.open() as stream:
+                yield from _formats.read(copy.path, self.source.format, name=copy.remote.name,
+                                         base_dir=self.base_dir, batch_size=self.batch_size, notes=notes,
+                                         stream=stream)
+            return
+        yield from _formats.read(copy.path, self.source.format, name=copy.remote.name, base_dir=self.base_dir,
+                                 batch_size=self.batch_size, notes=notes)
 
     def finish(self, session: SftpSession, remote: RemoteFile) -> str:
         """After the commit: archive, delete or leave the file (and drop its done marker). Returns what was done."""

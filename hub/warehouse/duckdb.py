@@ -12,7 +12,11 @@ an uncommitted transaction that DuckDB discards when the file is next opened.
 
 Connection settings can ride on the URL: ``duckdb:///warehouse/hub.duckdb?memory_limit=2GB&threads=4``, and
 ``load_memory_limit`` (default 160MB) caps DuckDB's memory during loads, ``load_threads`` (default: the URL's
-``threads``, else half the CPUs, at least one) its worker threads during loads.
+``threads``, else half the CPUs, at least one) its worker threads during loads. A load that only appends (modes
+``replace_partition`` and ``replace``) is capped at ``append_memory_limit`` (default 64MB) until the hub runs its
+own SQL in it (hub/files_csv.py, which reads a file and sorts): DuckDB keeps the blocks a load has written in its
+buffer pool until the limit pushes them out, a cache such a load never reads, which grew a 1 GB file's load by
+the whole limit.
 
 SQL a spec author wrote (models, export queries) runs on a connection of its own opened with
 ``enable_external_access=false`` and ``lock_configuration=true`` (:data:`SANDBOX`): DuckDB then refuses
@@ -60,6 +64,7 @@ _NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "
             "UBIGINT", "FLOAT", "DOUBLE", "DECIMAL")
 _CHUNK = "_hub_chunk"
 DEFAULT_LOAD_MEMORY = "160MB"
+DEFAULT_APPEND_MEMORY = "64MB"
 
 
 def default_load_threads() -> int:
@@ -107,6 +112,7 @@ class DuckDBWarehouse(Warehouse):
         # Loads cap DuckDB's own memory (it spills what does not fit): an uncommitted load otherwise keeps
         # every row it appended in memory until the commit. Queries and models keep DuckDB's default.
         self.load_memory_limit = str(self.config.pop("load_memory_limit", DEFAULT_LOAD_MEMORY))
+        self.append_memory_limit = str(self.config.pop("append_memory_limit", DEFAULT_APPEND_MEMORY))
         threads = self.config.pop("load_threads", self.config.get("threads", default_load_threads()))
         try:
             self.load_threads = int(str(threads))
@@ -264,6 +270,7 @@ class _DuckDBLoad(StreamingLoad[DuckDBWarehouse, duckdb.DuckDBPyConnection, duck
 
     _driver_errors = (duckdb.Error,)
     _errors = (duckdb.Error, WarehouseError)
+    _memory = ""  # the memory limit the load's connection runs with (set by the load without a parent)
 
     # --- connection and catalog ----------------------------------------------------------------------
 
@@ -275,7 +282,11 @@ class _DuckDBLoad(StreamingLoad[DuckDBWarehouse, duckdb.DuckDBPyConnection, duck
 
     def _begin(self, con: duckdb.DuckDBPyConnection) -> None:
         if self._parent is None:
-            con.execute(f"SET memory_limit = {literal(self.warehouse.load_memory_limit)}")
+            wh = self.warehouse
+            # appending loads need no working memory beyond a chunk (see the module notes); merges do, at commit
+            self._memory = wh.append_memory_limit if self.request.mode in ("replace_partition", "replace") \
+                else wh.load_memory_limit
+            con.execute(f"SET memory_limit = {literal(self._memory)}")
             con.execute(f"SET threads = {self.warehouse.load_threads:d}")
             con.execute("BEGIN TRANSACTION")
 
@@ -347,10 +358,20 @@ class _DuckDBLoad(StreamingLoad[DuckDBWarehouse, duckdb.DuckDBPyConnection, duck
 
     native_sql = "duckdb"
 
+    def _working_memory(self, con: duckdb.DuckDBPyConnection) -> None:
+        """The hub's own SQL reads files, aggregates and sorts in the load: from now on ``load_memory_limit``."""
+        root = self
+        while root._parent is not None:
+            root = root._parent
+        if root._memory != self.warehouse.load_memory_limit:
+            con.execute(f"SET memory_limit = {literal(self.warehouse.load_memory_limit)}")
+            root._memory = self.warehouse.load_memory_limit
+
     def insert_query(self, select: str) -> int:
         self._flush()
         try:
             con = self._cursor()
+            self._working_memory(con)
             target, have = self._prepare_target(con)
             inserted = self._insert_relation(con, con.sql(select), target, have, with_meta=True)
         except self._errors as exc:
@@ -361,6 +382,7 @@ class _DuckDBLoad(StreamingLoad[DuckDBWarehouse, duckdb.DuckDBPyConnection, duck
     def sql(self, statement: str, table: pa.Table | None = None) -> pa.Table:
         try:
             con = self._cursor()
+            self._working_memory(con)
             rel = con.sql(statement) if table is None else con.from_arrow(table).query("_hub_arrow", statement)
             return rel.to_arrow_table() if rel is not None else pa.table({})
         except self._errors as exc:
