@@ -365,17 +365,20 @@ def test_network_failures_are_classified_for_the_ledger(erp: ERPService) -> None
     never left, or that a proxy refused, did not (failed, retryable)."""
     port = erp.url.rsplit(":", 1)[1].split("/")[0]
     with FaultProxy(int(port)) as proxy:
-        source = _through(erp, proxy.port, timeout=0.5)
+        # a read timeout generous enough for a loaded CI machine (0.5 s once timed out a healthy call), and a
+        # stall well past it
+        source = _through(erp, proxy.port, timeout=2.0)
         assert source.send(_paid(erp, "ok-1"))[0] == 200
         faults: list[tuple[str, dict[str, Any]]] = [  # in the head, in the body, and a read timeout
             ("reset", {"after": 20}), ("truncate", {"after": 60}), ("truncate", {"after": 300}),
-            ("stall", {"after": 10, "seconds": 1.5})]
+            ("stall", {"after": 10, "seconds": 3.0})]
         for kind, kw in faults:
             proxy.inject(kind, **kw)
             before = len(erp.requests)
             with pytest.raises(DeliveryUnknown, match="may have taken effect"):
                 source.send(_paid(erp, f"{kind}-1"))
             assert len(erp.requests) == before + 1  # it did reach the ERP
+        time.sleep(1.2)  # the stalled connection ends before the next calls, which must not wait behind it
         proxy.inject("http_503")
         with pytest.raises(DeliveryFailed) as refused:
             source.send(_paid(erp, "503-1"))
