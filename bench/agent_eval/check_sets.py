@@ -4,11 +4,16 @@
     .venv/bin/python bench/agent_eval/check_sets.py --ref 2024-01-02=/tmp/ref_2024-01-02.duckdb \\
                                                     --ref 2024-01-01=/tmp/ref_2024-01-01.duckdb
     .venv/bin/python bench/agent_eval/check_sets.py --split ALL.yaml       # (re)write the two halves
+    .venv/bin/python bench/agent_eval/check_sets.py --file requests_fresh.yaml [--ref ...]  # another set
 
 The sets are `requests_tune.yaml` and `requests_heldout.yaml` (see SETS.md). This script checks that every
 case is well formed (one expectation; flows never executed), that the two files are exactly the split of
 their union by the rule below, and, given reference warehouses (the demo spec loaded for one partition, as
 `run.py` builds them), that every reference SQL runs and returns at least one row.
+
+`--file` checks one other set (e.g. `requests_fresh.yaml`, a development set that is not split) the same way,
+format and SQL, without the split rule; a relative path is looked up here when it is not found from the
+current directory.
 
 Split rule: within each category, order the cases by the SHA-1 of their request text; the 1st, 3rd, 5th ...
 go to the tune half, the 2nd, 4th, 6th ... to the held-out half. Nobody chooses which case lands where.
@@ -171,12 +176,53 @@ def check_sql(cases: list[dict[str, Any]], refs: dict[str, Path]) -> list[str]:
     return out
 
 
+def _print_counts(halves: list[list[dict[str, Any]]], names: list[str]) -> None:
+    counts: dict[str, list[int]] = defaultdict(lambda: [0] * len(halves))
+    for i, cases in enumerate(halves):
+        for c in cases:
+            counts[str(c.get("category"))][i] += 1
+    print(f"{'category':10s} " + " ".join(names))
+    for cat in CATEGORIES:
+        print(f"{cat:10s} " + " ".join(f"{n:{len(name)}d}" for n, name in zip(counts[cat], names, strict=True)))
+    print(f"{'total':10s} " + " ".join(f"{len(c):{len(name)}d}" for c, name in zip(halves, names, strict=True)))
+
+
+def _refs(items: list[str]) -> dict[str, Path]:
+    refs = {}
+    for item in items:
+        part, _, db = item.partition("=")
+        refs[part] = Path(db)
+    return refs
+
+
+def check_file(path: Path, refs: dict[str, Path]) -> int:
+    """Format (and, given reference warehouses, the SQL) of one set outside the tune/held-out split."""
+    if not path.exists() and not path.is_absolute() and (HERE / path).exists():
+        path = HERE / path
+    cases = load_cases(path)
+    problems = [p for i, c in enumerate(cases) for p in problems_of(c, f"{path.name} case {i + 1}")]
+    texts = [str(c.get("request")) for c in cases]
+    problems += [f"duplicate request {t!r}" for t in sorted({t for t in texts if texts.count(t) > 1})]
+    if refs:
+        problems += check_sql(cases, refs)
+    for p in problems:
+        print("PROBLEM:", p)
+    _print_counts([cases], [path.name])
+    return 1 if problems else 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ref", action="append", default=[], metavar="PARTITION=DUCKDB",
                     help="a reference warehouse loaded for PARTITION (repeatable)")
     ap.add_argument("--split", type=Path, metavar="ALL.yaml", help="write the two halves from this file first")
+    ap.add_argument("--file", type=Path, metavar="SET.yaml",
+                    help="check this set instead of the two halves (format and SQL, no split rule)")
     args = ap.parse_args()
+    if args.file:
+        if args.split:
+            raise SystemExit("--file and --split do not go together")
+        return check_file(args.file, _refs(args.ref))
     if args.split:
         tune, held = split(load_cases(args.split))
         dump(TUNE, "Tune half: the planner may be developed against these cases.", tune)
@@ -193,21 +239,10 @@ def main() -> int:
                 [c["request"] for c in want_held] != [c["request"] for c in held]:
             problems.append("the two files are not the split of their union by the rule (run --split)")
     if args.ref:
-        refs = {}
-        for item in args.ref:
-            part, _, db = item.partition("=")
-            refs[part] = Path(db)
-        problems += check_sql(every, refs)
+        problems += check_sql(every, _refs(args.ref))
     for p in problems:
         print("PROBLEM:", p)
-    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for i, cases in enumerate((tune, held)):
-        for c in cases:
-            counts[str(c.get("category"))][i] += 1
-    print("category   tune heldout")
-    for cat in CATEGORIES:
-        print(f"{cat:10s} {counts[cat][0]:4d} {counts[cat][1]:7d}")
-    print(f"{'total':10s} {len(tune):4d} {len(held):7d}")
+    _print_counts([tune, held], ["tune", "heldout"])
     return 1 if problems else 0
 
 
