@@ -15,14 +15,16 @@ llama-cpp-python's own ``chatml-function-calling`` handler does, minus that hand
   the system turn (``name(arg: type, opt?: type = default): description``, one line each, and how to call
   one), an assistant's calls as ``<tool_call>{"name": ..., "arguments": ...}</tool_call>``, the tool answers
   as ``<tool_response>`` blocks in the next user turn (the Hermes / Qwen convention), all kept.
-- **Generates with a grammar** (``LlamaGrammar.from_json_schema`` over an ``anyOf`` of one
-  ``{"name": const tool name, "arguments": that tool's parameters schema}`` object per tool, wrapped in
-  ``<tool_call>`` tags, up to three calls). With ``tool_choice: auto`` the grammar's other branch is free text
-  (not starting with ``<``), so the model itself chooses between calling a tool and answering in words; with
-  ``required`` or a named function only calls (of that function) are possible; with ``none`` only text.
-  ``max_tokens``, ``temperature``, ``top_p``, the penalties, ``seed`` and ``stop`` are honoured (the repeat
-  penalty is llama-cpp-python's default, 1.1, as its server applies it): an answer cut by
-  ``max_tokens`` keeps its truncated arguments (not valid JSON) with ``finish_reason: length``, as OpenAI does.
+- **Generates with a grammar** (llama-cpp-python's ``json_schema_to_gbnf``, what
+  ``LlamaGrammar.from_json_schema`` uses, over an ``anyOf`` of one ``{"name": const tool name, "arguments":
+  that tool's parameters schema}`` object per tool, with JSON's ban on raw control characters in strings that
+  this converter forgets; wrapped in ``<tool_call>`` tags, up to three calls). With ``tool_choice: auto`` the
+  grammar's other branch is free text (not starting with ``<``), so the model itself chooses between calling
+  a tool and answering in words; with ``required`` or a named function only calls (of that function) are
+  possible; with ``none`` only text. ``max_tokens``, ``temperature`` (0: greedy), ``top_p``, the penalties,
+  ``seed`` and ``stop`` are honoured (the repeat penalty is llama-cpp-python's default, 1.1, as its server
+  applies it): an answer cut by ``max_tokens`` keeps its truncated arguments (not valid JSON) with
+  ``finish_reason: length``, as OpenAI does.
 - **Answers** with OpenAI's chat completion: ``tool_calls`` with fresh ids and the arguments as the JSON
   string the model generated, ``content`` the free text (null with calls), ``usage`` token counts; a prompt
   longer than the context is HTTP 400 ``context_length_exceeded`` with OpenAI's message.
