@@ -245,6 +245,7 @@ def test_real_model_never_executes_a_write(crm: CRMService, erp: ERPService, war
     proxy.inject(turn0=_call("propose_spec", json.dumps({"spec_yaml": writes})))
     res = plan("revenue per region", [demo], "llm", catalog=catalog, llm=cfg, partition="2024-01-02")
     check_protocol(proxy, res, cfg)
+    assert len(proxy.exchanges) >= 2 and not proxy.exchanges[1].injected  # the model answered the rejection
     feedback = json.loads(proxy.exchanges[1].request["messages"][-1]["content"])
     assert feedback["valid"] is False
     assert any("paid" in p or "logged" in p for p in feedback["problems"])
