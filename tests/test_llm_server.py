@@ -11,7 +11,17 @@ from typing import Any
 import pytest
 
 from hub.agent.llm import TOOLS
-from tests.llm_server import BadRequest, check_request, grammar_text, parse_answer, render_prompt
+from tests.llm_server import (
+    MODEL_ALIAS,
+    BadRequest,
+    ChatModel,
+    check_request,
+    grammar_text,
+    parse_answer,
+    render_prompt,
+    smollm2_gguf,
+    unavailable,
+)
 
 
 def _conversation() -> list[dict[str, Any]]:
@@ -89,3 +99,24 @@ def test_grammar_offers_exactly_the_allowed_answers() -> None:
     named = grammar_text(TOOLS, {"type": "function", "function": {"name": "refuse"}}, parallel=False)
     assert named is not None and "tc-text" not in named and "propose_spec" not in named
     assert grammar_text(TOOLS, "none", parallel=True) is None
+
+
+@pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))
+def test_the_model_within_its_limits() -> None:
+    """With the model (small context): a prompt past the context is OpenAI's error, which the real-model tests
+    accept as a failure; a named tool is called, and max_tokens cuts the call, keeping its name."""
+    gguf = smollm2_gguf()
+    assert gguf is not None
+    model = ChatModel(gguf, MODEL_ALIAS, n_ctx=512, threads=1)
+    with pytest.raises(BadRequest, match="maximum context length is 512 tokens") as err:
+        model.complete(_body([{"role": "user", "content": "word " * 600}], model=MODEL_ALIAS))
+    assert err.value.code == "context_length_exceeded" and err.value.status == 400
+    out = model.complete(_body([{"role": "user", "content": "weather in Paris?"}], model=MODEL_ALIAS, max_tokens=24,
+                               tool_choice={"type": "function", "function": {"name": "refuse"}}))
+    choice = out["choices"][0]
+    assert out["usage"]["completion_tokens"] <= 24 and choice["finish_reason"] == "length"
+    call = choice["message"]["tool_calls"][0]
+    assert call["function"]["name"] == "refuse" and call["id"].startswith("call_")
+    assert call["function"]["arguments"].startswith("{")
+    with pytest.raises(ValueError):  # cut: what was generated, not JSON yet
+        json.loads(call["function"]["arguments"])
