@@ -594,22 +594,28 @@ def _flow_step(pipeline: Pipeline, name: str, key: str | None, run_id: str, outc
         outcome.reasons.append(f"{name}: {'; '.join(why)}")
 
 
+def flow_window(pipeline: Pipeline, name: str, key: str | None) -> tuple[Any, str | None]:
+    """The partition flow *name* runs for, given partition *key*: a file's key for a flow after a source loaded
+    per file, a time window for a flow after a time-partitioned table, else None; and the key it applies."""
+    if pipeline.flow_files(name) is not None and key is not None:
+        from hub.runtime.window import KeyPartition
+
+        return KeyPartition(key), key
+    part = key if pipeline.flow_partitioned(name) else None
+    if part is None:
+        return None, None
+    from hub.spec.partitions import window as window_of
+
+    assert pipeline.spec.partitions is not None
+    return window_of(pipeline.spec.partitions, part), part
+
+
 def _flow(pipeline: Pipeline, name: str, key: str | None, run_id: str) -> tuple[Any, str | None]:
     """Run flow *name* (:func:`hub.flows.engine.run_flow`) for partition *key* when it is partitioned: its
     report and partition."""
     from hub.flows.engine import run_flow
 
-    window = None
-    if pipeline.flow_files(name) is not None and key is not None:
-        from hub.runtime.window import KeyPartition
-
-        return run_flow(pipeline, name, run_id=run_id, window=KeyPartition(key)), key
-    part = key if pipeline.flow_partitioned(name) else None
-    if part is not None:
-        from hub.spec.partitions import window as window_of
-
-        assert pipeline.spec.partitions is not None
-        window = window_of(pipeline.spec.partitions, part)
+    window, part = flow_window(pipeline, name, key)
     return run_flow(pipeline, name, run_id=run_id, window=window), part
 
 

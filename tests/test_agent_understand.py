@@ -49,6 +49,15 @@ def test_top_n_and_ordering() -> None:
     words = ["which", "product", "is", "the", "most", "expensive"]
     t = top_n(words, numbers(words), set())
     assert t is not None and t.n == 1
+    # any superlative in -est ranks, from the bottom when its adjective means little
+    words = ["the", "5", "wealthiest", "accounts", "by", "annual", "revenue"]
+    t = top_n(words, numbers(words), set())
+    assert t is not None and t.n == 5 and t.desc and t.by_at == 4
+    words = ["the", "slowest", "depot"]
+    t = top_n(words, numbers(words), set())
+    assert t is not None and not t.desc
+    words = ["orders", "of", "interest"]  # -est without a superlative
+    assert top_n(words, numbers(words), set()) is None
 
 
 @pytest.mark.parametrize(("text", "want"), [
@@ -75,6 +84,17 @@ def test_grains_and_schedules() -> None:
     assert when("every two hours the stock").schedule == "0 */2 * * *"
     assert when("every half hour the stock").schedule == "*/30 * * * *"
     assert when("each Monday at 8.30 the contacts").schedule == "30 8 * * 1"
+    # a schedule phrase first, then the grain: both are read
+    w = when("On the first of each month at 3 am, build a monthly breakdown of touchpoints by channel")
+    assert (w.grain, w.partitions, w.schedule) == ("month", "monthly", "0 3 1 * *")
+    assert when("on the 15th of each month at 6 load the orders").schedule == "0 6 15 * *"
+    assert when("Mon-Fri at 5:30 in the morning refresh the contacts").schedule == "30 5 * * 1-5"
+    assert schedule_positions(["mon-fri", "at", "5", "30"]) == {0, 1, 2, 3}
+
+
+def test_dates_in_words() -> None:
+    assert _cmp("products nobody has updated since the end of march 2023") == [("<", "2023-04-01")]
+    assert _cmp("accounts with revenue of no more than 150000") == [("<=", "150000")]
 
 
 @pytest.mark.parametrize("request_text", [
@@ -96,6 +116,11 @@ def test_grains_and_schedules() -> None:
     "I want the gold customers to be silver",
     "take SKU-00003 out of the catalogue",
     "please flag order 100005 as shipped",
+    "50 extra units of SKU-300 for the Rotterdam depot, please.",
+    "New client for the CRM: Acme Ltd, Berlin, EMEA region, bronze tier.",
+    "Customer 42's e-mail address is billing@acme.example from today.",
+    "Order 100045 needs the note 'leave at reception' on it.",
+    "unpaid orders should each get a reminder task in the CRM",
 ])
 def test_writes_without_the_usual_verbs_are_seen(request_text: str) -> None:
     assert write_intent(request_text) is not None
@@ -116,6 +141,9 @@ def test_writes_without_the_usual_verbs_are_seen(request_text: str) -> None:
     "every Monday at 8 send me the number of contacts per channel",
     "update the stock figures every hour",
     "give me the orders to be shipped",
+    "new customers: how many per month",
+    "customer 42's tier is gold?",
+    "new customers per region",
 ])
 def test_reads_are_not_writes(request_text: str) -> None:
     assert write_intent(request_text) is None

@@ -143,6 +143,9 @@ class Acting:
     trigger: str
     kind: str  # when | if | after | none
     clauses: list[Clause]
+    #: what comes before the first write and is no trigger ("for every order the bank has paid, ..."): it names
+    #: the records the writes are about
+    context: str = ""
 
 
 def _is_change(word: str, extra: set[str]) -> bool:
@@ -168,6 +171,7 @@ def split_request(request: str, extra: set[str]) -> Acting | None:
     kind = {"whenever": "when", "once": "when", "as": "when", "each": "when", "every": "when", "on": "when"
             }.get(kind, kind)
     clauses: list[Clause] = []
+    context: list[str] = []
     for piece in _SPLIT.split(rest):
         words = re.findall(r"[A-Za-z][A-Za-z'-]*", piece)
         if not words:
@@ -178,7 +182,17 @@ def split_request(request: str, extra: set[str]) -> Acting | None:
             clauses.append(Clause(piece, words[1].lower()))
         elif clauses:
             clauses[-1].text += f" and {piece}"
-    return Acting(trigger, kind, clauses) if clauses else None
+        else:
+            context.append(piece)
+    if not clauses:  # "orders still unpaid should each get a reminder task": the subject is what is acted on
+        m = _OUGHT.search(rest)
+        if m:
+            context, clauses = [rest[: m.start()]], [Clause("create " + rest[m.end():].strip(), "create")]
+    return Acting(trigger, kind, clauses, " ".join(context)) if clauses else None
+
+
+_OUGHT = re.compile(r"\b(?:should|must|shall|needs? to|ought to)\s+(?:each\s+|all\s+|also\s+|both\s+)?"
+                    r"(?:get|receive|have|be given)\b", re.IGNORECASE)
 
 
 # ------------------------------------------------------------------------------------------ the actions
@@ -439,6 +453,7 @@ class _Builder:
 
         action_words = {w for c in self.acting.clauses for w in c.words}
         first = mentioned(self.acting.trigger, set(), event=True) if self.acting.trigger else []
+        first += mentioned(self.acting.context, set()) if self.acting.context else []
         rest = [t for c in self.acting.clauses for t in mentioned(c.text, action_words)]
         # identifiers written as they are stored ("SKU-00001", "ORD-100001") name their records
         named: list[Table] = []
@@ -661,6 +676,11 @@ class _Builder:
             stream = main.template is not None and main.template[0].sources[main.template[1]].stream is not None
             trigger = {"events" if stream else "after": renames[main.name]}
             self.notes.append(f"trigger: new rows of {main.name} ('{self.acting.trigger}')")
+            if not stream and main.partitioned:  # a flow after a partitioned table runs per partition
+                part = "m._hub_partition = '{{ partition.key }}'"
+                sql = sql.replace("\nwhere ", f"\nwhere {part} and ", 1) if "\nwhere " in sql else \
+                    f"{sql}where {part}\n"
+                self.notes.append(f"input: the partition's rows of {main.name} ({part})")
         elif when.schedule:
             trigger = {"schedule": when.schedule}
             self.notes.append(f"trigger: schedule {when.schedule}")
@@ -705,6 +725,7 @@ def validate_flow(res: PlanResult, pipelines: Sequence[Pipeline], catalog: Catal
     from hub.agent.planner import _first_partition, dry_run
     from hub.flows.check import check_actions
     from hub.flows.engine import FlowRun
+    from hub.runs import flow_window
 
     text = res.spec_text or ""
     try:
@@ -728,7 +749,8 @@ def validate_flow(res: PlanResult, pipelines: Sequence[Pipeline], catalog: Catal
         data["warehouse"] = f"duckdb:///{wh}"
         planned = loads(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), path)
         flow = res.flow or next(iter(planned.spec.flows))
-        runner = FlowRun(planned, flow, dry_run=True, catalog=catalog)  # type: ignore[arg-type]
+        runner = FlowRun(planned, flow, dry_run=True, catalog=catalog,  # type: ignore[arg-type]
+                         window=flow_window(planned, flow, key)[0])
         rows = runner.items()
         source = f"partition {key or '(unpartitioned)'}"
         first = _first_partition(planned)
@@ -737,7 +759,8 @@ def validate_flow(res: PlanResult, pipelines: Sequence[Pipeline], catalog: Catal
             found, _, _ = dry_run(text, path, partition=first, warehouse=wh2)
             data["warehouse"] = f"duckdb:///{wh2}"
             other = FlowRun(loads(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), path), flow,
-                            dry_run=True, catalog=catalog)  # type: ignore[arg-type]
+                            dry_run=True, catalog=catalog,  # type: ignore[arg-type]
+                            window=flow_window(planned, flow, first)[0])
             more = [] if found else other.items()
             if more:
                 runner, rows = other, more
@@ -761,7 +784,8 @@ def validate_flow(res: PlanResult, pipelines: Sequence[Pipeline], catalog: Catal
             for st in data["flows"][flow]["steps"]:
                 st.pop("when", None)
             loose = FlowRun(loads(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), path), flow,
-                            dry_run=True, catalog=catalog)  # type: ignore[arg-type]
+                            dry_run=True, catalog=catalog,  # type: ignore[arg-type]
+                            window=runner.window)
             loose.items = lambda: rows[:1]  # type: ignore[method-assign]
             extra = [p for p in loose.run().planned if p.step not in done]
             report.planned += extra
@@ -788,7 +812,8 @@ def _sample_item(wh: Path, sql: str) -> dict[str, Any] | None:
     made of real values."""
     import duckdb
 
-    loose = re.sub(r"^(join \S+ j\d+) on .*$", r"\1 on true", sql, flags=re.M) + " limit 1"
+    loose = re.sub(r"^(join \S+ j\d+) on .*$", r"\1 on true", sql, flags=re.M)
+    loose = re.sub(r"m\._hub_partition = '\{\{ partition\.key \}\}'", "true", loose) + " limit 1"
     with duckdb.connect(str(wh), read_only=True) as con:
         rel = con.sql(loose)
         got = rel.fetchall()

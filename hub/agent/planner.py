@@ -552,7 +552,7 @@ class Vocabulary:
             for w in u.split_words(c.name):
                 if w in ("is", "has", "can"):
                     continue
-                for neg in ("in", "un", "non", "not"):
+                for neg in ("in", "un", "non", "not", "de", "dis"):
                     self._add((u.stem(neg + w),), Sense("column", t, c, value=False, weight=0.95,
                                                         via=f"negation of {c.name}"))
         for w in words:  # "the name of the customer": customer_name, less surely than a column named "name"
@@ -766,16 +766,21 @@ _GRAMMAR = {"per", "by", "each", "every", "for", "of", "with", "and", "or", "wit
 _TOKEN = re.compile(r"\d+(?:\.\d+)?|[A-Za-z][A-Za-z0-9'-]*[A-Za-z0-9]|[A-Za-z]")
 
 
+def _normalize(request: str) -> str:
+    """A typographic apostrophe as a plain one, thousands separators dropped ("150,000" is one number)."""
+    return re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", request.replace("\u2019", "'"))
+
+
 def phrase_breaks(request: str) -> set[int]:
     """Token positions followed by punctuation (a comma, a colon, a bracket): a phrase ends there ("per depot,
     quantity times unit cost" groups by the depot, not by the quantity)."""
-    text = request.replace("\u2019", "'")
+    text = _normalize(request)
     spans = [m.span() for m in _TOKEN.finditer(text)]
     return {k for k in range(len(spans) - 1) if re.search(r"[,;:!?()\[\]]|\.\s", text[spans[k][1]:spans[k + 1][0]])}
 
 
 def _tokenize(request: str, keep_case: bool = False) -> list[str]:
-    text = request.replace("\u2019", "'")  # a typographic apostrophe
+    text = _normalize(request)
     found = re.findall(r"\d+(?:\.\d+)?|[A-Za-z][A-Za-z0-9'-]*[A-Za-z0-9]|[A-Za-z]", text)
     return [w.removesuffix("'s").removesuffix("'S").strip("'") if keep_case else
             w.lower().removesuffix("'s").strip("'") for w in found]
@@ -784,6 +789,12 @@ def _tokenize(request: str, keep_case: bool = False) -> list[str]:
 _DESTINATION = re.compile(r"\b(?:into|to|onto) (?:the |our |my )?(?:data ?)?"
                           r"(?:warehouse|dwh|database|db|lake|lakehouse)\b"
                           r"|\b(?:data|our|my) ?warehouse\b|\b(?:dwh|duckdb|lakehouse|datalake)\b")
+
+
+def _contraction(word: str) -> bool:
+    """A pronoun or auxiliary contracted with its verb ("I'd", "we've", "they're", "you'll"): no field."""
+    base, _, tail = word.partition("'")
+    return tail in ("d", "ll", "ve", "re", "m") and (base in u.FILLER or base in ("i", "we", "you", "they"))
 
 
 def read_request(request: str, vocab: Vocabulary, skip: set[int], ignore: set[int] | frozenset[int] = frozenset()
@@ -813,6 +824,11 @@ def read_request(request: str, vocab: Vocabulary, skip: set[int], ignore: set[in
         if (i > 0 and words[i - 1] in ("can", "could", "still")) or (i > 1 and words[i - 2] in ("can", "could")):
             flags = [s for s in senses if s.kind == "column" and s.column is not None and s.column.kind == "bool"]
             senses = flags or senses
+        # the main verb of a question after its auxiliary and pronoun subject ("did we book", "do we have")
+        # names no field: the field is what the question asks of it
+        if i >= 2 and words[i - 1] in _PRONOUNS and words[i - 2] in _AUX:
+            i += 1
+            continue
         # a system's name names the system, not a table by a synonym ("inventory" is no stock level)
         if any(s.kind == "system" for s in senses):
             senses = [s for s in senses if s.kind == "system" or s.weight >= 1.0]
@@ -834,11 +850,49 @@ def read_request(request: str, vocab: Vocabulary, skip: set[int], ignore: set[in
         if i not in skip and w not in u.FILLER and st[i] not in {u.stem(f) for f in ("total",)} and \
                 not re.fullmatch(r"\d+(\.\d+)?", w) and len(w) > 2 and w not in u.NEGATIONS and \
                 not w.endswith(("ed", "ing", "ly", "est", "ible", "able", "ful", "ous", "ive", "ish")) and \
-                not w.endswith("n't") and w not in _VERBS:
+                not w.endswith("n't") and w not in _VERBS and not _contraction(w):
             r.unknown.append(w)
             r.unknown_at.append(i)
         i += 1
     return r
+
+
+#: Words that follow a verb, not a noun: an object's determiner or pronoun, a verb's particle ("build a
+#: breakdown", "leave the cancelled ones out", "broken down by").
+_AFTER_VERB = {"the", "a", "an", "our", "my", "your", "their", "its", "this", "these", "those", "it", "them", "me",
+               "us", "him", "down", "up", "out", "off", "away", "back"}
+#: Auxiliaries that put the subject before the main verb in a question ("how much did the bank collect").
+_AUX = {"did", "does", "do", "will", "would", "can", "could", "should", "has", "have", "had"}
+#: Identifier words: an unknown word before one says which identifier ("phone number", "VAT code"), it is no
+#: modifier of a field the estate has.
+_ID_WORDS = {"number", "numbers", "no", "nr", "code", "codes", "id", "ids", "key", "keys", "name", "names"}
+_PRONOUNS = {"we", "you", "they", "i", "he", "she", "it", "us"}
+_TIME_UNITS = {"day", "days", "week", "weeks", "month", "months", "quarter", "quarters", "year", "years", "hour"}
+#: Prepositions of place: "on the shelves", "in the back office" say where, not what is asked.
+_LOCATIVE = {"on", "in", "at", "inside"}
+
+
+def _not_a_field(r: Reading, i: int) -> bool:
+    """Whether the unknown word at *i* is used as something other than a noun the request asks for: English
+    syntax, not a word list. A verb (followed by its object's determiner or a particle, or the main verb of a
+    question after its auxiliary and subject), a modifier of a noun the estate knows ("storage sites", "calendar
+    week"), or the noun of a place phrase ("on the shelves")."""
+    words = r.words
+    nxt = words[i + 1] if i + 1 < len(words) else ""
+    if nxt in _AFTER_VERB and not (i > 0 and words[i - 1] in ("the", "a", "an", "our", "their", "each", "every")):
+        return True
+    if nxt in _TIME_UNITS or ((i + 1) in r.senses and not nxt.endswith("ed") and nxt not in _ID_WORDS and
+                              any(s.kind in ("table", "column") for s in r.senses[i + 1][1])):
+        return True
+    before = [w for w in words[max(0, i - 2):i] if w not in ("the", "a", "an", "our", "their")]
+    if before and before[-1] in _LOCATIVE:
+        return True
+    for a in range(max(1, i - 4), i - 1):  # "did the bank collect": aux, subject (known or a determiner), verb
+        if words[a] in _AUX and all(k in r.senses or words[k] in _AFTER_VERB or
+                                    any(k in range(j, j + r.senses[j][0]) for j in r.senses)
+                                    for k in range(a + 1, i)):
+            return True
+    return False
 
 
 #: Common verbs and adjectives of requests that name nothing (their forms in -ed/-ing are skipped anyway).
@@ -903,6 +957,7 @@ def refusal(request: str, verb: str) -> str:
 
 
 _AGG_WORDS = {"average": "avg", "avg": "avg", "mean": "avg", "total": "sum", "sum": "sum", "overall": "sum",
+              "combined": "sum", "aggregate": "sum", "cumulative": "sum", "summed": "sum", "typical": "avg",
               "maximum": "max", "max": "max", "minimum": "min", "min": "min", "count": "count"}
 _RATIO = {"rate", "share", "fraction", "percentage", "percent", "proportion", "ratio", "often", "likelihood",
           "probability", "chance", "odds"}
@@ -1056,17 +1111,34 @@ class _Composer:
         # ---- negations: anti-joins
         neg_at = u.negation_positions(words)
         anti: list[tuple[Table, int]] = []
+        #: the value an anti-join is scoped to ("never got a call": no contact whose channel is call)
+        self.anti_values: dict[str, tuple[int, Sense]] = {}
+        best_at = {x.at: max(y.sense.weight for y in table_m if y.at == x.at) for x in table_m}
         for p in neg_at:
             near = [m for m in table_m if m.sense.table is not main and m.sense.table is not None and
                     (0 < m.at - p <= 5 or 0 < p - m.at <= 3) and m.sense.weight >= 0.5
                     and not any(x.sense.table is m.sense.table and x.at < p and x.sense.kind == "table"
-                                and x.at not in range(p - 3, p) for x in table_m)]
+                                and x.sense.weight >= best_at[x.at] and x.at not in range(p - 3, p)
+                                for x in table_m)]
+            subject = any(0 < p - m.at <= 2 for m in near)  # "the bank never paid"
+            # the object of the negation comes first: "ordered, which ones never got a call" negates the call
+            if any(m.at > p for m in near) and not subject:
+                near = [m for m in near if m.at > p]
+            scoped = next((m for m in col_m if 0 < m.at - p <= 4 and m.sense.kind == "value" and
+                           m.sense.table is not None and m.sense.table is not main and
+                           m.sense.weight >= 1.0 and not any(x.at < m.at for x in near if x.at > p)), None)
+            if scoped is not None and scoped.sense.table is not None and words[p] not in (
+                    "excluding", "except", "minus") and not any(k.strength >= 2 for k in
+                                                                self.joins(main, scoped.sense.table)):
+                scoped = None
+            if scoped is not None and scoped.sense.table is not None:
+                near = [Mention(scoped.at, 1, Sense("table", scoped.sense.table, weight=1.0, via="value"))]
+                self.anti_values[scoped.sense.table.name] = (scoped.at, scoped.sense)
             if not near or words[p] in ("excluding", "except", "minus"):
                 continue
             # a value or flag right after the negation is a filter, not an anti-join ("not cancelled")
             nxt = next((m for m in col_m if 0 < m.at - p <= 2 and (m.sense.kind == "value" or m.sense.weight > max(
                 (x.sense.weight for x in table_m if x.at == m.at and x.sense.table is not main), default=0))), None)
-            subject = any(0 < p - m.at <= 2 for m in near)  # "the bank never paid"
             if nxt is not None and nxt.sense.table is main and not subject and \
                     not any(m.at < nxt.at for m in near if m.at > p):
                 continue
@@ -1133,6 +1205,23 @@ class _Composer:
         self._mentions = table_m
         # ---- other tables named: kept when they join by a key or something of theirs is used
         used_tables = {s.table.name for s in picked.values() if s.table is not None}
+        # "customers who bought", "clients that ordered": a relative clause whose verb names another table asks
+        # for the main table's rows that have one (a semi-join), not for the other table's rows
+        self.semi: list[tuple[Table, int]] = []
+        for m in sorted(table_m, key=lambda m: m.at):
+            t = m.sense.table
+            if t is None or t is main or t.name in anti_tables or m.sense.weight < best_at.get(m.at, 0) or \
+                    m.at < 1 or words[m.at - 1] not in ("who", "that", "which") or \
+                    not (words[m.at].endswith("ed") or words[m.at] in u.IRREGULAR) or \
+                    not any(k.strength >= 2 for k in self.joins(main, t)) or \
+                    any(s.table is t for i, s in picked.items() if i != m.at) or any(x.at < m.at and x.sense.table is t
+                                                                                    for x in table_m):
+                continue
+            if all(t is not x for x, _ in self.semi):
+                self.semi.append((t, m.at))
+                picked.pop(m.at, None)
+        semi_tables = {t.name for t, _ in self.semi}
+        anti_tables = anti_tables | semi_tables
         for m in sorted(table_m, key=lambda m: m.at):
             t = m.sense.table
             if t is None or t in chosen or t.name in anti_tables or m.sense.weight * sysf(t) < 0.5 or \
@@ -1209,13 +1298,19 @@ class _Composer:
         in_ratio = [i for i, s in picked.items() if s.kind == "value" and i not in consumed and s.table in tree
                     and any(r - 3 <= i <= r + 10 for r in ratio_at)]
         ratio_pick = max(in_ratio) if in_ratio else None
+        scoped_at = {at for at, _ in self.anti_values.values()}
         for i, s in sorted(picked.items()):
-            if s.kind != "value" or i in consumed or s.table not in tree:
+            if s.kind != "value" or i in consumed or s.table not in tree or i in scoped_at:
                 continue
             t, vcol = s.table, s.column
             assert t is not None and vcol is not None
+            before3, after3 = " ".join(words[max(0, i - 3):i]), " ".join(words[i + 1:i + 4])
             negated = any(0 < i - p <= 2 for p in neg_set) or bool(re.match(
-                r"\s*(?:\w+\s+){0,2}(left out|excluded|ignored|aside|not included)", " ".join(words[i + 1:])))
+                r"\s*(?:\w+\s+){0,2}(left out|excluded|ignored|aside|not included)", " ".join(words[i + 1:]))) or \
+                bool(re.search(r"\b(exclud\w*|except|omit\w*|skip\w*|ignor\w*|drop\w*|other than|apart from|"
+                               r"besides)\b", before3)) or (bool(re.search(
+                                   r"\b(leav\w*|left|keep\w*|kept|tak\w*|took|filter\w*|cut\w*)\b", before3)) and
+                                   bool(re.search(r"\b(out|away|aside)\b", after3)))
             if i == ratio_pick and ratio_cond is None:
                 ratio_cond = f"{alias[t.name]}.{vcol.name} = {_lit(str(s.value), vcol.kind)}"
                 continue
@@ -1253,9 +1348,25 @@ class _Composer:
             sub = "x_" + _alias(t.name, set(alias.values()))
             cond = akey.cond.format(a=alias[owner.name], b=sub) if akey.a is owner else \
                 akey.cond.format(a=sub, b=alias[owner.name])
+            scope = self.anti_values.get(t.name)
+            if scope is not None and scope[1].column is not None:
+                cond += f" and {sub}.{scope[1].column.name} = {_lit(str(scope[1].value), scope[1].column.kind)}"
             where.append(f"not exists (select 1 from {t.name} {sub} where {cond})")
-            self.notes.append(f"'{words[p]}' read as: {owner.name} rows with no matching {t.name} ({akey.note})")
-        self.anti = [t for t, _ in anti]
+            self.notes.append(f"'{words[p]}' read as: {owner.name} rows with no matching {t.name} ({akey.note})"
+                              + (f" whose {scope[1].column.name} is {scope[1].value}"
+                                 if scope is not None and scope[1].column is not None else ""))
+        for t, at in self.semi:
+            keys = [(k, c) for c in tree for k in self.joins(c, t) if k.strength >= 2]
+            if not keys:
+                continue
+            akey, owner = keys[0]
+            sub = "x_" + _alias(t.name, set(alias.values()))
+            cond = akey.cond.format(a=alias[owner.name], b=sub) if akey.a is owner else \
+                akey.cond.format(a=sub, b=alias[owner.name])
+            where.append(f"exists (select 1 from {t.name} {sub} where {cond})")
+            self.notes.append(f"'{words[at - 1]} {words[at]}' read as: {owner.name} rows with a matching {t.name} "
+                              f"({akey.note})")
+        self.anti = [t for t, _ in anti] + [t for t, _ in self.semi]
         # ---- aggregation
         return self._finish(words, st, nums, top, when, where, join_sql, ratio_cond, consumed)
 
@@ -1333,9 +1444,15 @@ class _Composer:
         for w, i in zip(r.unknown, r.unknown_at, strict=True):
             prev = r.words[i - 1] if i > 0 else ""
             nxt = r.words[i + 1] if i + 1 < len(r.words) else ""
+            if _not_a_field(r, i):
+                continue
             head = i < first_known
-            compound = (i - 1) in r.senses and (i + 1) not in r.senses and nxt not in r.unknown and \
-                r.senses[i - 1][0] == 1
+            # the last word of a run of unknown words after a known one ("sales rep", "loyalty points balance")
+            k = i - 1
+            while k >= 0 and k in r.unknown_at:
+                k -= 1
+            compound = k >= 0 and k in r.senses and r.senses[k][0] == 1 and (i + 1) not in r.senses and \
+                nxt not in r.unknown
             measured = prev in ("per", "by", "each", "every", "average", "mean", "total", "sum", "median", "maximum",
                                 "minimum", "highest", "lowest", "of") and (prev != "of" or (i - 2 >= 0 and r.words[
                                     i - 2] in ("average", "total", "sum", "number", "count", "share", "rate")))
@@ -1499,8 +1616,23 @@ class _Composer:
         breaks = phrase_breaks(self.request)
         group: list[tuple[str, str]] = []  # (sql expr, output name)
         grain = when.grain
+        def is_col(k: int) -> bool:
+            return k < len(words) and self.picked.get(k) is not None and self.picked[k].kind == "column"
+
         for i, w in enumerate(words):
             nxt = i + 1
+            if w in ("each", "every") and not (i > 0 and words[i - 1] in ("for", "of", "at", "in", "across", "from",
+                                                                          "within")) and not is_col(nxt):
+                if is_col(nxt + 1) and any(m.at == nxt and m.sense.kind == "table" for m in self._mentions):
+                    nxt += 1  # "each product family": the table's column
+                    for g in self._group_targets(nxt, words):
+                        if g not in group:
+                            group.append(g)
+                            consumed.add(nxt)
+                elif any(m.at == nxt and m.sense.table is self.main and m.sense.kind == "table"
+                         for m in self._mentions) and not (nxt + 1 < len(words) and words[nxt + 1] == "in"):
+                    per_row = True  # "what is each order line worth": the value of every row
+                continue
             if w == "for" and nxt < len(words) and words[nxt] in ("each", "every"):
                 nxt += 1
             elif (w in ("each", "every") and i > 0 and words[i - 1] == "for") or (
@@ -1631,6 +1763,13 @@ class _Composer:
                     break
             if measure is None:
                 measure, derived = self._default_measure(text)
+        # "placed the fewest orders", "the most contacts": the rows of a table counted, not a measure of them
+        counted_rows = top is not None and top.word in ("most", "fewest", "least") and top.at + 1 < len(words) and \
+            re.fullmatch(r"[a-z]{3,}[^s]s", words[top.at + 1]) is not None and \
+            any(m.at == top.at + 1 and m.sense.kind == "table" and m.sense.weight >= 1.0 for m in self._mentions)
+        if counted_rows and derived is None:
+            measure, agg = None, "count"
+            self.notes.append(f"'{top.word} {words[top.at + 1]}' read as a count of rows")  # type: ignore[union-attr]
         select: list[str] = []
         order: list[str] = []
         limit = top.n if top else None
@@ -1653,13 +1792,18 @@ class _Composer:
                 self.notes.append(f"weighted average of {mexpr} by {w}")
                 return self._emit(select, where, join_sql, group, [], None, when, measure_name=f"weighted_{mname}")
         # top-N over a measure that belongs to the rows of another entity: aggregate it per that entity
-        if top and not group and mexpr and derived is None:
-            subject = self._subject(top, words, measure[0] if measure else None)
-            if subject is None and measure is not None and measure[0] is not main and main.parent is None:
+        # the table a derived measure is computed on ("quantity x unit cost" of the stock levels)
+        by_alias = {al: t for t in tree for name, al in alias.items() if name == t.name}
+        measured_t = measure[0] if measure else next(
+            (by_alias[a] for a in re.findall(r"\b(\w+)\.\w+", derived or "") if a in by_alias), None)
+        other_t = measured_t is not None and measured_t is not main
+        if top and not group and (mexpr or counted_rows) and (derived is None or other_t):
+            subject = self._subject(top, words, measured_t)
+            if subject is None and measured_t is not None and measured_t is not main and main.parent is None:
                 key = main.col("name") or (main.col(main.pk[0]) if main.pk else None)
                 if key is not None:  # "the depot holding the most": the measure summed per main row
                     subject = (f"{alias[main.name]}.{key.name}", key.name)
-                    self.notes.append(f"ranked {main.name} by the sum of {measure[0].name}.{measure[1].name}")
+                    self.notes.append(f"ranked {main.name} by the sum of {mexpr}")
             if subject is not None:
                 group.append(subject)
                 agg = agg or "sum"
@@ -1736,7 +1880,7 @@ class _Composer:
         when an aggregate or a ranking applies to it (*at*), or the request asks "how long"."""
         near = words[at + 1: at + 5] if at >= 0 else []
         asks = any(w in ("time", "times", "long", "length", "lengths", "duration", "durations", "spent")
-                   for w in near) or re.search(r"how long", " ".join(words))
+                   for w in near) or re.search(r"\bhow long\b", " ".join(words))
         if not asks:
             return None
         for t in self.tree:
@@ -1821,17 +1965,21 @@ class _Composer:
         most units" ranks SKUs of the order lines; "the single depot holding the most" ranks warehouses."""
         lo = max(0, top.at - 4)
         before = list(range(lo, top.at))
-        for j in before:  # a column named before the superlative
+        # "top 2 SKUs by units": the entity right after "top N"
+        named = before + [k for k in range(top.at + 1, min(len(words), top.at + 3))
+                          if not re.fullmatch(r"\d+", words[k])] if top.word in ("top", "bottom") else before
+        for j in named:  # a column named before the superlative
             s = self.picked.get(j)
             if s is not None and s.kind == "column" and s.column is not None and s.table in self.tree and \
                     s.table is not None and s.column.kind in ("str", "int") and \
                     not _unique(s.table, s.column, self.sample):
                 return f"{self.alias[s.table.name]}.{s.column.name}", s.column.name
-        for j in before:  # a word the thesaurus relates to a column's name ("items" -> sku)
+        for j in named:  # a word the thesaurus relates to a column's name ("items" -> sku)
             stj = u.stem(words[j])
             for t in self.tree:
                 for c in t.columns:
-                    if c.kind == "str" and stj in u.related(u.stem(c.name)) and not _unique(t, c, self.sample):
+                    if c.kind == "str" and (stj == u.stem(c.name) or stj in u.related(u.stem(c.name))) and \
+                            not _unique(t, c, self.sample):
                         self.notes.append(f"assumed '{words[j]}' are the values of {t.name}.{c.name}")
                         return f"{self.alias[t.name]}.{c.name}", c.name
         after = list(range(top.at + 1, min(len(words), top.at + 3)))

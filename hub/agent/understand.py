@@ -30,7 +30,8 @@ IRREGULAR = {
     "taken": "take", "made": "make", "gave": "give", "given": "give", "got": "get", "gotten": "get",
     "held": "hold", "kept": "keep", "left": "leave", "lost": "lose", "sent": "send", "went": "go", "gone": "go",
     "came": "come", "ran": "run", "brought": "bring", "bore": "bear", "chose": "choose", "chosen": "choose",
-    "wrote": "write", "written": "write", "put": "put", "set": "set", "shut": "shut", "cut": "cut",
+    "wrote": "write", "written": "write",
+    "spoke": "speak", "spoken": "speak", "put": "put", "set": "set", "shut": "shut", "cut": "cut",
     "people": "person", "men": "man", "women": "woman", "children": "child", "data": "data", "media": "medium",
     "criteria": "criterion", "best": "good", "better": "good", "worst": "bad", "worse": "bad",
     "centre": "center", "centres": "center", "catalog": "catalogue", "catalogs": "catalogue",
@@ -67,13 +68,13 @@ def _words(text: str) -> list[str]:
 #: background knowledge a person brings; the estate's own words (names, descriptions, sample values) come on top.
 THESAURUS: list[tuple[str, ...]] = [
     ("customer", "client", "account", "buyer", "purchaser", "consumer", "patron", "shopper"),
-    ("contact", "interaction", "touchpoint", "conversation", "engagement", "activity", "exchange"),
+    ("contact", "interaction", "touchpoint", "conversation", "engagement", "activity", "exchange", "speak", "talk"),
     ("order", "sale", "sell", "purchase", "buy", "deal"),
     ("line", "item", "position", "orderline"),
-    ("product", "item", "article", "thing", "good", "merchandise", "offer", "entry", "sku"),
+    ("product", "item", "article", "thing", "good", "merchandise", "offer", "sku"),
     ("warehouse", "depot", "distribution", "center", "storehouse", "site", "facility", "dc"),
     ("statement", "payment", "transfer", "transaction", "booking", "remittance", "pay", "money"),
-    ("level", "stock", "inventory", "onhand", "hand"),
+    ("level", "stock", "inventory", "onhand", "hand", "shelf", "shelves"),
     ("category", "family", "group", "type", "kind", "class", "segment", "line-up"),
     ("tier", "segment", "grade", "loyalty", "rank"),
     ("region", "area", "territory", "zone"),
@@ -92,6 +93,7 @@ THESAURUS: list[tuple[str, ...]] = [
     ("name", "title", "label"),
     ("updat", "touch", "chang", "modifi", "edit", "revis"),
     ("creat", "regist", "sign", "join", "onboard"),
+    ("creat", "raise", "post", "submit", "insert"),
     ("occur", "happen", "took", "when", "held"),
     ("book", "post", "receiv", "arriv", "came", "come", "incom"),
     ("payer", "sender", "originator", "remitter", "payee"),
@@ -108,6 +110,7 @@ THESAURUS: list[tuple[str, ...]] = [
     ("lose", "lost", "fail"),
     ("unit_cost", "cost", "purchase"),
     ("id", "identifi", "number", "key"),
+    ("task", "to-do", "todo", "reminder", "follow-up", "followup", "chase"),
 ]
 _THES: dict[str, set[str]] = {}
 for _group in THESAURUS:
@@ -139,7 +142,8 @@ information overview summary breakdown view figures figure number numbers count 
 more most less least fewest few lot lots bit top bottom first last next previous single one two three four
 five six seven eight nine ten eleven twelve twenty hundred thousand million billion half quarter dozen
 zero nil dump snapshot extract feed export listing rundown roster history sheet spreadsheet csv dataset
-batch copy day days daily week weeks weekly month months monthly year years yearly annual annually hour hours
+batch copy file files log logs document documents
+day days daily week weeks weekly month months monthly year years yearly annual annually hour hours
 hourly minute minutes today yesterday tomorrow now morning mornings evening evenings night nights nightly
 noon midnight monday tuesday wednesday thursday friday saturday sunday january february march april may june
 july august september october november december mondays tuesdays wednesdays thursdays fridays saturdays
@@ -162,6 +166,7 @@ often frequently usually typically likelihood probability chance odds twice thri
 behind beside besides beneath near nearby inside outside around among amongst upon toward towards within
 throughout underneath alongside onto via along past whose whom someone's anyone's concerned concerning
 regarding respectively actually really basically simply currently overall altogether everywhere somewhere
+soon asap immediately straight right instantly promptly
 """))
 
 NUMBER_WORDS = {"zero": 0, "one": 1, "single": 1, "a": 1, "an": 1, "two": 2, "couple": 2, "pair": 2, "three": 3,
@@ -187,7 +192,7 @@ text transfer truncate turn unlock unset unsubscribe update upgrade upload void 
 reduce cut trim lift shift discount ban kill nuke scrap strip flush populate fill dedupe deduplicate migrate
 renew extend rewrite relabel reclassify recategorise recategorize rebrand overwrite mute unmute pause resume
 reactivate unflag unmark untag unblock unarchive mass-update bulk-update sync-to top-up backfill bump ditch
-tell inform
+tell inform tick
 """))
 #: Prefixes that make a change verb of a change verb ("re-open", "unarchive", "deflag", "mis-assign").
 _CHANGE_PREFIXES = ("re", "un", "de", "dis", "mis", "over", "under", "pre", "auto", "bulk-", "mass-")
@@ -230,8 +235,22 @@ _STATE_CHANGE = re.compile(
     r"\bshould\s+(?:be|become|read|say|show|equal)\b|\b(?:must|needs? to|ought to)\s+"
     r"(?:be|become)\b|\bfrom now on\b|\bhenceforth\b|\bbecomes?\b|\binstead of\b.*\buse\b|"
     r"\b(?:moves|goes|switches|changes|upgrades|downgrades|gets|turns)\s+(?:to|into|over to)\b|"
-    r"\b(?:has|have|needs?|is|are) to (?:be|become|get)\b|\bshould (?:get|have|go|move|change)\b|"
-    r"\b(?:is|are) to be\b|\bwill (?:be|become) (?!\w+ed\b)\w+ (?:from now|starting|as of)\b",
+    r"\b(?:has|have|needs?|is|are) to (?:be|become|get)\b|"
+    r"\bshould\s+(?:each\s+|all\s+|also\s+|both\s+)?(?:get|have|go|move|change|receive)\b|"
+    r"\b(?:is|are) to be\b|\bwill (?:be|become) (?!\w+ed\b)\w+ (?:from now|starting|as of)\b|"
+    # a new value from a date on: "... is billing@acme.example from today", "is 12 as of Monday"
+    r"\b(?:is|are|becomes?)\s+\S+\s+(?:from|as of|starting|effective)\s+(?:today|tomorrow|now|monday|tuesday|"
+    r"wednesday|thursday|friday|saturday|sunday|next|\d)|"
+    # one record's field stated as a value: "customer 42's e-mail is x@y", "order 100045's status is shipped"
+    r"\b[a-z]+\s+#?[a-z]*-?\d+'s\s+(?:[\w-]+\s+){1,3}(?:is|are)\s+(?!\w+ed\b)(?![^?]*\?)|"
+    # one record needs or gets something: "order 100045 needs the note '...'", "SKU-300 gets 50 more"
+    r"^\s*[a-z]+\s+#?[a-z]*-?\d+\s+(?:needs|gets|requires|should get|should have|must have|wants)\b|"
+    # a new record given with its fields: "New client for the CRM: Acme Ltd, Berlin, ..."
+    r"^\s*(?:a\s+|one\s+)?(?:new|another|additional)\b[^:?.]{0,60}:\s*"
+    r"(?!how\b|what\b|which\b|who\b|when\b|where\b|count\b|list\b|show\b|total\b|number\b)\S(?![^?]*\?)|"
+    # an amount to add, as an order: "50 extra units of SKU-300 for the Rotterdam depot, please"
+    r"^\s*(?:\d+|a|an|one|two|three|four|five|ten|twenty|fifty|hundred)\s+(?:extra|additional|more|further)\s+"
+    r"\w+\s+(?:of|for)\b[^?]*$",
     re.IGNORECASE)
 
 
@@ -396,6 +415,10 @@ def _date_at(words: list[str], k: int) -> tuple[str, int] | None:
         j += 1
         if j + 1 < len(words) and re.fullmatch(r"\d\d?", words[j]) and re.fullmatch(r"\d\d?", words[j + 1]):
             return f"{year:04d}-{int(words[j]):02d}-{int(words[j + 1]):02d}", j + 2
+        if month and part == "end":  # the end of March: the first of April
+            return f"{year + (month == 12):04d}-{month % 12 + 1:02d}-01", j
+        if month and part in ("middle", "mid"):
+            return f"{year:04d}-{month:02d}-15", j
         if month:
             return f"{year:04d}-{month:02d}-01", j
         if part in ("middle", "mid"):
@@ -478,7 +501,7 @@ def comparisons(words: list[str], nums: list[Number]) -> list[Comparison]:
         if w == "than":
             op = "<" if i > 0 and words[i - 1] in ("earlier", "older") else ">="
         # "not touched since X": nothing since X -> before X
-        neg = any(x in ("not", "never", "no", "hasn't", "haven't", "wasn't", "weren't")
+        neg = any(x in ("not", "never", "no", "nobody", "none", "nothing", "noone") or x.endswith("n't")
                   for x in words[max(0, i - 4): i])
         if neg and op == ">=":
             op = "<"
@@ -494,6 +517,24 @@ _ASC = {"smallest", "lowest", "least", "cheapest", "fewest", "worst", "shortest"
         "min", "bottom", "lightest", "poorest"}
 
 
+#: Words in -est that are no superlatives.
+_NOT_SUPERLATIVE = {"interest", "request", "forest", "guest", "honest", "modest", "suggest", "digest", "invest",
+                    "harvest", "protest", "contest", "manifest", "earnest", "arrest", "attest", "detest", "behest",
+                    "conquest", "inquest", "bequest", "midwest", "northwest", "southwest", "latest"}
+#: Adjectives whose superlative ranks from the bottom ("the slowest", "the poorest").
+_LOW = ("small", "low", "few", "cheap", "short", "early", "light", "poor", "slow", "weak", "thin", "narrow",
+        "scarce", "rare", "quiet", "small", "tin", "least")
+
+
+def _superlative(word: str) -> str | None:
+    """"desc" or "asc" when *word* is a superlative adjective in -est ("the wealthiest", "the slowest"),
+    ranking from the top unless its base means little; None otherwise."""
+    if len(word) < 6 or not word.endswith("est") or word in _NOT_SUPERLATIVE:
+        return None
+    base = word[:-4] + "y" if word.endswith("iest") else word[:-3]
+    return "asc" if base.startswith(_LOW) or word.removesuffix("est").startswith(_LOW) else "desc"
+
+
 @dataclass
 class TopN:
     n: int | None       # None: ordering only
@@ -506,7 +547,7 @@ class TopN:
 def top_n(words: list[str], nums: list[Number], used: set[int]) -> TopN | None:
     """"the 5 biggest ... by spend", "top 10", "which three items sold the most units", "the single depot
     holding the most"; *used*: tokens of numbers already read as comparisons."""
-    sup = next(((i, w) for i, w in enumerate(words) if w in _DESC or w in _ASC), None)
+    sup = next(((i, w) for i, w in enumerate(words) if w in _DESC or w in _ASC or _superlative(w)), None)
     if sup is None:
         if re.search(r"\b(sorted|ordered|ranked) by\b", " ".join(words)):
             i = words.index("by")
@@ -534,7 +575,7 @@ def top_n(words: list[str], nums: list[Number], used: set[int]) -> TopN | None:
     if n is None and "single" in words[max(0, i - 4): i]:
         n = 1
     by_at = next((k for k in range(i + 1, len(words)) if words[k] == "by"), None)
-    return TopN(n, w in _DESC, w, i, by_at)
+    return TopN(n, w in _DESC or (w not in _ASC and _superlative(w) != "asc"), w, i, by_at)
 
 
 # ------------------------------------------------------------------------------------------- negations
@@ -586,6 +627,10 @@ _SCHEDULE_UNIT = {"second", "seconds", "minute", "minutes", "min", "mins", "hour
                   "sunday", "mondays", "tuesdays", "wednesdays", "thursdays", "fridays", "saturdays", "sundays"}
 
 
+_DAY = r"(?:mon|tue|tues|wed|thu|thur|thurs|fri|sat|sun)(?:day)?"
+_DAY_RANGE = re.compile(rf"{_DAY}-{_DAY}")
+
+
 def schedule_positions(words: list[str]) -> set[int]:
     """Token positions that only say when to run ("every 30 minutes", "each Monday at 8", "at 17 00 h"): they
     name no field, even when a column is named after the same unit (``duration_minutes``)."""
@@ -597,6 +642,8 @@ def schedule_positions(words: list[str]) -> set[int]:
                 j += 1
             if j < len(words) and words[j] in _SCHEDULE_UNIT:
                 out |= set(range(i, j + 1))
+        elif _DAY_RANGE.fullmatch(w):  # "Mon-Fri", "mon-sat": days of the week to run on
+            out.add(i)
         elif w == "at" and i + 1 < len(words) and re.fullmatch(r"\d{1,2}", words[i + 1]):
             j = i + 2
             if j < len(words) and re.fullmatch(r"\d\d", words[j]):
@@ -616,24 +663,24 @@ def when(request: str) -> When:
     ``0 * * * *``; "every 15 minutes" -> ``*/15 * * * *``."""
     text = request.lower()
     out = When()
-    grain = None
-    for g_m in re.finditer(r"\b(?:per|by|each|every|a)\s+(day|week|month|year|quarter)\b|\b(daily|weekly|monthly|"
-                           r"yearly|quarterly)\b", text):
-        before = text[: g_m.start()].split()[-2:]
+    grain_at = -1
+    for grain in re.finditer(r"\b(?:per|by|each|every|a)\s+(day|week|month|year|quarter)\b|\b(daily|weekly|monthly|"
+                             r"yearly|quarterly)\b", text):
+        before = text[: grain.start()].split()[-2:]
         # "4 million a year", "50 euros per month": a rate of the amount before it, not a grain
-        if g_m.group(1) and any(re.fullmatch(r"\d+(?:[.,]\d+)?|" + "|".join(_SCALE) + r"|euros?|eur|dollars?|usd|"
-                                             r"units?|pieces?|times", w) for w in before):
+        if grain.group(1) and any(re.fullmatch(r"\d+(?:[.,]\d+)?|" + "|".join(_SCALE) + r"|euros?|eur|dollars?|usd|"
+                                               r"units?|pieces?|times", w) for w in before):
             continue
-        grain = g_m
-        break
-    if grain:
         g = grain.group(1) or {"daily": "day", "weekly": "week", "monthly": "month", "yearly": "year",
                                "quarterly": "quarter"}[grain.group(2)]
-        # "every day" / "every week" alone is a schedule; "per"/"by" asks for a grain
+        # "every day" / "every week" alone is a schedule ("on the first of each month, build a monthly
+        # breakdown": the schedule, then the grain); "per"/"by" asks for a grain
         counted = re.search(r"\b(how many|number of|count|total|sum|average|mean|avg)\b", text[: grain.start()])
         if (grain.group(1) and text[grain.start():].startswith(("per", "by", "a "))) or grain.group(2) or (
                 counted and grain.start() > 0 and g in ("week", "month", "year", "quarter")):
             out.grain = g  # "how many customers signed up each month": counted per month, not run monthly
+            grain_at = grain.start()
+            break
     if out.grain in ("month", "quarter", "year"):
         out.partitions = "monthly"
     elif re.search(r"\b(yesterday|today|daily|every day|each day|per day|by day|a day|every morning|every night|"
@@ -683,8 +730,11 @@ def when(request: str) -> When:
     elif re.search(r"\b(every|each) week\b|\bweekly\b", text) and out.grain != "week" and \
             not re.search(r"\bweekly\s+\w+\s+(of|per|by)\b", text):
         out.schedule = f"{mm} {hh(6)} * * 1"
-    elif re.search(r"\b(every|each) month\b|\bmonthly\b", text) and out.grain != "month":
-        out.schedule = f"{mm} {hh(6)} 1 * *"
+    elif (each_month := re.search(r"\b(every|each) month\b|\bmonthly\b", text)) and (
+            out.grain != "month" or each_month.start() != grain_at):
+        dom = re.search(r"\b(first|last|\d{1,2})(?:st|nd|rd|th)? (?:day )?of (?:the |each |every )?month\b", text)
+        day = "1" if not dom or dom.group(1) == "first" else "L" if dom.group(1) == "last" else dom.group(1)
+        out.schedule = f"{mm} {hh(6)} {day} * *"
     elif re.search(r"\b(every|each) day\b|\bdaily\b", text) or (hour is not None and re.search(r"\bevery\b", text)):
         out.schedule = f"{mm} {hh(6)} * * *"
     if out.grain == "week" and re.search(r"\bweekly\b", text) and out.schedule and out.schedule.endswith("* * 1"):
