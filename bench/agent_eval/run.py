@@ -86,7 +86,16 @@ def _kind_of(action: Any) -> str:
         return f"rest {str(binding.get('method') or '').upper()}"
     if action.protocol == "graphql":
         return "graphql mutation"
+    op = action.name.split(".", 1)[-1]
+    if op in ("put", "publish"):  # an SFTP put, a message published: "sftp put", "amqp publish"
+        return f"{action.protocol} {op}"
     return str(action.protocol)
+
+
+def _same_kind(action: Any, want: str) -> bool:
+    """Whether *action* is of the case's kind; "sftp" alone also names an SFTP put (the format's kinds)."""
+    kind, want = _kind_of(action).lower(), want.lower()
+    return kind == want or kind.split(" ")[0] == want
 
 
 def _walk(steps: list[dict[str, Any]], when: bool = False) -> list[tuple[dict[str, Any], bool]]:
@@ -133,7 +142,7 @@ def judge_flow(case: dict[str, Any], res: PlanResult, catalog: Any, sent: int) -
         ok = False
         for st, cond in calls:
             action = catalog.get(st["call"])
-            if action.system != want["system"] or _kind_of(action).lower() != str(want["kind"]).lower():
+            if action.system != want["system"] or not _same_kind(action, str(want["kind"])):
                 continue
             have = {u.stem(w) for w in u.split_words(f"{action.name} {action.description}")}
             if not any(w in have or u.related(w) & have for w in words):

@@ -228,6 +228,11 @@ def match_action(clause: Clause, catalog: CatalogLike, systems: set[str]) -> Non
     for a in catalog.actions:
         if _is_read(a) or (named and a.system not in named):
             continue
+        # a file put or a message published is named by its system or what it sends ("on the bank's server",
+        # "publish an event"), not by the verb alone: "put a zero in the stock" is no SFTP upload
+        if a.name.split(".", 1)[-1] in ("put", "publish") and a.system not in named and \
+                not {"file", "server", "messag", "event", "topic", "queue", "inbox", "folder", "upload"} & set(words):
+            continue
         aw = set(_action_words(a))
         got: set[str] = set()
         score = 0.0
@@ -586,6 +591,19 @@ class _Builder:
         return out
 
     def value(self, f: Field, c: Clause, pool: list[Source], used: set[str]) -> Any:
+        name = f.path[-1].lower()
+        if f.path == ("body",) and f.kind == "other" and not f.schema.get("properties"):
+            # a message's or a file's payload: the input row itself (JSON)
+            self.notes.append(f"{c.action.name} body: the input row as JSON, one message or file per item")
+            return "{{ item }}"
+        if f.kind == "str" and name in ("path", "filename", "file_name", "remote_path"):
+            key = getattr(self, "key", [])[:1]
+            stem = re.sub(r"[^a-z0-9]+", "-", getattr(self, "pname", "items").lower()).strip("-")
+            return f"outbound/{stem}-{{{{ item.{key[0]} }}}}.json" if key else f"outbound/{stem}.json"
+        if f.kind == "str" and name in ("routing_key", "subject", "topic"):
+            entity = u.stem((u.split_words(getattr(self, "main_name", "") or "item") or ["item"])[-1])
+            sep = "/" if name == "topic" else "."
+            return f"{entity}{sep}{u.stem(c.verb)}"
         if f.kind == "str" and (_FREE_TEXT & _name_words(f.path[-1]) or int(f.schema.get("maxLength") or 0) >= 100):
             return _text(f, c, pool, self.acting.trigger)  # a free text: written, not copied from a column
         if f.schema.get("enum"):
@@ -647,6 +665,7 @@ class _Builder:
         taken = {a for p in self.pipelines for a in p.asset_names()}
         renames = {t.name: (t.name if t.name not in taken else f"{pname}_{t.name}") for t in roots}
         sql, item, key = self.input_sql(main, joined, renames, sample)
+        self.key, self.main_name, self.pname = key, main.name, pname
         steps = self.steps(item)
         spec: dict[str, Any] = {"pipeline": pname, "description": self.request.strip()}
         when = u.when(self.request)

@@ -768,7 +768,8 @@ _TOKEN = re.compile(r"\d+(?:\.\d+)?|[A-Za-z][A-Za-z0-9'-]*[A-Za-z0-9]|[A-Za-z]")
 
 def _normalize(request: str) -> str:
     """A typographic apostrophe as a plain one, thousands separators dropped ("150,000" is one number)."""
-    return re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", request.replace("\u2019", "'"))
+    text = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", request.replace("\u2019", "'"))
+    return re.sub(r"\bon hand\b", "onhand", text, flags=re.IGNORECASE)  # one word: stock held
 
 
 def phrase_breaks(request: str) -> set[int]:
@@ -1619,8 +1620,16 @@ class _Composer:
         def is_col(k: int) -> bool:
             return k < len(words) and self.picked.get(k) is not None and self.picked[k].kind == "column"
 
+        systems_at = self._system_positions()
         for i, w in enumerate(words):
             nxt = i + 1
+            if w in ("each", "every"):  # "each incoming bank payment": modifiers before the table's noun
+                head = nxt
+                while head < min(len(words), nxt + 3) and (head in systems_at or (
+                        is_col(head) and self.picked[head].via.startswith("synonym"))):
+                    head += 1
+                if head != nxt and any(m.at == head and m.sense.kind == "table" for m in self._mentions):
+                    nxt = head
             if w in ("each", "every") and not (i > 0 and words[i - 1] in ("for", "of", "at", "in", "across", "from",
                                                                           "within")) and not is_col(nxt):
                 if is_col(nxt + 1) and any(m.at == nxt and m.sense.kind == "table" for m in self._mentions):
@@ -1763,6 +1772,18 @@ class _Composer:
                     break
             if measure is None:
                 measure, derived = self._default_measure(text)
+        # "worth at cost", "valued at the list price": a unit price or cost named as what rows are worth is
+        # multiplied by the rows' quantity
+        if measure is not None and derived is None and re.search(r"\b(worth|valued?|valuation)\b", text) and \
+                any(w in measure[1].name.lower() for w in ("price", "cost")):
+            qty = next((c for c in measure[0].columns if "quantit" in c.name.lower() or c.name.lower() in (
+                "qty", "units")), None)
+            if qty is not None:
+                qa = alias[measure[0].name]
+                derived = f"{qa}.{qty.name} * {qa}.{measure[1].name}"
+                self.notes.append(f"'{measure[1].name}' as what the rows are worth: {measure[0].name}.{qty.name} x "
+                                  f"{measure[0].name}.{measure[1].name}")
+                measure = None
         # "placed the fewest orders", "the most contacts": the rows of a table counted, not a measure of them
         counted_rows = top is not None and top.word in ("most", "fewest", "least") and top.at + 1 < len(words) and \
             re.fullmatch(r"[a-z]{3,}[^s]s", words[top.at + 1]) is not None and \
@@ -1827,6 +1848,30 @@ class _Composer:
             agg = None  # "for each order line, how many units ...": the value of each row
         if agg is None and group:
             agg = "sum" if mexpr else "count"
+        # "on average, how many units does an order contain": the total per order, averaged over the orders
+        per_entity = re.search(r"\bhow (?:many|much)\b(?:\s+\w+){1,3}?\s+(?:does|do|did|will)\s+(?:an?|each|every|"
+                               r"one|the average|the typical)\s+(\w+)", text)
+        if per_entity and re.search(r"\b(average|averag\w*|mean|typical|typically|usually)\b", text) and not group:
+            ent_at = next((k for k in range(len(words)) if words[k] == per_entity.group(1)), -1)
+            ent = next((m.sense.table for m in self._mentions if m.at == ent_at and m.sense.kind == "table"
+                        and m.sense.table in tree), None)
+            key = (ent.col(ent.pk[0]) if ent is not None and ent.pk else None) if ent is not None else None
+            owner = ent
+            if ent is not None and key is None:
+                key = ent.col(f"{ent.name.split('_')[-1].rstrip('s')}_id")
+            if ent is not None and key is not None and owner is not None:
+                kexpr = f"{alias[owner.name]}.{key.name}"
+                if mexpr and measure is not None and measure[0] is not ent:  # the key as the measured rows have it
+                    kcol = measure[0].col(key.name)
+                    if kcol is not None:
+                        kexpr = f"{alias[measure[0].name]}.{kcol.name}"
+                total = f"sum({mexpr})" if mexpr else "count(*)"
+                ename = ent.name.split("_")[-1].rstrip("s")
+                out = f"avg_{mname or 'rows'}_per_{ename}"
+                select = [f"{total} * 1.0 / count(distinct {kexpr}) as {out}"]
+                self.notes.append(f"'{per_entity.group(0)}': {total} per {ent.name}.{key.name}, averaged over them "
+                                  "(rows of the measured table that have one)")
+                return self._emit(select, where, join_sql, [], [], None, when, measure_name=out)
         if agg:
             gsel = [f"{e} as {o}" if not e.endswith(f".{o}") else e for e, o in group]
             if agg == "count" or not mexpr:
