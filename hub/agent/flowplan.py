@@ -478,6 +478,9 @@ class _Builder:
                               "payments, customers ...)")
         main = candidates[0]
         joined: list[tuple[Table, str]] = []
+        negated = self._negated(vocab)
+        #: tables the items must have no row of ("orders still waiting for their money at the bank")
+        self.anti: list[tuple[Table, str, str]] = []
         for t in candidates[1:]:
             if t.name == main.name or any(t.name == j.name for j, _ in joined):
                 continue
@@ -491,11 +494,33 @@ class _Builder:
                 self.notes.append(f"{t.name} is not joined: no key relates it to {main.name} or the tables joined")
                 continue
             k, other, alias = found
+            if t.name in negated:
+                mine = f"x{len(self.anti)}"
+                self.anti.append((t, mine, k.cond.replace("{a}", alias).replace("{b}", mine)))
+                self.notes.append(f"items without a matching {t.name}: {k.note}")
+                continue
             mine = f"j{len(joined)}"
             cond = k.cond.replace("{a}", alias).replace("{b}", mine)
             joined.append((t, cond))
             self.notes.append(f"join: {k.note}")
         return main, joined
+
+    def _negated(self, vocab: Vocabulary) -> set[str]:
+        """Tables the request names right after a negation or a wait ("never paid by the bank", "without a
+        payment", "still waiting for their money at the bank"): the items are the rows that have none."""
+        words = _tokenize(self.request)
+        r = read_request(self.request, vocab, set())
+        cues = set(u.negation_positions(words)) | {i for i, w in enumerate(words) if w in (
+            "waiting", "awaiting", "outstanding", "owed", "unsettled", "overdue")}
+        out: set[str] = set()
+        for p in cues:
+            for i in range(p + 1, min(len(words), p + 7)):
+                senses = r.senses.get(i, (1, []))[1]
+                tables = [s.table for s in senses if s.kind == "table" and s.table is not None]
+                if tables:
+                    out.add(tables[0].name if tables[0].parent is None else tables[0].parent)
+                    break
+        return out
 
     def input_sql(self, main: Table, joined: list[tuple[Table, str]], renames: dict[str, str],
                   sample: dict[str, Sample]) -> tuple[str, list[Source], list[str]]:
@@ -541,6 +566,8 @@ class _Builder:
         for tname, col, val in dict.fromkeys((ft.name, fc.name, fv) for ft, fc, fv in self.filters):
             if tname in aliases:
                 where.append(f"{aliases[tname]}.{col} = '{str(val).replace(chr(39), chr(39) * 2)}'")
+        for t, alias, cond in getattr(self, "anti", []):
+            where.append(f"not exists (select 1 from {renames[t.name]} {alias} where {cond})")
         if where:
             lines.append("where " + " and ".join(where))
             self.notes.append("filter: " + " and ".join(where))
@@ -659,7 +686,7 @@ class _Builder:
         tables = [t for t in self.universe if not sample or t.name in sample]
         vocab = Vocabulary(tables, sample, {a.system for a in self.catalog.actions})
         main, joined = self.tables(vocab, sample)
-        roots = [main, *[t for t, _ in joined]]
+        roots = [main, *[t for t, _ in joined], *[t for t, _, _ in self.anti]]
         first_op = self.acting.clauses[0].action.name.split(".", 1)[-1]
         pname = self.name or re.sub(r"[^a-z0-9_]+", "_", "_".join(u.split_words(first_op)).lower()) + "_flow"
         taken = {a for p in self.pipelines for a in p.asset_names()}
