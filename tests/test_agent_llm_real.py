@@ -49,7 +49,7 @@ FAILURE = re.compile(r"^(rejected( after \d+ invalid plans|: \d+ malformed tool 
                      r"|llm endpoint \S+: HTTP 400: .*maximum context length)")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
     reason = unavailable()
     if reason:

@@ -348,17 +348,20 @@ def test_records_path_to_the_array_and_post_with_json_body(server: RestTestServe
 
 
 def test_consumer_stopping_early_stops_the_fetching_thread(server: RestTestServer) -> None:
-    before = threading.active_count()
+    # the threads this consumer starts, not a count: a thread of an earlier test may end meanwhile
+    before = set(threading.enumerate())
     src = source(server, "/pages", params={"n": 5000, "size": 10, "totals": 0, "delay": 0.01}, paginate=SEQ,
                  batch_size=10)
     it = src.batches()
     first = next(it)
+    started = [t for t in threading.enumerate() if t not in before]
+    assert started, "the fetching thread runs while the consumer reads"
     it.close()
     assert first.num_rows == 10
     deadline = time.monotonic() + 5
-    while threading.active_count() > before and time.monotonic() < deadline:
+    while any(t.is_alive() for t in started) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert threading.active_count() == before
+    assert not [t.name for t in started if t.is_alive()]
     assert len(server.requests("/pages")) < 100, "stopped instead of reading all 500 pages"
 
 
