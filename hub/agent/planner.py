@@ -1340,15 +1340,23 @@ class _Composer:
                 self.notes.append(f"'{words[i]}' read as the flag {s.table.name}.{s.column.name}"
                                   + (" (false)" if off else ""))
         # anti-joins
-        for t, p in anti:
+        def correlated(t: Table) -> tuple[str, str, JoinKey, Table] | None:
+            """The alias and the condition that relate a row of *t* to the planned rows (for `[not] exists`)."""
             keys = [(k, c) for c in tree for k in self.joins(c, t) if k.strength >= 2]
             if not keys:
-                raise _Reject(f"'{words[p]} ... {t.name}': no key relates {t.name} to "
-                              f"{', '.join(x.name for x in tree)}, so rows without one cannot be found")
+                return None
             akey, owner = keys[0]
             sub = "x_" + _alias(t.name, set(alias.values()))
             cond = akey.cond.format(a=alias[owner.name], b=sub) if akey.a is owner else \
                 akey.cond.format(a=sub, b=alias[owner.name])
+            return sub, cond, akey, owner
+
+        for t, p in anti:
+            found = correlated(t)
+            if found is None:
+                raise _Reject(f"'{words[p]} ... {t.name}': no key relates {t.name} to "
+                              f"{', '.join(x.name for x in tree)}, so rows without one cannot be found")
+            sub, cond, akey, owner = found
             scope = self.anti_values.get(t.name)
             if scope is not None and scope[1].column is not None:
                 cond += f" and {sub}.{scope[1].column.name} = {_lit(str(scope[1].value), scope[1].column.kind)}"
@@ -1357,17 +1365,14 @@ class _Composer:
                               + (f" whose {scope[1].column.name} is {scope[1].value}"
                                  if scope is not None and scope[1].column is not None else ""))
         for t, at in self.semi:
-            keys = [(k, c) for c in tree for k in self.joins(c, t) if k.strength >= 2]
-            if not keys:
+            found = correlated(t)
+            if found is None:
                 continue
-            akey, owner = keys[0]
-            sub = "x_" + _alias(t.name, set(alias.values()))
-            cond = akey.cond.format(a=alias[owner.name], b=sub) if akey.a is owner else \
-                akey.cond.format(a=sub, b=alias[owner.name])
+            sub, cond, akey, owner = found
             where.append(f"exists (select 1 from {t.name} {sub} where {cond})")
             self.notes.append(f"'{words[at - 1]} {words[at]}' read as: {owner.name} rows with a matching {t.name} "
                               f"({akey.note})")
-        self.anti = [t for t, _ in anti] + [t for t, _ in self.semi]
+        self.anti = [t for t, _ in anti] + [t for t, _ in self.semi]  # read by a subquery: loaded, not joined
         # ---- aggregation
         return self._finish(words, st, nums, top, when, where, join_sql, ratio_cond, consumed)
 
