@@ -15,7 +15,7 @@ import yaml
 from typer.testing import CliRunner
 
 from hub.agent.catalog import build_catalog
-from hub.agent.flowplan import action_effect, split_request, verb_effect
+from hub.agent.flowplan import Clause, Field, Source, _text, action_effect, split_request, verb_effect
 from hub.agent.planner import plan
 from hub.agent.understand import write_intent
 from hub.cli.main import app
@@ -74,6 +74,27 @@ def test_request_parts_and_effects() -> None:
 
 
 @pytest.mark.slow  # the estate, its catalog and sample partitions, dry runs: ~30 s
+def test_writes_with_their_own_condition_and_named_systems() -> None:
+    """A write with its own condition ("and for the ones above 1,000 euros also leave a note") is a clause of its own
+    that carries the condition; "have the CRM raise a task" is a write; "1,000" is one number."""
+    acting = split_request("once the bank shows an order paid in full, flag it as paid in the ERP, and for the ones "
+                           "above 1,000 euros also leave a note in the CRM", set())
+    assert acting is not None and [c.verb for c in acting.clauses] == ["flag", "leave"]
+    assert acting.clauses[0].condition == "" and acting.clauses[1].condition == "for the ones above 1000 euros"
+    acting = split_request("when a customer has paid more than the order was for, have the CRM raise a task; when "
+                           "the payment matches, mark the order paid in the ERP instead", set())
+    assert acting is not None and [c.verb for c in acting.clauses] == ["raise", "mark"]
+
+
+def test_a_written_text_is_shortened_in_its_words_never_in_its_template() -> None:
+    request = "put a note in the CRM against every order over 2000 euros that came in yesterday, " * 3
+    field = Field(("body", "note"), "str", {"type": "string", "maxLength": 100}, True)
+    item = [Source("item.order_id", "order_id", "int", {"order", "id"}, 0),
+            Source("item.amount", "amount", "num", {"amount"}, 0)]
+    text = _text(field, Clause(request, "put"), item, "")
+    assert len(text) <= 100 and text.endswith("order_id {{ item.order_id }}, amount {{ item.amount }}"), text
+
+
 def test_acting_request_is_a_flow_that_runs_only_when_approved(own_erp: ERPService, crm: CRMService,
                                                              warehouse_path: Path, dagster_home: Path,
                                                              tmp_path: Path) -> None:

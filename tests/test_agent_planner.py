@@ -323,3 +323,19 @@ def test_llm_backend_survives_odd_arguments(crm: CRMService, tmp_path: Path, llm
     assert 1 <= len(found) <= cfg.top_k  # the default limit
     assert "sources: expected a mapping" in llm_server.requests[2]["messages"][-1]["content"]
     assert "cut off at its token limit" in llm_server.requests[3]["messages"][-1]["content"]
+
+
+def test_a_plan_of_a_coarser_grain_is_dry_run_on_the_partition_holding_the_day(tmp_path: Path) -> None:
+    """A plan may partition by month ("per quarter") while the estate is tried on a day: its dry run takes the
+    month holding that day (it used to fail on a key the plan does not have)."""
+    from hub.agent.planner import _partition
+
+    path = tmp_path / "monthly.yaml"
+    path.write_text(demo_spec_text().replace("daily: {start: 2024-01-01, timezone: UTC}",
+                                             "monthly: {start: 2024-01-01, timezone: UTC}"))
+    monthly = loads(path.read_text(), path)
+    assert _partition(monthly, "2024-01-02") == "2024-01-01"
+    assert _partition(monthly, "2024-02-29") == "2024-02-01"
+    assert _partition(monthly, None) == "2024-01-01"
+    daily = loads(demo_spec_text(), tmp_path / "daily.yaml")
+    assert _partition(daily, "2024-01-02") == "2024-01-02"

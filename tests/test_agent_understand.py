@@ -26,6 +26,9 @@ def _cmp(text: str) -> list[tuple[str, str]]:
     ("products changed in 2023", [(">=", "2023-01-01"), ("<", "2024-01-01")]),
     ("customers who joined during march 2023", [(">=", "2023-03-01"), ("<", "2023-04-01")]),
     ("orders between 100 and 300 euros", [(">=", "100"), ("<=", "300")]),
+    ("chats that lasted a quarter of an hour or less", [("<=", "15")]),
+    ("products changed in the fourth quarter of 2023", [(">=", "2023-10-01"), ("<", "2024-01-01")]),
+    ("orders in q1 2024", [(">=", "2024-01-01"), ("<", "2024-04-01")]),
 ])
 def test_comparisons_in_words(text: str, want: list[tuple[str, str]]) -> None:
     assert _cmp(text) == want
@@ -58,6 +61,12 @@ def test_top_n_and_ordering() -> None:
     assert t is not None and not t.desc
     words = ["orders", "of", "interest"]  # -est without a superlative
     assert top_n(words, numbers(words), set()) is None
+    # "the latest figures": the current rows, no ranking; "the latest order" is one
+    words = ["grab", "the", "latest", "stock", "figures", "every", "quarter", "of", "an", "hour"]
+    assert top_n(words, numbers(words), set()) is None
+    words = ["the", "latest", "order"]
+    t = top_n(words, numbers(words), set())
+    assert t is not None and t.n == 1
 
 
 @pytest.mark.parametrize(("text", "want"), [
@@ -121,6 +130,9 @@ def test_dates_in_words() -> None:
     "Customer 42's e-mail address is billing@acme.example from today.",
     "Order 100045 needs the note 'leave at reception' on it.",
     "unpaid orders should each get a reminder task in the CRM",
+    "the customer withdrew order 100045, so it ought to show as cancelled in the ERP",
+    "the Rotterdam depot goes by 'Rotterdam Hub' these days",
+    "there's a new account: Acme Ltd from Denver, gold tier, please have it on file in the CRM",
 ])
 def test_writes_without_the_usual_verbs_are_seen(request_text: str) -> None:
     assert write_intent(request_text) is not None
@@ -144,6 +156,8 @@ def test_writes_without_the_usual_verbs_are_seen(request_text: str) -> None:
     "new customers: how many per month",
     "customer 42's tier is gold?",
     "new customers per region",
+    "orders with the note 'call first' now",
+    "what is the depot in Rotterdam called",
 ])
 def test_reads_are_not_writes(request_text: str) -> None:
     assert write_intent(request_text) is None
@@ -152,3 +166,11 @@ def test_reads_are_not_writes(request_text: str) -> None:
 def test_flows_are_told_apart() -> None:
     assert is_flow("when a payment arrives for an order, mark it paid")
     assert not is_flow("make the gold customers silver")
+
+
+def test_a_quarter_of_an_hour_is_a_duration_and_hours_of_the_day_a_grain() -> None:
+    w = when("email or chat conversations that lasted a quarter of an hour or less")
+    assert w.grain is None and w.partitions != "monthly"  # no quarterly grain
+    w = when("How many interactions did we have with clients in each hour of the day?")
+    assert w.grain == "hour" and w.schedule is None  # grouped by hour, not run hourly
+    assert when("refresh the contacts every hour").schedule == "0 * * * *"

@@ -134,6 +134,8 @@ class Clause:
     action: Any = None
     score: float = 0.0
     words: set[str] = field(default_factory=set)  # stems that named the action (not tables of the input)
+    #: a condition of this write alone ("for the ones above 1,000 euros also leave a note"): its words
+    condition: str = ""
 
 
 @dataclass
@@ -148,14 +150,17 @@ class Acting:
     context: str = ""
 
 
-def _is_change(word: str, extra: set[str]) -> bool:
+def _is_change(word: str, extra: set[str], nxt: str = "") -> bool:
+    """Whether *word* orders a write; *nxt*, the word after it: "leave a note", "drop a line" create a record."""
     w = word.lower()
+    if w in ("leave", "drop") and nxt.lower() in ("a", "an"):
+        return True
     return (w in u.CHANGE_VERBS or w in extra) and u.stem(w) not in u.READ_VERBS
 
 
 def split_request(request: str, extra: set[str]) -> Acting | None:
     """The trigger and the write clauses of *request*, or None when no clause starts with a change verb."""
-    text = " ".join(request.strip().rstrip(".!").split())
+    text = u.plain_numbers(" ".join(request.strip().rstrip(".!").split()))
     lead = u.SCHEDULE_LEAD.match(text)
     if lead and lead.end() < len(text):  # "every morning log ...": the schedule is the trigger (u.when reads it)
         text = text[lead.end():]
@@ -176,10 +181,20 @@ def split_request(request: str, extra: set[str]) -> Acting | None:
         words = re.findall(r"[A-Za-z][A-Za-z'-]*", piece)
         if not words:
             continue
-        if _is_change(words[0], extra):
+        if _is_change(words[0], extra, (words[1:2] or [""])[0]):
             clauses.append(Clause(piece, words[0].lower()))
-        elif words[0].lower() in ("please", "also", "just", "to") and len(words) > 1 and _is_change(words[1], extra):
+        elif words[0].lower() in ("please", "also", "just", "to") and len(words) > 1 and \
+                _is_change(words[1], extra, (words[2:3] or [""])[0]):
             clauses.append(Clause(piece, words[1].lower()))
+        elif words[0].lower() in ("have", "get", "let") and (k := next((j for j in range(1, min(5, len(words)))
+                                                              if _is_change(words[j], extra, (words[j + 1: j + 2] or
+                                                                                              [""])[0])), 0)):
+            # "have the CRM raise a task", "get the ERP to mark it paid": the system named, then the write
+            clauses.append(Clause(piece, words[k].lower()))
+        elif clauses and (own := _OWN_CONDITION.match(piece)) and _is_change(
+                own.group("verb"), extra, (re.findall(r"[A-Za-z]+", piece[own.end("verb"):])[:1] or [""])[0]):
+            # "and for the ones above 1000 euros also leave a note in the CRM": a write with its own condition
+            clauses.append(Clause(piece[own.start("verb"):], own.group("verb").lower(), condition=own.group("cond")))
         elif clauses:
             clauses[-1].text += f" and {piece}"
         else:
@@ -190,6 +205,11 @@ def split_request(request: str, extra: set[str]) -> Acting | None:
             context, clauses = [rest[: m.start()]], [Clause("create " + rest[m.end():].strip(), "create")]
     return Acting(trigger, kind, clauses, " ".join(context)) if clauses else None
 
+
+_OWN_CONDITION = re.compile(r"^\s*(?:and\s+)?(?P<cond>(?:for|if|where|when)\s+(?:the ones?|those|they|it|orders?|"
+                            r"items?|any|each|every|all)?\s*[^,;]*?(?:above|over|below|under|exceed\w*|more than|"
+                            r"less than|greater than|at least|at most)\s+[\d.]+(?:\s*(?:euros?|eur|dollars?|usd|%))?)"
+                            r"\s*,?\s*(?:also\s+|then\s+|please\s+)?(?P<verb>[A-Za-z]+)\b", re.IGNORECASE)
 
 _OUGHT = re.compile(r"\b(?:should|must|shall|needs? to|ought to)\s+(?:each\s+|all\s+|also\s+|both\s+)?"
                     r"(?:get|receive|have|be given)\b", re.IGNORECASE)
@@ -234,13 +254,16 @@ def match_action(clause: Clause, catalog: CatalogLike, systems: set[str]) -> Non
                 not {"file", "server", "messag", "event", "topic", "queue", "inbox", "folder", "upload"} & set(words):
             continue
         aw = set(_action_words(a))
+        # the thing the action's own name says it writes ("tasks" of post_tasks) outweighs words of its
+        # description or enums ("payment" of an activity's kind)
+        own_name = {u.stem(w) for w in u.split_words(a.name.split(".", 1)[-1])}
         got: set[str] = set()
         score = 0.0
         for w in dict.fromkeys(words):
             if w in {u.stem(s) for s in systems}:
                 continue
             if w in aw:
-                score, got = score + 1.0, got | {w}
+                score, got = score + (1.5 if w in own_name else 1.0), got | {w}
             elif u.related(w) & aw:
                 score, got = score + 0.6, got | {w}
         effect = action_effect(a)
@@ -343,9 +366,15 @@ def _text(f: Field, clause: Clause, item: list[Source], trigger: str) -> str:
                                               or s.kind == "num")][:4]
     head = (trigger or clause.text).strip().rstrip(",")
     head = head[0].upper() + head[1:] if head else "Planned write"
-    text = head + ": " + ", ".join(f"{s.name} {{{{ {s.expr} }}}}" for s in ids)
+    values = ", ".join(f"{s.name} {{{{ {s.expr} }}}}" for s in ids)
     limit = int(f.schema.get("maxLength") or 200)
-    return text if len(text) <= limit else text[: max(limit - 3, 1)].rsplit(" ", 1)[0]
+    # the request's words are shortened, never the item's values: a cut template ("{{ item.or") is no template
+    room = limit - len(values) - 2
+    if room < 10:
+        values, room = "", limit
+    if len(head) > room:
+        head = head[: max(room - 1, 1)].rsplit(" ", 1)[0]
+    return f"{head}: {values}" if values else head
 
 
 def _literal(f: Field, text: str) -> Any:
@@ -604,8 +633,9 @@ class _Builder:
                     node = node.setdefault(p, {})
                 node[f.path[-1]] = value
             step: dict[str, Any] = {"name": sname, "call": a.name, "params": params}
-            if cond:
-                step["when"] = cond
+            own = self.compared(c.condition, item) if c.condition else None
+            if own or cond:
+                step["when"] = own or cond
             props = (a.output_schema or {}).get("properties") or {}
             if props:  # ids an answer carries feed the later steps (steps.<name>.<id>)
                 outs = {k: f"$.{k}" for k in props if k in ("id",) or k.endswith("_id")}
@@ -658,17 +688,23 @@ class _Builder:
         """A comparison of the "if" clause: a column against a number or against another table's measure."""
         if self.acting.kind != "if" or not self.acting.trigger:
             return None
-        text = self.acting.trigger.lower()
-        m = re.search(r"\b(more|greater|higher|bigger|larger|less|lower|smaller|fewer)\s+than\s+(?:an?\s+|the\s+)?"
-                      r"([a-z0-9.,]+)", text)
+        return self.compared(self.acting.trigger, item)
+
+    def compared(self, text: str, item: list[Source]) -> str | None:
+        """*text*'s comparison ("more than 1000", "above the order's amount") as a condition on the item."""
+        text = u.plain_numbers(text.lower())
+        m = re.search(r"\b(?:(more|greater|higher|bigger|larger|less|lower|smaller|fewer)\s+than|"
+                      r"(above|over|exceeding|exceeds|below|under))\s+(?:an?\s+|the\s+)?([a-z0-9.,]+)", text)
         if not m:
             return None
-        op = ">" if m.group(1) in ("more", "greater", "higher", "bigger", "larger") else "<"
+        word = m.group(1) or m.group(2)
+        op = ">" if word in ("more", "greater", "higher", "bigger", "larger", "above", "over", "exceeding",
+                             "exceeds") else "<"
         measures = [s for s in item if s.rank < 2 and s.kind in ("num", "int") and not ({"id"} & s.words)]
         if not measures:
             return None
         left = measures[0]
-        other = m.group(2)
+        other = m.group(3)
         if re.fullmatch(r"[\d.,]+", other):
             self.notes.append(f"condition: {left.name} {op} {other}")
             return f"{left.expr} {op} {other.replace(',', '')}"
@@ -676,7 +712,7 @@ class _Builder:
         right = next((s for s in measures[1:] if ow in s.words or u.related(ow) & s.words), None)
         if right is None:
             return None
-        self.notes.append(f"condition: {left.name} {op} {right.name} ('{self.acting.trigger}')")
+        self.notes.append(f"condition: {left.name} {op} {right.name} ('{text}')")
         return f"{left.expr} {op} {right.expr}"
 
     # --- the spec -----------------------------------------------------------------------------------------
@@ -768,7 +804,7 @@ def validate_flow(res: PlanResult, pipelines: Sequence[Pipeline], catalog: Catal
     dry-run over it: the exact requests it would send, each validated against the action's schema, nothing
     sent. With no input row in that partition, one item is made of the columns' sample values, so every write
     still shows a sample request. Problems go to ``res.errors``; the writes to ``res.writes``."""
-    from hub.agent.planner import _first_partition, dry_run
+    from hub.agent.planner import _partition, dry_run
     from hub.flows.check import check_actions
     from hub.flows.engine import FlowRun
     from hub.runs import flow_window
@@ -799,7 +835,7 @@ def validate_flow(res: PlanResult, pipelines: Sequence[Pipeline], catalog: Catal
                          window=flow_window(planned, flow, key)[0])
         rows = runner.items()
         source = f"partition {key or '(unpartitioned)'}"
-        first = _first_partition(planned)
+        first = _partition(planned, None)
         if not rows and first is not None and first != key:  # another partition may have rows that join
             wh2 = Path(tmp) / "first_partition.duckdb"
             found, _, _ = dry_run(text, path, partition=first, warehouse=wh2)

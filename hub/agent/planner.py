@@ -23,7 +23,7 @@ import re
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -766,10 +766,39 @@ _GRAMMAR = {"per", "by", "each", "every", "for", "of", "with", "and", "or", "wit
 _TOKEN = re.compile(r"\d+(?:\.\d+)?|[A-Za-z][A-Za-z0-9'-]*[A-Za-z0-9]|[A-Za-z]")
 
 
+#: Multi-word expressions that mean one word of the vocabulary: phrasal verbs and compounds whose parts
+#: alone mean something else ("gone out" is shipped; "out" and "go" alone are nothing).
+_IDIOMS = [
+    (re.compile(r"\bon hand\b", re.IGNORECASE), "onhand"),  # one word: stock held
+    (re.compile(r"\b(?:gone|went|sent|shipped) out\b(?! of)", re.IGNORECASE), "shipped"),
+    (re.compile(r"\be-?mail address(?:es)?\b", re.IGNORECASE), "email"),
+    (re.compile(r"\b(?:tele)?phone (?=calls?\b)", re.IGNORECASE), ""),
+    (re.compile(r"\b([a-z]+) (?:by|after) \1\b", re.IGNORECASE), r"each \1"),  # "booking by booking": one row each
+]
+
+
+#: Hyphenated words the vocabulary knows as one ("to-do", "follow-up", "top-up"); any other compound of two
+#: words is read as its words ("bronze-tier customers": the bronze tier).
+_HYPHENATED = {w for group in u.THESAURUS for w in group if "-" in w} | {w for w in u.CHANGE_VERBS if "-" in w}
+
+
+_DAYS = {"mon", "tue", "tues", "wed", "thu", "thur", "thurs", "fri", "sat", "sun", "monday", "tuesday", "wednesday",
+         "thursday", "friday", "saturday", "sunday"}
+
+
+def _split_compound(m: re.Match[str]) -> str:
+    keep = m.group(0).lower() in _HYPHENATED or m.group(1).lower() in _DAYS  # "Mon-Fri": a range, read whole
+    return m.group(0) if keep else f"{m.group(1)} {m.group(2)}"
+
+
 def _normalize(request: str) -> str:
-    """A typographic apostrophe as a plain one, thousands separators dropped ("150,000" is one number)."""
-    text = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", request.replace("\u2019", "'"))
-    return re.sub(r"\bon hand\b", "onhand", text, flags=re.IGNORECASE)  # one word: stock held
+    """A typographic apostrophe as a plain one, thousands separators dropped ("150,000" is one number), idioms as
+    the one word they mean (:data:`_IDIOMS`)."""
+    text = u.plain_numbers(request.replace("\u2019", "'"))
+    text = re.sub(r"(?<![\w-])([A-Za-z]{2,})-([A-Za-z]{2,})(?![\w-])", _split_compound, text)
+    for pattern, word in _IDIOMS:
+        text = pattern.sub(word, text)
+    return text
 
 
 def phrase_breaks(request: str) -> set[int]:
@@ -959,7 +988,7 @@ def refusal(request: str, verb: str) -> str:
 
 _AGG_WORDS = {"average": "avg", "avg": "avg", "mean": "avg", "total": "sum", "sum": "sum", "overall": "sum",
               "combined": "sum", "aggregate": "sum", "cumulative": "sum", "summed": "sum", "typical": "avg",
-              "maximum": "max", "max": "max", "minimum": "min", "min": "min", "count": "count"}
+              "maximum": "max", "max": "max", "minimum": "min", "min": "min", "count": "count", "median": "median"}
 _RATIO = {"rate", "share", "fraction", "percentage", "percent", "proportion", "ratio", "often", "likelihood",
           "probability", "chance", "odds"}
 _SUPER_MEASURE = {"cheap": "price", "expens": "price", "pricey": "price", "prici": "price", "costl": "price",
@@ -1047,7 +1076,7 @@ class _Composer:
         # rows of a partitioned table (events), not a figure of reference data (customers ranked by what they spent)
         self.windowed = windowed = bool(re.search(
             r"\b(yesterday|today|last (?:week|month|night)|past (?:week|month)|this (?:week|month))\b", self.request,
-            re.IGNORECASE)) or when.grain in ("day", "week", "month", "quarter")
+            re.IGNORECASE)) or when.grain in ("day", "week", "month", "quarter", "hour")
 
         def timely(t: Table, s: Sense) -> float:
             if not windowed or s.kind != "column" or s.column is None or s.column.kind not in ("int", "num"):
@@ -1088,6 +1117,10 @@ class _Composer:
                 if any(words[k] in ("per", "by", "each") for k in (m.at - 1, m.at - 2, m.at - 3) if k >= 0):
                     continue  # a grouping names no main table
                 by_t[t.name] = by_t.get(t.name, 0) + m.sense.weight * sysf(t, m.at) * timely(t, m.sense)
+            for m in table_m:  # a weak name of a table still counts for it, more than a column's synonym would
+                t = m.sense.table  # ("on hand quantities": the stock's quantities, not the order lines')
+                if t is not None and t.name in by_t and t.name not in self.avoid:
+                    by_t[t.name] += 1.5 * m.sense.weight * sysf(t, m.at)
             if named_sys and not by_t:
                 sys_tables = [t for t in self.vocab.tables if t.system in named_sys and t.parent is None]
                 if len(sys_tables) == 1:
@@ -1248,7 +1281,21 @@ class _Composer:
                 chosen.append(t)
         # ---- joins: connect every chosen table to the main one
         try:
-            tree, join_sql = self._connect(chosen)
+            kept = len(self.notes)
+            try:
+                tree, join_sql = self._connect(chosen)
+            except _Reject:
+                del self.notes[kept:]
+                # a table named only by a synonym that relates to nothing else named ("every depot and article"
+                # beside the stock: 'article' names the catalogue, whose SKUs are not the stock's) is left out
+                weak = [t for t in chosen[1:] if all(m.sense.weight < 1.0 for m in table_m if m.sense.table is t)
+                        and not any(s.table is t for s in picked.values()) and not any(
+                    k.strength >= 2 for c in chosen if c is not t for k in self.joins(c, t))]
+                if not weak:
+                    raise
+                tree, join_sql = self._connect([t for t in chosen if t not in weak])
+                self.notes += [f"assumed '{words[m.at]}' does not ask for {m.sense.table.name}: no key relates it to "
+                               f"{main.name}" for m in table_m if m.sense.table in weak]
         except _Reject:
             named = [m for m in table_m if m.sense.table is main]
             if named and max(m.sense.weight for m in named) < 1.0 and len(chosen) > 1 and main.name not in self.avoid:
@@ -1309,7 +1356,7 @@ class _Composer:
             negated = any(0 < i - p <= 2 for p in neg_set) or bool(re.match(
                 r"\s*(?:\w+\s+){0,2}(left out|excluded|ignored|aside|not included)", " ".join(words[i + 1:]))) or \
                 bool(re.search(r"\b(exclud\w*|except|omit\w*|skip\w*|ignor\w*|drop\w*|other than|apart from|"
-                               r"besides)\b", before3)) or (bool(re.search(
+                               r"besides|outside)\b", before3)) or (bool(re.search(
                                    r"\b(leav\w*|left|keep\w*|kept|tak\w*|took|filter\w*|cut\w*)\b", before3)) and
                                    bool(re.search(r"\b(out|away|aside)\b", after3)))
             if i == ratio_pick and ratio_cond is None:
@@ -1446,12 +1493,16 @@ class _Composer:
         compound whose modifier is known ("sales rep"), or a word that is measured or grouped by ("average
         margin", "per department")."""
         first_known = min(r.senses, default=len(r.words))
+        ops = [a.at for a in u.arithmetic(r.words)]
+        breaks = phrase_breaks(self.request)
         out = []
         for w, i in zip(r.unknown, r.unknown_at, strict=True):
             prev = r.words[i - 1] if i > 0 else ""
             nxt = r.words[i + 1] if i + 1 < len(r.words) else ""
             if _not_a_field(r, i):
                 continue
+            if any(op > i and any(i <= b < op for b in breaks) for op in ops):
+                continue  # a measure the request defines: "margin per article, selling price minus unit cost"
             head = i < first_known
             # the last word of a run of unknown words after a known one ("sales rep", "loyalty points balance")
             k = i - 1
@@ -1711,11 +1762,29 @@ class _Composer:
                         group.append(g)
                         consumed.add(nxt_k)
                 k = nxt_k + 1
-        if grain in ("day", "week", "month", "year", "quarter"):
+        if (top is not None and top.n is None) or (top is not None and top.n == 1 and not group):
+            # "in which region did we get the fewest orders", "which tier has the most customers": the region
+            # or tier is what is ranked, a group of rows, and the question asks for the first one
+            for i, w in enumerate(words[: top.at]):
+                k = i + 1
+                while k < top.at and words[k] in ("the", "of", "our"):
+                    k += 1
+                s = self.picked.get(k)
+                if w in ("which", "what") and s is not None and s.kind == "column" and s.column is not None and \
+                        s.column.kind == "str" and s.table in tree and (s.table is not self.main or group):
+                    targets = self._group_targets(k, words)
+                    if not group:
+                        group += targets
+                        consumed.add(k)
+                    if targets and all(g in group for g in targets):
+                        top.n = 1
+                    break
+        if grain in ("day", "week", "month", "year", "quarter", "hour"):
             tcol = self._time_column()
             if tcol is not None:
                 t, c = tcol
                 expr = f"cast({alias[t.name]}.{c.name} as date)" if grain == "day" else \
+                    f"extract(hour from {alias[t.name]}.{c.name})" if grain == "hour" else \
                     f"date_trunc('{grain}', {alias[t.name]}.{c.name})"
                 group.insert(0, (expr, grain))
                 self.notes.append(f"per {grain}: grouped by {grain} of {t.name}.{c.name}")
@@ -1852,7 +1921,11 @@ class _Composer:
         if per_row and agg == "sum" and not group and not top:
             agg = None  # "for each order line, how many units ...": the value of each row
         if agg is None and group:
-            agg = "sum" if mexpr else "count"
+            # a difference or ratio of unit figures ("selling price minus unit cost" per article) is a unit figure
+            # too: its average per group; anything else adds up
+            unit_figure = derived is not None and re.fullmatch(r"\w+\.\w+ [-/] \w+\.\w+", derived) and all(
+                any(k in col for k in ("price", "cost", "rate")) for col in re.findall(r"\.(\w+)", derived.lower()))
+            agg = ("avg" if unit_figure else "sum") if mexpr else "count"
         # "on average, how many units does an order contain": the total per order, averaged over the orders
         per_entity = re.search(r"\bhow (?:many|much)\b(?:\s+\w+){1,3}?\s+(?:does|do|did|will)\s+(?:an?|each|every|"
                                r"one|the average|the typical)\s+(\w+)", text)
@@ -1888,6 +1961,16 @@ class _Composer:
                 word = next((w for w in words if w in ("revenue", "turnover", "sales", "spend")), None)
                 out = word if word and agg == "sum" else f"{'total' if agg == 'sum' else agg}_{mname}"
                 aexpr = f"{agg}({mexpr})"
+                if mname and "minute" in mname.lower() and re.search(r"\b(?:in|as) hours\b", text):
+                    aexpr, out = f"{aexpr} / 60.0", out.replace("minutes", "hours").replace("minute", "hours")
+                    self.notes.append("in hours: minutes divided by 60")
+                if group and agg == "sum" and re.search(r"\b(?:percentage|percent|share|proportion|fraction)\s+of\b",
+                                                        text):
+                    # "what percentage of the order value did each region bring in": each group's part of the total
+                    factor = "100.0" if re.search(r"\bpercent", text) else "1.0"
+                    aexpr, out = f"{factor} * {aexpr} / sum({aexpr}) over ()", \
+                        "percentage" if factor == "100.0" else "share"
+                    self.notes.append(f"{out}: each group's part of the total {mname}")
             select = [*gsel, f"{aexpr} as {out}"]
             if agg == "sum" and mexpr and group and not top:
                 select.insert(len(gsel), f"count(*) as {main.name.split('_')[-1]}")
@@ -2007,6 +2090,14 @@ class _Composer:
         for t in self.tree:
             for c in t.columns:
                 if c.name.lower() in (f"{ent}_id", f"{words[j]}_id"):
+                    return [(f"{alias[t.name]}.{c.name}", c.name)]
+        # an entity whose table is not read, identified in the rows read by a column the thesaurus relates to it
+        # ("per article": the order lines' sku), the main table's first
+        near = {ent} | u.related(ent)
+        for t in sorted(self.tree, key=lambda x: x is not self.main):
+            for c in t.columns:
+                if c.kind in ("str", "int") and u.stem(c.name.lower()) in near and not c.name.lower().endswith("name"):
+                    self.notes.append(f"per {words[j]}: grouped by {t.name}.{c.name}")
                     return [(f"{alias[t.name]}.{c.name}", c.name)]
         return []
 
@@ -2388,11 +2479,27 @@ def check_model_sql(pipeline: Pipeline, columns: dict[str, set[str] | None]) -> 
     return problems
 
 
-def _first_partition(pipeline: Pipeline) -> str | None:
+def _partition(pipeline: Pipeline, wanted: str | None) -> str | None:
+    """The plan's partition holding *wanted* (a day, as the caller's estate counts them), or its first one.
+
+    A plan may choose a coarser grain than the day it is tried on ("per quarter" plans monthly partitions):
+    its dry run then takes the month that contains that day instead of failing on a key it does not have."""
+    import dagster as dg
+
     from hub.dagster.definitions import partitions_def
 
     parts = partitions_def(pipeline.spec.partitions)
-    return None if parts is None else parts.get_first_partition_key()
+    if parts is None:
+        return wanted
+    if wanted is None:
+        return parts.get_first_partition_key()
+    if parts.has_partition_key(wanted) or not isinstance(parts, dg.TimeWindowPartitionsDefinition):
+        return wanted
+    try:
+        day = datetime.fromisoformat(wanted).replace(hour=12, tzinfo=UTC)  # noon: any zone keeps the day
+    except ValueError:
+        return wanted
+    return parts.get_partition_key_for_timestamp(day.timestamp()) or wanted
 
 
 def dry_run(text: str, path: Path, *, partition: str | None = None, warehouse: Path | None = None
@@ -2419,7 +2526,7 @@ def dry_run(text: str, path: Path, *, partition: str | None = None, warehouse: P
             pipeline = loads(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), path)
         except SpecError as exc:
             return list(exc.problems), {}, None
-        key = partition or _first_partition(pipeline)
+        key = _partition(pipeline, partition)
         counts: dict[str, int] = {}
         try:
             files: list[str] | None = None
@@ -2427,8 +2534,11 @@ def dry_run(text: str, path: Path, *, partition: str | None = None, warehouse: P
             if per_file:
                 ready = ready_files(pipeline, per_file[0])
                 files = [ready[0].name] if ready else []
-            outcomes = run_pipeline(pipeline, dg.DagsterInstance.ephemeral(), partitions=[key], files=files)
-        except (HubError, OSError) as exc:
+            # disposed at the end: its in-memory run storage holds a SQLite connection, which would otherwise be
+            # closed by the garbage collector in whatever thread runs it (and fail there, loudly)
+            with dg.DagsterInstance.ephemeral() as instance:
+                outcomes = run_pipeline(pipeline, instance, partitions=[key], files=files)
+        except (HubError, OSError, dg.DagsterError) as exc:
             return [f"dry run ({key or 'unpartitioned'}): {exc}"], counts, key
         for o in outcomes:
             counts.update(o.row_counts)

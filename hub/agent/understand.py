@@ -192,7 +192,7 @@ text transfer truncate turn unlock unset unsubscribe update upgrade upload void 
 reduce cut trim lift shift discount ban kill nuke scrap strip flush populate fill dedupe deduplicate migrate
 renew extend rewrite relabel reclassify recategorise recategorize rebrand overwrite mute unmute pause resume
 reactivate unflag unmark untag unblock unarchive mass-update bulk-update sync-to top-up backfill bump ditch
-tell inform tick
+tell inform tick knock slash hike chop
 """))
 #: Prefixes that make a change verb of a change verb ("re-open", "unarchive", "deflag", "mis-assign").
 _CHANGE_PREFIXES = ("re", "un", "de", "dis", "mis", "over", "under", "pre", "auto", "bulk-", "mass-")
@@ -233,7 +233,7 @@ _STATE_CHANGE = re.compile(
     r"\b(?:want|like|need)\s+(?:\w+\s+){1,5}?to (?:be|become|have|get)\b(?!\s+\w+ed\b)|\blet\s+(?:\w+\s+){1,5}?be\b|"
     r"\btake\s+(?:\S+\s+){1,5}?(?:out of|off)\b|\b(?:strike|cross)\s+(?:\w+\s+){0,4}?(?:off|out)\b|"
     r"\bshould\s+(?:be|become|read|say|show|equal)\b|\b(?:must|needs? to|ought to)\s+"
-    r"(?:be|become)\b|\bfrom now on\b|\bhenceforth\b|\bbecomes?\b|\binstead of\b.*\buse\b|"
+    r"(?:be|become|read|say|show|appear)\b|\bfrom now on\b|\bhenceforth\b|\bbecomes?\b|\binstead of\b.*\buse\b|"
     r"\b(?:moves|goes|switches|changes|upgrades|downgrades|gets|turns)\s+(?:to|into|over to)\b|"
     r"\b(?:has|have|needs?|is|are) to (?:be|become|get)\b|"
     r"\bshould\s+(?:each\s+|all\s+|also\s+|both\s+)?(?:get|have|go|move|change|receive)\b|"
@@ -246,8 +246,13 @@ _STATE_CHANGE = re.compile(
     # one record needs or gets something: "order 100045 needs the note '...'", "SKU-300 gets 50 more"
     r"^\s*[a-z]+\s+#?[a-z]*-?\d+\s+(?:needs|gets|requires|should get|should have|must have|wants)\b|"
     # a new record given with its fields: "New client for the CRM: Acme Ltd, Berlin, ..."
-    r"^\s*(?:a\s+|one\s+)?(?:new|another|additional)\b[^:?.]{0,60}:\s*"
+    r"^\s*(?:(?:there's|there is|here's|here is|we have|we've got|we got)\s+)?(?:a\s+|one\s+)?"
+    r"(?:new|another|additional)\b[^:?.]{0,60}:\s*"
     r"(?!how\b|what\b|which\b|who\b|when\b|where\b|count\b|list\b|show\b|total\b|number\b)\S(?![^?]*\?)|"
+    # a new name or value, quoted: "the Rotterdam depot goes by 'Rotterdam Hub' these days"
+    r"\b(?:goes|go|went|is|are)\s+(?:now\s+)?(?:by|called|named|known as)\s+['\"]|"
+    # a record to keep: "please have it on file in the CRM"
+    r"\b(?:have|keep|put|get|add)\s+(?:it|them|this|that|him|her)\s+(?:on file|on record|in the system)\b|"
     # an amount to add, as an order: "50 extra units of SKU-300 for the Rotterdam depot, please"
     r"^\s*(?:\d+|a|an|one|two|three|four|five|ten|twenty|fifty|hundred)\s+(?:extra|additional|more|further)\s+"
     r"\w+\s+(?:of|for)\b[^?]*$",
@@ -341,7 +346,8 @@ def numbers(words: list[str]) -> list[Number]:
             val = float(NUMBER_WORDS[w])
         elif w == "half" or w == "quarter":
             frac = 0.5 if w == "half" else 0.25
-            k = j + (1 if j < len(words) and words[j] in ("a", "an") else 0)
+            k = j + (1 if j < len(words) and words[j] == "of" else 0)  # "a quarter of an hour" = 15 minutes
+            k += 1 if k < len(words) and words[k] in ("a", "an") else 0
             if k < len(words) and stem(words[k]) in _UNITS_MIN:
                 out.append(Number(frac * _UNITS_MIN[stem(words[k])], i, k + 1, "minute"))
                 i = k + 1
@@ -393,6 +399,14 @@ _LT = ("less than", "fewer than", "lower than", "smaller than", "cheaper than", 
 _LE = ("at most", "no more than", "not more than", "maximum of", "up to and including")
 _MONTHS = {m: i for i, m in enumerate(["january", "february", "march", "april", "may", "june", "july", "august",
                                        "september", "october", "november", "december"], 1)}
+
+
+_QUARTER_ORDINALS = {"first": 1, "1st": 1, "second": 2, "2nd": 2, "third": 3, "3rd": 3, "fourth": 4, "4th": 4}
+
+
+def plain_numbers(text: str) -> str:
+    """*text* with thousands separators dropped: "150,000" is one number, not a list of two."""
+    return re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", text)
 
 
 def _date_at(words: list[str], k: int) -> tuple[str, int] | None:
@@ -470,6 +484,19 @@ def comparisons(words: list[str], nums: list[Number]) -> list[Comparison]:
             start -= 1
         out.append(Comparison(op, n.text, start, end, n.unit))
     del by_start
+    # quarters: "in the fourth quarter of 2023", "Q1 2024": from its first day to the next quarter's
+    for i, w in enumerate(words):
+        q, j = (int(w[1]), i + 1) if re.fullmatch(r"q[1-4]", w) else (
+            (_QUARTER_ORDINALS[w], i + 2) if w in _QUARTER_ORDINALS and words[i + 1: i + 2] == ["quarter"] else (0, 0))
+        if not q:
+            continue
+        j += 1 if j < len(words) and words[j] in ("of", "in") else 0
+        if j < len(words) and re.fullmatch(r"(19|20)\d\d", words[j]):
+            y, start = int(words[j]), i - (1 if i > 0 and words[i - 1] == "the" else 0)
+            start -= 1 if start > 0 and words[start - 1] in ("in", "during", "throughout") else 0
+            nxt = f"{y + 1:04d}-01-01" if q == 4 else f"{y:04d}-{3 * q + 1:02d}-01"
+            out.append(Comparison(">=", f"{y:04d}-{3 * q - 2:02d}-01", start, j + 1, None, is_date=True))
+            out.append(Comparison("<", nxt, start, j + 1, None, is_date=True))
     # dates: before/after/since/until/older than <date>; "in 2023", "during March 2023": that year or month
     for i, w in enumerate(words):
         if w in ("in", "during", "throughout") and i + 1 < len(words) and (
@@ -566,6 +593,9 @@ def top_n(words: list[str], nums: list[Number], used: set[int]) -> TopN | None:
                                             for x in words[max(0, num.start - 2): num.start])
         if (num.end <= i and i - num.end <= 2) or (w in ("top", "bottom") and num.start == i + 1) or named_before:
             n = int(num.value)
+    if n is None and w in ("latest", "newest") and any(
+            re.fullmatch(r"[a-z]{3,}[^s']s", x) for x in words[i + 1: i + 4]):
+        return None  # "the latest stock figures": the current rows, not a ranking
     asked = next((k for k in range(max(0, i - 5), i) if words[k] in ("which", "what")), None)
     if n is None and asked is not None and asked + 1 < i and re.fullmatch(r"[a-z]{3,}[^s]s", words[asked + 1]):
         n = None  # "which clients paid the most": every client, ranked
@@ -667,6 +697,8 @@ def when(request: str) -> When:
     for grain in re.finditer(r"\b(?:per|by|each|every|a)\s+(day|week|month|year|quarter)\b|\b(daily|weekly|monthly|"
                              r"yearly|quarterly)\b", text):
         before = text[: grain.start()].split()[-2:]
+        if re.match(r"\s+of\s+an?\s+(?:hour|day|minute|week|year)", text[grain.end():]):
+            continue  # "a quarter of an hour": a duration, not a quarterly grain
         # "4 million a year", "50 euros per month": a rate of the amount before it, not a grain
         if grain.group(1) and any(re.fullmatch(r"\d+(?:[.,]\d+)?|" + "|".join(_SCALE) + r"|euros?|eur|dollars?|usd|"
                                                r"units?|pieces?|times", w) for w in before):
@@ -681,6 +713,9 @@ def when(request: str) -> When:
             out.grain = g  # "how many customers signed up each month": counted per month, not run monthly
             grain_at = grain.start()
             break
+    hour_of_day = re.search(r"\b(?:hour|time) of (?:the )?day\b|\bhourly (?:breakdown|split|profile)\b", text)
+    if out.grain is None and hour_of_day:
+        out.grain = "hour"  # "in each hour of the day": grouped by the hour the rows happened at
     if out.grain in ("month", "quarter", "year"):
         out.partitions = "monthly"
     elif re.search(r"\b(yesterday|today|daily|every day|each day|per day|by day|a day|every morning|every night|"
@@ -719,7 +754,7 @@ def when(request: str) -> When:
             n, minutes = (30 if k.startswith("half") else 15), True
         n = max(1, n)
         out.schedule = f"*/{n} * * * *" if minutes else f"0 */{n} * * *"
-    elif re.search(r"\b(every|each)\s+hour\b|\bhourly\b", text):
+    elif re.search(r"\b(every|each)\s+hour\b|\bhourly\b", text) and not hour_of_day:
         out.schedule = "0 * * * *"
     elif dow is not None:
         out.schedule = f"{mm} {hh(6)} * * {dow}"
@@ -743,5 +778,6 @@ def when(request: str) -> When:
 
 
 __all__ = ["FILLER", "THESAURUS", "Comparison", "Number", "TopN", "When", "arithmetic", "comparisons",
-           "is_flow", "negation_positions", "numbers", "related", "schedule_positions", "split_words", "stem", "stems",
+           "is_flow", "negation_positions", "numbers", "plain_numbers", "related",
+           "schedule_positions", "split_words", "stem", "stems",
            "top_n", "when", "write_intent"]
