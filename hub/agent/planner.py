@@ -1386,6 +1386,29 @@ class _Composer:
                 where.append(f"{'not ' if off else ''}{alias[s.table.name]}.{s.column.name}")
                 self.notes.append(f"'{words[i]}' read as the flag {s.table.name}.{s.column.name}"
                                   + (" (false)" if off else ""))
+        # an empty field: "without a duration", "no score recorded", "nobody recorded how long they took"
+        self.emptied: set[str] = set()  # table.column asked to be empty: no measure of the rows
+        negated_tables = {q for _t, q in anti}
+        for p in neg_at:
+            if words[p] not in ("without", "no", "nobody", "never", "missing", "lacking", "none") or \
+                    p in negated_tables:
+                continue
+            ahead = range(p + 1, min(len(words), p + 4))
+            field_at = next((j for j in ahead if j not in consumed and (fs := picked.get(j)) is not None
+                             and fs.kind == "column" and fs.column is not None and fs.column.kind != "bool"
+                             and fs.table is main and not any(m.at == j for m in table_m)), None)
+            empty: tuple[Table, Column] | None = None
+            if field_at is not None:
+                fs = picked[field_at]
+                assert fs.table is not None and fs.column is not None
+                empty = (fs.table, fs.column)
+                consumed.add(field_at)
+            elif re.match(r"(?:\w+\s+){0,2}how long\b", " ".join(words[p + 1:])):
+                empty = self._duration_measure(words, -1)
+            if empty is not None:
+                self.emptied.add(f"{empty[0].name}.{empty[1].name}")
+                where.append(f"{alias[empty[0].name]}.{empty[1].name} is null")
+                self.notes.append(f"'{' '.join(words[p:p + 4])}' read as {empty[0].name}.{empty[1].name} is empty")
         # anti-joins
         def correlated(t: Table) -> tuple[str, str, JoinKey, Table] | None:
             """The alias and the condition that relate a row of *t* to the planned rows (for `[not] exists`)."""
@@ -1803,6 +1826,8 @@ class _Composer:
             measure = self._numeric_near(agg_at, after_only=True) or self._numeric_near(agg_at)
         if measure is None and derived is None and (agg in (None, "avg", "sum", "max", "min") or top):
             measure = self._duration_measure(words, agg_at if agg else (top.at if top else -1))
+            if measure is not None and f"{measure[0].name}.{measure[1].name}" in self.emptied:
+                measure = None  # "nobody recorded how long they took": the rows whose duration is empty
             if measure is not None and agg is None and not top:
                 agg, agg_at = "avg", words.index("long") if "long" in words else 0
         if measure is None and derived is None and (group or top or agg):
