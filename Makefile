@@ -18,9 +18,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/hub demo
 
-## make test: lint, type-check, then the whole test suite (JUnit XML in reports/)
+## make test: lint, type-check, then the whole test suite on $(TEST_WORKERS) pytest-xdist workers (JUnit XML in
+## reports/). A test file is one unit of work, tests marked xdist_group one per group (tests/conftest.py).
+TEST_WORKERS ?= 2
 test: $(STAMP) lint
-	$(BIN)/python -m pytest --junitxml=reports/junit.xml
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --junitxml=reports/junit.xml
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -37,8 +37,11 @@ def estate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
 
     run = _runner()
     tmp = tmp_path_factory.mktemp("paraphrases")
-    old = os.environ.get("DAGSTER_HOME")
-    os.environ["DAGSTER_HOME"] = str(tmp)
+    from tests.conftest import state_env
+
+    own = {"DAGSTER_HOME": str(tmp), **state_env(tmp)}  # the checkout's spec: not the checkout's .hub/, reports/
+    old = {name: os.environ.get(name) for name in own}
+    os.environ.update(own)
     try:
         with running(say=lambda _: None) as live:
             demo = load(ROOT / "pipelines" / "demo.yaml")
@@ -46,10 +49,11 @@ def estate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
             yield {"run": run, "live": live, "demo": demo, "catalog": build_catalog([demo]), "tmp": tmp,
                    "refs": {p: run.reference(p, tmp) for p in parts}}
     finally:
-        if old is None:
-            os.environ.pop("DAGSTER_HOME", None)
-        else:
-            os.environ["DAGSTER_HOME"] = old
+        for name, value in old.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _params() -> list[Any]:

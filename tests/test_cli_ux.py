@@ -30,13 +30,23 @@ from hub.demo.crm import CRMService
 from hub.demo.erp import ERPService
 from hub.demo.inventory import InventoryDb
 from hub.warehouse import DuckDBWarehouse, connect
-from tests.conftest import REPO, demo_spec_text
+from tests.conftest import REPO, demo_spec_text, state_env
 from tests.rest_server import RestTestServer
 
 TOKEN = "ux-secret-token-9f8e7d"
 PRODUCTS = [{"id": 1, "name": "bolt", "price": 5}, {"id": 2, "name": "nut", "price": 7},
             {"id": 3, "name": "gear", "price": -3}, {"id": 4, "name": "cog", "price": 9},
             {"id": 5, "name": f"leaked {TOKEN}", "price": -1}, {"id": 6, "name": "pin", "price": -2}]
+
+
+@pytest.fixture
+def columns_at_print(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's console takes its width from COLUMNS at print time, as in a shell, even when COLUMNS was set when
+    hub.cli.main was imported: Rich then fixes the width at the console's creation (pytest-xdist starts its
+    workers with COLUMNS=80), and the tests' ``env={"COLUMNS": ...}`` would not widen the table they read."""
+    from hub.cli import main
+
+    monkeypatch.setattr(main.console, "_width", None)
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +227,7 @@ def test_demo_serve_prints_exports_that_work_and_stops_on_sigterm(tmp_path: Path
                  "BANK_HOST_KEY_FINGERPRINT", "HUB_DEMO_CRM_URL", "HUB_DEMO_ERP_WSDL", "HUB_DEMO_BANK_PORT",
                  "HUB_DEMO_INVENTORY_URL")
     clean = {k: v for k, v in os.environ.items() if k not in demo_vars and not k.startswith("HUB_")}
-    clean.update(PYTHONPATH=str(REPO), HUB_STATE_DIR=str(tmp_path / "state"))
+    clean.update(PYTHONPATH=str(REPO), **state_env(tmp_path))  # nothing in the checkout's .hub/ or reports/
     server = subprocess.Popen([sys.executable, "-m", "hub.cli.main", "demo", "--serve"], cwd=REPO, env=clean,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -261,7 +271,8 @@ def test_demo_serve_prints_exports_that_work_and_stops_on_sigterm(tmp_path: Path
 # --- D. hub runs, hub show -------------------------------------------------------------------------------
 
 def test_runs_lists_recent_runs_with_the_failure_reason(api: RestTestServer, tmp_path: Path, dagster_home: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        columns_at_print: None) -> None:
     monkeypatch.setenv("UX_TOKEN", TOKEN)
     runner = CliRunner()
     ok = runner.invoke(app, ["run", str(_products_spec(tmp_path, api))])
@@ -285,7 +296,8 @@ def test_runs_lists_recent_runs_with_the_failure_reason(api: RestTestServer, tmp
 
 
 def test_show_prints_quarantine_rows_with_secrets_masked(api: RestTestServer, tmp_path: Path, dagster_home: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         columns_at_print: None) -> None:
     monkeypatch.setenv("UX_TOKEN", TOKEN)
     spec = _products_spec(tmp_path, api)
     runner = CliRunner()

@@ -4,6 +4,7 @@ MQTT land in the event store through the sensor's drain, and the demo goes on wi
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -58,9 +59,10 @@ def test_demo_goes_on_without_brokers(tmp_path: Path, monkeypatch: pytest.Monkey
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (_up(5672) and _up(1883)), reason="RabbitMQ (:5672) and Mosquitto (:1883) are needed")
-def test_demo_events_land_once_and_absorb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_demo_events_land_once_and_absorb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         demo_brokers: Callable[[str], str]) -> None:
     monkeypatch.setenv("BANK_WEBHOOK_SECRET", DEMO_WEBHOOK_SECRET)
-    pipeline = loads(demo_spec_text(), tmp_path / "demo.yaml")
+    pipeline = loads(demo_brokers(demo_spec_text()), tmp_path / "demo.yaml")
     said: list[str] = []
     landed = demo_events.land(pipeline, *WEEK, said.append)
     assert set(landed) == {"erp_order_events", "inventory_movements", "bank_payment_events"}, said

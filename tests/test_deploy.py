@@ -45,7 +45,7 @@ from hub.errors import HubError
 from hub.runtime.secrets import mask_url
 from hub.spec import load, loads
 from hub.warehouse import connect
-from tests.conftest import DEMO_SPEC, REPO, demo_spec_text
+from tests.conftest import DEMO_SPEC, REPO, demo_spec_text, state_env
 from tests.sql_servers import scratch_database
 
 pytestmark = pytest.mark.slow
@@ -71,6 +71,8 @@ def pg_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PgI
     home.mkdir()
     shutil.copy(DEPLOY / "dagster.yaml", home / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
+    for name, value in state_env(tmp_path).items():  # the checkout's spec: not the checkout's .hub/, reports/
+        monkeypatch.setenv(name, value)
     with scratch_database("postgresql") as url:
         monkeypatch.setenv("DAGSTER_PG_URL", url.replace("postgresql://", "postgresql+psycopg2://", 1))
         instance = dg.DagsterInstance.get()

@@ -18,6 +18,7 @@ from hub.errors import SpecError
 from hub.flows.check import check_actions
 from hub.flows.engine import run_flow
 from hub.spec.loader import load, locate
+from tests.conftest import DEMO_ESTATE, state_env
 from tests.flow_support import flow_spec, partner, write_items
 
 REPO = Path(__file__).resolve().parents[1]
@@ -852,11 +853,13 @@ def _paid_queue(purge: bool) -> list[Any]:
 @pytest.mark.slow
 @pytest.mark.timeout(600)  # the demo subprocess may take its 540 s on a loaded machine
 @pytest.mark.skipif(not _rabbit_up(), reason="RabbitMQ is not listening on 127.0.0.1:5672 (the demo's order.paid)")
+@pytest.mark.xdist_group(DEMO_ESTATE)  # counts the order.paid that every `hub demo` on the machine publishes
 def test_hub_demo_runs_the_flow_twice_and_the_second_run_sends_nothing(tmp_path: Path) -> None:
     import json
 
     env = {**os.environ, "PYTHONPATH": str(REPO), "HUB_WAREHOUSE": f"duckdb:///{tmp_path / 'hub.duckdb'}",
-           "HUB_STATE_DIR": str(tmp_path / "state"), "COLUMNS": "250", "HUB_DEMO_AMQP_URL": AMQP_URL}
+           **state_env(tmp_path), "DAGSTER_HOME": str(tmp_path / "dagster"), "COLUMNS": "250",
+           "HUB_DEMO_AMQP_URL": AMQP_URL}  # nothing in the checkout's .hub/, reports/ or .dagster/
     _paid_queue(purge=True)
     out = subprocess.run([sys.executable, "-m", "hub.cli.main", "demo"], capture_output=True, text=True, cwd=REPO,
                          env=env, timeout=540)

@@ -169,6 +169,7 @@ def test_mcp_stdio_session(crm: CRMService, tmp_path: Path, warehouse_path: Path
     monkeypatch.setenv("PARTNER_TOKEN", "partner-token")
     monkeypatch.setenv("HUB_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("HUB_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("HUB_REPORTS_DIR", str(tmp_path / "reports"))  # the demo spec's checks: not the checkout's
     with partner_api() as partner:
         spec = partner_spec(tmp_path / "partner", partner.url, allow=["partner.post_customers"])
         specs = [str(DEMO_SPEC), str(spec)]
@@ -286,6 +287,7 @@ def test_mcp_write_confirmed_by_elicitation(tmp_path: Path, warehouse_path: Path
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PARTNER_TOKEN", "partner-token")
     monkeypatch.setenv("HUB_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("HUB_REPORTS_DIR", str(tmp_path / "reports"))  # the demo spec's checks: not the checkout's
     with partner_api() as partner:
         spec = partner_spec(tmp_path / "partner", partner.url, allow=["partner.post_customers"])
         (accepted, declined) = asyncio.run(asyncio.wait_for(

@@ -440,10 +440,12 @@ def test_cli_runs_one_file_of_a_drop(bank: Any, tmp_path: Path, monkeypatch: pyt
     from typer.testing import CliRunner
 
     from hub.cli.main import app
-    from tests.conftest import DEMO_SPEC
+    from tests.conftest import DEMO_SPEC, state_env
 
     monkeypatch.setenv("HUB_WAREHOUSE", f"duckdb:///{tmp_path / 'cli.duckdb'}")
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    for name, value in state_env(tmp_path).items():  # the checkout's spec: not the checkout's .hub/, reports/
+        monkeypatch.setenv(name, value)
     (tmp_path / "dagster").mkdir()
     res = CliRunner().invoke(app, ["run", str(DEMO_SPEC), "--asset", "bank_statements", "--partition",
                                    "statements_20240103.csv"])

@@ -15,6 +15,8 @@ import httpx
 import psutil
 import pytest
 
+from tests.conftest import state_env
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -28,7 +30,8 @@ def _free_port() -> int:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_hub_ui_stops_dagster_dev_and_all_its_processes(tmp_path: Path, signum: int) -> None:
     port = _free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "PYTHONPATH": str(REPO), **state_env(tmp_path / "hub"),
+           "HUB_WAREHOUSE": f"duckdb:///{tmp_path / 'wh.duckdb'}"}  # nothing in the checkout's warehouse/ or .hub/
     proc = subprocess.Popen([sys.executable, "-m", "hub.cli.main", "ui", "--no-demo", "--port", str(port)],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

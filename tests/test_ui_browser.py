@@ -20,9 +20,12 @@ import pytest
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
+from tests.conftest import DEMO_ESTATE
 from tests.dagster_ui import REPO, DagsterDev, dagster_dev, demo_estate, run_failures, runs, wait_for, wait_run
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
+#: Runs `dagster dev` over the demo spec, whose stream sensors drain the demo's fixed RabbitMQ queue and hold its
+#: MQTT session: one such demo at a time (tests/conftest.py, DEMO_ESTATE).
+pytestmark = [pytest.mark.xdist_group(DEMO_ESTATE), pytest.mark.slow, pytest.mark.timeout(420)]
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = REPO / "reports"

@@ -28,6 +28,7 @@ import pytest
 
 from hub.demo.bank import statement
 from hub.demo.erp import orders_for
+from tests.conftest import DEMO_ESTATE
 from tests.dagster_ui import (
     DagsterDev,
     DemoEstate,
@@ -46,7 +47,9 @@ from tests.dagster_ui import (
 )
 from tests.dagster_ui import query_warehouse as _query
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+#: Runs `dagster dev` over the demo spec, whose stream sensors drain the demo's fixed RabbitMQ queue and hold its
+#: MQTT session: one such demo at a time (tests/conftest.py, DEMO_ESTATE).
+pytestmark = [pytest.mark.xdist_group(DEMO_ESTATE), pytest.mark.slow, pytest.mark.timeout(600)]
 
 #: Three days: enough to show one run per day, each landing its own rows once (the runs take turns on the
 #: warehouse's writer lock, so each day added costs a run's whole time; a week took 2.5 minutes under load).
