@@ -17,6 +17,7 @@ import yaml
 from adapters.sftp import _formats
 from adapters.sftp._formats import ReadNotes, read_jsonl
 from hub.files import LEDGER, ingest_file
+from hub.runtime import xmlrecords
 from hub.spec import loads
 from hub.warehouse import DuckDBWarehouse
 from tests.sftp_servers import Drop
@@ -228,25 +229,29 @@ def xml_batches(data: bytes, batch_size: int, monkeypatch: pytest.MonkeyPatch, *
                 generic: bool) -> list[pa.RecordBatch]:
     with monkeypatch.context() as m:
         if generic:
-            m.setattr(_formats, "_flat_record", lambda el, depth: None)
-        return list(_formats.read_xml(io.BytesIO(data), "payment", "d.xml", batch_size, max_depth=4))
+            m.setattr(xmlrecords, "_flat_record", lambda el, depth, known: None)
+        return list(xmlrecords.read_xml(io.BytesIO(data), "payment", "d.xml", batch_size, max_depth=4))
 
 
-@pytest.mark.parametrize("batch_size", [1, 3, 100])
-def test_xml_flat_records_give_the_generic_walks_batches(batch_size: int, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("batch_size", "chunk"), [(1, 8192), (3, 8192), (100, 8192), (100, 2), (7, 3)])
+def test_xml_flat_records_give_the_generic_walks_batches(batch_size: int, chunk: int,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Also when flat records are packed into Arrow every *chunk* records and a record that is not flat turns the
+    packed ones back into dicts (hub.runtime.xmlrecords._Rows)."""
+    monkeypatch.setattr(xmlrecords, "CHUNK", chunk)
     data = ("<?xml version='1.0'?>\n<payments>\n" + "\n".join(XML_RECORDS + XML_RECORDS[:3]) +
             "\n</payments>\n").encode()
     want = xml_batches(data, batch_size, monkeypatch, generic=True)
     calls: list[bool] = []
-    flat = _formats._flat_record
+    flat = xmlrecords._flat_record
 
-    def counted(el: Any, depth: Any) -> Any:
-        row = flat(el, depth)
+    def counted(el: Any, depth: Any, known: Any) -> Any:
+        row = flat(el, depth, known)
         calls.append(row is not None)
         return row
 
-    monkeypatch.setattr(_formats, "_flat_record", counted)
-    got = list(_formats.read_xml(io.BytesIO(data), "payment", "d.xml", batch_size, max_depth=4))
+    monkeypatch.setattr(xmlrecords, "_flat_record", counted)
+    got = list(xmlrecords.read_xml(io.BytesIO(data), "payment", "d.xml", batch_size, max_depth=4))
     assert [b.to_pylist() for b in got] == [b.to_pylist() for b in want]
     assert all(g.equals(w) for g, w in zip(got, want, strict=True))
     assert sum(calls) == 8 and len(calls) == len(XML_RECORDS) + 3  # 1, 2, 3 (twice each), 9 and 11 are flat

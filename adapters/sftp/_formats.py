@@ -31,28 +31,14 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 import yaml
-from lxml import etree
 
 from adapters.sftp.config import CsvFormat, FixedWidthField, FixedWidthFormat, FormatConfig
 from hub.errors import AdapterError
-from hub.runtime import jsonsafe, xmlsafe
-from hub.runtime.records import records_to_batch
+from hub.runtime import jsonsafe, xmlprocess
+from hub.runtime.records import ERROR, LINE, RAW, errors_batch, records_to_batch, with_lines
+from hub.runtime.xmlrecords import read_xml
 
-ERROR, LINE, RAW = "_hub_error", "_hub_line", "_hub_raw"
 BLOCK = 1 << 20
-
-
-def _errors_batch(bad: list[tuple[int | None, str, str]]) -> pa.RecordBatch:
-    """Records that could not be read: (line, raw text, reason)."""
-    return pa.RecordBatch.from_pydict({
-        LINE: pa.array([b[0] for b in bad], pa.int64()),
-        RAW: pa.array([b[1] for b in bad], pa.string()),
-        ERROR: pa.array([b[2] for b in bad], pa.string()),
-    })
-
-
-def _with_lines(batch: pa.RecordBatch, lines: list[int]) -> pa.RecordBatch:
-    return batch.append_column(LINE, pa.array(lines, pa.int64()))
 
 
 @dataclass
@@ -177,9 +163,13 @@ def members(path: Path, fmt: FormatConfig, name: str | None = None,
 
 def read(path: Path, fmt: FormatConfig, *, name: str | None = None, base_dir: Path | None = None,
          batch_size: int = 65_536, notes: ReadNotes | None = None,
-         stream: IO[bytes] | None = None) -> Iterator[pa.RecordBatch]:
+         stream: IO[bytes] | None = None, size: int | None = None) -> Iterator[pa.RecordBatch]:
     """Every record of the downloaded file *path* (called *name* in messages) as Arrow batches; warnings that
-    do not stop the file go to *notes* (None: the encoding is not checked). *stream*: see :func:`members`."""
+    do not stop the file go to *notes* (None: the encoding is not checked). *stream*: see :func:`members`;
+    *size*: the file's size when *path* is still growing (XML from ``xml.process_from`` bytes is parsed by a
+    worker process, :mod:`hub.runtime.xmlprocess`)."""
+    if size is None:
+        size = path.stat().st_size if path.is_file() else 0
     try:
         for member, opened in members(path, fmt, name, stream):
             if fmt.csv is not None:
@@ -188,6 +178,8 @@ def read(path: Path, fmt: FormatConfig, *, name: str | None = None, base_dir: Pa
                 yield from read_fixed_width(opened, fmt.fixed_width, member, base_dir, notes)
             elif fmt.jsonl is not None:
                 yield from read_jsonl(opened, fmt.jsonl.encoding, member, batch_size, notes)
+            elif fmt.xml is not None and size >= fmt.xml.process_from:
+                yield from xmlprocess.read_xml(opened, fmt.xml.records, member, batch_size, fmt.xml.max_depth)
             elif fmt.xml is not None:
                 yield from read_xml(opened, fmt.xml.records, member, batch_size, fmt.xml.max_depth)
             else:
@@ -381,13 +373,13 @@ def read_csv(stream: IO[bytes], cfg: CsvFormat, name: str, notes: ReadNotes | No
                 lines, next_line = _line_numbers(next_line, batch.num_rows, bad[seen_bad:])
                 yield _marked_invalid(batch.append_column(LINE, lines), escaped, cfg, name)
             if len(bad) > seen_bad:
-                yield _errors_batch(bad[seen_bad:])
+                yield errors_batch(bad[seen_bad:])
                 seen_bad = len(bad)
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
         raise AdapterError(f"{name}: cannot read as CSV ({cfg.encoding}, delimiter {cfg.delimiter!r}): "
                            f"{exc}") from None
     if len(bad) > seen_bad:
-        yield _errors_batch(bad[seen_bad:])
+        yield errors_batch(bad[seen_bad:])
 
 
 def _line_numbers(first: int, rows: int, bad: list[tuple[int | None, str, str]]) -> tuple[pa.Array, int]:
@@ -569,7 +561,7 @@ def read_jsonl(stream: IO[bytes], encoding: str, name: str, batch_size: int,
     else:
         yield from _jsonl_blocks(stream, name, batch_size, bad, notes)
     if bad:
-        yield _errors_batch(bad)
+        yield errors_batch(bad)
 
 
 def _jsonl_lines(readline: Any, number: int, name: str, batch_size: int, bad: list[tuple[int | None, str, str]],
@@ -588,12 +580,12 @@ def _jsonl_lines(readline: Any, number: int, name: str, batch_size: int, bad: li
                 bad.append((number, line[:2000], f"{name}:{number}: not valid JSON: {exc}"))
         number += 1
         if len(records) >= batch_size:
-            yield _with_lines(records_to_batch(records), lines)
+            yield with_lines(records_to_batch(records), lines)
             records, lines = [], []
             if stop:
                 return number, False
     if records:
-        yield _with_lines(records_to_batch(records), lines)
+        yield with_lines(records_to_batch(records), lines)
     return number, True
 
 
@@ -791,95 +783,6 @@ def _plain_doubles(arr: pa.Array) -> bool:
 
 
 _JSON_SCALARS = (pa.null(), pa.bool_(), pa.int64(), pa.float64(), pa.string())
-
-
-def _element_value(el: Any) -> Any:
-    children = [c for c in el if isinstance(c.tag, str)]
-    if not children:
-        return el.text
-    out: dict[str, Any] = {}
-    for c in children:
-        key = etree.QName(c).localname
-        value = _element_value(c)
-        if key in out:  # repeated child: a list
-            out[key] = out[key] if isinstance(out[key], list) else [out[key]]
-            out[key].append(value)
-        else:
-            out[key] = value
-    return out
-
-
-def _flat_record(el: Any, depth: xmlsafe.DepthLimit) -> dict[str, Any] | None:
-    """The row of a record whose children are all elements without children of their own (no comments, entities
-    or processing instructions), with distinct names and no namespace, and that may nest one level: exactly what
-    :func:`_element_value` gives it, built with one dict comprehension (most records in partners' files are like
-    this; walking them generically cost three times lxml's parse). None for any other record."""
-    n = len(el)
-    if not n or depth.room(el) < 1:
-        return None
-    fields = {c.tag: c.text for c in el if not len(c)}
-    if len(fields) != n:
-        return None
-    try:
-        if "{" in "".join(fields):  # namespaced: the generic walk takes local names
-            return None
-    except TypeError:  # a comment, entity or processing instruction: its tag is not a name
-        return None
-    if el.attrib:
-        row = dict(el.attrib)
-        row.update(fields)
-        return row
-    return fields
-
-
-def read_xml(stream: IO[bytes], record: str, name: str, batch_size: int,
-             max_depth: int = xmlsafe.DEFAULT_MAX_DEPTH) -> Iterator[pa.RecordBatch]:
-    """Elements named *record* anywhere in the document, each a record (attributes and children as
-    fields); parsed incrementally with DTDs refused. A record nested deeper than *max_depth* levels (from
-    the root element) goes to quarantine unread: reading it would take time growing with the cube of its
-    depth (:mod:`hub.runtime.xmlsafe`)."""
-    depth = xmlsafe.DepthLimit(max_depth)
-    bad: list[tuple[int | None, str, str]] = []
-    head = stream.peek(xmlsafe.PROLOG_LIMIT) if hasattr(stream, "peek") else stream.read(xmlsafe.PROLOG_LIMIT)
-    xmlsafe.check_prolog(head, name)
-    if not hasattr(stream, "peek"):
-        stream.seek(0)
-    records: list[Any] = []
-    lines: list[int] = []
-    # a local file is read by libxml2 itself, without a Python read() per chunk
-    source: Any = stream.name if isinstance(stream, io.BufferedReader) and isinstance(
-        getattr(stream.raw, "name", None), str) and Path(stream.raw.name).is_file() else stream
-    try:
-        for _, el in etree.iterparse(source, events=("end",), tag=f"{{*}}{record}", **xmlsafe.iterparse_options()):
-            row = _flat_record(el, depth)
-            if row is not None:
-                records.append(row)
-                lines.append(el.sourceline or 0)
-            elif (deep := depth.too_deep(el)) is not None:
-                raw = etree.tostring(el, encoding="unicode", with_tail=False)[:2000]
-                bad.append((el.sourceline, raw, depth.message(f"{name}: record", deep, "xml.max_depth")))
-            else:
-                value = _element_value(el)
-                row = dict(el.attrib) if el.attrib else {}
-                if isinstance(value, dict):
-                    row.update(value)
-                elif value is not None:
-                    row["value"] = value
-                records.append(row)
-                lines.append(el.sourceline or 0)
-            el.clear()
-            while el.getprevious() is not None:
-                del el.getparent()[0]
-            if len(records) >= batch_size:
-                yield _with_lines(records_to_batch(records), lines)
-                records, lines = [], []
-    except etree.XMLSyntaxError as exc:
-        raise AdapterError(f"{name}: not well-formed XML: {exc}") from None
-    if records:
-        yield _with_lines(records_to_batch(records), lines)
-    if bad:
-        yield _errors_batch(bad)
-
 
 
 def read_parquet(stream: IO[bytes], name: str, batch_size: int) -> Iterator[pa.RecordBatch]:

@@ -327,7 +327,7 @@ class SftpSource:
             with copy.open() as stream:
                 yield from _formats.read(copy.path, self.source.format, name=copy.remote.name,
                                          base_dir=self.base_dir, batch_size=self.batch_size, notes=notes,
-                                         stream=stream)
+                                         stream=stream, size=copy.remote.size)
             return
         yield from _formats.read(copy.path, self.source.format, name=copy.remote.name, base_dir=self.base_dir,
                                  batch_size=self.batch_size, notes=notes)

@@ -93,6 +93,10 @@ class XmlFormat(_Strict):
     max_depth: int = Field(xmlsafe.DEFAULT_MAX_DEPTH, ge=4, le=xmlsafe.HARD_MAX_DEPTH, description=(
         "Deepest element nesting accepted, counted from the root element (level 1); a deeper record goes "
         "to quarantine unread."))
+    process_from: ByteSize = Field(ByteSize(32 << 20), ge=0, description=(
+        "Files at least this large (e.g. 32MiB; 0: every file) are parsed by a worker process of their own, on "
+        "another core while this one loads the rows: XML parsing holds Python's lock throughout. Smaller files "
+        "are parsed in this process (a worker takes about 0.3 s to start)."))
 
 
 class ParquetFormat(_Strict):

@@ -19,6 +19,9 @@ from hub.runtime.jsonsafe import MAX_DEPTH, DuplicateKeys, problem
 #: The in-band column in which adapters mark a record they could not read faithfully (the Mapper
 #: quarantines such rows with the reason).
 ERROR_COLUMN = "_hub_error"
+#: The reserved columns of a file reader's batches (adapters/sftp/_formats.py): the record's error (as above), its
+#: line in the file, and the raw text of a record that could not be read at all.
+ERROR, LINE, RAW = ERROR_COLUMN, "_hub_line", "_hub_raw"
 _CONTAINERS = (dict, list, DuplicateKeys)
 
 
@@ -80,3 +83,17 @@ def _with_reasons(existing: pa.Array | None, bad: dict[int, str], n: int) -> pa.
     before = existing.cast(pa.string()).to_pylist() if existing is not None else [None] * n
     return pa.array([f"{before[i]}; {bad[i]}" if before[i] and i in bad else bad.get(i, before[i])
                      for i in range(n)], type=pa.string())
+
+
+def errors_batch(bad: list[tuple[int | None, str, str]]) -> pa.RecordBatch:
+    """Records that could not be read: (line, raw text, reason)."""
+    return pa.RecordBatch.from_pydict({
+        LINE: pa.array([b[0] for b in bad], pa.int64()),
+        RAW: pa.array([b[1] for b in bad], pa.string()),
+        ERROR: pa.array([b[2] for b in bad], pa.string()),
+    })
+
+
+def with_lines(batch: pa.RecordBatch, lines: list[int]) -> pa.RecordBatch:
+    """*batch* with each record's line in the file."""
+    return batch.append_column(LINE, pa.array(lines, pa.int64()))
