@@ -32,6 +32,8 @@ Peers (per format):
 * ``hubbase`` (only when named in ``--peers``, with ``FB_BASE_TREE`` set) — the ``hub`` peer run with another
   checkout of the hub first on ``PYTHONPATH`` (e.g. ``git archive main | tar -x -C /tmp/base``): a change and the
   code before it, interleaved in one run.
+* ``hubworker`` (only when named in ``--peers``) — the ``hub`` peer with ``format.xml.process_from: 0``: XML
+  parsed by a worker process (hub/runtime/xmlprocess.py); its sampled peak RSS is added to the hub's.
 * ``lxml`` (XML) — ``lxml.etree.iterparse`` over the local file, building one dict of the field texts per
   record (the values only; elements cleared as it goes), no types, no load.
 
@@ -334,10 +336,12 @@ def peer_lxml(file: str) -> dict[str, Any]:
 def worker(args: argparse.Namespace) -> None:
     tmp = Path(args.tmp)
     after_imports = 0.0
-    if args.worker in ("hub", "hubarrow", "hubbase"):
+    if args.worker in ("hub", "hubarrow", "hubbase", "hubworker"):
         import hub.files
         import hub.spec  # noqa: F401
 
+        if args.worker == "hubworker":  # XML parsed by a worker process (format.xml.process_from)
+            os.environ["FB_XML_PROCESS_FROM"] = "0"
         if args.worker == "hubarrow":  # the readers before issue 21, for before/after numbers in one run
             from adapters.sftp import _formats
             from hub import files_csv
@@ -414,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     formats = [args.profile] if args.profile else [f for f in args.formats.split(",") if f]
     wanted = ["hub"] if args.profile else [p for p in args.peers.split(",") if p]
     if args.rss_only:
-        wanted = [p for p in wanted if p in ("hub", "hubarrow", "hubbase")] or ["hub"]
+        wanted = [p for p in wanted if p in ("hub", "hubarrow", "hubbase", "hubworker")] or ["hub"]
     with tempfile.TemporaryDirectory(prefix="files-bench-", dir=os.environ.get("BENCH_TMP")) as tmp_name:
         tmp = Path(tmp_name)
         (tmp / "sshd").mkdir()
@@ -445,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
             repeat = 1 if args.rss_only else args.repeat
             for i in range(repeat):
                 for fmt in formats:
-                    peers = [p for p in ("hub", "hubbase", "hubarrow", *NATIVE[fmt]) if p in wanted]
+                    peers = [p for p in ("hub", "hubbase", "hubarrow", "hubworker", *NATIVE[fmt]) if p in wanted]
                     peers = peers[i % len(peers):] + peers[:i % len(peers)]
                     for peer in peers:
                         r = run_peer(peer, fmt, files[fmt][0], system, tmp)
@@ -485,6 +489,7 @@ LABELS = {"hub": "hub ingest_file (SFTP → parse → types → rules → DuckDB
           "hubarrow": "the same, forced onto the earlier readers (CSV, fixed width: pyarrow → Mapper → chunks; "
                       "JSON lines: line by line; XML: the generic walk)",
           "hubbase": "the same, with the code before this change (FB_BASE_TREE)",
+          "hubworker": "the same, XML parsed by a worker process (format.xml.process_from: 0)",
           "duckdb": "DuckDB reader → table (local file)", "pyarrow": "pyarrow reader → Arrow table (local file)",
           "lxml": "lxml iterparse → dicts (local file)"}
 
@@ -498,7 +503,7 @@ def report(args: argparse.Namespace, formats: list[str], files: dict[str, tuple[
     med: dict[tuple[str, str], float] = {}
     for fmt in formats:
         size = files[fmt][0].stat().st_size / 1e6 if files[fmt][0].exists() else float(args.mb)
-        for peer in ("hub", "hubbase", "hubarrow", *NATIVE[fmt]):
+        for peer in ("hub", "hubbase", "hubarrow", "hubworker", *NATIVE[fmt]):
             rs = results.get((fmt, peer))
             if not rs:
                 continue

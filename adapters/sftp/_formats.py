@@ -178,7 +178,7 @@ def read(path: Path, fmt: FormatConfig, *, name: str | None = None, base_dir: Pa
                 yield from read_fixed_width(opened, fmt.fixed_width, member, base_dir, notes)
             elif fmt.jsonl is not None:
                 yield from read_jsonl(opened, fmt.jsonl.encoding, member, batch_size, notes)
-            elif fmt.xml is not None and size >= fmt.xml.process_from:
+            elif fmt.xml is not None and fmt.xml.process_from is not None and size >= fmt.xml.process_from:
                 yield from xmlprocess.read_xml(opened, fmt.xml.records, member, batch_size, fmt.xml.max_depth)
             elif fmt.xml is not None:
                 yield from read_xml(opened, fmt.xml.records, member, batch_size, fmt.xml.max_depth)

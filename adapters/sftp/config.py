@@ -93,10 +93,11 @@ class XmlFormat(_Strict):
     max_depth: int = Field(xmlsafe.DEFAULT_MAX_DEPTH, ge=4, le=xmlsafe.HARD_MAX_DEPTH, description=(
         "Deepest element nesting accepted, counted from the root element (level 1); a deeper record goes "
         "to quarantine unread."))
-    process_from: ByteSize = Field(ByteSize(32 << 20), ge=0, description=(
-        "Files at least this large (e.g. 32MiB; 0: every file) are parsed by a worker process of their own, on "
-        "another core while this one loads the rows: XML parsing holds Python's lock throughout. Smaller files "
-        "are parsed in this process (a worker takes about 0.3 s to start)."))
+    process_from: ByteSize | None = Field(None, ge=0, description=(
+        "Parse files at least this large (e.g. 32MiB; 0: every file) in a worker process of their own, on another "
+        "core while this one downloads, maps and loads: XML parsing holds Python's lock throughout. It costs a "
+        "second Python (about 0.3 s to start, 180 MB at its peak), so it pays only with a core to spare. Default: "
+        "never (parsed in this process)."))
 
 
 class ParquetFormat(_Strict):
