@@ -364,13 +364,16 @@ def read_csv(stream: IO[bytes], cfg: CsvFormat, name: str, notes: ReadNotes | No
                                            null_values=cfg.null_values, strings_can_be_null=True)
     first_line = cfg.skip_rows + (2 if cfg.header else 1)
     next_line = first_line
-    seen_bad = 0
+    seen_bad = 0  # rejected rows yielded
+    skipped = 0  # rejected rows before next_line: pyarrow may have parsed (and rejected) rows of the next block
     try:
         reader = pacsv.open_csv(stream, read_options=read_options, parse_options=parse_options,
                                 convert_options=convert_options)
         for batch in reader:
             if batch.num_rows:
-                lines, next_line = _line_numbers(next_line, batch.num_rows, bad[seen_bad:])
+                lines, next_line = _line_numbers(next_line, batch.num_rows, bad[skipped:])
+                while skipped < len(bad) and (bad[skipped][0] or 0) < next_line:
+                    skipped += 1
                 yield _marked_invalid(batch.append_column(LINE, lines), escaped, cfg, name)
             if len(bad) > seen_bad:
                 yield errors_batch(bad[seen_bad:])
