@@ -34,6 +34,7 @@ from typing import IO, Any
 
 import pyarrow as pa
 
+import hub
 from hub.errors import AdapterError, HubError
 
 _HEADER = struct.Struct("<cQ")
@@ -41,8 +42,8 @@ _HEADER = struct.Struct("<cQ")
 #: keep it under 100 MB above its imports (65,536: 130 MB); this process's loads take batches of any size.
 WORKER_BATCH = 16_384
 _FEED = 1 << 20
-#: where the ``hub`` package lives: the worker imports it from there even when the hub is not installed
-_ROOT = str(Path(__file__).resolve().parent.parent.parent)
+#: the folder holding the ``hub`` package: the worker imports it from there even when the hub is not installed
+_ROOT = str(Path(next(iter(hub.__path__))).resolve().parent)
 
 
 def read_xml(stream: IO[bytes], record: str, name: str, batch_size: int, max_depth: int
