@@ -147,9 +147,12 @@ _PARSERS: dict[str, Callable[[str, pa.DataType], Any]] = {
 }
 
 
-def convert(values: tuple[Any, ...] | list[Any], f: FieldPlan, path: str, errors: dict[int, str]) -> pa.Array:
-    """Typed Arrow array for the text values of one leaf; bad values become null and an error entry."""
-    arr = pa.array(values, pa.string())
+def convert(values: tuple[Any, ...] | list[Any], f: FieldPlan, path: str, errors: dict[int, str],
+            arr: pa.Array | None = None) -> pa.Array:
+    """Typed Arrow array for the text values of one leaf; bad values become null and an error entry.
+    *arr*: the values already as an Arrow string array."""
+    if arr is None:
+        arr = pa.array(values, pa.string())
     kind = f.conv
     if kind == "string":
         return arr
@@ -219,6 +222,68 @@ def _items_json(f: FieldPlan, items: list[list[Any]]) -> list[Any]:
     return [_as_json(f.item.members, sub) for sub in items]
 
 
+#: Characters orjson escapes in a string (a text without any is written as it is, between quotes).
+_JSON_ESCAPED = r'["\\\x00-\x1f]'
+#: Integers whose canonical form Arrow writes exactly as ``int()`` reads them (no sign, spaces, ``_``, ``0x``).
+_PLAIN_INT = "^-?[0-9]+$"
+_TRUE_TEXTS = pa.array(["true", "1"])
+_FALSE_TEXTS = pa.array(["false", "0"])
+
+
+def _json_values(f: FieldPlan, texts: pa.Array, typed: pa.Array) -> pa.Array:
+    """The JSON text of every value of one leaf, as :data:`_JSON_VALUE` and orjson write it, by Arrow
+    kernels: plain integers from the typed column, booleans and texts without characters to escape from
+    the texts. The values outside these fast paths (floats, integers and booleans in other spellings,
+    texts with quotes, backslashes or control characters) are written by orjson one by one, as before."""
+    conv = f.conv
+    if conv == "int":
+        fast = pc.and_(pc.match_substring_regex(texts, _PLAIN_INT), pc.is_valid(typed))
+        out = typed.cast(pa.string())
+    elif conv == "bool":
+        true = pc.is_in(texts, value_set=_TRUE_TEXTS)
+        fast = pc.or_(true, pc.is_in(texts, value_set=_FALSE_TEXTS))
+        out = pc.if_else(true, "true", "false")
+    elif conv == "float":  # orjson's shortest float form is not Arrow's
+        fast = pa.nulls(len(texts), pa.bool_())
+        out = pa.nulls(len(texts), pa.string())
+    else:
+        fast = pc.invert(pc.match_substring_regex(texts, _JSON_ESCAPED))
+        out = pc.binary_join_element_wise('"', texts, '"', "")
+    absent = pc.is_null(texts)
+    slow = pc.invert(pc.or_(pc.fill_null(fast, False), absent))
+    out = pc.if_else(absent, "null", out)
+    if slow.true_count:
+        convert_one = _JSON_VALUE.get(conv)
+        mask = slow.to_numpy(zero_copy_only=False)
+        written = [orjson.dumps(convert_one(t) if convert_one else t).decode()
+                   for t, m in zip(texts.to_pylist(), mask, strict=True) if m]
+        out = pc.replace_with_mask(out, slow, pa.array(written, pa.string()))
+    return out
+
+
+def _json_column(f: FieldPlan, present: pa.Array, offsets: list[int], texts: dict[int, pa.Array],
+                 typed: list[pa.Array]) -> pa.Array | None:
+    """The JSON text of a repeated child (one array per row, null where absent) from the columns of its
+    items (*texts* by slot, *typed* in field order), built by Arrow kernels instead of a dict per item and
+    orjson per row: the same text as :func:`_items_json`. None when the items are not flat (nested
+    elements, no fields, repeated names): those go the way of :func:`_items_json`."""
+    assert f.item is not None
+    fields = f.item.members.fields
+    names = [fp.name for fp in fields]
+    if not fields or any(fp.kind != LEAF for fp in fields) or len(set(names)) != len(names):
+        return None
+    values = [_json_values(fp, texts[fp.slot], arr) for fp, arr in zip(fields, typed, strict=True)]
+    if f.leaf_item:
+        items = values[0]
+    else:
+        parts: list[Any] = []
+        for i, (name, value) in enumerate(zip(names, values, strict=True)):
+            parts += [("{" if i == 0 else ",") + orjson.dumps(name).decode() + ":", value]
+        items = pc.binary_join_element_wise(*parts, "}", "")
+    lists = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items, mask=pc.invert(present))
+    return pc.binary_join_element_wise("[", pc.binary_join(lists, ","), "]", "")
+
+
 class Columns:
     """Builds Arrow columns from rows of one :class:`Space`. Repeated children whose dotted path is in
     *lists* stay ``list<struct>`` (for child tables); the others become JSON text."""
@@ -227,23 +292,25 @@ class Columns:
         self.lists = lists
 
     def build(self, space: Space, rows: list[list[Any]], errors: dict[int, str],
-              prefix: str = "") -> tuple[list[pa.Array], list[pa.Field]]:
+              prefix: str = "", texts: dict[int, pa.Array] | None = None) -> tuple[list[pa.Array], list[pa.Field]]:
+        """The typed columns of *rows*; *texts*, when given, receives each leaf's text column by slot."""
         cols = list(zip(*rows, strict=True)) if rows else [()] * space.nslots
-        return self._members(space.members, cols, len(rows), errors, prefix)
+        return self._members(space.members, cols, len(rows), errors, prefix, {} if texts is None else texts)
 
     def _members(self, members: Members, cols: list[tuple[Any, ...]], n: int, errors: dict[int, str],
-                 prefix: str) -> tuple[list[pa.Array], list[pa.Field]]:
+                 prefix: str, texts: dict[int, pa.Array]) -> tuple[list[pa.Array], list[pa.Field]]:
         arrays: list[pa.Array] = []
         fields: list[pa.Field] = []
         for f in members.fields:
             path = f"{prefix}{f.name}"
             if f.kind == LEAF:
-                arr = convert(cols[f.slot], f, path, errors)
+                texts[f.slot] = pa.array(cols[f.slot], pa.string())
+                arr = convert(cols[f.slot], f, path, errors, texts[f.slot])
             elif f.kind == XMLTEXT:
                 arr = pa.array(cols[f.slot], pa.string())
             elif f.kind == STRUCT:
                 assert f.members is not None
-                child_arrays, child_fields = self._members(f.members, cols, n, errors, f"{path}.")
+                child_arrays, child_fields = self._members(f.members, cols, n, errors, f"{path}.", texts)
                 mask = pa.array([v is not True for v in cols[f.slot]], pa.bool_())
                 if not child_fields:
                     arr = pa.nulls(n, pa.struct([]))
@@ -266,14 +333,18 @@ class Columns:
                 owners.extend([i] * len(items))
             offsets.append(len(flat))
         item_errors: dict[int, str] = {}
-        item_arrays, item_fields = self.build(f.item, flat, item_errors, f"{path}.")  # types checked either way
+        item_texts: dict[int, pa.Array] = {}
+        item_arrays, item_fields = self.build(f.item, flat, item_errors, f"{path}.", item_texts)  # types checked
         for j, message in item_errors.items():
             errors.setdefault(owners[j], message)
+        mask = pa.array([v is None for v in values], pa.bool_())
         if path not in self.lists:  # JSON text, written from the XML values (no round trip through Arrow)
+            column = _json_column(f, pc.invert(mask), offsets, item_texts, item_arrays)
+            if column is not None:
+                return column
             return pa.array([None if items is None else orjson.dumps(_items_json(f, items)).decode()
                              for items in values], pa.string())
         items_arr = item_arrays[0] if f.leaf_item else pa.StructArray.from_arrays(item_arrays, fields=item_fields)
-        mask = pa.array([v is None for v in values], pa.bool_())
         return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items_arr, mask=mask)
 
 
