@@ -63,15 +63,24 @@ def fill(elem: Any, members: Members, row: list[Any]) -> None:
             f = members.attributes.get(key)
             if f is not None:
                 row[f.slot] = value
-    index = members.index
+    leaves, index = members.leaves, members.index
     for child in elem:
-        entry = index.get(child.tag)
+        tag = child.tag
+        slot = leaves.get(tag)
+        if slot is not None:  # a simple element (LEAF): its text
+            text = child.text
+            if text is None:
+                row[slot] = "" if slot in members.texts and child.get(XSI_NIL) not in _TRUE else None
+            else:
+                row[slot] = text
+            continue
+        entry = index.get(tag)
         if entry is None:
-            if not isinstance(child.tag, str) or members.wildcard:
+            if not isinstance(tag, str) or members.wildcard:
                 continue  # a comment or processing instruction, or content an xsd:any admits
             raise _Unexpected(child, members)
         kind, slot, is_text, f = entry
-        if kind == 0:  # LEAF
+        if kind == 0:  # LEAF (in the index only when a plan was built without its leaves)
             text = child.text
             if text is None:
                 row[slot] = "" if is_text and child.get(XSI_NIL) not in _TRUE else None
@@ -395,6 +404,9 @@ def _fewer_collections() -> Iterator[None]:
                 _gc_saved = None
 
 
+_NOT_SEEN = object()
+
+
 class ResponseReader:
     """Reads one spooled response: records as batches, the continuation token, faults."""
 
@@ -427,6 +439,9 @@ class ResponseReader:
             tags.add(self.token_tag)
         rows: list[list[Any]] = []
         saw_envelope = saw_response = False
+        record_tag, members, nslots = self.record_tag, self.space.members, self.space.nslots
+        too_deep, batch_size, siblings = self.depth.too_deep, self.batch_size, self.allowed[container]
+        records_parent: Any = _NOT_SEEN  # the element holding the records
         try:
             for event, el in etree.iterparse(str(path), events=("start", "end"), tag=sorted(tags),
                                              **xmlsafe.iterparse_options()):
@@ -442,27 +457,30 @@ class ResponseReader:
                     elif tag == response_tag:
                         saw_response = True
                     continue
-                if tag == self.record_tag and el.getparent() is not None and el.getparent().tag == container:
-                    deep = self.depth.too_deep(el)
-                    if deep is not None:
-                        raise XMLSecurityError(self.depth.message(
-                            f"response of {self.operation} from {self.url}", deep, "max_xml_depth"))
-                    row = [None] * self.space.nslots
-                    fill(el, self.space.members, row)
-                    rows.append(row)
-                    self.records += 1
-                    el.clear()
+                if tag == record_tag:
                     parent = el.getparent()
-                    while el.getprevious() is not None:
+                    if parent is records_parent or (parent is not None and parent.tag == container):
+                        records_parent = parent  # the same proxy while it is held: its tag is checked once
+                        deep = too_deep(el)
+                        if deep is not None:
+                            raise XMLSecurityError(self.depth.message(
+                                f"response of {self.operation} from {self.url}", deep, "max_xml_depth"))
+                        row = [None] * nslots
+                        fill(el, members, row)
+                        rows.append(row)
+                        el.clear()
                         prev = el.getprevious()
-                        if prev.tag != self.record_tag and isinstance(prev.tag, str) \
-                                and prev.tag not in self.allowed[container]:
-                            raise _Unexpected(prev, _members_of(self.allowed[container]))
-                        del parent[0]
-                    if len(rows) >= self.batch_size:
-                        yield make_batch(self.columns, self.space, rows)
-                        rows = []
-                elif tag in self.allowed:
+                        while prev is not None:
+                            if prev.tag != record_tag and isinstance(prev.tag, str) and prev.tag not in siblings:
+                                raise _Unexpected(prev, _members_of(siblings))
+                            del parent[0]
+                            prev = el.getprevious()
+                        if len(rows) >= batch_size:
+                            self.records += len(rows)
+                            yield make_batch(self.columns, self.space, rows)
+                            rows = []
+                        continue
+                if tag in self.allowed:
                     for child in el:
                         if isinstance(child.tag, str) and child.tag not in self.allowed[tag]:
                             raise _Unexpected(child, _members_of(self.allowed[tag]))
@@ -486,6 +504,7 @@ class ResponseReader:
         if not saw_envelope:
             raise ResponseFormatError(self._where("the body is not a SOAP envelope"))
         if rows:
+            self.records += len(rows)
             yield make_batch(self.columns, self.space, rows)
 
     def _where(self, message: str) -> str:
