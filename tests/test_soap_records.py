@@ -80,3 +80,19 @@ def test_json_of_every_value_alone() -> None:
     arrays, _ = Columns(set()).build(RECORD, rows, {})
     for arr, plan in zip(arrays, (LINES, TAGS, NUMS), strict=True):
         assert arr.to_pylist() == _expected(plan, [row[plan.slot] for row in rows]), plan.name
+
+
+def test_bad_items_mark_the_records_that_hold_them() -> None:
+    rows = _rows()
+    expected: dict[int, str] = {}
+    for plan in (LINES, TAGS, NUMS):
+        assert plan.item is not None
+        flat = [(i, item) for i, row in enumerate(rows) for item in row[plan.slot] or []]
+        item_errors: dict[int, str] = {}
+        Columns(set()).build(plan.item, [item for _, item in flat], item_errors, f"{plan.name}.")
+        for j, message in item_errors.items():
+            expected.setdefault(flat[j][0], message)
+    errors: dict[int, str] = {}
+    Columns(set()).build(RECORD, rows, errors)
+    assert errors == expected
+    assert len(errors) > 3

@@ -14,9 +14,11 @@ import base64
 import contextlib
 import gc
 import threading
+from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
+from itertools import accumulate, chain
 from pathlib import Path
 from typing import Any
 
@@ -333,19 +335,13 @@ class Columns:
 
     def _repeated(self, f: FieldPlan, values: tuple[Any, ...], errors: dict[int, str], path: str) -> pa.Array:
         assert f.item is not None
-        offsets = [0]
-        flat: list[list[Any]] = []
-        owners: list[int] = []
-        for i, items in enumerate(values):
-            if items:
-                flat.extend(items)
-                owners.extend([i] * len(items))
-            offsets.append(len(flat))
+        offsets = [0, *accumulate([len(items) if items else 0 for items in values])]
+        flat: list[list[Any]] = list(chain.from_iterable(items for items in values if items))
         item_errors: dict[int, str] = {}
         item_texts: dict[int, pa.Array] = {}
         item_arrays, item_fields = self.build(f.item, flat, item_errors, f"{path}.", item_texts)  # types checked
-        for j, message in item_errors.items():
-            errors.setdefault(owners[j], message)
+        for j, message in item_errors.items():  # the row of item j: the last one whose items start at or before j
+            errors.setdefault(bisect_right(offsets, j) - 1, message)
         mask = pa.array([v is None for v in values], pa.bool_())
         if path not in self.lists:  # JSON text, written from the XML values (no round trip through Arrow)
             column = _json_column(f, pc.invert(mask), offsets, item_texts, item_arrays)
@@ -443,20 +439,16 @@ class ResponseReader:
         too_deep, batch_size, siblings = self.depth.too_deep, self.batch_size, self.allowed[container]
         records_parent: Any = _NOT_SEEN  # the element holding the records
         try:
-            for event, el in etree.iterparse(str(path), events=("start", "end"), tag=sorted(tags),
-                                             **xmlsafe.iterparse_options()):
+            for _, el in etree.iterparse(str(path), tag=sorted(tags), **xmlsafe.iterparse_options()):
                 tag = el.tag
-                if event == "start":
-                    if not saw_envelope:
-                        if local(tag) != "Envelope":
-                            raise ResponseFormatError(self._where(f"the body is not a SOAP envelope (root "
-                                                                  f"element {tag})"))
-                        if el.getroottree().docinfo.internalDTD is not None:
-                            raise XMLSecurityError(self._where("the response has a DTD; refused"))
-                        saw_envelope = True
-                    elif tag == response_tag:
-                        saw_response = True
-                    continue
+                if not saw_envelope:  # the first element of *tags* to start: the outermost one open now
+                    first = [a for a in (el, *el.iterancestors()) if a.tag in tags][-1]
+                    if local(first.tag) != "Envelope":
+                        raise ResponseFormatError(self._where(f"the body is not a SOAP envelope (root "
+                                                              f"element {first.tag})"))
+                    if el.getroottree().docinfo.internalDTD is not None:
+                        raise XMLSecurityError(self._where("the response has a DTD; refused"))
+                    saw_envelope = True
                 if tag == record_tag:
                     parent = el.getparent()
                     if parent is records_parent or (parent is not None and parent.tag == container):
@@ -481,6 +473,7 @@ class ResponseReader:
                             rows = []
                         continue
                 if tag in self.allowed:
+                    saw_response = saw_response or tag == response_tag
                     for child in el:
                         if isinstance(child.tag, str) and child.tag not in self.allowed[tag]:
                             raise _Unexpected(child, _members_of(self.allowed[tag]))
