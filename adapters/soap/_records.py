@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
 from itertools import accumulate, chain
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 import pyarrow as pa
@@ -421,12 +421,14 @@ class ResponseReader:
         self.records = 0
         self.token: str | None = None
 
-    def read(self, path: Path) -> Iterator[pa.RecordBatch]:
+    def read(self, path: Path | IO[bytes]) -> Iterator[pa.RecordBatch]:
+        """The records of the body in *path* (a file, or a file object: a body read as it arrives)."""
         with _fewer_collections():
             yield from self._read(path)
 
-    def _read(self, path: Path) -> Iterator[pa.RecordBatch]:
+    def _read(self, path: Path | IO[bytes]) -> Iterator[pa.RecordBatch]:
         xmlsafe.check_prolog(path, f"response of {self.operation} from {self.url}")
+        source = str(path) if isinstance(path, Path) else path
         container = self.chain[-1][0]
         response_tag = self.chain[0][0]
         tags = {f"{{{ns}}}{name}" for ns in (SOAP11_ENV, SOAP12_ENV) for name in ("Envelope", "Body", "Fault")}
@@ -439,7 +441,7 @@ class ResponseReader:
         too_deep, batch_size, siblings = self.depth.too_deep, self.batch_size, self.allowed[container]
         records_parent: Any = _NOT_SEEN  # the element holding the records
         try:
-            for _, el in etree.iterparse(str(path), tag=sorted(tags), **xmlsafe.iterparse_options()):
+            for _, el in etree.iterparse(source, tag=sorted(tags), **xmlsafe.iterparse_options()):
                 tag = el.tag
                 if not saw_envelope:  # the first element of *tags* to start: the outermost one open now
                     first = [a for a in (el, *el.iterancestors()) if a.tag in tags][-1]
