@@ -1,6 +1,7 @@
 """Streaming a SOAP response into typed Arrow batches, in bounded memory.
 
-The response body is on disk (spooled by the transport). ``lxml.etree.iterparse`` reports only the
+The response body is on disk (spooled by the transport, possibly still arriving: the reader then reads a file
+object that waits for the bytes it asks for). ``lxml.etree.iterparse`` reports only the
 elements that matter — the envelope, the body, a fault, the elements on the way to the records, each
 record and the continuation token — and every record is read into a flat row (see
 :mod:`adapters.soap._schema`) and removed from the tree at once, so memory holds one batch of rows, not

@@ -5,7 +5,10 @@ import is checked against the WSDL's origin (:mod:`adapters.soap._origins`) befo
 all documents of one load count against one size cap. Every document loaded is also kept in
 ``documents`` so the schema facets zeep drops can be read back (see :mod:`adapters.soap._schema`).
 Operation calls go through ``post_xml``: the response body is streamed to a temporary file (never held
-in memory, bounded by ``max_bytes``) and returned as a :class:`Spooled` response for the streaming reader.
+in memory, bounded by ``max_bytes``) and returned as a :class:`Spooled` response for the streaming reader; a
+source's reads (:meth:`HttpxTransport.streaming`) get it as soon as its head has come, the body written by a
+thread of its own while the reader parses the file as it grows (the source hands batches over only once the body
+is complete: ``adapters.soap.client``).
 A caller that reads the whole answer into memory anyway (a flow's write, parsed by zeep) asks for the calls of
 its thread to keep the body in memory (:meth:`HttpxTransport.in_memory`, the same ``max_bytes`` bound): no
 temporary file is created, written, read back and deleted per call.
