@@ -35,8 +35,13 @@ from typing import Any
 
 import httpx
 
-#: The request extension that routes a request through :class:`StdlibTransport` (see :class:`Routed`).
+#: The request extension that routes a request through :class:`StdlibTransport` (see :class:`Routed`); its
+#: answers carry it too (in ``response.extensions``), so a caller can tell which way a request went.
 EXTENSION = "hub.stdlib"
+#: A request extension: the most bytes one read of the body asks the socket for (default 64 KiB). A body
+#: read in a thread of its own while the caller's thread parses takes larger reads: each one waits for the
+#: GIL (up to ``sys.getswitchinterval()``, 5 ms), so 64 KiB reads would cap it at about 13 MB/s.
+READ_SIZE = "hub.stdlib.read_size"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 #: Bytes no header name or value may hold (h11 refuses them: header injection).
 _BAD_HEADER = re.compile(rb"[\r\n\x00]")
@@ -123,10 +128,11 @@ class _Body(httpx.SyncByteStream):
     """The answer's body as its framing says; hands the connection back when read to its end."""
 
     def __init__(self, transport: StdlibTransport, conn: _Connection, framing: str, length: int,
-                 reusable: bool, read_timeout: float | None) -> None:
+                 reusable: bool, read_timeout: float | None, read_size: int = _CHUNK) -> None:
         self._transport, self._conn = transport, conn
         self._framing, self._length = framing, length  # framing: "none", "length", "chunked" or "close"
         self._reusable, self._timeout = reusable, read_timeout
+        self._read_size = read_size
         self._complete = framing == "none"
         self._done = False
 
@@ -150,7 +156,7 @@ class _Body(httpx.SyncByteStream):
     def _fixed(self) -> Iterator[bytes]:
         file, left = self._conn.file, self._length
         while left:
-            chunk = file.read1(min(left, _CHUNK))
+            chunk = file.read1(min(left, self._read_size))
             if not chunk:
                 raise _protocol_error(f"peer closed connection without sending complete message body (received "
                                       f"{self._length - left} bytes, expected {self._length})")
@@ -177,7 +183,7 @@ class _Body(httpx.SyncByteStream):
                     if line in (b"\r\n", b"\n"):
                         return
             while size:
-                chunk = file.read1(min(size, _CHUNK))
+                chunk = file.read1(min(size, self._read_size))
                 if not chunk:
                     raise _protocol_error("peer closed connection without sending complete message body "
                                           "(incomplete chunked read)")
@@ -188,7 +194,7 @@ class _Body(httpx.SyncByteStream):
 
     def _until_close(self) -> Iterator[bytes]:
         file = self._conn.file
-        while chunk := file.read1(_CHUNK):
+        while chunk := file.read1(self._read_size):
             yield chunk
 
     def close(self) -> None:
@@ -301,6 +307,7 @@ class StdlibTransport(httpx.BaseTransport):
             except OSError as exc:
                 raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
             body = self._body(conn, request.method, status, version, headers, read_timeout)
+            body._read_size = request.extensions.get(READ_SIZE) or _CHUNK
         except BaseException:
             if conn is not None:
                 conn.close()
@@ -308,7 +315,7 @@ class StdlibTransport(httpx.BaseTransport):
                 self._slots.release()
             raise
         return httpx.Response(status, headers=headers, stream=body,
-                              extensions={"http_version": version, "reason_phrase": reason})
+                              extensions={"http_version": version, "reason_phrase": reason, EXTENSION: True})
 
     def _body(self, conn: _Connection, method: str, status: int, version: bytes,
               headers: list[tuple[bytes, bytes]], read_timeout: float | None) -> _Body:

@@ -63,7 +63,8 @@ def test_a_failing_read_restores_the_thresholds(tmp_path: Path) -> None:
 
 
 def test_a_higher_threshold_is_left_alone() -> None:
-    gc.set_threshold(50_000, 10, 10)
+    higher = 2 * READ_GC_THRESHOLD
+    gc.set_threshold(higher, 10, 10)
     with _fewer_collections():
-        assert gc.get_threshold()[0] == 50_000
-    assert gc.get_threshold() == (50_000, 10, 10)
+        assert gc.get_threshold()[0] == higher
+    assert gc.get_threshold() == (higher, 10, 10)

@@ -1,6 +1,7 @@
 """Streaming a SOAP response into typed Arrow batches, in bounded memory.
 
-The response body is on disk (spooled by the transport). ``lxml.etree.iterparse`` reports only the
+The response body is on disk (spooled by the transport, possibly still arriving: the reader then reads a file
+object that waits for the bytes it asks for). ``lxml.etree.iterparse`` reports only the
 elements that matter — the envelope, the body, a fault, the elements on the way to the records, each
 record and the continuation token — and every record is read into a flat row (see
 :mod:`adapters.soap._schema`) and removed from the tree at once, so memory holds one batch of rows, not
@@ -14,11 +15,13 @@ import base64
 import contextlib
 import gc
 import threading
+from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
+from itertools import accumulate, chain
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 import pyarrow as pa
@@ -63,15 +66,24 @@ def fill(elem: Any, members: Members, row: list[Any]) -> None:
             f = members.attributes.get(key)
             if f is not None:
                 row[f.slot] = value
-    index = members.index
+    leaves, index = members.leaves, members.index
     for child in elem:
-        entry = index.get(child.tag)
+        tag = child.tag
+        slot = leaves.get(tag)
+        if slot is not None:  # a simple element (LEAF): its text
+            text = child.text
+            if text is None:
+                row[slot] = "" if slot in members.texts and child.get(XSI_NIL) not in _TRUE else None
+            else:
+                row[slot] = text
+            continue
+        entry = index.get(tag)
         if entry is None:
-            if not isinstance(child.tag, str) or members.wildcard:
+            if not isinstance(tag, str) or members.wildcard:
                 continue  # a comment or processing instruction, or content an xsd:any admits
             raise _Unexpected(child, members)
         kind, slot, is_text, f = entry
-        if kind == 0:  # LEAF
+        if kind == 0:  # LEAF (in the index only when a plan was built without its leaves)
             text = child.text
             if text is None:
                 row[slot] = "" if is_text and child.get(XSI_NIL) not in _TRUE else None
@@ -147,9 +159,12 @@ _PARSERS: dict[str, Callable[[str, pa.DataType], Any]] = {
 }
 
 
-def convert(values: tuple[Any, ...] | list[Any], f: FieldPlan, path: str, errors: dict[int, str]) -> pa.Array:
-    """Typed Arrow array for the text values of one leaf; bad values become null and an error entry."""
-    arr = pa.array(values, pa.string())
+def convert(values: tuple[Any, ...] | list[Any], f: FieldPlan, path: str, errors: dict[int, str],
+            arr: pa.Array | None = None) -> pa.Array:
+    """Typed Arrow array for the text values of one leaf; bad values become null and an error entry.
+    *arr*: the values already as an Arrow string array."""
+    if arr is None:
+        arr = pa.array(values, pa.string())
     kind = f.conv
     if kind == "string":
         return arr
@@ -219,6 +234,68 @@ def _items_json(f: FieldPlan, items: list[list[Any]]) -> list[Any]:
     return [_as_json(f.item.members, sub) for sub in items]
 
 
+#: Characters orjson escapes in a string (a text without any is written as it is, between quotes).
+_JSON_ESCAPED = r'["\\\x00-\x1f]'
+#: Integers whose canonical form Arrow writes exactly as ``int()`` reads them (no sign, spaces, ``_``, ``0x``).
+_PLAIN_INT = "^-?[0-9]+$"
+_TRUE_TEXTS = pa.array(["true", "1"])
+_FALSE_TEXTS = pa.array(["false", "0"])
+
+
+def _json_values(f: FieldPlan, texts: pa.Array, typed: pa.Array) -> pa.Array:
+    """The JSON text of every value of one leaf, as :data:`_JSON_VALUE` and orjson write it, by Arrow
+    kernels: plain integers from the typed column, booleans and texts without characters to escape from
+    the texts. The values outside these fast paths (floats, integers and booleans in other spellings,
+    texts with quotes, backslashes or control characters) are written by orjson one by one, as before."""
+    conv = f.conv
+    if conv == "int":
+        fast = pc.and_(pc.match_substring_regex(texts, _PLAIN_INT), pc.is_valid(typed))
+        out = typed.cast(pa.string())
+    elif conv == "bool":
+        true = pc.is_in(texts, value_set=_TRUE_TEXTS)
+        fast = pc.or_(true, pc.is_in(texts, value_set=_FALSE_TEXTS))
+        out = pc.if_else(true, "true", "false")
+    elif conv == "float":  # orjson's shortest float form is not Arrow's
+        fast = pa.nulls(len(texts), pa.bool_())
+        out = pa.nulls(len(texts), pa.string())
+    else:
+        fast = pc.invert(pc.match_substring_regex(texts, _JSON_ESCAPED))
+        out = pc.binary_join_element_wise('"', texts, '"', "")
+    absent = pc.is_null(texts)
+    slow = pc.invert(pc.or_(pc.fill_null(fast, False), absent))
+    out = pc.if_else(absent, "null", out)
+    if slow.true_count:
+        convert_one = _JSON_VALUE.get(conv)
+        mask = slow.to_numpy(zero_copy_only=False)
+        written = [orjson.dumps(convert_one(t) if convert_one else t).decode()
+                   for t, m in zip(texts.to_pylist(), mask, strict=True) if m]
+        out = pc.replace_with_mask(out, slow, pa.array(written, pa.string()))
+    return out
+
+
+def _json_column(f: FieldPlan, present: pa.Array, offsets: list[int], texts: dict[int, pa.Array],
+                 typed: list[pa.Array]) -> pa.Array | None:
+    """The JSON text of a repeated child (one array per row, null where absent) from the columns of its
+    items (*texts* by slot, *typed* in field order), built by Arrow kernels instead of a dict per item and
+    orjson per row: the same text as :func:`_items_json`. None when the items are not flat (nested
+    elements, no fields, repeated names): those go the way of :func:`_items_json`."""
+    assert f.item is not None
+    fields = f.item.members.fields
+    names = [fp.name for fp in fields]
+    if not fields or any(fp.kind != LEAF for fp in fields) or len(set(names)) != len(names):
+        return None
+    values = [_json_values(fp, texts[fp.slot], arr) for fp, arr in zip(fields, typed, strict=True)]
+    if f.leaf_item:
+        items = values[0]
+    else:
+        parts: list[Any] = []
+        for i, (name, value) in enumerate(zip(names, values, strict=True)):
+            parts += [("{" if i == 0 else ",") + orjson.dumps(name).decode() + ":", value]
+        items = pc.binary_join_element_wise(*parts, "}", "")
+    lists = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items, mask=pc.invert(present))
+    return pc.binary_join_element_wise("[", pc.binary_join(lists, ","), "]", "")
+
+
 class Columns:
     """Builds Arrow columns from rows of one :class:`Space`. Repeated children whose dotted path is in
     *lists* stay ``list<struct>`` (for child tables); the others become JSON text."""
@@ -227,23 +304,25 @@ class Columns:
         self.lists = lists
 
     def build(self, space: Space, rows: list[list[Any]], errors: dict[int, str],
-              prefix: str = "") -> tuple[list[pa.Array], list[pa.Field]]:
+              prefix: str = "", texts: dict[int, pa.Array] | None = None) -> tuple[list[pa.Array], list[pa.Field]]:
+        """The typed columns of *rows*; *texts*, when given, receives each leaf's text column by slot."""
         cols = list(zip(*rows, strict=True)) if rows else [()] * space.nslots
-        return self._members(space.members, cols, len(rows), errors, prefix)
+        return self._members(space.members, cols, len(rows), errors, prefix, {} if texts is None else texts)
 
     def _members(self, members: Members, cols: list[tuple[Any, ...]], n: int, errors: dict[int, str],
-                 prefix: str) -> tuple[list[pa.Array], list[pa.Field]]:
+                 prefix: str, texts: dict[int, pa.Array]) -> tuple[list[pa.Array], list[pa.Field]]:
         arrays: list[pa.Array] = []
         fields: list[pa.Field] = []
         for f in members.fields:
             path = f"{prefix}{f.name}"
             if f.kind == LEAF:
-                arr = convert(cols[f.slot], f, path, errors)
+                texts[f.slot] = pa.array(cols[f.slot], pa.string())
+                arr = convert(cols[f.slot], f, path, errors, texts[f.slot])
             elif f.kind == XMLTEXT:
                 arr = pa.array(cols[f.slot], pa.string())
             elif f.kind == STRUCT:
                 assert f.members is not None
-                child_arrays, child_fields = self._members(f.members, cols, n, errors, f"{path}.")
+                child_arrays, child_fields = self._members(f.members, cols, n, errors, f"{path}.", texts)
                 mask = pa.array([v is not True for v in cols[f.slot]], pa.bool_())
                 if not child_fields:
                     arr = pa.nulls(n, pa.struct([]))
@@ -257,23 +336,21 @@ class Columns:
 
     def _repeated(self, f: FieldPlan, values: tuple[Any, ...], errors: dict[int, str], path: str) -> pa.Array:
         assert f.item is not None
-        offsets = [0]
-        flat: list[list[Any]] = []
-        owners: list[int] = []
-        for i, items in enumerate(values):
-            if items:
-                flat.extend(items)
-                owners.extend([i] * len(items))
-            offsets.append(len(flat))
+        offsets = [0, *accumulate([len(items) if items else 0 for items in values])]
+        flat: list[list[Any]] = list(chain.from_iterable(items for items in values if items))
         item_errors: dict[int, str] = {}
-        item_arrays, item_fields = self.build(f.item, flat, item_errors, f"{path}.")  # types checked either way
-        for j, message in item_errors.items():
-            errors.setdefault(owners[j], message)
+        item_texts: dict[int, pa.Array] = {}
+        item_arrays, item_fields = self.build(f.item, flat, item_errors, f"{path}.", item_texts)  # types checked
+        for j, message in item_errors.items():  # the row of item j: the last one whose items start at or before j
+            errors.setdefault(bisect_right(offsets, j) - 1, message)
+        mask = pa.array([v is None for v in values], pa.bool_())
         if path not in self.lists:  # JSON text, written from the XML values (no round trip through Arrow)
+            column = _json_column(f, pc.invert(mask), offsets, item_texts, item_arrays)
+            if column is not None:
+                return column
             return pa.array([None if items is None else orjson.dumps(_items_json(f, items)).decode()
                              for items in values], pa.string())
         items_arr = item_arrays[0] if f.leaf_item else pa.StructArray.from_arrays(item_arrays, fields=item_fields)
-        mask = pa.array([v is None for v in values], pa.bool_())
         return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items_arr, mask=mask)
 
 
@@ -288,8 +365,10 @@ def make_batch(columns: Columns, space: Space, rows: list[list[Any]]) -> pa.Reco
 
 # --- the response ----------------------------------------------------------------------------------------
 
-#: Allocations between two young-generation collections while a response is read (CPython's default: 700).
-READ_GC_THRESHOLD = 10_000
+#: Allocations between two young-generation collections while a response is read (CPython's default: 700):
+#: more than a batch of rows holds (a row and its items' lists; 45,000 for 10,000 orders of 2.5 lines), as
+#: the rows are freed when the batch is made and the count goes down again.
+READ_GC_THRESHOLD = 100_000
 _gc_lock = threading.Lock()
 _gc_readers = 0
 _gc_saved: tuple[int, int, int] | None = None
@@ -301,8 +380,10 @@ def _fewer_collections() -> Iterator[None]:
     responses are read. Reading a record allocates an lxml proxy per element plus the row's lists, and the
     rows of the batch being gathered survive every young collection, so each of them walked thousands of
     live rows again: about a fifth of the reader's time (bench/soap_bench.py, 50,000 orders: 2.8-3.1 s
-    instead of 3.7-3.9 s). Cycles are still collected, only in larger steps. Concurrent readers share
-    one setting: the first saves CPython's thresholds, the last one out restores them."""
+    instead of 3.7-3.9 s). With a threshold above the rows of a batch, a read of such records makes no
+    collection at all (at 10,000: 32 young and 3 older ones for 50,000 orders, 0.1-0.17 s). Cycles are
+    still collected, only in larger steps. Concurrent readers share one setting: the first saves CPython's
+    thresholds, the last one out restores them."""
     global _gc_readers, _gc_saved
     with _gc_lock:
         if _gc_readers == 0:
@@ -318,6 +399,9 @@ def _fewer_collections() -> Iterator[None]:
             if _gc_readers == 0 and _gc_saved is not None:
                 gc.set_threshold(*_gc_saved)
                 _gc_saved = None
+
+
+_NOT_SEEN = object()
 
 
 class ResponseReader:
@@ -338,12 +422,14 @@ class ResponseReader:
         self.records = 0
         self.token: str | None = None
 
-    def read(self, path: Path) -> Iterator[pa.RecordBatch]:
+    def read(self, path: Path | IO[bytes]) -> Iterator[pa.RecordBatch]:
+        """The records of the body in *path* (a file, or a file object: a body read as it arrives)."""
         with _fewer_collections():
             yield from self._read(path)
 
-    def _read(self, path: Path) -> Iterator[pa.RecordBatch]:
+    def _read(self, path: Path | IO[bytes]) -> Iterator[pa.RecordBatch]:
         xmlsafe.check_prolog(path, f"response of {self.operation} from {self.url}")
+        source = str(path) if isinstance(path, Path) else path
         container = self.chain[-1][0]
         response_tag = self.chain[0][0]
         tags = {f"{{{ns}}}{name}" for ns in (SOAP11_ENV, SOAP12_ENV) for name in ("Envelope", "Body", "Fault")}
@@ -352,42 +438,45 @@ class ResponseReader:
             tags.add(self.token_tag)
         rows: list[list[Any]] = []
         saw_envelope = saw_response = False
+        record_tag, members, nslots = self.record_tag, self.space.members, self.space.nslots
+        too_deep, batch_size, siblings = self.depth.too_deep, self.batch_size, self.allowed[container]
+        records_parent: Any = _NOT_SEEN  # the element holding the records
         try:
-            for event, el in etree.iterparse(str(path), events=("start", "end"), tag=sorted(tags),
-                                             **xmlsafe.iterparse_options()):
+            for _, el in etree.iterparse(source, tag=sorted(tags), **xmlsafe.iterparse_options()):
                 tag = el.tag
-                if event == "start":
-                    if not saw_envelope:
-                        if local(tag) != "Envelope":
-                            raise ResponseFormatError(self._where(f"the body is not a SOAP envelope (root "
-                                                                  f"element {tag})"))
-                        if el.getroottree().docinfo.internalDTD is not None:
-                            raise XMLSecurityError(self._where("the response has a DTD; refused"))
-                        saw_envelope = True
-                    elif tag == response_tag:
-                        saw_response = True
-                    continue
-                if tag == self.record_tag and el.getparent() is not None and el.getparent().tag == container:
-                    deep = self.depth.too_deep(el)
-                    if deep is not None:
-                        raise XMLSecurityError(self.depth.message(
-                            f"response of {self.operation} from {self.url}", deep, "max_xml_depth"))
-                    row = [None] * self.space.nslots
-                    fill(el, self.space.members, row)
-                    rows.append(row)
-                    self.records += 1
-                    el.clear()
+                if not saw_envelope:  # the first element of *tags* to start: the outermost one open now
+                    first = [a for a in (el, *el.iterancestors()) if a.tag in tags][-1]
+                    if local(first.tag) != "Envelope":
+                        raise ResponseFormatError(self._where(f"the body is not a SOAP envelope (root "
+                                                              f"element {first.tag})"))
+                    if el.getroottree().docinfo.internalDTD is not None:
+                        raise XMLSecurityError(self._where("the response has a DTD; refused"))
+                    saw_envelope = True
+                if tag == record_tag:
                     parent = el.getparent()
-                    while el.getprevious() is not None:
+                    if parent is records_parent or (parent is not None and parent.tag == container):
+                        records_parent = parent  # the same proxy while it is held: its tag is checked once
+                        deep = too_deep(el)
+                        if deep is not None:
+                            raise XMLSecurityError(self.depth.message(
+                                f"response of {self.operation} from {self.url}", deep, "max_xml_depth"))
+                        row = [None] * nslots
+                        fill(el, members, row)
+                        rows.append(row)
+                        el.clear()
                         prev = el.getprevious()
-                        if prev.tag != self.record_tag and isinstance(prev.tag, str) \
-                                and prev.tag not in self.allowed[container]:
-                            raise _Unexpected(prev, _members_of(self.allowed[container]))
-                        del parent[0]
-                    if len(rows) >= self.batch_size:
-                        yield make_batch(self.columns, self.space, rows)
-                        rows = []
-                elif tag in self.allowed:
+                        while prev is not None:
+                            if prev.tag != record_tag and isinstance(prev.tag, str) and prev.tag not in siblings:
+                                raise _Unexpected(prev, _members_of(siblings))
+                            del parent[0]
+                            prev = el.getprevious()
+                        if len(rows) >= batch_size:
+                            self.records += len(rows)
+                            yield make_batch(self.columns, self.space, rows)
+                            rows = []
+                        continue
+                if tag in self.allowed:
+                    saw_response = saw_response or tag == response_tag
                     for child in el:
                         if isinstance(child.tag, str) and child.tag not in self.allowed[tag]:
                             raise _Unexpected(child, _members_of(self.allowed[tag]))
@@ -411,6 +500,7 @@ class ResponseReader:
         if not saw_envelope:
             raise ResponseFormatError(self._where("the body is not a SOAP envelope"))
         if rows:
+            self.records += len(rows)
             yield make_batch(self.columns, self.space, rows)
 
     def _where(self, message: str) -> str:

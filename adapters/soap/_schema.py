@@ -192,6 +192,10 @@ class Members:
     index: dict[str, tuple[int, int, bool, FieldPlan]] = field(default_factory=dict)
     attributes: dict[str, FieldPlan] = field(default_factory=dict)
     wildcard: bool = False
+    #: tag -> slot of the simple children, the most common elements: read without the index's tuple
+    leaves: dict[str, int] = field(default_factory=dict)
+    #: slots of the simple children whose empty element is "" (strings), not None
+    texts: set[int] = field(default_factory=set)
 
 
 @dataclass
@@ -224,6 +228,10 @@ class PlanBuilder:
             members.fields.append(fp)
             members.by_tag[_qname(el) or name] = fp
             members.index[_qname(el) or name] = (fp.kind, fp.slot, fp.conv == "string", fp)
+            if fp.kind == LEAF:
+                members.leaves[_qname(el) or name] = fp.slot
+                if fp.conv == "string":
+                    members.texts.add(fp.slot)
         for name, attr in getattr(xsd_type, "attributes", []) or []:
             if not hasattr(attr, "type") or attr.type is None:
                 continue

@@ -5,7 +5,10 @@ import is checked against the WSDL's origin (:mod:`adapters.soap._origins`) befo
 all documents of one load count against one size cap. Every document loaded is also kept in
 ``documents`` so the schema facets zeep drops can be read back (see :mod:`adapters.soap._schema`).
 Operation calls go through ``post_xml``: the response body is streamed to a temporary file (never held
-in memory, bounded by ``max_bytes``) and returned as a :class:`Spooled` response for the streaming reader.
+in memory, bounded by ``max_bytes``) and returned as a :class:`Spooled` response for the streaming reader; a
+source's reads (:meth:`HttpxTransport.streaming`) get it as soon as its head has come, the body written by a
+thread of its own while the reader parses the file as it grows (the source hands batches over only once the body
+is complete: ``adapters.soap.client``).
 A caller that reads the whole answer into memory anyway (a flow's write, parsed by zeep) asks for the calls of
 its thread to keep the body in memory (:meth:`HttpxTransport.in_memory`, the same ``max_bytes`` bound): no
 temporary file is created, written, read back and deleted per call.
@@ -20,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import httpx
 from zeep.transports import Transport
@@ -28,16 +31,95 @@ from zeep.wsdl.utils import etree_to_string
 
 from adapters._http import BrokenBody
 from adapters._stdhttp import EXTENSION as STDLIB
+from adapters._stdhttp import READ_SIZE
 from adapters.soap._origins import ImportPolicy, local_path, origin_of
 from hub.errors import HTTPStatusError, ResponseFormatError, TransportError, XMLSecurityError
 from hub.runtime import tracing
 from hub.runtime.secrets import mask, mask_url
 
+#: The most bytes one read of a body spooled by a :class:`_Pump` asks the socket for (plain sockets only:
+#: adapters._stdhttp.READ_SIZE).
+PUMP_READ_SIZE = 1 << 20
+
+
+class _Pump:
+    """The body of a response that is still arriving (:meth:`HttpxTransport.streaming`): a thread of its own
+    writes it to the spool file while the caller reads the file as it grows (:meth:`Spooled.follow`)."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.size = 0  # bytes written to the file so far
+        self.done = False
+        self.error: BaseException | None = None  # why the body is incomplete (BrokenBody, the size cap, ...)
+        self.stop = False  # the caller discarded the response: stop writing
+
+    def run(self, response: httpx.Response, fd: int, max_bytes: int, what: str) -> None:
+        try:
+            with os.fdopen(fd, "wb") as out:
+                try:
+                    for chunk in capped(response, max_bytes, what):
+                        if self.stop:
+                            return
+                        out.write(chunk)
+                        out.flush()
+                        with self.cond:
+                            self.size += len(chunk)
+                            self.cond.notify_all()
+                except httpx.TransportError as exc:
+                    raise BrokenBody(response.status_code, self.size, response.headers.get("Content-Length"),
+                                     type(exc).__name__) from exc
+        except BaseException as exc:  # handed to the reading thread by Spooled.wait()
+            self.error = exc
+        finally:
+            response.close()
+            with self.cond:
+                self.done = True
+                self.cond.notify_all()
+
+
+class _Follower:
+    """The spool file read as it grows: a read waits until the bytes it asks for are written or the body is
+    complete, and raises the pump's error when the body broke off."""
+
+    def __init__(self, path: Path, pump: _Pump) -> None:
+        self._file = path.open("rb")
+        self._pump = pump
+        self._pos = 0
+
+    def read(self, n: int = -1) -> bytes:
+        pump = self._pump
+        with pump.cond:
+            while not pump.done and (n < 0 or pump.size - self._pos < n):
+                pump.cond.wait()
+            if pump.error is not None:
+                raise pump.error
+        data = self._file.read(n)
+        self._pos += len(data)
+        return data
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int) -> int:
+        self._pos = self._file.seek(pos)
+        return self._pos
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> _Follower:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 @dataclass
 class Spooled:
     """A response whose body is in a file, or in :attr:`body` when it was small and the caller asked for that
-    (:meth:`HttpxTransport.in_memory`). Delete the file with :meth:`discard`."""
+    (:meth:`HttpxTransport.in_memory`). Delete the file with :meth:`discard`. A response spooled while the
+    caller reads (:meth:`HttpxTransport.streaming`) may still be arriving: :meth:`wait` for its end (and
+    its :attr:`size`) before anything but :meth:`follow`."""
 
     url: str
     status: int
@@ -47,6 +129,41 @@ class Spooled:
     size: int
     body: bytes | None = field(default=None, repr=False)
     _closed: bool = field(default=False, repr=False)
+    _pump: _Pump | None = field(default=None, repr=False)
+    _early: bool = field(default=False, repr=False)  # the body may be read while it arrives (see follows)
+
+    @property
+    def follows(self) -> bool:
+        """The body is better read while it arrives: it is spooled by a thread that reads the socket in
+        large steps (:data:`PUMP_READ_SIZE`). A body that came another way (a proxy: httpx's transport, 64 KiB
+        per read) would crawl while the caller's thread parses; it is better awaited, then read."""
+        return self._pump is not None and self._early
+
+    @property
+    def complete(self) -> bool:
+        """The whole body is in the file (or it broke off: :meth:`wait` raises why)."""
+        return self._pump is None or self._pump.done
+
+    def wait(self) -> None:
+        """Until the whole body is in the file; raises what stopped it (:class:`BrokenBody` when the
+        connection broke, :class:`ResponseFormatError` past ``max_bytes``), as spooling it whole did."""
+        pump = self._pump
+        if pump is None:
+            return
+        with pump.cond:
+            while not pump.done:
+                pump.cond.wait()
+        self.size = pump.size
+        if pump.error is not None:
+            raise pump.error
+
+    def follow(self) -> IO[bytes]:
+        """The body's file, read as it arrives (a file object with ``read``, ``tell``, ``seek``, ``close``)."""
+        pump = self._pump
+        if pump is None:
+            pump = _Pump()
+            pump.done, pump.size = True, self.size
+        return cast(IO[bytes], _Follower(self.file, pump))
 
     @property
     def is_xml(self) -> bool:
@@ -73,6 +190,8 @@ class Spooled:
     def discard(self) -> None:
         if not self._closed:
             self._closed = True
+            if self._pump is not None:
+                self._pump.stop = True
             if self.path is not None:
                 self.path.unlink(missing_ok=True)
 
@@ -122,6 +241,18 @@ class HttpxTransport(Transport):
         self.loaded = 0  # bytes of all documents so far
         self._local = threading.local()  # in_memory: the thread's call bodies are kept in memory
         self._urls: dict[str, httpx.URL] = {}  # in_memory calls' addresses, parsed once (httpx parses a str per call)
+
+    @contextmanager
+    def streaming(self) -> Iterator[None]:
+        """Inside: the responses of this thread's calls are spooled by a thread of their own, and returned as
+        soon as their head has arrived (:class:`Spooled` with :meth:`Spooled.follow` and
+        :meth:`Spooled.wait`), so that the caller parses the body while it is downloaded."""
+        before = getattr(self._local, "streaming", False)
+        self._local.streaming = True
+        try:
+            yield
+        finally:
+            self._local.streaming = before
 
     @contextmanager
     def in_memory(self) -> Iterator[None]:
@@ -235,6 +366,8 @@ class HttpxTransport(Transport):
             self.spool_dir.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix="hub-soap-", suffix=".xml", dir=self.spool_dir)
         path = Path(name)
+        if getattr(self._local, "streaming", False):
+            return self._start_spool(method, url, body, headers, fd, path)
         try:
             with os.fdopen(fd, "wb") as out, self.http.stream(method, url, content=body, headers=headers) as resp:
                 size = 0
@@ -250,3 +383,23 @@ class HttpxTransport(Transport):
         except BaseException:
             path.unlink(missing_ok=True)
             raise
+
+    def _start_spool(self, method: str, url: str, body: bytes, headers: dict[str, str], fd: int,
+                     path: Path) -> Spooled:
+        """Send the request here (the caller's thread: its span, its errors) and write the body to *fd* in a
+        thread of its own (:class:`_Pump`); the request is the one ``http.stream`` sends."""
+        try:
+            request = self.http.build_request(method, url, content=body, headers=headers,
+                                              extensions={STDLIB: True, READ_SIZE: PUMP_READ_SIZE})
+            response = self.http.send(request, stream=True)
+        except BaseException:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
+        pump = _Pump()
+        spooled = Spooled(url=url, status=response.status_code, reason=response.reason_phrase,
+                          headers=response.headers, path=path, size=0, _pump=pump,
+                          _early=bool(response.extensions.get(STDLIB)))
+        threading.Thread(target=pump.run, args=(response, fd, self.max_bytes, f"{method} {mask_url(url)}: response"),
+                         name="hub-soap-spool", daemon=True).start()
+        return spooled

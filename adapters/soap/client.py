@@ -55,6 +55,9 @@ from hub.runtime.secrets import mask, mask_url, register
 
 #: HTTP statuses worth retrying when the body is not a SOAP Fault.
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+#: Batches a response's reader may make while the body is still arriving (they are handed over once it is
+#: complete); then the reader waits for the body's end.
+HELD_BATCHES = 4
 
 
 @dataclass
@@ -391,22 +394,32 @@ class SoapSource:
         while True:
             attempt += 1
             retry_after: str | None = None
+            response: Spooled | None = None
             try:
-                if call is None:
-                    response = self._call(wsdl, proxy, params)
-                else:
-                    call.attempts = attempt
-                    with call.active():  # the request carries the call's span as traceparent
+                with wsdl.transport.streaming():  # the body is read while it arrives (see _streamed)
+                    if call is None:
                         response = self._call(wsdl, proxy, params)
-                    call.http_status, call.bytes = response.status, response.size
+                    else:
+                        call.attempts = attempt
+                        with call.active():  # the request carries the call's span as traceparent
+                            response = self._call(wsdl, proxy, params)
+                        call.http_status = response.status
+                if response.status >= 400:
+                    response.wait()  # an error's body is read whole
             except (BrokenBody, httpx.TransportError) as exc:
+                if response is not None:
+                    response.discard()
                 if attempt <= self.policy.max_retries:
                     self._backoff(attempt)
                     continue
                 raise gave_up(f"{op} at {self.stats.url}", exc, attempt) from None
+            except BaseException:
+                if response is not None:
+                    response.discard()
+                raise
             try:
-                self.stats.bytes += response.size
                 if response.status >= 400:
+                    self._count_bytes(response, call)
                     if response.is_xml:
                         try:
                             for _ in reader.read(response.file):
@@ -425,12 +438,60 @@ class SoapSource:
                     tried = f" (gave up after {attempt} attempts)" if response.status in RETRY_STATUS else ""
                     raise HTTPStatusError(f"{op}: POST {self.stats.url}: HTTP {response.status} {response.reason}"
                                           f"{tried}: {response.head()}", url=self.stats.url, status=response.status)
-                yield from reader.read(response.file)
+                records, token = reader.records, reader.token
+                try:
+                    yield from self._streamed(reader, response, call)
+                except BrokenBody as exc:  # before any batch was handed over: tried again, as before
+                    reader.records, reader.token = records, token
+                    if attempt <= self.policy.max_retries:
+                        self._backoff(attempt)
+                        continue
+                    raise gave_up(f"{op} at {self.stats.url}", exc, attempt) from None
                 self.stats.pages += 1
                 self.stats.records += reader.records
                 return
             finally:
                 response.discard()
+
+    def _count_bytes(self, response: Spooled, call: tracing.Call | None) -> None:
+        self.stats.bytes += response.size
+        if call is not None:
+            call.bytes = response.size
+
+    def _streamed(self, reader: ResponseReader, response: Spooled,
+                  call: tracing.Call | None) -> Iterator[pa.RecordBatch]:
+        """The records of a response read while its body arrives, with the outcome of reading it whole
+        first: no batch is handed over before the body is complete (a connection that breaks off is tried
+        again, having delivered nothing), and a body that broke off or grew past ``max_bytes`` raises that
+        rather than what the parser made of it. The batches read before the end wait, at most
+        :data:`HELD_BATCHES` of them (then the reader waits for the body)."""
+        held: list[pa.RecordBatch] = []
+        counted = False  # the body is complete and its bytes counted
+        if not response.follows:
+            response.wait()
+            self._count_bytes(response, call)
+            counted = True
+        try:
+            with response.follow() as body:
+                for batch in reader.read(body):
+                    held.append(batch)
+                    if response.complete or len(held) >= HELD_BATCHES:
+                        if not counted:
+                            response.wait()
+                            self._count_bytes(response, call)
+                            counted = True
+                        while held:
+                            yield held.pop(0)
+        except Exception:
+            if not counted:
+                response.wait()  # the body's own failure comes first
+                self._count_bytes(response, call)
+            raise
+        if not counted:
+            response.wait()
+            self._count_bytes(response, call)
+        while held:
+            yield held.pop(0)
 
     def _backoff(self, attempt: int, retry_after: str | None = None) -> None:
         self.stats.retries += 1
