@@ -33,7 +33,8 @@ NUMS = FieldPlan(name="Num", kind=REPEATED, slot=2, item=_space([_leaf("value", 
                  leaf_item=True)
 RECORD = Space(Members(fields=[LINES, TAGS, NUMS]), nslots=3)
 
-INTS = ["7", "-0", "007", "+7", " 7", "0x10", "1_0", "abc", "", None, "2147483648", "-9223372036854775808"]
+INTS = ["7", "-0", "007", "+7", " 7", "0x10", "1_0", "abc", "", None, "2147483648", "-9223372036854775808",
+        "99999999999999999999", "-9223372036854775809"]  # beyond 64 bits: orjson refused them, failing the read
 TEXTS = ["plain", "", None, 'say "hi"', "back\\slash", "tab\there", "nl\n", "\x01", "\x7f", "é ü 漢", "\u2028",
          "<&>", "12.50"]
 BOOLS = ["true", "false", "1", "0", "True", " true", "yes", "", None]

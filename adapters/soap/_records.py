@@ -196,9 +196,12 @@ def _json_number(text: str | None, cast: Callable[[str], Any]) -> Any:
     if text is None:
         return None
     try:
-        return cast(text)
+        value = cast(text)
     except ValueError:
         return text  # the typed check has already flagged the record; keep what was sent
+    if cast is int and not -(1 << 63) <= value < 1 << 64:
+        return text  # beyond what orjson writes (and any integer column): flagged too, kept as sent
+    return value
 
 
 #: How a leaf's XML text appears in JSON: numbers and booleans as such, everything else as the text
