@@ -132,3 +132,31 @@ def test_a_load_through_the_worker_equals_one_parsed_here(drop: Drop, tmp_path: 
     assert seen, "the worker read the file"
     assert got["True"] == got["False"]
     assert not workers()
+
+
+class Trickle(io.RawIOBase):
+    """*data* a few bytes per read, as a download that has only just begun or a pipe may give it."""
+
+    def __init__(self, data: bytes, step: int = 1) -> None:
+        self.data, self.step, self.pos = data, step, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self.data[self.pos:self.pos + min(self.step, len(buffer))]
+        buffer[:len(chunk)] = chunk
+        self.pos += len(chunk)
+        return len(chunk)
+
+
+@pytest.mark.parametrize("apart", [False, True])
+def test_a_doctype_is_refused_however_few_bytes_the_first_read_gives(apart: bool) -> None:
+    """The prolog check looked at what a peek had buffered: one byte, "<", passed for the first element."""
+    data = b"<!DOCTYPE p [<!ENTITY a 'b'>]><payments><payment><id>&a;</id></payment></payments>"
+    reader = xmlprocess.read_xml if apart else xmlrecords.read_xml
+    with pytest.raises(XMLSecurityError, match="the document has a DTD"):
+        list(reader(io.BufferedReader(Trickle(data)), "payment", "d.xml", 10, 256))
+    good = xml(3_000)
+    batches = list(reader(io.BufferedReader(Trickle(good, 7)), "payment", "p.xml", 1000, 256))
+    assert sum(b.num_rows for b in batches) == 3_000

@@ -20,7 +20,6 @@ standard error's last line.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import pickle
 import struct
@@ -30,7 +29,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import pyarrow as pa
 
@@ -137,37 +136,16 @@ def _last_line(errors: IO[bytes]) -> str:
     return lines[-1] if lines else "no message"
 
 
-class _Chain(io.RawIOBase):
-    """*head*, then the rest of *rest*: stdin with its first bytes read already."""
-
-    def __init__(self, head: bytes, rest: IO[bytes]) -> None:
-        self.head, self.rest = memoryview(head), rest
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        if self.head:
-            n = min(len(buffer), len(self.head))
-            buffer[:n] = self.head[:n]
-            self.head = self.head[n:]
-            return n
-        return self.rest.readinto(buffer)  # type: ignore[attr-defined]
-
-
 def _serve(record: str, name: str, batch_size: int, max_depth: int) -> None:
     """The worker: read stdin, write frames to stdout."""
     from hub.runtime.xmlrecords import read_xml
-    from hub.runtime.xmlsafe import PROLOG_LIMIT
 
     # Arrow's default pool (mimalloc) keeps ~30 MB more of what the batches freed than the system allocator does;
     # this process does nothing else that would gain from it
     pa.set_memory_pool(pa.system_memory_pool())
     out = sys.stdout.buffer
-    head = sys.stdin.buffer.read(PROLOG_LIMIT)  # whole, so that the prolog check sees all it may need
-    stream = io.BufferedReader(_Chain(head, sys.stdin.buffer), PROLOG_LIMIT)
     try:
-        for batch in read_xml(stream, record, name, batch_size, max_depth):
+        for batch in read_xml(sys.stdin.buffer, record, name, batch_size, max_depth):
             sink = pa.BufferOutputStream()
             with pa.ipc.new_stream(sink, batch.schema) as writer:
                 writer.write_batch(batch)

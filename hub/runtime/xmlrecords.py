@@ -115,6 +115,27 @@ class _Rows:
         return pa.RecordBatch.from_arrays(columns, names=names)
 
 
+class _Chain(io.RawIOBase):
+    """*head*, then the rest of *rest*: a stream whose first bytes were read already."""
+
+    def __init__(self, head: bytes, rest: IO[bytes]) -> None:
+        self.head, self.rest = memoryview(head), rest
+        self.more = getattr(rest, "read1", rest.read)  # what is there, without waiting for a whole buffer
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.head:
+            n = min(len(buffer), len(self.head))
+            buffer[:n] = self.head[:n]
+            self.head = self.head[n:]
+            return n
+        data = self.more(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+
 def read_xml(stream: IO[bytes], record: str, name: str, batch_size: int,
              max_depth: int = xmlsafe.DEFAULT_MAX_DEPTH) -> Iterator[pa.RecordBatch]:
     """Elements named *record* anywhere in the document, each a record (attributes and children as
@@ -123,16 +144,20 @@ def read_xml(stream: IO[bytes], record: str, name: str, batch_size: int,
     depth (:mod:`hub.runtime.xmlsafe`)."""
     depth = xmlsafe.DepthLimit(max_depth)
     bad: list[tuple[int | None, str, str]] = []
-    head = stream.peek(xmlsafe.PROLOG_LIMIT) if hasattr(stream, "peek") else stream.read(xmlsafe.PROLOG_LIMIT)
-    xmlsafe.check_prolog(head, name)
-    if not hasattr(stream, "peek"):
-        stream.seek(0)
     rows = _Rows()
     lines: list[int] = []
     known: list[Any] = [None]
-    # a local file is read by libxml2 itself, without a Python read() per chunk
-    source: Any = stream.name if isinstance(stream, io.BufferedReader) and isinstance(
-        getattr(stream.raw, "name", None), str) and Path(stream.raw.name).is_file() else stream
+    source: Any
+    if isinstance(stream, io.BufferedReader) and isinstance(getattr(stream.raw, "name", None), str) and \
+            Path(stream.raw.name).is_file():  # a local file is read by libxml2 itself, no Python read() per chunk
+        xmlsafe.check_prolog(Path(stream.raw.name), name)
+        source = stream.raw.name
+    else:
+        # the whole head, not what a peek has buffered: a stream that follows a download (or a pipe) may hold a
+        # few bytes at first, and a head cut after "<" would let a DOCTYPE pass for the first element
+        head = stream.read(xmlsafe.PROLOG_LIMIT)
+        xmlsafe.check_prolog(head, name)
+        source = io.BufferedReader(_Chain(head, stream), xmlsafe.PROLOG_LIMIT)
     try:
         for _, el in etree.iterparse(source, events=("end",), tag=f"{{*}}{record}", **xmlsafe.iterparse_options()):
             row = _flat_record(el, depth, known)
