@@ -15,6 +15,7 @@ import httpx
 import psutil
 import pytest
 
+from hub.cli.children import GRACE
 from tests.conftest import state_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,9 +50,12 @@ def test_hub_ui_stops_dagster_dev_and_all_its_processes(tmp_path: Path, signum: 
         assert len(children) >= 3, [c.cmdline() for c in children]  # dagster dev, webserver, daemon, code server
         started = time.monotonic()
         proc.send_signal(signum)
-        proc.wait(timeout=15)
-        _gone, alive = psutil.wait_procs(children, timeout=max(0.1, 10 - (time.monotonic() - started)))
-        assert time.monotonic() - started <= 10.5
+        # dagster dev gets GRACE seconds, then its process group is killed: all gone by then, with room for a
+        # loaded machine (2.5 s of it was once not enough under the parallel suite)
+        limit = GRACE + 5
+        proc.wait(timeout=limit + 5)
+        _gone, alive = psutil.wait_procs(children, timeout=max(0.1, limit - (time.monotonic() - started)))
+        assert time.monotonic() - started <= limit
         assert alive == [], [p.cmdline() for p in alive]
         assert proc.returncode == 128 + signum
     finally:
