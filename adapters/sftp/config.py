@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, field_validator, model_validator
 
-from hub.runtime import xmlsafe
+from hub.runtime import xmllimits
 from hub.runtime.choice import exactly_one
 from hub.runtime.duration import seconds
 from hub.runtime.secrets import ADDRESS, Address
@@ -90,7 +90,7 @@ class JsonLinesFormat(_Strict):
 
 class XmlFormat(_Strict):
     records: str = Field(description="Local name of the element that is one record.")
-    max_depth: int = Field(xmlsafe.DEFAULT_MAX_DEPTH, ge=4, le=xmlsafe.HARD_MAX_DEPTH, description=(
+    max_depth: int = Field(xmllimits.DEFAULT_MAX_DEPTH, ge=4, le=xmllimits.HARD_MAX_DEPTH, description=(
         "Deepest element nesting accepted, counted from the root element (level 1); a deeper record goes "
         "to quarantine unread."))
     process_from: ByteSize | None = Field(None, ge=0, description=(

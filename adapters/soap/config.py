@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from adapters.soap._origins import local_path, origin_of
-from hub.runtime import xmlsafe
+from hub.runtime import xmllimits
 from hub.runtime.choice import exactly_one
 from hub.runtime.secrets import Address
 from hub.runtime.settings import SystemSettings
@@ -71,7 +71,7 @@ class SoapSystemConfig(SystemSettings, _Strict):  # retries, rate_limit, circuit
         "own origin: http(s) origins (https://schemas.example.com[:port]) and local folders (relative ones "
         "below the project root). By default a WSDL fetched over http(s) imports only from its own scheme, "
         "host and port, and a WSDL file only files inside its own folder."))
-    max_xml_depth: int = Field(xmlsafe.DEFAULT_MAX_DEPTH, ge=4, le=xmlsafe.HARD_MAX_DEPTH, description=(
+    max_xml_depth: int = Field(xmllimits.DEFAULT_MAX_DEPTH, ge=4, le=xmllimits.HARD_MAX_DEPTH, description=(
         "Deepest element nesting accepted in a response, counted from the root element (Envelope = 1); "
         "a deeper record refuses the response."))
 

@@ -23,17 +23,10 @@ from typing import IO, Any
 from lxml import etree
 
 from hub.errors import XMLSecurityError
+from hub.runtime.xmllimits import DEFAULT_MAX_DEPTH, HARD_MAX_DEPTH, PROLOG_LIMIT
 
-#: How much of a document may come before its first element (declaration, comments, PIs).
-PROLOG_LIMIT = 1024 * 1024
-
-#: Default deepest nesting of an element, counted from the root element (level 1): libxml2's own default
-#: limit (without huge-tree mode), and far beyond real data (SOAP responses and data files rarely pass 20);
-#: a record nested this deep still reads in milliseconds.
-DEFAULT_MAX_DEPTH = 256
-
-#: libxml2's limit in the huge-tree mode the readers use: deeper documents fail to parse at all.
-HARD_MAX_DEPTH = 2048
+__all__ = ["DEFAULT_MAX_DEPTH", "HARD_MAX_DEPTH", "PROLOG_LIMIT", "DepthLimit", "check_prolog", "fromstring",
+           "iterparse_options", "parser"]
 
 
 def parser(**extra: Any) -> etree.XMLParser:
