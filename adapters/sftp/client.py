@@ -11,7 +11,6 @@ import contextlib
 import contextvars
 import fnmatch
 import hashlib
-import io
 import json
 import os
 import posixpath
@@ -29,6 +28,7 @@ from adapters.sftp import _formats
 from adapters.sftp._session import RemoteFile, SftpSession
 from adapters.sftp.config import FilesConfig, SftpSourceConfig, SftpSystemConfig
 from hub.errors import AdapterError, TransportError
+from hub.runtime.growing import Growing
 
 
 @dataclass(frozen=True)
@@ -50,112 +50,45 @@ class Fetching:
 
     def __init__(self, remote: RemoteFile, path: Path) -> None:
         self.remote, self.path = remote, path
-        self._cond = threading.Condition()
-        self._on_disk = 0  # bytes of the spool file a reader may read
+        self._file = Growing(path)
         self._copy: LocalCopy | None = None
-        self._error: BaseException | None = None
-        self._finished = False
-        self._abandoned = False
 
     def _written(self, size: int) -> None:
-        with self._cond:
-            self._on_disk = size
-            self._cond.notify_all()
+        self._file.written(size)
 
     def _finish(self, copy: LocalCopy | None, error: BaseException | None) -> None:
-        with self._cond:
-            self._copy, self._error, self._finished = copy, error, True
-            self._cond.notify_all()
+        self._copy = copy
+        if copy is not None:
+            self._file.written(copy.size)
+        self._file.finish(error)
 
     def done(self) -> bool:
         """Whether the download has finished (either way)."""
-        with self._cond:
-            return self._finished
+        return self._file.done
 
     def complete(self) -> bool:
         """Whether the download has finished and succeeded."""
-        with self._cond:
-            return self._finished and self._error is None
+        return self._file.done and self._file.error is None
 
     def result(self) -> LocalCopy:
         """The local copy, once the download is complete, checked and hashed; raises the download's error."""
-        with self._cond:
-            while not self._finished:
-                self._cond.wait()
-            if self._error is not None:
-                raise self._error
-            assert self._copy is not None
-            return self._copy
+        self._file.wait()
+        assert self._copy is not None
+        return self._copy
 
     def abandon(self) -> None:
         """Wake readers waiting for more bytes: they raise :class:`FetchAbandoned` (the reading stopped early;
         the download itself runs on)."""
-        with self._cond:
-            self._abandoned = True
-            self._cond.notify_all()
-
-    def available(self, offset: int) -> int:
-        """Wait until the copy holds more than *offset* bytes, or is complete: the bytes on disk then (the end of
-        the file once complete). Raises the download's error when it failed."""
-        with self._cond:
-            while self._on_disk <= offset and not self._finished and not self._abandoned:
-                self._cond.wait()
-            if self._abandoned:
-                raise FetchAbandoned(f"{self.remote.name}: the reader stopped before the end")
-            if self._on_disk > offset:
-                return self._on_disk
-            if self._error is not None:
-                raise self._error
-            assert self._copy is not None
-            return self._copy.size
+        self._file.stop_readers(FetchAbandoned(f"{self.remote.name}: the reader stopped before the end"))
 
     def open(self) -> IO[bytes]:
         """A reader of the copy from its first byte, seekable within what is on disk, that waits for the bytes it
         asks for and ends only where the complete file ends (raising the download's error if it failed)."""
-        return io.BufferedReader(_Growing(self), _formats.BLOCK)
+        return self._file.open(_formats.BLOCK)
 
 
 class FetchAbandoned(AdapterError):
     """A reader of a download in progress was told to stop (:meth:`Fetching.abandon`)."""
-
-
-class _Growing(io.RawIOBase):
-    """The raw reader behind :meth:`Fetching.open`."""
-
-    def __init__(self, fetching: Fetching) -> None:
-        self.fetching, self.pos = fetching, 0
-        self.file = fetching.path.open("rb", buffering=0)
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        end = self.fetching.available(self.pos)
-        if end <= self.pos:
-            return 0
-        with memoryview(buffer) as view:
-            self.file.seek(self.pos)
-            n = self.file.readinto(view[:min(len(view), end - self.pos)]) or 0
-        self.pos += n
-        return n
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.fetching.remote.size}[whence]
-        if base + offset < 0:
-            raise ValueError(f"negative seek position {base + offset}")
-        self.pos = base + offset
-        return self.pos
-
-    def tell(self) -> int:
-        return self.pos
-
-    def close(self) -> None:
-        if not self.closed:
-            self.file.close()
-        super().close()
 
 
 def ready(files: list[RemoteFile], cfg: FilesConfig, markers: set[str], now: float,

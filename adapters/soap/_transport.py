@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any
 
 import httpx
 from zeep.transports import Transport
@@ -35,6 +35,7 @@ from adapters._stdhttp import READ_SIZE
 from adapters.soap._origins import ImportPolicy, local_path, origin_of
 from hub.errors import HTTPStatusError, ResponseFormatError, TransportError, XMLSecurityError
 from hub.runtime import tracing
+from hub.runtime.growing import Growing
 from hub.runtime.secrets import mask, mask_url
 
 #: The most bytes one read of a body spooled by a :class:`_Pump` asks the socket for (plain sockets only:
@@ -46,14 +47,12 @@ class _Pump:
     """The body of a response that is still arriving (:meth:`HttpxTransport.streaming`): a thread of its own
     writes it to the spool file while the caller reads the file as it grows (:meth:`Spooled.follow`)."""
 
-    def __init__(self) -> None:
-        self.cond = threading.Condition()
-        self.size = 0  # bytes written to the file so far
-        self.done = False
-        self.error: BaseException | None = None  # why the body is incomplete (BrokenBody, the size cap, ...)
+    def __init__(self, path: Path) -> None:
+        self.file = Growing(path)
         self.stop = False  # the caller discarded the response: stop writing
 
     def run(self, response: httpx.Response, fd: int, max_bytes: int, what: str) -> None:
+        size, error = 0, None
         try:
             with os.fdopen(fd, "wb") as out:
                 try:
@@ -62,56 +61,16 @@ class _Pump:
                             return
                         out.write(chunk)
                         out.flush()
-                        with self.cond:
-                            self.size += len(chunk)
-                            self.cond.notify_all()
+                        size += len(chunk)
+                        self.file.written(size)
                 except httpx.TransportError as exc:
-                    raise BrokenBody(response.status_code, self.size, response.headers.get("Content-Length"),
+                    raise BrokenBody(response.status_code, size, response.headers.get("Content-Length"),
                                      type(exc).__name__) from exc
         except BaseException as exc:  # handed to the reading thread by Spooled.wait()
-            self.error = exc
+            error = exc
         finally:
             response.close()
-            with self.cond:
-                self.done = True
-                self.cond.notify_all()
-
-
-class _Follower:
-    """The spool file read as it grows: a read waits until the bytes it asks for are written or the body is
-    complete, and raises the pump's error when the body broke off."""
-
-    def __init__(self, path: Path, pump: _Pump) -> None:
-        self._file = path.open("rb")
-        self._pump = pump
-        self._pos = 0
-
-    def read(self, n: int = -1) -> bytes:
-        pump = self._pump
-        with pump.cond:
-            while not pump.done and (n < 0 or pump.size - self._pos < n):
-                pump.cond.wait()
-            if pump.error is not None:
-                raise pump.error
-        data = self._file.read(n)
-        self._pos += len(data)
-        return data
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, pos: int) -> int:
-        self._pos = self._file.seek(pos)
-        return self._pos
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> _Follower:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+            self.file.finish(error)
 
 
 @dataclass
@@ -142,28 +101,22 @@ class Spooled:
     @property
     def complete(self) -> bool:
         """The whole body is in the file (or it broke off: :meth:`wait` raises why)."""
-        return self._pump is None or self._pump.done
+        return self._pump is None or self._pump.file.done
 
     def wait(self) -> None:
         """Until the whole body is in the file; raises what stopped it (:class:`BrokenBody` when the
         connection broke, :class:`ResponseFormatError` past ``max_bytes``), as spooling it whole did."""
-        pump = self._pump
-        if pump is None:
-            return
-        with pump.cond:
-            while not pump.done:
-                pump.cond.wait()
-        self.size = pump.size
-        if pump.error is not None:
-            raise pump.error
+        if self._pump is not None:
+            self.size = self._pump.file.wait()
 
     def follow(self) -> IO[bytes]:
         """The body's file, read as it arrives (a file object with ``read``, ``tell``, ``seek``, ``close``)."""
-        pump = self._pump
-        if pump is None:
-            pump = _Pump()
-            pump.done, pump.size = True, self.size
-        return cast(IO[bytes], _Follower(self.file, pump))
+        if self._pump is not None:
+            return self._pump.file.open(PUMP_READ_SIZE)
+        complete = Growing(self.file)
+        complete.written(self.size)
+        complete.finish()
+        return complete.open(PUMP_READ_SIZE)
 
     @property
     def is_xml(self) -> bool:
@@ -396,7 +349,7 @@ class HttpxTransport(Transport):
             os.close(fd)
             path.unlink(missing_ok=True)
             raise
-        pump = _Pump()
+        pump = _Pump(path)
         spooled = Spooled(url=url, status=response.status_code, reason=response.reason_phrase,
                           headers=response.headers, path=path, size=0, _pump=pump,
                           _early=bool(response.extensions.get(STDLIB)))
