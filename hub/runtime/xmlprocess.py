@@ -4,13 +4,14 @@ Why: reading XML is Python work from end to end — libxml2's parse through lxml
 Arrow batches — and it holds the GIL almost all the time, so the download, the mapping and the warehouse's
 inserts wait for it in turn (docs/benchmarks.md: reading while downloading gained nothing for XML). A worker
 process has its own GIL: it runs the very reader the hub runs in-process (:func:`hub.runtime.xmlrecords.read_xml`)
-over the
-bytes this process feeds it, and hands each Arrow batch back over a pipe in Arrow's IPC format, while this
-process downloads, maps, checks and loads the previous batch on the other core.
+over the bytes this process feeds it, and hands each Arrow batch back over a pipe in Arrow's IPC format, while
+this process downloads, maps, checks and loads the previous batch on the other core.
 
-The worker costs a Python start-up (about 0.3 s), so only files of at least ``xml.process_from`` bytes take
-this way. The exchange is plain: this process writes the file's bytes to the worker's stdin (from any stream:
-a download in progress, a decompressed member); the worker writes frames to its stdout, each a kind byte and
+The worker costs a second Python (about 0.3 s to start, 150-180 MB at its peak), so it is opt-in: files of at
+least ``xml.process_from`` bytes take this way, and none by default.
+
+The exchange is plain: this process writes the file's bytes to the worker's stdin (from any stream: a download
+in progress, a decompressed member); the worker writes frames to its stdout, each a kind byte and
 a length, then either one complete IPC stream holding one batch (``B``), or a pickled exception the reader
 raised (``E``: the same error, of the same class, as the in-process reader gives). Only this process's own
 worker is unpickled. A worker that dies without a frame saying why is an :class:`AdapterError` with its
