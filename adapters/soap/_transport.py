@@ -20,7 +20,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -195,28 +195,26 @@ class HttpxTransport(Transport):
         self._local = threading.local()  # in_memory: the thread's call bodies are kept in memory
         self._urls: dict[str, httpx.URL] = {}  # in_memory calls' addresses, parsed once (httpx parses a str per call)
 
-    @contextmanager
-    def streaming(self) -> Iterator[None]:
+    def streaming(self) -> AbstractContextManager[None]:
         """Inside: the responses of this thread's calls are spooled by a thread of their own, and returned as
         soon as their head has arrived (:class:`Spooled` with :meth:`Spooled.follow` and
         :meth:`Spooled.wait`), so that the caller parses the body while it is downloaded."""
-        before = getattr(self._local, "streaming", False)
-        self._local.streaming = True
-        try:
-            yield
-        finally:
-            self._local.streaming = before
+        return self._for_this_thread("streaming")
 
-    @contextmanager
-    def in_memory(self) -> Iterator[None]:
+    def in_memory(self) -> AbstractContextManager[None]:
         """Inside: the responses of this thread's calls are kept in memory (:attr:`Spooled.body`) instead of a
         file, within the same ``max_bytes``: for callers that read the whole body anyway."""
-        before = getattr(self._local, "in_memory", False)
-        self._local.in_memory = True
+        return self._for_this_thread("in_memory")
+
+    @contextmanager
+    def _for_this_thread(self, flag: str) -> Iterator[None]:
+        """*flag* set for this thread's calls inside the block (restored after it: blocks may nest)."""
+        before = getattr(self._local, flag, False)
+        setattr(self._local, flag, True)
         try:
             yield
         finally:
-            self._local.in_memory = before
+            setattr(self._local, flag, before)
 
     def load(self, url: str) -> bytes:
         """The document at *url*: the WSDL (which sets the policy) or an import the policy allows. zeep
