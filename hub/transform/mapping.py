@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from hub.errors import MappingError
+from hub.runtime.records import ERROR, LINE, RAW
 from hub.transform.types import JSON, parse_type
 
 
@@ -36,10 +37,10 @@ class Mapped:
     kept: pa.BooleanArray | None = None  # which input rows are in `batch` (None: all of them)
 
 
-#: Reserved columns adapters may add: a record they could not read faithfully carries the reason in
-#: ``_hub_error`` (and its raw text in ``_hub_raw``); ``_hub_line`` is the record's line in its file.
-#: The Mapper turns them into quarantine rows and never passes them on.
-ERROR_COLUMN, RAW_COLUMN, LINE_COLUMN = "_hub_error", "_hub_raw", "_hub_line"
+#: Reserved columns adapters may add (named in hub.runtime.records, where the readers write them): a record they
+#: could not read faithfully carries the reason in ``_hub_error`` (and its raw text in ``_hub_raw``); ``_hub_line``
+#: is the record's line in its file. The Mapper turns them into quarantine rows and never passes them on.
+ERROR_COLUMN, RAW_COLUMN, LINE_COLUMN = ERROR, RAW, LINE
 RESERVED = (ERROR_COLUMN, RAW_COLUMN, LINE_COLUMN)
 
 
