@@ -168,8 +168,8 @@ def read(path: Path, fmt: FormatConfig, *, name: str | None = None, base_dir: Pa
     do not stop the file go to *notes* (None: the encoding is not checked). *stream*: see :func:`members`;
     *size*: the file's size when *path* is still growing (XML from ``xml.process_from`` bytes is parsed by a
     worker process, :mod:`hub.runtime.xmlprocess`)."""
-    if size is None:
-        size = path.stat().st_size if path.is_file() else 0
+    apart = fmt.xml is not None and fmt.xml.process_from is not None and \
+        (size if size is not None else path.stat().st_size) >= fmt.xml.process_from
     try:
         for member, opened in members(path, fmt, name, stream):
             if fmt.csv is not None:
@@ -178,7 +178,7 @@ def read(path: Path, fmt: FormatConfig, *, name: str | None = None, base_dir: Pa
                 yield from read_fixed_width(opened, fmt.fixed_width, member, base_dir, notes)
             elif fmt.jsonl is not None:
                 yield from read_jsonl(opened, fmt.jsonl.encoding, member, batch_size, notes)
-            elif fmt.xml is not None and fmt.xml.process_from is not None and size >= fmt.xml.process_from:
+            elif fmt.xml is not None and apart:
                 yield from xmlprocess.read_xml(opened, fmt.xml.records, member, batch_size, fmt.xml.max_depth)
             elif fmt.xml is not None:
                 yield from read_xml(opened, fmt.xml.records, member, batch_size, fmt.xml.max_depth)
